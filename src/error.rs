@@ -1,0 +1,265 @@
+//! The one error catalogue of the library.
+//!
+//! Messages are lowercase fragments; an underlying error is in `source()`, never
+//! repeated in the message. Every error about a process names its pid.
+
+use std::io;
+
+use supervisor_worker::codec::CodecError;
+use supervisor_worker::registry::RegistryError;
+use supervisor_worker::setup::SetupStep;
+
+use crate::exit::Signal;
+
+/// Everything that can go wrong when starting, running or joining a process.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The task panicked.
+    #[error("task `{task}` panicked in process {pid}{}: {message}", at(location))]
+    Panicked {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+        /// The panic message.
+        message: String,
+        /// `file:line:column` of the panic.
+        location: Option<String>,
+        /// A backtrace, when `RUST_BACKTRACE` enabled one.
+        backtrace: Option<String>,
+    },
+    /// The task returned `Err` (tasks run by name; typed callers get the `Err` value).
+    #[error("task `{task}` failed in process {pid}: {message}")]
+    Failed {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+        /// The error's `Display`.
+        message: String,
+    },
+    /// A signal ended the process before the task returned.
+    #[error("process {pid} running task `{task}` was killed by {signal}{}", if *core_dumped { " (core dumped)" } else { "" })]
+    Crashed {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+        /// The signal.
+        signal: Signal,
+        /// Whether a core was dumped.
+        core_dumped: bool,
+        /// Peak resident memory of the process, in KiB.
+        peak_rss_kib: u64,
+    },
+    /// The process exited (with any code, 0 included) before the task returned.
+    #[error("process {pid} exited with code {code} before task `{task}` returned")]
+    Exited {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+        /// The exit code.
+        code: i32,
+        /// Peak resident memory of the process, in KiB.
+        peak_rss_kib: u64,
+    },
+    /// The process's channel closed without a result and its exit status is unknown.
+    #[error("process {pid} running task `{task}` was lost: no result and no exit status")]
+    Lost {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+    },
+    /// The worker has no task by this name (parent and worker disagree).
+    #[error("process {pid} has no task named `{task}`")]
+    UnknownTask {
+        /// The name asked for.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+    },
+    /// The function or name was not registered with `task!`.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The argument could not be encoded in the parent.
+    #[error("cannot encode the argument of task `{task}`")]
+    EncodeArgument {
+        /// The task's name.
+        task: String,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// The worker could not decode the argument.
+    #[error("process {pid} could not decode the argument of task `{task}`: {message}")]
+    DecodeArgument {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+        /// The worker's decoder message.
+        message: String,
+    },
+    /// The worker could not encode the task's return value.
+    #[error("process {pid} could not encode the result of task `{task}`: {message}")]
+    EncodeResult {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+        /// The worker's encoder message.
+        message: String,
+    },
+    /// The result bytes did not decode as the task's return type.
+    #[error("cannot decode the result of task `{task}` from process {pid}")]
+    DecodeResult {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// The worker said something the protocol does not allow.
+    #[error("protocol error with process {pid}: {detail}")]
+    Protocol {
+        /// The worker's pid.
+        pid: u32,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The operating system refused to create the process.
+    #[error("cannot start a worker process")]
+    Spawn(#[source] io::Error),
+    /// An ipc channel could not be created or used.
+    #[error("cannot set up the channel to a worker process")]
+    Channel(#[source] io::Error),
+    /// A spawned child did not complete the handshake.
+    #[error("process {pid} did not complete its bootstrap: {reason}")]
+    Bootstrap {
+        /// The child's pid.
+        pid: u32,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The child could not set itself up (process group, nice, parent-death signal).
+    #[error("process {pid} could not set itself up ({step:?})")]
+    Setup {
+        /// The child's pid.
+        pid: u32,
+        /// The failing step.
+        step: SetupStep,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// Lowering the nice value needs a privilege this process lacks.
+    #[error("cannot lower the nice value from {current} to {requested}: this needs CAP_SYS_NICE or a higher RLIMIT_NICE")]
+    NiceNotPermitted {
+        /// The value asked for.
+        requested: i32,
+        /// This process's current value.
+        current: i32,
+    },
+    /// A nice value outside -20..=19.
+    #[error("nice value {0} is outside -20..=19")]
+    NiceOutOfRange(i32),
+    /// The fork start method cannot be used in this process.
+    #[error("the fork start method is unavailable: {reason}")]
+    ForkUnavailable {
+        /// Why.
+        reason: String,
+    },
+    /// The forkserver could not be started or has died.
+    #[error("the forkserver is unavailable")]
+    Forkserver(#[source] Box<Error>),
+    /// A daemon process tried to start a process.
+    #[error("daemon process `{name}` may not start processes of its own")]
+    DaemonCannotStart {
+        /// The daemon's name.
+        name: String,
+    },
+    /// `join` was called again after the result was taken.
+    #[error("process {pid} was already joined and its result taken")]
+    AlreadyJoined {
+        /// The process's pid.
+        pid: u32,
+    },
+    /// Sending a signal failed.
+    #[error("cannot signal process {pid}")]
+    Signal {
+        /// The target pid.
+        pid: u32,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn at(location: &Option<String>) -> String {
+    location
+        .as_ref()
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default()
+}
+
+impl Error {
+    /// The pid of the process the error is about, when there is one.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Error::Panicked { pid, .. }
+            | Error::Failed { pid, .. }
+            | Error::Crashed { pid, .. }
+            | Error::Exited { pid, .. }
+            | Error::Lost { pid, .. }
+            | Error::UnknownTask { pid, .. }
+            | Error::DecodeArgument { pid, .. }
+            | Error::EncodeResult { pid, .. }
+            | Error::DecodeResult { pid, .. }
+            | Error::Protocol { pid, .. }
+            | Error::Bootstrap { pid, .. }
+            | Error::Setup { pid, .. }
+            | Error::AlreadyJoined { pid }
+            | Error::Signal { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_lowercase_and_do_not_repeat_their_source() {
+        let e = Error::Spawn(io::Error::from_raw_os_error(libc::EAGAIN));
+        assert_eq!(e.to_string(), "cannot start a worker process");
+        assert!(std::error::Error::source(&e).is_some());
+        let e = Error::Crashed {
+            task: "t".into(),
+            pid: 7,
+            signal: Signal::from_number(libc::SIGSEGV),
+            core_dumped: false,
+            peak_rss_kib: 1,
+        };
+        assert_eq!(
+            e.to_string(),
+            "process 7 running task `t` was killed by SIGSEGV"
+        );
+        let e = Error::Panicked {
+            task: "t".into(),
+            pid: 7,
+            message: "boom".into(),
+            location: Some("a.rs:1:2".into()),
+            backtrace: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "task `t` panicked in process 7 at a.rs:1:2: boom"
+        );
+    }
+}

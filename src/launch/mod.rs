@@ -1,0 +1,46 @@
+//! Starting a child with one of the three start methods.
+
+pub(crate) mod forkserver;
+pub(crate) mod server;
+pub(crate) mod spawn;
+pub(crate) mod zygote;
+
+use std::sync::Arc;
+
+use supervisor_worker::protocol::{Link, Role, ToChild, WorkerConfig};
+
+use crate::error::Error;
+use crate::reaper::ChildSlot;
+use crate::StartMethod;
+
+/// What to start.
+pub(crate) struct Spec {
+    pub(crate) method: StartMethod,
+    pub(crate) nice: Option<i32>,
+    pub(crate) daemon: bool,
+    pub(crate) name: String,
+}
+
+/// Starts a configured worker: its slot (watched by the reaper) and our end of its link.
+pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error> {
+    let config = WorkerConfig {
+        role: Role::Worker,
+        name: spec.name.clone(),
+        daemon: spec.daemon,
+    };
+    let server = match spec.method {
+        StartMethod::Spawn => return spawn::start(spec.nice, config),
+        StartMethod::Fork => zygote::client()?,
+        StartMethod::Forkserver => forkserver::client()?,
+    };
+    let (slot, link) = server.fork(spec.nice, spec.daemon)?;
+    if let Err(e) = link.send(&ToChild::Config(config)) {
+        let _ = slot.signal(libc::SIGKILL, true);
+        slot.wait();
+        return Err(Error::Bootstrap {
+            pid: slot.pid(),
+            reason: supervisor_worker::error_chain(&e),
+        });
+    }
+    Ok((slot, link))
+}

@@ -1,0 +1,108 @@
+//! Client of a fork server (the zygote or the forkserver).
+//!
+//! Requests and replies are strictly paired under one lock, so any thread may ask for
+//! a fork and the reaper may ask for a reap at the same time.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use ipc_channel::ipc;
+use supervisor_worker::protocol::{Channel, Frame, FromChild, Link, ToChild};
+use supervisor_worker::setup::ChildSetup;
+
+use crate::error::Error;
+use crate::os;
+use crate::reaper::{reaper, ChildSlot, Owner};
+
+/// A live connection to a fork server.
+pub(crate) struct ServerClient {
+    pid: i32,
+    link: Mutex<Link>,
+}
+
+impl ServerClient {
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub(crate) fn new(pid: i32, link: Link) -> ServerClient {
+        ServerClient {
+            pid,
+            link: Mutex::new(link),
+        }
+    }
+
+    fn request(&self, msg: &ToChild, channels: Vec<Channel>) -> Result<FromChild, String> {
+        let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        link.send_with(msg, channels)
+            .map_err(|e| supervisor_worker::error_chain(&e))?;
+        link.recv::<FromChild>()
+            .map_err(|e| supervisor_worker::error_chain(&e))
+    }
+
+    /// Asks the server to fork a worker; returns its slot (watched by the reaper) and
+    /// the parent's end of its link.
+    pub(crate) fn fork(
+        self: &Arc<Self>,
+        nice: Option<i32>,
+        daemon: bool,
+    ) -> Result<(Arc<ChildSlot>, Link), Error> {
+        let (to_worker_tx, to_worker_rx) = ipc::channel::<Frame>().map_err(Error::Channel)?;
+        let (from_worker_tx, from_worker_rx) = ipc::channel::<Frame>().map_err(Error::Channel)?;
+        let setup = ChildSetup {
+            nice,
+            die_with_parent: daemon,
+            expected_parent: self.pid,
+            cloexec_above_stdio: false,
+        };
+        let reply = self
+            .request(
+                &ToChild::Fork { setup },
+                vec![
+                    Channel::Receiver(to_worker_rx),
+                    Channel::Sender(from_worker_tx),
+                ],
+            )
+            .map_err(|e| {
+                Error::Spawn(io::Error::other(format!("fork server {}: {e}", self.pid)))
+            })?;
+        let pid = match reply {
+            FromChild::Forked { pid } => pid,
+            FromChild::ForkFailed { errno } => {
+                return Err(Error::Spawn(io::Error::from_raw_os_error(errno)))
+            }
+            other => {
+                return Err(Error::Protocol {
+                    pid: self.pid as u32,
+                    detail: format!("unexpected reply to a fork request: {other:?}"),
+                })
+            }
+        };
+        // The server reaps only when we ask, so the pid is still this worker's.
+        let pidfd = os::pidfd_open(pid).map_err(Error::Spawn)?;
+        let slot = ChildSlot::new(pid, pidfd, daemon, Owner::Server(self.clone()));
+        reaper()
+            .map_err(Error::Spawn)?
+            .watch(slot.clone())
+            .map_err(Error::Spawn)?;
+        Ok((
+            slot,
+            Link {
+                tx: to_worker_tx,
+                rx: from_worker_rx,
+            },
+        ))
+    }
+
+    /// Asks the server to reap `pid`: raw wait status and peak RSS.
+    pub(crate) fn reap(&self, pid: i32) -> Option<(i32, u64)> {
+        match self.request(&ToChild::Reap { pid }, Vec::new()) {
+            Ok(FromChild::Reaped {
+                status: Some(status),
+                maxrss_kib,
+                ..
+            }) => Some((status, maxrss_kib)),
+            _ => None,
+        }
+    }
+}

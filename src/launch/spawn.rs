@@ -1,0 +1,185 @@
+//! The spawn start method: re-execute `/proc/self/exe` and shake hands.
+//!
+//! 1. A one-shot ipc-channel server listens on a socket in a fresh directory, which we
+//!    force to mode 0700 and check is ours (never an abstract socket).
+//! 2. The reaper thread forks and execs the child with the socket path and a fresh
+//!    32-byte secret in its environment; before exec the child applies its set-up and
+//!    marks every inherited descriptor close-on-exec.
+//! 3. `accept` runs on a helper thread while we also watch the child's exit: a child
+//!    that dies before connecting is an error at once, never a hung accept.
+//! 4. The first message is a fixed-layout hello; its secret is checked before anything
+//!    else is decoded, then protocol version, build id and pid.
+//! 5. The child hands over the sender we use to reach it; we send its configuration.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
+use serde_bytes::ByteBuf;
+use supervisor_worker::bootstrap::secret_to_hex;
+use supervisor_worker::protocol::{
+    self, Channel, Frame, FromChild, Hello, Link, LinkError, ToChild, WorkerConfig, ENV_BOOTSTRAP,
+    ENV_SECRET, SECRET_LEN,
+};
+use supervisor_worker::setup::{self, ChildSetup};
+
+use crate::error::Error;
+use crate::os;
+use crate::reaper::{reaper, ChildSlot, Owner};
+
+/// How long a spawned child has to connect and hand over its channel.
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30);
+
+enum Event {
+    Accepted(Result<(IpcReceiver<ByteBuf>, ByteBuf), ipc_channel::IpcError>),
+    Exited,
+}
+
+/// Spawns a child, completes the handshake and sends it `config`.
+pub(crate) fn start(
+    nice: Option<i32>,
+    config: WorkerConfig,
+) -> Result<(Arc<ChildSlot>, Link), Error> {
+    let secret: [u8; SECRET_LEN] = os::random_bytes().map_err(Error::Spawn)?;
+    let (server, path) = IpcOneShotServer::<ByteBuf>::new().map_err(Error::Channel)?;
+    if let Some(dir) = Path::new(&path).parent() {
+        os::make_private_dir(dir).map_err(Error::Channel)?;
+    }
+    let setup = ChildSetup {
+        nice,
+        die_with_parent: config.daemon,
+        expected_parent: os::getpid(),
+        cloexec_above_stdio: true,
+    };
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0(process_title(&config))
+        .env(ENV_BOOTSTRAP, &path)
+        .env(ENV_SECRET, secret_to_hex(&secret))
+        .stdin(Stdio::null());
+    // SAFETY: `setup::apply` is async-signal-safe: raw system calls on plain data, no
+    // allocation, no locks. The closure captures only a Copy struct.
+    unsafe {
+        cmd.pre_exec(move || {
+            setup::apply(&setup).map_err(|e| {
+                std::io::Error::from_raw_os_error(if e.errno == 0 { libc::ESRCH } else { e.errno })
+            })
+        });
+    }
+    let reaper = reaper().map_err(Error::Spawn)?;
+    let (pid, pidfd) = reaper.spawn(cmd).map_err(|e| {
+        if nice.is_some() && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+            Error::NiceNotPermitted {
+                requested: nice.unwrap_or_default(),
+                current: os::current_nice(),
+            }
+        } else {
+            Error::Spawn(e)
+        }
+    })?;
+    let slot = ChildSlot::new(pid, pidfd, config.daemon, Owner::Direct);
+    reaper.watch(slot.clone()).map_err(Error::Spawn)?;
+    match handshake(server, &path, &secret, &slot, config) {
+        Ok(link) => Ok((slot, link)),
+        Err(reason) => {
+            let _ = slot.signal(libc::SIGKILL, true);
+            slot.wait();
+            Err(Error::Bootstrap {
+                pid: pid as u32,
+                reason,
+            })
+        }
+    }
+}
+
+fn process_title(config: &WorkerConfig) -> String {
+    let exe = std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "supervisor".into());
+    format!("{exe} [{}]", config.name)
+}
+
+fn handshake(
+    server: IpcOneShotServer<ByteBuf>,
+    path: &str,
+    secret: &[u8; SECRET_LEN],
+    slot: &ChildSlot,
+    config: WorkerConfig,
+) -> Result<Link, String> {
+    let deadline = Instant::now() + BOOTSTRAP_TIMEOUT;
+    let (tx, rx) = mpsc::channel();
+    let on_exit = tx.clone();
+    slot.on_exit(Box::new(move || {
+        let _ = on_exit.send(Event::Exited);
+    }));
+    std::thread::Builder::new()
+        .name("supervisor-accept".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            let _ = tx.send(Event::Accepted(server.accept()));
+        })
+        .map_err(|e| format!("cannot start the accept thread: {e}"))?;
+    let (receiver, hello) = match rx.recv_timeout(BOOTSTRAP_TIMEOUT) {
+        Ok(Event::Accepted(Ok(accepted))) => accepted,
+        Ok(Event::Accepted(Err(e))) => return Err(format!("accept failed: {e:?}")),
+        Ok(Event::Exited) => {
+            unblock_accept(path);
+            let status = slot
+                .exit()
+                .map(|e| e.status.to_string())
+                .unwrap_or_default();
+            return Err(format!("it exited ({status}) before connecting"));
+        }
+        Err(_) => {
+            unblock_accept(path);
+            return Err(format!("it did not connect within {BOOTSTRAP_TIMEOUT:?}"));
+        }
+    };
+    let hello = Hello::verify(&hello, secret).map_err(|e| format!("rejected its hello: {e}"))?;
+    if hello.version != protocol::PROTOCOL_VERSION {
+        return Err(format!(
+            "it speaks protocol {} and we speak {}",
+            hello.version,
+            protocol::PROTOCOL_VERSION
+        ));
+    }
+    if hello.build_id != protocol::build_id() {
+        return Err("it is a different build of this program".into());
+    }
+    if hello.pid != slot.pid() {
+        return Err(format!("the hello came from pid {}", hello.pid));
+    }
+    let link_rx: IpcReceiver<Frame> = receiver.to_opaque().to();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut frame = match link_rx.try_recv_timeout(left) {
+        Ok(frame) => frame,
+        Err(ipc_channel::TryRecvError::Empty) => return Err("no handoff in time".into()),
+        Err(ipc_channel::TryRecvError::IpcError(e)) => {
+            return Err(format!("channel closed before the handoff: {e:?}"))
+        }
+    };
+    match frame.decode::<FromChild>() {
+        Ok(FromChild::Handoff) => {}
+        Ok(other) => return Err(format!("expected a handoff, got {other:?}")),
+        Err(e) => return Err(supervisor_worker::error_chain(&e)),
+    }
+    let tx = match frame.take_channels().pop() {
+        Some(Channel::Sender(tx)) => tx,
+        _ => return Err("the handoff carried no sender".into()),
+    };
+    let link = Link { tx, rx: link_rx };
+    link.send(&ToChild::Config(config))
+        .map_err(|e: LinkError| supervisor_worker::error_chain(&e))?;
+    Ok(link)
+}
+
+/// Wakes an `accept` that will never see its child, so its thread ends and the
+/// socket directory is removed.
+fn unblock_accept(path: &str) {
+    if let Ok(tx) = IpcSender::<ByteBuf>::connect(path.to_string()) {
+        let _ = tx.send(ByteBuf::new());
+    }
+}

@@ -1,0 +1,39 @@
+//! Python's `multiprocessing`, done right: run Rust functions in real worker processes.
+//!
+//! ```no_run
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//! supervisor::task!(square);
+//!
+//! fn main() -> Result<(), supervisor::Error> {
+//!     supervisor::init(); // first in main: a re-executed worker never returns from it
+//!     let mut p = supervisor::Process::builder(square, 7).start()?;
+//!     assert_eq!(p.join()?, 49);
+//!     assert_eq!(p.exitcode(), Some(0));
+//!     Ok(())
+//! }
+//! ```
+//!
+//! See `docs/ARCHITECTURE.md` for how a task travels and how each process lives and
+//! dies.
+#![warn(missing_docs)]
+
+mod error;
+mod exit;
+mod init;
+mod launch;
+mod os;
+mod process;
+mod reaper;
+mod start_method;
+
+pub use error::Error;
+pub use exit::{ExitStatus, Signal};
+pub use init::{ensure_forkserver, helper_pids, init};
+pub use process::{Process, ProcessBuilder};
+pub use start_method::StartMethod;
+pub use supervisor_worker::codec::CodecError;
+pub use supervisor_worker::registry::RegistryError;
+pub use supervisor_worker::setup::SetupStep;
+pub use supervisor_worker::{context as worker_context, task, WorkerContext};

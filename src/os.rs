@@ -1,0 +1,267 @@
+//! Every system call the parent side makes, behind safe functions.
+//!
+//! Nothing here is public API; no libc type leaves this module.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// Opens a pidfd for `pid`: a handle that always names that very process, even after
+/// its pid is reused, and becomes readable when it exits.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes plain integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(last_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `signal` to the process behind `pidfd`. `Ok(false)` if it had already exited.
+pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<bool> {
+    // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(true)
+    } else {
+        let e = last_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            Ok(false)
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// Sends `signal` to every process in group `pgid`. `Ok(false)` if the group is empty.
+pub(crate) fn kill_group(pgid: i32, signal: i32) -> io::Result<bool> {
+    debug_assert!(pgid > 1);
+    // SAFETY: kill with a negative pid addresses a process group; plain integers.
+    if unsafe { libc::kill(-pgid, signal) } == 0 {
+        Ok(true)
+    } else {
+        let e = last_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            Ok(false)
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// Raw wait status and peak RSS (KiB) of child `pid`, which must have exited already
+/// (its pidfd was readable). `None` if it is not our child (someone else reaped it).
+pub(crate) fn reap(pid: i32) -> Option<(i32, u64)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: out-pointers to live locals.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            return Some((status, usage.ru_maxrss.max(0) as u64));
+        }
+        if last_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
+}
+
+/// An eventfd used to wake a thread blocked in [`poll_readable`].
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes plain integers and returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(last_error());
+        }
+        // SAFETY: a descriptor the kernel just gave us.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd. A full counter
+        // (EAGAIN) already means "awake", so the result is not needed.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    pub(crate) fn drain(&self) {
+        let mut value: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64; EAGAIN (nothing pending) is fine.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+    }
+
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        &self.0
+    }
+}
+
+/// Waits until at least one of `fds` is readable (or hung up); returns one flag per fd.
+pub(crate) fn poll_readable(fds: &[&OwnedFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let timeout_ms = timeout.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32);
+    loop {
+        // SAFETY: pfds is a live, correctly sized array of pollfd.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+        if r >= 0 {
+            return Ok(pfds.iter().map(|p| p.revents != 0).collect());
+        }
+        let e = last_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// This process's id.
+pub(crate) fn getpid() -> i32 {
+    std::process::id() as i32
+}
+
+/// The nice value of the calling thread.
+pub(crate) fn current_nice() -> i32 {
+    // SAFETY: clearing errno before getpriority is how its -1 result is disambiguated.
+    unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    }
+}
+
+/// Whether this process may lower its nice value to `target`: CAP_SYS_NICE, or
+/// RLIMIT_NICE allows it (the limit is `20 - nice`).
+pub(crate) fn may_lower_nice_to(target: i32) -> bool {
+    if has_capability(23) {
+        return true;
+    }
+    // SAFETY: rlimit is plain data filled in by getrlimit.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: a live out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut lim) } != 0 {
+        return false;
+    }
+    let floor = 20 - lim.rlim_cur.min(40) as i32;
+    target >= floor
+}
+
+/// Whether capability number `cap` is in this process's effective set.
+fn has_capability(cap: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1u64 << cap) != 0)
+}
+
+/// Number of threads in this process.
+pub(crate) fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// `len` bytes from the kernel's random generator.
+pub(crate) fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    let mut out = [0u8; N];
+    let mut filled = 0;
+    while filled < N {
+        // SAFETY: writes at most N - filled bytes into the live array.
+        let r = unsafe { libc::getrandom(out[filled..].as_mut_ptr().cast(), N - filled, 0) };
+        if r < 0 {
+            let e = last_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += r as usize;
+    }
+    Ok(out)
+}
+
+/// The descriptors this process has open now (not counting the one used to list them).
+pub(crate) fn open_fds() -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // SAFETY: F_GETFD only reads descriptor flags; it fails for a closed descriptor,
+    // which drops the directory handle used for the listing above.
+    fds.retain(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1);
+    fds.sort_unstable();
+    fds
+}
+
+/// Closes each descriptor in `fds` above stdio. For a freshly forked child that owns
+/// copies of them.
+pub(crate) fn close_above_stdio(fds: &[i32]) {
+    for &fd in fds.iter().filter(|&&fd| fd > 2) {
+        // SAFETY: the caller (a forked child) owns these copies and never uses them again.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Result of [`fork`].
+pub(crate) enum Forked {
+    Child,
+    Parent(i32),
+}
+
+/// Forks. The caller must be single-threaded (checked with [`thread_count`]).
+pub(crate) fn fork() -> io::Result<Forked> {
+    // SAFETY: only called while this process has a single thread, so the child holds
+    // no lock another thread owned and may run ordinary code.
+    match unsafe { libc::fork() } {
+        -1 => Err(last_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Registers `f` to run when the process exits normally (return from `main`,
+/// `std::process::exit`).
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: f is a plain function valid for the whole life of the program.
+    unsafe { libc::atexit(f) };
+}
+
+/// Makes `dir` accessible to its owner only and checks it belongs to us.
+pub(crate) fn make_private_dir(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not a private directory of this user", dir.display()),
+        ));
+    }
+    Ok(())
+}

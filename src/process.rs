@@ -1,0 +1,350 @@
+//! `Process`: run one task in a child process, controlled like Python's
+//! `multiprocessing.Process`.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::IpcReceiver;
+use serde::{de::DeserializeOwned, Serialize};
+use supervisor_worker::codec::{self, CodecError};
+use supervisor_worker::protocol::{Frame, FromChild, LinkError, TaskOutcome, TaskRequest, ToChild};
+use supervisor_worker::{registry, setup::SetupError};
+
+use crate::error::Error;
+use crate::exit::ExitStatus;
+use crate::launch::{self, Spec};
+use crate::os;
+use crate::reaper::{ChildSlot, Exit};
+use crate::StartMethod;
+
+/// Longest pause between checks for a child that exited while something else (a
+/// grandchild that inherited it) keeps its result channel open.
+const EXIT_CHECK: Duration = Duration::from_millis(50);
+
+/// Builds a [`Process`]: `Process::builder(task, arg).daemon(true).nice(10).start()`.
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct ProcessBuilder<R> {
+    key: &'static str,
+    arg: Result<Vec<u8>, CodecError>,
+    name: Option<String>,
+    daemon: bool,
+    nice: Option<i32>,
+    method: StartMethod,
+    result: PhantomData<fn() -> R>,
+}
+
+impl<R> ProcessBuilder<R> {
+    /// A name for messages and `ps` (default: the task's name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Daemon processes are killed when their parent ends (even by SIGKILL) and may not
+    /// start processes of their own. Default: false, as in Python.
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// The child's nice value (-20..=19). Lowering it below this process's value needs
+    /// privilege; without it `start` fails with [`Error::NiceNotPermitted`].
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.nice = Some(nice);
+        self
+    }
+
+    /// How the child is created. Default: [`StartMethod::Spawn`].
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Starts the child and hands it the task.
+    pub fn start(self) -> Result<Process<R>, Error> {
+        if let Some(me) = supervisor_worker::context() {
+            if me.daemon {
+                return Err(Error::DaemonCannotStart {
+                    name: me.name.clone(),
+                });
+            }
+        }
+        let entry = registry::by_key(self.key)?;
+        let arg = self.arg.map_err(|source| Error::EncodeArgument {
+            task: entry.name.to_string(),
+            source,
+        })?;
+        if let Some(nice) = self.nice {
+            check_nice(nice)?;
+        }
+        let name = self.name.unwrap_or_else(|| entry.name.to_string());
+        let spec = Spec {
+            method: self.method,
+            nice: self.nice,
+            daemon: self.daemon,
+            name: name.clone(),
+        };
+        let (slot, link) = launch::start_worker(&spec)?;
+        let request = ToChild::Task(TaskRequest {
+            id: 1,
+            task: entry.name.to_string(),
+            arg,
+        });
+        match link.send(&request) {
+            // A child that died already is reported by `join`.
+            Ok(()) | Err(LinkError::Closed) => {}
+            Err(e) => {
+                let _ = slot.signal(libc::SIGKILL, true);
+                return Err(Error::Protocol {
+                    pid: slot.pid(),
+                    detail: supervisor_worker::error_chain(&e),
+                });
+            }
+        }
+        // Closing our sender tells the child there is nothing after this task.
+        Ok(Process {
+            slot,
+            rx: Some(link.rx),
+            task: entry.name,
+            name,
+            received: None,
+            taken: false,
+            result: PhantomData,
+        })
+    }
+}
+
+fn check_nice(nice: i32) -> Result<(), Error> {
+    if !(-20..=19).contains(&nice) {
+        return Err(Error::NiceOutOfRange(nice));
+    }
+    let current = os::current_nice();
+    if nice < current && !os::may_lower_nice_to(nice) {
+        return Err(Error::NiceNotPermitted {
+            requested: nice,
+            current,
+        });
+    }
+    Ok(())
+}
+
+/// A task running in its own process.
+///
+/// Dropping the handle without joining is fine: the process runs on (a daemon still
+/// dies with its parent) and is reaped when it exits, never left a zombie.
+pub struct Process<R> {
+    slot: Arc<ChildSlot>,
+    rx: Option<IpcReceiver<Frame>>,
+    task: &'static str,
+    name: String,
+    received: Option<Result<FromChild, String>>,
+    taken: bool,
+    result: PhantomData<fn() -> R>,
+}
+
+impl<R> Process<R> {
+    /// Describes a process that will run `task(arg)`; `task` must be registered with
+    /// [`crate::task!`].
+    pub fn builder<F, T>(_task: F, arg: T) -> ProcessBuilder<R>
+    where
+        F: Fn(T) -> R + 'static,
+        T: Serialize,
+    {
+        ProcessBuilder {
+            key: std::any::type_name::<F>(),
+            arg: codec::encode(&arg),
+            name: None,
+            daemon: false,
+            nice: None,
+            method: StartMethod::default(),
+            result: PhantomData,
+        }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.slot.pid()
+    }
+
+    /// The name given at build time (default: the task's name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this is a daemon process.
+    pub fn is_daemon(&self) -> bool {
+        self.slot.is_daemon()
+    }
+
+    /// True until the child has exited.
+    pub fn is_alive(&self) -> bool {
+        self.slot.exit().is_none()
+    }
+
+    /// Python's `exitcode`: `None` while running, then the exit code, or the negated
+    /// number of the signal that ended it (-15 after `terminate`, -9 after `kill`).
+    pub fn exitcode(&self) -> Option<i32> {
+        self.slot.exit().and_then(|e| e.status.exitcode())
+    }
+
+    /// How the child ended, once it has.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.slot.exit().map(|e| e.status)
+    }
+
+    /// Sends SIGTERM to the child and its process group (its own children). A no-op
+    /// once it has exited.
+    pub fn terminate(&self) -> Result<(), Error> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends SIGKILL to the child and its process group. A no-op once it has exited.
+    pub fn kill(&self) -> Result<(), Error> {
+        self.signal(libc::SIGKILL)
+    }
+
+    fn signal(&self, signal: i32) -> Result<(), Error> {
+        self.slot
+            .signal(signal, true)
+            .map(|_| ())
+            .map_err(|source| Error::Signal {
+                pid: self.pid(),
+                source,
+            })
+    }
+}
+
+impl<R: DeserializeOwned> Process<R> {
+    /// Waits for the child to finish and returns what the task returned, or a typed
+    /// error saying how it failed. The result can be taken once; later calls return
+    /// [`Error::AlreadyJoined`] (`exitcode` stays available).
+    pub fn join(&mut self) -> Result<R, Error> {
+        match self.join_until(None) {
+            Some(result) => result,
+            None => unreachable!("a join without a deadline always completes"),
+        }
+    }
+
+    /// Like [`Process::join`], but gives up after `timeout` and returns `None`; the
+    /// process is unaffected and can be joined again.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Option<Result<R, Error>> {
+        self.join_until(Some(Instant::now() + timeout))
+    }
+
+    fn join_until(&mut self, deadline: Option<Instant>) -> Option<Result<R, Error>> {
+        if self.taken {
+            return Some(Err(Error::AlreadyJoined { pid: self.pid() }));
+        }
+        if !self.receive_until(deadline) {
+            return None;
+        }
+        let exit = match deadline {
+            None => self.slot.wait(),
+            Some(deadline) => self.slot.wait_until(deadline)?,
+        };
+        self.taken = true;
+        Some(self.outcome(exit))
+    }
+
+    /// Waits for the child's answer, or for proof that none will come. `false` if the
+    /// deadline passed first.
+    fn receive_until(&mut self, deadline: Option<Instant>) -> bool {
+        while self.received.is_none() {
+            let Some(rx) = &self.rx else { return true };
+            let mut step = EXIT_CHECK;
+            if let Some(deadline) = deadline {
+                match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) => step = step.min(left),
+                    None => return false,
+                }
+            }
+            let exited_before = self.slot.exit().is_some();
+            match rx.try_recv_timeout(step) {
+                Ok(frame) => {
+                    self.received = Some(
+                        frame
+                            .decode::<FromChild>()
+                            .map_err(|e| supervisor_worker::error_chain(&e)),
+                    );
+                }
+                Err(ipc_channel::TryRecvError::Empty) => {
+                    // Exited, and nothing arrived since: the channel is only held open by
+                    // someone else (a grandchild); no result will come.
+                    if exited_before {
+                        self.rx = None;
+                    }
+                }
+                Err(ipc_channel::TryRecvError::IpcError(_)) => self.rx = None,
+            }
+        }
+        true
+    }
+
+    fn outcome(&mut self, exit: Exit) -> Result<R, Error> {
+        let pid = self.pid();
+        let task = self.task.to_string();
+        let outcome = match self.received.take() {
+            None => return Err(no_result(task, pid, exit)),
+            Some(Err(detail)) => return Err(Error::Protocol { pid, detail }),
+            Some(Ok(FromChild::Done { outcome, .. })) => outcome,
+            Some(Ok(FromChild::SetupFailed(SetupError { step, errno }))) => {
+                return Err(Error::Setup {
+                    pid,
+                    step,
+                    source: std::io::Error::from_raw_os_error(errno),
+                })
+            }
+            Some(Ok(other)) => {
+                return Err(Error::Protocol {
+                    pid,
+                    detail: format!("expected a task result, got {other:?}"),
+                })
+            }
+        };
+        match outcome {
+            TaskOutcome::Returned { value, .. } => {
+                codec::decode(&value).map_err(|source| Error::DecodeResult { task, pid, source })
+            }
+            TaskOutcome::Panicked {
+                message,
+                location,
+                backtrace,
+            } => Err(Error::Panicked {
+                task,
+                pid,
+                message,
+                location,
+                backtrace,
+            }),
+            TaskOutcome::UnknownTask { name } => Err(Error::UnknownTask { task: name, pid }),
+            TaskOutcome::BadArgument { message } => {
+                Err(Error::DecodeArgument { task, pid, message })
+            }
+            TaskOutcome::BadResult { message } => Err(Error::EncodeResult { task, pid, message }),
+        }
+    }
+}
+
+/// The error for a child that ended without answering.
+pub(crate) fn no_result(task: String, pid: u32, exit: Exit) -> Error {
+    match exit.status {
+        ExitStatus::Signal {
+            signal,
+            core_dumped,
+        } => Error::Crashed {
+            task,
+            pid,
+            signal,
+            core_dumped,
+            peak_rss_kib: exit.peak_rss_kib,
+        },
+        ExitStatus::Code(code) => Error::Exited {
+            task,
+            pid,
+            code,
+            peak_rss_kib: exit.peak_rss_kib,
+        },
+        ExitStatus::Unknown => Error::Lost { task, pid },
+    }
+}

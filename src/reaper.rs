@@ -1,0 +1,295 @@
+//! The reaper: one long-lived thread that owns every child process.
+//!
+//! It forks spawned children itself, so their parent-death signal is tied to a thread
+//! that lives as long as the process (a user thread that calls `start` and then exits
+//! does not take its children with it). It polls one pidfd per child plus an eventfd
+//! for requests, and when a pidfd turns readable it reaps that child and publishes the
+//! exit status in the child's [`ChildSlot`].
+//!
+//! Signals go through the slot, under the same lock the reaper holds while reaping, so
+//! a signal is only ever sent to a process that has not been reaped: a reused pid is
+//! never hit.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::process::Command;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::exit::ExitStatus;
+use crate::launch::server::ServerClient;
+use crate::os;
+
+/// How a process ended, with its peak memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Exit {
+    pub(crate) status: ExitStatus,
+    pub(crate) peak_rss_kib: u64,
+}
+
+/// Who can collect a child's exit status.
+pub(crate) enum Owner {
+    /// Our own child: `wait4`.
+    Direct,
+    /// A child of a zygote or forkserver: ask it.
+    Server(Arc<ServerClient>),
+}
+
+type ExitWatcher = Box<dyn FnOnce() + Send>;
+
+struct SlotState {
+    exit: Option<Exit>,
+    watchers: Vec<ExitWatcher>,
+}
+
+/// Everything known about one child; shared by its handle and the reaper.
+pub(crate) struct ChildSlot {
+    pid: i32,
+    pidfd: OwnedFd,
+    daemon: bool,
+    owner: Owner,
+    state: Mutex<SlotState>,
+    exited: Condvar,
+}
+
+impl ChildSlot {
+    pub(crate) fn new(pid: i32, pidfd: OwnedFd, daemon: bool, owner: Owner) -> Arc<ChildSlot> {
+        Arc::new(ChildSlot {
+            pid,
+            pidfd,
+            daemon,
+            owner,
+            state: Mutex::new(SlotState {
+                exit: None,
+                watchers: Vec::new(),
+            }),
+            exited: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // A poisoned slot still holds consistent data: every write is one assignment.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    pub(crate) fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// The exit, once the reaper has collected it.
+    pub(crate) fn exit(&self) -> Option<Exit> {
+        self.lock().exit
+    }
+
+    /// Blocks until the child has exited and been reaped.
+    pub(crate) fn wait(&self) -> Exit {
+        let mut state = self.lock();
+        loop {
+            if let Some(exit) = state.exit {
+                return exit;
+            }
+            state = self.exited.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Like [`ChildSlot::wait`], giving up at `deadline`.
+    pub(crate) fn wait_until(&self, deadline: Instant) -> Option<Exit> {
+        let mut state = self.lock();
+        loop {
+            if let Some(exit) = state.exit {
+                return Some(exit);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            state = self
+                .exited
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Runs `f` once the child has exited (at once if it already has).
+    pub(crate) fn on_exit(&self, f: ExitWatcher) {
+        let mut state = self.lock();
+        if state.exit.is_some() {
+            drop(state);
+            f();
+        } else {
+            state.watchers.push(f);
+        }
+    }
+
+    /// Sends `signal` to the child and, with `group`, to its whole process group.
+    /// `Ok(false)` when the child had already exited.
+    pub(crate) fn signal(&self, signal: i32, group: bool) -> io::Result<bool> {
+        let state = self.lock();
+        if state.exit.is_some() {
+            return Ok(false);
+        }
+        // The leader first: a child forked a moment ago may not lead its group yet.
+        let alive = os::pidfd_send_signal(&self.pidfd, signal)?;
+        if group {
+            os::kill_group(self.pid, signal)?;
+        }
+        drop(state);
+        Ok(alive)
+    }
+
+    /// Collects the exit status; called by the reaper once the pidfd is readable.
+    fn reap(&self) {
+        let mut state = self.lock();
+        if state.exit.is_some() {
+            return;
+        }
+        let collected = match &self.owner {
+            Owner::Direct => os::reap(self.pid),
+            Owner::Server(server) => server.reap(self.pid),
+        };
+        let exit = match collected {
+            Some((raw, peak_rss_kib)) => Exit {
+                status: ExitStatus::from_raw(raw),
+                peak_rss_kib,
+            },
+            None => Exit {
+                status: ExitStatus::Unknown,
+                peak_rss_kib: 0,
+            },
+        };
+        state.exit = Some(exit);
+        let watchers = std::mem::take(&mut state.watchers);
+        drop(state);
+        self.exited.notify_all();
+        for w in watchers {
+            w();
+        }
+    }
+}
+
+enum Request {
+    Spawn(Box<Command>, mpsc::SyncSender<io::Result<(i32, OwnedFd)>>),
+    Watch(Arc<ChildSlot>),
+    Live(mpsc::SyncSender<Vec<Arc<ChildSlot>>>),
+}
+
+/// Handle to the reaper thread.
+pub(crate) struct Reaper {
+    requests: mpsc::Sender<Request>,
+    wake: Arc<os::EventFd>,
+}
+
+static REAPER: OnceLock<Result<Reaper, String>> = OnceLock::new();
+
+/// The reaper, started on first use.
+pub(crate) fn reaper() -> io::Result<&'static Reaper> {
+    REAPER
+        .get_or_init(|| Reaper::start().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| io::Error::other(e.clone()))
+}
+
+/// The reaper if it was ever started.
+pub(crate) fn started() -> Option<&'static Reaper> {
+    REAPER.get().and_then(|r| r.as_ref().ok())
+}
+
+impl Reaper {
+    fn start() -> io::Result<Reaper> {
+        let wake = Arc::new(os::EventFd::new()?);
+        let (requests, rx) = mpsc::channel();
+        let thread_wake = wake.clone();
+        std::thread::Builder::new()
+            .name("supervisor-reaper".into())
+            .stack_size(256 * 1024)
+            .spawn(move || run(rx, thread_wake))?;
+        Ok(Reaper { requests, wake })
+    }
+
+    fn send(&self, req: Request) -> io::Result<()> {
+        self.requests
+            .send(req)
+            .map_err(|_| io::Error::other("the reaper thread is gone"))?;
+        self.wake.wake();
+        Ok(())
+    }
+
+    /// Spawns `cmd` from the reaper thread; returns the pid and a pidfd for it.
+    pub(crate) fn spawn(&self, cmd: Command) -> io::Result<(i32, OwnedFd)> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Request::Spawn(Box::new(cmd), tx))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("the reaper thread is gone"))?
+    }
+
+    /// Starts watching a child.
+    pub(crate) fn watch(&self, slot: Arc<ChildSlot>) -> io::Result<()> {
+        self.send(Request::Watch(slot))
+    }
+
+    /// Every child that has not been reaped yet.
+    pub(crate) fn live(&self) -> Vec<Arc<ChildSlot>> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.send(Request::Live(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
+    }
+}
+
+fn spawn_one(mut cmd: Command) -> io::Result<(i32, OwnedFd)> {
+    let child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    // Dropping a std Child neither waits nor kills; the slot owns the process now.
+    drop(child);
+    let pidfd = os::pidfd_open(pid)?;
+    Ok((pid, pidfd))
+}
+
+fn run(rx: mpsc::Receiver<Request>, wake: Arc<os::EventFd>) {
+    let mut slots: Vec<Arc<ChildSlot>> = Vec::new();
+    loop {
+        let ready = {
+            let fds: Vec<&OwnedFd> = std::iter::once(wake.fd())
+                .chain(slots.iter().map(|s| &s.pidfd))
+                .collect();
+            match os::poll_readable(&fds, None) {
+                Ok(ready) => ready,
+                // poll only fails for resource exhaustion; back off and try again.
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+        };
+        let mut index = 0;
+        slots.retain(|slot| {
+            index += 1;
+            if ready[index] {
+                slot.reap();
+                false
+            } else {
+                true
+            }
+        });
+        if ready[0] {
+            wake.drain();
+            loop {
+                match rx.try_recv() {
+                    Ok(Request::Spawn(cmd, reply)) => {
+                        let _ = reply.send(spawn_one(*cmd));
+                    }
+                    Ok(Request::Watch(slot)) => slots.push(slot),
+                    Ok(Request::Live(reply)) => {
+                        let _ = reply.send(slots.clone());
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+        }
+    }
+}

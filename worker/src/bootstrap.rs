@@ -1,0 +1,131 @@
+//! The child side of the spawn handshake.
+//!
+//! A re-executed child finds the bootstrap socket path and the per-spawn secret in its
+//! environment, removes both, connects, and sends a fixed-layout [`Hello`]. Only then
+//! does it hand over the sender the parent will use to reach it, and wait for its
+//! [`crate::protocol::WorkerConfig`].
+
+use ipc_channel::ipc::{self, IpcSender};
+use serde_bytes::ByteBuf;
+
+use crate::protocol::{
+    self, Channel, Frame, FromChild, Hello, Link, Role, ToChild, ENV_BOOTSTRAP, ENV_SECRET,
+    EXIT_BOOTSTRAP_FAILED, SECRET_LEN,
+};
+use crate::{serve, server};
+
+/// Why a marked child could not become a worker.
+#[derive(Debug, thiserror::Error)]
+enum BootstrapError {
+    #[error("no per-spawn secret in the environment")]
+    NoSecret,
+    #[error("malformed per-spawn secret")]
+    BadSecret,
+    #[error("cannot connect to the bootstrap socket")]
+    Connect(#[source] std::io::Error),
+    #[error("bootstrap handshake failed")]
+    Link(#[source] protocol::LinkError),
+    #[error("cannot create a channel")]
+    Channel(#[source] std::io::Error),
+}
+
+/// If this process was started as a worker, becomes one and never returns.
+///
+/// Call it first in `main`, before any thread is started.
+pub fn become_child_if_marked() {
+    let Some(path) = std::env::var_os(ENV_BOOTSTRAP) else {
+        return;
+    };
+    let secret = std::env::var_os(ENV_SECRET);
+    // SAFETY (of the environment edits): this runs first in `main` of a freshly
+    // executed child, before any other thread exists, so nothing reads the
+    // environment concurrently.
+    unsafe {
+        std::env::remove_var(ENV_BOOTSTRAP);
+        std::env::remove_var(ENV_SECRET);
+    }
+    match connect(&path.to_string_lossy(), secret) {
+        Ok((link, ToChild::Config(config))) => match config.role {
+            Role::Worker => serve::serve_configured(link, config),
+            Role::Server => server::run(link),
+        },
+        Ok(_) => fail("the parent's first message was not a configuration"),
+        Err(e) => fail(&crate::error_chain(&e)),
+    }
+}
+
+fn fail(reason: &str) -> ! {
+    eprintln!(
+        "supervisor: this process was started as a worker but cannot become one: {reason}; \
+         it runs nothing and exits"
+    );
+    serve::finish(EXIT_BOOTSTRAP_FAILED)
+}
+
+fn parse_secret(hex: Option<std::ffi::OsString>) -> Result<[u8; SECRET_LEN], BootstrapError> {
+    let hex = hex.ok_or(BootstrapError::NoSecret)?;
+    let hex = hex.to_str().ok_or(BootstrapError::BadSecret)?.as_bytes();
+    if hex.len() != SECRET_LEN * 2 {
+        return Err(BootstrapError::BadSecret);
+    }
+    let mut out = [0u8; SECRET_LEN];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).map_err(|_| BootstrapError::BadSecret)?;
+        out[i] = u8::from_str_radix(s, 16).map_err(|_| BootstrapError::BadSecret)?;
+    }
+    Ok(out)
+}
+
+fn connect(
+    path: &str,
+    secret: Option<std::ffi::OsString>,
+) -> Result<(Link, ToChild), BootstrapError> {
+    let secret = parse_secret(secret)?;
+    let hello_tx: IpcSender<ByteBuf> =
+        IpcSender::connect(path.to_string()).map_err(BootstrapError::Connect)?;
+    let hello = Hello {
+        version: protocol::PROTOCOL_VERSION,
+        build_id: protocol::build_id(),
+        pid: std::process::id(),
+        secret,
+    };
+    hello_tx
+        .send(ByteBuf::from(hello.to_bytes()))
+        .map_err(|e| {
+            BootstrapError::Link(protocol::LinkError::Io(std::io::Error::other(
+                e.to_string(),
+            )))
+        })?;
+    let tx: IpcSender<Frame> = hello_tx.to_opaque().to();
+    let (to_child_tx, to_child_rx) = ipc::channel::<Frame>().map_err(BootstrapError::Channel)?;
+    let link = Link {
+        tx,
+        rx: to_child_rx,
+    };
+    link.send_with(&FromChild::Handoff, vec![Channel::Sender(to_child_tx)])
+        .map_err(BootstrapError::Link)?;
+    let first = link.recv::<ToChild>().map_err(BootstrapError::Link)?;
+    Ok((link, first))
+}
+
+/// Hex encoding of a secret for the environment.
+pub fn secret_to_hex(secret: &[u8; SECRET_LEN]) -> String {
+    secret.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_hex_round_trips() {
+        let secret: [u8; SECRET_LEN] = std::array::from_fn(|i| (i * 29) as u8);
+        let hex = secret_to_hex(&secret);
+        assert_eq!(parse_secret(Some(hex.into())).unwrap(), secret);
+        assert!(matches!(parse_secret(None), Err(BootstrapError::NoSecret)));
+        assert!(matches!(
+            parse_secret(Some("zz".into())),
+            Err(BootstrapError::BadSecret)
+        ));
+    }
+}

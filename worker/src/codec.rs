@@ -1,0 +1,106 @@
+//! The one place where values become bytes and bytes become values.
+//!
+//! Everything that crosses a process boundary is encoded here with bincode 2 (serde
+//! mode). Decoding is bounded: a peer can never make us allocate more than
+//! [`DECODE_LIMIT`] bytes for one message, and a malformed message is an error value,
+//! never a panic. Swapping the codec means changing this file only.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// The largest message, in bytes, that [`decode`] will accept or allocate for.
+pub const DECODE_LIMIT: usize = 1 << 30;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// A value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Serialising a value failed (for example a map with a non-serialisable key).
+    #[error("could not encode {type_name}")]
+    Encode {
+        /// The Rust type that was being encoded.
+        type_name: &'static str,
+        /// What the encoder reported.
+        #[source]
+        source: bincode::error::EncodeError,
+    },
+    /// The bytes were not a valid encoding of the expected type.
+    #[error("could not decode {type_name}")]
+    Decode {
+        /// The Rust type that was expected.
+        type_name: &'static str,
+        /// What the decoder reported.
+        #[source]
+        source: bincode::error::DecodeError,
+    },
+    /// The bytes held a valid value followed by bytes that belong to nothing.
+    #[error("could not decode {type_name}: {extra} trailing bytes")]
+    Trailing {
+        /// The Rust type that was expected.
+        type_name: &'static str,
+        /// How many bytes were left over.
+        extra: usize,
+    },
+}
+
+/// Encodes `value` into a fresh buffer.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|source| CodecError::Encode {
+        type_name: std::any::type_name::<T>(),
+        source,
+    })
+}
+
+/// Decodes a whole buffer as one `T`; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let type_name = std::any::type_name::<T>();
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|source| CodecError::Decode { type_name, source })?;
+    if used != bytes.len() {
+        return Err(CodecError::Trailing {
+            type_name,
+            extra: bytes.len() - used,
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_nested_values() {
+        let value = (7u64, String::from("héllo"), vec![Some(1.5f64), None]);
+        let bytes = encode(&value).unwrap();
+        let back: (u64, String, Vec<Option<f64>>) = decode(&bytes).unwrap();
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for len in 0..64 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let _ = decode::<(String, Vec<u64>)>(&bytes);
+        }
+        assert!(decode::<String>(&[0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn huge_announced_length_does_not_allocate() {
+        // A varint length of u64::MAX followed by nothing.
+        let bytes = [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let err = decode::<Vec<u8>>(&bytes).unwrap_err();
+        assert!(matches!(err, CodecError::Decode { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn trailing_bytes_are_reported() {
+        let mut bytes = encode(&5u32).unwrap();
+        bytes.push(0);
+        let err = decode::<u32>(&bytes).unwrap_err();
+        assert_eq!(err.to_string(), "could not decode u32: 1 trailing bytes");
+    }
+}

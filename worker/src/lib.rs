@@ -1,0 +1,59 @@
+//! The worker side of `supervisor`: what runs inside a worker process.
+//!
+//! - [`codec`]: the one place values become bytes (bincode 2, bounded decoding).
+//! - [`protocol`]: frames and messages on the ipc-channel links, the spawn hello.
+//! - [`registry`] and [`task!`]: tasks by name, registered at link time.
+//! - [`setup`]: what a new child does to itself first (group, nice, parent death).
+//! - [`serve`]: the worker loop; [`server`]: the zygote / forkserver loop.
+//! - [`bootstrap`]: the child side of the spawn handshake.
+//!
+//! Parent-side code lives in the `supervisor` crate, which re-exports what users need.
+#![warn(missing_docs)]
+
+pub mod bootstrap;
+pub mod codec;
+mod os;
+pub mod protocol;
+pub mod registry;
+pub mod serve;
+pub mod server;
+pub mod setup;
+
+pub use os::exit_now;
+
+use std::sync::OnceLock;
+
+/// What a worker knows about itself.
+#[derive(Debug, Clone)]
+pub struct WorkerContext {
+    /// The name its parent gave it.
+    pub name: String,
+    /// Whether it is a daemon (and so may not start processes).
+    pub daemon: bool,
+}
+
+static CONTEXT: OnceLock<WorkerContext> = OnceLock::new();
+
+/// `Some` inside a worker process, `None` in a parent.
+pub fn context() -> Option<&'static WorkerContext> {
+    CONTEXT.get()
+}
+
+/// An error and its sources, joined with ": ".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::registry::support::*;
+    pub use crate::registry::{TaskEntry, TASKS};
+    pub use linkme;
+}

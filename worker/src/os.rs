@@ -1,0 +1,154 @@
+//! Every system call the worker side makes, behind safe functions.
+//!
+//! Functions marked "async-signal-safe" allocate nothing, take no lock and may run
+//! between `fork` and `exec`.
+
+use std::io;
+
+/// The calling thread's errno after a failed call.
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// Puts the calling process in a new process group led by itself. Async-signal-safe.
+pub(crate) fn new_process_group() -> Result<(), i32> {
+    // SAFETY: setpgid takes plain integers; 0,0 means "this process, its own group".
+    if unsafe { libc::setpgid(0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Sets the nice value of the calling thread (and so of every thread it creates later).
+/// Async-signal-safe.
+pub(crate) fn set_nice(value: i32) -> Result<(), i32> {
+    // SAFETY: setpriority takes plain integers; who = 0 is the calling thread on Linux.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, value) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Asks the kernel to send SIGKILL when the thread that forked us exits.
+/// Async-signal-safe.
+pub(crate) fn kill_me_when_parent_dies() -> Result<(), i32> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG, signal) takes plain integers.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } == 0
+    {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// The parent's pid. Async-signal-safe.
+pub(crate) fn parent_pid() -> i32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// Resets every catchable signal to its default action, ignores SIGINT (the parent
+/// decides on Ctrl-C) and SIGPIPE (as every Rust program does, so a closed pipe is an
+/// `EPIPE` error, not a death), and unblocks all signals. Async-signal-safe.
+pub(crate) fn reset_signals() -> Result<(), i32> {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL is always sound; signals reserved by libc make this
+        // fail with EINVAL, which we ignore on purpose.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    for sig in [libc::SIGINT, libc::SIGPIPE] {
+        // SAFETY: as above, with SIG_IGN.
+        if unsafe { libc::signal(sig, libc::SIG_IGN) } == libc::SIG_ERR {
+            return Err(errno());
+        }
+    }
+    // SAFETY: an empty set, initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        if libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from 3 up close-on-exec. Async-signal-safe.
+pub(crate) fn cloexec_above_stdio() -> Result<(), i32> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Ends the process at once: no destructors, no atexit handlers.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is always sound to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// Result of [`fork`].
+pub(crate) enum Forked {
+    Child,
+    Parent(i32),
+}
+
+/// Forks the calling process. Only call from a single-threaded process.
+pub(crate) fn fork() -> Result<Forked, i32> {
+    // SAFETY: callers are single-threaded servers, so the child inherits no lock held
+    // by another thread and may go on running ordinary Rust code.
+    match unsafe { libc::fork() } {
+        -1 => Err(errno()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Waits for child `pid` to end; returns the raw wait status and its peak RSS in KiB.
+pub(crate) fn wait_child(pid: i32) -> Result<(i32, u64), i32> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 writes into both out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: pointers are to live locals.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            return Ok((status, usage.ru_maxrss.max(0) as u64));
+        }
+        let e = errno();
+        if e != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// The calling thread's id.
+pub(crate) fn thread_id() -> i32 {
+    // SAFETY: gettid cannot fail.
+    unsafe { libc::gettid() }
+}

@@ -1,0 +1,179 @@
+//! Tasks by name: the registry that [`crate::task!`] fills at link time.
+//!
+//! A registered task is an ordinary `fn(T) -> R` with serde types. Each registration
+//! puts one [`TaskEntry`] in a link-time slice (linkme), so parent and worker (the same
+//! binary) see the same table without any start-up code. Every entry has a stable
+//! string name (what the CLI and the wire use) and a key derived from the function's
+//! type, so `Process::builder(square, 7)` can find the entry for `square`.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::protocol::TaskOutcome;
+
+/// One registered task.
+pub struct TaskEntry {
+    /// The stable name, unique in the binary.
+    pub name: &'static str,
+    /// The type name of the function item; how typed callers find the entry.
+    pub key: fn() -> &'static str,
+    /// Decodes the argument, calls the function and encodes what it returned.
+    pub run: fn(&[u8]) -> TaskOutcome,
+}
+
+#[linkme::distributed_slice]
+#[doc(hidden)]
+pub static TASKS: [TaskEntry];
+
+/// A lookup in the registry failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No `task!` registration for this function or name.
+    #[error("task `{0}` is not registered (add `supervisor::task!({0});` next to it)")]
+    NotRegistered(String),
+    /// Two registrations share a name.
+    #[error("task name `{0}` is registered more than once")]
+    Duplicate(String),
+}
+
+struct Index {
+    by_name: HashMap<&'static str, Result<&'static TaskEntry, ()>>,
+    by_key: HashMap<&'static str, &'static TaskEntry>,
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut by_name = HashMap::new();
+        let mut by_key = HashMap::new();
+        for entry in TASKS.iter() {
+            by_name
+                .entry(entry.name)
+                .and_modify(|e| *e = Err(()))
+                .or_insert(Ok(entry));
+            by_key.insert((entry.key)(), entry);
+        }
+        Index { by_name, by_key }
+    })
+}
+
+/// Finds a task by its stable name.
+pub fn by_name(name: &str) -> Result<&'static TaskEntry, RegistryError> {
+    match index().by_name.get(name) {
+        Some(Ok(entry)) => Ok(entry),
+        Some(Err(())) => Err(RegistryError::Duplicate(name.to_string())),
+        None => Err(RegistryError::NotRegistered(name.to_string())),
+    }
+}
+
+/// Finds the entry registered for the function whose type name is `key`, and checks
+/// that its name is unique.
+pub fn by_key(key: &str) -> Result<&'static TaskEntry, RegistryError> {
+    let entry = index()
+        .by_key
+        .get(key)
+        .ok_or_else(|| RegistryError::NotRegistered(short_name(key).to_string()))?;
+    by_name(entry.name)
+}
+
+/// Every registered task, sorted by name.
+pub fn all() -> Vec<&'static TaskEntry> {
+    let mut v: Vec<_> = TASKS.iter().collect();
+    v.sort_by_key(|e| e.name);
+    v
+}
+
+fn short_name(type_name: &str) -> &str {
+    type_name.rsplit("::").next().unwrap_or(type_name)
+}
+
+/// Registers a function as a task that workers can run.
+///
+/// ```ignore
+/// fn square(x: u64) -> u64 { x * x }
+/// supervisor::task!(square);                       // name: "square"
+/// supervisor::task!("sha512-chain" => sha512_chain); // an explicit stable name
+/// ```
+///
+/// The function takes one argument and returns one value; both are serde types (use a
+/// tuple for several arguments). A function returning `Result<T, E>` with
+/// `E: Display` is counted as failed when it returns `Err`; the `Err` value still
+/// reaches a typed caller.
+#[macro_export]
+macro_rules! task {
+    ($f:ident) => {
+        $crate::task!(stringify!($f) => $f);
+    };
+    ($name:expr => $f:path) => {
+        const _: () = {
+            #[$crate::__private::linkme::distributed_slice($crate::__private::TASKS)]
+            #[linkme(crate = $crate::__private::linkme)]
+            static ENTRY: $crate::__private::TaskEntry = $crate::__private::TaskEntry {
+                name: $name,
+                key: || $crate::__private::type_name_of(&$f),
+                run: |input| {
+                    #[allow(unused_imports)]
+                    use $crate::__private::{ViaResult as _, ViaValue as _};
+                    let arg = match $crate::__private::decode_arg(input) {
+                        Ok(arg) => arg,
+                        Err(outcome) => return outcome,
+                    };
+                    let out = $f(arg);
+                    let error = (&&$crate::__private::Classify(&out)).task_error();
+                    $crate::__private::returned(&out, error)
+                },
+            };
+        };
+    };
+}
+
+/// Support for [`crate::task!`]; not a public API.
+#[doc(hidden)]
+pub mod support {
+    use serde::{de::DeserializeOwned, Serialize};
+    use std::fmt::Display;
+
+    use crate::codec;
+    use crate::protocol::TaskOutcome;
+
+    pub fn type_name_of<T>(_: &T) -> &'static str {
+        std::any::type_name::<T>()
+    }
+
+    pub fn decode_arg<T: DeserializeOwned>(input: &[u8]) -> Result<T, TaskOutcome> {
+        codec::decode(input).map_err(|e| TaskOutcome::BadArgument {
+            message: crate::error_chain(&e),
+        })
+    }
+
+    pub fn returned<R: Serialize>(out: &R, error: Option<String>) -> TaskOutcome {
+        match codec::encode(out) {
+            Ok(value) => TaskOutcome::Returned { value, error },
+            Err(e) => TaskOutcome::BadResult {
+                message: crate::error_chain(&e),
+            },
+        }
+    }
+
+    /// Picks, at the registration site where the type is concrete, whether a return
+    /// value is a `Result` (autoref specialisation: the `&&` impl wins when it applies).
+    pub struct Classify<'a, T>(pub &'a T);
+
+    pub trait ViaResult {
+        fn task_error(self) -> Option<String>;
+    }
+    impl<T, E: Display> ViaResult for &&Classify<'_, Result<T, E>> {
+        fn task_error(self) -> Option<String> {
+            self.0.as_ref().err().map(|e| e.to_string())
+        }
+    }
+
+    pub trait ViaValue {
+        fn task_error(self) -> Option<String>;
+    }
+    impl<T> ViaValue for &Classify<'_, T> {
+        fn task_error(self) -> Option<String> {
+            None
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The worker's loop: receive a task, run it with panics caught, answer, repeat.
+//!
+//! End of input on the link (the parent closed its sender or died) means "exit now".
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+use crate::protocol::{FromChild, Link, TaskOutcome, TaskRequest, ToChild, WorkerConfig};
+use crate::{os, registry, WorkerContext};
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<(Option<String>, Option<String>)>> = const { RefCell::new(None) };
+}
+
+/// Replaces the panic hook with one that records location and backtrace for the task
+/// outcome instead of printing: the parent reports the panic.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        panic::set_hook(Box::new(|info| {
+            let location = info.location().map(|l| l.to_string());
+            let bt = std::backtrace::Backtrace::capture();
+            let backtrace = match bt.status() {
+                std::backtrace::BacktraceStatus::Captured => Some(bt.to_string()),
+                _ => None,
+            };
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some((location, backtrace)));
+        }));
+    });
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic payload is not a string".to_string()
+    }
+}
+
+/// Runs one request to completion (never unwinds).
+pub fn run_task(req: &TaskRequest) -> TaskOutcome {
+    let entry = match registry::by_name(&req.task) {
+        Ok(entry) => entry,
+        Err(_) => {
+            return TaskOutcome::UnknownTask {
+                name: req.task.clone(),
+            }
+        }
+    };
+    install_panic_hook();
+    match panic::catch_unwind(AssertUnwindSafe(|| (entry.run)(&req.arg))) {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            let (location, backtrace) = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_default();
+            TaskOutcome::Panicked {
+                message: panic_message(&*payload),
+                location,
+                backtrace,
+            }
+        }
+    }
+}
+
+/// Flushes stdio and ends the process without running destructors or atexit handlers.
+pub fn finish(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    os::exit_now(code)
+}
+
+/// Serves a worker whose first message (the [`WorkerConfig`]) is still to come.
+pub fn serve(link: Link) -> ! {
+    match link.recv::<ToChild>() {
+        Ok(ToChild::Config(config)) => serve_configured(link, config),
+        // Parent gone before it said anything, or it spoke nonsense: nothing to do.
+        Ok(_) | Err(_) => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
+    }
+}
+
+/// Runs tasks until the parent closes the link.
+pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
+    let _ = crate::CONTEXT.set(WorkerContext {
+        name: config.name.clone(),
+        daemon: config.daemon,
+    });
+    loop {
+        let frame = match link.recv_frame() {
+            Ok(frame) => frame,
+            Err(_) => finish(0),
+        };
+        let req = match frame.decode::<ToChild>() {
+            Ok(ToChild::Task(req)) => req,
+            // A parent never sends anything else to a worker: treat it as a broken link.
+            Ok(_) | Err(_) => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
+        };
+        let outcome = run_task(&req);
+        if link
+            .send(&FromChild::Done {
+                id: req.id,
+                outcome,
+            })
+            .is_err()
+        {
+            finish(0);
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! A single-threaded server that forks workers on request: the zygote behind the
+//! `fork` start method and the re-executed forkserver behind `forkserver`.
+//!
+//! The server never reaps on its own. It reaps a worker only when the parent asks
+//! (after the parent saw the worker exit through a pidfd), so a worker's pid cannot be
+//! reused while the parent may still signal it.
+
+use crate::protocol::{Channel, FromChild, Link, ToChild};
+use crate::setup::{self, ChildSetup};
+use crate::{os, serve};
+
+/// Serves fork and reap requests until the parent closes the link, then exits.
+pub fn run(link: Link) -> ! {
+    loop {
+        let mut frame = match link.recv_frame() {
+            Ok(frame) => frame,
+            Err(_) => serve::finish(0),
+        };
+        let reply = match frame.decode::<ToChild>() {
+            Ok(ToChild::Fork { setup }) => {
+                let mut channels = frame.take_channels().into_iter();
+                let (rx, tx) = match (channels.next(), channels.next()) {
+                    (Some(Channel::Receiver(rx)), Some(Channel::Sender(tx))) => (rx, tx),
+                    _ => serve::finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
+                };
+                match os::fork() {
+                    Ok(os::Forked::Child) => become_worker(link, Link { tx, rx }, setup),
+                    Ok(os::Forked::Parent(pid)) => FromChild::Forked { pid },
+                    Err(errno) => FromChild::ForkFailed { errno },
+                }
+                // `rx` and `tx` drop here: only the worker keeps them open.
+            }
+            Ok(ToChild::Reap { pid }) => match os::wait_child(pid) {
+                Ok((status, maxrss_kib)) => FromChild::Reaped {
+                    pid,
+                    status: Some(status),
+                    maxrss_kib,
+                },
+                Err(_) => FromChild::Reaped {
+                    pid,
+                    status: None,
+                    maxrss_kib: 0,
+                },
+            },
+            Ok(ToChild::Config(_)) | Ok(ToChild::Task(_)) | Err(_) => {
+                serve::finish(crate::protocol::EXIT_BOOTSTRAP_FAILED)
+            }
+        };
+        if link.send(&reply).is_err() {
+            serve::finish(0);
+        }
+    }
+}
+
+/// In a freshly forked child: drop the server's link, set up, serve.
+fn become_worker(server_link: Link, link: Link, mut setup: ChildSetup) -> ! {
+    drop(server_link);
+    setup.cloexec_above_stdio = false;
+    if let Err(e) = setup::apply(&setup) {
+        let _ = link.send(&FromChild::SetupFailed(e));
+        serve::finish(crate::protocol::EXIT_BOOTSTRAP_FAILED);
+    }
+    serve::serve(link)
+}
+
+/// The thread id of the caller; a server checks it is single-threaded.
+pub fn is_single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count() == 1)
+        .unwrap_or(false)
+        && os::thread_id() == std::process::id() as i32
+}
