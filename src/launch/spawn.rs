@@ -126,7 +126,7 @@ fn handshake(
         Ok(Event::Accepted(Ok(accepted))) => accepted,
         Ok(Event::Accepted(Err(e))) => return Err(format!("accept failed: {e:?}")),
         Ok(Event::Exited) => {
-            unblock_accept(path);
+            discard_bootstrap(path);
             let status = slot
                 .exit()
                 .map(|e| e.status.to_string())
@@ -134,7 +134,7 @@ fn handshake(
             return Err(format!("it exited ({status}) before connecting"));
         }
         Err(_) => {
-            unblock_accept(path);
+            discard_bootstrap(path);
             return Err(format!("it did not connect within {BOOTSTRAP_TIMEOUT:?}"));
         }
     };
@@ -176,10 +176,16 @@ fn handshake(
     Ok(link)
 }
 
-/// Wakes an `accept` that will never see its child, so its thread ends and the
-/// socket directory is removed.
-fn unblock_accept(path: &str) {
+/// Gives up on a bootstrap socket: wakes an `accept` that will never see its child
+/// (so its thread ends), and removes the socket and its directory now rather than
+/// when that thread gets round to it, so nothing is left even if we exit at once.
+fn discard_bootstrap(path: &str) {
     if let Ok(tx) = IpcSender::<ByteBuf>::connect(path.to_string()) {
         let _ = tx.send(ByteBuf::new());
+    }
+    let socket = Path::new(path);
+    let _ = std::fs::remove_file(socket);
+    if let Some(dir) = socket.parent() {
+        let _ = std::fs::remove_dir(dir);
     }
 }

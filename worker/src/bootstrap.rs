@@ -44,6 +44,13 @@ pub fn become_child_if_marked() {
         std::env::remove_var(ENV_BOOTSTRAP);
         std::env::remove_var(ENV_SECRET);
     }
+    match crate::fault::selected() {
+        Some(crate::fault::Fault::ExitBeforeConnect) => serve::finish(3),
+        Some(crate::fault::Fault::HangBeforeConnect) => loop {
+            std::thread::park();
+        },
+        None => {}
+    }
     match connect(&path.to_string_lossy(), secret) {
         Ok((link, ToChild::Config(config))) => match config.role {
             Role::Worker => serve::serve_configured(link, config),

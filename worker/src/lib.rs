@@ -12,6 +12,7 @@
 
 pub mod bootstrap;
 pub mod codec;
+pub mod fault;
 mod os;
 pub mod protocol;
 pub mod registry;

@@ -1,0 +1,305 @@
+//! Shared harness for process tests.
+//!
+//! - `boot` runs before `main` (ctor): `supervisor::init()`, so a re-executed worker
+//!   becomes a worker, and scenario dispatch, so a test can run a named scenario in a
+//!   separate process of this binary (as another user, or to be SIGKILLed).
+//! - [`isolated`] runs a test body with a hard deadline and a leak check: no child,
+//!   zombie, descriptor or bootstrap directory may be left behind.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use supervisor::StartMethod;
+
+/// Environment variable naming the scenario a child copy of the test binary runs.
+pub const SCENARIO_ENV: &str = "SUPERVISOR_TEST_SCENARIO";
+
+/// A named piece of code that runs in its own process of the test binary.
+pub struct Scenario {
+    pub name: &'static str,
+    pub run: fn(),
+}
+
+#[linkme::distributed_slice]
+pub static SCENARIOS: [Scenario];
+
+#[ctor::ctor]
+fn boot() {
+    supervisor::init();
+    if let Ok(name) = std::env::var(SCENARIO_ENV) {
+        let scenario = SCENARIOS
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no scenario named {name}"));
+        (scenario.run)();
+        std::process::exit(0);
+    }
+}
+
+/// A command that runs scenario `name` in a fresh copy of this test binary.
+pub fn scenario(name: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+    cmd.env(SCENARIO_ENV, name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// What must be the same before and after a process test.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    children: BTreeSet<i32>,
+    fds: BTreeSet<i32>,
+    bootstrap_dirs: BTreeSet<String>,
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        children: children_of(std::process::id() as i32)
+            .into_iter()
+            .filter(|pid| !helper_pids().contains(pid))
+            .collect(),
+        fds: open_fds(),
+        bootstrap_dirs: bootstrap_dirs(),
+    }
+}
+
+fn helper_pids() -> Vec<i32> {
+    supervisor::helper_pids()
+        .into_iter()
+        .map(|p| p as i32)
+        .collect()
+}
+
+/// Runs `body` with a hard deadline and checks afterwards that it left no child,
+/// zombie, descriptor or bootstrap directory behind. Tests that use it run one at a
+/// time (the checks look at the whole process).
+pub fn isolated<F: FnOnce() + Send + 'static>(deadline: Duration, body: F) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    supervisor::ensure_forkserver().expect("forkserver starts");
+    let before = snapshot();
+    let (done_tx, done_rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+        let _ = done_tx.send(());
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    });
+    if done_rx.recv_timeout(deadline).is_err() {
+        let dump = process_tree_dump();
+        kill_children_except_helpers();
+        panic!("test did not finish within {deadline:?}; processes:\n{dump}");
+    }
+    if let Err(panic) = thread.join() {
+        kill_children_except_helpers();
+        std::panic::resume_unwind(panic);
+    }
+    // Children exit asynchronously after their handles are dropped; wait (on their
+    // pidfds) for the ones that are still winding down before comparing.
+    let settle = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let now = snapshot();
+        let extra: Vec<i32> = now.children.difference(&before.children).copied().collect();
+        if now == before || Instant::now() > settle {
+            break now;
+        }
+        for pid in extra {
+            wait_exit(pid, settle.saturating_duration_since(Instant::now()));
+        }
+        if now.children == before.children {
+            // Only descriptors or directories differ: give the reaper one pass.
+            std::thread::yield_now();
+            let again = snapshot();
+            if again == before || Instant::now() > settle {
+                break again;
+            }
+        }
+    };
+    assert_eq!(
+        after.children,
+        before.children,
+        "children left behind:\n{}",
+        process_tree_dump()
+    );
+    assert_eq!(
+        after.fds,
+        before.fds,
+        "descriptors left open: {}",
+        fd_dump(&after.fds, &before.fds)
+    );
+    assert_eq!(
+        after.bootstrap_dirs, before.bootstrap_dirs,
+        "bootstrap directories left behind"
+    );
+    assert!(
+        zombies_of(std::process::id() as i32).is_empty(),
+        "zombies left behind"
+    );
+}
+
+/// Runs `body` once per start method, each time isolated.
+pub fn each_method(deadline: Duration, body: fn(StartMethod)) {
+    for method in StartMethod::ALL {
+        eprintln!("-- start method {method}");
+        isolated(deadline, move || body(method));
+    }
+}
+
+/// Pids whose parent is `ppid`.
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Some(stat) = stat_fields(pid) {
+            if stat.ppid == ppid {
+                out.push(pid);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Children of `ppid` that are zombies.
+pub fn zombies_of(ppid: i32) -> Vec<i32> {
+    children_of(ppid)
+        .into_iter()
+        .filter(|&pid| stat_fields(pid).is_some_and(|s| s.state == 'Z'))
+        .collect()
+}
+
+/// A few fields of /proc/PID/stat.
+pub struct Stat {
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub nice: i32,
+}
+
+pub fn stat_fields(pid: i32) -> Option<Stat> {
+    stat_fields_of(&format!("/proc/{pid}/stat"))
+}
+
+pub fn stat_fields_of(path: &str) -> Option<Stat> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // The command name may hold spaces and parentheses: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
+        pgrp: f.get(2)?.parse().ok()?,
+        nice: f.get(16)?.parse().ok()?,
+    })
+}
+
+/// True once `pid` has exited (gone, or a zombie).
+pub fn has_exited(pid: i32) -> bool {
+    stat_fields(pid).is_none_or(|s| s.state == 'Z' || s.state == 'X')
+}
+
+/// Waits (on a pidfd, no polling) until `pid` exits; false on timeout.
+pub fn wait_exit(pid: i32, timeout: Duration) -> bool {
+    // SAFETY: pidfd_open with plain integers; the result is a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return true; // no such process
+    }
+    // SAFETY: a descriptor the kernel just returned to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one live pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    r > 0
+}
+
+fn open_fds() -> BTreeSet<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                // SAFETY: F_GETFD only reads flags; drops the listing's own descriptor.
+                .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn fd_dump(after: &BTreeSet<i32>, before: &BTreeSet<i32>) -> String {
+    after
+        .symmetric_difference(before)
+        .map(|fd| {
+            let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            format!("{fd} -> {target}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// ipc-channel bootstrap directories (a `socket` inside a private temp dir) of ours.
+pub fn bootstrap_dirs() -> BTreeSet<String> {
+    let me = unsafe { libc::geteuid() };
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("socket").exists())
+                .filter(|e| e.metadata().is_ok_and(|m| m.uid() == me))
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn descendants(pid: i32, out: &mut Vec<i32>) {
+    for child in children_of(pid) {
+        out.push(child);
+        descendants(child, out);
+    }
+}
+
+fn kill_children_except_helpers() {
+    let helpers = helper_pids();
+    let mut all = Vec::new();
+    descendants(std::process::id() as i32, &mut all);
+    for pid in all.into_iter().filter(|p| !helpers.contains(p)) {
+        // SAFETY: kill with plain integers; these are our own descendants.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// A `ps`-like listing of this process's descendants.
+pub fn process_tree_dump() -> String {
+    let mut all = Vec::new();
+    descendants(std::process::id() as i32, &mut all);
+    all.iter()
+        .map(|pid| {
+            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            let state = stat_fields(*pid).map_or('?', |s| s.state);
+            format!("  {pid} {state} {cmd}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

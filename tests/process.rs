@@ -1,0 +1,618 @@
+//! The Process API under every start method: values, typed failures, signals,
+//! timeouts, nice, daemons, handles dropped without join, bootstrap security.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::time::{Duration, Instant};
+
+use common::{each_method, isolated, scenario, stat_fields, wait_exit, Scenario, SCENARIOS};
+use supervisor::{Error, Process, StartMethod};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+supervisor::task!(square);
+
+fn boom(_: ()) -> u64 {
+    panic!("boom at {}", 42)
+}
+supervisor::task!(boom);
+
+fn segfault(_: ()) -> u64 {
+    // SAFETY: none; writing through a null pointer is the point of this task.
+    unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
+    0
+}
+supervisor::task!(segfault);
+
+fn abort(_: ()) -> u64 {
+    std::process::abort()
+}
+supervisor::task!(abort);
+
+fn exit_with(code: i32) -> u64 {
+    std::process::exit(code)
+}
+supervisor::task!(exit_with);
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+supervisor::task!(sleep_ms);
+
+/// (pid, process group, nice of every thread, after starting one more thread).
+fn identity(_: ()) -> (u32, i32, Vec<i32>) {
+    let helper = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(50)));
+    let mut nices = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task")
+        .expect("task dir")
+        .flatten()
+    {
+        let path = entry.path().join("stat");
+        if let Some(stat) = common::stat_fields_of(&path.to_string_lossy()) {
+            nices.push(stat.nice);
+        }
+    }
+    helper.join().expect("helper thread");
+    let pid = std::process::id();
+    let pgrp = stat_fields(pid as i32).expect("own stat").pgrp;
+    (pid, pgrp, nices)
+}
+supervisor::task!(identity);
+
+/// What happens when this process tries to start a child.
+fn try_start_child(_: ()) -> String {
+    match Process::builder(square, 3).start() {
+        Ok(mut p) => format!("started: {:?}", p.join().map_err(|e| e.to_string())),
+        Err(e) => e.to_string(),
+    }
+}
+supervisor::task!(try_start_child);
+
+#[test]
+fn start_and_join_returns_the_value() {
+    each_method(DEADLINE, |method| {
+        let mut p = Process::builder(square, 12)
+            .start_method(method)
+            .start()
+            .unwrap();
+        assert!(p.pid() > 0);
+        assert_eq!(p.name(), "square");
+        assert_eq!(p.join().unwrap(), 144);
+        assert!(!p.is_alive());
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(matches!(p.join(), Err(Error::AlreadyJoined { .. })));
+    });
+}
+
+#[test]
+fn panic_is_a_typed_error_with_message_and_location() {
+    each_method(DEADLINE, |method| {
+        let mut p = Process::builder(boom, ())
+            .start_method(method)
+            .start()
+            .unwrap();
+        let pid = p.pid();
+        match p.join() {
+            Err(Error::Panicked {
+                task,
+                pid: p2,
+                message,
+                location,
+                ..
+            }) => {
+                assert_eq!(task, "boom");
+                assert_eq!(p2, pid);
+                assert_eq!(message, "boom at 42");
+                assert!(location.unwrap().starts_with("tests/process.rs:"));
+            }
+            other => panic!("expected a panic, got {other:?}"),
+        }
+        // The worker survives a panic and exits normally once its work is done.
+        assert_eq!(p.exitcode(), Some(0));
+    });
+}
+
+#[test]
+fn segfault_and_abort_are_crashes_with_their_signal() {
+    each_method(DEADLINE, |method| {
+        for (task_result, signal, exitcode) in [
+            (
+                Process::builder(segfault, ()).start_method(method).start(),
+                "SIGSEGV",
+                -11,
+            ),
+            (
+                Process::builder(abort, ()).start_method(method).start(),
+                "SIGABRT",
+                -6,
+            ),
+        ] {
+            let mut p = task_result.unwrap();
+            let err = p.join().unwrap_err();
+            match &err {
+                Error::Crashed { signal: s, pid, .. } => {
+                    assert_eq!(s.to_string(), signal);
+                    assert_eq!(*pid, p.pid());
+                }
+                other => panic!("expected a crash, got {other:?}"),
+            }
+            assert!(err.to_string().contains(signal), "{err}");
+            assert_eq!(p.exitcode(), Some(exitcode));
+        }
+    });
+}
+
+#[test]
+fn exit_before_returning_is_an_exit_error_even_with_code_zero() {
+    each_method(DEADLINE, |method| {
+        for code in [0, 3] {
+            let mut p = Process::builder(exit_with, code)
+                .start_method(method)
+                .start()
+                .unwrap();
+            match p.join() {
+                Err(Error::Exited { code: c, task, .. }) => {
+                    assert_eq!(c, code);
+                    assert_eq!(task, "exit_with");
+                }
+                other => panic!("expected an exit error, got {other:?}"),
+            }
+            assert_eq!(p.exitcode(), Some(code));
+        }
+    });
+}
+
+#[test]
+fn terminate_gives_minus_15_and_kill_minus_9() {
+    each_method(DEADLINE, |method| {
+        for (kill, code) in [(false, -15), (true, -9)] {
+            let mut p = Process::builder(sleep_ms, 60_000)
+                .start_method(method)
+                .start()
+                .unwrap();
+            assert!(p.is_alive());
+            if kill {
+                p.kill().unwrap();
+            } else {
+                p.terminate().unwrap();
+            }
+            assert!(matches!(p.join(), Err(Error::Crashed { .. })));
+            assert_eq!(p.exitcode(), Some(code));
+            // Signalling a process that has exited is a no-op, never a stray signal.
+            p.terminate().unwrap();
+            p.kill().unwrap();
+        }
+    });
+}
+
+#[test]
+fn join_timeout_returns_in_time_and_the_process_can_still_be_joined() {
+    each_method(DEADLINE, |method| {
+        let mut p = Process::builder(sleep_ms, 400)
+            .start_method(method)
+            .start()
+            .unwrap();
+        let t = Instant::now();
+        assert!(p.join_timeout(Duration::from_millis(50)).is_none());
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(50), "{waited:?}");
+        assert!(
+            waited < Duration::from_millis(300),
+            "returned late: {waited:?}"
+        );
+        assert!(p.is_alive());
+        assert_eq!(p.exitcode(), None);
+        assert_eq!(
+            p.join_timeout(Duration::from_secs(30)).unwrap().unwrap(),
+            400
+        );
+        assert_eq!(p.exitcode(), Some(0));
+    });
+}
+
+#[test]
+fn nice_applies_to_every_thread_of_the_worker_in_its_own_group() {
+    each_method(DEADLINE, |method| {
+        let mut p = Process::builder(identity, ())
+            .nice(10)
+            .start_method(method)
+            .start()
+            .unwrap();
+        let pid = p.pid();
+        let (child_pid, pgrp, nices) = p.join().unwrap();
+        assert_eq!(child_pid, pid);
+        assert_eq!(pgrp, pid as i32, "the worker leads its own process group");
+        assert!(nices.len() >= 2, "{nices:?}");
+        assert!(nices.iter().all(|&n| n == 10), "{nices:?}");
+    });
+}
+
+#[test]
+fn nice_out_of_range_is_refused_before_anything_starts() {
+    isolated(DEADLINE, || {
+        let err = Process::builder(square, 1)
+            .nice(25)
+            .start()
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "nice value 25 is outside -20..=19");
+    });
+}
+
+fn nice_lower_scenario() {
+    for method in StartMethod::ALL {
+        let err = Process::builder(square, 1)
+            .nice(-5)
+            .start_method(method)
+            .start()
+            .map(drop)
+            .unwrap_err();
+        println!("{method}: {err}");
+        assert!(
+            matches!(
+                err,
+                Error::NiceNotPermitted {
+                    requested: -5,
+                    current: 0
+                }
+            ),
+            "{err:?}"
+        );
+    }
+}
+#[linkme::distributed_slice(SCENARIOS)]
+static NICE_LOWER: Scenario = Scenario {
+    name: "nice_lower",
+    run: nice_lower_scenario,
+};
+
+#[test]
+fn lowering_nice_without_privilege_is_a_clear_error() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to drop to `nobody`; as a normal user see the scenario");
+        return;
+    }
+    isolated(DEADLINE, || {
+        use std::os::unix::process::CommandExt;
+        let out = scenario("nice_lower")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.lines().count(), 3, "{stdout}");
+        for line in stdout.lines() {
+            assert!(
+                line.ends_with("cannot lower the nice value from 0 to -5: this needs CAP_SYS_NICE or a higher RLIMIT_NICE"),
+                "{line}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_daemon_cannot_start_processes() {
+    each_method(DEADLINE, |method| {
+        let mut p = Process::builder(try_start_child, ())
+            .daemon(true)
+            .name("d1")
+            .start_method(method)
+            .start()
+            .unwrap();
+        assert!(p.is_daemon());
+        assert_eq!(
+            p.join().unwrap(),
+            "daemon process `d1` may not start processes of its own"
+        );
+        // A non-daemon may.
+        let mut p = Process::builder(try_start_child, ())
+            .start_method(method)
+            .start()
+            .unwrap();
+        assert_eq!(p.join().unwrap(), "started: Ok(9)");
+    });
+}
+
+fn parent_of_two_scenario() {
+    let method: StartMethod = std::env::var("METHOD").unwrap().parse().unwrap();
+    let daemon = Process::builder(sleep_ms, 600_000)
+        .daemon(true)
+        .start_method(method)
+        .start()
+        .unwrap();
+    let plain = Process::builder(sleep_ms, 600_000)
+        .start_method(method)
+        .start()
+        .unwrap();
+    println!("{} {}", daemon.pid(), plain.pid());
+    loop {
+        std::thread::park();
+    }
+}
+#[linkme::distributed_slice(SCENARIOS)]
+static PARENT_OF_TWO: Scenario = Scenario {
+    name: "parent_of_two",
+    run: parent_of_two_scenario,
+};
+
+#[test]
+fn sigkilled_parent_takes_its_daemon_child_but_not_the_other() {
+    each_method(DEADLINE, |method| {
+        let mut parent = scenario("parent_of_two")
+            .env("METHOD", method.name())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(parent.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let pids: Vec<i32> = line
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let (daemon, plain) = (pids[0], pids[1]);
+        parent.kill().unwrap();
+        parent.wait().unwrap();
+        let t = Instant::now();
+        assert!(
+            wait_exit(daemon, Duration::from_secs(2)),
+            "daemon child {daemon} outlived its parent"
+        );
+        eprintln!("daemon gone {:?} after its parent", t.elapsed());
+        assert!(
+            !common::has_exited(plain),
+            "non-daemon child {plain} died with its parent"
+        );
+        // SAFETY: kill with plain integers; `plain` is an orphan we made.
+        unsafe { libc::kill(plain, libc::SIGKILL) };
+        assert!(wait_exit(plain, Duration::from_secs(5)));
+    });
+}
+
+#[test]
+fn a_thousand_handles_dropped_without_join_leave_no_zombie() {
+    each_method(Duration::from_secs(180), |method| {
+        for i in 0..1000 {
+            drop(
+                Process::builder(square, i)
+                    .start_method(method)
+                    .start()
+                    .unwrap(),
+            );
+        }
+        // `isolated` then waits for every child to be reaped and checks for zombies.
+    });
+}
+
+#[test]
+fn the_thread_that_started_a_daemon_can_exit_without_killing_it() {
+    each_method(DEADLINE, |method| {
+        let mut p = std::thread::spawn(move || {
+            Process::builder(sleep_ms, 200)
+                .daemon(true)
+                .start_method(method)
+                .start()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(p.join().unwrap(), 200);
+    });
+}
+
+#[test]
+fn a_worker_has_only_stdio_and_its_channels_open() {
+    // A descriptor the parent leaks without CLOEXEC must not reach workers.
+    fn fds(_: ()) -> Vec<String> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+    supervisor::task!(fds);
+    each_method(DEADLINE, |method| {
+        let leaked = std::fs::File::open("/etc/hostname").unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(leaked);
+        // SAFETY: clear CLOEXEC on our own descriptor.
+        unsafe { libc::fcntl(raw, libc::F_SETFD, 0) };
+        let mut p = Process::builder(fds, ())
+            .start_method(method)
+            .start()
+            .unwrap();
+        let open = p.join().unwrap();
+        // SAFETY: closing the descriptor we opened above.
+        unsafe { libc::close(raw) };
+        assert!(!open.iter().any(|t| t == "/etc/hostname"), "{open:?}");
+        let sockets = open.iter().filter(|t| t.starts_with("socket:")).count();
+        // stdio (3 entries, one may be /dev/null), the task channel, the result channel,
+        // and the directory handle used to list them.
+        assert!(open.len() <= 6 && sockets <= 2, "{open:?}");
+    });
+}
+
+#[test]
+fn a_forged_worker_marker_runs_nothing() {
+    isolated(DEADLINE, || {
+        for (path, secret) in [
+            ("/nonexistent/socket", Some("00".repeat(32))),
+            ("/tmp", None),
+            ("/nonexistent/socket", Some("zz".into())),
+        ] {
+            let mut cmd = scenario("prints_ran");
+            cmd.env("__SUPERVISOR_BOOTSTRAP", path);
+            if let Some(secret) = secret {
+                cmd.env("__SUPERVISOR_SECRET", secret);
+            }
+            let out = cmd.output().unwrap();
+            assert_eq!(out.status.code(), Some(70));
+            assert!(out.stdout.is_empty(), "it ran something");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("started as a worker but cannot become one"),
+                "{stderr}"
+            );
+        }
+    });
+}
+
+#[linkme::distributed_slice(SCENARIOS)]
+static PRINTS_RAN: Scenario = Scenario {
+    name: "prints_ran",
+    run: || println!("RAN"),
+};
+
+fn die_before_connect_scenario() {
+    let t = Instant::now();
+    let err = Process::builder(square, 1).start().map(drop).unwrap_err();
+    println!("{} {}", t.elapsed().as_millis(), err);
+}
+#[linkme::distributed_slice(SCENARIOS)]
+static DIE_BEFORE_CONNECT: Scenario = Scenario {
+    name: "die_before_connect",
+    run: die_before_connect_scenario,
+};
+
+#[test]
+fn a_child_that_dies_before_connecting_is_an_error_at_once() {
+    isolated(DEADLINE, || {
+        let out = scenario("die_before_connect")
+            .env("SUPERVISOR_FAULT", "exit-before-connect")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let (ms, msg) = stdout.trim().split_once(' ').unwrap();
+        assert!(
+            msg.contains(
+                "did not complete its bootstrap: it exited (exit code 3) before connecting"
+            ),
+            "{msg}"
+        );
+        assert!(ms.parse::<u64>().unwrap() < 5_000, "took {ms} ms");
+    });
+}
+
+fn bootstrap_socket_scenario() {
+    let umask: u32 = std::env::var("UMASK").unwrap().parse().unwrap();
+    // SAFETY: umask takes a plain integer.
+    unsafe { libc::umask(umask as libc::mode_t) };
+    let before = common::bootstrap_dirs();
+    let starter = std::thread::spawn(|| Process::builder(square, 1).start().map(drop));
+    // The child hangs before connecting: wait for its bootstrap directory to appear.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dir = loop {
+        let now = common::bootstrap_dirs();
+        if let Some(d) = now.difference(&before).next() {
+            break d.clone();
+        }
+        assert!(Instant::now() < deadline, "no bootstrap directory appeared");
+        std::thread::yield_now();
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    println!("mode {mode:o}");
+    use std::os::unix::process::CommandExt;
+    let out = scenario("connect_as_nobody")
+        .env("SOCKET", format!("{dir}/socket"))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    // Kill the hanging child: start() must then fail at once.
+    for pid in common::children_of(std::process::id() as i32) {
+        if !supervisor::helper_pids().contains(&(pid as u32)) {
+            // SAFETY: kill with plain integers; our own hanging child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let err = starter.join().unwrap().unwrap_err();
+    println!("start: {err}");
+    println!(
+        "left: {}",
+        common::bootstrap_dirs().difference(&before).count()
+    );
+}
+#[linkme::distributed_slice(SCENARIOS)]
+static BOOTSTRAP_SOCKET: Scenario = Scenario {
+    name: "bootstrap_socket",
+    run: bootstrap_socket_scenario,
+};
+
+fn connect_as_nobody_scenario() {
+    let path = std::env::var("SOCKET").unwrap();
+    match ipc_channel_connect(&path) {
+        Ok(()) => println!("connect: succeeded"),
+        Err(e) => println!("connect: {}", e.kind()),
+    }
+}
+#[linkme::distributed_slice(SCENARIOS)]
+static CONNECT_AS_NOBODY: Scenario = Scenario {
+    name: "connect_as_nobody",
+    run: connect_as_nobody_scenario,
+};
+
+/// Connects like a worker would (a SOCK_SEQPACKET unix socket).
+fn ipc_channel_connect(path: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain socket/connect calls on a zeroed sockaddr_un we fill in.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (i, b) in std::ffi::OsStr::new(path).as_bytes().iter().enumerate() {
+            addr.sun_path[i] = *b as libc::c_char;
+        }
+        let r = libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        );
+        let e = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }
+}
+
+#[test]
+fn another_user_cannot_reach_the_bootstrap_socket_whatever_the_umask() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to drop to `nobody` for the connection attempt");
+        return;
+    }
+    isolated(DEADLINE, || {
+        for umask in [0o000, 0o022] {
+            let out = scenario("bootstrap_socket")
+                .env("UMASK", umask.to_string())
+                .env("SUPERVISOR_FAULT", "hang-before-connect")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let mut stderr = String::new();
+            let _ = (&out.stderr[..]).read_to_string(&mut stderr);
+            assert!(out.status.success(), "{stdout}\n{stderr}");
+            assert!(stdout.contains("mode 700"), "{stdout}");
+            assert!(stdout.contains("connect: permission denied"), "{stdout}");
+            assert!(stdout.contains("before connecting"), "{stdout}");
+            assert!(stdout.contains("left: 0"), "{stdout}");
+        }
+    });
+}
