@@ -189,6 +189,44 @@ pub enum Error {
         /// The process's pid.
         pid: u32,
     },
+    /// The task ran longer than the pool's `task_timeout`; its worker (and the worker's
+    /// process group) was stopped.
+    #[error("task `{task}` timed out after {limit:?} in process {pid}")]
+    TimedOut {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+        /// The limit.
+        limit: std::time::Duration,
+    },
+    /// The task was cancelled before it started.
+    #[error("task `{task}` was cancelled before it started")]
+    Cancelled {
+        /// The task's name.
+        task: String,
+    },
+    /// Work was submitted after `close()` or `terminate()`.
+    #[error("the pool is closed to new work")]
+    PoolClosed,
+    /// The pool was terminated (or dropped) before the task finished.
+    #[error("the pool was terminated before task `{task}` finished")]
+    Terminated {
+        /// The task's name.
+        task: String,
+    },
+    /// The pool stopped working: its initializer failed or workers died too often.
+    #[error("the pool is broken: {reason}")]
+    PoolBroken {
+        /// Why.
+        reason: String,
+    },
+    /// The result of this task was already taken by an earlier wait.
+    #[error("the result of task `{task}` was already taken")]
+    ResultTaken {
+        /// The task's name.
+        task: String,
+    },
     /// Sending a signal failed.
     #[error("cannot signal process {pid}")]
     Signal {

@@ -24,6 +24,7 @@ mod exit;
 mod init;
 mod launch;
 mod os;
+mod pool;
 mod process;
 mod reaper;
 mod start_method;
@@ -31,6 +32,10 @@ mod start_method;
 pub use error::Error;
 pub use exit::{ExitStatus, Signal};
 pub use init::{ensure_forkserver, helper_pids, init};
+pub use pool::{
+    as_completed, AsCompleted, Imap, MapHandle, Pool, PoolBuilder, PoolStats, RestartLimit,
+    TaskHandle, WorkerState, WorkerStats,
+};
 pub use process::{Process, ProcessBuilder};
 pub use start_method::StartMethod;
 pub use supervisor_worker::codec::CodecError;

@@ -265,3 +265,20 @@ pub(crate) fn make_private_dir(dir: &std::path::Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// CPU time (user + system) and resident memory (KiB) of process `pid`.
+pub(crate) fn proc_usage(pid: i32) -> Option<(Duration, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf takes a plain integer.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf takes a plain integer.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    Some((
+        Duration::from_millis(ticks * 1000 / hz),
+        pages * page / 1024,
+    ))
+}

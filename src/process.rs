@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::IpcReceiver;
 use serde::{de::DeserializeOwned, Serialize};
+use supervisor_worker::__private::Call;
 use supervisor_worker::codec::{self, CodecError};
 use supervisor_worker::protocol::{Frame, FromChild, LinkError, TaskOutcome, TaskRequest, ToChild};
 use supervisor_worker::{registry, setup::SetupError};
@@ -115,7 +116,7 @@ impl<R> ProcessBuilder<R> {
     }
 }
 
-fn check_nice(nice: i32) -> Result<(), Error> {
+pub(crate) fn check_nice(nice: i32) -> Result<(), Error> {
     if !(-20..=19).contains(&nice) {
         return Err(Error::NiceOutOfRange(nice));
     }
@@ -145,11 +146,11 @@ pub struct Process<R> {
 
 impl<R> Process<R> {
     /// Describes a process that will run `task(arg)`; `task` must be registered with
-    /// [`crate::task!`].
-    pub fn builder<F, T>(_task: F, arg: T) -> ProcessBuilder<R>
+    /// [`crate::task!`]. A task with several parameters takes them as a tuple.
+    pub fn builder<F, M>(_task: F, arg: F::Arg) -> ProcessBuilder<R>
     where
-        F: Fn(T) -> R + 'static,
-        T: Serialize,
+        F: Call<M, Out = R> + 'static,
+        F::Arg: Serialize,
     {
         ProcessBuilder {
             key: std::any::type_name::<F>(),

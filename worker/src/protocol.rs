@@ -213,6 +213,16 @@ pub enum ToChild {
     Config(WorkerConfig),
     /// Run a task and answer with [`FromChild::Done`].
     Task(TaskRequest),
+    /// Run the same task on each argument, in order, and answer once with
+    /// [`FromChild::BatchDone`].
+    Batch {
+        /// Id of the first item; item `i` has id `first_id + i`.
+        first_id: u64,
+        /// The registered name of the task.
+        task: String,
+        /// The encoded arguments.
+        args: Vec<ByteBuf>,
+    },
     /// (Server only) fork a worker; the frame carries its receiver and sender.
     Fork {
         /// Set-up the new worker applies before anything else.
@@ -277,6 +287,13 @@ pub enum FromChild {
         id: u64,
         /// What happened.
         outcome: TaskOutcome,
+    },
+    /// A batch finished: one outcome per argument, in order.
+    BatchDone {
+        /// Id of the first item.
+        first_id: u64,
+        /// The outcomes.
+        outcomes: Vec<TaskOutcome>,
     },
     /// (Server) a worker was forked.
     Forked {

@@ -95,8 +95,8 @@ fn short_name(type_name: &str) -> &str {
 /// supervisor::task!("sha512-chain" => sha512_chain); // an explicit stable name
 /// ```
 ///
-/// The function takes one argument and returns one value; both are serde types (use a
-/// tuple for several arguments). A function returning `Result<T, E>` with
+/// The function takes one to six arguments and returns one value, all serde types; a
+/// caller passes several arguments as a tuple. A function returning `Result<T, E>` with
 /// `E: Display` is counted as failed when it returns `Err`; the `Err` value still
 /// reaches a typed caller.
 #[macro_export]
@@ -118,7 +118,7 @@ macro_rules! task {
                         Ok(arg) => arg,
                         Err(outcome) => return outcome,
                     };
-                    let out = $f(arg);
+                    let out = $crate::__private::call(&$f, arg);
                     let error = (&&$crate::__private::Classify(&out)).task_error();
                     $crate::__private::returned(&out, error)
                 },
@@ -144,6 +144,49 @@ pub mod support {
         codec::decode(input).map_err(|e| TaskOutcome::BadArgument {
             message: crate::error_chain(&e),
         })
+    }
+
+    /// A function callable with its arguments packed in one value (a tuple for more
+    /// than one). `M` only tells the impls apart: a function item has one arity, so
+    /// exactly one impl applies and `M` is inferred.
+    pub trait Call<M> {
+        /// The packed arguments.
+        type Arg;
+        /// What the function returns.
+        type Out;
+        /// Calls the function with the unpacked arguments.
+        fn call_packed(&self, arg: Self::Arg) -> Self::Out;
+    }
+
+    macro_rules! impl_call {
+        ($($a:ident),+) => {
+            impl<F, R, $($a),+> Call<($($a,)+)> for F
+            where
+                F: Fn($($a),+) -> R,
+            {
+                type Arg = impl_call!(@arg $($a),+);
+                type Out = R;
+                #[allow(non_snake_case)]
+                fn call_packed(&self, arg: Self::Arg) -> R {
+                    let impl_call!(@pat $($a),+) = arg;
+                    self($($a),+)
+                }
+            }
+        };
+        (@arg $a:ident) => { $a };
+        (@arg $($a:ident),+) => { ($($a,)+) };
+        (@pat $a:ident) => { $a };
+        (@pat $($a:ident),+) => { ($($a,)+) };
+    }
+    impl_call!(A);
+    impl_call!(A, B);
+    impl_call!(A, B, C);
+    impl_call!(A, B, C, D);
+    impl_call!(A, B, C, D, E);
+    impl_call!(A, B, C, D, E, G);
+
+    pub fn call<F: Call<M>, M>(f: &F, arg: F::Arg) -> F::Out {
+        f.call_packed(arg)
     }
 
     pub fn returned<R: Serialize>(out: &R, error: Option<String>) -> TaskOutcome {

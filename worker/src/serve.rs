@@ -7,7 +7,7 @@ use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
-use crate::protocol::{FromChild, Link, TaskOutcome, TaskRequest, ToChild, WorkerConfig};
+use crate::protocol::{FromChild, Link, TaskOutcome, ToChild, WorkerConfig};
 use crate::{os, registry, WorkerContext};
 
 thread_local! {
@@ -41,18 +41,18 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs one request to completion (never unwinds).
-pub fn run_task(req: &TaskRequest) -> TaskOutcome {
-    let entry = match registry::by_name(&req.task) {
+/// Runs one task to completion (never unwinds).
+pub fn run_task(task: &str, arg: &[u8]) -> TaskOutcome {
+    let entry = match registry::by_name(task) {
         Ok(entry) => entry,
         Err(_) => {
             return TaskOutcome::UnknownTask {
-                name: req.task.clone(),
+                name: task.to_string(),
             }
         }
     };
     install_panic_hook();
-    match panic::catch_unwind(AssertUnwindSafe(|| (entry.run)(&req.arg))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| (entry.run)(arg))) {
         Ok(outcome) => outcome,
         Err(payload) => {
             let (location, backtrace) = LAST_PANIC
@@ -94,19 +94,23 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
             Ok(frame) => frame,
             Err(_) => finish(0),
         };
-        let req = match frame.decode::<ToChild>() {
-            Ok(ToChild::Task(req)) => req,
+        let reply = match frame.decode::<ToChild>() {
+            Ok(ToChild::Task(req)) => FromChild::Done {
+                id: req.id,
+                outcome: run_task(&req.task, &req.arg),
+            },
+            Ok(ToChild::Batch {
+                first_id,
+                task,
+                args,
+            }) => FromChild::BatchDone {
+                first_id,
+                outcomes: args.iter().map(|arg| run_task(&task, arg)).collect(),
+            },
             // A parent never sends anything else to a worker: treat it as a broken link.
             Ok(_) | Err(_) => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
         };
-        let outcome = run_task(&req);
-        if link
-            .send(&FromChild::Done {
-                id: req.id,
-                outcome,
-            })
-            .is_err()
-        {
+        if link.send(&reply).is_err() {
             finish(0);
         }
     }

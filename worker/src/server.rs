@@ -42,7 +42,7 @@ pub fn run(link: Link) -> ! {
                     maxrss_kib: 0,
                 },
             },
-            Ok(ToChild::Config(_)) | Ok(ToChild::Task(_)) | Err(_) => {
+            Ok(ToChild::Config(_)) | Ok(ToChild::Task(_)) | Ok(ToChild::Batch { .. }) | Err(_) => {
                 serve::finish(crate::protocol::EXIT_BOOTSTRAP_FAILED)
             }
         };

@@ -1,0 +1,810 @@
+//! The dispatcher: the one thread that owns a pool's state.
+//!
+//! Everything else talks to it through one channel of [`Event`]s: callers (submit,
+//! cancel, close, terminate, stats), worker starters, one reader thread per worker
+//! (its messages, then `LinkClosed`), and the reaper (`Exited`). Deadlines (task
+//! timeouts, kill-after-grace, exit settling) are the receive timeout.
+//!
+//! A worker holds at most `max_in_flight` units; it runs them in order, so on its death
+//! the first unanswered unit is the one that was running and the others had not started.
+//! A dead worker's running unit fails (or is retried); if it was a batch of several jobs,
+//! the culprit is unknown, so each job of the batch is queued again on its own (without
+//! using a retry): a job that crashes its worker alone fails alone.
+
+use std::collections::VecDeque;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{IpcReceiver, IpcSender};
+use serde_bytes::ByteBuf;
+use supervisor_worker::protocol::{
+    send_frame, Frame, FromChild, Link, LinkError, TaskOutcome, TaskRequest, ToChild,
+};
+
+use super::job::{Job, JobResult, Unit};
+use super::stats::{PoolStats, WorkerState, WorkerStats};
+use super::{Config, RestartLimit};
+use crate::error::Error;
+use crate::launch::{self, Spec};
+use crate::os;
+use crate::process::no_result;
+use crate::reaper::ChildSlot;
+
+/// How long to wait, after a worker exited, for its channel to close (it may be held
+/// open by a grandchild) before settling its jobs.
+const EXIT_SETTLE: Duration = Duration::from_millis(100);
+/// Message id of the initializer.
+const INIT_SEQ: u64 = 0;
+
+pub(crate) enum Event {
+    Submit(Vec<Unit>),
+    Cancel(u64, mpsc::SyncSender<bool>),
+    Close,
+    Terminate,
+    Stats(mpsc::SyncSender<PoolStats>),
+    Started {
+        seat: usize,
+        result: Result<(Arc<ChildSlot>, Link), Error>,
+    },
+    Message {
+        worker: u64,
+        msg: Result<FromChild, String>,
+    },
+    LinkClosed {
+        worker: u64,
+    },
+    Exited {
+        worker: u64,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The running unit exceeded its time limit.
+    Timeout,
+    /// The pool is terminating, broken, or the worker misbehaved.
+    Shutdown,
+}
+
+struct InFlight {
+    seq: u64,
+    unit: Unit,
+    deadline: Option<Instant>,
+}
+
+struct Worker {
+    id: u64,
+    slot: Arc<ChildSlot>,
+    /// `None` once we closed our sender (the worker exits when its queue is empty).
+    tx: Option<IpcSender<Frame>>,
+    in_flight: VecDeque<InFlight>,
+    tasks_done: u64,
+    initializing: bool,
+    exited: bool,
+    link_closed: bool,
+    settle_at: Option<Instant>,
+    stop: Option<Stop>,
+    kill_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Seat {
+    worker: Option<Worker>,
+    starting: bool,
+    restarts: u32,
+}
+
+pub(crate) struct Dispatcher {
+    cfg: Config,
+    events: mpsc::Sender<Event>,
+    seats: Vec<Seat>,
+    queue: VecDeque<Unit>,
+    closing: bool,
+    terminating: bool,
+    broken: Option<String>,
+    restart_log: VecDeque<Instant>,
+    next_worker: u64,
+    next_seq: u64,
+    done: u64,
+    failed: u64,
+    restarts: u32,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(cfg: Config, events: mpsc::Sender<Event>) -> Dispatcher {
+        let seats = (0..cfg.procs).map(|_| Seat::default()).collect();
+        Dispatcher {
+            cfg,
+            events,
+            seats,
+            queue: VecDeque::new(),
+            closing: false,
+            terminating: false,
+            broken: None,
+            restart_log: VecDeque::new(),
+            next_worker: 1,
+            next_seq: 1,
+            done: 0,
+            failed: 0,
+            restarts: 0,
+        }
+    }
+
+    /// Runs until the pool is closed and drained, or terminated.
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Event>) {
+        for seat in 0..self.seats.len() {
+            self.start_worker(seat);
+        }
+        loop {
+            let event = match self.next_wake() {
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(event) => Some(event),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+                None => match rx.recv() {
+                    Ok(event) => Some(event),
+                    Err(_) => return,
+                },
+            };
+            if let Some(event) = event {
+                self.handle(event);
+            }
+            self.on_timers(Instant::now());
+            self.dispatch();
+            if self.finished() {
+                return;
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.closing
+            && self.queue.is_empty()
+            && self.seats.iter().all(|s| s.worker.is_none() && !s.starting)
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Submit(units) => {
+                if let Some(reason) = &self.broken {
+                    for unit in units {
+                        fail_unit(unit, |_| Error::PoolBroken {
+                            reason: reason.clone(),
+                        });
+                    }
+                } else if self.closing {
+                    for unit in units {
+                        fail_unit(unit, |_| Error::PoolClosed);
+                    }
+                } else {
+                    self.queue.extend(units);
+                }
+            }
+            Event::Cancel(id, reply) => {
+                let _ = reply.send(self.cancel(id));
+            }
+            Event::Close => self.closing = true,
+            Event::Terminate => self.terminate(),
+            Event::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Event::Started { seat, result } => self.on_started(seat, result),
+            Event::Message { worker, msg } => self.on_message(worker, msg),
+            Event::LinkClosed { worker } => {
+                if let Some(w) = self.worker_mut(worker) {
+                    w.link_closed = true;
+                    if w.exited {
+                        self.finalize(worker);
+                    }
+                }
+            }
+            Event::Exited { worker } => {
+                if let Some(w) = self.worker_mut(worker) {
+                    w.exited = true;
+                    if w.link_closed {
+                        self.finalize(worker);
+                    } else {
+                        w.settle_at = Some(Instant::now() + EXIT_SETTLE);
+                    }
+                }
+            }
+        }
+    }
+
+    fn worker_mut(&mut self, id: u64) -> Option<&mut Worker> {
+        self.seats
+            .iter_mut()
+            .filter_map(|s| s.worker.as_mut())
+            .find(|w| w.id == id)
+    }
+
+    fn seat_of(&self, id: u64) -> Option<usize> {
+        self.seats
+            .iter()
+            .position(|s| s.worker.as_ref().is_some_and(|w| w.id == id))
+    }
+
+    fn cancel(&mut self, id: u64) -> bool {
+        for i in 0..self.queue.len() {
+            if let Some(pos) = self.queue[i].jobs.iter().position(|j| j.id == id) {
+                let job = self.queue[i].jobs.remove(pos);
+                let task = job.task().to_string();
+                job.complete(Err(Error::Cancelled { task }));
+                if self.queue[i].jobs.is_empty() {
+                    self.queue.remove(i);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    fn start_worker(&mut self, seat: usize) {
+        self.seats[seat].starting = true;
+        let spec = Spec {
+            method: self.cfg.method,
+            nice: self.cfg.nice,
+            daemon: true,
+            name: format!("{}-{seat}", self.cfg.name),
+        };
+        let events = self.events.clone();
+        let spawned = std::thread::Builder::new()
+            .name("supervisor-start".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let result = launch::start_worker(&spec);
+                let _ = events.send(Event::Started { seat, result });
+            });
+        if let Err(e) = spawned {
+            self.seats[seat].starting = false;
+            self.break_pool(format!("cannot start a thread to start workers: {e}"));
+        }
+    }
+
+    fn on_started(&mut self, seat: usize, result: Result<(Arc<ChildSlot>, Link), Error>) {
+        self.seats[seat].starting = false;
+        let (slot, link) = match result {
+            Ok(started) => started,
+            Err(e) => {
+                let permanent = matches!(
+                    e,
+                    Error::NiceNotPermitted { .. }
+                        | Error::NiceOutOfRange(_)
+                        | Error::ForkUnavailable { .. }
+                        | Error::Registry(_)
+                        | Error::DaemonCannotStart { .. }
+                );
+                let reason = format!(
+                    "cannot start a worker: {}",
+                    supervisor_worker::error_chain(&e)
+                );
+                if permanent {
+                    self.break_pool(reason);
+                } else if self.count_restart(&reason) && self.wants_workers() {
+                    self.start_worker(seat);
+                }
+                return;
+            }
+        };
+        let id = self.next_worker;
+        self.next_worker += 1;
+        spawn_reader(id, link.rx, self.events.clone());
+        let events = self.events.clone();
+        slot.on_exit(Box::new(move || {
+            let _ = events.send(Event::Exited { worker: id });
+        }));
+        let mut worker = Worker {
+            id,
+            slot,
+            tx: Some(link.tx),
+            in_flight: VecDeque::new(),
+            tasks_done: 0,
+            initializing: false,
+            exited: false,
+            link_closed: false,
+            settle_at: None,
+            stop: None,
+            kill_at: None,
+        };
+        if let Some((task, arg)) = &self.cfg.initializer {
+            let req = ToChild::Task(TaskRequest {
+                id: INIT_SEQ,
+                task: task.to_string(),
+                arg: arg.clone(),
+            });
+            worker.initializing = true;
+            if let Some(tx) = &worker.tx {
+                let _ = send(tx, &req);
+            }
+        }
+        if self.terminating || self.broken.is_some() {
+            stop_worker(&mut worker, Stop::Shutdown, self.cfg.grace);
+        }
+        self.seats[seat].worker = Some(worker);
+    }
+
+    fn on_message(&mut self, id: u64, msg: Result<FromChild, String>) {
+        let Some(seat) = self.seat_of(id) else { return };
+        let now = Instant::now();
+        let timeout = self.cfg.task_timeout;
+        let max_tasks = self.cfg.max_tasks_per_child;
+        let worker = self.seats[seat].worker.as_mut().expect("seat_of found it");
+        let pid = worker.slot.pid();
+        let (seq, outcomes) = match msg {
+            Ok(FromChild::Done { id, outcome }) => (id, vec![outcome]),
+            Ok(FromChild::BatchDone { first_id, outcomes }) => (first_id, outcomes),
+            Ok(FromChild::SetupFailed(e)) => {
+                let reason = format!(
+                    "worker {pid} could not set itself up ({:?}, errno {})",
+                    e.step, e.errno
+                );
+                self.break_pool(reason);
+                return;
+            }
+            Ok(other) => return self.protocol_error(seat, format!("unexpected message {other:?}")),
+            Err(detail) => return self.protocol_error(seat, detail),
+        };
+        if worker.initializing {
+            if seq != INIT_SEQ || outcomes.len() != 1 {
+                return self.protocol_error(seat, "expected the initializer's result".into());
+            }
+            worker.initializing = false;
+            let task = self.cfg.initializer.as_ref().map_or("", |(t, _)| *t);
+            match outcomes.into_iter().next() {
+                Some(TaskOutcome::Returned { error: None, .. }) => {}
+                Some(TaskOutcome::Returned {
+                    error: Some(message),
+                    ..
+                }) => {
+                    self.break_pool(format!(
+                        "the initializer failed: task `{task}` returned an error in process {pid}: {message}"
+                    ));
+                }
+                Some(outcome) => {
+                    let e = match outcome_to_result(task, pid, outcome) {
+                        Err(e) => supervisor_worker::error_chain(&e),
+                        Ok(_) => format!("task `{task}` returned an error"),
+                    };
+                    self.break_pool(format!("the initializer failed: {e}"));
+                }
+                None => {}
+            }
+            return;
+        }
+        let Some(head) = worker.in_flight.pop_front() else {
+            return self.protocol_error(seat, format!("result {seq} for no running task"));
+        };
+        if head.seq != seq || head.unit.jobs.len() != outcomes.len() {
+            worker.in_flight.push_front(head);
+            return self.protocol_error(
+                seat,
+                format!("result {seq} does not match the running task"),
+            );
+        }
+        let task = head.unit.task;
+        for (job, outcome) in head.unit.jobs.into_iter().zip(outcomes) {
+            let failed = !matches!(outcome, TaskOutcome::Returned { error: None, .. });
+            if failed {
+                self.failed += 1;
+            } else {
+                self.done += 1;
+            }
+            job.complete(outcome_to_result(task, pid, outcome));
+            worker.tasks_done += 1;
+        }
+        if let Some(next) = worker.in_flight.front_mut() {
+            next.deadline = timeout.map(|t| now + t * next.unit.jobs.len() as u32);
+        }
+        if max_tasks.is_some_and(|max| worker.tasks_done >= max) {
+            // Recycle: no more work for this one; it exits once its queue is empty.
+            worker.tx = None;
+        }
+    }
+
+    fn protocol_error(&mut self, seat: usize, detail: String) {
+        let grace = self.cfg.grace;
+        if let Some(worker) = self.seats[seat].worker.as_mut() {
+            let pid = worker.slot.pid();
+            for unit in worker.in_flight.drain(..).map(|f| f.unit) {
+                let detail = detail.clone();
+                fail_unit(unit, move |_| Error::Protocol {
+                    pid,
+                    detail: detail.clone(),
+                });
+            }
+            stop_worker(worker, Stop::Shutdown, grace);
+        }
+    }
+
+    /// A worker's process exited and its channel closed: settle its jobs, replace it.
+    fn finalize(&mut self, id: u64) {
+        let Some(seat) = self.seat_of(id) else { return };
+        let Some(mut worker) = self.seats[seat].worker.take() else {
+            return;
+        };
+        let exit = worker.slot.exit().unwrap_or(crate::reaper::Exit {
+            status: crate::exit::ExitStatus::Unknown,
+            peak_rss_kib: 0,
+        });
+        let pid = worker.slot.pid();
+        let expected = worker.tx.is_none() && worker.in_flight.is_empty() && worker.stop.is_none();
+        if worker.initializing {
+            let task = self.cfg.initializer.as_ref().map_or("", |(t, _)| *t);
+            let e = no_result(task.to_string(), pid, exit);
+            self.break_pool(format!("the initializer failed: {e}"));
+            return;
+        }
+        let mut requeue: Vec<Unit> = Vec::new();
+        if let Some(head) = worker.in_flight.pop_front() {
+            let task = head.unit.task;
+            let cause = |_: &Job| match worker.stop {
+                Some(Stop::Timeout) => Error::TimedOut {
+                    task: task.to_string(),
+                    pid,
+                    limit: self.cfg.task_timeout.unwrap_or_default(),
+                },
+                _ => no_result(task.to_string(), pid, exit),
+            };
+            if self.terminating {
+                // Terminate already failed in-flight work.
+            } else if head.unit.jobs.len() > 1 && worker.stop != Some(Stop::Shutdown) {
+                for job in head.unit.jobs {
+                    requeue.push(Unit {
+                        task,
+                        jobs: vec![job],
+                    });
+                }
+            } else {
+                for mut job in head.unit.jobs {
+                    if worker.stop != Some(Stop::Shutdown) && job.attempts < self.cfg.retries {
+                        job.attempts += 1;
+                        requeue.push(Unit {
+                            task,
+                            jobs: vec![job],
+                        });
+                    } else {
+                        let err = cause(&job);
+                        self.failed += 1;
+                        job.complete(Err(err));
+                    }
+                }
+            }
+        }
+        requeue.extend(worker.in_flight.drain(..).map(|f| f.unit));
+        for unit in requeue.into_iter().rev() {
+            self.queue.push_front(unit);
+        }
+        if !expected && !self.terminating && self.broken.is_none() {
+            self.seats[seat].restarts += 1;
+            self.restarts += 1;
+            let reason = format!("worker {pid} ended with {}", exit.status);
+            if !self.count_restart(&reason) {
+                return;
+            }
+        }
+        if self.wants_workers() {
+            self.start_worker(seat);
+        }
+    }
+
+    /// Records a restart; breaks the pool (returning false) past the limit.
+    fn count_restart(&mut self, reason: &str) -> bool {
+        let RestartLimit { max, within } = self.cfg.restart_limit;
+        let now = Instant::now();
+        self.restart_log.push_back(now);
+        while self
+            .restart_log
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > within)
+        {
+            self.restart_log.pop_front();
+        }
+        if self.restart_log.len() as u32 > max {
+            self.break_pool(format!(
+                "{} worker restarts within {within:?} (limit {max}); last: {reason}",
+                self.restart_log.len()
+            ));
+            return false;
+        }
+        true
+    }
+
+    fn wants_workers(&self) -> bool {
+        !self.terminating && self.broken.is_none() && (!self.closing || !self.queue.is_empty())
+    }
+
+    fn break_pool(&mut self, reason: String) {
+        if self.broken.is_some() {
+            return;
+        }
+        self.broken = Some(reason.clone());
+        self.closing = true;
+        for unit in self.queue.drain(..) {
+            fail_unit(unit, |_| Error::PoolBroken {
+                reason: reason.clone(),
+            });
+        }
+        let grace = self.cfg.grace;
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            for unit in worker.in_flight.drain(..).map(|f| f.unit) {
+                fail_unit(unit, |_| Error::PoolBroken {
+                    reason: reason.clone(),
+                });
+            }
+            stop_worker(worker, Stop::Shutdown, grace);
+        }
+    }
+
+    fn terminate(&mut self) {
+        self.terminating = true;
+        self.closing = true;
+        for unit in self.queue.drain(..) {
+            fail_unit(unit, |job| Error::Terminated {
+                task: job.task().to_string(),
+            });
+        }
+        let grace = self.cfg.grace;
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            for unit in worker.in_flight.drain(..).map(|f| f.unit) {
+                fail_unit(unit, |job| Error::Terminated {
+                    task: job.task().to_string(),
+                });
+            }
+            stop_worker(worker, Stop::Shutdown, grace);
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.seats
+            .iter()
+            .filter_map(|s| s.worker.as_ref())
+            .flat_map(|w| {
+                let deadline = if w.stop.is_none() {
+                    w.in_flight.front().and_then(|f| f.deadline)
+                } else {
+                    None
+                };
+                [deadline, w.kill_at, w.settle_at]
+            })
+            .flatten()
+            .min()
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        let grace = self.cfg.grace;
+        let mut settle = Vec::new();
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            if worker.stop.is_none()
+                && worker
+                    .in_flight
+                    .front()
+                    .and_then(|f| f.deadline)
+                    .is_some_and(|d| d <= now)
+            {
+                stop_worker(worker, Stop::Timeout, grace);
+            }
+            if worker.kill_at.is_some_and(|k| k <= now) {
+                worker.kill_at = None;
+                let _ = worker.slot.signal(libc::SIGKILL, true);
+            }
+            if worker.settle_at.is_some_and(|s| s <= now) {
+                worker.settle_at = None;
+                settle.push(worker.id);
+            }
+        }
+        for id in settle {
+            self.finalize(id);
+        }
+    }
+
+    fn dispatch(&mut self) {
+        if self.broken.is_some() || self.terminating {
+            return;
+        }
+        let now = Instant::now();
+        let timeout = self.cfg.task_timeout;
+        // Two passes: first one unit per idle worker, then fill up to the bound.
+        for limit in [1, self.cfg.max_in_flight] {
+            for seat in self.seats.iter_mut() {
+                let Some(worker) = seat.worker.as_mut() else {
+                    continue;
+                };
+                if worker.initializing || worker.stop.is_some() || worker.exited {
+                    continue;
+                }
+                let Some(tx) = &worker.tx else { continue };
+                while worker.in_flight.len() < limit {
+                    let Some(unit) = self.queue.pop_front() else {
+                        break;
+                    };
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    match send(tx, &unit_message(seq, &unit)) {
+                        Ok(()) => {
+                            let deadline = if worker.in_flight.is_empty() {
+                                timeout.map(|t| now + t * unit.jobs.len() as u32)
+                            } else {
+                                None
+                            };
+                            worker.in_flight.push_back(InFlight {
+                                seq,
+                                unit,
+                                deadline,
+                            });
+                        }
+                        Err(_) => {
+                            // The worker is going away; its exit will be handled.
+                            self.queue.push_front(unit);
+                            worker.tx = None;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // Nothing left to do: let idle workers exit.
+        if self.closing && self.queue.is_empty() {
+            for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+                if worker.in_flight.is_empty() && !worker.initializing {
+                    worker.tx = None;
+                }
+            }
+        }
+        // Refill empty seats (after a recycle) when there is work or the pool is open.
+        if self.wants_workers() {
+            for seat in 0..self.seats.len() {
+                if self.seats[seat].worker.is_none() && !self.seats[seat].starting {
+                    self.start_worker(seat);
+                }
+            }
+        }
+    }
+
+    fn stats(&self) -> PoolStats {
+        let workers = self
+            .seats
+            .iter()
+            .filter_map(|s| s.worker.as_ref().map(|w| (s, w)))
+            .map(|(seat, w)| {
+                let pid = w.slot.pid();
+                let (cpu_time, rss_kib) = os::proc_usage(pid as i32).unwrap_or_default();
+                let state = if w.stop.is_some() || w.exited {
+                    WorkerState::Stopping
+                } else if w.initializing {
+                    WorkerState::Initializing
+                } else if let Some(f) = w.in_flight.front() {
+                    WorkerState::Busy {
+                        task: f.unit.task.to_string(),
+                        job: f.unit.jobs.first().map_or(0, |j| j.id),
+                    }
+                } else if w.tx.is_none() {
+                    WorkerState::Retiring
+                } else {
+                    WorkerState::Idle
+                };
+                WorkerStats {
+                    pid,
+                    state,
+                    tasks_done: w.tasks_done,
+                    restarts: seat.restarts,
+                    cpu_time,
+                    rss_kib,
+                }
+            })
+            .collect();
+        let running = self
+            .seats
+            .iter()
+            .filter_map(|s| s.worker.as_ref())
+            .flat_map(|w| w.in_flight.front())
+            .map(|f| f.unit.jobs.len())
+            .sum();
+        let waiting_in_workers: usize = self
+            .seats
+            .iter()
+            .filter_map(|s| s.worker.as_ref())
+            .flat_map(|w| w.in_flight.iter().skip(1))
+            .map(|f| f.unit.jobs.len())
+            .sum();
+        PoolStats {
+            workers,
+            starting: self.seats.iter().filter(|s| s.starting).count(),
+            queued: self.queue.iter().map(|u| u.jobs.len()).sum::<usize>() + waiting_in_workers,
+            running,
+            done: self.done,
+            failed: self.failed,
+            restarts: self.restarts,
+            broken: self.broken.clone(),
+        }
+    }
+}
+
+fn stop_worker(worker: &mut Worker, why: Stop, grace: Duration) {
+    if worker.stop.is_some() {
+        return;
+    }
+    worker.stop = Some(why);
+    worker.tx = None;
+    let _ = worker.slot.signal(libc::SIGTERM, true);
+    worker.kill_at = Some(Instant::now() + grace);
+}
+
+fn fail_unit(unit: Unit, error: impl Fn(&Job) -> Error) {
+    for job in unit.jobs {
+        let e = error(&job);
+        job.complete(Err(e));
+    }
+}
+
+fn unit_message(seq: u64, unit: &Unit) -> ToChild {
+    if let [job] = unit.jobs.as_slice() {
+        ToChild::Task(TaskRequest {
+            id: seq,
+            task: unit.task.to_string(),
+            arg: job.arg.clone(),
+        })
+    } else {
+        ToChild::Batch {
+            first_id: seq,
+            task: unit.task.to_string(),
+            args: unit
+                .jobs
+                .iter()
+                .map(|j| ByteBuf::from(j.arg.clone()))
+                .collect(),
+        }
+    }
+}
+
+fn send(tx: &IpcSender<Frame>, msg: &ToChild) -> Result<(), LinkError> {
+    let frame = Frame::new(msg, Vec::new()).map_err(LinkError::Codec)?;
+    send_frame(tx, frame)
+}
+
+/// Turns a worker's outcome into a job result (bytes of the value, or a typed error).
+pub(crate) fn outcome_to_result(task: &str, pid: u32, outcome: TaskOutcome) -> JobResult {
+    let task = task.to_string();
+    match outcome {
+        TaskOutcome::Returned { value, .. } => Ok(value),
+        TaskOutcome::Panicked {
+            message,
+            location,
+            backtrace,
+        } => Err(Error::Panicked {
+            task,
+            pid,
+            message,
+            location,
+            backtrace,
+        }),
+        TaskOutcome::UnknownTask { name } => Err(Error::UnknownTask { task: name, pid }),
+        TaskOutcome::BadArgument { message } => Err(Error::DecodeArgument { task, pid, message }),
+        TaskOutcome::BadResult { message } => Err(Error::EncodeResult { task, pid, message }),
+    }
+}
+
+fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, events: mpsc::Sender<Event>) {
+    let body = move || loop {
+        match rx.recv() {
+            Ok(frame) => {
+                let msg = frame
+                    .decode::<FromChild>()
+                    .map_err(|e| supervisor_worker::error_chain(&e));
+                let bad = msg.is_err();
+                if events.send(Event::Message { worker, msg }).is_err() || bad {
+                    let _ = events.send(Event::LinkClosed { worker });
+                    return;
+                }
+            }
+            Err(_) => {
+                let _ = events.send(Event::LinkClosed { worker });
+                return;
+            }
+        }
+    };
+    let _ = std::thread::Builder::new()
+        .name(format!("supervisor-read-{worker}"))
+        .stack_size(256 * 1024)
+        .spawn(body);
+}

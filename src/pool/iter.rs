@@ -1,0 +1,237 @@
+//! Lazy result iterators (`imap`, `imap_unordered`) and `map_async`.
+//!
+//! The input iterator is read on the caller's thread, a little ahead of the results
+//! consumed: at most `read_ahead` inputs are submitted but not yet yielded, so `imap`
+//! over an endless iterator keeps memory bounded. Results arriving early (ordered
+//! mode) wait in a buffer that the same bound limits.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::{mpsc, Arc};
+
+use serde::{de::DeserializeOwned, Serialize};
+use supervisor_worker::codec;
+
+use super::job::{Job, JobResult, Sink, Unit};
+use super::Shared;
+use crate::error::Error;
+
+/// Results of `imap` (input order) or `imap_unordered` (completion order).
+pub struct Imap<R, I: Iterator> {
+    shared: Arc<Shared>,
+    task: &'static str,
+    input: I,
+    input_done: bool,
+    chunksize: usize,
+    read_ahead: usize,
+    ordered: bool,
+    tx: mpsc::Sender<(usize, JobResult)>,
+    rx: mpsc::Receiver<(usize, JobResult)>,
+    submitted: usize,
+    yielded: usize,
+    buffer: BTreeMap<usize, JobResult>,
+    result: PhantomData<fn() -> R>,
+}
+
+impl<R, I> Imap<R, I>
+where
+    I: Iterator,
+    I::Item: Serialize,
+{
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        task: &'static str,
+        input: I,
+        chunksize: usize,
+        read_ahead: usize,
+        ordered: bool,
+    ) -> Imap<R, I> {
+        let (tx, rx) = mpsc::channel();
+        Imap {
+            shared,
+            task,
+            input,
+            input_done: false,
+            chunksize: chunksize.max(1),
+            read_ahead: read_ahead.max(chunksize.max(1)),
+            ordered,
+            tx,
+            rx,
+            submitted: 0,
+            yielded: 0,
+            buffer: BTreeMap::new(),
+            result: PhantomData,
+        }
+    }
+
+    /// Fails every input at once (the task could not be resolved).
+    pub(crate) fn fail_all(&mut self, error: Error) {
+        let message = error.to_string();
+        self.input_done = true;
+        let mut first = Some(error);
+        for item in self.input.by_ref() {
+            let _ = item;
+            let index = self.submitted;
+            self.submitted += 1;
+            let e = first.take().unwrap_or_else(|| Error::Protocol {
+                pid: 0,
+                detail: message.clone(),
+            });
+            let _ = self.tx.send((index, Err(e)));
+        }
+    }
+
+    /// Reads and submits inputs until `read_ahead` are outstanding.
+    fn top_up(&mut self) {
+        let mut units = Vec::new();
+        while !self.input_done && self.submitted - self.yielded < self.read_ahead {
+            let mut jobs = Vec::with_capacity(self.chunksize);
+            while jobs.len() < self.chunksize {
+                let Some(item) = self.input.next() else {
+                    self.input_done = true;
+                    break;
+                };
+                let index = self.submitted;
+                self.submitted += 1;
+                match codec::encode(&item) {
+                    Ok(arg) => {
+                        let sink = Sink::Stream {
+                            index,
+                            tx: self.tx.clone(),
+                        };
+                        jobs.push(Job::new(self.shared.next_id(), self.task, arg, sink));
+                    }
+                    Err(source) => {
+                        let _ = self.tx.send((
+                            index,
+                            Err(Error::EncodeArgument {
+                                task: self.task.to_string(),
+                                source,
+                            }),
+                        ));
+                    }
+                }
+            }
+            if !jobs.is_empty() {
+                units.push(Unit {
+                    task: self.task,
+                    jobs,
+                });
+            }
+        }
+        if !units.is_empty() {
+            self.shared.submit(units);
+        }
+    }
+}
+
+impl<R, I> Iterator for Imap<R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    type Item = Result<R, Error>;
+
+    fn next(&mut self) -> Option<Result<R, Error>> {
+        self.top_up();
+        let result = if self.ordered {
+            loop {
+                if let Some(r) = self.buffer.remove(&self.yielded) {
+                    break r;
+                }
+                if self.input_done && self.yielded == self.submitted {
+                    return None;
+                }
+                // Every submitted job delivers exactly one result (see `job.rs`).
+                let (index, r) = self.rx.recv().ok()?;
+                self.buffer.insert(index, r);
+            }
+        } else {
+            if self.input_done && self.yielded == self.submitted {
+                return None;
+            }
+            self.rx.recv().ok()?.1
+        };
+        self.yielded += 1;
+        Some(result.and_then(|bytes| {
+            codec::decode(&bytes).map_err(|source| Error::DecodeResult {
+                task: self.task.to_string(),
+                pid: 0,
+                source,
+            })
+        }))
+    }
+}
+
+/// All results of a `map_async`, in input order, once every task has finished.
+pub struct MapHandle<R> {
+    task: &'static str,
+    len: usize,
+    rx: mpsc::Receiver<(usize, JobResult)>,
+    results: Vec<Option<JobResult>>,
+    received: usize,
+    result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> MapHandle<R> {
+    pub(crate) fn new(
+        task: &'static str,
+        len: usize,
+        rx: mpsc::Receiver<(usize, JobResult)>,
+    ) -> MapHandle<R> {
+        MapHandle {
+            task,
+            len,
+            rx,
+            results: (0..len).map(|_| None).collect(),
+            received: 0,
+            result: PhantomData,
+        }
+    }
+
+    /// Whether every task has finished.
+    pub fn is_ready(&mut self) -> bool {
+        while let Ok((i, r)) = self.rx.try_recv() {
+            self.store(i, r);
+        }
+        self.received == self.len
+    }
+
+    fn store(&mut self, i: usize, r: JobResult) {
+        if let Some(slot) = self.results.get_mut(i) {
+            if slot.is_none() {
+                self.received += 1;
+            }
+            *slot = Some(r);
+        }
+    }
+
+    /// Waits for every task; one result per input, in input order.
+    pub fn wait(mut self) -> Vec<Result<R, Error>> {
+        while self.received < self.len {
+            match self.rx.recv() {
+                Ok((i, r)) => self.store(i, r),
+                Err(_) => break,
+            }
+        }
+        let task = self.task;
+        self.results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::Terminated {
+                        task: task.to_string(),
+                    })
+                })
+                .and_then(|bytes| {
+                    codec::decode(&bytes).map_err(|source| Error::DecodeResult {
+                        task: task.to_string(),
+                        pid: 0,
+                        source,
+                    })
+                })
+            })
+            .collect()
+    }
+}

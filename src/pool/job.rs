@@ -1,0 +1,162 @@
+//! Jobs (one task call each), units (what one message to a worker carries) and sinks
+//! (where a job's result goes).
+//!
+//! Every job delivers exactly one result: `complete` sends it, and a job dropped without
+//! completing (the dispatcher stopped, even by a panic) sends an error from `Drop`. So
+//! no caller waits forever.
+
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use crate::error::Error;
+
+/// What a finished job yields before typed decoding: the encoded return value.
+pub(crate) type JobResult = Result<Vec<u8>, Error>;
+
+/// The waiting side of one `apply_async` / `submit`.
+pub(crate) struct HandleState {
+    inner: Mutex<HandleInner>,
+    ready: Condvar,
+}
+
+struct HandleInner {
+    result: Option<JobResult>,
+    done: bool,
+    watchers: Vec<(mpsc::Sender<usize>, usize)>,
+}
+
+impl HandleState {
+    pub(crate) fn new() -> Arc<HandleState> {
+        Arc::new(HandleState {
+            inner: Mutex::new(HandleInner {
+                result: None,
+                done: false,
+                watchers: Vec::new(),
+            }),
+            ready: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HandleInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, result: JobResult) {
+        let mut inner = self.lock();
+        if inner.done {
+            return;
+        }
+        inner.result = Some(result);
+        inner.done = true;
+        let watchers = std::mem::take(&mut inner.watchers);
+        drop(inner);
+        self.ready.notify_all();
+        for (tx, index) in watchers {
+            let _ = tx.send(index);
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.lock().done
+    }
+
+    /// Waits until done or `deadline`; takes the result (once).
+    pub(crate) fn take_until(&self, deadline: Option<Instant>) -> Option<Option<JobResult>> {
+        let mut inner = self.lock();
+        while !inner.done {
+            inner = match deadline {
+                None => self.ready.wait(inner).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.checked_duration_since(Instant::now())?;
+                    self.ready
+                        .wait_timeout(inner, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        Some(inner.result.take())
+    }
+
+    /// Sends `index` on `tx` once done (at once if already done).
+    pub(crate) fn watch(&self, tx: mpsc::Sender<usize>, index: usize) {
+        let mut inner = self.lock();
+        if inner.done {
+            drop(inner);
+            let _ = tx.send(index);
+        } else {
+            inner.watchers.push((tx, index));
+        }
+    }
+}
+
+/// Where a job's result goes.
+pub(crate) enum Sink {
+    /// A handle from `apply_async` / `submit`.
+    Handle(Arc<HandleState>),
+    /// The result channel of a `map`/`imap` call, tagged with the input position.
+    Stream {
+        index: usize,
+        tx: mpsc::Sender<(usize, JobResult)>,
+    },
+}
+
+impl Sink {
+    fn deliver(self, result: JobResult) {
+        match self {
+            Sink::Handle(state) => state.set(result),
+            Sink::Stream { index, tx } => {
+                let _ = tx.send((index, result));
+            }
+        }
+    }
+}
+
+/// One task call.
+pub(crate) struct Job {
+    pub(crate) id: u64,
+    pub(crate) arg: Vec<u8>,
+    /// Runs that ended with the worker dying or timing out.
+    pub(crate) attempts: u32,
+    sink: Option<Sink>,
+    task: &'static str,
+}
+
+impl Job {
+    pub(crate) fn new(id: u64, task: &'static str, arg: Vec<u8>, sink: Sink) -> Job {
+        Job {
+            id,
+            arg,
+            attempts: 0,
+            sink: Some(sink),
+            task,
+        }
+    }
+
+    pub(crate) fn task(&self) -> &'static str {
+        self.task
+    }
+
+    /// Delivers the result; the job is finished.
+    pub(crate) fn complete(mut self, result: JobResult) {
+        if let Some(sink) = self.sink.take() {
+            sink.deliver(result);
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            sink.deliver(Err(Error::Terminated {
+                task: self.task.to_string(),
+            }));
+        }
+    }
+}
+
+/// What one message to a worker carries: jobs of the same task, run in order.
+pub(crate) struct Unit {
+    pub(crate) task: &'static str,
+    pub(crate) jobs: Vec<Job>,
+}

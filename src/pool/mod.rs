@@ -1,0 +1,622 @@
+//! `Pool`: N reusable worker processes behind the API of Python's
+//! `multiprocessing.Pool` and `concurrent.futures.ProcessPoolExecutor`, supervised so
+//! that a dying worker fails (or retries) only its own task and never hangs anyone.
+//!
+//! One dispatcher thread owns the pool's state (`dispatcher.rs`); the methods here only
+//! send it messages and wait on results.
+
+mod dispatcher;
+mod handle;
+mod iter;
+mod job;
+mod stats;
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Serialize};
+use supervisor_worker::__private::Call;
+use supervisor_worker::{codec, registry};
+
+pub use handle::{as_completed, AsCompleted, TaskHandle};
+pub use iter::{Imap, MapHandle};
+pub use stats::{PoolStats, WorkerState, WorkerStats};
+
+use dispatcher::{Dispatcher, Event};
+use job::{HandleState, Job, Sink, Unit};
+
+use crate::error::Error;
+use crate::StartMethod;
+
+/// Largest chunk `map` picks on its own.
+const MAX_AUTO_CHUNK: usize = 1024;
+
+/// At most `max` worker restarts within `within`; past that the pool is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartLimit {
+    /// Restarts allowed in the window.
+    pub max: u32,
+    /// The window.
+    pub within: Duration,
+}
+
+impl Default for RestartLimit {
+    /// 20 restarts within 10 seconds.
+    fn default() -> Self {
+        RestartLimit {
+            max: 20,
+            within: Duration::from_secs(10),
+        }
+    }
+}
+
+pub(crate) struct Config {
+    name: String,
+    procs: usize,
+    method: StartMethod,
+    nice: Option<i32>,
+    initializer: Option<(&'static str, Vec<u8>)>,
+    max_tasks_per_child: Option<u64>,
+    task_timeout: Option<Duration>,
+    grace: Duration,
+    retries: u32,
+    restart_limit: RestartLimit,
+    max_in_flight: usize,
+}
+
+/// Builds a [`Pool`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PoolBuilder {
+    procs: Option<usize>,
+    method: StartMethod,
+    nice: Option<i32>,
+    initializer: Option<Result<(&'static str, Vec<u8>), Error>>,
+    max_tasks_per_child: Option<u64>,
+    task_timeout: Option<Duration>,
+    grace: Duration,
+    retries: u32,
+    restart_limit: RestartLimit,
+    max_in_flight: usize,
+    read_ahead: Option<usize>,
+    name: String,
+}
+
+impl PoolBuilder {
+    /// Number of worker processes. Default: the CPUs this process may use (affinity and
+    /// cgroup quota aware).
+    pub fn procs(mut self, procs: usize) -> Self {
+        self.procs = Some(procs.max(1));
+        self
+    }
+
+    /// How workers are created. Default: [`StartMethod::Spawn`].
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Nice value of the workers (-20..=19); lowering it needs privilege.
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.nice = Some(nice);
+        self
+    }
+
+    /// A task every worker runs once before its first task. If it fails (error,
+    /// panic, crash) the pool stops with that error; no worker is restarted for it.
+    pub fn initializer<F, M>(mut self, task: F, arg: F::Arg) -> Self
+    where
+        F: Call<M> + 'static,
+        F::Arg: Serialize,
+    {
+        let _ = task;
+        self.initializer = Some(resolve::<F>().and_then(|name| {
+            codec::encode(&arg)
+                .map(|bytes| (name, bytes))
+                .map_err(|source| Error::EncodeArgument {
+                    task: name.to_string(),
+                    source,
+                })
+        }));
+        self
+    }
+
+    /// Replace a worker after it finished this many tasks (a leaky task cannot grow a
+    /// worker forever). No work is lost.
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks_per_child = Some(n.max(1));
+        self
+    }
+
+    /// Time limit for each task. On expiry the worker's process group gets SIGTERM,
+    /// then SIGKILL after the grace period; the task fails with [`Error::TimedOut`]
+    /// (or is retried) and a new worker starts. `map` then sends tasks one at a time.
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.task_timeout = Some(limit);
+        self
+    }
+
+    /// Time between SIGTERM and SIGKILL when stopping a worker. Default: 5 s.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Run a task again, up to `n` more times, when its worker died or it timed out.
+    /// Default: 0. (An `Err` or a panic is a result, never retried.)
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// Restart intensity limit. Default: [`RestartLimit::default`].
+    pub fn restart_limit(mut self, max: u32, within: Duration) -> Self {
+        self.restart_limit = RestartLimit { max, within };
+        self
+    }
+
+    /// Units of work (a task, or a chunk of a map) sent to one worker ahead of time.
+    /// Default: 2 (one running, one waiting, so a worker never idles on a round trip).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// How many inputs `imap` reads ahead of the results consumed. Default: 64 per
+    /// worker (at least one chunk).
+    pub fn read_ahead(mut self, n: usize) -> Self {
+        self.read_ahead = Some(n.max(1));
+        self
+    }
+
+    /// A name for the workers (`ps` shows `NAME-0`, `NAME-1`, ...). Default: `pool`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Starts the workers (in the background; tasks queue until they are up).
+    pub fn build(self) -> Result<Pool, Error> {
+        if let Some(me) = supervisor_worker::context() {
+            if me.daemon {
+                return Err(Error::DaemonCannotStart {
+                    name: me.name.clone(),
+                });
+            }
+        }
+        if let Some(nice) = self.nice {
+            crate::process::check_nice(nice)?;
+        }
+        if self.method == StartMethod::Fork {
+            crate::launch::zygote::client()?;
+        }
+        let initializer = self.initializer.transpose()?;
+        let procs = self.procs.unwrap_or_else(default_procs);
+        let cfg = Config {
+            name: self.name,
+            procs,
+            method: self.method,
+            nice: self.nice,
+            initializer,
+            max_tasks_per_child: self.max_tasks_per_child,
+            task_timeout: self.task_timeout,
+            grace: self.grace,
+            retries: self.retries,
+            restart_limit: self.restart_limit,
+            max_in_flight: self.max_in_flight,
+        };
+        let (tx, rx) = mpsc::channel();
+        let timeout_set = cfg.task_timeout.is_some();
+        let dispatcher = Dispatcher::new(cfg, tx.clone());
+        let thread = std::thread::Builder::new()
+            .name("supervisor-pool".into())
+            .spawn(move || dispatcher.run(rx))
+            .map_err(Error::Spawn)?;
+        Ok(Pool {
+            shared: Arc::new(Shared {
+                events: tx,
+                next_id: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+            }),
+            thread: Mutex::new(Some(thread)),
+            procs,
+            read_ahead: self.read_ahead.unwrap_or(64 * procs),
+            timeout_set,
+        })
+    }
+}
+
+fn default_procs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// What callers, handles and iterators share with the dispatcher.
+pub(crate) struct Shared {
+    events: mpsc::Sender<Event>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn submit(&self, units: Vec<Unit>) {
+        if self.closed.load(Ordering::Acquire) {
+            for unit in units {
+                for job in unit.jobs {
+                    job.complete(Err(Error::PoolClosed));
+                }
+            }
+            return;
+        }
+        // If the dispatcher is gone the units come back in the error and are dropped,
+        // which fails their jobs: nobody waits forever.
+        let _ = self.events.send(Event::Submit(units));
+    }
+}
+
+/// A pool of worker processes.
+///
+/// Dropping a pool terminates it: queued tasks fail with [`Error::Terminated`], workers
+/// get SIGTERM, then SIGKILL after the grace period; `drop` returns once they are gone.
+/// Call [`Pool::join`] first to let queued work finish.
+pub struct Pool {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    procs: usize,
+    read_ahead: usize,
+    timeout_set: bool,
+}
+
+/// The registered name of task function `F`.
+fn resolve<F>() -> Result<&'static str, Error> {
+    Ok(registry::by_key(std::any::type_name::<F>())?.name)
+}
+
+impl Pool {
+    /// A pool builder with the defaults.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            procs: None,
+            method: StartMethod::default(),
+            nice: None,
+            initializer: None,
+            max_tasks_per_child: None,
+            task_timeout: None,
+            grace: Duration::from_secs(5),
+            retries: 0,
+            restart_limit: RestartLimit::default(),
+            max_in_flight: 2,
+            read_ahead: None,
+            name: "pool".into(),
+        }
+    }
+
+    /// A pool of `procs` spawned workers with the other defaults.
+    pub fn new(procs: usize) -> Result<Pool, Error> {
+        Pool::builder().procs(procs).build()
+    }
+
+    /// Number of worker processes.
+    pub fn procs(&self) -> usize {
+        self.procs
+    }
+
+    /// The chunk size `map` uses for `n` inputs: `ceil(n / (4 * procs))`, at most 1024;
+    /// 1 when a task timeout is set (a timeout applies to each task).
+    pub fn auto_chunksize(&self, n: usize) -> usize {
+        if self.timeout_set {
+            return 1;
+        }
+        n.div_ceil(4 * self.procs).clamp(1, MAX_AUTO_CHUNK)
+    }
+
+    /// Runs `task` on every input; one result per input, in input order. Chunk size
+    /// chosen by [`Pool::auto_chunksize`].
+    pub fn map<F, M>(
+        &self,
+        task: F,
+        inputs: impl IntoIterator<Item = F::Arg>,
+    ) -> Vec<Result<F::Out, Error>>
+    where
+        F: Call<M> + 'static,
+        F::Arg: Serialize,
+        F::Out: DeserializeOwned,
+    {
+        let inputs: Vec<F::Arg> = inputs.into_iter().collect();
+        let chunksize = self.auto_chunksize(inputs.len());
+        self.map_chunked(task, inputs, chunksize)
+    }
+
+    /// [`Pool::map`] with an explicit chunk size.
+    pub fn map_chunked<F, M>(
+        &self,
+        task: F,
+        inputs: impl IntoIterator<Item = F::Arg>,
+        chunksize: usize,
+    ) -> Vec<Result<F::Out, Error>>
+    where
+        F: Call<M> + 'static,
+        F::Arg: Serialize,
+        F::Out: DeserializeOwned,
+    {
+        self.map_async_chunked(task, inputs, chunksize).wait()
+    }
+
+    /// Python's `starmap`: a task with several parameters over tuples of arguments.
+    /// (In Rust this is [`Pool::map`]: a multi-parameter task takes a tuple.)
+    pub fn starmap<F, M>(
+        &self,
+        task: F,
+        inputs: impl IntoIterator<Item = F::Arg>,
+    ) -> Vec<Result<F::Out, Error>>
+    where
+        F: Call<M> + 'static,
+        F::Arg: Serialize,
+        F::Out: DeserializeOwned,
+    {
+        self.map(task, inputs)
+    }
+
+    /// Submits every input now and returns at once; [`MapHandle::wait`] collects.
+    pub fn map_async<F, M>(
+        &self,
+        task: F,
+        inputs: impl IntoIterator<Item = F::Arg>,
+    ) -> MapHandle<F::Out>
+    where
+        F: Call<M> + 'static,
+        F::Arg: Serialize,
+        F::Out: DeserializeOwned,
+    {
+        let inputs: Vec<F::Arg> = inputs.into_iter().collect();
+        let chunksize = self.auto_chunksize(inputs.len());
+        self.map_async_chunked(task, inputs, chunksize)
+    }
+
+    /// [`Pool::map_async`] with an explicit chunk size.
+    pub fn map_async_chunked<F, M>(
+        &self,
+        _task: F,
+        inputs: impl IntoIterator<Item = F::Arg>,
+        chunksize: usize,
+    ) -> MapHandle<F::Out>
+    where
+        F: Call<M> + 'static,
+        F::Arg: Serialize,
+        F::Out: DeserializeOwned,
+    {
+        let (tx, rx) = mpsc::channel();
+        let name = resolve::<F>();
+        let chunksize = chunksize.max(1);
+        let mut units = Vec::new();
+        let mut jobs = Vec::with_capacity(chunksize);
+        let mut len = 0;
+        for (index, input) in inputs.into_iter().enumerate() {
+            len += 1;
+            let name = match &name {
+                Ok(name) => *name,
+                Err(e) => {
+                    let _ = tx.send((index, Err(clone_setup_error(e))));
+                    continue;
+                }
+            };
+            match codec::encode(&input) {
+                Ok(arg) => {
+                    let sink = Sink::Stream {
+                        index,
+                        tx: tx.clone(),
+                    };
+                    jobs.push(Job::new(self.shared.next_id(), name, arg, sink));
+                    if jobs.len() == chunksize {
+                        units.push(Unit {
+                            task: name,
+                            jobs: std::mem::take(&mut jobs),
+                        });
+                    }
+                }
+                Err(source) => {
+                    let _ = tx.send((
+                        index,
+                        Err(Error::EncodeArgument {
+                            task: name.to_string(),
+                            source,
+                        }),
+                    ));
+                }
+            }
+        }
+        if let (false, Ok(name)) = (jobs.is_empty(), &name) {
+            units.push(Unit { task: name, jobs });
+        }
+        if !units.is_empty() {
+            self.shared.submit(units);
+        }
+        MapHandle::new(name.unwrap_or("?"), len, rx)
+    }
+
+    /// Lazily runs `task` over `inputs`, yielding results in input order, one task per
+    /// input. Memory stays bounded for endless inputs (see [`PoolBuilder::read_ahead`]).
+    pub fn imap<F, M, I>(&self, task: F, inputs: I) -> Imap<F::Out, I::IntoIter>
+    where
+        F: Call<M> + 'static,
+        I: IntoIterator<Item = F::Arg>,
+        F::Arg: Serialize,
+    {
+        self.imap_with(task, inputs, 1, true)
+    }
+
+    /// [`Pool::imap`] yielding results as they finish.
+    pub fn imap_unordered<F, M, I>(&self, task: F, inputs: I) -> Imap<F::Out, I::IntoIter>
+    where
+        F: Call<M> + 'static,
+        I: IntoIterator<Item = F::Arg>,
+        F::Arg: Serialize,
+    {
+        self.imap_with(task, inputs, 1, false)
+    }
+
+    /// `imap` (ordered) or `imap_unordered` with an explicit chunk size.
+    pub fn imap_with<F, M, I>(
+        &self,
+        _task: F,
+        inputs: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Imap<F::Out, I::IntoIter>
+    where
+        F: Call<M> + 'static,
+        I: IntoIterator<Item = F::Arg>,
+        F::Arg: Serialize,
+    {
+        let name = resolve::<F>();
+        let shared = match &name {
+            Ok(_) => self.shared.clone(),
+            Err(_) => self.shared.clone(),
+        };
+        let mut it = Imap::new(
+            shared,
+            name.as_ref().map_or("?", |n| n),
+            inputs.into_iter(),
+            chunksize,
+            self.read_ahead,
+            ordered,
+        );
+        if let Err(e) = name {
+            it.fail_all(e);
+        }
+        it
+    }
+
+    /// Runs one task and waits for it.
+    pub fn apply<F, M>(&self, task: F, arg: F::Arg) -> Result<F::Out, Error>
+    where
+        F: Call<M> + 'static,
+        F::Arg: Serialize,
+        F::Out: DeserializeOwned,
+    {
+        self.apply_async(task, arg).wait()
+    }
+
+    /// Submits one task and returns a handle at once.
+    pub fn apply_async<F, M>(&self, _task: F, arg: F::Arg) -> TaskHandle<F::Out>
+    where
+        F: Call<M> + 'static,
+        F::Arg: Serialize,
+    {
+        let state = HandleState::new();
+        let id = self.shared.next_id();
+        let name = resolve::<F>();
+        let task = name.as_ref().map_or("?", |n| *n);
+        let handle = TaskHandle {
+            state: state.clone(),
+            shared: self.shared.clone(),
+            id,
+            task,
+            result: PhantomData,
+        };
+        let job = name.and_then(|name| {
+            codec::encode(&arg)
+                .map(|bytes| Job::new(id, name, bytes, Sink::Handle(state.clone())))
+                .map_err(|source| Error::EncodeArgument {
+                    task: name.to_string(),
+                    source,
+                })
+        });
+        match job {
+            Ok(job) => self.shared.submit(vec![Unit {
+                task,
+                jobs: vec![job],
+            }]),
+            Err(e) => Job::new(id, task, Vec::new(), Sink::Handle(state)).complete(Err(e)),
+        }
+        handle
+    }
+
+    /// `concurrent.futures` spelling of [`Pool::apply_async`].
+    pub fn submit<F, M>(&self, task: F, arg: F::Arg) -> TaskHandle<F::Out>
+    where
+        F: Call<M> + 'static,
+        F::Arg: Serialize,
+    {
+        self.apply_async(task, arg)
+    }
+
+    /// No new work: later submissions fail with [`Error::PoolClosed`]; queued and
+    /// running tasks finish.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        let _ = self.shared.events.send(Event::Close);
+    }
+
+    /// Closes the pool and waits until every task has finished and every worker has
+    /// exited.
+    pub fn join(&self) {
+        self.close();
+        self.wait_dispatcher();
+    }
+
+    /// Stops now: queued and running tasks fail with [`Error::Terminated`], workers get
+    /// SIGTERM and, after the grace period, SIGKILL. Returns once they are gone.
+    pub fn terminate(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        let _ = self.shared.events.send(Event::Terminate);
+        self.wait_dispatcher();
+    }
+
+    fn wait_dispatcher(&self) {
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    /// A snapshot: every worker's pid, state, tasks done, restarts, CPU time and RSS;
+    /// totals of queued, running, done and failed tasks.
+    pub fn stats(&self) -> PoolStats {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.shared.events.send(Event::Stats(tx)).is_ok() {
+            if let Ok(stats) = rx.recv() {
+                return stats;
+            }
+        }
+        PoolStats {
+            workers: Vec::new(),
+            starting: 0,
+            queued: 0,
+            running: 0,
+            done: 0,
+            failed: 0,
+            restarts: 0,
+            broken: None,
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if self
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            self.terminate();
+        }
+    }
+}
+
+/// Registry errors are reported to every input of a call.
+fn clone_setup_error(e: &Error) -> Error {
+    match e {
+        Error::Registry(r) => Error::Registry(r.clone()),
+        other => Error::Protocol {
+            pid: 0,
+            detail: other.to_string(),
+        },
+    }
+}

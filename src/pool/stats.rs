@@ -1,0 +1,62 @@
+//! What `Pool::stats` reports.
+
+use std::time::Duration;
+
+/// What one worker is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Running the pool's initializer.
+    Initializing,
+    /// Waiting for work.
+    Idle,
+    /// Running a task.
+    Busy {
+        /// The task's name.
+        task: String,
+        /// The id of the job it is running (the first of a batch).
+        job: u64,
+    },
+    /// Finishing its last tasks before it is replaced (`max_tasks_per_child`) or the
+    /// pool closes.
+    Retiring,
+    /// Being stopped (timeout, terminate).
+    Stopping,
+}
+
+/// One worker's numbers.
+#[derive(Debug, Clone)]
+pub struct WorkerStats {
+    /// Its pid.
+    pub pid: u32,
+    /// What it is doing.
+    pub state: WorkerState,
+    /// Tasks it has finished.
+    pub tasks_done: u64,
+    /// How many workers in this seat were replaced after dying.
+    pub restarts: u32,
+    /// User plus system CPU time so far.
+    pub cpu_time: Duration,
+    /// Resident memory now, in KiB.
+    pub rss_kib: u64,
+}
+
+/// A snapshot of a pool.
+#[derive(Debug, Clone)]
+pub struct PoolStats {
+    /// Live workers.
+    pub workers: Vec<WorkerStats>,
+    /// Workers being started.
+    pub starting: usize,
+    /// Tasks submitted and not started.
+    pub queued: usize,
+    /// Tasks running now.
+    pub running: usize,
+    /// Tasks that returned a value.
+    pub done: u64,
+    /// Tasks that failed (error, panic, crash, timeout) or returned `Err`.
+    pub failed: u64,
+    /// Workers replaced after dying, in all.
+    pub restarts: u32,
+    /// Why the pool is broken, if it is.
+    pub broken: Option<String>,
+}
