@@ -11,7 +11,7 @@
 //! the culprit is unknown, so each job of the batch is queued again on its own (without
 //! using a retry): a job that crashes its worker alone fails alone.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,12 @@ use crate::reaper::ChildSlot;
 const EXIT_SETTLE: Duration = Duration::from_millis(100);
 /// Message id of the initializer.
 const INIT_SEQ: u64 = 0;
+/// A worker whose last unit took less than this per job runs "fast" tasks: it gets work
+/// ahead of time and queued single tasks merged into batches, to hide round trips.
+/// Slower tasks go one unit at a time, so nothing waits behind a long task.
+const FAST_JOB: Duration = Duration::from_millis(1);
+/// Most jobs merged into one message.
+const MERGE_MAX: usize = 256;
 
 pub(crate) enum Event {
     Submit(Vec<Unit>),
@@ -69,6 +75,8 @@ enum Stop {
 struct InFlight {
     seq: u64,
     unit: Unit,
+    /// When it became the running unit (the head of the worker's queue).
+    since: Option<Instant>,
     deadline: Option<Instant>,
 }
 
@@ -108,6 +116,8 @@ pub(crate) struct Dispatcher {
     done: u64,
     failed: u64,
     restarts: u32,
+    /// Per task: a moving average of the time one job takes (unknown = slow).
+    job_time: HashMap<&'static str, Duration>,
 }
 
 impl Dispatcher {
@@ -127,6 +137,7 @@ impl Dispatcher {
             done: 0,
             failed: 0,
             restarts: 0,
+            job_time: HashMap::new(),
         }
     }
 
@@ -383,6 +394,11 @@ impl Dispatcher {
             );
         }
         let task = head.unit.task;
+        if let Some(since) = head.since {
+            let per_job = now.duration_since(since) / outcomes.len().max(1) as u32;
+            let average = self.job_time.entry(task).or_insert(per_job);
+            *average = (*average * 7 + per_job * 3) / 10;
+        }
         for (job, outcome) in head.unit.jobs.into_iter().zip(outcomes) {
             let failed = !matches!(outcome, TaskOutcome::Returned { error: None, .. });
             if failed {
@@ -394,6 +410,7 @@ impl Dispatcher {
             worker.tasks_done += 1;
         }
         if let Some(next) = worker.in_flight.front_mut() {
+            next.since = Some(now);
             next.deadline = timeout.map(|t| now + t * next.unit.jobs.len() as u32);
         }
         if max_tasks.is_some_and(|max| worker.tasks_done >= max) {
@@ -453,6 +470,7 @@ impl Dispatcher {
                     requeue.push(Unit {
                         task,
                         jobs: vec![job],
+                        solo: true,
                     });
                 }
             } else {
@@ -462,6 +480,7 @@ impl Dispatcher {
                         requeue.push(Unit {
                             task,
                             jobs: vec![job],
+                            solo: true,
                         });
                     } else {
                         let err = cause(&job);
@@ -604,8 +623,16 @@ impl Dispatcher {
         }
         let now = Instant::now();
         let timeout = self.cfg.task_timeout;
-        // Two passes: first one unit per idle worker, then fill up to the bound.
-        for limit in [1, self.cfg.max_in_flight] {
+        let max_tasks = self.cfg.max_tasks_per_child;
+        let workers = self
+            .seats
+            .iter()
+            .filter(|s| s.worker.is_some())
+            .count()
+            .max(1);
+        let fast = |task: &str| self.job_time.get(task).is_some_and(|t| *t < FAST_JOB);
+        // Two passes: first one unit per idle worker, then work ahead for fast workers.
+        for pass in 0..2 {
             for seat in self.seats.iter_mut() {
                 let Some(worker) = seat.worker.as_mut() else {
                     continue;
@@ -614,23 +641,58 @@ impl Dispatcher {
                     continue;
                 }
                 let Some(tx) = &worker.tx else { continue };
+                let next_fast = self.queue.front().is_some_and(|u| fast(u.task));
+                let limit = match pass {
+                    0 => 1,
+                    _ if next_fast => self.cfg.max_in_flight,
+                    _ => 1,
+                };
                 while worker.in_flight.len() < limit {
-                    let Some(unit) = self.queue.pop_front() else {
+                    let queued_jobs: usize =
+                        worker.in_flight.iter().map(|f| f.unit.jobs.len()).sum();
+                    let allowance = max_tasks.map_or(usize::MAX, |max| {
+                        (max.saturating_sub(worker.tasks_done) as usize).saturating_sub(queued_jobs)
+                    });
+                    if allowance == 0 {
+                        break;
+                    }
+                    let Some(mut unit) = self.queue.pop_front() else {
                         break;
                     };
+                    if unit.jobs.len() > allowance {
+                        // Keep a recycled worker to its task budget: split the unit.
+                        let rest = unit.jobs.split_off(allowance);
+                        self.queue.push_front(Unit {
+                            task: unit.task,
+                            jobs: rest,
+                            solo: unit.solo,
+                        });
+                    } else if !unit.solo && fast(unit.task) {
+                        // Merge queued single tasks of the same kind into one message,
+                        // up to a fair share of the queue.
+                        let share = (self.queue.len() / workers).min(MERGE_MAX).min(allowance);
+                        while unit.jobs.len() < share
+                            && self.queue.front().is_some_and(|u| {
+                                u.task == unit.task && u.jobs.len() == 1 && !u.solo
+                            })
+                        {
+                            if let Some(next) = self.queue.pop_front() {
+                                unit.jobs.extend(next.jobs);
+                            }
+                        }
+                    }
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     match send(tx, &unit_message(seq, &unit)) {
                         Ok(()) => {
-                            let deadline = if worker.in_flight.is_empty() {
-                                timeout.map(|t| now + t * unit.jobs.len() as u32)
-                            } else {
-                                None
-                            };
+                            let head = worker.in_flight.is_empty();
                             worker.in_flight.push_back(InFlight {
                                 seq,
+                                since: head.then_some(now),
+                                deadline: timeout
+                                    .filter(|_| head)
+                                    .map(|t| now + t * unit.jobs.len() as u32),
                                 unit,
-                                deadline,
                             });
                         }
                         Err(_) => {
@@ -640,6 +702,9 @@ impl Dispatcher {
                             break;
                         }
                     }
+                }
+                if max_tasks.is_some_and(|max| worker.tasks_done >= max) {
+                    worker.tx = None;
                 }
             }
         }

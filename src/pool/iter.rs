@@ -113,10 +113,7 @@ where
                 }
             }
             if !jobs.is_empty() {
-                units.push(Unit {
-                    task: self.task,
-                    jobs,
-                });
+                units.push(Unit::new(self.task, jobs));
             }
         }
         if !units.is_empty() {

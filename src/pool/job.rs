@@ -159,4 +159,17 @@ impl Drop for Job {
 pub(crate) struct Unit {
     pub(crate) task: &'static str,
     pub(crate) jobs: Vec<Job>,
+    /// Split out of a batch whose worker died: runs alone, never merged again, so a
+    /// job that kills its worker fails alone.
+    pub(crate) solo: bool,
+}
+
+impl Unit {
+    pub(crate) fn new(task: &'static str, jobs: Vec<Job>) -> Unit {
+        Unit {
+            task,
+            jobs,
+            solo: false,
+        }
+    }
 }

@@ -413,10 +413,7 @@ impl Pool {
                     };
                     jobs.push(Job::new(self.shared.next_id(), name, arg, sink));
                     if jobs.len() == chunksize {
-                        units.push(Unit {
-                            task: name,
-                            jobs: std::mem::take(&mut jobs),
-                        });
+                        units.push(Unit::new(name, std::mem::take(&mut jobs)));
                     }
                 }
                 Err(source) => {
@@ -431,7 +428,7 @@ impl Pool {
             }
         }
         if let (false, Ok(name)) = (jobs.is_empty(), &name) {
-            units.push(Unit { task: name, jobs });
+            units.push(Unit::new(name, jobs));
         }
         if !units.is_empty() {
             self.shared.submit(units);
@@ -528,10 +525,7 @@ impl Pool {
                 })
         });
         match job {
-            Ok(job) => self.shared.submit(vec![Unit {
-                task,
-                jobs: vec![job],
-            }]),
+            Ok(job) => self.shared.submit(vec![Unit::new(task, vec![job])]),
             Err(e) => Job::new(id, task, Vec::new(), Sink::Handle(state)).complete(Err(e)),
         }
         handle

@@ -1,0 +1,502 @@
+//! The Pool under every start method: every API's values and order, and supervision:
+//! killed workers, retries, crashes in a map, timeouts, initializer failure, restart
+//! storms, recycling, cancel, close, drop, bounded imap.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{each_method, wait_exit};
+use supervisor::{as_completed, Error, Pool, StartMethod, WorkerState};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+supervisor::task!(square);
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+supervisor::task!(add);
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+supervisor::task!(sleep_ms);
+
+fn my_pid(_: u64) -> u32 {
+    std::process::id()
+}
+supervisor::task!(my_pid);
+
+fn parse(s: String) -> Result<u64, String> {
+    s.parse::<u64>().map_err(|e| format!("{s:?}: {e}"))
+}
+supervisor::task!(parse);
+
+/// Crashes in three different ways for three inputs.
+fn fragile(x: u64) -> u64 {
+    match x {
+        100 => unsafe { std::ptr::null_mut::<u64>().write_volatile(x) },
+        500 => std::process::abort(),
+        900 => std::process::exit(3),
+        _ => {}
+    }
+    x + 1
+}
+supervisor::task!(fragile);
+
+/// Writes its pid to the FIFO `path` (the test blocks reading it), then sleeps `ms`.
+fn announce_and_sleep(path: String, ms: u64) -> u64 {
+    use std::io::Write;
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("fifo");
+    writeln!(fifo, "{}", std::process::id()).expect("announce");
+    drop(fifo);
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+supervisor::task!(announce_and_sleep);
+
+/// Starts `sleep 3600` in its own process group, announces the grandchild's pid, hangs.
+fn hang_with_grandchild(path: String) -> u64 {
+    use std::io::Write;
+    let child = std::process::Command::new("sleep")
+        .arg("3600")
+        .spawn()
+        .expect("sleep");
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("fifo");
+    writeln!(fifo, "{}", child.id()).expect("announce");
+    drop(fifo);
+    loop {
+        std::thread::park();
+    }
+}
+supervisor::task!(hang_with_grandchild);
+
+fn failing_init(_: ()) {
+    panic!("no database")
+}
+supervisor::task!(failing_init);
+
+fn exit_one(_: u64) -> u64 {
+    std::process::exit(1)
+}
+supervisor::task!(exit_one);
+
+/// A FIFO in a fresh temp dir; removed on drop.
+struct Fifo {
+    dir: PathBuf,
+}
+
+impl Fifo {
+    fn new() -> Fifo {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "supervisor-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string path and a mode.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        Fifo { dir }
+    }
+
+    fn path(&self) -> String {
+        self.dir.join("fifo").display().to_string()
+    }
+
+    /// Blocks until a task writes its line; returns the number on it.
+    fn read_pid(&self) -> i32 {
+        let mut text = String::new();
+        std::fs::File::open(self.path())
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text.trim().parse().unwrap()
+    }
+}
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pool(method: StartMethod, procs: usize) -> supervisor::PoolBuilder {
+    Pool::builder()
+        .procs(procs)
+        .start_method(method)
+        .grace(Duration::from_millis(500))
+}
+
+#[test]
+fn every_api_returns_the_right_values_in_the_right_order() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).build().unwrap();
+        let expected: Vec<u64> = (0..200).map(|x| x * x).collect();
+        let map: Vec<u64> = pool
+            .map(square, 0..200)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(map, expected);
+        let chunked: Vec<u64> = pool
+            .map_chunked(square, 0..200, 7)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(chunked, expected);
+        let imap: Vec<u64> = pool.imap(square, 0..200).map(Result::unwrap).collect();
+        assert_eq!(imap, expected);
+        let imap_chunked: Vec<u64> = pool
+            .imap_with(square, 0..200, 16, true)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(imap_chunked, expected);
+        // Unordered: completion order, but every value exactly once. A slow first
+        // input finishes after later ones.
+        let unordered: Vec<u64> = pool
+            .imap_unordered(sleep_ms, vec![300, 1, 2, 3])
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(unordered.len(), 4);
+        assert_eq!(unordered.last(), Some(&300), "{unordered:?}");
+        let starmap: Vec<u64> = pool
+            .starmap(add, vec![(1, 2), (10, 20), (100, 200)])
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(starmap, vec![3, 30, 300]);
+        assert_eq!(pool.apply(square, 9).unwrap(), 81);
+        let handles: Vec<_> = (0..10).map(|x| pool.apply_async(square, x)).collect();
+        let values: Vec<u64> = handles.iter().map(|h| h.wait().unwrap()).collect();
+        assert_eq!(values, (0..10).map(|x| x * x).collect::<Vec<_>>());
+        assert!(matches!(handles[0].wait(), Err(Error::ResultTaken { .. })));
+        let h = pool.submit(sleep_ms, 200);
+        assert!(h.wait_timeout(Duration::from_millis(10)).is_none());
+        assert!(!h.is_ready());
+        assert_eq!(
+            h.wait_timeout(Duration::from_secs(30)).unwrap().unwrap(),
+            200
+        );
+        let order: Vec<u64> =
+            as_completed(vec![pool.submit(sleep_ms, 400), pool.submit(sleep_ms, 1)])
+                .map(|h| h.wait().unwrap())
+                .collect();
+        assert_eq!(order, vec![1, 400]);
+        let async_map = pool.map_async(square, 0..50);
+        assert_eq!(
+            async_map
+                .wait()
+                .into_iter()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>(),
+            (0..50).map(|x| x * x).collect::<Vec<_>>()
+        );
+        // A task returning Err: the typed caller gets the Err value; stats count it.
+        assert_eq!(pool.apply(parse, "12".into()).unwrap(), Ok(12));
+        let err = pool.apply(parse, "x".into()).unwrap().unwrap_err();
+        assert!(err.contains("invalid digit"), "{err}");
+        let stats = pool.stats();
+        assert_eq!(stats.failed, 1, "{stats:?}");
+        assert!(
+            stats.done >= 200 * 4 + 3 + 1 + 10 + 1 + 2 + 50 + 1,
+            "{stats:?}"
+        );
+        pool.join();
+    });
+}
+
+#[test]
+fn sigkill_of_a_busy_worker_fails_only_its_task() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).build().unwrap();
+        let fifo = Fifo::new();
+        let victim = pool.apply_async(announce_and_sleep, (fifo.path(), 60_000));
+        let pid = fifo.read_pid();
+        assert!(pool.stats().workers.iter().any(|w| w.pid == pid as u32
+            && matches!(&w.state, WorkerState::Busy { task, .. } if task == "announce_and_sleep")));
+        // SAFETY: kill with plain integers; a worker of ours.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        match victim.wait() {
+            Err(Error::Crashed {
+                pid: p,
+                signal,
+                task,
+                ..
+            }) => {
+                assert_eq!(p, pid as u32);
+                assert_eq!(signal.to_string(), "SIGKILL");
+                assert_eq!(task, "announce_and_sleep");
+            }
+            other => panic!("expected a crash, got {other:?}"),
+        }
+        let next: Vec<_> = (0..100).map(|x| pool.apply_async(square, x)).collect();
+        for (x, h) in next.into_iter().enumerate() {
+            assert_eq!(h.wait().unwrap(), (x * x) as u64);
+        }
+        assert_eq!(pool.stats().restarts, 1);
+        pool.join();
+    });
+}
+
+#[test]
+fn with_retries_a_killed_workers_task_is_run_again() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).retries(2).build().unwrap();
+        let fifo = Fifo::new();
+        let task = pool.apply_async(announce_and_sleep, (fifo.path(), 300));
+        let first = fifo.read_pid();
+        // SAFETY: kill with plain integers; a worker of ours.
+        unsafe { libc::kill(first, libc::SIGKILL) };
+        let second = fifo.read_pid();
+        assert_ne!(first, second, "the retry ran in another worker");
+        assert_eq!(task.wait().unwrap(), 300);
+        let rest: Vec<_> = (0..100).map(|x| pool.apply_async(square, x)).collect();
+        assert!(rest.into_iter().all(|h| h.wait().is_ok()));
+        pool.join();
+    });
+}
+
+#[test]
+fn three_crashing_inputs_in_a_map_of_1000_give_three_errors_and_997_values() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).build().unwrap();
+        let results = pool.map(fragile, 0..1000);
+        assert_eq!(results.len(), 1000);
+        for (x, r) in results.iter().enumerate() {
+            match (x, r) {
+                (100, Err(Error::Crashed { signal, .. })) => {
+                    assert_eq!(signal.to_string(), "SIGSEGV")
+                }
+                (500, Err(Error::Crashed { signal, .. })) => {
+                    assert_eq!(signal.to_string(), "SIGABRT")
+                }
+                (900, Err(Error::Exited { code: 3, .. })) => {}
+                (x, Ok(v)) if ![100, 500, 900].contains(&x) => assert_eq!(*v, x as u64 + 1),
+                (x, r) => panic!("input {x}: unexpected {r:?}"),
+            }
+        }
+        pool.join();
+    });
+}
+
+#[test]
+fn timeout_kills_a_hung_task_and_its_grandchild() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1)
+            .task_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let fifo = Fifo::new();
+        let hung = pool.apply_async(hang_with_grandchild, fifo.path());
+        let grandchild = fifo.read_pid();
+        let t = Instant::now();
+        match hung.wait() {
+            Err(Error::TimedOut { limit, task, .. }) => {
+                assert_eq!(limit, Duration::from_millis(300));
+                assert_eq!(task, "hang_with_grandchild");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(
+            wait_exit(grandchild, Duration::from_secs(5)),
+            "grandchild {grandchild} survived"
+        );
+        // A replacement worker serves the next task.
+        assert_eq!(pool.apply(square, 5).unwrap(), 25);
+        pool.join();
+    });
+}
+
+#[test]
+fn initializer_failure_stops_the_pool_with_that_error() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2)
+            .initializer(failing_init, ())
+            .build()
+            .unwrap();
+        match pool.apply(square, 1) {
+            Err(Error::PoolBroken { reason }) => {
+                assert!(reason.contains("initializer failed"), "{reason}");
+                assert!(reason.contains("no database"), "{reason}");
+            }
+            other => panic!("expected a broken pool, got {other:?}"),
+        }
+        // No respawn loop, and later work fails the same way at once.
+        assert_eq!(pool.stats().restarts, 0);
+        assert!(matches!(
+            pool.apply(square, 2),
+            Err(Error::PoolBroken { .. })
+        ));
+        pool.join();
+    });
+}
+
+#[test]
+fn a_restart_storm_breaks_the_pool_with_a_clear_reason() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2)
+            .restart_limit(3, Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let results: Vec<_> = (0..20).map(|x| pool.apply_async(exit_one, x)).collect();
+        let results: Vec<_> = results.iter().map(|h| h.wait()).collect();
+        assert!(
+            results.iter().all(Result::is_err),
+            "every task is accounted for"
+        );
+        let broken = results
+            .iter()
+            .filter_map(|r| match r {
+                Err(Error::PoolBroken { reason }) => Some(reason.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        assert!(!broken.is_empty());
+        assert!(
+            broken[0].contains("worker restarts within 60s (limit 3)"),
+            "{}",
+            broken[0]
+        );
+        assert!(pool.stats().broken.is_some());
+        pool.join();
+    });
+}
+
+#[test]
+fn recycling_changes_pids_and_loses_nothing() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).max_tasks_per_child(5).build().unwrap();
+        let pids: Vec<u32> = pool
+            .map_chunked(my_pid, 0..50, 1)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(pids.len(), 50);
+        let distinct: HashSet<u32> = pids.iter().copied().collect();
+        assert!(distinct.len() >= 10, "{} distinct pids", distinct.len());
+        assert_eq!(pool.stats().restarts, 0, "recycling is not a restart");
+        pool.join();
+    });
+}
+
+#[test]
+fn a_pending_task_can_be_cancelled_a_running_one_cannot() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1).max_in_flight(1).build().unwrap();
+        let fifo = Fifo::new();
+        let running = pool.apply_async(announce_and_sleep, (fifo.path(), 200));
+        fifo.read_pid();
+        let pending = pool.apply_async(square, 3);
+        assert!(pending.cancel());
+        assert!(matches!(pending.wait(), Err(Error::Cancelled { .. })));
+        assert!(!running.cancel());
+        assert_eq!(running.wait().unwrap(), 200);
+        pool.join();
+    });
+}
+
+#[test]
+fn submitting_after_close_is_an_error() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).build().unwrap();
+        let before = pool.apply_async(sleep_ms, 50);
+        pool.close();
+        assert!(matches!(pool.apply(square, 1), Err(Error::PoolClosed)));
+        assert!(pool
+            .map(square, 0..3)
+            .into_iter()
+            .all(|r| matches!(r, Err(Error::PoolClosed))));
+        assert_eq!(
+            before.wait().unwrap(),
+            50,
+            "work queued before close finishes"
+        );
+        pool.join();
+    });
+}
+
+#[test]
+fn dropping_a_pool_mid_map_returns_promptly_and_leaves_nothing() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).build().unwrap();
+        let mut results = pool.imap(sleep_ms, vec![1, 30_000, 30_000, 30_000, 30_000]);
+        assert_eq!(results.next().unwrap().unwrap(), 1);
+        let t = Instant::now();
+        drop(pool);
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "drop took {:?}",
+            t.elapsed()
+        );
+        let rest: Vec<_> = results.collect();
+        assert_eq!(rest.len(), 4);
+        assert!(
+            rest.iter()
+                .all(|r| matches!(r, Err(Error::Terminated { .. }))),
+            "{rest:?}"
+        );
+    });
+}
+
+#[test]
+fn imap_over_an_endless_iterator_stays_bounded() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).read_ahead(100).build().unwrap();
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = pulled.clone();
+        let endless = (0u64..).inspect(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let firsts: Vec<u64> = pool
+            .imap(square, endless)
+            .take(5_000)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(firsts[4_999], 4_999 * 4_999);
+        let read = pulled.load(Ordering::Relaxed);
+        assert!(read <= 5_000 + 100, "read {read} inputs for 5000 results");
+        drop(pool);
+    });
+}
+
+#[test]
+fn stats_report_every_worker() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).build().unwrap();
+        let fifo = Fifo::new();
+        let busy = pool.apply_async(announce_and_sleep, (fifo.path(), 100));
+        let pid = fifo.read_pid() as u32;
+        let stats = pool.stats();
+        let w = stats
+            .workers
+            .iter()
+            .find(|w| w.pid == pid)
+            .expect("busy worker listed");
+        assert!(
+            matches!(&w.state, WorkerState::Busy { task, job } if task == "announce_and_sleep" && *job == busy.id())
+        );
+        assert!(w.rss_kib > 0);
+        assert_eq!(stats.running, 1);
+        busy.wait().unwrap();
+        pool.join();
+    });
+}
