@@ -500,3 +500,27 @@ fn stats_report_every_worker() {
         pool.join();
     });
 }
+
+fn echo_bytes(b: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
+    let mut b = b.into_vec();
+    b.reverse();
+    serde_bytes::ByteBuf::from(b)
+}
+supervisor::task!(echo_bytes);
+
+#[test]
+fn big_arguments_and_results_travel_whole() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).build().unwrap();
+        let payload: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i % 251) as u8).collect();
+        let mut expected = payload.clone();
+        expected.reverse();
+        let handles: Vec<_> = (0..4)
+            .map(|_| pool.apply_async(echo_bytes, serde_bytes::ByteBuf::from(payload.clone())))
+            .collect();
+        for h in handles {
+            assert_eq!(h.wait().unwrap().into_vec(), expected);
+        }
+        pool.join();
+    });
+}
