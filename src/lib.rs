@@ -33,8 +33,8 @@ pub use error::Error;
 pub use exit::{ExitStatus, Signal};
 pub use init::{ensure_forkserver, helper_pids, init};
 pub use pool::{
-    as_completed, AsCompleted, Imap, MapHandle, Pool, PoolBuilder, PoolStats, RestartLimit,
-    TaskHandle, WorkerState, WorkerStats,
+    as_completed, AsCompleted, Imap, JobMeta, MapHandle, Pool, PoolBuilder, PoolStats, Report,
+    Reports, RestartLimit, TaskHandle, WorkerState, WorkerStats,
 };
 pub use process::{Process, ProcessBuilder};
 pub use start_method::StartMethod;

@@ -62,9 +62,12 @@ pub(crate) fn kill_group(pgid: i32, signal: i32) -> io::Result<bool> {
     }
 }
 
-/// Raw wait status and peak RSS (KiB) of child `pid`, which must have exited already
-/// (its pidfd was readable). `None` if it is not our child (someone else reaped it).
-pub(crate) fn reap(pid: i32) -> Option<(i32, u64)> {
+/// What reaping a child tells: raw wait status, peak RSS (KiB), CPU time (µs).
+pub(crate) type Reaped = (i32, u64, u64);
+
+/// Reaps child `pid`, which must have exited already (its pidfd was readable). `None`
+/// if it is not our child (someone else reaped it).
+pub(crate) fn reap(pid: i32) -> Option<Reaped> {
     let mut status = 0;
     // SAFETY: rusage is plain data that wait4 fills in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -72,7 +75,10 @@ pub(crate) fn reap(pid: i32) -> Option<(i32, u64)> {
         // SAFETY: out-pointers to live locals.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         if r == pid {
-            return Some((status, usage.ru_maxrss.max(0) as u64));
+            let micros =
+                |t: libc::timeval| (t.tv_sec.max(0) as u64) * 1_000_000 + t.tv_usec.max(0) as u64;
+            let cpu = micros(usage.ru_utime) + micros(usage.ru_stime);
+            return Some((status, usage.ru_maxrss.max(0) as u64, cpu));
         }
         if last_error().raw_os_error() != Some(libc::EINTR) {
             return None;
@@ -266,8 +272,8 @@ pub(crate) fn make_private_dir(dir: &std::path::Path) -> io::Result<()> {
     Ok(())
 }
 
-/// CPU time (user + system) and resident memory (KiB) of process `pid`.
-pub(crate) fn proc_usage(pid: i32) -> Option<(Duration, u64)> {
+/// CPU time (user + system), resident memory and peak resident memory (KiB) of `pid`.
+pub(crate) fn proc_usage(pid: i32) -> Option<(Duration, u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
@@ -277,8 +283,15 @@ pub(crate) fn proc_usage(pid: i32) -> Option<(Duration, u64)> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf takes a plain integer.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
     Some((
         Duration::from_millis(ticks * 1000 / hz),
         pages * page / 1024,
+        peak,
     ))
 }

@@ -26,6 +26,16 @@ use crate::os;
 pub(crate) struct Exit {
     pub(crate) status: ExitStatus,
     pub(crate) peak_rss_kib: u64,
+    pub(crate) cpu_time: Duration,
+}
+
+impl Exit {
+    /// An exit whose status could not be collected.
+    pub(crate) const UNKNOWN: Exit = Exit {
+        status: ExitStatus::Unknown,
+        peak_rss_kib: 0,
+        cpu_time: Duration::ZERO,
+    };
 }
 
 /// Who can collect a child's exit status.
@@ -151,14 +161,12 @@ impl ChildSlot {
             Owner::Server(server) => server.reap(self.pid),
         };
         let exit = match collected {
-            Some((raw, peak_rss_kib)) => Exit {
+            Some((raw, peak_rss_kib, cpu_micros)) => Exit {
                 status: ExitStatus::from_raw(raw),
                 peak_rss_kib,
+                cpu_time: Duration::from_micros(cpu_micros),
             },
-            None => Exit {
-                status: ExitStatus::Unknown,
-                peak_rss_kib: 0,
-            },
+            None => Exit::UNKNOWN,
         };
         state.exit = Some(exit);
         let watchers = std::mem::take(&mut state.watchers);

@@ -94,14 +94,15 @@ impl ServerClient {
         ))
     }
 
-    /// Asks the server to reap `pid`: raw wait status and peak RSS.
-    pub(crate) fn reap(&self, pid: i32) -> Option<(i32, u64)> {
+    /// Asks the server to reap `pid`: raw wait status, peak RSS, CPU time.
+    pub(crate) fn reap(&self, pid: i32) -> Option<os::Reaped> {
         match self.request(&ToChild::Reap { pid }, Vec::new()) {
             Ok(FromChild::Reaped {
                 status: Some(status),
                 maxrss_kib,
+                cpu_micros,
                 ..
-            }) => Some((status, maxrss_kib)),
+            }) => Some((status, maxrss_kib, cpu_micros)),
             _ => None,
         }
     }

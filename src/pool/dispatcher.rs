@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde_bytes::ByteBuf;
@@ -21,7 +21,7 @@ use supervisor_worker::protocol::{
     send_frame, Frame, FromChild, Link, LinkError, TaskOutcome, TaskRequest, ToChild,
 };
 
-use super::job::{Job, JobResult, Unit};
+use super::job::{Job, JobMeta, JobResult, Unit};
 use super::stats::{PoolStats, WorkerState, WorkerStats};
 use super::{Config, RestartLimit};
 use crate::error::Error;
@@ -41,12 +41,15 @@ const INIT_SEQ: u64 = 0;
 const FAST_JOB: Duration = Duration::from_millis(1);
 /// Most jobs merged into one message.
 const MERGE_MAX: usize = 256;
+/// Exited workers remembered for `stats()`.
+const MAX_HISTORY: usize = 10_000;
 
 pub(crate) enum Event {
     Submit(Vec<Unit>),
     Cancel(u64, mpsc::SyncSender<bool>),
     Close,
     Terminate,
+    Kill,
     Stats(mpsc::SyncSender<PoolStats>),
     Started {
         seat: usize,
@@ -76,7 +79,7 @@ struct InFlight {
     seq: u64,
     unit: Unit,
     /// When it became the running unit (the head of the worker's queue).
-    since: Option<Instant>,
+    since: Option<(Instant, SystemTime)>,
     deadline: Option<Instant>,
 }
 
@@ -118,6 +121,8 @@ pub(crate) struct Dispatcher {
     restarts: u32,
     /// Per task: a moving average of the time one job takes (unknown = slow).
     job_time: HashMap<&'static str, Duration>,
+    /// Workers that have exited, most recent last.
+    exited: VecDeque<WorkerStats>,
 }
 
 impl Dispatcher {
@@ -138,6 +143,7 @@ impl Dispatcher {
             failed: 0,
             restarts: 0,
             job_time: HashMap::new(),
+            exited: VecDeque::new(),
         }
     }
 
@@ -197,6 +203,13 @@ impl Dispatcher {
             }
             Event::Close => self.closing = true,
             Event::Terminate => self.terminate(),
+            Event::Kill => {
+                self.terminate();
+                for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+                    worker.kill_at = None;
+                    let _ = worker.slot.signal(libc::SIGKILL, true);
+                }
+            }
             Event::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
@@ -394,23 +407,31 @@ impl Dispatcher {
             );
         }
         let task = head.unit.task;
-        if let Some(since) = head.since {
-            let per_job = now.duration_since(since) / outcomes.len().max(1) as u32;
+        let per_job = head.since.map_or(Duration::ZERO, |(since, _)| {
+            now.duration_since(since) / outcomes.len().max(1) as u32
+        });
+        if head.since.is_some() {
             let average = self.job_time.entry(task).or_insert(per_job);
             *average = (*average * 7 + per_job * 3) / 10;
         }
-        for (job, outcome) in head.unit.jobs.into_iter().zip(outcomes) {
+        for (i, (job, outcome)) in head.unit.jobs.into_iter().zip(outcomes).enumerate() {
             let failed = !matches!(outcome, TaskOutcome::Returned { error: None, .. });
             if failed {
                 self.failed += 1;
             } else {
                 self.done += 1;
             }
-            job.complete(outcome_to_result(task, pid, outcome));
+            let meta = JobMeta {
+                pid,
+                attempts: job.attempts + 1,
+                started: head.since.map(|(_, wall)| wall + per_job * i as u32),
+                duration: per_job,
+            };
+            job.complete_with(outcome_to_result(task, pid, outcome), meta);
             worker.tasks_done += 1;
         }
         if let Some(next) = worker.in_flight.front_mut() {
-            next.since = Some(now);
+            next.since = Some((now, SystemTime::now()));
             next.deadline = timeout.map(|t| now + t * next.unit.jobs.len() as u32);
         }
         if max_tasks.is_some_and(|max| worker.tasks_done >= max) {
@@ -440,12 +461,23 @@ impl Dispatcher {
         let Some(mut worker) = self.seats[seat].worker.take() else {
             return;
         };
-        let exit = worker.slot.exit().unwrap_or(crate::reaper::Exit {
-            status: crate::exit::ExitStatus::Unknown,
-            peak_rss_kib: 0,
-        });
+        let exit = worker.slot.exit().unwrap_or(crate::reaper::Exit::UNKNOWN);
         let pid = worker.slot.pid();
         let expected = worker.tx.is_none() && worker.in_flight.is_empty() && worker.stop.is_none();
+        self.exited.push_back(WorkerStats {
+            pid,
+            state: WorkerState::Exited {
+                status: exit.status,
+            },
+            tasks_done: worker.tasks_done,
+            restarts: self.seats[seat].restarts,
+            cpu_time: exit.cpu_time,
+            rss_kib: 0,
+            peak_rss_kib: exit.peak_rss_kib,
+        });
+        if self.exited.len() > MAX_HISTORY {
+            self.exited.pop_front();
+        }
         if worker.initializing {
             let task = self.cfg.initializer.as_ref().map_or("", |(t, _)| *t);
             let e = no_result(task.to_string(), pid, exit);
@@ -485,7 +517,13 @@ impl Dispatcher {
                     } else {
                         let err = cause(&job);
                         self.failed += 1;
-                        job.complete(Err(err));
+                        let meta = JobMeta {
+                            pid,
+                            attempts: job.attempts + 1,
+                            started: head.since.map(|(_, wall)| wall),
+                            duration: head.since.map_or(Duration::ZERO, |(t, _)| t.elapsed()),
+                        };
+                        job.complete_with(Err(err), meta);
                     }
                 }
             }
@@ -688,7 +726,7 @@ impl Dispatcher {
                             let head = worker.in_flight.is_empty();
                             worker.in_flight.push_back(InFlight {
                                 seq,
-                                since: head.then_some(now),
+                                since: head.then(|| (now, SystemTime::now())),
                                 deadline: timeout
                                     .filter(|_| head)
                                     .map(|t| now + t * unit.jobs.len() as u32),
@@ -733,7 +771,8 @@ impl Dispatcher {
             .filter_map(|s| s.worker.as_ref().map(|w| (s, w)))
             .map(|(seat, w)| {
                 let pid = w.slot.pid();
-                let (cpu_time, rss_kib) = os::proc_usage(pid as i32).unwrap_or_default();
+                let (cpu_time, rss_kib, peak_rss_kib) =
+                    os::proc_usage(pid as i32).unwrap_or_default();
                 let state = if w.stop.is_some() || w.exited {
                     WorkerState::Stopping
                 } else if w.initializing {
@@ -755,6 +794,7 @@ impl Dispatcher {
                     restarts: seat.restarts,
                     cpu_time,
                     rss_kib,
+                    peak_rss_kib,
                 }
             })
             .collect();
@@ -781,6 +821,7 @@ impl Dispatcher {
             failed: self.failed,
             restarts: self.restarts,
             broken: self.broken.clone(),
+            exited: self.exited.iter().cloned().collect(),
         }
     }
 }

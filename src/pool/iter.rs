@@ -1,4 +1,4 @@
-//! Lazy result iterators (`imap`, `imap_unordered`) and `map_async`.
+//! Lazy result iterators (`imap`, `imap_unordered`, `imap_reports`) and `map_async`.
 //!
 //! The input iterator is read on the caller's thread, a little ahead of the results
 //! consumed: at most `read_ahead` inputs are submitted but not yet yielded, so `imap`
@@ -12,12 +12,24 @@ use std::sync::{mpsc, Arc};
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 
-use super::job::{Job, JobResult, Sink, Unit};
+use super::job::{Delivered, Job, JobMeta, JobResult, Sink, Unit};
 use super::Shared;
 use crate::error::Error;
 
-/// Results of `imap` (input order) or `imap_unordered` (completion order).
-pub struct Imap<R, I: Iterator> {
+/// One finished input of [`crate::Pool::imap_reports`]: its position, its result, and
+/// where and how it ran.
+#[derive(Debug)]
+pub struct Report<R> {
+    /// Position of the input (0-based).
+    pub index: usize,
+    /// The task's value or its typed error.
+    pub result: Result<R, Error>,
+    /// Worker pid, attempts, start time, duration.
+    pub meta: JobMeta,
+}
+
+/// Results with their [`Report`]s, in input order or as they finish.
+pub struct Reports<R, I: Iterator> {
     shared: Arc<Shared>,
     task: &'static str,
     input: I,
@@ -25,31 +37,31 @@ pub struct Imap<R, I: Iterator> {
     chunksize: usize,
     read_ahead: usize,
     ordered: bool,
-    tx: mpsc::Sender<(usize, JobResult)>,
-    rx: mpsc::Receiver<(usize, JobResult)>,
+    tx: mpsc::Sender<Delivered>,
+    rx: mpsc::Receiver<Delivered>,
     submitted: usize,
     yielded: usize,
-    buffer: BTreeMap<usize, JobResult>,
+    buffer: BTreeMap<usize, (JobResult, JobMeta)>,
     result: PhantomData<fn() -> R>,
 }
 
-impl<R, I> Imap<R, I>
+impl<R, I> Reports<R, I>
 where
     I: Iterator,
     I::Item: Serialize,
 {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        task: &'static str,
+        task: Result<&'static str, Error>,
         input: I,
         chunksize: usize,
         read_ahead: usize,
         ordered: bool,
-    ) -> Imap<R, I> {
+    ) -> Reports<R, I> {
         let (tx, rx) = mpsc::channel();
-        Imap {
+        let mut it = Reports {
             shared,
-            task,
+            task: task.as_ref().map_or("?", |t| t),
             input,
             input_done: false,
             chunksize: chunksize.max(1),
@@ -61,23 +73,26 @@ where
             yielded: 0,
             buffer: BTreeMap::new(),
             result: PhantomData,
+        };
+        if let Err(e) = task {
+            it.fail_all(e);
         }
+        it
     }
 
     /// Fails every input at once (the task could not be resolved).
-    pub(crate) fn fail_all(&mut self, error: Error) {
+    fn fail_all(&mut self, error: Error) {
         let message = error.to_string();
         self.input_done = true;
         let mut first = Some(error);
-        for item in self.input.by_ref() {
-            let _ = item;
+        while self.input.next().is_some() {
             let index = self.submitted;
             self.submitted += 1;
             let e = first.take().unwrap_or_else(|| Error::Protocol {
                 pid: 0,
                 detail: message.clone(),
             });
-            let _ = self.tx.send((index, Err(e)));
+            let _ = self.tx.send((index, Err(e), JobMeta::default()));
         }
     }
 
@@ -102,13 +117,11 @@ where
                         jobs.push(Job::new(self.shared.next_id(), self.task, arg, sink));
                     }
                     Err(source) => {
-                        let _ = self.tx.send((
-                            index,
-                            Err(Error::EncodeArgument {
-                                task: self.task.to_string(),
-                                source,
-                            }),
-                        ));
+                        let err = Error::EncodeArgument {
+                            task: self.task.to_string(),
+                            source,
+                        };
+                        let _ = self.tx.send((index, Err(err), JobMeta::default()));
                     }
                 }
             }
@@ -122,6 +135,56 @@ where
     }
 }
 
+impl<R, I> Iterator for Reports<R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    type Item = Report<R>;
+
+    fn next(&mut self) -> Option<Report<R>> {
+        self.top_up();
+        let (index, result, meta) = if self.ordered {
+            loop {
+                if let Some((r, m)) = self.buffer.remove(&self.yielded) {
+                    break (self.yielded, r, m);
+                }
+                if self.input_done && self.yielded == self.submitted {
+                    return None;
+                }
+                // Every submitted job delivers exactly one result (see `job.rs`).
+                let (index, r, m) = self.rx.recv().ok()?;
+                self.buffer.insert(index, (r, m));
+            }
+        } else {
+            if self.input_done && self.yielded == self.submitted {
+                return None;
+            }
+            self.rx.recv().ok()?
+        };
+        self.yielded += 1;
+        Some(Report {
+            index,
+            result: decode(self.task, result),
+            meta,
+        })
+    }
+}
+
+fn decode<R: DeserializeOwned>(task: &str, result: JobResult) -> Result<R, Error> {
+    result.and_then(|bytes| {
+        codec::decode(&bytes).map_err(|source| Error::DecodeResult {
+            task: task.to_string(),
+            pid: 0,
+            source,
+        })
+    })
+}
+
+/// Results of `imap` (input order) or `imap_unordered` (completion order).
+pub struct Imap<R, I: Iterator>(pub(crate) Reports<R, I>);
+
 impl<R, I> Iterator for Imap<R, I>
 where
     R: DeserializeOwned,
@@ -131,33 +194,7 @@ where
     type Item = Result<R, Error>;
 
     fn next(&mut self) -> Option<Result<R, Error>> {
-        self.top_up();
-        let result = if self.ordered {
-            loop {
-                if let Some(r) = self.buffer.remove(&self.yielded) {
-                    break r;
-                }
-                if self.input_done && self.yielded == self.submitted {
-                    return None;
-                }
-                // Every submitted job delivers exactly one result (see `job.rs`).
-                let (index, r) = self.rx.recv().ok()?;
-                self.buffer.insert(index, r);
-            }
-        } else {
-            if self.input_done && self.yielded == self.submitted {
-                return None;
-            }
-            self.rx.recv().ok()?.1
-        };
-        self.yielded += 1;
-        Some(result.and_then(|bytes| {
-            codec::decode(&bytes).map_err(|source| Error::DecodeResult {
-                task: self.task.to_string(),
-                pid: 0,
-                source,
-            })
-        }))
+        self.0.next().map(|report| report.result)
     }
 }
 
@@ -165,7 +202,7 @@ where
 pub struct MapHandle<R> {
     task: &'static str,
     len: usize,
-    rx: mpsc::Receiver<(usize, JobResult)>,
+    rx: mpsc::Receiver<Delivered>,
     results: Vec<Option<JobResult>>,
     received: usize,
     result: PhantomData<fn() -> R>,
@@ -175,7 +212,7 @@ impl<R: DeserializeOwned> MapHandle<R> {
     pub(crate) fn new(
         task: &'static str,
         len: usize,
-        rx: mpsc::Receiver<(usize, JobResult)>,
+        rx: mpsc::Receiver<Delivered>,
     ) -> MapHandle<R> {
         MapHandle {
             task,
@@ -189,7 +226,7 @@ impl<R: DeserializeOwned> MapHandle<R> {
 
     /// Whether every task has finished.
     pub fn is_ready(&mut self) -> bool {
-        while let Ok((i, r)) = self.rx.try_recv() {
+        while let Ok((i, r, _)) = self.rx.try_recv() {
             self.store(i, r);
         }
         self.received == self.len
@@ -208,7 +245,7 @@ impl<R: DeserializeOwned> MapHandle<R> {
     pub fn wait(mut self) -> Vec<Result<R, Error>> {
         while self.received < self.len {
             match self.rx.recv() {
-                Ok((i, r)) => self.store(i, r),
+                Ok((i, r, _)) => self.store(i, r),
                 Err(_) => break,
             }
         }
@@ -216,18 +253,12 @@ impl<R: DeserializeOwned> MapHandle<R> {
         self.results
             .into_iter()
             .map(|r| {
-                r.unwrap_or_else(|| {
+                let r = r.unwrap_or_else(|| {
                     Err(Error::Terminated {
                         task: task.to_string(),
                     })
-                })
-                .and_then(|bytes| {
-                    codec::decode(&bytes).map_err(|source| Error::DecodeResult {
-                        task: task.to_string(),
-                        pid: 0,
-                        source,
-                    })
-                })
+                });
+                decode(task, r)
             })
             .collect()
     }

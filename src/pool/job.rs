@@ -6,12 +6,25 @@
 //! no caller waits forever.
 
 use std::sync::{mpsc, Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
 
 /// What a finished job yields before typed decoding: the encoded return value.
 pub(crate) type JobResult = Result<Vec<u8>, Error>;
+
+/// Where and how a job ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobMeta {
+    /// The worker that ran it last (0 if it never ran).
+    pub pid: u32,
+    /// Runs, counting retries (0 if it never ran).
+    pub attempts: u32,
+    /// When its last run started (wall clock).
+    pub started: Option<SystemTime>,
+    /// How long its last run took (a batch's time is shared evenly by its jobs).
+    pub duration: Duration,
+}
 
 /// The waiting side of one `apply_async` / `submit`.
 pub(crate) struct HandleState {
@@ -97,16 +110,19 @@ pub(crate) enum Sink {
     /// The result channel of a `map`/`imap` call, tagged with the input position.
     Stream {
         index: usize,
-        tx: mpsc::Sender<(usize, JobResult)>,
+        tx: mpsc::Sender<Delivered>,
     },
 }
 
+/// A result on a stream: input position, result, how it ran.
+pub(crate) type Delivered = (usize, JobResult, JobMeta);
+
 impl Sink {
-    fn deliver(self, result: JobResult) {
+    fn deliver(self, result: JobResult, meta: JobMeta) {
         match self {
             Sink::Handle(state) => state.set(result),
             Sink::Stream { index, tx } => {
-                let _ = tx.send((index, result));
+                let _ = tx.send((index, result, meta));
             }
         }
     }
@@ -137,10 +153,19 @@ impl Job {
         self.task
     }
 
-    /// Delivers the result; the job is finished.
-    pub(crate) fn complete(mut self, result: JobResult) {
+    /// Delivers a result of a job that never ran; the job is finished.
+    pub(crate) fn complete(self, result: JobResult) {
+        let meta = JobMeta {
+            attempts: self.attempts,
+            ..JobMeta::default()
+        };
+        self.complete_with(result, meta);
+    }
+
+    /// Delivers the result and how the job ran; the job is finished.
+    pub(crate) fn complete_with(mut self, result: JobResult, meta: JobMeta) {
         if let Some(sink) = self.sink.take() {
-            sink.deliver(result);
+            sink.deliver(result, meta);
         }
     }
 }
@@ -148,9 +173,10 @@ impl Job {
 impl Drop for Job {
     fn drop(&mut self) {
         if let Some(sink) = self.sink.take() {
-            sink.deliver(Err(Error::Terminated {
+            let err = Error::Terminated {
                 task: self.task.to_string(),
-            }));
+            };
+            sink.deliver(Err(err), JobMeta::default());
         }
     }
 }

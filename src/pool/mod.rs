@@ -22,7 +22,8 @@ use supervisor_worker::__private::Call;
 use supervisor_worker::{codec, registry};
 
 pub use handle::{as_completed, AsCompleted, TaskHandle};
-pub use iter::{Imap, MapHandle};
+pub use iter::{Imap, MapHandle, Report, Reports};
+pub use job::JobMeta;
 pub use stats::{PoolStats, WorkerState, WorkerStats};
 
 use dispatcher::{Dispatcher, Event};
@@ -401,7 +402,7 @@ impl Pool {
             let name = match &name {
                 Ok(name) => *name,
                 Err(e) => {
-                    let _ = tx.send((index, Err(clone_setup_error(e))));
+                    let _ = tx.send((index, Err(clone_setup_error(e)), JobMeta::default()));
                     continue;
                 }
             };
@@ -417,13 +418,11 @@ impl Pool {
                     }
                 }
                 Err(source) => {
-                    let _ = tx.send((
-                        index,
-                        Err(Error::EncodeArgument {
-                            task: name.to_string(),
-                            source,
-                        }),
-                    ));
+                    let err = Error::EncodeArgument {
+                        task: name.to_string(),
+                        source,
+                    };
+                    let _ = tx.send((index, Err(err), JobMeta::default()));
                 }
             }
         }
@@ -470,23 +469,46 @@ impl Pool {
         I: IntoIterator<Item = F::Arg>,
         F::Arg: Serialize,
     {
-        let name = resolve::<F>();
-        let shared = match &name {
-            Ok(_) => self.shared.clone(),
-            Err(_) => self.shared.clone(),
-        };
-        let mut it = Imap::new(
-            shared,
-            name.as_ref().map_or("?", |n| n),
-            inputs.into_iter(),
+        Imap(self.reports(resolve::<F>(), inputs.into_iter(), chunksize, ordered))
+    }
+
+    /// Runs the task registered under `name` over `inputs` (decoded as `A`, results as
+    /// `R`), yielding each result with where and how it ran. For callers that pick tasks
+    /// by name, like the CLI.
+    pub fn imap_reports<A, R, I>(
+        &self,
+        name: &str,
+        inputs: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Reports<R, I::IntoIter>
+    where
+        I: IntoIterator<Item = A>,
+        A: Serialize,
+    {
+        let task = registry::by_name(name).map(|e| e.name).map_err(Error::from);
+        self.reports(task, inputs.into_iter(), chunksize, ordered)
+    }
+
+    fn reports<R, I>(
+        &self,
+        task: Result<&'static str, Error>,
+        inputs: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Reports<R, I>
+    where
+        I: Iterator,
+        I::Item: Serialize,
+    {
+        Reports::new(
+            self.shared.clone(),
+            task,
+            inputs,
             chunksize,
             self.read_ahead,
             ordered,
-        );
-        if let Err(e) = name {
-            it.fail_all(e);
-        }
-        it
+        )
     }
 
     /// Runs one task and waits for it.
@@ -562,6 +584,13 @@ impl Pool {
         self.wait_dispatcher();
     }
 
+    /// Like [`Pool::terminate`] without the grace period: SIGKILL at once.
+    pub fn kill(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        let _ = self.shared.events.send(Event::Kill);
+        self.wait_dispatcher();
+    }
+
     fn wait_dispatcher(&self) {
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(thread) = thread {
@@ -587,6 +616,7 @@ impl Pool {
             failed: 0,
             restarts: 0,
             broken: None,
+            exited: Vec::new(),
         }
     }
 }

@@ -21,6 +21,11 @@ pub enum WorkerState {
     Retiring,
     /// Being stopped (timeout, terminate).
     Stopping,
+    /// Gone (in [`PoolStats::exited`]).
+    Exited {
+        /// How it ended.
+        status: crate::ExitStatus,
+    },
 }
 
 /// One worker's numbers.
@@ -36,8 +41,10 @@ pub struct WorkerStats {
     pub restarts: u32,
     /// User plus system CPU time so far.
     pub cpu_time: Duration,
-    /// Resident memory now, in KiB.
+    /// Resident memory now, in KiB (0 once exited).
     pub rss_kib: u64,
+    /// Peak resident memory, in KiB.
+    pub peak_rss_kib: u64,
 }
 
 /// A snapshot of a pool.
@@ -59,4 +66,7 @@ pub struct PoolStats {
     pub restarts: u32,
     /// Why the pool is broken, if it is.
     pub broken: Option<String>,
+    /// Workers that have exited (replaced, recycled, or at the end), oldest first; the
+    /// last 10,000 are kept.
+    pub exited: Vec<WorkerStats>,
 }

@@ -33,14 +33,15 @@ pub(crate) fn set_nice(value: i32) -> Result<(), i32> {
     }
 }
 
-/// Asks the kernel to send SIGKILL when the thread that forked us exits.
+/// Asks the kernel to send SIGHUP when the thread that forked us exits (its default
+/// action ends the process; a worker replaces it with [`kill_group_on_hangup`]).
 /// Async-signal-safe.
-pub(crate) fn kill_me_when_parent_dies() -> Result<(), i32> {
+pub(crate) fn hang_up_when_parent_dies() -> Result<(), i32> {
     // SAFETY: prctl(PR_SET_PDEATHSIG, signal) takes plain integers.
     if unsafe {
         libc::prctl(
             libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
+            libc::SIGHUP as libc::c_ulong,
             0,
             0,
             0,
@@ -129,8 +130,9 @@ pub(crate) fn fork() -> Result<Forked, i32> {
     }
 }
 
-/// Waits for child `pid` to end; returns the raw wait status and its peak RSS in KiB.
-pub(crate) fn wait_child(pid: i32) -> Result<(i32, u64), i32> {
+/// Waits for child `pid` to end; returns the raw wait status, its peak RSS in KiB and
+/// its CPU time (user + system) in microseconds.
+pub(crate) fn wait_child(pid: i32) -> Result<(i32, u64, u64), i32> {
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 writes into both out-pointers.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -138,7 +140,7 @@ pub(crate) fn wait_child(pid: i32) -> Result<(i32, u64), i32> {
         // SAFETY: pointers are to live locals.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         if r == pid {
-            return Ok((status, usage.ru_maxrss.max(0) as u64));
+            return Ok((status, usage.ru_maxrss.max(0) as u64, cpu_micros(&usage)));
         }
         let e = errno();
         if e != libc::EINTR {
@@ -151,4 +153,27 @@ pub(crate) fn wait_child(pid: i32) -> Result<(i32, u64), i32> {
 pub(crate) fn thread_id() -> i32 {
     // SAFETY: gettid cannot fail.
     unsafe { libc::gettid() }
+}
+
+fn cpu_micros(usage: &libc::rusage) -> u64 {
+    let micros = |t: libc::timeval| (t.tv_sec.max(0) as u64) * 1_000_000 + t.tv_usec.max(0) as u64;
+    micros(usage.ru_utime) + micros(usage.ru_stime)
+}
+
+extern "C" fn kill_own_group(_: libc::c_int) {
+    // SAFETY: kill is async-signal-safe; 0 addresses our own process group (the worker
+    // and every child it started), which is exactly what must end with the parent.
+    unsafe { libc::kill(0, libc::SIGKILL) };
+}
+
+/// On SIGHUP (sent when the parent dies), kill this process's whole group, so commands
+/// a task started die with the worker.
+pub(crate) fn kill_group_on_hangup() {
+    // SAFETY: installs a handler that only calls the async-signal-safe `kill`.
+    unsafe {
+        libc::signal(
+            libc::SIGHUP,
+            kill_own_group as *const () as libc::sighandler_t,
+        )
+    };
 }

@@ -313,6 +313,8 @@ pub enum FromChild {
         status: Option<i32>,
         /// Peak resident memory of the worker, in KiB.
         maxrss_kib: u64,
+        /// CPU time (user + system) of the worker, in microseconds.
+        cpu_micros: u64,
     },
 }
 

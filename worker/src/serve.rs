@@ -85,6 +85,10 @@ pub fn serve(link: Link) -> ! {
 
 /// Runs tasks until the parent closes the link.
 pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
+    if config.daemon {
+        // Parent death (SIGHUP) takes the worker's commands and their children with it.
+        os::kill_group_on_hangup();
+    }
     let _ = crate::CONTEXT.set(WorkerContext {
         name: config.name.clone(),
         daemon: config.daemon,

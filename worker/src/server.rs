@@ -31,15 +31,17 @@ pub fn run(link: Link) -> ! {
                 // `rx` and `tx` drop here: only the worker keeps them open.
             }
             Ok(ToChild::Reap { pid }) => match os::wait_child(pid) {
-                Ok((status, maxrss_kib)) => FromChild::Reaped {
+                Ok((status, maxrss_kib, cpu_micros)) => FromChild::Reaped {
                     pid,
                     status: Some(status),
                     maxrss_kib,
+                    cpu_micros,
                 },
                 Err(_) => FromChild::Reaped {
                     pid,
                     status: None,
                     maxrss_kib: 0,
+                    cpu_micros: 0,
                 },
             },
             Ok(ToChild::Config(_)) | Ok(ToChild::Task(_)) | Ok(ToChild::Batch { .. }) | Err(_) => {

@@ -14,7 +14,8 @@ use crate::os;
 pub struct ChildSetup {
     /// Nice value to apply, if any.
     pub nice: Option<i32>,
-    /// Kill the child when the thread that forked it exits (daemons, pool workers).
+    /// End the child (and, for a worker, its whole process group) when the thread that
+    /// forked it exits (daemons, pool workers): SIGHUP as the parent-death signal.
     pub die_with_parent: bool,
     /// The pid the child must see as its parent; checked right after the parent-death
     /// signal is armed, so a parent that died before that is still noticed.
@@ -58,7 +59,7 @@ pub fn apply(setup: &ChildSetup) -> Result<(), SetupError> {
     }
     os::reset_signals().map_err(fail(SetupStep::Signals))?;
     if setup.die_with_parent {
-        os::kill_me_when_parent_dies().map_err(fail(SetupStep::ParentDeathSignal))?;
+        os::hang_up_when_parent_dies().map_err(fail(SetupStep::ParentDeathSignal))?;
         if os::parent_pid() != setup.expected_parent {
             return Err(SetupError {
                 step: SetupStep::ParentGone,
