@@ -1,0 +1,132 @@
+"""The peer side of `benches/pool.rs`: the same workloads on Python's multiprocessing.Pool.
+
+Usage: python3 benches/pool_python.py WORKLOAD [N]
+
+Runs one timed run of WORKLOAD with N items (default: the bench's default size) and
+prints the elapsed wall time in seconds, as a bare float on the last line of stdout.
+Pool creation (and a warm-up task) is outside the timing except for `start_spawn`,
+which measures exactly that. Workloads 1-5 use a 2-worker Pool started by fork (Linux's
+default before Python 3.14, named explicitly), as the Rust side uses StartMethod::Fork.
+
+Plain Python 3, standard library only.
+"""
+
+import hashlib
+import multiprocessing
+import sys
+import time
+
+PROCS = 2
+
+# Rounds of the chained sha512 in the cpu workload; must match CHAIN_ROUNDS in pool.rs.
+CHAIN_ROUNDS = 20_000
+
+
+def inc(x):
+    """The tiny task: x + 1."""
+    return x + 1
+
+
+def echo(payload):
+    """Returns its bytes payload unchanged."""
+    return payload
+
+
+def chain(s):
+    """h = lowercase hex(sha512(h)), CHAIN_ROUNDS times, starting from s's bytes."""
+    h = s.encode()
+    for _ in range(CHAIN_ROUNDS):
+        h = hashlib.sha512(h).hexdigest().encode()
+    return h.decode()
+
+
+def warm_pool():
+    """A started pool whose workers have each been up long enough to answer."""
+    pool = multiprocessing.get_context("fork").Pool(PROCS)
+    pool.map(inc, range(4 * PROCS), chunksize=1)
+    return pool
+
+
+def apply_round_trip(n):
+    """n `apply` calls of inc, one at a time."""
+    with warm_pool() as pool:
+        t = time.perf_counter()
+        for i in range(n):
+            assert pool.apply(inc, (i,)) == i + 1
+        return time.perf_counter() - t
+
+
+def apply_async_many(n):
+    """n `apply_async` calls of inc, then `.get()` of every result."""
+    with warm_pool() as pool:
+        t = time.perf_counter()
+        results = [pool.apply_async(inc, (i,)) for i in range(n)]
+        for i, r in enumerate(results):
+            assert r.get() == i + 1
+        return time.perf_counter() - t
+
+
+def map_tiny(n):
+    """`map` of inc over range(n) with the default chunk size."""
+    with warm_pool() as pool:
+        t = time.perf_counter()
+        out = pool.map(inc, range(n))
+        elapsed = time.perf_counter() - t
+        assert len(out) == n and out[-1] == n
+        return elapsed
+
+
+def bytes_round_trip(n):
+    """n `apply` calls of echo with a 1 MiB bytes payload."""
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    with warm_pool() as pool:
+        t = time.perf_counter()
+        for _ in range(n):
+            back = pool.apply(echo, (payload,))
+            assert len(back) == len(payload)
+        return time.perf_counter() - t
+
+
+def cpu_map(n):
+    """`map` of chain over n inputs ("input-0", "input-1", ...)."""
+    inputs = [f"input-{i}" for i in range(n)]
+    with warm_pool() as pool:
+        t = time.perf_counter()
+        out = pool.map(chain, inputs)
+        elapsed = time.perf_counter() - t
+        assert len(out) == n and all(len(h) == 128 for h in out)
+        return elapsed
+
+
+def start_spawn(procs):
+    """A spawn-context Pool of `procs` workers, from creation to the first apply's result."""
+    ctx = multiprocessing.get_context("spawn")
+    t = time.perf_counter()
+    pool = ctx.Pool(procs)
+    assert pool.apply(inc, (1,)) == 2
+    elapsed = time.perf_counter() - t
+    pool.terminate()
+    pool.join()
+    return elapsed
+
+
+WORKLOADS = {
+    "apply": (apply_round_trip, 2_000),
+    "apply_async": (apply_async_many, 100_000),
+    "map": (map_tiny, 1_000_000),
+    "bytes": (bytes_round_trip, 256),
+    "cpu": (cpu_map, 16),
+    "start_spawn": (start_spawn, 8),
+}
+
+
+def main():
+    if len(sys.argv) not in (2, 3) or sys.argv[1] not in WORKLOADS:
+        sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(WORKLOADS)}}} [N]")
+    run, default_n = WORKLOADS[sys.argv[1]]
+    n = int(sys.argv[2]) if len(sys.argv) == 3 else default_n
+    print(f"{run(n):.9f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+//! The command line, as clap sees it. The names here are a contract.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Runs tasks or commands over many inputs in supervised worker processes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "supervisor",
+    version,
+    about,
+    after_help = "Exit codes: 0 all tasks succeeded; 1 one or more failed; 2 usage or configuration error; 130 stopped by SIGINT; 143 stopped by SIGTERM."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a built-in task (--task NAME) or a command (after --) once per input line.
+    Run(Box<RunArgs>),
+    /// List the built-in tasks and their inputs.
+    Tasks,
+    /// Show the live state of a run started with --daemon.
+    Status {
+        /// The --pidfile of the run.
+        #[arg(long)]
+        pidfile: PathBuf,
+    },
+    /// Stop a run started with --daemon (gracefully, as SIGTERM would).
+    Stop {
+        /// The --pidfile of the run.
+        #[arg(long)]
+        pidfile: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    Spawn,
+    Fork,
+    Forkserver,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); examples: 500ms, 2s, 1m"))
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  seq 1 100 | supervisor run --task prime-factors\n  supervisor run -j 8 --nice 10 --task sha512-chain --arg iterations=20000 --input words.txt\n  ls *.log | supervisor run --timeout 30s -- gzip -k {}\n\nExit codes: 0 all tasks succeeded; 1 one or more failed; 2 usage or configuration error; 130 stopped by SIGINT; 143 stopped by SIGTERM."
+)]
+pub struct RunArgs {
+    /// Built-in task to run on each input line (see `supervisor tasks`).
+    #[arg(long, conflicts_with = "command")]
+    pub task: Option<String>,
+    /// KEY=VALUE argument for the task (repeatable).
+    #[arg(long = "arg", value_parser = key_value)]
+    pub args: Vec<(String, String)>,
+    /// Read inputs from FILE (`-` for stdin). Default: stdin.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Worker processes. Default: the CPUs available to this process.
+    #[arg(short = 'j', long)]
+    pub procs: Option<usize>,
+    /// Nice value of the workers (-20..=19).
+    #[arg(long, allow_negative_numbers = true)]
+    pub nice: Option<i32>,
+    /// How workers are created.
+    #[arg(long, value_enum, default_value = "spawn")]
+    pub start_method: Method,
+    /// Time limit per task (e.g. 500ms, 2m): the worker and its children are stopped.
+    #[arg(long, value_parser = duration)]
+    pub timeout: Option<Duration>,
+    /// Re-run a task whose worker died or timed out, up to N more times.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// Replace a worker after N tasks.
+    #[arg(long)]
+    pub max_tasks_per_child: Option<u64>,
+    /// Print results as they finish (default: input order).
+    #[arg(long)]
+    pub unordered: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Write one JSON line per task to FILE.
+    #[arg(long)]
+    pub joblog: Option<PathBuf>,
+    /// Progress bar on stderr (auto: when stderr is a terminal).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Progress,
+    /// After the first failure, start nothing more and stop running tasks.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Per-worker summary on stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
+    /// Run in the background (needs --pidfile and --input FILE).
+    #[arg(long, requires = "pidfile")]
+    pub daemon: bool,
+    /// With --daemon: where to write the pid (and how status/stop find the run).
+    #[arg(long)]
+    pub pidfile: Option<PathBuf>,
+    /// With --daemon: where diagnostics go (default: /dev/null).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// With --daemon: where results go (default: /dev/null).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Time between SIGTERM and SIGKILL when stopping workers.
+    #[arg(long, value_parser = duration, default_value = "5s")]
+    pub grace: Duration,
+    /// Command mode: the command to run per line; `{}` is replaced by the line
+    /// (appended when there is no `{}`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,20 @@
+//! The `supervisor` command line.
+
+pub mod args;
+pub mod control;
+pub mod report;
+pub mod run;
+mod sys;
+pub mod tasks;
+
+/// A usage or configuration error: exit code 2, nothing started.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}

@@ -1,0 +1,199 @@
+//! What `run` prints per task: the text or JSON record, the stderr line of a failure,
+//! the job-log line. Errors map to kinds in one exhaustive place, [`kind_of`].
+
+use std::time::UNIX_EPOCH;
+
+use serde_json::{json, Value};
+use supervisor::{Error, JobMeta};
+
+use super::tasks::{Failure, Outcome, Output};
+
+/// How one task ended, in the CLI's terms.
+pub struct Record {
+    pub seq: u64,
+    pub input: String,
+    pub meta: JobMeta,
+    pub result: Result<Output, ErrorInfo>,
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// A failed task's error, as printed.
+pub struct ErrorInfo {
+    pub kind: &'static str,
+    pub message: String,
+    pub signal: Option<i32>,
+    pub exit_code: Option<i32>,
+    /// A failed command's standard error.
+    pub stderr: String,
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// The kind of a library error: one of failed, panicked, crashed, exited, timed_out,
+/// lost, decode, cancelled.
+pub fn kind_of(e: &Error) -> &'static str {
+    match e {
+        Error::Panicked { .. } => "panicked",
+        Error::Crashed { .. } => "crashed",
+        Error::Exited { .. } => "exited",
+        Error::TimedOut { .. } => "timed_out",
+        Error::Lost { .. } | Error::Protocol { .. } | Error::PoolBroken { .. } => "lost",
+        Error::EncodeArgument { .. }
+        | Error::DecodeArgument { .. }
+        | Error::EncodeResult { .. }
+        | Error::DecodeResult { .. } => "decode",
+        Error::Cancelled { .. } | Error::Terminated { .. } | Error::PoolClosed => "cancelled",
+        _ => "failed",
+    }
+}
+
+impl Record {
+    pub fn new(seq: u64, input: String, meta: JobMeta, result: Result<Outcome, Error>) -> Record {
+        let result = match result {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(Failure::Decode(message))) => Err(ErrorInfo {
+                kind: "decode",
+                message,
+                signal: None,
+                exit_code: None,
+                stderr: String::new(),
+                peak_rss_kib: None,
+            }),
+            Ok(Err(Failure::Failed {
+                message,
+                exit_code,
+                signal,
+                stderr,
+            })) => Err(ErrorInfo {
+                kind: "failed",
+                message,
+                signal,
+                exit_code,
+                stderr,
+                peak_rss_kib: None,
+            }),
+            Err(e) => {
+                let (signal, exit_code, peak) = match &e {
+                    Error::Crashed {
+                        signal,
+                        peak_rss_kib,
+                        ..
+                    } => (Some(signal.number()), None, Some(*peak_rss_kib)),
+                    Error::Exited {
+                        code, peak_rss_kib, ..
+                    } => (None, Some(*code), Some(*peak_rss_kib)),
+                    _ => (None, None, None),
+                };
+                Err(ErrorInfo {
+                    kind: kind_of(&e),
+                    message: e.to_string(),
+                    signal,
+                    exit_code,
+                    stderr: String::new(),
+                    peak_rss_kib: peak,
+                })
+            }
+        };
+        Record {
+            seq,
+            input,
+            meta,
+            peak_rss_kib: None,
+            result,
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    fn duration_ms(&self) -> f64 {
+        (self.meta.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+    }
+
+    /// The `--format json` object.
+    pub fn to_json(&self) -> Value {
+        match &self.result {
+            Ok(out) => {
+                let output = if out.json {
+                    serde_json::from_str(&out.text)
+                        .unwrap_or_else(|_| Value::String(out.text.clone()))
+                } else {
+                    Value::String(out.text.clone())
+                };
+                json!({
+                    "seq": self.seq, "input": self.input, "ok": true, "output": output,
+                    "pid": self.meta.pid, "attempts": self.meta.attempts,
+                    "duration_ms": self.duration_ms(),
+                })
+            }
+            Err(e) => json!({
+                "seq": self.seq, "input": self.input, "ok": false,
+                "error": {
+                    "kind": e.kind, "message": e.message,
+                    "signal": e.signal, "exit_code": e.exit_code,
+                },
+                "pid": self.meta.pid, "attempts": self.meta.attempts,
+                "duration_ms": self.duration_ms(),
+            }),
+        }
+    }
+
+    /// The `--joblog` line.
+    pub fn to_joblog(&self) -> Value {
+        let start = self
+            .meta
+            .started
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64());
+        let (outcome, signal, exit_code, peak) = match &self.result {
+            Ok(_) => ("ok", None, None, self.peak_rss_kib),
+            Err(e) => (
+                e.kind,
+                e.signal,
+                e.exit_code,
+                e.peak_rss_kib.or(self.peak_rss_kib),
+            ),
+        };
+        json!({
+            "seq": self.seq, "input": self.input, "pid": self.meta.pid,
+            "start": start, "duration_ms": self.duration_ms(), "outcome": outcome,
+            "signal": signal, "exit_code": exit_code, "peak_rss_kib": peak,
+            "attempts": self.meta.attempts,
+        })
+    }
+
+    /// The text-mode stdout of a successful task.
+    pub fn stdout_text(&self) -> Option<String> {
+        let out = self.result.as_ref().ok()?;
+        if out.text.is_empty() {
+            None
+        } else if out.text.ends_with('\n') {
+            Some(out.text.clone())
+        } else {
+            Some(format!("{}\n", out.text))
+        }
+    }
+
+    /// What goes to stderr in text mode: a command's stderr, and one line per failure.
+    pub fn stderr_text(&self) -> String {
+        let mut s = match &self.result {
+            Ok(out) => out.stderr.clone(),
+            Err(e) => e.stderr.clone(),
+        };
+        if !s.is_empty() && !s.ends_with('\n') {
+            s.push('\n');
+        }
+        if let Err(e) = &self.result {
+            let pid = if self.meta.pid == 0 {
+                "no worker".to_string()
+            } else {
+                format!("pid {}", self.meta.pid)
+            };
+            s.push_str(&format!(
+                "supervisor: line {} ({:?}) {} in {pid}: {}\n",
+                self.seq, self.input, e.kind, e.message
+            ));
+        }
+        s
+    }
+}

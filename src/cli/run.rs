@@ -1,0 +1,383 @@
+//! `supervisor run`: input lines in, one task per line through a supervised pool,
+//! records out (text or JSON, input order or as they finish), with progress, job log,
+//! fail-fast, per-worker stats, clean signal handling and a detached mode.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use supervisor::{Pool, StartMethod, WorkerState};
+
+use super::args::{Format, Method, Progress, RunArgs};
+use super::control::{self, Daemon};
+use super::report::Record;
+use super::sys;
+use super::tasks::{Job, Outcome, BUILTINS};
+use super::Usage;
+
+/// Exit codes (documented in `--help` and the README).
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_SIGINT: i32 = 130;
+pub const EXIT_SIGTERM: i32 = 143;
+/// Standard output was closed (for example `| head`): the run stopped quietly.
+pub const EXIT_STDOUT_CLOSED: i32 = 141;
+
+/// Why the run stopped early (0: it did not).
+const STOP_FAIL_FAST: i32 = -1;
+const STOP_STDOUT: i32 = -2;
+
+/// Builds the argv for one line: `{}` replaced, or the line appended.
+fn command_for(template: &[String], line: &str) -> Vec<String> {
+    if template.iter().any(|a| a.contains("{}")) {
+        template.iter().map(|a| a.replace("{}", line)).collect()
+    } else {
+        let mut argv = template.to_vec();
+        argv.push(line.to_string());
+        argv
+    }
+}
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
+/// Runs `supervisor run`; returns the exit code.
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let ready = Daemon::detached();
+    let (task, template) = match (&args.task, args.command.is_empty()) {
+        (Some(task), true) => {
+            if !BUILTINS.iter().any(|(name, _, _)| name == task) {
+                return Err(usage(format!(
+                    "unknown task `{task}` (`supervisor tasks` lists them)"
+                )));
+            }
+            (task.clone(), None)
+        }
+        (None, false) => ("__exec".to_string(), Some(args.command.clone())),
+        _ => {
+            return Err(usage(
+                "nothing to run: give --task NAME or -- COMMAND [ARG]...",
+            ))
+        }
+    };
+    if let Some(nice) = args.nice {
+        if !(-20..=19).contains(&nice) {
+            return Err(usage(format!("--nice {nice} is outside -20..=19")));
+        }
+    }
+    if args.procs == Some(0) {
+        return Err(usage("--procs must be at least 1"));
+    }
+    let from_file = args.input.as_ref().filter(|p| p.as_os_str() != "-");
+    let reader: Box<dyn BufRead> = match from_file {
+        Some(path) => Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| {
+            usage(format!(
+                "cannot read the input file {}: {e}",
+                path.display()
+            ))
+        })?)),
+        None if args.daemon => {
+            return Err(usage("--daemon needs --input FILE (stdin is not kept)"))
+        }
+        None => Box::new(std::io::stdin().lock()),
+    };
+    if args.daemon && ready.is_none() {
+        let pid = control::launch(&args.output, &args.log)?;
+        let pidfile = args
+            .pidfile
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        eprintln!(
+            "supervisor: running in the background as pid {pid}; `supervisor status --pidfile {pidfile}`"
+        );
+        return Ok(EXIT_OK);
+    }
+    let mut joblog = match &args.joblog {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| usage(format!("cannot write the job log {}: {e}", path.display())))?,
+        )),
+        None => None,
+    };
+    let method = match args.start_method {
+        Method::Spawn => StartMethod::Spawn,
+        Method::Fork => StartMethod::Fork,
+        Method::Forkserver => StartMethod::Forkserver,
+    };
+    let mut builder = Pool::builder()
+        .start_method(method)
+        .grace(args.grace)
+        .retries(args.retries)
+        .name("supervisor-worker");
+    if let Some(procs) = args.procs {
+        builder = builder.procs(procs);
+    }
+    if let Some(nice) = args.nice {
+        builder = builder.nice(nice);
+    }
+    if let Some(limit) = args.timeout {
+        builder = builder.task_timeout(limit);
+    }
+    if let Some(n) = args.max_tasks_per_child {
+        builder = builder.max_tasks_per_child(n);
+    }
+    let pool = match builder.build() {
+        Ok(pool) => Arc::new(pool),
+        Err(e) => {
+            let message = supervisor_chain(&e);
+            if let Some(ready) = ready {
+                Daemon::fail(ready, &message);
+            }
+            return Err(usage(message));
+        }
+    };
+
+    // First SIGINT/SIGTERM: stop dispatching, stop workers (TERM, grace, KILL).
+    // Second: kill them at once.
+    let stop = Arc::new(AtomicI32::new(0));
+    let request_stop = {
+        let stop = stop.clone();
+        let pool = pool.clone();
+        Arc::new(move |why: i32| {
+            if stop
+                .compare_exchange(0, why, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                let pool = pool.clone();
+                let _ = std::thread::Builder::new()
+                    .name("supervisor-stop".into())
+                    .spawn(move || pool.terminate());
+            } else {
+                pool.kill();
+            }
+        })
+    };
+    {
+        let request_stop = request_stop.clone();
+        let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+            .context("cannot handle signals")?;
+        std::thread::Builder::new()
+            .name("supervisor-signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    request_stop(signal);
+                }
+            })?;
+    }
+
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let _daemon = match ready {
+        Some(ready) => {
+            let (pool, done, failed, request_stop) = (
+                pool.clone(),
+                done.clone(),
+                failed.clone(),
+                request_stop.clone(),
+            );
+            let handler = Arc::new(move |request: &str| match request {
+                "status" => status_json(&pool, &done, &failed).to_string(),
+                "stop" => {
+                    request_stop(libc::SIGTERM);
+                    "stopping".to_string()
+                }
+                other => format!("unknown request `{other}`"),
+            });
+            let pidfile = args.pidfile.clone().context("--daemon needs --pidfile")?;
+            Some(Daemon::start(&pidfile, ready, handler)?)
+        }
+        None => None,
+    };
+
+    let progress = make_progress(&args);
+    let inputs: Rc<RefCell<HashMap<u64, String>>> = Rc::new(RefCell::new(HashMap::new()));
+    let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
+    let jobs = {
+        let inputs = inputs.clone();
+        let stop = stop.clone();
+        let template = template.clone();
+        reader
+            .lines()
+            .map_while(Result::ok)
+            .take_while(move |_| stop.load(Ordering::SeqCst) == 0)
+            .enumerate()
+            .map(move |(i, line)| {
+                let seq = i as u64 + 1;
+                inputs.borrow_mut().insert(seq, line.clone());
+                Job {
+                    argv: template
+                        .as_deref()
+                        .map(|t| command_for(t, &line))
+                        .unwrap_or_default(),
+                    line,
+                    seq,
+                    args: task_args.clone(),
+                }
+            })
+    };
+    let reports = pool.imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for report in reports {
+        let seq = report.index as u64 + 1;
+        let input = inputs.borrow_mut().remove(&seq).unwrap_or_default();
+        let mut record = Record::new(seq, input, report.meta, report.result);
+        if record.ok() {
+            done.fetch_add(1, Ordering::Relaxed);
+        } else {
+            failed.fetch_add(1, Ordering::Relaxed);
+            // Work cancelled by a stop is not a new failure to act on.
+            if args.fail_fast && stop.load(Ordering::SeqCst) == 0 {
+                request_stop(STOP_FAIL_FAST);
+            }
+        }
+        if let Some(log) = joblog.as_mut() {
+            if record.meta.pid != 0 {
+                record.peak_rss_kib = sys::peak_rss_kib(record.meta.pid);
+            }
+            writeln!(log, "{}", record.to_joblog()).context("cannot write the job log")?;
+        }
+        let cancelled = matches!(&record.result, Err(e) if e.kind == "cancelled");
+        let written = progress.suspend(|| -> std::io::Result<()> {
+            match args.format {
+                Format::Json => writeln!(out, "{}", record.to_json())?,
+                Format::Text => {
+                    if let Some(text) = record.stdout_text() {
+                        out.write_all(text.as_bytes())?;
+                    }
+                    if !cancelled {
+                        let err = record.stderr_text();
+                        if !err.is_empty() {
+                            out.flush()?;
+                            eprint!("{err}");
+                        }
+                    }
+                }
+            }
+            if args.unordered || args.daemon {
+                out.flush()?;
+            }
+            Ok(())
+        });
+        if written.is_err() {
+            request_stop(STOP_STDOUT);
+        }
+        progress.inc(1);
+    }
+    let _ = out.flush();
+    drop(out);
+    progress.finish_and_clear();
+    if let Some(mut log) = joblog {
+        log.flush().context("cannot write the job log")?;
+    }
+    pool.join();
+    if args.stats {
+        print_stats(&pool);
+    }
+    let done = done.load(Ordering::Relaxed);
+    let failed = failed.load(Ordering::Relaxed);
+    let code = match stop.load(Ordering::SeqCst) {
+        libc::SIGINT => EXIT_SIGINT,
+        libc::SIGTERM => EXIT_SIGTERM,
+        STOP_STDOUT => EXIT_STDOUT_CLOSED,
+        _ if failed > 0 => EXIT_FAILED,
+        _ => EXIT_OK,
+    };
+    if code == EXIT_SIGINT || code == EXIT_SIGTERM {
+        eprintln!("supervisor: stopped by signal after {done} tasks succeeded and {failed} failed");
+    }
+    Ok(code)
+}
+
+fn supervisor_chain(e: &supervisor::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+fn make_progress(args: &RunArgs) -> ProgressBar {
+    let show = match args.progress {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => std::io::stderr().is_terminal() && !args.daemon,
+    };
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let total = args
+        .input
+        .as_ref()
+        .filter(|p| p.as_os_str() != "-")
+        .and_then(|p| std::fs::File::open(p).ok())
+        .map(|f| BufReader::new(f).lines().count() as u64);
+    let bar = match total {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} tasks, {per_sec}, ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {pos} tasks, {per_sec}, {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
+fn status_json(pool: &Pool, done: &AtomicU64, failed: &AtomicU64) -> serde_json::Value {
+    let stats = pool.stats();
+    let workers: Vec<serde_json::Value> = stats
+        .workers
+        .iter()
+        .map(|w| {
+            let state = match &w.state {
+                WorkerState::Busy { task, job } => format!("busy on {task} #{job}"),
+                other => format!("{other:?}").to_lowercase(),
+            };
+            serde_json::json!({
+                "pid": w.pid, "state": state, "tasks": w.tasks_done,
+                "restarts": w.restarts, "cpu_ms": w.cpu_time.as_millis() as u64,
+                "rss_kib": w.rss_kib,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "running": true, "pid": std::process::id(),
+        "done": done.load(Ordering::Relaxed), "failed": failed.load(Ordering::Relaxed),
+        "queued": stats.queued, "in_progress": stats.running,
+        "restarts": stats.restarts, "workers": workers,
+    })
+}
+
+fn print_stats(pool: &Pool) {
+    let stats = pool.stats();
+    let mut all: Vec<_> = stats.exited.iter().chain(stats.workers.iter()).collect();
+    all.sort_by_key(|w| w.pid);
+    eprintln!(
+        "{:>8} {:>8} {:>9} {:>10} {:>12}",
+        "pid", "tasks", "restarts", "cpu", "peak rss"
+    );
+    for w in all {
+        eprintln!(
+            "{:>8} {:>8} {:>9} {:>9.2}s {:>8} KiB",
+            w.pid,
+            w.tasks_done,
+            w.restarts,
+            w.cpu_time.as_secs_f64(),
+            w.peak_rss_kib
+        );
+    }
+}

@@ -1,0 +1,512 @@
+//! The built-in tasks of `supervisor run --task NAME`, and the command runner behind
+//! `supervisor run -- COMMAND`.
+//!
+//! Every CLI task has the same shape: a [`Job`] (input line, sequence number, `--arg`
+//! pairs) in, [`Output`] or [`Failure`] out. The names are part of the CLI's contract.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha512};
+
+/// One input line for a CLI task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    /// The input line (without its newline).
+    pub line: String,
+    /// 1-based line number.
+    pub seq: u64,
+    /// `--arg KEY=VALUE` pairs.
+    pub args: BTreeMap<String, String>,
+    /// Command mode: the argv to run (with `{}` already replaced).
+    pub argv: Vec<String>,
+}
+
+/// What a task printed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Output {
+    /// Standard output text (for commands, exactly what they wrote).
+    pub text: String,
+    /// Standard error of a command (printed on our stderr, grouped).
+    pub stderr: String,
+    /// The text is a JSON value (`whoami`): `--format json` embeds it as such.
+    pub json: bool,
+}
+
+/// Why a task failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Failure {
+    /// The input line is not valid for this task.
+    Decode(String),
+    /// The task failed; for commands, with their exit code or signal.
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// A command's exit code.
+        exit_code: Option<i32>,
+        /// The signal that ended a command.
+        signal: Option<i32>,
+        /// A command's standard error.
+        stderr: String,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Decode(m) | Failure::Failed { message: m, .. } => f.write_str(m),
+        }
+    }
+}
+
+/// A task's result.
+pub type Outcome = Result<Output, Failure>;
+
+fn text(s: impl Into<String>) -> Outcome {
+    Ok(Output {
+        text: s.into(),
+        stderr: String::new(),
+        json: false,
+    })
+}
+
+fn failed(message: impl Into<String>) -> Failure {
+    Failure::Failed {
+        message: message.into(),
+        exit_code: None,
+        signal: None,
+        stderr: String::new(),
+    }
+}
+
+fn arg<T: std::str::FromStr>(job: &Job, key: &str, default: T) -> Result<T, Failure> {
+    match job.args.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| Failure::Decode(format!("--arg {key}={v}: not a valid value"))),
+    }
+}
+
+/// Every built-in task: name, what it takes, what it prints.
+pub const BUILTINS: &[(&str, &str, &str)] = &[
+    ("sha512-chain", "a string; --arg iterations=N (default 1000000)", "hex digest after N rounds of h = hex(sha512(h))"),
+    ("prime-factors", "a positive integer (u64)", "its prime factors, ascending, space-separated"),
+    ("pseudowords", "a prefix; --arg count=N (default 1000000), --arg out=DIR", "the count and the file written (DIR/LINE.txt)"),
+    ("search", "a file path; --arg pattern=TEXT", "matching lines as path:line_number:text"),
+    ("sleep", "a duration (250ms, 2s)", "the time slept"),
+    ("whoami", "anything (ignored)", "JSON {pid, ppid, pgid, nice, rss_kib} of the worker"),
+    ("fault", "ok | fail MESSAGE | panic | abort | segfault | exit N | hang | sleep DUR | alloc MIB | spawn-grandchild", "what the worker did (for demos and tests)"),
+];
+
+/// `sha512-chain`: N rounds of `h = hex(sha512(h))` from the input's bytes.
+pub fn sha512_chain(job: Job) -> Outcome {
+    let rounds: u64 = arg(&job, "iterations", 1_000_000)?;
+    Ok(Output {
+        text: chain(job.line.as_bytes(), rounds),
+        stderr: String::new(),
+        json: false,
+    })
+}
+supervisor::task!("sha512-chain" => sha512_chain);
+
+/// Lowercase hex of `rounds` chained SHA-512 digests.
+pub fn chain(start: &[u8], rounds: u64) -> String {
+    let mut h: Vec<u8> = start.to_vec();
+    let mut hex = String::with_capacity(128);
+    for _ in 0..rounds {
+        let digest = Sha512::digest(&h);
+        hex.clear();
+        for b in digest.iter() {
+            hex.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
+            hex.push(char::from_digit((b & 15) as u32, 16).unwrap_or('0'));
+        }
+        h.clear();
+        h.extend_from_slice(hex.as_bytes());
+    }
+    String::from_utf8(h).unwrap_or_default()
+}
+
+/// `prime-factors`: the prime factors of a u64, ascending.
+pub fn prime_factors(job: Job) -> Outcome {
+    let n: u64 = job.line.trim().parse().map_err(|_| {
+        Failure::Decode(format!(
+            "line {}: `{}` is not a positive integer",
+            job.seq, job.line
+        ))
+    })?;
+    if n == 0 {
+        return Err(Failure::Decode(format!(
+            "line {}: 0 has no prime factors",
+            job.seq
+        )));
+    }
+    let factors = factorize(n);
+    text(
+        factors
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+supervisor::task!("prime-factors" => prime_factors);
+
+fn mul_mod(a: u64, b: u64, m: u64) -> u64 {
+    ((a as u128 * b as u128) % m as u128) as u64
+}
+
+fn pow_mod(mut base: u64, mut exp: u64, m: u64) -> u64 {
+    let mut result = 1 % m;
+    base %= m;
+    while exp > 0 {
+        if exp & 1 == 1 {
+            result = mul_mod(result, base, m);
+        }
+        base = mul_mod(base, base, m);
+        exp >>= 1;
+    }
+    result
+}
+
+/// Deterministic Miller-Rabin for u64.
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    for p in [2u64, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37] {
+        if n % p == 0 {
+            return n == p;
+        }
+    }
+    let (mut d, mut s) = (n - 1, 0);
+    while d % 2 == 0 {
+        d /= 2;
+        s += 1;
+    }
+    'witness: for a in [2u64, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37] {
+        let mut x = pow_mod(a, d, n);
+        if x == 1 || x == n - 1 {
+            continue;
+        }
+        for _ in 1..s {
+            x = mul_mod(x, x, n);
+            if x == n - 1 {
+                continue 'witness;
+            }
+        }
+        return false;
+    }
+    true
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// A non-trivial factor of composite `n` (Pollard's rho, Brent's variant).
+fn rho(n: u64) -> u64 {
+    if n % 2 == 0 {
+        return 2;
+    }
+    let mut c = 1;
+    loop {
+        let f = |x: u64| (mul_mod(x, x, n) + c) % n;
+        let (mut x, mut y, mut d) = (2u64, 2u64, 1u64);
+        while d == 1 {
+            x = f(x);
+            y = f(f(y));
+            d = gcd(x.abs_diff(y), n);
+        }
+        if d != n {
+            return d;
+        }
+        c += 1;
+    }
+}
+
+/// Prime factors of `n` with multiplicity, ascending.
+pub fn factorize(n: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut stack = vec![n];
+    while let Some(m) = stack.pop() {
+        if m == 1 {
+            continue;
+        }
+        if is_prime(m) {
+            out.push(m);
+            continue;
+        }
+        let mut small = false;
+        for p in [2u64, 3, 5, 7, 11, 13] {
+            if m % p == 0 {
+                out.push(p);
+                stack.push(m / p);
+                small = true;
+                break;
+            }
+        }
+        if !small {
+            let d = rho(m);
+            stack.push(d);
+            stack.push(m / d);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// `pseudowords`: `count` pronounceable random words starting with the input.
+pub fn pseudowords(job: Job) -> Outcome {
+    let count: u64 = arg(&job, "count", 1_000_000)?;
+    let out: Option<String> = job.args.get("out").cloned();
+    // xorshift seeded from the line and its number: the same input gives the same words.
+    let mut state = job
+        .line
+        .bytes()
+        .fold(0x9e37_79b9_7f4a_7c15u64 ^ job.seq, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        })
+        | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    const CONSONANTS: &[u8] = b"bcdfghjklmnprstvwz";
+    const VOWELS: &[u8] = b"aeiou";
+    let mut write_to = match &out {
+        Some(dir) => {
+            let path = std::path::Path::new(dir).join(format!("{}.txt", job.seq));
+            let file = std::fs::File::create(&path)
+                .map_err(|e| failed(format!("cannot create {}: {e}", path.display())))?;
+            Some((path, std::io::BufWriter::new(file)))
+        }
+        None => None,
+    };
+    let mut word = String::new();
+    for _ in 0..count {
+        word.clear();
+        word.push_str(&job.line);
+        let syllables = 1 + next() % 3;
+        for _ in 0..syllables {
+            word.push(CONSONANTS[(next() % CONSONANTS.len() as u64) as usize] as char);
+            word.push(VOWELS[(next() % VOWELS.len() as u64) as usize] as char);
+        }
+        if let Some((path, w)) = write_to.as_mut() {
+            writeln!(w, "{word}")
+                .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+        }
+    }
+    match write_to {
+        Some((path, mut w)) => {
+            w.flush()
+                .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+            text(format!("{count} {}", path.display()))
+        }
+        None => text(format!("{count} -")),
+    }
+}
+supervisor::task!("pseudowords" => pseudowords);
+
+/// `search`: lines of the file that contain `pattern`.
+pub fn search(job: Job) -> Outcome {
+    let pattern = job
+        .args
+        .get("pattern")
+        .ok_or_else(|| Failure::Decode("search needs --arg pattern=TEXT".into()))?;
+    let path = job.line.trim();
+    let file = std::fs::File::open(path).map_err(|e| failed(format!("cannot open {path}: {e}")))?;
+    let mut found = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| failed(format!("cannot read {path}: {e}")))?;
+        if line.contains(pattern.as_str()) {
+            found.push(format!("{path}:{}:{line}", i + 1));
+        }
+    }
+    text(found.join("\n"))
+}
+supervisor::task!("search" => search);
+
+fn parse_duration(job: &Job, s: &str) -> Result<Duration, Failure> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| Failure::Decode(format!("line {}: `{s}` is not a duration: {e}", job.seq)))
+}
+
+/// `sleep`: sleeps for the duration on the line.
+pub fn sleep(job: Job) -> Outcome {
+    let d = parse_duration(&job, &job.line)?;
+    let t = Instant::now();
+    std::thread::sleep(d);
+    text(humantime::format_duration(round_ms(t.elapsed())).to_string())
+}
+supervisor::task!("sleep" => sleep);
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// `whoami`: the worker's identity as JSON.
+pub fn whoami(_job: Job) -> Outcome {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let num = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(-1)
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let value = serde_json::json!({
+        "pid": std::process::id(),
+        "ppid": num(1),
+        "pgid": num(2),
+        "nice": num(16),
+        "rss_kib": rss,
+    });
+    Ok(Output {
+        text: value.to_string(),
+        stderr: String::new(),
+        json: true,
+    })
+}
+supervisor::task!("whoami" => whoami);
+
+/// `fault`: misbehaves as the input line says.
+pub fn fault(job: Job) -> Outcome {
+    let line = job.line.trim();
+    let (what, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match what {
+        "ok" => text("ok"),
+        "fail" => Err(failed(rest.to_string())),
+        "panic" => panic!("fault: panic requested"),
+        "abort" => std::process::abort(),
+        "segfault" => {
+            // SAFETY: none: a deliberate crash, which is what this input asks for.
+            unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+            text("unreachable")
+        }
+        "exit" => {
+            let code: i32 = rest
+                .trim()
+                .parse()
+                .map_err(|_| Failure::Decode(format!("line {}: `exit {rest}` needs a number", job.seq)))?;
+            std::process::exit(code)
+        }
+        "hang" => loop {
+            std::thread::park();
+        },
+        "sleep" => {
+            let d = parse_duration(&job, rest)?;
+            std::thread::sleep(d);
+            text(format!("slept {}", humantime::format_duration(d)))
+        }
+        "alloc" => {
+            let mib: usize = rest
+                .trim()
+                .parse()
+                .map_err(|_| Failure::Decode(format!("line {}: `alloc {rest}` needs a number of MiB", job.seq)))?;
+            let mut v: Vec<u8> = Vec::new();
+            v.try_reserve_exact(mib << 20)
+                .map_err(|e| failed(format!("cannot allocate {mib} MiB: {e}")))?;
+            v.resize(mib << 20, 1);
+            text(format!("allocated {mib} MiB ({} touched)", v.iter().step_by(4096).count()))
+        }
+        "spawn-grandchild" => {
+            let child = std::process::Command::new("sleep")
+                .arg("3600")
+                .spawn()
+                .map_err(|e| failed(format!("cannot start sleep: {e}")))?;
+            eprintln!("fault: left grandchild {} behind", child.id());
+            loop {
+                std::thread::park();
+            }
+        }
+        other => Err(Failure::Decode(format!(
+            "line {}: unknown fault `{other}` (ok, fail, panic, abort, segfault, exit, hang, sleep, alloc, spawn-grandchild)",
+            job.seq
+        ))),
+    }
+}
+supervisor::task!("fault" => fault);
+
+/// Runs a command (command mode); its stdout is the output.
+pub fn exec(job: Job) -> Outcome {
+    let Some((program, args)) = job.argv.split_first() else {
+        return Err(Failure::Decode("empty command".into()));
+    };
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("cannot run {program}: {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    use std::os::unix::process::ExitStatusExt;
+    match (out.status.code(), out.status.signal()) {
+        (Some(0), _) => Ok(Output {
+            text: stdout,
+            stderr,
+            json: false,
+        }),
+        (code, signal) => Err(Failure::Failed {
+            message: match (code, signal) {
+                (Some(c), _) => format!("{program} exited with code {c}"),
+                (_, Some(s)) => format!("{program} was killed by signal {s}"),
+                _ => format!("{program} failed"),
+            },
+            exit_code: code,
+            signal,
+            stderr,
+        }),
+    }
+}
+supervisor::task!("__exec" => exec);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn factorize_handles_primes_squares_and_big_semiprimes() {
+        assert_eq!(factorize(1), Vec::<u64>::new());
+        assert_eq!(factorize(360), vec![2, 2, 2, 3, 3, 5]);
+        assert_eq!(
+            factorize(18_446_744_073_709_551_557),
+            vec![18_446_744_073_709_551_557]
+        );
+        assert_eq!(
+            factorize(4_294_967_291 * 4_294_967_279),
+            vec![4_294_967_279, 4_294_967_291]
+        );
+        assert_eq!(
+            factorize(u64::MAX),
+            vec![3, 5, 17, 257, 641, 65537, 6700417]
+        );
+    }
+
+    #[test]
+    fn sha512_chain_matches_a_known_value() {
+        // Python: h=b"abc"; h=hashlib.sha512(h).hexdigest().encode() once.
+        assert_eq!(
+            chain(b"abc", 1),
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+        );
+        assert_eq!(chain(b"abc", 0), "abc");
+    }
+}
