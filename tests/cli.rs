@@ -1,0 +1,651 @@
+//! The `supervisor` binary, as a user runs it: every option and behaviour of `run`,
+//! exit codes, signals, SIGKILL of the supervisor, the daemon, the progress bar.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{isolated, wait_exit};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_supervisor");
+const DEADLINE: Duration = Duration::from_secs(120);
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+fn start(args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("supervisor binary starts")
+}
+
+/// Runs the binary with `stdin`; kills it if it outlives 60 s (a hang fails the test).
+/// Both output pipes are drained while it runs, so it never blocks on a full pipe.
+fn cli(args: &[&str], stdin: &str) -> Out {
+    use std::io::Read;
+    let mut child = start(args);
+    let mut input = child.stdin.take().unwrap();
+    let text = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let finished = wait_exit(child.id() as i32, Duration::from_secs(60));
+    if !finished {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    writer.join().unwrap();
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(
+        finished,
+        "supervisor {args:?} did not finish within 60 s; stderr: {stderr}"
+    );
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    }
+}
+
+/// Live processes running the supervisor binary (workers included), excluding this one.
+fn supervisor_processes() -> Vec<i32> {
+    let bin = std::fs::canonicalize(BIN).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == bin))
+        .filter(|pid| !common::has_exited(*pid))
+        .collect()
+}
+
+/// Every supervisor process (and so every worker) is gone within `within`.
+fn assert_all_gone(within: Duration) {
+    let deadline = Instant::now() + within;
+    for pid in supervisor_processes() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(wait_exit(pid, left), "supervisor process {pid} still alive");
+    }
+}
+
+/// Milliseconds in a duration printed like `21ms` or `1s 5ms`.
+fn humantime_ms(s: &str) -> u64 {
+    s.split_whitespace()
+        .map(|part| {
+            if let Some(ms) = part.strip_suffix("ms") {
+                ms.parse::<u64>().unwrap()
+            } else if let Some(secs) = part.strip_suffix('s') {
+                secs.parse::<u64>().unwrap() * 1000
+            } else {
+                panic!("not a duration: {s}")
+            }
+        })
+        .sum()
+}
+
+fn lines(n: usize, line: &str) -> String {
+    (0..n).map(|_| format!("{line}\n")).collect()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("supervisor-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn procs_8_nice_10_whoami_shows_8_workers_at_nice_10_in_their_own_groups() {
+    isolated(DEADLINE, || {
+        let out = cli(
+            &[
+                "run", "--procs", "8", "--nice", "10", "--format", "json", "--task", "whoami",
+            ],
+            &lines(4000, "x"),
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let records = out.json();
+        assert_eq!(records.len(), 4000);
+        let mut pids = HashSet::new();
+        for r in &records {
+            let who = &r["output"];
+            assert_eq!(who["nice"], 10, "{r}");
+            assert_eq!(who["pgid"], who["pid"], "a worker leads its own group: {r}");
+            assert_eq!(r["pid"], who["pid"]);
+            pids.insert(who["pid"].as_u64().unwrap());
+        }
+        assert_eq!(pids.len(), 8, "distinct worker pids: {pids:?}");
+        assert_all_gone(Duration::from_secs(5));
+    });
+}
+
+#[test]
+fn output_keeps_input_order_under_random_durations_unless_unordered() {
+    isolated(DEADLINE, || {
+        let input: String = (0..30).map(|i| format!("0.0{}\n", (i * 7) % 10)).collect();
+        let out = cli(
+            &["run", "-j", "4", "--", "sh", "-c", "sleep {}; echo {}"],
+            &input,
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(out.stdout, input);
+        let out = cli(
+            &[
+                "run",
+                "-j",
+                "4",
+                "--unordered",
+                "--",
+                "sh",
+                "-c",
+                "sleep $0; echo $0",
+            ],
+            "0.3\n0\n",
+        );
+        assert_eq!(out.stdout, "0\n0.3\n", "unordered prints as they finish");
+    });
+}
+
+#[test]
+fn a_fault_mix_gives_the_right_kinds_and_exit_1_and_keeps_every_ok_output() {
+    isolated(DEADLINE, || {
+        let input = "ok\npanic\nok\nsegfault\nabort\nok\nexit 3\nhang\nfail nope\nok\n";
+        let out = cli(
+            &[
+                "run",
+                "-j",
+                "3",
+                "--timeout",
+                "1s",
+                "--grace",
+                "200ms",
+                "--format",
+                "json",
+                "--task",
+                "fault",
+            ],
+            input,
+        );
+        assert_eq!(out.code, 1);
+        let records = out.json();
+        let kinds: Vec<String> = records
+            .iter()
+            .map(|r| {
+                if r["ok"] == true {
+                    "ok".into()
+                } else {
+                    r["error"]["kind"].as_str().unwrap().to_string()
+                }
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ok",
+                "panicked",
+                "ok",
+                "crashed",
+                "crashed",
+                "ok",
+                "exited",
+                "timed_out",
+                "failed",
+                "ok"
+            ]
+        );
+        assert_eq!(records[3]["error"]["signal"], 11);
+        assert_eq!(records[4]["error"]["signal"], 6);
+        assert_eq!(records[6]["error"]["exit_code"], 3);
+        for r in records.iter().filter(|r| r["ok"] == true) {
+            assert_eq!(r["output"], "ok");
+            assert!(r["pid"].as_u64().unwrap() > 0);
+        }
+        // Text mode: one stderr line per failure naming input, pid and cause.
+        let out = cli(&["run", "-j", "2", "--task", "fault"], "ok\nsegfault\nok\n");
+        assert_eq!(out.code, 1);
+        assert_eq!(out.stdout, "ok\nok\n");
+        let line = out.stderr.lines().find(|l| l.contains("segfault")).unwrap();
+        assert!(
+            line.contains("crashed in pid ") && line.contains("SIGSEGV"),
+            "{line}"
+        );
+        assert_all_gone(Duration::from_secs(5));
+    });
+}
+
+#[test]
+fn a_malformed_line_fails_with_kind_decode_and_the_run_continues() {
+    isolated(DEADLINE, || {
+        let out = cli(
+            &["run", "--format", "json", "--task", "prime-factors"],
+            "12\nabc\n97\n",
+        );
+        assert_eq!(out.code, 1);
+        let r = out.json();
+        assert_eq!(r[0]["output"], "2 2 3");
+        assert_eq!(r[1]["error"]["kind"], "decode");
+        assert!(r[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2: `abc`"));
+        assert_eq!(r[2]["output"], "97");
+    });
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line_and_start_nothing() {
+    isolated(DEADLINE, || {
+        for (args, needle) in [
+            (vec!["run", "--task", "nope"], "unknown task `nope`"),
+            (
+                vec!["run", "--timeout", "soon", "--task", "sleep"],
+                "`soon` is not a duration",
+            ),
+            (
+                vec!["run", "--input", "/nonexistent/in.txt", "--task", "sleep"],
+                "cannot read the input file /nonexistent/in.txt",
+            ),
+            (
+                vec!["run", "--nice", "40", "--task", "sleep"],
+                "--nice 40 is outside -20..=19",
+            ),
+            (vec!["run"], "nothing to run"),
+        ] {
+            let out = cli(&args, "1ms\n");
+            assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+            assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
+            assert!(out.stdout.is_empty());
+        }
+        let out = cli(&["tasks"], "");
+        assert_eq!(out.code, 0);
+        for name in [
+            "sha512-chain",
+            "prime-factors",
+            "pseudowords",
+            "search",
+            "sleep",
+            "whoami",
+            "fault",
+        ] {
+            assert!(out.stdout.contains(name), "{name}");
+        }
+    });
+}
+
+#[test]
+fn lowering_nice_without_privilege_exits_2() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run the binary as `nobody`");
+        return;
+    }
+    isolated(DEADLINE, || {
+        use std::os::unix::process::CommandExt;
+        let out = Command::new(BIN)
+            .args(["run", "--nice", "-5", "--task", "sleep"])
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("cannot lower the nice value from 0 to -5"),
+            "{stderr}"
+        );
+    });
+}
+
+#[test]
+fn builtin_tasks_compute_what_they_promise() {
+    isolated(DEADLINE, || {
+        let out = cli(
+            &["run", "--task", "sha512-chain", "--arg", "iterations=2"],
+            "abc\n",
+        );
+        // Python: h = b"abc"; twice: h = hashlib.sha512(h).hexdigest().encode()
+        assert_eq!(out.stdout.trim(), "ee02b3dd5b2c06e4e61888d141998abac194d57692f77ae7a28d748fdf9b9f28f756d980687f7290f1306857edf3fe01f8ebf4626880d49a33e029399cb2d700");
+        assert_eq!(out.code, 0);
+        let dir = temp_dir("words");
+        let out = cli(
+            &[
+                "run",
+                "--task",
+                "pseudowords",
+                "--arg",
+                "count=100",
+                "--arg",
+                &format!("out={}", dir.display()),
+            ],
+            "ka\nzo\n",
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let words = std::fs::read_to_string(dir.join("2.txt")).unwrap();
+        assert_eq!(words.lines().count(), 100);
+        assert!(words.lines().all(|w| w.starts_with("zo")));
+        std::fs::write(dir.join("hay.txt"), "a needle\nnothing\nneedle again\n").unwrap();
+        let path = dir.join("hay.txt").display().to_string();
+        let out = cli(
+            &["run", "--task", "search", "--arg", "pattern=needle"],
+            &format!("{path}\n"),
+        );
+        assert_eq!(
+            out.stdout,
+            format!("{path}:1:a needle\n{path}:3:needle again\n")
+        );
+        let out = cli(&["run", "--task", "sleep"], "20ms\n");
+        let slept = humantime_ms(out.stdout.trim());
+        assert!((20..500).contains(&slept), "{}", out.stdout);
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}
+
+#[test]
+fn joblog_stats_retries_recycling_and_start_methods() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("joblog");
+        let log = dir.join("jobs.jsonl");
+        let out = cli(
+            &[
+                "run",
+                "-j",
+                "2",
+                "--retries",
+                "2",
+                "--stats",
+                "--joblog",
+                log.to_str().unwrap(),
+                "--start-method",
+                "forkserver",
+                "--task",
+                "fault",
+            ],
+            "ok\nsegfault\nsleep 10ms\n",
+        );
+        assert_eq!(out.code, 1);
+        let records: Vec<Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 3);
+        for key in [
+            "seq",
+            "input",
+            "pid",
+            "start",
+            "duration_ms",
+            "outcome",
+            "signal",
+            "exit_code",
+            "peak_rss_kib",
+            "attempts",
+        ] {
+            assert!(records[0].get(key).is_some(), "joblog lacks {key}");
+        }
+        let crash = records.iter().find(|r| r["input"] == "segfault").unwrap();
+        assert_eq!(crash["outcome"], "crashed");
+        assert_eq!(crash["signal"], 11);
+        assert_eq!(crash["attempts"], 3, "1 run + 2 retries");
+        assert!(crash["peak_rss_kib"].as_u64().unwrap() > 0);
+        assert!(
+            out.stderr.contains("peak rss"),
+            "--stats table: {}",
+            out.stderr
+        );
+        // Recycling: a worker per task; fork start method.
+        let out = cli(
+            &[
+                "run",
+                "-j",
+                "2",
+                "--max-tasks-per-child",
+                "1",
+                "--start-method",
+                "fork",
+                "--format",
+                "json",
+                "--task",
+                "whoami",
+            ],
+            &lines(6, "x"),
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let pids: HashSet<u64> = out
+            .json()
+            .iter()
+            .map(|r| r["pid"].as_u64().unwrap())
+            .collect();
+        assert_eq!(pids.len(), 6);
+        std::fs::remove_dir_all(dir).unwrap();
+        assert_all_gone(Duration::from_secs(5));
+    });
+}
+
+#[test]
+fn fail_fast_stops_after_the_first_failure() {
+    isolated(DEADLINE, || {
+        let t = Instant::now();
+        let input = format!("fail first\n{}", lines(20, "sleep 2s"));
+        let out = cli(
+            &[
+                "run",
+                "-j",
+                "1",
+                "--fail-fast",
+                "--grace",
+                "100ms",
+                "--format",
+                "json",
+                "--task",
+                "fault",
+            ],
+            &input,
+        );
+        assert_eq!(out.code, 1);
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        let records = out.json();
+        assert_eq!(records[0]["error"]["kind"], "failed");
+        assert!(
+            records.iter().skip(1).all(|r| r["ok"] == false),
+            "nothing more succeeded"
+        );
+        assert_all_gone(Duration::from_secs(5));
+    });
+}
+
+/// Starts a run whose first result (a fast task) shows it is up, then signals it.
+fn stopped_by(signal: i32) -> (i32, String, Duration) {
+    let mut child = start(&[
+        "run",
+        "-j",
+        "2",
+        "--grace",
+        "300ms",
+        "--unordered",
+        "--task",
+        "fault",
+    ]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("ok\n{}", lines(10, "sleep 30s")).as_bytes())
+        .unwrap();
+    drop(stdin);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "ok\n");
+    let t = Instant::now();
+    // SAFETY: kill with plain integers; our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    assert!(
+        wait_exit(child.id() as i32, Duration::from_secs(10)),
+        "did not stop"
+    );
+    let took = t.elapsed();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        took,
+    )
+}
+
+#[test]
+fn sigint_and_sigterm_stop_the_run_with_130_and_143() {
+    isolated(DEADLINE, || {
+        for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+            let (got, stderr, took) = stopped_by(signal);
+            assert_eq!(got, code, "{stderr}");
+            assert!(
+                stderr.contains("stopped by signal after 1 tasks succeeded"),
+                "{stderr}"
+            );
+            assert!(took < Duration::from_secs(3), "{took:?}");
+            assert_all_gone(Duration::from_secs(2));
+        }
+    });
+}
+
+#[test]
+fn a_sigkilled_supervisor_leaves_no_worker_or_grandchild_behind() {
+    isolated(DEADLINE, || {
+        let mut child = start(&["run", "-j", "2", "--task", "fault"]);
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"spawn-grandchild\nspawn-grandchild\n")
+            .unwrap();
+        drop(stdin);
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut grandchildren = Vec::new();
+        while grandchildren.len() < 2 {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "supervisor ended early"
+            );
+            if let Some(pid) = line
+                .strip_prefix("fault: left grandchild ")
+                .and_then(|r| r.split_whitespace().next())
+            {
+                grandchildren.push(pid.parse::<i32>().unwrap());
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for pid in grandchildren {
+            assert!(
+                wait_exit(pid, Duration::from_secs(2)),
+                "grandchild {pid} survived"
+            );
+        }
+        assert_all_gone(Duration::from_secs(2));
+    });
+}
+
+#[test]
+fn daemon_status_and_stop() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("daemon");
+        let input = dir.join("in.txt");
+        std::fs::write(&input, lines(200, "200ms")).unwrap();
+        let pidfile = dir.join("run.pid");
+        let output = dir.join("out.txt");
+        let log = dir.join("log.txt");
+        let out = cli(
+            &[
+                "run",
+                "--daemon",
+                "--pidfile",
+                pidfile.to_str().unwrap(),
+                "--log",
+                log.to_str().unwrap(),
+                "--output",
+                output.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "-j",
+                "2",
+                "--task",
+                "sleep",
+            ],
+            "",
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("running in the background as pid"),
+            "{}",
+            out.stderr
+        );
+        let status = cli(&["status", "--pidfile", pidfile.to_str().unwrap()], "");
+        assert_eq!(status.code, 0, "{}", status.stderr);
+        let s: Value = serde_json::from_str(status.stdout.trim()).unwrap();
+        assert_eq!(s["running"], true);
+        let daemon_pid = s["pid"].as_i64().unwrap() as i32;
+        // It is in its own session, detached from us.
+        assert_ne!(
+            common::stat_fields(daemon_pid).unwrap().ppid,
+            std::process::id() as i32
+        );
+        let stop = cli(&["stop", "--pidfile", pidfile.to_str().unwrap()], "");
+        assert_eq!(stop.code, 0, "{}", stop.stderr);
+        assert!(!pidfile.exists(), "pidfile removed");
+        let after = cli(&["status", "--pidfile", pidfile.to_str().unwrap()], "");
+        assert_eq!(after.code, 2, "no pidfile: {}", after.stderr);
+        assert!(std::fs::read_to_string(&output).unwrap().lines().count() < 200);
+        assert_all_gone(Duration::from_secs(5));
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}
+
+#[test]
+fn the_progress_bar_shows_on_a_terminal_and_not_when_piped() {
+    isolated(DEADLINE, || {
+        // Piped: nothing but results.
+        let out = cli(&["run", "--task", "sleep"], &lines(5, "50ms"));
+        assert_eq!(out.stderr, "");
+        // Under a pseudo-terminal (script(1)), stderr is a terminal: the bar is drawn.
+        let dir = temp_dir("tty");
+        let input = dir.join("in.txt");
+        std::fs::write(&input, lines(10, "100ms")).unwrap();
+        let cmd = format!("{BIN} run -j 2 --task sleep --input {}", input.display());
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let screen = String::from_utf8_lossy(&out.stdout);
+        assert!(screen.contains("/10 tasks"), "{screen}");
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}
