@@ -40,7 +40,7 @@ pub enum Error {
         message: String,
     },
     /// A signal ended the process before the task returned.
-    #[error("process {pid} running task `{task}` was killed by {signal}{}", if *core_dumped { " (core dumped)" } else { "" })]
+    #[error("process {pid} running task `{task}` was killed by {signal}{} (peak RSS {})", if *core_dumped { " (core dumped)" } else { "" }, kib(*peak_rss_kib))]
     Crashed {
         /// The task's name.
         task: String,
@@ -54,7 +54,7 @@ pub enum Error {
         peak_rss_kib: u64,
     },
     /// The process exited (with any code, 0 included) before the task returned.
-    #[error("process {pid} exited with code {code} before task `{task}` returned")]
+    #[error("process {pid} exited with code {code} before task `{task}` returned (peak RSS {})", kib(*peak_rss_kib))]
     Exited {
         /// The task's name.
         task: String,
@@ -238,6 +238,14 @@ pub enum Error {
     },
 }
 
+fn kib(kib: u64) -> String {
+    if kib >= 10 * 1024 {
+        format!("{} MiB", kib / 1024)
+    } else {
+        format!("{kib} KiB")
+    }
+}
+
 fn at(location: &Option<String>) -> String {
     location
         .as_ref()
@@ -286,7 +294,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "process 7 running task `t` was killed by SIGSEGV"
+            "process 7 running task `t` was killed by SIGSEGV (peak RSS 1 KiB)"
         );
         let e = Error::Panicked {
             task: "t".into(),

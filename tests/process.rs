@@ -64,6 +64,20 @@ fn identity(_: ()) -> (u32, i32, Vec<i32>) {
 }
 supervisor::task!(identity);
 
+/// (ignored, caught) signal masks from /proc/self/status.
+fn signal_masks(_: ()) -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| u64::from_str_radix(v.trim(), 16).expect("hex mask"))
+            .expect("mask line")
+    };
+    (mask("SigIgn:"), mask("SigCgt:"))
+}
+supervisor::task!(signal_masks);
+
 /// What happens when this process tries to start a child.
 fn try_start_child(_: ()) -> String {
     match Process::builder(square, 3).start() {
@@ -229,6 +243,37 @@ fn nice_applies_to_every_thread_of_the_worker_in_its_own_group() {
         assert_eq!(pgrp, pid as i32, "the worker leads its own process group");
         assert!(nices.len() >= 2, "{nices:?}");
         assert!(nices.iter().all(|&n| n == 10), "{nices:?}");
+    });
+}
+
+#[test]
+fn workers_ignore_sigint_and_leave_other_signals_at_their_defaults() {
+    each_method(DEADLINE, |method| {
+        let bit = |sig: i32| 1u64 << (sig - 1);
+        for daemon in [false, true] {
+            let mut p = Process::builder(signal_masks, ())
+                .daemon(daemon)
+                .start_method(method)
+                .start()
+                .unwrap();
+            // Standard signals only: glibc keeps 32 and 33 for itself.
+            let standard = (1u64 << 31) - 1;
+            let (ignored, caught) = p.join().unwrap();
+            let (ignored, caught) = (ignored & standard, caught & standard);
+            // SIGINT: the parent decides. SIGPIPE: ignored as in every Rust program.
+            assert_eq!(
+                ignored,
+                bit(libc::SIGINT) | bit(libc::SIGPIPE),
+                "{ignored:x}"
+            );
+            // A daemon catches SIGHUP (its parent's death) to end its process group.
+            let hup = if daemon { bit(libc::SIGHUP) } else { 0 };
+            assert_eq!(
+                caught & !(bit(libc::SIGSEGV) | bit(libc::SIGBUS)),
+                hup,
+                "{caught:x}"
+            );
+        }
     });
 }
 

@@ -119,3 +119,36 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u64) -> u64 {
+        x * 2
+    }
+    crate::task!(double);
+
+    #[test]
+    fn an_unknown_task_is_answered_with_its_name() {
+        match run_task("no-such-task", &[]) {
+            TaskOutcome::UnknownTask { name } => assert_eq!(name, "no-such-task"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_argument_is_an_outcome_not_a_panic() {
+        assert!(matches!(
+            run_task("double", &[0xff]),
+            TaskOutcome::BadArgument { .. }
+        ));
+        let arg = crate::codec::encode(&21u64).unwrap();
+        match run_task("double", &arg) {
+            TaskOutcome::Returned { value, error: None } => {
+                assert_eq!(crate::codec::decode::<u64>(&value).unwrap(), 42)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
