@@ -313,7 +313,7 @@ impl Dispatcher {
         };
         let id = self.next_worker;
         self.next_worker += 1;
-        spawn_reader(id, link.rx, self.events.clone());
+        let reading = spawn_reader(id, link.rx, self.events.clone());
         let events = self.events.clone();
         slot.on_exit(Box::new(move || {
             let _ = events.send(Event::Exited { worker: id });
@@ -342,7 +342,9 @@ impl Dispatcher {
                 let _ = send(tx, &req);
             }
         }
-        if self.terminating || self.broken.is_some() {
+        if self.terminating || self.broken.is_some() || !reading {
+            // Without a reader nobody would hear from this worker: stop it now.
+            worker.link_closed = !reading;
             stop_worker(&mut worker, Stop::Shutdown, self.cfg.grace);
         }
         self.seats[seat].worker = Some(worker);
@@ -890,7 +892,8 @@ pub(crate) fn outcome_to_result(task: &str, pid: u32, outcome: TaskOutcome) -> J
     }
 }
 
-fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, events: mpsc::Sender<Event>) {
+/// Starts the thread that forwards a worker's messages; false if it could not start.
+fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, events: mpsc::Sender<Event>) -> bool {
     let body = move || loop {
         match rx.recv() {
             Ok(frame) => {
@@ -909,8 +912,9 @@ fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, events: mpsc::Sender<Event>
             }
         }
     };
-    let _ = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name(format!("supervisor-read-{worker}"))
         .stack_size(256 * 1024)
-        .spawn(body);
+        .spawn(body)
+        .is_ok()
 }
