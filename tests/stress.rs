@@ -1,0 +1,243 @@
+//! Stress and chaos: many processes terminated at once, workers that ignore SIGTERM or
+//! are stopped and continued, and a map under a killer that SIGKILLs a random busy
+//! worker every 100 ms. Quick versions run in CI; `SUPERVISOR_LONG_CHAOS=1` runs the
+//! 100,000-task chaos run of the reliability plan.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{each_method, isolated};
+use supervisor::{Error, Pool, Process, StartMethod, WorkerState};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+supervisor::task!(sleep_ms);
+
+/// About `micros` of CPU work, then `x + 1`.
+fn spin(x: u64, micros: u64) -> u64 {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_micros(micros) {
+        std::hint::spin_loop();
+    }
+    x + 1
+}
+supervisor::task!(spin);
+
+/// Ignores SIGTERM, then hangs.
+fn stubborn(_: ()) -> u64 {
+    // SAFETY: installing SIG_IGN for SIGTERM is always sound.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    loop {
+        std::thread::park();
+    }
+}
+supervisor::task!(stubborn);
+
+#[test]
+fn a_hundred_processes_terminated_right_after_start_all_end() {
+    each_method(DEADLINE, |method| {
+        let mut procs: Vec<_> = (0..100)
+            .map(|_| {
+                Process::builder(sleep_ms, 60_000)
+                    .start_method(method)
+                    .start()
+                    .unwrap()
+            })
+            .collect();
+        for p in &procs {
+            p.terminate().unwrap();
+        }
+        for p in procs.iter_mut() {
+            assert!(p.join().is_err());
+            assert_eq!(p.exitcode(), Some(-15), "pid {}", p.pid());
+        }
+    });
+}
+
+#[test]
+fn a_worker_ignoring_sigterm_is_killed_after_the_grace_period() {
+    each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .task_timeout(Duration::from_millis(200))
+            .grace(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let t = Instant::now();
+        assert!(matches!(
+            pool.apply(stubborn, ()),
+            Err(Error::TimedOut { .. })
+        ));
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        // The exited worker was killed, not terminated.
+        let stats = pool.stats();
+        let gone = stats.exited.first().expect("the stubborn worker is gone");
+        assert!(
+            matches!(gone.state, WorkerState::Exited { status } if status.exitcode() == Some(-9)),
+            "{gone:?}"
+        );
+        assert_eq!(pool.apply(sleep_ms, 1).unwrap(), 1);
+        pool.join();
+    });
+}
+
+#[test]
+fn stopping_and_continuing_a_busy_worker_does_not_break_the_pool() {
+    each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .procs(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        let h = pool.apply_async(sleep_ms, 300);
+        let pid = loop {
+            let busy = pool
+                .stats()
+                .workers
+                .into_iter()
+                .find(|w| matches!(w.state, WorkerState::Busy { .. }));
+            if let Some(w) = busy {
+                break w.pid as i32;
+            }
+            std::thread::yield_now();
+        };
+        // SAFETY: kill with plain integers; a worker of ours.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        assert!(
+            h.wait_timeout(Duration::from_millis(500)).is_none(),
+            "a stopped worker cannot finish"
+        );
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        assert_eq!(h.wait().unwrap(), 300);
+        assert_eq!(pool.stats().restarts, 0);
+        let all: Vec<u64> = pool
+            .map(sleep_ms, vec![1; 20])
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(all.len(), 20);
+        pool.join();
+    });
+}
+
+/// Runs `n` spin tasks through a pool of 4 while a killer SIGKILLs a random busy worker
+/// every 100 ms; returns the results and the number of kills.
+fn chaos(
+    method: StartMethod,
+    n: u64,
+    micros: u64,
+    retries: u32,
+) -> (Vec<Result<u64, Error>>, usize) {
+    let pool = Arc::new(
+        Pool::builder()
+            .procs(4)
+            .start_method(method)
+            .retries(retries)
+            .restart_limit(100_000, Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let (pool, done) = (pool.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut kills = 0;
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                let busy: Vec<u32> = pool
+                    .stats()
+                    .workers
+                    .iter()
+                    .filter(|w| matches!(w.state, WorkerState::Busy { .. }))
+                    .map(|w| w.pid)
+                    .collect();
+                if busy.is_empty() {
+                    continue;
+                }
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let victim = busy[(seed % busy.len() as u64) as usize];
+                // SAFETY: kill with plain integers; a worker of this pool.
+                unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+                kills += 1;
+            }
+            kills
+        })
+    };
+    let results = pool.map_chunked(spin, (0..n).map(|x| (x, micros)), 16);
+    done.store(true, Ordering::Relaxed);
+    let kills = killer.join().unwrap();
+    pool.join();
+    (results, kills)
+}
+
+fn check_chaos(method: StartMethod, n: u64, micros: u64) {
+    let (with_retries, kills) = chaos(method, n, micros, 3);
+    assert!(
+        kills >= 3,
+        "only {kills} kills: the run was too short to prove anything"
+    );
+    assert_eq!(with_retries.len() as u64, n);
+    for (x, r) in with_retries.iter().enumerate() {
+        assert_eq!(
+            r.as_ref().ok(),
+            Some(&(x as u64 + 1)),
+            "input {x} with retries=3"
+        );
+    }
+    eprintln!("{method}: {n} tasks, {kills} workers killed, every result arrived once");
+    let (without, kills) = chaos(method, n, micros, 0);
+    assert_eq!(without.len() as u64, n, "every task is accounted for");
+    let mut kinds: HashMap<&str, usize> = HashMap::new();
+    for (x, r) in without.iter().enumerate() {
+        match r {
+            Ok(v) => {
+                assert_eq!(*v, x as u64 + 1);
+                *kinds.entry("ok").or_default() += 1;
+            }
+            Err(Error::Crashed { signal, .. }) => {
+                assert_eq!(signal.to_string(), "SIGKILL");
+                *kinds.entry("crashed").or_default() += 1;
+            }
+            Err(e) => panic!("input {x}: {e}"),
+        }
+    }
+    assert!(
+        kills >= 3,
+        "only {kills} kills: the run was too short to prove anything"
+    );
+    assert!(
+        kinds.get("crashed").copied().unwrap_or(0) <= kills,
+        "{kinds:?} after {kills} kills"
+    );
+    eprintln!("{method}: retries=0: {kinds:?} after {kills} kills");
+}
+
+#[test]
+fn chaos_every_task_is_accounted_for_exactly_once() {
+    // About 1.5 s of work per run on 2 cores in CI; the long run is 100,000 tasks.
+    let (n, micros) = if std::env::var_os("SUPERVISOR_LONG_CHAOS").is_some() {
+        (100_000, 100)
+    } else {
+        (1_500, 2_000)
+    };
+    for method in StartMethod::ALL {
+        isolated(Duration::from_secs(600), move || {
+            check_chaos(method, n, micros)
+        });
+    }
+}
