@@ -411,18 +411,14 @@ fn main() {
     // Started here so its first use is not in a timed run.
     supervisor::ensure_forkserver().expect("starting the forkserver failed");
 
-    // Runs `workload` on the peer, or skips it.
-    let py = |workload: &str, n: usize| -> Option<Duration> {
-        python.as_ref().map(|p| p.run(workload, n))
-    };
-    // Interleaves ours (and maybe more of ours) with the peer: the peer's median last,
-    // `None` if skipped.
+    // Interleaves our measurements (one or more) with the peer's run of `workload`:
+    // the medians of ours in order, and the peer's (`None` if there is no python3).
     let measure = |ours: &mut [&mut dyn FnMut() -> Duration], workload: &str, n: usize| {
-        let mut peer_times = Vec::new();
+        // Without python3 the peer's slot measures nothing.
         let mut peer = || {
-            let t = py(workload, n);
-            peer_times.push(t);
-            t.unwrap_or_default()
+            python
+                .as_ref()
+                .map_or(Duration::ZERO, |p| p.run(workload, n))
         };
         let mut all: Vec<&mut dyn FnMut() -> Duration> = Vec::new();
         for m in ours.iter_mut() {
@@ -430,7 +426,6 @@ fn main() {
         }
         all.push(&mut peer);
         let mut medians = interleaved(runs, &mut all);
-        drop(all);
         let theirs = medians.pop().filter(|_| python.is_some());
         (medians, theirs)
     };

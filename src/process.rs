@@ -9,7 +9,9 @@ use ipc_channel::ipc::IpcReceiver;
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::__private::Call;
 use supervisor_worker::codec::{self, CodecError};
-use supervisor_worker::protocol::{Frame, FromChild, LinkError, TaskOutcome, TaskRequest, ToChild};
+use supervisor_worker::protocol::{
+    self, Frame, FromChild, LinkError, TaskOutcome, TaskRequest, ToChild,
+};
 use supervisor_worker::{registry, setup::SetupError};
 
 use crate::error::Error;
@@ -261,7 +263,7 @@ impl<R: DeserializeOwned> Process<R> {
                 }
             }
             let exited_before = self.slot.exit().is_some();
-            match rx.try_recv_timeout(step) {
+            match protocol::recv_timeout(rx, step) {
                 Ok(frame) => {
                     self.received = Some(
                         frame
@@ -269,14 +271,19 @@ impl<R: DeserializeOwned> Process<R> {
                             .map_err(|e| supervisor_worker::error_chain(&e)),
                     );
                 }
-                Err(ipc_channel::TryRecvError::Empty) => {
+                Err(LinkError::Timeout) => {
                     // Exited, and nothing arrived since: the channel is only held open by
                     // someone else (a grandchild); no result will come.
                     if exited_before {
                         self.rx = None;
                     }
                 }
-                Err(ipc_channel::TryRecvError::IpcError(_)) => self.rx = None,
+                Err(LinkError::Closed) => self.rx = None,
+                Err(e) => {
+                    // The worker broke the protocol: it can no longer be trusted to answer.
+                    let _ = self.slot.signal(libc::SIGKILL, true);
+                    self.received = Some(Err(supervisor_worker::error_chain(&e)));
+                }
             }
         }
         true

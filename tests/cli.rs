@@ -418,9 +418,16 @@ fn joblog_stats_retries_recycling_and_start_methods() {
         assert_eq!(crash["signal"], 11);
         assert_eq!(crash["attempts"], 3, "1 run + 2 retries");
         assert!(crash["peak_rss_kib"].as_u64().unwrap() > 0);
+        // --stats: a header and one row per worker that ever ran (2 + 2 replaced).
+        let table: Vec<&str> = out
+            .stderr
+            .lines()
+            .skip_while(|l| !l.contains("peak rss"))
+            .collect();
+        assert!(table.len() > 4, "--stats table: {}", out.stderr);
         assert!(
-            out.stderr.contains("peak rss"),
-            "--stats table: {}",
+            table[1..].iter().all(|row| row.ends_with("KiB")),
+            "{}",
             out.stderr
         );
         // Recycling: a worker per task; fork start method.

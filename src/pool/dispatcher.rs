@@ -12,7 +12,7 @@
 //! using a retry): a job that crashes its worker alone fails alone.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
@@ -147,8 +147,14 @@ impl Dispatcher {
         }
     }
 
-    /// Runs until the pool is closed and drained, or terminated.
-    pub(crate) fn run(mut self, rx: mpsc::Receiver<Event>) {
+    /// Runs until the pool is closed and drained, or terminated; leaves its last
+    /// statistics in `last` for `stats()` calls after that.
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Event>, last: Arc<Mutex<Option<PoolStats>>>) {
+        self.serve(rx);
+        *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.stats());
+    }
+
+    fn serve(&mut self, rx: mpsc::Receiver<Event>) {
         for seat in 0..self.seats.len() {
             self.start_worker(seat);
         }
@@ -220,6 +226,10 @@ impl Dispatcher {
                     w.link_closed = true;
                     if w.exited {
                         self.finalize(worker);
+                    } else {
+                        // Its exit notice usually follows at once; if not, the worker is
+                        // alive with a dead channel (see `on_timers`).
+                        w.settle_at = Some(Instant::now() + EXIT_SETTLE);
                     }
                 }
             }
@@ -653,7 +663,15 @@ impl Dispatcher {
             }
         }
         for id in settle {
-            self.finalize(id);
+            let alive = self.worker_mut(id).is_some_and(|w| !w.exited);
+            if alive {
+                // The channel closed but the process lives on: it can never answer.
+                if let Some(seat) = self.seat_of(id) {
+                    self.protocol_error(seat, "its channel closed while it kept running".into());
+                }
+            } else {
+                self.finalize(id);
+            }
         }
     }
 
@@ -895,7 +913,13 @@ pub(crate) fn outcome_to_result(task: &str, pid: u32, outcome: TaskOutcome) -> J
 /// Starts the thread that forwards a worker's messages; false if it could not start.
 fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, events: mpsc::Sender<Event>) -> bool {
     let body = move || loop {
-        match rx.recv() {
+        match supervisor_worker::protocol::recv(&rx) {
+            Err(LinkError::Malformed) => {
+                let msg = Err("malformed frame".to_string());
+                let _ = events.send(Event::Message { worker, msg });
+                let _ = events.send(Event::LinkClosed { worker });
+                return;
+            }
             Ok(frame) => {
                 let msg = frame
                     .decode::<FromChild>()
@@ -906,7 +930,13 @@ fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, events: mpsc::Sender<Event>
                     return;
                 }
             }
-            Err(_) => {
+            Err(LinkError::Closed) => {
+                let _ = events.send(Event::LinkClosed { worker });
+                return;
+            }
+            Err(e) => {
+                let msg = Err(supervisor_worker::error_chain(&e));
+                let _ = events.send(Event::Message { worker, msg });
                 let _ = events.send(Event::LinkClosed { worker });
                 return;
             }

@@ -211,9 +211,11 @@ impl PoolBuilder {
         let (tx, rx) = mpsc::channel();
         let timeout_set = cfg.task_timeout.is_some();
         let dispatcher = Dispatcher::new(cfg, tx.clone());
+        let last_stats = Arc::new(Mutex::new(None));
+        let last = last_stats.clone();
         let thread = std::thread::Builder::new()
             .name("supervisor-pool".into())
-            .spawn(move || dispatcher.run(rx))
+            .spawn(move || dispatcher.run(rx, last))
             .map_err(Error::Spawn)?;
         Ok(Pool {
             shared: Arc::new(Shared {
@@ -222,6 +224,7 @@ impl PoolBuilder {
                 closed: AtomicBool::new(false),
             }),
             thread: Mutex::new(Some(thread)),
+            last_stats,
             procs,
             read_ahead: self.read_ahead.unwrap_or(64 * procs),
             timeout_set,
@@ -268,6 +271,8 @@ impl Shared {
 pub struct Pool {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The dispatcher's final statistics, once it has stopped.
+    last_stats: Arc<Mutex<Option<PoolStats>>>,
     procs: usize,
     read_ahead: usize,
     timeout_set: bool,
@@ -599,7 +604,8 @@ impl Pool {
     }
 
     /// A snapshot: every worker's pid, state, tasks done, restarts, CPU time and RSS;
-    /// totals of queued, running, done and failed tasks.
+    /// totals of queued, running, done and failed tasks; workers that have exited. After
+    /// `join` or `terminate` it is the pool's final state.
     pub fn stats(&self) -> PoolStats {
         let (tx, rx) = mpsc::sync_channel(1);
         if self.shared.events.send(Event::Stats(tx)).is_ok() {
@@ -607,7 +613,10 @@ impl Pool {
                 return stats;
             }
         }
-        PoolStats {
+        // The dispatcher has stopped (after join, terminate, or a break): its last word.
+        self.wait_dispatcher();
+        let last = self.last_stats.lock().unwrap_or_else(|p| p.into_inner());
+        last.clone().unwrap_or(PoolStats {
             workers: Vec::new(),
             starting: 0,
             queued: 0,
@@ -617,7 +626,7 @@ impl Pool {
             restarts: 0,
             broken: None,
             exited: Vec::new(),
-        }
+        })
     }
 }
 

@@ -109,7 +109,10 @@ pub fn isolated<F: FnOnce() + Send + 'static>(deadline: Duration, body: F) {
     let after = loop {
         let now = snapshot();
         let extra: Vec<i32> = now.children.difference(&before.children).copied().collect();
-        if now == before || Instant::now() > settle {
+        let settled = now.children == before.children
+            && now.fds == before.fds
+            && now.bootstrap_dirs.is_subset(&before.bootstrap_dirs);
+        if settled || Instant::now() > settle {
             break now;
         }
         for pid in extra {
@@ -119,7 +122,9 @@ pub fn isolated<F: FnOnce() + Send + 'static>(deadline: Duration, body: F) {
             // Only descriptors or directories differ: give the reaper one pass.
             std::thread::yield_now();
             let again = snapshot();
-            if again == before || Instant::now() > settle {
+            let settled =
+                again.fds == before.fds && again.bootstrap_dirs.is_subset(&before.bootstrap_dirs);
+            if settled || Instant::now() > settle {
                 break again;
             }
         }
@@ -136,9 +141,14 @@ pub fn isolated<F: FnOnce() + Send + 'static>(deadline: Duration, body: F) {
         "descriptors left open: {}",
         fd_dump(&after.fds, &before.fds)
     );
-    assert_eq!(
-        after.bootstrap_dirs, before.bootstrap_dirs,
-        "bootstrap directories left behind"
+    // Only new directories are ours to answer for (other programs come and go).
+    let new_dirs: Vec<_> = after
+        .bootstrap_dirs
+        .difference(&before.bootstrap_dirs)
+        .collect();
+    assert!(
+        new_dirs.is_empty(),
+        "bootstrap directories left behind: {new_dirs:?}"
     );
     assert!(
         zombies_of(std::process::id() as i32).is_empty(),
