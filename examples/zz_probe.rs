@@ -4,7 +4,9 @@ fn inc(x: u64) -> u64 {
     x + 1
 }
 supervisor::task!(inc);
-fn echo(b: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf { b }
+fn echo(b: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
+    b
+}
 supervisor::task!(echo);
 fn main() {
     supervisor::init();
@@ -60,8 +62,14 @@ fn main() {
         "bytes" => {
             let p = serde_bytes::ByteBuf::from(vec![7u8; 1 << 20]);
             let t = Instant::now();
-            for _ in 0..256 { pool.apply(echo, p.clone()).unwrap(); }
-            println!("bytes {:?} per rt, {:.2} GiB/s", t.elapsed() / 256, 0.5 / t.elapsed().as_secs_f64());
+            for _ in 0..256 {
+                pool.apply(echo, p.clone()).unwrap();
+            }
+            println!(
+                "bytes {:?} per rt, {:.2} GiB/s",
+                t.elapsed() / 256,
+                0.5 / t.elapsed().as_secs_f64()
+            );
         }
         _ => {}
     }

@@ -69,6 +69,10 @@ fn announce_and_sleep(path: String, ms: u64) -> u64 {
 supervisor::task!(announce_and_sleep);
 
 /// Starts `sleep 3600` in its own process group, announces the grandchild's pid, hangs.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the grandchild is killed with the worker's group"
+)]
 fn hang_with_grandchild(path: String) -> u64 {
     use std::io::Write;
     let child = std::process::Command::new("sleep")
@@ -215,10 +219,7 @@ fn every_api_returns_the_right_values_in_the_right_order() {
         assert!(err.contains("invalid digit"), "{err}");
         let stats = pool.stats();
         assert_eq!(stats.failed, 1, "{stats:?}");
-        assert!(
-            stats.done >= 200 * 4 + 3 + 1 + 10 + 1 + 2 + 50 + 1,
-            "{stats:?}"
-        );
+        assert!(stats.done > 200 * 4 + 3 + 1 + 10 + 1 + 2 + 50, "{stats:?}");
         pool.join();
     });
 }
