@@ -72,7 +72,7 @@ impl Event {
         {
             let _guard = self.att.region.lock()?;
             st.flag.store(1, Ordering::Release);
-            st.seq.fetch_add(1, Ordering::Release);
+            st.seq.fetch_add(1, Ordering::SeqCst);
         }
         notify(&st.seq, &st.waiters, true);
         Ok(())

@@ -153,7 +153,7 @@ pub(crate) struct Waiter<'a> {
 /// Wakes one (or all) sleepers of a sequence word, after its change was made under the
 /// region's mutex and the mutex was released.
 pub(crate) fn notify(seq: &AtomicU32, waiters: &AtomicU32, all: bool) {
-    if waiters.load(Ordering::Relaxed) > 0 {
+    if waiters.load(Ordering::SeqCst) > 0 {
         os::futex_wake(seq, if all { i32::MAX } else { 1 });
     }
 }
@@ -397,8 +397,7 @@ impl Region {
                 }
                 Some(_) => {}
             }
-            let seq = w.seq.load(Ordering::Acquire);
-            w.waiters.fetch_add(1, Ordering::Relaxed);
+            let seq = w.seq.load(Ordering::SeqCst);
             drop(guard);
             let mut until = next_check.unwrap_or(now + CHECK_EVERY);
             if let Some(d) = deadline {
@@ -409,13 +408,18 @@ impl Region {
                 std::hint::spin_loop();
                 spins += 1;
             }
-            if w.seq.load(Ordering::Acquire) == seq {
+            // Counted as a sleeper only now, so a changer skips the wake-up call while
+            // we spin. Dekker-style: we write the count then read the word; a changer
+            // writes the word then reads the count (both SeqCst), so either we see the
+            // change or it sees us (and FUTEX_WAIT re-checks the word atomically).
+            w.waiters.fetch_add(1, Ordering::SeqCst);
+            if w.seq.load(Ordering::SeqCst) == seq {
                 os::futex_wait(w.seq, seq, until.saturating_duration_since(Instant::now()));
             }
-            guard = self.lock()?;
             let _ = w
                 .waiters
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            guard = self.lock()?;
         };
         drop(guard);
         if !matches!(result, Ok(Some(_))) {

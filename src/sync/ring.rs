@@ -103,8 +103,8 @@ impl<'a> Ring<'a> {
     /// Under the mutex: marks the ring closed and wakes every sleeper.
     pub(crate) fn close(&self) {
         self.state.closed.store(1, Ordering::Release);
-        self.state.not_empty.fetch_add(1, Ordering::Release);
-        self.state.not_full.fetch_add(1, Ordering::Release);
+        self.state.not_empty.fetch_add(1, Ordering::SeqCst);
+        self.state.not_full.fetch_add(1, Ordering::SeqCst);
     }
 
     fn write_at(&self, pos: u64, bytes: &[u8]) {
@@ -153,7 +153,7 @@ impl<'a> Ring<'a> {
         fence(Ordering::Release);
         s.tail.store(tail + need, Ordering::Release);
         s.count.store(count + 1, Ordering::Release);
-        s.not_empty.fetch_add(1, Ordering::Release);
+        s.not_empty.fetch_add(1, Ordering::SeqCst);
         Ok(true)
     }
 
@@ -180,7 +180,7 @@ impl<'a> Ring<'a> {
             .store(head + frame_len(len) as u64, Ordering::Release);
         let count = s.count.load(Ordering::Relaxed);
         s.count.store(count.saturating_sub(1), Ordering::Release);
-        s.not_full.fetch_add(1, Ordering::Release);
+        s.not_full.fetch_add(1, Ordering::SeqCst);
         Ok(Some(out))
     }
 
@@ -221,7 +221,7 @@ impl<'a> Ring<'a> {
         s.tail.store(pos, Ordering::Release);
         s.count.store(count, Ordering::Release);
         // Whoever sleeps re-checks.
-        s.not_empty.fetch_add(1, Ordering::Release);
-        s.not_full.fetch_add(1, Ordering::Release);
+        s.not_empty.fetch_add(1, Ordering::SeqCst);
+        s.not_full.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -120,7 +120,7 @@ impl Semaphore {
         {
             let _guard = self.att.region.lock()?;
             st.permits.fetch_add(1, Ordering::AcqRel);
-            st.seq.fetch_add(1, Ordering::Release);
+            st.seq.fetch_add(1, Ordering::SeqCst);
         }
         notify(&st.seq, &st.waiters, false);
         Ok(())
