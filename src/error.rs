@@ -236,6 +236,108 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    // ---- Queue, Pipe, shared memory, Lock, Event, Semaphore (`src/sync/`) ----
+    /// A shared-memory object could not be created or mapped.
+    #[error("cannot create the shared memory of a {kind}")]
+    SharedMemory {
+        /// What was being created (`queue`, `pipe`, `lock`, ...).
+        kind: &'static str,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// A handle received from another process could not be opened: every process it
+    /// names has exited or closed the object, or belongs to another user.
+    #[error("cannot open the {kind} shared by process {pid}")]
+    OpenShared {
+        /// What was being opened.
+        kind: &'static str,
+        /// The process the handle came from.
+        pid: u32,
+        /// Why the last attempt failed.
+        #[source]
+        source: io::Error,
+    },
+    /// A message could not be encoded.
+    #[error("cannot encode a message for the {kind}")]
+    EncodeMessage {
+        /// The queue or pipe.
+        kind: &'static str,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// A message taken from a queue or pipe did not decode as the expected type; the
+    /// message is consumed.
+    #[error("cannot decode a message from the {kind}")]
+    DecodeMessage {
+        /// The queue or pipe.
+        kind: &'static str,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// An encoded message is larger than the buffer of the queue or pipe can ever hold.
+    #[error("a message of {size} bytes does not fit in the {kind}'s buffer of {limit} bytes")]
+    MessageTooLarge {
+        /// The queue or pipe.
+        kind: &'static str,
+        /// The encoded size.
+        size: usize,
+        /// The largest message the buffer takes.
+        limit: usize,
+    },
+    /// The queue was closed: no more puts, and a get finds it empty.
+    #[error("the {kind} is closed")]
+    Closed {
+        /// The queue.
+        kind: &'static str,
+    },
+    /// Waiting is pointless: no other process holds the object (they all dropped or
+    /// closed it) and no handle to it is on its way to one.
+    #[error("no other process holds the {kind} any more")]
+    PeerClosed {
+        /// The queue, pipe end, event or semaphore.
+        kind: &'static str,
+    },
+    /// Waiting is pointless: every other process that held the object has died.
+    #[error("every other process holding the {kind} has died (last seen: process {pid})")]
+    PeerDied {
+        /// The queue, pipe end, event or semaphore.
+        kind: &'static str,
+        /// One of the dead processes.
+        pid: u32,
+    },
+    /// The shared state was found in an impossible state (written by something other
+    /// than this library).
+    #[error("the shared state of the {kind} is corrupt: {detail}")]
+    Corrupt {
+        /// The object.
+        kind: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// More processes than the object's holder table has room for hold it at once.
+    #[error("more than {limit} processes hold the {kind} at once")]
+    TooManyHolders {
+        /// The object.
+        kind: &'static str,
+        /// The table's size.
+        limit: usize,
+    },
+    /// The lock is held by this very thread (locking again would deadlock).
+    #[error("this thread already holds the lock")]
+    WouldDeadlock,
+    /// A shared mutex or futex operation failed.
+    #[error("a synchronisation call on the {kind} failed")]
+    Sync {
+        /// The object.
+        kind: &'static str,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn kib(kib: u64) -> String {
@@ -270,7 +372,9 @@ impl Error {
             | Error::Bootstrap { pid, .. }
             | Error::Setup { pid, .. }
             | Error::AlreadyJoined { pid }
-            | Error::Signal { pid, .. } => Some(*pid),
+            | Error::Signal { pid, .. }
+            | Error::OpenShared { pid, .. }
+            | Error::PeerDied { pid, .. } => Some(*pid),
             _ => None,
         }
     }

@@ -28,6 +28,7 @@ mod pool;
 mod process;
 mod reaper;
 mod start_method;
+mod sync;
 
 pub use error::Error;
 pub use exit::{ExitStatus, Signal};
@@ -42,3 +43,9 @@ pub use supervisor_worker::codec::CodecError;
 pub use supervisor_worker::registry::RegistryError;
 pub use supervisor_worker::setup::SetupStep;
 pub use supervisor_worker::{context as worker_context, task, WorkerContext};
+#[doc(hidden)]
+pub use sync::fault::arm as __arm_sync_fault;
+pub use sync::{
+    Acquired, Event, Lock, LockGuard, Pipe, PipeEnds, Plain, Queue, QueueBuilder, Semaphore,
+    SharedMemory, SharedSlice, DEFAULT_QUEUE_BYTES,
+};

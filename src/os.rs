@@ -295,3 +295,264 @@ pub(crate) fn proc_usage(pid: i32) -> Option<(Duration, u64, u64)> {
         peak,
     ))
 }
+
+// ---------------------------------------------------------------------------------
+// Shared memory and cross-process synchronisation (used by `src/sync/`).
+// ---------------------------------------------------------------------------------
+
+/// Creates an anonymous memory file (memfd) of `len` zeroed bytes, close-on-exec, sealed
+/// against shrinking and growing so that no process mapping it can get a SIGBUS.
+pub(crate) fn memfd_create(name: &str, len: usize) -> io::Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: a valid C string and flags; returns a new descriptor or -1.
+    let fd =
+        unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(last_error());
+    }
+    // SAFETY: a descriptor the kernel just gave us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: ftruncate on our own descriptor with a non-negative length.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
+        return Err(last_error());
+    }
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl(F_ADD_SEALS) on our own memfd with plain flags.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(last_error());
+    }
+    Ok(fd)
+}
+
+/// Whether `fd` is a memory file sealed against shrinking (so mapping its current size
+/// is safe from SIGBUS).
+pub(crate) fn is_sealed_memfd(fd: &OwnedFd) -> bool {
+    // SAFETY: F_GET_SEALS only reads the seals; it fails for anything but a memfd.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0 && seals & libc::F_SEAL_SHRINK != 0
+}
+
+/// A read-write `MAP_SHARED` mapping of a whole file, unmapped on drop.
+pub(crate) struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory shared with other processes anyway; every access
+// through it is synchronised by its users (atomics, or the region's mutex).
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `fd` (which must be at least that long).
+    pub(crate) fn new(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh mapping chosen by the kernel; no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(last_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the range mmap gave us; nothing borrows it any more
+        // (every borrow is tied to the owner of this mapping).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// How a lock of a [`SharedMutex`] was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acquire {
+    /// The previous holder unlocked it.
+    Clean,
+    /// The previous holder died (or its thread ended) holding it; the protected data may
+    /// be half-updated. The new holder must repair it and call
+    /// [`SharedMutex::make_consistent`] before unlocking.
+    OwnerDied,
+}
+
+/// A robust, process-shared, error-checking pthread mutex that lives in shared memory.
+#[repr(C)]
+pub(crate) struct SharedMutex(std::cell::UnsafeCell<libc::pthread_mutex_t>);
+
+// SAFETY: a process-shared pthread mutex is made to be used from many threads.
+unsafe impl Sync for SharedMutex {}
+// SAFETY: as above.
+unsafe impl Send for SharedMutex {}
+
+fn check(r: i32) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+impl SharedMutex {
+    /// Initialises the mutex in place.
+    ///
+    /// # Safety
+    /// `this` points to writable memory of `size_of::<SharedMutex>()` bytes, suitably
+    /// aligned, that no thread or process uses yet.
+    pub(crate) unsafe fn init(this: *mut SharedMutex) -> io::Result<()> {
+        // SAFETY: attr is initialised by pthread_mutexattr_init before any other use and
+        // destroyed at the end; `this` is valid and unused per the caller's contract.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            check(libc::pthread_mutexattr_init(&mut attr))?;
+            let r = check(libc::pthread_mutexattr_setpshared(
+                &mut attr,
+                libc::PTHREAD_PROCESS_SHARED,
+            ))
+            .and_then(|()| {
+                check(libc::pthread_mutexattr_setrobust(
+                    &mut attr,
+                    libc::PTHREAD_MUTEX_ROBUST,
+                ))
+            })
+            .and_then(|()| {
+                check(libc::pthread_mutexattr_settype(
+                    &mut attr,
+                    libc::PTHREAD_MUTEX_ERRORCHECK,
+                ))
+            })
+            .and_then(|()| check(libc::pthread_mutex_init((*this).0.get(), &attr)));
+            libc::pthread_mutexattr_destroy(&mut attr);
+            r
+        }
+    }
+
+    fn outcome(r: i32) -> io::Result<Option<Acquire>> {
+        match r {
+            0 => Ok(Some(Acquire::Clean)),
+            libc::EOWNERDEAD => Ok(Some(Acquire::OwnerDied)),
+            libc::EBUSY | libc::ETIMEDOUT => Ok(None),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// Locks, waiting as long as it takes. `EDEADLK` if this thread holds it already,
+    /// `ENOTRECOVERABLE` if a recovering holder gave up.
+    pub(crate) fn lock(&self) -> io::Result<Acquire> {
+        // SAFETY: the mutex was initialised by `init` before the memory was shared.
+        let r = unsafe { libc::pthread_mutex_lock(self.0.get()) };
+        Self::outcome(r)?.ok_or_else(|| io::Error::from_raw_os_error(libc::EBUSY))
+    }
+
+    /// Locks if it is free now.
+    pub(crate) fn try_lock(&self) -> io::Result<Option<Acquire>> {
+        // SAFETY: as in `lock`.
+        Self::outcome(unsafe { libc::pthread_mutex_trylock(self.0.get()) })
+    }
+
+    /// Locks, giving up after `timeout`.
+    pub(crate) fn lock_timeout(&self, timeout: Duration) -> io::Result<Option<Acquire>> {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a live out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+        let total = now.tv_nsec as u128 + timeout.subsec_nanos() as u128;
+        let secs = (now.tv_sec as u64)
+            .saturating_add(timeout.as_secs())
+            .saturating_add((total / 1_000_000_000) as u64);
+        let abs = libc::timespec {
+            tv_sec: secs.min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: (total % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: as in `lock`; abs is a live, normalised timespec.
+        Self::outcome(unsafe { libc::pthread_mutex_timedlock(self.0.get(), &abs) })
+    }
+
+    /// Marks the state protected by a mutex obtained with [`Acquire::OwnerDied`] as
+    /// repaired.
+    pub(crate) fn make_consistent(&self) -> io::Result<()> {
+        // SAFETY: called by the thread that holds the mutex after EOWNERDEAD.
+        check(unsafe { libc::pthread_mutex_consistent(self.0.get()) })
+    }
+
+    /// Unlocks; the calling thread must hold the mutex.
+    pub(crate) fn unlock(&self) {
+        // SAFETY: callers only unlock what their thread locked (guards are !Send).
+        unsafe { libc::pthread_mutex_unlock(self.0.get()) };
+    }
+}
+
+/// Sleeps while `*word == expected`, at most `timeout`: a process-shared futex wait.
+/// Returns on a wake, a change, a signal or the timeout; callers re-check their
+/// condition.
+pub(crate) fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a live, aligned u32 (in shared memory, hence no PRIVATE flag);
+    // the kernel only reads it and the timespec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
+/// Wakes up to `n` processes waiting on `word` with [`futex_wait`].
+pub(crate) fn futex_wake(word: &std::sync::atomic::AtomicU32, n: i32) {
+    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE only uses its address.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+}
+
+/// Start time of process `pid` (clock ticks after boot), or `None` if it is gone or
+/// a zombie. With the pid it names one process for good, even after pid reuse.
+pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC`, the same clock in every process of the machine.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a live out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Kills this process with SIGKILL at once (fault injection for tests).
+pub(crate) fn kill_self() -> ! {
+    // SAFETY: kill with our own pid and a signal number.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    std::process::abort()
+}

@@ -1,0 +1,164 @@
+//! `Pipe<S, R>`: one end of a duplex connection between two processes.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{de::DeserializeOwned, Serialize};
+use supervisor_worker::codec;
+
+use super::region::{self, notify, Attachment, Kind, Region, SharedState, Waiter};
+use super::ring::{Ring, RingState};
+use crate::error::Error;
+
+/// Buffer size of each direction of a pipe.
+const PIPE_BYTES: usize = 1 << 20;
+
+/// Both directions: ring `i` carries what end `i` sends.
+#[repr(C)]
+struct PipeState {
+    rings: [RingState; 2],
+}
+
+// SAFETY: repr(C), made of `RingState`s, valid when zeroed.
+unsafe impl SharedState for PipeState {}
+
+/// The same for `Pipe<A, B>` and `Pipe<B, A>` (the two ends of one pipe).
+fn tag<S, R>() -> u64 {
+    region::type_tag(std::any::type_name::<S>())
+        .wrapping_add(region::type_tag(std::any::type_name::<R>()))
+}
+
+fn ring_of(region: &Region, index: u32) -> Ring<'_> {
+    let (data, size) = region.data();
+    let half = size / 2;
+    let index = index as usize % 2;
+    // SAFETY: the data area holds two rings of `half` bytes each.
+    let data = unsafe { data.add(index * half) };
+    Ring::new(
+        &region.state::<PipeState>().rings[index],
+        data,
+        half,
+        Kind::Pipe.name(),
+    )
+}
+
+fn repair(region: &Region) {
+    ring_of(region, 0).repair();
+    ring_of(region, 1).repair();
+}
+
+/// Both ends of a new pipe: `let (a, b) = Pipe::<Ping, Pong>::new()?;`.
+pub type PipeEnds<S, R> = (Pipe<S, R>, Pipe<R, S>);
+
+/// One end of a duplex pipe: sends `S`, receives `R`. Python's `Pipe()` connection,
+/// typed; the other end is a `Pipe<R, S>`.
+///
+/// Pass an end to a task as (part of) its argument. Messages sent before the other
+/// end went away are still received; after that, waiting fails with
+/// [`Error::PeerClosed`] (the other end was dropped everywhere) or
+/// [`Error::PeerDied`] (the process holding it died), within about 100 ms.
+/// `send` blocks only when the 1 MiB buffer of its direction is full.
+pub struct Pipe<S, R> {
+    att: Arc<Attachment>,
+    types: PhantomData<fn(S) -> R>,
+}
+
+region::serde_handle!(Pipe<S, R>, Kind::Pipe, tag::<S, R>(), PipeState, repair, |att| Pipe {
+    att,
+    types: PhantomData
+});
+
+impl<S, R> std::fmt::Debug for Pipe<S, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipe").field("end", &self.att.role).finish()
+    }
+}
+
+impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R> {
+    /// A new pipe: both ends, in this process. Hand one to another process.
+    pub fn new() -> Result<PipeEnds<S, R>, Error> {
+        let region = Region::create(
+            Kind::Pipe,
+            tag::<S, R>(),
+            size_of::<PipeState>(),
+            2 * PIPE_BYTES,
+            |_| Ok(()),
+            repair,
+        )?;
+        let a = Attachment::new(Arc::clone(&region), 0)?;
+        let b = Attachment::new(region, 1)?;
+        Ok((
+            Pipe {
+                att: a,
+                types: PhantomData,
+            },
+            Pipe {
+                att: b,
+                types: PhantomData,
+            },
+        ))
+    }
+
+    fn peer(&self) -> u32 {
+        1 - self.att.role
+    }
+
+    /// Sends a message. Fails with [`Error::PeerClosed`] if the other end is gone.
+    pub fn send(&self, msg: &S) -> Result<(), Error> {
+        let kind = Kind::Pipe.name();
+        let bytes = codec::encode(msg).map_err(|source| Error::EncodeMessage { kind, source })?;
+        let region = &self.att.region;
+        let ring = ring_of(region, self.att.role);
+        ring.check_size(bytes.len())?;
+        if !region.has_peer(self.peer()) {
+            return Err(Error::PeerClosed { kind });
+        }
+        let s = ring.state;
+        let waiter = Waiter {
+            seq: &s.not_full,
+            waiters: &s.putters,
+            peer_role: self.peer(),
+        };
+        region.block(waiter, None, || Ok(ring.try_push(&bytes)?.then_some(())))?;
+        notify(&s.not_empty, &s.getters, false);
+        Ok(())
+    }
+
+    /// Receives the next message, waiting while the other end is alive.
+    pub fn recv(&self) -> Result<R, Error> {
+        match self.recv_until(None)? {
+            Some(msg) => Ok(msg),
+            None => unreachable!("a recv without a deadline returns a message or an error"),
+        }
+    }
+
+    /// Receives the next message, waiting at most `timeout`; `None` if none came.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<R>, Error> {
+        self.recv_until(Some(Instant::now() + timeout))
+    }
+
+    /// Receives a message if one is waiting.
+    pub fn try_recv(&self) -> Result<Option<R>, Error> {
+        self.recv_until(Some(Instant::now()))
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<R>, Error> {
+        let kind = Kind::Pipe.name();
+        let region = &self.att.region;
+        let ring = ring_of(region, self.peer());
+        let s = ring.state;
+        let waiter = Waiter {
+            seq: &s.not_empty,
+            waiters: &s.getters,
+            peer_role: self.peer(),
+        };
+        let Some(bytes) = region.block(waiter, deadline, || ring.try_pop())? else {
+            return Ok(None);
+        };
+        notify(&s.not_full, &s.putters, false);
+        codec::decode(&bytes)
+            .map(Some)
+            .map_err(|source| Error::DecodeMessage { kind, source })
+    }
+}

@@ -1,0 +1,271 @@
+//! `Queue<T>`: a multi-producer, multi-consumer queue shared by any processes.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{de::DeserializeOwned, Serialize};
+use supervisor_worker::codec;
+
+use super::region::{self, notify, Attachment, Kind, Region, Waiter};
+use super::ring::{Ring, RingState};
+use crate::error::Error;
+
+/// Default size of a queue's buffer: the encoded messages waiting in it.
+pub const DEFAULT_QUEUE_BYTES: usize = 1 << 20;
+
+fn tag<T>() -> u64 {
+    region::type_tag(std::any::type_name::<T>())
+}
+
+fn repair(region: &Region) {
+    ring_of(region).repair();
+}
+
+fn ring_of(region: &Region) -> Ring<'_> {
+    let (data, size) = region.data();
+    Ring::new(region.state::<RingState>(), data, size, Kind::Queue.name())
+}
+
+/// Builds a [`Queue`]: `Queue::builder().capacity(100).buffer_bytes(1 << 24).build()`.
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct QueueBuilder<T> {
+    capacity: Option<usize>,
+    bytes: usize,
+    item: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
+    /// Most items in the queue at once; `put` waits for room beyond that. Default:
+    /// no item limit (only the buffer's size).
+    pub fn capacity(mut self, items: usize) -> Self {
+        self.capacity = Some(items.max(1));
+        self
+    }
+
+    /// Size of the shared buffer that holds the encoded items waiting in the queue
+    /// (default 1 MiB; rounded up to a multiple of 8, at least 4 KiB). An item must fit
+    /// in it ([`Error::MessageTooLarge`]); `put` waits when it is full. Pages are only
+    /// used once touched.
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.bytes = bytes.max(4096).div_ceil(8) * 8;
+        self
+    }
+
+    /// Creates the queue.
+    pub fn build(self) -> Result<Queue<T>, Error> {
+        let capacity = self.capacity.unwrap_or(0) as u64;
+        let region = Region::create(
+            Kind::Queue,
+            tag::<T>(),
+            size_of::<RingState>(),
+            self.bytes,
+            |r| {
+                ring_of(r).set_capacity(capacity);
+                Ok(())
+            },
+            repair,
+        )?;
+        Ok(Queue {
+            att: Attachment::new(region, 0)?,
+            item: PhantomData,
+        })
+    }
+}
+
+/// A queue of `T` shared by any number of processes: Python's `multiprocessing.Queue`,
+/// typed, and safe against processes that die in the middle of using it.
+///
+/// Hand it to a task as (part of) its argument: the handle serialises as a reference
+/// to the same queue, which the worker opens (no copy of the contents). Clones in one
+/// process share one mapping.
+///
+/// - An item is delivered whole or not at all, to exactly one getter, also when a
+///   putter or getter is killed mid-operation (see `docs/ARCHITECTURE.md`).
+/// - A `get` on an empty queue (or a `put` on a full one) that no other process can
+///   end fails with [`Error::PeerClosed`] (every other holder dropped it) or
+///   [`Error::PeerDied`] (the others died) instead of waiting forever. Threads of the
+///   same process are not counted as peers; a handle serialised in the last 10 s and
+///   not yet opened is (it is on its way to a process).
+/// - [`Queue::close`] ends the queue for everyone: puts fail, gets drain what is left
+///   and then fail with [`Error::Closed`].
+pub struct Queue<T> {
+    att: Arc<Attachment>,
+    item: PhantomData<fn(T) -> T>,
+}
+
+region::serde_handle!(
+    Queue<T>,
+    Kind::Queue,
+    tag::<T>(),
+    RingState,
+    repair,
+    |att| Queue {
+        att,
+        item: PhantomData
+    }
+);
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            att: Arc::clone(&self.att),
+            item: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue with no item limit and a 1 MiB buffer.
+    pub fn new() -> Result<Queue<T>, Error> {
+        Queue::builder().build()
+    }
+
+    /// A queue of at most `capacity` items.
+    pub fn bounded(capacity: usize) -> Result<Queue<T>, Error> {
+        Queue::builder().capacity(capacity).build()
+    }
+
+    /// Builds a queue with options.
+    pub fn builder() -> QueueBuilder<T> {
+        QueueBuilder {
+            capacity: None,
+            bytes: DEFAULT_QUEUE_BYTES,
+            item: PhantomData,
+        }
+    }
+
+    /// Puts an item, waiting for room if the queue is full.
+    pub fn put(&self, item: &T) -> Result<(), Error> {
+        self.put_until(item, None).map(|_| ())
+    }
+
+    /// Puts an item, waiting at most `timeout` for room; false if there was none.
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<bool, Error> {
+        self.put_until(item, Some(Instant::now() + timeout))
+    }
+
+    /// Puts an item if there is room now; false if the queue is full.
+    pub fn try_put(&self, item: &T) -> Result<bool, Error> {
+        self.put_until(item, Some(Instant::now()))
+    }
+
+    fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<bool, Error> {
+        let kind = Kind::Queue.name();
+        let bytes = codec::encode(item).map_err(|source| Error::EncodeMessage { kind, source })?;
+        let region = &self.att.region;
+        let ring = ring_of(region);
+        ring.check_size(bytes.len())?;
+        let s = ring.state;
+        let waiter = Waiter {
+            seq: &s.not_full,
+            waiters: &s.putters,
+            peer_role: 0,
+        };
+        let done = region.block(waiter, deadline, || {
+            if ring.is_closed() {
+                return Err(Error::Closed { kind });
+            }
+            Ok(ring.try_push(&bytes)?.then_some(()))
+        })?;
+        if done.is_some() {
+            notify(&s.not_empty, &s.getters, false);
+        }
+        Ok(done.is_some())
+    }
+
+    /// Takes the oldest item, waiting as long as some other process could put one.
+    pub fn get(&self) -> Result<T, Error> {
+        match self.get_until(None)? {
+            Some(item) => Ok(item),
+            None => unreachable!("a get without a deadline returns an item or an error"),
+        }
+    }
+
+    /// Takes the oldest item, waiting at most `timeout`; `None` if none came.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>, Error> {
+        self.get_until(Some(Instant::now() + timeout))
+    }
+
+    /// Takes the oldest item if there is one now.
+    pub fn try_get(&self) -> Result<Option<T>, Error> {
+        self.get_until(Some(Instant::now()))
+    }
+
+    fn get_until(&self, deadline: Option<Instant>) -> Result<Option<T>, Error> {
+        let kind = Kind::Queue.name();
+        let region = &self.att.region;
+        let ring = ring_of(region);
+        let s = ring.state;
+        let waiter = Waiter {
+            seq: &s.not_empty,
+            waiters: &s.getters,
+            peer_role: 0,
+        };
+        let got = region.block(waiter, deadline, || match ring.try_pop()? {
+            Some(bytes) => Ok(Some(bytes)),
+            None if ring.is_closed() => Err(Error::Closed { kind }),
+            None => Ok(None),
+        })?;
+        let Some(bytes) = got else { return Ok(None) };
+        notify(&s.not_full, &s.putters, false);
+        codec::decode(&bytes)
+            .map(Some)
+            .map_err(|source| Error::DecodeMessage { kind, source })
+    }
+}
+
+impl<T> Queue<T> {
+    /// Items in the queue. Approximate: other processes change it at any moment.
+    pub fn len(&self) -> usize {
+        ring_of(&self.att.region).len()
+    }
+
+    /// Whether the queue looks empty (approximate, like [`Queue::len`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The item limit, if there is one.
+    pub fn capacity(&self) -> Option<usize> {
+        ring_of(&self.att.region).capacity().map(|c| c as usize)
+    }
+
+    /// Closes the queue for every process: later puts fail with [`Error::Closed`];
+    /// gets take what is left, then fail with [`Error::Closed`]. Waiters wake at once.
+    pub fn close(&self) -> Result<(), Error> {
+        let region = &self.att.region;
+        let ring = ring_of(region);
+        {
+            let _guard = region.lock()?;
+            ring.close();
+        }
+        notify(&ring.state.not_empty, &ring.state.getters, true);
+        notify(&ring.state.not_full, &ring.state.putters, true);
+        Ok(())
+    }
+
+    /// Whether the queue was closed.
+    pub fn is_closed(&self) -> bool {
+        ring_of(&self.att.region).is_closed()
+    }
+
+    /// Processes sleeping in `get` right now (for tests that must act while a getter
+    /// waits).
+    #[doc(hidden)]
+    pub fn waiting_getters(&self) -> u32 {
+        ring_of(&self.att.region)
+            .state
+            .getters
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,648 @@
+//! One shared region per object: a memfd mapped `MAP_SHARED` in every process that
+//! holds the object. The region starts with a [`Header`] (identity, a robust
+//! process-shared mutex, the table of holders) followed by the object's own state and
+//! data. See `docs/ARCHITECTURE.md`, "Queue, Pipe, shared memory and locks".
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::os::{self, Acquire, Mapping, SharedMutex};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"SUPVSYNC");
+const VERSION: u32 = 1;
+/// Processes that can hold one object at once.
+pub(crate) const MAX_HOLDERS: usize = 128;
+/// How often a waiter checks that some process that could wake it is still alive.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How long a handle serialised for another process counts as "on its way" to it.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
+/// Spins on a changing word before sleeping on it.
+const SPINS: u32 = 2_000;
+
+/// What a region holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Kind {
+    Queue = 1,
+    Pipe = 2,
+    SharedMemory = 3,
+    Lock = 4,
+    Event = 5,
+    Semaphore = 6,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Queue => "queue",
+            Kind::Pipe => "pipe",
+            Kind::SharedMemory => "shared memory",
+            Kind::Lock => "lock",
+            Kind::Event => "event",
+            Kind::Semaphore => "semaphore",
+        }
+    }
+}
+
+/// Marker for state that may live in shared memory: `#[repr(C)]`, only atomics and
+/// [`SharedMutex`]es, valid when all bytes are zero.
+///
+/// # Safety
+/// Implementors must satisfy exactly that.
+pub(crate) unsafe trait SharedState {}
+
+/// One process holding the object in one role (a pipe has two roles, its ends).
+#[repr(C)]
+struct Slot {
+    /// 0 when free.
+    pid: AtomicI32,
+    role: AtomicU32,
+    /// The process's start time: with the pid it survives pid reuse.
+    start: AtomicU64,
+}
+
+#[repr(C)]
+struct Header {
+    magic: u64,
+    version: u32,
+    kind: u32,
+    id: [u8; 16],
+    /// A hash of the Rust types of the messages (a queue of `u64` is not a queue of
+    /// `String`).
+    tag: u64,
+    len: u64,
+    state_offset: u64,
+    state_len: u64,
+    data_offset: u64,
+    data_len: u64,
+    creator_pid: u32,
+    creator_fd: i32,
+    mutex: SharedMutex,
+    /// Per role: handles serialised, handles deserialised, time of the last
+    /// serialisation (`CLOCK_MONOTONIC` ns).
+    shipped: [AtomicU64; 2],
+    opened: [AtomicU64; 2],
+    last_ship_ns: [AtomicU64; 2],
+    /// Per role: a holder found dead since the last attach (0: none), so that later
+    /// waits report the death at once.
+    dead_pid: [AtomicU32; 2],
+    slots: [Slot; MAX_HOLDERS],
+}
+
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+/// FNV-1a of a type name: the tag that makes a handle refuse to open as another type.
+pub(crate) fn type_tag(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// This process's pid and start time.
+fn me() -> (i32, u64) {
+    static START: OnceLock<(i32, u64)> = OnceLock::new();
+    let pid = os::getpid();
+    match START.get() {
+        Some(&(p, start)) if p == pid => (pid, start),
+        _ => {
+            let start = os::process_start_time(pid).unwrap_or(0);
+            let _ = START.set((pid, start));
+            (pid, start)
+        }
+    }
+}
+
+/// One mapping of a region in this process.
+pub(crate) struct Region {
+    map: Mapping,
+    fd: OwnedFd,
+    kind: Kind,
+    id: [u8; 16],
+    repair: fn(&Region),
+}
+
+/// The region's mutex, held. Not `Send`: a pthread mutex is unlocked by its locker.
+pub(crate) struct RegionGuard<'a> {
+    region: &'a Region,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for RegionGuard<'_> {
+    fn drop(&mut self) {
+        self.region.header().mutex.unlock();
+    }
+}
+
+/// What a waiter waits on: a sequence word bumped on every change, and the count of
+/// sleepers on it (so wakers skip the system call when nobody sleeps).
+pub(crate) struct Waiter<'a> {
+    pub(crate) seq: &'a AtomicU32,
+    pub(crate) waiters: &'a AtomicU32,
+    /// The role of the processes that could end the wait.
+    pub(crate) peer_role: u32,
+}
+
+/// Wakes one (or all) sleepers of a sequence word, after its change was made under the
+/// region's mutex and the mutex was released.
+pub(crate) fn notify(seq: &AtomicU32, waiters: &AtomicU32, all: bool) {
+    if waiters.load(Ordering::SeqCst) > 0 {
+        os::futex_wake(seq, if all { i32::MAX } else { 1 });
+    }
+}
+
+impl Region {
+    /// Creates a region with `state_len` bytes of zeroed state and `data_len` bytes of
+    /// data; `init` runs before any other process can see it.
+    pub(crate) fn create(
+        kind: Kind,
+        tag: u64,
+        state_len: usize,
+        data_len: usize,
+        init: impl FnOnce(&Region) -> std::io::Result<()>,
+        repair: fn(&Region),
+    ) -> Result<Arc<Region>, Error> {
+        let fail = |source| Error::SharedMemory {
+            kind: kind.name(),
+            source,
+        };
+        let state_offset = round_up(size_of::<Header>(), 64);
+        let data_offset = round_up(state_offset + state_len, 64);
+        let len = round_up(data_offset + data_len, 4096);
+        let fd = os::memfd_create(&format!("supervisor-{}", kind.name()), len).map_err(fail)?;
+        let map = Mapping::new(&fd, len).map_err(fail)?;
+        let id = os::random_bytes::<16>().map_err(fail)?;
+        let header = map.as_ptr().cast::<Header>();
+        // SAFETY: a fresh, zeroed, page-aligned mapping of at least `len` bytes that no
+        // other thread or process can reach yet; the fields written are plain data or
+        // the mutex, initialised in place once.
+        unsafe {
+            (*header).magic = MAGIC;
+            (*header).version = VERSION;
+            (*header).kind = kind as u32;
+            (*header).id = id;
+            (*header).tag = tag;
+            (*header).len = len as u64;
+            (*header).state_offset = state_offset as u64;
+            (*header).state_len = state_len as u64;
+            (*header).data_offset = data_offset as u64;
+            (*header).data_len = data_len as u64;
+            (*header).creator_pid = os::getpid() as u32;
+            (*header).creator_fd = fd.as_raw_fd();
+            SharedMutex::init(std::ptr::addr_of_mut!((*header).mutex)).map_err(fail)?;
+        }
+        let region = Region {
+            map,
+            fd,
+            kind,
+            id,
+            repair,
+        };
+        init(&region).map_err(fail)?;
+        let region = Arc::new(region);
+        regions().insert(id, Arc::downgrade(&region));
+        Ok(region)
+    }
+
+    /// Maps the region a handle from another process names, checking it is what the
+    /// handle says.
+    fn open(
+        wire: &Wire,
+        kind: Kind,
+        tag: u64,
+        state_len: usize,
+        repair: fn(&Region),
+    ) -> Result<Arc<Region>, Error> {
+        let mut regions = regions();
+        if let Some(region) = regions.get(&wire.id).and_then(Weak::upgrade) {
+            return Ok(region);
+        }
+        let mut last = std::io::Error::other("the handle names no process");
+        for &(pid, fd) in wire.sources.iter().take(4) {
+            match Region::open_from(pid, fd, wire, kind, tag, state_len, repair) {
+                Ok(region) => {
+                    let region = Arc::new(region);
+                    regions.retain(|_, w| w.strong_count() > 0);
+                    regions.insert(wire.id, Arc::downgrade(&region));
+                    return Ok(region);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(Error::OpenShared {
+            kind: kind.name(),
+            pid: wire.sources.first().map_or(0, |s| s.0),
+            source: last,
+        })
+    }
+
+    fn open_from(
+        pid: u32,
+        fd: i32,
+        wire: &Wire,
+        kind: Kind,
+        tag: u64,
+        state_len: usize,
+        repair: fn(&Region),
+    ) -> std::io::Result<Region> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/fd/{fd}"))?;
+        let len = file.metadata()?.len() as usize;
+        let fd = OwnedFd::from(file);
+        let wrong = |what: &str| {
+            std::io::Error::other(format!(
+                "descriptor {} of process {pid} is not this {} ({what})",
+                wire.sources.first().map_or(0, |s| s.1),
+                kind.name()
+            ))
+        };
+        if !os::is_sealed_memfd(&fd) || len < size_of::<Header>() {
+            return Err(wrong("not a sealed memory file"));
+        }
+        let map = Mapping::new(&fd, len)?;
+        // SAFETY: the mapping is at least a header long and page-aligned; the fields
+        // read here are written once, before the region is shared.
+        let h = unsafe { &*map.as_ptr().cast::<Header>() };
+        if h.magic != MAGIC || h.version != VERSION || h.kind != kind as u32 || h.id != wire.id {
+            return Err(wrong("another object"));
+        }
+        if h.tag != tag {
+            return Err(wrong("other message types"));
+        }
+        let fits = h.len == len as u64
+            && h.state_len == state_len as u64
+            && h.state_offset >= size_of::<Header>() as u64
+            && h.state_offset % 64 == 0
+            && h.state_offset + h.state_len <= h.data_offset
+            && h.data_offset % 64 == 0
+            && h.data_offset
+                .checked_add(h.data_len)
+                .is_some_and(|end| end <= h.len);
+        if !fits {
+            return Err(wrong("inconsistent layout"));
+        }
+        Ok(Region {
+            map,
+            fd,
+            kind,
+            id: wire.id,
+            repair,
+        })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: every region is at least a header long (checked on open) and the
+        // header's mutable fields are atomics or the mutex.
+        unsafe { &*self.map.as_ptr().cast::<Header>() }
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// The object's state.
+    pub(crate) fn state<S: SharedState>(&self) -> &S {
+        let h = self.header();
+        debug_assert!(size_of::<S>() as u64 <= h.state_len);
+        // SAFETY: the state lies inside the mapping at a 64-aligned offset with
+        // `state_len == size_of::<S>()` (checked on open); S is valid for any bytes
+        // other processes can have written through atomics (`SharedState`).
+        unsafe { &*self.map.as_ptr().add(h.state_offset as usize).cast::<S>() }
+    }
+
+    /// The object's data bytes: start and length.
+    pub(crate) fn data(&self) -> (*mut u8, usize) {
+        let h = self.header();
+        // SAFETY: data_offset + data_len lies inside the mapping (checked on open).
+        let ptr = unsafe { self.map.as_ptr().add(h.data_offset as usize) };
+        (ptr, h.data_len as usize)
+    }
+
+    fn sync_error(&self, source: std::io::Error) -> Error {
+        Error::Sync {
+            kind: self.kind(),
+            source,
+        }
+    }
+
+    /// Locks the region's mutex. If its previous holder died holding it, the object's
+    /// state is repaired first (a half-done operation is rolled back or completed).
+    pub(crate) fn lock(&self) -> Result<RegionGuard<'_>, Error> {
+        let mutex = &self.header().mutex;
+        let mut acquired = None;
+        for _ in 0..64 {
+            acquired = mutex.try_lock().map_err(|e| self.sync_error(e))?;
+            if acquired.is_some() {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let acquired = match acquired {
+            Some(a) => a,
+            None => mutex.lock().map_err(|e| self.sync_error(e))?,
+        };
+        let guard = RegionGuard {
+            region: self,
+            _not_send: std::marker::PhantomData,
+        };
+        if acquired == Acquire::OwnerDied {
+            (self.repair)(self);
+            mutex.make_consistent().map_err(|e| self.sync_error(e))?;
+        }
+        Ok(guard)
+    }
+
+    /// Calls `attempt` under the mutex until it returns `Some`, the deadline passes
+    /// (`Ok(None)`), or no process that could make it succeed is left
+    /// ([`Error::PeerClosed`], [`Error::PeerDied`]).
+    pub(crate) fn block<R>(
+        &self,
+        w: Waiter<'_>,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut() -> Result<Option<R>, Error>,
+    ) -> Result<Option<R>, Error> {
+        let mut guard = self.lock()?;
+        let mut next_check: Option<Instant> = None;
+        let result = loop {
+            match attempt() {
+                Ok(None) => {}
+                done => break done,
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                break Ok(None);
+            }
+            match next_check {
+                None => {
+                    // Cheap check first: nobody else holds it at all.
+                    if let Some(e) = self.disconnected(w.peer_role, false) {
+                        break Err(e);
+                    }
+                    next_check = Some(now + CHECK_EVERY);
+                }
+                Some(at) if now >= at => {
+                    if let Some(e) = self.disconnected(w.peer_role, true) {
+                        break Err(e);
+                    }
+                    next_check = Some(now + CHECK_EVERY);
+                }
+                Some(_) => {}
+            }
+            let seq = w.seq.load(Ordering::SeqCst);
+            drop(guard);
+            let mut until = next_check.unwrap_or(now + CHECK_EVERY);
+            if let Some(d) = deadline {
+                until = until.min(d);
+            }
+            let mut spins = 0;
+            while w.seq.load(Ordering::Acquire) == seq && spins < SPINS {
+                std::hint::spin_loop();
+                spins += 1;
+            }
+            // Counted as a sleeper only now, so a changer skips the wake-up call while
+            // we spin. Dekker-style: we write the count then read the word; a changer
+            // writes the word then reads the count (both SeqCst), so either we see the
+            // change or it sees us (and FUTEX_WAIT re-checks the word atomically).
+            w.waiters.fetch_add(1, Ordering::SeqCst);
+            if w.seq.load(Ordering::SeqCst) == seq {
+                os::futex_wait(w.seq, seq, until.saturating_duration_since(Instant::now()));
+            }
+            let _ = w
+                .waiters
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            guard = self.lock()?;
+        };
+        drop(guard);
+        if !matches!(result, Ok(Some(_))) {
+            // A wake meant for a waiter that is leaving goes to the next one.
+            notify(w.seq, w.waiters, false);
+        }
+        result
+    }
+
+    /// `Some(error)` if no process but this one can end a wait on `role`: none holds it
+    /// and no handle is on its way. `deep` (under the mutex): also checks that the
+    /// holders are alive, and forgets the dead ones (remembering one for the error).
+    fn disconnected(&self, role: u32, deep: bool) -> Option<Error> {
+        let h = self.header();
+        let (my_pid, _) = me();
+        let r = role as usize % 2;
+        let mut others = false;
+        for slot in &h.slots {
+            let pid = slot.pid.load(Ordering::Acquire);
+            if pid == 0 || pid == my_pid || slot.role.load(Ordering::Relaxed) != role {
+                continue;
+            }
+            if !deep || os::process_start_time(pid) == Some(slot.start.load(Ordering::Relaxed)) {
+                others = true;
+                if !deep {
+                    break;
+                }
+            } else {
+                h.dead_pid[r].store(pid as u32, Ordering::Relaxed);
+                slot.pid.store(0, Ordering::Release);
+            }
+        }
+        let in_flight = h.shipped[r].load(Ordering::Acquire) > h.opened[r].load(Ordering::Acquire)
+            && os::monotonic_ns().saturating_sub(h.last_ship_ns[r].load(Ordering::Relaxed))
+                < IN_FLIGHT_GRACE.as_nanos() as u64;
+        if others || in_flight {
+            return None;
+        }
+        let kind = self.kind();
+        Some(match h.dead_pid[r].load(Ordering::Relaxed) {
+            0 => Error::PeerClosed { kind },
+            pid => Error::PeerDied { kind, pid },
+        })
+    }
+
+    /// Whether some other process holds `role` or a handle to it is on its way.
+    pub(crate) fn has_peer(&self, role: u32) -> bool {
+        self.disconnected(role, false).is_none()
+    }
+
+    fn attach(&self, role: u32) -> Result<(), Error> {
+        let (pid, start) = me();
+        let _guard = self.lock()?;
+        let h = self.header();
+        let mut free = h.slots.iter().find(|s| s.pid.load(Ordering::Relaxed) == 0);
+        if free.is_none() {
+            // Reclaim the slots of dead processes.
+            for slot in &h.slots {
+                let p = slot.pid.load(Ordering::Relaxed);
+                if os::process_start_time(p) != Some(slot.start.load(Ordering::Relaxed)) {
+                    slot.pid.store(0, Ordering::Release);
+                }
+            }
+            free = h.slots.iter().find(|s| s.pid.load(Ordering::Relaxed) == 0);
+        }
+        let slot = free.ok_or(Error::TooManyHolders {
+            kind: self.kind(),
+            limit: MAX_HOLDERS,
+        })?;
+        h.dead_pid[role as usize % 2].store(0, Ordering::Relaxed);
+        // The pid goes last: a slot is in use only once it is whole.
+        slot.start.store(start, Ordering::Relaxed);
+        slot.role.store(role, Ordering::Relaxed);
+        slot.pid.store(pid, Ordering::Release);
+        Ok(())
+    }
+
+    fn detach(&self, role: u32) {
+        let (pid, start) = me();
+        let Ok(_guard) = self.lock() else { return };
+        let h = self.header();
+        if let Some(slot) = h.slots.iter().find(|s| {
+            s.pid.load(Ordering::Relaxed) == pid
+                && s.role.load(Ordering::Relaxed) == role
+                && s.start.load(Ordering::Relaxed) == start
+        }) {
+            slot.pid.store(0, Ordering::Release);
+        }
+    }
+}
+
+fn regions() -> std::sync::MutexGuard<'static, HashMap<[u8; 16], Weak<Region>>> {
+    static REGIONS: OnceLock<Mutex<HashMap<[u8; 16], Weak<Region>>>> = OnceLock::new();
+    REGIONS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+type AttachedMap = HashMap<([u8; 16], u32), Weak<Attachment>>;
+
+fn attached() -> std::sync::MutexGuard<'static, AttachedMap> {
+    static ATTACHED: OnceLock<Mutex<AttachedMap>> = OnceLock::new();
+    ATTACHED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a handle turns into when it is serialised: where another process of the same
+/// user can open the region (`/proc/<pid>/fd/<fd>`: the sender's, then the creator's),
+/// and what it must find there.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Wire {
+    kind: u32,
+    role: u32,
+    id: [u8; 16],
+    sources: Vec<(u32, i32)>,
+}
+
+/// This process holding one role of a region: registered in the region's holder table
+/// while it lives. Every handle of this process to that role shares one.
+pub(crate) struct Attachment {
+    pub(crate) region: Arc<Region>,
+    pub(crate) role: u32,
+}
+
+impl Attachment {
+    /// Attaches this process to `role` of a region it created.
+    pub(crate) fn new(region: Arc<Region>, role: u32) -> Result<Arc<Attachment>, Error> {
+        region.attach(role)?;
+        let att = Arc::new(Attachment { region, role });
+        attached().insert((att.region.id, role), Arc::downgrade(&att));
+        Ok(att)
+    }
+
+    /// What `Serialize` writes; counts the handle as on its way to another process.
+    pub(crate) fn to_wire(&self) -> Wire {
+        let h = self.region.header();
+        let r = self.role as usize % 2;
+        h.last_ship_ns[r].store(os::monotonic_ns(), Ordering::Relaxed);
+        h.shipped[r].fetch_add(1, Ordering::AcqRel);
+        let mut sources = vec![(os::getpid() as u32, self.region.fd.as_raw_fd())];
+        if h.creator_pid != sources[0].0 {
+            sources.push((h.creator_pid, h.creator_fd));
+        }
+        Wire {
+            kind: self.region.kind as u32,
+            role: self.role,
+            id: self.region.id,
+            sources,
+        }
+    }
+
+    /// What `Deserialize` builds: the attachment for the object a [`Wire`] names.
+    pub(crate) fn from_wire(
+        wire: Wire,
+        kind: Kind,
+        tag: u64,
+        state_len: usize,
+        repair: fn(&Region),
+    ) -> Result<Arc<Attachment>, Error> {
+        if wire.kind != kind as u32 || wire.role > 1 {
+            return Err(Error::OpenShared {
+                kind: kind.name(),
+                pid: wire.sources.first().map_or(0, |s| s.0),
+                source: std::io::Error::other("the handle is of another kind"),
+            });
+        }
+        let key = (wire.id, wire.role);
+        let existing = attached().get(&key).and_then(Weak::upgrade);
+        let att = match existing {
+            Some(att) => att,
+            None => {
+                let region = Region::open(&wire, kind, tag, state_len, repair)?;
+                region.attach(wire.role)?;
+                let att = Arc::new(Attachment {
+                    region,
+                    role: wire.role,
+                });
+                let mut map = attached();
+                map.retain(|_, w| w.strong_count() > 0);
+                map.insert(key, Arc::downgrade(&att));
+                att
+            }
+        };
+        let h = att.region.header();
+        h.opened[wire.role as usize].fetch_add(1, Ordering::AcqRel);
+        Ok(att)
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.region.detach(self.role);
+    }
+}
+
+/// `Serialize` and `Deserialize` for a handle type holding `att: Arc<Attachment>`.
+macro_rules! serde_handle {
+    ($ty:ident $(<$($p:ident),*>)?, $kind:expr, $tag:expr, $state:ty, $repair:expr, |$att:ident| $build:expr) => {
+        impl$(<$($p),*>)? serde::Serialize for $ty$(<$($p),*>)? {
+            fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+                serde::Serialize::serialize(&self.att.to_wire(), s)
+            }
+        }
+
+        impl<'de, $($($p),*)?> serde::Deserialize<'de> for $ty$(<$($p),*>)? {
+            fn deserialize<De: serde::Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
+                let wire = <crate::sync::region::Wire as serde::Deserialize>::deserialize(d)?;
+                let $att = crate::sync::region::Attachment::from_wire(
+                    wire,
+                    $kind,
+                    $tag,
+                    size_of::<$state>(),
+                    $repair,
+                )
+                .map_err(|e| {
+                    <De::Error as serde::de::Error>::custom(supervisor_worker::error_chain(&e))
+                })?;
+                Ok($build)
+            }
+        }
+    };
+}
+pub(crate) use serde_handle;

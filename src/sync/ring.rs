@@ -1,0 +1,227 @@
+//! A byte ring of length-prefixed messages in shared memory, used under the region's
+//! mutex by [`crate::Queue`] and [`crate::Pipe`].
+//!
+//! Crash safety comes from the order of writes: a writer copies the whole message in
+//! and only then advances `tail` (a writer that dies mid-copy leaves nothing visible); a
+//! reader copies the message out and only then advances `head` (a reader that dies
+//! mid-copy loses nothing). `count` is derived data: [`Ring::repair`] recounts it.
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+use super::fault::{self, Fault};
+use super::region::SharedState;
+use crate::error::Error;
+
+/// Frame header: payload length (u32 LE) and a marker; frames are 8-byte aligned.
+const FRAME_HEADER: usize = 8;
+const MARK: u32 = 0x5155_4555;
+
+/// The shared part of a ring.
+#[repr(C)]
+pub(crate) struct RingState {
+    /// Byte positions since creation (never wrapped; modulo the size for addresses).
+    head: AtomicU64,
+    tail: AtomicU64,
+    /// Messages in the ring.
+    count: AtomicU64,
+    /// Most messages allowed at once; 0: only the byte size limits.
+    capacity: AtomicU64,
+    closed: AtomicU32,
+    /// Bumped on every get / put / close; what blocked putters / getters sleep on.
+    pub(crate) not_full: AtomicU32,
+    pub(crate) not_empty: AtomicU32,
+    pub(crate) putters: AtomicU32,
+    pub(crate) getters: AtomicU32,
+}
+
+// SAFETY: repr(C), only atomics, valid when zeroed.
+unsafe impl SharedState for RingState {}
+
+/// A ring: its shared state and data area, as mapped in this process.
+pub(crate) struct Ring<'a> {
+    pub(crate) state: &'a RingState,
+    data: *mut u8,
+    size: usize,
+    kind: &'static str,
+}
+
+fn frame_len(payload: usize) -> usize {
+    FRAME_HEADER + payload.div_ceil(8) * 8
+}
+
+impl<'a> Ring<'a> {
+    /// `data` must point to `size` bytes (a multiple of 8) of the same mapping as
+    /// `state`, used by nothing else.
+    pub(crate) fn new(
+        state: &'a RingState,
+        data: *mut u8,
+        size: usize,
+        kind: &'static str,
+    ) -> Self {
+        debug_assert!(size % 8 == 0 && size >= 64);
+        Ring {
+            state,
+            data,
+            size,
+            kind,
+        }
+    }
+
+    pub(crate) fn set_capacity(&self, capacity: u64) {
+        self.state.capacity.store(capacity, Ordering::Relaxed);
+    }
+
+    pub(crate) fn capacity(&self) -> Option<u64> {
+        Some(self.state.capacity.load(Ordering::Relaxed)).filter(|&c| c > 0)
+    }
+
+    /// Messages in the ring, read without the lock: approximate.
+    pub(crate) fn len(&self) -> usize {
+        self.state.count.load(Ordering::Relaxed) as usize
+    }
+
+    /// The largest payload the ring can hold.
+    pub(crate) fn max_message(&self) -> usize {
+        self.size - FRAME_HEADER
+    }
+
+    pub(crate) fn check_size(&self, len: usize) -> Result<(), Error> {
+        if len > self.max_message() || len > u32::MAX as usize {
+            return Err(Error::MessageTooLarge {
+                kind: self.kind,
+                size: len,
+                limit: self.max_message(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Under the mutex: marks the ring closed and wakes every sleeper.
+    pub(crate) fn close(&self) {
+        self.state.closed.store(1, Ordering::Release);
+        self.state.not_empty.fetch_add(1, Ordering::SeqCst);
+        self.state.not_full.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn write_at(&self, pos: u64, bytes: &[u8]) {
+        let off = (pos % self.size as u64) as usize;
+        let first = bytes.len().min(self.size - off);
+        // SAFETY: off + first <= size and the rest (< size) starts at 0: both copies
+        // stay inside the data area; the source is a live slice.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data.add(off), first);
+            std::ptr::copy_nonoverlapping(bytes[first..].as_ptr(), self.data, bytes.len() - first);
+        }
+    }
+
+    fn read_at(&self, pos: u64, out: &mut [u8]) {
+        let off = (pos % self.size as u64) as usize;
+        let first = out.len().min(self.size - off);
+        let rest = out.len() - first;
+        // SAFETY: as in `write_at`, reading into a live buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data.add(off), out.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(self.data, out[first..].as_mut_ptr(), rest);
+        }
+    }
+
+    /// Under the mutex: appends a message if there is room; false if full.
+    pub(crate) fn try_push(&self, msg: &[u8]) -> Result<bool, Error> {
+        self.check_size(msg.len())?;
+        let s = self.state;
+        let head = s.head.load(Ordering::Acquire);
+        let tail = s.tail.load(Ordering::Acquire);
+        let count = s.count.load(Ordering::Relaxed);
+        let need = frame_len(msg.len()) as u64;
+        let used = tail.wrapping_sub(head);
+        if self.capacity().is_some_and(|c| count >= c) || used + need > self.size as u64 {
+            return Ok(false);
+        }
+        let mut header = [0u8; FRAME_HEADER];
+        header[..4].copy_from_slice(&(msg.len() as u32).to_le_bytes());
+        header[4..].copy_from_slice(&MARK.to_le_bytes());
+        self.write_at(tail, &header);
+        let half = msg.len() / 2;
+        self.write_at(tail + FRAME_HEADER as u64, &msg[..half]);
+        fault::point(Fault::PutMidCopy);
+        self.write_at(tail + (FRAME_HEADER + half) as u64, &msg[half..]);
+        // Commit: the message is whole before `tail` moves past it.
+        fence(Ordering::Release);
+        s.tail.store(tail + need, Ordering::Release);
+        s.count.store(count + 1, Ordering::Release);
+        s.not_empty.fetch_add(1, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// Under the mutex: removes and returns the oldest message, if any.
+    pub(crate) fn try_pop(&self) -> Result<Option<Vec<u8>>, Error> {
+        let s = self.state;
+        let head = s.head.load(Ordering::Acquire);
+        let tail = s.tail.load(Ordering::Acquire);
+        if head == tail {
+            return Ok(None);
+        }
+        let len = self.frame_at(head, tail).ok_or_else(|| Error::Corrupt {
+            kind: self.kind,
+            detail: format!("bad frame at byte {head}"),
+        })?;
+        let mut out = vec![0u8; len];
+        let half = len / 2;
+        self.read_at(head + FRAME_HEADER as u64, &mut out[..half]);
+        fault::point(Fault::GetMidCopy);
+        self.read_at(head + (FRAME_HEADER + half) as u64, &mut out[half..]);
+        // Commit: the copy is complete before `head` moves past the message.
+        fence(Ordering::Release);
+        s.head
+            .store(head + frame_len(len) as u64, Ordering::Release);
+        let count = s.count.load(Ordering::Relaxed);
+        s.count.store(count.saturating_sub(1), Ordering::Release);
+        s.not_full.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(out))
+    }
+
+    /// The payload length of the frame at `pos`, if it is a whole, valid frame that
+    /// ends at or before `tail`.
+    fn frame_at(&self, pos: u64, tail: u64) -> Option<usize> {
+        let mut header = [0u8; FRAME_HEADER];
+        if tail.checked_sub(pos)? < FRAME_HEADER as u64 {
+            return None;
+        }
+        self.read_at(pos, &mut header);
+        let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+        let mark = u32::from_le_bytes(header[4..].try_into().ok()?);
+        let fits = len <= self.max_message() && frame_len(len) as u64 <= tail - pos;
+        (mark == MARK && fits).then_some(len)
+    }
+
+    /// Under the mutex, after its previous holder died: makes head, tail and count
+    /// consistent again. Whole frames between head and tail are kept; a torn frame
+    /// (which cannot happen with this file's write order) ends the ring.
+    pub(crate) fn repair(&self) {
+        let s = self.state;
+        let head = s.head.load(Ordering::Acquire);
+        let mut tail = s.tail.load(Ordering::Acquire);
+        if tail < head || tail - head > self.size as u64 {
+            tail = head;
+        }
+        let (mut pos, mut count) = (head, 0u64);
+        while pos < tail {
+            match self.frame_at(pos, tail) {
+                Some(len) => {
+                    pos += frame_len(len) as u64;
+                    count += 1;
+                }
+                None => break,
+            }
+        }
+        s.tail.store(pos, Ordering::Release);
+        s.count.store(count, Ordering::Release);
+        // Whoever sleeps re-checks.
+        s.not_empty.fetch_add(1, Ordering::SeqCst);
+        s.not_full.fetch_add(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,128 @@
+//! `Semaphore`: a counter of permits shared by processes.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::region::{notify, Attachment, Kind, Region, SharedState, Waiter};
+use crate::error::Error;
+
+#[repr(C)]
+struct SemaphoreState {
+    permits: AtomicU64,
+    seq: AtomicU32,
+    waiters: AtomicU32,
+}
+
+// SAFETY: repr(C), only atomics, valid when zeroed.
+unsafe impl SharedState for SemaphoreState {}
+
+fn repair(_: &Region) {}
+
+/// Python's `multiprocessing.Semaphore` across processes. An `acquire` that no other
+/// process can end fails with [`Error::PeerClosed`] / [`Error::PeerDied`] instead of
+/// hanging. Permits held by a process that dies are not given back.
+pub struct Semaphore {
+    att: Arc<Attachment>,
+}
+
+super::region::serde_handle!(
+    Semaphore,
+    Kind::Semaphore,
+    0,
+    SemaphoreState,
+    repair,
+    |att| Semaphore { att }
+);
+
+impl Clone for Semaphore {
+    fn clone(&self) -> Self {
+        Semaphore {
+            att: Arc::clone(&self.att),
+        }
+    }
+}
+
+impl std::fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Semaphore")
+            .field("permits", &self.permits())
+            .finish()
+    }
+}
+
+impl Semaphore {
+    /// A semaphore with `permits` permits.
+    pub fn new(permits: u64) -> Result<Semaphore, Error> {
+        let region = Region::create(
+            Kind::Semaphore,
+            0,
+            size_of::<SemaphoreState>(),
+            0,
+            |r| {
+                r.state::<SemaphoreState>()
+                    .permits
+                    .store(permits, Ordering::Release);
+                Ok(())
+            },
+            repair,
+        )?;
+        Ok(Semaphore {
+            att: Attachment::new(region, 0)?,
+        })
+    }
+
+    fn state(&self) -> &SemaphoreState {
+        self.att.region.state::<SemaphoreState>()
+    }
+
+    /// Permits available now (approximate).
+    pub fn permits(&self) -> u64 {
+        self.state().permits.load(Ordering::Acquire)
+    }
+
+    /// Takes a permit, waiting for one.
+    pub fn acquire(&self) -> Result<(), Error> {
+        self.acquire_until(None).map(|_| ())
+    }
+
+    /// Takes a permit, waiting at most `timeout`; whether one was taken.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        self.acquire_until(Some(Instant::now() + timeout))
+    }
+
+    /// Takes a permit if one is free now.
+    pub fn try_acquire(&self) -> Result<bool, Error> {
+        self.acquire_until(Some(Instant::now()))
+    }
+
+    fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool, Error> {
+        let st = self.state();
+        let waiter = Waiter {
+            seq: &st.seq,
+            waiters: &st.waiters,
+            peer_role: 0,
+        };
+        let r = self.att.region.block(waiter, deadline, || {
+            let n = st.permits.load(Ordering::Acquire);
+            if n == 0 {
+                return Ok(None);
+            }
+            st.permits.store(n - 1, Ordering::Release);
+            Ok(Some(()))
+        })?;
+        Ok(r.is_some())
+    }
+
+    /// Gives a permit back (or adds one) and wakes one waiter.
+    pub fn release(&self) -> Result<(), Error> {
+        let st = self.state();
+        {
+            let _guard = self.att.region.lock()?;
+            st.permits.fetch_add(1, Ordering::AcqRel);
+            st.seq.fetch_add(1, Ordering::SeqCst);
+        }
+        notify(&st.seq, &st.waiters, false);
+        Ok(())
+    }
+}

@@ -1,0 +1,356 @@
+//! Queue across processes under every start method: many producers and consumers,
+//! exactly-once delivery, processes killed mid-put and mid-get, timeouts, bounded
+//! puts, dead peers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{each_method, isolated};
+use supervisor::{Error, Pool, Process, Queue, StartMethod};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Puts `from..to` on the queue.
+fn produce((q, from, to): (Queue<u64>, u64, u64)) -> u64 {
+    for i in from..to {
+        q.put(&i).expect("put");
+    }
+    to - from
+}
+supervisor::task!(produce);
+
+/// Gets until the queue is closed; returns what it got.
+fn consume(q: Queue<u64>) -> Vec<u64> {
+    let mut got = Vec::new();
+    loop {
+        match q.get() {
+            Ok(x) => got.push(x),
+            Err(Error::Closed { .. }) => return got,
+            Err(e) => panic!("get failed: {e}"),
+        }
+    }
+}
+supervisor::task!(consume);
+
+#[test]
+fn four_producers_and_four_consumers_move_100_000_items_exactly_once() {
+    each_method(DEADLINE, |method| {
+        const N: u64 = 100_000;
+        let q: Queue<u64> = Queue::bounded(1000).unwrap();
+        let consumers: Vec<_> = (0..4)
+            .map(|_| {
+                Process::builder(consume, q.clone())
+                    .start_method(method)
+                    .start()
+                    .unwrap()
+            })
+            .collect();
+        let producers: Vec<_> = (0..4)
+            .map(|i| {
+                Process::builder(produce, (q.clone(), i * N / 4, (i + 1) * N / 4))
+                    .start_method(method)
+                    .start()
+                    .unwrap()
+            })
+            .collect();
+        for mut p in producers {
+            assert_eq!(p.join().unwrap(), N / 4);
+        }
+        q.close().unwrap();
+        let mut all = Vec::with_capacity(N as usize);
+        for mut c in consumers {
+            all.extend(c.join().unwrap());
+        }
+        assert_eq!(all.len() as u64, N, "items received");
+        all.sort_unstable();
+        assert!(all.iter().copied().eq(0..N), "each item exactly once");
+        assert_eq!(q.len(), 0);
+    });
+}
+
+/// A 100-byte item, so that "halfway through the copy" is a real place.
+fn item(i: u64) -> String {
+    format!("{i:0100}")
+}
+
+/// Puts items 0..n (each acknowledged by `put` returning), then dies by SIGKILL
+/// halfway through copying item n into the queue.
+fn put_then_die_mid_put((q, n): (Queue<String>, u64)) -> u64 {
+    for i in 0..n {
+        q.put(&item(i)).expect("put");
+    }
+    assert!(supervisor::__arm_sync_fault("put-mid-copy"));
+    q.put(&item(n)).expect("put");
+    unreachable!("the fault point kills this process")
+}
+supervisor::task!(put_then_die_mid_put);
+
+/// Gets `k` items and reports each on `acks`, then dies by SIGKILL halfway through
+/// copying the next item out.
+fn get_then_die_mid_get((q, acks, k): (Queue<String>, Queue<String>, u64)) -> u64 {
+    for _ in 0..k {
+        let x = q.get().expect("get");
+        acks.put(&x).expect("ack");
+    }
+    assert!(supervisor::__arm_sync_fault("get-mid-copy"));
+    let _ = q.get();
+    unreachable!("the fault point kills this process")
+}
+supervisor::task!(get_then_die_mid_get);
+
+fn drain(q: &Queue<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(x) = q.try_get().expect("try_get") {
+        out.push(x);
+    }
+    out
+}
+
+fn assert_crashed_by_sigkill(r: Result<u64, Error>) {
+    match r {
+        Err(Error::Crashed { signal, .. }) => assert_eq!(signal.to_string(), "SIGKILL"),
+        other => panic!("expected a SIGKILL crash, got {other:?}"),
+    }
+}
+
+#[test]
+fn producer_killed_mid_put_leaves_the_queue_usable_and_loses_no_acknowledged_item() {
+    each_method(DEADLINE, |method| {
+        let q: Queue<String> = Queue::new().unwrap();
+        let mut p = Process::builder(put_then_die_mid_put, (q.clone(), 50))
+            .start_method(method)
+            .start()
+            .unwrap();
+        assert_crashed_by_sigkill(p.join());
+        // The dead process held the queue's lock halfway through a copy: the next
+        // user repairs the queue and finds exactly the acknowledged items, whole.
+        let got = drain(&q);
+        assert_eq!(got, (0..50).map(item).collect::<Vec<_>>());
+        assert_eq!(q.len(), 0);
+        q.put(&item(7)).unwrap();
+        assert_eq!(q.try_get().unwrap(), Some(item(7)));
+    });
+}
+
+#[test]
+fn consumer_killed_mid_get_leaves_the_queue_usable_and_loses_nothing() {
+    each_method(DEADLINE, |method| {
+        let q: Queue<String> = Queue::new().unwrap();
+        let acks: Queue<String> = Queue::new().unwrap();
+        for i in 0..50 {
+            q.put(&item(i)).unwrap();
+        }
+        let mut p = Process::builder(get_then_die_mid_get, (q.clone(), acks.clone(), 20))
+            .start_method(method)
+            .start()
+            .unwrap();
+        assert_crashed_by_sigkill(p.join());
+        let taken = drain(&acks);
+        assert_eq!(taken, (0..20).map(item).collect::<Vec<_>>());
+        // The item it was copying out when it died is still there, first in line.
+        let left = drain(&q);
+        assert_eq!(left, (20..50).map(item).collect::<Vec<_>>());
+        q.put(&item(1)).unwrap();
+        assert_eq!(q.get().unwrap(), item(1));
+    });
+}
+
+/// Gets one item, blocking; returns it.
+fn get_one(q: Queue<u64>) -> u64 {
+    q.get().expect("get")
+}
+supervisor::task!(get_one);
+
+#[test]
+fn consumer_killed_while_waiting_in_get_leaves_the_queue_usable() {
+    each_method(DEADLINE, |method| {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let p = Process::builder(get_one, q.clone())
+            .start_method(method)
+            .start()
+            .unwrap();
+        wait_for(|| q.waiting_getters() > 0);
+        p.kill().unwrap();
+        let mut p = p;
+        assert!(matches!(p.join(), Err(Error::Crashed { .. })));
+        q.put(&5).unwrap();
+        let mut c = Process::builder(get_one, q.clone())
+            .start_method(method)
+            .start()
+            .unwrap();
+        assert_eq!(c.join().unwrap(), 5);
+    });
+}
+
+/// Waits (polling an explicit condition, with a deadline) until `cond` holds.
+fn wait_for(cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not reached in time");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Holds the queue until the event is set.
+fn hold_until((_q, ev): (Queue<u64>, supervisor::Event)) -> bool {
+    ev.wait().expect("event wait");
+    true
+}
+supervisor::task!(hold_until);
+
+#[test]
+fn get_timeout_returns_in_time_and_try_get_at_once() {
+    isolated(DEADLINE, || {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let ev = supervisor::Event::new().unwrap();
+        let mut holder = Process::builder(hold_until, (q.clone(), ev.clone()))
+            .start()
+            .unwrap();
+        for ms in [0u64, 50, 300] {
+            let t = Instant::now();
+            assert_eq!(q.get_timeout(Duration::from_millis(ms)).unwrap(), None);
+            let took = t.elapsed();
+            assert!(took >= Duration::from_millis(ms), "{took:?} < {ms} ms");
+            assert!(
+                took < Duration::from_millis(ms + 150),
+                "{took:?} for {ms} ms"
+            );
+        }
+        let t = Instant::now();
+        assert_eq!(q.try_get().unwrap(), None);
+        assert!(t.elapsed() < Duration::from_millis(50));
+        q.put(&3).unwrap();
+        assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), Some(3));
+        ev.set().unwrap();
+        assert!(holder.join().unwrap());
+    });
+}
+
+#[test]
+fn bounded_put_blocks_until_a_get_makes_room() {
+    each_method(DEADLINE, |method| {
+        let q: Queue<u64> = Queue::bounded(2).unwrap();
+        assert_eq!(q.capacity(), Some(2));
+        q.put(&0).unwrap();
+        assert!(q.try_put(&1).unwrap());
+        assert!(!q.try_put(&2).unwrap(), "full");
+        // Nobody else holds it: waiting for room would be forever.
+        assert!(matches!(q.put(&2), Err(Error::PeerClosed { .. })));
+        let ev = supervisor::Event::new().unwrap();
+        let mut holder = Process::builder(hold_until, (q.clone(), ev.clone()))
+            .start_method(method)
+            .start()
+            .unwrap();
+        let t = Instant::now();
+        assert!(!q.put_timeout(&2, Duration::from_millis(100)).unwrap());
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        ev.set().unwrap();
+        assert!(holder.join().unwrap());
+        let mut c = Process::builder(get_one, q.clone())
+            .start_method(method)
+            .start()
+            .unwrap();
+        // Blocks until the child has taken item 0.
+        q.put(&2).unwrap();
+        assert_eq!(c.join().unwrap(), 0);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.get().unwrap(), 1);
+        assert_eq!(q.get().unwrap(), 2);
+    });
+}
+
+/// Puts `n` items, then waits forever.
+fn put_then_hang((q, n): (Queue<u64>, u64)) -> u64 {
+    for i in 0..n {
+        q.put(&i).expect("put");
+    }
+    loop {
+        std::thread::park();
+    }
+}
+supervisor::task!(put_then_hang);
+
+#[test]
+fn a_getter_learns_that_the_producer_died_instead_of_waiting_forever() {
+    each_method(DEADLINE, |method| {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let mut p = Process::builder(put_then_hang, (q.clone(), 3))
+            .start_method(method)
+            .start()
+            .unwrap();
+        for i in 0..3 {
+            assert_eq!(q.get().unwrap(), i);
+        }
+        p.kill().unwrap();
+        let pid = p.pid();
+        let _ = p.join();
+        let t = Instant::now();
+        match q.get() {
+            Err(Error::PeerDied { pid: dead, .. }) => assert_eq!(dead, pid),
+            other => panic!("expected PeerDied, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    });
+}
+
+#[test]
+fn a_queue_nobody_else_holds_fails_fast_instead_of_blocking() {
+    isolated(DEADLINE, || {
+        let q: Queue<u64> = Queue::new().unwrap();
+        assert!(matches!(q.get(), Err(Error::PeerClosed { .. })));
+        q.put(&1).unwrap();
+        assert_eq!(q.get().unwrap(), 1);
+        q.close().unwrap();
+        assert!(matches!(q.put(&2), Err(Error::Closed { .. })));
+        assert!(matches!(q.get(), Err(Error::Closed { .. })));
+        let big: Queue<String> = Queue::builder().buffer_bytes(4096).build().unwrap();
+        assert!(matches!(
+            big.put(&"x".repeat(5000)),
+            Err(Error::MessageTooLarge { .. })
+        ));
+    });
+}
+
+/// A pool worker: squares items from `input` into `output` until `input` is closed.
+fn square_worker((input, output): (Queue<u64>, Queue<(u32, u64)>)) -> u64 {
+    let mut n = 0;
+    loop {
+        match input.get() {
+            Ok(x) => {
+                output.put(&(std::process::id(), x * x)).expect("put");
+                n += 1;
+            }
+            Err(Error::Closed { .. }) => return n,
+            Err(e) => panic!("get: {e}"),
+        }
+    }
+}
+supervisor::task!(square_worker);
+
+#[test]
+fn pool_workers_share_an_input_queue_and_a_result_queue() {
+    each_method(DEADLINE, |method| {
+        let input: Queue<u64> = Queue::new().unwrap();
+        let output: Queue<(u32, u64)> = Queue::new().unwrap();
+        let pool = Pool::builder()
+            .procs(3)
+            .start_method(method)
+            .build()
+            .unwrap();
+        let handles: Vec<_> = (0..3)
+            .map(|_| pool.apply_async(square_worker, (input.clone(), output.clone())))
+            .collect();
+        for i in 0..300u64 {
+            input.put(&i).unwrap();
+        }
+        input.close().unwrap();
+        let mut squares: Vec<u64> = (0..300).map(|_| output.get().unwrap().1).collect();
+        squares.sort_unstable();
+        assert_eq!(squares, (0..300u64).map(|i| i * i).collect::<Vec<_>>());
+        let done: u64 = handles.iter().map(|h| h.wait().unwrap()).sum();
+        assert_eq!(done, 300);
+        pool.join();
+        let _ = StartMethod::ALL;
+    });
+}
