@@ -16,12 +16,12 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
-use serde_bytes::ByteBuf;
 use supervisor_worker::protocol::{
-    send_frame, Frame, FromChild, Link, LinkError, TaskOutcome, TaskRequest, ToChild,
+    send_frame, Frame, FromChild, Link, LinkError, TaskOutcome, TaskRequest, TaskRequestRef,
+    ToChild, ToChildRef,
 };
 
-use super::job::{Job, JobMeta, JobResult, Unit};
+use super::job::{Deliveries, Job, JobMeta, JobResult, Unit};
 use super::stats::{PoolStats, WorkerState, WorkerStats};
 use super::{Config, RestartLimit};
 use crate::error::Error;
@@ -426,6 +426,7 @@ impl Dispatcher {
             let average = self.job_time.entry(task).or_insert(per_job);
             *average = (*average * 7 + per_job * 3) / 10;
         }
+        let mut deliveries = Deliveries::default();
         for (i, (job, outcome)) in head.unit.jobs.into_iter().zip(outcomes).enumerate() {
             let failed = !matches!(outcome, TaskOutcome::Returned { error: None, .. });
             if failed {
@@ -439,9 +440,10 @@ impl Dispatcher {
                 started: head.since.map(|(_, wall)| wall + per_job * i as u32),
                 duration: per_job,
             };
-            job.complete_with(outcome_to_result(task, pid, outcome), meta);
+            deliveries.complete(job, outcome_to_result(task, pid, outcome), meta);
             worker.tasks_done += 1;
         }
+        deliveries.flush();
         if let Some(next) = worker.in_flight.front_mut() {
             next.since = Some((now, SystemTime::now()));
             next.deadline = timeout.map(|t| now + t * next.unit.jobs.len() as u32);
@@ -863,27 +865,27 @@ fn fail_unit(unit: Unit, error: impl Fn(&Job) -> Error) {
     }
 }
 
-fn unit_message(seq: u64, unit: &Unit) -> ToChild {
+fn unit_message(seq: u64, unit: &Unit) -> ToChildRef<'_> {
     if let [job] = unit.jobs.as_slice() {
-        ToChild::Task(TaskRequest {
+        ToChildRef::Task(TaskRequestRef {
             id: seq,
-            task: unit.task.to_string(),
-            arg: job.arg.clone(),
+            task: unit.task,
+            arg: &job.arg,
         })
     } else {
-        ToChild::Batch {
+        ToChildRef::Batch {
             first_id: seq,
-            task: unit.task.to_string(),
+            task: unit.task,
             args: unit
                 .jobs
                 .iter()
-                .map(|j| ByteBuf::from(j.arg.clone()))
+                .map(|j| serde_bytes::Bytes::new(&j.arg))
                 .collect(),
         }
     }
 }
 
-fn send(tx: &IpcSender<Frame>, msg: &ToChild) -> Result<(), LinkError> {
+fn send<T: serde::Serialize>(tx: &IpcSender<Frame>, msg: &T) -> Result<(), LinkError> {
     let frame = Frame::new(msg, Vec::new()).map_err(LinkError::Codec)?;
     send_frame(tx, frame)
 }

@@ -5,7 +5,7 @@
 //! over an endless iterator keeps memory bounded. Results arriving early (ordered
 //! mode) wait in a buffer that the same bound limits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::{mpsc, Arc};
 
@@ -37,8 +37,11 @@ pub struct Reports<R, I: Iterator> {
     chunksize: usize,
     read_ahead: usize,
     ordered: bool,
-    tx: mpsc::Sender<Delivered>,
-    rx: mpsc::Receiver<Delivered>,
+    stream: u64,
+    tx: mpsc::Sender<Vec<Delivered>>,
+    rx: mpsc::Receiver<Vec<Delivered>>,
+    /// Received and not yet yielded (unordered) or buffered (ordered).
+    pending: VecDeque<Delivered>,
     submitted: usize,
     yielded: usize,
     buffer: BTreeMap<usize, (JobResult, JobMeta)>,
@@ -59,7 +62,10 @@ where
         ordered: bool,
     ) -> Reports<R, I> {
         let (tx, rx) = mpsc::channel();
+        let stream = shared.next_id();
         let mut it = Reports {
+            stream,
+            pending: VecDeque::new(),
             shared,
             task: task.as_ref().map_or("?", |t| t),
             input,
@@ -92,7 +98,7 @@ where
                 pid: 0,
                 detail: message.clone(),
             });
-            let _ = self.tx.send((index, Err(e), JobMeta::default()));
+            let _ = self.tx.send(vec![(index, Err(e), JobMeta::default())]);
         }
     }
 
@@ -111,6 +117,7 @@ where
                 match codec::encode(&item) {
                     Ok(arg) => {
                         let sink = Sink::Stream {
+                            stream: self.stream,
                             index,
                             tx: self.tx.clone(),
                         };
@@ -121,7 +128,7 @@ where
                             task: self.task.to_string(),
                             source,
                         };
-                        let _ = self.tx.send((index, Err(err), JobMeta::default()));
+                        let _ = self.tx.send(vec![(index, Err(err), JobMeta::default())]);
                     }
                 }
             }
@@ -153,15 +160,14 @@ where
                 if self.input_done && self.yielded == self.submitted {
                     return None;
                 }
-                // Every submitted job delivers exactly one result (see `job.rs`).
-                let (index, r, m) = self.rx.recv().ok()?;
+                let (index, r, m) = self.receive()?;
                 self.buffer.insert(index, (r, m));
             }
         } else {
             if self.input_done && self.yielded == self.submitted {
                 return None;
             }
-            self.rx.recv().ok()?
+            self.receive()?
         };
         self.yielded += 1;
         Some(Report {
@@ -169,6 +175,17 @@ where
             result: decode(self.task, result),
             meta,
         })
+    }
+}
+
+impl<R, I: Iterator> Reports<R, I> {
+    /// The next delivered result. Every submitted job delivers exactly one result (see
+    /// `job.rs`), so this never waits for nothing.
+    fn receive(&mut self) -> Option<Delivered> {
+        if self.pending.is_empty() {
+            self.pending.extend(self.rx.recv().ok()?);
+        }
+        self.pending.pop_front()
     }
 }
 
@@ -202,7 +219,7 @@ where
 pub struct MapHandle<R> {
     task: &'static str,
     len: usize,
-    rx: mpsc::Receiver<Delivered>,
+    rx: mpsc::Receiver<Vec<Delivered>>,
     results: Vec<Option<JobResult>>,
     received: usize,
     result: PhantomData<fn() -> R>,
@@ -212,7 +229,7 @@ impl<R: DeserializeOwned> MapHandle<R> {
     pub(crate) fn new(
         task: &'static str,
         len: usize,
-        rx: mpsc::Receiver<Delivered>,
+        rx: mpsc::Receiver<Vec<Delivered>>,
     ) -> MapHandle<R> {
         MapHandle {
             task,
@@ -226,8 +243,10 @@ impl<R: DeserializeOwned> MapHandle<R> {
 
     /// Whether every task has finished.
     pub fn is_ready(&mut self) -> bool {
-        while let Ok((i, r, _)) = self.rx.try_recv() {
-            self.store(i, r);
+        while let Ok(batch) = self.rx.try_recv() {
+            for (i, r, _) in batch {
+                self.store(i, r);
+            }
         }
         self.received == self.len
     }
@@ -245,7 +264,11 @@ impl<R: DeserializeOwned> MapHandle<R> {
     pub fn wait(mut self) -> Vec<Result<R, Error>> {
         while self.received < self.len {
             match self.rx.recv() {
-                Ok((i, r, _)) => self.store(i, r),
+                Ok(batch) => {
+                    for (i, r, _) in batch {
+                        self.store(i, r);
+                    }
+                }
                 Err(_) => break,
             }
         }

@@ -107,10 +107,12 @@ impl HandleState {
 pub(crate) enum Sink {
     /// A handle from `apply_async` / `submit`.
     Handle(Arc<HandleState>),
-    /// The result channel of a `map`/`imap` call, tagged with the input position.
+    /// The result channel of a `map`/`imap` call (`stream` identifies the call), tagged
+    /// with the input position.
     Stream {
+        stream: u64,
         index: usize,
-        tx: mpsc::Sender<Delivered>,
+        tx: mpsc::Sender<Vec<Delivered>>,
     },
 }
 
@@ -121,8 +123,8 @@ impl Sink {
     fn deliver(self, result: JobResult, meta: JobMeta) {
         match self {
             Sink::Handle(state) => state.set(result),
-            Sink::Stream { index, tx } => {
-                let _ = tx.send((index, result, meta));
+            Sink::Stream { index, tx, .. } => {
+                let _ = tx.send(vec![(index, result, meta)]);
             }
         }
     }
@@ -178,6 +180,46 @@ impl Drop for Job {
             };
             sink.deliver(Err(err), JobMeta::default());
         }
+    }
+}
+
+/// Completes the jobs of one batch, sending the results bound for the same stream as
+/// one message (a map of a million items is not a million channel sends).
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    stream: Option<(u64, mpsc::Sender<Vec<Delivered>>)>,
+    items: Vec<Delivered>,
+}
+
+impl Deliveries {
+    /// Completes `job`, holding stream results back until [`Deliveries::flush`].
+    pub(crate) fn complete(&mut self, mut job: Job, result: JobResult, meta: JobMeta) {
+        match job.sink.take() {
+            Some(Sink::Stream { stream, index, tx }) => {
+                if self.stream.as_ref().is_some_and(|(s, _)| *s != stream) {
+                    self.flush();
+                }
+                if self.stream.is_none() {
+                    self.stream = Some((stream, tx));
+                }
+                self.items.push((index, result, meta));
+            }
+            Some(sink) => sink.deliver(result, meta),
+            None => {}
+        }
+    }
+
+    /// Sends what is held back.
+    pub(crate) fn flush(&mut self) {
+        if let Some((_, tx)) = self.stream.take() {
+            let _ = tx.send(std::mem::take(&mut self.items));
+        }
+    }
+}
+
+impl Drop for Deliveries {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

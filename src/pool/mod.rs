@@ -32,8 +32,9 @@ use job::{HandleState, Job, Sink, Unit};
 use crate::error::Error;
 use crate::StartMethod;
 
-/// Largest chunk `map` picks on its own.
-const MAX_AUTO_CHUNK: usize = 1024;
+/// Largest chunk `map` picks on its own (bounds the work redone one by one if a
+/// chunk's worker dies).
+const MAX_AUTO_CHUNK: usize = 65_536;
 
 /// At most `max` worker restarts within `within`; past that the pool is broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,7 +313,7 @@ impl Pool {
         self.procs
     }
 
-    /// The chunk size `map` uses for `n` inputs: `ceil(n / (4 * procs))`, at most 1024;
+    /// The chunk size `map` uses for `n` inputs: `ceil(n / (4 * procs))`, at most 65,536;
     /// 1 when a task timeout is set (a timeout applies to each task).
     pub fn auto_chunksize(&self, n: usize) -> usize {
         if self.timeout_set {
@@ -397,6 +398,7 @@ impl Pool {
         F::Out: DeserializeOwned,
     {
         let (tx, rx) = mpsc::channel();
+        let stream = self.shared.next_id();
         let name = resolve::<F>();
         let chunksize = chunksize.max(1);
         let mut units = Vec::new();
@@ -407,13 +409,14 @@ impl Pool {
             let name = match &name {
                 Ok(name) => *name,
                 Err(e) => {
-                    let _ = tx.send((index, Err(clone_setup_error(e)), JobMeta::default()));
+                    let _ = tx.send(vec![(index, Err(clone_setup_error(e)), JobMeta::default())]);
                     continue;
                 }
             };
             match codec::encode(&input) {
                 Ok(arg) => {
                     let sink = Sink::Stream {
+                        stream,
                         index,
                         tx: tx.clone(),
                     };
@@ -427,7 +430,7 @@ impl Pool {
                         task: name.to_string(),
                         source,
                     };
-                    let _ = tx.send((index, Err(err), JobMeta::default()));
+                    let _ = tx.send(vec![(index, Err(err), JobMeta::default())]);
                 }
             }
         }

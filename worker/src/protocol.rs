@@ -98,6 +98,9 @@ pub enum LinkError {
     /// A frame arrived but did not decode as the expected message.
     #[error("malformed message from peer")]
     Codec(#[source] CodecError),
+    /// The peer broke the channel's framing.
+    #[error("malformed frame from peer")]
+    Malformed,
 }
 
 /// One end of a duplex link: frames go out on `tx` and come in on `rx`.
@@ -126,21 +129,38 @@ impl Link {
 
     /// Waits for the next frame.
     pub fn recv_frame(&self) -> Result<Frame, LinkError> {
-        self.rx.recv().map_err(map_ipc_error)
+        recv(&self.rx)
     }
 
     /// Waits up to `timeout` for the next frame.
     pub fn recv_frame_timeout(&self, timeout: Duration) -> Result<Frame, LinkError> {
-        match self.rx.try_recv_timeout(timeout) {
-            Ok(frame) => Ok(frame),
-            Err(ipc_channel::TryRecvError::Empty) => Err(LinkError::Timeout),
-            Err(ipc_channel::TryRecvError::IpcError(e)) => Err(map_ipc_error(e)),
-        }
+        recv_timeout(&self.rx, timeout)
     }
 
     /// Waits for the next message and decodes it.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T, LinkError> {
         self.recv_frame()?.decode().map_err(LinkError::Codec)
+    }
+}
+
+/// Receives a frame. ipc-channel trusts the peer's framing and can panic on a malformed
+/// message; that panic is caught here and reported as [`LinkError::Malformed`].
+pub fn recv(rx: &IpcReceiver<Frame>) -> Result<Frame, LinkError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rx.recv()))
+        .map_err(|_| LinkError::Malformed)?
+        .map_err(map_ipc_error)
+}
+
+/// [`recv`] with a time limit.
+pub fn recv_timeout(rx: &IpcReceiver<Frame>, timeout: Duration) -> Result<Frame, LinkError> {
+    let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rx.try_recv_timeout(timeout)
+    }))
+    .map_err(|_| LinkError::Malformed)?;
+    match received {
+        Ok(frame) => Ok(frame),
+        Err(ipc_channel::TryRecvError::Empty) => Err(LinkError::Timeout),
+        Err(ipc_channel::TryRecvError::IpcError(e)) => Err(map_ipc_error(e)),
     }
 }
 
@@ -233,6 +253,37 @@ pub enum ToChild {
         /// The worker's pid.
         pid: i32,
     },
+}
+
+/// The borrowing twin of [`ToChild::Task`] and [`ToChild::Batch`]: it encodes to the
+/// same bytes without copying the arguments (a test pins the equivalence).
+#[derive(Debug, Serialize)]
+pub enum ToChildRef<'a> {
+    /// Never sent; keeps the variant numbers equal to [`ToChild`]'s.
+    Config(()),
+    /// See [`ToChild::Task`].
+    Task(TaskRequestRef<'a>),
+    /// See [`ToChild::Batch`].
+    Batch {
+        /// Id of the first item.
+        first_id: u64,
+        /// The registered name of the task.
+        task: &'a str,
+        /// The encoded arguments.
+        args: Vec<&'a serde_bytes::Bytes>,
+    },
+}
+
+/// The borrowing twin of [`TaskRequest`].
+#[derive(Debug, Serialize)]
+pub struct TaskRequestRef<'a> {
+    /// Chosen by the parent; echoed in the answer.
+    pub id: u64,
+    /// The registered name of the task.
+    pub task: &'a str,
+    /// The argument, encoded by the codec.
+    #[serde(with = "serde_bytes")]
+    pub arg: &'a [u8],
 }
 
 /// How a task ended, from the worker's point of view.
@@ -440,6 +491,40 @@ mod tests {
         assert_eq!(
             Hello::verify(&bytes[1..], &secret),
             Err(HelloError::Length(HELLO_LEN - 1))
+        );
+    }
+
+    #[test]
+    fn borrowed_task_messages_encode_like_owned_ones() {
+        let arg = vec![1u8, 2, 3];
+        let owned = ToChild::Task(TaskRequest {
+            id: 9,
+            task: "t".into(),
+            arg: arg.clone(),
+        });
+        let borrowed = ToChildRef::Task(TaskRequestRef {
+            id: 9,
+            task: "t",
+            arg: &arg,
+        });
+        assert_eq!(
+            codec::encode(&owned).unwrap(),
+            codec::encode(&borrowed).unwrap()
+        );
+        let args = [vec![4u8], vec![5, 6]];
+        let owned = ToChild::Batch {
+            first_id: 3,
+            task: "t".into(),
+            args: args.iter().map(|a| ByteBuf::from(a.clone())).collect(),
+        };
+        let borrowed = ToChildRef::Batch {
+            first_id: 3,
+            task: "t",
+            args: args.iter().map(|a| serde_bytes::Bytes::new(a)).collect(),
+        };
+        assert_eq!(
+            codec::encode(&owned).unwrap(),
+            codec::encode(&borrowed).unwrap()
         );
     }
 

@@ -43,14 +43,28 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs one task to completion (never unwinds).
 pub fn run_task(task: &str, arg: &[u8]) -> TaskOutcome {
-    let entry = match registry::by_name(task) {
-        Ok(entry) => entry,
-        Err(_) => {
-            return TaskOutcome::UnknownTask {
+    match registry::by_name(task) {
+        Ok(entry) => run_entry(entry, arg),
+        Err(_) => TaskOutcome::UnknownTask {
+            name: task.to_string(),
+        },
+    }
+}
+
+/// Runs each argument through one task, in order (the task is looked up once).
+pub fn run_batch(task: &str, args: &[serde_bytes::ByteBuf]) -> Vec<TaskOutcome> {
+    match registry::by_name(task) {
+        Ok(entry) => args.iter().map(|arg| run_entry(entry, arg)).collect(),
+        Err(_) => args
+            .iter()
+            .map(|_| TaskOutcome::UnknownTask {
                 name: task.to_string(),
-            }
-        }
-    };
+            })
+            .collect(),
+    }
+}
+
+fn run_entry(entry: &registry::TaskEntry, arg: &[u8]) -> TaskOutcome {
     install_panic_hook();
     match panic::catch_unwind(AssertUnwindSafe(|| (entry.run)(arg))) {
         Ok(outcome) => outcome,
@@ -109,7 +123,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
                 args,
             }) => FromChild::BatchDone {
                 first_id,
-                outcomes: args.iter().map(|arg| run_task(&task, arg)).collect(),
+                outcomes: run_batch(&task, &args),
             },
             // A parent never sends anything else to a worker: treat it as a broken link.
             Ok(_) | Err(_) => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
