@@ -8,8 +8,7 @@ use clap::Parser;
 use cli::args::{Cli, Command};
 use cli::tasks::BUILTINS;
 
-/// Exit code of a usage or configuration error.
-const EXIT_USAGE: i32 = 2;
+use cli::EXIT_USAGE;
 
 fn main() {
     // First: a re-executed worker becomes a worker here and never returns.

@@ -150,6 +150,20 @@ impl ChildSlot {
         Ok(alive)
     }
 
+    /// Sends `signal` to the child's process group even after the child itself has
+    /// exited (its children may live on in the group). A group id is not reused while
+    /// any member lives, so this reaches only what the child left behind; `Ok(false)`
+    /// when the group is empty.
+    pub(crate) fn signal_group(&self, signal: i32) -> io::Result<bool> {
+        let state = self.lock();
+        if state.exit.is_none() {
+            let _ = os::pidfd_send_signal(&self.pidfd, signal)?;
+        }
+        let sent = os::kill_group(self.pid, signal)?;
+        drop(state);
+        Ok(sent)
+    }
+
     /// Collects the exit status; called by the reaper once the pidfd is readable.
     fn reap(&self) {
         let mut state = self.lock();

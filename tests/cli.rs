@@ -263,6 +263,50 @@ fn a_malformed_line_fails_with_kind_decode_and_the_run_continues() {
 }
 
 #[test]
+fn input_is_never_dropped_and_failed_commands_keep_their_output() {
+    isolated(DEADLINE, || {
+        // A line that is not UTF-8 is run (converted lossily), not the end of the input.
+        let out = cli(&["run", "--", "echo"], "ok1\ncaf\u{e9}\nok2\n");
+        assert_eq!(out.code, 0);
+        let mut child = start(&["run", "--", "echo"]);
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"ok1\ncaf\xe9\nok2\n").unwrap();
+        drop(stdin);
+        let got = child.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            "ok1\ncaf\u{fffd}\nok2\n"
+        );
+        // A failed command's stdout is still printed, and its stderr reaches ours.
+        let out = cli(
+            &[
+                "run",
+                "--",
+                "sh",
+                "-c",
+                "echo partial $0; echo oops >&2; exit 7",
+            ],
+            "a\n",
+        );
+        assert_eq!(out.code, 1);
+        assert_eq!(out.stdout, "partial a\n");
+        assert!(
+            out.stderr.contains("oops") && out.stderr.contains("exited with code 7"),
+            "{}",
+            out.stderr
+        );
+        let out = cli(
+            &["run", "--format", "json", "--", "sh", "-c", "echo err >&2"],
+            "a\n",
+        );
+        assert_eq!(out.stderr, "err\n");
+        // Built-in tasks print one line per input, even an empty one.
+        let out = cli(&["run", "--task", "prime-factors"], "1\n2\n3\n");
+        assert_eq!(out.stdout, "\n2\n3\n");
+    });
+}
+
+#[test]
 fn usage_errors_exit_2_with_one_line_and_start_nothing() {
     isolated(DEADLINE, || {
         for (args, needle) in [
@@ -280,6 +324,31 @@ fn usage_errors_exit_2_with_one_line_and_start_nothing() {
                 "--nice 40 is outside -20..=19",
             ),
             (vec!["run"], "nothing to run"),
+            (
+                vec!["run", "--task", "sha512-chain", "--arg", "iters=5"],
+                "has no --arg `iters`",
+            ),
+            (
+                vec!["run", "--task", "sha512-chain", "--arg", "iterations=abc"],
+                "not a whole number",
+            ),
+            (vec!["run", "--task", "search"], "needs --arg pattern=TEXT"),
+            (
+                vec!["run", "--input", "/tmp", "--task", "sleep"],
+                "it is a directory",
+            ),
+            (
+                vec!["run", "--timeout", "0s", "--task", "sleep"],
+                "--timeout must be longer than 0",
+            ),
+            (
+                vec!["run", "-j", "100000", "--task", "sleep"],
+                "more than 4096",
+            ),
+            (
+                vec!["run", "--output", "x", "--task", "sleep"],
+                "go with --daemon",
+            ),
         ] {
             let out = cli(&args, "1ms\n");
             assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
@@ -460,6 +529,42 @@ fn joblog_stats_retries_recycling_and_start_methods() {
 }
 
 #[test]
+fn commands_ignoring_sigterm_get_sigkill_after_the_grace_period() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("stubborn");
+        let pidfile = dir.join("pid");
+        // The command ignores SIGTERM and outlives its worker, which SIGTERM ends.
+        let script = "trap '' TERM; echo $$ > {}; exec sleep 3600";
+        let out = cli(
+            &[
+                "run",
+                "--timeout",
+                "500ms",
+                "--grace",
+                "300ms",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            &format!("{}\n", pidfile.display()),
+        );
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(out.stderr.contains("timed_out"), "{}", out.stderr);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            wait_exit(pid, Duration::from_secs(2)),
+            "command {pid} survived its grace period"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}
+
+#[test]
 fn fail_fast_stops_after_the_first_failure() {
     isolated(DEADLINE, || {
         let t = Instant::now();
@@ -535,7 +640,7 @@ fn sigint_and_sigterm_stop_the_run_with_130_and_143() {
             let (got, stderr, took) = stopped_by(signal);
             assert_eq!(got, code, "{stderr}");
             assert!(
-                stderr.contains("stopped by signal after 1 tasks succeeded"),
+                stderr.contains("stopped by signal: 1 tasks succeeded, 0 failed, 10 not run"),
                 "{stderr}"
             );
             assert!(took < Duration::from_secs(3), "{took:?}");
@@ -628,7 +733,12 @@ fn daemon_status_and_stop() {
         assert_eq!(stop.code, 0, "{}", stop.stderr);
         assert!(!pidfile.exists(), "pidfile removed");
         let after = cli(&["status", "--pidfile", pidfile.to_str().unwrap()], "");
-        assert_eq!(after.code, 2, "no pidfile: {}", after.stderr);
+        assert_eq!(
+            after.code, 1,
+            "a finished run is not running: {}",
+            after.stderr
+        );
+        assert_eq!(after.stdout.trim(), "{\"running\":false}");
         assert!(std::fs::read_to_string(&output).unwrap().lines().count() < 200);
         assert_all_gone(Duration::from_secs(5));
         std::fs::remove_dir_all(dir).unwrap();

@@ -166,8 +166,18 @@ fn ask(socket: &Path, request: &str) -> anyhow::Result<String> {
     Ok(answer.trim().to_string())
 }
 
+/// The pid of a live run behind `pidfile`, if there is one.
+pub fn running(pidfile: &Path) -> Option<i32> {
+    let (pid, _) = read_pidfile(pidfile).ok()?;
+    sys::alive(pid).then_some(pid)
+}
+
 /// `supervisor status`: prints the run's state (JSON). Exit 0, or 1 if not running.
 pub fn status(pidfile: &Path) -> anyhow::Result<i32> {
+    if !pidfile.exists() {
+        println!("{{\"running\":false}}");
+        return Ok(1);
+    }
     let (pid, socket) = read_pidfile(pidfile)?;
     if !sys::alive(pid) {
         println!("{{\"running\":false,\"pid\":{pid}}}");

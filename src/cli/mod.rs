@@ -7,6 +7,9 @@ pub mod run;
 mod sys;
 pub mod tasks;
 
+/// Exit code of a usage or configuration error.
+pub const EXIT_USAGE: i32 = 2;
+
 /// A usage or configuration error: exit code 2, nothing started.
 #[derive(Debug)]
 pub struct Usage(pub String);

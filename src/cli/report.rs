@@ -23,7 +23,8 @@ pub struct ErrorInfo {
     pub message: String,
     pub signal: Option<i32>,
     pub exit_code: Option<i32>,
-    /// A failed command's standard error.
+    /// A failed command's standard output and standard error.
+    pub stdout: String,
     pub stderr: String,
     pub peak_rss_kib: Option<u64>,
 }
@@ -55,6 +56,7 @@ impl Record {
                 message,
                 signal: None,
                 exit_code: None,
+                stdout: String::new(),
                 stderr: String::new(),
                 peak_rss_kib: None,
             }),
@@ -62,12 +64,14 @@ impl Record {
                 message,
                 exit_code,
                 signal,
+                stdout,
                 stderr,
             })) => Err(ErrorInfo {
                 kind: "failed",
                 message,
                 signal,
                 exit_code,
+                stdout,
                 stderr,
                 peak_rss_kib: None,
             }),
@@ -88,6 +92,7 @@ impl Record {
                     message: e.to_string(),
                     signal,
                     exit_code,
+                    stdout: String::new(),
                     stderr: String::new(),
                     peak_rss_kib: peak,
                 })
@@ -162,16 +167,32 @@ impl Record {
         })
     }
 
-    /// The text-mode stdout of a successful task.
-    pub fn stdout_text(&self) -> Option<String> {
-        let out = self.result.as_ref().ok()?;
-        if out.text.is_empty() {
-            None
-        } else if out.text.ends_with('\n') {
-            Some(out.text.clone())
+    /// The text-mode stdout: a command's output exactly as it wrote it (even when it
+    /// failed); a built-in task's output as one line (empty included, so output lines
+    /// stay aligned with input lines).
+    pub fn stdout_text(&self, command: bool) -> Option<String> {
+        let text = match &self.result {
+            Ok(out) => &out.text,
+            Err(e) if command => &e.stdout,
+            Err(_) => return None,
+        };
+        if command || text.ends_with('\n') {
+            (!text.is_empty()).then(|| text.clone())
         } else {
-            Some(format!("{}\n", out.text))
+            Some(format!("{text}\n"))
         }
+    }
+
+    /// A command's own standard error (empty for built-in tasks).
+    pub fn command_stderr(&self) -> String {
+        let mut s = match &self.result {
+            Ok(out) => out.stderr.clone(),
+            Err(e) => e.stderr.clone(),
+        };
+        if !s.is_empty() && !s.ends_with('\n') {
+            s.push('\n');
+        }
+        s
     }
 
     /// What goes to stderr in text mode: a command's stderr, and one line per failure.
@@ -191,9 +212,22 @@ impl Record {
             };
             s.push_str(&format!(
                 "supervisor: line {} ({:?}) {} in {pid}: {}\n",
-                self.seq, self.input, e.kind, e.message
+                self.seq,
+                shorten(&self.input, 120),
+                e.kind,
+                shorten(&e.message, 2000)
             ));
         }
         s
+    }
+}
+
+/// `s` cut to at most `max` characters, with an ellipsis.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(max).collect();
+        format!("{cut}... ({} bytes)", s.len())
     }
 }

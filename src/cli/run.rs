@@ -17,7 +17,7 @@ use super::args::{Format, Method, Progress, RunArgs};
 use super::control::{self, Daemon};
 use super::report::Record;
 use super::sys;
-use super::tasks::{Job, Outcome, BUILTINS};
+use super::tasks::{check_args, Job, Outcome, BUILTINS};
 use super::Usage;
 
 /// Exit codes (documented in `--help` and the README).
@@ -27,6 +27,9 @@ pub const EXIT_SIGINT: i32 = 130;
 pub const EXIT_SIGTERM: i32 = 143;
 /// Standard output was closed (for example `| head`): the run stopped quietly.
 pub const EXIT_STDOUT_CLOSED: i32 = 141;
+
+/// Most worker processes a run may ask for.
+const MAX_PROCS: usize = 4096;
 
 /// Why the run stopped early (0: it did not).
 const STOP_FAIL_FAST: i32 = -1;
@@ -57,9 +60,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     "unknown task `{task}` (`supervisor tasks` lists them)"
                 )));
             }
+            check_args(task, &args.args).map_err(usage)?;
             (task.clone(), None)
         }
-        (None, false) => ("__exec".to_string(), Some(args.command.clone())),
+        (None, false) => {
+            if let Some((key, _)) = args.args.first() {
+                return Err(usage(format!(
+                    "--arg {key}=...: command mode takes no --arg (put it in the command)"
+                )));
+            }
+            ("command".to_string(), Some(args.command.clone()))
+        }
         _ => {
             return Err(usage(
                 "nothing to run: give --task NAME or -- COMMAND [ARG]...",
@@ -74,8 +85,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if args.procs == Some(0) {
         return Err(usage("--procs must be at least 1"));
     }
+    if args.procs.is_some_and(|p| p > MAX_PROCS) {
+        return Err(usage(format!(
+            "--procs {} is more than {MAX_PROCS}",
+            args.procs.unwrap_or(0)
+        )));
+    }
+    if args.timeout.is_some_and(|t| t.is_zero()) {
+        return Err(usage("--timeout must be longer than 0"));
+    }
+    let detached = ready.is_some();
+    if !args.daemon && !detached && (args.output.is_some() || args.log.is_some()) {
+        return Err(usage(
+            "--output and --log go with --daemon (without it, results go to stdout)",
+        ));
+    }
     let from_file = args.input.as_ref().filter(|p| p.as_os_str() != "-");
     let reader: Box<dyn BufRead> = match from_file {
+        Some(path) if path.is_dir() => {
+            return Err(usage(format!(
+                "cannot read the input file {}: it is a directory",
+                path.display()
+            )))
+        }
         Some(path) => Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| {
             usage(format!(
                 "cannot read the input file {}: {e}",
@@ -88,6 +120,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         None => Box::new(std::io::stdin().lock()),
     };
     if args.daemon && ready.is_none() {
+        if let Some(pidfile) = &args.pidfile {
+            if let Some(pid) = control::running(pidfile) {
+                return Err(usage(format!(
+                    "a run is already using {} (pid {pid}); stop it or choose another --pidfile",
+                    pidfile.display()
+                )));
+            }
+        }
         let pid = control::launch(&args.output, &args.log)?;
         let pidfile = args
             .pidfile
@@ -199,13 +239,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let progress = make_progress(&args);
     let inputs: Rc<RefCell<HashMap<u64, String>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
+    let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
     let jobs = {
         let inputs = inputs.clone();
         let stop = stop.clone();
         let template = template.clone();
-        reader
-            .lines()
-            .map_while(Result::ok)
+        let read_error = read_error.clone();
+        InputLines { reader }
+            .map_while(move |line| match line {
+                Ok(line) => Some(line),
+                Err(e) => {
+                    *read_error.borrow_mut() = Some(e);
+                    None
+                }
+            })
             .take_while(move |_| stop.load(Ordering::SeqCst) == 0)
             .enumerate()
             .map(move |(i, line)| {
@@ -223,14 +270,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             })
     };
     let reports = pool.imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered);
+    let command_mode = template.is_some();
+    let mut cancelled = 0u64;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for report in reports {
         let seq = report.index as u64 + 1;
         let input = inputs.borrow_mut().remove(&seq).unwrap_or_default();
         let mut record = Record::new(seq, input, report.meta, report.result);
+        let not_run = matches!(&record.result, Err(e) if e.kind == "cancelled");
         if record.ok() {
             done.fetch_add(1, Ordering::Relaxed);
+        } else if not_run {
+            cancelled += 1;
         } else {
             failed.fetch_add(1, Ordering::Relaxed);
             // Work cancelled by a stop is not a new failure to act on.
@@ -244,15 +296,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             }
             writeln!(log, "{}", record.to_joblog()).context("cannot write the job log")?;
         }
-        let cancelled = matches!(&record.result, Err(e) if e.kind == "cancelled");
         let written = progress.suspend(|| -> std::io::Result<()> {
             match args.format {
-                Format::Json => writeln!(out, "{}", record.to_json())?,
+                Format::Json => {
+                    writeln!(out, "{}", record.to_json())?;
+                    // A command's own stderr still reaches ours, grouped per task.
+                    let err = record.command_stderr();
+                    if !err.is_empty() {
+                        out.flush()?;
+                        eprint!("{err}");
+                    }
+                }
                 Format::Text => {
-                    if let Some(text) = record.stdout_text() {
+                    if let Some(text) = record.stdout_text(command_mode) {
                         out.write_all(text.as_bytes())?;
                     }
-                    if !cancelled {
+                    if !not_run {
                         let err = record.stderr_text();
                         if !err.is_empty() {
                             out.flush()?;
@@ -291,9 +350,44 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         _ => EXIT_OK,
     };
     if code == EXIT_SIGINT || code == EXIT_SIGTERM {
-        eprintln!("supervisor: stopped by signal after {done} tasks succeeded and {failed} failed");
+        eprintln!(
+            "supervisor: stopped by signal: {done} tasks succeeded, {failed} failed, {cancelled} not run"
+        );
+    }
+    if let Some(e) = read_error.borrow_mut().take() {
+        eprintln!(
+            "supervisor: reading the input failed after {} lines: {e}",
+            done + failed + cancelled
+        );
+        return Ok(super::EXIT_USAGE);
     }
     Ok(code)
+}
+
+/// Input lines as text: a line that is not UTF-8 is converted lossily (never dropped),
+/// a read error ends the input and is reported.
+struct InputLines {
+    reader: Box<dyn BufRead>,
+}
+
+impl Iterator for InputLines {
+    type Item = std::io::Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => None,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                Some(Ok(String::from_utf8(buf).unwrap_or_else(|e| {
+                    String::from_utf8_lossy(e.as_bytes()).into_owned()
+                })))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
 }
 
 fn supervisor_chain(e: &supervisor::Error) -> String {

@@ -49,6 +49,8 @@ pub enum Failure {
         exit_code: Option<i32>,
         /// The signal that ended a command.
         signal: Option<i32>,
+        /// A command's standard output (printed even though it failed).
+        stdout: String,
         /// A command's standard error.
         stderr: String,
     },
@@ -78,6 +80,7 @@ fn failed(message: impl Into<String>) -> Failure {
         message: message.into(),
         exit_code: None,
         signal: None,
+        stdout: String::new(),
         stderr: String::new(),
     }
 }
@@ -91,11 +94,49 @@ fn arg<T: std::str::FromStr>(job: &Job, key: &str, default: T) -> Result<T, Fail
     }
 }
 
+/// The `--arg` keys each built-in task accepts, and whether the value is a number.
+pub const ARGS: &[(&str, &[(&str, bool)])] = &[
+    ("sha512-chain", &[("iterations", true)]),
+    ("pseudowords", &[("count", true), ("out", false)]),
+    ("search", &[("pattern", false)]),
+];
+
+/// Checks `--arg` pairs against what `task` accepts: unknown keys and non-numbers are
+/// usage errors, found before anything starts.
+pub fn check_args(task: &str, args: &[(String, String)]) -> Result<(), String> {
+    let accepted: &[(&str, bool)] = ARGS
+        .iter()
+        .find(|(t, _)| *t == task)
+        .map_or(&[], |(_, a)| a);
+    for (key, value) in args {
+        match accepted.iter().find(|(k, _)| k == key) {
+            None if accepted.is_empty() => {
+                return Err(format!("task `{task}` takes no --arg (got `{key}`)"))
+            }
+            None => {
+                let keys: Vec<&str> = accepted.iter().map(|(k, _)| *k).collect();
+                return Err(format!(
+                    "task `{task}` has no --arg `{key}` (it takes: {})",
+                    keys.join(", ")
+                ));
+            }
+            Some((_, true)) if value.parse::<u64>().is_err() => {
+                return Err(format!("--arg {key}={value}: not a whole number"));
+            }
+            Some(_) => {}
+        }
+    }
+    if task == "search" && !args.iter().any(|(k, _)| k == "pattern") {
+        return Err("task `search` needs --arg pattern=TEXT".into());
+    }
+    Ok(())
+}
+
 /// Every built-in task: name, what it takes, what it prints.
 pub const BUILTINS: &[(&str, &str, &str)] = &[
     ("sha512-chain", "a string; --arg iterations=N (default 1000000)", "hex digest after N rounds of h = hex(sha512(h))"),
     ("prime-factors", "a positive integer (u64)", "its prime factors, ascending, space-separated"),
-    ("pseudowords", "a prefix; --arg count=N (default 1000000), --arg out=DIR", "the count and the file written (DIR/LINE.txt)"),
+    ("pseudowords", "a prefix; --arg count=N (default 1000000), --arg out=DIR", "the count and the file written (DIR/N.txt, N the input line number)"),
     ("search", "a file path; --arg pattern=TEXT", "matching lines as path:line_number:text"),
     ("sleep", "a duration (250ms, 2s)", "the time slept"),
     ("whoami", "anything (ignored)", "JSON {pid, ppid, pgid, nice, rss_kib} of the worker"),
@@ -472,11 +513,12 @@ pub fn exec(job: Job) -> Outcome {
             },
             exit_code: code,
             signal,
+            stdout,
             stderr,
         }),
     }
 }
-supervisor::task!("__exec" => exec);
+supervisor::task!("command" => exec);
 
 #[cfg(test)]
 mod tests {

@@ -123,6 +123,9 @@ pub(crate) struct Dispatcher {
     job_time: HashMap<&'static str, Duration>,
     /// Workers that have exited, most recent last.
     exited: VecDeque<WorkerStats>,
+    /// Process groups of stopped workers that died before their grace period ended:
+    /// what they left behind (commands ignoring SIGTERM) gets SIGKILL on time.
+    group_kills: Vec<(Instant, Arc<ChildSlot>)>,
 }
 
 impl Dispatcher {
@@ -144,6 +147,7 @@ impl Dispatcher {
             restarts: 0,
             job_time: HashMap::new(),
             exited: VecDeque::new(),
+            group_kills: Vec::new(),
         }
     }
 
@@ -184,6 +188,7 @@ impl Dispatcher {
     fn finished(&self) -> bool {
         self.closing
             && self.queue.is_empty()
+            && self.group_kills.is_empty()
             && self.seats.iter().all(|s| s.worker.is_none() && !s.starting)
     }
 
@@ -213,7 +218,10 @@ impl Dispatcher {
                 self.terminate();
                 for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
                     worker.kill_at = None;
-                    let _ = worker.slot.signal(libc::SIGKILL, true);
+                    let _ = worker.slot.signal_group(libc::SIGKILL);
+                }
+                for (_, slot) in self.group_kills.drain(..) {
+                    let _ = slot.signal_group(libc::SIGKILL);
                 }
             }
             Event::Stats(reply) => {
@@ -478,6 +486,9 @@ impl Dispatcher {
         let exit = worker.slot.exit().unwrap_or(crate::reaper::Exit::UNKNOWN);
         let pid = worker.slot.pid();
         let expected = worker.tx.is_none() && worker.in_flight.is_empty() && worker.stop.is_none();
+        if let Some(kill_at) = worker.kill_at {
+            self.group_kills.push((kill_at, worker.slot.clone()));
+        }
         self.exited.push_back(WorkerStats {
             pid,
             state: WorkerState::Exited {
@@ -627,6 +638,7 @@ impl Dispatcher {
     }
 
     fn next_wake(&self) -> Option<Instant> {
+        let group_kill = self.group_kills.iter().map(|(at, _)| *at).min();
         self.seats
             .iter()
             .filter_map(|s| s.worker.as_ref())
@@ -639,10 +651,18 @@ impl Dispatcher {
                 [deadline, w.kill_at, w.settle_at]
             })
             .flatten()
+            .chain(group_kill)
             .min()
     }
 
     fn on_timers(&mut self, now: Instant) {
+        self.group_kills.retain(|(at, slot)| {
+            if *at > now {
+                return true;
+            }
+            let _ = slot.signal_group(libc::SIGKILL);
+            false
+        });
         let grace = self.cfg.grace;
         let mut settle = Vec::new();
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
@@ -657,7 +677,7 @@ impl Dispatcher {
             }
             if worker.kill_at.is_some_and(|k| k <= now) {
                 worker.kill_at = None;
-                let _ = worker.slot.signal(libc::SIGKILL, true);
+                let _ = worker.slot.signal_group(libc::SIGKILL);
             }
             if worker.settle_at.is_some_and(|s| s <= now) {
                 worker.settle_at = None;
