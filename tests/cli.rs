@@ -751,6 +751,16 @@ fn the_progress_bar_shows_on_a_terminal_and_not_when_piped() {
         // Piped: nothing but results.
         let out = cli(&["run", "--task", "sleep"], &lines(5, "50ms"));
         assert_eq!(out.stderr, "");
+        // Piped with --progress always: plain progress lines, fit for a log.
+        let out = cli(
+            &["run", "--progress", "always", "--task", "sleep"],
+            &lines(5, "50ms"),
+        );
+        assert!(
+            out.stderr.contains("supervisor: 5 tasks in "),
+            "{}",
+            out.stderr
+        );
         // Under a pseudo-terminal (script(1)), stderr is a terminal: the bar is drawn.
         let dir = temp_dir("tty");
         let input = dir.join("in.txt");

@@ -236,7 +236,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         None => None,
     };
 
-    let progress = make_progress(&args);
+    let mut progress = make_progress(&args);
     let inputs: Rc<RefCell<HashMap<u64, String>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
@@ -328,11 +328,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         if written.is_err() {
             request_stop(STOP_STDOUT);
         }
-        progress.inc(1);
+        progress.inc();
     }
     let _ = out.flush();
     drop(out);
-    progress.finish_and_clear();
+    progress.finish();
     if let Some(mut log) = joblog {
         log.flush().context("cannot write the job log")?;
     }
@@ -401,22 +401,88 @@ fn supervisor_chain(e: &supervisor::Error) -> String {
     s
 }
 
-fn make_progress(args: &RunArgs) -> ProgressBar {
+/// Progress on stderr: an indicatif bar on a terminal; with `--progress always` and no
+/// terminal, a plain line at most once a second (fit for a log file).
+enum Meter {
+    Bar(ProgressBar),
+    Lines {
+        done: u64,
+        total: Option<u64>,
+        start: std::time::Instant,
+        last: std::time::Instant,
+    },
+}
+
+impl Meter {
+    fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self {
+            Meter::Bar(bar) => bar.suspend(f),
+            Meter::Lines { .. } => f(),
+        }
+    }
+
+    fn inc(&mut self) {
+        match self {
+            Meter::Bar(bar) => bar.inc(1),
+            Meter::Lines {
+                done,
+                total,
+                start,
+                last,
+            } => {
+                *done += 1;
+                if last.elapsed() >= std::time::Duration::from_secs(1) {
+                    *last = std::time::Instant::now();
+                    let rate = *done as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                    let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+                    eprintln!("supervisor: {done}{of} tasks, {rate:.1}/s");
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        match self {
+            Meter::Bar(bar) => bar.finish_and_clear(),
+            Meter::Lines { done, start, .. } => {
+                eprintln!(
+                    "supervisor: {done} tasks in {:.1}s",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+}
+
+fn make_progress(args: &RunArgs) -> Meter {
+    let terminal = std::io::stderr().is_terminal();
     let show = match args.progress {
         Progress::Always => true,
         Progress::Never => false,
-        Progress::Auto => std::io::stderr().is_terminal() && !args.daemon,
+        Progress::Auto => terminal && !args.daemon,
+    };
+    let total = || {
+        args.input
+            .as_ref()
+            .filter(|p| p.as_os_str() != "-")
+            // Only a regular file can be read twice (a FIFO or /dev/stdin would be used up).
+            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+            .and_then(|p| std::fs::File::open(p).ok())
+            .map(|f| BufReader::new(f).lines().count() as u64)
     };
     if !show {
-        return ProgressBar::hidden();
+        return Meter::Bar(ProgressBar::hidden());
     }
-    let total = args
-        .input
-        .as_ref()
-        .filter(|p| p.as_os_str() != "-")
-        .and_then(|p| std::fs::File::open(p).ok())
-        .map(|f| BufReader::new(f).lines().count() as u64);
-    let bar = match total {
+    if !terminal {
+        let now = std::time::Instant::now();
+        return Meter::Lines {
+            done: 0,
+            total: total(),
+            start: now,
+            last: now,
+        };
+    }
+    let bar = match total() {
         Some(n) => ProgressBar::new(n).with_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} tasks, {per_sec}, ETA {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -428,7 +494,7 @@ fn make_progress(args: &RunArgs) -> ProgressBar {
     };
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
-    bar
+    Meter::Bar(bar)
 }
 
 fn status_json(pool: &Pool, done: &AtomicU64, failed: &AtomicU64) -> serde_json::Value {
