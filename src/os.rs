@@ -34,15 +34,19 @@ pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<bool
             0,
         )
     };
-    if r == 0 {
-        Ok(true)
+    delivered(r == 0)
+}
+
+/// `Ok(true)` if a signal was delivered, `Ok(false)` if its target no longer exists.
+fn delivered(ok: bool) -> io::Result<bool> {
+    if ok {
+        return Ok(true);
+    }
+    let e = last_error();
+    if e.raw_os_error() == Some(libc::ESRCH) {
+        Ok(false)
     } else {
-        let e = last_error();
-        if e.raw_os_error() == Some(libc::ESRCH) {
-            Ok(false)
-        } else {
-            Err(e)
-        }
+        Err(e)
     }
 }
 
@@ -50,16 +54,7 @@ pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<bool
 pub(crate) fn kill_group(pgid: i32, signal: i32) -> io::Result<bool> {
     debug_assert!(pgid > 1);
     // SAFETY: kill with a negative pid addresses a process group; plain integers.
-    if unsafe { libc::kill(-pgid, signal) } == 0 {
-        Ok(true)
-    } else {
-        let e = last_error();
-        if e.raw_os_error() == Some(libc::ESRCH) {
-            Ok(false)
-        } else {
-            Err(e)
-        }
-    }
+    delivered(unsafe { libc::kill(-pgid, signal) } == 0)
 }
 
 /// What reaping a child tells: raw wait status, peak RSS (KiB), CPU time (µs).

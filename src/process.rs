@@ -9,9 +9,7 @@ use ipc_channel::ipc::IpcReceiver;
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::__private::Call;
 use supervisor_worker::codec::{self, CodecError};
-use supervisor_worker::protocol::{
-    self, Frame, FromChild, LinkError, TaskOutcome, TaskRequest, ToChild,
-};
+use supervisor_worker::protocol::{self, Frame, FromChild, LinkError, TaskRequest, ToChild};
 use supervisor_worker::{registry, setup::SetupError};
 
 use crate::error::Error;
@@ -310,27 +308,9 @@ impl<R: DeserializeOwned> Process<R> {
                 })
             }
         };
-        match outcome {
-            TaskOutcome::Returned { value, .. } => {
-                codec::decode(&value).map_err(|source| Error::DecodeResult { task, pid, source })
-            }
-            TaskOutcome::Panicked {
-                message,
-                location,
-                backtrace,
-            } => Err(Error::Panicked {
-                task,
-                pid,
-                message,
-                location,
-                backtrace,
-            }),
-            TaskOutcome::UnknownTask { name } => Err(Error::UnknownTask { task: name, pid }),
-            TaskOutcome::BadArgument { message } => {
-                Err(Error::DecodeArgument { task, pid, message })
-            }
-            TaskOutcome::BadResult { message } => Err(Error::EncodeResult { task, pid, message }),
-        }
+        crate::pool::outcome_to_result(&task, pid, outcome).and_then(|value| {
+            codec::decode(&value).map_err(|source| Error::DecodeResult { task, pid, source })
+        })
     }
 }
 

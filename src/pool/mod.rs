@@ -26,6 +26,7 @@ pub use iter::{Imap, MapHandle, Report, Reports};
 pub use job::JobMeta;
 pub use stats::{PoolStats, WorkerState, WorkerStats};
 
+pub(crate) use dispatcher::outcome_to_result;
 use dispatcher::{Dispatcher, Event};
 use job::{HandleState, Job, Sink, Unit};
 
