@@ -50,6 +50,13 @@ fn delivered(ok: bool) -> io::Result<bool> {
     }
 }
 
+/// Sends `signal` to process `pid`. Only for a process known not to be reaped yet (a
+/// fork server reaps its children only when asked).
+pub(crate) fn kill_pid(pid: i32, signal: i32) {
+    // SAFETY: kill with plain integers.
+    unsafe { libc::kill(pid, signal) };
+}
+
 /// Sends `signal` to every process in group `pgid`. `Ok(false)` if the group is empty.
 pub(crate) fn kill_group(pgid: i32, signal: i32) -> io::Result<bool> {
     debug_assert!(pgid > 1);

@@ -230,7 +230,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// Like [`Process::join`], but gives up after `timeout` and returns `None`; the
     /// process is unaffected and can be joined again.
     pub fn join_timeout(&mut self, timeout: Duration) -> Option<Result<R, Error>> {
-        self.join_until(Some(Instant::now() + timeout))
+        self.join_until(Instant::now().checked_add(timeout))
     }
 
     fn join_until(&mut self, deadline: Option<Instant>) -> Option<Result<R, Error>> {

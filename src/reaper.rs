@@ -263,12 +263,18 @@ impl Reaper {
 }
 
 fn spawn_one(mut cmd: Command) -> io::Result<(i32, OwnedFd)> {
-    let child = cmd.spawn()?;
+    let mut child = cmd.spawn()?;
     let pid = child.id() as i32;
-    // Dropping a std Child neither waits nor kills; the slot owns the process now.
-    drop(child);
-    let pidfd = os::pidfd_open(pid)?;
-    Ok((pid, pidfd))
+    match os::pidfd_open(pid) {
+        // Dropping a std Child neither waits nor kills; the slot owns the process now.
+        Ok(pidfd) => Ok((pid, pidfd)),
+        Err(e) => {
+            // Without a pidfd nobody could watch it (out of descriptors): end it here.
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
 }
 
 fn run(rx: mpsc::Receiver<Request>, wake: Arc<os::EventFd>) {

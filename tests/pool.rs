@@ -526,3 +526,95 @@ fn big_arguments_and_results_travel_whole() {
         pool.join();
     });
 }
+
+fn blob(b: serde_bytes::ByteBuf) -> usize {
+    b.len()
+}
+supervisor::task!(blob);
+
+/// Never registered: callers must get a clear error, not a hang.
+fn unregistered(x: u64) -> u64 {
+    x
+}
+
+#[test]
+fn work_sent_ahead_never_blocks_the_dispatcher_on_a_busy_worker() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1).max_in_flight(16).build().unwrap();
+        let small = || serde_bytes::ByteBuf::from(vec![1u8; 300]);
+        // `blob` is measured fast, so its units are sent ahead of the running one.
+        assert!(pool
+            .map(blob, (0..50).map(|_| small()))
+            .into_iter()
+            .all(|r| r.is_ok()));
+        let busy = pool.apply_async(sleep_ms, 1500);
+        let many = pool.map_async_chunked(blob, (0..4000).map(|_| small()), 200);
+        // The dispatcher still answers while the worker is busy and its queue is full.
+        let t = Instant::now();
+        let _ = pool.stats();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "stats took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(busy.wait().unwrap(), 1500);
+        assert!(many.wait().into_iter().all(|r| r.unwrap() == 300));
+        pool.join();
+    });
+}
+
+#[test]
+fn join_waits_for_a_terminate_running_in_another_thread() {
+    each_method(DEADLINE, |method| {
+        let pool = Arc::new(pool(method, 2).build().unwrap());
+        let fifo = Fifo::new();
+        let _running = pool.apply_async(hang_with_grandchild, fifo.path());
+        let grandchild = fifo.read_pid();
+        let terminator = {
+            let pool = pool.clone();
+            std::thread::spawn(move || pool.terminate())
+        };
+        pool.join();
+        // When join returns the pool has really stopped: no worker, nothing it started.
+        assert!(pool.stats().workers.is_empty());
+        assert!(
+            common::has_exited(grandchild),
+            "grandchild {grandchild} still running"
+        );
+        terminator.join().unwrap();
+    });
+}
+
+#[test]
+fn an_unregistered_task_fails_every_input_lazily() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1).build().unwrap();
+        // An endless input: each result is an error, produced as they are asked for.
+        let errors: Vec<_> = pool.imap(unregistered, 0u64..).take(5).collect();
+        assert_eq!(errors.len(), 5);
+        for e in errors {
+            let e = e.unwrap_err();
+            assert!(e.to_string().contains("is not registered"), "{e}");
+        }
+        assert!(matches!(
+            pool.apply(unregistered, 1),
+            Err(Error::Registry(_))
+        ));
+        pool.join();
+    });
+}
+
+#[test]
+fn huge_time_limits_mean_no_limit() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1)
+            .task_timeout(Duration::MAX)
+            .grace(Duration::MAX)
+            .build()
+            .unwrap();
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
+        let h = pool.submit(square, 4);
+        assert_eq!(h.wait_timeout(Duration::MAX).unwrap().unwrap(), 16);
+        pool.join();
+    });
+}

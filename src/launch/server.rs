@@ -7,12 +7,15 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use ipc_channel::ipc;
-use supervisor_worker::protocol::{Channel, Frame, FromChild, Link, ToChild};
+use supervisor_worker::protocol::{Channel, Frame, FromChild, Link, LinkError, ToChild};
 use supervisor_worker::setup::ChildSetup;
 
 use crate::error::Error;
 use crate::os;
 use crate::reaper::{reaper, ChildSlot, Owner};
+
+/// How long a fork server may take to answer a request.
+const SERVER_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A live connection to a fork server.
 pub(crate) struct ServerClient {
@@ -36,7 +39,9 @@ impl ServerClient {
         let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         link.send_with(msg, channels)
             .map_err(|e| supervisor_worker::error_chain(&e))?;
-        link.recv::<FromChild>()
+        // A server answers at once; a frozen one must not wedge the reaper.
+        link.recv_frame_timeout(SERVER_REPLY_TIMEOUT)
+            .and_then(|frame| frame.decode::<FromChild>().map_err(LinkError::Codec))
             .map_err(|e| supervisor_worker::error_chain(&e))
     }
 
@@ -79,7 +84,15 @@ impl ServerClient {
             }
         };
         // The server reaps only when we ask, so the pid is still this worker's.
-        let pidfd = os::pidfd_open(pid).map_err(Error::Spawn)?;
+        let pidfd = match os::pidfd_open(pid) {
+            Ok(pidfd) => pidfd,
+            Err(e) => {
+                // Nobody could watch it (out of descriptors): end it and have it reaped.
+                os::kill_pid(pid, libc::SIGKILL);
+                let _ = self.reap(pid);
+                return Err(Error::Spawn(e));
+            }
+        };
         let slot = ChildSlot::new(pid, pidfd, daemon, Owner::Server(self.clone()));
         reaper()
             .map_err(Error::Spawn)?

@@ -41,6 +41,9 @@ const INIT_SEQ: u64 = 0;
 const FAST_JOB: Duration = Duration::from_millis(1);
 /// Most jobs merged into one message.
 const MERGE_MAX: usize = 256;
+/// Most argument bytes sent to a worker ahead of its running unit: the socket buffer
+/// (about 200 KiB) must never fill, or a send would block the dispatcher.
+const AHEAD_BYTES: usize = 64 * 1024;
 /// Exited workers remembered for `stats()`.
 const MAX_HISTORY: usize = 10_000;
 
@@ -452,9 +455,14 @@ impl Dispatcher {
             worker.tasks_done += 1;
         }
         deliveries.flush();
-        if let Some(next) = worker.in_flight.front_mut() {
+        if let Some(next) = worker
+            .in_flight
+            .front_mut()
+            .filter(|_| worker.stop.is_none())
+        {
+            // A stopped worker's next unit never starts: it must not be blamed for the stop.
             next.since = Some((now, SystemTime::now()));
-            next.deadline = timeout.map(|t| now + t * next.unit.jobs.len() as u32);
+            next.deadline = deadline(now, timeout, next.unit.jobs.len());
         }
         if max_tasks.is_some_and(|max| worker.tasks_done >= max) {
             // Recycle: no more work for this one; it exits once its queue is empty.
@@ -510,7 +518,14 @@ impl Dispatcher {
             return;
         }
         let mut requeue: Vec<Unit> = Vec::new();
-        if let Some(head) = worker.in_flight.pop_front() {
+        // A head that never started (the worker was stopped first) is not to blame.
+        let started = worker.in_flight.front().is_some_and(|f| f.since.is_some());
+        let head = if started {
+            worker.in_flight.pop_front()
+        } else {
+            None
+        };
+        if let Some(head) = head {
             let task = head.unit.task;
             let cause = |_: &Job| match worker.stop {
                 Some(Stop::Timeout) => Error::TimedOut {
@@ -736,6 +751,18 @@ impl Dispatcher {
                     if allowance == 0 {
                         break;
                     }
+                    if !worker.in_flight.is_empty() {
+                        let ahead: usize = worker
+                            .in_flight
+                            .iter()
+                            .skip(1)
+                            .map(|f| socket_bytes(&f.unit))
+                            .sum();
+                        let next = self.queue.front().map_or(0, socket_bytes);
+                        if ahead + next > AHEAD_BYTES {
+                            break;
+                        }
+                    }
                     let Some(mut unit) = self.queue.pop_front() else {
                         break;
                     };
@@ -769,9 +796,11 @@ impl Dispatcher {
                             worker.in_flight.push_back(InFlight {
                                 seq,
                                 since: head.then(|| (now, SystemTime::now())),
-                                deadline: timeout
-                                    .filter(|_| head)
-                                    .map(|t| now + t * unit.jobs.len() as u32),
+                                deadline: if head {
+                                    deadline(now, timeout, unit.jobs.len())
+                                } else {
+                                    None
+                                },
                                 unit,
                             });
                         }
@@ -875,7 +904,26 @@ fn stop_worker(worker: &mut Worker, why: Stop, grace: Duration) {
     worker.stop = Some(why);
     worker.tx = None;
     let _ = worker.slot.signal(libc::SIGTERM, true);
-    worker.kill_at = Some(Instant::now() + grace);
+    // A grace too long to represent means "never escalate".
+    worker.kill_at = Instant::now().checked_add(grace);
+}
+
+/// Bytes a unit's message takes in the worker's socket buffer (a message over the
+/// inline limit travels in shared memory and takes almost none).
+fn socket_bytes(unit: &Unit) -> usize {
+    let bytes: usize = unit.jobs.iter().map(|j| j.arg.len() + 16).sum::<usize>() + 64;
+    if bytes > supervisor_worker::protocol::INLINE_LIMIT {
+        256
+    } else {
+        bytes
+    }
+}
+
+/// When a unit of `jobs` jobs started at `now` times out; `None` without a limit (or
+/// with one too long to represent).
+fn deadline(now: Instant, limit: Option<Duration>, jobs: usize) -> Option<Instant> {
+    let per_unit = limit?.checked_mul(u32::try_from(jobs).ok()?)?;
+    now.checked_add(per_unit)
 }
 
 fn fail_unit(unit: Unit, error: impl Fn(&Job) -> Error) {

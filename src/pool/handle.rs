@@ -34,7 +34,7 @@ impl<R: DeserializeOwned> TaskHandle<R> {
     /// Waits at most `timeout`; `None` if the task has not finished by then (it goes on).
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<R, Error>> {
         self.state
-            .take_until(Some(Instant::now() + timeout))
+            .take_until(Instant::now().checked_add(timeout))
             .map(|r| self.decode(r))
     }
 

@@ -37,6 +37,9 @@ pub struct Reports<R, I: Iterator> {
     chunksize: usize,
     read_ahead: usize,
     ordered: bool,
+    /// The task could not be resolved: every input fails with this (read lazily, so an
+    /// endless input stays bounded).
+    task_error: Option<Error>,
     stream: u64,
     tx: mpsc::Sender<Vec<Delivered>>,
     rx: mpsc::Receiver<Vec<Delivered>>,
@@ -64,6 +67,7 @@ where
         let (tx, rx) = mpsc::channel();
         let stream = shared.next_id();
         let mut it = Reports {
+            task_error: None,
             stream,
             pending: VecDeque::new(),
             shared,
@@ -81,25 +85,9 @@ where
             result: PhantomData,
         };
         if let Err(e) = task {
-            it.fail_all(e);
+            it.task_error = Some(e);
         }
         it
-    }
-
-    /// Fails every input at once (the task could not be resolved).
-    fn fail_all(&mut self, error: Error) {
-        let message = error.to_string();
-        self.input_done = true;
-        let mut first = Some(error);
-        while self.input.next().is_some() {
-            let index = self.submitted;
-            self.submitted += 1;
-            let e = first.take().unwrap_or_else(|| Error::Protocol {
-                pid: 0,
-                detail: message.clone(),
-            });
-            let _ = self.tx.send(vec![(index, Err(e), JobMeta::default())]);
-        }
     }
 
     /// Reads and submits inputs until `read_ahead` are outstanding.
@@ -107,13 +95,19 @@ where
         let mut units = Vec::new();
         while !self.input_done && self.submitted - self.yielded < self.read_ahead {
             let mut jobs = Vec::with_capacity(self.chunksize);
-            while jobs.len() < self.chunksize {
+            while jobs.len() < self.chunksize && self.submitted - self.yielded < self.read_ahead {
                 let Some(item) = self.input.next() else {
                     self.input_done = true;
                     break;
                 };
                 let index = self.submitted;
                 self.submitted += 1;
+                if let Some(e) = &self.task_error {
+                    let _ = self
+                        .tx
+                        .send(vec![(index, Err(same_error(e)), JobMeta::default())]);
+                    continue;
+                }
                 match codec::encode(&item) {
                     Ok(arg) => {
                         let sink = Sink::Stream {
@@ -186,6 +180,17 @@ impl<R, I: Iterator> Reports<R, I> {
             self.pending.extend(self.rx.recv().ok()?);
         }
         self.pending.pop_front()
+    }
+}
+
+/// The error of a task that could not be resolved, once per input.
+fn same_error(e: &Error) -> Error {
+    match e {
+        Error::Registry(r) => Error::Registry(r.clone()),
+        other => Error::Protocol {
+            pid: 0,
+            detail: other.to_string(),
+        },
     }
 }
 

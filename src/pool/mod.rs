@@ -215,9 +215,14 @@ impl PoolBuilder {
         let dispatcher = Dispatcher::new(cfg, tx.clone());
         let last_stats = Arc::new(Mutex::new(None));
         let last = last_stats.clone();
+        let finished = Arc::new(Finished::default());
+        let flag = FinishOnDrop(finished.clone());
         let thread = std::thread::Builder::new()
             .name("supervisor-pool".into())
-            .spawn(move || dispatcher.run(rx, last))
+            .spawn(move || {
+                let _flag = flag;
+                dispatcher.run(rx, last)
+            })
             .map_err(Error::Spawn)?;
         Ok(Pool {
             shared: Arc::new(Shared {
@@ -226,6 +231,7 @@ impl PoolBuilder {
                 closed: AtomicBool::new(false),
             }),
             thread: Mutex::new(Some(thread)),
+            finished,
             last_stats,
             procs,
             read_ahead: self.read_ahead.unwrap_or(64 * procs),
@@ -236,6 +242,23 @@ impl PoolBuilder {
 
 fn default_procs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// "The dispatcher has stopped", for every waiter.
+#[derive(Default)]
+struct Finished {
+    done: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+/// Sets [`Finished`] when dropped: at the end of the dispatcher thread, even by panic.
+struct FinishOnDrop(Arc<Finished>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        *self.0.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.cv.notify_all();
+    }
 }
 
 /// What callers, handles and iterators share with the dispatcher.
@@ -273,6 +296,8 @@ impl Shared {
 pub struct Pool {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set when the dispatcher has stopped (every waiter of join/terminate waits for it).
+    finished: Arc<Finished>,
     /// The dispatcher's final statistics, once it has stopped.
     last_stats: Arc<Mutex<Option<PoolStats>>>,
     procs: usize,
@@ -600,10 +625,19 @@ impl Pool {
         self.wait_dispatcher();
     }
 
+    /// Waits until the dispatcher has stopped, whoever else is waiting too.
     fn wait_dispatcher(&self) {
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(thread) = thread {
             let _ = thread.join();
+        }
+        let mut done = self.finished.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = self
+                .finished
+                .cv
+                .wait(done)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 
