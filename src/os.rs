@@ -50,6 +50,53 @@ fn delivered(ok: bool) -> io::Result<bool> {
     }
 }
 
+/// Clock ticks since boot (the unit of a process's start time in /proc/PID/stat).
+pub(crate) fn boot_ticks() -> u64 {
+    // SAFETY: timespec is plain data filled in by clock_gettime.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a live out-pointer; CLOCK_BOOTTIME always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    // SAFETY: sysconf takes a plain integer.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ts.tv_sec.max(0) as u64 * hz + ts.tv_nsec.max(0) as u64 * hz / 1_000_000_000
+}
+
+/// (process group, start time in ticks since boot) of `pid`.
+fn group_and_start(pid: i32) -> Option<(i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// Sends `signal` to the members of process group `pgid` that started no later than
+/// `started_by` (ticks since boot). For a group whose leader is gone: its id may have
+/// been reused by a later process, which this never reaches. Each member is pinned by a
+/// pidfd and checked again before the signal. `Ok(true)` if any member was signalled.
+pub(crate) fn signal_group_members(pgid: i32, signal: i32, started_by: u64) -> io::Result<bool> {
+    let mut any = false;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Some((group, start)) = group_and_start(pid) else {
+            continue;
+        };
+        if group != pgid || start > started_by {
+            continue;
+        }
+        let Ok(pidfd) = pidfd_open(pid) else { continue };
+        // The pidfd pins this very process: check it is still the member we saw.
+        if group_and_start(pid) == Some((group, start)) {
+            any |= pidfd_send_signal(&pidfd, signal)?;
+        }
+    }
+    Ok(any)
+}
+
 /// Sends `signal` to process `pid`. Only for a process known not to be reaped yet (a
 /// fork server reaps its children only when asked).
 pub(crate) fn kill_pid(pid: i32, signal: i32) {

@@ -50,6 +50,8 @@ type ExitWatcher = Box<dyn FnOnce() + Send>;
 
 struct SlotState {
     exit: Option<Exit>,
+    /// When the child was reaped, in ticks since boot.
+    reaped_at: u64,
     watchers: Vec<ExitWatcher>,
 }
 
@@ -72,6 +74,7 @@ impl ChildSlot {
             owner,
             state: Mutex::new(SlotState {
                 exit: None,
+                reaped_at: 0,
                 watchers: Vec::new(),
             }),
             exited: Condvar::new(),
@@ -151,17 +154,21 @@ impl ChildSlot {
     }
 
     /// Sends `signal` to the child's process group even after the child itself has
-    /// exited (its children may live on in the group). A group id is not reused while
-    /// any member lives, so this reaches only what the child left behind; `Ok(false)`
-    /// when the group is empty.
+    /// exited (its children may live on in the group). Once the child is reaped its id
+    /// may be reused, so then only members that started before the reap are signalled,
+    /// each pinned by a pidfd; a reused id is never hit. `Ok(false)` when none was left.
     pub(crate) fn signal_group(&self, signal: i32) -> io::Result<bool> {
         let state = self.lock();
         if state.exit.is_none() {
+            // The leader is not reaped: the group id is still ours.
             let _ = os::pidfd_send_signal(&self.pidfd, signal)?;
+            return os::kill_group(self.pid, signal);
         }
-        let sent = os::kill_group(self.pid, signal)?;
+        // The leader is gone and its id may be reused: reach only members that started
+        // before it was reaped.
+        let reaped_at = state.reaped_at;
         drop(state);
-        Ok(sent)
+        os::signal_group_members(self.pid, signal, reaped_at)
     }
 
     /// Collects the exit status; called by the reaper once the pidfd is readable.
@@ -183,6 +190,7 @@ impl ChildSlot {
             None => Exit::UNKNOWN,
         };
         state.exit = Some(exit);
+        state.reaped_at = os::boot_ticks();
         let watchers = std::mem::take(&mut state.watchers);
         drop(state);
         self.exited.notify_all();

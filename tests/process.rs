@@ -661,3 +661,22 @@ fn another_user_cannot_reach_the_bootstrap_socket_whatever_the_umask() {
         }
     });
 }
+
+#[test]
+fn a_dead_forkserver_is_replaced_on_next_use() {
+    isolated(DEADLINE, || {
+        supervisor::ensure_forkserver().unwrap();
+        let old = *supervisor::helper_pids().last().unwrap();
+        // SAFETY: kill with plain integers; our own forkserver.
+        unsafe { libc::kill(old as i32, libc::SIGKILL) };
+        for i in 0..3 {
+            let mut p = Process::builder(square, i)
+                .start_method(StartMethod::Forkserver)
+                .start()
+                .unwrap();
+            assert_eq!(p.join().unwrap(), i * i);
+        }
+        let new = *supervisor::helper_pids().last().unwrap();
+        assert_ne!(new, old, "a new forkserver serves");
+    });
+}

@@ -19,9 +19,11 @@ static FORKSERVER: Mutex<Option<Running>> = Mutex::new(None);
 pub(crate) fn client() -> Result<Arc<ServerClient>, Error> {
     let mut guard = FORKSERVER.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((client, slot)) = guard.as_ref() {
-        if slot.exit().is_none() {
+        if slot.exit().is_none() && !client.is_broken() {
             return Ok(client.clone());
         }
+        // Dead, or not answering: make sure it is gone before starting another.
+        let _ = slot.signal(libc::SIGKILL, true);
     }
     let config = WorkerConfig {
         role: Role::Server,

@@ -33,7 +33,13 @@ pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error>
         StartMethod::Fork => zygote::client()?,
         StartMethod::Forkserver => forkserver::client()?,
     };
-    let (slot, link) = server.fork(spec.nice, spec.daemon)?;
+    let (slot, link) = match server.fork(spec.nice, spec.daemon) {
+        // A forkserver that died under us is replaced once.
+        Err(_) if spec.method == StartMethod::Forkserver && server.is_broken() => {
+            forkserver::client()?.fork(spec.nice, spec.daemon)?
+        }
+        other => other?,
+    };
     if let Err(e) = link.send(&ToChild::Config(config)) {
         let _ = slot.signal(libc::SIGKILL, true);
         slot.wait();

@@ -21,6 +21,8 @@ const SERVER_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 pub(crate) struct ServerClient {
     pid: i32,
     link: Mutex<Link>,
+    /// Set when a request failed on the link: the server is gone or unusable.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl ServerClient {
@@ -32,10 +34,25 @@ impl ServerClient {
         ServerClient {
             pid,
             link: Mutex::new(link),
+            broken: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
+    /// Whether a request failed on the link (the server should be replaced).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn request(&self, msg: &ToChild, channels: Vec<Channel>) -> Result<FromChild, String> {
+        let result = self.exchange(msg, channels);
+        if result.is_err() {
+            self.broken
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        result
+    }
+
+    fn exchange(&self, msg: &ToChild, channels: Vec<Channel>) -> Result<FromChild, String> {
         let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         link.send_with(msg, channels)
             .map_err(|e| supervisor_worker::error_chain(&e))?;

@@ -30,9 +30,11 @@ use crate::os;
 use crate::process::no_result;
 use crate::reaper::ChildSlot;
 
-/// How long to wait, after a worker exited, for its channel to close (it may be held
-/// open by a grandchild) before settling its jobs.
-const EXIT_SETTLE: Duration = Duration::from_millis(100);
+/// How long to wait, after a worker exited, for its channel to close before settling
+/// its jobs: its reader may still be decoding a large last result, or a grandchild may
+/// hold the channel open (then no more results can come, and this is the delay before
+/// its jobs are reported).
+const EXIT_SETTLE: Duration = Duration::from_secs(1);
 /// Message id of the initializer.
 const INIT_SEQ: u64 = 0;
 /// A worker whose last unit took less than this per job runs "fast" tasks: it gets work
