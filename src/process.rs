@@ -32,10 +32,18 @@ pub struct ProcessBuilder<R> {
     daemon: bool,
     nice: Option<i32>,
     method: StartMethod,
+    env_allowlist: Option<Vec<String>>,
     result: PhantomData<fn() -> R>,
 }
 
 impl<R> ProcessBuilder<R> {
+    /// Give the child only these environment variables (by name); everything else the
+    /// parent has (tokens, credentials) is not passed on. Default: the whole environment.
+    pub fn env_allowlist<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.env_allowlist = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// A name for messages and `ps` (default: the task's name).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -85,6 +93,7 @@ impl<R> ProcessBuilder<R> {
             nice: self.nice,
             daemon: self.daemon,
             name: name.clone(),
+            env_allowlist: self.env_allowlist,
         };
         let (slot, link) = launch::start_worker(&spec)?;
         let request = ToChild::Task(TaskRequest {
@@ -159,6 +168,7 @@ impl<R> Process<R> {
             daemon: false,
             nice: None,
             method: StartMethod::default(),
+            env_allowlist: None,
             result: PhantomData,
         }
     }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
 use common::{each_method, isolated, scenario, stat_fields, wait_exit, Scenario, SCENARIOS};
-use supervisor::{Error, Process, StartMethod};
+use supervisor::{Error, Pool, Process, StartMethod};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -678,5 +678,46 @@ fn a_dead_forkserver_is_replaced_on_next_use() {
         }
         let new = *supervisor::helper_pids().last().unwrap();
         assert_ne!(new, old, "a new forkserver serves");
+    });
+}
+
+/// The names of this process's environment variables.
+fn env_names(_: ()) -> Vec<String> {
+    let mut names: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+supervisor::task!(env_names);
+
+#[test]
+fn workers_can_be_given_only_an_allowlisted_environment() {
+    each_method(DEADLINE, |method| {
+        assert!(std::env::var_os("PATH").is_some() && std::env::vars_os().count() > 2);
+        let mut p = Process::builder(env_names, ())
+            .env_allowlist(["PATH", "NOT_SET_ANYWHERE"])
+            .start_method(method)
+            .start()
+            .unwrap();
+        assert_eq!(p.join().unwrap(), vec!["PATH".to_string()]);
+        // Without an allowlist the environment is passed on (markers removed).
+        let mut p = Process::builder(env_names, ())
+            .start_method(method)
+            .start()
+            .unwrap();
+        let all = p.join().unwrap();
+        assert!(
+            all.len() > 2 && !all.iter().any(|k| k.starts_with("__SUPERVISOR")),
+            "{all:?}"
+        );
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .env_allowlist(["PATH"])
+            .build()
+            .unwrap();
+        assert_eq!(pool.apply(env_names, ()).unwrap(), vec!["PATH".to_string()]);
+        pool.join();
     });
 }

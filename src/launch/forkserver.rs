@@ -29,6 +29,7 @@ pub(crate) fn client() -> Result<Arc<ServerClient>, Error> {
         role: Role::Server,
         name: "forkserver".into(),
         daemon: true,
+        env_allowlist: None,
     };
     let (slot, link) = spawn::start(None, config).map_err(|e| Error::Forkserver(Box::new(e)))?;
     let client = Arc::new(ServerClient::new(slot.pid() as i32, link));

@@ -19,6 +19,7 @@ pub(crate) struct Spec {
     pub(crate) nice: Option<i32>,
     pub(crate) daemon: bool,
     pub(crate) name: String,
+    pub(crate) env_allowlist: Option<Vec<String>>,
 }
 
 /// Starts a configured worker: its slot (watched by the reaper) and our end of its link.
@@ -27,6 +28,7 @@ pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error>
         role: Role::Worker,
         name: spec.name.clone(),
         daemon: spec.daemon,
+        env_allowlist: spec.env_allowlist.clone(),
     };
     let server = match spec.method {
         StartMethod::Spawn => return spawn::start(spec.nice, config),

@@ -55,6 +55,15 @@ pub(crate) fn start(
         cloexec_above_stdio: true,
     };
     let mut cmd = Command::new("/proc/self/exe");
+    if let Some(keep) = &config.env_allowlist {
+        // The re-executed worker never sees anything else.
+        cmd.env_clear();
+        for key in keep {
+            if let Some(value) = std::env::var_os(key) {
+                cmd.env(key, value);
+            }
+        }
+    }
     cmd.arg0(process_title(&config))
         .env(ENV_BOOTSTRAP, &path)
         .env(ENV_SECRET, secret_to_hex(&secret))

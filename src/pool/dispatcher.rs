@@ -294,6 +294,7 @@ impl Dispatcher {
             nice: self.cfg.nice,
             daemon: true,
             name: format!("{}-{seat}", self.cfg.name),
+            env_allowlist: self.cfg.env_allowlist.clone(),
         };
         let events = self.events.clone();
         let spawned = std::thread::Builder::new()

@@ -68,6 +68,7 @@ pub(crate) struct Config {
     retries: u32,
     restart_limit: RestartLimit,
     max_in_flight: usize,
+    env_allowlist: Option<Vec<String>>,
 }
 
 /// Builds a [`Pool`].
@@ -85,9 +86,17 @@ pub struct PoolBuilder {
     max_in_flight: usize,
     read_ahead: Option<usize>,
     name: String,
+    env_allowlist: Option<Vec<String>>,
 }
 
 impl PoolBuilder {
+    /// Give the workers only these environment variables (by name). Default: the whole
+    /// environment.
+    pub fn env_allowlist<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.env_allowlist = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Number of worker processes. Default: the CPUs this process may use (affinity and
     /// cgroup quota aware).
     pub fn procs(mut self, procs: usize) -> Self {
@@ -209,6 +218,7 @@ impl PoolBuilder {
             retries: self.retries,
             restart_limit: self.restart_limit,
             max_in_flight: self.max_in_flight,
+            env_allowlist: self.env_allowlist,
         };
         let (tx, rx) = mpsc::channel();
         let timeout_set = cfg.task_timeout.is_some();
@@ -326,6 +336,7 @@ impl Pool {
             max_in_flight: 2,
             read_ahead: None,
             name: "pool".into(),
+            env_allowlist: None,
         }
     }
 

@@ -212,6 +212,8 @@ pub struct WorkerConfig {
     pub name: String,
     /// Daemon processes may not start processes of their own.
     pub daemon: bool,
+    /// `Some(names)`: the worker keeps only these environment variables.
+    pub env_allowlist: Option<Vec<String>>,
 }
 
 /// One task to run.

@@ -103,6 +103,17 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
         // Parent death (SIGHUP) takes the worker's commands and their children with it.
         os::kill_group_on_hangup();
     }
+    if let Some(keep) = &config.env_allowlist {
+        let drop: Vec<std::ffi::OsString> = std::env::vars_os()
+            .map(|(k, _)| k)
+            .filter(|k| !keep.iter().any(|w| k.to_str() == Some(w.as_str())))
+            .collect();
+        for key in drop {
+            // SAFETY (of the environment edit): a worker runs its tasks on this thread
+            // only, and no task has run yet, so nothing reads the environment meanwhile.
+            unsafe { std::env::remove_var(key) };
+        }
+    }
     let _ = crate::CONTEXT.set(WorkerContext {
         name: config.name.clone(),
         daemon: config.daemon,
