@@ -1,0 +1,102 @@
+//! Runs the examples (built by `cargo test` alongside the tests) and checks what they
+//! print.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{isolated, wait_exit};
+
+fn example(name: &str) -> PathBuf {
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
+/// Runs an example with a 60 s limit; its stdout.
+fn run(name: &str) -> String {
+    let path = example(name);
+    assert!(
+        path.exists(),
+        "{} not built (cargo test builds examples)",
+        path.display()
+    );
+    let child = Command::new(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    assert!(
+        wait_exit(pid, Duration::from_secs(60)),
+        "example {name} hung"
+    );
+    let out = waiter.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn prime_factors_example_factors_with_map_map_async_and_apply_async() {
+    isolated(Duration::from_secs(90), || {
+        let out = run("prime_factors");
+        assert!(out.contains("map: every result, in input order"), "{out}");
+        assert!(out.contains("12 numbers factored"), "{out}");
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.contains(" factors, largest "))
+                .count(),
+            12,
+            "{out}"
+        );
+    });
+}
+
+#[test]
+fn daemons_example_shows_join_timeout_terminate_and_the_daemon_rules() {
+    isolated(Duration::from_secs(90), || {
+        let out = run("daemons");
+        assert!(
+            out.contains("join_timeout(50ms) on the daemon: still running (alive: true)"),
+            "{out}"
+        );
+        assert!(out.contains("terminate -> exitcode Some(-15)"), "{out}");
+        assert!(
+            out.contains("a daemon trying to start a child: refused: daemon process"),
+            "{out}"
+        );
+        assert!(
+            out.contains("a non-daemon trying to start a child: started a child: Ok("),
+            "{out}"
+        );
+    });
+}
+
+#[test]
+fn isolation_example_shows_the_parent_unharmed() {
+    isolated(Duration::from_secs(90), || {
+        let out = run("isolation");
+        assert!(out.contains("segfault          -> process"), "{out}");
+        assert!(out.contains("killed by SIGSEGV"), "{out}");
+        assert!(out.contains("killed by SIGABRT"), "{out}");
+        assert!(out.contains("panicked"), "{out}");
+        assert!(out.contains("the worker's COUNTER is now 1007"), "{out}");
+        assert!(
+            out.contains("parent: still running, its COUNTER is 7"),
+            "{out}"
+        );
+    });
+}
