@@ -241,3 +241,103 @@ fn chaos_every_task_is_accounted_for_exactly_once() {
         });
     }
 }
+
+fn set_limit(resource: libc::__rlimit_resource_t, soft: u64) {
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: a live out-pointer, then the same struct back in.
+    unsafe {
+        libc::getrlimit(resource, &mut lim);
+        lim.rlim_cur = soft.min(lim.rlim_max);
+        assert_eq!(libc::setrlimit(resource, &lim), 0);
+    }
+}
+
+/// Starts daemon processes under a tight limit until they fail; reports what happened.
+fn exhaust_scenario() {
+    let which = std::env::var("LIMIT").unwrap();
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    match which.as_str() {
+        "nofile" => set_limit(libc::RLIMIT_NOFILE, open + 16),
+        // RLIMIT_NPROC counts every process and thread of the user: 12 is "few".
+        _ => set_limit(libc::RLIMIT_NPROC, 12),
+    }
+    let (mut started, mut errors, mut first_error) = (Vec::new(), 0, String::new());
+    for method in StartMethod::ALL {
+        for _ in 0..20 {
+            match Process::builder(sleep_ms, 60_000)
+                .daemon(true)
+                .start_method(method)
+                .start()
+            {
+                Ok(p) => started.push(p),
+                Err(e) => {
+                    errors += 1;
+                    if first_error.is_empty() {
+                        first_error = e.to_string();
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "started {} errors {errors} first: {first_error}",
+        started.len()
+    );
+    // A pool under the same limit: an error or a working pool, never a panic or a hang.
+    match Pool::builder().procs(2).build() {
+        Ok(pool) => println!(
+            "pool: {:?}",
+            pool.apply(sleep_ms, 1).map_err(|e| e.to_string())
+        ),
+        Err(e) => println!("pool: cannot build: {e}"),
+    }
+    for p in &started {
+        p.kill().unwrap();
+    }
+    for mut p in started {
+        let _ = p.join();
+        assert!(!p.is_alive());
+    }
+    println!("all reaped");
+}
+#[linkme::distributed_slice(common::SCENARIOS)]
+static EXHAUST: common::Scenario = common::Scenario {
+    name: "exhaust",
+    run: exhaust_scenario,
+};
+
+#[test]
+fn running_out_of_descriptors_or_processes_gives_errors_not_panics() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: RLIMIT_NPROC needs a separate user (runs as root, then as nobody)");
+        return;
+    }
+    isolated(DEADLINE, || {
+        use std::os::unix::process::CommandExt;
+        for limit in ["nofile", "nproc"] {
+            let mut cmd = common::scenario("exhaust");
+            cmd.env("LIMIT", limit);
+            if limit == "nproc" {
+                // Root ignores RLIMIT_NPROC: run the scenario as `nobody`.
+                cmd.uid(65534).gid(65534);
+            }
+            let child = cmd.spawn().unwrap();
+            let pid = child.id() as i32;
+            let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+            assert!(
+                common::wait_exit(pid, Duration::from_secs(100)),
+                "{limit}: the scenario hung"
+            );
+            let out = waiter.join().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            eprintln!("{limit}: {stdout}");
+            assert!(out.status.success(), "{limit}: {stdout}\n{stderr}");
+            assert!(
+                !stdout.contains("errors 0 "),
+                "{limit}: the limit was never reached: {stdout}"
+            );
+            assert!(stdout.contains("all reaped"), "{limit}: {stdout}");
+        }
+    });
+}
