@@ -721,3 +721,66 @@ fn workers_can_be_given_only_an_allowlisted_environment() {
         pool.join();
     });
 }
+
+fn impostor_scenario() {
+    let before = common::bootstrap_dirs();
+    let starter = std::thread::spawn(|| {
+        let t = Instant::now();
+        (Process::builder(square, 1).start().map(drop), t)
+    });
+    // The real child hangs before connecting: wait for its socket, then get there first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dir = loop {
+        if let Some(d) = common::bootstrap_dirs().difference(&before).next() {
+            break d.clone();
+        }
+        assert!(Instant::now() < deadline, "no bootstrap directory appeared");
+        std::thread::yield_now();
+    };
+    let socket = format!("{dir}/socket");
+    let tx = ipc_channel::ipc::IpcSender::<serde_bytes::ByteBuf>::connect(socket).unwrap();
+    // A well-formed hello with the wrong secret (and a lie about the pid).
+    let mut hello = b"SUPVSR\x00\x01".to_vec();
+    hello.extend_from_slice(&1u32.to_le_bytes());
+    hello.extend_from_slice(&0u64.to_le_bytes());
+    hello.extend_from_slice(&std::process::id().to_le_bytes());
+    hello.extend_from_slice(&[0u8; 32]);
+    tx.send(serde_bytes::ByteBuf::from(hello)).unwrap();
+    let (result, t) = starter.join().unwrap();
+    let err = result.unwrap_err();
+    println!("{} ms: {err}", t.elapsed().as_millis());
+    println!(
+        "left: {}",
+        common::bootstrap_dirs().difference(&before).count()
+    );
+}
+#[linkme::distributed_slice(SCENARIOS)]
+static IMPOSTOR: Scenario = Scenario {
+    name: "impostor",
+    run: impostor_scenario,
+};
+
+#[test]
+fn a_same_user_impostor_without_the_secret_is_refused() {
+    isolated(DEADLINE, || {
+        let out = scenario("impostor")
+            .env("SUPERVISOR_FAULT", "hang-before-connect")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Refused at once, before anything it sent was decoded; the real (hung) child was
+        // killed and reaped; nothing left behind.
+        assert!(
+            stdout.contains("rejected its hello: wrong secret"),
+            "{stdout}"
+        );
+        let ms: u64 = stdout.split(' ').next().unwrap().parse().unwrap();
+        assert!(ms < 10_000, "{stdout}");
+        assert!(stdout.contains("left: 0"), "{stdout}");
+    });
+}
