@@ -45,6 +45,8 @@ pub(crate) fn start(
 ) -> Result<(Arc<ChildSlot>, Link), Error> {
     let secret: [u8; SECRET_LEN] = os::random_bytes().map_err(Error::Spawn)?;
     let (server, path) = IpcOneShotServer::<ByteBuf>::new().map_err(Error::Channel)?;
+    // Whatever happens below, the socket and its directory go when `start` returns.
+    let _cleanup = BootstrapDir(path.clone());
     if let Some(dir) = Path::new(&path).parent() {
         os::make_private_dir(dir).map_err(Error::Channel)?;
     }
@@ -185,16 +187,26 @@ fn handshake(
     Ok(link)
 }
 
-/// Gives up on a bootstrap socket: wakes an `accept` that will never see its child
-/// (so its thread ends), and removes the socket and its directory now rather than
-/// when that thread gets round to it, so nothing is left even if we exit at once.
+/// Removes a bootstrap socket and its directory when dropped. `unlink` and `rmdir` need
+/// no descriptor, so this works even when descriptors have run out (the server's own
+/// clean-up opens the directory and fails silently then). After a successful handshake
+/// both are already gone and this does nothing.
+struct BootstrapDir(String);
+
+impl Drop for BootstrapDir {
+    fn drop(&mut self) {
+        let socket = Path::new(&self.0);
+        let _ = std::fs::remove_file(socket);
+        if let Some(dir) = socket.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Wakes an `accept` that will never see its child, so its thread ends (the socket and
+/// its directory are removed by [`BootstrapDir`] when `start` returns).
 fn discard_bootstrap(path: &str) {
     if let Ok(tx) = IpcSender::<ByteBuf>::connect(path.to_string()) {
         let _ = tx.send(ByteBuf::new());
-    }
-    let socket = Path::new(path);
-    let _ = std::fs::remove_file(socket);
-    if let Some(dir) = socket.parent() {
-        let _ = std::fs::remove_dir(dir);
     }
 }
