@@ -555,15 +555,7 @@ fn bootstrap_socket_scenario() {
     let before = common::bootstrap_dirs();
     let starter = std::thread::spawn(|| Process::builder(square, 1).start().map(drop));
     // The child hangs before connecting: wait for its bootstrap directory to appear.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let dir = loop {
-        let now = common::bootstrap_dirs();
-        if let Some(d) = now.difference(&before).next() {
-            break d.clone();
-        }
-        assert!(Instant::now() < deadline, "no bootstrap directory appeared");
-        std::thread::yield_now();
-    };
+    let dir = common::wait_new_bootstrap_dir(&before, Duration::from_secs(20));
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     println!("mode {mode:o}");
@@ -729,14 +721,7 @@ fn impostor_scenario() {
         (Process::builder(square, 1).start().map(drop), t)
     });
     // The real child hangs before connecting: wait for its socket, then get there first.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let dir = loop {
-        if let Some(d) = common::bootstrap_dirs().difference(&before).next() {
-            break d.clone();
-        }
-        assert!(Instant::now() < deadline, "no bootstrap directory appeared");
-        std::thread::yield_now();
-    };
+    let dir = common::wait_new_bootstrap_dir(&before, Duration::from_secs(20));
     let socket = format!("{dir}/socket");
     let tx = ipc_channel::ipc::IpcSender::<serde_bytes::ByteBuf>::connect(socket).unwrap();
     // A well-formed hello with the wrong secret (and a lie about the pid).

@@ -283,6 +283,19 @@ pub fn bootstrap_dirs() -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// Waits (up to `within`) until a bootstrap directory not in `before` appears; its path.
+/// For scenarios whose worker hangs before connecting, so the directory stays.
+pub fn wait_new_bootstrap_dir(before: &BTreeSet<String>, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(dir) = bootstrap_dirs().difference(before).next() {
+            return dir.clone();
+        }
+        assert!(Instant::now() < deadline, "no bootstrap directory appeared");
+        std::thread::yield_now();
+    }
+}
+
 fn descendants(pid: i32, out: &mut Vec<i32>) {
     for child in children_of(pid) {
         out.push(child);
