@@ -100,3 +100,45 @@ fn isolation_example_shows_the_parent_unharmed() {
         );
     });
 }
+
+/// Runs an example with arguments; its stdout.
+fn run_with(name: &str, args: &[&str]) -> String {
+    let out = Command::new(example(name)).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn pseudowords_example_writes_files_at_nice_19_and_compares_with_serial() {
+    isolated(Duration::from_secs(90), || {
+        let out = run_with("pseudowords", &["20000"]);
+        assert!(out.contains("parallel: 16 files of 20000 words"), "{out}");
+        assert!(out.contains("at nice 19"), "{out}");
+        assert!(out.contains("serial:   the same files in"), "{out}");
+        assert!(out.contains("speedup:"), "{out}");
+    });
+}
+
+#[test]
+fn threads_vs_processes_example_prints_its_table() {
+    isolated(Duration::from_secs(90), || {
+        let out = run_with("threads_vs_processes", &["500"]);
+        for row in [
+            "serial (one thread)",
+            "Rust threads",
+            "supervisor processes (incl. start)",
+        ] {
+            assert!(out.contains(row), "{row}: {out}");
+        }
+        let python = Command::new("python3")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert_eq!(out.contains("Python threads"), python, "{out}");
+    });
+}
