@@ -142,3 +142,18 @@ fn threads_vs_processes_example_prints_its_table() {
         assert_eq!(out.contains("Python threads"), python, "{out}");
     });
 }
+
+#[test]
+fn search_example_answers_every_query_and_shuts_down() {
+    isolated(Duration::from_secs(90), || {
+        let out = run("search");
+        assert!(out.contains("64 files split among"), "{out}");
+        assert!(out.contains("\"line 42 \": 64 matching lines"), "{out}");
+        assert!(out.contains("\"zulu\": 0 matching lines"), "{out}");
+        let workers = out
+            .lines()
+            .filter(|l| l.contains("answered 4 queries, exit code Some(0)"))
+            .count();
+        assert!(workers >= 2, "{out}");
+    });
+}
