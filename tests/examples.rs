@@ -157,3 +157,12 @@ fn search_example_answers_every_query_and_shuts_down() {
         assert!(workers >= 2, "{out}");
     });
 }
+
+#[test]
+fn hash_queue_example_matches_a_serial_run() {
+    isolated(Duration::from_secs(90), || {
+        let out = run_with("hash_queue", &["2000"]);
+        assert!(out.contains("16 strings x 2000 rounds with"), "{out}");
+        assert!(out.contains("the same job serially:"), "{out}");
+    });
+}
