@@ -20,8 +20,9 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs an example with a 60 s limit; its stdout.
-fn run(name: &str) -> String {
+/// Runs an example with `args` and a 60 s limit (a hung example is killed and fails
+/// the test); its stdout.
+fn run_with(name: &str, args: &[&str]) -> String {
     let path = example(name);
     assert!(
         path.exists(),
@@ -29,17 +30,21 @@ fn run(name: &str) -> String {
         path.display()
     );
     let child = Command::new(&path)
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
     let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    assert!(
-        wait_exit(pid, Duration::from_secs(60)),
-        "example {name} hung"
-    );
+    let finished = wait_exit(pid, Duration::from_secs(60));
+    if !finished {
+        // SAFETY: kill with plain integers; our own child, not yet reaped (the waiter
+        // thread reaps it only once it exits).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
     let out = waiter.join().unwrap();
+    assert!(finished, "example {name} hung");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -47,6 +52,10 @@ fn run(name: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+fn run(name: &str) -> String {
+    run_with(name, &[])
 }
 
 #[test]
@@ -99,18 +108,6 @@ fn isolation_example_shows_the_parent_unharmed() {
             "{out}"
         );
     });
-}
-
-/// Runs an example with arguments; its stdout.
-fn run_with(name: &str, args: &[&str]) -> String {
-    let out = Command::new(example(name)).args(args).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{name}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 #[test]

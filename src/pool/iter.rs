@@ -184,7 +184,7 @@ impl<R, I: Iterator> Reports<R, I> {
 }
 
 /// The error of a task that could not be resolved, once per input.
-fn same_error(e: &Error) -> Error {
+pub(crate) fn same_error(e: &Error) -> Error {
     match e {
         Error::Registry(r) => Error::Registry(r.clone()),
         other => Error::Protocol {

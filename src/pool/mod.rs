@@ -371,9 +371,7 @@ impl Pool {
         F::Arg: Serialize,
         F::Out: DeserializeOwned,
     {
-        let inputs: Vec<F::Arg> = inputs.into_iter().collect();
-        let chunksize = self.auto_chunksize(inputs.len());
-        self.map_chunked(task, inputs, chunksize)
+        self.map_async(task, inputs).wait()
     }
 
     /// [`Pool::map`] with an explicit chunk size.
@@ -446,7 +444,7 @@ impl Pool {
             let name = match &name {
                 Ok(name) => *name,
                 Err(e) => {
-                    let _ = tx.send(vec![(index, Err(clone_setup_error(e)), JobMeta::default())]);
+                    let _ = tx.send(vec![(index, Err(iter::same_error(e)), JobMeta::default())]);
                     continue;
                 }
             };
@@ -689,16 +687,5 @@ impl Drop for Pool {
         {
             self.terminate();
         }
-    }
-}
-
-/// Registry errors are reported to every input of a call.
-fn clone_setup_error(e: &Error) -> Error {
-    match e {
-        Error::Registry(r) => Error::Registry(r.clone()),
-        other => Error::Protocol {
-            pid: 0,
-            detail: other.to_string(),
-        },
     }
 }

@@ -22,6 +22,7 @@ fn repair(_: &Region) {}
 /// Python's `multiprocessing.Event` across processes: `set` wakes every process in
 /// `wait`. A wait that no other process can end (all others dropped it or died) fails
 /// with [`Error::PeerClosed`] / [`Error::PeerDied`] instead of hanging.
+#[derive(Clone)]
 pub struct Event {
     att: Arc<Attachment>,
 }
@@ -29,14 +30,6 @@ pub struct Event {
 super::region::serde_handle!(Event, Kind::Event, 0, EventState, repair, |att| Event {
     att
 });
-
-impl Clone for Event {
-    fn clone(&self) -> Self {
-        Event {
-            att: Arc::clone(&self.att),
-        }
-    }
-}
 
 impl std::fmt::Debug for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

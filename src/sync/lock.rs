@@ -39,19 +39,12 @@ pub enum Acquired {
 /// Built on a robust process-shared pthread mutex: the kernel releases it when its
 /// holder dies. Not reentrant: locking twice from one thread is
 /// [`Error::WouldDeadlock`].
+#[derive(Clone)]
 pub struct Lock {
     att: Arc<Attachment>,
 }
 
 super::region::serde_handle!(Lock, Kind::Lock, 0, LockState, repair, |att| Lock { att });
-
-impl Clone for Lock {
-    fn clone(&self) -> Self {
-        Lock {
-            att: Arc::clone(&self.att),
-        }
-    }
-}
 
 impl std::fmt::Debug for Lock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -22,6 +22,7 @@ fn repair(_: &Region) {}
 /// Python's `multiprocessing.Semaphore` across processes. An `acquire` that no other
 /// process can end fails with [`Error::PeerClosed`] / [`Error::PeerDied`] instead of
 /// hanging. Permits held by a process that dies are not given back.
+#[derive(Clone)]
 pub struct Semaphore {
     att: Arc<Attachment>,
 }
@@ -34,14 +35,6 @@ super::region::serde_handle!(
     repair,
     |att| Semaphore { att }
 );
-
-impl Clone for Semaphore {
-    fn clone(&self) -> Self {
-        Semaphore {
-            att: Arc::clone(&self.att),
-        }
-    }
-}
 
 impl std::fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -36,6 +36,7 @@ fn create(len: usize, tag: u64) -> Result<Arc<Attachment>, Error> {
 ///
 /// Concurrent access from several processes is not synchronised: guard it with a
 /// [`crate::Lock`], or give each process its own range.
+#[derive(Clone)]
 pub struct SharedMemory {
     att: Arc<Attachment>,
 }
@@ -48,14 +49,6 @@ region::serde_handle!(
     repair,
     |att| SharedMemory { att }
 );
-
-impl Clone for SharedMemory {
-    fn clone(&self) -> Self {
-        SharedMemory {
-            att: Arc::clone(&self.att),
-        }
-    }
-}
 
 impl std::fmt::Debug for SharedMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
