@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ipc_channel::ipc::IpcReceiver;
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::__private::Call;
+use supervisor_worker::arena::Inbox;
 use supervisor_worker::codec::{self, CodecError};
 use supervisor_worker::protocol::{self, Frame, FromChild, LinkError, TaskRequest, ToChild};
 use supervisor_worker::{registry, setup::SetupError};
@@ -274,8 +275,8 @@ impl<R: DeserializeOwned> Process<R> {
             match protocol::recv_timeout(rx, step) {
                 Ok(frame) => {
                     self.received = Some(
-                        frame
-                            .decode::<FromChild>()
+                        Inbox::new()
+                            .decode::<FromChild>(frame)
                             .map_err(|e| supervisor_worker::error_chain(&e)),
                     );
                 }

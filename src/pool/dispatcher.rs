@@ -16,6 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
+use supervisor_worker::arena::{Inbox, Outbox};
 use supervisor_worker::protocol::{
     send_frame, Frame, FromChild, Link, LinkError, TaskOutcome, TaskRequest, TaskRequestRef,
     ToChild, ToChildRef,
@@ -93,6 +94,8 @@ struct Worker {
     slot: Arc<ChildSlot>,
     /// `None` once we closed our sender (the worker exits when its queue is empty).
     tx: Option<IpcSender<Frame>>,
+    /// Reused shared memory for big messages to this worker.
+    outbox: Outbox,
     in_flight: VecDeque<InFlight>,
     tasks_done: u64,
     initializing: bool,
@@ -346,6 +349,7 @@ impl Dispatcher {
             id,
             slot,
             tx: Some(link.tx),
+            outbox: Outbox::new(),
             in_flight: VecDeque::new(),
             tasks_done: 0,
             initializing: false,
@@ -363,7 +367,7 @@ impl Dispatcher {
             });
             worker.initializing = true;
             if let Some(tx) = &worker.tx {
-                let _ = send(tx, &req);
+                let _ = send(tx, &mut worker.outbox, &req);
             }
         }
         if self.terminating || self.broken.is_some() || !reading {
@@ -793,7 +797,7 @@ impl Dispatcher {
                     }
                     let seq = self.next_seq;
                     self.next_seq += 1;
-                    match send(tx, &unit_message(seq, &unit)) {
+                    match send(tx, &mut worker.outbox, &unit_message(seq, &unit)) {
                         Ok(()) => {
                             let head = worker.in_flight.is_empty();
                             worker.in_flight.push_back(InFlight {
@@ -956,8 +960,12 @@ fn unit_message(seq: u64, unit: &Unit) -> ToChildRef<'_> {
     }
 }
 
-fn send<T: serde::Serialize>(tx: &IpcSender<Frame>, msg: &T) -> Result<(), LinkError> {
-    let frame = Frame::new(msg, Vec::new()).map_err(LinkError::Codec)?;
+fn send<T: serde::Serialize>(
+    tx: &IpcSender<Frame>,
+    outbox: &mut Outbox,
+    msg: &T,
+) -> Result<(), LinkError> {
+    let frame = outbox.frame(msg).map_err(LinkError::Codec)?;
     send_frame(tx, frame)
 }
 
@@ -985,6 +993,7 @@ pub(crate) fn outcome_to_result(task: &str, pid: u32, outcome: TaskOutcome) -> J
 
 /// Starts the thread that forwards a worker's messages; false if it could not start.
 fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, events: mpsc::Sender<Event>) -> bool {
+    let mut inbox = Inbox::new();
     let body = move || loop {
         match supervisor_worker::protocol::recv(&rx) {
             Err(LinkError::Malformed) => {
@@ -994,8 +1003,8 @@ fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, events: mpsc::Sender<Event>
                 return;
             }
             Ok(frame) => {
-                let msg = frame
-                    .decode::<FromChild>()
+                let msg = inbox
+                    .decode::<FromChild>(frame)
                     .map_err(|e| supervisor_worker::error_chain(&e));
                 let bad = msg.is_err();
                 if events.send(Event::Message { worker, msg }).is_err() || bad {

@@ -35,6 +35,13 @@ pub enum CodecError {
         #[source]
         source: bincode::error::DecodeError,
     },
+    /// The message was said to be in shared memory that the receiving side does not
+    /// hold (or beyond its end).
+    #[error("could not decode {type_name}: the message is not where its frame says")]
+    Misplaced {
+        /// The Rust type that was expected.
+        type_name: &'static str,
+    },
     /// The bytes held a valid value followed by bytes that belong to nothing.
     #[error("could not decode {type_name}: {extra} trailing bytes")]
     Trailing {
@@ -48,6 +55,27 @@ pub enum CodecError {
 /// Encodes `value` into a fresh buffer.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(|source| CodecError::Encode {
+        type_name: std::any::type_name::<T>(),
+        source,
+    })
+}
+
+/// How many bytes [`encode`] would produce for `value` (a pass without copying).
+pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config()).map_err(|source| {
+        CodecError::Encode {
+            type_name: std::any::type_name::<T>(),
+            source,
+        }
+    })?;
+    Ok(size.bytes_written)
+}
+
+/// Encodes `value` into the start of `dst`, which must be large enough (see
+/// [`encoded_size`]); returns the number of bytes written.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, dst: &mut [u8]) -> Result<usize, CodecError> {
+    bincode::serde::encode_into_slice(value, dst, config()).map_err(|source| CodecError::Encode {
         type_name: std::any::type_name::<T>(),
         source,
     })
@@ -70,6 +98,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_and_encode_into_agree_with_encode() {
+        let value = (7u64, serde_bytes::ByteBuf::from(vec![9u8; 70_000]), "x");
+        let bytes = encode(&value).unwrap();
+        assert_eq!(encoded_size(&value).unwrap(), bytes.len());
+        let mut dst = vec![0u8; bytes.len() + 10];
+        assert_eq!(encode_into(&value, &mut dst).unwrap(), bytes.len());
+        assert_eq!(&dst[..bytes.len()], &bytes[..]);
+        assert!(encode_into(&value, &mut dst[..bytes.len() - 1]).is_err());
+    }
 
     #[test]
     fn round_trips_nested_values() {

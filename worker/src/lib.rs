@@ -10,6 +10,7 @@
 //! Parent-side code lives in the `supervisor` crate, which re-exports what users need.
 #![warn(missing_docs)]
 
+pub mod arena;
 pub mod bootstrap;
 pub mod codec;
 pub mod fault;

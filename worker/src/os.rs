@@ -177,3 +177,16 @@ pub(crate) fn kill_group_on_hangup() {
         )
     };
 }
+
+/// Keeps freed memory in this process instead of handing it back to the kernel at once:
+/// a worker that handles a big message per task would otherwise have the kernel zero
+/// and map fresh pages for every one (glibc trims and unmaps eagerly by default).
+pub(crate) fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts glibc's allocator thresholds; it is called before
+    // any task runs, on the worker's only thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}

@@ -37,8 +37,13 @@ pub const EXIT_BOOTSTRAP_FAILED: i32 = 70;
 #[derive(Serialize, Deserialize)]
 pub struct Frame {
     data: ByteBuf,
-    shm: Option<IpcSharedMemory>,
+    pub(crate) shm: Option<IpcSharedMemory>,
     channels: Vec<Channel>,
+    /// `Some(len)`: the message is the first `len` bytes of the link's arena (see
+    /// [`crate::arena`]), not in `data` or `shm`.
+    pub(crate) arena_len: Option<u64>,
+    /// `shm` is the sender's new arena, to keep for later frames.
+    pub(crate) adopt: bool,
 }
 
 /// A channel handle carried inside a [`Frame`].
@@ -54,23 +59,38 @@ impl Frame {
     /// Encodes `msg` (and attaches `channels`) into a frame ready to send.
     pub fn new<T: Serialize>(msg: &T, channels: Vec<Channel>) -> Result<Frame, CodecError> {
         let bytes = codec::encode(msg)?;
-        Ok(if bytes.len() > INLINE_LIMIT {
-            Frame {
-                data: ByteBuf::new(),
-                shm: Some(IpcSharedMemory::from_bytes(&bytes)),
-                channels,
-            }
-        } else {
-            Frame {
-                data: ByteBuf::from(bytes),
-                shm: None,
-                channels,
-            }
-        })
+        let mut frame = Frame::from_bytes(bytes);
+        frame.channels = channels;
+        Ok(frame)
     }
 
-    /// Decodes the message this frame carries.
+    /// A frame carrying already encoded bytes (in shared memory if they are big).
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Frame {
+        if bytes.len() > INLINE_LIMIT {
+            Frame::parts(ByteBuf::new(), Some(IpcSharedMemory::from_bytes(&bytes)))
+        } else {
+            Frame::parts(ByteBuf::from(bytes), None)
+        }
+    }
+
+    pub(crate) fn parts(data: ByteBuf, shm: Option<IpcSharedMemory>) -> Frame {
+        Frame {
+            data,
+            shm,
+            channels: Vec::new(),
+            arena_len: None,
+            adopt: false,
+        }
+    }
+
+    /// Decodes the message this frame carries. A frame that points into an arena can
+    /// only be decoded by the [`crate::arena::Inbox`] that holds it.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, CodecError> {
+        if self.arena_len.is_some() || self.adopt {
+            return Err(CodecError::Misplaced {
+                type_name: std::any::type_name::<T>(),
+            });
+        }
         match &self.shm {
             Some(shm) => codec::decode(shm),
             None => codec::decode(&self.data),

@@ -7,7 +7,8 @@ use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
-use crate::protocol::{FromChild, Link, TaskOutcome, ToChild, WorkerConfig};
+use crate::arena::{Inbox, Outbox};
+use crate::protocol::{send_frame, FromChild, Link, LinkError, TaskOutcome, ToChild, WorkerConfig};
 use crate::{os, registry, WorkerContext};
 
 thread_local! {
@@ -118,12 +119,14 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
         name: config.name.clone(),
         daemon: config.daemon,
     });
+    os::keep_freed_memory();
+    let (mut inbox, mut outbox) = (Inbox::new(), Outbox::new());
     loop {
         let frame = match link.recv_frame() {
             Ok(frame) => frame,
             Err(_) => finish(0),
         };
-        let reply = match frame.decode::<ToChild>() {
+        let reply = match inbox.decode::<ToChild>(frame) {
             Ok(ToChild::Task(req)) => FromChild::Done {
                 id: req.id,
                 outcome: run_task(&req.task, &req.arg),
@@ -139,7 +142,11 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
             // A parent never sends anything else to a worker: treat it as a broken link.
             Ok(_) | Err(_) => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
         };
-        if link.send(&reply).is_err() {
+        let sent = outbox
+            .frame(&reply)
+            .map_err(LinkError::Codec)
+            .and_then(|frame| send_frame(&link.tx, frame));
+        if sent.is_err() {
             finish(0);
         }
     }
