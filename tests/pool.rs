@@ -618,3 +618,50 @@ fn huge_time_limits_mean_no_limit() {
         pool.join();
     });
 }
+
+/// Events reach the pool's state from whichever thread has one (callers, readers,
+/// starters, the reaper), and are handled by whichever holds the state: submissions,
+/// cancels and stats from many threads at once, from the first instant of the pool,
+/// lose nothing and answer everyone.
+#[test]
+fn many_threads_submitting_at_once_from_the_start_lose_nothing() {
+    each_method(DEADLINE, |method| {
+        let pool = Arc::new(pool(method, 2).build().unwrap());
+        let threads: Vec<_> = (0..6u64)
+            .map(|t| {
+                let pool = pool.clone();
+                std::thread::spawn(move || {
+                    let mut sum = 0;
+                    for i in 0..300u64 {
+                        let x = t * 1000 + i;
+                        match i % 3 {
+                            0 => sum += pool.apply(square, x).unwrap(),
+                            1 => {
+                                let h = pool.apply_async(square, x);
+                                if !h.cancel() {
+                                    sum += h.wait().unwrap();
+                                } else {
+                                    assert!(matches!(h.wait(), Err(Error::Cancelled { .. })));
+                                    sum += x * x;
+                                }
+                            }
+                            _ => {
+                                let _ = pool.stats();
+                                sum += pool.map(square, [x]).pop().unwrap().unwrap();
+                            }
+                        }
+                    }
+                    sum
+                })
+            })
+            .collect();
+        let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let expected: u64 = (0..6u64)
+            .flat_map(|t| (0..300u64).map(move |i| (t * 1000 + i).pow(2)))
+            .sum();
+        assert_eq!(total, expected);
+        let stats = pool.stats();
+        assert_eq!(stats.failed, 0);
+        pool.join();
+    });
+}

@@ -1,9 +1,10 @@
-//! The dispatcher: the one thread that owns a pool's state.
+//! The dispatcher: the one owner of a pool's state.
 //!
-//! Everything else talks to it through one channel of [`Event`]s: callers (submit,
-//! cancel, close, terminate, stats), worker starters, one reader thread per worker
-//! (its messages, then `LinkClosed`), and the reaper (`Exited`). Deadlines (task
-//! timeouts, kill-after-grace, exit settling) are the receive timeout.
+//! Everything else talks to it through [`Event`]s posted to the hub (`hub.rs`):
+//! callers (submit, cancel, close, terminate, stats), worker starters, one reader
+//! thread per worker (its messages, then `LinkClosed`), and the reaper (`Exited`).
+//! Deadlines (task timeouts, kill-after-grace, exit settling) are the hub's timer
+//! thread's business: it calls [`Dispatcher::on_timers`].
 //!
 //! A worker holds at most `max_in_flight` units; it runs them in order, so on its death
 //! the first unanswered unit is the one that was running and the others had not started.
@@ -12,7 +13,7 @@
 //! using a retry): a job that crashes its worker alone fails alone.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
@@ -22,6 +23,7 @@ use supervisor_worker::protocol::{
     ToChild, ToChildRef,
 };
 
+use super::hub::Hub;
 use super::job::{Deliveries, Job, JobMeta, JobResult, Unit};
 use super::stats::{PoolStats, WorkerState, WorkerStats};
 use super::{Config, RestartLimit};
@@ -115,7 +117,7 @@ struct Seat {
 
 pub(crate) struct Dispatcher {
     cfg: Config,
-    events: mpsc::Sender<Event>,
+    hub: Weak<Hub>,
     seats: Vec<Seat>,
     queue: VecDeque<Unit>,
     closing: bool,
@@ -137,11 +139,11 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(cfg: Config, events: mpsc::Sender<Event>) -> Dispatcher {
+    pub(crate) fn new(cfg: Config, hub: Weak<Hub>) -> Dispatcher {
         let seats = (0..cfg.procs).map(|_| Seat::default()).collect();
         Dispatcher {
             cfg,
-            events,
+            hub,
             seats,
             queue: VecDeque::new(),
             closing: false,
@@ -159,48 +161,15 @@ impl Dispatcher {
         }
     }
 
-    /// Runs until the pool is closed and drained, or terminated; leaves its last
-    /// statistics in `last` for `stats()` calls after that.
-    pub(crate) fn run(mut self, rx: mpsc::Receiver<Event>, last: Arc<Mutex<Option<PoolStats>>>) {
-        self.serve(rx);
-        *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.stats());
-    }
-
-    fn serve(&mut self, rx: mpsc::Receiver<Event>) {
-        for seat in 0..self.seats.len() {
-            self.start_worker(seat);
-        }
-        loop {
-            let event = match self.next_wake() {
-                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(event) => Some(event),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                },
-                None => match rx.recv() {
-                    Ok(event) => Some(event),
-                    Err(_) => return,
-                },
-            };
-            if let Some(event) = event {
-                self.handle(event);
-            }
-            self.on_timers(Instant::now());
-            self.dispatch();
-            if self.finished() {
-                return;
-            }
-        }
-    }
-
-    fn finished(&self) -> bool {
+    /// Closed and drained, or terminated: nothing left to do.
+    pub(crate) fn finished(&self) -> bool {
         self.closing
             && self.queue.is_empty()
             && self.group_kills.is_empty()
             && self.seats.iter().all(|s| s.worker.is_none() && !s.starting)
     }
 
-    fn handle(&mut self, event: Event) {
+    pub(crate) fn handle(&mut self, event: Event) {
         match event {
             Event::Submit(units) => {
                 if let Some(reason) = &self.broken {
@@ -299,13 +268,13 @@ impl Dispatcher {
             name: format!("{}-{seat}", self.cfg.name),
             env_allowlist: self.cfg.env_allowlist.clone(),
         };
-        let events = self.events.clone();
+        let hub = self.hub.clone();
         let spawned = std::thread::Builder::new()
             .name("supervisor-start".into())
             .stack_size(256 * 1024)
             .spawn(move || {
                 let result = launch::start_worker(&spec);
-                let _ = events.send(Event::Started { seat, result });
+                post(&hub, Event::Started { seat, result });
             });
         if let Err(e) = spawned {
             self.seats[seat].starting = false;
@@ -340,10 +309,10 @@ impl Dispatcher {
         };
         let id = self.next_worker;
         self.next_worker += 1;
-        let reading = spawn_reader(id, link.rx, self.events.clone());
-        let events = self.events.clone();
+        let reading = spawn_reader(id, link.rx, self.hub.clone());
+        let hub = self.hub.clone();
         slot.on_exit(Box::new(move || {
-            let _ = events.send(Event::Exited { worker: id });
+            post(&hub, Event::Exited { worker: id });
         }));
         let mut worker = Worker {
             id,
@@ -659,7 +628,8 @@ impl Dispatcher {
         }
     }
 
-    fn next_wake(&self) -> Option<Instant> {
+    /// The earliest deadline, if any.
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
         let group_kill = self.group_kills.iter().map(|(at, _)| *at).min();
         self.seats
             .iter()
@@ -677,7 +647,8 @@ impl Dispatcher {
             .min()
     }
 
-    fn on_timers(&mut self, now: Instant) {
+    /// Acts on every deadline that has passed.
+    pub(crate) fn on_timers(&mut self, now: Instant) {
         self.group_kills.retain(|(at, slot)| {
             if *at > now {
                 return true;
@@ -719,7 +690,8 @@ impl Dispatcher {
         }
     }
 
-    fn dispatch(&mut self) {
+    /// Gives queued work to workers that can take it.
+    pub(crate) fn dispatch(&mut self) {
         if self.broken.is_some() || self.terminating {
             return;
         }
@@ -842,7 +814,8 @@ impl Dispatcher {
         }
     }
 
-    fn stats(&self) -> PoolStats {
+    /// A snapshot of the pool.
+    pub(crate) fn stats(&self) -> PoolStats {
         let workers = self
             .seats
             .iter()
@@ -992,14 +965,14 @@ pub(crate) fn outcome_to_result(task: &str, pid: u32, outcome: TaskOutcome) -> J
 }
 
 /// Starts the thread that forwards a worker's messages; false if it could not start.
-fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, events: mpsc::Sender<Event>) -> bool {
+fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, hub: Weak<Hub>) -> bool {
     let mut inbox = Inbox::new();
     let body = move || loop {
         match supervisor_worker::protocol::recv(&rx) {
             Err(LinkError::Malformed) => {
                 let msg = Err("malformed frame".to_string());
-                let _ = events.send(Event::Message { worker, msg });
-                let _ = events.send(Event::LinkClosed { worker });
+                post(&hub, Event::Message { worker, msg });
+                post(&hub, Event::LinkClosed { worker });
                 return;
             }
             Ok(frame) => {
@@ -1007,19 +980,19 @@ fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, events: mpsc::Sender<Event>
                     .decode::<FromChild>(frame)
                     .map_err(|e| supervisor_worker::error_chain(&e));
                 let bad = msg.is_err();
-                if events.send(Event::Message { worker, msg }).is_err() || bad {
-                    let _ = events.send(Event::LinkClosed { worker });
+                if !post(&hub, Event::Message { worker, msg }) || bad {
+                    post(&hub, Event::LinkClosed { worker });
                     return;
                 }
             }
             Err(LinkError::Closed) => {
-                let _ = events.send(Event::LinkClosed { worker });
+                post(&hub, Event::LinkClosed { worker });
                 return;
             }
             Err(e) => {
                 let msg = Err(supervisor_worker::error_chain(&e));
-                let _ = events.send(Event::Message { worker, msg });
-                let _ = events.send(Event::LinkClosed { worker });
+                post(&hub, Event::Message { worker, msg });
+                post(&hub, Event::LinkClosed { worker });
                 return;
             }
         }
@@ -1029,4 +1002,15 @@ fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, events: mpsc::Sender<Event>
         .stack_size(256 * 1024)
         .spawn(body)
         .is_ok()
+}
+
+/// Posts `event` to the hub; false if the pool is gone.
+fn post(hub: &Weak<Hub>, event: Event) -> bool {
+    match hub.upgrade() {
+        Some(hub) => {
+            hub.post(event);
+            true
+        }
+        None => false,
+    }
 }

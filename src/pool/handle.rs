@@ -63,14 +63,9 @@ impl<R> TaskHandle<R> {
     /// then [`Error::Cancelled`]).
     pub fn cancel(&self) -> bool {
         let (tx, rx) = mpsc::sync_channel(1);
-        if self
-            .shared
-            .events
-            .send(super::dispatcher::Event::Cancel(self.id, tx))
-            .is_err()
-        {
-            return false;
-        }
+        self.shared
+            .hub
+            .post(super::dispatcher::Event::Cancel(self.id, tx));
         rx.recv().unwrap_or(false)
     }
 

@@ -2,11 +2,12 @@
 //! `multiprocessing.Pool` and `concurrent.futures.ProcessPoolExecutor`, supervised so
 //! that a dying worker fails (or retries) only its own task and never hangs anyone.
 //!
-//! One dispatcher thread owns the pool's state (`dispatcher.rs`); the methods here only
-//! send it messages and wait on results.
+//! One dispatcher owns the pool's state (`dispatcher.rs`), reached through the hub
+//! (`hub.rs`); the methods here only post it events and wait on results.
 
 mod dispatcher;
 mod handle;
+mod hub;
 mod iter;
 mod job;
 mod stats;
@@ -28,6 +29,7 @@ pub use stats::{PoolStats, WorkerState, WorkerStats};
 
 pub(crate) use dispatcher::outcome_to_result;
 use dispatcher::{Dispatcher, Event};
+use hub::Hub;
 use job::{HandleState, Job, Sink, Unit};
 
 use crate::error::Error;
@@ -220,23 +222,25 @@ impl PoolBuilder {
             max_in_flight: self.max_in_flight,
             env_allowlist: self.env_allowlist,
         };
-        let (tx, rx) = mpsc::channel();
         let timeout_set = cfg.task_timeout.is_some();
-        let dispatcher = Dispatcher::new(cfg, tx.clone());
+        let hub = Hub::new(|hub| Dispatcher::new(cfg, hub));
         let last_stats = Arc::new(Mutex::new(None));
         let last = last_stats.clone();
         let finished = Arc::new(Finished::default());
         let flag = FinishOnDrop(finished.clone());
         let thread = std::thread::Builder::new()
             .name("supervisor-pool".into())
-            .spawn(move || {
-                let _flag = flag;
-                dispatcher.run(rx, last)
+            .spawn({
+                let hub = hub.clone();
+                move || {
+                    let _flag = flag;
+                    hub.run(&last)
+                }
             })
             .map_err(Error::Spawn)?;
         Ok(Pool {
             shared: Arc::new(Shared {
-                events: tx,
+                hub,
                 next_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
             }),
@@ -273,7 +277,7 @@ impl Drop for FinishOnDrop {
 
 /// What callers, handles and iterators share with the dispatcher.
 pub(crate) struct Shared {
-    events: mpsc::Sender<Event>,
+    hub: Arc<Hub>,
     next_id: AtomicU64,
     closed: AtomicBool,
 }
@@ -292,9 +296,9 @@ impl Shared {
             }
             return;
         }
-        // If the dispatcher is gone the units come back in the error and are dropped,
-        // which fails their jobs: nobody waits forever.
-        let _ = self.events.send(Event::Submit(units));
+        // If the dispatcher is gone the units are dropped, which fails their jobs:
+        // nobody waits forever.
+        self.hub.post(Event::Submit(units));
     }
 }
 
@@ -609,7 +613,7 @@ impl Pool {
     /// running tasks finish.
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        let _ = self.shared.events.send(Event::Close);
+        self.shared.hub.post(Event::Close);
     }
 
     /// Closes the pool and waits until every task has finished and every worker has
@@ -623,14 +627,14 @@ impl Pool {
     /// SIGTERM and, after the grace period, SIGKILL. Returns once they are gone.
     pub fn terminate(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        let _ = self.shared.events.send(Event::Terminate);
+        self.shared.hub.post(Event::Terminate);
         self.wait_dispatcher();
     }
 
     /// Like [`Pool::terminate`] without the grace period: SIGKILL at once.
     pub fn kill(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        let _ = self.shared.events.send(Event::Kill);
+        self.shared.hub.post(Event::Kill);
         self.wait_dispatcher();
     }
 
@@ -655,10 +659,9 @@ impl Pool {
     /// `join` or `terminate` it is the pool's final state.
     pub fn stats(&self) -> PoolStats {
         let (tx, rx) = mpsc::sync_channel(1);
-        if self.shared.events.send(Event::Stats(tx)).is_ok() {
-            if let Ok(stats) = rx.recv() {
-                return stats;
-            }
+        self.shared.hub.post(Event::Stats(tx));
+        if let Ok(stats) = rx.recv() {
+            return stats;
         }
         // The dispatcher has stopped (after join, terminate, or a break): its last word.
         self.wait_dispatcher();

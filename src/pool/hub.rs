@@ -1,0 +1,172 @@
+//! The hub: how events reach the dispatcher's state, with as few thread hops as possible.
+//!
+//! The pool's state (a [`Dispatcher`]) sits behind one mutex, and every event is handled
+//! by whichever thread holds it. A thread with an event (a caller submitting work, a
+//! worker's reader with a result, a starter, the reaper) puts it in the inbox and tries
+//! the lock: if it gets it, it handles everything in the inbox itself and dispatches
+//! (so an `apply` sends its task to an idle worker from the caller's own thread, and a
+//! result wakes its waiter straight from the reader that received it); if not, the
+//! holder handles it before letting go. Nobody but the timer thread ever blocks on the
+//! lock, so an event can be posted from any thread, even one the holder might be
+//! waiting for.
+//!
+//! The timer thread is the pool's own thread: it starts the workers, fires deadlines
+//! (task timeouts, kill after grace, exit settling), notices the end, and records the
+//! final statistics. It sleeps until the next deadline; a poster that moves the next
+//! deadline earlier or ends the pool unparks it.
+//!
+//! Lost events are impossible: a poster that fails to take the lock pushed its event
+//! first, and every holder (the timer thread too) looks at the inbox again after
+//! letting go.
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
+use std::thread::Thread;
+use std::time::Instant;
+
+use super::dispatcher::{Dispatcher, Event};
+use super::stats::PoolStats;
+
+/// The shared state and its inbox.
+pub(crate) struct Hub {
+    inbox: Mutex<Vec<Event>>,
+    core: Mutex<Core>,
+    timer: OnceLock<Thread>,
+}
+
+struct Core {
+    dispatcher: Option<Dispatcher>,
+    /// When the timer thread means to wake next (`None`: only when told to).
+    timer_at: Option<Instant>,
+}
+
+impl Hub {
+    /// A hub holding the dispatcher `make` builds (given the hub's weak handle).
+    pub(crate) fn new(make: impl FnOnce(Weak<Hub>) -> Dispatcher) -> Arc<Hub> {
+        Arc::new_cyclic(|hub| Hub {
+            inbox: Mutex::new(Vec::new()),
+            core: Mutex::new(Core {
+                dispatcher: Some(make(hub.clone())),
+                timer_at: None,
+            }),
+            timer: OnceLock::new(),
+        })
+    }
+
+    /// Hands an event to the dispatcher; handled before this returns when the state is
+    /// free, else by its current holder. After the pool has stopped, the event is
+    /// dropped (its jobs fail as terminated, its reply channel closes).
+    pub(crate) fn post(&self, event: Event) {
+        lock(&self.inbox).push(event);
+        loop {
+            let mut core = match self.core.try_lock() {
+                Ok(core) => core,
+                Err(TryLockError::Poisoned(p)) => {
+                    self.wake_timer();
+                    stopped(p.into_inner())
+                }
+                // The holder looks at the inbox again after letting go.
+                Err(TryLockError::WouldBlock) => return,
+            };
+            self.drain(&mut core);
+            drop(core);
+            if lock(&self.inbox).is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn wake_timer(&self) {
+        if let Some(timer) = self.timer.get() {
+            timer.unpark();
+        }
+    }
+
+    /// Handles every waiting event, dispatches, and wakes the timer thread if it must
+    /// act sooner than it planned.
+    fn drain(&self, core: &mut MutexGuard<'_, Core>) {
+        let mut handled = false;
+        loop {
+            let events = std::mem::take(&mut *lock(&self.inbox));
+            if events.is_empty() {
+                break;
+            }
+            // Stopped: dropping the events fails their jobs and closes their replies.
+            let Some(d) = core.dispatcher.as_mut() else {
+                continue;
+            };
+            for event in events {
+                d.handle(event);
+            }
+            d.dispatch();
+            handled = true;
+        }
+        let Some(d) = core.dispatcher.as_ref() else {
+            return;
+        };
+        if handled && Some(std::thread::current().id()) != self.timer_id() {
+            let sooner = match (d.next_wake(), core.timer_at) {
+                (Some(next), Some(planned)) => next < planned,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if sooner || d.finished() {
+                core.timer_at = d.next_wake();
+                self.wake_timer();
+            }
+        }
+    }
+
+    fn timer_id(&self) -> Option<std::thread::ThreadId> {
+        self.timer.get().map(|t| t.id())
+    }
+
+    /// The timer thread's body: starts the workers and serves until the pool is closed
+    /// and drained, or terminated, then leaves the final statistics in `last`.
+    pub(crate) fn run(&self, last: &Mutex<Option<PoolStats>>) {
+        let _ = self.timer.set(std::thread::current());
+        // The first dispatch (here, or by an earlier poster) starts the workers.
+        loop {
+            let wake = {
+                let mut core = self.core.lock().unwrap_or_else(|p| stopped(p.into_inner()));
+                self.drain(&mut core);
+                let Some(d) = core.dispatcher.as_mut() else {
+                    return;
+                };
+                d.on_timers(Instant::now());
+                d.dispatch();
+                if d.finished() {
+                    *lock(last) = Some(d.stats());
+                    // Later events are dropped; the state itself goes with the hub.
+                    let d = core.dispatcher.take();
+                    drop(core);
+                    drop(d);
+                    // Whatever was posted meanwhile: fail it now, not at the hub's end.
+                    drop(std::mem::take(&mut *lock(&self.inbox)));
+                    return;
+                }
+                let wake = d.next_wake();
+                core.timer_at = wake;
+                wake
+            };
+            if !lock(&self.inbox).is_empty() {
+                continue;
+            }
+            match wake {
+                Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
+                None => std::thread::park(),
+            }
+        }
+    }
+}
+
+/// A thread panicked while handling an event: the state may be inconsistent, so the
+/// pool stops as if the dispatcher had died (its jobs fail, its workers see their
+/// channels close and exit).
+fn stopped(mut core: MutexGuard<'_, Core>) -> MutexGuard<'_, Core> {
+    core.dispatcher = None;
+    core
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
