@@ -665,3 +665,88 @@ fn many_threads_submitting_at_once_from_the_start_lose_nothing() {
         pool.join();
     });
 }
+
+/// Returns its input, an error for inputs ending in 3, and panics for those ending in 7.
+fn picky(x: u64) -> Result<u64, String> {
+    match x % 10 {
+        3 => Err(format!("{x} ends in 3")),
+        7 => panic!("{x} ends in 7"),
+        _ => Ok(x),
+    }
+}
+supervisor::task!(picky);
+
+/// An argument that refuses to be encoded when it holds 13.
+#[derive(Debug)]
+struct Fussy(u64);
+
+impl serde::Serialize for Fussy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            return Err(serde::ser::Error::custom("13 is unlucky"));
+        }
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fussy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(Fussy)
+    }
+}
+
+fn fussy_square(x: Fussy) -> u64 {
+    x.0 * x.0
+}
+supervisor::task!(fussy_square);
+
+/// A map travels in chunks (one buffer of arguments, one of results); every outcome
+/// still lands at its input's position: values, returned errors, panics, an argument
+/// that cannot be encoded, chunks split by recycling, and a map after close.
+#[test]
+fn a_chunked_map_keeps_every_outcome_in_its_place() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).build().unwrap();
+        let out = pool.map_chunked(picky, 0..100u64, 8);
+        assert_eq!(out.len(), 100);
+        for (x, r) in (0u64..).zip(&out) {
+            match (x % 10, r) {
+                (3, Ok(Err(message))) => assert_eq!(message, &format!("{x} ends in 3")),
+                (7, Err(Error::Panicked { message, .. })) => {
+                    assert_eq!(message, &format!("{x} ends in 7"))
+                }
+                (_, Ok(Ok(v))) => assert_eq!(*v, x),
+                other => panic!("input {x}: {other:?}"),
+            }
+        }
+        let out = pool.map_chunked(fussy_square, (0..30).map(Fussy), 4);
+        for (x, r) in (0u64..).zip(&out) {
+            match r {
+                Err(Error::EncodeArgument { task, .. }) if x == 13 => {
+                    assert_eq!(task, "fussy_square")
+                }
+                Ok(v) if x != 13 => assert_eq!(*v, x * x),
+                other => panic!("input {x}: {other:?}"),
+            }
+        }
+        let stats = pool.stats();
+        assert_eq!((stats.done, stats.failed), (80 + 29, 20));
+        pool.join();
+
+        // Recycling after 5 tasks splits chunks of 8 and loses nothing.
+        let recycled = crate::pool(method, 2)
+            .max_tasks_per_child(5)
+            .build()
+            .unwrap();
+        let out: Vec<u64> = recycled
+            .map_chunked(square, 0..40u64, 8)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(out, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
+        recycled.close();
+        let closed = recycled.map_chunked(square, 0..10u64, 4);
+        assert!(closed.iter().all(|r| matches!(r, Err(Error::PoolClosed))));
+        recycled.join();
+    });
+}

@@ -24,7 +24,7 @@ use supervisor_worker::protocol::{
 };
 
 use super::hub::Hub;
-use super::job::{Deliveries, Job, JobMeta, JobResult, Unit};
+use super::job::{Deliveries, Job, JobMeta, JobResult, PackedResults, Unit};
 use super::stats::{PoolStats, WorkerState, WorkerStats};
 use super::{Config, RestartLimit};
 use crate::error::Error;
@@ -73,6 +73,25 @@ pub(crate) enum Event {
     Exited {
         worker: u64,
     },
+}
+
+/// A worker's answer to a unit: one outcome per job, or a chunk's packed results.
+enum Answer {
+    Outcomes(Vec<TaskOutcome>),
+    Packed {
+        lens: Vec<u32>,
+        data: Vec<u8>,
+        others: Vec<(u32, TaskOutcome)>,
+    },
+}
+
+impl Answer {
+    fn len(&self) -> usize {
+        match self {
+            Answer::Outcomes(outcomes) => outcomes.len(),
+            Answer::Packed { lens, .. } => lens.len(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -354,9 +373,24 @@ impl Dispatcher {
         let max_tasks = self.cfg.max_tasks_per_child;
         let worker = self.seats[seat].worker.as_mut().expect("seat_of found it");
         let pid = worker.slot.pid();
-        let (seq, outcomes) = match msg {
-            Ok(FromChild::Done { id, outcome }) => (id, vec![outcome]),
-            Ok(FromChild::BatchDone { first_id, outcomes }) => (first_id, outcomes),
+        let (seq, answer) = match msg {
+            Ok(FromChild::Done { id, outcome }) => (id, Answer::Outcomes(vec![outcome])),
+            Ok(FromChild::BatchDone { first_id, outcomes }) => {
+                (first_id, Answer::Outcomes(outcomes))
+            }
+            Ok(FromChild::PackedDone {
+                first_id,
+                lens,
+                data,
+                others,
+            }) => (
+                first_id,
+                Answer::Packed {
+                    lens,
+                    data: data.into_vec(),
+                    others,
+                },
+            ),
             Ok(FromChild::SetupFailed(e)) => {
                 let reason = format!(
                     "worker {pid} could not set itself up ({:?}, errno {})",
@@ -369,9 +403,10 @@ impl Dispatcher {
             Err(detail) => return self.protocol_error(seat, detail),
         };
         if worker.initializing {
-            if seq != INIT_SEQ || outcomes.len() != 1 {
-                return self.protocol_error(seat, "expected the initializer's result".into());
-            }
+            let outcomes = match answer {
+                Answer::Outcomes(outcomes) if seq == INIT_SEQ && outcomes.len() == 1 => outcomes,
+                _ => return self.protocol_error(seat, "expected the initializer's result".into()),
+            };
             worker.initializing = false;
             let task = self.cfg.initializer.as_ref().map_or("", |(t, _)| *t);
             match outcomes.into_iter().next() {
@@ -395,10 +430,12 @@ impl Dispatcher {
             }
             return;
         }
-        let Some(head) = worker.in_flight.pop_front() else {
+        let Some(mut head) = worker.in_flight.pop_front() else {
             return self.protocol_error(seat, format!("result {seq} for no running task"));
         };
-        if head.seq != seq || head.unit.jobs.len() != outcomes.len() {
+        let packed = matches!(answer, Answer::Packed { .. });
+        if head.seq != seq || head.unit.len() != answer.len() || head.unit.chunk.is_some() != packed
+        {
             worker.in_flight.push_front(head);
             return self.protocol_error(
                 seat,
@@ -406,13 +443,47 @@ impl Dispatcher {
             );
         }
         let task = head.unit.task;
+        let n = answer.len();
         let per_job = head.since.map_or(Duration::ZERO, |(since, _)| {
-            now.duration_since(since) / outcomes.len().max(1) as u32
+            now.duration_since(since) / n.max(1) as u32
         });
         if head.since.is_some() {
             let average = self.job_time.entry(task).or_insert(per_job);
             *average = (*average * 7 + per_job * 3) / 10;
         }
+        let outcomes = match answer {
+            Answer::Outcomes(outcomes) => outcomes,
+            Answer::Packed { lens, data, others } => {
+                let failed = others
+                    .iter()
+                    .filter(|(_, o)| !matches!(o, TaskOutcome::Returned { error: None, .. }))
+                    .count() as u64;
+                self.failed += failed;
+                self.done += n as u64 - failed.min(n as u64);
+                worker.tasks_done += n as u64;
+                let others = others
+                    .into_iter()
+                    .map(|(i, o)| (i, outcome_to_result(task, pid, o)))
+                    .collect();
+                if let Some(chunk) = head.unit.chunk.take() {
+                    let meta = JobMeta {
+                        pid,
+                        attempts: 1,
+                        started: head.since.map(|(_, wall)| wall),
+                        duration: per_job,
+                    };
+                    let first_index = chunk.first_index;
+                    chunk.deliver(PackedResults {
+                        first_index,
+                        lens,
+                        data,
+                        others,
+                        meta,
+                    });
+                }
+                Vec::new()
+            }
+        };
         let mut deliveries = Deliveries::default();
         for (i, (job, outcome)) in head.unit.jobs.into_iter().zip(outcomes).enumerate() {
             let failed = !matches!(outcome, TaskOutcome::Returned { error: None, .. });
@@ -438,7 +509,7 @@ impl Dispatcher {
         {
             // A stopped worker's next unit never starts: it must not be blamed for the stop.
             next.since = Some((now, SystemTime::now()));
-            next.deadline = deadline(now, timeout, next.unit.jobs.len());
+            next.deadline = deadline(now, timeout, next.unit.len());
         }
         if max_tasks.is_some_and(|max| worker.tasks_done >= max) {
             // Recycle: no more work for this one; it exits once its queue is empty.
@@ -501,7 +572,8 @@ impl Dispatcher {
         } else {
             None
         };
-        if let Some(head) = head {
+        if let Some(mut head) = head {
+            head.unit.explode();
             let task = head.unit.task;
             let cause = |_: &Job| match worker.stop {
                 Some(Stop::Timeout) => Error::TimedOut {
@@ -518,6 +590,7 @@ impl Dispatcher {
                     requeue.push(Unit {
                         task,
                         jobs: vec![job],
+                        chunk: None,
                         solo: true,
                     });
                 }
@@ -528,6 +601,7 @@ impl Dispatcher {
                         requeue.push(Unit {
                             task,
                             jobs: vec![job],
+                            chunk: None,
                             solo: true,
                         });
                     } else {
@@ -722,8 +796,7 @@ impl Dispatcher {
                     _ => 1,
                 };
                 while worker.in_flight.len() < limit {
-                    let queued_jobs: usize =
-                        worker.in_flight.iter().map(|f| f.unit.jobs.len()).sum();
+                    let queued_jobs: usize = worker.in_flight.iter().map(|f| f.unit.len()).sum();
                     let allowance = max_tasks.map_or(usize::MAX, |max| {
                         (max.saturating_sub(worker.tasks_done) as usize).saturating_sub(queued_jobs)
                     });
@@ -745,15 +818,17 @@ impl Dispatcher {
                     let Some(mut unit) = self.queue.pop_front() else {
                         break;
                     };
-                    if unit.jobs.len() > allowance {
+                    if unit.len() > allowance {
                         // Keep a recycled worker to its task budget: split the unit.
+                        unit.explode();
                         let rest = unit.jobs.split_off(allowance);
                         self.queue.push_front(Unit {
                             task: unit.task,
                             jobs: rest,
+                            chunk: None,
                             solo: unit.solo,
                         });
-                    } else if !unit.solo && fast(unit.task) {
+                    } else if !unit.solo && unit.chunk.is_none() && fast(unit.task) {
                         // Merge queued single tasks of the same kind into one message,
                         // up to a fair share of the queue.
                         let share = (self.queue.len() / workers).min(MERGE_MAX).min(allowance);
@@ -776,7 +851,7 @@ impl Dispatcher {
                                 seq,
                                 since: head.then(|| (now, SystemTime::now())),
                                 deadline: if head {
-                                    deadline(now, timeout, unit.jobs.len())
+                                    deadline(now, timeout, unit.len())
                                 } else {
                                     None
                                 },
@@ -831,7 +906,7 @@ impl Dispatcher {
                 } else if let Some(f) = w.in_flight.front() {
                     WorkerState::Busy {
                         task: f.unit.task.to_string(),
-                        job: f.unit.jobs.first().map_or(0, |j| j.id),
+                        job: f.unit.first_id(),
                     }
                 } else if w.tx.is_none() {
                     WorkerState::Retiring
@@ -854,19 +929,19 @@ impl Dispatcher {
             .iter()
             .filter_map(|s| s.worker.as_ref())
             .flat_map(|w| w.in_flight.front())
-            .map(|f| f.unit.jobs.len())
+            .map(|f| f.unit.len())
             .sum();
         let waiting_in_workers: usize = self
             .seats
             .iter()
             .filter_map(|s| s.worker.as_ref())
             .flat_map(|w| w.in_flight.iter().skip(1))
-            .map(|f| f.unit.jobs.len())
+            .map(|f| f.unit.len())
             .sum();
         PoolStats {
             workers,
             starting: self.seats.iter().filter(|s| s.starting).count(),
-            queued: self.queue.iter().map(|u| u.jobs.len()).sum::<usize>() + waiting_in_workers,
+            queued: self.queue.iter().map(Unit::len).sum::<usize>() + waiting_in_workers,
             running,
             done: self.done,
             failed: self.failed,
@@ -891,7 +966,10 @@ fn stop_worker(worker: &mut Worker, why: Stop, grace: Duration) {
 /// Bytes a unit's message takes in the worker's socket buffer (a message over the
 /// inline limit travels in shared memory and takes almost none).
 fn socket_bytes(unit: &Unit) -> usize {
-    let bytes: usize = unit.jobs.iter().map(|j| j.arg.len() + 16).sum::<usize>() + 64;
+    let bytes: usize = match &unit.chunk {
+        Some(chunk) => chunk.data.len() + chunk.lens.len() * 5 + 64,
+        None => unit.jobs.iter().map(|j| j.arg.len() + 16).sum::<usize>() + 64,
+    };
     if bytes > supervisor_worker::protocol::INLINE_LIMIT {
         256
     } else {
@@ -906,7 +984,8 @@ fn deadline(now: Instant, limit: Option<Duration>, jobs: usize) -> Option<Instan
     now.checked_add(per_unit)
 }
 
-fn fail_unit(unit: Unit, error: impl Fn(&Job) -> Error) {
+fn fail_unit(mut unit: Unit, error: impl Fn(&Job) -> Error) {
+    unit.explode();
     for job in unit.jobs {
         let e = error(&job);
         job.complete(Err(e));
@@ -914,7 +993,14 @@ fn fail_unit(unit: Unit, error: impl Fn(&Job) -> Error) {
 }
 
 fn unit_message(seq: u64, unit: &Unit) -> ToChildRef<'_> {
-    if let [job] = unit.jobs.as_slice() {
+    if let Some(chunk) = &unit.chunk {
+        ToChildRef::Packed {
+            first_id: seq,
+            task: unit.task,
+            lens: &chunk.lens,
+            data: serde_bytes::Bytes::new(&chunk.data),
+        }
+    } else if let [job] = unit.jobs.as_slice() {
         ToChildRef::Task(TaskRequestRef {
             id: seq,
             task: unit.task,
@@ -944,6 +1030,9 @@ fn send<T: serde::Serialize>(
 
 /// Turns a worker's outcome into a job result (bytes of the value, or a typed error).
 pub(crate) fn outcome_to_result(task: &str, pid: u32, outcome: TaskOutcome) -> JobResult {
+    if let TaskOutcome::Returned { value, .. } = outcome {
+        return Ok(value);
+    }
     let task = task.to_string();
     match outcome {
         TaskOutcome::Returned { value, .. } => Ok(value),

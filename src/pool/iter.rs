@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc};
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 
-use super::job::{Delivered, Job, JobMeta, JobResult, Sink, Unit};
+use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, Sink, Unit};
 use super::Shared;
 use crate::error::Error;
 
@@ -41,8 +41,8 @@ pub struct Reports<R, I: Iterator> {
     /// endless input stays bounded).
     task_error: Option<Error>,
     stream: u64,
-    tx: mpsc::Sender<Vec<Delivered>>,
-    rx: mpsc::Receiver<Vec<Delivered>>,
+    tx: mpsc::Sender<Delivery>,
+    rx: mpsc::Receiver<Delivery>,
     /// Received and not yet yielded (unordered) or buffered (ordered).
     pending: VecDeque<Delivered>,
     submitted: usize,
@@ -103,9 +103,11 @@ where
                 let index = self.submitted;
                 self.submitted += 1;
                 if let Some(e) = &self.task_error {
-                    let _ = self
-                        .tx
-                        .send(vec![(index, Err(same_error(e)), JobMeta::default())]);
+                    let _ = self.tx.send(Delivery::Items(vec![(
+                        index,
+                        Err(same_error(e)),
+                        JobMeta::default(),
+                    )]));
                     continue;
                 }
                 match codec::encode(&item) {
@@ -122,7 +124,11 @@ where
                             task: self.task.to_string(),
                             source,
                         };
-                        let _ = self.tx.send(vec![(index, Err(err), JobMeta::default())]);
+                        let _ = self.tx.send(Delivery::Items(vec![(
+                            index,
+                            Err(err),
+                            JobMeta::default(),
+                        )]));
                     }
                 }
             }
@@ -177,7 +183,7 @@ impl<R, I: Iterator> Reports<R, I> {
     /// `job.rs`), so this never waits for nothing.
     fn receive(&mut self) -> Option<Delivered> {
         if self.pending.is_empty() {
-            self.pending.extend(self.rx.recv().ok()?);
+            self.pending.extend(self.rx.recv().ok()?.into_items());
         }
         self.pending.pop_front()
     }
@@ -195,12 +201,14 @@ pub(crate) fn same_error(e: &Error) -> Error {
 }
 
 fn decode<R: DeserializeOwned>(task: &str, result: JobResult) -> Result<R, Error> {
-    result.and_then(|bytes| {
-        codec::decode(&bytes).map_err(|source| Error::DecodeResult {
-            task: task.to_string(),
-            pid: 0,
-            source,
-        })
+    result.and_then(|bytes| decode_bytes(task, &bytes))
+}
+
+fn decode_bytes<R: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<R, Error> {
+    codec::decode(bytes).map_err(|source| Error::DecodeResult {
+        task: task.to_string(),
+        pid: 0,
+        source,
     })
 }
 
@@ -223,71 +231,82 @@ where
 /// All results of a `map_async`, in input order, once every task has finished.
 pub struct MapHandle<R> {
     task: &'static str,
-    len: usize,
-    rx: mpsc::Receiver<Vec<Delivered>>,
-    results: Vec<Option<JobResult>>,
+    rx: mpsc::Receiver<Delivery>,
+    /// Decoded as they arrive, in input order; a slot not yet `filled` holds a
+    /// placeholder that costs no allocation.
+    results: Vec<Result<R, Error>>,
+    filled: Vec<bool>,
     received: usize,
-    result: PhantomData<fn() -> R>,
 }
 
 impl<R: DeserializeOwned> MapHandle<R> {
     pub(crate) fn new(
         task: &'static str,
         len: usize,
-        rx: mpsc::Receiver<Vec<Delivered>>,
+        rx: mpsc::Receiver<Delivery>,
     ) -> MapHandle<R> {
+        let mut results = Vec::with_capacity(len);
+        results.resize_with(len, || Err(Error::PoolClosed));
         MapHandle {
             task,
-            len,
             rx,
-            results: (0..len).map(|_| None).collect(),
+            results,
+            filled: vec![false; len],
             received: 0,
-            result: PhantomData,
         }
     }
 
     /// Whether every task has finished.
     pub fn is_ready(&mut self) -> bool {
         while let Ok(batch) = self.rx.try_recv() {
-            for (i, r, _) in batch {
-                self.store(i, r);
-            }
+            self.store(batch);
         }
-        self.received == self.len
+        self.received == self.results.len()
     }
 
-    fn store(&mut self, i: usize, r: JobResult) {
-        if let Some(slot) = self.results.get_mut(i) {
-            if slot.is_none() {
-                self.received += 1;
+    fn store(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Items(items) => {
+                for (i, r, _) in items {
+                    let value = decode(self.task, r);
+                    self.put(i, value);
+                }
             }
-            *slot = Some(r);
+            Delivery::Packed(packed) => packed.for_each(|i, r| {
+                let value = r.and_then(|bytes| decode_bytes(self.task, bytes));
+                self.put(i, value);
+            }),
+        }
+    }
+
+    fn put(&mut self, i: usize, value: Result<R, Error>) {
+        if let (Some(slot), Some(filled)) = (self.results.get_mut(i), self.filled.get_mut(i)) {
+            if !*filled {
+                self.received += 1;
+                *filled = true;
+            }
+            *slot = value;
         }
     }
 
     /// Waits for every task; one result per input, in input order.
     pub fn wait(mut self) -> Vec<Result<R, Error>> {
-        while self.received < self.len {
+        while self.received < self.results.len() {
             match self.rx.recv() {
-                Ok(batch) => {
-                    for (i, r, _) in batch {
-                        self.store(i, r);
-                    }
-                }
+                Ok(batch) => self.store(batch),
                 Err(_) => break,
             }
         }
-        let task = self.task;
+        if self.received < self.results.len() {
+            // The pool stopped before these ran.
+            for (slot, filled) in self.results.iter_mut().zip(&self.filled) {
+                if !filled {
+                    *slot = Err(Error::Terminated {
+                        task: self.task.to_string(),
+                    });
+                }
+            }
+        }
         self.results
-            .into_iter()
-            .map(|r| {
-                let r = r.unwrap_or_else(|| {
-                    Err(Error::Terminated {
-                        task: task.to_string(),
-                    })
-                });
-                decode(task, r)
-            })
-            .collect()
     }
 }

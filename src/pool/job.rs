@@ -112,19 +112,87 @@ pub(crate) enum Sink {
     Stream {
         stream: u64,
         index: usize,
-        tx: mpsc::Sender<Vec<Delivered>>,
+        tx: mpsc::Sender<Delivery>,
     },
 }
 
 /// A result on a stream: input position, result, how it ran.
 pub(crate) type Delivered = (usize, JobResult, JobMeta);
 
+/// What a result stream carries: results one by one, or a whole chunk's at once.
+pub(crate) enum Delivery {
+    Items(Vec<Delivered>),
+    Packed(PackedResults),
+}
+
+impl Delivery {
+    /// One entry per result (a chunk's values copied out one by one).
+    pub(crate) fn into_items(self) -> Vec<Delivered> {
+        match self {
+            Delivery::Items(items) => items,
+            Delivery::Packed(packed) => {
+                let meta = packed.meta;
+                let mut items = Vec::with_capacity(packed.lens.len());
+                packed.for_each(|index, result| {
+                    items.push((index, result.map(<[u8]>::to_vec), meta));
+                });
+                items
+            }
+        }
+    }
+}
+
+/// The results of a chunk: plain values back to back in `data` (item `i`'s being
+/// `lens[i]` bytes long), every other outcome in `others` by position.
+pub(crate) struct PackedResults {
+    pub(crate) first_index: usize,
+    pub(crate) lens: Vec<u32>,
+    pub(crate) data: Vec<u8>,
+    pub(crate) others: Vec<(u32, JobResult)>,
+    /// How the chunk ran (its duration shared evenly by its items).
+    pub(crate) meta: JobMeta,
+}
+
+impl PackedResults {
+    /// Calls `f` with each item's input position and value bytes (or its error).
+    pub(crate) fn for_each(self, mut f: impl FnMut(usize, Result<&[u8], Error>)) {
+        let PackedResults {
+            first_index,
+            lens,
+            data,
+            others,
+            meta,
+        } = self;
+        let mut others = others.into_iter().peekable();
+        let mut at = 0usize;
+        for (i, len) in lens.iter().enumerate() {
+            let end = at.saturating_add(*len as usize);
+            let index = first_index + i;
+            match others.next_if(|(pos, _)| *pos as usize == i) {
+                Some((_, Err(e))) => f(index, Err(e)),
+                Some((_, Ok(bytes))) => f(index, Ok(&bytes)),
+                None => match data.get(at..end) {
+                    Some(bytes) => f(index, Ok(bytes)),
+                    None => f(
+                        index,
+                        Err(Error::Protocol {
+                            pid: meta.pid,
+                            detail: format!("result {i} of a chunk lies beyond its data"),
+                        }),
+                    ),
+                },
+            }
+            at = end;
+        }
+    }
+}
+
 impl Sink {
     fn deliver(self, result: JobResult, meta: JobMeta) {
         match self {
             Sink::Handle(state) => state.set(result),
             Sink::Stream { index, tx, .. } => {
-                let _ = tx.send(vec![(index, result, meta)]);
+                let _ = tx.send(Delivery::Items(vec![(index, result, meta)]));
             }
         }
     }
@@ -187,7 +255,7 @@ impl Drop for Job {
 /// one message (a map of a million items is not a million channel sends).
 #[derive(Default)]
 pub(crate) struct Deliveries {
-    stream: Option<(u64, mpsc::Sender<Vec<Delivered>>)>,
+    stream: Option<(u64, mpsc::Sender<Delivery>)>,
     items: Vec<Delivered>,
 }
 
@@ -212,7 +280,7 @@ impl Deliveries {
     /// Sends what is held back.
     pub(crate) fn flush(&mut self) {
         if let Some((_, tx)) = self.stream.take() {
-            let _ = tx.send(std::mem::take(&mut self.items));
+            let _ = tx.send(Delivery::Items(std::mem::take(&mut self.items)));
         }
     }
 }
@@ -223,10 +291,12 @@ impl Drop for Deliveries {
     }
 }
 
-/// What one message to a worker carries: jobs of the same task, run in order.
+/// What one message to a worker carries: jobs of the same task, run in order; or a
+/// chunk of a `map` (then `jobs` is empty).
 pub(crate) struct Unit {
     pub(crate) task: &'static str,
     pub(crate) jobs: Vec<Job>,
+    pub(crate) chunk: Option<Chunk>,
     /// Split out of a batch whose worker died: runs alone, never merged again, so a
     /// job that kills its worker fails alone.
     pub(crate) solo: bool,
@@ -237,7 +307,148 @@ impl Unit {
         Unit {
             task,
             jobs,
+            chunk: None,
             solo: false,
         }
+    }
+
+    pub(crate) fn chunk(chunk: Chunk) -> Unit {
+        Unit {
+            task: chunk.task,
+            jobs: Vec::new(),
+            chunk: Some(chunk),
+            solo: false,
+        }
+    }
+
+    /// How many task calls it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.chunk.as_ref().map_or(self.jobs.len(), Chunk::len)
+    }
+
+    /// The id of its first call.
+    pub(crate) fn first_id(&self) -> u64 {
+        match &self.chunk {
+            Some(chunk) => chunk.first_id,
+            None => self.jobs.first().map_or(0, |j| j.id),
+        }
+    }
+
+    /// Turns a chunk into separate jobs, for when its calls must be told apart (its
+    /// worker died, it is split, it fails).
+    pub(crate) fn explode(&mut self) {
+        if let Some(chunk) = self.chunk.take() {
+            self.jobs = chunk.into_jobs();
+        }
+    }
+}
+
+/// A chunk of a `map`: consecutive inputs of one task, encoded back to back in one
+/// buffer, whose results go to one stream in one message. It costs one allocation per
+/// chunk instead of several per input; its calls become separate [`Job`]s only when
+/// they must be told apart.
+pub(crate) struct Chunk {
+    pub(crate) task: &'static str,
+    /// Call `i` has id `first_id + i` and input position `first_index + i`.
+    pub(crate) first_id: u64,
+    pub(crate) first_index: usize,
+    /// Length of each encoded argument.
+    pub(crate) lens: Vec<u32>,
+    /// The encoded arguments, back to back.
+    pub(crate) data: Vec<u8>,
+    stream: u64,
+    /// Taken when the results are delivered; a chunk dropped undelivered fails its
+    /// calls as terminated.
+    tx: Option<mpsc::Sender<Delivery>>,
+}
+
+impl Chunk {
+    pub(crate) fn new(
+        task: &'static str,
+        first_id: u64,
+        first_index: usize,
+        stream: u64,
+        tx: mpsc::Sender<Delivery>,
+    ) -> Chunk {
+        Chunk {
+            task,
+            first_id,
+            first_index,
+            lens: Vec::new(),
+            data: Vec::new(),
+            stream,
+            tx: Some(tx),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Delivers the results of every call; the chunk is finished.
+    pub(crate) fn deliver(mut self, results: PackedResults) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Delivery::Packed(results));
+        }
+    }
+
+    fn into_jobs(mut self) -> Vec<Job> {
+        let Some(tx) = self.tx.take() else {
+            return Vec::new();
+        };
+        let mut at = 0usize;
+        let mut jobs = Vec::with_capacity(self.lens.len());
+        for (i, len) in self.lens.iter().enumerate() {
+            let end = at + *len as usize;
+            let sink = Sink::Stream {
+                stream: self.stream,
+                index: self.first_index + i,
+                tx: tx.clone(),
+            };
+            let arg = self.data.get(at..end).unwrap_or_default().to_vec();
+            jobs.push(Job::new(self.first_id + i as u64, self.task, arg, sink));
+            at = end;
+        }
+        jobs
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let items = (0..self.lens.len())
+                .map(|i| {
+                    let task = self.task.to_string();
+                    let index = self.first_index + i;
+                    (index, Err(Error::Terminated { task }), JobMeta::default())
+                })
+                .collect();
+            let _ = tx.send(Delivery::Items(items));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk's results from a worker that lies about their lengths: every item gets
+    /// a result, the ones beyond the data an error, nothing panics.
+    #[test]
+    fn packed_results_beyond_their_data_are_errors_not_panics() {
+        let packed = PackedResults {
+            first_index: 10,
+            lens: vec![2, 1, u32::MAX, 1],
+            data: vec![1, 2, 3],
+            others: vec![(1, Ok(vec![9])), (7, Ok(vec![8]))],
+            meta: JobMeta::default(),
+        };
+        let mut seen = Vec::new();
+        packed.for_each(|i, r| seen.push((i, r.map(<[u8]>::to_vec).map_err(|e| e.to_string()))));
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[0], (10, Ok(vec![1, 2])));
+        assert_eq!(seen[1], (11, Ok(vec![9])));
+        assert!(seen[2].1.as_ref().is_err_and(|e| e.contains("beyond")));
+        assert!(seen[3].1.as_ref().is_err_and(|e| e.contains("beyond")));
     }
 }

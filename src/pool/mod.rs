@@ -30,7 +30,7 @@ pub use stats::{PoolStats, WorkerState, WorkerStats};
 pub(crate) use dispatcher::outcome_to_result;
 use dispatcher::{Dispatcher, Event};
 use hub::Hub;
-use job::{HandleState, Job, Sink, Unit};
+use job::{Chunk, Delivery, HandleState, Job, Sink, Unit};
 
 use crate::error::Error;
 use crate::StartMethod;
@@ -287,9 +287,15 @@ impl Shared {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The first of `n` consecutive ids.
+    fn next_ids(&self, n: usize) -> u64 {
+        self.next_id.fetch_add(n as u64, Ordering::Relaxed)
+    }
+
     fn submit(&self, units: Vec<Unit>) {
         if self.closed.load(Ordering::Acquire) {
-            for unit in units {
+            for mut unit in units {
+                unit.explode();
                 for job in unit.jobs {
                     job.complete(Err(Error::PoolClosed));
                 }
@@ -438,48 +444,54 @@ impl Pool {
     {
         let (tx, rx) = mpsc::channel();
         let stream = self.shared.next_id();
-        let name = resolve::<F>();
+        let name = match resolve::<F>() {
+            Ok(name) => name,
+            Err(e) => {
+                // Every input fails alike; nothing is sent.
+                let items: Vec<_> = inputs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, _)| (index, Err(iter::same_error(&e)), JobMeta::default()))
+                    .collect();
+                let len = items.len();
+                let _ = tx.send(Delivery::Items(items));
+                return MapHandle::new("?", len, rx);
+            }
+        };
         let chunksize = chunksize.max(1);
+        let new_chunk = |first_index: usize| {
+            let first_id = self.shared.next_ids(chunksize);
+            Chunk::new(name, first_id, first_index, stream, tx.clone())
+        };
         let mut units = Vec::new();
-        let mut jobs = Vec::with_capacity(chunksize);
+        let mut chunk: Option<Chunk> = None;
         let mut len = 0;
         for (index, input) in inputs.into_iter().enumerate() {
             len += 1;
-            let name = match &name {
-                Ok(name) => *name,
-                Err(e) => {
-                    let _ = tx.send(vec![(index, Err(iter::same_error(e)), JobMeta::default())]);
-                    continue;
-                }
-            };
-            match codec::encode(&input) {
-                Ok(arg) => {
-                    let sink = Sink::Stream {
-                        stream,
-                        index,
-                        tx: tx.clone(),
-                    };
-                    jobs.push(Job::new(self.shared.next_id(), name, arg, sink));
-                    if jobs.len() == chunksize {
-                        units.push(Unit::new(name, std::mem::take(&mut jobs)));
+            let current = chunk.get_or_insert_with(|| new_chunk(index));
+            match codec::encode_append(&input, &mut current.data) {
+                Ok(n) => {
+                    current.lens.push(n as u32);
+                    if current.len() == chunksize {
+                        units.extend(chunk.take().map(Unit::chunk));
                     }
                 }
                 Err(source) => {
+                    // Chunks hold consecutive inputs: close this one, fail the input.
+                    units.extend(chunk.take().filter(|c| c.len() > 0).map(Unit::chunk));
                     let err = Error::EncodeArgument {
                         task: name.to_string(),
                         source,
                     };
-                    let _ = tx.send(vec![(index, Err(err), JobMeta::default())]);
+                    let _ = tx.send(Delivery::Items(vec![(index, Err(err), JobMeta::default())]));
                 }
             }
         }
-        if let (false, Ok(name)) = (jobs.is_empty(), &name) {
-            units.push(Unit::new(name, jobs));
-        }
+        units.extend(chunk.take().map(Unit::chunk));
         if !units.is_empty() {
             self.shared.submit(units);
         }
-        MapHandle::new(name.unwrap_or("?"), len, rx)
+        MapHandle::new(name, len, rx)
     }
 
     /// Lazily runs `task` over `inputs`, yielding results in input order, one task per

@@ -60,6 +60,25 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     })
 }
 
+/// Encodes `value` at the end of `dst` (no buffer of its own); returns its length.
+/// On error `dst` is left as it was.
+pub fn encode_append<T: Serialize + ?Sized>(
+    value: &T,
+    dst: &mut Vec<u8>,
+) -> Result<usize, CodecError> {
+    let start = dst.len();
+    match bincode::serde::encode_into_std_write(value, dst, config()) {
+        Ok(written) => Ok(written),
+        Err(source) => {
+            dst.truncate(start);
+            Err(CodecError::Encode {
+                type_name: std::any::type_name::<T>(),
+                source,
+            })
+        }
+    }
+}
+
 /// How many bytes [`encode`] would produce for `value` (a pass without copying).
 pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
     let mut size = bincode::enc::write::SizeWriter::default();

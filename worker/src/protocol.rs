@@ -17,7 +17,7 @@ use crate::codec::{self, CodecError};
 use crate::setup::ChildSetup;
 
 /// Bumped whenever a message below changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Environment variable that marks a re-executed child as a worker; it holds the path
 /// of the bootstrap socket. It is removed from the environment as soon as it is read.
@@ -275,6 +275,19 @@ pub enum ToChild {
         /// The worker's pid.
         pid: i32,
     },
+    /// A chunk of a `map`: run the task on each argument, in order, and answer once
+    /// with [`FromChild::PackedDone`]. The arguments lie back to back in `data`,
+    /// argument `i` being `lens[i]` bytes long: one buffer for the whole chunk.
+    Packed {
+        /// Id of the first item; item `i` has id `first_id + i`.
+        first_id: u64,
+        /// The registered name of the task.
+        task: String,
+        /// Length of each encoded argument.
+        lens: Vec<u32>,
+        /// The encoded arguments, back to back.
+        data: ByteBuf,
+    },
 }
 
 /// The borrowing twin of [`ToChild::Task`] and [`ToChild::Batch`]: it encodes to the
@@ -293,6 +306,21 @@ pub enum ToChildRef<'a> {
         task: &'a str,
         /// The encoded arguments.
         args: Vec<&'a serde_bytes::Bytes>,
+    },
+    /// Never sent; keeps the variant numbers equal to [`ToChild`]'s.
+    Fork(()),
+    /// Never sent; keeps the variant numbers equal to [`ToChild`]'s.
+    Reap(()),
+    /// See [`ToChild::Packed`].
+    Packed {
+        /// Id of the first item.
+        first_id: u64,
+        /// The registered name of the task.
+        task: &'a str,
+        /// Length of each encoded argument.
+        lens: &'a [u32],
+        /// The encoded arguments, back to back.
+        data: &'a serde_bytes::Bytes,
     },
 }
 
@@ -388,6 +416,20 @@ pub enum FromChild {
         maxrss_kib: u64,
         /// CPU time (user + system) of the worker, in microseconds.
         cpu_micros: u64,
+    },
+    /// A [`ToChild::Packed`] chunk finished. Item `i` returned plainly (`Ok`) unless
+    /// it is listed in `others`; the values of those that did lie back to back in
+    /// `data`, item `i`'s being `lens[i]` bytes long (0 for the items in `others`).
+    PackedDone {
+        /// Id of the first item.
+        first_id: u64,
+        /// Length of each encoded value.
+        lens: Vec<u32>,
+        /// The encoded values, back to back.
+        data: ByteBuf,
+        /// Every other outcome (an `Err` returned, a panic, a bad argument...), by
+        /// item position.
+        others: Vec<(u32, TaskOutcome)>,
     },
 }
 
@@ -543,6 +585,23 @@ mod tests {
             first_id: 3,
             task: "t",
             args: args.iter().map(|a| serde_bytes::Bytes::new(a)).collect(),
+        };
+        assert_eq!(
+            codec::encode(&owned).unwrap(),
+            codec::encode(&borrowed).unwrap()
+        );
+        let (lens, data) = (vec![1u32, 2], vec![4u8, 5, 6]);
+        let owned = ToChild::Packed {
+            first_id: 5,
+            task: "t".into(),
+            lens: lens.clone(),
+            data: ByteBuf::from(data.clone()),
+        };
+        let borrowed = ToChildRef::Packed {
+            first_id: 5,
+            task: "t",
+            lens: &lens,
+            data: serde_bytes::Bytes::new(&data),
         };
         assert_eq!(
             codec::encode(&owned).unwrap(),

@@ -65,6 +65,47 @@ pub fn run_batch(task: &str, args: &[serde_bytes::ByteBuf]) -> Vec<TaskOutcome> 
     }
 }
 
+/// Runs each argument of a packed chunk (`lens[i]` bytes each, back to back in
+/// `data`) through one task, in order; plain values are packed the same way.
+pub fn run_packed(first_id: u64, task: &str, lens: &[u32], data: &[u8]) -> FromChild {
+    let entry = registry::by_name(task);
+    let mut out_lens = Vec::with_capacity(lens.len());
+    let mut out = Vec::new();
+    let mut others = Vec::new();
+    let mut at = 0usize;
+    for (i, len) in lens.iter().enumerate() {
+        let arg = at
+            .checked_add(*len as usize)
+            .and_then(|end| data.get(at..end));
+        at = at.saturating_add(*len as usize);
+        let outcome = match (&entry, arg) {
+            (Ok(entry), Some(arg)) => run_entry(entry, arg),
+            (Err(_), _) => TaskOutcome::UnknownTask {
+                name: task.to_string(),
+            },
+            (_, None) => TaskOutcome::BadArgument {
+                message: format!("argument {i} lies beyond the {} bytes sent", data.len()),
+            },
+        };
+        match outcome {
+            TaskOutcome::Returned { value, error: None } => {
+                out_lens.push(value.len() as u32);
+                out.extend_from_slice(&value);
+            }
+            other => {
+                out_lens.push(0);
+                others.push((i as u32, other));
+            }
+        }
+    }
+    FromChild::PackedDone {
+        first_id,
+        lens: out_lens,
+        data: serde_bytes::ByteBuf::from(out),
+        others,
+    }
+}
+
 fn run_entry(entry: &registry::TaskEntry, arg: &[u8]) -> TaskOutcome {
     install_panic_hook();
     match panic::catch_unwind(AssertUnwindSafe(|| (entry.run)(arg))) {
@@ -139,6 +180,12 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
                 first_id,
                 outcomes: run_batch(&task, &args),
             },
+            Ok(ToChild::Packed {
+                first_id,
+                task,
+                lens,
+                data,
+            }) => run_packed(first_id, &task, &lens, &data),
             // A parent never sends anything else to a worker: treat it as a broken link.
             Ok(_) | Err(_) => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
         };
@@ -160,6 +207,40 @@ mod tests {
         x * 2
     }
     crate::task!(double);
+
+    #[test]
+    fn a_packed_chunk_answers_every_argument_in_place() {
+        let mut data = crate::codec::encode(&4u64).unwrap();
+        let four = data.len() as u32;
+        data.push(0xff);
+        // Argument 1 is one bad byte; argument 2 claims bytes that were never sent.
+        match run_packed(7, "double", &[four, 1, 50], &data) {
+            FromChild::PackedDone {
+                first_id,
+                lens,
+                data,
+                others,
+            } => {
+                assert_eq!(first_id, 7);
+                assert_eq!(lens.len(), 3);
+                let eight = crate::codec::decode::<u64>(&data[..lens[0] as usize]).unwrap();
+                assert_eq!(eight, 8);
+                assert_eq!(&lens[1..], &[0, 0]);
+                assert!(matches!(others[0], (1, TaskOutcome::BadArgument { .. })));
+                assert!(matches!(others[1], (2, TaskOutcome::BadArgument { .. })));
+            }
+            other => panic!("{other:?}"),
+        }
+        match run_packed(1, "no-such-task", &[four], &data) {
+            FromChild::PackedDone { others, .. } => {
+                assert!(matches!(
+                    &others[..],
+                    [(0, TaskOutcome::UnknownTask { .. })]
+                ))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn an_unknown_task_is_answered_with_its_name() {

@@ -44,9 +44,11 @@ pub fn run(link: Link) -> ! {
                     cpu_micros: 0,
                 },
             },
-            Ok(ToChild::Config(_)) | Ok(ToChild::Task(_)) | Ok(ToChild::Batch { .. }) | Err(_) => {
-                serve::finish(crate::protocol::EXIT_BOOTSTRAP_FAILED)
-            }
+            Ok(ToChild::Config(_))
+            | Ok(ToChild::Task(_))
+            | Ok(ToChild::Batch { .. })
+            | Ok(ToChild::Packed { .. })
+            | Err(_) => serve::finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
         };
         if link.send(&reply).is_err() {
             serve::finish(0);
