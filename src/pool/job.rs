@@ -5,6 +5,7 @@
 //! completing (the dispatcher stopped, even by a panic) sends an error from `Drop`. So
 //! no caller waits forever.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,7 +31,15 @@ pub struct JobMeta {
 pub(crate) struct HandleState {
     inner: Mutex<HandleInner>,
     ready: Condvar,
+    /// Set (after the result is in place) when done: read without the lock while a
+    /// waiter spins.
+    done: AtomicBool,
 }
+
+/// How long a waiter polls before it sleeps. A quick task's result usually arrives
+/// within it, and a waiter that is not asleep needs no wake-up: on a virtual machine
+/// waking a thread on an idle CPU can cost more than the whole round trip.
+const SPIN: Duration = Duration::from_micros(100);
 
 struct HandleInner {
     result: Option<JobResult>,
@@ -47,6 +56,7 @@ impl HandleState {
                 watchers: Vec::new(),
             }),
             ready: Condvar::new(),
+            done: AtomicBool::new(false),
         })
     }
 
@@ -61,11 +71,31 @@ impl HandleState {
         }
         inner.result = Some(result);
         inner.done = true;
+        self.done.store(true, Ordering::Release);
         let watchers = std::mem::take(&mut inner.watchers);
         drop(inner);
         self.ready.notify_all();
         for (tx, index) in watchers {
             let _ = tx.send(index);
+        }
+    }
+
+    /// Polls `done` for at most [`SPIN`] (or until `deadline`).
+    fn spin(&self, deadline: Option<Instant>) {
+        let start = Instant::now();
+        let until = deadline.map_or(start + SPIN, |d| d.min(start + SPIN));
+        let mut polls = 0u32;
+        while !self.done.load(Ordering::Acquire) {
+            polls += 1;
+            if polls % 64 == 0 {
+                if Instant::now() >= until {
+                    return;
+                }
+                // Let a thread waiting for this CPU (the reader that will deliver the
+                // result, say) run first.
+                std::thread::yield_now();
+            }
+            std::hint::spin_loop();
         }
     }
 
@@ -75,6 +105,7 @@ impl HandleState {
 
     /// Waits until done or `deadline`; takes the result (once).
     pub(crate) fn take_until(&self, deadline: Option<Instant>) -> Option<Option<JobResult>> {
+        self.spin(deadline);
         let mut inner = self.lock();
         while !inner.done {
             inner = match deadline {
