@@ -43,7 +43,7 @@ fn floor(n: usize) -> Duration {
 }
 
 pub fn rows(ctx: &Ctx) -> Vec<Row> {
-    let n = ctx.settings.size(2_000, 1);
+    let n = ctx.settings.size(1_000, 1);
     let input: String = (1..=n).map(|i| format!("{i}\n")).collect();
     let path = std::env::temp_dir().join(format!("supervisor-bench-cli-{}", std::process::id()));
     std::fs::write(&path, input).expect("writing the input file failed");
