@@ -1,24 +1,27 @@
-"""The peer side of `benches/pool.rs`: the same workloads on Python's multiprocessing.Pool.
+"""The Python side of the benches (`benches/common/`): the same workloads on
+multiprocessing.Pool, concurrent.futures.ProcessPoolExecutor and multiprocessing.Queue.
 
-Usage: python3 benches/pool_python.py WORKLOAD [N]
+Usage: python3 benches/python_peer.py WORKLOAD [N]
 
 Runs one timed run of WORKLOAD with N items (default: the bench's default size) and
 prints the elapsed wall time in seconds, as a bare float on the last line of stdout.
 Pool creation (and a warm-up task) is outside the timing except for `start_spawn`,
-which measures exactly that. Workloads 1-5 use a 2-worker Pool started by fork (Linux's
-default before Python 3.14, named explicitly), as the Rust side uses StartMethod::Fork.
+which measures exactly that. The pools have 2 workers started by fork (Linux's default
+before Python 3.14, named explicitly), as the Rust side uses StartMethod::Fork.
 
 Plain Python 3, standard library only.
 """
 
 import hashlib
+import concurrent.futures
 import multiprocessing
 import sys
 import time
 
 PROCS = 2
 
-# Rounds of the chained sha512 in the cpu workload; must match CHAIN_ROUNDS in pool.rs.
+# Rounds of the chained sha512 in the cpu workload; must match CHAIN_ROUNDS in
+# benches/common/pool.rs.
 CHAIN_ROUNDS = 20_000
 
 
@@ -66,6 +69,18 @@ def apply_async_many(n):
         return time.perf_counter() - t
 
 
+def submit_many(n):
+    """n `ProcessPoolExecutor.submit` calls of inc, then `.result()` of every future."""
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(PROCS, mp_context=ctx) as pool:
+        list(pool.map(inc, range(4 * PROCS)))
+        t = time.perf_counter()
+        futures = [pool.submit(inc, i) for i in range(n)]
+        for i, f in enumerate(futures):
+            assert f.result() == i + 1
+        return time.perf_counter() - t
+
+
 def map_tiny(n):
     """`map` of inc over range(n) with the default chunk size."""
     with warm_pool() as pool:
@@ -110,13 +125,38 @@ def start_spawn(procs):
     return elapsed
 
 
+def produce(q, n):
+    """Puts n items of 64 bytes on q."""
+    item = b"x" * 64
+    for _ in range(n):
+        q.put(item)
+
+
+def queue_items(n):
+    """n 64-byte items from a producer process to this one through a
+    multiprocessing.Queue, timed from the first item received to the last (n - 1 items)."""
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=produce, args=(q, n))
+    p.start()
+    q.get()
+    t = time.perf_counter()
+    for _ in range(n - 1):
+        q.get()
+    elapsed = time.perf_counter() - t
+    p.join()
+    return elapsed
+
+
 WORKLOADS = {
     "apply": (apply_round_trip, 2_000),
-    "apply_async": (apply_async_many, 100_000),
+    "apply_async": (apply_async_many, 20_000),
+    "submit": (submit_many, 20_000),
     "map": (map_tiny, 1_000_000),
     "bytes": (bytes_round_trip, 256),
     "cpu": (cpu_map, 16),
     "start_spawn": (start_spawn, 8),
+    "queue": (queue_items, 200_000),
 }
 
 

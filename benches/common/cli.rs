@@ -1,0 +1,101 @@
+//! `supervisor run` in command mode against `xargs -P` and GNU parallel: runs of `true`
+//! with 2 processes, and the machine's floor, the same number of bare fork+execs from 2
+//! threads.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::measure::medians;
+use super::peers::installed;
+use super::run::Ctx;
+use super::start::fork_exec;
+use super::table::{Floor, Peer, Row, Target, Unit};
+
+/// Processes on every side.
+const PROCS: usize = 2;
+
+/// The time `argv` takes, run with stdin and stdout closed.
+fn time(argv: &[&str]) -> Duration {
+    let t = Instant::now();
+    let status = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("running the command failed");
+    assert!(status.success(), "{argv:?} failed: {status}");
+    t.elapsed()
+}
+
+/// `n` bare fork+execs of `/bin/true`, `PROCS` at a time.
+fn floor(n: usize) -> Duration {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..PROCS {
+            s.spawn(move || {
+                (i..n).step_by(PROCS).for_each(|_| {
+                    fork_exec();
+                })
+            });
+        }
+    });
+    t.elapsed()
+}
+
+pub fn rows(ctx: &Ctx) -> Vec<Row> {
+    let n = ctx.settings.size(1_000, 1);
+    let input: String = (1..=n).map(|i| format!("{i}\n")).collect();
+    let path = std::env::temp_dir().join(format!("supervisor-bench-cli-{}", std::process::id()));
+    std::fs::write(&path, input).expect("writing the input file failed");
+    let input = path.display().to_string();
+    let procs = PROCS.to_string();
+    let xargs = format!("xargs -P {PROCS} -n 1 true < {input}");
+    let parallel = format!("parallel --will-cite -j {PROCS} true < {input}");
+    let (have_xargs, have_parallel) = (installed("xargs"), installed("parallel"));
+    let [Some(ours), Some(floor), xargs, parallel] = medians(
+        ctx.settings.runs,
+        [
+            &mut || {
+                Some(time(&[
+                    env!("CARGO_BIN_EXE_supervisor"),
+                    "run",
+                    "-j",
+                    &procs,
+                    "--input",
+                    &input,
+                    "--",
+                    "true",
+                ]))
+            },
+            &mut || Some(floor(n)),
+            &mut || have_xargs.then(|| time(&["sh", "-c", &xargs])),
+            &mut || have_parallel.then(|| time(&["sh", "-c", &parallel])),
+        ],
+    ) else {
+        unreachable!("our measurements always run")
+    };
+    let _ = std::fs::remove_file(&path);
+    let workload = format!("`supervisor run -j {PROCS} -- true` x{n}");
+    let row = |peer, targets| Row {
+        workload: workload.clone(),
+        unit: Unit::Total,
+        ours,
+        peer,
+        floor: Some(Floor {
+            name: "fork+exec",
+            time: floor,
+        }),
+        targets,
+    };
+    vec![
+        // Within 1.5x of xargs: peer / ours at least 1 / 1.5.
+        row(
+            Peer::new(format!("xargs -P {PROCS}"), xargs),
+            vec![Target::Faster(0.67)],
+        ),
+        row(
+            Peer::new(format!("GNU parallel -j {PROCS}"), parallel),
+            vec![Target::Faster(5.0)],
+        ),
+    ]
+}
