@@ -98,7 +98,7 @@ impl<R> ProcessBuilder<R> {
         };
         let (slot, link) = launch::start_worker(&spec)?;
         let request = ToChild::Task(TaskRequest {
-            id: 1,
+            id: TASK_ID,
             task: entry.name.to_string(),
             arg,
         });
@@ -274,11 +274,15 @@ impl<R: DeserializeOwned> Process<R> {
             let exited_before = self.slot.exit().is_some();
             match protocol::recv_timeout(rx, step) {
                 Ok(frame) => {
-                    self.received = Some(
-                        Inbox::new()
-                            .decode::<FromChild>(frame)
-                            .map_err(|e| supervisor_worker::error_chain(&e)),
-                    );
+                    let received = Inbox::new()
+                        .decode::<FromChild>(frame)
+                        .map_err(|e| supervisor_worker::error_chain(&e))
+                        .and_then(expected);
+                    if received.is_err() {
+                        // Nothing it says can be trusted now, and it may never exit.
+                        let _ = self.slot.signal(libc::SIGKILL, true);
+                    }
+                    self.received = Some(received);
                 }
                 Err(LinkError::Timeout) => {
                     // Exited, and nothing arrived since: the channel is only held open by
@@ -322,6 +326,21 @@ impl<R: DeserializeOwned> Process<R> {
         crate::pool::outcome_to_result(&task, pid, outcome).and_then(|value| {
             codec::decode(&value).map_err(|source| Error::DecodeResult { task, pid, source })
         })
+    }
+}
+
+/// The id of a Process's one task.
+const TASK_ID: u64 = 1;
+
+/// The message a Process's child may send: its task's result, or why it could not
+/// set itself up. Anything else is a protocol error.
+fn expected(msg: FromChild) -> Result<FromChild, String> {
+    match msg {
+        FromChild::Done { id, .. } if id != TASK_ID => {
+            Err(format!("result for task {id}, expected task {TASK_ID}"))
+        }
+        FromChild::Done { .. } | FromChild::SetupFailed(_) => Ok(msg),
+        other => Err(format!("expected a task result, got {other:?}")),
     }
 }
 

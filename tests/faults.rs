@@ -189,3 +189,195 @@ fn every_step_of_a_pool_round_trip_fails_only_its_task() {
         pool.join();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Delivery faults: a worker that dies right after sending its result, or while it takes
+// in its argument, inline (48 KiB) and through shared memory (over the 64 KiB inline
+// limit).
+
+/// Sizes on either side of the inline limit.
+const SIZES: [usize; 2] = [48 << 10, 1 << 20];
+
+/// Syscalls a worker's serve loop sits in while it waits for its next message.
+const RECEIVE_SYSCALLS: &[libc::c_long] = &[
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_recvmsg,
+    libc::SYS_recvfrom,
+];
+
+/// Returns `n` bytes; a watcher thread ends the worker (exit 0) as soon as the thread
+/// that ran the task waits for its next message, i.e. right after the result was sent.
+fn big_then_exit(n: u64) -> serde_bytes::ByteBuf {
+    // SAFETY: gettid cannot fail.
+    let tid = unsafe { libc::gettid() };
+    std::thread::spawn(move || {
+        let path = format!("/proc/self/task/{tid}/syscall");
+        loop {
+            let nr = std::fs::read_to_string(&path).ok().and_then(|s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<libc::c_long>().ok())
+            });
+            if nr.is_some_and(|nr| RECEIVE_SYSCALLS.contains(&nr)) {
+                // SAFETY: _exit ends the process at once, as a crash right after the
+                // send would.
+                unsafe { libc::_exit(0) };
+            }
+            std::thread::yield_now();
+        }
+    });
+    serde_bytes::ByteBuf::from(vec![7u8; n as usize])
+}
+supervisor::task!(big_then_exit);
+
+#[test]
+fn a_worker_exiting_right_after_sending_a_result_still_delivers_it() {
+    each_method(DEADLINE, |method: StartMethod| {
+        for n in SIZES {
+            let mut p = Process::builder(big_then_exit, n as u64)
+                .start_method(method)
+                .start()
+                .unwrap();
+            let value = p.join().unwrap();
+            assert!(value.len() == n && value.iter().all(|b| *b == 7));
+            assert_eq!(p.exitcode(), Some(0));
+        }
+        let pool = Pool::builder()
+            .procs(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        for n in SIZES {
+            for _ in 0..3 {
+                let exited = pool.stats().exited.len();
+                let value = pool.apply(big_then_exit, n as u64).unwrap();
+                assert!(value.len() == n && value.iter().all(|b| *b == 7));
+                // Wait (on the pool's own record, under the test's deadline) until the
+                // pool has seen that worker's exit: a task handed to a worker that died
+                // idle before reading it is blamed on it (see docs/RELIABILITY.md).
+                while pool.stats().exited.len() == exited {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        pool.join();
+    });
+}
+
+#[derive(Serialize, Deserialize)]
+enum Fuse {
+    Never,
+    Always,
+    /// In the first worker that creates this file.
+    Once(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct BombFields {
+    fuse: Fuse,
+    payload: serde_bytes::ByteBuf,
+}
+
+/// An argument that SIGKILLs the worker decoding it.
+struct Bomb(BombFields);
+
+impl Bomb {
+    fn new(size: usize, fuse: Fuse) -> Bomb {
+        Bomb(BombFields {
+            fuse,
+            payload: serde_bytes::ByteBuf::from(vec![1u8; size]),
+        })
+    }
+}
+
+impl Serialize for Bomb {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bomb {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Bomb, D::Error> {
+        let fields = BombFields::deserialize(d)?;
+        let armed = match &fields.fuse {
+            Fuse::Never => false,
+            Fuse::Always => true,
+            Fuse::Once(path) => std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .is_ok(),
+        };
+        if in_worker() && armed {
+            // SAFETY: kill with our own pid and a valid signal.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        Ok(Bomb(fields))
+    }
+}
+
+fn payload_len(b: Bomb) -> u64 {
+    b.0.payload.len() as u64
+}
+supervisor::task!(payload_len);
+
+fn is_sigkill(result: &Result<u64, Error>) -> bool {
+    matches!(result, Err(Error::Crashed { signal, .. }) if signal.to_string() == "SIGKILL")
+}
+
+#[test]
+fn a_worker_killed_while_taking_in_its_argument_fails_only_that_task() {
+    each_method(DEADLINE, |method: StartMethod| {
+        for size in SIZES {
+            let mut p = Process::builder(payload_len, Bomb::new(size, Fuse::Always))
+                .start_method(method)
+                .start()
+                .unwrap();
+            assert!(is_sigkill(&p.join()));
+            assert_eq!(p.exitcode(), Some(-9));
+        }
+        let pool = Pool::builder()
+            .procs(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        for size in SIZES {
+            assert!(is_sigkill(
+                &pool.apply(payload_len, Bomb::new(size, Fuse::Always))
+            ));
+            // Big arguments queued to both workers; the third kills the one taking it in.
+            let args = (0..8).map(|i| {
+                let fuse = if i == 2 { Fuse::Always } else { Fuse::Never };
+                Bomb::new(size + i, fuse)
+            });
+            for (i, result) in pool.map(payload_len, args).into_iter().enumerate() {
+                if i == 2 {
+                    assert!(is_sigkill(&result), "{result:?}");
+                } else {
+                    assert_eq!(result.unwrap(), (size + i) as u64);
+                }
+            }
+        }
+        pool.join();
+        // With retries, the task whose worker was killed runs again and succeeds.
+        let pool = Pool::builder()
+            .procs(2)
+            .start_method(method)
+            .retries(2)
+            .build()
+            .unwrap();
+        for size in SIZES {
+            let marker = std::env::temp_dir().join(format!(
+                "supervisor-test-fuse-{}-{size}",
+                std::process::id()
+            ));
+            let fuse = Fuse::Once(marker.to_string_lossy().into_owned());
+            let result = pool.apply(payload_len, Bomb::new(size, fuse));
+            let _ = std::fs::remove_file(&marker);
+            assert_eq!(result.unwrap(), size as u64);
+        }
+        pool.join();
+    });
+}

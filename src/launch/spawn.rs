@@ -165,12 +165,11 @@ fn handshake(
     }
     let link_rx: IpcReceiver<Frame> = receiver.to_opaque().to();
     let left = deadline.saturating_duration_since(Instant::now());
-    let mut frame = match link_rx.try_recv_timeout(left) {
+    let mut frame = match protocol::recv_timeout(&link_rx, left) {
         Ok(frame) => frame,
-        Err(ipc_channel::TryRecvError::Empty) => return Err("no handoff in time".into()),
-        Err(ipc_channel::TryRecvError::IpcError(e)) => {
-            return Err(format!("channel closed before the handoff: {e:?}"))
-        }
+        Err(LinkError::Timeout) => return Err("no handoff in time".into()),
+        Err(LinkError::Closed) => return Err("channel closed before the handoff".into()),
+        Err(e) => return Err(supervisor_worker::error_chain(&e)),
     };
     match frame.decode::<FromChild>() {
         Ok(FromChild::Handoff) => {}

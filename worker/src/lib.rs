@@ -2,6 +2,7 @@
 //!
 //! - [`codec`]: the one place values become bytes (bincode 2, bounded decoding).
 //! - [`protocol`]: frames and messages on the ipc-channel links, the spawn hello.
+//! - [`packet`]: ipc-channel's packet headers, checked before it reads a packet.
 //! - [`registry`] and [`task!`]: tasks by name, registered at link time.
 //! - [`setup`]: what a new child does to itself first (group, nice, parent death).
 //! - [`serve`]: the worker loop; [`server`]: the zygote / forkserver loop.
@@ -15,6 +16,7 @@ pub mod bootstrap;
 pub mod codec;
 pub mod fault;
 mod os;
+pub mod packet;
 pub mod protocol;
 pub mod registry;
 pub mod serve;

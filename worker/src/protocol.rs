@@ -14,6 +14,7 @@ use serde_bytes::ByteBuf;
 use std::time::Duration;
 
 use crate::codec::{self, CodecError};
+use crate::packet::{self, PacketError};
 use crate::setup::ChildSetup;
 
 /// Bumped whenever a message below changes shape.
@@ -34,7 +35,7 @@ pub const INLINE_LIMIT: usize = 64 * 1024;
 pub const EXIT_BOOTSTRAP_FAILED: i32 = 70;
 
 /// One message on an ipc-channel link.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Frame {
     data: ByteBuf,
     pub(crate) shm: Option<IpcSharedMemory>,
@@ -47,7 +48,7 @@ pub struct Frame {
 }
 
 /// A channel handle carried inside a [`Frame`].
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Channel {
     /// A sending end.
     Sender(IpcSender<Frame>),
@@ -121,6 +122,9 @@ pub enum LinkError {
     /// The peer broke the channel's framing.
     #[error("malformed frame from peer")]
     Malformed,
+    /// The peer sent a packet whose header lies about its size (see [`crate::packet`]).
+    #[error("malformed packet from peer")]
+    Packet(#[source] PacketError),
 }
 
 /// One end of a duplex link: frames go out on `tx` and come in on `rx`.
@@ -163,9 +167,11 @@ impl Link {
     }
 }
 
-/// Receives a frame. ipc-channel trusts the peer's framing and can panic on a malformed
-/// message; that panic is caught here and reported as [`LinkError::Malformed`].
+/// Receives a frame. ipc-channel trusts the peer's framing: the packet's header is
+/// checked first ([`crate::packet`]), and a panic of ipc-channel on a malformed message
+/// is caught and reported as [`LinkError::Malformed`].
 pub fn recv(rx: &IpcReceiver<Frame>) -> Result<Frame, LinkError> {
+    packet::await_packet(rx, None)?;
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rx.recv()))
         .map_err(|_| LinkError::Malformed)?
         .map_err(map_ipc_error)
@@ -173,8 +179,10 @@ pub fn recv(rx: &IpcReceiver<Frame>) -> Result<Frame, LinkError> {
 
 /// [`recv`] with a time limit.
 pub fn recv_timeout(rx: &IpcReceiver<Frame>, timeout: Duration) -> Result<Frame, LinkError> {
+    packet::await_packet(rx, Some(timeout))?;
+    // A checked packet (or the end of the stream) is waiting: this does not wait.
     let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rx.try_recv_timeout(timeout)
+        rx.try_recv_timeout(Duration::ZERO)
     }))
     .map_err(|_| LinkError::Malformed)?;
     match received {

@@ -4,6 +4,7 @@
 
 use proptest::prelude::*;
 use supervisor_worker::codec;
+use supervisor_worker::packet::{check_header, HEADER_LEN, MAX_MESSAGE};
 use supervisor_worker::protocol::{FromChild, Hello, TaskOutcome, ToChild, HELLO_LEN, SECRET_LEN};
 
 proptest! {
@@ -45,5 +46,37 @@ proptest! {
         for cut in 0..bytes.len() {
             prop_assert!(codec::decode::<FromChild>(&bytes[..cut]).is_err());
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The packet-header check passes exactly the headers that describe their packet and
+    /// announce at most `MAX_MESSAGE` bytes (what ipc-channel then allocates), and never
+    /// panics, whatever the bytes.
+    #[test]
+    fn packet_headers_pass_only_if_they_describe_a_bounded_message(
+        len in 0usize..(1 << 18),
+        announced in prop_oneof![Just(None), any::<usize>().prop_map(Some)],
+        total in prop_oneof![0usize..(2 << 20), any::<usize>()],
+        head_len in 0usize..(2 * HEADER_LEN),
+    ) {
+        let announced = announced.unwrap_or(len);
+        let mut head = announced.to_ne_bytes().to_vec();
+        head.extend_from_slice(&total.to_ne_bytes());
+        // Mostly the whole header, sometimes only its start.
+        let head = &head[..head_len.min(HEADER_LEN)];
+        let ok = len >= HEADER_LEN
+            && head.len() >= HEADER_LEN
+            && announced == len
+            && total <= MAX_MESSAGE
+            && total >= len - HEADER_LEN;
+        prop_assert_eq!(check_header(len, head).is_ok(), ok);
+    }
+
+    #[test]
+    fn arbitrary_headers_never_panic_the_check(len in any::<usize>(), head in proptest::collection::vec(any::<u8>(), 0..40)) {
+        let _ = check_header(len, &head);
     }
 }

@@ -1,0 +1,410 @@
+//! The packets below our frames, checked before ipc-channel reads them.
+//!
+//! ipc-channel 0.23.1 (unix) sends a message as one `SOCK_SEQPACKET` packet: a header
+//! of two native-endian `usize`s (the packet's own length, the whole message's length),
+//! then the data, with descriptors attached (`SCM_RIGHTS`). A message too big for one
+//! packet sends its first part so, with a dedicated channel attached for the rest. Its
+//! receive trusts that header: it reserves the announced total up front (a peer that
+//! announces 1 TiB and attaches a descriptor makes it try, and abort the process on, a
+//! 1 TiB allocation), it waits for more packets when the first is shorter than its
+//! header says (a hang), and it panics on some other inconsistencies.
+//!
+//! So every receive first waits for a packet with `poll`, peeks at its header on the raw
+//! descriptor (`MSG_PEEK`: nothing is taken, and without a control buffer no attached
+//! descriptor is installed here) and refuses, as a [`PacketError`], a packet whose header
+//! does not describe it or whose message would exceed [`MAX_MESSAGE`]. Only then does
+//! ipc-channel read it. A refused packet stays queued: the link is broken for good,
+//! and the peer is killed by whoever owns it.
+//!
+//! [`MAX_MESSAGE`] is far above anything we send: every message bigger than
+//! [`INLINE_LIMIT`] travels in shared memory, so a frame on the socket carries at most
+//! that much data plus a few bytes of envelope. A fragmented message within the limit is
+//! allowed (ipc-channel fragments when the kernel refuses a big buffer); its allocation
+//! is bounded by the limit.
+//!
+//! ipc-channel does not expose a receiver's descriptor. Its `Debug` output does
+//! (`IpcReceiver { os_receiver: OsIpcReceiver { fd: Cell { value: N } }, .. }`), so
+//! [`receiver_fd`] reads it from there; the crate is pinned (`=0.23.1` in Cargo.toml),
+//! the first descriptor found is checked to be a `SOCK_SEQPACKET` socket, and a unit
+//! test fails if the layout changes.
+
+use std::fmt::{self, Debug, Write as _};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::IpcReceiver;
+
+use crate::os::{self, Readiness};
+use crate::protocol::{LinkError, INLINE_LIMIT};
+
+/// The largest message a peer may announce: 1 MiB, sixteen times the inline limit.
+pub const MAX_MESSAGE: usize = 1 << 20;
+const _: () = assert!(MAX_MESSAGE >= 2 * INLINE_LIMIT);
+
+/// Length of ipc-channel's packet header: packet length, message length.
+pub const HEADER_LEN: usize = 2 * std::mem::size_of::<usize>();
+
+/// Why a packet was refused before ipc-channel read it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    /// A packet with no bytes from a peer that is still connected.
+    #[error("empty packet")]
+    Empty,
+    /// Too short to hold the header.
+    #[error("{len}-byte packet is shorter than the {HEADER_LEN}-byte header")]
+    Short {
+        /// The packet's length.
+        len: usize,
+    },
+    /// The header's packet length is not the packet's.
+    #[error("header says the packet has {announced} bytes, it has {len}")]
+    Length {
+        /// What the header says.
+        announced: usize,
+        /// What arrived.
+        len: usize,
+    },
+    /// The announced message is bigger than [`MAX_MESSAGE`].
+    #[error("header announces a {total}-byte message, the limit is {MAX_MESSAGE}")]
+    TooBig {
+        /// The announced length.
+        total: usize,
+    },
+    /// The announced message is smaller than the data in its first packet.
+    #[error("header announces a {total}-byte message, its first packet has {data} bytes")]
+    TooSmall {
+        /// The announced length.
+        total: usize,
+        /// The data in this packet.
+        data: usize,
+    },
+}
+
+/// Checks the header of a packet of `len` bytes that starts with `head` (its first
+/// `min(len, HEADER_LEN)` bytes, or more).
+pub fn check_header(len: usize, head: &[u8]) -> Result<(), PacketError> {
+    if len == 0 {
+        return Err(PacketError::Empty);
+    }
+    if len < HEADER_LEN || head.len() < HEADER_LEN {
+        return Err(PacketError::Short { len });
+    }
+    let word = |at: usize| {
+        const WORD: usize = std::mem::size_of::<usize>();
+        let mut bytes = [0u8; WORD];
+        bytes.copy_from_slice(&head[at..at + WORD]);
+        usize::from_ne_bytes(bytes)
+    };
+    let (announced, total) = (word(0), word(HEADER_LEN / 2));
+    if announced != len {
+        return Err(PacketError::Length { announced, len });
+    }
+    if total > MAX_MESSAGE {
+        return Err(PacketError::TooBig { total });
+    }
+    let data = len - HEADER_LEN;
+    if total < data {
+        return Err(PacketError::TooSmall { total, data });
+    }
+    Ok(())
+}
+
+/// Waits (at most `timeout`, `None`: no limit) until a packet whose header passes
+/// [`check_header`] is next on `rx`, or the peer hung up; ipc-channel's receive then
+/// returns at once.
+pub(crate) fn await_packet<T: Debug>(
+    rx: &IpcReceiver<T>,
+    timeout: Option<Duration>,
+) -> Result<(), LinkError> {
+    let fd = descriptor(rx)?;
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let Readiness::Readable { hung_up } = os::wait_readable(fd, left).map_err(LinkError::Io)?
+        else {
+            return Err(LinkError::Timeout);
+        };
+        let mut head = [0u8; HEADER_LEN];
+        match os::peek_packet(fd, &mut head).map_err(LinkError::Io)? {
+            // Woken, but the packet is gone: wait again.
+            None => continue,
+            Some(0) => {
+                // End of stream (ipc-channel reports it), unless the peer is still there
+                // and sent an empty packet.
+                let hung_up = hung_up
+                    || matches!(
+                        os::wait_readable(fd, Some(Duration::ZERO)),
+                        Ok(Readiness::Readable { hung_up: true })
+                    );
+                return if hung_up {
+                    Ok(())
+                } else {
+                    Err(LinkError::Packet(PacketError::Empty))
+                };
+            }
+            Some(len) => {
+                return check_header(len, &head[..len.min(HEADER_LEN)]).map_err(LinkError::Packet)
+            }
+        }
+    }
+}
+
+/// The receiver's descriptor, checked to be a `SOCK_SEQPACKET` socket the first time.
+fn descriptor<T: Debug>(rx: &IpcReceiver<T>) -> Result<RawFd, LinkError> {
+    static CHECKED: AtomicBool = AtomicBool::new(false);
+    let fd = receiver_fd(rx)
+        .filter(|fd| CHECKED.load(Ordering::Relaxed) || os::is_seqpacket_socket(*fd))
+        .ok_or_else(|| {
+            LinkError::Io(std::io::Error::other(
+                "cannot find the descriptor of an ipc-channel receiver",
+            ))
+        })?;
+    CHECKED.store(true, Ordering::Relaxed);
+    Ok(fd)
+}
+
+/// The descriptor ipc-channel 0.23.1 keeps in an `IpcReceiver`, read from its `Debug`
+/// output (no allocation: formatting stops once the number is in).
+pub(crate) fn receiver_fd<T: Debug>(rx: &IpcReceiver<T>) -> Option<RawFd> {
+    const PREFIX: &str = "IpcReceiver { os_receiver: OsIpcReceiver { fd: Cell { value: ";
+    let mut out = Prefix {
+        buf: [0; 96],
+        len: 0,
+    };
+    // An error only means the buffer filled up, which ends formatting early on purpose.
+    let _ = write!(out, "{rx:?}");
+    let text = std::str::from_utf8(&out.buf[..out.len]).ok()?;
+    let rest = text.strip_prefix(PREFIX)?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+    if !rest[digits..].starts_with(" }") {
+        return None;
+    }
+    rest[..digits].parse().ok().filter(|fd| *fd >= 0)
+}
+
+/// The start of a formatted value, in a fixed buffer.
+struct Prefix {
+    buf: [u8; 96],
+    len: usize,
+}
+
+impl fmt::Write for Prefix {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        if n < s.len() {
+            Err(fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{recv, recv_timeout, send_frame, Frame};
+    use ipc_channel::ipc::IpcSender;
+
+    fn header(packet: usize, total: usize) -> Vec<u8> {
+        let mut h = packet.to_ne_bytes().to_vec();
+        h.extend_from_slice(&total.to_ne_bytes());
+        h
+    }
+
+    #[test]
+    fn the_descriptor_is_found_in_ipc_channels_debug_output() {
+        // Fails if ipc-channel changes the layout this module reads (see the module docs).
+        let (_tx, rx) = ipc_channel::ipc::channel::<Frame>().unwrap();
+        let fd = receiver_fd(&rx).expect("the Debug output names the descriptor");
+        assert!(os::is_seqpacket_socket(fd));
+        let text = format!("{rx:?}");
+        assert!(
+            text.contains(&format!("fd: Cell {{ value: {fd} }}")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn headers_that_describe_their_packet_pass() {
+        assert_eq!(
+            check_header(HEADER_LEN + 10, &header(HEADER_LEN + 10, 10)),
+            Ok(())
+        );
+        // A fragmented message within the limit.
+        assert_eq!(
+            check_header(HEADER_LEN + 10, &header(HEADER_LEN + 10, 4096)),
+            Ok(())
+        );
+        assert_eq!(
+            check_header(HEADER_LEN, &header(HEADER_LEN, MAX_MESSAGE)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn lying_headers_are_refused() {
+        let len = HEADER_LEN + 8;
+        assert_eq!(
+            check_header(len, &header(len, 1 << 40)),
+            Err(PacketError::TooBig { total: 1 << 40 })
+        );
+        assert_eq!(
+            check_header(len, &header(len + 100, 8)),
+            Err(PacketError::Length {
+                announced: len + 100,
+                len
+            })
+        );
+        assert_eq!(
+            check_header(len, &header(len, 3)),
+            Err(PacketError::TooSmall { total: 3, data: 8 })
+        );
+        assert_eq!(check_header(5, &[0; 5]), Err(PacketError::Short { len: 5 }));
+        assert_eq!(check_header(0, &[]), Err(PacketError::Empty));
+    }
+
+    /// Sends `bytes` as one raw packet on `fd`, with `attach` attached (SCM_RIGHTS).
+    fn send_raw(fd: RawFd, bytes: &[u8], attach: Option<RawFd>) {
+        let mut iov = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
+        let mut control = [0u64; 8];
+        // SAFETY: sendmsg with a live iovec and, if any, one descriptor in a control
+        // buffer of CMSG_SPACE bytes (64 are available).
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            if let Some(fd) = attach {
+                let size = std::mem::size_of::<RawFd>() as u32;
+                msg.msg_control = control.as_mut_ptr().cast();
+                msg.msg_controllen = libc::CMSG_SPACE(size) as _;
+                let cmsg = libc::CMSG_FIRSTHDR(&msg);
+                (*cmsg).cmsg_level = libc::SOL_SOCKET;
+                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size) as _;
+                std::ptr::copy_nonoverlapping(&fd, libc::CMSG_DATA(cmsg).cast::<RawFd>(), 1);
+            }
+            assert_eq!(libc::sendmsg(fd, &msg, 0), bytes.len() as isize);
+        }
+    }
+
+    /// A channel and the raw descriptor of its sending end (from the sender's `Debug`
+    /// output, `.. fd: SharedFileDescriptor(N) ..`).
+    fn raw_channel() -> (IpcSender<Frame>, IpcReceiver<Frame>, RawFd) {
+        let (tx, rx) = ipc_channel::ipc::channel::<Frame>().unwrap();
+        let text = format!("{tx:?}");
+        let at = text.find("SharedFileDescriptor(").unwrap() + "SharedFileDescriptor(".len();
+        let end = at + text[at..].find(')').unwrap();
+        let fd = text[at..end].parse().unwrap();
+        (tx, rx, fd)
+    }
+
+    fn packet(total: usize, data: &[u8]) -> Vec<u8> {
+        let mut p = header(HEADER_LEN + data.len(), total);
+        p.extend_from_slice(data);
+        p
+    }
+
+    #[test]
+    fn a_huge_announcement_with_a_descriptor_attached_is_refused_unread() {
+        let (_tx, rx, raw) = raw_channel();
+        let (_other_tx, other_rx, _) = raw_channel();
+        let attached = receiver_fd(&other_rx).unwrap();
+        send_raw(raw, &packet(1 << 40, &[0; 8]), Some(attached));
+        for _ in 0..2 {
+            // Without the check, ipc-channel would reserve 1 TiB here and abort.
+            assert!(matches!(
+                recv_timeout(&rx, Duration::from_secs(5)),
+                Err(LinkError::Packet(PacketError::TooBig { total })) if total == 1 << 40
+            ));
+        }
+    }
+
+    #[test]
+    fn a_packet_shorter_than_its_header_says_is_refused_without_waiting_for_more() {
+        let (_tx, rx, raw) = raw_channel();
+        let mut p = packet(100, &[0; 8]);
+        p[..std::mem::size_of::<usize>()].copy_from_slice(&200usize.to_ne_bytes());
+        send_raw(raw, &p, None);
+        // Without the check, ipc-channel would block here for the missing bytes.
+        assert!(matches!(
+            recv(&rx),
+            Err(LinkError::Packet(PacketError::Length {
+                announced: 200,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn an_empty_packet_is_refused_and_end_of_stream_is_closed() {
+        let (tx, rx, raw) = raw_channel();
+        assert!(matches!(
+            recv_timeout(&rx, Duration::from_millis(1)),
+            Err(LinkError::Timeout)
+        ));
+        send_raw(raw, &[], None);
+        assert!(matches!(
+            recv(&rx),
+            Err(LinkError::Packet(PacketError::Empty))
+        ));
+        let (tx2, rx2, _) = raw_channel();
+        drop(tx2);
+        assert!(matches!(recv(&rx2), Err(LinkError::Closed)));
+        drop(tx);
+    }
+
+    #[test]
+    fn good_frames_pass_the_check() {
+        let (tx, rx, _) = raw_channel();
+        for size in [0usize, 1000, INLINE_LIMIT, 4 * INLINE_LIMIT] {
+            let msg = vec![7u8; size];
+            send_frame(&tx, Frame::new(&msg, Vec::new()).unwrap()).unwrap();
+            let frame = recv_timeout(&rx, Duration::from_secs(5)).unwrap();
+            assert_eq!(frame.decode::<Vec<u8>>().unwrap(), msg);
+        }
+    }
+
+    /// What the check costs per message: `cargo test -p supervisor-worker --release --lib
+    /// packet::tests::cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a test"]
+    fn cost_of_the_check_per_message() {
+        let (tx, rx, _) = raw_channel();
+        let frame = || Frame::new(&5u64, Vec::new()).unwrap();
+        let n = 20_000u32;
+        let (mut raw, mut checked, mut timed) = (Duration::MAX, Duration::MAX, Duration::MAX);
+        for _ in 0..7 {
+            let t = Instant::now();
+            for _ in 0..n {
+                send_frame(&tx, frame()).unwrap();
+                rx.recv().unwrap();
+            }
+            raw = raw.min(t.elapsed());
+            let t = Instant::now();
+            for _ in 0..n {
+                send_frame(&tx, frame()).unwrap();
+                recv(&rx).unwrap();
+            }
+            checked = checked.min(t.elapsed());
+            let t = Instant::now();
+            for _ in 0..n {
+                send_frame(&tx, frame()).unwrap();
+                recv_timeout(&rx, Duration::from_secs(1)).unwrap();
+            }
+            timed = timed.min(t.elapsed());
+        }
+        println!(
+            "send + receive of a small frame (best of 7 x {n}): ipc-channel alone {:?}, \
+             checked recv {:?}, checked recv_timeout {:?}",
+            raw / n,
+            checked / n,
+            timed / n
+        );
+    }
+}
