@@ -244,23 +244,22 @@ pub(crate) fn wait_readable(
 }
 
 /// Copies the start of the next packet waiting on the `SOCK_SEQPACKET` socket `fd` into
-/// `buf`, without taking the packet off the socket and without waiting. Returns the
-/// packet's whole length (which may exceed `buf`), `Some(0)` at end of stream (or for
-/// an empty packet), `None` if no packet is waiting. Descriptors attached to the packet
-/// stay with it: without a control buffer none are installed in this process.
-pub(crate) fn peek_packet(fd: std::os::fd::RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+/// `buf`, without taking the packet off the socket; with `wait`, blocks until there is
+/// one. Returns the packet's whole length (which may exceed `buf`), `Some(0)` at end of
+/// stream (or for an empty packet), `None` if no packet is waiting (never with `wait`).
+/// Descriptors attached to the packet stay with it: without a control buffer none are
+/// installed in this process.
+pub(crate) fn peek_packet(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+    wait: bool,
+) -> io::Result<Option<usize>> {
+    let flags = libc::MSG_PEEK | libc::MSG_TRUNC | if wait { 0 } else { libc::MSG_DONTWAIT };
     loop {
         // SAFETY: `buf` is live and writable for `buf.len()` bytes; MSG_PEEK leaves the
         // packet queued; MSG_TRUNC makes the result the packet's real length (Linux 3.4+
         // for SOCK_SEQPACKET) while writing at most `buf.len()` bytes.
-        let r = unsafe {
-            libc::recv(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-            )
-        };
+        let r = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
         if r >= 0 {
             return Ok(Some(r as usize));
         }

@@ -119,24 +119,25 @@ pub(crate) fn await_packet<T: Debug>(
 ) -> Result<(), LinkError> {
     let fd = descriptor(rx)?;
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut head = [0u8; HEADER_LEN];
     loop {
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let Readiness::Readable { hung_up } = os::wait_readable(fd, left).map_err(LinkError::Io)?
-        else {
-            return Err(LinkError::Timeout);
-        };
-        let mut head = [0u8; HEADER_LEN];
-        match os::peek_packet(fd, &mut head).map_err(LinkError::Io)? {
-            // Woken, but the packet is gone: wait again.
-            None => continue,
+        // Without a time limit one blocking peek waits and reads the header at once;
+        // with one, a packet already there needs no poll either.
+        match os::peek_packet(fd, &mut head, deadline.is_none()).map_err(LinkError::Io)? {
+            None => {
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                if let Readiness::TimedOut = os::wait_readable(fd, left).map_err(LinkError::Io)? {
+                    return Err(LinkError::Timeout);
+                }
+                // Readable (or hung up): peek again.
+            }
             Some(0) => {
                 // End of stream (ipc-channel reports it), unless the peer is still there
                 // and sent an empty packet.
-                let hung_up = hung_up
-                    || matches!(
-                        os::wait_readable(fd, Some(Duration::ZERO)),
-                        Ok(Readiness::Readable { hung_up: true })
-                    );
+                let hung_up = matches!(
+                    os::wait_readable(fd, Some(Duration::ZERO)),
+                    Ok(Readiness::Readable { hung_up: true })
+                );
                 return if hung_up {
                     Ok(())
                 } else {
