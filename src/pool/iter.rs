@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc};
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 
-use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, Sink, Unit};
+use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
 use super::Shared;
 use crate::error::Error;
 
@@ -231,12 +231,14 @@ where
 /// All results of a `map_async`, in input order, once every task has finished.
 pub struct MapHandle<R> {
     task: &'static str,
+    len: usize,
     rx: mpsc::Receiver<Delivery>,
-    /// Decoded as they arrive, in input order; a slot not yet `filled` holds a
-    /// placeholder that costs no allocation.
-    results: Vec<Result<R, Error>>,
-    filled: Vec<bool>,
+    /// Results as they arrived, still encoded (smaller than decoded); decoded in input
+    /// order by `wait`, into a vector written once.
+    packed: Vec<PackedResults>,
+    items: Vec<Delivered>,
     received: usize,
+    result: PhantomData<fn() -> R>,
 }
 
 impl<R: DeserializeOwned> MapHandle<R> {
@@ -245,68 +247,69 @@ impl<R: DeserializeOwned> MapHandle<R> {
         len: usize,
         rx: mpsc::Receiver<Delivery>,
     ) -> MapHandle<R> {
-        let mut results = Vec::with_capacity(len);
-        results.resize_with(len, || Err(Error::PoolClosed));
         MapHandle {
             task,
+            len,
             rx,
-            results,
-            filled: vec![false; len],
+            packed: Vec::new(),
+            items: Vec::new(),
             received: 0,
+            result: PhantomData,
         }
     }
 
     /// Whether every task has finished.
     pub fn is_ready(&mut self) -> bool {
-        while let Ok(batch) = self.rx.try_recv() {
-            self.store(batch);
+        while let Ok(delivery) = self.rx.try_recv() {
+            self.store(delivery);
         }
-        self.received == self.results.len()
+        self.received >= self.len
     }
 
     fn store(&mut self, delivery: Delivery) {
         match delivery {
             Delivery::Items(items) => {
-                for (i, r, _) in items {
-                    let value = decode(self.task, r);
-                    self.put(i, value);
-                }
+                self.received += items.len();
+                self.items.extend(items);
             }
-            Delivery::Packed(packed) => packed.for_each(|i, r| {
-                let value = r.and_then(|bytes| decode_bytes(self.task, bytes));
-                self.put(i, value);
-            }),
-        }
-    }
-
-    fn put(&mut self, i: usize, value: Result<R, Error>) {
-        if let (Some(slot), Some(filled)) = (self.results.get_mut(i), self.filled.get_mut(i)) {
-            if !*filled {
-                self.received += 1;
-                *filled = true;
+            Delivery::Packed(packed) => {
+                self.received += packed.lens.len();
+                self.packed.push(packed);
             }
-            *slot = value;
         }
     }
 
     /// Waits for every task; one result per input, in input order.
     pub fn wait(mut self) -> Vec<Result<R, Error>> {
-        while self.received < self.results.len() {
+        while self.received < self.len {
             match self.rx.recv() {
-                Ok(batch) => self.store(batch),
+                Ok(delivery) => self.store(delivery),
+                // The pool stopped before the rest ran.
                 Err(_) => break,
             }
         }
-        if self.received < self.results.len() {
-            // The pool stopped before these ran.
-            for (slot, filled) in self.results.iter_mut().zip(&self.filled) {
-                if !filled {
-                    *slot = Err(Error::Terminated {
-                        task: self.task.to_string(),
-                    });
-                }
+        let task = self.task;
+        self.packed.sort_unstable_by_key(|p| p.first_index);
+        self.items.sort_by_key(|(index, _, _)| *index);
+        let mut packed = self.packed.into_iter().peekable();
+        let mut items = self.items.into_iter().peekable();
+        let mut out = Vec::with_capacity(self.len);
+        while out.len() < self.len {
+            let i = out.len();
+            // Anything for a position already filled is a duplicate: skip it.
+            while packed.next_if(|p| p.first_index < i).is_some() {}
+            while items.next_if(|(j, _, _)| *j < i).is_some() {}
+            if let Some(chunk) = packed.next_if(|p| p.first_index == i) {
+                chunk.for_each(|_, r| out.push(r.and_then(|bytes| decode_bytes(task, bytes))));
+            } else if let Some((_, r, _)) = items.next_if(|(j, _, _)| *j == i) {
+                out.push(decode(task, r));
+            } else {
+                out.push(Err(Error::Terminated {
+                    task: task.to_string(),
+                }));
             }
         }
-        self.results
+        out.truncate(self.len);
+        out
     }
 }
