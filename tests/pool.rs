@@ -750,3 +750,50 @@ fn a_chunked_map_keeps_every_outcome_in_its_place() {
         recycled.join();
     });
 }
+
+/// Waits (on the pool's own report) until a worker is busy with `task`.
+fn wait_busy(pool: &Pool, task: &str) {
+    while !pool
+        .stats()
+        .workers
+        .iter()
+        .any(|w| matches!(&w.state, WorkerState::Busy { task: t, .. } if t == task))
+    {
+        std::thread::yield_now();
+    }
+}
+
+/// Work sent ahead to a worker whose task hangs sits unread in its socket; however much
+/// is submitted (big chunks, thousands of single tasks, a large `max_in_flight`), no
+/// submission blocks, and the hung task still times out on time.
+#[test]
+fn work_ahead_of_a_hung_task_never_blocks_submissions_or_its_timeout() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1)
+            .max_in_flight(100_000)
+            .task_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        // `square` is measured fast, so it gets work ahead.
+        assert!(pool
+            .map_chunked(square, 0..10_000u64, 1_000)
+            .iter()
+            .all(|r| r.is_ok()));
+        let hung = pool.apply_async(sleep_ms, 600_000);
+        wait_busy(&pool, "sleep_ms");
+        let t = Instant::now();
+        let chunks = pool.map_async_chunked(square, (0..16 * 16_000u64).map(|x| x % 200), 16_000);
+        let singles: Vec<_> = (0..3_000u64).map(|x| pool.apply_async(square, x)).collect();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "submitting took {:?}",
+            t.elapsed()
+        );
+        assert!(matches!(hung.wait(), Err(Error::TimedOut { .. })));
+        assert!(chunks.wait().into_iter().all(|r| r.is_ok()));
+        for (x, h) in (0u64..).zip(singles) {
+            assert_eq!(h.wait().unwrap(), x * x);
+        }
+        pool.join();
+    });
+}

@@ -46,9 +46,13 @@ const INIT_SEQ: u64 = 0;
 const FAST_JOB: Duration = Duration::from_millis(1);
 /// Most jobs merged into one message.
 const MERGE_MAX: usize = 256;
-/// Most argument bytes sent to a worker ahead of its running unit: the socket buffer
-/// (about 200 KiB) must never fill, or a send would block the dispatcher.
-const AHEAD_BYTES: usize = 64 * 1024;
+/// Most socket-buffer bytes (see [`socket_bytes`]) taken by messages sent to a worker
+/// ahead of its running unit: the buffer (about 208 KiB) must never fill, or a send
+/// would block whichever thread holds the pool's state, and with it every deadline.
+const AHEAD_BYTES: usize = 96 * 1024;
+/// What the kernel charges a socket buffer per packet on top of its bytes (the packet's
+/// bookkeeping; about 0.7 to 1 KiB on Linux).
+const PACKET_COST: usize = 1024;
 /// Exited workers remembered for `stats()`.
 const MAX_HISTORY: usize = 10_000;
 
@@ -330,8 +334,11 @@ impl Dispatcher {
         self.next_worker += 1;
         let reading = spawn_reader(id, link.rx, self.hub.clone());
         let hub = self.hub.clone();
+        // The reaper runs this: it only leaves the event for the pool thread.
         slot.on_exit(Box::new(move || {
-            post(&hub, Event::Exited { worker: id });
+            if let Some(hub) = hub.upgrade() {
+                hub.post_later(Event::Exited { worker: id });
+            }
         }));
         let mut worker = Worker {
             id,
@@ -383,14 +390,19 @@ impl Dispatcher {
                 lens,
                 data,
                 others,
-            }) => (
-                first_id,
-                Answer::Packed {
-                    lens,
-                    data: data.into_vec(),
-                    others,
-                },
-            ),
+            }) => {
+                if let Err(detail) = check_packed(&lens, data.len(), &others) {
+                    return self.protocol_error(seat, detail);
+                }
+                (
+                    first_id,
+                    Answer::Packed {
+                        lens,
+                        data: data.into_vec(),
+                        others,
+                    },
+                )
+            }
             Ok(FromChild::SetupFailed(e)) => {
                 let reason = format!(
                     "worker {pid} could not set itself up ({:?}, errno {})",
@@ -687,15 +699,15 @@ impl Dispatcher {
         self.terminating = true;
         self.closing = true;
         for unit in self.queue.drain(..) {
-            fail_unit(unit, |job| Error::Terminated {
-                task: job.task().to_string(),
+            fail_unit(unit, |task| Error::Terminated {
+                task: task.to_string(),
             });
         }
         let grace = self.cfg.grace;
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
             for unit in worker.in_flight.drain(..).map(|f| f.unit) {
-                fail_unit(unit, |job| Error::Terminated {
-                    task: job.task().to_string(),
+                fail_unit(unit, |task| Error::Terminated {
+                    task: task.to_string(),
                 });
             }
             stop_worker(worker, Stop::Shutdown, grace);
@@ -803,17 +815,21 @@ impl Dispatcher {
                     if allowance == 0 {
                         break;
                     }
-                    if !worker.in_flight.is_empty() {
+                    // Room left in the worker's socket buffer: its running unit has been
+                    // read; what was sent ahead may sit there unread.
+                    let room = if worker.in_flight.is_empty() {
+                        usize::MAX
+                    } else {
                         let ahead: usize = worker
                             .in_flight
                             .iter()
                             .skip(1)
                             .map(|f| socket_bytes(&f.unit))
                             .sum();
-                        let next = self.queue.front().map_or(0, socket_bytes);
-                        if ahead + next > AHEAD_BYTES {
-                            break;
-                        }
+                        AHEAD_BYTES.saturating_sub(ahead)
+                    };
+                    if self.queue.front().is_some_and(|u| socket_bytes(u) > room) {
+                        break;
                     }
                     let Some(mut unit) = self.queue.pop_front() else {
                         break;
@@ -832,11 +848,16 @@ impl Dispatcher {
                         // Merge queued single tasks of the same kind into one message,
                         // up to a fair share of the queue.
                         let share = (self.queue.len() / workers).min(MERGE_MAX).min(allowance);
+                        let mut bound = encoded_bound(&unit);
                         while unit.jobs.len() < share
                             && self.queue.front().is_some_and(|u| {
-                                u.task == unit.task && u.jobs.len() == 1 && !u.solo
+                                u.task == unit.task
+                                    && u.jobs.len() == 1
+                                    && !u.solo
+                                    && wire_cost(bound + encoded_bound(u)) <= room
                             })
                         {
+                            bound += self.queue.front().map_or(0, encoded_bound);
                             if let Some(next) = self.queue.pop_front() {
                                 unit.jobs.extend(next.jobs);
                             }
@@ -963,17 +984,25 @@ fn stop_worker(worker: &mut Worker, why: Stop, grace: Duration) {
     worker.kill_at = Instant::now().checked_add(grace);
 }
 
-/// Bytes a unit's message takes in the worker's socket buffer (a message over the
-/// inline limit travels in shared memory and takes almost none).
+/// At most what a unit's message takes in the worker's socket buffer.
 fn socket_bytes(unit: &Unit) -> usize {
-    let bytes: usize = match &unit.chunk {
-        Some(chunk) => chunk.data.len() + chunk.lens.len() * 5 + 64,
-        None => unit.jobs.iter().map(|j| j.arg.len() + 16).sum::<usize>() + 64,
-    };
-    if bytes > supervisor_worker::protocol::INLINE_LIMIT {
-        256
-    } else {
-        bytes
+    wire_cost(encoded_bound(unit))
+}
+
+/// What a message of at most `encoded` bytes takes in a socket buffer: its bytes, at
+/// most the inline limit (anything bigger travels in shared memory, but a bound over
+/// the limit may belong to a message under it), plus the packet's bookkeeping.
+fn wire_cost(encoded: usize) -> usize {
+    encoded.min(supervisor_worker::protocol::INLINE_LIMIT) + PACKET_COST
+}
+
+/// A bound on the encoded size of a unit's message (varint lengths count as their
+/// largest; the task name and the message's own fields as 64 bytes more than the name).
+fn encoded_bound(unit: &Unit) -> usize {
+    let fixed = unit.task.len() + 64;
+    match &unit.chunk {
+        Some(chunk) => fixed + chunk.data.len() + chunk.lens.len() * 5,
+        None => fixed + unit.jobs.iter().map(|j| j.arg.len() + 9).sum::<usize>(),
     }
 }
 
@@ -984,12 +1013,30 @@ fn deadline(now: Instant, limit: Option<Duration>, jobs: usize) -> Option<Instan
     now.checked_add(per_unit)
 }
 
-fn fail_unit(mut unit: Unit, error: impl Fn(&Job) -> Error) {
-    unit.explode();
-    for job in unit.jobs {
-        let e = error(&job);
-        job.complete(Err(e));
+/// A worker's packed answer must describe its data exactly: the values' lengths add
+/// up to the data, and the other outcomes are listed once each, in order, at positions
+/// that have no value.
+fn check_packed(lens: &[u32], data: usize, others: &[(u32, TaskOutcome)]) -> Result<(), String> {
+    let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
+    if total != data as u64 {
+        return Err(format!(
+            "a chunk's values add up to {total} bytes, {data} were sent"
+        ));
     }
+    let mut next = 0usize;
+    for (pos, _) in others {
+        let pos = *pos as usize;
+        if pos < next || lens.get(pos).is_none_or(|l| *l != 0) {
+            return Err(format!("a chunk's outcome {pos} is out of place"));
+        }
+        next = pos + 1;
+    }
+    Ok(())
+}
+
+/// Fails every call of `unit` with the error `error` makes from the task's name.
+fn fail_unit(unit: Unit, error: impl Fn(&'static str) -> Error) {
+    unit.fail(error);
 }
 
 fn unit_message(seq: u64, unit: &Unit) -> ToChildRef<'_> {
@@ -1101,5 +1148,35 @@ fn post(hub: &Weak<Hub>, event: Event) -> bool {
             true
         }
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panicked() -> TaskOutcome {
+        TaskOutcome::Panicked {
+            message: "boom".into(),
+            location: None,
+            backtrace: None,
+        }
+    }
+
+    /// A worker's packed answer that does not describe its data exactly is refused
+    /// (the worker is then stopped as a protocol offender), so a failure can never be
+    /// read as a value.
+    #[test]
+    fn packed_answers_must_describe_their_data_exactly() {
+        assert!(check_packed(&[2, 0, 1], 3, &[(1, panicked())]).is_ok());
+        assert!(check_packed(&[], 0, &[]).is_ok());
+        // Out of order, repeated, out of range, or where a value is.
+        assert!(check_packed(&[0, 0, 0], 0, &[(2, panicked()), (1, panicked())]).is_err());
+        assert!(check_packed(&[0, 0], 0, &[(1, panicked()), (1, panicked())]).is_err());
+        assert!(check_packed(&[0], 0, &[(1, panicked())]).is_err());
+        assert!(check_packed(&[1, 0], 1, &[(0, panicked())]).is_err());
+        // Lengths that do not add up to the data.
+        assert!(check_packed(&[2, 2], 3, &[]).is_err());
+        assert!(check_packed(&[u32::MAX, u32::MAX], 10, &[]).is_err());
     }
 }

@@ -8,7 +8,9 @@
 //! result wakes its waiter straight from the reader that received it); if not, the
 //! holder handles it before letting go. Nobody but the timer thread ever blocks on the
 //! lock, so an event can be posted from any thread, even one the holder might be
-//! waiting for.
+//! waiting for. A poster serves a few rounds at most, then leaves the rest to the pool
+//! thread; the reaper only posts (`post_later`). A panic while handling (a bug) stops the
+//! pool as if its dispatcher had died, whichever thread it happened on.
 //!
 //! The timer thread is the pool's own thread: it starts the workers, fires deadlines
 //! (task timeouts, kill after grace, exit settling), notices the end, and records the
@@ -19,12 +21,17 @@
 //! first, and every holder (the timer thread too) looks at the inbox again after
 //! letting go.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::thread::Thread;
 use std::time::Instant;
 
 use super::dispatcher::{Dispatcher, Event};
 use super::stats::PoolStats;
+
+/// How many times a posting thread empties the inbox before it leaves the rest to the
+/// pool thread.
+const POSTER_ROUNDS: usize = 4;
 
 /// The shared state and its inbox.
 pub(crate) struct Hub {
@@ -57,7 +64,7 @@ impl Hub {
     /// dropped (its jobs fail as terminated, its reply channel closes).
     pub(crate) fn post(&self, event: Event) {
         lock(&self.inbox).push(event);
-        loop {
+        for _ in 0..POSTER_ROUNDS {
             let mut core = match self.core.try_lock() {
                 Ok(core) => core,
                 Err(TryLockError::Poisoned(p)) => {
@@ -73,6 +80,16 @@ impl Hub {
                 return;
             }
         }
+        // Others keep posting: leave the rest to the pool thread rather than serve them
+        // all from this caller's (or reader's) time.
+        self.wake_timer();
+    }
+
+    /// Hands an event to the pool thread without handling anything here: for the
+    /// reaper, whose time belongs to every child of the program.
+    pub(crate) fn post_later(&self, event: Event) {
+        lock(&self.inbox).push(event);
+        self.wake_timer();
     }
 
     fn wake_timer(&self) {
@@ -85,7 +102,12 @@ impl Hub {
     /// act sooner than it planned.
     fn drain(&self, core: &mut MutexGuard<'_, Core>) {
         let mut handled = false;
-        loop {
+        let timer = Some(std::thread::current().id()) == self.timer_id();
+        for round in 0.. {
+            if !timer && round == POSTER_ROUNDS {
+                self.wake_timer();
+                break;
+            }
             let events = std::mem::take(&mut *lock(&self.inbox));
             if events.is_empty() {
                 break;
@@ -94,16 +116,27 @@ impl Hub {
             let Some(d) = core.dispatcher.as_mut() else {
                 continue;
             };
-            for event in events {
-                d.handle(event);
+            let handling = panic::catch_unwind(AssertUnwindSafe(|| {
+                for event in events {
+                    d.handle(event);
+                }
+                d.dispatch();
+            }));
+            if handling.is_err() {
+                // A bug. The state may be inconsistent: stop as if the dispatcher had
+                // died (its jobs fail, its workers see their channels close), on
+                // whichever thread this happened, and let the pool thread end.
+                core.dispatcher = None;
+                drop(std::mem::take(&mut *lock(&self.inbox)));
+                self.wake_timer();
+                return;
             }
-            d.dispatch();
             handled = true;
         }
         let Some(d) = core.dispatcher.as_ref() else {
             return;
         };
-        if handled && Some(std::thread::current().id()) != self.timer_id() {
+        if handled && !timer {
             let sooner = match (d.next_wake(), core.timer_at) {
                 (Some(next), Some(planned)) => next < planned,
                 (Some(_), None) => true,

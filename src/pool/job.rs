@@ -365,8 +365,20 @@ impl Unit {
         }
     }
 
+    /// Fails every call with the error `error` makes from the task's name (a chunk's
+    /// in one message).
+    pub(crate) fn fail(self, error: impl Fn(&'static str) -> Error) {
+        if let Some(mut chunk) = self.chunk {
+            chunk.fail(&error);
+        }
+        for job in self.jobs {
+            let e = error(job.task);
+            job.complete(Err(e));
+        }
+    }
+
     /// Turns a chunk into separate jobs, for when its calls must be told apart (its
-    /// worker died, it is split, it fails).
+    /// worker died, or it is split).
     pub(crate) fn explode(&mut self) {
         if let Some(chunk) = self.chunk.take() {
             self.jobs = chunk.into_jobs();
@@ -444,18 +456,29 @@ impl Chunk {
     }
 }
 
-impl Drop for Chunk {
-    fn drop(&mut self) {
+impl Chunk {
+    /// Fails every call, in one message to the stream.
+    fn fail(&mut self, error: &dyn Fn(&'static str) -> Error) {
         if let Some(tx) = self.tx.take() {
             let items = (0..self.lens.len())
                 .map(|i| {
-                    let task = self.task.to_string();
-                    let index = self.first_index + i;
-                    (index, Err(Error::Terminated { task }), JobMeta::default())
+                    (
+                        self.first_index + i,
+                        Err(error(self.task)),
+                        JobMeta::default(),
+                    )
                 })
                 .collect();
             let _ = tx.send(Delivery::Items(items));
         }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        self.fail(&|task| Error::Terminated {
+            task: task.to_string(),
+        });
     }
 }
 

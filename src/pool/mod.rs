@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::__private::Call;
-use supervisor_worker::{codec, registry};
+use supervisor_worker::codec::{self, CodecError};
+use supervisor_worker::registry;
 
 pub use handle::{as_completed, AsCompleted, TaskHandle};
 pub use iter::{Imap, MapHandle, Report, Reports};
@@ -294,11 +295,8 @@ impl Shared {
 
     fn submit(&self, units: Vec<Unit>) {
         if self.closed.load(Ordering::Acquire) {
-            for mut unit in units {
-                unit.explode();
-                for job in unit.jobs {
-                    job.complete(Err(Error::PoolClosed));
-                }
+            for unit in units {
+                unit.fail(|_| Error::PoolClosed);
             }
             return;
         }
@@ -469,9 +467,20 @@ impl Pool {
         for (index, input) in inputs.into_iter().enumerate() {
             len += 1;
             let current = chunk.get_or_insert_with(|| new_chunk(index));
-            match codec::encode_append(&input, &mut current.data) {
+            let start = current.data.len();
+            let encoded = codec::encode_append(&input, &mut current.data).and_then(|n| {
+                // A chunk records each argument's length in 32 bits.
+                u32::try_from(n).map_err(|_| {
+                    current.data.truncate(start);
+                    CodecError::TooLong {
+                        type_name: std::any::type_name::<F::Arg>(),
+                        len: n,
+                    }
+                })
+            });
+            match encoded {
                 Ok(n) => {
-                    current.lens.push(n as u32);
+                    current.lens.push(n);
                     if current.len() == chunksize {
                         units.extend(chunk.take().map(Unit::chunk));
                     }

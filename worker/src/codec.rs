@@ -42,6 +42,14 @@ pub enum CodecError {
         /// The Rust type that was expected.
         type_name: &'static str,
     },
+    /// An encoded value is too long for the length field that would carry it.
+    #[error("could not encode {type_name}: {len} bytes is too long")]
+    TooLong {
+        /// The Rust type that was encoded.
+        type_name: &'static str,
+        /// Its encoded length.
+        len: usize,
+    },
     /// The bytes held a valid value followed by bytes that belong to nothing.
     #[error("could not decode {type_name}: {extra} trailing bytes")]
     Trailing {
