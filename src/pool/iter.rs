@@ -233,12 +233,13 @@ pub struct MapHandle<R> {
     task: &'static str,
     len: usize,
     rx: mpsc::Receiver<Delivery>,
-    /// Results as they arrived, still encoded (smaller than decoded); decoded in input
-    /// order by `wait`, into a vector written once.
-    packed: Vec<PackedResults>,
-    items: Vec<Delivered>,
+    /// Results decoded so far, in input order (each decoded as soon as everything
+    /// before it is in, so decoding overlaps the work still running).
+    out: Vec<Result<R, Error>>,
+    /// Arrived ahead of their turn, still encoded, by input position.
+    packed: BTreeMap<usize, PackedResults>,
+    items: BTreeMap<usize, JobResult>,
     received: usize,
-    result: PhantomData<fn() -> R>,
 }
 
 impl<R: DeserializeOwned> MapHandle<R> {
@@ -251,10 +252,10 @@ impl<R: DeserializeOwned> MapHandle<R> {
             task,
             len,
             rx,
-            packed: Vec::new(),
-            items: Vec::new(),
+            out: Vec::new(),
+            packed: BTreeMap::new(),
+            items: BTreeMap::new(),
             received: 0,
-            result: PhantomData,
         }
     }
 
@@ -270,11 +271,37 @@ impl<R: DeserializeOwned> MapHandle<R> {
         match delivery {
             Delivery::Items(items) => {
                 self.received += items.len();
-                self.items.extend(items);
+                for (index, result, _) in items {
+                    if index >= self.out.len() {
+                        self.items.insert(index, result);
+                    }
+                }
             }
             Delivery::Packed(packed) => {
                 self.received += packed.lens.len();
-                self.packed.push(packed);
+                if packed.first_index >= self.out.len() {
+                    self.packed.insert(packed.first_index, packed);
+                }
+            }
+        }
+        self.advance();
+    }
+
+    /// Decodes whatever is next in input order.
+    fn advance(&mut self) {
+        let task = self.task;
+        if self.out.capacity() == 0 {
+            self.out.reserve_exact(self.len);
+        }
+        loop {
+            let i = self.out.len();
+            if let Some(chunk) = self.packed.remove(&i) {
+                let out = &mut self.out;
+                chunk.for_each(|_, r| out.push(r.and_then(|bytes| decode_bytes(task, bytes))));
+            } else if let Some(result) = self.items.remove(&i) {
+                self.out.push(decode(task, result));
+            } else {
+                break;
             }
         }
     }
@@ -288,28 +315,16 @@ impl<R: DeserializeOwned> MapHandle<R> {
                 Err(_) => break,
             }
         }
-        let task = self.task;
-        self.packed.sort_unstable_by_key(|p| p.first_index);
-        self.items.sort_by_key(|(index, _, _)| *index);
-        let mut packed = self.packed.into_iter().peekable();
-        let mut items = self.items.into_iter().peekable();
-        let mut out = Vec::with_capacity(self.len);
-        while out.len() < self.len {
-            let i = out.len();
-            // Anything for a position already filled is a duplicate: skip it.
-            while packed.next_if(|p| p.first_index < i).is_some() {}
-            while items.next_if(|(j, _, _)| *j < i).is_some() {}
-            if let Some(chunk) = packed.next_if(|p| p.first_index == i) {
-                chunk.for_each(|_, r| out.push(r.and_then(|bytes| decode_bytes(task, bytes))));
-            } else if let Some((_, r, _)) = items.next_if(|(j, _, _)| *j == i) {
-                out.push(decode(task, r));
-            } else {
-                out.push(Err(Error::Terminated {
-                    task: task.to_string(),
+        while self.out.len() < self.len {
+            self.advance();
+            if self.out.len() < self.len {
+                // Nothing will come for this position.
+                self.out.push(Err(Error::Terminated {
+                    task: self.task.to_string(),
                 }));
             }
         }
-        out.truncate(self.len);
-        out
+        self.out.truncate(self.len);
+        self.out
     }
 }

@@ -423,9 +423,19 @@ impl Pool {
         F::Arg: Serialize,
         F::Out: DeserializeOwned,
     {
-        let inputs: Vec<F::Arg> = inputs.into_iter().collect();
-        let chunksize = self.auto_chunksize(inputs.len());
-        self.map_async_chunked(task, inputs, chunksize)
+        let inputs = inputs.into_iter();
+        match inputs.size_hint() {
+            // The length is known: no need to hold every input first.
+            (low, Some(high)) if low == high => {
+                let chunksize = self.auto_chunksize(low);
+                self.map_async_chunked(task, inputs, chunksize)
+            }
+            _ => {
+                let inputs: Vec<F::Arg> = inputs.collect();
+                let chunksize = self.auto_chunksize(inputs.len());
+                self.map_async_chunked(task, inputs, chunksize)
+            }
+        }
     }
 
     /// [`Pool::map_async`] with an explicit chunk size.
@@ -461,7 +471,6 @@ impl Pool {
             let first_id = self.shared.next_ids(chunksize);
             Chunk::new(name, first_id, first_index, stream, tx.clone())
         };
-        let mut units = Vec::new();
         let mut chunk: Option<Chunk> = None;
         let mut len = 0;
         for (index, input) in inputs.into_iter().enumerate() {
@@ -482,12 +491,16 @@ impl Pool {
                 Ok(n) => {
                     current.lens.push(n);
                     if current.len() == chunksize {
-                        units.extend(chunk.take().map(Unit::chunk));
+                        // Submitted at once: workers start while the rest is encoded.
+                        self.shared
+                            .submit(chunk.take().map(Unit::chunk).into_iter().collect());
                     }
                 }
                 Err(source) => {
                     // Chunks hold consecutive inputs: close this one, fail the input.
-                    units.extend(chunk.take().filter(|c| c.len() > 0).map(Unit::chunk));
+                    if let Some(part) = chunk.take().filter(|c| c.len() > 0) {
+                        self.shared.submit(vec![Unit::chunk(part)]);
+                    }
                     let err = Error::EncodeArgument {
                         task: name.to_string(),
                         source,
@@ -496,9 +509,8 @@ impl Pool {
                 }
             }
         }
-        units.extend(chunk.take().map(Unit::chunk));
-        if !units.is_empty() {
-            self.shared.submit(units);
+        if let Some(last) = chunk.take() {
+            self.shared.submit(vec![Unit::chunk(last)]);
         }
         MapHandle::new(name, len, rx)
     }

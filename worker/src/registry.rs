@@ -189,7 +189,43 @@ pub mod support {
         f.call_packed(arg)
     }
 
+    thread_local! {
+        /// While a packed chunk runs: where plain values are encoded, back to back.
+        static PACKED_VALUES: std::cell::RefCell<Option<Vec<u8>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// Runs `f` with plain return values encoded at the end of `values` instead of a
+    /// buffer each (they come back as `Returned` with an empty `value`).
+    pub(crate) fn packing_values<T>(values: &mut Vec<u8>, f: impl FnOnce() -> T) -> T {
+        PACKED_VALUES.with(|p| *p.borrow_mut() = Some(std::mem::take(values)));
+        let result = f();
+        PACKED_VALUES.with(|p| *values = p.borrow_mut().take().unwrap_or_default());
+        result
+    }
+
     pub fn returned<R: Serialize>(out: &R, error: Option<String>) -> TaskOutcome {
+        if error.is_none() {
+            let packed = PACKED_VALUES.with(|p| {
+                p.borrow_mut()
+                    .as_mut()
+                    .map(|values| codec::encode_append(out, values))
+            });
+            match packed {
+                Some(Ok(_)) => {
+                    return TaskOutcome::Returned {
+                        value: Vec::new(),
+                        error: None,
+                    }
+                }
+                Some(Err(e)) => {
+                    return TaskOutcome::BadResult {
+                        message: crate::error_chain(&e),
+                    }
+                }
+                None => {}
+            }
+        }
         match codec::encode(out) {
             Ok(value) => TaskOutcome::Returned { value, error },
             Err(e) => TaskOutcome::BadResult {

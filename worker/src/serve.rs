@@ -78,8 +78,11 @@ pub fn run_packed(first_id: u64, task: &str, lens: &[u32], data: &[u8]) -> FromC
             .checked_add(*len as usize)
             .and_then(|end| data.get(at..end));
         at = at.saturating_add(*len as usize);
+        let start = out.len();
         let outcome = match (&entry, arg) {
-            (Ok(entry), Some(arg)) => run_entry(entry, arg),
+            (Ok(entry), Some(arg)) => {
+                registry::support::packing_values(&mut out, || run_entry(entry, arg))
+            }
             (Err(_), _) => TaskOutcome::UnknownTask {
                 name: task.to_string(),
             },
@@ -89,10 +92,13 @@ pub fn run_packed(first_id: u64, task: &str, lens: &[u32], data: &[u8]) -> FromC
         };
         match outcome {
             TaskOutcome::Returned { value, error: None } => {
-                out_lens.push(value.len() as u32);
+                // Encoded in place (`value` empty), or in a buffer of its own.
                 out.extend_from_slice(&value);
+                out_lens.push((out.len() - start) as u32);
             }
             other => {
+                // A panic may have left part of a value behind.
+                out.truncate(start);
                 out_lens.push(0);
                 others.push((i as u32, other));
             }
@@ -207,6 +213,48 @@ mod tests {
         x * 2
     }
     crate::task!(double);
+
+    /// A return value whose encoding panics half way.
+    struct HalfThenPanic;
+
+    impl serde::Serialize for HalfThenPanic {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeTuple;
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&7u64)?;
+            panic!("half way")
+        }
+    }
+
+    fn half(x: u64) -> Result<HalfThenPanic, String> {
+        if x == 0 {
+            return Err("zero".into());
+        }
+        Ok(HalfThenPanic)
+    }
+    crate::task!(half);
+
+    #[test]
+    fn a_value_whose_encoding_panics_leaves_nothing_in_the_packed_values() {
+        let one = crate::codec::encode(&1u64).unwrap();
+        let zero = crate::codec::encode(&0u64).unwrap();
+        let data = [one.clone(), zero, one].concat();
+        match run_packed(0, "half", &[1, 1, 1], &data) {
+            FromChild::PackedDone {
+                lens, data, others, ..
+            } => {
+                assert_eq!(lens, vec![0, 0, 0]);
+                assert!(data.is_empty(), "{data:?}");
+                assert!(matches!(others[0], (0, TaskOutcome::Panicked { .. })));
+                assert!(matches!(
+                    others[1],
+                    (1, TaskOutcome::Returned { error: Some(_), .. })
+                ));
+                assert!(matches!(others[2], (2, TaskOutcome::Panicked { .. })));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn a_packed_chunk_answers_every_argument_in_place() {
