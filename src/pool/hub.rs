@@ -12,9 +12,10 @@
 //! thread; the reaper only posts (`post_later`). A panic while handling (a bug) stops the
 //! pool as if its dispatcher had died, whichever thread it happened on.
 //!
-//! The timer thread is the pool's own thread: it starts the workers, fires deadlines
-//! (task timeouts, kill after grace, exit settling), notices the end, and records the
-//! final statistics. It sleeps until the next deadline; a poster that moves the next
+//! The timer thread is the pool's own thread: it fires deadlines (task timeouts, kill
+//! after grace, exit settling), handles what posters left to it, notices the end, and
+//! records the final statistics. (The workers are started by the first dispatch, its
+//! or an earlier poster's.) It sleeps until the next deadline; a poster that moves the next
 //! deadline earlier or ends the pool unparks it.
 //!
 //! Lost events are impossible: a poster that fails to take the lock pushed its event
