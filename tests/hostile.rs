@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::each_method;
 use supervisor::{Error, Pool, Process};
-use supervisor_worker::codec;
 use supervisor_worker::protocol::{FromChild, TaskOutcome};
+use supervisor_worker::{codec, fault};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -63,29 +63,8 @@ fn send_raw_packet(packet: &[u8], attach: Option<RawFd>) {
         if Some(fd) == attach {
             continue;
         }
-        let mut iov = libc::iovec {
-            iov_base: packet.as_ptr() as *mut libc::c_void,
-            iov_len: packet.len(),
-        };
-        let mut control = [0u64; 8];
-        // SAFETY: sendmsg with a live iovec and, if any, one descriptor in a control
-        // buffer of CMSG_SPACE bytes (64 are available); all pointers outlive the call.
-        unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            if let Some(attach) = attach {
-                let size = std::mem::size_of::<RawFd>() as u32;
-                msg.msg_control = control.as_mut_ptr().cast();
-                msg.msg_controllen = libc::CMSG_SPACE(size) as _;
-                let cmsg = libc::CMSG_FIRSTHDR(&msg);
-                (*cmsg).cmsg_level = libc::SOL_SOCKET;
-                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(size) as _;
-                std::ptr::copy_nonoverlapping(&attach, libc::CMSG_DATA(cmsg).cast::<RawFd>(), 1);
-            }
-            libc::sendmsg(fd, &msg, 0);
-        }
+        // Only the result channel has to take it; what the others do does not matter.
+        let _ = fault::send_raw_packet(fd, packet, attach);
     }
 }
 

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use supervisor_worker::arena::{Inbox, Outbox};
 use supervisor_worker::protocol::{
-    send_frame, Frame, FromChild, Link, LinkError, TaskOutcome, TaskRequest, TaskRequestRef,
-    ToChild, ToChildRef,
+    Frame, FromChild, Link, LinkError, TaskOutcome, TaskRequest, TaskRequestRef, ToChild,
+    ToChildRef,
 };
 
 use super::hub::Hub;
@@ -362,7 +362,7 @@ impl Dispatcher {
             });
             worker.initializing = true;
             if let Some(tx) = &worker.tx {
-                let _ = send(tx, &mut worker.outbox, &req);
+                let _ = worker.outbox.send(tx, &req);
             }
         }
         if self.terminating || self.broken.is_some() || !reading {
@@ -466,12 +466,10 @@ impl Dispatcher {
         let outcomes = match answer {
             Answer::Outcomes(outcomes) => outcomes,
             Answer::Packed { lens, data, others } => {
-                let failed = others
-                    .iter()
-                    .filter(|(_, o)| !matches!(o, TaskOutcome::Returned { error: None, .. }))
-                    .count() as u64;
+                // Checked on arrival: each of `others` is a distinct failed call.
+                let failed = others.len() as u64;
                 self.failed += failed;
-                self.done += n as u64 - failed.min(n as u64);
+                self.done += n as u64 - failed;
                 worker.tasks_done += n as u64;
                 let others = others
                     .into_iter()
@@ -865,7 +863,7 @@ impl Dispatcher {
                     }
                     let seq = self.next_seq;
                     self.next_seq += 1;
-                    match send(tx, &mut worker.outbox, &unit_message(seq, &unit)) {
+                    match worker.outbox.send(tx, &unit_message(seq, &unit)) {
                         Ok(()) => {
                             let head = worker.in_flight.is_empty();
                             worker.in_flight.push_back(InFlight {
@@ -1014,7 +1012,7 @@ fn deadline(now: Instant, limit: Option<Duration>, jobs: usize) -> Option<Instan
 }
 
 /// A worker's packed answer must describe its data exactly: the values' lengths add
-/// up to the data, and the other outcomes are listed once each, in order, at positions
+/// up to the data, and the failed calls are listed once each, in order, at positions
 /// that have no value.
 fn check_packed(lens: &[u32], data: usize, others: &[(u32, TaskOutcome)]) -> Result<(), String> {
     let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
@@ -1024,10 +1022,15 @@ fn check_packed(lens: &[u32], data: usize, others: &[(u32, TaskOutcome)]) -> Res
         ));
     }
     let mut next = 0usize;
-    for (pos, _) in others {
+    for (pos, outcome) in others {
         let pos = *pos as usize;
         if pos < next || lens.get(pos).is_none_or(|l| *l != 0) {
             return Err(format!("a chunk's outcome {pos} is out of place"));
+        }
+        if matches!(outcome, TaskOutcome::Returned { error: None, .. }) {
+            return Err(format!(
+                "a chunk's plain value {pos} is listed as a failure"
+            ));
         }
         next = pos + 1;
     }
@@ -1064,15 +1067,6 @@ fn unit_message(seq: u64, unit: &Unit) -> ToChildRef<'_> {
                 .collect(),
         }
     }
-}
-
-fn send<T: serde::Serialize>(
-    tx: &IpcSender<Frame>,
-    outbox: &mut Outbox,
-    msg: &T,
-) -> Result<(), LinkError> {
-    let frame = outbox.frame(msg).map_err(LinkError::Codec)?;
-    send_frame(tx, frame)
 }
 
 /// Turns a worker's outcome into a job result (bytes of the value, or a typed error).
@@ -1175,6 +1169,11 @@ mod tests {
         assert!(check_packed(&[0, 0], 0, &[(1, panicked()), (1, panicked())]).is_err());
         assert!(check_packed(&[0], 0, &[(1, panicked())]).is_err());
         assert!(check_packed(&[1, 0], 1, &[(0, panicked())]).is_err());
+        let plain = TaskOutcome::Returned {
+            value: vec![1],
+            error: None,
+        };
+        assert!(check_packed(&[0], 0, &[(0, plain)]).is_err());
         // Lengths that do not add up to the data.
         assert!(check_packed(&[2, 2], 3, &[]).is_err());
         assert!(check_packed(&[u32::MAX, u32::MAX], 10, &[]).is_err());

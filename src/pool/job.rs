@@ -31,8 +31,8 @@ pub struct JobMeta {
 pub(crate) struct HandleState {
     inner: Mutex<HandleInner>,
     ready: Condvar,
-    /// Set (after the result is in place) when done: read without the lock while a
-    /// waiter spins.
+    /// Set, under the lock, once the result is in place; a spinning waiter reads it
+    /// without the lock.
     done: AtomicBool,
 }
 
@@ -43,7 +43,6 @@ const SPIN: Duration = Duration::from_micros(100);
 
 struct HandleInner {
     result: Option<JobResult>,
-    done: bool,
     watchers: Vec<(mpsc::Sender<usize>, usize)>,
 }
 
@@ -52,7 +51,6 @@ impl HandleState {
         Arc::new(HandleState {
             inner: Mutex::new(HandleInner {
                 result: None,
-                done: false,
                 watchers: Vec::new(),
             }),
             ready: Condvar::new(),
@@ -66,11 +64,10 @@ impl HandleState {
 
     fn set(&self, result: JobResult) {
         let mut inner = self.lock();
-        if inner.done {
+        if self.is_done() {
             return;
         }
         inner.result = Some(result);
-        inner.done = true;
         self.done.store(true, Ordering::Release);
         let watchers = std::mem::take(&mut inner.watchers);
         drop(inner);
@@ -85,7 +82,7 @@ impl HandleState {
         let start = Instant::now();
         let until = deadline.map_or(start + SPIN, |d| d.min(start + SPIN));
         let mut polls = 0u32;
-        while !self.done.load(Ordering::Acquire) {
+        while !self.is_done() {
             polls += 1;
             if polls % 64 == 0 {
                 if Instant::now() >= until {
@@ -100,14 +97,14 @@ impl HandleState {
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        self.lock().done
+        self.done.load(Ordering::Acquire)
     }
 
     /// Waits until done or `deadline`; takes the result (once).
     pub(crate) fn take_until(&self, deadline: Option<Instant>) -> Option<Option<JobResult>> {
         self.spin(deadline);
         let mut inner = self.lock();
-        while !inner.done {
+        while !self.is_done() {
             inner = match deadline {
                 None => self.ready.wait(inner).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
@@ -125,7 +122,7 @@ impl HandleState {
     /// Sends `index` on `tx` once done (at once if already done).
     pub(crate) fn watch(&self, tx: mpsc::Sender<usize>, index: usize) {
         let mut inner = self.lock();
-        if inner.done {
+        if self.is_done() {
             drop(inner);
             let _ = tx.send(index);
         } else {
@@ -454,9 +451,7 @@ impl Chunk {
         }
         jobs
     }
-}
 
-impl Chunk {
     /// Fails every call, in one message to the stream.
     fn fail(&mut self, error: &dyn Fn(&'static str) -> Error) {
         if let Some(tx) = self.tx.take() {

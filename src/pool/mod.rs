@@ -471,6 +471,11 @@ impl Pool {
             let first_id = self.shared.next_ids(chunksize);
             Chunk::new(name, first_id, first_index, stream, tx.clone())
         };
+        let submit = |chunk: Option<Chunk>| {
+            if let Some(chunk) = chunk {
+                self.shared.submit(vec![Unit::chunk(chunk)]);
+            }
+        };
         let mut chunk: Option<Chunk> = None;
         let mut len = 0;
         for (index, input) in inputs.into_iter().enumerate() {
@@ -492,15 +497,12 @@ impl Pool {
                     current.lens.push(n);
                     if current.len() == chunksize {
                         // Submitted at once: workers start while the rest is encoded.
-                        self.shared
-                            .submit(chunk.take().map(Unit::chunk).into_iter().collect());
+                        submit(chunk.take());
                     }
                 }
                 Err(source) => {
                     // Chunks hold consecutive inputs: close this one, fail the input.
-                    if let Some(part) = chunk.take().filter(|c| c.len() > 0) {
-                        self.shared.submit(vec![Unit::chunk(part)]);
-                    }
+                    submit(chunk.take().filter(|c| c.len() > 0));
                     let err = Error::EncodeArgument {
                         task: name.to_string(),
                         source,
@@ -509,9 +511,7 @@ impl Pool {
                 }
             }
         }
-        if let Some(last) = chunk.take() {
-            self.shared.submit(vec![Unit::chunk(last)]);
-        }
+        submit(chunk.take());
         MapHandle::new(name, len, rx)
     }
 

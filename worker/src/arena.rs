@@ -16,12 +16,12 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ipc_channel::ipc::IpcSharedMemory;
+use ipc_channel::ipc::{IpcSender, IpcSharedMemory};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::codec::{self, CodecError};
-use crate::protocol::{Frame, INLINE_LIMIT};
+use crate::protocol::{send_frame, Frame, LinkError, INLINE_LIMIT};
 
 /// Bytes before the message: the turn word, padded to a cache line.
 const HEADER: usize = 64;
@@ -73,13 +73,14 @@ impl Outbox {
     /// and big enough, else into a new arena or (when the receiver is behind, or the
     /// message is huge) a one-off region.
     pub fn frame<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<Frame, CodecError> {
+        let own_frame = || codec::encode(msg).map(Frame::from_bytes);
         let size = codec::encoded_size(msg)?;
         if size <= INLINE_LIMIT || size > MAX_ARENA - HEADER {
-            return Ok(Frame::from_bytes(codec::encode(msg)?));
+            return own_frame();
         }
         if let Some((turn, data)) = self.arena.as_mut().and_then(Arena::split) {
             if turn.load(Ordering::Acquire) != FREE {
-                return Ok(Frame::from_bytes(codec::encode(msg)?));
+                return own_frame();
             }
             if data.len() >= size {
                 let len = codec::encode_into(msg, &mut data[..size])?;
@@ -94,7 +95,7 @@ impl Outbox {
         let capacity = (HEADER + room).next_multiple_of(4096).min(MAX_ARENA);
         let mut arena = Arena(IpcSharedMemory::from_byte(0, capacity));
         let Some((turn, data)) = arena.split() else {
-            return Ok(Frame::from_bytes(codec::encode(msg)?));
+            return own_frame();
         };
         let len = codec::encode_into(msg, &mut data[..size])?;
         turn.store(FULL, Ordering::Release);
@@ -103,6 +104,15 @@ impl Outbox {
         frame.adopt = true;
         self.arena = Some(arena);
         Ok(frame)
+    }
+
+    /// Encodes `msg` (see [`Outbox::frame`]) and sends it on `tx`.
+    pub fn send<T: Serialize + ?Sized>(
+        &mut self,
+        tx: &IpcSender<Frame>,
+        msg: &T,
+    ) -> Result<(), LinkError> {
+        send_frame(tx, self.frame(msg).map_err(LinkError::Codec)?)
     }
 }
 

@@ -42,8 +42,12 @@ pub enum CodecError {
         /// The Rust type that was expected.
         type_name: &'static str,
     },
-    /// An encoded value is too long for the length field that would carry it.
-    #[error("could not encode {type_name}: {len} bytes is too long")]
+    /// An encoded value is too long for the 32-bit length that would carry it (an
+    /// argument in a `map` chunk).
+    #[error(
+        "could not encode {type_name}: {len} bytes is more than the 4 GiB a map argument \
+         may take; pass data this big through shared memory"
+    )]
     TooLong {
         /// The Rust type that was encoded.
         type_name: &'static str,

@@ -24,3 +24,15 @@ pub fn selected() -> Option<Fault> {
         _ => None,
     }
 }
+
+/// Sends `bytes` as one raw packet on the socket `fd`, with the descriptor `attach`
+/// attached (SCM_RIGHTS) if given: how a test plays a hostile peer below the codec (for
+/// example a worker writing its own header on its result channel). Returns the bytes
+/// sent.
+pub fn send_raw_packet(
+    fd: std::os::fd::RawFd,
+    bytes: &[u8],
+    attach: Option<std::os::fd::RawFd>,
+) -> std::io::Result<usize> {
+    crate::os::send_packet(fd, bytes, attach)
+}

@@ -293,3 +293,43 @@ pub(crate) fn is_seqpacket_socket(fd: std::os::fd::RawFd) -> bool {
     };
     r == 0 && kind == libc::SOCK_SEQPACKET
 }
+
+/// Sends `bytes` as one packet on the socket `fd`, with the descriptor `attach` attached
+/// (SCM_RIGHTS) if given; the bytes sent.
+pub(crate) fn send_packet(
+    fd: std::os::fd::RawFd,
+    bytes: &[u8],
+    attach: Option<std::os::fd::RawFd>,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(attach) = attach {
+        let size = std::mem::size_of::<std::os::fd::RawFd>() as u32;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes; one descriptor needs far
+        // less than the 64 bytes of `control`, so CMSG_FIRSTHDR points into it and
+        // CMSG_DATA has room for the descriptor.
+        unsafe {
+            msg.msg_controllen = libc::CMSG_SPACE(size) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size) as _;
+            std::ptr::copy_nonoverlapping(&attach, libc::CMSG_DATA(cmsg).cast(), 1);
+        }
+    }
+    // SAFETY: `msg` and everything it points to (iov, bytes, control) outlive the call.
+    let r = unsafe { libc::sendmsg(fd, &msg, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}

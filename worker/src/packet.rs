@@ -269,29 +269,7 @@ mod tests {
 
     /// Sends `bytes` as one raw packet on `fd`, with `attach` attached (SCM_RIGHTS).
     fn send_raw(fd: RawFd, bytes: &[u8], attach: Option<RawFd>) {
-        let mut iov = libc::iovec {
-            iov_base: bytes.as_ptr() as *mut libc::c_void,
-            iov_len: bytes.len(),
-        };
-        let mut control = [0u64; 8];
-        // SAFETY: sendmsg with a live iovec and, if any, one descriptor in a control
-        // buffer of CMSG_SPACE bytes (64 are available).
-        unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            if let Some(fd) = attach {
-                let size = std::mem::size_of::<RawFd>() as u32;
-                msg.msg_control = control.as_mut_ptr().cast();
-                msg.msg_controllen = libc::CMSG_SPACE(size) as _;
-                let cmsg = libc::CMSG_FIRSTHDR(&msg);
-                (*cmsg).cmsg_level = libc::SOL_SOCKET;
-                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(size) as _;
-                std::ptr::copy_nonoverlapping(&fd, libc::CMSG_DATA(cmsg).cast::<RawFd>(), 1);
-            }
-            assert_eq!(libc::sendmsg(fd, &msg, 0), bytes.len() as isize);
-        }
+        assert_eq!(os::send_packet(fd, bytes, attach).unwrap(), bytes.len());
     }
 
     /// A channel and the raw descriptor of its sending end (from the sender's `Debug`

@@ -17,9 +17,15 @@ pub struct TaskEntry {
     pub name: &'static str,
     /// The type name of the function item; how typed callers find the entry.
     pub key: fn() -> &'static str,
-    /// Decodes the argument, calls the function and encodes what it returned.
-    pub run: fn(&[u8]) -> TaskOutcome,
+    /// Decodes the argument, calls the function and encodes what it returned at the end
+    /// of the buffer (see [`Ran`]).
+    pub run: fn(&[u8], &mut Vec<u8>) -> Ran,
 }
+
+/// What running a task into a buffer yields: `Ok(None)` for a plain value,
+/// `Ok(Some(message))` when it returned `Err` (whose encoding is in the buffer too),
+/// `Err(outcome)` when the argument did not decode or the value did not encode.
+pub type Ran = Result<Option<String>, TaskOutcome>;
 
 #[linkme::distributed_slice]
 #[doc(hidden)]
@@ -111,16 +117,13 @@ macro_rules! task {
             static ENTRY: $crate::__private::TaskEntry = $crate::__private::TaskEntry {
                 name: $name,
                 key: || $crate::__private::type_name_of(&$f),
-                run: |input| {
+                run: |input, value| {
                     #[allow(unused_imports)]
                     use $crate::__private::{ViaResult as _, ViaValue as _};
-                    let arg = match $crate::__private::decode_arg(input) {
-                        Ok(arg) => arg,
-                        Err(outcome) => return outcome,
-                    };
+                    let arg = $crate::__private::decode_arg(input)?;
                     let out = $crate::__private::call(&$f, arg);
                     let error = (&&$crate::__private::Classify(&out)).task_error();
-                    $crate::__private::returned(&out, error)
+                    $crate::__private::returned(&out, error, value)
                 },
             };
         };
@@ -189,48 +192,18 @@ pub mod support {
         f.call_packed(arg)
     }
 
-    thread_local! {
-        /// While a packed chunk runs: where plain values are encoded, back to back.
-        static PACKED_VALUES: std::cell::RefCell<Option<Vec<u8>>> =
-            const { std::cell::RefCell::new(None) };
-    }
-
-    /// Runs `f` with plain return values encoded at the end of `values` instead of a
-    /// buffer each (they come back as `Returned` with an empty `value`).
-    pub(crate) fn packing_values<T>(values: &mut Vec<u8>, f: impl FnOnce() -> T) -> T {
-        PACKED_VALUES.with(|p| *p.borrow_mut() = Some(std::mem::take(values)));
-        let result = f();
-        PACKED_VALUES.with(|p| *values = p.borrow_mut().take().unwrap_or_default());
-        result
-    }
-
-    pub fn returned<R: Serialize>(out: &R, error: Option<String>) -> TaskOutcome {
-        if error.is_none() {
-            let packed = PACKED_VALUES.with(|p| {
-                p.borrow_mut()
-                    .as_mut()
-                    .map(|values| codec::encode_append(out, values))
-            });
-            match packed {
-                Some(Ok(_)) => {
-                    return TaskOutcome::Returned {
-                        value: Vec::new(),
-                        error: None,
-                    }
-                }
-                Some(Err(e)) => {
-                    return TaskOutcome::BadResult {
-                        message: crate::error_chain(&e),
-                    }
-                }
-                None => {}
-            }
-        }
-        match codec::encode(out) {
-            Ok(value) => TaskOutcome::Returned { value, error },
-            Err(e) => TaskOutcome::BadResult {
+    /// Encodes a task's return value at the end of `value`; `error` (its message when
+    /// it is an `Err`) is passed on.
+    pub fn returned<R: Serialize>(
+        out: &R,
+        error: Option<String>,
+        value: &mut Vec<u8>,
+    ) -> super::Ran {
+        match codec::encode_append(out, value) {
+            Ok(_) => Ok(error),
+            Err(e) => Err(TaskOutcome::BadResult {
                 message: crate::error_chain(&e),
-            },
+            }),
         }
     }
 

@@ -8,7 +8,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
 use crate::arena::{Inbox, Outbox};
-use crate::protocol::{send_frame, FromChild, Link, LinkError, TaskOutcome, ToChild, WorkerConfig};
+use crate::protocol::{FromChild, Link, TaskOutcome, ToChild, WorkerConfig};
 use crate::{os, registry, WorkerContext};
 
 thread_local! {
@@ -45,7 +45,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Runs one task to completion (never unwinds).
 pub fn run_task(task: &str, arg: &[u8]) -> TaskOutcome {
     match registry::by_name(task) {
-        Ok(entry) => run_entry(entry, arg),
+        Ok(entry) => run_one(entry, arg),
         Err(_) => TaskOutcome::UnknownTask {
             name: task.to_string(),
         },
@@ -55,7 +55,7 @@ pub fn run_task(task: &str, arg: &[u8]) -> TaskOutcome {
 /// Runs each argument through one task, in order (the task is looked up once).
 pub fn run_batch(task: &str, args: &[serde_bytes::ByteBuf]) -> Vec<TaskOutcome> {
     match registry::by_name(task) {
-        Ok(entry) => args.iter().map(|arg| run_entry(entry, arg)).collect(),
+        Ok(entry) => args.iter().map(|arg| run_one(entry, arg)).collect(),
         Err(_) => args
             .iter()
             .map(|_| TaskOutcome::UnknownTask {
@@ -79,30 +79,33 @@ pub fn run_packed(first_id: u64, task: &str, lens: &[u32], data: &[u8]) -> FromC
             .and_then(|end| data.get(at..end));
         at = at.saturating_add(*len as usize);
         let start = out.len();
-        let outcome = match (&entry, arg) {
-            (Ok(entry), Some(arg)) => {
-                registry::support::packing_values(&mut out, || run_entry(entry, arg))
-            }
-            (Err(_), _) => TaskOutcome::UnknownTask {
+        let ran = match (&entry, arg) {
+            (Ok(entry), Some(arg)) => run_entry(entry, arg, &mut out),
+            (Err(_), _) => Err(TaskOutcome::UnknownTask {
                 name: task.to_string(),
-            },
-            (_, None) => TaskOutcome::BadArgument {
+            }),
+            (_, None) => Err(TaskOutcome::BadArgument {
                 message: format!("argument {i} lies beyond the {} bytes sent", data.len()),
-            },
+            }),
         };
-        match outcome {
-            TaskOutcome::Returned { value, error: None } => {
-                // Encoded in place (`value` empty), or in a buffer of its own.
-                out.extend_from_slice(&value);
+        let other = match ran {
+            Ok(None) => {
                 out_lens.push((out.len() - start) as u32);
+                continue;
             }
-            other => {
+            // Returned `Err`: its value goes with its message.
+            Ok(Some(error)) => TaskOutcome::Returned {
+                value: out.split_off(start),
+                error: Some(error),
+            },
+            Err(outcome) => {
                 // A panic may have left part of a value behind.
                 out.truncate(start);
-                out_lens.push(0);
-                others.push((i as u32, other));
+                outcome
             }
-        }
+        };
+        out_lens.push(0);
+        others.push((i as u32, other));
     }
     FromChild::PackedDone {
         first_id,
@@ -112,21 +115,29 @@ pub fn run_packed(first_id: u64, task: &str, lens: &[u32], data: &[u8]) -> FromC
     }
 }
 
-fn run_entry(entry: &registry::TaskEntry, arg: &[u8]) -> TaskOutcome {
-    install_panic_hook();
-    match panic::catch_unwind(AssertUnwindSafe(|| (entry.run)(arg))) {
-        Ok(outcome) => outcome,
-        Err(payload) => {
-            let (location, backtrace) = LAST_PANIC
-                .with(|p| p.borrow_mut().take())
-                .unwrap_or_default();
-            TaskOutcome::Panicked {
-                message: panic_message(&*payload),
-                location,
-                backtrace,
-            }
-        }
+/// Runs one call into a buffer of its own.
+fn run_one(entry: &registry::TaskEntry, arg: &[u8]) -> TaskOutcome {
+    let mut value = Vec::new();
+    match run_entry(entry, arg, &mut value) {
+        Ok(error) => TaskOutcome::Returned { value, error },
+        Err(outcome) => outcome,
     }
+}
+
+/// Runs one call with panics caught, its value encoded at the end of `value` (see
+/// [`registry::TaskEntry::run`]); a panic may leave part of a value there.
+fn run_entry(entry: &registry::TaskEntry, arg: &[u8], value: &mut Vec<u8>) -> registry::Ran {
+    install_panic_hook();
+    panic::catch_unwind(AssertUnwindSafe(|| (entry.run)(arg, value))).unwrap_or_else(|payload| {
+        let (location, backtrace) = LAST_PANIC
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_default();
+        Err(TaskOutcome::Panicked {
+            message: panic_message(&*payload),
+            location,
+            backtrace,
+        })
+    })
 }
 
 /// Flushes stdio and ends the process without running destructors or atexit handlers.
@@ -195,11 +206,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
             // A parent never sends anything else to a worker: treat it as a broken link.
             Ok(_) | Err(_) => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
         };
-        let sent = outbox
-            .frame(&reply)
-            .map_err(LinkError::Codec)
-            .and_then(|frame| send_frame(&link.tx, frame));
-        if sent.is_err() {
+        if outbox.send(&link.tx, &reply).is_err() {
             finish(0);
         }
     }
