@@ -16,15 +16,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{mpsc, Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use ipc_channel::ipc::{IpcReceiver, IpcSender};
-use supervisor_worker::arena::{Inbox, Outbox};
+use ipc_channel::ipc::IpcSender;
+use supervisor_worker::arena::Outbox;
 use supervisor_worker::protocol::{
-    Frame, FromChild, Link, LinkError, TaskOutcome, TaskRequest, TaskRequestRef, ToChild,
-    ToChildRef,
+    Frame, FromChild, Link, TaskOutcome, TaskRequest, TaskRequestRef, ToChild, ToChildRef,
 };
 
 use super::hub::Hub;
 use super::job::{Deliveries, Job, JobMeta, JobResult, PackedResults, Unit};
+use super::reader::LinkReader;
 use super::stats::{PoolStats, WorkerState, WorkerStats};
 use super::{Config, RestartLimit};
 use crate::error::Error;
@@ -121,6 +121,8 @@ struct Worker {
     tx: Option<IpcSender<Frame>>,
     /// Reused shared memory for big messages to this worker.
     outbox: Outbox,
+    /// Who reads its messages (`None`: no reader thread could start).
+    reader: Option<Arc<LinkReader>>,
     in_flight: VecDeque<InFlight>,
     tasks_done: u64,
     initializing: bool,
@@ -129,6 +131,27 @@ struct Worker {
     settle_at: Option<Instant>,
     stop: Option<Stop>,
     kill_at: Option<Instant>,
+}
+
+impl Worker {
+    /// Whether a message or the end of the stream may come: anything but idle and
+    /// healthy (a reader thread may park only then).
+    fn expects_messages(&self) -> bool {
+        !self.in_flight.is_empty()
+            || self.initializing
+            || self.stop.is_some()
+            || self.exited
+            || self.tx.is_none()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Forgotten: its reader thread ends (or ends once it has read the stream out).
+        if let Some(reader) = &self.reader {
+            reader.close();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -332,7 +355,8 @@ impl Dispatcher {
         };
         let id = self.next_worker;
         self.next_worker += 1;
-        let reading = spawn_reader(id, link.rx, self.hub.clone());
+        let reader = LinkReader::start(id, link.rx, self.hub.clone());
+        let reading = reader.is_some();
         let hub = self.hub.clone();
         // The reaper runs this: it only leaves the event for the pool thread.
         slot.on_exit(Box::new(move || {
@@ -345,6 +369,7 @@ impl Dispatcher {
             slot,
             tx: Some(link.tx),
             outbox: Outbox::new(),
+            reader,
             in_flight: VecDeque::new(),
             tasks_done: 0,
             initializing: false,
@@ -774,8 +799,18 @@ impl Dispatcher {
         }
     }
 
-    /// Gives queued work to workers that can take it.
+    /// Gives queued work to workers that can take it, and tells each worker's reader
+    /// whether anything is expected from it.
     pub(crate) fn dispatch(&mut self) {
+        self.assign();
+        for worker in self.seats.iter().filter_map(|s| s.worker.as_ref()) {
+            if let Some(reader) = &worker.reader {
+                reader.expect(worker.expects_messages());
+            }
+        }
+    }
+
+    fn assign(&mut self) {
         if self.broken.is_some() || self.terminating {
             return;
         }
@@ -865,6 +900,15 @@ impl Dispatcher {
                     self.next_seq += 1;
                     match worker.outbox.send(tx, &unit_message(seq, &unit)) {
                         Ok(()) => {
+                            // An `apply` caller on this very thread reads the reply
+                            // itself if nobody else is reading this worker.
+                            if let (Some(caller), Some(reader)) =
+                                (unit.waiting_caller(), &worker.reader)
+                            {
+                                if reader.lend() {
+                                    caller.borrow_link(reader.clone());
+                                }
+                            }
                             let head = worker.in_flight.is_empty();
                             worker.in_flight.push_back(InFlight {
                                 seq,
@@ -1092,46 +1136,6 @@ pub(crate) fn outcome_to_result(task: &str, pid: u32, outcome: TaskOutcome) -> J
         TaskOutcome::BadArgument { message } => Err(Error::DecodeArgument { task, pid, message }),
         TaskOutcome::BadResult { message } => Err(Error::EncodeResult { task, pid, message }),
     }
-}
-
-/// Starts the thread that forwards a worker's messages; false if it could not start.
-fn spawn_reader(worker: u64, rx: IpcReceiver<Frame>, hub: Weak<Hub>) -> bool {
-    let mut inbox = Inbox::new();
-    let body = move || loop {
-        match supervisor_worker::protocol::recv(&rx) {
-            Err(LinkError::Malformed) => {
-                let msg = Err("malformed frame".to_string());
-                post(&hub, Event::Message { worker, msg });
-                post(&hub, Event::LinkClosed { worker });
-                return;
-            }
-            Ok(frame) => {
-                let msg = inbox
-                    .decode::<FromChild>(frame)
-                    .map_err(|e| supervisor_worker::error_chain(&e));
-                let bad = msg.is_err();
-                if !post(&hub, Event::Message { worker, msg }) || bad {
-                    post(&hub, Event::LinkClosed { worker });
-                    return;
-                }
-            }
-            Err(LinkError::Closed) => {
-                post(&hub, Event::LinkClosed { worker });
-                return;
-            }
-            Err(e) => {
-                let msg = Err(supervisor_worker::error_chain(&e));
-                post(&hub, Event::Message { worker, msg });
-                post(&hub, Event::LinkClosed { worker });
-                return;
-            }
-        }
-    };
-    std::thread::Builder::new()
-        .name(format!("supervisor-read-{worker}"))
-        .stack_size(256 * 1024)
-        .spawn(body)
-        .is_ok()
 }
 
 /// Posts `event` to the hub; false if the pool is gone.

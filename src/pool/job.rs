@@ -7,7 +7,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant, SystemTime};
+
+use super::reader::LinkReader;
 
 use crate::error::Error;
 
@@ -34,6 +37,9 @@ pub(crate) struct HandleState {
     /// Set, under the lock, once the result is in place; a spinning waiter reads it
     /// without the lock.
     done: AtomicBool,
+    /// For `apply`: the thread that waits for the result as soon as it has submitted
+    /// the task, and may read the worker's reply itself (see `reader.rs`).
+    caller: Option<ThreadId>,
 }
 
 /// How long a waiter polls before it sleeps. A quick task's result usually arrives
@@ -44,18 +50,45 @@ const SPIN: Duration = Duration::from_micros(100);
 struct HandleInner {
     result: Option<JobResult>,
     watchers: Vec<(mpsc::Sender<usize>, usize)>,
+    /// The link of the worker running the task, lent to `caller`.
+    lent: Option<Arc<LinkReader>>,
 }
 
 impl HandleState {
     pub(crate) fn new() -> Arc<HandleState> {
+        HandleState::build(None)
+    }
+
+    /// The state of a task whose submitting thread waits for it at once (`apply`).
+    pub(crate) fn for_caller() -> Arc<HandleState> {
+        HandleState::build(Some(std::thread::current().id()))
+    }
+
+    fn build(caller: Option<ThreadId>) -> Arc<HandleState> {
         Arc::new(HandleState {
             inner: Mutex::new(HandleInner {
                 result: None,
                 watchers: Vec::new(),
+                lent: None,
             }),
             ready: Condvar::new(),
             done: AtomicBool::new(false),
+            caller,
         })
+    }
+
+    /// Hands the caller the link its task's reply will come on.
+    pub(crate) fn borrow_link(&self, reader: Arc<LinkReader>) {
+        self.lock().lent = Some(reader);
+    }
+
+    /// For the caller: if a link was lent, reads it until the result is in, and gives
+    /// it back.
+    pub(crate) fn serve_lent_link(&self) {
+        let lent = self.lock().lent.take();
+        if let Some(reader) = lent {
+            reader.serve_until(|| self.is_done());
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HandleInner> {
@@ -347,6 +380,20 @@ impl Unit {
             chunk: Some(chunk),
             solo: false,
         }
+    }
+
+    /// The handle of a job whose submitting thread is this one and waits for it at
+    /// once (an `apply` dispatched while posting its own submission).
+    pub(crate) fn waiting_caller(&self) -> Option<&Arc<HandleState>> {
+        let mut handles = self.jobs.iter().filter_map(|job| match &job.sink {
+            Some(Sink::Handle(state)) if state.caller.is_some() => Some(state),
+            _ => None,
+        });
+        let first = handles.next()?;
+        let me = std::thread::current().id();
+        std::iter::once(first)
+            .chain(handles)
+            .find(|state| state.caller == Some(me))
     }
 
     /// How many task calls it holds.

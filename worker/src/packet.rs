@@ -151,6 +151,14 @@ pub(crate) fn await_packet<T: Debug>(
     }
 }
 
+/// Whether a packet (or the end of the stream, or an error) waits on `rx`: one
+/// non-blocking peek, for a caller that polls before it sleeps.
+pub(crate) fn anything_waiting<T: Debug>(rx: &IpcReceiver<T>) -> bool {
+    let Ok(fd) = descriptor(rx) else { return true };
+    let mut head = [0u8; HEADER_LEN];
+    !matches!(os::peek_packet(fd, &mut head, false), Ok(None))
+}
+
 /// The receiver's descriptor, checked to be a `SOCK_SEQPACKET` socket the first time.
 fn descriptor<T: Debug>(rx: &IpcReceiver<T>) -> Result<RawFd, LinkError> {
     static CHECKED: AtomicBool = AtomicBool::new(false);

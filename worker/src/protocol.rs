@@ -192,6 +192,12 @@ pub fn recv_timeout(rx: &IpcReceiver<Frame>, timeout: Duration) -> Result<Frame,
     }
 }
 
+/// Whether [`recv`] would return at once (a packet, the end of the stream or an
+/// error is waiting); costs one non-blocking system call.
+pub fn frame_waiting(rx: &IpcReceiver<Frame>) -> bool {
+    packet::anything_waiting(rx)
+}
+
 /// Sends a frame, mapping a vanished peer to [`LinkError::Closed`].
 pub fn send_frame(tx: &IpcSender<Frame>, frame: Frame) -> Result<(), LinkError> {
     tx.send(frame).map_err(|e| match e {
