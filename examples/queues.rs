@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
-use supervisor::{Error, Process, Queue};
+use supervisor::{Error, ErrorKind, Process, Queue};
 
 const WORKERS: usize = 16;
 const ITEMS: usize = 2_000;
@@ -38,7 +38,7 @@ fn hash_worker((id, input, results): (usize, Queue<String>, Queue<(usize, String
                     .expect("the result queue failed");
                 done += 1;
             }
-            Err(Error::Closed { .. }) => return done,
+            Err(e) if matches!(e.kind(), ErrorKind::Closed { .. }) => return done,
             Err(e) => panic!("worker {id}: {e}"),
         }
     }

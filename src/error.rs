@@ -1,9 +1,10 @@
-//! The one error catalogue of the library.
+//! The one error catalogue of the library: [`ErrorKind`], behind the one-pointer
+//! [`Error`].
 //!
 //! Messages are lowercase fragments; an underlying error is in `source()`, never
 //! repeated in the message. Every error about a process names its pid.
 
-use std::io;
+use std::{fmt, io};
 
 use supervisor_worker::codec::CodecError;
 use supervisor_worker::registry::RegistryError;
@@ -11,10 +12,76 @@ use supervisor_worker::setup::SetupStep;
 
 use crate::exit::Signal;
 
+/// An error of this library: one pointer to an [`ErrorKind`], which says what went wrong.
+///
+/// Boxed so that it stays one pointer wide: `Pool::map` returns a
+/// `Vec<Result<R, Error>>`, and a million results are written far faster at 16 bytes
+/// each (`R = u64`) than at the 112 an unboxed kind would take. `Display`, `Debug` and
+/// `source()` are the kind's own, so `{e}` and `{e:?}` read exactly as the kind does.
+///
+/// ```
+/// use supervisor::{Error, ErrorKind};
+///
+/// fn describe(e: &Error) -> String {
+///     match e.kind() {
+///         ErrorKind::Crashed { signal, .. } => format!("crashed ({signal})"),
+///         _ => e.to_string(),
+///     }
+/// }
+/// ```
+pub struct Error(Box<ErrorKind>);
+
+impl Error {
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+
+    /// What went wrong, by value.
+    pub fn into_kind(self) -> ErrorKind {
+        *self.0
+    }
+
+    /// The pid of the process the error is about, when there is one.
+    pub fn pid(&self) -> Option<u32> {
+        self.0.pid()
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Error(Box::new(kind))
+    }
+}
+
+impl From<RegistryError> for Error {
+    fn from(e: RegistryError) -> Self {
+        ErrorKind::Registry(e).into()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// Everything that can go wrong when starting, running or joining a process.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum ErrorKind {
     /// The task panicked.
     #[error("task `{task}` panicked in process {pid}{}: {message}", at(location))]
     Panicked {
@@ -176,7 +243,7 @@ pub enum Error {
     },
     /// The forkserver could not be started or has died.
     #[error("the forkserver is unavailable")]
-    Forkserver(#[source] Box<Error>),
+    Forkserver(#[source] Error),
     /// A daemon process tried to start a process.
     #[error("daemon process `{name}` may not start processes of its own")]
     DaemonCannotStart {
@@ -355,26 +422,26 @@ fn at(location: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-impl Error {
+impl ErrorKind {
     /// The pid of the process the error is about, when there is one.
     pub fn pid(&self) -> Option<u32> {
         match self {
-            Error::Panicked { pid, .. }
-            | Error::Failed { pid, .. }
-            | Error::Crashed { pid, .. }
-            | Error::Exited { pid, .. }
-            | Error::Lost { pid, .. }
-            | Error::UnknownTask { pid, .. }
-            | Error::DecodeArgument { pid, .. }
-            | Error::EncodeResult { pid, .. }
-            | Error::DecodeResult { pid, .. }
-            | Error::Protocol { pid, .. }
-            | Error::Bootstrap { pid, .. }
-            | Error::Setup { pid, .. }
-            | Error::AlreadyJoined { pid }
-            | Error::Signal { pid, .. }
-            | Error::OpenShared { pid, .. }
-            | Error::PeerDied { pid, .. } => Some(*pid),
+            ErrorKind::Panicked { pid, .. }
+            | ErrorKind::Failed { pid, .. }
+            | ErrorKind::Crashed { pid, .. }
+            | ErrorKind::Exited { pid, .. }
+            | ErrorKind::Lost { pid, .. }
+            | ErrorKind::UnknownTask { pid, .. }
+            | ErrorKind::DecodeArgument { pid, .. }
+            | ErrorKind::EncodeResult { pid, .. }
+            | ErrorKind::DecodeResult { pid, .. }
+            | ErrorKind::Protocol { pid, .. }
+            | ErrorKind::Bootstrap { pid, .. }
+            | ErrorKind::Setup { pid, .. }
+            | ErrorKind::AlreadyJoined { pid }
+            | ErrorKind::Signal { pid, .. }
+            | ErrorKind::OpenShared { pid, .. }
+            | ErrorKind::PeerDied { pid, .. } => Some(*pid),
             _ => None,
         }
     }
@@ -382,14 +449,16 @@ impl Error {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
 
     #[test]
     fn messages_are_lowercase_and_do_not_repeat_their_source() {
-        let e = Error::Spawn(io::Error::from_raw_os_error(libc::EAGAIN));
+        let e = Error::from(ErrorKind::Spawn(io::Error::from_raw_os_error(libc::EAGAIN)));
         assert_eq!(e.to_string(), "cannot start a worker process");
-        assert!(std::error::Error::source(&e).is_some());
-        let e = Error::Crashed {
+        assert!(e.source().is_some());
+        let e = ErrorKind::Crashed {
             task: "t".into(),
             pid: 7,
             signal: Signal::from_number(libc::SIGSEGV),
@@ -400,7 +469,7 @@ mod tests {
             e.to_string(),
             "process 7 running task `t` was killed by SIGSEGV (peak RSS 1 KiB)"
         );
-        let e = Error::Panicked {
+        let e = ErrorKind::Panicked {
             task: "t".into(),
             pid: 7,
             message: "boom".into(),
@@ -411,5 +480,48 @@ mod tests {
             e.to_string(),
             "task `t` panicked in process 7 at a.rs:1:2: boom"
         );
+    }
+
+    #[test]
+    fn the_error_reads_as_its_kind() {
+        let kind = || ErrorKind::Crashed {
+            task: "t".into(),
+            pid: 7,
+            signal: Signal::from_number(libc::SIGSEGV),
+            core_dumped: true,
+            peak_rss_kib: 1,
+        };
+        let e = Error::from(kind());
+        assert_eq!(e.to_string(), kind().to_string());
+        assert_eq!(format!("{e:?}"), format!("{:?}", kind()));
+        assert_eq!(format!("{e:#?}"), format!("{:#?}", kind()));
+        assert!(format!("{e:?}").starts_with("Crashed {"), "{e:?}");
+        assert_eq!(e.pid(), Some(7));
+        assert!(matches!(e.kind(), ErrorKind::Crashed { pid: 7, .. }));
+        assert!(matches!(e.into_kind(), ErrorKind::Crashed { pid: 7, .. }));
+
+        // The cause is one level down, never in the message: the forkserver's error
+        // says only that the forkserver is unavailable, its source says why.
+        let inner = Error::from(ErrorKind::Spawn(io::Error::from_raw_os_error(libc::EAGAIN)));
+        let e = Error::from(ErrorKind::Forkserver(inner));
+        assert_eq!(e.to_string(), "the forkserver is unavailable");
+        let source = e.source().expect("the forkserver's cause");
+        assert_eq!(source.to_string(), "cannot start a worker process");
+        let root = source.source().expect("the system error");
+        assert_eq!(
+            root.to_string(),
+            io::Error::from_raw_os_error(libc::EAGAIN).to_string()
+        );
+        assert!(root.source().is_none());
+    }
+
+    #[test]
+    fn the_error_is_one_pointer_wide() {
+        // `Pool::map` returns a `Vec<Result<R, Error>>`: a million `Result<u64, Error>`
+        // take 16 MB, memory glibc hands out again without new page faults; with the
+        // kind inline (104 bytes, 112 per result) they took 112 MB of fresh pages, most
+        // of the time of a map of a million tiny tasks.
+        assert_eq!(size_of::<Error>(), size_of::<usize>());
+        assert!(size_of::<Result<u64, Error>>() <= 16);
     }
 }

@@ -30,7 +30,7 @@ mod reaper;
 mod start_method;
 mod sync;
 
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use exit::{ExitStatus, Signal};
 pub use init::{ensure_forkserver, helper_pids, init};
 pub use pool::{

@@ -13,7 +13,7 @@ use supervisor_worker::codec::{self, CodecError};
 use supervisor_worker::protocol::{self, Frame, FromChild, LinkError, TaskRequest, ToChild};
 use supervisor_worker::{registry, setup::SetupError};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::exit::ExitStatus;
 use crate::launch::{self, Spec};
 use crate::os;
@@ -59,7 +59,7 @@ impl<R> ProcessBuilder<R> {
     }
 
     /// The child's nice value (-20..=19). Lowering it below this process's value needs
-    /// privilege; without it `start` fails with [`Error::NiceNotPermitted`].
+    /// privilege; without it `start` fails with [`ErrorKind::NiceNotPermitted`].
     pub fn nice(mut self, nice: i32) -> Self {
         self.nice = Some(nice);
         self
@@ -75,13 +75,14 @@ impl<R> ProcessBuilder<R> {
     pub fn start(self) -> Result<Process<R>, Error> {
         if let Some(me) = supervisor_worker::context() {
             if me.daemon {
-                return Err(Error::DaemonCannotStart {
+                return Err(ErrorKind::DaemonCannotStart {
                     name: me.name.clone(),
-                });
+                }
+                .into());
             }
         }
         let entry = registry::by_key(self.key)?;
-        let arg = self.arg.map_err(|source| Error::EncodeArgument {
+        let arg = self.arg.map_err(|source| ErrorKind::EncodeArgument {
             task: entry.name.to_string(),
             source,
         })?;
@@ -107,10 +108,11 @@ impl<R> ProcessBuilder<R> {
             Ok(()) | Err(LinkError::Closed) => {}
             Err(e) => {
                 let _ = slot.signal(libc::SIGKILL, true);
-                return Err(Error::Protocol {
+                return Err(ErrorKind::Protocol {
                     pid: slot.pid(),
                     detail: supervisor_worker::error_chain(&e),
-                });
+                }
+                .into());
             }
         }
         // Closing our sender tells the child there is nothing after this task.
@@ -128,14 +130,15 @@ impl<R> ProcessBuilder<R> {
 
 pub(crate) fn check_nice(nice: i32) -> Result<(), Error> {
     if !(-20..=19).contains(&nice) {
-        return Err(Error::NiceOutOfRange(nice));
+        return Err(ErrorKind::NiceOutOfRange(nice).into());
     }
     let current = os::current_nice();
     if nice < current && !os::may_lower_nice_to(nice) {
-        return Err(Error::NiceNotPermitted {
+        return Err(ErrorKind::NiceNotPermitted {
             requested: nice,
             current,
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -220,9 +223,12 @@ impl<R> Process<R> {
         self.slot
             .signal(signal, true)
             .map(|_| ())
-            .map_err(|source| Error::Signal {
-                pid: self.pid(),
-                source,
+            .map_err(|source| {
+                ErrorKind::Signal {
+                    pid: self.pid(),
+                    source,
+                }
+                .into()
             })
     }
 }
@@ -230,7 +236,7 @@ impl<R> Process<R> {
 impl<R: DeserializeOwned> Process<R> {
     /// Waits for the child to finish and returns what the task returned, or a typed
     /// error saying how it failed. The result can be taken once; later calls return
-    /// [`Error::AlreadyJoined`] (`exitcode` stays available).
+    /// [`ErrorKind::AlreadyJoined`] (`exitcode` stays available).
     pub fn join(&mut self) -> Result<R, Error> {
         match self.join_until(None) {
             Some(result) => result,
@@ -246,7 +252,7 @@ impl<R: DeserializeOwned> Process<R> {
 
     fn join_until(&mut self, deadline: Option<Instant>) -> Option<Result<R, Error>> {
         if self.taken {
-            return Some(Err(Error::AlreadyJoined { pid: self.pid() }));
+            return Some(Err(ErrorKind::AlreadyJoined { pid: self.pid() }.into()));
         }
         if !self.receive_until(deadline) {
             return None;
@@ -307,24 +313,27 @@ impl<R: DeserializeOwned> Process<R> {
         let task = self.task.to_string();
         let outcome = match self.received.take() {
             None => return Err(no_result(task, pid, exit)),
-            Some(Err(detail)) => return Err(Error::Protocol { pid, detail }),
+            Some(Err(detail)) => return Err(ErrorKind::Protocol { pid, detail }.into()),
             Some(Ok(FromChild::Done { outcome, .. })) => outcome,
             Some(Ok(FromChild::SetupFailed(SetupError { step, errno }))) => {
-                return Err(Error::Setup {
+                return Err(ErrorKind::Setup {
                     pid,
                     step,
                     source: std::io::Error::from_raw_os_error(errno),
-                })
+                }
+                .into())
             }
             Some(Ok(other)) => {
-                return Err(Error::Protocol {
+                return Err(ErrorKind::Protocol {
                     pid,
                     detail: format!("expected a task result, got {other:?}"),
-                })
+                }
+                .into())
             }
         };
         crate::pool::outcome_to_result(&task, pid, outcome).and_then(|value| {
-            codec::decode(&value).map_err(|source| Error::DecodeResult { task, pid, source })
+            codec::decode(&value)
+                .map_err(|source| ErrorKind::DecodeResult { task, pid, source }.into())
         })
     }
 }
@@ -346,23 +355,24 @@ fn expected(msg: FromChild) -> Result<FromChild, String> {
 
 /// The error for a child that ended without answering.
 pub(crate) fn no_result(task: String, pid: u32, exit: Exit) -> Error {
-    match exit.status {
+    let kind = match exit.status {
         ExitStatus::Signal {
             signal,
             core_dumped,
-        } => Error::Crashed {
+        } => ErrorKind::Crashed {
             task,
             pid,
             signal,
             core_dumped,
             peak_rss_kib: exit.peak_rss_kib,
         },
-        ExitStatus::Code(code) => Error::Exited {
+        ExitStatus::Code(code) => ErrorKind::Exited {
             task,
             pid,
             code,
             peak_rss_kib: exit.peak_rss_kib,
         },
-        ExitStatus::Unknown => Error::Lost { task, pid },
-    }
+        ExitStatus::Unknown => ErrorKind::Lost { task, pid },
+    };
+    kind.into()
 }

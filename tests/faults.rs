@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::each_method;
 use serde::{de::Error as _, ser::Error as _, Deserialize, Deserializer, Serialize, Serializer};
-use supervisor::{Error, Pool, Process, StartMethod};
+use supervisor::{Error, ErrorKind, Pool, Process, StartMethod};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -112,27 +112,31 @@ supervisor::task!(echo);
 
 /// What a fault at `step` by `how` must look like to the caller.
 fn expect(step: Step, how: How, result: &Result<Probe, Error>) {
-    let ok = match (step, how, result) {
+    let ok = match (step, how, result.as_ref().map_err(Error::kind)) {
         (_, How::Fine, Ok(_)) => true,
-        (Step::EncodeArg, How::Err, Err(Error::EncodeArgument { .. })) => true,
-        (Step::DecodeArg, How::Err, Err(Error::DecodeArgument { message, .. })) => {
+        (Step::EncodeArg, How::Err, Err(ErrorKind::EncodeArgument { .. })) => true,
+        (Step::DecodeArg, How::Err, Err(ErrorKind::DecodeArgument { message, .. })) => {
             message.contains("probe refused")
         }
-        (Step::EncodeResult, How::Err, Err(Error::EncodeResult { message, .. })) => {
+        (Step::EncodeResult, How::Err, Err(ErrorKind::EncodeResult { message, .. })) => {
             message.contains("probe refused")
         }
-        (Step::DecodeResult, How::Err, Err(Error::DecodeResult { .. })) => true,
+        (Step::DecodeResult, How::Err, Err(ErrorKind::DecodeResult { .. })) => true,
         (
             Step::DecodeArg | Step::EncodeResult,
             How::Panic,
-            Err(Error::Panicked { message, .. }),
+            Err(ErrorKind::Panicked { message, .. }),
         ) => message == "probe panicked",
-        (Step::DecodeArg | Step::EncodeResult, How::Exit, Err(Error::Exited { code: 4, .. })) => {
-            true
-        }
-        (Step::DecodeArg | Step::EncodeResult, How::Crash, Err(Error::Crashed { signal, .. })) => {
-            signal.to_string() == "SIGABRT"
-        }
+        (
+            Step::DecodeArg | Step::EncodeResult,
+            How::Exit,
+            Err(ErrorKind::Exited { code: 4, .. }),
+        ) => true,
+        (
+            Step::DecodeArg | Step::EncodeResult,
+            How::Crash,
+            Err(ErrorKind::Crashed { signal, .. }),
+        ) => signal.to_string() == "SIGABRT",
         _ => false,
     };
     assert!(ok, "{step:?} x {how:?}: got {result:?}");
@@ -324,7 +328,10 @@ fn payload_len(b: Bomb) -> u64 {
 supervisor::task!(payload_len);
 
 fn is_sigkill(result: &Result<u64, Error>) -> bool {
-    matches!(result, Err(Error::Crashed { signal, .. }) if signal.to_string() == "SIGKILL")
+    matches!(
+        result.as_ref().map_err(Error::kind),
+        Err(ErrorKind::Crashed { signal, .. }) if signal.to_string() == "SIGKILL"
+    )
 }
 
 #[test]

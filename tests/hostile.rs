@@ -12,7 +12,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use common::each_method;
-use supervisor::{Error, Pool, Process};
+use supervisor::{Error, ErrorKind, Pool, Process};
 use supervisor_worker::protocol::{FromChild, TaskOutcome};
 use supervisor_worker::{codec, fault};
 
@@ -160,8 +160,8 @@ fn a_worker_announcing_a_huge_length_is_a_protocol_error() {
             .start_method(method)
             .start()
             .unwrap();
-        match p.join() {
-            Err(Error::Protocol { pid, detail }) => {
+        match p.join().map_err(Error::into_kind) {
+            Err(ErrorKind::Protocol { pid, detail }) => {
                 assert_eq!(pid, p.pid());
                 assert!(detail.contains("malformed"), "{detail}");
             }
@@ -178,7 +178,8 @@ fn a_worker_sending_garbage_is_a_protocol_error() {
             .start_method(method)
             .start()
             .unwrap();
-        assert!(matches!(p.join(), Err(Error::Protocol { .. })));
+        let e = p.join().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Protocol { .. }), "{e:?}");
         assert_eq!(p.exitcode(), Some(-9));
     });
 }
@@ -186,8 +187,8 @@ fn a_worker_sending_garbage_is_a_protocol_error() {
 /// `p`'s worker sends something hostile: a protocol error that `says` something, and
 /// the worker was killed.
 fn expect_protocol_error(mut p: Process<u64>, says: &str) {
-    match p.join() {
-        Err(Error::Protocol { pid, detail }) => {
+    match p.join().map_err(Error::into_kind) {
+        Err(ErrorKind::Protocol { pid, detail }) => {
             assert_eq!(pid, p.pid());
             assert!(detail.contains(says), "{detail}");
         }
@@ -229,9 +230,10 @@ fn a_worker_that_exits_after_a_first_fragment_fails_its_task() {
             .start_method(method)
             .start()
             .unwrap();
+        let e = p.join().unwrap_err();
         assert!(
-            matches!(p.join(), Err(Error::Exited { code: 3, .. })),
-            "the worker's exit decides"
+            matches!(e.kind(), ErrorKind::Exited { code: 3, .. }),
+            "the worker's exit decides: {e:?}"
         );
         assert_eq!(p.exitcode(), Some(3));
     });
@@ -259,36 +261,42 @@ fn hostile_frames_fail_only_their_task_in_a_pool() {
             .grace(Duration::from_millis(200))
             .build()
             .unwrap();
-        assert!(matches!(
-            pool.apply(huge_length, ()),
-            Err(Error::Protocol { .. })
-        ));
-        assert!(matches!(
-            pool.apply(garbage, ()),
-            Err(Error::Protocol { .. })
-        ));
-        match pool.apply(huge_length_with_a_descriptor, ()) {
-            Err(Error::Protocol { detail, .. }) => {
+        let e = pool.apply(huge_length, ()).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Protocol { .. }), "{e:?}");
+        let e = pool.apply(garbage, ()).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Protocol { .. }), "{e:?}");
+        match pool
+            .apply(huge_length_with_a_descriptor, ())
+            .map_err(Error::into_kind)
+        {
+            Err(ErrorKind::Protocol { detail, .. }) => {
                 assert!(detail.contains("1099511627776"), "{detail}")
             }
             other => panic!("expected a protocol error, got {other:?}"),
         }
-        match pool.apply(truncated_then_silent, ()) {
-            Err(Error::Protocol { detail, .. }) => {
+        match pool
+            .apply(truncated_then_silent, ())
+            .map_err(Error::into_kind)
+        {
+            Err(ErrorKind::Protocol { detail, .. }) => {
                 assert!(detail.contains("it has 24"), "{detail}")
             }
             other => panic!("expected a protocol error, got {other:?}"),
         }
-        match pool.apply(answer_for_an_unknown_task, ()) {
-            Err(Error::Protocol { detail, .. }) => {
+        match pool
+            .apply(answer_for_an_unknown_task, ())
+            .map_err(Error::into_kind)
+        {
+            Err(ErrorKind::Protocol { detail, .. }) => {
                 assert!(detail.contains(&UNKNOWN_ID.to_string()), "{detail}")
             }
             other => panic!("expected a protocol error, got {other:?}"),
         }
-        assert!(matches!(
-            pool.apply(first_fragment_then_exit, ()),
-            Err(Error::Exited { code: 3, .. })
-        ));
+        let e = pool.apply(first_fragment_then_exit, ()).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Exited { code: 3, .. }),
+            "{e:?}"
+        );
         let values: Vec<u64> = pool
             .map(square, 0..100)
             .into_iter()

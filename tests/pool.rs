@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{each_method, wait_exit};
-use supervisor::{as_completed, Error, Pool, StartMethod, WorkerState};
+use supervisor::{as_completed, Error, ErrorKind, Pool, StartMethod, WorkerState};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -191,7 +191,8 @@ fn every_api_returns_the_right_values_in_the_right_order() {
         let handles: Vec<_> = (0..10).map(|x| pool.apply_async(square, x)).collect();
         let values: Vec<u64> = handles.iter().map(|h| h.wait().unwrap()).collect();
         assert_eq!(values, (0..10).map(|x| x * x).collect::<Vec<_>>());
-        assert!(matches!(handles[0].wait(), Err(Error::ResultTaken { .. })));
+        let e = handles[0].wait().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::ResultTaken { .. }), "{e:?}");
         let h = pool.submit(sleep_ms, 200);
         assert!(h.wait_timeout(Duration::from_millis(10)).is_none());
         assert!(!h.is_ready());
@@ -236,8 +237,8 @@ fn sigkill_of_a_busy_worker_fails_only_its_task() {
             && matches!(&w.state, WorkerState::Busy { task, .. } if task == "announce_and_sleep")));
         // SAFETY: kill with plain integers; a worker of ours.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        match victim.wait() {
-            Err(Error::Crashed {
+        match victim.wait().map_err(Error::into_kind) {
+            Err(ErrorKind::Crashed {
                 pid: p,
                 signal,
                 task,
@@ -283,14 +284,14 @@ fn three_crashing_inputs_in_a_map_of_1000_give_three_errors_and_997_values() {
         let results = pool.map(fragile, 0..1000);
         assert_eq!(results.len(), 1000);
         for (x, r) in results.iter().enumerate() {
-            match (x, r) {
-                (100, Err(Error::Crashed { signal, .. })) => {
+            match (x, r.as_ref().map_err(Error::kind)) {
+                (100, Err(ErrorKind::Crashed { signal, .. })) => {
                     assert_eq!(signal.to_string(), "SIGSEGV")
                 }
-                (500, Err(Error::Crashed { signal, .. })) => {
+                (500, Err(ErrorKind::Crashed { signal, .. })) => {
                     assert_eq!(signal.to_string(), "SIGABRT")
                 }
-                (900, Err(Error::Exited { code: 3, .. })) => {}
+                (900, Err(ErrorKind::Exited { code: 3, .. })) => {}
                 (x, Ok(v)) if ![100, 500, 900].contains(&x) => assert_eq!(*v, x as u64 + 1),
                 (x, r) => panic!("input {x}: unexpected {r:?}"),
             }
@@ -310,8 +311,8 @@ fn timeout_kills_a_hung_task_and_its_grandchild() {
         let hung = pool.apply_async(hang_with_grandchild, fifo.path());
         let grandchild = fifo.read_pid();
         let t = Instant::now();
-        match hung.wait() {
-            Err(Error::TimedOut { limit, task, .. }) => {
+        match hung.wait().map_err(Error::into_kind) {
+            Err(ErrorKind::TimedOut { limit, task, .. }) => {
                 assert_eq!(limit, Duration::from_millis(300));
                 assert_eq!(task, "hang_with_grandchild");
             }
@@ -335,8 +336,8 @@ fn initializer_failure_stops_the_pool_with_that_error() {
             .initializer(failing_init, ())
             .build()
             .unwrap();
-        match pool.apply(square, 1) {
-            Err(Error::PoolBroken { reason }) => {
+        match pool.apply(square, 1).map_err(Error::into_kind) {
+            Err(ErrorKind::PoolBroken { reason }) => {
                 assert!(reason.contains("initializer failed"), "{reason}");
                 assert!(reason.contains("no database"), "{reason}");
             }
@@ -344,10 +345,8 @@ fn initializer_failure_stops_the_pool_with_that_error() {
         }
         // No respawn loop, and later work fails the same way at once.
         assert_eq!(pool.stats().restarts, 0);
-        assert!(matches!(
-            pool.apply(square, 2),
-            Err(Error::PoolBroken { .. })
-        ));
+        let e = pool.apply(square, 2).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::PoolBroken { .. }), "{e:?}");
         pool.join();
     });
 }
@@ -367,8 +366,8 @@ fn a_restart_storm_breaks_the_pool_with_a_clear_reason() {
         );
         let broken = results
             .iter()
-            .filter_map(|r| match r {
-                Err(Error::PoolBroken { reason }) => Some(reason.clone()),
+            .filter_map(|r| match r.as_ref().map_err(Error::kind) {
+                Err(ErrorKind::PoolBroken { reason }) => Some(reason.clone()),
                 _ => None,
             })
             .collect::<Vec<_>>();
@@ -409,7 +408,8 @@ fn a_pending_task_can_be_cancelled_a_running_one_cannot() {
         fifo.read_pid();
         let pending = pool.apply_async(square, 3);
         assert!(pending.cancel());
-        assert!(matches!(pending.wait(), Err(Error::Cancelled { .. })));
+        let e = pending.wait().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Cancelled { .. }), "{e:?}");
         assert!(!running.cancel());
         assert_eq!(running.wait().unwrap(), 200);
         pool.join();
@@ -422,11 +422,12 @@ fn submitting_after_close_is_an_error() {
         let pool = pool(method, 2).build().unwrap();
         let before = pool.apply_async(sleep_ms, 50);
         pool.close();
-        assert!(matches!(pool.apply(square, 1), Err(Error::PoolClosed)));
+        let e = pool.apply(square, 1).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::PoolClosed), "{e:?}");
         assert!(pool
             .map(square, 0..3)
             .into_iter()
-            .all(|r| matches!(r, Err(Error::PoolClosed))));
+            .all(|r| r.is_err_and(|e| matches!(e.kind(), ErrorKind::PoolClosed))));
         assert_eq!(
             before.wait().unwrap(),
             50,
@@ -452,8 +453,9 @@ fn dropping_a_pool_mid_map_returns_promptly_and_leaves_nothing() {
         let rest: Vec<_> = results.collect();
         assert_eq!(rest.len(), 4);
         assert!(
-            rest.iter()
-                .all(|r| matches!(r, Err(Error::Terminated { .. }))),
+            rest.iter().all(|r| r
+                .as_ref()
+                .is_err_and(|e| matches!(e.kind(), ErrorKind::Terminated { .. }))),
             "{rest:?}"
         );
     });
@@ -596,10 +598,8 @@ fn an_unregistered_task_fails_every_input_lazily() {
             let e = e.unwrap_err();
             assert!(e.to_string().contains("is not registered"), "{e}");
         }
-        assert!(matches!(
-            pool.apply(unregistered, 1),
-            Err(Error::Registry(_))
-        ));
+        let e = pool.apply(unregistered, 1).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Registry(_)), "{e:?}");
         pool.join();
     });
 }
@@ -641,7 +641,11 @@ fn many_threads_submitting_at_once_from_the_start_lose_nothing() {
                                 if !h.cancel() {
                                     sum += h.wait().unwrap();
                                 } else {
-                                    assert!(matches!(h.wait(), Err(Error::Cancelled { .. })));
+                                    let e = h.wait().unwrap_err();
+                                    assert!(
+                                        matches!(e.kind(), ErrorKind::Cancelled { .. }),
+                                        "{e:?}"
+                                    );
                                     sum += x * x;
                                 }
                             }
@@ -710,9 +714,9 @@ fn a_chunked_map_keeps_every_outcome_in_its_place() {
         let out = pool.map_chunked(picky, 0..100u64, 8);
         assert_eq!(out.len(), 100);
         for (x, r) in (0u64..).zip(&out) {
-            match (x % 10, r) {
+            match (x % 10, r.as_ref().map_err(Error::kind)) {
                 (3, Ok(Err(message))) => assert_eq!(message, &format!("{x} ends in 3")),
-                (7, Err(Error::Panicked { message, .. })) => {
+                (7, Err(ErrorKind::Panicked { message, .. })) => {
                     assert_eq!(message, &format!("{x} ends in 7"))
                 }
                 (_, Ok(Ok(v))) => assert_eq!(*v, x),
@@ -721,8 +725,8 @@ fn a_chunked_map_keeps_every_outcome_in_its_place() {
         }
         let out = pool.map_chunked(fussy_square, (0..30).map(Fussy), 4);
         for (x, r) in (0u64..).zip(&out) {
-            match r {
-                Err(Error::EncodeArgument { task, .. }) if x == 13 => {
+            match r.as_ref().map_err(Error::kind) {
+                Err(ErrorKind::EncodeArgument { task, .. }) if x == 13 => {
                     assert_eq!(task, "fussy_square")
                 }
                 Ok(v) if x != 13 => assert_eq!(*v, x * x),
@@ -746,7 +750,9 @@ fn a_chunked_map_keeps_every_outcome_in_its_place() {
         assert_eq!(out, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
         recycled.close();
         let closed = recycled.map_chunked(square, 0..10u64, 4);
-        assert!(closed.iter().all(|r| matches!(r, Err(Error::PoolClosed))));
+        assert!(closed.iter().all(|r| r
+            .as_ref()
+            .is_err_and(|e| matches!(e.kind(), ErrorKind::PoolClosed))));
         recycled.join();
     });
 }
@@ -789,7 +795,8 @@ fn work_ahead_of_a_hung_task_never_blocks_submissions_or_its_timeout() {
             "submitting took {:?}",
             t.elapsed()
         );
-        assert!(matches!(hung.wait(), Err(Error::TimedOut { .. })));
+        let e = hung.wait().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::TimedOut { .. }), "{e:?}");
         assert!(chunks.wait().into_iter().all(|r| r.is_ok()));
         for (x, h) in (0u64..).zip(singles) {
             assert_eq!(h.wait().unwrap(), x * x);

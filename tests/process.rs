@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
 use common::{each_method, isolated, scenario, stat_fields, wait_exit, Scenario, SCENARIOS};
-use supervisor::{Error, Pool, Process, StartMethod};
+use supervisor::{Error, ErrorKind, Pool, Process, StartMethod};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -99,7 +99,8 @@ fn start_and_join_returns_the_value() {
         assert_eq!(p.join().unwrap(), 144);
         assert!(!p.is_alive());
         assert_eq!(p.exitcode(), Some(0));
-        assert!(matches!(p.join(), Err(Error::AlreadyJoined { .. })));
+        let e = p.join().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::AlreadyJoined { .. }), "{e:?}");
     });
 }
 
@@ -111,8 +112,8 @@ fn panic_is_a_typed_error_with_message_and_location() {
             .start()
             .unwrap();
         let pid = p.pid();
-        match p.join() {
-            Err(Error::Panicked {
+        match p.join().map_err(Error::into_kind) {
+            Err(ErrorKind::Panicked {
                 task,
                 pid: p2,
                 message,
@@ -148,8 +149,8 @@ fn segfault_and_abort_are_crashes_with_their_signal() {
         ] {
             let mut p = task_result.unwrap();
             let err = p.join().unwrap_err();
-            match &err {
-                Error::Crashed { signal: s, pid, .. } => {
+            match err.kind() {
+                ErrorKind::Crashed { signal: s, pid, .. } => {
                     assert_eq!(s.to_string(), signal);
                     assert_eq!(*pid, p.pid());
                 }
@@ -169,8 +170,8 @@ fn exit_before_returning_is_an_exit_error_even_with_code_zero() {
                 .start_method(method)
                 .start()
                 .unwrap();
-            match p.join() {
-                Err(Error::Exited { code: c, task, .. }) => {
+            match p.join().map_err(Error::into_kind) {
+                Err(ErrorKind::Exited { code: c, task, .. }) => {
                     assert_eq!(c, code);
                     assert_eq!(task, "exit_with");
                 }
@@ -195,7 +196,8 @@ fn terminate_gives_minus_15_and_kill_minus_9() {
             } else {
                 p.terminate().unwrap();
             }
-            assert!(matches!(p.join(), Err(Error::Crashed { .. })));
+            let e = p.join().unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e:?}");
             assert_eq!(p.exitcode(), Some(code));
             // Signalling a process that has exited is a no-op, never a stray signal.
             p.terminate().unwrap();
@@ -300,8 +302,8 @@ fn nice_lower_scenario() {
         println!("{method}: {err}");
         assert!(
             matches!(
-                err,
-                Error::NiceNotPermitted {
+                err.kind(),
+                ErrorKind::NiceNotPermitted {
                     requested: -5,
                     current: 0
                 }

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{each_method, isolated};
-use supervisor::{Error, Pool, Process, Queue, StartMethod};
+use supervisor::{Error, ErrorKind, Pool, Process, Queue, StartMethod};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -26,7 +26,7 @@ fn consume(q: Queue<u64>) -> Vec<u64> {
     loop {
         match q.get() {
             Ok(x) => got.push(x),
-            Err(Error::Closed { .. }) => return got,
+            Err(e) if matches!(e.kind(), ErrorKind::Closed { .. }) => return got,
             Err(e) => panic!("get failed: {e}"),
         }
     }
@@ -108,8 +108,8 @@ fn drain(q: &Queue<String>) -> Vec<String> {
 }
 
 fn assert_crashed_by_sigkill(r: Result<u64, Error>) {
-    match r {
-        Err(Error::Crashed { signal, .. }) => assert_eq!(signal.to_string(), "SIGKILL"),
+    match r.map_err(Error::into_kind) {
+        Err(ErrorKind::Crashed { signal, .. }) => assert_eq!(signal.to_string(), "SIGKILL"),
         other => panic!("expected a SIGKILL crash, got {other:?}"),
     }
 }
@@ -173,7 +173,8 @@ fn consumer_killed_while_waiting_in_get_leaves_the_queue_usable() {
         wait_for(|| q.waiting_getters() > 0);
         p.kill().unwrap();
         let mut p = p;
-        assert!(matches!(p.join(), Err(Error::Crashed { .. })));
+        let e = p.join().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e:?}");
         q.put(&5).unwrap();
         let mut c = Process::builder(get_one, q.clone())
             .start_method(method)
@@ -236,7 +237,8 @@ fn bounded_put_blocks_until_a_get_makes_room() {
         assert!(q.try_put(&1).unwrap());
         assert!(!q.try_put(&2).unwrap(), "full");
         // Nobody else holds it: waiting for room would be forever.
-        assert!(matches!(q.put(&2), Err(Error::PeerClosed { .. })));
+        let e = q.put(&2).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::PeerClosed { .. }), "{e:?}");
         let ev = supervisor::Event::new().unwrap();
         let mut holder = Process::builder(hold_until, (q.clone(), ev.clone()))
             .start_method(method)
@@ -286,8 +288,8 @@ fn a_getter_learns_that_the_producer_died_instead_of_waiting_forever() {
         let pid = p.pid();
         let _ = p.join();
         let t = Instant::now();
-        match q.get() {
-            Err(Error::PeerDied { pid: dead, .. }) => assert_eq!(dead, pid),
+        match q.get().map_err(Error::into_kind) {
+            Err(ErrorKind::PeerDied { pid: dead, .. }) => assert_eq!(dead, pid),
             other => panic!("expected PeerDied, got {other:?}"),
         }
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
@@ -298,17 +300,21 @@ fn a_getter_learns_that_the_producer_died_instead_of_waiting_forever() {
 fn a_queue_nobody_else_holds_fails_fast_instead_of_blocking() {
     isolated(DEADLINE, || {
         let q: Queue<u64> = Queue::new().unwrap();
-        assert!(matches!(q.get(), Err(Error::PeerClosed { .. })));
+        let e = q.get().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::PeerClosed { .. }), "{e:?}");
         q.put(&1).unwrap();
         assert_eq!(q.get().unwrap(), 1);
         q.close().unwrap();
-        assert!(matches!(q.put(&2), Err(Error::Closed { .. })));
-        assert!(matches!(q.get(), Err(Error::Closed { .. })));
+        let e = q.put(&2).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Closed { .. }), "{e:?}");
+        let e = q.get().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Closed { .. }), "{e:?}");
         let big: Queue<String> = Queue::builder().buffer_bytes(4096).build().unwrap();
-        assert!(matches!(
-            big.put(&"x".repeat(5000)),
-            Err(Error::MessageTooLarge { .. })
-        ));
+        let e = big.put(&"x".repeat(5000)).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::MessageTooLarge { .. }),
+            "{e:?}"
+        );
     });
 }
 
@@ -321,7 +327,7 @@ fn square_worker((input, output): (Queue<u64>, Queue<(u32, u64)>)) -> u64 {
                 output.put(&(std::process::id(), x * x)).expect("put");
                 n += 1;
             }
-            Err(Error::Closed { .. }) => return n,
+            Err(e) if matches!(e.kind(), ErrorKind::Closed { .. }) => return n,
             Err(e) => panic!("get: {e}"),
         }
     }

@@ -11,7 +11,7 @@ use common::isolated;
 /// "The library in five minutes" and "Pools": one program.
 mod guide {
     // README: the library in five minutes.
-    use supervisor::{Error, Process};
+    use supervisor::{Error, ErrorKind, Process};
 
     fn square(x: u64) -> u64 {
         x * x
@@ -36,9 +36,10 @@ mod guide {
 
         // A failure is a value: this child aborts, the parent carries on.
         let mut p = Process::builder(crash, ()).start()?;
-        match p.join() {
-            Err(Error::Crashed { signal, pid, .. }) => println!("{pid} died of {signal}"),
-            other => panic!("expected a crash, got {other:?}"),
+        let e = p.join().unwrap_err();
+        match e.kind() {
+            ErrorKind::Crashed { signal, pid, .. } => println!("{pid} died of {signal}"),
+            _ => panic!("expected a crash, got {e:?}"),
         }
         assert_eq!(p.exitcode(), Some(-6)); // -SIGABRT, as in Python
         Ok(())
@@ -88,7 +89,7 @@ mod guide {
 
 /// "Queues, pipes, shared memory and locks".
 mod queues {
-    use supervisor::{Error, Process, Queue};
+    use supervisor::{Error, ErrorKind, Process, Queue};
 
     fn worker((input, results): (Queue<String>, Queue<(String, usize)>)) -> u64 {
         let mut n = 0;
@@ -98,8 +99,9 @@ mod queues {
                     results.put(&(s.clone(), s.len())).unwrap();
                     n += 1;
                 }
-                Err(Error::Closed { .. }) => return n, // input closed and drained
-                Err(e) => panic!("{e}"),               // e.g. PeerDied: the parent is gone
+                // The input was closed and is drained.
+                Err(e) if matches!(e.kind(), ErrorKind::Closed { .. }) => return n,
+                Err(e) => panic!("{e}"), // e.g. PeerDied: the parent is gone
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{each_method, isolated};
 use supervisor::{
-    Acquired, Error, Event, Lock, Pipe, Process, Semaphore, SharedMemory, SharedSlice,
+    Acquired, Error, ErrorKind, Event, Lock, Pipe, Process, Semaphore, SharedMemory, SharedSlice,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -23,7 +23,7 @@ fn echo_plus_one(end: Pipe<u64, u64>) -> u64 {
                 end.send(&(x + 1)).expect("send");
                 n += 1;
             }
-            Err(Error::PeerClosed { .. }) => return n,
+            Err(e) if matches!(e.kind(), ErrorKind::PeerClosed { .. }) => return n,
             Err(e) => panic!("recv: {e}"),
         }
     }
@@ -69,15 +69,13 @@ fn a_pipe_reports_its_dead_peer() {
         let pid = p.pid();
         let _ = p.join();
         let t = Instant::now();
-        match a.recv() {
-            Err(Error::PeerDied { pid: dead, .. }) => assert_eq!(dead, pid),
+        match a.recv().map_err(Error::into_kind) {
+            Err(ErrorKind::PeerDied { pid: dead, .. }) => assert_eq!(dead, pid),
             other => panic!("expected PeerDied, got {other:?}"),
         }
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-        assert!(matches!(
-            a.recv_timeout(Duration::from_millis(10)),
-            Err(Error::PeerDied { .. })
-        ));
+        let e = a.recv_timeout(Duration::from_millis(10)).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::PeerDied { .. }), "{e:?}");
     });
 }
 
@@ -143,7 +141,8 @@ fn a_lock_held_by_a_killed_process_is_released_and_the_next_holder_is_told() {
         let _ = p.join();
         let guard = lock.lock().unwrap();
         assert_eq!(guard.acquired(), Acquired::PreviousHolderDied { pid });
-        assert!(matches!(lock.try_lock(), Err(Error::WouldDeadlock)));
+        let e = lock.try_lock().map(drop).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::WouldDeadlock), "{e:?}");
         drop(guard);
         assert_eq!(lock.lock().unwrap().acquired(), Acquired::Clean);
     });
@@ -193,7 +192,8 @@ fn a_semaphore_counts_permits_and_never_blocks_forever_alone() {
         assert!(s.try_acquire().unwrap());
         assert!(s.try_acquire().unwrap());
         assert!(!s.try_acquire().unwrap());
-        assert!(matches!(s.acquire(), Err(Error::PeerClosed { .. })));
+        let e = s.acquire().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::PeerClosed { .. }), "{e:?}");
         s.release().unwrap();
         assert_eq!(s.permits(), 1);
         s.acquire().unwrap();

@@ -4,7 +4,7 @@
 use std::time::UNIX_EPOCH;
 
 use serde_json::{json, Value};
-use supervisor::{Error, JobMeta};
+use supervisor::{Error, ErrorKind, JobMeta};
 
 use super::tasks::{Failure, Outcome, Output};
 
@@ -32,17 +32,21 @@ pub struct ErrorInfo {
 /// The kind of a library error: one of failed, panicked, crashed, exited, timed_out,
 /// lost, decode, cancelled.
 pub fn kind_of(e: &Error) -> &'static str {
-    match e {
-        Error::Panicked { .. } => "panicked",
-        Error::Crashed { .. } => "crashed",
-        Error::Exited { .. } => "exited",
-        Error::TimedOut { .. } => "timed_out",
-        Error::Lost { .. } | Error::Protocol { .. } | Error::PoolBroken { .. } => "lost",
-        Error::EncodeArgument { .. }
-        | Error::DecodeArgument { .. }
-        | Error::EncodeResult { .. }
-        | Error::DecodeResult { .. } => "decode",
-        Error::Cancelled { .. } | Error::Terminated { .. } | Error::PoolClosed => "cancelled",
+    match e.kind() {
+        ErrorKind::Panicked { .. } => "panicked",
+        ErrorKind::Crashed { .. } => "crashed",
+        ErrorKind::Exited { .. } => "exited",
+        ErrorKind::TimedOut { .. } => "timed_out",
+        ErrorKind::Lost { .. } | ErrorKind::Protocol { .. } | ErrorKind::PoolBroken { .. } => {
+            "lost"
+        }
+        ErrorKind::EncodeArgument { .. }
+        | ErrorKind::DecodeArgument { .. }
+        | ErrorKind::EncodeResult { .. }
+        | ErrorKind::DecodeResult { .. } => "decode",
+        ErrorKind::Cancelled { .. } | ErrorKind::Terminated { .. } | ErrorKind::PoolClosed => {
+            "cancelled"
+        }
         _ => "failed",
     }
 }
@@ -76,13 +80,13 @@ impl Record {
                 peak_rss_kib: None,
             }),
             Err(e) => {
-                let (signal, exit_code, peak) = match &e {
-                    Error::Crashed {
+                let (signal, exit_code, peak) = match e.kind() {
+                    ErrorKind::Crashed {
                         signal,
                         peak_rss_kib,
                         ..
                     } => (Some(signal.number()), None, Some(*peak_rss_kib)),
-                    Error::Exited {
+                    ErrorKind::Exited {
                         code, peak_rss_kib, ..
                     } => (None, Some(*code), Some(*peak_rss_kib)),
                     _ => (None, None, None),

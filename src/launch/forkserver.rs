@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use supervisor_worker::protocol::{Role, WorkerConfig};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::launch::server::ServerClient;
 use crate::launch::spawn;
 use crate::reaper::ChildSlot;
@@ -31,7 +31,7 @@ pub(crate) fn client() -> Result<Arc<ServerClient>, Error> {
         daemon: true,
         env_allowlist: None,
     };
-    let (slot, link) = spawn::start(None, config).map_err(|e| Error::Forkserver(Box::new(e)))?;
+    let (slot, link) = spawn::start(None, config).map_err(ErrorKind::Forkserver)?;
     let client = Arc::new(ServerClient::new(slot.pid() as i32, link));
     *guard = Some((client.clone(), slot));
     Ok(client)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use supervisor_worker::protocol::{Link, Role, ToChild, WorkerConfig};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::reaper::ChildSlot;
 use crate::StartMethod;
 
@@ -45,10 +45,11 @@ pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error>
     if let Err(e) = link.send(&ToChild::Config(config)) {
         let _ = slot.signal(libc::SIGKILL, true);
         slot.wait();
-        return Err(Error::Bootstrap {
+        return Err(ErrorKind::Bootstrap {
             pid: slot.pid(),
             reason: supervisor_worker::error_chain(&e),
-        });
+        }
+        .into());
     }
     Ok((slot, link))
 }

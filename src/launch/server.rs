@@ -10,7 +10,7 @@ use ipc_channel::ipc;
 use supervisor_worker::protocol::{Channel, Frame, FromChild, Link, LinkError, ToChild};
 use supervisor_worker::setup::ChildSetup;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::os;
 use crate::reaper::{reaper, ChildSlot, Owner};
 
@@ -69,8 +69,9 @@ impl ServerClient {
         nice: Option<i32>,
         daemon: bool,
     ) -> Result<(Arc<ChildSlot>, Link), Error> {
-        let (to_worker_tx, to_worker_rx) = ipc::channel::<Frame>().map_err(Error::Channel)?;
-        let (from_worker_tx, from_worker_rx) = ipc::channel::<Frame>().map_err(Error::Channel)?;
+        let (to_worker_tx, to_worker_rx) = ipc::channel::<Frame>().map_err(ErrorKind::Channel)?;
+        let (from_worker_tx, from_worker_rx) =
+            ipc::channel::<Frame>().map_err(ErrorKind::Channel)?;
         let setup = ChildSetup {
             nice,
             die_with_parent: daemon,
@@ -86,18 +87,19 @@ impl ServerClient {
                 ],
             )
             .map_err(|e| {
-                Error::Spawn(io::Error::other(format!("fork server {}: {e}", self.pid)))
+                ErrorKind::Spawn(io::Error::other(format!("fork server {}: {e}", self.pid)))
             })?;
         let pid = match reply {
             FromChild::Forked { pid } => pid,
             FromChild::ForkFailed { errno } => {
-                return Err(Error::Spawn(io::Error::from_raw_os_error(errno)))
+                return Err(ErrorKind::Spawn(io::Error::from_raw_os_error(errno)).into())
             }
             other => {
-                return Err(Error::Protocol {
+                return Err(ErrorKind::Protocol {
                     pid: self.pid as u32,
                     detail: format!("unexpected reply to a fork request: {other:?}"),
-                })
+                }
+                .into())
             }
         };
         // The server reaps only when we ask, so the pid is still this worker's.
@@ -107,14 +109,14 @@ impl ServerClient {
                 // Nobody could watch it (out of descriptors): end it and have it reaped.
                 os::kill_pid(pid, libc::SIGKILL);
                 let _ = self.reap(pid);
-                return Err(Error::Spawn(e));
+                return Err(ErrorKind::Spawn(e).into());
             }
         };
         let slot = ChildSlot::new(pid, pidfd, daemon, Owner::Server(self.clone()));
         reaper()
-            .map_err(Error::Spawn)?
+            .map_err(ErrorKind::Spawn)?
             .watch(slot.clone())
-            .map_err(Error::Spawn)?;
+            .map_err(ErrorKind::Spawn)?;
         Ok((
             slot,
             Link {

@@ -26,7 +26,7 @@ use supervisor_worker::protocol::{
 };
 use supervisor_worker::setup::{self, ChildSetup};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::os;
 use crate::reaper::{reaper, ChildSlot, Owner};
 
@@ -43,12 +43,12 @@ pub(crate) fn start(
     nice: Option<i32>,
     config: WorkerConfig,
 ) -> Result<(Arc<ChildSlot>, Link), Error> {
-    let secret: [u8; SECRET_LEN] = os::random_bytes().map_err(Error::Spawn)?;
-    let (server, path) = IpcOneShotServer::<ByteBuf>::new().map_err(Error::Channel)?;
+    let secret: [u8; SECRET_LEN] = os::random_bytes().map_err(ErrorKind::Spawn)?;
+    let (server, path) = IpcOneShotServer::<ByteBuf>::new().map_err(ErrorKind::Channel)?;
     // Whatever happens below, the socket and its directory go when `start` returns.
     let _cleanup = BootstrapDir(path.clone());
     if let Some(dir) = Path::new(&path).parent() {
-        os::make_private_dir(dir).map_err(Error::Channel)?;
+        os::make_private_dir(dir).map_err(ErrorKind::Channel)?;
     }
     let setup = ChildSetup {
         nice,
@@ -79,28 +79,29 @@ pub(crate) fn start(
             })
         });
     }
-    let reaper = reaper().map_err(Error::Spawn)?;
+    let reaper = reaper().map_err(ErrorKind::Spawn)?;
     let (pid, pidfd) = reaper.spawn(cmd).map_err(|e| {
         if nice.is_some() && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
-            Error::NiceNotPermitted {
+            ErrorKind::NiceNotPermitted {
                 requested: nice.unwrap_or_default(),
                 current: os::current_nice(),
             }
         } else {
-            Error::Spawn(e)
+            ErrorKind::Spawn(e)
         }
     })?;
     let slot = ChildSlot::new(pid, pidfd, config.daemon, Owner::Direct);
-    reaper.watch(slot.clone()).map_err(Error::Spawn)?;
+    reaper.watch(slot.clone()).map_err(ErrorKind::Spawn)?;
     match handshake(server, &path, &secret, &slot, config) {
         Ok(link) => Ok((slot, link)),
         Err(reason) => {
             let _ = slot.signal(libc::SIGKILL, true);
             slot.wait();
-            Err(Error::Bootstrap {
+            Err(ErrorKind::Bootstrap {
                 pid: pid as u32,
                 reason,
-            })
+            }
+            .into())
         }
     }
 }

@@ -13,7 +13,7 @@ use ipc_channel::ipc;
 use supervisor_worker::protocol::{Frame, Link};
 use supervisor_worker::setup::{self, ChildSetup};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::launch::server::ServerClient;
 use crate::os;
 use crate::reaper::{reaper, ChildSlot, Owner};
@@ -80,11 +80,13 @@ fn fork_zygote() -> Result<ServerClient, String> {
 pub(crate) fn client() -> Result<Arc<ServerClient>, Error> {
     match ZYGOTE.get() {
         Some(Ok(client)) => Ok(client.clone()),
-        Some(Err(reason)) => Err(Error::ForkUnavailable {
+        Some(Err(reason)) => Err(ErrorKind::ForkUnavailable {
             reason: reason.clone(),
-        }),
-        None => Err(Error::ForkUnavailable {
+        }
+        .into()),
+        None => Err(ErrorKind::ForkUnavailable {
             reason: "supervisor::init() was not called first in main".into(),
-        }),
+        }
+        .into()),
     }
 }

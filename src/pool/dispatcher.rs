@@ -27,7 +27,7 @@ use super::job::{Deliveries, Job, JobMeta, JobResult, PackedResults, Unit};
 use super::reader::LinkReader;
 use super::stats::{PoolStats, WorkerState, WorkerStats};
 use super::{Config, RestartLimit};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::launch::{self, Spec};
 use crate::os;
 use crate::process::no_result;
@@ -220,13 +220,13 @@ impl Dispatcher {
             Event::Submit(units) => {
                 if let Some(reason) = &self.broken {
                     for unit in units {
-                        fail_unit(unit, |_| Error::PoolBroken {
+                        fail_unit(unit, |_| ErrorKind::PoolBroken {
                             reason: reason.clone(),
                         });
                     }
                 } else if self.closing {
                     for unit in units {
-                        fail_unit(unit, |_| Error::PoolClosed);
+                        fail_unit(unit, |_| ErrorKind::PoolClosed);
                     }
                 } else {
                     self.queue.extend(units);
@@ -295,7 +295,7 @@ impl Dispatcher {
             if let Some(pos) = self.queue[i].jobs.iter().position(|j| j.id == id) {
                 let job = self.queue[i].jobs.remove(pos);
                 let task = job.task().to_string();
-                job.complete(Err(Error::Cancelled { task }));
+                job.complete(Err(ErrorKind::Cancelled { task }.into()));
                 if self.queue[i].jobs.is_empty() {
                     self.queue.remove(i);
                 }
@@ -334,12 +334,12 @@ impl Dispatcher {
             Ok(started) => started,
             Err(e) => {
                 let permanent = matches!(
-                    e,
-                    Error::NiceNotPermitted { .. }
-                        | Error::NiceOutOfRange(_)
-                        | Error::ForkUnavailable { .. }
-                        | Error::Registry(_)
-                        | Error::DaemonCannotStart { .. }
+                    e.kind(),
+                    ErrorKind::NiceNotPermitted { .. }
+                        | ErrorKind::NiceOutOfRange(_)
+                        | ErrorKind::ForkUnavailable { .. }
+                        | ErrorKind::Registry(_)
+                        | ErrorKind::DaemonCannotStart { .. }
                 );
                 let reason = format!(
                     "cannot start a worker: {}",
@@ -558,7 +558,7 @@ impl Dispatcher {
             let pid = worker.slot.pid();
             for unit in worker.in_flight.drain(..).map(|f| f.unit) {
                 let detail = detail.clone();
-                fail_unit(unit, move |_| Error::Protocol {
+                fail_unit(unit, move |_| ErrorKind::Protocol {
                     pid,
                     detail: detail.clone(),
                 });
@@ -611,11 +611,12 @@ impl Dispatcher {
             head.unit.explode();
             let task = head.unit.task;
             let cause = |_: &Job| match worker.stop {
-                Some(Stop::Timeout) => Error::TimedOut {
+                Some(Stop::Timeout) => ErrorKind::TimedOut {
                     task: task.to_string(),
                     pid,
                     limit: self.cfg.task_timeout.unwrap_or_default(),
-                },
+                }
+                .into(),
                 _ => no_result(task.to_string(), pid, exit),
             };
             if self.terminating {
@@ -703,14 +704,14 @@ impl Dispatcher {
         self.broken = Some(reason.clone());
         self.closing = true;
         for unit in self.queue.drain(..) {
-            fail_unit(unit, |_| Error::PoolBroken {
+            fail_unit(unit, |_| ErrorKind::PoolBroken {
                 reason: reason.clone(),
             });
         }
         let grace = self.cfg.grace;
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
             for unit in worker.in_flight.drain(..).map(|f| f.unit) {
-                fail_unit(unit, |_| Error::PoolBroken {
+                fail_unit(unit, |_| ErrorKind::PoolBroken {
                     reason: reason.clone(),
                 });
             }
@@ -722,14 +723,14 @@ impl Dispatcher {
         self.terminating = true;
         self.closing = true;
         for unit in self.queue.drain(..) {
-            fail_unit(unit, |task| Error::Terminated {
+            fail_unit(unit, |task| ErrorKind::Terminated {
                 task: task.to_string(),
             });
         }
         let grace = self.cfg.grace;
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
             for unit in worker.in_flight.drain(..).map(|f| f.unit) {
-                fail_unit(unit, |task| Error::Terminated {
+                fail_unit(unit, |task| ErrorKind::Terminated {
                     task: task.to_string(),
                 });
             }
@@ -1082,7 +1083,7 @@ fn check_packed(lens: &[u32], data: usize, others: &[(u32, TaskOutcome)]) -> Res
 }
 
 /// Fails every call of `unit` with the error `error` makes from the task's name.
-fn fail_unit(unit: Unit, error: impl Fn(&'static str) -> Error) {
+fn fail_unit(unit: Unit, error: impl Fn(&'static str) -> ErrorKind) {
     unit.fail(error);
 }
 
@@ -1125,16 +1126,21 @@ pub(crate) fn outcome_to_result(task: &str, pid: u32, outcome: TaskOutcome) -> J
             message,
             location,
             backtrace,
-        } => Err(Error::Panicked {
+        } => Err(ErrorKind::Panicked {
             task,
             pid,
             message,
             location,
             backtrace,
-        }),
-        TaskOutcome::UnknownTask { name } => Err(Error::UnknownTask { task: name, pid }),
-        TaskOutcome::BadArgument { message } => Err(Error::DecodeArgument { task, pid, message }),
-        TaskOutcome::BadResult { message } => Err(Error::EncodeResult { task, pid, message }),
+        }
+        .into()),
+        TaskOutcome::UnknownTask { name } => Err(ErrorKind::UnknownTask { task: name, pid }.into()),
+        TaskOutcome::BadArgument { message } => {
+            Err(ErrorKind::DecodeArgument { task, pid, message }.into())
+        }
+        TaskOutcome::BadResult { message } => {
+            Err(ErrorKind::EncodeResult { task, pid, message }.into())
+        }
     }
 }
 

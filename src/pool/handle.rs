@@ -9,7 +9,7 @@ use supervisor_worker::codec;
 
 use super::job::{HandleState, JobResult};
 use super::Shared;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// A task submitted with `apply_async` / `submit`: Python's `AsyncResult`, Rust-typed.
 pub struct TaskHandle<R> {
@@ -23,7 +23,7 @@ pub struct TaskHandle<R> {
 impl<R: DeserializeOwned> TaskHandle<R> {
     /// Waits for the result: the value, or the typed error of the task (panicked,
     /// crashed, timed out, cancelled, pool terminated or broken). The result can be
-    /// taken once; later calls return [`Error::ResultTaken`].
+    /// taken once; later calls return [`ErrorKind::ResultTaken`].
     pub fn wait(&self) -> Result<R, Error> {
         match self.state.take_until(None) {
             Some(result) => self.decode(result),
@@ -40,15 +40,19 @@ impl<R: DeserializeOwned> TaskHandle<R> {
 
     fn decode(&self, result: Option<JobResult>) -> Result<R, Error> {
         match result {
-            Some(Ok(bytes)) => codec::decode(&bytes).map_err(|source| Error::DecodeResult {
-                task: self.task.to_string(),
-                pid: 0,
-                source,
+            Some(Ok(bytes)) => codec::decode(&bytes).map_err(|source| {
+                ErrorKind::DecodeResult {
+                    task: self.task.to_string(),
+                    pid: 0,
+                    source,
+                }
+                .into()
             }),
             Some(Err(e)) => Err(e),
-            None => Err(Error::ResultTaken {
+            None => Err(ErrorKind::ResultTaken {
                 task: self.task.to_string(),
-            }),
+            }
+            .into()),
         }
     }
 }
@@ -60,7 +64,7 @@ impl<R> TaskHandle<R> {
     }
 
     /// Cancels the task if it has not started; true if it was cancelled (its result is
-    /// then [`Error::Cancelled`]).
+    /// then [`ErrorKind::Cancelled`]).
     pub fn cancel(&self) -> bool {
         let (tx, rx) = mpsc::sync_channel(1);
         self.shared

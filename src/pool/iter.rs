@@ -14,7 +14,7 @@ use supervisor_worker::codec;
 
 use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
 use super::Shared;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// One finished input of [`crate::Pool::imap_reports`]: its position, its result, and
 /// where and how it ran.
@@ -120,10 +120,11 @@ where
                         jobs.push(Job::new(self.shared.next_id(), self.task, arg, sink));
                     }
                     Err(source) => {
-                        let err = Error::EncodeArgument {
+                        let err = ErrorKind::EncodeArgument {
                             task: self.task.to_string(),
                             source,
-                        };
+                        }
+                        .into();
                         let _ = self.tx.send(Delivery::Items(vec![(
                             index,
                             Err(err),
@@ -191,12 +192,13 @@ impl<R, I: Iterator> Reports<R, I> {
 
 /// The error of a task that could not be resolved, once per input.
 pub(crate) fn same_error(e: &Error) -> Error {
-    match e {
-        Error::Registry(r) => Error::Registry(r.clone()),
-        other => Error::Protocol {
+    match e.kind() {
+        ErrorKind::Registry(r) => ErrorKind::Registry(r.clone()).into(),
+        _ => ErrorKind::Protocol {
             pid: 0,
-            detail: other.to_string(),
-        },
+            detail: e.to_string(),
+        }
+        .into(),
     }
 }
 
@@ -205,10 +207,13 @@ fn decode<R: DeserializeOwned>(task: &str, result: JobResult) -> Result<R, Error
 }
 
 fn decode_bytes<R: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<R, Error> {
-    codec::decode(bytes).map_err(|source| Error::DecodeResult {
-        task: task.to_string(),
-        pid: 0,
-        source,
+    codec::decode(bytes).map_err(|source| {
+        ErrorKind::DecodeResult {
+            task: task.to_string(),
+            pid: 0,
+            source,
+        }
+        .into()
     })
 }
 
@@ -319,9 +324,10 @@ impl<R: DeserializeOwned> MapHandle<R> {
             self.advance();
             if self.out.len() < self.len {
                 // Nothing will come for this position.
-                self.out.push(Err(Error::Terminated {
+                self.out.push(Err(ErrorKind::Terminated {
                     task: self.task.to_string(),
-                }));
+                }
+                .into()));
             }
         }
         self.out.truncate(self.len);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::reader::LinkReader;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// What a finished job yields before typed decoding: the encoded return value.
 pub(crate) type JobResult = Result<Vec<u8>, Error>;
@@ -236,10 +236,11 @@ impl PackedResults {
                     Some(bytes) => f(index, Ok(bytes)),
                     None => f(
                         index,
-                        Err(Error::Protocol {
+                        Err(ErrorKind::Protocol {
                             pid: meta.pid,
                             detail: format!("result {i} of a chunk lies beyond its data"),
-                        }),
+                        }
+                        .into()),
                     ),
                 },
             }
@@ -304,9 +305,10 @@ impl Job {
 impl Drop for Job {
     fn drop(&mut self) {
         if let Some(sink) = self.sink.take() {
-            let err = Error::Terminated {
+            let err = ErrorKind::Terminated {
                 task: self.task.to_string(),
-            };
+            }
+            .into();
             sink.deliver(Err(err), JobMeta::default());
         }
     }
@@ -411,13 +413,13 @@ impl Unit {
 
     /// Fails every call with the error `error` makes from the task's name (a chunk's
     /// in one message).
-    pub(crate) fn fail(self, error: impl Fn(&'static str) -> Error) {
+    pub(crate) fn fail(self, error: impl Fn(&'static str) -> ErrorKind) {
         if let Some(mut chunk) = self.chunk {
             chunk.fail(&error);
         }
         for job in self.jobs {
             let e = error(job.task);
-            job.complete(Err(e));
+            job.complete(Err(e.into()));
         }
     }
 
@@ -500,13 +502,13 @@ impl Chunk {
     }
 
     /// Fails every call, in one message to the stream.
-    fn fail(&mut self, error: &dyn Fn(&'static str) -> Error) {
+    fn fail(&mut self, error: &dyn Fn(&'static str) -> ErrorKind) {
         if let Some(tx) = self.tx.take() {
             let items = (0..self.lens.len())
                 .map(|i| {
                     (
                         self.first_index + i,
-                        Err(error(self.task)),
+                        Err(error(self.task).into()),
                         JobMeta::default(),
                     )
                 })
@@ -518,7 +520,7 @@ impl Chunk {
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        self.fail(&|task| Error::Terminated {
+        self.fail(&|task| ErrorKind::Terminated {
             task: task.to_string(),
         });
     }

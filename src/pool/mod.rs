@@ -34,7 +34,7 @@ use dispatcher::{Dispatcher, Event};
 use hub::Hub;
 use job::{Chunk, Delivery, HandleState, Job, Sink, Unit};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::StartMethod;
 
 /// Largest chunk `map` picks on its own (bounds the work redone one by one if a
@@ -131,9 +131,11 @@ impl PoolBuilder {
         self.initializer = Some(resolve::<F>().and_then(|name| {
             codec::encode(&arg)
                 .map(|bytes| (name, bytes))
-                .map_err(|source| Error::EncodeArgument {
-                    task: name.to_string(),
-                    source,
+                .map_err(|source| {
+                    Error::from(ErrorKind::EncodeArgument {
+                        task: name.to_string(),
+                        source,
+                    })
                 })
         }));
         self
@@ -147,7 +149,7 @@ impl PoolBuilder {
     }
 
     /// Time limit for each task. On expiry the worker's process group gets SIGTERM,
-    /// then SIGKILL after the grace period; the task fails with [`Error::TimedOut`]
+    /// then SIGKILL after the grace period; the task fails with [`ErrorKind::TimedOut`]
     /// (or is retried) and a new worker starts. `map` then sends tasks one at a time.
     pub fn task_timeout(mut self, limit: Duration) -> Self {
         self.task_timeout = Some(limit);
@@ -197,9 +199,10 @@ impl PoolBuilder {
     pub fn build(self) -> Result<Pool, Error> {
         if let Some(me) = supervisor_worker::context() {
             if me.daemon {
-                return Err(Error::DaemonCannotStart {
+                return Err(ErrorKind::DaemonCannotStart {
                     name: me.name.clone(),
-                });
+                }
+                .into());
             }
         }
         if let Some(nice) = self.nice {
@@ -239,7 +242,7 @@ impl PoolBuilder {
                     hub.run(&last)
                 }
             })
-            .map_err(Error::Spawn)?;
+            .map_err(ErrorKind::Spawn)?;
         Ok(Pool {
             shared: Arc::new(Shared {
                 hub,
@@ -297,7 +300,7 @@ impl Shared {
     fn submit(&self, units: Vec<Unit>) {
         if self.closed.load(Ordering::Acquire) {
             for unit in units {
-                unit.fail(|_| Error::PoolClosed);
+                unit.fail(|_| ErrorKind::PoolClosed);
             }
             return;
         }
@@ -309,9 +312,9 @@ impl Shared {
 
 /// A pool of worker processes.
 ///
-/// Dropping a pool terminates it: queued tasks fail with [`Error::Terminated`], workers
-/// get SIGTERM, then SIGKILL after the grace period; `drop` returns once they are gone.
-/// Call [`Pool::join`] first to let queued work finish.
+/// Dropping a pool terminates it: queued tasks fail with [`ErrorKind::Terminated`],
+/// workers get SIGTERM, then SIGKILL after the grace period; `drop` returns once they
+/// are gone. Call [`Pool::join`] first to let queued work finish.
 pub struct Pool {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -504,10 +507,11 @@ impl Pool {
                 Err(source) => {
                     // Chunks hold consecutive inputs: close this one, fail the input.
                     submit(chunk.take().filter(|c| c.len() > 0));
-                    let err = Error::EncodeArgument {
+                    let err = ErrorKind::EncodeArgument {
                         task: name.to_string(),
                         source,
-                    };
+                    }
+                    .into();
                     let _ = tx.send(Delivery::Items(vec![(index, Err(err), JobMeta::default())]));
                 }
             }
@@ -633,9 +637,11 @@ impl Pool {
         let job = name.and_then(|name| {
             codec::encode(&arg)
                 .map(|bytes| Job::new(id, name, bytes, Sink::Handle(state.clone())))
-                .map_err(|source| Error::EncodeArgument {
-                    task: name.to_string(),
-                    source,
+                .map_err(|source| {
+                    Error::from(ErrorKind::EncodeArgument {
+                        task: name.to_string(),
+                        source,
+                    })
                 })
         });
         match job {
@@ -654,7 +660,7 @@ impl Pool {
         self.apply_async(task, arg)
     }
 
-    /// No new work: later submissions fail with [`Error::PoolClosed`]; queued and
+    /// No new work: later submissions fail with [`ErrorKind::PoolClosed`]; queued and
     /// running tasks finish.
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
@@ -668,8 +674,8 @@ impl Pool {
         self.wait_dispatcher();
     }
 
-    /// Stops now: queued and running tasks fail with [`Error::Terminated`], workers get
-    /// SIGTERM and, after the grace period, SIGKILL. Returns once they are gone.
+    /// Stops now: queued and running tasks fail with [`ErrorKind::Terminated`], workers
+    /// get SIGTERM and, after the grace period, SIGKILL. Returns once they are gone.
     pub fn terminate(&self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.hub.post(Event::Terminate);

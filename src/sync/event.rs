@@ -21,7 +21,10 @@ fn repair(_: &Region) {}
 
 /// Python's `multiprocessing.Event` across processes: `set` wakes every process in
 /// `wait`. A wait that no other process can end (all others dropped it or died) fails
-/// with [`Error::PeerClosed`] / [`Error::PeerDied`] instead of hanging.
+/// with [`ErrorKind::PeerClosed`] / [`ErrorKind::PeerDied`] instead of hanging.
+///
+/// [`ErrorKind::PeerClosed`]: crate::ErrorKind::PeerClosed
+/// [`ErrorKind::PeerDied`]: crate::ErrorKind::PeerDied
 #[derive(Clone)]
 pub struct Event {
     att: Arc<Attachment>,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::region::{Attachment, Kind, Region, SharedState};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::os::{Acquire, SharedMutex};
 
 #[repr(C)]
@@ -38,7 +38,7 @@ pub enum Acquired {
 ///
 /// Built on a robust process-shared pthread mutex: the kernel releases it when its
 /// holder dies. Not reentrant: locking twice from one thread is
-/// [`Error::WouldDeadlock`].
+/// [`ErrorKind::WouldDeadlock`].
 #[derive(Clone)]
 pub struct Lock {
     att: Arc<Attachment>,
@@ -108,22 +108,27 @@ impl Lock {
         let acquired = match acquired {
             Ok(Some(a)) => a,
             Ok(None) => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::EDEADLK) => return Err(Error::WouldDeadlock),
+            Err(e) if e.raw_os_error() == Some(libc::EDEADLK) => {
+                return Err(ErrorKind::WouldDeadlock.into())
+            }
             Err(source) => {
-                return Err(Error::Sync {
+                return Err(ErrorKind::Sync {
                     kind: "lock",
                     source,
-                })
+                }
+                .into())
             }
         };
         let acquired = match acquired {
             Acquire::Clean => Acquired::Clean,
             Acquire::OwnerDied => {
                 let pid = st.holder.load(Ordering::Acquire);
-                st.mutex.make_consistent().map_err(|source| Error::Sync {
-                    kind: "lock",
-                    source,
-                })?;
+                st.mutex
+                    .make_consistent()
+                    .map_err(|source| ErrorKind::Sync {
+                        kind: "lock",
+                        source,
+                    })?;
                 Acquired::PreviousHolderDied { pid }
             }
         };

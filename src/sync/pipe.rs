@@ -9,7 +9,7 @@ use supervisor_worker::codec;
 
 use super::region::{self, notify, Attachment, Kind, Region, SharedState, Waiter};
 use super::ring::{Ring, RingState};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// Buffer size of each direction of a pipe.
 const PIPE_BYTES: usize = 1 << 20;
@@ -56,8 +56,8 @@ pub type PipeEnds<S, R> = (Pipe<S, R>, Pipe<R, S>);
 ///
 /// Pass an end to a task as (part of) its argument. Messages sent before the other
 /// end went away are still received; after that, waiting fails with
-/// [`Error::PeerClosed`] (the other end was dropped everywhere) or
-/// [`Error::PeerDied`] (the process holding it died), within about 100 ms.
+/// [`ErrorKind::PeerClosed`] (the other end was dropped everywhere) or
+/// [`ErrorKind::PeerDied`] (the process holding it died), within about 100 ms.
 /// `send` blocks only when the 1 MiB buffer of its direction is full.
 pub struct Pipe<S, R> {
     att: Arc<Attachment>,
@@ -104,15 +104,16 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
         1 - self.att.role
     }
 
-    /// Sends a message. Fails with [`Error::PeerClosed`] if the other end is gone.
+    /// Sends a message. Fails with [`ErrorKind::PeerClosed`] if the other end is gone.
     pub fn send(&self, msg: &S) -> Result<(), Error> {
         let kind = Kind::Pipe.name();
-        let bytes = codec::encode(msg).map_err(|source| Error::EncodeMessage { kind, source })?;
+        let bytes =
+            codec::encode(msg).map_err(|source| ErrorKind::EncodeMessage { kind, source })?;
         let region = &self.att.region;
         let ring = ring_of(region, self.att.role);
         ring.check_size(bytes.len())?;
         if !region.has_peer(self.peer()) {
-            return Err(Error::PeerClosed { kind });
+            return Err(ErrorKind::PeerClosed { kind }.into());
         }
         let s = ring.state;
         let waiter = Waiter {
@@ -159,6 +160,6 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
         notify(&s.not_full, &s.putters, false);
         codec::decode(&bytes)
             .map(Some)
-            .map_err(|source| Error::DecodeMessage { kind, source })
+            .map_err(|source| ErrorKind::DecodeMessage { kind, source }.into())
     }
 }

@@ -9,7 +9,7 @@ use supervisor_worker::codec;
 
 use super::region::{self, notify, Attachment, Kind, Region, Waiter};
 use super::ring::{Ring, RingState};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// Default size of a queue's buffer: the encoded messages waiting in it.
 pub const DEFAULT_QUEUE_BYTES: usize = 1 << 20;
@@ -45,8 +45,8 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
 
     /// Size of the shared buffer that holds the encoded items waiting in the queue
     /// (default 1 MiB; rounded up to a multiple of 8, at least 4 KiB). An item must fit
-    /// in it ([`Error::MessageTooLarge`]); `put` waits when it is full. Pages are only
-    /// used once touched.
+    /// in it ([`ErrorKind::MessageTooLarge`]); `put` waits when it is full. Pages are
+    /// only used once touched.
     pub fn buffer_bytes(mut self, bytes: usize) -> Self {
         self.bytes = bytes.max(4096).div_ceil(8) * 8;
         self
@@ -83,12 +83,12 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
 /// - An item is delivered whole or not at all, to exactly one getter, also when a
 ///   putter or getter is killed mid-operation (see `docs/ARCHITECTURE.md`).
 /// - A `get` on an empty queue (or a `put` on a full one) that no other process can
-///   end fails with [`Error::PeerClosed`] (every other holder dropped it) or
-///   [`Error::PeerDied`] (the others died) instead of waiting forever. Threads of the
+///   end fails with [`ErrorKind::PeerClosed`] (every other holder dropped it) or
+///   [`ErrorKind::PeerDied`] (the others died) instead of waiting forever. Threads of the
 ///   same process are not counted as peers; a handle serialised in the last 10 s and
 ///   not yet opened is (it is on its way to a process).
 /// - [`Queue::close`] ends the queue for everyone: puts fail, gets drain what is left
-///   and then fail with [`Error::Closed`].
+///   and then fail with [`ErrorKind::Closed`].
 pub struct Queue<T> {
     att: Arc<Attachment>,
     item: PhantomData<fn(T) -> T>,
@@ -161,7 +161,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<bool, Error> {
         let kind = Kind::Queue.name();
-        let bytes = codec::encode(item).map_err(|source| Error::EncodeMessage { kind, source })?;
+        let bytes =
+            codec::encode(item).map_err(|source| ErrorKind::EncodeMessage { kind, source })?;
         let region = &self.att.region;
         let ring = ring_of(region);
         ring.check_size(bytes.len())?;
@@ -173,7 +174,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         };
         let done = region.block(waiter, deadline, || {
             if ring.is_closed() {
-                return Err(Error::Closed { kind });
+                return Err(ErrorKind::Closed { kind }.into());
             }
             Ok(ring.try_push(&bytes)?.then_some(()))
         })?;
@@ -213,14 +214,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         };
         let got = region.block(waiter, deadline, || match ring.try_pop()? {
             Some(bytes) => Ok(Some(bytes)),
-            None if ring.is_closed() => Err(Error::Closed { kind }),
+            None if ring.is_closed() => Err(ErrorKind::Closed { kind }.into()),
             None => Ok(None),
         })?;
         let Some(bytes) = got else { return Ok(None) };
         notify(&s.not_full, &s.putters, false);
         codec::decode(&bytes)
             .map(Some)
-            .map_err(|source| Error::DecodeMessage { kind, source })
+            .map_err(|source| ErrorKind::DecodeMessage { kind, source }.into())
     }
 }
 
@@ -240,8 +241,9 @@ impl<T> Queue<T> {
         ring_of(&self.att.region).capacity().map(|c| c as usize)
     }
 
-    /// Closes the queue for every process: later puts fail with [`Error::Closed`];
-    /// gets take what is left, then fail with [`Error::Closed`]. Waiters wake at once.
+    /// Closes the queue for every process: later puts fail with [`ErrorKind::Closed`];
+    /// gets take what is left, then fail with [`ErrorKind::Closed`]. Waiters wake at
+    /// once.
     pub fn close(&self) -> Result<(), Error> {
         let region = &self.att.region;
         let ring = ring_of(region);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::os::{self, Acquire, Mapping, SharedMutex};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"SUPVSYNC");
@@ -169,7 +169,7 @@ impl Region {
         init: impl FnOnce(&Region) -> std::io::Result<()>,
         repair: fn(&Region),
     ) -> Result<Arc<Region>, Error> {
-        let fail = |source| Error::SharedMemory {
+        let fail = |source| ErrorKind::SharedMemory {
             kind: kind.name(),
             source,
         };
@@ -236,11 +236,12 @@ impl Region {
                 Err(e) => last = e,
             }
         }
-        Err(Error::OpenShared {
+        Err(ErrorKind::OpenShared {
             kind: kind.name(),
             pid: wire.sources.first().map_or(0, |s| s.0),
             source: last,
-        })
+        }
+        .into())
     }
 
     fn open_from(
@@ -328,10 +329,11 @@ impl Region {
     }
 
     fn sync_error(&self, source: std::io::Error) -> Error {
-        Error::Sync {
+        ErrorKind::Sync {
             kind: self.kind(),
             source,
         }
+        .into()
     }
 
     /// Locks the region's mutex. If its previous holder died holding it, the object's
@@ -363,7 +365,7 @@ impl Region {
 
     /// Calls `attempt` under the mutex until it returns `Some`, the deadline passes
     /// (`Ok(None)`), or no process that could make it succeed is left
-    /// ([`Error::PeerClosed`], [`Error::PeerDied`]).
+    /// ([`ErrorKind::PeerClosed`], [`ErrorKind::PeerDied`]).
     pub(crate) fn block<R>(
         &self,
         w: Waiter<'_>,
@@ -459,10 +461,11 @@ impl Region {
             return None;
         }
         let kind = self.kind();
-        Some(match h.dead_pid[r].load(Ordering::Relaxed) {
-            0 => Error::PeerClosed { kind },
-            pid => Error::PeerDied { kind, pid },
-        })
+        let error = match h.dead_pid[r].load(Ordering::Relaxed) {
+            0 => ErrorKind::PeerClosed { kind },
+            pid => ErrorKind::PeerDied { kind, pid },
+        };
+        Some(error.into())
     }
 
     /// Whether some other process holds `role` or a handle to it is on its way.
@@ -485,7 +488,7 @@ impl Region {
             }
             free = h.slots.iter().find(|s| s.pid.load(Ordering::Relaxed) == 0);
         }
-        let slot = free.ok_or(Error::TooManyHolders {
+        let slot = free.ok_or(ErrorKind::TooManyHolders {
             kind: self.kind(),
             limit: MAX_HOLDERS,
         })?;
@@ -583,11 +586,12 @@ impl Attachment {
         repair: fn(&Region),
     ) -> Result<Arc<Attachment>, Error> {
         if wire.kind != kind as u32 || wire.role > 1 {
-            return Err(Error::OpenShared {
+            return Err(ErrorKind::OpenShared {
                 kind: kind.name(),
                 pid: wire.sources.first().map_or(0, |s| s.0),
                 source: std::io::Error::other("the handle is of another kind"),
-            });
+            }
+            .into());
         }
         let key = (wire.id, wire.role);
         let existing = attached().get(&key).and_then(Weak::upgrade);

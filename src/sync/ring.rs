@@ -10,7 +10,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use super::fault::{self, Fault};
 use super::region::SharedState;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// Frame header: payload length (u32 LE) and a marker; frames are 8-byte aligned.
 const FRAME_HEADER: usize = 8;
@@ -87,11 +87,12 @@ impl<'a> Ring<'a> {
 
     pub(crate) fn check_size(&self, len: usize) -> Result<(), Error> {
         if len > self.max_message() || len > u32::MAX as usize {
-            return Err(Error::MessageTooLarge {
+            return Err(ErrorKind::MessageTooLarge {
                 kind: self.kind,
                 size: len,
                 limit: self.max_message(),
-            });
+            }
+            .into());
         }
         Ok(())
     }
@@ -165,10 +166,12 @@ impl<'a> Ring<'a> {
         if head == tail {
             return Ok(None);
         }
-        let len = self.frame_at(head, tail).ok_or_else(|| Error::Corrupt {
-            kind: self.kind,
-            detail: format!("bad frame at byte {head}"),
-        })?;
+        let len = self
+            .frame_at(head, tail)
+            .ok_or_else(|| ErrorKind::Corrupt {
+                kind: self.kind,
+                detail: format!("bad frame at byte {head}"),
+            })?;
         let mut out = vec![0u8; len];
         let half = len / 2;
         self.read_at(head + FRAME_HEADER as u64, &mut out[..half]);

@@ -20,8 +20,11 @@ unsafe impl SharedState for SemaphoreState {}
 fn repair(_: &Region) {}
 
 /// Python's `multiprocessing.Semaphore` across processes. An `acquire` that no other
-/// process can end fails with [`Error::PeerClosed`] / [`Error::PeerDied`] instead of
-/// hanging. Permits held by a process that dies are not given back.
+/// process can end fails with [`ErrorKind::PeerClosed`] / [`ErrorKind::PeerDied`] instead
+/// of hanging. Permits held by a process that dies are not given back.
+///
+/// [`ErrorKind::PeerClosed`]: crate::ErrorKind::PeerClosed
+/// [`ErrorKind::PeerDied`]: crate::ErrorKind::PeerDied
 #[derive(Clone)]
 pub struct Semaphore {
     att: Arc<Attachment>,

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::region::{self, Attachment, Kind, Region, SharedState};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// Shared memory has no state besides the header.
 #[repr(C)]
@@ -191,7 +191,7 @@ impl<T: Plain> SharedSlice<T> {
     pub fn new(len: usize) -> Result<SharedSlice<T>, Error> {
         let bytes = len
             .checked_mul(size_of::<T>())
-            .ok_or_else(|| Error::SharedMemory {
+            .ok_or_else(|| ErrorKind::SharedMemory {
                 kind: Kind::SharedMemory.name(),
                 source: std::io::Error::other("length overflows"),
             })?;
