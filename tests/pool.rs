@@ -804,3 +804,110 @@ fn work_ahead_of_a_hung_task_never_blocks_submissions_or_its_timeout() {
         pool.join();
     });
 }
+
+/// Has every worker answer a task (each reader thread then parks while its worker is
+/// idle, and the next `apply` reads its reply itself): tasks slow enough that each idle
+/// worker takes one.
+fn warm(pool: &Pool, procs: usize) {
+    let pids: HashSet<u32> = pool
+        .map_chunked(my_pid_after_ms, vec![100; procs], 1)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(pids.len(), procs, "{pids:?}");
+}
+
+fn my_pid_after_ms(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+supervisor::task!(my_pid_after_ms);
+
+/// `apply` reads the reply on the caller's thread when its worker's reader is parked.
+/// Every way a task can end still reaches the caller at once, the worker after it
+/// serves the next call, and a worker that dies while idle (nobody reading it) is
+/// noticed and replaced without any new work.
+#[test]
+fn apply_on_warm_workers_hears_every_ending_and_idle_deaths() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2)
+            .task_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        warm(&pool, 2);
+        for round in 0..2u64 {
+            assert_eq!(pool.apply(square, round).unwrap(), round * round);
+            let e = pool.apply(fragile, 100).unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e:?}");
+            assert_eq!(pool.apply(square, 3).unwrap(), 9);
+            let e = pool.apply(fragile, 900).unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::Exited { code: 3, .. }),
+                "{e:?}"
+            );
+            let e = pool.apply(picky, 7).unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::Panicked { .. }), "{e:?}");
+            assert_eq!(pool.apply(picky, 3).unwrap(), Err("3 ends in 3".into()));
+            let t = Instant::now();
+            let e = pool.apply(sleep_ms, 60_000).unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::TimedOut { .. }), "{e:?}");
+            assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+            warm(&pool, 2);
+        }
+        // Both workers idle, their readers parked: kill one; the pool replaces it with
+        // nothing submitted.
+        let restarts = pool.stats().restarts;
+        let victim = pool.stats().workers[0].pid;
+        // SAFETY: kill with plain integers; a worker of ours.
+        unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+        while pool.stats().restarts == restarts
+            || pool.stats().workers.iter().any(|w| w.pid == victim)
+        {
+            std::thread::yield_now();
+        }
+        warm(&pool, 2);
+        pool.join();
+    });
+}
+
+/// An `apply` waiting on a hung task (reading its worker's link itself) returns as
+/// soon as another thread terminates the pool.
+#[test]
+fn terminate_ends_an_apply_that_reads_its_own_reply() {
+    each_method(DEADLINE, |method| {
+        let pool = Arc::new(pool(method, 1).build().unwrap());
+        warm(&pool, 1);
+        let caller = {
+            let pool = pool.clone();
+            std::thread::spawn(move || pool.apply(sleep_ms, 60_000))
+        };
+        wait_busy(&pool, "sleep_ms");
+        let t = Instant::now();
+        pool.terminate();
+        let e = caller.join().unwrap().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Terminated { .. }), "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    });
+}
+
+/// Work that reaches a worker while an `apply` is reading its link (sent by the
+/// borrowing thread itself, once the apply's task is done) is still heard: the link
+/// goes back to the worker's reader thread.
+#[test]
+fn work_sent_while_an_apply_reads_the_link_is_still_heard() {
+    each_method(DEADLINE, |method| {
+        let pool = Arc::new(pool(method, 1).build().unwrap());
+        warm(&pool, 1);
+        for _ in 0..3 {
+            let caller = {
+                let pool = pool.clone();
+                std::thread::spawn(move || pool.apply(sleep_ms, 200))
+            };
+            wait_busy(&pool, "sleep_ms");
+            let queued = pool.apply_async(square, 5);
+            assert_eq!(caller.join().unwrap().unwrap(), 200);
+            let result = queued.wait_timeout(Duration::from_secs(10));
+            assert_eq!(result.map(Result::unwrap), Some(25));
+        }
+    });
+}
