@@ -911,3 +911,36 @@ fn work_sent_while_an_apply_reads_the_link_is_still_heard() {
         }
     });
 }
+
+/// Aborts the first time (when `marker` does not exist yet, creating it), then returns 1.
+fn abort_the_first_time(marker: String) -> u64 {
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .is_ok()
+    {
+        std::process::abort();
+    }
+    1
+}
+supervisor::task!(abort_the_first_time);
+
+/// An `apply` reading its own reply whose worker dies, with a retry left: the retry may
+/// go to another warm worker from the caller's own thread, which then reads that link
+/// too. Found by review: the second link was lent and never read, and the apply hung.
+#[test]
+fn an_apply_retried_after_its_worker_died_gets_its_result() {
+    each_method(DEADLINE, |method| {
+        // Its directory holds the markers and goes with it.
+        let scratch = Fifo::new();
+        let pool = pool(method, 2).retries(1).build().unwrap();
+        for i in 0..12 {
+            warm(&pool, 2);
+            let marker = scratch.dir.join(format!("m{i}"));
+            let marker = marker.to_string_lossy().into_owned();
+            assert_eq!(pool.apply(abort_the_first_time, marker).unwrap(), 1);
+        }
+        pool.join();
+    });
+}

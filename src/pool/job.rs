@@ -79,14 +79,19 @@ impl HandleState {
 
     /// Hands the caller the link its task's reply will come on.
     pub(crate) fn borrow_link(&self, reader: Arc<LinkReader>) {
-        self.lock().lent = Some(reader);
+        let mut inner = self.lock();
+        // Lent only while the caller posts, and taken before it reads.
+        debug_assert!(inner.lent.is_none(), "a link lent twice at once");
+        inner.lent = Some(reader);
     }
 
-    /// For the caller: if a link was lent, reads it until the result is in, and gives
-    /// it back.
+    /// For the caller: while a link is lent, reads it until the result is in, and gives
+    /// it back. Another link can be lent meanwhile: the worker died, and the task's
+    /// retry went to another worker from this thread (while it posted the death).
     pub(crate) fn serve_lent_link(&self) {
-        let lent = self.lock().lent.take();
-        if let Some(reader) = lent {
+        loop {
+            let lent = self.lock().lent.take();
+            let Some(reader) = lent else { return };
             reader.serve_until(|| self.is_done());
         }
     }
