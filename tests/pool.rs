@@ -806,22 +806,44 @@ fn work_ahead_of_a_hung_task_never_blocks_submissions_or_its_timeout() {
 }
 
 /// Has every worker answer a task (each reader thread then parks while its worker is
-/// idle, and the next `apply` reads its reply itself): tasks slow enough that each idle
-/// worker takes one.
+/// idle, and the next `apply` reads its reply itself): `procs` tasks that each wait
+/// until all of them have started, so each must run on its own worker (a pool that
+/// put two on one worker would fail them by timeout or by the count of pids).
 fn warm(pool: &Pool, procs: usize) {
+    // Every worker up and idle first (a replacement may still be starting), so none
+    // gets the second task sent ahead behind the first.
+    while !pool
+        .stats()
+        .workers
+        .iter()
+        .all(|w| w.state == WorkerState::Idle)
+        || pool.stats().workers.len() < procs
+    {
+        std::thread::yield_now();
+    }
+    let scratch = Fifo::new();
+    let dir = scratch.dir.to_string_lossy().into_owned();
     let pids: HashSet<u32> = pool
-        .map_chunked(my_pid_after_ms, vec![100; procs], 1)
+        .map_chunked(rendezvous, (0..procs).map(|_| (dir.clone(), procs + 1)), 1)
         .into_iter()
         .map(Result::unwrap)
         .collect();
     assert_eq!(pids.len(), procs, "{pids:?}");
 }
 
-fn my_pid_after_ms(ms: u64) -> u32 {
-    std::thread::sleep(Duration::from_millis(ms));
-    std::process::id()
+/// Leaves its pid in `dir`, waits (at most 30 s) until `dir` holds `entries` entries
+/// (the FIFO counts as one), returns its pid.
+fn rendezvous(dir: String, entries: usize) -> u32 {
+    let pid = std::process::id();
+    std::fs::write(format!("{dir}/{pid}"), b"").expect("leave the pid");
+    let limit = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&dir).expect("read the dir").count() < entries && Instant::now() < limit
+    {
+        std::thread::yield_now();
+    }
+    pid
 }
-supervisor::task!(my_pid_after_ms);
+supervisor::task!(rendezvous);
 
 /// `apply` reads the reply on the caller's thread when its worker's reader is parked.
 /// Every way a task can end still reaches the caller at once, the worker after it

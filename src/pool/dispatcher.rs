@@ -22,7 +22,7 @@ use supervisor_worker::protocol::{
     Frame, FromChild, Link, TaskOutcome, TaskRequest, TaskRequestRef, ToChild, ToChildRef,
 };
 
-use super::hub::Hub;
+use super::hub::{post_to, Hub};
 use super::job::{Deliveries, Job, JobMeta, JobResult, PackedResults, Unit};
 use super::reader::LinkReader;
 use super::stats::{PoolStats, WorkerState, WorkerStats};
@@ -320,7 +320,7 @@ impl Dispatcher {
             .stack_size(256 * 1024)
             .spawn(move || {
                 let result = launch::start_worker(&spec);
-                post(&hub, Event::Started { seat, result });
+                post_to(&hub, Event::Started { seat, result });
             });
         if let Err(e) = spawned {
             self.seats[seat].starting = false;
@@ -1141,17 +1141,6 @@ pub(crate) fn outcome_to_result(task: &str, pid: u32, outcome: TaskOutcome) -> J
         TaskOutcome::BadResult { message } => {
             Err(ErrorKind::EncodeResult { task, pid, message }.into())
         }
-    }
-}
-
-/// Posts `event` to the hub; false if the pool is gone.
-fn post(hub: &Weak<Hub>, event: Event) -> bool {
-    match hub.upgrade() {
-        Some(hub) => {
-            hub.post(event);
-            true
-        }
-        None => false,
     }
 }
 

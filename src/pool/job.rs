@@ -10,6 +10,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::hub::poll_until;
 use super::reader::LinkReader;
 
 use crate::error::{Error, ErrorKind};
@@ -119,19 +120,7 @@ impl HandleState {
     fn spin(&self, deadline: Option<Instant>) {
         let start = Instant::now();
         let until = deadline.map_or(start + SPIN, |d| d.min(start + SPIN));
-        let mut polls = 0u32;
-        while !self.is_done() {
-            polls += 1;
-            if polls % 64 == 0 {
-                if Instant::now() >= until {
-                    return;
-                }
-                // Let a thread waiting for this CPU (the reader that will deliver the
-                // result, say) run first.
-                std::thread::yield_now();
-            }
-            std::hint::spin_loop();
-        }
+        poll_until(until, 64, || self.is_done());
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -392,15 +381,16 @@ impl Unit {
     /// The handle of a job whose submitting thread is this one and waits for it at
     /// once (an `apply` dispatched while posting its own submission).
     pub(crate) fn waiting_caller(&self) -> Option<&Arc<HandleState>> {
-        let mut handles = self.jobs.iter().filter_map(|job| match &job.sink {
-            Some(Sink::Handle(state)) if state.caller.is_some() => Some(state),
+        self.jobs.iter().find_map(|job| match &job.sink {
+            Some(Sink::Handle(state))
+                if state
+                    .caller
+                    .is_some_and(|caller| caller == std::thread::current().id()) =>
+            {
+                Some(state)
+            }
             _ => None,
-        });
-        let first = handles.next()?;
-        let me = std::thread::current().id();
-        std::iter::once(first)
-            .chain(handles)
-            .find(|state| state.caller == Some(me))
+        })
     }
 
     /// How many task calls it holds.

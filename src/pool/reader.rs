@@ -30,7 +30,7 @@ use supervisor_worker::arena::Inbox;
 use supervisor_worker::protocol::{self, Frame, FromChild, LinkError};
 
 use super::dispatcher::Event;
-use super::hub::Hub;
+use super::hub::{poll_until, post_to, Hub};
 
 /// The reader thread reads (it may be blocked on the socket).
 const READER: u32 = 0;
@@ -123,7 +123,10 @@ impl LinkReader {
             // Poll before sleeping: when the worker answers on another CPU within the
             // poll, neither side needs waking (on a virtual machine waking an idle CPU
             // can cost more than a whole round trip).
-            if poll_until(&done, || protocol::frame_waiting(&link.rx)) {
+            // A system call per poll: yield more often than a waiter on a flag.
+            let until = Instant::now() + BORROW_POLL;
+            poll_until(until, 16, || done() || protocol::frame_waiting(&link.rx));
+            if done() {
                 break;
             }
             match self.read(&mut link, Some(step)) {
@@ -214,15 +217,8 @@ impl LinkReader {
         }
     }
 
-    /// Posts `event` to the hub; false if the pool is gone.
     fn post(&self, event: Event) -> bool {
-        match self.hub.upgrade() {
-            Some(hub) => {
-                hub.post(event);
-                true
-            }
-            None => false,
-        }
+        post_to(&self.hub, event)
     }
 
     /// Applies `f` to the state until it takes; the old state, or `None` if `f`
@@ -241,28 +237,6 @@ impl LinkReader {
 
     fn lock(&self) -> MutexGuard<'_, Incoming> {
         self.link.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Polls for at most [`BORROW_POLL`] until `done` (true) or `waiting` (false), yielding
-/// now and then to a thread that wants this CPU (the worker, say).
-fn poll_until(done: impl Fn() -> bool, waiting: impl Fn() -> bool) -> bool {
-    let until = Instant::now() + BORROW_POLL;
-    let mut polls = 0u32;
-    loop {
-        if done() {
-            return true;
-        }
-        if waiting() {
-            return false;
-        }
-        polls += 1;
-        if polls % 16 == 0 {
-            if Instant::now() >= until {
-                return false;
-            }
-            std::thread::yield_now();
-        }
     }
 }
 
