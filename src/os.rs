@@ -61,11 +61,37 @@ pub(crate) fn boot_ticks() -> u64 {
     ts.tv_sec.max(0) as u64 * hz + ts.tv_nsec.max(0) as u64 * hz / 1_000_000_000
 }
 
-/// (process group, start time in ticks since boot) of `pid`.
-fn group_and_start(pid: i32) -> Option<(i32, u64)> {
+/// What /proc/PID/stat tells about a process: its group, its start time in ticks since
+/// boot, and whether it is a zombie (exited, waiting to be reaped).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    group: i32,
+    start: u64,
+    zombie: bool,
+}
+
+fn proc_stat(pid: i32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+    Some(ProcStat {
+        group: fields.get(2)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+        zombie: *fields.first()? == "Z",
+    })
+}
+
+/// Every process of group `pgid` that started no later than `started_by` (ticks since
+/// boot), with what /proc says of it. For a group whose leader is gone, its id may
+/// have been reused by a later process: this never lists that one.
+fn group_members(pgid: i32, started_by: u64) -> io::Result<impl Iterator<Item = (i32, ProcStat)>> {
+    let members = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(move |entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let stat = proc_stat(pid)?;
+            (stat.group == pgid && stat.start <= started_by).then_some((pid, stat))
+        });
+    Ok(members)
 }
 
 /// Sends `signal` to the members of process group `pgid` that started no later than
@@ -74,27 +100,28 @@ fn group_and_start(pid: i32) -> Option<(i32, u64)> {
 /// pidfd and checked again before the signal. `Ok(true)` if any member was signalled.
 pub(crate) fn signal_group_members(pgid: i32, signal: i32, started_by: u64) -> io::Result<bool> {
     let mut any = false;
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Some((group, start)) = group_and_start(pid) else {
-            continue;
-        };
-        if group != pgid || start > started_by {
-            continue;
-        }
+    for (pid, stat) in group_members(pgid, started_by)? {
         let Ok(pidfd) = pidfd_open(pid) else { continue };
         // The pidfd pins this very process: check it is still the member we saw.
-        if group_and_start(pid) == Some((group, start)) {
+        if proc_stat(pid).is_some_and(|now| (now.group, now.start) == (stat.group, stat.start)) {
             any |= pidfd_send_signal(&pidfd, signal)?;
         }
     }
     Ok(any)
+}
+
+/// Whether process group `pgid` has a member still running (not a zombie) that started
+/// no later than `started_by`. When /proc cannot be read, it answers yes.
+pub(crate) fn group_has_running_members(pgid: i32, started_by: u64) -> bool {
+    debug_assert!(pgid > 1);
+    // SAFETY: kill with signal 0 only checks that the group exists; plain integers.
+    if unsafe { libc::kill(-pgid, 0) } != 0 && last_error().raw_os_error() == Some(libc::ESRCH) {
+        return false;
+    }
+    match group_members(pgid, started_by) {
+        Ok(mut members) => members.any(|(_, stat)| !stat.zombie),
+        Err(_) => true,
+    }
 }
 
 /// Sends `signal` to process `pid`. Only for a process known not to be reaped yet (a

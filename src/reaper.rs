@@ -171,6 +171,18 @@ impl ChildSlot {
         os::signal_group_members(self.pid, signal, reaped_at)
     }
 
+    /// Whether anything of the child's process group still runs: the child itself, or,
+    /// once it is reaped, a member that started before the reap (zombies do not count).
+    pub(crate) fn group_runs(&self) -> bool {
+        let state = self.lock();
+        if state.exit.is_none() {
+            return true;
+        }
+        let reaped_at = state.reaped_at;
+        drop(state);
+        os::group_has_running_members(self.pid, reaped_at)
+    }
+
     /// Collects the exit status; called by the reaper once the pidfd is readable.
     fn reap(&self) {
         let mut state = self.lock();

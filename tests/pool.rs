@@ -461,6 +461,67 @@ fn dropping_a_pool_mid_map_returns_promptly_and_leaves_nothing() {
     });
 }
 
+/// Leaves behind, in the worker's process group, a shell that ignores SIGTERM (once it
+/// says so) and sleeps; returns its pid.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the shell must outlive the task; the pool kills the worker's group"
+)]
+fn leave_a_stubborn_grandchild(_: ()) -> u32 {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "trap '' TERM; echo ready; exec sleep 3600"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        // Should it survive, it must not hold the test's output open.
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sh");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    assert_eq!(line.trim(), "ready");
+    child.id()
+}
+supervisor::task!(leave_a_stubborn_grandchild);
+
+#[test]
+fn dropping_a_pool_waits_out_the_grace_only_for_what_ignores_sigterm() {
+    each_method(DEADLINE, |method| {
+        // Workers that end on SIGTERM: drop does not sit out the (default, 5 s) grace.
+        let quick = Pool::builder()
+            .procs(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        assert_eq!(quick.apply(square, 3).unwrap(), 9);
+        assert_eq!(quick.map(square, 0..100u64).len(), 100);
+        let t = Instant::now();
+        drop(quick);
+        assert!(
+            t.elapsed() < Duration::from_millis(2500),
+            "drop took {:?}",
+            t.elapsed()
+        );
+        // A grandchild ignoring SIGTERM keeps its group alive: it gets SIGKILL when the
+        // grace ends, before drop returns.
+        let pool = pool(method, 1).build().unwrap();
+        let stubborn = pool.apply(leave_a_stubborn_grandchild, ()).unwrap() as i32;
+        let t = Instant::now();
+        drop(pool);
+        assert!(
+            t.elapsed() >= Duration::from_millis(400),
+            "drop took {:?}: it did not wait for the grace",
+            t.elapsed()
+        );
+        assert!(
+            wait_exit(stubborn, Duration::from_millis(500)),
+            "the shell {stubborn} survived the pool"
+        );
+    });
+}
+
 #[test]
 fn imap_over_an_endless_iterator_stays_bounded() {
     each_method(DEADLINE, |method| {

@@ -38,6 +38,10 @@ use crate::reaper::ChildSlot;
 /// hold the channel open (then no more results can come, and this is the delay before
 /// its jobs are reported).
 const EXIT_SETTLE: Duration = Duration::from_secs(1);
+/// How often a stopped worker's leftover process group is looked at, at first and at
+/// most, while it waits for its SIGKILL (the pool cannot finish before it is empty).
+const GROUP_CHECK: Duration = Duration::from_millis(1);
+const GROUP_CHECK_MAX: Duration = Duration::from_millis(50);
 /// Message id of the initializer.
 const INIT_SEQ: u64 = 0;
 /// A worker whose last unit took less than this per job runs "fast" tasks: it gets work
@@ -179,9 +183,10 @@ pub(crate) struct Dispatcher {
     job_time: HashMap<&'static str, Duration>,
     /// Workers that have exited, most recent last.
     exited: VecDeque<WorkerStats>,
-    /// Process groups of stopped workers that died before their grace period ended:
-    /// what they left behind (commands ignoring SIGTERM) gets SIGKILL on time.
-    group_kills: Vec<(Instant, Arc<ChildSlot>)>,
+    /// Process groups of stopped workers that died before their grace period ended
+    /// while something of the group still ran: what they left behind (commands
+    /// ignoring SIGTERM) gets SIGKILL on time, unless it ends first.
+    group_kills: Vec<GroupKill>,
 }
 
 impl Dispatcher {
@@ -243,8 +248,8 @@ impl Dispatcher {
                     worker.kill_at = None;
                     let _ = worker.slot.signal_group(libc::SIGKILL);
                 }
-                for (_, slot) in self.group_kills.drain(..) {
-                    let _ = slot.signal_group(libc::SIGKILL);
+                for kill in self.group_kills.drain(..) {
+                    let _ = kill.slot.signal_group(libc::SIGKILL);
                 }
             }
             Event::Stats(reply) => {
@@ -577,7 +582,10 @@ impl Dispatcher {
         let pid = worker.slot.pid();
         let expected = worker.tx.is_none() && worker.in_flight.is_empty() && worker.stop.is_none();
         if let Some(kill_at) = worker.kill_at {
-            self.group_kills.push((kill_at, worker.slot.clone()));
+            if worker.slot.group_runs() {
+                self.group_kills
+                    .push(GroupKill::new(kill_at, worker.slot.clone()));
+            }
         }
         self.exited.push_back(WorkerStats {
             pid,
@@ -740,7 +748,7 @@ impl Dispatcher {
 
     /// The earliest deadline, if any.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
-        let group_kill = self.group_kills.iter().map(|(at, _)| *at).min();
+        let group_kill = self.group_kills.iter().map(GroupKill::next_wake).min();
         self.seats
             .iter()
             .filter_map(|s| s.worker.as_ref())
@@ -759,13 +767,7 @@ impl Dispatcher {
 
     /// Acts on every deadline that has passed.
     pub(crate) fn on_timers(&mut self, now: Instant) {
-        self.group_kills.retain(|(at, slot)| {
-            if *at > now {
-                return true;
-            }
-            let _ = slot.signal_group(libc::SIGKILL);
-            false
-        });
+        self.group_kills.retain_mut(|kill| kill.pending(now));
         let grace = self.cfg.grace;
         let mut settle = Vec::new();
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
@@ -1013,6 +1015,47 @@ impl Dispatcher {
             broken: self.broken.clone(),
             exited: self.exited.iter().cloned().collect(),
         }
+    }
+}
+
+/// A dead worker's process group, SIGKILLed at the end of the grace period unless it
+/// empties first (looked at with a growing interval).
+struct GroupKill {
+    kill_at: Instant,
+    check_at: Instant,
+    every: Duration,
+    slot: Arc<ChildSlot>,
+}
+
+impl GroupKill {
+    fn new(kill_at: Instant, slot: Arc<ChildSlot>) -> GroupKill {
+        GroupKill {
+            kill_at,
+            check_at: Instant::now() + GROUP_CHECK,
+            every: GROUP_CHECK,
+            slot,
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        self.kill_at.min(self.check_at)
+    }
+
+    /// Acts on what is due at `now`; false once nothing is left to do.
+    fn pending(&mut self, now: Instant) -> bool {
+        if self.kill_at <= now {
+            let _ = self.slot.signal_group(libc::SIGKILL);
+            return false;
+        }
+        if self.check_at > now {
+            return true;
+        }
+        if !self.slot.group_runs() {
+            return false;
+        }
+        self.every = (self.every * 2).min(GROUP_CHECK_MAX);
+        self.check_at = now + self.every;
+        true
     }
 }
 
