@@ -5,12 +5,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::IpcReceiver;
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::__private::Call;
 use supervisor_worker::arena::Inbox;
 use supervisor_worker::codec::{self, CodecError};
-use supervisor_worker::protocol::{self, Frame, FromChild, LinkError, TaskRequest, ToChild};
+use supervisor_worker::protocol::{self, FromChild, LinkError, TaskRequest, ToChild};
 use supervisor_worker::{registry, setup::SetupError};
 
 use crate::error::{Error, ErrorKind};
@@ -149,7 +148,7 @@ pub(crate) fn check_nice(nice: i32) -> Result<(), Error> {
 /// dies with its parent) and is reaped when it exits, never left a zombie.
 pub struct Process<R> {
     slot: Arc<ChildSlot>,
-    rx: Option<IpcReceiver<Frame>>,
+    rx: Option<protocol::Receiver>,
     task: &'static str,
     name: String,
     received: Option<Result<FromChild, String>>,
@@ -278,7 +277,7 @@ impl<R: DeserializeOwned> Process<R> {
                 }
             }
             let exited_before = self.slot.exit().is_some();
-            match protocol::recv_timeout(rx, step) {
+            match rx.recv_timeout(step) {
                 Ok(frame) => {
                     let received = Inbox::new()
                         .decode::<FromChild>(frame)

@@ -121,7 +121,7 @@ impl ServerClient {
             slot,
             Link {
                 tx: to_worker_tx,
-                rx: from_worker_rx,
+                rx: from_worker_rx.into(),
             },
         ))
     }

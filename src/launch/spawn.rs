@@ -21,7 +21,7 @@ use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
 use serde_bytes::ByteBuf;
 use supervisor_worker::bootstrap::secret_to_hex;
 use supervisor_worker::protocol::{
-    self, Channel, Frame, FromChild, Hello, Link, LinkError, ToChild, WorkerConfig, ENV_BOOTSTRAP,
+    self, Channel, FromChild, Hello, Link, LinkError, ToChild, WorkerConfig, ENV_BOOTSTRAP,
     ENV_SECRET, SECRET_LEN,
 };
 use supervisor_worker::setup::{self, ChildSetup};
@@ -164,9 +164,9 @@ fn handshake(
     if hello.pid != slot.pid() {
         return Err(format!("the hello came from pid {}", hello.pid));
     }
-    let link_rx: IpcReceiver<Frame> = receiver.to_opaque().to();
+    let link_rx = protocol::Receiver::new(receiver.to_opaque().to());
     let left = deadline.saturating_duration_since(Instant::now());
-    let mut frame = match protocol::recv_timeout(&link_rx, left) {
+    let mut frame = match link_rx.recv_timeout(left) {
         Ok(frame) => frame,
         Err(LinkError::Timeout) => return Err("no handoff in time".into()),
         Err(LinkError::Closed) => return Err("channel closed before the handoff".into()),

@@ -54,7 +54,7 @@ fn fork_zygote() -> Result<ServerClient, String> {
             }
             supervisor_worker::server::run(Link {
                 tx: from_zygote_tx,
-                rx: to_zygote_rx,
+                rx: to_zygote_rx.into(),
             })
         }
         os::Forked::Parent(pid) => {
@@ -69,7 +69,7 @@ fn fork_zygote() -> Result<ServerClient, String> {
                 pid,
                 Link {
                     tx: to_zygote_tx,
-                    rx: from_zygote_rx,
+                    rx: from_zygote_rx.into(),
                 },
             ))
         }

@@ -204,25 +204,6 @@ pub(crate) fn post_to(hub: &Weak<Hub>, event: Event) -> bool {
     }
 }
 
-/// Polls `ready` until it holds (true) or `until` passes (false), yielding every
-/// `every` polls to a thread that wants this CPU (the worker or reader that will
-/// deliver, say). Waiting awake for a quick answer saves the wake-up that costs the
-/// most on a virtual machine: one on an idle CPU.
-pub(crate) fn poll_until(until: Instant, every: u32, mut ready: impl FnMut() -> bool) -> bool {
-    let mut polls = 0u32;
-    while !ready() {
-        polls += 1;
-        if polls % every == 0 {
-            if Instant::now() >= until {
-                return false;
-            }
-            std::thread::yield_now();
-        }
-        std::hint::spin_loop();
-    }
-    true
-}
-
 /// A thread panicked while handling an event: the state may be inconsistent, so the
 /// pool stops as if the dispatcher had died (its jobs fail, its workers see their
 /// channels close and exit).

@@ -10,8 +10,8 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::hub::poll_until;
 use super::reader::LinkReader;
+use supervisor_worker::poll::poll_until;
 
 use crate::error::{Error, ErrorKind};
 

@@ -25,12 +25,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::IpcReceiver;
 use supervisor_worker::arena::Inbox;
-use supervisor_worker::protocol::{self, Frame, FromChild, LinkError};
+use supervisor_worker::protocol::{FromChild, LinkError, Receiver};
 
 use super::dispatcher::Event;
-use super::hub::{poll_until, post_to, Hub};
+use supervisor_worker::poll::poll_until;
+
+use super::hub::{post_to, Hub};
 
 /// The reader thread reads (it may be blocked on the socket).
 const READER: u32 = 0;
@@ -60,7 +61,7 @@ pub(crate) struct LinkReader {
 }
 
 struct Incoming {
-    rx: IpcReceiver<Frame>,
+    rx: Receiver,
     inbox: Inbox,
 }
 
@@ -74,11 +75,7 @@ enum Read {
 
 impl LinkReader {
     /// Starts the reader thread of worker `worker`; `None` if no thread could start.
-    pub(crate) fn start(
-        worker: u64,
-        rx: IpcReceiver<Frame>,
-        hub: Weak<Hub>,
-    ) -> Option<Arc<LinkReader>> {
+    pub(crate) fn start(worker: u64, rx: Receiver, hub: Weak<Hub>) -> Option<Arc<LinkReader>> {
         let reader = Arc::new(LinkReader {
             worker,
             hub,
@@ -125,7 +122,7 @@ impl LinkReader {
             // can cost more than a whole round trip).
             // A system call per poll: yield more often than a waiter on a flag.
             let until = Instant::now() + BORROW_POLL;
-            poll_until(until, 16, || done() || protocol::frame_waiting(&link.rx));
+            poll_until(until, 16, || done() || link.rx.frame_waiting());
             if done() {
                 break;
             }
@@ -183,8 +180,8 @@ impl LinkReader {
     /// Receives one message (waiting at most `timeout`) and posts it.
     fn read(&self, link: &mut Incoming, timeout: Option<Duration>) -> Read {
         let received = match timeout {
-            None => protocol::recv(&link.rx),
-            Some(t) => protocol::recv_timeout(&link.rx, t),
+            None => link.rx.recv(),
+            Some(t) => link.rx.recv_timeout(t),
         };
         let worker = self.worker;
         match received {

@@ -107,7 +107,7 @@ fn connect(
     let (to_child_tx, to_child_rx) = ipc::channel::<Frame>().map_err(BootstrapError::Channel)?;
     let link = Link {
         tx,
-        rx: to_child_rx,
+        rx: to_child_rx.into(),
     };
     link.send_with(&FromChild::Handoff, vec![Channel::Sender(to_child_tx)])
         .map_err(BootstrapError::Link)?;

@@ -6,6 +6,7 @@
 //! - [`registry`] and [`task!`]: tasks by name, registered at link time.
 //! - [`setup`]: what a new child does to itself first (group, nice, parent death).
 //! - [`serve`]: the worker loop; [`server`]: the zygote / forkserver loop.
+//! - [`poll`]: waiting awake for an answer that is about to come.
 //! - [`bootstrap`]: the child side of the spawn handshake.
 //!
 //! Parent-side code lives in the `supervisor` crate, which re-exports what users need.
@@ -17,6 +18,7 @@ pub mod codec;
 pub mod fault;
 mod os;
 pub mod packet;
+pub mod poll;
 pub mod protocol;
 pub mod registry;
 pub mod serve;

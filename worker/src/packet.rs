@@ -30,7 +30,6 @@
 
 use std::fmt::{self, Debug, Write as _};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::IpcReceiver;
@@ -113,11 +112,12 @@ pub fn check_header(len: usize, head: &[u8]) -> Result<(), PacketError> {
 /// Waits (at most `timeout`, `None`: no limit) until a packet whose header passes
 /// [`check_header`] is next on `rx`, or the peer hung up; ipc-channel's receive then
 /// returns at once.
-pub(crate) fn await_packet<T: Debug>(
-    rx: &IpcReceiver<T>,
-    timeout: Option<Duration>,
-) -> Result<(), LinkError> {
-    let fd = descriptor(rx)?;
+pub(crate) fn await_packet(fd: Option<RawFd>, timeout: Option<Duration>) -> Result<(), LinkError> {
+    let fd = fd.ok_or_else(|| {
+        LinkError::Io(std::io::Error::other(
+            "cannot find the descriptor of an ipc-channel receiver",
+        ))
+    })?;
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut head = [0u8; HEADER_LEN];
     loop {
@@ -153,24 +153,15 @@ pub(crate) fn await_packet<T: Debug>(
 
 /// Whether a packet (or the end of the stream, or an error) waits on `rx`: one
 /// non-blocking peek, for a caller that polls before it sleeps.
-pub(crate) fn anything_waiting<T: Debug>(rx: &IpcReceiver<T>) -> bool {
-    let Ok(fd) = descriptor(rx) else { return true };
+pub(crate) fn anything_waiting(fd: Option<RawFd>) -> bool {
+    let Some(fd) = fd else { return true };
     let mut head = [0u8; HEADER_LEN];
     !matches!(os::peek_packet(fd, &mut head, false), Ok(None))
 }
 
-/// The receiver's descriptor, checked to be a `SOCK_SEQPACKET` socket the first time.
-fn descriptor<T: Debug>(rx: &IpcReceiver<T>) -> Result<RawFd, LinkError> {
-    static CHECKED: AtomicBool = AtomicBool::new(false);
-    let fd = receiver_fd(rx)
-        .filter(|fd| CHECKED.load(Ordering::Relaxed) || os::is_seqpacket_socket(*fd))
-        .ok_or_else(|| {
-            LinkError::Io(std::io::Error::other(
-                "cannot find the descriptor of an ipc-channel receiver",
-            ))
-        })?;
-    CHECKED.store(true, Ordering::Relaxed);
-    Ok(fd)
+/// The receiver's descriptor, checked to be a `SOCK_SEQPACKET` socket.
+pub(crate) fn descriptor<T: Debug>(rx: &IpcReceiver<T>) -> Option<RawFd> {
+    receiver_fd(rx).filter(|fd| os::is_seqpacket_socket(*fd))
 }
 
 /// The descriptor ipc-channel 0.23.1 keeps in an `IpcReceiver`, read from its `Debug`
@@ -214,7 +205,7 @@ impl fmt::Write for Prefix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{recv, recv_timeout, send_frame, Frame};
+    use crate::protocol::{send_frame, Frame, Receiver};
     use ipc_channel::ipc::IpcSender;
 
     fn header(packet: usize, total: usize) -> Vec<u8> {
@@ -282,13 +273,13 @@ mod tests {
 
     /// A channel and the raw descriptor of its sending end (from the sender's `Debug`
     /// output, `.. fd: SharedFileDescriptor(N) ..`).
-    fn raw_channel() -> (IpcSender<Frame>, IpcReceiver<Frame>, RawFd) {
+    fn raw_channel() -> (IpcSender<Frame>, Receiver, RawFd) {
         let (tx, rx) = ipc_channel::ipc::channel::<Frame>().unwrap();
         let text = format!("{tx:?}");
         let at = text.find("SharedFileDescriptor(").unwrap() + "SharedFileDescriptor(".len();
         let end = at + text[at..].find(')').unwrap();
         let fd = text[at..end].parse().unwrap();
-        (tx, rx, fd)
+        (tx, Receiver::new(rx), fd)
     }
 
     fn packet(total: usize, data: &[u8]) -> Vec<u8> {
@@ -300,13 +291,13 @@ mod tests {
     #[test]
     fn a_huge_announcement_with_a_descriptor_attached_is_refused_unread() {
         let (_tx, rx, raw) = raw_channel();
-        let (_other_tx, other_rx, _) = raw_channel();
+        let (_other_tx, other_rx) = ipc_channel::ipc::channel::<Frame>().unwrap();
         let attached = receiver_fd(&other_rx).unwrap();
         send_raw(raw, &packet(1 << 40, &[0; 8]), Some(attached));
         for _ in 0..2 {
             // Without the check, ipc-channel would reserve 1 TiB here and abort.
             assert!(matches!(
-                recv_timeout(&rx, Duration::from_secs(5)),
+                rx.recv_timeout(Duration::from_secs(5)),
                 Err(LinkError::Packet(PacketError::TooBig { total })) if total == 1 << 40
             ));
         }
@@ -320,7 +311,7 @@ mod tests {
         send_raw(raw, &p, None);
         // Without the check, ipc-channel would block here for the missing bytes.
         assert!(matches!(
-            recv(&rx),
+            rx.recv(),
             Err(LinkError::Packet(PacketError::Length {
                 announced: 200,
                 ..
@@ -332,17 +323,17 @@ mod tests {
     fn an_empty_packet_is_refused_and_end_of_stream_is_closed() {
         let (tx, rx, raw) = raw_channel();
         assert!(matches!(
-            recv_timeout(&rx, Duration::from_millis(1)),
+            rx.recv_timeout(Duration::from_millis(1)),
             Err(LinkError::Timeout)
         ));
         send_raw(raw, &[], None);
         assert!(matches!(
-            recv(&rx),
+            rx.recv(),
             Err(LinkError::Packet(PacketError::Empty))
         ));
         let (tx2, rx2, _) = raw_channel();
         drop(tx2);
-        assert!(matches!(recv(&rx2), Err(LinkError::Closed)));
+        assert!(matches!(rx2.recv(), Err(LinkError::Closed)));
         drop(tx);
     }
 
@@ -352,7 +343,7 @@ mod tests {
         for size in [0usize, 1000, INLINE_LIMIT, 4 * INLINE_LIMIT] {
             let msg = vec![7u8; size];
             send_frame(&tx, Frame::new(&msg, Vec::new()).unwrap()).unwrap();
-            let frame = recv_timeout(&rx, Duration::from_secs(5)).unwrap();
+            let frame = rx.recv_timeout(Duration::from_secs(5)).unwrap();
             assert_eq!(frame.decode::<Vec<u8>>().unwrap(), msg);
         }
     }
@@ -363,26 +354,27 @@ mod tests {
     #[ignore = "a measurement, not a test"]
     fn cost_of_the_check_per_message() {
         let (tx, rx, _) = raw_channel();
+        let (raw_tx, raw_rx) = ipc_channel::ipc::channel::<Frame>().unwrap();
         let frame = || Frame::new(&5u64, Vec::new()).unwrap();
         let n = 20_000u32;
         let (mut raw, mut checked, mut timed) = (Duration::MAX, Duration::MAX, Duration::MAX);
         for _ in 0..7 {
             let t = Instant::now();
             for _ in 0..n {
-                send_frame(&tx, frame()).unwrap();
-                rx.recv().unwrap();
+                send_frame(&raw_tx, frame()).unwrap();
+                raw_rx.recv().unwrap();
             }
             raw = raw.min(t.elapsed());
             let t = Instant::now();
             for _ in 0..n {
                 send_frame(&tx, frame()).unwrap();
-                recv(&rx).unwrap();
+                rx.recv().unwrap();
             }
             checked = checked.min(t.elapsed());
             let t = Instant::now();
             for _ in 0..n {
                 send_frame(&tx, frame()).unwrap();
-                recv_timeout(&rx, Duration::from_secs(1)).unwrap();
+                rx.recv_timeout(Duration::from_secs(1)).unwrap();
             }
             timed = timed.min(t.elapsed());
         }

@@ -11,6 +11,7 @@
 use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_bytes::ByteBuf;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use crate::codec::{self, CodecError};
@@ -132,7 +133,7 @@ pub struct Link {
     /// Outgoing frames.
     pub tx: IpcSender<Frame>,
     /// Incoming frames.
-    pub rx: IpcReceiver<Frame>,
+    pub rx: Receiver,
 }
 
 impl Link {
@@ -153,12 +154,12 @@ impl Link {
 
     /// Waits for the next frame.
     pub fn recv_frame(&self) -> Result<Frame, LinkError> {
-        recv(&self.rx)
+        self.rx.recv()
     }
 
     /// Waits up to `timeout` for the next frame.
     pub fn recv_frame_timeout(&self, timeout: Duration) -> Result<Frame, LinkError> {
-        recv_timeout(&self.rx, timeout)
+        self.rx.recv_timeout(timeout)
     }
 
     /// Waits for the next message and decodes it.
@@ -167,35 +168,57 @@ impl Link {
     }
 }
 
-/// Receives a frame. ipc-channel trusts the peer's framing: the packet's header is
-/// checked first ([`crate::packet`]), and a panic of ipc-channel on a malformed message
-/// is caught and reported as [`LinkError::Malformed`].
-pub fn recv(rx: &IpcReceiver<Frame>) -> Result<Frame, LinkError> {
-    packet::await_packet(rx, None)?;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rx.recv()))
-        .map_err(|_| LinkError::Malformed)?
-        .map_err(map_ipc_error)
+/// The receiving end of a link. ipc-channel trusts the peer's framing, so the header of
+/// every packet is checked before ipc-channel reads it ([`crate::packet`]), and a panic
+/// of ipc-channel on a malformed message is caught and reported as
+/// [`LinkError::Malformed`]. The socket's descriptor is looked up once, here.
+pub struct Receiver {
+    rx: IpcReceiver<Frame>,
+    /// `None` if ipc-channel's layout hid it: every receive then fails.
+    fd: Option<RawFd>,
 }
 
-/// [`recv`] with a time limit.
-pub fn recv_timeout(rx: &IpcReceiver<Frame>, timeout: Duration) -> Result<Frame, LinkError> {
-    packet::await_packet(rx, Some(timeout))?;
-    // A checked packet (or the end of the stream) is waiting: this does not wait.
-    let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rx.try_recv_timeout(Duration::ZERO)
-    }))
-    .map_err(|_| LinkError::Malformed)?;
-    match received {
-        Ok(frame) => Ok(frame),
-        Err(ipc_channel::TryRecvError::Empty) => Err(LinkError::Timeout),
-        Err(ipc_channel::TryRecvError::IpcError(e)) => Err(map_ipc_error(e)),
+impl Receiver {
+    /// Wraps an ipc-channel receiver.
+    pub fn new(rx: IpcReceiver<Frame>) -> Receiver {
+        let fd = packet::descriptor(&rx);
+        Receiver { rx, fd }
+    }
+
+    /// Receives a frame.
+    pub fn recv(&self) -> Result<Frame, LinkError> {
+        packet::await_packet(self.fd, None)?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.rx.recv()))
+            .map_err(|_| LinkError::Malformed)?
+            .map_err(map_ipc_error)
+    }
+
+    /// [`Receiver::recv`] with a time limit.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Frame, LinkError> {
+        packet::await_packet(self.fd, Some(timeout))?;
+        // A checked packet (or the end of the stream) is waiting: this does not wait.
+        let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.rx.try_recv_timeout(Duration::ZERO)
+        }))
+        .map_err(|_| LinkError::Malformed)?;
+        match received {
+            Ok(frame) => Ok(frame),
+            Err(ipc_channel::TryRecvError::Empty) => Err(LinkError::Timeout),
+            Err(ipc_channel::TryRecvError::IpcError(e)) => Err(map_ipc_error(e)),
+        }
+    }
+
+    /// Whether [`Receiver::recv`] would return at once (a packet, the end of the stream
+    /// or an error is waiting); costs one non-blocking system call.
+    pub fn frame_waiting(&self) -> bool {
+        packet::anything_waiting(self.fd)
     }
 }
 
-/// Whether [`recv`] would return at once (a packet, the end of the stream or an
-/// error is waiting); costs one non-blocking system call.
-pub fn frame_waiting(rx: &IpcReceiver<Frame>) -> bool {
-    packet::anything_waiting(rx)
+impl From<IpcReceiver<Frame>> for Receiver {
+    fn from(rx: IpcReceiver<Frame>) -> Receiver {
+        Receiver::new(rx)
+    }
 }
 
 /// Sends a frame, mapping a vanished peer to [`LinkError::Closed`].

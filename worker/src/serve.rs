@@ -6,8 +6,10 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 use crate::arena::{Inbox, Outbox};
+use crate::poll::poll_until;
 use crate::protocol::{FromChild, Link, TaskOutcome, ToChild, WorkerConfig};
 use crate::{os, registry, WorkerContext};
 
@@ -209,7 +211,20 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
         if outbox.send(&link.tx, &reply).is_err() {
             finish(0);
         }
+        await_next(&link);
     }
+}
+
+/// How long a worker that has just answered polls its link for the next message before
+/// it sleeps on it: a caller sending one task at a time (`apply` in a loop) answers
+/// within this, and then neither side waits to be woken. Work sent ahead is there at
+/// once; an idle worker pays this much CPU time once per answer.
+const NEXT_POLL: Duration = Duration::from_micros(100);
+
+/// Polls the link for the next message for up to [`NEXT_POLL`]. A system call per
+/// poll, so it yields often.
+fn await_next(link: &Link) {
+    poll_until(Instant::now() + NEXT_POLL, 16, || link.rx.frame_waiting());
 }
 
 #[cfg(test)]

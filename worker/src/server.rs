@@ -24,7 +24,7 @@ pub fn run(link: Link) -> ! {
                     _ => serve::finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
                 };
                 match os::fork() {
-                    Ok(os::Forked::Child) => become_worker(link, Link { tx, rx }, setup),
+                    Ok(os::Forked::Child) => become_worker(link, Link { tx, rx: rx.into() }, setup),
                     Ok(os::Forked::Parent(pid)) => FromChild::Forked { pid },
                     Err(errno) => FromChild::ForkFailed { errno },
                 }
