@@ -156,19 +156,16 @@ supervisor::task!("sha512-chain" => sha512_chain);
 
 /// Lowercase hex of `rounds` chained SHA-512 digests.
 pub fn chain(start: &[u8], rounds: u64) -> String {
-    let mut h: Vec<u8> = start.to_vec();
-    let mut hex = String::with_capacity(128);
-    for _ in 0..rounds {
-        let digest = Sha512::digest(&h);
-        hex.clear();
-        for b in digest.iter() {
-            hex.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
-            hex.push(char::from_digit((b & 15) as u32, 16).unwrap_or('0'));
-        }
-        h.clear();
-        h.extend_from_slice(hex.as_bytes());
+    if rounds == 0 {
+        return String::from_utf8_lossy(start).into_owned();
     }
-    String::from_utf8(h).unwrap_or_default()
+    let mut hex = [0u8; 128];
+    hex::encode_to_slice(Sha512::digest(start), &mut hex).expect("64 bytes are 128 digits");
+    for _ in 1..rounds {
+        let digest = Sha512::digest(hex);
+        hex::encode_to_slice(digest, &mut hex).expect("64 bytes are 128 digits");
+    }
+    String::from_utf8_lossy(&hex).into_owned()
 }
 
 /// `prime-factors`: the prime factors of a u64, ascending.
