@@ -486,6 +486,56 @@ fn leave_a_stubborn_grandchild(_: ()) -> u32 {
 }
 supervisor::task!(leave_a_stubborn_grandchild);
 
+/// Forks a grandchild that ignores SIGTERM, starts a thread and ends its main thread:
+/// /proc then shows it as a zombie while its thread runs on. Returns its pid.
+fn leave_a_headless_grandchild(_: ()) -> i32 {
+    let mut fds = [0; 2];
+    // SAFETY: an out-array of two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: a worker runs its tasks on its only thread, so the child may allocate.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: plain calls in the child; it never returns into the task.
+            unsafe {
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                std::thread::spawn(|| loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                });
+                let pid = libc::getpid();
+                libc::write(fds[1], (&pid as *const i32).cast(), 4);
+                // Nothing of the worker's (its link above all) stays open in here.
+                libc::close_range(3, u32::MAX, 0);
+                // Ends the calling thread only, with no unwinding.
+                libc::syscall(libc::SYS_exit, 0);
+            }
+            unreachable!("the main thread has exited")
+        }
+        child => {
+            assert!(child > 0, "fork failed");
+            let mut pid = 0i32;
+            // SAFETY: reads 4 bytes into a live i32; closes our ends of the pipe.
+            unsafe {
+                libc::close(fds[1]);
+                assert_eq!(libc::read(fds[0], (&mut pid as *mut i32).cast(), 4), 4);
+                libc::close(fds[0]);
+            }
+            pid
+        }
+    }
+}
+supervisor::task!(leave_a_headless_grandchild);
+
+/// Waits up to 5 s for `pid` to end; SIGKILLs it if it did not, so that a failing test
+/// leaves nothing behind. Whether it ended by itself.
+fn ended_or_killed(pid: i32) -> bool {
+    if wait_exit(pid, Duration::from_secs(5)) {
+        return true;
+    }
+    // SAFETY: kill with plain integers; `pid` is still running, so not reused.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    false
+}
+
 #[test]
 fn dropping_a_pool_waits_out_the_grace_only_for_what_ignores_sigterm() {
     each_method(DEADLINE, |method| {
@@ -506,19 +556,26 @@ fn dropping_a_pool_waits_out_the_grace_only_for_what_ignores_sigterm() {
         );
         // A grandchild ignoring SIGTERM keeps its group alive: it gets SIGKILL when the
         // grace ends, before drop returns.
-        let pool = pool(method, 1).build().unwrap();
-        let stubborn = pool.apply(leave_a_stubborn_grandchild, ()).unwrap() as i32;
-        let t = Instant::now();
-        drop(pool);
-        assert!(
-            t.elapsed() >= Duration::from_millis(400),
-            "drop took {:?}: it did not wait for the grace",
-            t.elapsed()
-        );
-        assert!(
-            wait_exit(stubborn, Duration::from_millis(500)),
-            "the shell {stubborn} survived the pool"
-        );
+        // So does one whose main thread has exited (/proc shows it as a zombie).
+        for task in ["leave_a_stubborn_grandchild", "leave_a_headless_grandchild"] {
+            let pool = pool(method, 1).build().unwrap();
+            let stubborn = match task {
+                "leave_a_stubborn_grandchild" => {
+                    pool.apply(leave_a_stubborn_grandchild, ()).unwrap() as i32
+                }
+                _ => pool.apply(leave_a_headless_grandchild, ()).unwrap(),
+            };
+            let t = Instant::now();
+            drop(pool);
+            let took = t.elapsed();
+            // Checked first: a survivor is killed before any assert can fail.
+            let ended = ended_or_killed(stubborn);
+            assert!(
+                took >= Duration::from_millis(400),
+                "{task}: drop took {took:?}: it did not wait for the grace"
+            );
+            assert!(ended, "{task}: {stubborn} survived the pool");
+        }
     });
 }
 
