@@ -53,6 +53,9 @@ struct HandleInner {
     watchers: Vec<(mpsc::Sender<usize>, usize)>,
     /// The link of the worker running the task, lent to `caller`.
     lent: Option<Arc<LinkReader>>,
+    /// Threads asleep on `ready`: without one, setting the result wakes nobody (a
+    /// notify is a system call even then).
+    sleepers: usize,
 }
 
 impl HandleState {
@@ -71,6 +74,7 @@ impl HandleState {
                 result: None,
                 watchers: Vec::new(),
                 lent: None,
+                sleepers: 0,
             }),
             ready: Condvar::new(),
             done: AtomicBool::new(false),
@@ -109,8 +113,11 @@ impl HandleState {
         inner.result = Some(result);
         self.done.store(true, Ordering::Release);
         let watchers = std::mem::take(&mut inner.watchers);
+        let sleepers = inner.sleepers;
         drop(inner);
-        self.ready.notify_all();
+        if sleepers > 0 {
+            self.ready.notify_all();
+        }
         for (tx, index) in watchers {
             let _ = tx.send(index);
         }
@@ -132,16 +139,21 @@ impl HandleState {
         self.spin(deadline);
         let mut inner = self.lock();
         while !self.is_done() {
-            inner = match deadline {
+            let left = match deadline {
+                None => None,
+                Some(d) => Some(d.checked_duration_since(Instant::now())?),
+            };
+            inner.sleepers += 1;
+            inner = match left {
                 None => self.ready.wait(inner).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.checked_duration_since(Instant::now())?;
+                Some(left) => {
                     self.ready
                         .wait_timeout(inner, left)
                         .unwrap_or_else(|p| p.into_inner())
                         .0
                 }
             };
+            inner.sleepers -= 1;
         }
         Some(inner.result.take())
     }
