@@ -151,12 +151,32 @@ pub(crate) fn await_packet(fd: Option<RawFd>, timeout: Option<Duration>) -> Resu
     }
 }
 
-/// Whether a packet (or the end of the stream, or an error) waits on `rx`: one
-/// non-blocking peek, for a caller that polls before it sleeps.
-pub(crate) fn anything_waiting(fd: Option<RawFd>) -> bool {
-    let Some(fd) = fd else { return true };
+/// What one non-blocking peek found on a receiver (for a caller that polls before it
+/// sleeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    /// Nothing yet.
+    Nothing,
+    /// A packet whose header passes [`check_header`]: ipc-channel may read it at once.
+    Checked,
+    /// Something a receive must look at itself: the end of the stream, an error, a
+    /// refused header.
+    Other,
+}
+
+/// Peeks once, without waiting, at what is next on the receiver with descriptor `fd`.
+pub(crate) fn peek_waiting(fd: Option<RawFd>) -> Waiting {
+    let Some(fd) = fd else {
+        return Waiting::Other;
+    };
     let mut head = [0u8; HEADER_LEN];
-    !matches!(os::peek_packet(fd, &mut head, false), Ok(None))
+    match os::peek_packet(fd, &mut head, false) {
+        Ok(None) => Waiting::Nothing,
+        Ok(Some(len)) if len > 0 && check_header(len, &head[..len.min(HEADER_LEN)]).is_ok() => {
+            Waiting::Checked
+        }
+        _ => Waiting::Other,
+    }
 }
 
 /// The receiver's descriptor, checked to be a `SOCK_SEQPACKET` socket.
@@ -335,6 +355,30 @@ mod tests {
         drop(tx2);
         assert!(matches!(rx2.recv(), Err(LinkError::Closed)));
         drop(tx);
+    }
+
+    #[test]
+    fn a_packet_seen_by_a_poll_is_still_checked_and_read_once() {
+        let (tx, rx, raw) = raw_channel();
+        assert!(!rx.frame_waiting());
+        // A good frame: found, checked by the poll, then read without a second look.
+        send_frame(&tx, Frame::new(&7u64, Vec::new()).unwrap()).unwrap();
+        assert!(rx.frame_waiting());
+        assert!(rx.frame_waiting());
+        let frame = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(frame.decode::<u64>().unwrap(), 7);
+        assert!(!rx.frame_waiting());
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(1)),
+            Err(LinkError::Timeout)
+        ));
+        // A lying header: the poll reports it, and the receive still refuses it.
+        send_raw(raw, &packet(1 << 40, &[0; 8]), None);
+        assert!(rx.frame_waiting());
+        assert!(matches!(
+            rx.recv(),
+            Err(LinkError::Packet(PacketError::TooBig { .. }))
+        ));
     }
 
     #[test]

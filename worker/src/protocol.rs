@@ -11,6 +11,7 @@
 use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_bytes::ByteBuf;
+use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
@@ -176,18 +177,34 @@ pub struct Receiver {
     rx: IpcReceiver<Frame>,
     /// `None` if ipc-channel's layout hid it: every receive then fails.
     fd: Option<RawFd>,
+    /// [`Receiver::frame_waiting`] has checked the next packet's header: the next
+    /// receive need not peek again.
+    checked: Cell<bool>,
 }
 
 impl Receiver {
     /// Wraps an ipc-channel receiver.
     pub fn new(rx: IpcReceiver<Frame>) -> Receiver {
         let fd = packet::descriptor(&rx);
-        Receiver { rx, fd }
+        Receiver {
+            rx,
+            fd,
+            checked: Cell::new(false),
+        }
+    }
+
+    /// Waits (at most `timeout`) for a packet whose header passes the check, unless one
+    /// was already checked.
+    fn await_packet(&self, timeout: Option<Duration>) -> Result<(), LinkError> {
+        if self.checked.replace(false) {
+            return Ok(());
+        }
+        packet::await_packet(self.fd, timeout)
     }
 
     /// Receives a frame.
     pub fn recv(&self) -> Result<Frame, LinkError> {
-        packet::await_packet(self.fd, None)?;
+        self.await_packet(None)?;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.rx.recv()))
             .map_err(|_| LinkError::Malformed)?
             .map_err(map_ipc_error)
@@ -195,7 +212,7 @@ impl Receiver {
 
     /// [`Receiver::recv`] with a time limit.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Frame, LinkError> {
-        packet::await_packet(self.fd, Some(timeout))?;
+        self.await_packet(Some(timeout))?;
         // A checked packet (or the end of the stream) is waiting: this does not wait.
         let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.rx.try_recv_timeout(Duration::ZERO)
@@ -209,9 +226,17 @@ impl Receiver {
     }
 
     /// Whether [`Receiver::recv`] would return at once (a packet, the end of the stream
-    /// or an error is waiting); costs one non-blocking system call.
+    /// or an error is waiting); costs one non-blocking system call. A packet it finds
+    /// is checked here, once: the receive that follows only reads it.
     pub fn frame_waiting(&self) -> bool {
-        packet::anything_waiting(self.fd)
+        match packet::peek_waiting(self.fd) {
+            packet::Waiting::Nothing => false,
+            packet::Waiting::Checked => {
+                self.checked.set(true);
+                true
+            }
+            packet::Waiting::Other => true,
+        }
     }
 }
 
