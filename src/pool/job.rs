@@ -10,9 +10,9 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::reader::LinkReader;
-use supervisor_worker::poll::poll_until;
+use supervisor_worker::poll::{self, poll_until};
 
+use super::reader::LinkReader;
 use crate::error::{Error, ErrorKind};
 
 /// What a finished job yields before typed decoding: the encoded return value.
@@ -42,11 +42,6 @@ pub(crate) struct HandleState {
     /// the task, and may read the worker's reply itself (see `reader.rs`).
     caller: Option<ThreadId>,
 }
-
-/// How long a waiter polls before it sleeps. A quick task's result usually arrives
-/// within it, and a waiter that is not asleep needs no wake-up: on a virtual machine
-/// waking a thread on an idle CPU can cost more than the whole round trip.
-const SPIN: Duration = Duration::from_micros(100);
 
 struct HandleInner {
     result: Option<JobResult>,
@@ -123,10 +118,12 @@ impl HandleState {
         }
     }
 
-    /// Polls `done` for at most [`SPIN`] (or until `deadline`).
+    /// Polls `done` for at most a [`poll::WINDOW`] (or until `deadline`): a quick task's
+    /// result usually arrives within it, and a waiter that is not asleep needs no
+    /// wake-up.
     fn spin(&self, deadline: Option<Instant>) {
         let start = Instant::now();
-        let until = deadline.map_or(start + SPIN, |d| d.min(start + SPIN));
+        let until = deadline.map_or(start + poll::WINDOW, |d| d.min(start + poll::WINDOW));
         poll_until(until, 64, || self.is_done());
     }
 

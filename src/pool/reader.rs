@@ -26,11 +26,10 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use supervisor_worker::arena::Inbox;
+use supervisor_worker::poll::{self, poll_until};
 use supervisor_worker::protocol::{FromChild, LinkError, Receiver};
 
 use super::dispatcher::Event;
-use supervisor_worker::poll::poll_until;
-
 use super::hub::{post_to, Hub};
 
 /// The reader thread reads (it may be blocked on the socket).
@@ -45,8 +44,6 @@ const TURN: u32 = 3;
 /// The dispatcher expects a message (or the end of the stream) from the worker.
 const EXPECTED: u32 = 4;
 
-/// How long a borrowing caller polls the link (and its result) before it sleeps.
-const BORROW_POLL: Duration = Duration::from_micros(100);
 /// First and longest sleep of a borrowing caller before it looks at its result again.
 const BORROW_STEP: Duration = Duration::from_millis(1);
 const BORROW_STEP_MAX: Duration = Duration::from_millis(50);
@@ -118,10 +115,10 @@ impl LinkReader {
         let mut link = self.lock();
         loop {
             // Poll before sleeping: when the worker answers on another CPU within the
-            // poll, neither side needs waking (on a virtual machine waking an idle CPU
-            // can cost more than a whole round trip).
-            // A system call per poll: yield more often than a waiter on a flag.
-            let until = Instant::now() + BORROW_POLL;
+            // window, neither side needs waking (on a virtual machine waking an idle CPU
+            // can cost more than a whole round trip). A system call per poll: yield more
+            // often than a waiter on a flag.
+            let until = Instant::now() + poll::WINDOW;
             poll_until(until, 16, || done() || link.rx.frame_waiting());
             if done() {
                 break;

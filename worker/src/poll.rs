@@ -5,7 +5,13 @@
 //! wake-up that costs the most (one on an idle CPU) can cost more than a whole round
 //! trip between two processes.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long either end of a link polls before it sleeps: a waiting handle, an `apply`
+/// reading its own reply, and a worker that has just answered (the next task of a
+/// caller in an `apply` loop comes within it). A quick answer within the window needs
+/// no wake-up; an idle waiter pays this much CPU time.
+pub const WINDOW: Duration = Duration::from_micros(100);
 
 /// Polls `ready` until it holds (true) or `until` passes (false), yielding every
 /// `every` polls to a thread that wants this CPU (the peer or reader that will

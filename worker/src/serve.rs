@@ -6,10 +6,10 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::arena::{Inbox, Outbox};
-use crate::poll::poll_until;
+use crate::poll;
 use crate::protocol::{FromChild, Link, TaskOutcome, ToChild, WorkerConfig};
 use crate::{os, registry, WorkerContext};
 
@@ -215,16 +215,14 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
     }
 }
 
-/// How long a worker that has just answered polls its link for the next message before
-/// it sleeps on it: a caller sending one task at a time (`apply` in a loop) answers
-/// within this, and then neither side waits to be woken. Work sent ahead is there at
-/// once; an idle worker pays this much CPU time once per answer.
-const NEXT_POLL: Duration = Duration::from_micros(100);
-
-/// Polls the link for the next message for up to [`NEXT_POLL`]. A system call per
-/// poll, so it yields often.
+/// Polls the link for the next message for a [`poll::WINDOW`] before the worker sleeps
+/// on it: a caller sending one task at a time (`apply` in a loop) answers within it, and
+/// then neither side waits to be woken. Work sent ahead is there at once. A system call
+/// per poll, so it yields often.
 fn await_next(link: &Link) {
-    poll_until(Instant::now() + NEXT_POLL, 16, || link.rx.frame_waiting());
+    poll::poll_until(Instant::now() + poll::WINDOW, 16, || {
+        link.rx.frame_waiting()
+    });
 }
 
 #[cfg(test)]
