@@ -140,6 +140,18 @@ pub enum ErrorKind {
         /// The worker's pid.
         pid: u32,
     },
+    /// The task finished, but its worker died (or was stopped because a later call in
+    /// the same batch ran past its time limit) before the result reached the parent.
+    /// It ran, so it is never run again.
+    #[error(
+        "task `{task}` finished in process {pid}, but its result was lost when the process ended"
+    )]
+    ResultLost {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+    },
     /// The worker has no task by this name (parent and worker disagree).
     #[error("process {pid} has no task named `{task}`")]
     UnknownTask {

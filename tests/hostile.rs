@@ -112,10 +112,12 @@ fn answer_for_an_unknown_task(_: ()) -> u64 {
             value: codec::encode(&5u64).unwrap_or_default(),
             error: None,
         },
+        timing: Default::default(),
     };
     let data = codec::encode(&done).unwrap_or_default();
     // ipc-channel's envelope (postcard) of a `Frame`: `data` as length-prefixed bytes
-    // (a LEB128 length), then no shared memory, no channels, no arena, not adopted.
+    // (a LEB128 length), then no shared memory, no channels, no arena, not adopted, no
+    // progress page.
     let mut envelope = Vec::new();
     let mut len = data.len();
     loop {
@@ -128,7 +130,7 @@ fn answer_for_an_unknown_task(_: ()) -> u64 {
         envelope.push(byte | 0x80);
     }
     envelope.extend_from_slice(&data);
-    envelope.extend_from_slice(&[0, 0, 0, 0]);
+    envelope.extend_from_slice(&[0, 0, 0, 0, 0]);
     write_raw_frame(envelope.len() as u64, &envelope);
     park_forever()
 }

@@ -143,7 +143,6 @@ fn chaos(
             .procs(4)
             .start_method(method)
             .retries(retries)
-            .restart_limit(100_000, Duration::from_secs(1))
             .build()
             .unwrap(),
     );

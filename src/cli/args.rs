@@ -63,6 +63,16 @@ fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}); examples: 500ms, 2s, 1m"))
 }
 
+fn restart_limit(s: &str) -> Result<(u32, Duration), String> {
+    let (n, window) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}` is not N/DURATION; example: 10/60s"))?;
+    let n = n
+        .parse::<u32>()
+        .map_err(|e| format!("`{n}` is not a count ({e}); example: 10/60s"))?;
+    Ok((n, duration(window)?))
+}
+
 fn key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -101,6 +111,12 @@ pub struct RunArgs {
     /// Replace a worker after N tasks.
     #[arg(long)]
     pub max_tasks_per_child: Option<u64>,
+    /// Restart storm limit: more than N workers that die (or cannot start) before
+    /// finishing anything, within DUR and with no task finished in between, stop the
+    /// run. A worker killed while running a task never counts (that task fails, or is
+    /// retried). Default: 10/60s.
+    #[arg(long, value_name = "N/DUR", value_parser = restart_limit)]
+    pub restart_limit: Option<(u32, Duration)>,
     /// Print results as they finish (default: input order).
     #[arg(long)]
     pub unordered: bool,

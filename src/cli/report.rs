@@ -37,9 +37,10 @@ pub fn kind_of(e: &Error) -> &'static str {
         ErrorKind::Crashed { .. } => "crashed",
         ErrorKind::Exited { .. } => "exited",
         ErrorKind::TimedOut { .. } => "timed_out",
-        ErrorKind::Lost { .. } | ErrorKind::Protocol { .. } | ErrorKind::PoolBroken { .. } => {
-            "lost"
-        }
+        ErrorKind::Lost { .. }
+        | ErrorKind::ResultLost { .. }
+        | ErrorKind::Protocol { .. }
+        | ErrorKind::PoolBroken { .. } => "lost",
         ErrorKind::EncodeArgument { .. }
         | ErrorKind::DecodeArgument { .. }
         | ErrorKind::EncodeResult { .. }

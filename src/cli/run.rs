@@ -168,6 +168,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(n) = args.max_tasks_per_child {
         builder = builder.max_tasks_per_child(n);
     }
+    if let Some((max, within)) = args.restart_limit {
+        builder = builder.restart_limit(max, within);
+    }
     let pool = match builder.build() {
         Ok(pool) => Arc::new(pool),
         Err(e) => {

@@ -32,12 +32,14 @@ pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error>
     };
     let server = match spec.method {
         StartMethod::Spawn => return spawn::start(spec.nice, config),
+        // A dead zygote cannot be made again: the forkserver stands in.
+        StartMethod::Fork if zygote::lost() => forkserver::client()?,
         StartMethod::Fork => zygote::client()?,
         StartMethod::Forkserver => forkserver::client()?,
     };
     let (slot, link) = match server.fork(spec.nice, spec.daemon) {
-        // A forkserver that died under us is replaced once.
-        Err(_) if spec.method == StartMethod::Forkserver && server.is_broken() => {
+        // A server that died under us is replaced once (the zygote by the forkserver).
+        Err(_) if server.is_broken() || zygote::lost() => {
             forkserver::client()?.fork(spec.nice, spec.daemon)?
         }
         other => other?,

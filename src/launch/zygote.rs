@@ -6,7 +6,14 @@
 //! program's memory as it was at `init()` (globals set later are not seen; pass data
 //! as the task argument). If the program already has threads at `init()`, no zygote is
 //! made and the fork method reports why.
+//!
+//! The zygote cannot be made again (the program has threads by then). If it dies, new
+//! fork-method workers come from the forkserver instead, which starts from the same
+//! point (a re-executed program that ran up to `init()`), and pools say so in
+//! `PoolStats::notes`; the workers the zygote had forked die with it (their running
+//! calls fail or are retried, the rest are queued again).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use ipc_channel::ipc;
@@ -18,14 +25,18 @@ use crate::launch::server::ServerClient;
 use crate::os;
 use crate::reaper::{reaper, ChildSlot, Owner};
 
-static ZYGOTE: OnceLock<Result<Arc<ServerClient>, String>> = OnceLock::new();
+type Zygote = (Arc<ServerClient>, Option<Arc<ChildSlot>>);
+
+static ZYGOTE: OnceLock<Result<Zygote, String>> = OnceLock::new();
+/// Set once the zygote was found dead or unusable.
+static LOST: AtomicBool = AtomicBool::new(false);
 
 /// Forks the zygote; called once from `init()`.
 pub(crate) fn start() {
-    ZYGOTE.get_or_init(|| fork_zygote().map(Arc::new));
+    ZYGOTE.get_or_init(fork_zygote);
 }
 
-fn fork_zygote() -> Result<ServerClient, String> {
+fn fork_zygote() -> Result<Zygote, String> {
     let threads = os::thread_count();
     if threads != 1 {
         return Err(format!(
@@ -59,27 +70,49 @@ fn fork_zygote() -> Result<ServerClient, String> {
         }
         os::Forked::Parent(pid) => {
             drop((to_zygote_rx, from_zygote_tx));
+            let mut watched = None;
             if let Ok(pidfd) = os::pidfd_open(pid) {
                 let slot = ChildSlot::new(pid, pidfd, true, Owner::Direct);
                 if let Ok(r) = reaper() {
-                    let _ = r.watch(slot);
+                    if r.watch(slot.clone()).is_ok() {
+                        watched = Some(slot);
+                    }
                 }
             }
-            Ok(ServerClient::new(
+            let client = ServerClient::new(
                 pid,
                 Link {
                     tx: to_zygote_tx,
                     rx: from_zygote_rx.into(),
                 },
-            ))
+            );
+            Ok((Arc::new(client), watched))
         }
     }
+}
+
+/// Whether the zygote died (or stopped answering): new workers come from the
+/// forkserver then.
+pub(crate) fn lost() -> bool {
+    if LOST.load(Ordering::Acquire) {
+        return true;
+    }
+    let dead = match ZYGOTE.get() {
+        Some(Ok((client, slot))) => {
+            client.is_broken() || slot.as_ref().is_some_and(|s| s.exit().is_some())
+        }
+        _ => false,
+    };
+    if dead {
+        LOST.store(true, Ordering::Release);
+    }
+    dead
 }
 
 /// The zygote, or why the fork method is unavailable.
 pub(crate) fn client() -> Result<Arc<ServerClient>, Error> {
     match ZYGOTE.get() {
-        Some(Ok(client)) => Ok(client.clone()),
+        Some(Ok((client, _))) => Ok(client.clone()),
         Some(Err(reason)) => Err(ErrorKind::ForkUnavailable {
             reason: reason.clone(),
         }

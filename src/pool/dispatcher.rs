@@ -3,29 +3,36 @@
 //! Everything else talks to it through [`Event`]s posted to the hub (`hub.rs`):
 //! callers (submit, cancel, close, terminate, stats), worker starters, one reader
 //! thread per worker (its messages, then `LinkClosed`), and the reaper (`Exited`).
-//! Deadlines (task timeouts, kill-after-grace, exit settling) are the hub's timer
-//! thread's business: it calls [`Dispatcher::on_timers`].
+//! Deadlines (task timeouts, kill-after-grace, exit settling, delayed restarts) are the
+//! hub's timer thread's business: it calls [`Dispatcher::on_timers`].
 //!
-//! A worker holds at most `max_in_flight` units; it runs them in order, so on its death
-//! the first unanswered unit is the one that was running and the others had not started.
-//! A dead worker's running unit fails (or is retried); if it was a batch of several jobs,
-//! the culprit is unknown, so each job of the batch is queued again on its own (without
-//! using a retry): a job that crashes its worker alone fails alone.
+//! A worker runs one unit at a time: one call, a batch of calls of one task, or a chunk
+//! of a `map`. Every call stays the dispatcher's until the worker claims it on its
+//! progress page (`supervisor_worker::progress`), so the dispatcher always knows which
+//! call runs and since when, and takes unstarted calls back when another worker is
+//! idle, when the running call times out, or when the worker dies. The decisions are
+//! in `running.rs` (time limits, deaths, take-backs) and `storm.rs` (restarts).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{mpsc, Arc, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::IpcSender;
 use supervisor_worker::arena::Outbox;
+use supervisor_worker::progress::{Logged, Progress};
 use supervisor_worker::protocol::{
-    Frame, FromChild, Link, TaskOutcome, TaskRequest, TaskRequestRef, ToChild, ToChildRef,
+    send_frame, Frame, FromChild, Link, TaskOutcome, TaskRequest, TaskRequestRef, Timing, ToChild,
+    ToChildRef,
 };
 
 use super::hub::{post_to, Hub};
 use super::job::{Deliveries, Job, JobMeta, JobResult, PackedResults, Unit};
 use super::reader::LinkReader;
+use super::running::{
+    death_split, steal_keep, timeout_step, Clocks, Running, TimeoutStep, ANSWER_LOOK, ANSWER_WAIT,
+};
 use super::stats::{PoolStats, WorkerState, WorkerStats};
+use super::storm::{Storm, Verdict};
 use super::{Config, RestartLimit};
 use crate::error::{Error, ErrorKind};
 use crate::launch::{self, Spec};
@@ -44,19 +51,16 @@ const GROUP_CHECK: Duration = Duration::from_millis(1);
 const GROUP_CHECK_MAX: Duration = Duration::from_millis(50);
 /// Message id of the initializer.
 const INIT_SEQ: u64 = 0;
-/// A worker whose last unit took less than this per job runs "fast" tasks: it gets work
-/// ahead of time and queued single tasks merged into batches, to hide round trips.
-/// Slower tasks go one unit at a time, so nothing waits behind a long task.
+/// Tasks whose calls take less than this (a moving average per task) have queued
+/// single calls merged into one batch, to hide round trips. Merging never changes what
+/// a call sees (each is claimed, timed and answered on its own); it is only not worth
+/// it for slow tasks.
 const FAST_JOB: Duration = Duration::from_millis(1);
+/// How long a call must have run before an idle worker takes the unstarted calls
+/// queued behind it on its worker: about the cost of moving them (a round trip).
+const STEAL_AFTER: Duration = Duration::from_micros(100);
 /// Most jobs merged into one message.
 const MERGE_MAX: usize = 256;
-/// Most socket-buffer bytes (see [`socket_bytes`]) taken by messages sent to a worker
-/// ahead of its running unit: the buffer (about 208 KiB) must never fill, or a send
-/// would block whichever thread holds the pool's state, and with it every deadline.
-const AHEAD_BYTES: usize = 96 * 1024;
-/// What the kernel charges a socket buffer per packet on top of its bytes (the packet's
-/// bookkeeping; about 0.7 to 1 KiB on Linux).
-const PACKET_COST: usize = 1024;
 /// Exited workers remembered for `stats()`.
 const MAX_HISTORY: usize = 10_000;
 
@@ -83,9 +87,10 @@ pub(crate) enum Event {
     },
 }
 
-/// A worker's answer to a unit: one outcome per job, or a chunk's packed results.
+/// A worker's answer to part of a unit: one outcome per call, or a chunk's packed
+/// results.
 enum Answer {
-    Outcomes(Vec<TaskOutcome>),
+    Outcomes(Vec<TaskOutcome>, Vec<Timing>),
     Packed {
         lens: Vec<u32>,
         data: Vec<u8>,
@@ -96,7 +101,7 @@ enum Answer {
 impl Answer {
     fn len(&self) -> usize {
         match self {
-            Answer::Outcomes(outcomes) => outcomes.len(),
+            Answer::Outcomes(outcomes, _) => outcomes.len(),
             Answer::Packed { lens, .. } => lens.len(),
         }
     }
@@ -104,18 +109,12 @@ impl Answer {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stop {
-    /// The running unit exceeded its time limit.
+    /// The running call exceeded its time limit.
     Timeout,
+    /// The worker did not start the work it was sent within the time limit.
+    Unresponsive,
     /// The pool is terminating, broken, or the worker misbehaved.
     Shutdown,
-}
-
-struct InFlight {
-    seq: u64,
-    unit: Unit,
-    /// When it became the running unit (the head of the worker's queue).
-    since: Option<(Instant, SystemTime)>,
-    deadline: Option<Instant>,
 }
 
 struct Worker {
@@ -125,9 +124,11 @@ struct Worker {
     tx: Option<IpcSender<Frame>>,
     /// Reused shared memory for big messages to this worker.
     outbox: Outbox,
+    /// Where it claims each call before running it.
+    progress: Progress,
     /// Who reads its messages (`None`: no reader thread could start).
     reader: Option<Arc<LinkReader>>,
-    in_flight: VecDeque<InFlight>,
+    running: Option<Running>,
     tasks_done: u64,
     initializing: bool,
     exited: bool,
@@ -141,11 +142,20 @@ impl Worker {
     /// Whether a message or the end of the stream may come: anything but idle and
     /// healthy (a reader thread may park only then).
     fn expects_messages(&self) -> bool {
-        !self.in_flight.is_empty()
+        self.running.is_some()
             || self.initializing
             || self.stop.is_some()
             || self.exited
             || self.tx.is_none()
+    }
+
+    /// Idle, healthy and open for work.
+    fn takes_work(&self) -> bool {
+        self.running.is_none()
+            && !self.initializing
+            && self.stop.is_none()
+            && !self.exited
+            && self.tx.is_some()
     }
 }
 
@@ -162,6 +172,8 @@ impl Drop for Worker {
 struct Seat {
     worker: Option<Worker>,
     starting: bool,
+    /// A replacement starts no earlier than this (restart back-off).
+    start_at: Option<Instant>,
     restarts: u32,
 }
 
@@ -173,13 +185,13 @@ pub(crate) struct Dispatcher {
     closing: bool,
     terminating: bool,
     broken: Option<String>,
-    restart_log: VecDeque<Instant>,
+    storm: Storm,
     next_worker: u64,
     next_seq: u64,
     done: u64,
     failed: u64,
     restarts: u32,
-    /// Per task: a moving average of the time one job takes (unknown = slow).
+    /// Per task: a moving average of the time one call takes (unknown = slow).
     job_time: HashMap<&'static str, Duration>,
     /// Workers that have exited, most recent last.
     exited: VecDeque<WorkerStats>,
@@ -192,6 +204,7 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub(crate) fn new(cfg: Config, hub: Weak<Hub>) -> Dispatcher {
         let seats = (0..cfg.procs).map(|_| Seat::default()).collect();
+        let storm = Storm::new(cfg.restart_limit);
         Dispatcher {
             cfg,
             hub,
@@ -200,7 +213,7 @@ impl Dispatcher {
             closing: false,
             terminating: false,
             broken: None,
-            restart_log: VecDeque::new(),
+            storm,
             next_worker: 1,
             next_seq: 1,
             done: 0,
@@ -225,13 +238,13 @@ impl Dispatcher {
             Event::Submit(units) => {
                 if let Some(reason) = &self.broken {
                     for unit in units {
-                        fail_unit(unit, |_| ErrorKind::PoolBroken {
+                        unit.fail(|_| ErrorKind::PoolBroken {
                             reason: reason.clone(),
                         });
                     }
                 } else if self.closing {
                     for unit in units {
-                        fail_unit(unit, |_| ErrorKind::PoolClosed);
+                        unit.fail(|_| ErrorKind::PoolClosed);
                     }
                 } else {
                     self.queue.extend(units);
@@ -312,6 +325,7 @@ impl Dispatcher {
 
     fn start_worker(&mut self, seat: usize) {
         self.seats[seat].starting = true;
+        self.seats[seat].start_at = None;
         let spec = Spec {
             method: self.cfg.method,
             nice: self.cfg.nice,
@@ -329,7 +343,23 @@ impl Dispatcher {
             });
         if let Err(e) = spawned {
             self.seats[seat].starting = false;
-            self.break_pool(format!("cannot start a thread to start workers: {e}"));
+            let reason = format!("cannot start a thread to start workers: {e}");
+            self.storm_death(seat, reason);
+        }
+    }
+
+    /// A worker died (or could not start) before it finished anything: a replacement
+    /// after a back-off, or the pool breaks.
+    fn storm_death(&mut self, seat: usize, reason: String) {
+        match self.storm.death(Instant::now()) {
+            Verdict::RestartAt(at) => self.seats[seat].start_at = Some(at),
+            Verdict::Break(deaths) => {
+                let RestartLimit { max, within } = self.cfg.restart_limit;
+                self.break_pool(format!(
+                    "{deaths} workers died or failed to start within {within:?} without \
+                     finishing a task (limit {max}); last: {reason}"
+                ));
+            }
         }
     }
 
@@ -352,8 +382,8 @@ impl Dispatcher {
                 );
                 if permanent {
                     self.break_pool(reason);
-                } else if self.count_restart(&reason) && self.wants_workers() {
-                    self.start_worker(seat);
+                } else {
+                    self.storm_death(seat, reason);
                 }
                 return;
             }
@@ -369,13 +399,16 @@ impl Dispatcher {
                 hub.post_later(Event::Exited { worker: id });
             }
         }));
+        let progress = Progress::new();
+        let page = Frame::with_page(&ToChild::Progress, progress.share());
         let mut worker = Worker {
             id,
             slot,
             tx: Some(link.tx),
             outbox: Outbox::new(),
+            progress,
             reader,
-            in_flight: VecDeque::new(),
+            running: None,
             tasks_done: 0,
             initializing: false,
             exited: false,
@@ -384,6 +417,10 @@ impl Dispatcher {
             stop: None,
             kill_at: None,
         };
+        let mut sent = match (page, &worker.tx) {
+            (Ok(frame), Some(tx)) => send_frame(tx, frame).is_ok(),
+            _ => false,
+        };
         if let Some((task, arg)) = &self.cfg.initializer {
             let req = ToChild::Task(TaskRequest {
                 id: INIT_SEQ,
@@ -391,9 +428,14 @@ impl Dispatcher {
                 arg: arg.clone(),
             });
             worker.initializing = true;
+            worker.progress.begin(INIT_SEQ, 1);
             if let Some(tx) = &worker.tx {
-                let _ = worker.outbox.send(tx, &req);
+                sent = sent && worker.outbox.send(tx, &req).is_ok();
             }
+        }
+        if !sent {
+            // It is going away; its exit is handled as any other.
+            worker.tx = None;
         }
         if self.terminating || self.broken.is_some() || !reading {
             // Without a reader nobody would hear from this worker: stop it now.
@@ -405,18 +447,26 @@ impl Dispatcher {
 
     fn on_message(&mut self, id: u64, msg: Result<FromChild, String>) {
         let Some(seat) = self.seat_of(id) else { return };
-        let now = Instant::now();
-        let timeout = self.cfg.task_timeout;
-        let max_tasks = self.cfg.max_tasks_per_child;
-        let worker = self.seats[seat].worker.as_mut().expect("seat_of found it");
-        let pid = worker.slot.pid();
-        let (seq, answer) = match msg {
-            Ok(FromChild::Done { id, outcome }) => (id, Answer::Outcomes(vec![outcome])),
-            Ok(FromChild::BatchDone { first_id, outcomes }) => {
-                (first_id, Answer::Outcomes(outcomes))
+        let (seq, from, answer) = match msg {
+            Ok(FromChild::Done {
+                id,
+                outcome,
+                timing,
+            }) => (id, 0, Answer::Outcomes(vec![outcome], vec![timing])),
+            Ok(FromChild::BatchDone {
+                first_id,
+                from,
+                outcomes,
+                timings,
+            }) => {
+                if timings.len() != outcomes.len() {
+                    return self.protocol_error(seat, "a batch's timings do not match".into());
+                }
+                (first_id, from, Answer::Outcomes(outcomes, timings))
             }
             Ok(FromChild::PackedDone {
                 first_id,
+                from,
                 lens,
                 data,
                 others,
@@ -426,6 +476,7 @@ impl Dispatcher {
                 }
                 (
                     first_id,
+                    from,
                     Answer::Packed {
                         lens,
                         data: data.into_vec(),
@@ -434,6 +485,7 @@ impl Dispatcher {
                 )
             }
             Ok(FromChild::SetupFailed(e)) => {
+                let pid = self.seats[seat].worker.as_ref().map_or(0, |w| w.slot.pid());
                 let reason = format!(
                     "worker {pid} could not set itself up ({:?}, errno {})",
                     e.step, e.errno
@@ -444,116 +496,134 @@ impl Dispatcher {
             Ok(other) => return self.protocol_error(seat, format!("unexpected message {other:?}")),
             Err(detail) => return self.protocol_error(seat, detail),
         };
+        let worker = self.seats[seat].worker.as_mut().expect("seat_of found it");
         if worker.initializing {
-            let outcomes = match answer {
-                Answer::Outcomes(outcomes) if seq == INIT_SEQ && outcomes.len() == 1 => outcomes,
+            let outcome = match answer {
+                Answer::Outcomes(outcomes, _) if seq == INIT_SEQ && outcomes.len() == 1 => {
+                    outcomes.into_iter().next()
+                }
                 _ => return self.protocol_error(seat, "expected the initializer's result".into()),
             };
             worker.initializing = false;
-            let task = self.cfg.initializer.as_ref().map_or("", |(t, _)| *t);
-            match outcomes.into_iter().next() {
-                Some(TaskOutcome::Returned { error: None, .. }) => {}
-                Some(TaskOutcome::Returned {
-                    error: Some(message),
-                    ..
-                }) => {
-                    self.break_pool(format!(
-                        "the initializer failed: task `{task}` returned an error in process {pid}: {message}"
-                    ));
-                }
-                Some(outcome) => {
-                    let e = match outcome_to_result(task, pid, outcome) {
-                        Err(e) => supervisor_worker::error_chain(&e),
-                        Ok(_) => format!("task `{task}` returned an error"),
-                    };
-                    self.break_pool(format!("the initializer failed: {e}"));
-                }
-                None => {}
-            }
+            let pid = worker.slot.pid();
+            self.on_initialized(pid, outcome);
             return;
         }
-        let Some(mut head) = worker.in_flight.pop_front() else {
-            return self.protocol_error(seat, format!("result {seq} for no running task"));
-        };
-        let packed = matches!(answer, Answer::Packed { .. });
-        if head.seq != seq || head.unit.len() != answer.len() || head.unit.chunk.is_some() != packed
-        {
-            worker.in_flight.push_front(head);
-            return self.protocol_error(
-                seat,
-                format!("result {seq} does not match the running task"),
-            );
-        }
-        let task = head.unit.task;
-        let n = answer.len();
-        let per_job = head.since.map_or(Duration::ZERO, |(since, _)| {
-            now.duration_since(since) / n.max(1) as u32
+        let fits = worker.running.as_ref().is_some_and(|run| {
+            run.seq == seq
+                && run.answered == from
+                && answer.len() as u64 + u64::from(from) <= u64::from(run.limit)
+                && run.unit.chunk.is_some() == matches!(answer, Answer::Packed { .. })
         });
-        if head.since.is_some() {
-            let average = self.job_time.entry(task).or_insert(per_job);
-            *average = (*average * 7 + per_job * 3) / 10;
+        if !fits {
+            let detail = match &worker.running {
+                Some(run) => format!(
+                    "result {seq} (calls {from}..{}) does not match the running task {} (calls {}..{})",
+                    u64::from(from) + answer.len() as u64,
+                    run.seq,
+                    run.answered,
+                    run.limit
+                ),
+                None => format!("result {seq} for no running task"),
+            };
+            return self.protocol_error(seat, detail);
         }
-        let outcomes = match answer {
-            Answer::Outcomes(outcomes) => outcomes,
+        let clocks = Clocks::read();
+        let pid = worker.slot.pid();
+        let run = worker.running.as_mut().expect("checked to fit");
+        let task = run.unit.task;
+        let n = answer.len();
+        let mut spent = Duration::ZERO;
+        let mut deliveries = Deliveries::default();
+        match answer {
+            Answer::Outcomes(outcomes, timings) => {
+                let jobs: Vec<Job> = run.unit.jobs.drain(..n).collect();
+                for ((job, outcome), timing) in jobs.into_iter().zip(outcomes).zip(timings) {
+                    let failed = !matches!(outcome, TaskOutcome::Returned { error: None, .. });
+                    if failed {
+                        self.failed += 1;
+                    } else {
+                        self.done += 1;
+                    }
+                    let duration = Duration::from_nanos(timing.duration_ns);
+                    spent += duration;
+                    let meta = JobMeta {
+                        pid,
+                        attempts: job.attempts + 1,
+                        started: Some(clocks.wall(timing.start_ns)),
+                        duration,
+                    };
+                    deliveries.complete(job, outcome_to_result(task, pid, outcome), meta);
+                }
+            }
             Answer::Packed { lens, data, others } => {
                 // Checked on arrival: each of `others` is a distinct failed call.
                 let failed = others.len() as u64;
                 self.failed += failed;
                 self.done += n as u64 - failed;
-                worker.tasks_done += n as u64;
-                let others = others
-                    .into_iter()
-                    .map(|(i, o)| (i, outcome_to_result(task, pid, o)))
-                    .collect();
-                if let Some(chunk) = head.unit.chunk.take() {
+                spent = clocks.now.saturating_duration_since(run.sent);
+                if let Some(chunk) = run.unit.chunk.as_mut() {
+                    let others = others
+                        .into_iter()
+                        .map(|(i, o)| (i, outcome_to_result(task, pid, o)))
+                        .collect();
                     let meta = JobMeta {
                         pid,
                         attempts: 1,
-                        started: head.since.map(|(_, wall)| wall),
-                        duration: per_job,
+                        started: None,
+                        duration: spent / n.max(1) as u32,
                     };
-                    let first_index = chunk.first_index;
                     chunk.deliver(PackedResults {
-                        first_index,
+                        first_index: chunk.next_index(),
                         lens,
                         data,
                         others,
                         meta,
                     });
                 }
-                Vec::new()
             }
-        };
-        let mut deliveries = Deliveries::default();
-        for (i, (job, outcome)) in head.unit.jobs.into_iter().zip(outcomes).enumerate() {
-            let failed = !matches!(outcome, TaskOutcome::Returned { error: None, .. });
-            if failed {
-                self.failed += 1;
-            } else {
-                self.done += 1;
-            }
-            let meta = JobMeta {
-                pid,
-                attempts: job.attempts + 1,
-                started: head.since.map(|(_, wall)| wall + per_job * i as u32),
-                duration: per_job,
-            };
-            deliveries.complete(job, outcome_to_result(task, pid, outcome), meta);
-            worker.tasks_done += 1;
         }
         deliveries.flush();
-        if let Some(next) = worker
-            .in_flight
-            .front_mut()
-            .filter(|_| worker.stop.is_none())
-        {
-            // A stopped worker's next unit never starts: it must not be blamed for the stop.
-            next.since = Some((now, SystemTime::now()));
-            next.deadline = deadline(now, timeout, next.unit.len());
+        run.answered += n as u32;
+        worker.tasks_done += n as u64;
+        if n > 0 {
+            let per_job = spent / n as u32;
+            let average = self.job_time.entry(task).or_insert(per_job);
+            *average = (*average * 7 + per_job * 3) / 10;
+            self.storm.progress();
         }
-        if max_tasks.is_some_and(|max| worker.tasks_done >= max) {
-            // Recycle: no more work for this one; it exits once its queue is empty.
-            worker.tx = None;
+        if run.answered >= run.limit {
+            worker.running = None;
+            if self
+                .cfg
+                .max_tasks_per_child
+                .is_some_and(|max| worker.tasks_done >= max)
+            {
+                // Recycle: no more work for this one; it exits once we close its link.
+                worker.tx = None;
+            }
+        }
+    }
+
+    fn on_initialized(&mut self, pid: u32, outcome: Option<TaskOutcome>) {
+        let task = self.cfg.initializer.as_ref().map_or("", |(t, _)| *t);
+        match outcome {
+            Some(TaskOutcome::Returned { error: None, .. }) | None => {}
+            Some(TaskOutcome::Returned {
+                error: Some(message),
+                ..
+            }) => {
+                self.break_pool(format!(
+                    "the initializer failed: task `{task}` returned an error in process {pid}: {message}"
+                ));
+            }
+            Some(outcome) => {
+                let e = match outcome_to_result(task, pid, outcome) {
+                    Err(e) => supervisor_worker::error_chain(&e),
+                    Ok(_) => format!("task `{task}` returned an error"),
+                };
+                self.break_pool(format!("the initializer failed: {e}"));
+            }
         }
     }
 
@@ -561,9 +631,8 @@ impl Dispatcher {
         let grace = self.cfg.grace;
         if let Some(worker) = self.seats[seat].worker.as_mut() {
             let pid = worker.slot.pid();
-            for unit in worker.in_flight.drain(..).map(|f| f.unit) {
-                let detail = detail.clone();
-                fail_unit(unit, move |_| ErrorKind::Protocol {
+            if let Some(run) = worker.running.take() {
+                run.unit.fail(move |_| ErrorKind::Protocol {
                     pid,
                     detail: detail.clone(),
                 });
@@ -572,15 +641,40 @@ impl Dispatcher {
         }
     }
 
+    /// Takes back every call of `worker`'s unit that has not started (lowering its
+    /// limit on the page), and queues them again at the front, as they were. Returns
+    /// how many calls had been claimed; `None` if the worker moved on meanwhile (look
+    /// again).
+    fn take_back_unstarted(worker: &mut Worker, queue: &mut VecDeque<Unit>) -> Option<u32> {
+        let run = worker.running.as_mut()?;
+        let seen = worker.progress.snapshot();
+        let claimed = run.claimed(&seen);
+        if seen.seq == run.seq {
+            let limit = worker.progress.take_back(seen, 0)?;
+            debug_assert_eq!(limit, seen.next);
+        }
+        // A page about another unit: nothing of this one can start any more either.
+        let keep = (claimed - run.answered) as usize;
+        if claimed < run.limit {
+            let rest = run.unit.split_off(keep);
+            if rest.len() > 0 {
+                queue.push_front(rest);
+            }
+            run.limit = claimed;
+        }
+        Some(claimed)
+    }
+
     /// A worker's process exited and its channel closed: settle its jobs, replace it.
     fn finalize(&mut self, id: u64) {
         let Some(seat) = self.seat_of(id) else { return };
         let Some(mut worker) = self.seats[seat].worker.take() else {
             return;
         };
+        let clocks = Clocks::read();
         let exit = worker.slot.exit().unwrap_or(crate::reaper::Exit::UNKNOWN);
         let pid = worker.slot.pid();
-        let expected = worker.tx.is_none() && worker.in_flight.is_empty() && worker.stop.is_none();
+        let expected = worker.tx.is_none() && worker.running.is_none() && worker.stop.is_none();
         if let Some(kill_at) = worker.kill_at {
             if worker.slot.group_runs() {
                 self.group_kills
@@ -607,70 +701,82 @@ impl Dispatcher {
             self.break_pool(format!("the initializer failed: {e}"));
             return;
         }
-        let mut requeue: Vec<Unit> = Vec::new();
-        // A head that never started (the worker was stopped first) is not to blame.
-        let started = worker.in_flight.front().is_some_and(|f| f.since.is_some());
-        let head = if started {
-            worker.in_flight.pop_front()
-        } else {
-            None
-        };
-        if let Some(mut head) = head {
-            head.unit.explode();
-            let task = head.unit.task;
-            let cause = |_: &Job| match worker.stop {
-                Some(Stop::Timeout) => ErrorKind::TimedOut {
+        let seen = worker.progress.snapshot();
+        let mut ran_a_call = false;
+        if let Some(mut run) = worker.running.take() {
+            run.unit.explode();
+            ran_a_call = self.recover_logged(&worker, &mut run, &clocks);
+            let split = death_split(&run, run.claimed(&seen));
+            let task = run.unit.task;
+            let mut jobs = std::mem::take(&mut run.unit.jobs).into_iter();
+            let started = Some(clocks.wall(seen.started_ns));
+            for job in jobs.by_ref().take(split.lost.len()) {
+                self.failed += 1;
+                let meta = JobMeta {
+                    pid,
+                    attempts: job.attempts + 1,
+                    started: None,
+                    duration: Duration::ZERO,
+                };
+                let e = ErrorKind::ResultLost {
                     task: task.to_string(),
                     pid,
-                    limit: self.cfg.task_timeout.unwrap_or_default(),
-                }
-                .into(),
-                _ => no_result(task.to_string(), pid, exit),
-            };
-            if self.terminating {
-                // Terminate already failed in-flight work.
-            } else if head.unit.jobs.len() > 1 && worker.stop != Some(Stop::Shutdown) {
-                for job in head.unit.jobs {
-                    requeue.push(Unit {
-                        task,
-                        jobs: vec![job],
-                        chunk: None,
-                        solo: true,
-                    });
-                }
-            } else {
-                for mut job in head.unit.jobs {
-                    if worker.stop != Some(Stop::Shutdown) && job.attempts < self.cfg.retries {
+                };
+                job.complete_with(Err(e.into()), meta);
+            }
+            let mut retry = None;
+            if split.culprit.is_some() {
+                ran_a_call = true;
+                if let Some(mut job) = jobs.next() {
+                    let retries_left = match worker.stop {
+                        Some(Stop::Shutdown) => false,
+                        _ => job.attempts < self.cfg.retries,
+                    };
+                    if retries_left {
                         job.attempts += 1;
-                        requeue.push(Unit {
-                            task,
-                            jobs: vec![job],
-                            chunk: None,
-                            solo: true,
-                        });
+                        retry = Some(job);
                     } else {
-                        let err = cause(&job);
+                        let err = match worker.stop {
+                            Some(Stop::Timeout) => ErrorKind::TimedOut {
+                                task: task.to_string(),
+                                pid,
+                                limit: self.cfg.task_timeout.unwrap_or_default(),
+                            }
+                            .into(),
+                            _ => no_result(task.to_string(), pid, exit),
+                        };
                         self.failed += 1;
+                        let since = clocks.instant(seen.started_ns);
                         let meta = JobMeta {
                             pid,
                             attempts: job.attempts + 1,
-                            started: head.since.map(|(_, wall)| wall),
-                            duration: head.since.map_or(Duration::ZERO, |(t, _)| t.elapsed()),
+                            started,
+                            duration: clocks.now.saturating_duration_since(since),
                         };
                         job.complete_with(Err(err), meta);
                     }
                 }
             }
+            // Never started: back to the front of the queue as they were, behind the
+            // retried culprit (input order).
+            let unstarted: Vec<Job> = jobs.collect();
+            if !unstarted.is_empty() {
+                self.queue.push_front(Unit::new(task, unstarted));
+            }
+            if let Some(job) = retry {
+                self.queue.push_front(Unit::new(task, vec![job]));
+            }
         }
-        requeue.extend(worker.in_flight.drain(..).map(|f| f.unit));
-        for unit in requeue.into_iter().rev() {
-            self.queue.push_front(unit);
+        if self.terminating || self.broken.is_some() {
+            return;
         }
-        if !expected && !self.terminating && self.broken.is_none() {
+        if !expected {
             self.seats[seat].restarts += 1;
             self.restarts += 1;
-            let reason = format!("worker {pid} ended with {}", exit.status);
-            if !self.count_restart(&reason) {
+            let counts = !ran_a_call && worker.stop.is_none();
+            if counts {
+                let reason = format!("worker {pid} ended with {}", exit.status);
+                self.storm_death(seat, reason);
                 return;
             }
         }
@@ -679,26 +785,51 @@ impl Dispatcher {
         }
     }
 
-    /// Records a restart; breaks the pool (returning false) past the limit.
-    fn count_restart(&mut self, reason: &str) -> bool {
-        let RestartLimit { max, within } = self.cfg.restart_limit;
-        let now = Instant::now();
-        self.restart_log.push_back(now);
-        while self
-            .restart_log
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > within)
-        {
-            self.restart_log.pop_front();
+    /// Delivers the answers a dead worker logged but never sent (see
+    /// `supervisor_worker::progress`): those calls finished, so they are never run
+    /// again. True if there were any.
+    fn recover_logged(&mut self, worker: &Worker, run: &mut Running, clocks: &Clocks) -> bool {
+        let pid = worker.slot.pid();
+        let task = run.unit.task;
+        let mut deliveries = Deliveries::default();
+        let mut any = false;
+        for (position, logged) in worker.progress.logged(run.seq) {
+            if position < run.answered {
+                continue;
+            }
+            if position > run.answered || run.unit.jobs.is_empty() {
+                break;
+            }
+            let (result, timing, failed) = match logged {
+                Logged::Value(value) => (Ok(value), Timing::default(), false),
+                Logged::Outcome(bytes) => {
+                    match supervisor_worker::codec::decode::<(TaskOutcome, Timing)>(&bytes) {
+                        Ok((outcome, timing)) => {
+                            let failed =
+                                !matches!(outcome, TaskOutcome::Returned { error: None, .. });
+                            (outcome_to_result(task, pid, outcome), timing, failed)
+                        }
+                        Err(_) => break,
+                    }
+                }
+            };
+            let job = run.unit.jobs.remove(0);
+            if failed {
+                self.failed += 1;
+            } else {
+                self.done += 1;
+            }
+            let meta = JobMeta {
+                pid,
+                attempts: job.attempts + 1,
+                started: (timing.start_ns != 0).then(|| clocks.wall(timing.start_ns)),
+                duration: Duration::from_nanos(timing.duration_ns),
+            };
+            deliveries.complete(job, result, meta);
+            run.answered += 1;
+            any = true;
         }
-        if self.restart_log.len() as u32 > max {
-            self.break_pool(format!(
-                "{} worker restarts within {within:?} (limit {max}); last: {reason}",
-                self.restart_log.len()
-            ));
-            return false;
-        }
-        true
+        any
     }
 
     fn wants_workers(&self) -> bool {
@@ -712,14 +843,14 @@ impl Dispatcher {
         self.broken = Some(reason.clone());
         self.closing = true;
         for unit in self.queue.drain(..) {
-            fail_unit(unit, |_| ErrorKind::PoolBroken {
+            unit.fail(|_| ErrorKind::PoolBroken {
                 reason: reason.clone(),
             });
         }
         let grace = self.cfg.grace;
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
-            for unit in worker.in_flight.drain(..).map(|f| f.unit) {
-                fail_unit(unit, |_| ErrorKind::PoolBroken {
+            if let Some(run) = worker.running.take() {
+                run.unit.fail(|_| ErrorKind::PoolBroken {
                     reason: reason.clone(),
                 });
             }
@@ -731,14 +862,14 @@ impl Dispatcher {
         self.terminating = true;
         self.closing = true;
         for unit in self.queue.drain(..) {
-            fail_unit(unit, |task| ErrorKind::Terminated {
+            unit.fail(|task| ErrorKind::Terminated {
                 task: task.to_string(),
             });
         }
         let grace = self.cfg.grace;
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
-            for unit in worker.in_flight.drain(..).map(|f| f.unit) {
-                fail_unit(unit, |task| ErrorKind::Terminated {
+            if let Some(run) = worker.running.take() {
+                run.unit.fail(|task| ErrorKind::Terminated {
                     task: task.to_string(),
                 });
             }
@@ -749,19 +880,22 @@ impl Dispatcher {
     /// The earliest deadline, if any.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
         let group_kill = self.group_kills.iter().map(GroupKill::next_wake).min();
+        let restarts = self.seats.iter().filter_map(|s| s.start_at);
+        let steal = self.steal_look(&Clocks::read());
         self.seats
             .iter()
             .filter_map(|s| s.worker.as_ref())
             .flat_map(|w| {
-                let deadline = if w.stop.is_none() {
-                    w.in_flight.front().and_then(|f| f.deadline)
-                } else {
-                    None
+                let look = match (&w.running, w.stop) {
+                    (Some(run), None) => run.check_at,
+                    _ => None,
                 };
-                [deadline, w.kill_at, w.settle_at]
+                [look, w.kill_at, w.settle_at]
             })
             .flatten()
             .chain(group_kill)
+            .chain(restarts)
+            .chain(steal)
             .min()
     }
 
@@ -769,16 +903,11 @@ impl Dispatcher {
     pub(crate) fn on_timers(&mut self, now: Instant) {
         self.group_kills.retain_mut(|kill| kill.pending(now));
         let grace = self.cfg.grace;
+        let limit = self.cfg.task_timeout;
         let mut settle = Vec::new();
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
-            if worker.stop.is_none()
-                && worker
-                    .in_flight
-                    .front()
-                    .and_then(|f| f.deadline)
-                    .is_some_and(|d| d <= now)
-            {
-                stop_worker(worker, Stop::Timeout, grace);
+            if let Some(limit) = limit {
+                Dispatcher::look_at_time_limit(worker, &mut self.queue, now, limit, grace);
             }
             if worker.kill_at.is_some_and(|k| k <= now) {
                 worker.kill_at = None;
@@ -787,6 +916,11 @@ impl Dispatcher {
             if worker.settle_at.is_some_and(|s| s <= now) {
                 worker.settle_at = None;
                 settle.push(worker.id);
+            }
+        }
+        for seat in &mut self.seats {
+            if seat.start_at.is_some_and(|at| at <= now) {
+                seat.start_at = None;
             }
         }
         for id in settle {
@@ -798,6 +932,70 @@ impl Dispatcher {
                 }
             } else {
                 self.finalize(id);
+            }
+        }
+    }
+
+    /// Enforces the time limit of `worker`'s running call, if a look is due.
+    fn look_at_time_limit(
+        worker: &mut Worker,
+        queue: &mut VecDeque<Unit>,
+        now: Instant,
+        limit: Duration,
+        grace: Duration,
+    ) {
+        if worker.stop.is_some() {
+            return;
+        }
+        let Some(run) = worker.running.as_mut() else {
+            return;
+        };
+        if run.check_at.is_none_or(|at| at > now) {
+            return;
+        }
+        if let Some(until) = run.stopping_at {
+            // Expired: waiting for the answers of calls finished before the culprit.
+            let claimed = run.claimed(&worker.progress.snapshot());
+            if run.answered + 1 >= claimed || until <= now {
+                stop_worker(worker, Stop::Timeout, grace);
+            } else {
+                run.check_at = Some((now + ANSWER_LOOK).min(until));
+            }
+            return;
+        }
+        let clocks = Clocks::read();
+        let seen = worker.progress.snapshot();
+        let started = clocks.instant(seen.started_ns);
+        match timeout_step(run, &seen, started, now, limit) {
+            TimeoutStep::LookAt(at) => run.check_at = Some(at),
+            TimeoutStep::Expire => {
+                let Some(claimed) = Dispatcher::take_back_unstarted(worker, queue) else {
+                    // It moved on to its next call meanwhile: look again at once.
+                    if let Some(run) = worker.running.as_mut() {
+                        run.check_at = Some(now);
+                    }
+                    return;
+                };
+                let Some(run) = worker.running.as_mut() else {
+                    return;
+                };
+                if run.answered >= run.limit {
+                    // Everything it started is answered: nothing to stop.
+                    worker.running = None;
+                } else if run.answered + 1 == claimed {
+                    stop_worker(worker, Stop::Timeout, grace);
+                } else {
+                    run.stopping_at = Some(now + ANSWER_WAIT);
+                    run.check_at = Some(now + ANSWER_LOOK);
+                }
+            }
+            TimeoutStep::Unresponsive => {
+                if Dispatcher::take_back_unstarted(worker, queue) == Some(0) {
+                    worker.running = None;
+                    stop_worker(worker, Stop::Unresponsive, grace);
+                } else if let Some(run) = worker.running.as_mut() {
+                    run.check_at = Some(now);
+                }
             }
         }
     }
@@ -814,11 +1012,43 @@ impl Dispatcher {
     }
 
     fn assign(&mut self) {
-        if self.broken.is_some() || self.terminating {
-            return;
+        if self.broken.is_none() && !self.terminating {
+            // Each round hands the queue out; then an idle worker with nothing queued
+            // takes unstarted calls from the busiest one. Every take-back moves at
+            // least one call, so this ends; the bound is a backstop.
+            let clocks = Clocks::read();
+            for _ in 0..4 * self.seats.len() + 4 {
+                self.hand_out();
+                if !self.queue.is_empty() || !self.any_idle() || !self.steal(&clocks) {
+                    break;
+                }
+            }
+            self.hand_out();
         }
-        let now = Instant::now();
-        let timeout = self.cfg.task_timeout;
+        // Nothing left to do: let idle workers exit.
+        if self.closing && self.queue.is_empty() {
+            for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+                if worker.running.is_none() && !worker.initializing {
+                    worker.tx = None;
+                }
+            }
+        }
+        // Refill empty seats (after a recycle or a death) when there is work or the
+        // pool is open, unless a restart back-off holds the seat.
+        if self.wants_workers() {
+            for seat in 0..self.seats.len() {
+                let s = &self.seats[seat];
+                if s.worker.is_none() && !s.starting && s.start_at.is_none() {
+                    self.start_worker(seat);
+                }
+            }
+        }
+    }
+
+    /// One unit from the queue to each idle worker.
+    fn hand_out(&mut self) {
+        let clocks = Clocks::read();
+        let limit = self.cfg.task_timeout;
         let max_tasks = self.cfg.max_tasks_per_child;
         let workers = self
             .seats
@@ -827,132 +1057,143 @@ impl Dispatcher {
             .count()
             .max(1);
         let fast = |task: &str| self.job_time.get(task).is_some_and(|t| *t < FAST_JOB);
-        // Two passes: first one unit per idle worker, then work ahead for fast workers.
-        for pass in 0..2 {
-            for seat in self.seats.iter_mut() {
-                let Some(worker) = seat.worker.as_mut() else {
-                    continue;
-                };
-                if worker.initializing || worker.stop.is_some() || worker.exited {
-                    continue;
-                }
-                let Some(tx) = &worker.tx else { continue };
-                let next_fast = self.queue.front().is_some_and(|u| fast(u.task));
-                let limit = match pass {
-                    0 => 1,
-                    _ if next_fast => self.cfg.max_in_flight,
-                    _ => 1,
-                };
-                while worker.in_flight.len() < limit {
-                    let queued_jobs: usize = worker.in_flight.iter().map(|f| f.unit.len()).sum();
-                    let allowance = max_tasks.map_or(usize::MAX, |max| {
-                        (max.saturating_sub(worker.tasks_done) as usize).saturating_sub(queued_jobs)
-                    });
-                    if allowance == 0 {
-                        break;
-                    }
-                    // Room left in the worker's socket buffer: its running unit has been
-                    // read; what was sent ahead may sit there unread.
-                    let room = if worker.in_flight.is_empty() {
-                        usize::MAX
-                    } else {
-                        let ahead: usize = worker
-                            .in_flight
-                            .iter()
-                            .skip(1)
-                            .map(|f| socket_bytes(&f.unit))
-                            .sum();
-                        AHEAD_BYTES.saturating_sub(ahead)
-                    };
-                    if self.queue.front().is_some_and(|u| socket_bytes(u) > room) {
-                        break;
-                    }
-                    let Some(mut unit) = self.queue.pop_front() else {
-                        break;
-                    };
-                    if unit.len() > allowance {
-                        // Keep a recycled worker to its task budget: split the unit.
-                        unit.explode();
-                        let rest = unit.jobs.split_off(allowance);
-                        self.queue.push_front(Unit {
-                            task: unit.task,
-                            jobs: rest,
-                            chunk: None,
-                            solo: unit.solo,
-                        });
-                    } else if !unit.solo && unit.chunk.is_none() && fast(unit.task) {
-                        // Merge queued single tasks of the same kind into one message,
-                        // up to a fair share of the queue.
-                        let share = (self.queue.len() / workers).min(MERGE_MAX).min(allowance);
-                        let mut bound = encoded_bound(&unit);
-                        while unit.jobs.len() < share
-                            && self.queue.front().is_some_and(|u| {
-                                u.task == unit.task
-                                    && u.jobs.len() == 1
-                                    && !u.solo
-                                    && wire_cost(bound + encoded_bound(u)) <= room
-                            })
-                        {
-                            bound += self.queue.front().map_or(0, encoded_bound);
-                            if let Some(next) = self.queue.pop_front() {
-                                unit.jobs.extend(next.jobs);
-                            }
-                        }
-                    }
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    match worker.outbox.send(tx, &unit_message(seq, &unit)) {
-                        Ok(()) => {
-                            // An `apply` caller on this very thread reads the reply
-                            // itself if nobody else is reading this worker.
-                            if let (Some(caller), Some(reader)) =
-                                (unit.waiting_caller(), &worker.reader)
-                            {
-                                if reader.lend() {
-                                    caller.borrow_link(reader.clone());
-                                }
-                            }
-                            let head = worker.in_flight.is_empty();
-                            worker.in_flight.push_back(InFlight {
-                                seq,
-                                since: head.then(|| (now, SystemTime::now())),
-                                deadline: if head {
-                                    deadline(now, timeout, unit.len())
-                                } else {
-                                    None
-                                },
-                                unit,
-                            });
-                        }
-                        Err(_) => {
-                            // The worker is going away; its exit will be handled.
-                            self.queue.push_front(unit);
-                            worker.tx = None;
-                            break;
-                        }
+        for seat in self.seats.iter_mut() {
+            let Some(worker) = seat.worker.as_mut() else {
+                continue;
+            };
+            if !worker.takes_work() {
+                continue;
+            }
+            let Some(mut unit) = self.queue.pop_front() else {
+                break;
+            };
+            let allowance = max_tasks.map_or(usize::MAX, |max| {
+                max.saturating_sub(worker.tasks_done) as usize
+            });
+            if allowance == 0 {
+                self.queue.push_front(unit);
+                worker.tx = None;
+                continue;
+            }
+            if unit.len() > allowance {
+                // Keep a recycled worker to its task budget: split the unit.
+                let rest = unit.split_off(allowance);
+                self.queue.push_front(rest);
+            } else if unit.chunk.is_none() && fast(unit.task) {
+                // Merge queued single calls of the same task into one message, up to a
+                // fair share of the queue.
+                let original = unit.jobs.len();
+                let share = (self.queue.len() / workers).min(MERGE_MAX).min(allowance);
+                while unit.jobs.len() < share
+                    && self
+                        .queue
+                        .front()
+                        .is_some_and(|u| u.task == unit.task && u.chunk.is_none())
+                {
+                    if let Some(next) = self.queue.pop_front() {
+                        unit.jobs.extend(next.jobs);
                     }
                 }
-                if max_tasks.is_some_and(|max| worker.tasks_done >= max) {
+                if unit.jobs.len() > share.max(original) {
+                    let rest = unit.split_off(share.max(original));
+                    self.queue.push_front(rest);
+                }
+            }
+            let Some(tx) = &worker.tx else { continue };
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            worker.progress.begin(seq, unit.len() as u32);
+            match worker.outbox.send(tx, &unit_message(seq, &unit)) {
+                Ok(()) => {
+                    // An `apply` caller on this very thread reads the reply itself if
+                    // nobody else is reading this worker.
+                    if let (Some(caller), Some(reader)) = (unit.waiting_caller(), &worker.reader) {
+                        if reader.lend() {
+                            caller.borrow_link(reader.clone());
+                        }
+                    }
+                    worker.running = Some(Running::new(seq, unit, clocks.now, limit));
+                }
+                Err(_) => {
+                    // The worker is going away; its exit will be handled.
+                    self.queue.push_front(unit);
                     worker.tx = None;
                 }
             }
         }
-        // Nothing left to do: let idle workers exit.
-        if self.closing && self.queue.is_empty() {
-            for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
-                if worker.in_flight.is_empty() && !worker.initializing {
-                    worker.tx = None;
+    }
+
+    fn any_idle(&self) -> bool {
+        self.seats
+            .iter()
+            .filter_map(|s| s.worker.as_ref())
+            .any(Worker::takes_work)
+    }
+
+    /// When an idle worker should next look for calls to take (`None`: nothing to
+    /// take): as soon as some worker's running call has run [`STEAL_AFTER`] with
+    /// unstarted calls behind it.
+    fn steal_look(&self, clocks: &Clocks) -> Option<Instant> {
+        if !self.queue.is_empty() || !self.any_idle() {
+            return None;
+        }
+        self.seats
+            .iter()
+            .filter_map(|s| s.worker.as_ref())
+            .filter_map(|w| stealable(w, clocks).err().flatten())
+            .min()
+    }
+
+    /// An idle worker and nothing queued: take the later half of the unstarted calls
+    /// waiting behind a running call, from the worker that has most. False if there
+    /// is nothing to take yet.
+    fn steal(&mut self, clocks: &Clocks) -> bool {
+        let mut best: Option<(usize, u32)> = None;
+        for (i, seat) in self.seats.iter().enumerate() {
+            let Some(w) = seat.worker.as_ref() else {
+                continue;
+            };
+            if let Ok(unstarted) = stealable(w, clocks) {
+                if best.is_none_or(|(_, most)| unstarted > most) {
+                    best = Some((i, unstarted));
                 }
             }
         }
-        // Refill empty seats (after a recycle) when there is work or the pool is open.
-        if self.wants_workers() {
-            for seat in 0..self.seats.len() {
-                if self.seats[seat].worker.is_none() && !self.seats[seat].starting {
-                    self.start_worker(seat);
-                }
+        let Some((i, _)) = best else { return false };
+        let Some(worker) = self.seats[i].worker.as_mut() else {
+            return false;
+        };
+        let Some(run) = worker.running.as_mut() else {
+            return false;
+        };
+        let seen = worker.progress.snapshot();
+        let Some(keep) = steal_keep(&seen).filter(|_| seen.seq == run.seq) else {
+            // It started its last calls meanwhile: look again.
+            return true;
+        };
+        let Some(limit) = worker.progress.take_back(seen, keep) else {
+            return true;
+        };
+        if limit < run.limit {
+            let rest = run.unit.split_off((limit - run.answered) as usize);
+            run.limit = limit;
+            if rest.len() > 0 {
+                self.queue.push_front(rest);
             }
         }
+        if run.answered >= run.limit {
+            worker.running = None;
+        }
+        true
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.cfg.method == crate::StartMethod::Fork && launch::zygote::lost() {
+            notes
+                .push("the fork zygote died: new workers are forked by the forkserver".to_string());
+        }
+        notes
     }
 
     /// A snapshot of the pool.
@@ -969,10 +1210,12 @@ impl Dispatcher {
                     WorkerState::Stopping
                 } else if w.initializing {
                     WorkerState::Initializing
-                } else if let Some(f) = w.in_flight.front() {
+                } else if let Some(run) = &w.running {
+                    let claimed = run.claimed(&w.progress.snapshot());
+                    let at = claimed.saturating_sub(1).max(run.answered) - run.answered;
                     WorkerState::Busy {
-                        task: f.unit.task.to_string(),
-                        job: f.unit.first_id(),
+                        task: run.unit.task.to_string(),
+                        job: run.unit.first_id() + u64::from(at),
                     }
                 } else if w.tx.is_none() {
                     WorkerState::Retiring
@@ -990,20 +1233,16 @@ impl Dispatcher {
                 }
             })
             .collect();
-        let running = self
-            .seats
-            .iter()
-            .filter_map(|s| s.worker.as_ref())
-            .flat_map(|w| w.in_flight.front())
-            .map(|f| f.unit.len())
-            .sum();
-        let waiting_in_workers: usize = self
-            .seats
-            .iter()
-            .filter_map(|s| s.worker.as_ref())
-            .flat_map(|w| w.in_flight.iter().skip(1))
-            .map(|f| f.unit.len())
-            .sum();
+        let mut running = 0;
+        let mut waiting_in_workers = 0;
+        for w in self.seats.iter().filter_map(|s| s.worker.as_ref()) {
+            if let Some(run) = &w.running {
+                let claimed = run.claimed(&w.progress.snapshot());
+                let busy = usize::from(claimed > run.answered);
+                running += busy;
+                waiting_in_workers += (run.limit - claimed) as usize;
+            }
+        }
         PoolStats {
             workers,
             starting: self.seats.iter().filter(|s| s.starting).count(),
@@ -1013,8 +1252,38 @@ impl Dispatcher {
             failed: self.failed,
             restarts: self.restarts,
             broken: self.broken.clone(),
+            notes: self.notes(),
             exited: self.exited.iter().cloned().collect(),
         }
+    }
+}
+
+/// How many of `w`'s calls an idle worker may take now: `Ok(n)` if `n > 0` unstarted
+/// calls wait behind a call that has run at least [`STEAL_AFTER`]; else `Err(when)` to
+/// look again then (`Err(None)`: nothing to take at all).
+fn stealable(w: &Worker, clocks: &Clocks) -> Result<u32, Option<Instant>> {
+    let never = None;
+    let Some(run) = w.running.as_ref() else {
+        return Err(never);
+    };
+    if w.stop.is_some() || run.stopping_at.is_some() {
+        return Err(never);
+    }
+    let seen = w.progress.snapshot();
+    let claimed = run.claimed(&seen);
+    let unstarted = run.limit.saturating_sub(claimed);
+    if seen.seq != run.seq || unstarted == 0 {
+        return Err(never);
+    }
+    if claimed <= run.answered {
+        // Not started yet, or between calls: it takes its next call itself.
+        return Err(Some(clocks.now + STEAL_AFTER));
+    }
+    let due = clocks.instant(seen.started_ns) + STEAL_AFTER;
+    if due > clocks.now {
+        Err(Some(due))
+    } else {
+        Ok(unstarted)
     }
 }
 
@@ -1070,35 +1339,6 @@ fn stop_worker(worker: &mut Worker, why: Stop, grace: Duration) {
     worker.kill_at = Instant::now().checked_add(grace);
 }
 
-/// At most what a unit's message takes in the worker's socket buffer.
-fn socket_bytes(unit: &Unit) -> usize {
-    wire_cost(encoded_bound(unit))
-}
-
-/// What a message of at most `encoded` bytes takes in a socket buffer: its bytes, at
-/// most the inline limit (anything bigger travels in shared memory, but a bound over
-/// the limit may belong to a message under it), plus the packet's bookkeeping.
-fn wire_cost(encoded: usize) -> usize {
-    encoded.min(supervisor_worker::protocol::INLINE_LIMIT) + PACKET_COST
-}
-
-/// A bound on the encoded size of a unit's message (varint lengths count as their
-/// largest; the task name and the message's own fields as 64 bytes more than the name).
-fn encoded_bound(unit: &Unit) -> usize {
-    let fixed = unit.task.len() + 64;
-    match &unit.chunk {
-        Some(chunk) => fixed + chunk.data.len() + chunk.lens.len() * 5,
-        None => fixed + unit.jobs.iter().map(|j| j.arg.len() + 9).sum::<usize>(),
-    }
-}
-
-/// When a unit of `jobs` jobs started at `now` times out; `None` without a limit (or
-/// with one too long to represent).
-fn deadline(now: Instant, limit: Option<Duration>, jobs: usize) -> Option<Instant> {
-    let per_unit = limit?.checked_mul(u32::try_from(jobs).ok()?)?;
-    now.checked_add(per_unit)
-}
-
 /// A worker's packed answer must describe its data exactly: the values' lengths add
 /// up to the data, and the failed calls are listed once each, in order, at positions
 /// that have no value.
@@ -1123,11 +1363,6 @@ fn check_packed(lens: &[u32], data: usize, others: &[(u32, TaskOutcome)]) -> Res
         next = pos + 1;
     }
     Ok(())
-}
-
-/// Fails every call of `unit` with the error `error` makes from the task's name.
-fn fail_unit(unit: Unit, error: impl Fn(&'static str) -> ErrorKind) {
-    unit.fail(error);
 }
 
 fn unit_message(seq: u64, unit: &Unit) -> ToChildRef<'_> {

@@ -45,6 +45,8 @@ struct Core {
     dispatcher: Option<Dispatcher>,
     /// When the timer thread means to wake next (`None`: only when told to).
     timer_at: Option<Instant>,
+    /// Why the dispatcher ended, if the pool broke: later submissions fail with it.
+    broken: Option<String>,
 }
 
 impl Hub {
@@ -55,6 +57,7 @@ impl Hub {
             core: Mutex::new(Core {
                 dispatcher: Some(make(hub.clone())),
                 timer_at: None,
+                broken: None,
             }),
             timer: OnceLock::new(),
         })
@@ -115,6 +118,7 @@ impl Hub {
             }
             // Stopped: dropping the events fails their jobs and closes their replies.
             let Some(d) = core.dispatcher.as_mut() else {
+                fail_after_end(events, core.broken.as_deref());
                 continue;
             };
             let handling = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -169,13 +173,17 @@ impl Hub {
                 d.on_timers(Instant::now());
                 d.dispatch();
                 if d.finished() {
-                    *lock(last) = Some(d.stats());
+                    let stats = d.stats();
+                    core.broken = stats.broken.clone();
+                    *lock(last) = Some(stats);
                     // Later events are dropped; the state itself goes with the hub.
                     let d = core.dispatcher.take();
+                    let broken = core.broken.clone();
                     drop(core);
                     drop(d);
                     // Whatever was posted meanwhile: fail it now, not at the hub's end.
-                    drop(std::mem::take(&mut *lock(&self.inbox)));
+                    let events = std::mem::take(&mut *lock(&self.inbox));
+                    fail_after_end(events, broken.as_deref());
                     return;
                 }
                 let wake = d.next_wake();
@@ -188,6 +196,22 @@ impl Hub {
             match wake {
                 Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
                 None => std::thread::park(),
+            }
+        }
+    }
+}
+
+/// Events that reach a pool whose dispatcher has ended: work submitted to a broken
+/// pool fails with the reason it broke; everything else is dropped (jobs fail as
+/// terminated, replies close).
+fn fail_after_end(events: Vec<Event>, broken: Option<&str>) {
+    let Some(reason) = broken else { return };
+    for event in events {
+        if let Event::Submit(units) = event {
+            for unit in units {
+                unit.fail(|_| crate::error::ErrorKind::PoolBroken {
+                    reason: reason.to_string(),
+                });
             }
         }
     }

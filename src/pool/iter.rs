@@ -74,7 +74,7 @@ where
             task: task.as_ref().map_or("?", |t| t),
             input,
             input_done: false,
-            chunksize: chunksize.max(1),
+            chunksize: chunksize.clamp(1, supervisor_worker::progress::MAX_CALLS as usize),
             read_ahead: read_ahead.max(chunksize.max(1)),
             ordered,
             tx,

@@ -27,7 +27,7 @@ pub struct JobMeta {
     pub attempts: u32,
     /// When its last run started (wall clock).
     pub started: Option<SystemTime>,
-    /// How long its last run took (a batch's time is shared evenly by its jobs).
+    /// How long its last run took, as its worker measured it.
     pub duration: Duration,
 }
 
@@ -363,9 +363,6 @@ pub(crate) struct Unit {
     pub(crate) task: &'static str,
     pub(crate) jobs: Vec<Job>,
     pub(crate) chunk: Option<Chunk>,
-    /// Split out of a batch whose worker died: runs alone, never merged again, so a
-    /// job that kills its worker fails alone.
-    pub(crate) solo: bool,
 }
 
 impl Unit {
@@ -374,7 +371,6 @@ impl Unit {
             task,
             jobs,
             chunk: None,
-            solo: false,
         }
     }
 
@@ -383,7 +379,15 @@ impl Unit {
             task: chunk.task,
             jobs: Vec::new(),
             chunk: Some(chunk),
-            solo: false,
+        }
+    }
+
+    /// Splits off the calls from position `at` on (of those it still holds) as a unit
+    /// of their own.
+    pub(crate) fn split_off(&mut self, at: usize) -> Unit {
+        match &mut self.chunk {
+            Some(chunk) => Unit::chunk(chunk.split_off(at)),
+            None => Unit::new(self.task, self.jobs.split_off(at.min(self.jobs.len()))),
         }
     }
 
@@ -402,7 +406,7 @@ impl Unit {
         })
     }
 
-    /// How many task calls it holds.
+    /// How many task calls it holds (not yet answered).
     pub(crate) fn len(&self) -> usize {
         self.chunk.as_ref().map_or(self.jobs.len(), Chunk::len)
     }
@@ -450,8 +454,11 @@ pub(crate) struct Chunk {
     /// The encoded arguments, back to back.
     pub(crate) data: Vec<u8>,
     stream: u64,
-    /// Taken when the results are delivered; a chunk dropped undelivered fails its
-    /// calls as terminated.
+    /// Calls whose results were delivered (a prefix: a chunk is answered in order,
+    /// possibly in parts); `lens` and `data` keep only the calls after them.
+    delivered: usize,
+    /// Taken when the chunk is finished; a chunk dropped unfinished fails its
+    /// undelivered calls as terminated.
     tx: Option<mpsc::Sender<Delivery>>,
 }
 
@@ -470,28 +477,69 @@ impl Chunk {
             lens: Vec::new(),
             data: Vec::new(),
             stream,
+            delivered: 0,
             tx: Some(tx),
         }
     }
 
+    /// Calls not delivered yet.
     pub(crate) fn len(&self) -> usize {
-        self.lens.len()
+        self.lens.len().saturating_sub(self.delivered)
     }
 
-    /// Delivers the results of every call; the chunk is finished.
-    pub(crate) fn deliver(mut self, results: PackedResults) {
-        if let Some(tx) = self.tx.take() {
+    /// Input position of the first undelivered call.
+    pub(crate) fn next_index(&self) -> usize {
+        self.first_index + self.delivered
+    }
+
+    /// Delivers the results of the next `results.lens.len()` calls (at
+    /// [`Chunk::next_index`]).
+    pub(crate) fn deliver(&mut self, results: PackedResults) {
+        self.delivered += results.lens.len();
+        if let Some(tx) = &self.tx {
             let _ = tx.send(Delivery::Packed(results));
         }
+        if self.len() == 0 {
+            self.tx = None;
+        }
+    }
+
+    /// Byte offset in `data` of call `i` (counted from the first call).
+    fn offset(&self, i: usize) -> usize {
+        self.lens[..i.min(self.lens.len())]
+            .iter()
+            .map(|l| *l as usize)
+            .sum()
+    }
+
+    /// Splits off the undelivered calls from `at` on (counted from the first
+    /// undelivered call) as a chunk of their own.
+    pub(crate) fn split_off(&mut self, at: usize) -> Chunk {
+        let cut = (self.delivered + at).min(self.lens.len());
+        let byte = self.offset(cut);
+        let rest = Chunk {
+            task: self.task,
+            first_id: self.first_id + cut as u64,
+            first_index: self.first_index + cut,
+            lens: self.lens.split_off(cut),
+            data: self.data.split_off(byte.min(self.data.len())),
+            stream: self.stream,
+            delivered: 0,
+            tx: self.tx.clone(),
+        };
+        if self.len() == 0 {
+            self.tx = None;
+        }
+        rest
     }
 
     fn into_jobs(mut self) -> Vec<Job> {
         let Some(tx) = self.tx.take() else {
             return Vec::new();
         };
-        let mut at = 0usize;
-        let mut jobs = Vec::with_capacity(self.lens.len());
-        for (i, len) in self.lens.iter().enumerate() {
+        let mut at = self.offset(self.delivered);
+        let mut jobs = Vec::with_capacity(self.len());
+        for (i, len) in self.lens.iter().enumerate().skip(self.delivered) {
             let end = at + *len as usize;
             let sink = Sink::Stream {
                 stream: self.stream,
@@ -505,10 +553,10 @@ impl Chunk {
         jobs
     }
 
-    /// Fails every call, in one message to the stream.
+    /// Fails every undelivered call, in one message to the stream.
     fn fail(&mut self, error: &dyn Fn(&'static str) -> ErrorKind) {
         if let Some(tx) = self.tx.take() {
-            let items = (0..self.lens.len())
+            let items = (self.delivered..self.lens.len())
                 .map(|i| {
                     (
                         self.first_index + i,

@@ -11,7 +11,9 @@ mod hub;
 mod iter;
 mod job;
 mod reader;
+mod running;
 mod stats;
+mod storm;
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,21 +43,26 @@ use crate::StartMethod;
 /// chunk's worker dies).
 const MAX_AUTO_CHUNK: usize = 65_536;
 
-/// At most `max` worker restarts within `within`; past that the pool is broken.
+/// When restarts mean a storm: more than `max` workers that die (or cannot be started)
+/// before finishing anything, within `within` and with no call answered in between,
+/// break the pool. A worker that dies while running a call never counts: that is the
+/// call's failure (or retry). Between such deaths, replacements back off (10 ms,
+/// doubling up to 1 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartLimit {
-    /// Restarts allowed in the window.
+    /// Deaths before finishing anything allowed in the window.
     pub max: u32,
     /// The window.
     pub within: Duration,
 }
 
 impl Default for RestartLimit {
-    /// 20 restarts within 10 seconds.
+    /// 10 within 60 seconds (with the back-off, a pool whose workers cannot come up
+    /// breaks after about 3 s).
     fn default() -> Self {
         RestartLimit {
-            max: 20,
-            within: Duration::from_secs(10),
+            max: 10,
+            within: Duration::from_secs(60),
         }
     }
 }
@@ -71,7 +78,6 @@ pub(crate) struct Config {
     grace: Duration,
     retries: u32,
     restart_limit: RestartLimit,
-    max_in_flight: usize,
     env_allowlist: Option<Vec<String>>,
 }
 
@@ -87,7 +93,6 @@ pub struct PoolBuilder {
     grace: Duration,
     retries: u32,
     restart_limit: RestartLimit,
-    max_in_flight: usize,
     read_ahead: Option<usize>,
     name: String,
     env_allowlist: Option<Vec<String>>,
@@ -169,16 +174,9 @@ impl PoolBuilder {
         self
     }
 
-    /// Restart intensity limit. Default: [`RestartLimit::default`].
+    /// Restart storm limit (see [`RestartLimit`]). Default: [`RestartLimit::default`].
     pub fn restart_limit(mut self, max: u32, within: Duration) -> Self {
         self.restart_limit = RestartLimit { max, within };
-        self
-    }
-
-    /// Units of work (a task, or a chunk of a map) sent to one worker ahead of time.
-    /// Default: 2 (one running, one waiting, so a worker never idles on a round trip).
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n.max(1);
         self
     }
 
@@ -224,7 +222,6 @@ impl PoolBuilder {
             grace: self.grace,
             retries: self.retries,
             restart_limit: self.restart_limit,
-            max_in_flight: self.max_in_flight,
             env_allowlist: self.env_allowlist,
         };
         let timeout_set = cfg.task_timeout.is_some();
@@ -345,7 +342,6 @@ impl Pool {
             grace: Duration::from_secs(5),
             retries: 0,
             restart_limit: RestartLimit::default(),
-            max_in_flight: 2,
             read_ahead: None,
             name: "pool".into(),
             env_allowlist: None,
@@ -470,7 +466,8 @@ impl Pool {
                 return MapHandle::new("?", len, rx);
             }
         };
-        let chunksize = chunksize.max(1);
+        // A unit holds at most `MAX_CALLS` calls (see `supervisor_worker::progress`).
+        let chunksize = chunksize.clamp(1, supervisor_worker::progress::MAX_CALLS as usize);
         let new_chunk = |first_index: usize| {
             let first_id = self.shared.next_ids(chunksize);
             Chunk::new(name, first_id, first_index, stream, tx.clone())
@@ -726,6 +723,7 @@ impl Pool {
             failed: 0,
             restarts: 0,
             broken: None,
+            notes: Vec::new(),
             exited: Vec::new(),
         })
     }

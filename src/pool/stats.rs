@@ -66,6 +66,9 @@ pub struct PoolStats {
     pub restarts: u32,
     /// Why the pool is broken, if it is.
     pub broken: Option<String>,
+    /// Things a user should know about how the pool runs (for example that the fork
+    /// zygote died and new workers come from the forkserver).
+    pub notes: Vec<String>,
     /// Workers that have exited (replaced, recycled, or at the end), oldest first; the
     /// last 10,000 are kept.
     pub exited: Vec<WorkerStats>,

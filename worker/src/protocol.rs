@@ -20,7 +20,7 @@ use crate::packet::{self, PacketError};
 use crate::setup::ChildSetup;
 
 /// Bumped whenever a message below changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Environment variable that marks a re-executed child as a worker; it holds the path
 /// of the bootstrap socket. It is removed from the environment as soon as it is read.
@@ -47,6 +47,8 @@ pub struct Frame {
     pub(crate) arena_len: Option<u64>,
     /// `shm` is the sender's new arena, to keep for later frames.
     pub(crate) adopt: bool,
+    /// A pool worker's progress page (see [`crate::progress`]), sent once.
+    page: Option<IpcSharedMemory>,
 }
 
 /// A channel handle carried inside a [`Frame`].
@@ -83,7 +85,20 @@ impl Frame {
             channels: Vec::new(),
             arena_len: None,
             adopt: false,
+            page: None,
         }
+    }
+
+    /// A frame carrying `msg` and a progress page for the worker to keep.
+    pub fn with_page<T: Serialize>(msg: &T, page: IpcSharedMemory) -> Result<Frame, CodecError> {
+        let mut frame = Frame::new(msg, Vec::new())?;
+        frame.page = Some(page);
+        Ok(frame)
+    }
+
+    /// Takes the progress page out of the frame.
+    pub fn take_page(&mut self) -> Option<IpcSharedMemory> {
+        self.page.take()
     }
 
     /// Decodes the message this frame carries. A frame that points into an arena can
@@ -350,6 +365,9 @@ pub enum ToChild {
         /// The encoded arguments, back to back.
         data: ByteBuf,
     },
+    /// (Pool workers) the frame carries the worker's progress page: claim each call
+    /// there before running it (see [`crate::progress`]). No answer.
+    Progress,
 }
 
 /// The borrowing twin of [`ToChild::Task`] and [`ToChild::Batch`]: it encodes to the
@@ -384,6 +402,8 @@ pub enum ToChildRef<'a> {
         /// The encoded arguments, back to back.
         data: &'a serde_bytes::Bytes,
     },
+    /// Never sent; keeps the variant numbers equal to [`ToChild`]'s.
+    Progress(()),
 }
 
 /// The borrowing twin of [`TaskRequest`].
@@ -450,13 +470,22 @@ pub enum FromChild {
         id: u64,
         /// What happened.
         outcome: TaskOutcome,
+        /// When it ran.
+        timing: Timing,
     },
-    /// A batch finished: one outcome per argument, in order.
+    /// Calls `from..from + outcomes.len()` of a batch finished: one outcome per call,
+    /// in order. A batch may be answered in several parts (the calls that finished
+    /// while a later one runs long are sent on their own), and ends early when the
+    /// parent took its unstarted calls back.
     BatchDone {
-        /// Id of the first item.
+        /// Id of the batch (its first item).
         first_id: u64,
+        /// Position of the first call answered here.
+        from: u32,
         /// The outcomes.
         outcomes: Vec<TaskOutcome>,
+        /// When each ran.
+        timings: Vec<Timing>,
     },
     /// (Server) a worker was forked.
     Forked {
@@ -483,8 +512,11 @@ pub enum FromChild {
     /// it is listed in `others`; the values of those that did lie back to back in
     /// `data`, item `i`'s being `lens[i]` bytes long (0 for the items in `others`).
     PackedDone {
-        /// Id of the first item.
+        /// Id of the chunk (its first item).
         first_id: u64,
+        /// Position of the first item answered here (a chunk may be answered in
+        /// parts, as a batch is); `others` positions count from it.
+        from: u32,
         /// Length of each encoded value.
         lens: Vec<u32>,
         /// The encoded values, back to back.
@@ -493,6 +525,16 @@ pub enum FromChild {
         /// item position.
         others: Vec<(u32, TaskOutcome)>,
     },
+}
+
+/// When one call ran, by the worker's `CLOCK_MONOTONIC` (the same clock in every
+/// process of the machine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Nanoseconds at its start.
+    pub start_ns: u64,
+    /// How long it ran, in nanoseconds.
+    pub duration_ns: u64,
 }
 
 /// The fixed-layout first message of a spawned child. Checked byte for byte, secret

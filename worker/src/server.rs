@@ -48,6 +48,7 @@ pub fn run(link: Link) -> ! {
             | Ok(ToChild::Task(_))
             | Ok(ToChild::Batch { .. })
             | Ok(ToChild::Packed { .. })
+            | Ok(ToChild::Progress)
             | Err(_) => serve::finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
         };
         if link.send(&reply).is_err() {

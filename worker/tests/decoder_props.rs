@@ -32,10 +32,10 @@ proptest! {
 
     #[test]
     fn outcomes_round_trip_exactly(value in proptest::collection::vec(any::<u8>(), 0..256), error in proptest::option::of(".{0,40}"), id in any::<u64>()) {
-        let msg = FromChild::Done { id, outcome: TaskOutcome::Returned { value: value.clone(), error: error.clone() } };
+        let msg = FromChild::Done { id, outcome: TaskOutcome::Returned { value: value.clone(), error: error.clone() }, timing: Default::default() };
         let bytes = codec::encode(&msg).unwrap();
         match codec::decode::<FromChild>(&bytes).unwrap() {
-            FromChild::Done { id: i, outcome: TaskOutcome::Returned { value: v, error: e } } => {
+            FromChild::Done { id: i, outcome: TaskOutcome::Returned { value: v, error: e }, .. } => {
                 prop_assert_eq!(i, id);
                 prop_assert_eq!(v, value);
                 prop_assert_eq!(e, error);

@@ -1,0 +1,364 @@
+//! Scheduling semantics: whatever is batched, each task keeps its own time limit, runs
+//! at most once (retries 0), reports its own start and duration, and never waits
+//! behind a running task while a worker could run it. Real processes, every start
+//! method, a deadline and the leak check on each test.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{each_method, scenario, Scenario, SCENARIOS};
+use serde::{Deserialize, Serialize};
+use supervisor::{ErrorKind, Pool, StartMethod};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+enum Then {
+    Return,
+    Exit,
+    Abort,
+}
+
+/// One test job: append `id` to the run log at its start, sleep, then act.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    id: u64,
+    ms: u64,
+    then: Then,
+    log: PathBuf,
+}
+
+fn job(j: Job) -> u32 {
+    let line = format!("{}\n", j.id);
+    // One write of a short line to an O_APPEND file: lines never interleave.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&j.log)
+        .expect("run log");
+    f.write_all(line.as_bytes()).expect("run log write");
+    std::thread::sleep(Duration::from_millis(j.ms));
+    match j.then {
+        Then::Return => std::process::id(),
+        Then::Exit => std::process::exit(3),
+        Then::Abort => std::process::abort(),
+    }
+}
+supervisor::task!(job);
+
+/// A private run log, removed on drop.
+struct RunLog(PathBuf);
+
+impl RunLog {
+    fn new(name: &str) -> RunLog {
+        let path = std::env::temp_dir().join(format!(
+            "supervisor-sched-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        RunLog(path)
+    }
+
+    fn job(&self, id: u64, ms: u64, then: Then) -> Job {
+        Job {
+            id,
+            ms,
+            then,
+            log: self.0.clone(),
+        }
+    }
+
+    /// How many times each id started.
+    fn runs(&self) -> BTreeMap<u64, usize> {
+        let mut runs = BTreeMap::new();
+        for line in std::fs::read_to_string(&self.0).unwrap_or_default().lines() {
+            *runs.entry(line.parse().unwrap()).or_default() += 1;
+        }
+        runs
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RunLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn pool(method: StartMethod, procs: usize) -> supervisor::PoolBuilder {
+    Pool::builder()
+        .procs(procs)
+        .start_method(method)
+        .grace(Duration::from_millis(500))
+}
+
+/// Makes `job` a "fast" task for the dispatcher (so single calls are merged into
+/// batches): the situation in which batching used to change what users saw.
+fn warm(pool: &Pool, log: &RunLog) {
+    let quick: Vec<Job> = (1_000_000..1_000_040)
+        .map(|id| log.job(id, 0, Then::Return))
+        .collect();
+    for r in pool.map(job, quick) {
+        r.unwrap();
+    }
+}
+
+/// `[0, 0, 700 x 6]` ms with a 500 ms limit: each slow task is stopped at its own
+/// limit (not at `limit x batch length`), the quick ones succeed, and nothing runs
+/// twice. On the old scheduler the 700 ms tasks succeeded and every task of a killed
+/// batch ran again.
+#[test]
+fn a_slow_task_in_a_batch_times_out_at_its_own_limit_and_nothing_runs_twice() {
+    each_method(DEADLINE, |method| {
+        let limit = Duration::from_millis(500);
+        let pool = pool(method, 2).task_timeout(limit).build().unwrap();
+        let log = RunLog::new("timeout");
+        warm(&pool, &log);
+        let ms = [0, 0, 700, 700, 700, 700, 700, 700];
+        let jobs: Vec<Job> = ms
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| log.job(i as u64, *ms, Then::Return))
+            .collect();
+        let reports: Vec<_> = pool
+            .imap_reports::<_, u32, _>("job", jobs, 1, true)
+            .collect();
+        assert_eq!(reports.len(), ms.len());
+        for (r, ms) in reports.iter().zip(ms) {
+            if ms == 0 {
+                assert!(r.result.is_ok(), "{r:?}");
+                continue;
+            }
+            let e = r.result.as_ref().unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::TimedOut { .. }), "{r:?}");
+            // Its own duration, measured: at least the limit, and stopped soon after.
+            assert!(r.meta.duration >= limit, "{r:?}");
+            assert!(
+                r.meta.duration < limit + Duration::from_millis(650),
+                "{r:?}"
+            );
+            assert!(r.meta.started.is_some() && r.meta.pid != 0, "{r:?}");
+        }
+        let runs = log.runs();
+        for id in 0..ms.len() as u64 {
+            assert_eq!(runs.get(&id), Some(&1), "task {id} ran {runs:?}");
+        }
+        pool.join();
+    });
+}
+
+/// A 2 s task, then 50 quick ones on 2 workers: every quick one finishes while the slow
+/// one runs (on the old scheduler 6 to 12 of them waited for it).
+#[test]
+fn quick_tasks_never_wait_behind_a_slow_one() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).build().unwrap();
+        let log = RunLog::new("behind");
+        warm(&pool, &log);
+        let mut jobs = vec![log.job(0, 2000, Then::Return)];
+        jobs.extend((1..=50).map(|id| log.job(id, 0, Then::Return)));
+        let start = Instant::now();
+        let mut order = Vec::new();
+        for r in pool.imap_reports::<_, u32, _>("job", jobs, 1, false) {
+            r.result.as_ref().unwrap();
+            order.push((r.index, start.elapsed()));
+        }
+        let slow_at = order.iter().position(|(i, _)| *i == 0).unwrap();
+        assert_eq!(slow_at, 50, "the slow task finishes last: {order:?}");
+        let last_quick = order[49].1;
+        assert!(
+            last_quick < Duration::from_millis(1500),
+            "the quick tasks waited for the slow one: {order:?}"
+        );
+        pool.join();
+    });
+}
+
+/// Two quick tasks and four that take 3 s, on 6 workers, unordered: both quick results
+/// come out at once (on the old scheduler the second often sat behind a slow one).
+#[test]
+fn quick_results_come_out_while_other_workers_are_busy() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 6).build().unwrap();
+        let log = RunLog::new("hol");
+        warm(&pool, &log);
+        let mut jobs = vec![log.job(0, 0, Then::Return), log.job(1, 0, Then::Return)];
+        jobs.extend((2..6).map(|id| log.job(id, 3000, Then::Return)));
+        let start = Instant::now();
+        let mut reports = pool.imap_reports::<_, u32, _>("job", jobs, 1, false);
+        let first = reports.next().unwrap();
+        let second = reports.next().unwrap();
+        let at = start.elapsed();
+        let quick: HashSet<usize> = [first.index, second.index].into();
+        assert_eq!(quick, [0, 1].into());
+        assert!(at < Duration::from_millis(1500), "{at:?}");
+        assert_eq!(reports.count(), 4);
+        pool.join();
+    });
+}
+
+/// A fresh pool given `[0, 0, 300 x 8]` ms spreads the slow tasks over its workers as
+/// they come up (on the old scheduler all ten ran in one process).
+#[test]
+fn a_fresh_pool_spreads_work_over_its_workers() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).build().unwrap();
+        let log = RunLog::new("spread");
+        let ms = [0, 0, 300, 300, 300, 300, 300, 300, 300, 300];
+        let handles: Vec<_> = ms
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| pool.submit(job, log.job(i as u64, *ms, Then::Return)))
+            .collect();
+        let pids: Vec<u32> = handles.iter().map(|h| h.wait().unwrap()).collect();
+        let mut per_pid: BTreeMap<u32, usize> = BTreeMap::new();
+        for pid in &pids[2..] {
+            *per_pid.entry(*pid).or_default() += 1;
+        }
+        assert_eq!(per_pid.len(), 2, "slow tasks ran in {per_pid:?}");
+        assert!(per_pid.values().all(|n| *n <= 5), "{per_pid:?}");
+        pool.join();
+    });
+}
+
+/// A tiny deterministic generator (xorshift), so a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Random mixes: most tasks take 0-1 ms, some 200-400 ms (hundreds of times longer,
+/// past the 150 ms limit), some kill their worker. Every result comes back in input
+/// order, with the outcome its task earned; every task started exactly once (retries
+/// 0); the slow ones were stopped at their own limit; the pool never breaks.
+#[test]
+fn random_durations_and_deaths_keep_every_tasks_semantics() {
+    each_method(DEADLINE, |method| {
+        let seed = 0x9e37_79b9_7f4a_7c15 ^ u64::from(method as u8);
+        let mut rng = Rng(seed);
+        let limit = Duration::from_millis(150);
+        let pool = pool(method, 3).task_timeout(limit).build().unwrap();
+        let log = RunLog::new("random");
+        warm(&pool, &log);
+        let jobs: Vec<Job> = (0..300)
+            .map(|id| {
+                let roll = rng.next() % 100;
+                let (ms, then) = match roll {
+                    0..=89 => (rng.next() % 2, Then::Return),
+                    90..=96 => (200 + rng.next() % 200, Then::Return),
+                    97 => (rng.next() % 2, Then::Exit),
+                    _ => (rng.next() % 2, Then::Abort),
+                };
+                log.job(id, ms, then)
+            })
+            .collect();
+        let reports: Vec<_> = pool
+            .imap_reports::<_, u32, _>("job", jobs.clone(), 1, true)
+            .collect();
+        assert_eq!(reports.len(), jobs.len(), "seed {seed:#x}");
+        for (i, (r, j)) in reports.iter().zip(&jobs).enumerate() {
+            assert_eq!(r.index, i, "input order, seed {seed:#x}");
+            let kind = r.result.as_ref().err().map(|e| e.kind());
+            match (j.then, j.ms >= 200) {
+                (Then::Return, false) => assert!(r.result.is_ok(), "{j:?}: {r:?}"),
+                (Then::Return, true) => {
+                    assert!(
+                        matches!(kind, Some(ErrorKind::TimedOut { .. })),
+                        "{j:?}: {r:?}"
+                    );
+                    assert!(r.meta.duration >= limit, "{j:?}: {r:?}");
+                    assert!(r.meta.duration < limit + Duration::from_secs(1), "{r:?}");
+                }
+                (Then::Exit, _) => {
+                    assert!(
+                        matches!(kind, Some(ErrorKind::Exited { code: 3, .. })),
+                        "{r:?}"
+                    )
+                }
+                (Then::Abort, _) => {
+                    assert!(matches!(kind, Some(ErrorKind::Crashed { .. })), "{r:?}")
+                }
+            }
+        }
+        let runs = log.runs();
+        for j in &jobs {
+            assert_eq!(runs.get(&j.id), Some(&1), "task {j:?}, seed {seed:#x}");
+        }
+        assert!(pool.stats().broken.is_none());
+        assert!(log.path().exists());
+        pool.join();
+    });
+}
+
+/// In a process of its own (the zygote is one of the test harness's helpers): a fork
+/// pool whose zygote is SIGKILLed mid-run goes on with the forkserver, loses nothing
+/// (retries cover the calls its workers were running) and says so in its stats.
+fn zygote_death_scenario() {
+    let pool = Pool::builder()
+        .procs(2)
+        .start_method(StartMethod::Fork)
+        .max_tasks_per_child(20)
+        .retries(3)
+        .grace(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let log = RunLog::new("zygote");
+    let jobs: Vec<Job> = (0..400).map(|id| log.job(id, 1, Then::Return)).collect();
+    let zygote = supervisor::helper_pids()[0];
+    let mut killed = false;
+    let mut ok = 0;
+    for (i, r) in pool.imap(job, jobs).enumerate() {
+        r.unwrap_or_else(|e| panic!("input {i}: {e}"));
+        ok += 1;
+        if i == 100 && !killed {
+            // SAFETY: kill with plain integers; this program's own zygote.
+            unsafe { libc::kill(zygote as i32, libc::SIGKILL) };
+            killed = true;
+        }
+    }
+    let stats = pool.stats();
+    assert!(stats.broken.is_none(), "{stats:?}");
+    assert!(
+        stats.notes.iter().any(|n| n.contains("zygote died")),
+        "{:?}",
+        stats.notes
+    );
+    pool.join();
+    println!("ok {ok}");
+}
+
+#[linkme::distributed_slice(SCENARIOS)]
+static ZYGOTE_DEATH: Scenario = Scenario {
+    name: "zygote_death",
+    run: zygote_death_scenario,
+};
+
+#[test]
+fn a_dead_zygote_is_replaced_by_the_forkserver_and_nothing_is_lost() {
+    common::isolated(DEADLINE, || {
+        let out = scenario("zygote_death").output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("ok 400"),
+            "{:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}

@@ -1,0 +1,598 @@
+//! Running a pool worker's units call by call, and answering them.
+//!
+//! Each call is claimed on the progress page before it runs (see [`crate::progress`]),
+//! so the parent knows which call runs and since when, and can take unstarted calls
+//! back at any moment. Finished calls' answers wait in [`Answers`] until the unit
+//! ends, and one message answers them all; but if one call runs long, a flusher thread
+//! sends what finished before it, so no result waits behind a slow batch-mate.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ipc_channel::ipc::IpcSender;
+
+use crate::arena::Outbox;
+use crate::progress::{monotonic_ns, Progress};
+use crate::protocol::{Frame, FromChild, LinkError, TaskOutcome, Timing};
+use crate::registry::{self, TaskEntry};
+use crate::serve::{run_entry, run_one};
+
+/// How often the flusher looks at a running batch; a call seen running at two looks
+/// in a row has its finished batch-mates' answers sent at once.
+const FLUSH_TICK: Duration = Duration::from_millis(1);
+
+/// What finished calls of the running unit have yielded, not yet sent.
+enum Pending {
+    Outcomes {
+        outcomes: Vec<TaskOutcome>,
+        timings: Vec<Timing>,
+    },
+    Packed {
+        lens: Vec<u32>,
+        data: Vec<u8>,
+        /// Positions relative to `Open::from`.
+        others: Vec<(u32, TaskOutcome)>,
+    },
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        match self {
+            Pending::Outcomes { outcomes, .. } => outcomes.len(),
+            Pending::Packed { lens, .. } => lens.len(),
+        }
+    }
+}
+
+/// The running unit of several calls.
+struct Open {
+    seq: u64,
+    /// Position of the first pending call.
+    from: u32,
+    pending: Pending,
+}
+
+impl Open {
+    /// The message answering the pending calls; they count as sent.
+    fn take_message(&mut self) -> FromChild {
+        let n = self.pending.len() as u32;
+        let from = self.from;
+        self.from += n;
+        match &mut self.pending {
+            Pending::Outcomes { outcomes, timings } => FromChild::BatchDone {
+                first_id: self.seq,
+                from,
+                outcomes: std::mem::take(outcomes),
+                timings: std::mem::take(timings),
+            },
+            Pending::Packed { lens, data, others } => FromChild::PackedDone {
+                first_id: self.seq,
+                from,
+                lens: std::mem::take(lens),
+                data: serde_bytes::ByteBuf::from(std::mem::take(data)),
+                others: std::mem::take(others),
+            },
+        }
+    }
+}
+
+struct State {
+    tx: IpcSender<Frame>,
+    outbox: Outbox,
+    open: Option<Open>,
+    /// Reused buffer for encoding an outcome into the answer log.
+    scratch: Vec<u8>,
+}
+
+impl State {
+    fn send(&mut self, msg: &FromChild) -> Result<(), LinkError> {
+        self.outbox.send(&self.tx, msg)
+    }
+
+    /// Sends the open unit's pending answers, if any, and empties the answer log
+    /// (what it held has been sent).
+    fn flush(&mut self, progress: Option<&Progress>) -> Result<(), LinkError> {
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        if open.pending.len() == 0 {
+            return Ok(());
+        }
+        let seq = open.seq;
+        let msg = open.take_message();
+        let sent = self.send(&msg);
+        if let Some(progress) = progress {
+            progress.log_reset(seq);
+        }
+        sent
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the flusher when a unit of several calls opens.
+    opened: Condvar,
+    progress: Option<Progress>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where a worker's answers go: the link's sender, its arena, and the pending answers
+/// of the running unit.
+pub(crate) struct Answers {
+    shared: Arc<Shared>,
+}
+
+impl Answers {
+    /// Answers for a worker without a progress page (a `Process` child): every call is
+    /// its own to run.
+    pub(crate) fn new(tx: IpcSender<Frame>) -> Answers {
+        Answers::build(tx, None)
+    }
+
+    /// Answers for a pool worker: calls are claimed on `progress`, and a flusher thread
+    /// sends finished calls' answers when a later call runs long. Without a thread
+    /// (none could start) answers just wait for the unit's end.
+    pub(crate) fn with_progress(tx: IpcSender<Frame>, progress: Progress) -> Answers {
+        let answers = Answers::build(tx, Some(progress));
+        let shared = answers.shared.clone();
+        let _ = std::thread::Builder::new()
+            .name("supervisor-flush".into())
+            .stack_size(64 * 1024)
+            .spawn(move || flusher(&shared));
+        answers
+    }
+
+    fn build(tx: IpcSender<Frame>, progress: Option<Progress>) -> Answers {
+        Answers {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    tx,
+                    outbox: Outbox::new(),
+                    open: None,
+                    scratch: Vec::new(),
+                }),
+                opened: Condvar::new(),
+                progress,
+            }),
+        }
+    }
+
+    /// Claims call `i` of the running unit (always granted without a progress page).
+    fn claim(&self, seq: u64, i: u32, now_ns: u64) -> bool {
+        self.shared
+            .progress
+            .as_ref()
+            .is_none_or(|p| p.claim(seq, i, now_ns))
+    }
+
+    /// Runs one task (unless the parent took it back) and answers it.
+    pub(crate) fn run_task(&self, id: u64, task: &str, arg: &[u8]) -> Result<(), LinkError> {
+        let start_ns = monotonic_ns();
+        if !self.claim(id, 0, start_ns) {
+            return Ok(());
+        }
+        let outcome = crate::serve::run_task(task, arg);
+        let timing = Timing {
+            start_ns,
+            duration_ns: monotonic_ns().saturating_sub(start_ns),
+        };
+        let msg = FromChild::Done {
+            id,
+            outcome,
+            timing,
+        };
+        let mut state = self.shared.lock();
+        state.send(&msg)
+    }
+
+    fn open(&self, seq: u64, pending: Pending) {
+        if let Some(progress) = &self.shared.progress {
+            progress.log_reset(seq);
+        }
+        let mut state = self.shared.lock();
+        state.open = Some(Open {
+            seq,
+            from: 0,
+            pending,
+        });
+        drop(state);
+        self.shared.opened.notify_one();
+    }
+
+    /// Sends what is still pending and closes the unit.
+    fn close(&self) -> Result<(), LinkError> {
+        let mut state = self.shared.lock();
+        let sent = state.flush(self.shared.progress.as_ref());
+        state.open = None;
+        sent
+    }
+
+    /// Records a finished call in the answer log (see [`crate::progress`]). False if
+    /// it does not fit: then the caller sends the pending answers, this one included,
+    /// at once.
+    fn log(&self, state: &mut State, position: u32, entry: LogEntry<'_>) -> bool {
+        let Some(progress) = &self.shared.progress else {
+            return true;
+        };
+        match entry {
+            LogEntry::Value(value) => progress.log_value(position, value),
+            LogEntry::Outcome(outcome, timing) => {
+                let mut scratch = std::mem::take(&mut state.scratch);
+                scratch.clear();
+                let logged = crate::codec::encode_append(&(outcome, timing), &mut scratch).is_ok()
+                    && progress.log_outcome(position, &scratch);
+                state.scratch = scratch;
+                logged
+            }
+        }
+    }
+
+    /// Runs each argument through one task, in order, while the calls can be claimed.
+    pub(crate) fn run_batch(
+        &self,
+        seq: u64,
+        task: &str,
+        args: &[serde_bytes::ByteBuf],
+    ) -> Result<(), LinkError> {
+        let entry = registry::by_name(task).ok();
+        self.open(
+            seq,
+            Pending::Outcomes {
+                outcomes: Vec::with_capacity(args.len()),
+                timings: Vec::with_capacity(args.len()),
+            },
+        );
+        for (i, arg) in args.iter().enumerate() {
+            let start_ns = monotonic_ns();
+            if !self.claim(seq, i as u32, start_ns) {
+                break;
+            }
+            let outcome = match entry {
+                Some(entry) => run_one(entry, arg),
+                None => TaskOutcome::UnknownTask {
+                    name: task.to_string(),
+                },
+            };
+            let timing = Timing {
+                start_ns,
+                duration_ns: monotonic_ns().saturating_sub(start_ns),
+            };
+            let mut state = self.shared.lock();
+            let logged = self.log(&mut state, i as u32, LogEntry::Outcome(&outcome, &timing));
+            if let Some(Open {
+                pending: Pending::Outcomes { outcomes, timings },
+                ..
+            }) = &mut state.open
+            {
+                outcomes.push(outcome);
+                timings.push(timing);
+            }
+            if !logged && state.flush(self.shared.progress.as_ref()).is_err() {
+                break;
+            }
+        }
+        self.close()
+    }
+
+    /// Runs each argument of a packed chunk (`lens[i]` bytes each, back to back in
+    /// `data`) through one task, in order, while the calls can be claimed; plain values
+    /// are packed the same way.
+    pub(crate) fn run_packed(
+        &self,
+        seq: u64,
+        task: &str,
+        lens: &[u32],
+        data: &[u8],
+    ) -> Result<(), LinkError> {
+        let entry = registry::by_name(task);
+        self.open(
+            seq,
+            Pending::Packed {
+                lens: Vec::with_capacity(lens.len()),
+                data: Vec::new(),
+                others: Vec::new(),
+            },
+        );
+        let mut value = Vec::new();
+        let mut at = 0usize;
+        for (i, len) in lens.iter().enumerate() {
+            let arg = at
+                .checked_add(*len as usize)
+                .and_then(|end| data.get(at..end));
+            at = at.saturating_add(*len as usize);
+            if !self.claim(seq, i as u32, monotonic_ns()) {
+                break;
+            }
+            value.clear();
+            let ran = run_packed_call(&entry, task, i, arg, data.len(), &mut value);
+            let mut state = self.shared.lock();
+            let logged = match &ran {
+                None => self.log(&mut state, i as u32, LogEntry::Value(&value)),
+                Some(other) => self.log(
+                    &mut state,
+                    i as u32,
+                    LogEntry::Outcome(other, &Timing::default()),
+                ),
+            };
+            if let Some(Open {
+                from,
+                pending: Pending::Packed { lens, data, others },
+                ..
+            }) = &mut state.open
+            {
+                match ran {
+                    None => {
+                        lens.push(value.len() as u32);
+                        data.extend_from_slice(&value);
+                    }
+                    Some(other) => {
+                        lens.push(0);
+                        others.push((i as u32 - *from, other));
+                    }
+                }
+            }
+            if !logged && state.flush(self.shared.progress.as_ref()).is_err() {
+                break;
+            }
+        }
+        self.close()
+    }
+}
+
+/// A finished call's answer, for the log.
+enum LogEntry<'a> {
+    Value(&'a [u8]),
+    Outcome(&'a TaskOutcome, &'a Timing),
+}
+
+/// Runs call `i` of a chunk into `value`: `None` for a plain value (in `value`), else
+/// the outcome that replaces it.
+fn run_packed_call(
+    entry: &Result<&'static TaskEntry, registry::RegistryError>,
+    task: &str,
+    i: usize,
+    arg: Option<&[u8]>,
+    sent: usize,
+    value: &mut Vec<u8>,
+) -> Option<TaskOutcome> {
+    let ran = match (entry, arg) {
+        (Ok(entry), Some(arg)) => run_entry(entry, arg, value),
+        (Err(_), _) => Err(TaskOutcome::UnknownTask {
+            name: task.to_string(),
+        }),
+        (_, None) => Err(TaskOutcome::BadArgument {
+            message: format!("argument {i} lies beyond the {sent} bytes sent"),
+        }),
+    };
+    match ran {
+        Ok(None) => None,
+        // Returned `Err`: its value goes with its message.
+        Ok(Some(error)) => Some(TaskOutcome::Returned {
+            value: std::mem::take(value),
+            error: Some(error),
+        }),
+        // A panic may have left part of a value behind.
+        Err(outcome) => Some(outcome),
+    }
+}
+
+/// The flusher: while a unit of several calls runs, looks at the progress page every
+/// [`FLUSH_TICK`]; when the same call is running at two looks in a row and answers
+/// are pending, sends them.
+fn flusher(shared: &Shared) {
+    let Some(progress) = &shared.progress else {
+        return;
+    };
+    let mut last = None;
+    let mut state = shared.lock();
+    loop {
+        if state.open.is_none() {
+            last = None;
+            state = shared
+                .opened
+                .wait_while(state, |s| s.open.is_none())
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        state = shared
+            .opened
+            .wait_timeout(state, FLUSH_TICK)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+        let Some(open) = &state.open else {
+            continue;
+        };
+        let seen = progress.snapshot();
+        let now = (open.seq, seen.next, seen.started_ns);
+        if last == Some(now) && state.flush(Some(progress)).is_err() {
+            // The parent is gone; the main thread finds out on its own.
+            return;
+        }
+        last = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Frame;
+    use ipc_channel::ipc;
+
+    fn twice(x: u64) -> u64 {
+        x * 2
+    }
+    crate::task!(twice);
+
+    /// A return value whose encoding panics half way.
+    struct HalfThenPanic;
+
+    impl serde::Serialize for HalfThenPanic {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeTuple;
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&7u64)?;
+            panic!("half way")
+        }
+    }
+
+    fn half(x: u64) -> Result<HalfThenPanic, String> {
+        if x == 0 {
+            return Err("zero".into());
+        }
+        Ok(HalfThenPanic)
+    }
+    crate::task!(half);
+
+    fn sleepy(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+    crate::task!(sleepy);
+
+    fn answers(progress: Option<Progress>) -> (Answers, ipc::IpcReceiver<Frame>) {
+        let (tx, rx) = ipc::channel::<Frame>().unwrap();
+        let answers = match progress {
+            Some(p) => Answers::with_progress(tx, p),
+            None => Answers::new(tx),
+        };
+        (answers, rx)
+    }
+
+    fn next_message(rx: &ipc::IpcReceiver<Frame>, inbox: &mut crate::arena::Inbox) -> FromChild {
+        let frame = rx.recv().unwrap();
+        inbox.decode(frame).unwrap()
+    }
+
+    fn packed(task: &str, lens: &[u32], data: &[u8]) -> FromChild {
+        let (answers, rx) = answers(None);
+        answers.run_packed(7, task, lens, data).unwrap();
+        next_message(&rx, &mut crate::arena::Inbox::new())
+    }
+
+    #[test]
+    fn a_value_whose_encoding_panics_leaves_nothing_in_the_packed_values() {
+        let one = crate::codec::encode(&1u64).unwrap();
+        let zero = crate::codec::encode(&0u64).unwrap();
+        let data = [one.clone(), zero, one].concat();
+        match packed("half", &[1, 1, 1], &data) {
+            FromChild::PackedDone {
+                lens, data, others, ..
+            } => {
+                assert_eq!(lens, vec![0, 0, 0]);
+                assert!(data.is_empty(), "{data:?}");
+                assert!(matches!(others[0], (0, TaskOutcome::Panicked { .. })));
+                assert!(matches!(
+                    others[1],
+                    (1, TaskOutcome::Returned { error: Some(_), .. })
+                ));
+                assert!(matches!(others[2], (2, TaskOutcome::Panicked { .. })));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_packed_chunk_answers_every_argument_in_place() {
+        let mut data = crate::codec::encode(&4u64).unwrap();
+        let four = data.len() as u32;
+        data.push(0xff);
+        // Argument 1 is one bad byte; argument 2 claims bytes that were never sent.
+        match packed("twice", &[four, 1, 50], &data) {
+            FromChild::PackedDone {
+                first_id,
+                from,
+                lens,
+                data,
+                others,
+            } => {
+                assert_eq!((first_id, from), (7, 0));
+                assert_eq!(lens.len(), 3, "{lens:?} {data:?} {others:?}");
+                let eight = crate::codec::decode::<u64>(&data[..lens[0] as usize]).unwrap();
+                assert_eq!(eight, 8);
+                assert_eq!(&lens[1..], &[0, 0]);
+                assert!(matches!(others[0], (1, TaskOutcome::BadArgument { .. })));
+                assert!(matches!(others[1], (2, TaskOutcome::BadArgument { .. })));
+            }
+            other => panic!("{other:?}"),
+        }
+        match packed("no-such-task", &[four], &data) {
+            FromChild::PackedDone { others, .. } => {
+                assert!(matches!(
+                    &others[..],
+                    [(0, TaskOutcome::UnknownTask { .. })]
+                ))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A batch `[0 ms, 0 ms, 300 ms]`: the two quick answers are sent while the slow
+    /// call runs, and the slow one follows on its own; each call has its own timing.
+    #[test]
+    fn quick_answers_do_not_wait_behind_a_slow_batch_mate() {
+        let page = Progress::new();
+        let parent = Progress::adopt(page.share()).unwrap();
+        let (answers, rx) = answers(Some(page));
+        let args: Vec<_> = [0u64, 0, 300]
+            .iter()
+            .map(|ms| serde_bytes::ByteBuf::from(crate::codec::encode(ms).unwrap()))
+            .collect();
+        parent.begin(9, 3);
+        let started = std::time::Instant::now();
+        let runner = std::thread::spawn(move || answers.run_batch(9, "sleepy", &args));
+        let mut inbox = crate::arena::Inbox::new();
+        match next_message(&rx, &mut inbox) {
+            FromChild::BatchDone {
+                first_id: 9,
+                from: 0,
+                outcomes,
+                timings,
+            } => {
+                assert_eq!(outcomes.len(), 2);
+                assert_eq!(timings.len(), 2);
+                assert!(started.elapsed() < Duration::from_millis(250));
+            }
+            other => panic!("{other:?}"),
+        }
+        match next_message(&rx, &mut inbox) {
+            FromChild::BatchDone {
+                from: 2, timings, ..
+            } => {
+                assert!(timings[0].duration_ns >= 300_000_000, "{timings:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        runner.join().unwrap().unwrap();
+    }
+
+    /// Calls the parent took back are not run, and the answer covers only the rest.
+    #[test]
+    fn calls_taken_back_are_not_run() {
+        let page = Progress::new();
+        let parent = Progress::adopt(page.share()).unwrap();
+        let (answers, rx) = answers(Some(page));
+        parent.begin(3, 4);
+        let seen = parent.snapshot();
+        assert_eq!(parent.take_back(seen, 1), Some(1));
+        let args: Vec<_> = (0..4u64)
+            .map(|x| serde_bytes::ByteBuf::from(crate::codec::encode(&x).unwrap()))
+            .collect();
+        answers.run_batch(3, "twice", &args).unwrap();
+        match next_message(&rx, &mut crate::arena::Inbox::new()) {
+            FromChild::BatchDone { from, outcomes, .. } => {
+                assert_eq!((from, outcomes.len()), (0, 1))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A single task taken back is not answered at all.
+        parent.begin(4, 1);
+        let seen = parent.snapshot();
+        assert_eq!(parent.take_back(seen, 0), Some(0));
+        answers.run_task(4, "twice", &args[0]).unwrap();
+        assert!(rx.try_recv_timeout(Duration::from_millis(50)).is_err());
+    }
+}
