@@ -152,6 +152,25 @@ pub enum ErrorKind {
         /// The worker's pid.
         pid: u32,
     },
+    /// The task was running when the pool was terminated (or the run stopped): its
+    /// worker was stopped. It started, so it may have had effects.
+    #[error("task `{task}` was stopped in process {pid}: the pool was terminated while it ran")]
+    Stopped {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+    },
+    /// A size asked for is beyond what the object can have.
+    #[error("a {kind} of {requested} bytes is over the limit of {limit} bytes")]
+    TooLarge {
+        /// What was being made.
+        kind: &'static str,
+        /// The size asked for, in bytes.
+        requested: u64,
+        /// The largest allowed.
+        limit: u64,
+    },
     /// The worker has no task by this name (parent and worker disagree).
     #[error("process {pid} has no task named `{task}`")]
     UnknownTask {
@@ -318,7 +337,7 @@ pub enum ErrorKind {
 
     // ---- Queue, Pipe, shared memory, Lock, Event, Semaphore (`src/sync/`) ----
     /// A shared-memory object could not be created or mapped.
-    #[error("cannot create the shared memory of a {kind}")]
+    #[error("cannot create the memory of a {kind}")]
     SharedMemory {
         /// What was being created (`queue`, `pipe`, `lock`, ...).
         kind: &'static str,
@@ -457,6 +476,28 @@ impl ErrorKind {
             _ => None,
         }
     }
+}
+
+/// Names the resource limit behind `e`, if an operating-system error in its chain is one
+/// (processes, descriptors, memory): the fragment to add to a report.
+pub(crate) fn resource_limit(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            match io.raw_os_error() {
+                Some(libc::EAGAIN) => {
+                    return Some("the process limit was reached (ulimit -u, pids.max)")
+                }
+                Some(libc::EMFILE) | Some(libc::ENFILE) => {
+                    return Some("too many open files (ulimit -n)")
+                }
+                Some(libc::ENOMEM) => return Some("out of memory"),
+                _ => {}
+            }
+        }
+        next = err.source();
+    }
+    None
 }
 
 #[cfg(test)]

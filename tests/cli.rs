@@ -632,9 +632,25 @@ fn sigint_and_sigterm_stop_the_run_with_130_and_143() {
         for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
             let (got, stderr, took) = stopped_by(signal);
             assert_eq!(got, code, "{stderr}");
+            // The running `sleep 30s` tasks are counted as stopped, the rest as never
+            // started: 10 in all.
+            let counts = stderr
+                .split("stopped by signal: 1 tasks succeeded, 0 failed, ")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{stderr}"));
+            let numbers: Vec<u64> = counts
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .take(2)
+                .collect();
             assert!(
-                stderr.contains("stopped by signal: 1 tasks succeeded, 0 failed, 10 not run"),
+                counts.contains("stopped while running") && counts.contains("not started"),
                 "{stderr}"
+            );
+            assert_eq!(numbers.iter().sum::<u64>(), 10, "{stderr}");
+            assert!(
+                numbers[0] >= 1,
+                "a running task counts as stopped: {stderr}"
             );
             assert!(took < Duration::from_secs(3), "{took:?}");
             assert_all_gone(Duration::from_secs(2));

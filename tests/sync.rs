@@ -199,3 +199,57 @@ fn a_semaphore_counts_permits_and_never_blocks_forever_alone() {
         s.acquire().unwrap();
     });
 }
+
+/// Sizes a user can choose, over the whole `usize` range: absurd ones are errors, never
+/// a mapping shorter than its stated length (which let `write` past the end: SIGSEGV).
+#[test]
+fn absurd_sizes_are_errors_and_no_access_leaves_the_mapping() {
+    isolated(DEADLINE, || {
+        let too_large = |e: Error| {
+            assert!(matches!(e.kind(), ErrorKind::TooLarge { .. }), "{e:?}");
+            assert!(e.to_string().contains("over the limit"), "{e}");
+        };
+        for len in [usize::MAX, usize::MAX - 7, 1 << 62, (1 << 46) + 1] {
+            too_large(SharedMemory::new(len).unwrap_err());
+            too_large(SharedSlice::<u64>::new(len / 8).unwrap_err());
+            too_large(
+                supervisor::Queue::<u64>::builder()
+                    .buffer_bytes(len)
+                    .build()
+                    .unwrap_err(),
+            );
+        }
+        // A real buffer: every access outside it panics (checked), none touches memory
+        // outside the mapping.
+        let shm = SharedMemory::new(10_000).unwrap();
+        assert_eq!(shm.len(), 10_000);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let offset = match seed % 4 {
+                0 => (seed >> 8) as usize,
+                1 => usize::MAX - (seed % 64) as usize,
+                2 => 10_000 - (seed % 16) as usize,
+                _ => (seed % 12_000) as usize,
+            };
+            let len = ((seed >> 20) % 64) as usize;
+            let fits = offset.checked_add(len).is_some_and(|end| end <= 10_000);
+            let wrote = std::panic::catch_unwind(|| shm.write(offset, &vec![7u8; len]));
+            assert_eq!(wrote.is_ok(), fits, "write at {offset} of {len}");
+            let mut buf = vec![0u8; len];
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                shm.read(offset, &mut buf)
+            }));
+            assert_eq!(read.is_ok(), fits, "read at {offset} of {len}");
+        }
+        let slice = SharedSlice::<u64>::new(100).unwrap();
+        for i in [100, 101, usize::MAX, usize::MAX / 8] {
+            assert!(
+                std::panic::catch_unwind(|| slice.get(i)).is_err(),
+                "get {i}"
+            );
+        }
+    });
+}

@@ -30,7 +30,7 @@ pub struct ErrorInfo {
 }
 
 /// The kind of a library error: one of failed, panicked, crashed, exited, timed_out,
-/// lost, decode, cancelled.
+/// lost, decode, stopped (running when the run was stopped), cancelled (never started).
 pub fn kind_of(e: &Error) -> &'static str {
     match e.kind() {
         ErrorKind::Panicked { .. } => "panicked",
@@ -48,6 +48,7 @@ pub fn kind_of(e: &Error) -> &'static str {
         ErrorKind::Cancelled { .. } | ErrorKind::Terminated { .. } | ErrorKind::PoolClosed => {
             "cancelled"
         }
+        ErrorKind::Stopped { .. } => "stopped",
         _ => "failed",
     }
 }

@@ -275,6 +275,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let reports = pool.imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered);
     let command_mode = template.is_some();
     let mut cancelled = 0u64;
+    let mut stopped = 0u64;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for report in reports {
@@ -282,10 +283,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let input = inputs.borrow_mut().remove(&seq).unwrap_or_default();
         let mut record = Record::new(seq, input, report.meta, report.result);
         let not_run = matches!(&record.result, Err(e) if e.kind == "cancelled");
+        let was_stopped = matches!(&record.result, Err(e) if e.kind == "stopped");
         if record.ok() {
             done.fetch_add(1, Ordering::Relaxed);
         } else if not_run {
             cancelled += 1;
+        } else if was_stopped {
+            stopped += 1;
         } else {
             failed.fetch_add(1, Ordering::Relaxed);
             // Work cancelled by a stop is not a new failure to act on.
@@ -354,13 +358,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     if code == EXIT_SIGINT || code == EXIT_SIGTERM {
         eprintln!(
-            "supervisor: stopped by signal: {done} tasks succeeded, {failed} failed, {cancelled} not run"
+            "supervisor: stopped by signal: {done} tasks succeeded, {failed} failed, {stopped} stopped while running, {cancelled} not started"
         );
     }
     if let Some(e) = read_error.borrow_mut().take() {
         eprintln!(
             "supervisor: reading the input failed after {} lines: {e}",
-            done + failed + cancelled
+            done + failed + stopped + cancelled
         );
         return Ok(super::EXIT_USAGE);
     }

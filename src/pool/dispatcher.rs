@@ -343,7 +343,10 @@ impl Dispatcher {
             });
         if let Err(e) = spawned {
             self.seats[seat].starting = false;
-            let reason = format!("cannot start a thread to start workers: {e}");
+            let mut reason = format!("cannot start a thread to start workers: {e}");
+            if let Some(limit) = crate::error::resource_limit(&e) {
+                reason.push_str(&format!(" ({limit})"));
+            }
             self.storm_death(seat, reason);
         }
     }
@@ -376,10 +379,13 @@ impl Dispatcher {
                         | ErrorKind::Registry(_)
                         | ErrorKind::DaemonCannotStart { .. }
                 );
-                let reason = format!(
+                let mut reason = format!(
                     "cannot start a worker: {}",
                     supervisor_worker::error_chain(&e)
                 );
+                if let Some(limit) = crate::error::resource_limit(&e) {
+                    reason.push_str(&format!(" ({limit})"));
+                }
                 if permanent {
                     self.break_pool(reason);
                 } else {
@@ -730,13 +736,18 @@ impl Dispatcher {
                 if let Some(mut job) = jobs.next() {
                     let retries_left = match worker.stop {
                         Some(Stop::Shutdown) => false,
-                        _ => job.attempts < self.cfg.retries,
+                        _ => job.attempts < self.cfg.retries && !self.terminating,
                     };
                     if retries_left {
                         job.attempts += 1;
                         retry = Some(job);
                     } else {
                         let err = match worker.stop {
+                            _ if self.terminating => ErrorKind::Stopped {
+                                task: task.to_string(),
+                                pid,
+                            }
+                            .into(),
                             Some(Stop::Timeout) => ErrorKind::TimedOut {
                                 task: task.to_string(),
                                 pid,
@@ -760,7 +771,17 @@ impl Dispatcher {
             // Never started: back to the front of the queue as they were, behind the
             // retried culprit (input order).
             let unstarted: Vec<Job> = jobs.collect();
-            if !unstarted.is_empty() {
+            if self.terminating || self.broken.is_some() {
+                let reason = self.broken.clone();
+                Unit::new(task, unstarted).fail(|task| match &reason {
+                    Some(reason) => ErrorKind::PoolBroken {
+                        reason: reason.clone(),
+                    },
+                    None => ErrorKind::Terminated {
+                        task: task.to_string(),
+                    },
+                });
+            } else if !unstarted.is_empty() {
                 self.queue.push_front(Unit::new(task, unstarted));
             }
             if let Some(job) = retry {
@@ -858,22 +879,30 @@ impl Dispatcher {
         }
     }
 
+    /// Stops now: queued calls and calls that have not started fail as terminated;
+    /// running calls are stopped with their workers and settled when those are gone
+    /// (as `Stopped`, with their pid, start and duration; finished ones are delivered).
     fn terminate(&mut self) {
         self.terminating = true;
         self.closing = true;
-        for unit in self.queue.drain(..) {
+        let mut unstarted = VecDeque::new();
+        let grace = self.cfg.grace;
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            // If the page changed under us, whatever it runs is settled at its exit.
+            let _ = Dispatcher::take_back_unstarted(worker, &mut unstarted);
+            if worker
+                .running
+                .as_ref()
+                .is_some_and(|r| r.answered >= r.limit)
+            {
+                worker.running = None;
+            }
+            stop_worker(worker, Stop::Shutdown, grace);
+        }
+        for unit in self.queue.drain(..).chain(unstarted) {
             unit.fail(|task| ErrorKind::Terminated {
                 task: task.to_string(),
             });
-        }
-        let grace = self.cfg.grace;
-        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
-            if let Some(run) = worker.running.take() {
-                run.unit.fail(|task| ErrorKind::Terminated {
-                    task: task.to_string(),
-                });
-            }
-            stop_worker(worker, Stop::Shutdown, grace);
         }
     }
 
@@ -1262,21 +1291,22 @@ impl Dispatcher {
 /// calls wait behind a call that has run at least [`STEAL_AFTER`]; else `Err(when)` to
 /// look again then (`Err(None)`: nothing to take at all).
 fn stealable(w: &Worker, clocks: &Clocks) -> Result<u32, Option<Instant>> {
-    let never = None;
     let Some(run) = w.running.as_ref() else {
-        return Err(never);
+        return Err(None);
     };
-    if w.stop.is_some() || run.stopping_at.is_some() {
-        return Err(never);
+    // A unit of one call left has nothing that could wait behind another.
+    if w.stop.is_some() || run.stopping_at.is_some() || run.limit < run.answered + 2 {
+        return Err(None);
     }
     let seen = w.progress.snapshot();
     let claimed = run.claimed(&seen);
     let unstarted = run.limit.saturating_sub(claimed);
     if seen.seq != run.seq || unstarted == 0 {
-        return Err(never);
+        return Err(None);
     }
     if claimed <= run.answered {
-        // Not started yet, or between calls: it takes its next call itself.
+        // Not started yet, or between calls: it takes its next call itself; look
+        // again in case that call turns out slow.
         return Err(Some(clocks.now + STEAL_AFTER));
     }
     let due = clocks.instant(seen.started_ns) + STEAL_AFTER;

@@ -671,8 +671,10 @@ impl Pool {
         self.wait_dispatcher();
     }
 
-    /// Stops now: queued and running tasks fail with [`ErrorKind::Terminated`], workers
-    /// get SIGTERM and, after the grace period, SIGKILL. Returns once they are gone.
+    /// Stops now: tasks that have not started fail with [`ErrorKind::Terminated`];
+    /// running tasks are stopped with their workers (SIGTERM and, after the grace
+    /// period, SIGKILL) and fail with [`ErrorKind::Stopped`], with their pid, start and
+    /// duration. Returns once the workers are gone.
     pub fn terminate(&self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.hub.post(Event::Terminate);

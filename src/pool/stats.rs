@@ -56,7 +56,7 @@ pub struct PoolStats {
     pub starting: usize,
     /// Tasks submitted and not started.
     pub queued: usize,
-    /// Tasks running now.
+    /// Tasks running now (started by their worker, not just sent to it).
     pub running: usize,
     /// Tasks that returned a value.
     pub done: u64,

@@ -48,18 +48,27 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
     /// in it ([`ErrorKind::MessageTooLarge`]); `put` waits when it is full. Pages are
     /// only used once touched.
     pub fn buffer_bytes(mut self, bytes: usize) -> Self {
-        self.bytes = bytes.max(4096).div_ceil(8) * 8;
+        self.bytes = bytes;
         self
     }
 
-    /// Creates the queue.
+    /// Creates the queue. A buffer over 64 TiB is [`ErrorKind::TooLarge`].
     pub fn build(self) -> Result<Queue<T>, Error> {
         let capacity = self.capacity.unwrap_or(0) as u64;
+        let bytes =
+            self.bytes
+                .max(4096)
+                .checked_next_multiple_of(8)
+                .ok_or(ErrorKind::TooLarge {
+                    kind: Kind::Queue.name(),
+                    requested: self.bytes as u64,
+                    limit: region::MAX_REGION as u64,
+                })?;
         let region = Region::create(
             Kind::Queue,
             tag::<T>(),
             size_of::<RingState>(),
-            self.bytes,
+            bytes,
             |r| {
                 ring_of(r).set_capacity(capacity);
                 Ok(())

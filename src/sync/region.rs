@@ -99,6 +99,25 @@ fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
+/// The largest shared-memory object made (64 TiB): past it, sizes are a mistake, and
+/// every offset computed within a region stays far from overflowing.
+pub(crate) const MAX_REGION: usize = 1 << 46;
+
+/// The region length for `state_len` bytes of state and `data_len` bytes of data, with
+/// the offsets of both; `None` if it would exceed [`MAX_REGION`].
+fn layout(state_len: usize, data_len: usize) -> Option<(usize, usize, usize)> {
+    let state_offset = round_up(size_of::<Header>(), 64);
+    let data_offset = state_offset
+        .checked_add(state_len)
+        .filter(|n| *n <= MAX_REGION)
+        .map(|n| round_up(n, 64))?;
+    let len = data_offset
+        .checked_add(data_len)
+        .filter(|n| *n <= MAX_REGION)
+        .map(|n| round_up(n, 4096))?;
+    Some((state_offset, data_offset, len))
+}
+
 /// FNV-1a of a type name: the tag that makes a handle refuse to open as another type.
 pub(crate) fn type_tag(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -173,9 +192,12 @@ impl Region {
             kind: kind.name(),
             source,
         };
-        let state_offset = round_up(size_of::<Header>(), 64);
-        let data_offset = round_up(state_offset + state_len, 64);
-        let len = round_up(data_offset + data_len, 4096);
+        let (state_offset, data_offset, len) =
+            layout(state_len, data_len).ok_or_else(|| ErrorKind::TooLarge {
+                kind: kind.name(),
+                requested: state_len.saturating_add(data_len) as u64,
+                limit: MAX_REGION as u64,
+            })?;
         let fd = os::memfd_create(&format!("supervisor-{}", kind.name()), len).map_err(fail)?;
         let map = Mapping::new(&fd, len).map_err(fail)?;
         let id = os::random_bytes::<16>().map_err(fail)?;

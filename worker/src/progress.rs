@@ -44,7 +44,7 @@ const LOG_END: usize = 4;
 const WORDS: usize = 5;
 /// Where the answer log starts, and its size.
 const LOG_AT: usize = 4096;
-const LOG_BYTES: usize = 1 << 20;
+const LOG_BYTES: usize = 64 << 10;
 /// Record kinds: a packed chunk's plain value, or an encoded outcome.
 const KIND_VALUE: u32 = 0;
 const KIND_OUTCOME: u32 = 1 << 31;
