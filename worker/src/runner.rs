@@ -2,17 +2,22 @@
 //!
 //! Each call is claimed on the progress page before it runs (see [`crate::progress`]),
 //! so the parent knows which call runs and since when, and can take unstarted calls
-//! back at any moment. Finished calls' answers wait in [`Answers`] until the unit
-//! ends, and one message answers them all; but if one call runs long, a flusher thread
-//! sends what finished before it, so no result waits behind a slow batch-mate.
+//! back at any moment. Finished calls' answers are kept by the main thread and written
+//! to the page's answer log; one message answers them all when the unit ends. If one
+//! call runs long, a flusher thread sends, from the log, the answers of the calls that
+//! finished before it, so no result waits behind a slow batch-mate. The main thread
+//! takes no lock per call: the log is append-only between the unit's ends, and the
+//! send lock is taken only to send (the unit's end, a full log, the flusher).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ipc_channel::ipc::IpcSender;
 
 use crate::arena::Outbox;
-use crate::progress::{monotonic_ns, Progress};
+use crate::codec;
+use crate::progress::{monotonic_ns, monotonic_upper_ns, Logged, Progress};
 use crate::protocol::{Frame, FromChild, LinkError, TaskOutcome, Timing};
 use crate::registry::{self, TaskEntry};
 use crate::serve::{run_entry, run_one};
@@ -21,7 +26,8 @@ use crate::serve::{run_entry, run_one};
 /// in a row has its finished batch-mates' answers sent at once.
 const FLUSH_TICK: Duration = Duration::from_millis(1);
 
-/// What finished calls of the running unit have yielded, not yet sent.
+/// What finished calls of the running unit have yielded (from position `from` on),
+/// kept by the main thread.
 enum Pending {
     Outcomes {
         outcomes: Vec<TaskOutcome>,
@@ -30,7 +36,7 @@ enum Pending {
     Packed {
         lens: Vec<u32>,
         data: Vec<u8>,
-        /// Positions relative to `Open::from`.
+        /// Positions relative to `from`.
         others: Vec<(u32, TaskOutcome)>,
     },
 }
@@ -42,89 +48,85 @@ impl Pending {
             Pending::Packed { lens, .. } => lens.len(),
         }
     }
-}
 
-/// The running unit of several calls.
-struct Open {
-    seq: u64,
-    /// Position of the first pending call.
-    from: u32,
-    pending: Pending,
-}
-
-impl Open {
-    /// The message answering the pending calls; they count as sent.
-    fn take_message(&mut self) -> FromChild {
-        let n = self.pending.len() as u32;
-        let from = self.from;
-        self.from += n;
-        match &mut self.pending {
-            Pending::Outcomes { outcomes, timings } => FromChild::BatchDone {
-                first_id: self.seq,
-                from,
-                outcomes: std::mem::take(outcomes),
-                timings: std::mem::take(timings),
-            },
-            Pending::Packed { lens, data, others } => FromChild::PackedDone {
-                first_id: self.seq,
-                from,
-                lens: std::mem::take(lens),
-                data: serde_bytes::ByteBuf::from(std::mem::take(data)),
-                others: std::mem::take(others),
-            },
+    /// The message answering calls `skip..` of these (positions counted from `from`),
+    /// which are taken out.
+    fn message(&mut self, seq: u64, from: u32, skip: usize) -> FromChild {
+        let first = from + skip as u32;
+        match self {
+            Pending::Outcomes { outcomes, timings } => {
+                let skip = skip.min(outcomes.len());
+                let sent = outcomes.split_off(skip);
+                let times = timings.split_off(skip.min(timings.len()));
+                FromChild::BatchDone {
+                    first_id: seq,
+                    from: first,
+                    outcomes: sent,
+                    timings: times,
+                }
+            }
+            Pending::Packed { lens, data, others } => {
+                let skip = skip.min(lens.len());
+                let byte: usize = lens[..skip].iter().map(|l| *l as usize).sum();
+                let sent_lens = lens.split_off(skip);
+                let sent_data = data.split_off(byte.min(data.len()));
+                let sent_others = others
+                    .drain(..)
+                    .filter(|(pos, _)| *pos as usize >= skip)
+                    .map(|(pos, o)| (pos - skip as u32, o))
+                    .collect();
+                FromChild::PackedDone {
+                    first_id: seq,
+                    from: first,
+                    lens: sent_lens,
+                    data: serde_bytes::ByteBuf::from(sent_data),
+                    others: sent_others,
+                }
+            }
         }
     }
 }
 
-struct State {
+/// The running unit of several calls, as the flusher sees it.
+#[derive(Clone, Copy)]
+struct OpenUnit {
+    seq: u64,
+    packed: bool,
+}
+
+/// The send side, shared by the main thread and the flusher.
+struct Sender {
     tx: IpcSender<Frame>,
     outbox: Outbox,
-    open: Option<Open>,
-    /// Reused buffer for encoding an outcome into the answer log.
-    scratch: Vec<u8>,
+    open: Option<OpenUnit>,
 }
 
-impl State {
+impl Sender {
     fn send(&mut self, msg: &FromChild) -> Result<(), LinkError> {
         self.outbox.send(&self.tx, msg)
-    }
-
-    /// Sends the open unit's pending answers, if any, and empties the answer log
-    /// (what it held has been sent).
-    fn flush(&mut self, progress: Option<&Progress>) -> Result<(), LinkError> {
-        let Some(open) = self.open.as_mut() else {
-            return Ok(());
-        };
-        if open.pending.len() == 0 {
-            return Ok(());
-        }
-        let seq = open.seq;
-        let msg = open.take_message();
-        let sent = self.send(&msg);
-        if let Some(progress) = progress {
-            progress.log_reset(seq);
-        }
-        sent
     }
 }
 
 struct Shared {
-    state: Mutex<State>,
+    sender: Mutex<Sender>,
     /// Wakes the flusher when a unit of several calls opens.
     opened: Condvar,
     progress: Option<Progress>,
+    /// Positions of the open unit below this have been sent.
+    sent_to: AtomicU32,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Sender> {
+        self.sender.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Where a worker's answers go: the link's sender, its arena, and the pending answers
-/// of the running unit.
+/// Where a worker's answers go: the link's sender, its arena, the progress page.
 pub(crate) struct Answers {
     shared: Arc<Shared>,
+    /// Reused buffer for encoding an outcome into the answer log.
+    scratch: std::cell::RefCell<Vec<u8>>,
 }
 
 impl Answers {
@@ -150,19 +152,20 @@ impl Answers {
     fn build(tx: IpcSender<Frame>, progress: Option<Progress>) -> Answers {
         Answers {
             shared: Arc::new(Shared {
-                state: Mutex::new(State {
+                sender: Mutex::new(Sender {
                     tx,
                     outbox: Outbox::new(),
                     open: None,
-                    scratch: Vec::new(),
                 }),
                 opened: Condvar::new(),
                 progress,
+                sent_to: AtomicU32::new(0),
             }),
+            scratch: std::cell::RefCell::new(Vec::new()),
         }
     }
 
-    /// Claims call `i` of the running unit (always granted without a progress page).
+    /// Claims call `i` of unit `seq` (always granted without a progress page).
     fn claim(&self, seq: u64, i: u32, now_ns: u64) -> bool {
         self.shared
             .progress
@@ -172,10 +175,10 @@ impl Answers {
 
     /// Runs one task (unless the parent took it back) and answers it.
     pub(crate) fn run_task(&self, id: u64, task: &str, arg: &[u8]) -> Result<(), LinkError> {
-        let start_ns = monotonic_ns();
-        if !self.claim(id, 0, start_ns) {
+        if !self.claim(id, 0, monotonic_upper_ns()) {
             return Ok(());
         }
+        let start_ns = monotonic_ns();
         let outcome = crate::serve::run_task(task, arg);
         let timing = Timing {
             start_ns,
@@ -186,48 +189,74 @@ impl Answers {
             outcome,
             timing,
         };
-        let mut state = self.shared.lock();
-        state.send(&msg)
+        self.shared.lock().send(&msg)
     }
 
-    fn open(&self, seq: u64, pending: Pending) {
+    fn open(&self, seq: u64, packed: bool) {
         if let Some(progress) = &self.shared.progress {
             progress.log_reset(seq);
         }
-        let mut state = self.shared.lock();
-        state.open = Some(Open {
-            seq,
-            from: 0,
-            pending,
-        });
-        drop(state);
+        let mut sender = self.shared.lock();
+        self.shared.sent_to.store(0, Ordering::Release);
+        sender.open = Some(OpenUnit { seq, packed });
+        drop(sender);
         self.shared.opened.notify_one();
     }
 
-    /// Sends what is still pending and closes the unit.
-    fn close(&self) -> Result<(), LinkError> {
-        let mut state = self.shared.lock();
-        let sent = state.flush(self.shared.progress.as_ref());
-        state.open = None;
-        sent
+    /// Sends the pending answers the flusher has not sent (positions from `from`);
+    /// `close` also ends the unit, else the log is emptied to make room.
+    fn send_pending(
+        &self,
+        seq: u64,
+        from: u32,
+        pending: &mut Pending,
+        close: bool,
+    ) -> Result<(), LinkError> {
+        let mut sender = self.shared.lock();
+        let sent_to = self.shared.sent_to.load(Ordering::Acquire).max(from);
+        let skip = (sent_to - from) as usize;
+        let end = from + pending.len() as u32;
+        let result = if skip < pending.len() {
+            let msg = pending.message(seq, from, skip);
+            sender.send(&msg)
+        } else {
+            Ok(())
+        };
+        // What was sent (by either) is gone from `pending`.
+        match pending {
+            Pending::Outcomes { outcomes, timings } => {
+                outcomes.clear();
+                timings.clear();
+            }
+            Pending::Packed { lens, data, others } => {
+                lens.clear();
+                data.clear();
+                others.clear();
+            }
+        }
+        self.shared.sent_to.store(end, Ordering::Release);
+        if let Some(progress) = &self.shared.progress {
+            progress.log_reset(seq);
+        }
+        if close {
+            sender.open = None;
+        }
+        result
     }
 
     /// Records a finished call in the answer log (see [`crate::progress`]). False if
-    /// it does not fit: then the caller sends the pending answers, this one included,
-    /// at once.
-    fn log(&self, state: &mut State, position: u32, entry: LogEntry<'_>) -> bool {
+    /// it does not fit: then the caller sends the pending answers at once.
+    fn log(&self, position: u32, entry: LogEntry<'_>) -> bool {
         let Some(progress) = &self.shared.progress else {
             return true;
         };
         match entry {
             LogEntry::Value(value) => progress.log_value(position, value),
             LogEntry::Outcome(outcome, timing) => {
-                let mut scratch = std::mem::take(&mut state.scratch);
+                let mut scratch = self.scratch.borrow_mut();
                 scratch.clear();
-                let logged = crate::codec::encode_append(&(outcome, timing), &mut scratch).is_ok()
-                    && progress.log_outcome(position, &scratch);
-                state.scratch = scratch;
-                logged
+                codec::encode_append(&(outcome, timing), &mut scratch).is_ok()
+                    && progress.log_outcome(position, &scratch)
             }
         }
     }
@@ -240,16 +269,17 @@ impl Answers {
         args: &[serde_bytes::ByteBuf],
     ) -> Result<(), LinkError> {
         let entry = registry::by_name(task).ok();
-        self.open(
-            seq,
-            Pending::Outcomes {
-                outcomes: Vec::with_capacity(args.len()),
-                timings: Vec::with_capacity(args.len()),
-            },
-        );
+        self.open(seq, false);
+        let mut pending = Pending::Outcomes {
+            outcomes: Vec::with_capacity(args.len()),
+            timings: Vec::with_capacity(args.len()),
+        };
+        let mut from = 0u32;
+        // One precise clock reading per call: a call's end is the next one's start
+        // (what lies between is this loop's own bookkeeping).
+        let mut start_ns = monotonic_ns();
         for (i, arg) in args.iter().enumerate() {
-            let start_ns = monotonic_ns();
-            if !self.claim(seq, i as u32, start_ns) {
+            if !self.claim(seq, i as u32, monotonic_upper_ns()) {
                 break;
             }
             let outcome = match entry {
@@ -258,25 +288,23 @@ impl Answers {
                     name: task.to_string(),
                 },
             };
+            let end_ns = monotonic_ns();
             let timing = Timing {
                 start_ns,
-                duration_ns: monotonic_ns().saturating_sub(start_ns),
+                duration_ns: end_ns.saturating_sub(start_ns),
             };
-            let mut state = self.shared.lock();
-            let logged = self.log(&mut state, i as u32, LogEntry::Outcome(&outcome, &timing));
-            if let Some(Open {
-                pending: Pending::Outcomes { outcomes, timings },
-                ..
-            }) = &mut state.open
-            {
+            start_ns = end_ns;
+            let logged = self.log(i as u32, LogEntry::Outcome(&outcome, &timing));
+            if let Pending::Outcomes { outcomes, timings } = &mut pending {
                 outcomes.push(outcome);
                 timings.push(timing);
             }
-            if !logged && state.flush(self.shared.progress.as_ref()).is_err() {
-                break;
+            if !logged {
+                self.send_pending(seq, from, &mut pending, false)?;
+                from = i as u32 + 1;
             }
         }
-        self.close()
+        self.send_pending(seq, from, &mut pending, true)
     }
 
     /// Runs each argument of a packed chunk (`lens[i]` bytes each, back to back in
@@ -290,57 +318,51 @@ impl Answers {
         data: &[u8],
     ) -> Result<(), LinkError> {
         let entry = registry::by_name(task);
-        self.open(
-            seq,
-            Pending::Packed {
-                lens: Vec::with_capacity(lens.len()),
-                data: Vec::new(),
-                others: Vec::new(),
-            },
-        );
-        let mut value = Vec::new();
+        self.open(seq, true);
+        let mut pending = Pending::Packed {
+            lens: Vec::with_capacity(lens.len()),
+            data: Vec::new(),
+            others: Vec::new(),
+        };
+        let mut from = 0u32;
         let mut at = 0usize;
         for (i, len) in lens.iter().enumerate() {
             let arg = at
                 .checked_add(*len as usize)
                 .and_then(|end| data.get(at..end));
             at = at.saturating_add(*len as usize);
-            if !self.claim(seq, i as u32, monotonic_ns()) {
+            if !self.claim(seq, i as u32, monotonic_upper_ns()) {
                 break;
             }
-            value.clear();
-            let ran = run_packed_call(&entry, task, i, arg, data.len(), &mut value);
-            let mut state = self.shared.lock();
-            let logged = match &ran {
-                None => self.log(&mut state, i as u32, LogEntry::Value(&value)),
-                Some(other) => self.log(
-                    &mut state,
-                    i as u32,
-                    LogEntry::Outcome(other, &Timing::default()),
-                ),
+            let Pending::Packed {
+                lens: out_lens,
+                data: out,
+                others,
+            } = &mut pending
+            else {
+                break;
             };
-            if let Some(Open {
-                from,
-                pending: Pending::Packed { lens, data, others },
-                ..
-            }) = &mut state.open
-            {
-                match ran {
-                    None => {
-                        lens.push(value.len() as u32);
-                        data.extend_from_slice(&value);
-                    }
-                    Some(other) => {
-                        lens.push(0);
-                        others.push((i as u32 - *from, other));
-                    }
+            let start = out.len();
+            let logged = match run_packed_call(&entry, task, i, arg, data.len(), out) {
+                None => {
+                    out_lens.push((out.len() - start) as u32);
+                    self.log(i as u32, LogEntry::Value(&out[start..]))
                 }
-            }
-            if !logged && state.flush(self.shared.progress.as_ref()).is_err() {
-                break;
+                Some(other) => {
+                    // A panic may have left part of a value behind.
+                    out.truncate(start);
+                    out_lens.push(0);
+                    let logged = self.log(i as u32, LogEntry::Outcome(&other, &Timing::default()));
+                    others.push((i as u32 - from, other));
+                    logged
+                }
+            };
+            if !logged {
+                self.send_pending(seq, from, &mut pending, false)?;
+                from = i as u32 + 1;
             }
         }
-        self.close()
+        self.send_pending(seq, from, &mut pending, true)
     }
 }
 
@@ -350,8 +372,9 @@ enum LogEntry<'a> {
     Outcome(&'a TaskOutcome, &'a Timing),
 }
 
-/// Runs call `i` of a chunk into `value`: `None` for a plain value (in `value`), else
-/// the outcome that replaces it.
+/// Runs call `i` of a chunk, its value encoded at the end of `value`: `None` for a
+/// plain value, else the outcome that replaces it (a returned `Err` takes its value
+/// bytes along).
 fn run_packed_call(
     entry: &Result<&'static TaskEntry, registry::RegistryError>,
     task: &str,
@@ -360,6 +383,7 @@ fn run_packed_call(
     sent: usize,
     value: &mut Vec<u8>,
 ) -> Option<TaskOutcome> {
+    let start = value.len();
     let ran = match (entry, arg) {
         (Ok(entry), Some(arg)) => run_entry(entry, arg, value),
         (Err(_), _) => Err(TaskOutcome::UnknownTask {
@@ -373,44 +397,114 @@ fn run_packed_call(
         Ok(None) => None,
         // Returned `Err`: its value goes with its message.
         Ok(Some(error)) => Some(TaskOutcome::Returned {
-            value: std::mem::take(value),
+            value: value.split_off(start),
             error: Some(error),
         }),
-        // A panic may have left part of a value behind.
         Err(outcome) => Some(outcome),
     }
 }
 
+/// Builds the message answering the logged calls from position `from` on, if any.
+fn logged_message(
+    open: OpenUnit,
+    logged: Vec<(u32, Logged)>,
+    from: u32,
+) -> Option<(FromChild, u32)> {
+    let mut next = from;
+    let mut outcomes = Vec::new();
+    let mut timings = Vec::new();
+    let mut lens = Vec::new();
+    let mut data = Vec::new();
+    let mut others = Vec::new();
+    for (position, record) in logged {
+        if position < next {
+            continue;
+        }
+        if position > next {
+            break;
+        }
+        match (open.packed, record) {
+            (true, Logged::Value(value)) => {
+                lens.push(value.len() as u32);
+                data.extend_from_slice(&value);
+            }
+            (true, Logged::Outcome(bytes)) => {
+                let Ok((outcome, _)) = codec::decode::<(TaskOutcome, Timing)>(&bytes) else {
+                    break;
+                };
+                lens.push(0);
+                others.push((position - from, outcome));
+            }
+            (false, Logged::Outcome(bytes)) => {
+                let Ok((outcome, timing)) = codec::decode::<(TaskOutcome, Timing)>(&bytes) else {
+                    break;
+                };
+                outcomes.push(outcome);
+                timings.push(timing);
+            }
+            (false, Logged::Value(_)) => break,
+        }
+        next += 1;
+    }
+    if next == from {
+        return None;
+    }
+    let msg = if open.packed {
+        FromChild::PackedDone {
+            first_id: open.seq,
+            from,
+            lens,
+            data: serde_bytes::ByteBuf::from(data),
+            others,
+        }
+    } else {
+        FromChild::BatchDone {
+            first_id: open.seq,
+            from,
+            outcomes,
+            timings,
+        }
+    };
+    Some((msg, next))
+}
+
 /// The flusher: while a unit of several calls runs, looks at the progress page every
-/// [`FLUSH_TICK`]; when the same call is running at two looks in a row and answers
-/// are pending, sends them.
+/// [`FLUSH_TICK`]; when the same call is running at two looks in a row and finished
+/// calls' answers are in the log unsent, sends them.
 fn flusher(shared: &Shared) {
     let Some(progress) = &shared.progress else {
         return;
     };
     let mut last = None;
-    let mut state = shared.lock();
+    let mut sender = shared.lock();
     loop {
-        if state.open.is_none() {
+        if sender.open.is_none() {
             last = None;
-            state = shared
+            sender = shared
                 .opened
-                .wait_while(state, |s| s.open.is_none())
+                .wait_while(sender, |s| s.open.is_none())
                 .unwrap_or_else(|p| p.into_inner());
         }
-        state = shared
+        sender = shared
             .opened
-            .wait_timeout(state, FLUSH_TICK)
+            .wait_timeout(sender, FLUSH_TICK)
             .unwrap_or_else(|p| p.into_inner())
             .0;
-        let Some(open) = &state.open else {
+        let Some(open) = sender.open else {
             continue;
         };
         let seen = progress.snapshot();
         let now = (open.seq, seen.next, seen.started_ns);
-        if last == Some(now) && state.flush(Some(progress)).is_err() {
-            // The parent is gone; the main thread finds out on its own.
-            return;
+        if last == Some(now) {
+            // Under the send lock: the main thread neither sends nor empties the log.
+            let from = shared.sent_to.load(Ordering::Acquire);
+            if let Some((msg, next)) = logged_message(open, progress.logged(open.seq), from) {
+                if sender.send(&msg).is_err() {
+                    // The parent is gone; the main thread finds out on its own.
+                    return;
+                }
+                shared.sent_to.store(next, Ordering::Release);
+            }
         }
         last = Some(now);
     }
