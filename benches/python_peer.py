@@ -91,6 +91,26 @@ def map_tiny(n):
         return elapsed
 
 
+def sleep_line(line):
+    """What `supervisor run --task sleep` does with a line like `0ms`."""
+    ms = int(line.strip().removesuffix("ms"))
+    if ms:
+        time.sleep(ms / 1000)
+    return line
+
+
+def cli_lines(n):
+    """The CLI's job in Python: n lines `0ms` through Pool(2).map (its default chunks),
+    results written in input order; the pool's creation included, as a run's is."""
+    lines = ["0ms\n"] * n
+    t = time.perf_counter()
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(PROCS) as pool, open("/dev/null", "w") as out:
+        for line in pool.map(sleep_line, lines):
+            out.write(line)
+    return time.perf_counter() - t
+
+
 def bytes_round_trip(n):
     """n `apply` calls of echo with a 1 MiB bytes payload."""
     payload = bytes(range(256)) * 4096  # 1 MiB
@@ -157,6 +177,7 @@ WORKLOADS = {
     "cpu": (cpu_map, 16),
     "start_spawn": (start_spawn, 8),
     "queue": (queue_items, 200_000),
+    "cli_lines": (cli_lines, 100_000),
 }
 
 

@@ -87,7 +87,7 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
         }),
         targets,
     };
-    vec![
+    let mut rows = vec![
         // Within 1.5x of xargs: peer / ours at least 1 / 1.5.
         row(
             Peer::new(format!("xargs -P {PROCS}"), xargs),
@@ -97,5 +97,47 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
             Peer::new(format!("GNU parallel -j {PROCS}"), parallel),
             vec![Target::Faster(5.0)],
         ),
-    ]
+    ];
+    rows.extend(builtin_rows(ctx));
+    rows
+}
+
+/// A built-in task over 100,000 `0ms` lines, stdin to stdout in input order (text, and
+/// JSON with a job log), against Python's `Pool(2).map` over the same lines.
+fn builtin_rows(ctx: &Ctx) -> Vec<Row> {
+    let n = ctx.settings.size(100_000, 1);
+    let path = std::env::temp_dir().join(format!("supervisor-bench-lines-{}", std::process::id()));
+    std::fs::write(&path, "0ms\n".repeat(n)).expect("writing the input file failed");
+    let joblog =
+        std::env::temp_dir().join(format!("supervisor-bench-joblog-{}", std::process::id()));
+    let (input, log) = (path.display().to_string(), joblog.display().to_string());
+    let procs = PROCS.to_string();
+    let exe = env!("CARGO_BIN_EXE_supervisor");
+    let text = [
+        exe, "run", "-j", &procs, "--task", "sleep", "--input", &input,
+    ];
+    let mut json = text.to_vec();
+    json.extend(["--format", "json", "--joblog", &log]);
+    let python = ctx.python.as_ref();
+    let [Some(ours_text), Some(ours_json), python] = medians(
+        ctx.settings.runs,
+        [
+            &mut || Some(time(&text)),
+            &mut || Some(time(&json)),
+            &mut || python.map(|p| p.run("cli_lines", n)),
+        ],
+    ) else {
+        unreachable!("our measurements always run")
+    };
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&joblog);
+    let row = |what: &str, ours| Row {
+        workload: format!("`supervisor run -j {PROCS} --task sleep` x{n} `0ms`, {what}"),
+        unit: Unit::Total,
+        ours,
+        peer: Peer::new(format!("multiprocessing.Pool({PROCS}).map"), python),
+        floor: None,
+        targets: vec![Target::Faster(3.0)],
+    };
+    vec![row("text", ours_text), row("JSON + joblog", ours_json)]
 }

@@ -90,8 +90,13 @@ where
         it
     }
 
-    /// Reads and submits inputs until `read_ahead` are outstanding.
+    /// Reads and submits inputs until `read_ahead` are outstanding, once no more than
+    /// half of that is: inputs go out in groups the dispatcher can merge, not one per
+    /// result consumed (which gave every worker units of one call, a round trip each).
     fn top_up(&mut self) {
+        if self.submitted - self.yielded > self.read_ahead / 2 {
+            return;
+        }
         let mut units = Vec::new();
         while !self.input_done && self.submitted - self.yielded < self.read_ahead {
             let mut jobs = Vec::with_capacity(self.chunksize);
@@ -180,6 +185,23 @@ where
 }
 
 impl<R, I: Iterator> Reports<R, I> {
+    /// Whether `next` would return at once (a result is in, or the end is reached):
+    /// lets a writer flush its output only when it is about to wait.
+    pub fn ready(&mut self) -> bool {
+        while let Ok(delivery) = self.rx.try_recv() {
+            self.pending.extend(delivery.into_items());
+        }
+        if self.input_done && self.yielded == self.submitted {
+            return true;
+        }
+        if self.ordered {
+            self.buffer.contains_key(&self.yielded)
+                || self.pending.iter().any(|(i, _, _)| *i == self.yielded)
+        } else {
+            !self.pending.is_empty()
+        }
+    }
+
     /// The next delivered result. Every submitted job delivers exactly one result (see
     /// `job.rs`), so this never waits for nothing.
     fn receive(&mut self) -> Option<Delivered> {

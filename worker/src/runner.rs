@@ -9,7 +9,7 @@
 //! takes no lock per call: the log is append-only between the unit's ends, and the
 //! send lock is taken only to send (the unit's end, a full log, the flusher).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,6 +25,9 @@ use crate::serve::{run_entry, run_one};
 /// How often the flusher looks at a running batch; a call seen running at two looks
 /// in a row has its finished batch-mates' answers sent at once.
 const FLUSH_TICK: Duration = Duration::from_millis(1);
+/// Looks with no unit open before the flusher sleeps until woken (a wake-up per unit
+/// would cost more than the units of a busy worker).
+const FLUSH_QUIET_TICKS: u32 = 100;
 
 /// What finished calls of the running unit have yielded (from position `from` on),
 /// kept by the main thread.
@@ -114,6 +117,8 @@ struct Shared {
     progress: Option<Progress>,
     /// Positions of the open unit below this have been sent.
     sent_to: AtomicU32,
+    /// The flusher sleeps until a unit opens (set under the send lock).
+    flusher_asleep: AtomicBool,
 }
 
 impl Shared {
@@ -160,6 +165,7 @@ impl Answers {
                 opened: Condvar::new(),
                 progress,
                 sent_to: AtomicU32::new(0),
+                flusher_asleep: AtomicBool::new(false),
             }),
             scratch: std::cell::RefCell::new(Vec::new()),
         }
@@ -200,7 +206,9 @@ impl Answers {
         self.shared.sent_to.store(0, Ordering::Release);
         sender.open = Some(OpenUnit { seq, packed });
         drop(sender);
-        self.shared.opened.notify_one();
+        if self.shared.flusher_asleep.load(Ordering::Acquire) {
+            self.shared.opened.notify_one();
+        }
     }
 
     /// Sends the pending answers the flusher has not sent (positions from `from`);
@@ -476,14 +484,22 @@ fn flusher(shared: &Shared) {
         return;
     };
     let mut last = None;
+    let mut quiet = 0;
     let mut sender = shared.lock();
     loop {
         if sender.open.is_none() {
             last = None;
-            sender = shared
-                .opened
-                .wait_while(sender, |s| s.open.is_none())
-                .unwrap_or_else(|p| p.into_inner());
+            quiet += 1;
+            if quiet > FLUSH_QUIET_TICKS {
+                shared.flusher_asleep.store(true, Ordering::Release);
+                sender = shared
+                    .opened
+                    .wait_while(sender, |s| s.open.is_none())
+                    .unwrap_or_else(|p| p.into_inner());
+                shared.flusher_asleep.store(false, Ordering::Release);
+            }
+        } else {
+            quiet = 0;
         }
         sender = shared
             .opened
