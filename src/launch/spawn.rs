@@ -44,7 +44,11 @@ pub(crate) fn start(
     config: WorkerConfig,
 ) -> Result<(Arc<ChildSlot>, Link), Error> {
     let secret: [u8; SECRET_LEN] = os::random_bytes().map_err(ErrorKind::Spawn)?;
-    let (server, path) = IpcOneShotServer::<ByteBuf>::new().map_err(ErrorKind::Channel)?;
+    sweep_stale_bootstrap_dirs();
+    // Private from its first instant: created under a 0o077 mask (ipc-channel makes the
+    // directory with the process's mask, binds and listens before we could chmod it).
+    let (server, path) =
+        os::with_private_umask(IpcOneShotServer::<ByteBuf>::new).map_err(ErrorKind::Channel)?;
     // Whatever happens below, the socket and its directory go when `start` returns.
     let _cleanup = BootstrapDir(path.clone());
     if let Some(dir) = Path::new(&path).parent() {
@@ -201,6 +205,55 @@ impl Drop for BootstrapDir {
             let _ = std::fs::remove_dir(dir);
         }
     }
+}
+
+/// How old a bootstrap directory must be before a sweep may take it for a dead
+/// program's (a live start binds its socket within microseconds of making it).
+const STALE_AFTER: Duration = Duration::from_secs(2);
+
+/// Removes the bootstrap directories dead programs left in the temp directory (a
+/// program SIGKILLed while a child was starting cannot remove its own): this user's,
+/// holding nothing but `socket`, older than [`STALE_AFTER`], whose socket no process
+/// has bound any more (`/proc/net/unix`). Once per program, at its first spawn.
+fn sweep_stale_bootstrap_dirs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Some(bound) = os::bound_unix_sockets() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        let me = os::euid();
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if !entry.file_name().to_string_lossy().starts_with(".tmp") {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+                continue;
+            };
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age >= STALE_AFTER);
+            if !meta.is_dir() || meta.uid() != me || !old {
+                continue;
+            }
+            let socket = dir.join("socket");
+            let only_socket = std::fs::read_dir(&dir)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+                .is_ok_and(|names| names.len() == 1 && names[0] == "socket");
+            let is_socket = std::fs::symlink_metadata(&socket)
+                .is_ok_and(|m| m.file_type().is_socket() && m.uid() == me);
+            if only_socket && is_socket && !bound.contains(&socket.display().to_string()) {
+                let _ = std::fs::remove_file(&socket);
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+    });
 }
 
 /// Wakes an `accept` that will never see its child, so its thread ends (the socket and

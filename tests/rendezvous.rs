@@ -1,0 +1,192 @@
+//! The spawn rendezvous (a bootstrap directory holding a unix socket, made by
+//! ipc-channel): private from its first instant, and nothing left in the temp directory
+//! by programs SIGKILLed while workers start: a later start sweeps what dead programs
+//! left.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{isolated, scenario, Scenario, SCENARIOS};
+use supervisor::{Pool, Process, StartMethod};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn die(_: u64) -> u64 {
+    std::process::exit(1)
+}
+supervisor::task!(die);
+
+fn one(x: u64) -> u64 {
+    x + 1
+}
+supervisor::task!(one);
+
+/// Restarts spawned workers as fast as the pool will (every task kills its worker),
+/// announcing each round on stdout, until it is killed.
+fn respawn_forever() {
+    let pool = Pool::builder()
+        .procs(2)
+        .start_method(StartMethod::Spawn)
+        .build()
+        .unwrap();
+    loop {
+        let _ = pool.apply(die, 0);
+        println!("round");
+    }
+}
+
+/// One spawned process, then exit.
+fn spawn_once() {
+    let mut p = Process::builder(one, 1).start().unwrap();
+    assert_eq!(p.join().unwrap(), 2);
+}
+
+/// Spawns 20 processes under umask 000 while a watcher looks at every bootstrap
+/// directory that appears: none may ever be open to group or others.
+fn spawn_under_open_umask() {
+    // SAFETY: umask only swaps the process's mask.
+    unsafe { libc::umask(0) };
+    let tmp = std::env::temp_dir();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (tmp, stop) = (tmp.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+                    if let Ok(meta) = entry.metadata() {
+                        if meta.is_dir() {
+                            seen += 1;
+                            assert_eq!(meta.mode() & 0o077, 0, "{:?} is open", entry.path());
+                        }
+                    }
+                }
+            }
+            seen
+        })
+    };
+    for i in 0..20 {
+        let mut p = Process::builder(one, i).start().unwrap();
+        assert_eq!(p.join().unwrap(), i + 1);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    println!("seen {seen}");
+}
+
+#[linkme::distributed_slice(SCENARIOS)]
+static RESPAWN_FOREVER: Scenario = Scenario {
+    name: "respawn_forever",
+    run: respawn_forever,
+};
+
+#[linkme::distributed_slice(SCENARIOS)]
+static SPAWN_ONCE: Scenario = Scenario {
+    name: "spawn_once",
+    run: spawn_once,
+};
+
+#[linkme::distributed_slice(SCENARIOS)]
+static SPAWN_UNDER_OPEN_UMASK: Scenario = Scenario {
+    name: "spawn_under_open_umask",
+    run: spawn_under_open_umask,
+};
+
+/// A private temp directory for one test, removed on drop.
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(name: &str) -> Tmp {
+        let dir = std::env::temp_dir().join(format!("supervisor-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Tmp(dir)
+    }
+
+    fn entries(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.0)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn programs_killed_while_spawning_leave_nothing_after_the_next_start() {
+    isolated(DEADLINE, || {
+        let tmp = Tmp::new("sweep");
+        for _ in 0..10 {
+            let mut child = scenario("respawn_forever")
+                .env("TMPDIR", tmp.path())
+                .spawn()
+                .unwrap();
+            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            // A few rounds of respawning, then SIGKILL, often mid-start.
+            for _ in 0..3 {
+                line.clear();
+                std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+                assert_eq!(line, "round\n");
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        // Their workers die with them (parent-death signal); wait for that, then for
+        // the leftovers to be old enough to be taken for a dead program's.
+        let left = tmp.entries();
+        eprintln!("{} entries left by the killed programs", left.len());
+        let t = Instant::now();
+        while tmp.entries().iter().any(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m.elapsed().unwrap_or_default() < Duration::from_millis(2100))
+        }) {
+            assert!(t.elapsed() < Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = scenario("spawn_once")
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            tmp.entries().is_empty(),
+            "left behind: {:?} (before the sweep: {} entries)",
+            tmp.entries(),
+            left.len()
+        );
+    });
+}
+
+#[test]
+fn the_bootstrap_directory_is_private_from_its_first_instant() {
+    isolated(DEADLINE, || {
+        let tmp = Tmp::new("umask");
+        let out = scenario("spawn_under_open_umask")
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(tmp.entries().is_empty(), "{:?}", tmp.entries());
+    });
+}
