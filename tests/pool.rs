@@ -1115,3 +1115,27 @@ fn an_apply_retried_after_its_worker_died_gets_its_result() {
         pool.join();
     });
 }
+
+/// Dropping an `imap` before its end drops the inputs it read ahead that have not
+/// started: the next `apply` waits only for the calls already running (before: 12.6 s
+/// while about 100 read-ahead inputs ran for nobody).
+#[test]
+fn dropping_an_imap_cancels_its_unstarted_inputs() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 2).build().unwrap();
+        let firsts: Vec<u64> = pool
+            .imap(sleep_ms, std::iter::repeat(200))
+            .take(3)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(firsts, vec![200; 3]);
+        let t = Instant::now();
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "the next apply waited {:?}",
+            t.elapsed()
+        );
+        pool.join();
+    });
+}

@@ -66,6 +66,8 @@ const MAX_HISTORY: usize = 10_000;
 
 pub(crate) enum Event {
     Submit(Vec<Unit>),
+    /// Nobody reads this result stream any more (a dropped `imap`).
+    ForgetStream(u64),
     Cancel(u64, mpsc::SyncSender<bool>),
     Close,
     Terminate,
@@ -253,6 +255,7 @@ impl Dispatcher {
             Event::Cancel(id, reply) => {
                 let _ = reply.send(self.cancel(id));
             }
+            Event::ForgetStream(stream) => self.forget_stream(stream),
             Event::Close => self.closing = true,
             Event::Terminate => self.terminate(),
             Event::Kill => {
@@ -321,6 +324,40 @@ impl Dispatcher {
             }
         }
         false
+    }
+
+    /// Drops every call of result stream `stream` that has not started: queued ones,
+    /// and those waiting behind a running call (taken back). Running calls finish.
+    fn forget_stream(&mut self, stream: u64) {
+        let mut back = VecDeque::new();
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            let ours = worker
+                .running
+                .as_ref()
+                .is_some_and(|r| r.unit.jobs.iter().any(|j| j.stream() == Some(stream)));
+            if ours && worker.stop.is_none() {
+                let _ = Dispatcher::take_back_unstarted(worker, &mut back);
+                if worker
+                    .running
+                    .as_ref()
+                    .is_some_and(|r| r.answered >= r.limit)
+                {
+                    worker.running = None;
+                }
+            }
+        }
+        // What was taken back goes first again, in order.
+        while let Some(unit) = back.pop_back() {
+            self.queue.push_front(unit);
+        }
+        for unit in self.queue.iter_mut().filter(|u| u.chunk.is_none()) {
+            let (gone, kept): (Vec<Job>, Vec<Job>) = std::mem::take(&mut unit.jobs)
+                .into_iter()
+                .partition(|j| j.stream() == Some(stream));
+            unit.jobs = kept;
+            gone.into_iter().for_each(Job::forget);
+        }
+        self.queue.retain(|u| u.len() > 0);
     }
 
     fn start_worker(&mut self, seat: usize) {

@@ -184,6 +184,16 @@ where
     }
 }
 
+impl<R, I: Iterator> Drop for Reports<R, I> {
+    /// Dropped before the end: the inputs submitted but not started are dropped (only
+    /// the calls already running finish), so the pool is free for the next work.
+    fn drop(&mut self) {
+        if self.yielded < self.submitted {
+            self.shared.forget_stream(self.stream);
+        }
+    }
+}
+
 impl<R, I: Iterator> Reports<R, I> {
     /// Whether `next` would return at once (a result is in, or the end is reached):
     /// lets a writer flush its output only when it is about to wait.

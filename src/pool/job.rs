@@ -288,6 +288,19 @@ impl Job {
         self.task
     }
 
+    /// The result stream it reports to (`map`/`imap`), if any.
+    pub(crate) fn stream(&self) -> Option<u64> {
+        match &self.sink {
+            Some(Sink::Stream { stream, .. }) => Some(*stream),
+            _ => None,
+        }
+    }
+
+    /// Drops the job without a result: its stream's reader is gone.
+    pub(crate) fn forget(mut self) {
+        self.sink = None;
+    }
+
     /// Delivers a result of a job that never ran; the job is finished.
     pub(crate) fn complete(self, result: JobResult) {
         let meta = JobMeta {

@@ -305,6 +305,12 @@ impl Shared {
         // nobody waits forever.
         self.hub.post(Event::Submit(units));
     }
+
+    /// Nobody reads result stream `stream` any more: its calls that have not started
+    /// are dropped.
+    fn forget_stream(&self, stream: u64) {
+        self.hub.post(Event::ForgetStream(stream));
+    }
 }
 
 /// A pool of worker processes.
