@@ -33,6 +33,7 @@ pub struct ProcessBuilder<R> {
     nice: Option<i32>,
     method: StartMethod,
     env_allowlist: Option<Vec<String>>,
+    keep_task_children: bool,
     result: PhantomData<fn() -> R>,
 }
 
@@ -41,6 +42,15 @@ impl<R> ProcessBuilder<R> {
     /// parent has (tokens, credentials) is not passed on. Default: the whole environment.
     pub fn env_allowlist<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
         self.env_allowlist = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Let the task leave processes behind (a daemon it means to start). Default:
+    /// false: when the task returns, whatever it started and left running (children,
+    /// and descendants it orphaned) gets SIGTERM, then SIGKILL after 5 s, before the
+    /// child exits.
+    pub fn keep_task_children(mut self, keep: bool) -> Self {
+        self.keep_task_children = keep;
         self
     }
 
@@ -95,6 +105,7 @@ impl<R> ProcessBuilder<R> {
             daemon: self.daemon,
             name: name.clone(),
             env_allowlist: self.env_allowlist,
+            end_task_children: (!self.keep_task_children).then_some(Duration::from_secs(5)),
         };
         let (slot, link) = launch::start_worker(&spec)?;
         let request = ToChild::Task(TaskRequest {
@@ -172,6 +183,7 @@ impl<R> Process<R> {
             nice: None,
             method: StartMethod::default(),
             env_allowlist: None,
+            keep_task_children: false,
             result: PhantomData,
         }
     }

@@ -563,6 +563,31 @@ fn ended_or_killed(pid: i32) -> bool {
     false
 }
 
+/// By default the same grandchildren end with their task: the apply itself takes the
+/// grace (SIGTERM ignored, then SIGKILL), and nothing is left for drop.
+#[test]
+fn a_stubborn_grandchild_is_killed_when_its_task_returns() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1).build().unwrap();
+        let t = Instant::now();
+        let stubborn = pool.apply(leave_a_stubborn_grandchild, ()).unwrap() as i32;
+        let took = t.elapsed();
+        let ended = ended_or_killed(stubborn);
+        assert!(ended, "{stubborn} outlived its task");
+        assert!(
+            took >= Duration::from_millis(450),
+            "{took:?}: no grace for SIGTERM"
+        );
+        let t = Instant::now();
+        drop(pool);
+        assert!(
+            t.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
+    });
+}
+
 #[test]
 fn dropping_a_pool_waits_out_the_grace_only_for_what_ignores_sigterm() {
     each_method(DEADLINE, |method| {
@@ -581,11 +606,11 @@ fn dropping_a_pool_waits_out_the_grace_only_for_what_ignores_sigterm() {
             "drop took {:?}",
             t.elapsed()
         );
-        // A grandchild ignoring SIGTERM keeps its group alive: it gets SIGKILL when the
-        // grace ends, before drop returns.
+        // A grandchild ignoring SIGTERM that a task was allowed to leave behind keeps
+        // its group alive: it gets SIGKILL when the grace ends, before drop returns.
         // So does one whose main thread has exited (/proc shows it as a zombie).
         for task in ["leave_a_stubborn_grandchild", "leave_a_headless_grandchild"] {
-            let pool = pool(method, 1).build().unwrap();
+            let pool = pool(method, 1).keep_task_children(true).build().unwrap();
             let stubborn = match task {
                 "leave_a_stubborn_grandchild" => {
                     pool.apply(leave_a_stubborn_grandchild, ()).unwrap() as i32

@@ -771,3 +771,75 @@ fn a_same_user_impostor_without_the_secret_is_refused() {
         assert!(stdout.contains("left: 0"), "{stdout}");
     });
 }
+
+/// Starts `sleep 300` and returns its pid without waiting for it; a second one, in a
+/// new session and orphaned (double fork through `sh`), when asked.
+fn leave_a_sleep(orphan: bool) -> (i32, i32) {
+    let direct = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("sleep")
+        .id() as i32;
+    let mut orphaned = 0;
+    if orphan {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!"])
+            .output()
+            .expect("sh");
+        orphaned = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+    }
+    (direct, orphaned)
+}
+supervisor::task!(leave_a_sleep);
+
+/// A task's children end with the task: after `join` (Process) or as soon as the
+/// result is in (Pool), the `sleep 300` it started and left running is gone, also one
+/// it orphaned in a session of its own; `keep_task_children(true)` keeps them.
+#[test]
+fn a_tasks_children_end_with_the_task() {
+    each_method(DEADLINE, |method| {
+        let gone = |pid: i32| wait_exit(pid, Duration::from_secs(10));
+        let mut p = Process::builder(leave_a_sleep, true)
+            .start_method(method)
+            .start()
+            .unwrap();
+        let (direct, orphaned) = p.join().unwrap();
+        assert!(direct > 0 && orphaned > 0);
+        assert!(
+            gone(direct) && gone(orphaned),
+            "a Process's task left its children"
+        );
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .grace(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let (direct, orphaned) = pool.apply(leave_a_sleep, true).unwrap();
+        assert!(
+            common::has_exited(direct) || gone(direct),
+            "a pool task left its child"
+        );
+        assert!(gone(orphaned), "a pool task left its orphan");
+        pool.join();
+        // Opted out: they stay (and are killed here).
+        let mut p = Process::builder(leave_a_sleep, false)
+            .start_method(method)
+            .keep_task_children(true)
+            .start()
+            .unwrap();
+        let (direct, _) = p.join().unwrap();
+        assert!(!gone_soon(direct), "kept children must live on");
+        // SAFETY: kill with plain integers; the sleep this test started.
+        unsafe { libc::kill(direct, libc::SIGKILL) };
+        assert!(gone(direct));
+    });
+}
+
+/// Whether `pid` ends within 300 ms (for a process that should not end at all).
+fn gone_soon(pid: i32) -> bool {
+    wait_exit(pid, Duration::from_millis(300))
+}

@@ -30,6 +30,7 @@ pub(crate) fn client() -> Result<Arc<ServerClient>, Error> {
         name: "forkserver".into(),
         daemon: true,
         env_allowlist: None,
+        end_task_children: None,
     };
     let (slot, link) = spawn::start(None, config).map_err(ErrorKind::Forkserver)?;
     let client = Arc::new(ServerClient::new(slot.pid() as i32, link));

@@ -20,6 +20,8 @@ pub(crate) struct Spec {
     pub(crate) daemon: bool,
     pub(crate) name: String,
     pub(crate) env_allowlist: Option<Vec<String>>,
+    /// See `WorkerConfig::end_task_children`.
+    pub(crate) end_task_children: Option<std::time::Duration>,
 }
 
 /// Starts a configured worker: its slot (watched by the reaper) and our end of its link.
@@ -29,6 +31,7 @@ pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error>
         name: spec.name.clone(),
         daemon: spec.daemon,
         env_allowlist: spec.env_allowlist.clone(),
+        end_task_children: spec.end_task_children,
     };
     let server = match spec.method {
         StartMethod::Spawn => return spawn::start(spec.nice, config),

@@ -62,7 +62,7 @@ const STEAL_AFTER: Duration = Duration::from_micros(100);
 /// Most jobs merged into one message.
 const MERGE_MAX: usize = 256;
 /// Exited workers remembered for `stats()`.
-const MAX_HISTORY: usize = 10_000;
+const MAX_HISTORY: usize = 1_000;
 
 pub(crate) enum Event {
     Submit(Vec<Unit>),
@@ -369,6 +369,7 @@ impl Dispatcher {
             daemon: true,
             name: format!("{}-{seat}", self.cfg.name),
             env_allowlist: self.cfg.env_allowlist.clone(),
+            end_task_children: (!self.cfg.keep_task_children).then_some(self.cfg.grace),
         };
         let hub = self.hub.clone();
         let spawned = std::thread::Builder::new()

@@ -178,7 +178,7 @@ where
         self.yielded += 1;
         Some(Report {
             index,
-            result: decode(self.task, result),
+            result: decode(self.task, result, meta.pid),
             meta,
         })
     }
@@ -234,15 +234,16 @@ pub(crate) fn same_error(e: &Error) -> Error {
     }
 }
 
-fn decode<R: DeserializeOwned>(task: &str, result: JobResult) -> Result<R, Error> {
-    result.and_then(|bytes| decode_bytes(task, &bytes))
+fn decode<R: DeserializeOwned>(task: &str, result: JobResult, pid: u32) -> Result<R, Error> {
+    result.and_then(|bytes| decode_bytes(task, &bytes, pid))
 }
 
-fn decode_bytes<R: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<R, Error> {
+/// Decodes a value that worker `pid` sent.
+fn decode_bytes<R: DeserializeOwned>(task: &str, bytes: &[u8], pid: u32) -> Result<R, Error> {
     codec::decode(bytes).map_err(|source| {
         ErrorKind::DecodeResult {
             task: task.to_string(),
-            pid: 0,
+            pid,
             source,
         }
         .into()
@@ -275,7 +276,7 @@ pub struct MapHandle<R> {
     out: Vec<Result<R, Error>>,
     /// Arrived ahead of their turn, still encoded, by input position.
     packed: BTreeMap<usize, PackedResults>,
-    items: BTreeMap<usize, JobResult>,
+    items: BTreeMap<usize, (JobResult, u32)>,
     received: usize,
 }
 
@@ -308,9 +309,9 @@ impl<R: DeserializeOwned> MapHandle<R> {
         match delivery {
             Delivery::Items(items) => {
                 self.received += items.len();
-                for (index, result, _) in items {
+                for (index, result, meta) in items {
                     if index >= self.out.len() {
-                        self.items.insert(index, result);
+                        self.items.insert(index, (result, meta.pid));
                     }
                 }
             }
@@ -334,9 +335,10 @@ impl<R: DeserializeOwned> MapHandle<R> {
             let i = self.out.len();
             if let Some(chunk) = self.packed.remove(&i) {
                 let out = &mut self.out;
-                chunk.for_each(|_, r| out.push(r.and_then(|bytes| decode_bytes(task, bytes))));
-            } else if let Some(result) = self.items.remove(&i) {
-                self.out.push(decode(task, result));
+                let pid = chunk.meta.pid;
+                chunk.for_each(|_, r| out.push(r.and_then(|bytes| decode_bytes(task, bytes, pid))));
+            } else if let Some((result, pid)) = self.items.remove(&i) {
+                self.out.push(decode(task, result, pid));
             } else {
                 break;
             }

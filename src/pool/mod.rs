@@ -79,6 +79,7 @@ pub(crate) struct Config {
     retries: u32,
     restart_limit: RestartLimit,
     env_allowlist: Option<Vec<String>>,
+    keep_task_children: bool,
 }
 
 /// Builds a [`Pool`].
@@ -96,9 +97,20 @@ pub struct PoolBuilder {
     read_ahead: Option<usize>,
     name: String,
     env_allowlist: Option<Vec<String>>,
+    keep_task_children: bool,
 }
 
 impl PoolBuilder {
+    /// Let tasks leave processes behind (daemons they mean to start). Default: false:
+    /// when a task returns, whatever it started and left running (children, and
+    /// descendants it orphaned) gets SIGTERM, then SIGKILL after the grace period,
+    /// before its worker takes the next task. (Inside a batch of tiny calls this is
+    /// checked after any call that took 20 µs or more, and at the batch's end.)
+    pub fn keep_task_children(mut self, keep: bool) -> Self {
+        self.keep_task_children = keep;
+        self
+    }
+
     /// Give the workers only these environment variables (by name). Default: the whole
     /// environment.
     pub fn env_allowlist<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
@@ -223,6 +235,7 @@ impl PoolBuilder {
             retries: self.retries,
             restart_limit: self.restart_limit,
             env_allowlist: self.env_allowlist,
+            keep_task_children: self.keep_task_children,
         };
         let timeout_set = cfg.task_timeout.is_some();
         let hub = Hub::new(|hub| Dispatcher::new(cfg, hub));
@@ -351,6 +364,7 @@ impl Pool {
             read_ahead: None,
             name: "pool".into(),
             env_allowlist: None,
+            keep_task_children: false,
         }
     }
 

@@ -70,6 +70,6 @@ pub struct PoolStats {
     /// zygote died and new workers come from the forkserver).
     pub notes: Vec<String>,
     /// Workers that have exited (replaced, recycled, or at the end), oldest first; the
-    /// last 10,000 are kept.
+    /// last 1,000 are kept.
     pub exited: Vec<WorkerStats>,
 }

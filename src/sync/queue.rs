@@ -37,9 +37,10 @@ pub struct QueueBuilder<T> {
 
 impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
     /// Most items in the queue at once; `put` waits for room beyond that. Default:
-    /// no item limit (only the buffer's size).
+    /// no item limit (only the buffer's size). `0` means no limit, as Python's
+    /// `Queue(maxsize=0)`.
     pub fn capacity(mut self, items: usize) -> Self {
-        self.capacity = Some(items.max(1));
+        self.capacity = (items > 0).then_some(items);
         self
     }
 
@@ -139,7 +140,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Queue::builder().build()
     }
 
-    /// A queue of at most `capacity` items.
+    /// A queue of at most `capacity` items (`0`: no item limit, as Python's
+    /// `maxsize=0`).
     pub fn bounded(capacity: usize) -> Result<Queue<T>, Error> {
         Queue::builder().capacity(capacity).build()
     }

@@ -311,6 +311,10 @@ pub struct WorkerConfig {
     pub daemon: bool,
     /// `Some(names)`: the worker keeps only these environment variables.
     pub env_allowlist: Option<Vec<String>>,
+    /// `Some(grace)`: when a task returns, what it started and left running is ended
+    /// (SIGTERM, `grace`, SIGKILL) before the next task or the worker's exit. `None`:
+    /// a task may leave processes behind.
+    pub end_task_children: Option<std::time::Duration>,
 }
 
 /// One task to run.

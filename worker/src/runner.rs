@@ -130,6 +130,8 @@ impl Shared {
 /// Where a worker's answers go: the link's sender, its arena, the progress page.
 pub(crate) struct Answers {
     shared: Arc<Shared>,
+    /// `Some(grace)`: end what a task left running (see `WorkerConfig`).
+    children: Option<Duration>,
     /// Reused buffer for encoding an outcome into the answer log.
     scratch: std::cell::RefCell<Vec<u8>>,
 }
@@ -137,15 +139,19 @@ pub(crate) struct Answers {
 impl Answers {
     /// Answers for a worker without a progress page (a `Process` child): every call is
     /// its own to run.
-    pub(crate) fn new(tx: IpcSender<Frame>) -> Answers {
-        Answers::build(tx, None)
+    pub(crate) fn new(tx: IpcSender<Frame>, children: Option<Duration>) -> Answers {
+        Answers::build(tx, None, children)
     }
 
     /// Answers for a pool worker: calls are claimed on `progress`, and a flusher thread
     /// sends finished calls' answers when a later call runs long. Without a thread
     /// (none could start) answers just wait for the unit's end.
-    pub(crate) fn with_progress(tx: IpcSender<Frame>, progress: Progress) -> Answers {
-        let answers = Answers::build(tx, Some(progress));
+    pub(crate) fn with_progress(
+        tx: IpcSender<Frame>,
+        progress: Progress,
+        children: Option<Duration>,
+    ) -> Answers {
+        let answers = Answers::build(tx, Some(progress), children);
         let shared = answers.shared.clone();
         let _ = std::thread::Builder::new()
             .name("supervisor-flush".into())
@@ -154,8 +160,13 @@ impl Answers {
         answers
     }
 
-    fn build(tx: IpcSender<Frame>, progress: Option<Progress>) -> Answers {
+    fn build(
+        tx: IpcSender<Frame>,
+        progress: Option<Progress>,
+        children: Option<Duration>,
+    ) -> Answers {
         Answers {
+            children,
             shared: Arc::new(Shared {
                 sender: Mutex::new(Sender {
                     tx,
@@ -168,6 +179,17 @@ impl Answers {
                 flusher_asleep: AtomicBool::new(false),
             }),
             scratch: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// After a call that took `took` ns (or at a unit's end, `u64::MAX`): ends what it
+    /// left running. A call under 20 µs cannot have started a process, so tiny calls
+    /// cost nothing; a longer one costs one system call.
+    fn end_children(&self, took: u64) {
+        if let Some(grace) = self.children {
+            if took >= 20_000 && crate::os::has_children() {
+                crate::os::end_children(grace);
+            }
         }
     }
 
@@ -190,6 +212,7 @@ impl Answers {
             start_ns,
             duration_ns: monotonic_ns().saturating_sub(start_ns),
         };
+        self.end_children(timing.duration_ns);
         let msg = FromChild::Done {
             id,
             outcome,
@@ -302,6 +325,10 @@ impl Answers {
                 duration_ns: end_ns.saturating_sub(start_ns),
             };
             start_ns = end_ns;
+            if timing.duration_ns >= 20_000 {
+                self.end_children(u64::MAX);
+                start_ns = monotonic_ns();
+            }
             let logged = self.log(i as u32, LogEntry::Outcome(&outcome, &timing));
             if let Pending::Outcomes { outcomes, timings } = &mut pending {
                 outcomes.push(outcome);
@@ -312,6 +339,7 @@ impl Answers {
                 from = i as u32 + 1;
             }
         }
+        self.end_children(u64::MAX);
         self.send_pending(seq, from, &mut pending, true)
     }
 
@@ -370,6 +398,7 @@ impl Answers {
                 from = i as u32 + 1;
             }
         }
+        self.end_children(u64::MAX);
         self.send_pending(seq, from, &mut pending, true)
     }
 }
@@ -566,8 +595,8 @@ mod tests {
     fn answers(progress: Option<Progress>) -> (Answers, ipc::IpcReceiver<Frame>) {
         let (tx, rx) = ipc::channel::<Frame>().unwrap();
         let answers = match progress {
-            Some(p) => Answers::with_progress(tx, p),
-            None => Answers::new(tx),
+            Some(p) => Answers::with_progress(tx, p, None),
+            None => Answers::new(tx, None),
         };
         (answers, rx)
     }

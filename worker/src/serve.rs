@@ -123,12 +123,21 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
         daemon: config.daemon,
     });
     os::keep_freed_memory();
+    let children = config.end_task_children;
+    if children.is_some() {
+        os::become_subreaper();
+    }
     let mut inbox = Inbox::new();
-    let mut answers = Answers::new(link.tx.clone());
+    let mut answers = Answers::new(link.tx.clone(), children);
     loop {
         let mut frame = match link.recv_frame() {
             Ok(frame) => frame,
-            Err(_) => finish(0),
+            Err(_) => {
+                if let Some(grace) = children {
+                    os::end_children(grace);
+                }
+                finish(0)
+            }
         };
         let page = frame.take_page();
         let sent = match inbox.decode::<ToChild>(frame) {
@@ -146,7 +155,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
             }) => answers.run_packed(first_id, &task, &lens, &data),
             Ok(ToChild::Progress) => match page.and_then(Progress::adopt) {
                 Some(progress) => {
-                    answers = Answers::with_progress(link.tx.clone(), progress);
+                    answers = Answers::with_progress(link.tx.clone(), progress, children);
                     continue;
                 }
                 None => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
