@@ -379,6 +379,22 @@ pub(crate) fn bound_unix_sockets() -> Option<std::collections::HashSet<String>> 
     )
 }
 
+/// Whether this process is within 32 descriptors of its limit (`RLIMIT_NOFILE`).
+pub(crate) fn descriptors_nearly_exhausted() -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return false;
+    }
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir.count() as u64 + 32 >= lim.rlim_cur,
+        Err(e) => matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)),
+    }
+}
+
 /// The effective user id.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.

@@ -785,3 +785,31 @@ fn the_progress_bar_shows_on_a_terminal_and_not_when_piped() {
         std::fs::remove_dir_all(dir).unwrap();
     });
 }
+
+/// Under a tight descriptor limit a run either does all its work or fails naming the
+/// cause; it never exits 0 with work missing (before: `ulimit -n 17..19` gave exit 0
+/// and 0 or 1 of 100 lines, after a panic inside ipc-channel broke the pool as
+/// "terminated").
+#[test]
+fn a_descriptor_limit_never_ends_a_run_quietly_with_work_missing() {
+    isolated(DEADLINE, || {
+        for limit in [17, 18, 19, 20, 24] {
+            let script = format!("ulimit -n {limit}; seq 100 | {BIN} run -j 2 -- echo");
+            let out = Command::new("bash")
+                .args(["-c", &script])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            match out.status.code() {
+                Some(0) => assert_eq!(lines, 100, "ulimit -n {limit}: exit 0 with {lines} lines"),
+                Some(1) => assert!(
+                    stderr.contains("open files") || stderr.contains("os error 24"),
+                    "ulimit -n {limit}: failed without naming the cause: {stderr}"
+                ),
+                other => panic!("ulimit -n {limit}: exit {other:?}: {stderr}"),
+            }
+        }
+    });
+}

@@ -193,10 +193,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 .compare_exchange(0, why, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
-                let pool = pool.clone();
-                let _ = std::thread::Builder::new()
+                let stopper = pool.clone();
+                let spawned = std::thread::Builder::new()
                     .name("supervisor-stop".into())
-                    .spawn(move || pool.terminate());
+                    .spawn(move || stopper.terminate());
+                if spawned.is_err() {
+                    // No thread to stop on (process limit): stop at once instead.
+                    pool.kill();
+                }
             } else {
                 pool.kill();
             }
@@ -212,6 +216,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 for signal in signals.forever() {
                     request_stop(signal);
                 }
+            })
+            .map_err(|e| {
+                let limit = if e.raw_os_error() == Some(libc::EAGAIN) {
+                    " (the process limit was reached: ulimit -u, pids.max)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("cannot start the signal-handling thread: {e}{limit}")
             })?;
     }
 
@@ -285,7 +297,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let seq = report.index as u64 + 1;
         let input = inputs.borrow_mut().remove(&seq).unwrap_or_default();
         let mut record = Record::new(seq, input, report.meta, report.result);
-        let not_run = matches!(&record.result, Err(e) if e.kind == "cancelled");
+        // Not run although nobody stopped the run (the pool ended under it): a
+        // failure, never a quiet success.
+        let not_run = matches!(&record.result, Err(e) if e.kind == "cancelled")
+            && stop.load(Ordering::SeqCst) != 0;
         let was_stopped = matches!(&record.result, Err(e) if e.kind == "stopped");
         if record.ok() {
             done.fetch_add(1, Ordering::Relaxed);

@@ -210,6 +210,9 @@ impl Drop for BootstrapDir {
 /// How old a bootstrap directory must be before a sweep may take it for a dead
 /// program's (a live start binds its socket within microseconds of making it).
 const STALE_AFTER: Duration = Duration::from_secs(2);
+/// How old an empty one must be (a program killed between making it and binding its
+/// socket leaves it empty, but so may another program's fresh temporary directory).
+const STALE_EMPTY_AFTER: Duration = Duration::from_secs(60);
 
 /// Removes the bootstrap directories dead programs left in the temp directory (a
 /// program SIGKILLed while a child was starting cannot remove its own): this user's,
@@ -234,12 +237,19 @@ fn sweep_stale_bootstrap_dirs() {
                 continue;
             };
             use std::os::unix::fs::{FileTypeExt, MetadataExt};
-            let old = meta
+            let age = meta
                 .modified()
                 .ok()
                 .and_then(|m| m.elapsed().ok())
-                .is_some_and(|age| age >= STALE_AFTER);
-            if !meta.is_dir() || meta.uid() != me || !old {
+                .unwrap_or_default();
+            if !meta.is_dir() || meta.uid() != me || age < STALE_AFTER {
+                continue;
+            }
+            let empty = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none());
+            if empty {
+                if age >= STALE_EMPTY_AFTER {
+                    let _ = std::fs::remove_dir(&dir);
+                }
                 continue;
             }
             let socket = dir.join("socket");

@@ -14,6 +14,7 @@
 //! in `running.rs` (time limits, deaths, take-backs) and `storm.rs` (restarts).
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::{mpsc, Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -376,7 +377,10 @@ impl Dispatcher {
             .name("supervisor-start".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                let result = launch::start_worker(&spec);
+                // ipc-channel panics where it cannot get descriptors or memory: that is
+                // a failed start like any other, never a starter thread that vanishes.
+                let result = std::panic::catch_unwind(|| launch::start_worker(&spec))
+                    .unwrap_or_else(|panic| Err(dependency_panic(panic.as_ref())));
                 post_to(&hub, Event::Started { seat, result });
             });
         if let Err(e) = spawned {
@@ -404,6 +408,19 @@ impl Dispatcher {
         }
     }
 
+    /// A worker could not be started (or set up) for a reason that may pass: a storm
+    /// death, with the resource limit behind it named.
+    fn start_failed(&mut self, seat: usize, e: &Error) {
+        let mut reason = format!(
+            "cannot start a worker: {}",
+            supervisor_worker::error_chain(e)
+        );
+        if let Some(limit) = crate::error::resource_limit(e) {
+            reason.push_str(&format!(" ({limit})"));
+        }
+        self.storm_death(seat, reason);
+    }
+
     fn on_started(&mut self, seat: usize, result: Result<(Arc<ChildSlot>, Link), Error>) {
         self.seats[seat].starting = false;
         let (slot, link) = match result {
@@ -417,17 +434,14 @@ impl Dispatcher {
                         | ErrorKind::Registry(_)
                         | ErrorKind::DaemonCannotStart { .. }
                 );
-                let mut reason = format!(
-                    "cannot start a worker: {}",
-                    supervisor_worker::error_chain(&e)
-                );
-                if let Some(limit) = crate::error::resource_limit(&e) {
-                    reason.push_str(&format!(" ({limit})"));
-                }
                 if permanent {
+                    let reason = format!(
+                        "cannot start a worker: {}",
+                        supervisor_worker::error_chain(&e)
+                    );
                     self.break_pool(reason);
                 } else {
-                    self.storm_death(seat, reason);
+                    self.start_failed(seat, &e);
                 }
                 return;
             }
@@ -443,8 +457,18 @@ impl Dispatcher {
                 hub.post_later(Event::Exited { worker: id });
             }
         }));
-        let progress = Progress::new();
-        let page = Frame::with_page(&ToChild::Progress, progress.share());
+        let made = std::panic::catch_unwind(|| {
+            let progress = Progress::new();
+            let page = progress.share();
+            (progress, page)
+        });
+        let Ok((progress, page)) = made else {
+            // No shared memory for its page (ipc-channel panics then): this worker
+            // cannot be used. It is reaped as any exited child.
+            let _ = slot.signal_group(libc::SIGKILL);
+            return self.start_failed(seat, &dependency_panic(&"cannot create its page"));
+        };
+        let page = Frame::with_page(&ToChild::Progress, page);
         let mut worker = Worker {
             id,
             slot,
@@ -461,9 +485,17 @@ impl Dispatcher {
             stop: None,
             kill_at: None,
         };
-        let mut sent = match (page, &worker.tx) {
-            (Ok(frame), Some(tx)) => send_frame(tx, frame).is_ok(),
-            _ => false,
+        // Sending shared memory makes ipc-channel map it once more, and it panics when
+        // that fails (out of descriptors): a failed start, not a broken pool.
+        let sent = match (page, &worker.tx) {
+            (Ok(frame), Some(tx)) => {
+                std::panic::catch_unwind(AssertUnwindSafe(|| send_frame(tx, frame).is_ok()))
+            }
+            _ => Ok(false),
+        };
+        let Ok(mut sent) = sent else {
+            let _ = worker.slot.signal_group(libc::SIGKILL);
+            return self.start_failed(seat, &dependency_panic(&"cannot send its page"));
         };
         if let Some((task, arg)) = &self.cfg.initializer {
             let req = ToChild::Task(TaskRequest {
@@ -895,7 +927,9 @@ impl Dispatcher {
         !self.terminating && self.broken.is_none() && (!self.closing || !self.queue.is_empty())
     }
 
-    fn break_pool(&mut self, reason: String) {
+    /// Breaks the pool for `reason` (also used by the hub when handling an event
+    /// panicked: every waiter then gets `PoolBroken`, not `Terminated`).
+    pub(crate) fn break_pool(&mut self, reason: String) {
         if self.broken.is_some() {
             return;
         }
@@ -1211,8 +1245,8 @@ impl Dispatcher {
             .min()
     }
 
-    /// An idle worker and nothing queued: take the later half of the unstarted calls
-    /// waiting behind a running call, from the worker that has most. False if there
+    /// An idle worker and nothing queued: take every unstarted call waiting behind a
+    /// running call, from the worker that has most. False if there
     /// is nothing to take yet.
     fn steal(&mut self, clocks: &Clocks) -> bool {
         let mut best: Option<(usize, u32)> = None;
@@ -1394,6 +1428,23 @@ impl GroupKill {
         self.check_at = now + self.every;
         true
     }
+}
+
+/// A start that failed by a panic inside ipc-channel (it asserts where a system call
+/// fails: out of descriptors, out of memory). Named by the cause when the process is
+/// out of descriptors.
+fn dependency_panic(panic: &(dyn std::any::Any + Send)) -> Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    let source = if os::descriptors_nearly_exhausted() {
+        std::io::Error::from_raw_os_error(libc::EMFILE)
+    } else {
+        std::io::Error::other(format!("ipc-channel panicked: {message}"))
+    };
+    ErrorKind::Spawn(source).into()
 }
 
 fn stop_worker(worker: &mut Worker, why: Stop, grace: Duration) {

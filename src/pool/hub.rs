@@ -127,10 +127,23 @@ impl Hub {
                 }
                 d.dispatch();
             }));
-            if handling.is_err() {
-                // A bug. The state may be inconsistent: stop as if the dispatcher had
-                // died (its jobs fail, its workers see their channels close), on
-                // whichever thread this happened, and let the pool thread end.
+            if let Err(panic) = handling {
+                // A bug, or a dependency that panicked. The state may be inconsistent:
+                // try to break the pool with the reason (every waiter gets it), then
+                // stop as if the dispatcher had died (its jobs fail, its workers see
+                // their channels close), on whichever thread this happened, and let
+                // the pool thread end.
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let reason = format!("a panic inside the pool: {message}");
+                if let Some(d) = core.dispatcher.as_mut() {
+                    let reason = reason.clone();
+                    let _ = panic::catch_unwind(AssertUnwindSafe(|| d.break_pool(reason)));
+                }
+                core.broken = Some(reason);
                 core.dispatcher = None;
                 drop(std::mem::take(&mut *lock(&self.inbox)));
                 self.wake_timer();

@@ -140,11 +140,14 @@ pub(crate) fn death_split(run: &Running, claimed: u32) -> DeathSplit {
     }
 }
 
-/// How many calls a worker keeps when an idle one takes from it: half of its
-/// unstarted calls (the later half moves). `None` if it has nothing unstarted.
+/// How many calls a worker keeps when an idle one takes from it: none of its
+/// unstarted calls. They wait behind a call that has run long enough to be taken for
+/// slow, so all of them move, in order: taking only the later half left the earlier
+/// ones behind the slow call while the thief ran ahead of them. `None` if it has
+/// nothing unstarted.
 pub(crate) fn steal_keep(seen: &Snapshot) -> Option<u32> {
-    let unstarted = seen.limit.checked_sub(seen.next).filter(|n| *n > 0)?;
-    Some(seen.next + unstarted / 2)
+    seen.limit.checked_sub(seen.next).filter(|n| *n > 0)?;
+    Some(seen.next)
 }
 
 /// The wall-clock and monotonic instants of a worker's `CLOCK_MONOTONIC` reading,
@@ -261,11 +264,11 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_worker_takes_the_later_half_of_the_unstarted_calls() {
+    fn an_idle_worker_takes_every_unstarted_call_in_order() {
         assert_eq!(steal_keep(&seen(1, 3, 3)), None);
         assert_eq!(steal_keep(&seen(1, 3, 4)), Some(3));
-        assert_eq!(steal_keep(&seen(1, 3, 5)), Some(4));
-        assert_eq!(steal_keep(&seen(1, 0, 256)), Some(128));
+        assert_eq!(steal_keep(&seen(1, 3, 5)), Some(3));
+        assert_eq!(steal_keep(&seen(1, 0, 256)), Some(0));
         assert_eq!(steal_keep(&seen(1, 9, 2)), None);
     }
 
