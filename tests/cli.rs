@@ -647,11 +647,9 @@ fn sigint_and_sigterm_stop_the_run_with_130_and_143() {
                 counts.contains("stopped while running") && counts.contains("not started"),
                 "{stderr}"
             );
+            // (How many had started when the signal came is a race; the library tests
+            // pin down that a started task is `Stopped`, one not started `Terminated`.)
             assert_eq!(numbers.iter().sum::<u64>(), 10, "{stderr}");
-            assert!(
-                numbers[0] >= 1,
-                "a running task counts as stopped: {stderr}"
-            );
             assert!(took < Duration::from_secs(3), "{took:?}");
             assert_all_gone(Duration::from_secs(2));
         }
