@@ -486,10 +486,10 @@ pub(crate) fn resource_limit(e: &(dyn std::error::Error + 'static)) -> Option<&'
         if let Some(io) = err.downcast_ref::<io::Error>() {
             match io.raw_os_error() {
                 Some(libc::EAGAIN) => {
-                    return Some("the process limit was reached (ulimit -u, pids.max)")
+                    return Some("the process limit was reached: raise ulimit -u or pids.max")
                 }
                 Some(libc::EMFILE) | Some(libc::ENFILE) => {
-                    return Some("too many open files (ulimit -n)")
+                    return Some("out of file descriptors: raise ulimit -n")
                 }
                 Some(libc::ENOMEM) => return Some("out of memory"),
                 _ => {}

@@ -219,7 +219,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             })
             .map_err(|e| {
                 let limit = if e.raw_os_error() == Some(libc::EAGAIN) {
-                    " (the process limit was reached: ulimit -u, pids.max)"
+                    " (the process limit was reached: raise ulimit -u or pids.max)"
                 } else {
                     ""
                 };

@@ -30,7 +30,7 @@ use super::hub::{post_to, Hub};
 use super::job::{Deliveries, Job, JobMeta, JobResult, PackedResults, Unit};
 use super::reader::LinkReader;
 use super::running::{
-    death_split, steal_keep, timeout_step, Clocks, Running, TimeoutStep, ANSWER_LOOK, ANSWER_WAIT,
+    death_split, timeout_step, Clocks, Running, TimeoutStep, ANSWER_LOOK, ANSWER_WAIT,
 };
 use super::stats::{PoolStats, WorkerState, WorkerStats};
 use super::storm::{Storm, Verdict};
@@ -338,13 +338,6 @@ impl Dispatcher {
                 .is_some_and(|r| r.unit.jobs.iter().any(|j| j.stream() == Some(stream)));
             if ours && worker.stop.is_none() {
                 let _ = Dispatcher::take_back_unstarted(worker, &mut back);
-                if worker
-                    .running
-                    .as_ref()
-                    .is_some_and(|r| r.answered >= r.limit)
-                {
-                    worker.running = None;
-                }
             }
         }
         // What was taken back goes first again, in order.
@@ -718,9 +711,9 @@ impl Dispatcher {
     }
 
     /// Takes back every call of `worker`'s unit that has not started (lowering its
-    /// limit on the page), and queues them again at the front, as they were. Returns
-    /// how many calls had been claimed; `None` if the worker moved on meanwhile (look
-    /// again).
+    /// limit on the page), and queues them again at the front, as they were; the unit
+    /// ends if everything it started is answered. Returns how many calls had been
+    /// claimed; `None` if the worker moved on meanwhile (look again).
     fn take_back_unstarted(worker: &mut Worker, queue: &mut VecDeque<Unit>) -> Option<u32> {
         let run = worker.running.as_mut()?;
         let seen = worker.progress.snapshot();
@@ -737,6 +730,9 @@ impl Dispatcher {
                 queue.push_front(rest);
             }
             run.limit = claimed;
+        }
+        if run.answered >= run.limit {
+            worker.running = None;
         }
         Some(claimed)
     }
@@ -962,13 +958,6 @@ impl Dispatcher {
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
             // If the page changed under us, whatever it runs is settled at its exit.
             let _ = Dispatcher::take_back_unstarted(worker, &mut unstarted);
-            if worker
-                .running
-                .as_ref()
-                .is_some_and(|r| r.answered >= r.limit)
-            {
-                worker.running = None;
-            }
             stop_worker(worker, Stop::Shutdown, grace);
         }
         for unit in self.queue.drain(..).chain(unstarted) {
@@ -1077,13 +1066,11 @@ impl Dispatcher {
                     }
                     return;
                 };
+                // Ended if everything it started is answered: nothing to stop.
                 let Some(run) = worker.running.as_mut() else {
                     return;
                 };
-                if run.answered >= run.limit {
-                    // Everything it started is answered: nothing to stop.
-                    worker.running = None;
-                } else if run.answered + 1 == claimed {
+                if run.answered + 1 == claimed {
                     stop_worker(worker, Stop::Timeout, grace);
                 } else {
                     run.stopping_at = Some(now + ANSWER_WAIT);
@@ -1092,7 +1079,6 @@ impl Dispatcher {
             }
             TimeoutStep::Unresponsive => {
                 if Dispatcher::take_back_unstarted(worker, queue) == Some(0) {
-                    worker.running = None;
                     stop_worker(worker, Stop::Unresponsive, grace);
                 } else if let Some(run) = worker.running.as_mut() {
                     run.check_at = Some(now);
@@ -1261,29 +1247,11 @@ impl Dispatcher {
             }
         }
         let Some((i, _)) = best else { return false };
-        let Some(worker) = self.seats[i].worker.as_mut() else {
-            return false;
-        };
-        let Some(run) = worker.running.as_mut() else {
-            return false;
-        };
-        let seen = worker.progress.snapshot();
-        let Some(keep) = steal_keep(&seen).filter(|_| seen.seq == run.seq) else {
-            // It started its last calls meanwhile: look again.
-            return true;
-        };
-        let Some(limit) = worker.progress.take_back(seen, keep) else {
-            return true;
-        };
-        if limit < run.limit {
-            let rest = run.unit.split_off((limit - run.answered) as usize);
-            run.limit = limit;
-            if rest.len() > 0 {
-                self.queue.push_front(rest);
-            }
-        }
-        if run.answered >= run.limit {
-            worker.running = None;
+        // All of them, in order: taking only the later half left the earlier ones
+        // behind the slow call while the thief ran ahead. (If the worker moved on
+        // meanwhile, the caller looks again.)
+        if let Some(worker) = self.seats[i].worker.as_mut() {
+            let _ = Dispatcher::take_back_unstarted(worker, &mut self.queue);
         }
         true
     }
@@ -1434,11 +1402,7 @@ impl GroupKill {
 /// fails: out of descriptors, out of memory). Named by the cause when the process is
 /// out of descriptors.
 fn dependency_panic(panic: &(dyn std::any::Any + Send)) -> Error {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
+    let message = supervisor_worker::serve::panic_message(panic);
     let source = if os::descriptors_nearly_exhausted() {
         std::io::Error::from_raw_os_error(libc::EMFILE)
     } else {

@@ -133,11 +133,7 @@ impl Hub {
                 // stop as if the dispatcher had died (its jobs fail, its workers see
                 // their channels close), on whichever thread this happened, and let
                 // the pool thread end.
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let message = supervisor_worker::serve::panic_message(panic.as_ref());
                 let reason = format!("a panic inside the pool: {message}");
                 if let Some(d) = core.dispatcher.as_mut() {
                     let reason = reason.clone();

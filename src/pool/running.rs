@@ -1,6 +1,5 @@
 //! The unit a worker runs, and the pure decisions about it: when its running call
-//! times out, what a worker's death means for each of its calls, how much an idle
-//! worker takes back. No process, socket or clock is touched here; the dispatcher
+//! times out and what a worker's death means for each of its calls. No process, socket or clock is touched here; the dispatcher
 //! reads the worker's progress page and the time, asks, and acts.
 //!
 //! Positions are a unit's call positions (0 = its first call). A unit of `limit` calls
@@ -140,16 +139,6 @@ pub(crate) fn death_split(run: &Running, claimed: u32) -> DeathSplit {
     }
 }
 
-/// How many calls a worker keeps when an idle one takes from it: none of its
-/// unstarted calls. They wait behind a call that has run long enough to be taken for
-/// slow, so all of them move, in order: taking only the later half left the earlier
-/// ones behind the slow call while the thief ran ahead of them. `None` if it has
-/// nothing unstarted.
-pub(crate) fn steal_keep(seen: &Snapshot) -> Option<u32> {
-    seen.limit.checked_sub(seen.next).filter(|n| *n > 0)?;
-    Some(seen.next)
-}
-
 /// The wall-clock and monotonic instants of a worker's `CLOCK_MONOTONIC` reading,
 /// given one reading of all three clocks now.
 #[derive(Debug, Clone, Copy)]
@@ -261,15 +250,6 @@ mod tests {
                 "answered {answered}, limit {limit}, claimed {claimed}"
             );
         }
-    }
-
-    #[test]
-    fn an_idle_worker_takes_every_unstarted_call_in_order() {
-        assert_eq!(steal_keep(&seen(1, 3, 3)), None);
-        assert_eq!(steal_keep(&seen(1, 3, 4)), Some(3));
-        assert_eq!(steal_keep(&seen(1, 3, 5)), Some(3));
-        assert_eq!(steal_keep(&seen(1, 0, 256)), Some(0));
-        assert_eq!(steal_keep(&seen(1, 9, 2)), None);
     }
 
     /// Property: for any unit and any claim count, the split accounts for every

@@ -36,7 +36,8 @@ fn install_panic_hook() {
     });
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// A panic's message, when its payload is a string.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
