@@ -24,6 +24,7 @@ mod exit;
 mod init;
 mod launch;
 mod os;
+mod outcome;
 mod pool;
 mod process;
 mod reaper;

@@ -16,6 +16,7 @@ use crate::error::{Error, ErrorKind};
 use crate::exit::ExitStatus;
 use crate::launch::{self, Spec};
 use crate::os;
+use crate::outcome::{no_result, outcome_to_result};
 use crate::reaper::{ChildSlot, Exit};
 use crate::StartMethod;
 
@@ -342,7 +343,7 @@ impl<R: DeserializeOwned> Process<R> {
                 .into())
             }
         };
-        crate::pool::outcome_to_result(&task, pid, outcome).and_then(|value| {
+        outcome_to_result(&task, pid, outcome).and_then(|value| {
             codec::decode(&value)
                 .map_err(|source| ErrorKind::DecodeResult { task, pid, source }.into())
         })
@@ -362,28 +363,4 @@ fn expected(msg: FromChild) -> Result<FromChild, String> {
         FromChild::Done { .. } | FromChild::SetupFailed(_) => Ok(msg),
         other => Err(format!("expected a task result, got {other:?}")),
     }
-}
-
-/// The error for a child that ended without answering.
-pub(crate) fn no_result(task: String, pid: u32, exit: Exit) -> Error {
-    let kind = match exit.status {
-        ExitStatus::Signal {
-            signal,
-            core_dumped,
-        } => ErrorKind::Crashed {
-            task,
-            pid,
-            signal,
-            core_dumped,
-            peak_rss_kib: exit.peak_rss_kib,
-        },
-        ExitStatus::Code(code) => ErrorKind::Exited {
-            task,
-            pid,
-            code,
-            peak_rss_kib: exit.peak_rss_kib,
-        },
-        ExitStatus::Unknown => ErrorKind::Lost { task, pid },
-    };
-    kind.into()
 }

@@ -69,7 +69,7 @@ impl<R> TaskHandle<R> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.shared
             .hub
-            .post(super::dispatcher::Event::Cancel(self.id, tx));
+            .post(super::event::Event::Cancel(self.id, tx));
         rx.recv().unwrap_or(false)
     }
 

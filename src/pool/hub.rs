@@ -1,6 +1,6 @@
 //! The hub: how events reach the dispatcher's state, with as few thread hops as possible.
 //!
-//! The pool's state (a [`Dispatcher`]) sits behind one mutex, and every event is handled
+//! The pool's state (the dispatcher) sits behind one mutex, and every event is handled
 //! by whichever thread holds it. A thread with an event (a caller submitting work, a
 //! worker's reader with a result, a starter, the reaper) puts it in the inbox and tries
 //! the lock: if it gets it, it handles everything in the inbox itself and dispatches
@@ -27,31 +27,50 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::thread::Thread;
 use std::time::Instant;
 
-use super::dispatcher::{Dispatcher, Event};
 use super::stats::PoolStats;
+
+/// What the hub serves: the pool's state machine (the dispatcher), seen from here only
+/// through the events it takes and the deadlines it names.
+pub(crate) trait Machine {
+    type Event;
+    fn handle(&mut self, event: Self::Event);
+    /// Acts on the state after a round of events (hands out work).
+    fn dispatch(&mut self);
+    /// Acts on every deadline that has passed.
+    fn on_timers(&mut self);
+    /// The earliest deadline, if any.
+    fn next_wake(&self) -> Option<Instant>;
+    /// Nothing left to do.
+    fn finished(&self) -> bool;
+    /// Stops the pool for `reason`: every waiter gets `PoolBroken` with it.
+    fn break_pool(&mut self, reason: String);
+    fn stats(&self) -> PoolStats;
+    /// Events that reach a pool whose machine has ended (`broken`: why it broke).
+    fn refuse(events: Vec<Self::Event>, broken: Option<&str>);
+}
 
 /// How many times a posting thread empties the inbox before it leaves the rest to the
 /// pool thread.
 const POSTER_ROUNDS: usize = 4;
 
 /// The shared state and its inbox.
-pub(crate) struct Hub {
-    inbox: Mutex<Vec<Event>>,
-    core: Mutex<Core>,
+pub(crate) struct Hub<M: Machine> {
+    inbox: Mutex<Vec<M::Event>>,
+    core: Mutex<Core<M>>,
     timer: OnceLock<Thread>,
 }
 
-struct Core {
-    dispatcher: Option<Dispatcher>,
+struct Core<M> {
+    dispatcher: Option<M>,
     /// When the timer thread means to wake next (`None`: only when told to).
     timer_at: Option<Instant>,
     /// Why the dispatcher ended, if the pool broke: later submissions fail with it.
     broken: Option<String>,
 }
 
-impl Hub {
+impl<M: Machine> Hub<M> {
     /// A hub holding the dispatcher `make` builds (given the hub's weak handle).
-    pub(crate) fn new(make: impl FnOnce(Weak<Hub>) -> Dispatcher) -> Arc<Hub> {
+    pub(crate) fn new(make: impl FnOnce(Weak<Hub<M>>) -> M) -> Arc<Hub<M>> {
         Arc::new_cyclic(|hub| Hub {
             inbox: Mutex::new(Vec::new()),
             core: Mutex::new(Core {
@@ -66,7 +85,7 @@ impl Hub {
     /// Hands an event to the dispatcher; handled before this returns when the state is
     /// free, else by its current holder. After the pool has stopped, the event is
     /// dropped (its jobs fail as terminated, its reply channel closes).
-    pub(crate) fn post(&self, event: Event) {
+    pub(crate) fn post(&self, event: M::Event) {
         lock(&self.inbox).push(event);
         for _ in 0..POSTER_ROUNDS {
             let mut core = match self.core.try_lock() {
@@ -91,7 +110,7 @@ impl Hub {
 
     /// Hands an event to the pool thread without handling anything here: for the
     /// reaper, whose time belongs to every child of the program.
-    pub(crate) fn post_later(&self, event: Event) {
+    pub(crate) fn post_later(&self, event: M::Event) {
         lock(&self.inbox).push(event);
         self.wake_timer();
     }
@@ -104,7 +123,7 @@ impl Hub {
 
     /// Handles every waiting event, dispatches, and wakes the timer thread if it must
     /// act sooner than it planned.
-    fn drain(&self, core: &mut MutexGuard<'_, Core>) {
+    fn drain(&self, core: &mut MutexGuard<'_, Core<M>>) {
         let mut handled = false;
         let timer = Some(std::thread::current().id()) == self.timer_id();
         for round in 0.. {
@@ -118,7 +137,7 @@ impl Hub {
             }
             // Stopped: dropping the events fails their jobs and closes their replies.
             let Some(d) = core.dispatcher.as_mut() else {
-                fail_after_end(events, core.broken.as_deref());
+                M::refuse(events, core.broken.as_deref());
                 continue;
             };
             let handling = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -179,7 +198,7 @@ impl Hub {
                 let Some(d) = core.dispatcher.as_mut() else {
                     return;
                 };
-                d.on_timers(Instant::now());
+                d.on_timers();
                 d.dispatch();
                 if d.finished() {
                     let stats = d.stats();
@@ -192,7 +211,7 @@ impl Hub {
                     drop(d);
                     // Whatever was posted meanwhile: fail it now, not at the hub's end.
                     let events = std::mem::take(&mut *lock(&self.inbox));
-                    fail_after_end(events, broken.as_deref());
+                    M::refuse(events, broken.as_deref());
                     return;
                 }
                 let wake = d.next_wake();
@@ -210,24 +229,8 @@ impl Hub {
     }
 }
 
-/// Events that reach a pool whose dispatcher has ended: work submitted to a broken
-/// pool fails with the reason it broke; everything else is dropped (jobs fail as
-/// terminated, replies close).
-fn fail_after_end(events: Vec<Event>, broken: Option<&str>) {
-    let Some(reason) = broken else { return };
-    for event in events {
-        if let Event::Submit(units) = event {
-            for unit in units {
-                unit.fail(|_| crate::error::ErrorKind::PoolBroken {
-                    reason: reason.to_string(),
-                });
-            }
-        }
-    }
-}
-
 /// Posts `event` to the hub behind `hub`; false if the pool is gone.
-pub(crate) fn post_to(hub: &Weak<Hub>, event: Event) -> bool {
+pub(crate) fn post_to<M: Machine>(hub: &Weak<Hub<M>>, event: M::Event) -> bool {
     match hub.upgrade() {
         Some(hub) => {
             hub.post(event);
@@ -240,7 +243,7 @@ pub(crate) fn post_to(hub: &Weak<Hub>, event: Event) -> bool {
 /// A thread panicked while handling an event: the state may be inconsistent, so the
 /// pool stops as if the dispatcher had died (its jobs fail, its workers see their
 /// channels close and exit).
-fn stopped(mut core: MutexGuard<'_, Core>) -> MutexGuard<'_, Core> {
+fn stopped<M>(mut core: MutexGuard<'_, Core<M>>) -> MutexGuard<'_, Core<M>> {
     core.dispatcher = None;
     core
 }

@@ -12,8 +12,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use supervisor_worker::poll::{self, poll_until};
 
-use super::reader::LinkReader;
 use crate::error::{Error, ErrorKind};
+
+/// A worker's link lent to the caller of an `apply` (see `reader.rs`).
+pub(crate) trait LentLink: Send + Sync {
+    /// Reads and posts the worker's messages until `done`, then gives the link back.
+    fn serve_until(&self, done: &dyn Fn() -> bool);
+}
 
 /// What a finished job yields before typed decoding: the encoded return value.
 pub(crate) type JobResult = Result<Vec<u8>, Error>;
@@ -47,7 +52,7 @@ struct HandleInner {
     result: Option<JobResult>,
     watchers: Vec<(mpsc::Sender<usize>, usize)>,
     /// The link of the worker running the task, lent to `caller`.
-    lent: Option<Arc<LinkReader>>,
+    lent: Option<Arc<dyn LentLink>>,
     /// Threads asleep on `ready`: without one, setting the result wakes nobody (a
     /// notify is a system call even then).
     sleepers: usize,
@@ -78,7 +83,7 @@ impl HandleState {
     }
 
     /// Hands the caller the link its task's reply will come on.
-    pub(crate) fn borrow_link(&self, reader: Arc<LinkReader>) {
+    pub(crate) fn borrow_link(&self, reader: Arc<dyn LentLink>) {
         let mut inner = self.lock();
         // Lent only while the caller posts, and taken before it reads.
         debug_assert!(inner.lent.is_none(), "a link lent twice at once");
@@ -92,7 +97,7 @@ impl HandleState {
         loop {
             let lent = self.lock().lent.take();
             let Some(reader) = lent else { return };
-            reader.serve_until(|| self.is_done());
+            reader.serve_until(&|| self.is_done());
         }
     }
 

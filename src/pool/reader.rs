@@ -21,7 +21,7 @@
 //! timeout, a settled exit, the pool stopping).
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,16 @@ use supervisor_worker::arena::Inbox;
 use supervisor_worker::poll::{self, poll_until};
 use supervisor_worker::protocol::{FromChild, LinkError, Receiver};
 
-use super::dispatcher::Event;
-use super::hub::{post_to, Hub};
+use super::job::LentLink;
+
+/// What a reader tells the pool: a message, or that the link ended.
+pub(crate) enum News {
+    Message(Result<FromChild, String>),
+    Closed,
+}
+
+/// Where a reader posts its news; false once nobody listens (the pool is gone).
+pub(crate) type Post = Box<dyn Fn(News) -> bool + Send + Sync>;
 
 /// The reader thread reads (it may be blocked on the socket).
 const READER: u32 = 0;
@@ -50,8 +58,7 @@ const BORROW_STEP_MAX: Duration = Duration::from_millis(50);
 
 /// One worker's incoming link and whose turn it is to read it.
 pub(crate) struct LinkReader {
-    worker: u64,
-    hub: Weak<Hub>,
+    post: Post,
     state: AtomicU32,
     link: Mutex<Incoming>,
     thread: OnceLock<Thread>,
@@ -72,10 +79,9 @@ enum Read {
 
 impl LinkReader {
     /// Starts the reader thread of worker `worker`; `None` if no thread could start.
-    pub(crate) fn start(worker: u64, rx: Receiver, hub: Weak<Hub>) -> Option<Arc<LinkReader>> {
+    pub(crate) fn start(worker: u64, rx: Receiver, post: Post) -> Option<Arc<LinkReader>> {
         let reader = Arc::new(LinkReader {
-            worker,
-            hub,
+            post,
             state: AtomicU32::new(READER | EXPECTED),
             link: Mutex::new(Incoming {
                 rx,
@@ -110,7 +116,7 @@ impl LinkReader {
 
     /// For the caller the link was lent to: reads and posts the worker's messages until
     /// `done`, then gives the link back.
-    pub(crate) fn serve_until(&self, done: impl Fn() -> bool) {
+    pub(crate) fn serve_until(&self, done: &dyn Fn() -> bool) {
         let mut step = BORROW_STEP;
         let mut link = self.lock();
         loop {
@@ -180,7 +186,6 @@ impl LinkReader {
             None => link.rx.recv(),
             Some(t) => link.rx.recv_timeout(t),
         };
-        let worker = self.worker;
         match received {
             Ok(frame) => {
                 let msg = link
@@ -188,15 +193,15 @@ impl LinkReader {
                     .decode::<FromChild>(frame)
                     .map_err(|e| supervisor_worker::error_chain(&e));
                 let bad = msg.is_err();
-                if !self.post(Event::Message { worker, msg }) || bad {
-                    self.post(Event::LinkClosed { worker });
+                if !(self.post)(News::Message(msg)) || bad {
+                    (self.post)(News::Closed);
                     return Read::Ended;
                 }
                 Read::Posted
             }
             Err(LinkError::Timeout) => Read::TimedOut,
             Err(LinkError::Closed) => {
-                self.post(Event::LinkClosed { worker });
+                (self.post)(News::Closed);
                 Read::Ended
             }
             Err(e) => {
@@ -204,15 +209,11 @@ impl LinkReader {
                     LinkError::Malformed => "malformed frame".to_string(),
                     e => supervisor_worker::error_chain(&e),
                 });
-                self.post(Event::Message { worker, msg });
-                self.post(Event::LinkClosed { worker });
+                (self.post)(News::Message(msg));
+                (self.post)(News::Closed);
                 Read::Ended
             }
         }
-    }
-
-    fn post(&self, event: Event) -> bool {
-        post_to(&self.hub, event)
     }
 
     /// Applies `f` to the state until it takes; the old state, or `None` if `f`
@@ -231,6 +232,12 @@ impl LinkReader {
 
     fn lock(&self) -> MutexGuard<'_, Incoming> {
         self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl LentLink for LinkReader {
+    fn serve_until(&self, done: &dyn Fn() -> bool) {
+        LinkReader::serve_until(self, done);
     }
 }
 

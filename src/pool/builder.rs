@@ -1,0 +1,283 @@
+//! Building a pool: its options, their defaults and checks, and the start of its
+//! dispatcher thread.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use supervisor_worker::__private::Call;
+use supervisor_worker::codec;
+
+use super::dispatcher::Dispatcher;
+use super::hub::Hub;
+use super::live::{Live, LiveHub};
+use super::{resolve, Pool, Shared};
+use crate::error::{Error, ErrorKind};
+use crate::StartMethod;
+
+/// When restarts mean a storm: more than `max` workers that die (or cannot be started)
+/// before finishing anything, within `within` and with no call answered in between,
+/// break the pool. A worker that dies while running a call never counts: that is the
+/// call's failure (or retry). Between such deaths, replacements back off (10 ms,
+/// doubling up to 1 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartLimit {
+    /// Deaths before finishing anything allowed in the window.
+    pub max: u32,
+    /// The window.
+    pub within: Duration,
+}
+
+impl Default for RestartLimit {
+    /// 10 within 60 seconds (with the back-off, a pool whose workers cannot come up
+    /// breaks after about 3 s).
+    fn default() -> Self {
+        RestartLimit {
+            max: 10,
+            within: Duration::from_secs(60),
+        }
+    }
+}
+
+pub(crate) struct Config {
+    pub(super) name: String,
+    pub(super) procs: usize,
+    pub(super) method: StartMethod,
+    pub(super) nice: Option<i32>,
+    pub(super) initializer: Option<(&'static str, Vec<u8>)>,
+    pub(super) max_tasks_per_child: Option<u64>,
+    pub(super) task_timeout: Option<Duration>,
+    pub(super) grace: Duration,
+    pub(super) retries: u32,
+    pub(super) restart_limit: RestartLimit,
+    pub(super) env_allowlist: Option<Vec<String>>,
+    pub(super) keep_task_children: bool,
+}
+
+/// Builds a [`Pool`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PoolBuilder {
+    procs: Option<usize>,
+    method: StartMethod,
+    nice: Option<i32>,
+    initializer: Option<Result<(&'static str, Vec<u8>), Error>>,
+    max_tasks_per_child: Option<u64>,
+    task_timeout: Option<Duration>,
+    grace: Duration,
+    retries: u32,
+    restart_limit: RestartLimit,
+    read_ahead: Option<usize>,
+    name: String,
+    env_allowlist: Option<Vec<String>>,
+    keep_task_children: bool,
+}
+
+impl PoolBuilder {
+    /// The defaults.
+    pub(super) fn new() -> PoolBuilder {
+        PoolBuilder {
+            procs: None,
+            method: StartMethod::default(),
+            nice: None,
+            initializer: None,
+            max_tasks_per_child: None,
+            task_timeout: None,
+            grace: Duration::from_secs(5),
+            retries: 0,
+            restart_limit: RestartLimit::default(),
+            read_ahead: None,
+            name: "pool".into(),
+            env_allowlist: None,
+            keep_task_children: false,
+        }
+    }
+
+    /// Let tasks leave processes behind (daemons they mean to start). Default: false:
+    /// when a task returns, whatever it started and left running (children, and
+    /// descendants it orphaned) gets SIGTERM, then SIGKILL after the grace period,
+    /// before its worker takes the next task. (Inside a batch of tiny calls this is
+    /// checked after any call that took 20 µs or more, and at the batch's end.)
+    pub fn keep_task_children(mut self, keep: bool) -> Self {
+        self.keep_task_children = keep;
+        self
+    }
+
+    /// Give the workers only these environment variables (by name). Default: the whole
+    /// environment.
+    pub fn env_allowlist<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.env_allowlist = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Number of worker processes. Default: the CPUs this process may use (affinity and
+    /// cgroup quota aware).
+    pub fn procs(mut self, procs: usize) -> Self {
+        self.procs = Some(procs.max(1));
+        self
+    }
+
+    /// How workers are created. Default: [`StartMethod::Spawn`].
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Nice value of the workers (-20..=19); lowering it needs privilege.
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.nice = Some(nice);
+        self
+    }
+
+    /// A task every worker runs once before its first task. If it fails (error,
+    /// panic, crash) the pool stops with that error; no worker is restarted for it.
+    pub fn initializer<F, M>(mut self, task: F, arg: F::Arg) -> Self
+    where
+        F: Call<M> + 'static,
+        F::Arg: Serialize,
+    {
+        let _ = task;
+        self.initializer = Some(resolve::<F>().and_then(|name| {
+            codec::encode(&arg)
+                .map(|bytes| (name, bytes))
+                .map_err(|source| {
+                    Error::from(ErrorKind::EncodeArgument {
+                        task: name.to_string(),
+                        source,
+                    })
+                })
+        }));
+        self
+    }
+
+    /// Replace a worker after it finished this many tasks (a leaky task cannot grow a
+    /// worker forever). No work is lost.
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks_per_child = Some(n.max(1));
+        self
+    }
+
+    /// Time limit for each task. On expiry the worker's process group gets SIGTERM,
+    /// then SIGKILL after the grace period; the task fails with [`ErrorKind::TimedOut`]
+    /// (or is retried) and a new worker starts. `map` then sends tasks one at a time.
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.task_timeout = Some(limit);
+        self
+    }
+
+    /// Time between SIGTERM and SIGKILL when stopping a worker. Default: 5 s.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Run a task again, up to `n` more times, when its worker died or it timed out.
+    /// Default: 0. (An `Err` or a panic is a result, never retried.)
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// Restart storm limit (see [`RestartLimit`]). Default: [`RestartLimit::default`].
+    pub fn restart_limit(mut self, max: u32, within: Duration) -> Self {
+        self.restart_limit = RestartLimit { max, within };
+        self
+    }
+
+    /// How many inputs `imap` reads ahead of the results consumed. Default: 64 per
+    /// worker (at least one chunk).
+    pub fn read_ahead(mut self, n: usize) -> Self {
+        self.read_ahead = Some(n.max(1));
+        self
+    }
+
+    /// A name for the workers (`ps` shows `NAME-0`, `NAME-1`, ...). Default: `pool`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Starts the workers (in the background; tasks queue until they are up).
+    pub fn build(self) -> Result<Pool, Error> {
+        if let Some(me) = supervisor_worker::context() {
+            if me.daemon {
+                return Err(ErrorKind::DaemonCannotStart {
+                    name: me.name.clone(),
+                }
+                .into());
+            }
+        }
+        if let Some(nice) = self.nice {
+            crate::process::check_nice(nice)?;
+        }
+        if self.method == StartMethod::Fork {
+            crate::launch::zygote::client()?;
+        }
+        let initializer = self.initializer.transpose()?;
+        let procs = self.procs.unwrap_or_else(default_procs);
+        let cfg = Config {
+            name: self.name,
+            procs,
+            method: self.method,
+            nice: self.nice,
+            initializer,
+            max_tasks_per_child: self.max_tasks_per_child,
+            task_timeout: self.task_timeout,
+            grace: self.grace,
+            retries: self.retries,
+            restart_limit: self.restart_limit,
+            env_allowlist: self.env_allowlist,
+            keep_task_children: self.keep_task_children,
+        };
+        let timeout_set = cfg.task_timeout.is_some();
+        let hub: Arc<LiveHub> = Hub::new(|hub| Dispatcher::new(cfg, Live { hub }));
+        let last_stats = Arc::new(Mutex::new(None));
+        let last = last_stats.clone();
+        let finished = Arc::new(Finished::default());
+        let flag = FinishOnDrop(finished.clone());
+        let thread = std::thread::Builder::new()
+            .name("supervisor-pool".into())
+            .spawn({
+                let hub = hub.clone();
+                move || {
+                    let _flag = flag;
+                    hub.run(&last)
+                }
+            })
+            .map_err(ErrorKind::Spawn)?;
+        Ok(Pool {
+            shared: Arc::new(Shared {
+                hub,
+                next_id: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+            }),
+            thread: Mutex::new(Some(thread)),
+            finished,
+            last_stats,
+            procs,
+            read_ahead: self.read_ahead.unwrap_or(64 * procs),
+            timeout_set,
+        })
+    }
+}
+
+fn default_procs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// "The dispatcher has stopped", for every waiter.
+#[derive(Default)]
+pub(super) struct Finished {
+    pub(super) done: Mutex<bool>,
+    pub(super) cv: std::sync::Condvar,
+}
+
+/// Sets [`Finished`] when dropped: at the end of the dispatcher thread, even by panic.
+pub(super) struct FinishOnDrop(Arc<Finished>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        *self.0.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.cv.notify_all();
+    }
+}

@@ -1,0 +1,292 @@
+//! A worker's answers: each call's outcome with its own timing, checked against the
+//! unit it runs before anything is delivered.
+
+use std::time::Duration;
+
+use supervisor_worker::protocol::{FromChild, TaskOutcome, Timing};
+
+use super::super::job::{Deliveries, Job, JobMeta, PackedResults};
+use super::super::ports::{Io, WorkerLink};
+use super::state::{Dispatcher, Stop, INIT_SEQ};
+use crate::error::ErrorKind;
+use crate::outcome::outcome_to_result;
+
+/// A worker's answer to part of a unit: one outcome per call, or a chunk's packed
+/// results.
+enum Answer {
+    Outcomes(Vec<TaskOutcome>, Vec<Timing>),
+    Packed {
+        lens: Vec<u32>,
+        data: Vec<u8>,
+        others: Vec<(u32, TaskOutcome)>,
+    },
+}
+
+impl Answer {
+    fn len(&self) -> usize {
+        match self {
+            Answer::Outcomes(outcomes, _) => outcomes.len(),
+            Answer::Packed { lens, .. } => lens.len(),
+        }
+    }
+}
+
+impl<X: Io> Dispatcher<X> {
+    pub(super) fn on_message(&mut self, id: u64, msg: Result<FromChild, String>) {
+        let Some(seat) = self.seat_of(id) else { return };
+        let (seq, from, answer) = match msg {
+            Ok(FromChild::Done {
+                id,
+                outcome,
+                timing,
+            }) => (id, 0, Answer::Outcomes(vec![outcome], vec![timing])),
+            Ok(FromChild::BatchDone {
+                first_id,
+                from,
+                outcomes,
+                timings,
+            }) => {
+                if timings.len() != outcomes.len() {
+                    return self.protocol_error(seat, "a batch's timings do not match".into());
+                }
+                (first_id, from, Answer::Outcomes(outcomes, timings))
+            }
+            Ok(FromChild::PackedDone {
+                first_id,
+                from,
+                lens,
+                data,
+                others,
+            }) => {
+                if let Err(detail) = check_packed(&lens, data.len(), &others) {
+                    return self.protocol_error(seat, detail);
+                }
+                (
+                    first_id,
+                    from,
+                    Answer::Packed {
+                        lens,
+                        data: data.into_vec(),
+                        others,
+                    },
+                )
+            }
+            Ok(FromChild::SetupFailed(e)) => {
+                let pid = self.seats[seat].worker.as_ref().map_or(0, |w| w.link.pid());
+                let reason = format!(
+                    "worker {pid} could not set itself up ({:?}, errno {})",
+                    e.step, e.errno
+                );
+                self.break_pool(reason);
+                return;
+            }
+            Ok(other) => return self.protocol_error(seat, format!("unexpected message {other:?}")),
+            Err(detail) => return self.protocol_error(seat, detail),
+        };
+        let worker = self.seats[seat].worker.as_mut().expect("seat_of found it");
+        if worker.initializing {
+            let outcome = match answer {
+                Answer::Outcomes(outcomes, _) if seq == INIT_SEQ && outcomes.len() == 1 => {
+                    outcomes.into_iter().next()
+                }
+                _ => return self.protocol_error(seat, "expected the initializer's result".into()),
+            };
+            worker.initializing = false;
+            let pid = worker.link.pid();
+            self.on_initialized(pid, outcome);
+            return;
+        }
+        let fits = worker.running.as_ref().is_some_and(|run| {
+            run.seq == seq
+                && run.answered == from
+                && answer.len() as u64 + u64::from(from) <= u64::from(run.limit)
+                && run.unit.chunk.is_some() == matches!(answer, Answer::Packed { .. })
+        });
+        if !fits {
+            let detail = match &worker.running {
+                Some(run) => format!(
+                    "result {seq} (calls {from}..{}) does not match the running task {} (calls {}..{})",
+                    u64::from(from) + answer.len() as u64,
+                    run.seq,
+                    run.answered,
+                    run.limit
+                ),
+                None => format!("result {seq} for no running task"),
+            };
+            return self.protocol_error(seat, detail);
+        }
+        let clocks = self.io.clocks();
+        let pid = worker.link.pid();
+        let run = worker.running.as_mut().expect("checked to fit");
+        let task = run.unit.task;
+        let n = answer.len();
+        let mut spent = Duration::ZERO;
+        let mut deliveries = Deliveries::default();
+        match answer {
+            Answer::Outcomes(outcomes, timings) => {
+                let jobs: Vec<Job> = run.unit.jobs.drain(..n).collect();
+                for ((job, outcome), timing) in jobs.into_iter().zip(outcomes).zip(timings) {
+                    let failed = !matches!(outcome, TaskOutcome::Returned { error: None, .. });
+                    if failed {
+                        self.failed += 1;
+                    } else {
+                        self.done += 1;
+                    }
+                    let duration = Duration::from_nanos(timing.duration_ns);
+                    spent += duration;
+                    let meta = JobMeta {
+                        pid,
+                        attempts: job.attempts + 1,
+                        started: Some(clocks.wall(timing.start_ns)),
+                        duration,
+                    };
+                    deliveries.complete(job, outcome_to_result(task, pid, outcome), meta);
+                }
+            }
+            Answer::Packed { lens, data, others } => {
+                // Checked on arrival: each of `others` is a distinct failed call.
+                let failed = others.len() as u64;
+                self.failed += failed;
+                self.done += n as u64 - failed;
+                spent = clocks.now.saturating_duration_since(run.sent);
+                if let Some(chunk) = run.unit.chunk.as_mut() {
+                    let others = others
+                        .into_iter()
+                        .map(|(i, o)| (i, outcome_to_result(task, pid, o)))
+                        .collect();
+                    let meta = JobMeta {
+                        pid,
+                        attempts: 1,
+                        started: None,
+                        duration: spent / n.max(1) as u32,
+                    };
+                    chunk.deliver(PackedResults {
+                        first_index: chunk.next_index(),
+                        lens,
+                        data,
+                        others,
+                        meta,
+                    });
+                }
+            }
+        }
+        deliveries.flush();
+        run.answered += n as u32;
+        worker.tasks_done += n as u64;
+        if n > 0 {
+            let per_job = spent / n as u32;
+            let average = self.job_time.entry(task).or_insert(per_job);
+            *average = (*average * 7 + per_job * 3) / 10;
+            self.storm.progress();
+        }
+        if run.answered >= run.limit {
+            worker.running = None;
+            if self
+                .cfg
+                .max_tasks_per_child
+                .is_some_and(|max| worker.tasks_done >= max)
+            {
+                // Recycle: no more work for this one; it exits once we close its link.
+                worker.link.close();
+            }
+        }
+    }
+
+    fn on_initialized(&mut self, pid: u32, outcome: Option<TaskOutcome>) {
+        let task = self.cfg.initializer.as_ref().map_or("", |(t, _)| *t);
+        match outcome {
+            Some(TaskOutcome::Returned { error: None, .. }) | None => {}
+            Some(TaskOutcome::Returned {
+                error: Some(message),
+                ..
+            }) => {
+                self.break_pool(format!(
+                    "the initializer failed: task `{task}` returned an error in process {pid}: {message}"
+                ));
+            }
+            Some(outcome) => {
+                let e = match outcome_to_result(task, pid, outcome) {
+                    Err(e) => supervisor_worker::error_chain(&e),
+                    Ok(_) => format!("task `{task}` returned an error"),
+                };
+                self.break_pool(format!("the initializer failed: {e}"));
+            }
+        }
+    }
+
+    pub(super) fn protocol_error(&mut self, seat: usize, detail: String) {
+        let grace = self.cfg.grace;
+        let now = self.io.clocks().now;
+        if let Some(worker) = self.seats[seat].worker.as_mut() {
+            let pid = worker.link.pid();
+            if let Some(run) = worker.running.take() {
+                run.unit.fail(move |_| ErrorKind::Protocol {
+                    pid,
+                    detail: detail.clone(),
+                });
+            }
+            worker.stop(Stop::Shutdown, grace, now);
+        }
+    }
+}
+
+/// A worker's packed answer must describe its data exactly: the values' lengths add
+/// up to the data, and the failed calls are listed once each, in order, at positions
+/// that have no value.
+fn check_packed(lens: &[u32], data: usize, others: &[(u32, TaskOutcome)]) -> Result<(), String> {
+    let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
+    if total != data as u64 {
+        return Err(format!(
+            "a chunk's values add up to {total} bytes, {data} were sent"
+        ));
+    }
+    let mut next = 0usize;
+    for (pos, outcome) in others {
+        let pos = *pos as usize;
+        if pos < next || lens.get(pos).is_none_or(|l| *l != 0) {
+            return Err(format!("a chunk's outcome {pos} is out of place"));
+        }
+        if matches!(outcome, TaskOutcome::Returned { error: None, .. }) {
+            return Err(format!(
+                "a chunk's plain value {pos} is listed as a failure"
+            ));
+        }
+        next = pos + 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panicked() -> TaskOutcome {
+        TaskOutcome::Panicked {
+            message: "boom".into(),
+            location: None,
+            backtrace: None,
+        }
+    }
+
+    /// A worker's packed answer that does not describe its data exactly is refused
+    /// (the worker is then stopped as a protocol offender), so a failure can never be
+    /// read as a value.
+    #[test]
+    fn packed_answers_must_describe_their_data_exactly() {
+        assert!(check_packed(&[2, 0, 1], 3, &[(1, panicked())]).is_ok());
+        assert!(check_packed(&[], 0, &[]).is_ok());
+        // Out of order, repeated, out of range, or where a value is.
+        assert!(check_packed(&[0, 0, 0], 0, &[(2, panicked()), (1, panicked())]).is_err());
+        assert!(check_packed(&[0, 0], 0, &[(1, panicked()), (1, panicked())]).is_err());
+        assert!(check_packed(&[0], 0, &[(1, panicked())]).is_err());
+        assert!(check_packed(&[1, 0], 1, &[(0, panicked())]).is_err());
+        let plain = TaskOutcome::Returned {
+            value: vec![1],
+            error: None,
+        };
+        assert!(check_packed(&[0], 0, &[(0, plain)]).is_err());
+        // Lengths that do not add up to the data.
+        assert!(check_packed(&[2, 2], 3, &[]).is_err());
+        assert!(check_packed(&[u32::MAX, u32::MAX], 10, &[]).is_err());
+    }
+}

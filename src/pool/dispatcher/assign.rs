@@ -1,0 +1,213 @@
+//! Handing out work: one unit to each idle worker (fast single calls of one task
+//! merged into one message), and idle workers taking the unstarted calls waiting
+//! behind a slow one.
+
+use std::time::{Duration, Instant};
+
+use super::super::ports::{Io, WorkerLink};
+use super::super::running::{Clocks, Running};
+use super::state::{Dispatcher, Worker};
+
+/// Tasks whose calls take less than this (a moving average per task) have queued
+/// single calls merged into one batch, to hide round trips. Merging never changes what
+/// a call sees (each is claimed, timed and answered on its own); it is only not worth
+/// it for slow tasks.
+const FAST_JOB: Duration = Duration::from_millis(1);
+/// How long a call must have run before an idle worker takes the unstarted calls
+/// queued behind it on its worker: about the cost of moving them (a round trip).
+pub(super) const STEAL_AFTER: Duration = Duration::from_micros(100);
+/// Most jobs merged into one message.
+const MERGE_MAX: usize = 256;
+
+impl<X: Io> Dispatcher<X> {
+    /// Gives queued work to workers that can take it, and tells each worker's reader
+    /// whether anything is expected from it.
+    pub(crate) fn dispatch(&mut self) {
+        self.assign();
+        for worker in self.workers() {
+            worker.link.expect(worker.expects_messages());
+        }
+    }
+
+    fn assign(&mut self) {
+        if self.broken.is_none() && !self.terminating {
+            // Each round hands the queue out; then an idle worker with nothing queued
+            // takes unstarted calls from the busiest one. Every take-back moves at
+            // least one call, so this ends; the bound is a backstop.
+            let clocks = self.io.clocks();
+            for _ in 0..4 * self.seats.len() + 4 {
+                self.hand_out();
+                if !self.queue.is_empty() || !self.any_idle() || !self.steal(&clocks) {
+                    break;
+                }
+            }
+            self.hand_out();
+        }
+        // Nothing left to do: let idle workers exit.
+        if self.closing && self.queue.is_empty() {
+            for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+                if worker.running.is_none() && !worker.initializing {
+                    worker.link.close();
+                }
+            }
+        }
+        // Refill empty seats (after a recycle or a death) when there is work or the
+        // pool is open, unless a restart back-off holds the seat.
+        if self.wants_workers() {
+            for seat in 0..self.seats.len() {
+                let s = &self.seats[seat];
+                if s.worker.is_none() && !s.starting && s.start_at.is_none() {
+                    self.start_worker(seat);
+                }
+            }
+        }
+    }
+
+    /// One unit from the queue to each idle worker.
+    fn hand_out(&mut self) {
+        let clocks = self.io.clocks();
+        let limit = self.cfg.task_timeout;
+        let max_tasks = self.cfg.max_tasks_per_child;
+        let workers = self
+            .seats
+            .iter()
+            .filter(|s| s.worker.is_some())
+            .count()
+            .max(1);
+        let fast = |task: &str| self.job_time.get(task).is_some_and(|t| *t < FAST_JOB);
+        for seat in self.seats.iter_mut() {
+            let Some(worker) = seat.worker.as_mut() else {
+                continue;
+            };
+            if !worker.takes_work() {
+                continue;
+            }
+            let Some(mut unit) = self.queue.pop_front() else {
+                break;
+            };
+            let allowance = max_tasks.map_or(usize::MAX, |max| {
+                max.saturating_sub(worker.tasks_done) as usize
+            });
+            if allowance == 0 {
+                self.queue.push_front(unit);
+                worker.link.close();
+                continue;
+            }
+            if unit.len() > allowance {
+                // Keep a recycled worker to its task budget: split the unit.
+                let rest = unit.split_off(allowance);
+                self.queue.push_front(rest);
+            } else if unit.chunk.is_none() && fast(unit.task) {
+                // Merge queued single calls of the same task into one message, up to a
+                // fair share of the queue.
+                let original = unit.jobs.len();
+                let share = (self.queue.len() / workers).min(MERGE_MAX).min(allowance);
+                while unit.jobs.len() < share
+                    && self
+                        .queue
+                        .front()
+                        .is_some_and(|u| u.task == unit.task && u.chunk.is_none())
+                {
+                    if let Some(next) = self.queue.pop_front() {
+                        unit.jobs.extend(next.jobs);
+                    }
+                }
+                if unit.jobs.len() > share.max(original) {
+                    let rest = unit.split_off(share.max(original));
+                    self.queue.push_front(rest);
+                }
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            worker.link.page().begin(seq, unit.len() as u32);
+            if worker.link.send_unit(seq, &unit) {
+                // An `apply` caller on this very thread reads the reply itself if
+                // nobody else is reading this worker.
+                if let Some(caller) = unit.waiting_caller() {
+                    worker.link.lend_to(caller);
+                }
+                worker.running = Some(Running::new(seq, unit, clocks.now, limit));
+            } else {
+                // The worker is going away (the link closed itself); its exit will be
+                // handled.
+                self.queue.push_front(unit);
+            }
+        }
+    }
+
+    fn any_idle(&self) -> bool {
+        self.seats
+            .iter()
+            .filter_map(|s| s.worker.as_ref())
+            .any(Worker::<X::Link>::takes_work)
+    }
+
+    /// When an idle worker should next look for calls to take (`None`: nothing to
+    /// take): as soon as some worker's running call has run [`STEAL_AFTER`] with
+    /// unstarted calls behind it.
+    pub(super) fn steal_look(&self, clocks: &Clocks) -> Option<Instant> {
+        if !self.queue.is_empty() || !self.any_idle() {
+            return None;
+        }
+        self.seats
+            .iter()
+            .filter_map(|s| s.worker.as_ref())
+            .filter_map(|w| stealable(w, clocks).err().flatten())
+            .min()
+    }
+
+    /// An idle worker and nothing queued: take every unstarted call waiting behind a
+    /// running call, from the worker that has most. False if there
+    /// is nothing to take yet.
+    fn steal(&mut self, clocks: &Clocks) -> bool {
+        let mut best: Option<(usize, u32)> = None;
+        for (i, seat) in self.seats.iter().enumerate() {
+            let Some(w) = seat.worker.as_ref() else {
+                continue;
+            };
+            if let Ok(unstarted) = stealable(w, clocks) {
+                if best.is_none_or(|(_, most)| unstarted > most) {
+                    best = Some((i, unstarted));
+                }
+            }
+        }
+        let Some((i, _)) = best else { return false };
+        // All of them, in order: taking only the later half left the earlier ones
+        // behind the slow call while the thief ran ahead. (If the worker moved on
+        // meanwhile, the caller looks again.)
+        if let Some(worker) = self.seats[i].worker.as_mut() {
+            let _ = worker.take_back_unstarted(&mut self.queue);
+        }
+        true
+    }
+}
+
+/// How many of `w`'s calls an idle worker may take now: `Ok(n)` if `n > 0` unstarted
+/// calls wait behind a call that has run at least [`STEAL_AFTER`]; else `Err(when)` to
+/// look again then (`Err(None)`: nothing to take at all).
+fn stealable<L: WorkerLink>(w: &Worker<L>, clocks: &Clocks) -> Result<u32, Option<Instant>> {
+    let Some(run) = w.running.as_ref() else {
+        return Err(None);
+    };
+    // A unit of one call left has nothing that could wait behind another.
+    if w.stop.is_some() || run.stopping_at.is_some() || run.limit < run.answered + 2 {
+        return Err(None);
+    }
+    let seen = w.link.page().snapshot();
+    let claimed = run.claimed(&seen);
+    let unstarted = run.limit.saturating_sub(claimed);
+    if seen.seq != run.seq || unstarted == 0 {
+        return Err(None);
+    }
+    if claimed <= run.answered {
+        // Not started yet, or between calls: it takes its next call itself; look
+        // again in case that call turns out slow.
+        return Err(Some(clocks.now + STEAL_AFTER));
+    }
+    let due = clocks.instant(seen.started_ns) + STEAL_AFTER;
+    if due > clocks.now {
+        Err(Some(due))
+    } else {
+        Ok(unstarted)
+    }
+}

@@ -1,0 +1,395 @@
+//! The dispatcher driven by simulated workers on a virtual clock: the scheduling
+//! invariants (docs/ARCHITECTURE.md, "The scheduling invariant") checked over random
+//! workloads (durations spread over four orders of magnitude, crashes, external kills,
+//! timeouts, retries, a terminate mid-run) without a process or a sleep.
+//!
+//! A simulated worker behaves as a real one does towards its page: it claims each call
+//! with the real compare-and-swap (`Progress::claim`) before running it, logs each
+//! finished answer, and sends it a moment later; a death loses what was not sent yet.
+
+mod cases;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use supervisor_worker::codec;
+use supervisor_worker::progress::Progress;
+use supervisor_worker::protocol::{FromChild, TaskOutcome, Timing, ToChild};
+
+use super::super::job::{HandleState, Unit};
+use super::super::ports::{Io, WorkerLink};
+use super::super::running::Clocks;
+use crate::exit::{ExitStatus, Signal};
+use crate::launch::Spec;
+use crate::reaper::Exit;
+use crate::StartMethod;
+
+/// Page clock readings are this many ns after the simulation's start (never 0).
+const OFFSET: u64 = 1_000_000_000;
+const START_NS: u64 = 300_000;
+const LATENCY_NS: u64 = 5_000;
+const TERM_NS: u64 = 100_000;
+const TASK: &str = "sim";
+
+/// What one call of the workload does.
+#[derive(Clone, Copy, Debug)]
+struct Script {
+    duration: u64,
+    crashes: bool,
+}
+
+struct Proc {
+    pid: u32,
+    worker: Option<u64>,
+    page: Rc<Progress>,
+    dies_at: Option<u64>,
+    exit: Option<Exit>,
+    ignores_term: bool,
+    /// Its link was closed: it exits once it has finished and sent what it has.
+    closed: bool,
+    unit: Option<(u64, Vec<u64>)>,
+    next: u32,
+    claim_at: Option<u64>,
+    /// The running call: position, job id, start, end.
+    current: Option<(u32, u64, u64, u64)>,
+    /// Answers finished but not sent yet: (send at, message).
+    outbox: Vec<(u64, FromChild)>,
+}
+
+enum Due {
+    Started { seat: usize, pid: u32 },
+    Message { worker: u64, msg: FromChild },
+    Gone { worker: u64 },
+}
+
+#[derive(Default)]
+struct Record {
+    starts: u32,
+    finished: u32,
+    /// (start, duration) of its last run.
+    last: Option<(u64, u64)>,
+    /// When its worker was told to stop while it ran, and since when it had run.
+    stopped: Vec<(u64, u64)>,
+}
+
+struct World {
+    ns: u64,
+    base: Instant,
+    wall: SystemTime,
+    rng: u64,
+    procs: Vec<Proc>,
+    due: Vec<(u64, Due)>,
+    scripts: HashMap<u64, Script>,
+    records: HashMap<u64, Record>,
+    stubborn: bool,
+}
+
+impl World {
+    fn rand(&mut self, n: u64) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % n.max(1)
+    }
+
+    fn clocks(&self) -> Clocks {
+        Clocks {
+            now: self.base + Duration::from_nanos(self.ns),
+            wall: self.wall + Duration::from_nanos(self.ns),
+            now_ns: OFFSET + self.ns,
+        }
+    }
+
+    fn proc(&mut self, pid: u32) -> &mut Proc {
+        self.procs
+            .iter_mut()
+            .find(|p| p.pid == pid)
+            .expect("a known pid")
+    }
+
+    fn die(&mut self, i: usize, status: ExitStatus) {
+        let now = self.ns;
+        let p = &mut self.procs[i];
+        if p.exit.is_some() {
+            return;
+        }
+        p.exit = Some(Exit {
+            status,
+            peak_rss_kib: 0,
+            cpu_time: Duration::ZERO,
+        });
+        p.unit = None;
+        p.current = None;
+        p.claim_at = None;
+        p.outbox.clear();
+        if let Some(worker) = p.worker {
+            self.due.push((now + LATENCY_NS, Due::Gone { worker }));
+        }
+    }
+
+    /// Does what every simulated process has due at the current instant.
+    fn step(&mut self) {
+        let now = self.ns;
+        for i in 0..self.procs.len() {
+            if self.procs[i].exit.is_some() {
+                continue;
+            }
+            if self.procs[i].dies_at.is_some_and(|at| at <= now) {
+                self.die(
+                    i,
+                    ExitStatus::Signal {
+                        signal: Signal::from_number(9),
+                        core_dumped: false,
+                    },
+                );
+                continue;
+            }
+            let worker = self.procs[i].worker;
+            let (sent, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.procs[i].outbox)
+                .into_iter()
+                .partition(|(at, _)| *at <= now);
+            self.procs[i].outbox = kept;
+            for (_, msg) in sent {
+                let worker = worker.expect("answers only from attached workers");
+                self.due
+                    .push((now + LATENCY_NS, Due::Message { worker, msg }));
+            }
+            if let Some((pos, id, start, end)) = self.procs[i].current {
+                if end > now {
+                    continue;
+                }
+                let p = &mut self.procs[i];
+                p.current = None;
+                p.next = pos + 1;
+                p.claim_at = Some(now);
+                let (seq, ids) = p.unit.clone().expect("a call runs in a unit");
+                let value = id.to_le_bytes().to_vec();
+                let outcome = TaskOutcome::Returned { value, error: None };
+                let timing = Timing {
+                    start_ns: OFFSET + start,
+                    duration_ns: end - start,
+                };
+                let logged = codec::encode(&(&outcome, &timing)).expect("encodes");
+                p.page.log_outcome(pos, &logged);
+                let msg = if ids.len() == 1 {
+                    FromChild::Done {
+                        id: seq,
+                        outcome,
+                        timing,
+                    }
+                } else {
+                    FromChild::BatchDone {
+                        first_id: seq,
+                        from: pos,
+                        outcomes: vec![outcome],
+                        timings: vec![timing],
+                    }
+                };
+                // Usually at once; sometimes as late as the flusher would; in order.
+                let delay = if self.rand(10) == 0 {
+                    1_500_000
+                } else {
+                    self.rand(20_000)
+                };
+                let after = self.procs[i].outbox.last().map_or(0, |(at, _)| *at);
+                self.procs[i].outbox.push(((now + delay).max(after), msg));
+                let record = self.records.entry(id).or_default();
+                record.finished += 1;
+            }
+            let p = &mut self.procs[i];
+            if p.claim_at.is_none_or(|at| at > now) {
+                continue;
+            }
+            if p.closed && p.current.is_none() && p.outbox.is_empty() && p.unit.is_none() {
+                self.die(i, ExitStatus::Code(0));
+                continue;
+            }
+            let Some((seq, ids)) = p.unit.clone() else {
+                // Closed with answers still to send: exit once they are out.
+                p.claim_at = p.outbox.last().map(|(at, _)| *at).filter(|_| p.closed);
+                continue;
+            };
+            let pos = p.next;
+            if (pos as usize) < ids.len() && p.page.claim(seq, pos, OFFSET + now) {
+                let id = ids[pos as usize];
+                let script = self.scripts[&id];
+                p.current = Some((pos, id, now, now + script.duration));
+                p.claim_at = None;
+                if script.crashes {
+                    p.dies_at = Some(now + script.duration / 2);
+                }
+                let record = self.records.entry(id).or_default();
+                assert_eq!(
+                    record.finished, 0,
+                    "call {id} started again after it finished"
+                );
+                record.starts += 1;
+                record.last = Some((now, script.duration));
+            } else {
+                // Taken back (or done): the unit ends here.
+                p.unit = None;
+                p.claim_at = p.closed.then_some(now);
+            }
+        }
+    }
+
+    /// The next instant anything is due in the world.
+    fn next(&self) -> Option<u64> {
+        let procs = self
+            .procs
+            .iter()
+            .filter(|p| p.exit.is_none())
+            .flat_map(|p| {
+                let claim = p.claim_at.filter(|_| p.current.is_none());
+                [p.dies_at, claim, p.current.map(|c| c.3)]
+                    .into_iter()
+                    .flatten()
+                    .chain(p.outbox.iter().map(|(at, _)| *at))
+            });
+        procs.chain(self.due.iter().map(|(at, _)| *at)).min()
+    }
+}
+
+struct SimIo(Rc<RefCell<World>>);
+
+struct SimLink {
+    pid: u32,
+    page: Rc<Progress>,
+    open: bool,
+    world: Rc<RefCell<World>>,
+}
+
+impl Io for SimIo {
+    type Started = u32;
+    type Link = SimLink;
+
+    fn start(&mut self, seat: usize, _spec: Spec) -> std::io::Result<()> {
+        let mut w = self.0.borrow_mut();
+        let pid = 1000 + w.procs.len() as u32;
+        let ignores_term = w.stubborn && w.rand(4) == 0;
+        w.procs.push(Proc {
+            pid,
+            worker: None,
+            page: Rc::new(Progress::new()),
+            dies_at: None,
+            exit: None,
+            ignores_term,
+            closed: false,
+            unit: None,
+            next: 0,
+            claim_at: None,
+            current: None,
+            outbox: Vec::new(),
+        });
+        let at = w.ns + START_NS;
+        w.due.push((at, Due::Started { seat, pid }));
+        Ok(())
+    }
+
+    fn attach(&mut self, id: u64, pid: u32) -> Result<SimLink, crate::Error> {
+        let mut w = self.0.borrow_mut();
+        let p = w.proc(pid);
+        p.worker = Some(id);
+        Ok(SimLink {
+            pid,
+            page: p.page.clone(),
+            open: true,
+            world: self.0.clone(),
+        })
+    }
+
+    fn clocks(&self) -> Clocks {
+        self.0.borrow().clocks()
+    }
+
+    fn notes(&self, _: StartMethod) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl WorkerLink for SimLink {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn page(&self) -> &Progress {
+        &self.page
+    }
+    fn is_open(&self) -> bool {
+        self.open
+    }
+    fn close(&mut self) {
+        self.open = false;
+        let mut w = self.world.borrow_mut();
+        let now = w.ns;
+        let p = w.proc(self.pid);
+        p.closed = true;
+        p.claim_at = Some(p.claim_at.map_or(now, |at| at.min(now)));
+    }
+    fn send_unit(&mut self, seq: u64, unit: &Unit) -> bool {
+        let mut w = self.world.borrow_mut();
+        let now = w.ns;
+        let p = w.proc(self.pid);
+        if p.exit.is_some() {
+            self.open = false;
+            return false;
+        }
+        assert!(
+            p.current.is_none(),
+            "a unit sent to a worker running a call"
+        );
+        p.page.log_reset(seq);
+        p.unit = Some((seq, unit.jobs.iter().map(|j| j.id).collect()));
+        p.next = 0;
+        p.claim_at = Some(now + LATENCY_NS);
+        true
+    }
+    fn send_init(&mut self, _: &ToChild) -> bool {
+        unreachable!("the simulation has no initializer")
+    }
+    fn terminate(&self) {
+        let mut w = self.world.borrow_mut();
+        let now = w.ns;
+        let p = w.proc(self.pid);
+        if let Some((_, id, start, _)) = p.current {
+            w.records.entry(id).or_default().stopped.push((now, start));
+        }
+        let p = w.proc(self.pid);
+        if !p.ignores_term {
+            p.dies_at = Some(p.dies_at.map_or(now + TERM_NS, |d| d.min(now + TERM_NS)));
+        }
+    }
+    fn kill(&self) {
+        let mut w = self.world.borrow_mut();
+        let now = w.ns;
+        let p = w.proc(self.pid);
+        p.dies_at = Some(p.dies_at.map_or(now, |d| d.min(now)));
+    }
+    fn exit(&self) -> Option<Exit> {
+        self.world.borrow_mut().proc(self.pid).exit
+    }
+    fn group_runs(&self) -> bool {
+        false
+    }
+    fn reading(&self) -> bool {
+        true
+    }
+    fn expect(&self, _: bool) {}
+    fn lend_to(&self, _: &Arc<HandleState>) {}
+}
+
+fn world() -> World {
+    World {
+        ns: 0,
+        base: Instant::now(),
+        wall: SystemTime::now(),
+        rng: 1,
+        procs: Vec::new(),
+        due: Vec::new(),
+        scripts: HashMap::new(),
+        records: HashMap::new(),
+        stubborn: false,
+    }
+}

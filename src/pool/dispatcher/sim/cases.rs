@@ -1,0 +1,382 @@
+//! The workloads the simulation runs, and what is checked of each call.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::super::super::event::Event;
+use super::super::super::job::{Delivery, Job, JobMeta, JobResult, Sink, Unit};
+use super::super::super::ports::WorkerLink;
+use super::super::super::running::ANSWER_WAIT;
+use super::super::super::{Config, RestartLimit};
+use super::super::assign::STEAL_AFTER;
+use super::super::Dispatcher;
+use super::{world, Due, Script, SimIo, World, OFFSET, TASK};
+use crate::error::ErrorKind;
+use crate::exit::{ExitStatus, Signal};
+use crate::StartMethod;
+
+/// One random workload.
+#[derive(Debug)]
+struct Case {
+    seed: u64,
+    procs: usize,
+    scripts: Vec<Script>,
+    /// When the second half of the calls is submitted.
+    second_wave: u64,
+    retries: u32,
+    timeout: Option<Duration>,
+    kills: Vec<u64>,
+    terminate_at: Option<u64>,
+    stubborn: bool,
+}
+
+fn case(seed: u64) -> Case {
+    let mut w = World {
+        rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        ..world()
+    };
+    let n = 10 + w.rand(140) as usize;
+    let scripts = (0..n)
+        .map(|_| {
+            let duration = match w.rand(100) {
+                0..=79 => 10_000 + w.rand(290_000),
+                80..=94 => 1_000_000 + w.rand(4_000_000),
+                _ => 100_000_000 + w.rand(300_000_000),
+            };
+            Script {
+                duration,
+                crashes: w.rand(100) < 3,
+            }
+        })
+        .collect();
+    let kills = (0..w.rand(6)).map(|_| w.rand(1_000_000_000)).collect();
+    Case {
+        seed,
+        procs: 1 + w.rand(4) as usize,
+        scripts,
+        second_wave: w.rand(200_000_000),
+        retries: if w.rand(2) == 0 { 0 } else { 2 },
+        timeout: (w.rand(2) == 0).then_some(Duration::from_millis(50)),
+        kills,
+        terminate_at: (w.rand(100) < 15).then(|| w.rand(500_000_000)),
+        stubborn: w.rand(10) < 3,
+    }
+}
+
+fn config(case: &Case) -> Config {
+    Config {
+        name: "sim".into(),
+        procs: case.procs,
+        method: StartMethod::Spawn,
+        nice: None,
+        initializer: None,
+        max_tasks_per_child: None,
+        task_timeout: case.timeout,
+        grace: Duration::from_millis(50),
+        retries: case.retries,
+        restart_limit: RestartLimit::default(),
+        env_allowlist: None,
+        keep_task_children: false,
+    }
+}
+
+fn units(ids: std::ops::Range<usize>, tx: &mpsc::Sender<Delivery>) -> Vec<Unit> {
+    ids.map(|i| {
+        let sink = Sink::Stream {
+            stream: 1,
+            index: i,
+            tx: tx.clone(),
+        };
+        Unit::new(TASK, vec![Job::new(i as u64, TASK, Vec::new(), sink)])
+    })
+    .collect()
+}
+
+/// Checks that no call waits while a worker could run it: with a worker idle, nothing
+/// is queued, and no unstarted call waits behind a call that has run [`STEAL_AFTER`].
+fn check_nothing_waits(d: &Dispatcher<SimIo>, now_ns: u64, seed: u64) {
+    if d.terminating || d.broken.is_some() || !d.workers().any(|w| w.takes_work()) {
+        return;
+    }
+    assert!(
+        d.queue.is_empty(),
+        "seed {seed}: calls queued while a worker idles"
+    );
+    for w in d.workers() {
+        let Some(run) = &w.running else { continue };
+        let seen = w.link.page().snapshot();
+        let claimed = run.claimed(&seen);
+        let waiting = w.stop.is_none()
+            && run.stopping_at.is_none()
+            && seen.seq == run.seq
+            && claimed > run.answered
+            && run.limit > claimed
+            && seen.started_ns + STEAL_AFTER.as_nanos() as u64 <= now_ns;
+        assert!(
+            !waiting,
+            "seed {seed}: {} calls wait behind a slow one while a worker idles",
+            run.limit - claimed
+        );
+    }
+}
+
+/// Runs `case` to the end; every call's one delivery, by input position.
+fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
+    let world = Rc::new(RefCell::new(world()));
+    {
+        let mut w = world.borrow_mut();
+        w.rng = case.seed | 1;
+        w.stubborn = case.stubborn;
+        w.scripts = (0..case.scripts.len() as u64)
+            .zip(case.scripts.clone())
+            .collect();
+    }
+    let n = case.scripts.len();
+    let (tx, rx) = mpsc::channel();
+    let mut d = Dispatcher::new(config(case), SimIo(world.clone()));
+    d.handle(Event::Submit(units(0..n / 2, &tx)));
+    d.dispatch();
+    let mut second = Some(units(n / 2..n, &tx));
+    let mut kills = case.kills.clone();
+    let mut terminate_at = case.terminate_at;
+    let base = world.borrow().base;
+    for _ in 0..2_000_000 {
+        let now = world.borrow().ns;
+        world.borrow_mut().step();
+        if second.is_some() && case.second_wave <= now {
+            d.handle(Event::Submit(second.take().unwrap_or_default()));
+            d.handle(Event::Close);
+        }
+        if terminate_at.is_some_and(|t| t <= now) {
+            terminate_at = None;
+            d.handle(Event::Terminate);
+        }
+        while kills.first().is_some_and(|k| *k <= now) {
+            kills.remove(0);
+            let mut w = world.borrow_mut();
+            let live: Vec<usize> = (0..w.procs.len())
+                .filter(|i| w.procs[*i].exit.is_none() && w.procs[*i].worker.is_some())
+                .collect();
+            if !live.is_empty() {
+                let i = live[w.rand(live.len() as u64) as usize];
+                w.die(
+                    i,
+                    ExitStatus::Signal {
+                        signal: Signal::from_number(9),
+                        core_dumped: false,
+                    },
+                );
+            }
+        }
+        let due: Vec<Due> = {
+            let mut w = world.borrow_mut();
+            w.due.sort_by_key(|(at, _)| *at);
+            let split = w.due.partition_point(|(at, _)| *at <= now);
+            w.due.drain(..split).map(|(_, due)| due).collect()
+        };
+        for due in due {
+            match due {
+                Due::Started { seat, pid } => d.handle(Event::Started {
+                    seat,
+                    result: Ok(pid),
+                }),
+                Due::Message { worker, msg } => d.handle(Event::Message {
+                    worker,
+                    msg: Ok(msg),
+                }),
+                Due::Gone { worker } => {
+                    d.handle(Event::Exited { worker });
+                    d.handle(Event::LinkClosed { worker });
+                }
+            }
+        }
+        d.dispatch();
+        d.on_timers();
+        d.dispatch();
+        check_nothing_waits(&d, OFFSET + now, case.seed);
+        if d.finished() && second.is_none() {
+            drop(d);
+            drop(tx);
+            let mut got: Vec<Option<(JobResult, JobMeta)>> = (0..n).map(|_| None).collect();
+            for delivery in rx.iter() {
+                for (i, result, meta) in delivery.into_items() {
+                    assert!(
+                        got[i].is_none(),
+                        "seed {}: call {i} delivered twice",
+                        case.seed
+                    );
+                    got[i] = Some((result, meta));
+                }
+            }
+            let got = got
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| r.unwrap_or_else(|| panic!("seed {}: call {i} lost", case.seed)))
+                .collect();
+            let world = Rc::try_unwrap(world).ok().expect("the dispatcher is gone");
+            return (got, world.into_inner());
+        }
+        let w = world.borrow();
+        let wake = d
+            .next_wake()
+            .map(|at| at.saturating_duration_since(base).as_nanos() as u64);
+        let next = [wake, w.next(), kills.first().copied(), terminate_at]
+            .into_iter()
+            .flatten()
+            .chain(second.is_some().then_some(case.second_wave))
+            .min()
+            .unwrap_or(now + 1);
+        drop(w);
+        world.borrow_mut().ns = next.max(now + 1);
+    }
+    panic!("seed {}: the simulation did not end", case.seed);
+}
+
+/// Checks each call's one result against what the simulated worker did.
+fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
+    let seed = case.seed;
+    for (i, (result, meta)) in results.iter().enumerate() {
+        let script = case.scripts[i];
+        let id = i as u64;
+        let record = world.records.get(&id);
+        let starts = record.map_or(0, |r| r.starts);
+        assert!(
+            starts <= case.retries + 1,
+            "seed {seed}: call {i} ran {starts} times with {} retries",
+            case.retries
+        );
+        // A call is never stopped before its own time limit (unless the pool stops).
+        if case.terminate_at.is_none() {
+            for (at, start) in record.map_or(&[][..], |r| &r.stopped[..]) {
+                let limit = case.timeout.expect("stopped only on a timeout");
+                assert!(
+                    at - start >= limit.as_nanos() as u64,
+                    "seed {seed}: call {i} stopped after {} ns, its limit is {limit:?}",
+                    at - start
+                );
+            }
+        }
+        match result {
+            Ok(value) => {
+                let record = record.expect("a result comes from a run");
+                let (start, duration) = record.last.expect("it ran");
+                assert_eq!(value, &id.to_le_bytes(), "seed {seed}: call {i}'s value");
+                assert!(
+                    !script.crashes,
+                    "seed {seed}: call {i} crashes, yet succeeded"
+                );
+                assert_eq!(meta.attempts, starts, "seed {seed}: call {i}'s attempts");
+                assert_eq!(
+                    meta.started,
+                    Some(world.wall + Duration::from_nanos(start)),
+                    "seed {seed}: call {i}'s start is not its own"
+                );
+                assert_eq!(
+                    meta.duration,
+                    Duration::from_nanos(duration),
+                    "seed {seed}: call {i}"
+                );
+                if let Some(limit) = case.timeout {
+                    assert!(
+                        Duration::from_nanos(duration) <= limit,
+                        "seed {seed}: call {i} ran {duration} ns past its limit {limit:?}"
+                    );
+                }
+            }
+            Err(e) => match e.kind() {
+                ErrorKind::TimedOut { .. } => {
+                    let limit = case.timeout.expect("a timeout needs a limit").as_nanos() as u64;
+                    assert!(
+                        script.duration > limit,
+                        "seed {seed}: call {i} timed out early"
+                    );
+                    let record = record.expect("it ran");
+                    let (at, start) = *record.stopped.last().expect("it was stopped");
+                    let late = (ANSWER_WAIT + Duration::from_millis(1)).as_nanos() as u64;
+                    assert!(
+                        at - start <= limit + late,
+                        "seed {seed}: call {i} stopped {} ns after its start",
+                        at - start
+                    );
+                }
+                ErrorKind::Crashed { .. } => assert!(
+                    script.crashes || !case.kills.is_empty(),
+                    "seed {seed}: call {i} crashed for no reason"
+                ),
+                ErrorKind::Stopped { .. }
+                | ErrorKind::Terminated { .. }
+                | ErrorKind::PoolClosed => assert!(
+                    case.terminate_at.is_some(),
+                    "seed {seed}: call {i} stopped with nobody terminating: {e}"
+                ),
+                _ => panic!("seed {seed}: call {i} failed as {e}"),
+            },
+        }
+    }
+}
+
+fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Duration>) -> Case {
+    Case {
+        seed: 7,
+        procs,
+        scripts: durations_ms
+            .iter()
+            .map(|ms| Script {
+                duration: ms * 1_000_000 + 20_000,
+                crashes: false,
+            })
+            .collect(),
+        second_wave: 0,
+        retries: 0,
+        timeout,
+        kills: Vec::new(),
+        terminate_at: None,
+        stubborn: false,
+    }
+}
+
+#[test]
+fn scheduling_invariants_hold_for_random_workloads() {
+    for seed in 0..400 {
+        let case = case(seed);
+        let (results, world) = simulate(&case);
+        check(&case, &results, &world);
+    }
+}
+
+/// The case: two fast calls then six of 700 ms, limit 500 ms, no retries: the
+/// fast ones succeed once, each slow one times out at its own limit, nothing runs twice.
+#[test]
+fn each_call_keeps_its_own_time_limit_in_a_batch() {
+    let mut durations = vec![0, 0];
+    durations.extend([700; 6]);
+    let case = scripted(&durations, 2, Some(Duration::from_millis(500)));
+    let (results, world) = simulate(&case);
+    check(&case, &results, &world);
+    for (i, (result, _)) in results.iter().enumerate() {
+        let timed_out = matches!(result, Err(e) if matches!(e.kind(), ErrorKind::TimedOut { .. }));
+        assert_eq!(timed_out, i >= 2, "call {i}: {result:?}");
+        assert_eq!(world.records[&(i as u64)].starts, 1, "call {i}");
+    }
+}
+
+/// One slow call, then fifty fast ones on two workers: every fast one finishes before
+/// the slow one does.
+#[test]
+fn fast_calls_never_wait_behind_a_slow_one() {
+    let mut durations = vec![2_000];
+    durations.extend([0; 50]);
+    let case = scripted(&durations, 2, None);
+    let (results, world) = simulate(&case);
+    check(&case, &results, &world);
+    let slow = world.records[&0].last.expect("it ran");
+    for i in 1..51u64 {
+        let (start, duration) = world.records[&i].last.expect("it ran");
+        assert!(
+            start + duration < slow.0 + slow.1,
+            "call {i} waited behind the slow one"
+        );
+    }
+}

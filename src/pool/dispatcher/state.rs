@@ -1,0 +1,529 @@
+//! The dispatcher's state and the events that change it directly (submissions,
+//! cancels, close, terminate, worker starts); answers, deaths, deadlines and handing
+//! out work are in the sibling files.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use supervisor_worker::protocol::{TaskRequest, ToChild};
+
+use super::super::event::Event;
+use super::super::hub::Machine;
+use super::super::job::{Job, Unit};
+use super::super::ports::{Io, WorkerLink};
+use super::super::running::Running;
+use super::super::stats::{PoolStats, WorkerStats};
+use super::super::storm::{Storm, Verdict};
+use super::super::{Config, RestartLimit};
+use super::group_kill::GroupKill;
+use crate::error::{Error, ErrorKind};
+use crate::launch::Spec;
+
+/// How long to wait, after a worker exited, for its channel to close before settling
+/// its jobs: its reader may still be decoding a large last result, or a grandchild may
+/// hold the channel open (then no more results can come, and this is the delay before
+/// its jobs are reported).
+pub(super) const EXIT_SETTLE: Duration = Duration::from_secs(1);
+/// Message id of the initializer.
+pub(super) const INIT_SEQ: u64 = 0;
+/// Exited workers remembered for `stats()`.
+pub(super) const MAX_HISTORY: usize = 1_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// The running call exceeded its time limit.
+    Timeout,
+    /// The worker did not start the work it was sent within the time limit.
+    Unresponsive,
+    /// The pool is terminating, broken, or the worker misbehaved.
+    Shutdown,
+}
+
+pub(super) struct Worker<L> {
+    pub(super) id: u64,
+    pub(super) link: L,
+    pub(super) running: Option<Running>,
+    pub(super) tasks_done: u64,
+    pub(super) initializing: bool,
+    pub(super) exited: bool,
+    pub(super) link_closed: bool,
+    pub(super) settle_at: Option<Instant>,
+    pub(super) stop: Option<Stop>,
+    pub(super) kill_at: Option<Instant>,
+}
+
+impl<L: WorkerLink> Worker<L> {
+    /// Whether a message or the end of the stream may come: anything but idle and
+    /// healthy (a reader thread may park only then).
+    pub(super) fn expects_messages(&self) -> bool {
+        self.running.is_some()
+            || self.initializing
+            || self.stop.is_some()
+            || self.exited
+            || !self.link.is_open()
+    }
+
+    /// Idle, healthy and open for work.
+    pub(super) fn takes_work(&self) -> bool {
+        self.running.is_none()
+            && !self.initializing
+            && self.stop.is_none()
+            && !self.exited
+            && self.link.is_open()
+    }
+
+    /// Stops it: no more work, SIGTERM, SIGKILL to its group after `grace`.
+    pub(super) fn stop(&mut self, why: Stop, grace: Duration, now: Instant) {
+        if self.stop.is_some() {
+            return;
+        }
+        self.stop = Some(why);
+        self.link.close();
+        self.link.terminate();
+        // A grace too long to represent means "never escalate".
+        self.kill_at = now.checked_add(grace);
+    }
+
+    /// Takes back every call of its unit that has not started (lowering its limit on
+    /// the page), and queues them again at the front, as they were; the unit ends if
+    /// everything it started is answered. Returns how many calls had been claimed;
+    /// `None` if the worker moved on meanwhile (look again).
+    pub(super) fn take_back_unstarted(&mut self, queue: &mut VecDeque<Unit>) -> Option<u32> {
+        let run = self.running.as_mut()?;
+        let seen = self.link.page().snapshot();
+        let claimed = run.claimed(&seen);
+        if seen.seq == run.seq {
+            let limit = self.link.page().take_back(seen, 0)?;
+            debug_assert_eq!(limit, seen.next);
+        }
+        // A page about another unit: nothing of this one can start any more either.
+        let keep = (claimed - run.answered) as usize;
+        if claimed < run.limit {
+            let rest = run.unit.split_off(keep);
+            if rest.len() > 0 {
+                queue.push_front(rest);
+            }
+            run.limit = claimed;
+        }
+        if run.answered >= run.limit {
+            self.running = None;
+        }
+        Some(claimed)
+    }
+}
+
+pub(super) struct Seat<L> {
+    pub(super) worker: Option<Worker<L>>,
+    pub(super) starting: bool,
+    /// A replacement starts no earlier than this (restart back-off).
+    pub(super) start_at: Option<Instant>,
+    pub(super) restarts: u32,
+}
+
+impl<L> Default for Seat<L> {
+    fn default() -> Self {
+        Seat {
+            worker: None,
+            starting: false,
+            start_at: None,
+            restarts: 0,
+        }
+    }
+}
+
+/// The one owner of a pool's state (see the module docs).
+pub(crate) struct Dispatcher<X: Io> {
+    pub(super) cfg: Config,
+    pub(super) io: X,
+    pub(super) seats: Vec<Seat<X::Link>>,
+    pub(super) queue: VecDeque<Unit>,
+    pub(super) closing: bool,
+    pub(super) terminating: bool,
+    pub(super) broken: Option<String>,
+    pub(super) storm: Storm,
+    pub(super) next_worker: u64,
+    pub(super) next_seq: u64,
+    pub(super) done: u64,
+    pub(super) failed: u64,
+    pub(super) restarts: u32,
+    /// Per task: a moving average of the time one call takes (unknown = slow).
+    pub(super) job_time: HashMap<&'static str, Duration>,
+    /// Workers that have exited, most recent last.
+    pub(super) exited: VecDeque<WorkerStats>,
+    /// Process groups of stopped workers that died before their grace period ended
+    /// while something of the group still ran: what they left behind (commands
+    /// ignoring SIGTERM) gets SIGKILL on time, unless it ends first.
+    pub(super) group_kills: Vec<GroupKill<X::Link>>,
+}
+
+impl<X: Io> Dispatcher<X> {
+    pub(crate) fn new(cfg: Config, io: X) -> Dispatcher<X> {
+        let seats = (0..cfg.procs).map(|_| Seat::default()).collect();
+        let storm = Storm::new(cfg.restart_limit);
+        Dispatcher {
+            cfg,
+            io,
+            seats,
+            queue: VecDeque::new(),
+            closing: false,
+            terminating: false,
+            broken: None,
+            storm,
+            next_worker: 1,
+            next_seq: 1,
+            done: 0,
+            failed: 0,
+            restarts: 0,
+            job_time: HashMap::new(),
+            exited: VecDeque::new(),
+            group_kills: Vec::new(),
+        }
+    }
+
+    /// Closed and drained, or terminated: nothing left to do.
+    pub(crate) fn finished(&self) -> bool {
+        self.closing
+            && self.queue.is_empty()
+            && self.group_kills.is_empty()
+            && self.seats.iter().all(|s| s.worker.is_none() && !s.starting)
+    }
+
+    pub(crate) fn handle(&mut self, event: Event<X::Started>) {
+        match event {
+            Event::Submit(units) => {
+                if let Some(reason) = &self.broken {
+                    for unit in units {
+                        unit.fail(|_| ErrorKind::PoolBroken {
+                            reason: reason.clone(),
+                        });
+                    }
+                } else if self.closing {
+                    for unit in units {
+                        unit.fail(|_| ErrorKind::PoolClosed);
+                    }
+                } else {
+                    self.queue.extend(units);
+                }
+            }
+            Event::Cancel(id, reply) => {
+                let _ = reply.send(self.cancel(id));
+            }
+            Event::ForgetStream(stream) => self.forget_stream(stream),
+            Event::Close => self.closing = true,
+            Event::Terminate => self.terminate(),
+            Event::Kill => self.kill(),
+            Event::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Event::Started { seat, result } => self.on_started(seat, result),
+            Event::Message { worker, msg } => self.on_message(worker, msg),
+            Event::LinkClosed { worker } => {
+                let now = self.io.clocks().now;
+                if let Some(w) = self.worker_mut(worker) {
+                    w.link_closed = true;
+                    if w.exited {
+                        self.finalize(worker);
+                    } else {
+                        // Its exit notice usually follows at once; if not, the worker is
+                        // alive with a dead channel (see `on_timers`).
+                        w.settle_at = Some(now + EXIT_SETTLE);
+                    }
+                }
+            }
+            Event::Exited { worker } => {
+                let now = self.io.clocks().now;
+                if let Some(w) = self.worker_mut(worker) {
+                    w.exited = true;
+                    if w.link_closed {
+                        self.finalize(worker);
+                    } else {
+                        w.settle_at = Some(now + EXIT_SETTLE);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn worker_mut(&mut self, id: u64) -> Option<&mut Worker<X::Link>> {
+        self.seats
+            .iter_mut()
+            .filter_map(|s| s.worker.as_mut())
+            .find(|w| w.id == id)
+    }
+
+    pub(super) fn seat_of(&self, id: u64) -> Option<usize> {
+        self.seats
+            .iter()
+            .position(|s| s.worker.as_ref().is_some_and(|w| w.id == id))
+    }
+
+    pub(super) fn workers(&self) -> impl Iterator<Item = &Worker<X::Link>> {
+        self.seats.iter().filter_map(|s| s.worker.as_ref())
+    }
+
+    fn cancel(&mut self, id: u64) -> bool {
+        for i in 0..self.queue.len() {
+            if let Some(pos) = self.queue[i].jobs.iter().position(|j| j.id == id) {
+                let job = self.queue[i].jobs.remove(pos);
+                let task = job.task().to_string();
+                job.complete(Err(ErrorKind::Cancelled { task }.into()));
+                if self.queue[i].jobs.is_empty() {
+                    self.queue.remove(i);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops every call of result stream `stream` that has not started: queued ones,
+    /// and those waiting behind a running call (taken back). Running calls finish.
+    fn forget_stream(&mut self, stream: u64) {
+        let mut back = VecDeque::new();
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            let ours = worker
+                .running
+                .as_ref()
+                .is_some_and(|r| r.unit.jobs.iter().any(|j| j.stream() == Some(stream)));
+            if ours && worker.stop.is_none() {
+                let _ = worker.take_back_unstarted(&mut back);
+            }
+        }
+        // What was taken back goes first again, in order.
+        while let Some(unit) = back.pop_back() {
+            self.queue.push_front(unit);
+        }
+        for unit in self.queue.iter_mut().filter(|u| u.chunk.is_none()) {
+            let (gone, kept): (Vec<Job>, Vec<Job>) = std::mem::take(&mut unit.jobs)
+                .into_iter()
+                .partition(|j| j.stream() == Some(stream));
+            unit.jobs = kept;
+            gone.into_iter().for_each(Job::forget);
+        }
+        self.queue.retain(|u| u.len() > 0);
+    }
+
+    pub(super) fn start_worker(&mut self, seat: usize) {
+        self.seats[seat].starting = true;
+        self.seats[seat].start_at = None;
+        let spec = Spec {
+            method: self.cfg.method,
+            nice: self.cfg.nice,
+            daemon: true,
+            name: format!("{}-{seat}", self.cfg.name),
+            env_allowlist: self.cfg.env_allowlist.clone(),
+            end_task_children: (!self.cfg.keep_task_children).then_some(self.cfg.grace),
+        };
+        if let Err(e) = self.io.start(seat, spec) {
+            self.seats[seat].starting = false;
+            let mut reason = format!("cannot start a thread to start workers: {e}");
+            if let Some(limit) = crate::error::resource_limit(&e) {
+                reason.push_str(&format!(" ({limit})"));
+            }
+            self.storm_death(seat, reason);
+        }
+    }
+
+    /// A worker died (or could not start) before it finished anything: a replacement
+    /// after a back-off, or the pool breaks.
+    pub(super) fn storm_death(&mut self, seat: usize, reason: String) {
+        match self.storm.death(self.io.clocks().now) {
+            Verdict::RestartAt(at) => self.seats[seat].start_at = Some(at),
+            Verdict::Break(deaths) => {
+                let RestartLimit { max, within } = self.cfg.restart_limit;
+                self.break_pool(format!(
+                    "{deaths} workers died or failed to start within {within:?} without \
+                     finishing a task (limit {max}); last: {reason}"
+                ));
+            }
+        }
+    }
+
+    /// A worker could not be started (or set up) for a reason that may pass: a storm
+    /// death, with the resource limit behind it named.
+    fn start_failed(&mut self, seat: usize, e: &Error) {
+        let mut reason = format!(
+            "cannot start a worker: {}",
+            supervisor_worker::error_chain(e)
+        );
+        if let Some(limit) = crate::error::resource_limit(e) {
+            reason.push_str(&format!(" ({limit})"));
+        }
+        self.storm_death(seat, reason);
+    }
+
+    fn on_started(&mut self, seat: usize, result: Result<X::Started, Error>) {
+        self.seats[seat].starting = false;
+        let started = match result {
+            Ok(started) => started,
+            Err(e) => {
+                let permanent = matches!(
+                    e.kind(),
+                    ErrorKind::NiceNotPermitted { .. }
+                        | ErrorKind::NiceOutOfRange(_)
+                        | ErrorKind::ForkUnavailable { .. }
+                        | ErrorKind::Registry(_)
+                        | ErrorKind::DaemonCannotStart { .. }
+                );
+                if permanent {
+                    let reason = format!(
+                        "cannot start a worker: {}",
+                        supervisor_worker::error_chain(&e)
+                    );
+                    self.break_pool(reason);
+                } else {
+                    self.start_failed(seat, &e);
+                }
+                return;
+            }
+        };
+        let id = self.next_worker;
+        self.next_worker += 1;
+        let link = match self.io.attach(id, started) {
+            Ok(link) => link,
+            Err(e) => return self.start_failed(seat, &e),
+        };
+        let mut worker = Worker {
+            id,
+            link,
+            running: None,
+            tasks_done: 0,
+            initializing: false,
+            exited: false,
+            link_closed: false,
+            settle_at: None,
+            stop: None,
+            kill_at: None,
+        };
+        if let Some((task, arg)) = &self.cfg.initializer {
+            let req = ToChild::Task(TaskRequest {
+                id: INIT_SEQ,
+                task: task.to_string(),
+                arg: arg.clone(),
+            });
+            worker.initializing = true;
+            worker.link.page().begin(INIT_SEQ, 1);
+            if worker.link.is_open() {
+                // A failed send closes the link: it is going away, and its exit is
+                // handled as any other.
+                let _ = worker.link.send_init(&req);
+            }
+        }
+        let reading = worker.link.reading();
+        if self.terminating || self.broken.is_some() || !reading {
+            // Without a reader nobody would hear from this worker: stop it now.
+            worker.link_closed = !reading;
+            worker.stop(Stop::Shutdown, self.cfg.grace, self.io.clocks().now);
+        }
+        self.seats[seat].worker = Some(worker);
+    }
+
+    pub(super) fn wants_workers(&self) -> bool {
+        !self.terminating && self.broken.is_none() && (!self.closing || !self.queue.is_empty())
+    }
+
+    /// Breaks the pool for `reason` (also used by the hub when handling an event
+    /// panicked: every waiter then gets `PoolBroken`, not `Terminated`).
+    pub(crate) fn break_pool(&mut self, reason: String) {
+        if self.broken.is_some() {
+            return;
+        }
+        self.broken = Some(reason.clone());
+        self.closing = true;
+        for unit in self.queue.drain(..) {
+            unit.fail(|_| ErrorKind::PoolBroken {
+                reason: reason.clone(),
+            });
+        }
+        let grace = self.cfg.grace;
+        let now = self.io.clocks().now;
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            if let Some(run) = worker.running.take() {
+                run.unit.fail(|_| ErrorKind::PoolBroken {
+                    reason: reason.clone(),
+                });
+            }
+            worker.stop(Stop::Shutdown, grace, now);
+        }
+    }
+
+    /// Stops now: queued calls and calls that have not started fail as terminated;
+    /// running calls are stopped with their workers and settled when those are gone
+    /// (as `Stopped`, with their pid, start and duration; finished ones are delivered).
+    fn terminate(&mut self) {
+        self.terminating = true;
+        self.closing = true;
+        let mut unstarted = VecDeque::new();
+        let grace = self.cfg.grace;
+        let now = self.io.clocks().now;
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            // If the page changed under us, whatever it runs is settled at its exit.
+            let _ = worker.take_back_unstarted(&mut unstarted);
+            worker.stop(Stop::Shutdown, grace, now);
+        }
+        for unit in self.queue.drain(..).chain(unstarted) {
+            unit.fail(|task| ErrorKind::Terminated {
+                task: task.to_string(),
+            });
+        }
+    }
+
+    /// Terminates, and kills every worker's group at once.
+    fn kill(&mut self) {
+        self.terminate();
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            worker.kill_at = None;
+            worker.link.kill();
+        }
+        for kill in self.group_kills.drain(..) {
+            kill.link.kill();
+        }
+    }
+}
+
+impl<X: Io> Machine for Dispatcher<X> {
+    type Event = Event<X::Started>;
+
+    fn handle(&mut self, event: Self::Event) {
+        Dispatcher::handle(self, event);
+    }
+
+    fn dispatch(&mut self) {
+        Dispatcher::dispatch(self);
+    }
+
+    fn on_timers(&mut self) {
+        Dispatcher::on_timers(self);
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        Dispatcher::next_wake(self)
+    }
+
+    fn finished(&self) -> bool {
+        Dispatcher::finished(self)
+    }
+
+    fn break_pool(&mut self, reason: String) {
+        Dispatcher::break_pool(self, reason);
+    }
+
+    fn stats(&self) -> PoolStats {
+        Dispatcher::stats(self)
+    }
+
+    /// Work submitted to a pool that has ended fails with the reason it broke;
+    /// everything else is dropped (jobs fail as terminated, replies close).
+    fn refuse(events: Vec<Self::Event>, broken: Option<&str>) {
+        let Some(reason) = broken else { return };
+        for event in events {
+            if let Event::Submit(units) = event {
+                for unit in units {
+                    unit.fail(|_| ErrorKind::PoolBroken {
+                        reason: reason.to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
