@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use supervisor_worker::ProcStat;
+
 /// CPU time (user + system), resident memory and peak resident memory (KiB) of `pid`.
 pub(crate) fn proc_usage(pid: i32) -> Option<(Duration, u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let stat = ProcStat::of(pid)?;
+    let ticks = stat.utime + stat.stime;
     // SAFETY: sysconf takes a plain integer.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
@@ -27,14 +28,9 @@ pub(crate) fn proc_usage(pid: i32) -> Option<(Duration, u64, u64)> {
 }
 
 /// Start time of process `pid` (clock ticks after boot), or `None` if it is gone or
-/// a zombie. With the pid it names one process for good, even after pid reuse.
+/// has exited. With the pid it names one process for good, even after pid reuse.
 pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
+    ProcStat::of(pid)
+        .filter(|stat| !stat.has_exited())
+        .map(|stat| stat.start)
 }

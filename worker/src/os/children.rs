@@ -1,5 +1,7 @@
 //! What a task leaves behind: this worker's children and the rest of its group.
 
+use super::stat::ProcStat;
+
 /// Makes this process the reaper of its orphaned descendants, so what a task started
 /// and abandoned is still this worker's child (see [`end_children`]).
 pub(crate) fn become_subreaper() {
@@ -44,14 +46,7 @@ fn processes() -> Vec<(i32, i32, i32)> {
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let mut rest = stat.get(stat.rfind(')')? + 2..)?.split_whitespace();
-            let _state = rest.next()?;
-            let ppid = rest.next()?.parse().ok()?;
-            let pgrp = rest.next()?.parse().ok()?;
-            Some((pid, ppid, pgrp))
-        })
+        .filter_map(|pid| ProcStat::of(pid).map(|stat| (pid, stat.ppid, stat.pgrp)))
         .collect()
 }
 
