@@ -13,9 +13,7 @@ mod stat;
 pub(crate) use children::{become_subreaper, end_children, has_children};
 pub(crate) use clock::{monotonic_ns, monotonic_upper_ns};
 pub use process::exit_now;
-pub(crate) use process::{
-    fork, keep_freed_memory, kill_group_on_hangup, thread_id, wait_child, Forked,
-};
+pub(crate) use process::{fork, keep_freed_memory, kill_group_on_hangup, wait_child, Forked};
 pub(crate) use setup::{
     cloexec_above_stdio, hang_up_when_parent_dies, new_process_group, parent_pid, reset_signals,
     set_nice,

@@ -44,12 +44,6 @@ pub(crate) fn wait_child(pid: i32) -> Result<(i32, u64, u64), i32> {
     }
 }
 
-/// The calling thread's id.
-pub(crate) fn thread_id() -> i32 {
-    // SAFETY: gettid cannot fail.
-    unsafe { libc::gettid() }
-}
-
 fn cpu_micros(usage: &libc::rusage) -> u64 {
     let micros = |t: libc::timeval| (t.tv_sec.max(0) as u64) * 1_000_000 + t.tv_usec.max(0) as u64;
     micros(usage.ru_utime) + micros(usage.ru_stime)
