@@ -96,16 +96,6 @@ pub enum ErrorKind {
         /// A backtrace, when `RUST_BACKTRACE` enabled one.
         backtrace: Option<String>,
     },
-    /// The task returned `Err` (tasks run by name; typed callers get the `Err` value).
-    #[error("task `{task}` failed in process {pid}: {message}")]
-    Failed {
-        /// The task's name.
-        task: String,
-        /// The worker's pid.
-        pid: u32,
-        /// The error's `Display`.
-        message: String,
-    },
     /// A signal ended the process before the task returned.
     #[error("process {pid} running task `{task}` was killed by {signal}{} (peak RSS {})", if *core_dumped { " (core dumped)" } else { "" }, kib(*peak_rss_kib))]
     Crashed {
@@ -458,7 +448,6 @@ impl ErrorKind {
     pub fn pid(&self) -> Option<u32> {
         match self {
             ErrorKind::Panicked { pid, .. }
-            | ErrorKind::Failed { pid, .. }
             | ErrorKind::Crashed { pid, .. }
             | ErrorKind::Exited { pid, .. }
             | ErrorKind::Lost { pid, .. }

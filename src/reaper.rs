@@ -18,7 +18,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::exit::ExitStatus;
-use crate::launch::server::ServerClient;
 use crate::os;
 
 /// How a process ended, with its peak memory.
@@ -43,7 +42,14 @@ pub(crate) enum Owner {
     /// Our own child: `wait4`.
     Direct,
     /// A child of a zygote or forkserver: ask it.
-    Server(Arc<ServerClient>),
+    Server(Arc<dyn ReapServer>),
+}
+
+/// A process that reaps its children when asked (a zygote or forkserver client
+/// implements it), so the reaper need not know how the question travels.
+pub(crate) trait ReapServer: Send + Sync {
+    /// Has child `pid`, which has exited, reaped; `None` if that failed.
+    fn reap(&self, pid: i32) -> Option<os::Reaped>;
 }
 
 type ExitWatcher = Box<dyn FnOnce() + Send>;

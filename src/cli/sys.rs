@@ -55,18 +55,11 @@ pub fn private_dir(prefix: &str) -> io::Result<PathBuf> {
     }))
 }
 
-/// Whether process `pid` exists (and is not a zombie we could see).
+/// Whether process `pid` exists (and has not exited, as far as we can see).
 pub fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let exists = unsafe { libc::kill(pid, 0) } == 0;
-    exists
-        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, r)| r.trim_start().starts_with('Z'))
-            })
-            .is_none_or(|zombie| !zombie)
+    exists && !supervisor_worker::ProcStat::of(pid).is_some_and(|stat| stat.has_exited())
 }
 
 /// Waits up to `timeout` for process `pid` to exit (pidfd, no polling).

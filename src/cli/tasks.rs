@@ -393,17 +393,8 @@ fn round_ms(d: Duration) -> Duration {
 
 /// `whoami`: the worker's identity as JSON.
 pub fn whoami(_job: Job) -> Outcome {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let num = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(-1)
-    };
+    let stat = supervisor_worker::ProcStat::of(std::process::id() as i32);
+    let num = |field: fn(&supervisor_worker::ProcStat) -> i32| stat.as_ref().map_or(-1, field);
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let rss = status
         .lines()
@@ -412,9 +403,9 @@ pub fn whoami(_job: Job) -> Outcome {
         .unwrap_or(0);
     let value = serde_json::json!({
         "pid": std::process::id(),
-        "ppid": num(1),
-        "pgid": num(2),
-        "nice": num(16),
+        "ppid": num(|s| s.ppid),
+        "pgid": num(|s| s.pgrp),
+        "nice": num(|s| s.nice),
         "rss_kib": rss,
     });
     Ok(Output {

@@ -12,7 +12,7 @@ use supervisor_worker::setup::ChildSetup;
 
 use crate::error::{Error, ErrorKind};
 use crate::os;
-use crate::reaper::{reaper, ChildSlot, Owner};
+use crate::reaper::{reaper, ChildSlot, Owner, ReapServer};
 
 /// How long a fork server may take to answer a request.
 const SERVER_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -125,9 +125,11 @@ impl ServerClient {
             },
         ))
     }
+}
 
+impl ReapServer for ServerClient {
     /// Asks the server to reap `pid`: raw wait status, peak RSS, CPU time.
-    pub(crate) fn reap(&self, pid: i32) -> Option<os::Reaped> {
+    fn reap(&self, pid: i32) -> Option<os::Reaped> {
         match self.request(&ToChild::Reap { pid }, Vec::new()) {
             Ok(FromChild::Reaped {
                 status: Some(status),

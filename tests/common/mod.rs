@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+use supervisor_worker::ProcStat;
+
 pub use supervisor::StartMethod;
 
 /// Environment variable naming the scenario a child copy of the test binary runs.
@@ -186,42 +188,27 @@ pub fn children_of(ppid: i32) -> Vec<i32> {
     out
 }
 
-/// Children of `ppid` that are zombies.
+/// Children of `ppid` that have exited and wait to be reaped.
 pub fn zombies_of(ppid: i32) -> Vec<i32> {
     children_of(ppid)
         .into_iter()
-        .filter(|&pid| stat_fields(pid).is_some_and(|s| s.state == 'Z'))
+        .filter(|&pid| stat_fields(pid).is_some_and(|s| s.has_exited()))
         .collect()
 }
 
-/// A few fields of /proc/PID/stat.
-pub struct Stat {
-    pub state: char,
-    pub ppid: i32,
-    pub pgrp: i32,
-    pub nice: i32,
+/// What /proc/PID/stat says (the crate's own parser).
+pub fn stat_fields(pid: i32) -> Option<ProcStat> {
+    ProcStat::of(pid)
 }
 
-pub fn stat_fields(pid: i32) -> Option<Stat> {
-    stat_fields_of(&format!("/proc/{pid}/stat"))
+/// A stat file by path (`/proc/PID/task/TID/stat` for one thread).
+pub fn stat_fields_of(path: &str) -> Option<ProcStat> {
+    ProcStat::parse(&std::fs::read_to_string(path).ok()?)
 }
 
-pub fn stat_fields_of(path: &str) -> Option<Stat> {
-    let text = std::fs::read_to_string(path).ok()?;
-    // The command name may hold spaces and parentheses: parse after the last ')'.
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(Stat {
-        state: f.first()?.chars().next()?,
-        ppid: f.get(1)?.parse().ok()?,
-        pgrp: f.get(2)?.parse().ok()?,
-        nice: f.get(16)?.parse().ok()?,
-    })
-}
-
-/// True once `pid` has exited (gone, or a zombie).
+/// True once `pid` has exited (gone, or waiting to be reaped).
 pub fn has_exited(pid: i32) -> bool {
-    stat_fields(pid).is_none_or(|s| s.state == 'Z' || s.state == 'X')
+    supervisor_worker::is_gone(pid)
 }
 
 /// Waits (on a pidfd, no polling) until `pid` exits; false on timeout.

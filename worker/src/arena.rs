@@ -8,11 +8,15 @@
 //! message (`adopt`), and then writes later big messages straight into it.
 //!
 //! The arena's first word says whose turn it is. The sender writes only while it is
-//! [`FREE`] and then marks it [`FULL`]; the receiver marks it free again once it has
-//! decoded (copied out) the message. If the receiver is behind, the message travels in
-//! a one-off region as before. Nobody ever waits on the word, so a peer that never
-//! frees the arena only costs speed. Whatever a peer writes there is decoded by the
-//! bounded codec like any other message.
+//! [`FREE`] and then marks it [`FULL`]; the receiver copies the message out into memory
+//! of its own (one `memcpy`) and marks the arena free again at once. If the receiver is
+//! behind, the message travels in a one-off region as before. Nobody ever waits on the
+//! word, so a peer that never frees the arena only costs speed.
+//!
+//! The decoder never reads the shared mapping: a peer (buggy or hostile) may write
+//! there at any time, whatever the turn word says, and bytes that change while they
+//! are decoded (a length checked, then read again) are a data race. The private copy
+//! is decoded by the bounded codec like any other message.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -42,8 +46,9 @@ impl Arena {
     /// arena (a peer sent a bad one).
     fn split(&mut self) -> Option<(&AtomicU32, &mut [u8])> {
         // SAFETY: the region is shared with exactly one peer, which follows the turn
-        // protocol above; the bytes are plain data, so a peer that breaks the protocol
-        // can only make us decode garbage, which the codec rejects.
+        // protocol above; the bytes are plain data that we only write whole or copy
+        // out whole (never decode in place), so a peer that breaks the protocol can
+        // only garble a message, which the codec rejects.
         let all = unsafe { self.0.deref_mut() };
         if all.len() < HEADER {
             return None;
@@ -120,6 +125,8 @@ impl Outbox {
 #[derive(Default)]
 pub struct Inbox {
     arena: Option<Arena>,
+    /// The last message copied out of the arena (kept to reuse its pages).
+    copy: Vec<u8>,
 }
 
 impl Inbox {
@@ -128,8 +135,9 @@ impl Inbox {
         Inbox::default()
     }
 
-    /// Decodes the message `frame` carries, wherever it is; frees the arena for the
-    /// sender's next message once the message is copied out.
+    /// Decodes the message `frame` carries, wherever it is. A message in the arena is
+    /// copied out first and the arena freed for the sender's next message; only the
+    /// copy is decoded.
     pub fn decode<T: DeserializeOwned>(&mut self, mut frame: Frame) -> Result<T, CodecError> {
         let misplaced = || CodecError::Misplaced {
             type_name: std::any::type_name::<T>(),
@@ -141,18 +149,18 @@ impl Inbox {
         let Some(len) = frame.arena_len.take() else {
             return frame.decode();
         };
-        let (turn, data) = self
-            .arena
-            .as_mut()
-            .and_then(Arena::split)
-            .ok_or_else(misplaced)?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|len| *len <= data.len())
-            .ok_or_else(misplaced)?;
-        let value = codec::decode(&data[..len]);
+        codec::decode(self.copy_out(len).ok_or_else(misplaced)?)
+    }
+
+    /// Copies the first `len` bytes of the arena into memory of our own, marks the
+    /// arena free and returns the copy. `None` without an arena that long.
+    fn copy_out(&mut self, len: u64) -> Option<&[u8]> {
+        let (turn, data) = self.arena.as_mut().and_then(Arena::split)?;
+        let len = usize::try_from(len).ok().filter(|len| *len <= data.len())?;
+        self.copy.clear();
+        self.copy.extend_from_slice(&data[..len]);
         turn.store(FREE, Ordering::Release);
-        value
+        Some(&self.copy)
     }
 }
 
@@ -211,6 +219,28 @@ mod tests {
         let f3 = outbox.frame(&second).unwrap();
         assert!(f3.arena_len.is_some() && !f3.adopt);
         assert_eq!(inbox.decode::<Vec<u8>>(f3).unwrap(), second);
+    }
+
+    #[test]
+    fn a_message_is_decoded_from_a_copy_the_peer_cannot_change() {
+        let (mut outbox, mut inbox) = (Outbox::new(), Inbox::new());
+        let first = vec![1u8; 200_000];
+        let mut frame = outbox.frame(&first).unwrap();
+        inbox.arena = Some(Arena(frame.shm.take().unwrap()));
+        let copy = inbox.copy_out(frame.arena_len.unwrap()).unwrap().to_vec();
+        // Free at once: the sender writes its next message over the shared bytes...
+        let second = vec![2u8; 200_000];
+        let f2 = outbox.frame(&second).unwrap();
+        assert!(f2.arena_len.is_some() && !f2.adopt, "wrote into the arena");
+        // ...and a peer may scribble there whenever it likes.
+        let (_, shared) = outbox.arena.as_mut().and_then(Arena::split).unwrap();
+        shared.fill(0xff);
+        // The message taken out is untouched.
+        assert_eq!(
+            codec::decode::<Vec<u8>>(inbox.copy.as_slice()).unwrap(),
+            first
+        );
+        assert_eq!(codec::decode::<Vec<u8>>(&copy).unwrap(), first);
     }
 
     #[test]

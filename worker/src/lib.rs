@@ -28,6 +28,10 @@ pub mod server;
 pub mod setup;
 
 pub use os::exit_now;
+/// `/proc/<pid>/stat`, parsed in one place for the `supervisor` crate, its CLI and
+/// tests; not part of the API.
+#[doc(hidden)]
+pub use os::{is_gone, ProcStat};
 
 use std::sync::OnceLock;
 

@@ -16,8 +16,8 @@
 //! ipc-channel read it. A refused packet stays queued: the link is broken for good,
 //! and the peer is killed by whoever owns it.
 //!
-//! [`MAX_MESSAGE`] is far above anything we send: every message bigger than
-//! [`INLINE_LIMIT`] travels in shared memory, so a frame on the socket carries at most
+//! [`MAX_MESSAGE`] is far above anything we send: every message bigger than the
+//! protocol's inline limit (`protocol::INLINE_LIMIT`) travels in shared memory, so a frame on the socket carries at most
 //! that much data plus a few bytes of envelope. A fragmented message within the limit is
 //! allowed (ipc-channel fragments when the kernel refuses a big buffer); its allocation
 //! is bounded by the limit.
@@ -35,11 +35,9 @@ use std::time::{Duration, Instant};
 use ipc_channel::ipc::IpcReceiver;
 
 use crate::os::{self, Readiness};
-use crate::protocol::{LinkError, INLINE_LIMIT};
 
 /// The largest message a peer may announce: 1 MiB, sixteen times the inline limit.
 pub const MAX_MESSAGE: usize = 1 << 20;
-const _: () = assert!(MAX_MESSAGE >= 2 * INLINE_LIMIT);
 
 /// Length of ipc-channel's packet header: packet length, message length.
 pub const HEADER_LEN: usize = 2 * std::mem::size_of::<usize>();
@@ -109,12 +107,23 @@ pub fn check_header(len: usize, head: &[u8]) -> Result<(), PacketError> {
     Ok(())
 }
 
+/// Why [`await_packet`] returned without a packet for ipc-channel to read.
+#[derive(Debug)]
+pub(crate) enum NotReady {
+    /// The time ran out first.
+    Timeout,
+    /// The descriptor could not be watched or peeked at.
+    Io(std::io::Error),
+    /// The next packet's header was refused.
+    Refused(PacketError),
+}
+
 /// Waits (at most `timeout`, `None`: no limit) until a packet whose header passes
 /// [`check_header`] is next on `rx`, or the peer hung up; ipc-channel's receive then
 /// returns at once.
-pub(crate) fn await_packet(fd: Option<RawFd>, timeout: Option<Duration>) -> Result<(), LinkError> {
+pub(crate) fn await_packet(fd: Option<RawFd>, timeout: Option<Duration>) -> Result<(), NotReady> {
     let fd = fd.ok_or_else(|| {
-        LinkError::Io(std::io::Error::other(
+        NotReady::Io(std::io::Error::other(
             "cannot find the descriptor of an ipc-channel receiver",
         ))
     })?;
@@ -123,11 +132,11 @@ pub(crate) fn await_packet(fd: Option<RawFd>, timeout: Option<Duration>) -> Resu
     loop {
         // Without a time limit one blocking peek waits and reads the header at once;
         // with one, a packet already there needs no poll either.
-        match os::peek_packet(fd, &mut head, deadline.is_none()).map_err(LinkError::Io)? {
+        match os::peek_packet(fd, &mut head, deadline.is_none()).map_err(NotReady::Io)? {
             None => {
                 let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                if let Readiness::TimedOut = os::wait_readable(fd, left).map_err(LinkError::Io)? {
-                    return Err(LinkError::Timeout);
+                if let Readiness::TimedOut = os::wait_readable(fd, left).map_err(NotReady::Io)? {
+                    return Err(NotReady::Timeout);
                 }
                 // Readable (or hung up): peek again.
             }
@@ -141,11 +150,11 @@ pub(crate) fn await_packet(fd: Option<RawFd>, timeout: Option<Duration>) -> Resu
                 return if hung_up {
                     Ok(())
                 } else {
-                    Err(LinkError::Packet(PacketError::Empty))
+                    Err(NotReady::Refused(PacketError::Empty))
                 };
             }
             Some(len) => {
-                return check_header(len, &head[..len.min(HEADER_LEN)]).map_err(LinkError::Packet)
+                return check_header(len, &head[..len.min(HEADER_LEN)]).map_err(NotReady::Refused)
             }
         }
     }
@@ -225,9 +234,8 @@ impl fmt::Write for Prefix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{send_frame, Frame, Receiver};
-    use ipc_channel::ipc::IpcSender;
 
+    /// A packet header: the packet's length, the whole message's length.
     fn header(packet: usize, total: usize) -> Vec<u8> {
         let mut h = packet.to_ne_bytes().to_vec();
         h.extend_from_slice(&total.to_ne_bytes());
@@ -237,7 +245,7 @@ mod tests {
     #[test]
     fn the_descriptor_is_found_in_ipc_channels_debug_output() {
         // Fails if ipc-channel changes the layout this module reads (see the module docs).
-        let (_tx, rx) = ipc_channel::ipc::channel::<Frame>().unwrap();
+        let (_tx, rx) = ipc_channel::ipc::channel::<()>().unwrap();
         let fd = receiver_fd(&rx).expect("the Debug output names the descriptor");
         assert!(os::is_seqpacket_socket(fd));
         let text = format!("{rx:?}");
@@ -284,150 +292,5 @@ mod tests {
         );
         assert_eq!(check_header(5, &[0; 5]), Err(PacketError::Short { len: 5 }));
         assert_eq!(check_header(0, &[]), Err(PacketError::Empty));
-    }
-
-    /// Sends `bytes` as one raw packet on `fd`, with `attach` attached (SCM_RIGHTS).
-    fn send_raw(fd: RawFd, bytes: &[u8], attach: Option<RawFd>) {
-        assert_eq!(os::send_packet(fd, bytes, attach).unwrap(), bytes.len());
-    }
-
-    /// A channel and the raw descriptor of its sending end (from the sender's `Debug`
-    /// output, `.. fd: SharedFileDescriptor(N) ..`).
-    fn raw_channel() -> (IpcSender<Frame>, Receiver, RawFd) {
-        let (tx, rx) = ipc_channel::ipc::channel::<Frame>().unwrap();
-        let text = format!("{tx:?}");
-        let at = text.find("SharedFileDescriptor(").unwrap() + "SharedFileDescriptor(".len();
-        let end = at + text[at..].find(')').unwrap();
-        let fd = text[at..end].parse().unwrap();
-        (tx, Receiver::new(rx), fd)
-    }
-
-    fn packet(total: usize, data: &[u8]) -> Vec<u8> {
-        let mut p = header(HEADER_LEN + data.len(), total);
-        p.extend_from_slice(data);
-        p
-    }
-
-    #[test]
-    fn a_huge_announcement_with_a_descriptor_attached_is_refused_unread() {
-        let (_tx, rx, raw) = raw_channel();
-        let (_other_tx, other_rx) = ipc_channel::ipc::channel::<Frame>().unwrap();
-        let attached = receiver_fd(&other_rx).unwrap();
-        send_raw(raw, &packet(1 << 40, &[0; 8]), Some(attached));
-        for _ in 0..2 {
-            // Without the check, ipc-channel would reserve 1 TiB here and abort.
-            assert!(matches!(
-                rx.recv_timeout(Duration::from_secs(5)),
-                Err(LinkError::Packet(PacketError::TooBig { total })) if total == 1 << 40
-            ));
-        }
-    }
-
-    #[test]
-    fn a_packet_shorter_than_its_header_says_is_refused_without_waiting_for_more() {
-        let (_tx, rx, raw) = raw_channel();
-        let mut p = packet(100, &[0; 8]);
-        p[..std::mem::size_of::<usize>()].copy_from_slice(&200usize.to_ne_bytes());
-        send_raw(raw, &p, None);
-        // Without the check, ipc-channel would block here for the missing bytes.
-        assert!(matches!(
-            rx.recv(),
-            Err(LinkError::Packet(PacketError::Length {
-                announced: 200,
-                ..
-            }))
-        ));
-    }
-
-    #[test]
-    fn an_empty_packet_is_refused_and_end_of_stream_is_closed() {
-        let (tx, rx, raw) = raw_channel();
-        assert!(matches!(
-            rx.recv_timeout(Duration::from_millis(1)),
-            Err(LinkError::Timeout)
-        ));
-        send_raw(raw, &[], None);
-        assert!(matches!(
-            rx.recv(),
-            Err(LinkError::Packet(PacketError::Empty))
-        ));
-        let (tx2, rx2, _) = raw_channel();
-        drop(tx2);
-        assert!(matches!(rx2.recv(), Err(LinkError::Closed)));
-        drop(tx);
-    }
-
-    #[test]
-    fn a_packet_seen_by_a_poll_is_still_checked_and_read_once() {
-        let (tx, rx, raw) = raw_channel();
-        assert!(!rx.frame_waiting());
-        // A good frame: found, checked by the poll, then read without a second look.
-        send_frame(&tx, Frame::new(&7u64, Vec::new()).unwrap()).unwrap();
-        assert!(rx.frame_waiting());
-        assert!(rx.frame_waiting());
-        let frame = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(frame.decode::<u64>().unwrap(), 7);
-        assert!(!rx.frame_waiting());
-        assert!(matches!(
-            rx.recv_timeout(Duration::from_millis(1)),
-            Err(LinkError::Timeout)
-        ));
-        // A lying header: the poll reports it, and the receive still refuses it.
-        send_raw(raw, &packet(1 << 40, &[0; 8]), None);
-        assert!(rx.frame_waiting());
-        assert!(matches!(
-            rx.recv(),
-            Err(LinkError::Packet(PacketError::TooBig { .. }))
-        ));
-    }
-
-    #[test]
-    fn good_frames_pass_the_check() {
-        let (tx, rx, _) = raw_channel();
-        for size in [0usize, 1000, INLINE_LIMIT, 4 * INLINE_LIMIT] {
-            let msg = vec![7u8; size];
-            send_frame(&tx, Frame::new(&msg, Vec::new()).unwrap()).unwrap();
-            let frame = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-            assert_eq!(frame.decode::<Vec<u8>>().unwrap(), msg);
-        }
-    }
-
-    /// What the check costs per message: `cargo test -p supervisor-worker --release --lib
-    /// packet::tests::cost -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a measurement, not a test"]
-    fn cost_of_the_check_per_message() {
-        let (tx, rx, _) = raw_channel();
-        let (raw_tx, raw_rx) = ipc_channel::ipc::channel::<Frame>().unwrap();
-        let frame = || Frame::new(&5u64, Vec::new()).unwrap();
-        let n = 20_000u32;
-        let (mut raw, mut checked, mut timed) = (Duration::MAX, Duration::MAX, Duration::MAX);
-        for _ in 0..7 {
-            let t = Instant::now();
-            for _ in 0..n {
-                send_frame(&raw_tx, frame()).unwrap();
-                raw_rx.recv().unwrap();
-            }
-            raw = raw.min(t.elapsed());
-            let t = Instant::now();
-            for _ in 0..n {
-                send_frame(&tx, frame()).unwrap();
-                rx.recv().unwrap();
-            }
-            checked = checked.min(t.elapsed());
-            let t = Instant::now();
-            for _ in 0..n {
-                send_frame(&tx, frame()).unwrap();
-                rx.recv_timeout(Duration::from_secs(1)).unwrap();
-            }
-            timed = timed.min(t.elapsed());
-        }
-        println!(
-            "send + receive of a small frame (best of 7 x {n}): ipc-channel alone {:?}, \
-             checked recv {:?}, checked recv_timeout {:?}",
-            raw / n,
-            checked / n,
-            timed / n
-        );
     }
 }

@@ -67,11 +67,3 @@ fn become_worker(server_link: Link, link: Link, mut setup: ChildSetup) -> ! {
     }
     serve::serve(link)
 }
-
-/// The thread id of the caller; a server checks it is single-threaded.
-pub fn is_single_threaded() -> bool {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count() == 1)
-        .unwrap_or(false)
-        && os::thread_id() == std::process::id() as i32
-}

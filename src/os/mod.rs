@@ -1,0 +1,33 @@
+//! Every system call the parent side makes, behind safe functions.
+//!
+//! Nothing here is public API; no libc type leaves this module. One file per concept;
+//! callers use the names re-exported here (`os::pidfd_open`).
+
+mod clock;
+mod fd;
+mod futex;
+mod group;
+mod mutex;
+mod nice;
+mod private;
+mod proc;
+mod process;
+mod shm;
+
+pub(crate) use clock::{boot_ticks, monotonic_ns};
+pub(crate) use fd::{
+    close_above_stdio, descriptors_nearly_exhausted, open_fds, poll_readable, EventFd,
+};
+pub(crate) use futex::{futex_wait, futex_wake};
+pub(crate) use group::{group_has_running_members, signal_group_members};
+pub(crate) use mutex::{Acquire, SharedMutex};
+pub(crate) use nice::{current_nice, may_lower_nice_to};
+pub(crate) use private::{
+    bound_unix_sockets, euid, make_private_dir, random_bytes, with_private_umask,
+};
+pub(crate) use proc::{proc_usage, process_start_time};
+pub(crate) use process::{
+    at_exit, fork, getpid, kill_group, kill_pid, kill_self, pidfd_open, pidfd_send_signal, reap,
+    thread_count, Forked, Reaped,
+};
+pub(crate) use shm::{is_sealed_memfd, memfd_create, Mapping};

@@ -1,0 +1,22 @@
+//! Every system call the worker side makes, behind safe functions.
+//!
+//! Functions marked "async-signal-safe" allocate nothing, take no lock and may run
+//! between `fork` and `exec`.
+
+mod children;
+mod clock;
+mod process;
+mod setup;
+mod socket;
+mod stat;
+
+pub(crate) use children::{become_subreaper, end_children, has_children};
+pub(crate) use clock::{monotonic_ns, monotonic_upper_ns};
+pub use process::exit_now;
+pub(crate) use process::{fork, keep_freed_memory, kill_group_on_hangup, wait_child, Forked};
+pub(crate) use setup::{
+    cloexec_above_stdio, hang_up_when_parent_dies, new_process_group, parent_pid, reset_signals,
+    set_nice,
+};
+pub(crate) use socket::{is_seqpacket_socket, peek_packet, send_packet, wait_readable, Readiness};
+pub use stat::{is_gone, ProcStat};

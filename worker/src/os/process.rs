@@ -1,0 +1,81 @@
+//! This process: forking, waiting for a child, exiting, dying with the parent, memory.
+
+use super::setup::errno;
+
+/// Ends the process at once: no destructors, no atexit handlers.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is always sound to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// Result of [`fork`].
+pub(crate) enum Forked {
+    Child,
+    Parent(i32),
+}
+
+/// Forks the calling process. Only call from a single-threaded process.
+pub(crate) fn fork() -> Result<Forked, i32> {
+    // SAFETY: callers are single-threaded servers, so the child inherits no lock held
+    // by another thread and may go on running ordinary Rust code.
+    match unsafe { libc::fork() } {
+        -1 => Err(errno()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Waits for child `pid` to end; returns the raw wait status, its peak RSS in KiB and
+/// its CPU time (user + system) in microseconds.
+pub(crate) fn wait_child(pid: i32) -> Result<(i32, u64, u64), i32> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 writes into both out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: pointers are to live locals.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            return Ok((status, usage.ru_maxrss.max(0) as u64, cpu_micros(&usage)));
+        }
+        let e = errno();
+        if e != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+fn cpu_micros(usage: &libc::rusage) -> u64 {
+    let micros = |t: libc::timeval| (t.tv_sec.max(0) as u64) * 1_000_000 + t.tv_usec.max(0) as u64;
+    micros(usage.ru_utime) + micros(usage.ru_stime)
+}
+
+extern "C" fn kill_own_group(_: libc::c_int) {
+    // SAFETY: kill is async-signal-safe; 0 addresses our own process group (the worker
+    // and every child it started), which is exactly what must end with the parent.
+    unsafe { libc::kill(0, libc::SIGKILL) };
+}
+
+/// On SIGHUP (sent when the parent dies), kill this process's whole group, so commands
+/// a task started die with the worker.
+pub(crate) fn kill_group_on_hangup() {
+    // SAFETY: installs a handler that only calls the async-signal-safe `kill`.
+    unsafe {
+        libc::signal(
+            libc::SIGHUP,
+            kill_own_group as *const () as libc::sighandler_t,
+        )
+    };
+}
+
+/// Keeps freed memory in this process instead of handing it back to the kernel at once:
+/// a worker that handles a big message per task would otherwise have the kernel zero
+/// and map fresh pages for every one (glibc trims and unmaps eagerly by default).
+pub(crate) fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts glibc's allocator thresholds; it is called before
+    // any task runs, on the worker's only thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}

@@ -1,0 +1,326 @@
+//! [`Answers`]: runs a unit call by call and answers it.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use ipc_channel::ipc::IpcSender;
+
+use crate::arena::Outbox;
+use crate::codec;
+use crate::progress::{monotonic_ns, monotonic_upper_ns, Progress};
+use crate::protocol::{Frame, FromChild, LinkError, TaskOutcome, Timing};
+use crate::registry::{self, TaskEntry};
+use crate::serve::{run_entry, run_one};
+
+use super::flusher::flusher;
+use super::pending::{LogEntry, Pending};
+use super::shared::{OpenUnit, Sender, Shared};
+
+/// Where a worker's answers go: the link's sender, its arena, the progress page.
+pub(crate) struct Answers {
+    shared: Arc<Shared>,
+    /// `Some(grace)`: end what a task left running (see `WorkerConfig`).
+    children: Option<Duration>,
+    /// Reused buffer for encoding an outcome into the answer log.
+    scratch: std::cell::RefCell<Vec<u8>>,
+}
+
+impl Answers {
+    /// Answers for a worker without a progress page (a `Process` child): every call is
+    /// its own to run.
+    pub(crate) fn new(tx: IpcSender<Frame>, children: Option<Duration>) -> Answers {
+        Answers::build(tx, None, children)
+    }
+
+    /// Answers for a pool worker: calls are claimed on `progress`, and a flusher thread
+    /// sends finished calls' answers when a later call runs long. Without a thread
+    /// (none could start) answers just wait for the unit's end.
+    pub(crate) fn with_progress(
+        tx: IpcSender<Frame>,
+        progress: Progress,
+        children: Option<Duration>,
+    ) -> Answers {
+        let answers = Answers::build(tx, Some(progress), children);
+        let shared = answers.shared.clone();
+        let _ = std::thread::Builder::new()
+            .name("supervisor-flush".into())
+            .stack_size(64 * 1024)
+            .spawn(move || flusher(&shared));
+        answers
+    }
+
+    fn build(
+        tx: IpcSender<Frame>,
+        progress: Option<Progress>,
+        children: Option<Duration>,
+    ) -> Answers {
+        Answers {
+            children,
+            shared: Arc::new(Shared {
+                sender: Mutex::new(Sender {
+                    tx,
+                    outbox: Outbox::new(),
+                    open: None,
+                }),
+                opened: Condvar::new(),
+                progress,
+                sent_to: AtomicU32::new(0),
+                flusher_asleep: AtomicBool::new(false),
+            }),
+            scratch: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// After a call that took `took` ns (or at a unit's end, `u64::MAX`): ends what it
+    /// left running. A call under 20 µs cannot have started a process, so tiny calls
+    /// cost nothing; a longer one costs one system call.
+    fn end_children(&self, took: u64) {
+        if let Some(grace) = self.children {
+            if took >= 20_000 && crate::os::has_children() {
+                crate::os::end_children(grace);
+            }
+        }
+    }
+
+    /// Claims call `i` of unit `seq` (always granted without a progress page).
+    fn claim(&self, seq: u64, i: u32, now_ns: u64) -> bool {
+        self.shared
+            .progress
+            .as_ref()
+            .is_none_or(|p| p.claim(seq, i, now_ns))
+    }
+
+    /// Runs one task (unless the parent took it back) and answers it.
+    pub(crate) fn run_task(&self, id: u64, task: &str, arg: &[u8]) -> Result<(), LinkError> {
+        if !self.claim(id, 0, monotonic_upper_ns()) {
+            return Ok(());
+        }
+        let start_ns = monotonic_ns();
+        let outcome = crate::serve::run_task(task, arg);
+        let timing = Timing {
+            start_ns,
+            duration_ns: monotonic_ns().saturating_sub(start_ns),
+        };
+        self.end_children(timing.duration_ns);
+        let msg = FromChild::Done {
+            id,
+            outcome,
+            timing,
+        };
+        self.shared.lock().send(&msg)
+    }
+
+    fn open(&self, seq: u64, packed: bool) {
+        if let Some(progress) = &self.shared.progress {
+            progress.log_reset(seq);
+        }
+        let mut sender = self.shared.lock();
+        self.shared.sent_to.store(0, Ordering::Release);
+        sender.open = Some(OpenUnit { seq, packed });
+        drop(sender);
+        if self.shared.flusher_asleep.load(Ordering::Acquire) {
+            self.shared.opened.notify_one();
+        }
+    }
+
+    /// Sends the pending answers the flusher has not sent (positions from `from`);
+    /// `close` also ends the unit, else the log is emptied to make room.
+    fn send_pending(
+        &self,
+        seq: u64,
+        from: u32,
+        pending: &mut Pending,
+        close: bool,
+    ) -> Result<(), LinkError> {
+        let mut sender = self.shared.lock();
+        let sent_to = self.shared.sent_to.load(Ordering::Acquire).max(from);
+        let skip = (sent_to - from) as usize;
+        let end = from + pending.len() as u32;
+        let result = if skip < pending.len() {
+            let msg = pending.message(seq, from, skip);
+            sender.send(&msg)
+        } else {
+            Ok(())
+        };
+        // What was sent (by either) is gone from `pending`.
+        match pending {
+            Pending::Outcomes { outcomes, timings } => {
+                outcomes.clear();
+                timings.clear();
+            }
+            Pending::Packed { lens, data, others } => {
+                lens.clear();
+                data.clear();
+                others.clear();
+            }
+        }
+        self.shared.sent_to.store(end, Ordering::Release);
+        if let Some(progress) = &self.shared.progress {
+            progress.log_reset(seq);
+        }
+        if close {
+            sender.open = None;
+        }
+        result
+    }
+
+    /// Records a finished call in the answer log (see [`crate::progress`]). False if
+    /// it does not fit: then the caller sends the pending answers at once.
+    fn log(&self, position: u32, entry: LogEntry<'_>) -> bool {
+        let Some(progress) = &self.shared.progress else {
+            return true;
+        };
+        match entry {
+            LogEntry::Value(value) => progress.log_value(position, value),
+            LogEntry::Outcome(outcome, timing) => {
+                let mut scratch = self.scratch.borrow_mut();
+                scratch.clear();
+                codec::encode_append(&(outcome, timing), &mut scratch).is_ok()
+                    && progress.log_outcome(position, &scratch)
+            }
+        }
+    }
+
+    /// Runs each argument through one task, in order, while the calls can be claimed.
+    pub(crate) fn run_batch(
+        &self,
+        seq: u64,
+        task: &str,
+        args: &[serde_bytes::ByteBuf],
+    ) -> Result<(), LinkError> {
+        let entry = registry::by_name(task).ok();
+        self.open(seq, false);
+        let mut pending = Pending::Outcomes {
+            outcomes: Vec::with_capacity(args.len()),
+            timings: Vec::with_capacity(args.len()),
+        };
+        let mut from = 0u32;
+        // One precise clock reading per call: a call's end is the next one's start
+        // (what lies between is this loop's own bookkeeping).
+        let mut start_ns = monotonic_ns();
+        for (i, arg) in args.iter().enumerate() {
+            if !self.claim(seq, i as u32, monotonic_upper_ns()) {
+                break;
+            }
+            let outcome = match entry {
+                Some(entry) => run_one(entry, arg),
+                None => TaskOutcome::UnknownTask {
+                    name: task.to_string(),
+                },
+            };
+            let end_ns = monotonic_ns();
+            let timing = Timing {
+                start_ns,
+                duration_ns: end_ns.saturating_sub(start_ns),
+            };
+            start_ns = end_ns;
+            if timing.duration_ns >= 20_000 {
+                self.end_children(u64::MAX);
+                start_ns = monotonic_ns();
+            }
+            let logged = self.log(i as u32, LogEntry::Outcome(&outcome, &timing));
+            if let Pending::Outcomes { outcomes, timings } = &mut pending {
+                outcomes.push(outcome);
+                timings.push(timing);
+            }
+            if !logged {
+                self.send_pending(seq, from, &mut pending, false)?;
+                from = i as u32 + 1;
+            }
+        }
+        self.end_children(u64::MAX);
+        self.send_pending(seq, from, &mut pending, true)
+    }
+
+    /// Runs each argument of a packed chunk (`lens[i]` bytes each, back to back in
+    /// `data`) through one task, in order, while the calls can be claimed; plain values
+    /// are packed the same way.
+    pub(crate) fn run_packed(
+        &self,
+        seq: u64,
+        task: &str,
+        lens: &[u32],
+        data: &[u8],
+    ) -> Result<(), LinkError> {
+        let entry = registry::by_name(task);
+        self.open(seq, true);
+        let mut pending = Pending::Packed {
+            lens: Vec::with_capacity(lens.len()),
+            data: Vec::new(),
+            others: Vec::new(),
+        };
+        let mut from = 0u32;
+        let mut at = 0usize;
+        for (i, len) in lens.iter().enumerate() {
+            let arg = at
+                .checked_add(*len as usize)
+                .and_then(|end| data.get(at..end));
+            at = at.saturating_add(*len as usize);
+            if !self.claim(seq, i as u32, monotonic_upper_ns()) {
+                break;
+            }
+            let Pending::Packed {
+                lens: out_lens,
+                data: out,
+                others,
+            } = &mut pending
+            else {
+                break;
+            };
+            let start = out.len();
+            let logged = match run_packed_call(&entry, task, i, arg, data.len(), out) {
+                None => {
+                    out_lens.push((out.len() - start) as u32);
+                    self.log(i as u32, LogEntry::Value(&out[start..]))
+                }
+                Some(other) => {
+                    // A panic may have left part of a value behind.
+                    out.truncate(start);
+                    out_lens.push(0);
+                    let logged = self.log(i as u32, LogEntry::Outcome(&other, &Timing::default()));
+                    others.push((i as u32 - from, other));
+                    logged
+                }
+            };
+            if !logged {
+                self.send_pending(seq, from, &mut pending, false)?;
+                from = i as u32 + 1;
+            }
+        }
+        self.end_children(u64::MAX);
+        self.send_pending(seq, from, &mut pending, true)
+    }
+}
+
+/// Runs call `i` of a chunk, its value encoded at the end of `value`: `None` for a
+/// plain value, else the outcome that replaces it (a returned `Err` takes its value
+/// bytes along).
+fn run_packed_call(
+    entry: &Result<&'static TaskEntry, registry::RegistryError>,
+    task: &str,
+    i: usize,
+    arg: Option<&[u8]>,
+    sent: usize,
+    value: &mut Vec<u8>,
+) -> Option<TaskOutcome> {
+    let start = value.len();
+    let ran = match (entry, arg) {
+        (Ok(entry), Some(arg)) => run_entry(entry, arg, value),
+        (Err(_), _) => Err(TaskOutcome::UnknownTask {
+            name: task.to_string(),
+        }),
+        (_, None) => Err(TaskOutcome::BadArgument {
+            message: format!("argument {i} lies beyond the {sent} bytes sent"),
+        }),
+    };
+    match ran {
+        Ok(None) => None,
+        // Returned `Err`: its value goes with its message.
+        Ok(Some(error)) => Some(TaskOutcome::Returned {
+            value: value.split_off(start),
+            error: Some(error),
+        }),
+        Err(outcome) => Some(outcome),
+    }
+}
