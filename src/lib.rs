@@ -31,7 +31,7 @@ mod reaper;
 mod start_method;
 mod sync;
 
-pub use error::{Error, ErrorKind};
+pub use error::{BrokenReason, Error, ErrorKind, ResourceLimit, StormDeath, Violation};
 pub use exit::{ExitStatus, Signal};
 pub use init::{ensure_forkserver, helper_pids, init};
 pub use pool::{

@@ -12,7 +12,7 @@ use supervisor_worker::codec::{self, CodecError};
 use supervisor_worker::protocol::{self, FromChild, LinkError, TaskRequest, ToChild};
 use supervisor_worker::{registry, setup::SetupError};
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Violation};
 use crate::exit::ExitStatus;
 use crate::launch::{self, Spec};
 use crate::os;
@@ -121,7 +121,7 @@ impl<R> ProcessBuilder<R> {
                 let _ = slot.signal(libc::SIGKILL, true);
                 return Err(ErrorKind::Protocol {
                     pid: slot.pid(),
-                    detail: supervisor_worker::error_chain(&e),
+                    violation: Violation::Link(Arc::new(e)),
                 }
                 .into());
             }
@@ -163,7 +163,7 @@ pub struct Process<R> {
     rx: Option<protocol::Receiver>,
     task: &'static str,
     name: String,
-    received: Option<Result<FromChild, String>>,
+    received: Option<Result<FromChild, Violation>>,
     taken: bool,
     result: PhantomData<fn() -> R>,
 }
@@ -294,7 +294,7 @@ impl<R: DeserializeOwned> Process<R> {
                 Ok(frame) => {
                     let received = Inbox::new()
                         .decode::<FromChild>(frame)
-                        .map_err(|e| supervisor_worker::error_chain(&e))
+                        .map_err(|e| Violation::Unreadable(Arc::new(e)))
                         .and_then(expected);
                     if received.is_err() {
                         // Nothing it says can be trusted now, and it may never exit.
@@ -313,7 +313,7 @@ impl<R: DeserializeOwned> Process<R> {
                 Err(e) => {
                     // The worker broke the protocol: it can no longer be trusted to answer.
                     let _ = self.slot.signal(libc::SIGKILL, true);
-                    self.received = Some(Err(supervisor_worker::error_chain(&e)));
+                    self.received = Some(Err(Violation::Link(Arc::new(e))));
                 }
             }
         }
@@ -325,7 +325,7 @@ impl<R: DeserializeOwned> Process<R> {
         let task = self.task.to_string();
         let outcome = match self.received.take() {
             None => return Err(no_result(task, pid, exit)),
-            Some(Err(detail)) => return Err(ErrorKind::Protocol { pid, detail }.into()),
+            Some(Err(violation)) => return Err(ErrorKind::Protocol { pid, violation }.into()),
             Some(Ok(FromChild::Done { outcome, .. })) => outcome,
             Some(Ok(FromChild::SetupFailed(SetupError { step, errno }))) => {
                 return Err(ErrorKind::Setup {
@@ -338,7 +338,7 @@ impl<R: DeserializeOwned> Process<R> {
             Some(Ok(other)) => {
                 return Err(ErrorKind::Protocol {
                     pid,
-                    detail: format!("expected a task result, got {other:?}"),
+                    violation: Violation::Unexpected { got: other.kind() },
                 }
                 .into())
             }
@@ -355,12 +355,10 @@ const TASK_ID: u64 = 1;
 
 /// The message a Process's child may send: its task's result, or why it could not
 /// set itself up. Anything else is a protocol error.
-fn expected(msg: FromChild) -> Result<FromChild, String> {
+fn expected(msg: FromChild) -> Result<FromChild, Violation> {
     match msg {
-        FromChild::Done { id, .. } if id != TASK_ID => {
-            Err(format!("result for task {id}, expected task {TASK_ID}"))
-        }
+        FromChild::Done { id, .. } if id != TASK_ID => Err(Violation::WrongTask { seq: id }),
         FromChild::Done { .. } | FromChild::SetupFailed(_) => Ok(msg),
-        other => Err(format!("expected a task result, got {other:?}")),
+        other => Err(Violation::Unexpected { got: other.kind() }),
     }
 }

@@ -163,8 +163,9 @@ fn a_worker_announcing_a_huge_length_is_a_protocol_error() {
             .start()
             .unwrap();
         match p.join().map_err(Error::into_kind) {
-            Err(ErrorKind::Protocol { pid, detail }) => {
+            Err(ErrorKind::Protocol { pid, violation }) => {
                 assert_eq!(pid, p.pid());
+                let detail = chain(&violation);
                 assert!(detail.contains("malformed"), "{detail}");
             }
             other => panic!("expected a protocol error, got {other:?}"),
@@ -190,8 +191,9 @@ fn a_worker_sending_garbage_is_a_protocol_error() {
 /// the worker was killed.
 fn expect_protocol_error(mut p: Process<u64>, says: &str) {
     match p.join().map_err(Error::into_kind) {
-        Err(ErrorKind::Protocol { pid, detail }) => {
+        Err(ErrorKind::Protocol { pid, violation }) => {
             assert_eq!(pid, p.pid());
+            let detail = chain(&violation);
             assert!(detail.contains(says), "{detail}");
         }
         other => panic!("expected a protocol error, got {other:?}"),
@@ -249,7 +251,7 @@ fn an_answer_for_a_task_never_sent_is_a_protocol_error() {
                 .start_method(method)
                 .start()
                 .unwrap(),
-            &format!("result for task {UNKNOWN_ID}, expected task 1"),
+            &format!("result {UNKNOWN_ID} does not match the task it runs"),
         );
     });
 }
@@ -271,7 +273,8 @@ fn hostile_frames_fail_only_their_task_in_a_pool() {
             .apply(huge_length_with_a_descriptor, ())
             .map_err(Error::into_kind)
         {
-            Err(ErrorKind::Protocol { detail, .. }) => {
+            Err(ErrorKind::Protocol { violation, .. }) => {
+                let detail = chain(&violation);
                 assert!(detail.contains("1099511627776"), "{detail}")
             }
             other => panic!("expected a protocol error, got {other:?}"),
@@ -280,7 +283,8 @@ fn hostile_frames_fail_only_their_task_in_a_pool() {
             .apply(truncated_then_silent, ())
             .map_err(Error::into_kind)
         {
-            Err(ErrorKind::Protocol { detail, .. }) => {
+            Err(ErrorKind::Protocol { violation, .. }) => {
+                let detail = chain(&violation);
                 assert!(detail.contains("it has 24"), "{detail}")
             }
             other => panic!("expected a protocol error, got {other:?}"),
@@ -289,7 +293,8 @@ fn hostile_frames_fail_only_their_task_in_a_pool() {
             .apply(answer_for_an_unknown_task, ())
             .map_err(Error::into_kind)
         {
-            Err(ErrorKind::Protocol { detail, .. }) => {
+            Err(ErrorKind::Protocol { violation, .. }) => {
+                let detail = chain(&violation);
                 assert!(detail.contains(&UNKNOWN_ID.to_string()), "{detail}")
             }
             other => panic!("expected a protocol error, got {other:?}"),
@@ -307,4 +312,16 @@ fn hostile_frames_fail_only_their_task_in_a_pool() {
         assert_eq!(values[99], 99 * 99);
         pool.join();
     });
+}
+
+/// An error with its causes, as the CLI prints it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
 }

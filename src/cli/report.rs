@@ -95,7 +95,7 @@ impl Record {
                 };
                 Err(ErrorInfo {
                     kind: kind_of(&e),
-                    message: e.to_string(),
+                    message: supervisor_worker::error_chain(&e),
                     signal,
                     exit_code,
                     stdout: String::new(),
@@ -212,12 +212,12 @@ impl Record {
         }
         if let Err(e) = &self.result {
             let pid = if self.meta.pid == 0 {
-                "no worker".to_string()
+                "before it ran".to_string()
             } else {
-                format!("pid {}", self.meta.pid)
+                format!("in pid {}", self.meta.pid)
             };
             s.push_str(&format!(
-                "supervisor: line {} ({:?}) {} in {pid}: {}\n",
+                "supervisor: line {} ({:?}) {} {pid}: {}\n",
                 self.seq,
                 shorten(&self.input, 120),
                 e.kind,

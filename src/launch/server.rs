@@ -10,7 +10,7 @@ use ipc_channel::ipc;
 use supervisor_worker::protocol::{Channel, Frame, FromChild, Link, LinkError, ToChild};
 use supervisor_worker::setup::ChildSetup;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Violation};
 use crate::os;
 use crate::reaper::{reaper, ChildSlot, Owner, ReapServer};
 
@@ -43,7 +43,7 @@ impl ServerClient {
         self.broken.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn request(&self, msg: &ToChild, channels: Vec<Channel>) -> Result<FromChild, String> {
+    fn request(&self, msg: &ToChild, channels: Vec<Channel>) -> Result<FromChild, LinkError> {
         let result = self.exchange(msg, channels);
         if result.is_err() {
             self.broken
@@ -52,14 +52,12 @@ impl ServerClient {
         result
     }
 
-    fn exchange(&self, msg: &ToChild, channels: Vec<Channel>) -> Result<FromChild, String> {
+    fn exchange(&self, msg: &ToChild, channels: Vec<Channel>) -> Result<FromChild, LinkError> {
         let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        link.send_with(msg, channels)
-            .map_err(|e| supervisor_worker::error_chain(&e))?;
+        link.send_with(msg, channels)?;
         // A server answers at once; a frozen one must not wedge the reaper.
         link.recv_frame_timeout(SERVER_REPLY_TIMEOUT)
             .and_then(|frame| frame.decode::<FromChild>().map_err(LinkError::Codec))
-            .map_err(|e| supervisor_worker::error_chain(&e))
     }
 
     /// Asks the server to fork a worker; returns its slot (watched by the reaper) and
@@ -86,9 +84,7 @@ impl ServerClient {
                     Channel::Sender(from_worker_tx),
                 ],
             )
-            .map_err(|e| {
-                ErrorKind::Spawn(io::Error::other(format!("fork server {}: {e}", self.pid)))
-            })?;
+            .map_err(|e| ErrorKind::Spawn(io::Error::other(e)))?;
         let pid = match reply {
             FromChild::Forked { pid } => pid,
             FromChild::ForkFailed { errno } => {
@@ -97,7 +93,7 @@ impl ServerClient {
             other => {
                 return Err(ErrorKind::Protocol {
                     pid: self.pid as u32,
-                    detail: format!("unexpected reply to a fork request: {other:?}"),
+                    violation: Violation::Unexpected { got: other.kind() },
                 }
                 .into())
             }

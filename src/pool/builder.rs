@@ -137,7 +137,7 @@ impl PoolBuilder {
         F::Arg: Serialize,
     {
         let _ = task;
-        self.initializer = Some(resolve::<F>().and_then(|name| {
+        self.initializer = Some(resolve::<F>().map_err(Error::from).and_then(|name| {
             codec::encode(&arg)
                 .map(|bytes| (name, bytes))
                 .map_err(|source| {

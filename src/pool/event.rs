@@ -8,7 +8,7 @@ use supervisor_worker::protocol::FromChild;
 
 use super::job::Unit;
 use super::stats::PoolStats;
-use crate::error::Error;
+use crate::error::{Error, Violation};
 
 /// One event; `S` is what a worker starter hands over (a process and its link, or a
 /// simulated worker in tests).
@@ -27,7 +27,7 @@ pub(crate) enum Event<S> {
     },
     Message {
         worker: u64,
-        msg: Result<FromChild, String>,
+        msg: Result<FromChild, Violation>,
     },
     LinkClosed {
         worker: u64,

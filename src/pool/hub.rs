@@ -28,6 +28,7 @@ use std::thread::Thread;
 use std::time::Instant;
 
 use super::stats::PoolStats;
+use crate::error::BrokenReason;
 
 /// What the hub serves: the pool's state machine (the dispatcher), seen from here only
 /// through the events it takes and the deadlines it names.
@@ -42,11 +43,11 @@ pub(crate) trait Machine {
     fn next_wake(&self) -> Option<Instant>;
     /// Nothing left to do.
     fn finished(&self) -> bool;
-    /// Stops the pool for `reason`: every waiter gets `PoolBroken` with it.
-    fn break_pool(&mut self, reason: String);
+    /// Stops the pool after a panic with `message`: every waiter gets `PoolBroken`.
+    fn break_pool(&mut self, message: String);
     fn stats(&self) -> PoolStats;
     /// Events that reach a pool whose machine has ended (`broken`: why it broke).
-    fn refuse(events: Vec<Self::Event>, broken: Option<&str>);
+    fn refuse(events: Vec<Self::Event>, broken: Option<&BrokenReason>);
 }
 
 /// How many times a posting thread empties the inbox before it leaves the rest to the
@@ -65,7 +66,7 @@ struct Core<M> {
     /// When the timer thread means to wake next (`None`: only when told to).
     timer_at: Option<Instant>,
     /// Why the dispatcher ended, if the pool broke: later submissions fail with it.
-    broken: Option<String>,
+    broken: Option<BrokenReason>,
 }
 
 impl<M: Machine> Hub<M> {
@@ -137,7 +138,7 @@ impl<M: Machine> Hub<M> {
             }
             // Stopped: dropping the events fails their jobs and closes their replies.
             let Some(d) = core.dispatcher.as_mut() else {
-                M::refuse(events, core.broken.as_deref());
+                M::refuse(events, core.broken.as_ref());
                 continue;
             };
             let handling = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -153,12 +154,11 @@ impl<M: Machine> Hub<M> {
                 // their channels close), on whichever thread this happened, and let
                 // the pool thread end.
                 let message = supervisor_worker::serve::panic_message(panic.as_ref());
-                let reason = format!("a panic inside the pool: {message}");
                 if let Some(d) = core.dispatcher.as_mut() {
-                    let reason = reason.clone();
-                    let _ = panic::catch_unwind(AssertUnwindSafe(|| d.break_pool(reason)));
+                    let message = message.clone();
+                    let _ = panic::catch_unwind(AssertUnwindSafe(|| d.break_pool(message)));
                 }
-                core.broken = Some(reason);
+                core.broken = Some(BrokenReason::Panic { message });
                 core.dispatcher = None;
                 drop(std::mem::take(&mut *lock(&self.inbox)));
                 self.wake_timer();
@@ -211,7 +211,7 @@ impl<M: Machine> Hub<M> {
                     drop(d);
                     // Whatever was posted meanwhile: fail it now, not at the hub's end.
                     let events = std::mem::take(&mut *lock(&self.inbox));
-                    M::refuse(events, broken.as_deref());
+                    M::refuse(events, broken.as_ref());
                     return;
                 }
                 let wake = d.next_wake();

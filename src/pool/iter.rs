@@ -11,6 +11,7 @@ use std::sync::{mpsc, Arc};
 
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
+use supervisor_worker::registry::RegistryError;
 
 use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
 use super::Shared;
@@ -39,7 +40,7 @@ pub struct Reports<R, I: Iterator> {
     ordered: bool,
     /// The task could not be resolved: every input fails with this (read lazily, so an
     /// endless input stays bounded).
-    task_error: Option<Error>,
+    task_error: Option<RegistryError>,
     stream: u64,
     tx: mpsc::Sender<Delivery>,
     rx: mpsc::Receiver<Delivery>,
@@ -58,7 +59,7 @@ where
 {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        task: Result<&'static str, Error>,
+        task: Result<&'static str, RegistryError>,
         input: I,
         chunksize: usize,
         read_ahead: usize,
@@ -223,15 +224,8 @@ impl<R, I: Iterator> Reports<R, I> {
 }
 
 /// The error of a task that could not be resolved, once per input.
-pub(crate) fn same_error(e: &Error) -> Error {
-    match e.kind() {
-        ErrorKind::Registry(r) => ErrorKind::Registry(r.clone()).into(),
-        _ => ErrorKind::Protocol {
-            pid: 0,
-            detail: e.to_string(),
-        }
-        .into(),
-    }
+pub(crate) fn same_error(e: &RegistryError) -> Error {
+    ErrorKind::Registry(e.clone()).into()
 }
 
 fn decode<R: DeserializeOwned>(task: &str, result: JobResult, pid: u32) -> Result<R, Error> {

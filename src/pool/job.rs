@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use supervisor_worker::poll::{self, poll_until};
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Violation};
 
 /// A worker's link lent to the caller of an `apply` (see `reader.rs`).
 pub(crate) trait LentLink: Send + Sync {
@@ -246,7 +246,7 @@ impl PackedResults {
                         index,
                         Err(ErrorKind::Protocol {
                             pid: meta.pid,
-                            detail: format!("result {i} of a chunk lies beyond its data"),
+                            violation: Violation::ChunkBeyond { position: i },
                         }
                         .into()),
                     ),
@@ -272,8 +272,9 @@ impl Sink {
 pub(crate) struct Job {
     pub(crate) id: u64,
     pub(crate) arg: Vec<u8>,
-    /// Runs that ended with the worker dying or timing out.
-    pub(crate) attempts: u32,
+    /// Retries used: runs that ended with the worker dying or timing out and were run
+    /// again. (Its `JobMeta::attempts`, the runs in all, is this plus its last run.)
+    pub(crate) retried: u32,
     sink: Option<Sink>,
     task: &'static str,
 }
@@ -283,7 +284,7 @@ impl Job {
         Job {
             id,
             arg,
-            attempts: 0,
+            retried: 0,
             sink: Some(sink),
             task,
         }
@@ -309,7 +310,7 @@ impl Job {
     /// Delivers a result of a job that never ran; the job is finished.
     pub(crate) fn complete(self, result: JobResult) {
         let meta = JobMeta {
-            attempts: self.attempts,
+            attempts: self.retried,
             ..JobMeta::default()
         };
         self.complete_with(result, meta);
@@ -612,7 +613,10 @@ mod tests {
             meta: JobMeta::default(),
         };
         let mut seen = Vec::new();
-        packed.for_each(|i, r| seen.push((i, r.map(<[u8]>::to_vec).map_err(|e| e.to_string()))));
+        packed.for_each(|i, r| {
+            let r = r.map(<[u8]>::to_vec);
+            seen.push((i, r.map_err(|e| supervisor_worker::error_chain(&e))));
+        });
         assert_eq!(seen.len(), 4);
         assert_eq!(seen[0], (10, Ok(vec![1, 2])));
         assert_eq!(seen[1], (11, Ok(vec![9])));

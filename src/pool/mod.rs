@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::__private::Call;
 use supervisor_worker::codec::{self, CodecError};
-use supervisor_worker::registry;
+use supervisor_worker::registry::{self, RegistryError};
 
 pub use builder::{PoolBuilder, RestartLimit};
 pub use handle::{as_completed, AsCompleted, TaskHandle};
@@ -101,7 +101,7 @@ pub struct Pool {
 }
 
 /// The registered name of task function `F`.
-pub(in crate::pool) fn resolve<F>() -> Result<&'static str, Error> {
+pub(in crate::pool) fn resolve<F>() -> Result<&'static str, RegistryError> {
     Ok(registry::by_key(std::any::type_name::<F>())?.name)
 }
 
@@ -331,13 +331,13 @@ impl Pool {
         I: IntoIterator<Item = A>,
         A: Serialize,
     {
-        let task = registry::by_name(name).map(|e| e.name).map_err(Error::from);
+        let task = registry::by_name(name).map(|e| e.name);
         self.reports(task, inputs.into_iter(), chunksize, ordered)
     }
 
     fn reports<R, I>(
         &self,
-        task: Result<&'static str, Error>,
+        task: Result<&'static str, RegistryError>,
         inputs: I,
         chunksize: usize,
         ordered: bool,
@@ -394,7 +394,7 @@ impl Pool {
             task,
             result: PhantomData,
         };
-        let job = name.and_then(|name| {
+        let job = name.map_err(Error::from).and_then(|name| {
             codec::encode(&arg)
                 .map(|bytes| Job::new(id, name, bytes, Sink::Handle(state.clone())))
                 .map_err(|source| {

@@ -30,10 +30,11 @@ use supervisor_worker::poll::{self, poll_until};
 use supervisor_worker::protocol::{FromChild, LinkError, Receiver};
 
 use super::job::LentLink;
+use crate::error::Violation;
 
 /// What a reader tells the pool: a message, or that the link ended.
 pub(crate) enum News {
-    Message(Result<FromChild, String>),
+    Message(Result<FromChild, Violation>),
     Closed,
 }
 
@@ -191,7 +192,7 @@ impl LinkReader {
                 let msg = link
                     .inbox
                     .decode::<FromChild>(frame)
-                    .map_err(|e| supervisor_worker::error_chain(&e));
+                    .map_err(|e| Violation::Unreadable(Arc::new(e)));
                 let bad = msg.is_err();
                 if !(self.post)(News::Message(msg)) || bad {
                     (self.post)(News::Closed);
@@ -206,8 +207,8 @@ impl LinkReader {
             }
             Err(e) => {
                 let msg = Err(match e {
-                    LinkError::Malformed => "malformed frame".to_string(),
-                    e => supervisor_worker::error_chain(&e),
+                    LinkError::Malformed => Violation::Malformed,
+                    e => Violation::Link(Arc::new(e)),
                 });
                 (self.post)(News::Message(msg));
                 (self.post)(News::Closed);

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::error::BrokenReason;
+
 /// What one worker is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerState {
@@ -65,7 +67,7 @@ pub struct PoolStats {
     /// Workers replaced after dying, in all.
     pub restarts: u32,
     /// Why the pool is broken, if it is.
-    pub broken: Option<String>,
+    pub broken: Option<BrokenReason>,
     /// Things a user should know about how the pool runs (for example that the fork
     /// zygote died and new workers come from the forkserver).
     pub notes: Vec<String>,

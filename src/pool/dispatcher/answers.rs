@@ -1,6 +1,7 @@
 //! A worker's answers: each call's outcome with its own timing, checked against the
 //! unit it runs before anything is delivered.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use supervisor_worker::protocol::{FromChild, TaskOutcome, Timing};
@@ -8,7 +9,7 @@ use supervisor_worker::protocol::{FromChild, TaskOutcome, Timing};
 use super::super::job::{Deliveries, Job, JobMeta, PackedResults};
 use super::super::ports::{Io, WorkerLink};
 use super::state::{Dispatcher, Stop, INIT_SEQ};
-use crate::error::ErrorKind;
+use crate::error::{BrokenReason, ErrorKind, Violation};
 use crate::outcome::outcome_to_result;
 
 /// A worker's answer to part of a unit: one outcome per call, or a chunk's packed
@@ -32,7 +33,7 @@ impl Answer {
 }
 
 impl<X: Io> Dispatcher<X> {
-    pub(super) fn on_message(&mut self, id: u64, msg: Result<FromChild, String>) {
+    pub(super) fn on_message(&mut self, id: u64, msg: Result<FromChild, Violation>) {
         let Some(seat) = self.seat_of(id) else { return };
         let (seq, from, answer) = match msg {
             Ok(FromChild::Done {
@@ -47,7 +48,7 @@ impl<X: Io> Dispatcher<X> {
                 timings,
             }) => {
                 if timings.len() != outcomes.len() {
-                    return self.protocol_error(seat, "a batch's timings do not match".into());
+                    return self.protocol_error(seat, Violation::Timings);
                 }
                 (first_id, from, Answer::Outcomes(outcomes, timings))
             }
@@ -58,8 +59,8 @@ impl<X: Io> Dispatcher<X> {
                 data,
                 others,
             }) => {
-                if let Err(detail) = check_packed(&lens, data.len(), &others) {
-                    return self.protocol_error(seat, detail);
+                if let Err(violation) = check_packed(&lens, data.len(), &others) {
+                    return self.protocol_error(seat, violation);
                 }
                 (
                     first_id,
@@ -73,15 +74,18 @@ impl<X: Io> Dispatcher<X> {
             }
             Ok(FromChild::SetupFailed(e)) => {
                 let pid = self.seats[seat].worker.as_ref().map_or(0, |w| w.link.pid());
-                let reason = format!(
-                    "worker {pid} could not set itself up ({:?}, errno {})",
-                    e.step, e.errno
-                );
-                self.break_pool(reason);
+                self.break_pool(BrokenReason::Setup {
+                    pid,
+                    step: e.step,
+                    errno: e.errno,
+                });
                 return;
             }
-            Ok(other) => return self.protocol_error(seat, format!("unexpected message {other:?}")),
-            Err(detail) => return self.protocol_error(seat, detail),
+            Ok(other) => {
+                let got = other.kind();
+                return self.protocol_error(seat, Violation::Unexpected { got });
+            }
+            Err(violation) => return self.protocol_error(seat, violation),
         };
         let worker = self.seats[seat].worker.as_mut().expect("seat_of found it");
         if worker.initializing {
@@ -89,7 +93,7 @@ impl<X: Io> Dispatcher<X> {
                 Answer::Outcomes(outcomes, _) if seq == INIT_SEQ && outcomes.len() == 1 => {
                     outcomes.into_iter().next()
                 }
-                _ => return self.protocol_error(seat, "expected the initializer's result".into()),
+                _ => return self.protocol_error(seat, Violation::WrongTask { seq }),
             };
             worker.initializing = false;
             let pid = worker.link.pid();
@@ -103,17 +107,18 @@ impl<X: Io> Dispatcher<X> {
                 && run.unit.chunk.is_some() == matches!(answer, Answer::Packed { .. })
         });
         if !fits {
-            let detail = match &worker.running {
-                Some(run) => format!(
-                    "result {seq} (calls {from}..{}) does not match the running task {} (calls {}..{})",
-                    u64::from(from) + answer.len() as u64,
-                    run.seq,
-                    run.answered,
-                    run.limit
-                ),
-                None => format!("result {seq} for no running task"),
+            let violation = match &worker.running {
+                Some(run) => Violation::Misplaced {
+                    seq,
+                    from: u64::from(from),
+                    to: u64::from(from) + answer.len() as u64,
+                    running: run.seq,
+                    answered: run.answered,
+                    limit: run.limit,
+                },
+                None => Violation::WrongTask { seq },
             };
-            return self.protocol_error(seat, detail);
+            return self.protocol_error(seat, violation);
         }
         let clocks = self.io.clocks();
         let pid = worker.link.pid();
@@ -136,7 +141,7 @@ impl<X: Io> Dispatcher<X> {
                     spent += duration;
                     let meta = JobMeta {
                         pid,
-                        attempts: job.attempts + 1,
+                        attempts: job.retried + 1,
                         started: Some(clocks.wall(timing.start_ns)),
                         duration,
                     };
@@ -200,21 +205,21 @@ impl<X: Io> Dispatcher<X> {
                 error: Some(message),
                 ..
             }) => {
-                self.break_pool(format!(
-                    "the initializer failed: task `{task}` returned an error in process {pid}: {message}"
-                ));
+                self.break_pool(BrokenReason::InitializerReturned {
+                    task: task.to_string(),
+                    pid,
+                    message,
+                });
             }
             Some(outcome) => {
-                let e = match outcome_to_result(task, pid, outcome) {
-                    Err(e) => supervisor_worker::error_chain(&e),
-                    Ok(_) => format!("task `{task}` returned an error"),
-                };
-                self.break_pool(format!("the initializer failed: {e}"));
+                if let Err(e) = outcome_to_result(task, pid, outcome) {
+                    self.break_pool(BrokenReason::Initializer(Arc::new(e)));
+                }
             }
         }
     }
 
-    pub(super) fn protocol_error(&mut self, seat: usize, detail: String) {
+    pub(super) fn protocol_error(&mut self, seat: usize, violation: Violation) {
         let grace = self.cfg.grace;
         let now = self.io.clocks().now;
         if let Some(worker) = self.seats[seat].worker.as_mut() {
@@ -222,7 +227,7 @@ impl<X: Io> Dispatcher<X> {
             if let Some(run) = worker.running.take() {
                 run.unit.fail(move |_| ErrorKind::Protocol {
                     pid,
-                    detail: detail.clone(),
+                    violation: violation.clone(),
                 });
             }
             worker.stop(Stop::Shutdown, grace, now);
@@ -233,23 +238,26 @@ impl<X: Io> Dispatcher<X> {
 /// A worker's packed answer must describe its data exactly: the values' lengths add
 /// up to the data, and the failed calls are listed once each, in order, at positions
 /// that have no value.
-fn check_packed(lens: &[u32], data: usize, others: &[(u32, TaskOutcome)]) -> Result<(), String> {
+fn check_packed(lens: &[u32], data: usize, others: &[(u32, TaskOutcome)]) -> Result<(), Violation> {
     let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
     if total != data as u64 {
-        return Err(format!(
-            "a chunk's values add up to {total} bytes, {data} were sent"
-        ));
+        return Err(Violation::ChunkLength {
+            total,
+            data: data as u64,
+        });
     }
     let mut next = 0usize;
-    for (pos, outcome) in others {
-        let pos = *pos as usize;
+    for (position, outcome) in others {
+        let pos = *position as usize;
         if pos < next || lens.get(pos).is_none_or(|l| *l != 0) {
-            return Err(format!("a chunk's outcome {pos} is out of place"));
+            return Err(Violation::ChunkOrder {
+                position: *position,
+            });
         }
         if matches!(outcome, TaskOutcome::Returned { error: None, .. }) {
-            return Err(format!(
-                "a chunk's plain value {pos} is listed as a failure"
-            ));
+            return Err(Violation::ChunkPlain {
+                position: *position,
+            });
         }
         next = pos + 1;
     }

@@ -1,6 +1,7 @@
 //! A worker's end: what each call of its unit comes to (delivered from its answer log,
 //! lost, failed or retried, or queued again), and whether it counts toward a storm.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use supervisor_worker::progress::Logged;
@@ -12,7 +13,7 @@ use super::super::running::{death_split, Clocks, Running};
 use super::super::stats::{WorkerState, WorkerStats};
 use super::group_kill::GroupKill;
 use super::state::{Dispatcher, Stop, MAX_HISTORY};
-use crate::error::ErrorKind;
+use crate::error::{BrokenReason, ErrorKind, StormDeath};
 use crate::outcome::{no_result, outcome_to_result};
 
 impl<X: Io> Dispatcher<X> {
@@ -57,7 +58,7 @@ impl<X: Io> Dispatcher<X> {
         if initializing {
             let task = self.cfg.initializer.as_ref().map_or("", |(t, _)| *t);
             let e = no_result(task.to_string(), pid, exit);
-            self.break_pool(format!("the initializer failed: {e}"));
+            self.break_pool(BrokenReason::Initializer(Arc::new(e)));
             return;
         }
         let mut ran_a_call = false;
@@ -72,7 +73,7 @@ impl<X: Io> Dispatcher<X> {
                 self.failed += 1;
                 let meta = JobMeta {
                     pid,
-                    attempts: job.attempts + 1,
+                    attempts: job.retried + 1,
                     started: None,
                     duration: Duration::ZERO,
                 };
@@ -88,10 +89,10 @@ impl<X: Io> Dispatcher<X> {
                 if let Some(mut job) = jobs.next() {
                     let retries_left = match stop {
                         Some(Stop::Shutdown) => false,
-                        _ => job.attempts < self.cfg.retries && !self.terminating,
+                        _ => job.retried < self.cfg.retries && !self.terminating,
                     };
                     if retries_left {
-                        job.attempts += 1;
+                        job.retried += 1;
                         retry = Some(job);
                     } else {
                         let err = match stop {
@@ -112,7 +113,7 @@ impl<X: Io> Dispatcher<X> {
                         let since = clocks.instant(seen.started_ns);
                         let meta = JobMeta {
                             pid,
-                            attempts: job.attempts + 1,
+                            attempts: job.retried + 1,
                             started,
                             duration: clocks.now.saturating_duration_since(since),
                         };
@@ -148,8 +149,8 @@ impl<X: Io> Dispatcher<X> {
             self.restarts += 1;
             let counts = !ran_a_call && stop.is_none();
             if counts {
-                let reason = format!("worker {pid} ended with {}", exit.status);
-                self.storm_death(seat, reason);
+                let status = exit.status;
+                self.storm_death(seat, StormDeath::Ended { pid, status });
                 return;
             }
         }
@@ -199,7 +200,7 @@ impl<X: Io> Dispatcher<X> {
             }
             let meta = JobMeta {
                 pid,
-                attempts: job.attempts + 1,
+                attempts: job.retried + 1,
                 started: (timing.start_ns != 0).then(|| clocks.wall(timing.start_ns)),
                 duration: Duration::from_nanos(timing.duration_ns),
             };

@@ -3,6 +3,7 @@
 //! out work are in the sibling files.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use supervisor_worker::protocol::{TaskRequest, ToChild};
@@ -16,7 +17,7 @@ use super::super::stats::{PoolStats, WorkerStats};
 use super::super::storm::{Storm, Verdict};
 use super::super::{Config, RestartLimit};
 use super::group_kill::GroupKill;
-use crate::error::{Error, ErrorKind};
+use crate::error::{resource_limit, BrokenReason, Error, ErrorKind, StormDeath};
 use crate::launch::Spec;
 
 /// How long to wait, after a worker exited, for its channel to close before settling
@@ -139,7 +140,7 @@ pub(crate) struct Dispatcher<X: Io> {
     pub(super) queue: VecDeque<Unit>,
     pub(super) closing: bool,
     pub(super) terminating: bool,
-    pub(super) broken: Option<String>,
+    pub(super) broken: Option<BrokenReason>,
     pub(super) storm: Storm,
     pub(super) next_worker: u64,
     pub(super) next_seq: u64,
@@ -316,40 +317,39 @@ impl<X: Io> Dispatcher<X> {
         };
         if let Err(e) = self.io.start(seat, spec) {
             self.seats[seat].starting = false;
-            let mut reason = format!("cannot start a thread to start workers: {e}");
-            if let Some(limit) = crate::error::resource_limit(&e) {
-                reason.push_str(&format!(" ({limit})"));
-            }
-            self.storm_death(seat, reason);
+            let death = StormDeath::NoThread {
+                limit: resource_limit(&e),
+                cause: Arc::new(e),
+            };
+            self.storm_death(seat, death);
         }
     }
 
     /// A worker died (or could not start) before it finished anything: a replacement
     /// after a back-off, or the pool breaks.
-    pub(super) fn storm_death(&mut self, seat: usize, reason: String) {
+    pub(super) fn storm_death(&mut self, seat: usize, last: StormDeath) {
         match self.storm.death(self.io.clocks().now) {
             Verdict::RestartAt(at) => self.seats[seat].start_at = Some(at),
             Verdict::Break(deaths) => {
                 let RestartLimit { max, within } = self.cfg.restart_limit;
-                self.break_pool(format!(
-                    "{deaths} workers died or failed to start within {within:?} without \
-                     finishing a task (limit {max}); last: {reason}"
-                ));
+                self.break_pool(BrokenReason::Storm {
+                    deaths,
+                    max,
+                    within,
+                    last,
+                });
             }
         }
     }
 
     /// A worker could not be started (or set up) for a reason that may pass: a storm
     /// death, with the resource limit behind it named.
-    fn start_failed(&mut self, seat: usize, e: &Error) {
-        let mut reason = format!(
-            "cannot start a worker: {}",
-            supervisor_worker::error_chain(e)
-        );
-        if let Some(limit) = crate::error::resource_limit(e) {
-            reason.push_str(&format!(" ({limit})"));
-        }
-        self.storm_death(seat, reason);
+    fn start_failed(&mut self, seat: usize, e: Error) {
+        let death = StormDeath::CannotStart {
+            limit: resource_limit(&e),
+            cause: Arc::new(e),
+        };
+        self.storm_death(seat, death);
     }
 
     fn on_started(&mut self, seat: usize, result: Result<X::Started, Error>) {
@@ -366,13 +366,9 @@ impl<X: Io> Dispatcher<X> {
                         | ErrorKind::DaemonCannotStart { .. }
                 );
                 if permanent {
-                    let reason = format!(
-                        "cannot start a worker: {}",
-                        supervisor_worker::error_chain(&e)
-                    );
-                    self.break_pool(reason);
+                    self.break_pool(BrokenReason::CannotStart(Arc::new(e)));
                 } else {
-                    self.start_failed(seat, &e);
+                    self.start_failed(seat, e);
                 }
                 return;
             }
@@ -381,7 +377,7 @@ impl<X: Io> Dispatcher<X> {
         self.next_worker += 1;
         let link = match self.io.attach(id, started) {
             Ok(link) => link,
-            Err(e) => return self.start_failed(seat, &e),
+            Err(e) => return self.start_failed(seat, e),
         };
         let mut worker = Worker {
             id,
@@ -424,7 +420,7 @@ impl<X: Io> Dispatcher<X> {
 
     /// Breaks the pool for `reason` (also used by the hub when handling an event
     /// panicked: every waiter then gets `PoolBroken`, not `Terminated`).
-    pub(crate) fn break_pool(&mut self, reason: String) {
+    pub(crate) fn break_pool(&mut self, reason: BrokenReason) {
         if self.broken.is_some() {
             return;
         }
@@ -504,8 +500,8 @@ impl<X: Io> Machine for Dispatcher<X> {
         Dispatcher::finished(self)
     }
 
-    fn break_pool(&mut self, reason: String) {
-        Dispatcher::break_pool(self, reason);
+    fn break_pool(&mut self, message: String) {
+        Dispatcher::break_pool(self, BrokenReason::Panic { message });
     }
 
     fn stats(&self) -> PoolStats {
@@ -514,13 +510,13 @@ impl<X: Io> Machine for Dispatcher<X> {
 
     /// Work submitted to a pool that has ended fails with the reason it broke;
     /// everything else is dropped (jobs fail as terminated, replies close).
-    fn refuse(events: Vec<Self::Event>, broken: Option<&str>) {
+    fn refuse(events: Vec<Self::Event>, broken: Option<&BrokenReason>) {
         let Some(reason) = broken else { return };
         for event in events {
             if let Event::Submit(units) = event {
                 for unit in units {
                     unit.fail(|_| ErrorKind::PoolBroken {
-                        reason: reason.to_string(),
+                        reason: reason.clone(),
                     });
                 }
             }

@@ -9,6 +9,7 @@ use super::super::ports::{Io, WorkerLink};
 use super::super::running::{timeout_step, Clocks, TimeoutStep, ANSWER_LOOK, ANSWER_WAIT};
 use super::group_kill::GroupKill;
 use super::state::{Dispatcher, Stop, Worker};
+use crate::error::Violation;
 
 impl<X: Io> Dispatcher<X> {
     /// The earliest deadline, if any.
@@ -64,7 +65,7 @@ impl<X: Io> Dispatcher<X> {
             if alive {
                 // The channel closed but the process lives on: it can never answer.
                 if let Some(seat) = self.seat_of(id) {
-                    self.protocol_error(seat, "its channel closed while it kept running".into());
+                    self.protocol_error(seat, Violation::AliveWithoutChannel);
                 }
             } else {
                 self.finalize(id);

@@ -247,6 +247,22 @@ pub enum FromChild {
     },
 }
 
+impl FromChild {
+    /// The message's kind, for error messages (never its contents: they can be large).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FromChild::Handoff => "handoff",
+            FromChild::SetupFailed(_) => "setup failure",
+            FromChild::Done { .. } => "result",
+            FromChild::BatchDone { .. } => "batch result",
+            FromChild::Forked { .. } => "forked",
+            FromChild::ForkFailed { .. } => "fork failure",
+            FromChild::Reaped { .. } => "reaped",
+            FromChild::PackedDone { .. } => "chunk result",
+        }
+    }
+}
+
 /// When one call ran, by the worker's `CLOCK_MONOTONIC` (the same clock in every
 /// process of the machine).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,10 @@ use supervisor_worker::setup::SetupStep;
 
 use crate::exit::Signal;
 
+mod reasons;
+
+pub use reasons::{BrokenReason, ResourceLimit, StormDeath, Violation};
+
 /// An error of this library: one pointer to an [`ErrorKind`], which says what went wrong.
 ///
 /// Boxed so that it stays one pointer wide: `Pool::map` returns a
@@ -213,12 +217,13 @@ pub enum ErrorKind {
         source: CodecError,
     },
     /// The worker said something the protocol does not allow.
-    #[error("protocol error with process {pid}: {detail}")]
+    #[error("protocol error with process {pid}")]
     Protocol {
         /// The worker's pid.
         pid: u32,
         /// What was wrong.
-        detail: String,
+        #[source]
+        violation: Violation,
     },
     /// The operating system refused to create the process.
     #[error("cannot start a worker process")]
@@ -304,10 +309,11 @@ pub enum ErrorKind {
         task: String,
     },
     /// The pool stopped working: its initializer failed or workers died too often.
-    #[error("the pool is broken: {reason}")]
+    #[error("the pool is broken")]
     PoolBroken {
         /// Why.
-        reason: String,
+        #[source]
+        reason: BrokenReason,
     },
     /// The result of this task was already taken by an earlier wait.
     #[error("the result of task `{task}` was already taken")]
@@ -469,18 +475,14 @@ impl ErrorKind {
 
 /// Names the resource limit behind `e`, if an operating-system error in its chain is one
 /// (processes, descriptors, memory): the fragment to add to a report.
-pub(crate) fn resource_limit(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+pub(crate) fn resource_limit(e: &(dyn std::error::Error + 'static)) -> Option<ResourceLimit> {
     let mut next = Some(e);
     while let Some(err) = next {
         if let Some(io) = err.downcast_ref::<io::Error>() {
             match io.raw_os_error() {
-                Some(libc::EAGAIN) => {
-                    return Some("the process limit was reached: raise ulimit -u or pids.max")
-                }
-                Some(libc::EMFILE) | Some(libc::ENFILE) => {
-                    return Some("out of file descriptors: raise ulimit -n")
-                }
-                Some(libc::ENOMEM) => return Some("out of memory"),
+                Some(libc::EAGAIN) => return Some(ResourceLimit::Processes),
+                Some(libc::EMFILE) | Some(libc::ENFILE) => return Some(ResourceLimit::Descriptors),
+                Some(libc::ENOMEM) => return Some(ResourceLimit::Memory),
                 _ => {}
             }
         }
