@@ -1,7 +1,7 @@
 //! Pipe, shared memory, Lock, Event and Semaphore across processes, under every start
 //! method: round trips, a dead peer reported, memory written by a child read by the
 //! parent, a lock held by a killed process released, an event waking several
-//! processes.
+//! processes; the harness's temp-entry check.
 
 mod common;
 
@@ -251,5 +251,39 @@ fn absurd_sizes_are_errors_and_no_access_leaves_the_mapping() {
                 "get {i}"
             );
         }
+    });
+}
+
+/// The harness's own leak check catches an entry left in the test's TMPDIR.
+#[test]
+fn the_leak_check_catches_an_entry_left_in_tmpdir() {
+    let dir = std::env::temp_dir();
+    assert!(
+        std::env::var_os(common::TMPDIR_ENV).is_some_and(|d| dir == std::path::Path::new(&d)),
+        "the test binary has a private TMPDIR: {}",
+        dir.display()
+    );
+    let left = dir.join("left-behind-by-a-test");
+    let path = left.clone();
+    let caught = std::panic::catch_unwind(|| {
+        common::isolated_settling(DEADLINE, Duration::from_millis(100), move || {
+            std::fs::write(&path, b"x").unwrap();
+        })
+    });
+    let _ = std::fs::remove_file(&left);
+    let message = caught
+        .expect_err("a leftover temp entry must fail the leak check")
+        .downcast::<String>()
+        .map(|s| *s)
+        .unwrap_or_default();
+    assert!(
+        message.contains("temp entries left behind") && message.contains("left-behind-by-a-test"),
+        "{message}"
+    );
+    // And a clean body passes.
+    isolated(DEADLINE, || {
+        let path = std::env::temp_dir().join("made-and-removed");
+        std::fs::write(&path, b"x").unwrap();
+        std::fs::remove_file(&path).unwrap();
     });
 }
