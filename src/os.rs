@@ -702,6 +702,12 @@ pub(crate) fn kill_self() -> ! {
     std::process::abort()
 }
 
+/// Stops this process with SIGSTOP until a SIGCONT (fault injection for tests).
+pub(crate) fn stop_self() {
+    // SAFETY: kill with our own pid and a signal number.
+    unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
