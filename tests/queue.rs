@@ -1,7 +1,7 @@
 //! Queue across processes under every start method: many producers and consumers,
 //! exactly-once delivery, processes killed mid-put and mid-get, timeouts (also with a
 //! stopped process holding the queue's mutex), bounded puts, dead peers, threads of one
-//! process as producer and consumer.
+//! process as producer and consumer, Python's `maxsize=0`.
 
 mod common;
 
@@ -462,5 +462,22 @@ fn a_getter_whose_last_other_holder_is_a_thread_that_drops_it_gets_peer_closed()
         assert!(acted, "the getter never slept");
         assert!(matches!(r, Err(ErrorKind::PeerClosed { .. })), "{r:?}");
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    });
+}
+
+#[test]
+fn bounded_zero_means_no_item_limit_as_pythons_maxsize_0() {
+    isolated(DEADLINE, || {
+        for q in [
+            Queue::<u64>::bounded(0).unwrap(),
+            Queue::<u64>::builder().capacity(0).build().unwrap(),
+        ] {
+            assert_eq!(q.capacity(), None);
+            for i in 0..1000 {
+                assert!(q.try_put(&i).unwrap(), "item {i} refused");
+            }
+            assert_eq!(q.len(), 1000);
+        }
+        assert_eq!(Queue::<u64>::bounded(1).unwrap().capacity(), Some(1));
     });
 }
