@@ -1,12 +1,13 @@
 //! Queue across processes under every start method: many producers and consumers,
-//! exactly-once delivery, processes killed mid-put and mid-get, timeouts, bounded
-//! puts, dead peers.
+//! exactly-once delivery, processes killed mid-put and mid-get, timeouts (also with a
+//! stopped process holding the queue's mutex), bounded puts, dead peers, threads of one
+//! process as producer and consumer, Python's `maxsize=0`.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{each_method, isolated};
+use common::{act_while_waiting, each_method, isolated, wait_stopped};
 use supervisor::{Error, ErrorKind, Pool, Process, Queue, StartMethod};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -358,5 +359,125 @@ fn pool_workers_share_an_input_queue_and_a_result_queue() {
         assert_eq!(done, 300);
         pool.join();
         let _ = StartMethod::ALL;
+    });
+}
+
+/// Arms the stop point and puts: stops (SIGSTOP) holding the queue's internal mutex; on
+/// SIGCONT the put completes.
+fn stop_holding_queue_lock(q: Queue<u64>) -> u64 {
+    assert!(supervisor::__arm_sync_fault("stop-holding-lock"));
+    q.put(&42).expect("put");
+    1
+}
+supervisor::task!(stop_holding_queue_lock);
+
+#[test]
+fn timed_and_try_calls_return_in_time_while_a_stopped_process_holds_the_queue_lock() {
+    isolated(DEADLINE, || {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let mut p = Process::builder(stop_holding_queue_lock, q.clone())
+            .start()
+            .unwrap();
+        assert!(
+            wait_stopped(p.pid(), Duration::from_secs(20)),
+            "the holder never stopped"
+        );
+        for i in 0..100u64 {
+            let timeout = Duration::from_millis([10, 30, 50][i as usize % 3]);
+            let t = Instant::now();
+            if i % 2 == 0 {
+                assert_eq!(q.get_timeout(timeout).unwrap(), None, "call {i}");
+            } else {
+                assert!(!q.put_timeout(&i, timeout).unwrap(), "call {i}");
+            }
+            let took = t.elapsed();
+            assert!(
+                took <= timeout + Duration::from_millis(100),
+                "call {i} with a {timeout:?} timeout took {took:?}"
+            );
+            let t = Instant::now();
+            if i % 2 == 0 {
+                assert_eq!(q.try_get().unwrap(), None, "try {i}");
+            } else {
+                assert!(!q.try_put(&i).unwrap(), "try {i}");
+            }
+            let took = t.elapsed();
+            assert!(took <= Duration::from_millis(50), "try {i} took {took:?}");
+        }
+        // Continued, the holder finishes its put and exits normally.
+        // SAFETY: kill with plain integers; the child is ours, not yet reaped.
+        assert_eq!(unsafe { libc::kill(p.pid() as i32, libc::SIGCONT) }, 0);
+        assert_eq!(p.join().unwrap(), 1);
+        assert_eq!(q.try_get().unwrap(), Some(42));
+    });
+}
+
+#[test]
+fn a_queue_put_by_another_thread_wakes_a_getter() {
+    isolated(DEADLINE, || {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let theirs = q.clone();
+        let (got, acted) = act_while_waiting(
+            || q.waiting_getters() > 0,
+            move || theirs.put(&5).unwrap(),
+            || {
+                q.get_timeout(Duration::from_secs(10))
+                    .map_err(Error::into_kind)
+            },
+        );
+        assert!(matches!(got, Ok(Some(5))), "{got:?}");
+        assert!(acted, "the getter never slept");
+        // A bounded queue: a putter woken by a getter in another thread.
+        let q: Queue<u64> = Queue::bounded(1).unwrap();
+        q.put(&1).unwrap();
+        let theirs = q.clone();
+        let (put, acted) = act_while_waiting(
+            || q.waiting_putters() > 0,
+            move || assert_eq!(theirs.get().unwrap(), 1),
+            || {
+                q.put_timeout(&2, Duration::from_secs(10))
+                    .map_err(Error::into_kind)
+            },
+        );
+        assert!(matches!(put, Ok(true)), "{put:?}");
+        assert!(acted, "the putter never slept");
+        assert_eq!(q.try_get().unwrap(), Some(2));
+    });
+}
+
+#[test]
+fn a_getter_whose_last_other_holder_is_a_thread_that_drops_it_gets_peer_closed() {
+    isolated(DEADLINE, || {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let theirs = q.clone();
+        let t = Instant::now();
+        let (r, acted) = act_while_waiting(
+            || q.waiting_getters() > 0,
+            move || drop(theirs),
+            || {
+                q.get_timeout(Duration::from_secs(20))
+                    .map_err(Error::into_kind)
+            },
+        );
+        assert!(acted, "the getter never slept");
+        assert!(matches!(r, Err(ErrorKind::PeerClosed { .. })), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    });
+}
+
+#[test]
+fn bounded_zero_means_no_item_limit_as_pythons_maxsize_0() {
+    isolated(DEADLINE, || {
+        for q in [
+            Queue::<u64>::bounded(0).unwrap(),
+            Queue::<u64>::builder().capacity(0).build().unwrap(),
+        ] {
+            assert_eq!(q.capacity(), None);
+            for i in 0..1000 {
+                assert!(q.try_put(&i).unwrap(), "item {i} refused");
+            }
+            assert_eq!(q.len(), 1000);
+        }
+        assert_eq!(Queue::<u64>::bounded(1).unwrap().capacity(), Some(1));
     });
 }

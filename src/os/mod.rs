@@ -28,6 +28,6 @@ pub(crate) use private::{
 pub(crate) use proc::{proc_usage, process_start_time};
 pub(crate) use process::{
     at_exit, fork, getpid, kill_group, kill_pid, kill_self, pidfd_open, pidfd_send_signal, reap,
-    thread_count, Forked, Reaped,
+    stop_self, thread_count, Forked, Reaped,
 };
 pub(crate) use shm::{is_sealed_memfd, memfd_create, Mapping};

@@ -121,3 +121,9 @@ pub(crate) fn kill_self() -> ! {
     unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     std::process::abort()
 }
+
+/// Stops this process with SIGSTOP until a SIGCONT (fault injection for tests).
+pub(crate) fn stop_self() {
+    // SAFETY: kill with our own pid and a signal number.
+    unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+}

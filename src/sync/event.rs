@@ -1,10 +1,9 @@
 //! `Event`: a flag processes can wait for.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::region::{notify, Attachment, Kind, Region, SharedState, Waiter};
+use super::region::{notify, Holder, Kind, Region, SharedState, Waiter};
 use crate::error::Error;
 
 #[repr(C)]
@@ -19,15 +18,18 @@ unsafe impl SharedState for EventState {}
 
 fn repair(_: &Region) {}
 
-/// Python's `multiprocessing.Event` across processes: `set` wakes every process in
-/// `wait`. A wait that no other process can end (all others dropped it or died) fails
-/// with [`ErrorKind::PeerClosed`] / [`ErrorKind::PeerDied`] instead of hanging.
+/// Python's `multiprocessing.Event` across processes and threads: `set` wakes every
+/// waiter. A wait that no other handle can end (all other holders dropped it or died)
+/// fails with [`ErrorKind::PeerClosed`] / [`ErrorKind::PeerDied`] instead of hanging.
+/// Every handle is a holder: a clone in another thread of this process counts as
+/// another process does. `wait_timeout` returns by its deadline whatever the other
+/// holders do (one stopped holding the event's internal mutex included).
 ///
 /// [`ErrorKind::PeerClosed`]: crate::ErrorKind::PeerClosed
 /// [`ErrorKind::PeerDied`]: crate::ErrorKind::PeerDied
 #[derive(Clone)]
 pub struct Event {
-    att: Arc<Attachment>,
+    att: Holder,
 }
 
 super::region::serde_handle!(Event, Kind::Event, 0, EventState, repair, |att| Event {
@@ -54,7 +56,7 @@ impl Event {
             repair,
         )?;
         Ok(Event {
-            att: Attachment::new(region, 0)?,
+            att: Holder::attach(region, 0)?,
         })
     }
 
@@ -86,6 +88,13 @@ impl Event {
         self.state().flag.load(Ordering::Acquire) != 0
     }
 
+    /// Handles sleeping in `wait` right now, in any process (for tests that must act
+    /// while a waiter waits).
+    #[doc(hidden)]
+    pub fn waiting(&self) -> u32 {
+        self.state().waiters.load(Ordering::Relaxed)
+    }
+
     /// Waits until the flag is set.
     pub fn wait(&self) -> Result<(), Error> {
         self.wait_until(None).map(|_| ())
@@ -102,6 +111,7 @@ impl Event {
             seq: &st.seq,
             waiters: &st.waiters,
             peer_role: 0,
+            own_role: 0,
         };
         let r = self.att.region.block(waiter, deadline, || {
             Ok((st.flag.load(Ordering::Acquire) != 0).then_some(()))

@@ -1,6 +1,7 @@
-//! Fault injection, for tests of the queue's crash safety: a process that arms a fault
+//! Fault injection, for tests of crash safety and timeouts: a process that arms a fault
 //! point dies by SIGKILL when it reaches it, halfway through copying a message with the
-//! region's mutex held. Nothing happens unless a test arms one.
+//! region's mutex held, or stops itself (SIGSTOP) right after taking a region's mutex.
+//! Nothing happens unless a test arms one.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -12,24 +13,45 @@ pub(crate) enum Fault {
     PutMidCopy = 1,
     /// Halfway through copying a message out of a ring, before it is removed.
     GetMidCopy = 2,
+    /// Right after taking any region's mutex: the process stops (SIGSTOP) holding it,
+    /// once (the point disarms itself).
+    StopHoldingLock = 3,
 }
 
 static ARMED: AtomicU8 = AtomicU8::new(0);
 
-/// Dies here if `fault` is armed.
+/// Dies (or stops) here if `fault` is armed.
+#[inline]
 pub(crate) fn point(fault: Fault) {
     if ARMED.load(Ordering::Relaxed) == fault as u8 {
-        crate::os::kill_self();
+        fire(fault);
     }
 }
 
-/// Arms a fault point in this process: `"put-mid-copy"` or `"get-mid-copy"`. For the
-/// supervisor's own tests; returns false for an unknown name.
+#[cold]
+fn fire(fault: Fault) {
+    match fault {
+        Fault::PutMidCopy | Fault::GetMidCopy => crate::os::kill_self(),
+        Fault::StopHoldingLock => {
+            if ARMED
+                .compare_exchange(fault as u8, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                crate::os::stop_self();
+            }
+        }
+    }
+}
+
+/// Arms a fault point in this process: `"put-mid-copy"`, `"get-mid-copy"` or
+/// `"stop-holding-lock"`. For the supervisor's own tests; returns false for an unknown
+/// name.
 #[doc(hidden)]
 pub fn arm(name: &str) -> bool {
     let fault = match name {
         "put-mid-copy" => Fault::PutMidCopy,
         "get-mid-copy" => Fault::GetMidCopy,
+        "stop-holding-lock" => Fault::StopHoldingLock,
         _ => return false,
     };
     ARMED.store(fault as u8, Ordering::Relaxed);

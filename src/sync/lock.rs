@@ -1,10 +1,9 @@
 //! `Lock`: a mutual-exclusion lock across processes that survives its holder's death.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::region::{Attachment, Kind, Region, SharedState};
+use super::region::{Holder, Kind, Region, SharedState};
 use crate::error::{Error, ErrorKind};
 use crate::os::{Acquire, SharedMutex};
 
@@ -41,7 +40,7 @@ pub enum Acquired {
 /// [`ErrorKind::WouldDeadlock`].
 #[derive(Clone)]
 pub struct Lock {
-    att: Arc<Attachment>,
+    att: Holder,
 }
 
 super::region::serde_handle!(Lock, Kind::Lock, 0, LockState, repair, |att| Lock { att });
@@ -92,7 +91,7 @@ impl Lock {
             repair,
         )?;
         Ok(Lock {
-            att: Attachment::new(region, 0)?,
+            att: Holder::attach(region, 0)?,
         })
     }
 

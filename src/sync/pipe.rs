@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 
-use super::region::{self, notify, Attachment, Kind, Region, SharedState, Waiter};
+use super::region::{self, notify, Holder, Kind, Region, SharedState, Waiter};
 use super::ring::{Ring, RingState};
 use crate::error::{Error, ErrorKind};
 
@@ -54,13 +54,16 @@ pub type PipeEnds<S, R> = (Pipe<S, R>, Pipe<R, S>);
 /// One end of a duplex pipe: sends `S`, receives `R`. Python's `Pipe()` connection,
 /// typed; the other end is a `Pipe<R, S>`.
 ///
-/// Pass an end to a task as (part of) its argument. Messages sent before the other
-/// end went away are still received; after that, waiting fails with
+/// Pass an end to a task as (part of) its argument, or move it to another thread: the
+/// two ends work between threads of one process as between processes. Messages sent
+/// before the other end went away are still received; after that, waiting fails with
 /// [`ErrorKind::PeerClosed`] (the other end was dropped everywhere) or
 /// [`ErrorKind::PeerDied`] (the process holding it died), within about 100 ms.
-/// `send` blocks only when the 1 MiB buffer of its direction is full.
+/// `send` blocks only when the 1 MiB buffer of its direction is full. `recv_timeout`
+/// returns by its deadline whatever the other end does (a process stopped holding the
+/// pipe's internal mutex included), `try_recv` at once (within about 1 ms).
 pub struct Pipe<S, R> {
-    att: Arc<Attachment>,
+    att: Holder,
     types: PhantomData<fn(S) -> R>,
 }
 
@@ -86,8 +89,8 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
             |_| Ok(()),
             repair,
         )?;
-        let a = Attachment::new(Arc::clone(&region), 0)?;
-        let b = Attachment::new(region, 1)?;
+        let a = Holder::attach(Arc::clone(&region), 0)?;
+        let b = Holder::attach(region, 1)?;
         Ok((
             Pipe {
                 att: a,
@@ -112,7 +115,7 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
         let region = &self.att.region;
         let ring = ring_of(region, self.att.role);
         ring.check_size(bytes.len())?;
-        if !region.has_peer(self.peer()) {
+        if !region.has_peer(self.peer(), self.att.role) {
             return Err(ErrorKind::PeerClosed { kind }.into());
         }
         let s = ring.state;
@@ -120,6 +123,7 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
             seq: &s.not_full,
             waiters: &s.putters,
             peer_role: self.peer(),
+            own_role: self.att.role,
         };
         region.block(waiter, None, || Ok(ring.try_push(&bytes)?.then_some(())))?;
         notify(&s.not_empty, &s.getters, false);
@@ -144,6 +148,16 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
         self.recv_until(Some(Instant::now()))
     }
 
+    /// Handles sleeping in `recv` on this end right now (for tests that must act while
+    /// a receiver waits).
+    #[doc(hidden)]
+    pub fn waiting_receivers(&self) -> u32 {
+        ring_of(&self.att.region, self.peer())
+            .state
+            .getters
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<R>, Error> {
         let kind = Kind::Pipe.name();
         let region = &self.att.region;
@@ -153,6 +167,7 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
             seq: &s.not_empty,
             waiters: &s.getters,
             peer_role: self.peer(),
+            own_role: self.att.role,
         };
         let Some(bytes) = region.block(waiter, deadline, || ring.try_pop())? else {
             return Ok(None);

@@ -1,13 +1,12 @@
 //! `Queue<T>`: a multi-producer, multi-consumer queue shared by any processes.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 
-use super::region::{self, notify, Attachment, Kind, Region, Waiter};
+use super::region::{self, notify, Holder, Kind, Region, Waiter};
 use super::ring::{Ring, RingState};
 use crate::error::{Error, ErrorKind};
 
@@ -77,7 +76,7 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
             repair,
         )?;
         Ok(Queue {
-            att: Attachment::new(region, 0)?,
+            att: Holder::attach(region, 0)?,
             item: PhantomData,
         })
     }
@@ -92,15 +91,22 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
 ///
 /// - An item is delivered whole or not at all, to exactly one getter, also when a
 ///   putter or getter is killed mid-operation (see `docs/ARCHITECTURE.md`).
-/// - A `get` on an empty queue (or a `put` on a full one) that no other process can
+/// - A `get` on an empty queue (or a `put` on a full one) that no other handle can
 ///   end fails with [`ErrorKind::PeerClosed`] (every other holder dropped it) or
-///   [`ErrorKind::PeerDied`] (the others died) instead of waiting forever. Threads of the
-///   same process are not counted as peers; a handle serialised in the last 10 s and
-///   not yet opened is (it is on its way to a process).
+///   [`ErrorKind::PeerDied`] (the others died) instead of waiting forever, within about
+///   100 ms of the last other holder going. Every handle is a holder: a clone held by
+///   another thread of this process counts as another process does (one handle shared
+///   by reference between threads is one holder: give each thread a clone). A handle
+///   serialised in the last 10 s and not yet opened counts too (it is on its way to a
+///   process).
+/// - `*_timeout` calls return by their deadline whatever the other holders do, also
+///   when one is stopped (SIGSTOP) or descheduled in the middle of an operation; `try_*`
+///   calls wait at most about 1 ms for another holder to finish its copy. The calls
+///   without a timeout wait as long as it takes.
 /// - [`Queue::close`] ends the queue for everyone: puts fail, gets drain what is left
 ///   and then fail with [`ErrorKind::Closed`].
 pub struct Queue<T> {
-    att: Arc<Attachment>,
+    att: Holder,
     item: PhantomData<fn(T) -> T>,
 }
 
@@ -119,7 +125,7 @@ region::serde_handle!(
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
-            att: Arc::clone(&self.att),
+            att: self.att.clone(),
             item: PhantomData,
         }
     }
@@ -182,6 +188,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             seq: &s.not_full,
             waiters: &s.putters,
             peer_role: 0,
+            own_role: 0,
         };
         let done = region.block(waiter, deadline, || {
             if ring.is_closed() {
@@ -222,6 +229,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             seq: &s.not_empty,
             waiters: &s.getters,
             peer_role: 0,
+            own_role: 0,
         };
         let got = region.block(waiter, deadline, || match ring.try_pop()? {
             Some(bytes) => Ok(Some(bytes)),
@@ -272,13 +280,23 @@ impl<T> Queue<T> {
         ring_of(&self.att.region).is_closed()
     }
 
-    /// Processes sleeping in `get` right now (for tests that must act while a getter
-    /// waits).
+    /// Handles sleeping in `get` right now, in any process (for tests that must act
+    /// while a getter waits).
     #[doc(hidden)]
     pub fn waiting_getters(&self) -> u32 {
         ring_of(&self.att.region)
             .state
             .getters
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Handles sleeping in `put` right now, in any process (for tests that must act
+    /// while a putter waits).
+    #[doc(hidden)]
+    pub fn waiting_putters(&self) -> u32 {
+        ring_of(&self.att.region)
+            .state
+            .putters
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 }

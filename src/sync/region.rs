@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::fault::{self, Fault};
 use crate::error::{Error, ErrorKind};
 use crate::os::{self, Acquire, Mapping, SharedMutex};
 
@@ -24,6 +25,9 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
 /// Spins on a changing word before sleeping on it.
 const SPINS: u32 = 2_000;
+/// How long a `try_*` call waits for the region's mutex: enough for another holder to
+/// finish a copy, not enough to notice.
+const TRY_LOCK_GRACE: Duration = Duration::from_millis(1);
 
 /// What a region holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +150,8 @@ pub(crate) struct Region {
     kind: Kind,
     id: [u8; 16],
     repair: fn(&Region),
+    /// Per role: the handles ([`Holder`]s) of this process, each a holder of its own.
+    local: [AtomicUsize; 2],
 }
 
 /// The region's mutex, held. Not `Send`: a pthread mutex is unlocked by its locker.
@@ -165,8 +171,10 @@ impl Drop for RegionGuard<'_> {
 pub(crate) struct Waiter<'a> {
     pub(crate) seq: &'a AtomicU32,
     pub(crate) waiters: &'a AtomicU32,
-    /// The role of the processes that could end the wait.
+    /// The role of the handles that could end the wait.
     pub(crate) peer_role: u32,
+    /// The role of the waiting handle (not a peer of itself).
+    pub(crate) own_role: u32,
 }
 
 /// Wakes one (or all) sleepers of a sequence word, after its change was made under the
@@ -226,6 +234,7 @@ impl Region {
             kind,
             id,
             repair,
+            local: Default::default(),
         };
         init(&region).map_err(fail)?;
         let region = Arc::new(region);
@@ -319,6 +328,7 @@ impl Region {
             kind,
             id: wire.id,
             repair,
+            local: Default::default(),
         })
     }
 
@@ -358,9 +368,24 @@ impl Region {
         .into()
     }
 
-    /// Locks the region's mutex. If its previous holder died holding it, the object's
-    /// state is repaired first (a half-done operation is rolled back or completed).
+    /// Locks the region's mutex, waiting as long as it takes. If its previous holder
+    /// died holding it, the object's state is repaired first (a half-done operation is
+    /// rolled back or completed).
     pub(crate) fn lock(&self) -> Result<RegionGuard<'_>, Error> {
+        match self.lock_until(None)? {
+            Some(guard) => Ok(guard),
+            None => unreachable!("a lock without a deadline returns a guard or an error"),
+        }
+    }
+
+    /// Locks the region's mutex, giving up at `deadline` (`Ok(None)`): a holder that is
+    /// stopped or slow cannot make a timed call late. A deadline already past is a
+    /// try-lock. Uncontended, it costs what [`Region::lock`] does: a few try-locks come
+    /// first, the timed wait only on contention.
+    pub(crate) fn lock_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<RegionGuard<'_>>, Error> {
         let mutex = &self.header().mutex;
         let mut acquired = None;
         for _ in 0..64 {
@@ -370,9 +395,16 @@ impl Region {
             }
             std::hint::spin_loop();
         }
-        let acquired = match acquired {
-            Some(a) => a,
-            None => mutex.lock().map_err(|e| self.sync_error(e))?,
+        let acquired = match (acquired, deadline) {
+            (Some(a), _) => a,
+            (None, None) => mutex.lock().map_err(|e| self.sync_error(e))?,
+            (None, Some(d)) => {
+                let left = d.saturating_duration_since(Instant::now());
+                match mutex.lock_timeout(left).map_err(|e| self.sync_error(e))? {
+                    Some(a) => a,
+                    None => return Ok(None),
+                }
+            }
         };
         let guard = RegionGuard {
             region: self,
@@ -382,7 +414,8 @@ impl Region {
             (self.repair)(self);
             mutex.make_consistent().map_err(|e| self.sync_error(e))?;
         }
-        Ok(guard)
+        fault::point(Fault::StopHoldingLock);
+        Ok(Some(guard))
     }
 
     /// Calls `attempt` under the mutex until it returns `Some`, the deadline passes
@@ -394,7 +427,12 @@ impl Region {
         deadline: Option<Instant>,
         mut attempt: impl FnMut() -> Result<Option<R>, Error>,
     ) -> Result<Option<R>, Error> {
-        let mut guard = self.lock()?;
+        // A try (a deadline now) still lets another holder finish a copy.
+        let lock_by = deadline.map(|d| d.max(Instant::now() + TRY_LOCK_GRACE));
+        let Some(first) = self.lock_until(lock_by)? else {
+            return Ok(None);
+        };
+        let mut guard = Some(first);
         let mut next_check: Option<Instant> = None;
         let result = loop {
             match attempt() {
@@ -408,13 +446,13 @@ impl Region {
             match next_check {
                 None => {
                     // Cheap check first: nobody else holds it at all.
-                    if let Some(e) = self.disconnected(w.peer_role, false) {
+                    if let Some(e) = self.disconnected(w.peer_role, w.own_role, false) {
                         break Err(e);
                     }
                     next_check = Some(now + CHECK_EVERY);
                 }
                 Some(at) if now >= at => {
-                    if let Some(e) = self.disconnected(w.peer_role, true) {
+                    if let Some(e) = self.disconnected(w.peer_role, w.own_role, true) {
                         break Err(e);
                     }
                     next_check = Some(now + CHECK_EVERY);
@@ -422,7 +460,7 @@ impl Region {
                 Some(_) => {}
             }
             let seq = w.seq.load(Ordering::SeqCst);
-            drop(guard);
+            drop(guard.take());
             let mut until = next_check.unwrap_or(now + CHECK_EVERY);
             if let Some(d) = deadline {
                 until = until.min(d);
@@ -443,7 +481,11 @@ impl Region {
             let _ = w
                 .waiters
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-            guard = self.lock()?;
+            guard = self.lock_until(lock_by)?;
+            if guard.is_none() {
+                // The deadline passed with the mutex held by another: nothing was done.
+                break Ok(None);
+            }
         };
         drop(guard);
         if !matches!(result, Ok(Some(_))) {
@@ -453,24 +495,26 @@ impl Region {
         result
     }
 
-    /// `Some(error)` if no process but this one can end a wait on `role`: none holds it
-    /// and no handle is on its way. `deep` (under the mutex): also checks that the
-    /// holders are alive, and forgets the dead ones (remembering one for the error).
-    fn disconnected(&self, role: u32, deep: bool) -> Option<Error> {
+    /// `Some(error)` if no handle but the waiter's own (of role `own`) can end a wait on
+    /// `role`: no other handle of this process holds it, no other process holds it and
+    /// no handle is on its way. `deep` (under the mutex): also checks that the holding
+    /// processes are alive, and forgets the dead ones (remembering one for the error).
+    fn disconnected(&self, role: u32, own: u32, deep: bool) -> Option<Error> {
         let h = self.header();
         let (my_pid, _) = me();
         let r = role as usize % 2;
-        let mut others = false;
+        let local = self.local[r].load(Ordering::SeqCst);
+        let mut others = local > usize::from(own == role);
         for slot in &h.slots {
+            if others && !deep {
+                break;
+            }
             let pid = slot.pid.load(Ordering::Acquire);
             if pid == 0 || pid == my_pid || slot.role.load(Ordering::Relaxed) != role {
                 continue;
             }
             if !deep || os::process_start_time(pid) == Some(slot.start.load(Ordering::Relaxed)) {
                 others = true;
-                if !deep {
-                    break;
-                }
             } else {
                 h.dead_pid[r].store(pid as u32, Ordering::Relaxed);
                 slot.pid.store(0, Ordering::Release);
@@ -490,9 +534,10 @@ impl Region {
         Some(error.into())
     }
 
-    /// Whether some other process holds `role` or a handle to it is on its way.
-    pub(crate) fn has_peer(&self, role: u32) -> bool {
-        self.disconnected(role, false).is_none()
+    /// Whether some handle other than the caller's (of role `own`) holds `role`, in this
+    /// process or another, or a handle to it is on its way.
+    pub(crate) fn has_peer(&self, role: u32, own: u32) -> bool {
+        self.disconnected(role, own, false).is_none()
     }
 
     fn attach(&self, role: u32) -> Result<(), Error> {
@@ -573,14 +618,6 @@ pub(crate) struct Attachment {
 }
 
 impl Attachment {
-    /// Attaches this process to `role` of a region it created.
-    pub(crate) fn new(region: Arc<Region>, role: u32) -> Result<Arc<Attachment>, Error> {
-        region.attach(role)?;
-        let att = Arc::new(Attachment { region, role });
-        attached().insert((att.region.id, role), Arc::downgrade(&att));
-        Ok(att)
-    }
-
     /// What `Serialize` writes; counts the handle as on its way to another process.
     pub(crate) fn to_wire(&self) -> Wire {
         let h = self.region.header();
@@ -606,7 +643,7 @@ impl Attachment {
         tag: u64,
         state_len: usize,
         repair: fn(&Region),
-    ) -> Result<Arc<Attachment>, Error> {
+    ) -> Result<Holder, Error> {
         if wire.kind != kind as u32 || wire.role > 1 {
             return Err(ErrorKind::OpenShared {
                 kind: kind.name(),
@@ -634,7 +671,7 @@ impl Attachment {
         };
         let h = att.region.header();
         h.opened[wire.role as usize].fetch_add(1, Ordering::AcqRel);
-        Ok(att)
+        Ok(Holder::new(att))
     }
 }
 
@@ -644,7 +681,50 @@ impl Drop for Attachment {
     }
 }
 
-/// `Serialize` and `Deserialize` for a handle type holding `att: Arc<Attachment>`.
+/// One handle (a `Queue`, an `Event`, a clone of either, ...): a holder of its role of
+/// its own, so that a waiter can be woken by a clone in another thread of its process
+/// as by another process. Clones are counted; the process's [`Attachment`] goes with
+/// the last one.
+pub(crate) struct Holder {
+    att: Arc<Attachment>,
+}
+
+impl Holder {
+    /// Attaches this process to `role` of a region it created: its first handle.
+    pub(crate) fn attach(region: Arc<Region>, role: u32) -> Result<Holder, Error> {
+        region.attach(role)?;
+        let att = Arc::new(Attachment { region, role });
+        attached().insert((att.region.id, role), Arc::downgrade(&att));
+        Ok(Holder::new(att))
+    }
+
+    fn new(att: Arc<Attachment>) -> Holder {
+        att.region.local[att.role as usize % 2].fetch_add(1, Ordering::SeqCst);
+        Holder { att }
+    }
+}
+
+impl Clone for Holder {
+    fn clone(&self) -> Holder {
+        Holder::new(Arc::clone(&self.att))
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.att.region.local[self.att.role as usize % 2].fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl std::ops::Deref for Holder {
+    type Target = Attachment;
+
+    fn deref(&self) -> &Attachment {
+        &self.att
+    }
+}
+
+/// `Serialize` and `Deserialize` for a handle type holding `att: Holder`.
 macro_rules! serde_handle {
     ($ty:ident $(<$($p:ident),*>)?, $kind:expr, $tag:expr, $state:ty, $repair:expr, |$att:ident| $build:expr) => {
         impl$(<$($p),*>)? serde::Serialize for $ty$(<$($p),*>)? {

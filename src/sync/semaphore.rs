@@ -1,10 +1,9 @@
 //! `Semaphore`: a counter of permits shared by processes.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::region::{notify, Attachment, Kind, Region, SharedState, Waiter};
+use super::region::{notify, Holder, Kind, Region, SharedState, Waiter};
 use crate::error::Error;
 
 #[repr(C)]
@@ -19,15 +18,18 @@ unsafe impl SharedState for SemaphoreState {}
 
 fn repair(_: &Region) {}
 
-/// Python's `multiprocessing.Semaphore` across processes. An `acquire` that no other
-/// process can end fails with [`ErrorKind::PeerClosed`] / [`ErrorKind::PeerDied`] instead
-/// of hanging. Permits held by a process that dies are not given back.
+/// Python's `multiprocessing.Semaphore` across processes and threads. An `acquire` that
+/// no other handle can end fails with [`ErrorKind::PeerClosed`] / [`ErrorKind::PeerDied`]
+/// instead of hanging; every handle is a holder (a clone in another thread of this
+/// process counts as another process does). `acquire_timeout` returns by its deadline
+/// and `try_acquire` at once (within about 1 ms) whatever the other holders do. Permits
+/// held by a process that dies are not given back.
 ///
 /// [`ErrorKind::PeerClosed`]: crate::ErrorKind::PeerClosed
 /// [`ErrorKind::PeerDied`]: crate::ErrorKind::PeerDied
 #[derive(Clone)]
 pub struct Semaphore {
-    att: Arc<Attachment>,
+    att: Holder,
 }
 
 super::region::serde_handle!(
@@ -64,7 +66,7 @@ impl Semaphore {
             repair,
         )?;
         Ok(Semaphore {
-            att: Attachment::new(region, 0)?,
+            att: Holder::attach(region, 0)?,
         })
     }
 
@@ -75,6 +77,13 @@ impl Semaphore {
     /// Permits available now (approximate).
     pub fn permits(&self) -> u64 {
         self.state().permits.load(Ordering::Acquire)
+    }
+
+    /// Handles sleeping in `acquire` right now, in any process (for tests that must act
+    /// while a waiter waits).
+    #[doc(hidden)]
+    pub fn waiting(&self) -> u32 {
+        self.state().waiters.load(Ordering::Relaxed)
     }
 
     /// Takes a permit, waiting for one.
@@ -98,6 +107,7 @@ impl Semaphore {
             seq: &st.seq,
             waiters: &st.waiters,
             peer_role: 0,
+            own_role: 0,
         };
         let r = self.att.region.block(waiter, deadline, || {
             let n = st.permits.load(Ordering::Acquire);

@@ -2,9 +2,8 @@
 //! processes without copying.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 
-use super::region::{self, Attachment, Kind, Region, SharedState};
+use super::region::{self, Holder, Kind, Region, SharedState};
 use crate::error::{Error, ErrorKind};
 
 /// Shared memory has no state besides the header.
@@ -18,7 +17,7 @@ unsafe impl SharedState for NoState {}
 
 fn repair(_: &Region) {}
 
-fn create(len: usize, tag: u64) -> Result<Arc<Attachment>, Error> {
+fn create(len: usize, tag: u64) -> Result<Holder, Error> {
     let region = Region::create(
         Kind::SharedMemory,
         tag,
@@ -27,7 +26,7 @@ fn create(len: usize, tag: u64) -> Result<Arc<Attachment>, Error> {
         |_| Ok(()),
         repair,
     )?;
-    Attachment::new(region, 0)
+    Holder::attach(region, 0)
 }
 
 /// A zero-initialised byte buffer in shared memory (a memfd): every process holding a
@@ -38,7 +37,7 @@ fn create(len: usize, tag: u64) -> Result<Arc<Attachment>, Error> {
 /// [`crate::Lock`], or give each process its own range.
 #[derive(Clone)]
 pub struct SharedMemory {
-    att: Arc<Attachment>,
+    att: Holder,
 }
 
 region::serde_handle!(
@@ -149,7 +148,7 @@ plain!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
 /// Each `get` / `set` of one element is a single aligned load or store (never torn for
 /// these types); several elements are consistent only under a [`crate::Lock`].
 pub struct SharedSlice<T> {
-    att: Arc<Attachment>,
+    att: Holder,
     item: PhantomData<T>,
 }
 
@@ -172,7 +171,7 @@ region::serde_handle!(
 impl<T: Plain> Clone for SharedSlice<T> {
     fn clone(&self) -> Self {
         SharedSlice {
-            att: Arc::clone(&self.att),
+            att: self.att.clone(),
             item: PhantomData,
         }
     }

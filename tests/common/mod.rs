@@ -4,14 +4,19 @@
 //!   becomes a worker, and scenario dispatch, so a test can run a named scenario in a
 //!   separate process of this binary (as another user, or to be SIGKILLed).
 //! - [`isolated`] runs a test body with a hard deadline and a leak check: no child,
-//!   zombie, descriptor or bootstrap directory may be left behind.
+//!   zombie, descriptor, bootstrap directory or temp entry may be left behind.
+//! - The first process of a test binary gets a private `TMPDIR` (inherited by every
+//!   process it starts, removed when it exits), so the temp entries it compares are its
+//!   own tests' and no other program's.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use supervisor_worker::ProcStat;
@@ -30,8 +35,68 @@ pub struct Scenario {
 #[linkme::distributed_slice]
 pub static SCENARIOS: [Scenario];
 
+/// Environment variable naming the private `TMPDIR` of a test binary's process tree.
+pub const TMPDIR_ENV: &str = "SUPERVISOR_TEST_TMPDIR";
+
+/// The private `TMPDIR` this process made, with its pid (only the first process of the
+/// tree has one; a child forked from it copies this and must not remove it).
+static OWN_TMPDIR: OnceLock<(u32, PathBuf)> = OnceLock::new();
+
+/// Gives this process tree a private `TMPDIR`, unless it has one: a child inherits its
+/// parent's, and a child started with a cleared environment (a worker with an
+/// environment allowlist) still is a child of this binary and makes none (it could not
+/// remove it). Runs before `main`, single-threaded.
+fn private_tmpdir() {
+    if std::env::var_os(TMPDIR_ENV).is_some() || parent_runs_this_binary() {
+        return;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "supervisor-test-{}-{nanos:08x}",
+        std::process::id()
+    ));
+    // Like /tmp (sticky, open to all): a scenario may run as another user (`nobody`).
+    let made = std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)));
+    if made.is_err() {
+        let _ = std::fs::remove_dir(&dir);
+        return; // the shared one, then; the temp-entry check is off
+    }
+    std::env::set_var("TMPDIR", &dir);
+    std::env::set_var(TMPDIR_ENV, &dir);
+    let _ = OWN_TMPDIR.set((std::process::id(), dir));
+}
+
+/// Whether the parent process runs this same executable (this is one of its workers,
+/// helpers or scenarios; cargo is the parent of a test binary).
+fn parent_runs_this_binary() -> bool {
+    let parent = std::os::unix::process::parent_id();
+    match (
+        std::fs::read_link("/proc/self/exe"),
+        std::fs::read_link(format!("/proc/{parent}/exe")),
+    ) {
+        (Ok(me), Ok(theirs)) => me == theirs,
+        _ => false,
+    }
+}
+
+#[ctor::dtor]
+fn remove_private_tmpdir() {
+    match OWN_TMPDIR.get() {
+        Some((pid, dir)) if *pid == std::process::id() => {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        _ => {}
+    }
+}
+
 #[ctor::ctor]
 fn boot() {
+    private_tmpdir();
     supervisor::init();
     if let Ok(name) = std::env::var(SCENARIO_ENV) {
         let scenario = SCENARIOS
@@ -61,6 +126,7 @@ struct Snapshot {
     children: BTreeSet<i32>,
     fds: BTreeSet<i32>,
     bootstrap_dirs: BTreeSet<String>,
+    tmp_entries: BTreeSet<String>,
 }
 
 fn snapshot() -> Snapshot {
@@ -71,7 +137,22 @@ fn snapshot() -> Snapshot {
             .collect(),
         fds: open_fds(),
         bootstrap_dirs: bootstrap_dirs(),
+        tmp_entries: tmp_entries(),
     }
+}
+
+/// The names in this process tree's private `TMPDIR` (empty without one).
+fn tmp_entries() -> BTreeSet<String> {
+    let Some(dir) = std::env::var_os(TMPDIR_ENV) else {
+        return BTreeSet::new();
+    };
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn helper_pids() -> Vec<i32> {
@@ -82,9 +163,20 @@ fn helper_pids() -> Vec<i32> {
 }
 
 /// Runs `body` with a hard deadline and checks afterwards that it left no child,
-/// zombie, descriptor or bootstrap directory behind. Tests that use it run one at a
-/// time (the checks look at the whole process).
+/// zombie, descriptor, bootstrap directory or entry of the private `TMPDIR` behind.
+/// Tests that use it run one at a time (the checks look at the whole process, and
+/// nothing else of this process tree writes to its `TMPDIR` meanwhile).
 pub fn isolated<F: FnOnce() + Send + 'static>(deadline: Duration, body: F) {
+    isolated_settling(deadline, Duration::from_secs(10), body)
+}
+
+/// [`isolated`], waiting at most `settle` for children, descriptors and temp entries to
+/// go after `body` returns.
+pub fn isolated_settling<F: FnOnce() + Send + 'static>(
+    deadline: Duration,
+    settle: Duration,
+    body: F,
+) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     supervisor::ensure_forkserver().expect("forkserver starts");
     let before = snapshot();
@@ -107,13 +199,14 @@ pub fn isolated<F: FnOnce() + Send + 'static>(deadline: Duration, body: F) {
     }
     // Children exit asynchronously after their handles are dropped; wait (on their
     // pidfds) for the ones that are still winding down before comparing.
-    let settle = Instant::now() + Duration::from_secs(10);
+    let settle = Instant::now() + settle;
     let after = loop {
         let now = snapshot();
         let extra: Vec<i32> = now.children.difference(&before.children).copied().collect();
         let settled = now.children == before.children
             && now.fds.len() == before.fds.len()
-            && now.bootstrap_dirs.is_subset(&before.bootstrap_dirs);
+            && now.bootstrap_dirs.is_subset(&before.bootstrap_dirs)
+            && now.tmp_entries.is_subset(&before.tmp_entries);
         if settled || Instant::now() > settle {
             break now;
         }
@@ -124,8 +217,9 @@ pub fn isolated<F: FnOnce() + Send + 'static>(deadline: Duration, body: F) {
             // Only descriptors or directories differ: give the reaper one pass.
             std::thread::yield_now();
             let again = snapshot();
-            let settled =
-                again.fds == before.fds && again.bootstrap_dirs.is_subset(&before.bootstrap_dirs);
+            let settled = again.fds == before.fds
+                && again.bootstrap_dirs.is_subset(&before.bootstrap_dirs)
+                && again.tmp_entries.is_subset(&before.tmp_entries);
             if settled || Instant::now() > settle {
                 break again;
             }
@@ -154,6 +248,14 @@ pub fn isolated<F: FnOnce() + Send + 'static>(deadline: Duration, body: F) {
         new_dirs.is_empty(),
         "bootstrap directories left behind: {new_dirs:?}"
     );
+    // The private TMPDIR holds only what this process tree made: every new entry is a
+    // leak of the test's.
+    let new_entries: Vec<_> = after.tmp_entries.difference(&before.tmp_entries).collect();
+    assert!(
+        new_entries.is_empty(),
+        "temp entries left behind in {}: {new_entries:?}",
+        std::env::temp_dir().display()
+    );
     assert!(
         zombies_of(std::process::id() as i32).is_empty(),
         "zombies left behind"
@@ -166,6 +268,49 @@ pub fn each_method(deadline: Duration, body: fn(StartMethod)) {
         eprintln!("-- start method {method}");
         isolated(deadline, move || body(method));
     }
+}
+
+/// Waits (polling /proc every millisecond, up to `within`) until `pid` is stopped by a
+/// signal; false if it exited or the time ran out first.
+pub fn wait_stopped(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        match stat_fields(pid as i32) {
+            Some(s) if s.state == 'T' => return true,
+            Some(s) if s.state != 'Z' && s.state != 'X' && Instant::now() < deadline => {}
+            _ => return false,
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Runs `wait` on this thread and, on another thread, `act` as soon as `waiting()`
+/// says the first one sleeps in its wait (checked in a loop). Returns what `wait`
+/// returned and whether `act` ran (false: `wait` returned without ever sleeping).
+/// `act` should own the other thread's handle (a clone), `waiting` only borrow one.
+pub fn act_while_waiting<T>(
+    waiting: impl Fn() -> bool + Send,
+    act: impl FnOnce() + Send,
+    wait: impl FnOnce() -> T,
+) -> (T, bool) {
+    let done = AtomicBool::new(false);
+    let done = &done;
+    std::thread::scope(|s| {
+        let other = s.spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !waiting() {
+                if done.load(Ordering::SeqCst) || Instant::now() > deadline {
+                    return false;
+                }
+                std::thread::yield_now();
+            }
+            act();
+            true
+        });
+        let out = wait();
+        done.store(true, Ordering::SeqCst);
+        (out, other.join().expect("the other thread panicked"))
+    })
 }
 
 /// Pids whose parent is `ppid`.
