@@ -142,6 +142,11 @@ where
             if !jobs.is_empty() {
                 units.push(Unit::new(self.task, jobs));
             }
+            // Out in groups as they are read, not all at the end: a large read-ahead
+            // over a slow input must not hold back what was read already.
+            if units.len() >= SUBMIT_EVERY {
+                self.shared.submit(std::mem::take(&mut units));
+            }
         }
         if !units.is_empty() {
             self.shared.submit(units);
@@ -222,6 +227,10 @@ impl<R, I: Iterator> Reports<R, I> {
         self.pending.pop_front()
     }
 }
+
+/// Units submitted together while reading ahead (enough for the dispatcher to merge
+/// tiny calls into messages of this many).
+const SUBMIT_EVERY: usize = 256;
 
 /// The error of a task that could not be resolved, once per input.
 pub(crate) fn same_error(e: &RegistryError) -> Error {
