@@ -38,17 +38,17 @@ impl<R: DeserializeOwned> TaskHandle<R> {
             .map(|r| self.decode(r))
     }
 
-    fn decode(&self, result: Option<JobResult>) -> Result<R, Error> {
+    fn decode(&self, result: Option<(JobResult, u32)>) -> Result<R, Error> {
         match result {
-            Some(Ok(bytes)) => codec::decode(&bytes).map_err(|source| {
+            Some((Ok(bytes), pid)) => codec::decode(&bytes).map_err(|source| {
                 ErrorKind::DecodeResult {
                     task: self.task.to_string(),
-                    pid: 0,
+                    pid,
                     source,
                 }
                 .into()
             }),
-            Some(Err(e)) => Err(e),
+            Some((Err(e), _)) => Err(e),
             None => Err(ErrorKind::ResultTaken {
                 task: self.task.to_string(),
             }

@@ -49,7 +49,8 @@ pub(crate) struct HandleState {
 }
 
 struct HandleInner {
-    result: Option<JobResult>,
+    /// The result, and the pid of the worker that ran the task (0 if none did).
+    result: Option<(JobResult, u32)>,
     watchers: Vec<(mpsc::Sender<usize>, usize)>,
     /// The link of the worker running the task, lent to `caller`.
     lent: Option<Arc<dyn LentLink>>,
@@ -105,12 +106,12 @@ impl HandleState {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set(&self, result: JobResult) {
+    fn set(&self, result: JobResult, pid: u32) {
         let mut inner = self.lock();
         if self.is_done() {
             return;
         }
-        inner.result = Some(result);
+        inner.result = Some((result, pid));
         self.done.store(true, Ordering::Release);
         let watchers = std::mem::take(&mut inner.watchers);
         let sleepers = inner.sleepers;
@@ -137,7 +138,7 @@ impl HandleState {
     }
 
     /// Waits until done or `deadline`; takes the result (once).
-    pub(crate) fn take_until(&self, deadline: Option<Instant>) -> Option<Option<JobResult>> {
+    pub(crate) fn take_until(&self, deadline: Option<Instant>) -> Option<Option<(JobResult, u32)>> {
         self.spin(deadline);
         let mut inner = self.lock();
         while !self.is_done() {
@@ -260,7 +261,7 @@ impl PackedResults {
 impl Sink {
     fn deliver(self, result: JobResult, meta: JobMeta) {
         match self {
-            Sink::Handle(state) => state.set(result),
+            Sink::Handle(state) => state.set(result, meta.pid),
             Sink::Stream { index, tx, .. } => {
                 let _ = tx.send(Delivery::Items(vec![(index, result, meta)]));
             }
