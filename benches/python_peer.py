@@ -122,6 +122,31 @@ def bytes_round_trip(n):
         return time.perf_counter() - t
 
 
+def rss_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def big_round_trip(mib, measure):
+    """One `apply` of echo with a `mib` MiB bytes payload: its time, or (`measure` =
+    "rss") the parent's peak RSS above what it held before (its own payload included),
+    in KiB printed as if nanoseconds."""
+    payload = b"\x01" * (mib << 20)
+    with warm_pool() as pool:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak RSS to the current RSS
+        before = rss_kib("VmRSS")
+        t = time.perf_counter()
+        back = pool.apply(echo, (payload,))
+        elapsed = time.perf_counter() - t
+        assert len(back) == len(payload)
+        grew = rss_kib("VmHWM") - before
+        return elapsed if measure == "time" else grew * 1e-9
+
+
 def cpu_map(n):
     """`map` of chain over n inputs ("input-0", "input-1", ...)."""
     inputs = [f"input-{i}" for i in range(n)]
@@ -178,6 +203,8 @@ WORKLOADS = {
     "start_spawn": (start_spawn, 8),
     "queue": (queue_items, 200_000),
     "cli_lines": (cli_lines, 100_000),
+    "big_time": (lambda n: big_round_trip(n, "time"), 100),
+    "big_rss": (lambda n: big_round_trip(n, "rss"), 100),
 }
 
 

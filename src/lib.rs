@@ -40,7 +40,7 @@ pub use pool::{
 };
 pub use process::{Process, ProcessBuilder};
 pub use start_method::StartMethod;
-pub use supervisor_worker::codec::CodecError;
+pub use supervisor_worker::codec::{CodecError, MAX_VALUE};
 pub use supervisor_worker::registry::RegistryError;
 pub use supervisor_worker::setup::SetupStep;
 pub use supervisor_worker::{context as worker_context, task, WorkerContext};

@@ -178,7 +178,7 @@ impl<R> Process<R> {
     {
         ProcessBuilder {
             key: std::any::type_name::<F>(),
-            arg: codec::encode(&arg),
+            arg: codec::encode_value(&arg),
             name: None,
             daemon: false,
             nice: None,

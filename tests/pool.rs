@@ -1174,3 +1174,62 @@ fn dropping_an_imap_cancels_its_unstarted_inputs() {
         pool.join();
     });
 }
+
+fn zeros(n: u64) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(vec![0u8; n as usize])
+}
+supervisor::task!(zeros);
+
+/// Arguments and results have one documented limit (`MAX_VALUE`, 960 MiB encoded): a
+/// bigger argument is refused at submit, before anything is copied or sent; a bigger
+/// result fails its task as unencodable, naming the limit, and the worker goes on.
+/// (Before: a 1 GiB argument failed after 14 s as "exited with code 70", a 1 GiB
+/// result was a protocol error and a worker restart.)
+#[test]
+fn a_value_over_the_size_limit_is_refused_at_once_and_harms_nothing() {
+    each_method(DEADLINE, |method| {
+        const GIB: usize = 1 << 30;
+        let limit = supervisor::MAX_VALUE;
+        let pool = pool(method, 1).build().unwrap();
+        let pid = pool
+            .apply(square, 2)
+            .map(|_| pool.stats().workers[0].pid)
+            .unwrap();
+        let started = Instant::now();
+        let big = serde_bytes::ByteBuf::from(vec![0u8; GIB]);
+        let e = pool.apply(echo_bytes, big).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        match e.kind() {
+            ErrorKind::EncodeArgument { source, .. } => assert!(
+                matches!(source, supervisor::CodecError::TooLarge { limit: l, .. } if *l == limit),
+                "{source:?}"
+            ),
+            other => panic!("expected a refused argument, got {other:?}"),
+        }
+        let e = pool.apply(zeros, GIB as u64).unwrap_err();
+        match e.kind() {
+            ErrorKind::EncodeResult { message, .. } => {
+                assert!(message.contains(&limit.to_string()), "{message}")
+            }
+            other => panic!("expected an unencodable result, got {other:?}"),
+        }
+        // Just under the limit still works, and the same worker carries on.
+        let n = 100 << 20;
+        let back = pool
+            .apply(echo_bytes, serde_bytes::ByteBuf::from(vec![3u8; n]))
+            .unwrap();
+        assert_eq!(back.len(), n);
+        assert!(back.iter().all(|b| *b == 3));
+        assert_eq!(
+            pool.stats().workers[0].pid,
+            pid,
+            "the worker was not replaced"
+        );
+        assert_eq!(pool.stats().restarts, 0);
+        pool.join();
+    });
+}

@@ -141,6 +141,32 @@ fn bytes(n: usize) -> Duration {
     t.elapsed()
 }
 
+/// A field of `/proc/self/status`, in KiB.
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One `apply` round trip of a `mib` MiB payload: its time, and the caller's peak RSS
+/// above what it held just before (its payload included), in KiB as nanoseconds.
+fn big(mib: usize) -> (Duration, Duration) {
+    let pool = warm_pool();
+    let payload = ByteBuf::from(vec![1u8; mib * MIB]);
+    // Resets the peak RSS to the current RSS.
+    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+    let before = status_kib("VmRSS");
+    let t = Instant::now();
+    let back = pool.apply(echo, payload).expect("echo failed");
+    let elapsed = t.elapsed();
+    assert_eq!(back.len(), mib * MIB);
+    let grew = status_kib("VmHWM").saturating_sub(before);
+    (elapsed, Duration::from_nanos(grew))
+}
+
 /// The inputs of the CPU-bound workload.
 fn cpu_inputs(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("input-{i}")).collect()
@@ -300,6 +326,31 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
         ours,
         Peer::new("multiprocessing.Pool.apply", theirs),
         vec![Target::Faster(6.0), Target::GibPerSec(1.0)],
+    ));
+
+    // One 100 MiB payload there and back: time, and the caller's memory.
+    let mib = 100;
+    let [Some(ours), theirs] = medians(runs, [&mut || Some(big(mib).0), &mut py("big_time", mib)])
+    else {
+        unreachable!("our measurements always run")
+    };
+    rows.push(row(
+        format!("Pool.apply {mib} MiB there and back, once"),
+        Unit::Total,
+        ours,
+        Peer::new("multiprocessing.Pool.apply", theirs),
+        vec![],
+    ));
+    let [Some(ours), theirs] = medians(runs, [&mut || Some(big(mib).1), &mut py("big_rss", mib)])
+    else {
+        unreachable!("our measurements always run")
+    };
+    rows.push(row(
+        format!("Pool.apply {mib} MiB there and back: caller's peak RSS growth"),
+        Unit::Kib,
+        ours,
+        Peer::new("multiprocessing.Pool.apply", theirs),
+        vec![],
     ));
 
     // CPU-bound map: the speedup over serial, and against Python.

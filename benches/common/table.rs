@@ -17,6 +17,9 @@ pub enum Unit {
     Items(usize),
     /// GiB per second, the workload moving this many bytes.
     Bytes(usize),
+    /// Memory: the measurement's whole nanoseconds stand for KiB (a memory figure goes
+    /// through the same medians and ratios as a time; less is better for both).
+    Kib,
 }
 
 impl Unit {
@@ -34,6 +37,7 @@ impl Unit {
                 }
             }
             Unit::Bytes(n) => format!("{:.2} GiB/s", gib_per_sec(n, t)),
+            Unit::Kib => format!("{:.0} MiB", t.as_nanos() as f64 / 1024.0),
         }
     }
 }
@@ -45,6 +49,15 @@ fn duration(secs: f64) -> String {
         format!("{:.1} ms", secs * 1e3)
     } else {
         format!("{secs:.2} s")
+    }
+}
+
+/// Peer memory / ours, read as how much less we take.
+fn less(r: f64) -> String {
+    if r >= 1.0 {
+        format!("{r:.2}x less")
+    } else {
+        format!("{r:.2}x ({:.2}x more)", 1.0 / r)
     }
 }
 
@@ -124,7 +137,10 @@ impl Row {
             Peer::Measured { name, time } => (
                 name.clone(),
                 self.unit.show(*time),
-                ratio(time.as_secs_f64() / self.ours.as_secs_f64()),
+                match self.unit {
+                    Unit::Kib => less(time.as_secs_f64() / self.ours.as_secs_f64()),
+                    _ => ratio(time.as_secs_f64() / self.ours.as_secs_f64()),
+                },
             ),
             Peer::Missing { name } => (name.clone(), "not installed: skipped".into(), "-".into()),
             Peer::None => ("-".into(), "-".into(), "-".into()),

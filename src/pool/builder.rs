@@ -138,7 +138,7 @@ impl PoolBuilder {
     {
         let _ = task;
         self.initializer = Some(resolve::<F>().map_err(Error::from).and_then(|name| {
-            codec::encode(&arg)
+            codec::encode_value(&arg)
                 .map(|bytes| (name, bytes))
                 .map_err(|source| {
                     Error::from(ErrorKind::EncodeArgument {

@@ -116,7 +116,7 @@ where
                     )]));
                     continue;
                 }
-                match codec::encode(&item) {
+                match codec::encode_value(&item) {
                     Ok(arg) => {
                         let sink = Sink::Stream {
                             stream: self.stream,

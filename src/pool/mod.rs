@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::__private::Call;
-use supervisor_worker::codec::{self, CodecError};
+use supervisor_worker::codec::{self, CodecError, BATCH_BYTES};
 use supervisor_worker::registry::{self, RegistryError};
 
 pub use builder::{PoolBuilder, RestartLimit};
@@ -246,7 +246,7 @@ impl Pool {
             len += 1;
             let current = chunk.get_or_insert_with(|| new_chunk(index));
             let start = current.data.len();
-            let encoded = codec::encode_append(&input, &mut current.data).and_then(|n| {
+            let encoded = codec::encode_value_append(&input, &mut current.data).and_then(|n| {
                 // A chunk records each argument's length in 32 bits.
                 u32::try_from(n).map_err(|_| {
                     current.data.truncate(start);
@@ -259,7 +259,7 @@ impl Pool {
             match encoded {
                 Ok(n) => {
                     current.lens.push(n);
-                    if current.len() == chunksize {
+                    if current.len() == chunksize || current.data.len() > BATCH_BYTES {
                         // Submitted at once: workers start while the rest is encoded.
                         submit(chunk.take());
                     }
@@ -395,7 +395,7 @@ impl Pool {
             result: PhantomData,
         };
         let job = name.map_err(Error::from).and_then(|name| {
-            codec::encode(&arg)
+            codec::encode_value(&arg)
                 .map(|bytes| Job::new(id, name, bytes, Sink::Handle(state.clone())))
                 .map_err(|source| {
                     Error::from(ErrorKind::EncodeArgument {

@@ -7,8 +7,22 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-/// The largest message, in bytes, that [`decode`] will accept or allocate for.
+/// The largest message, in bytes, that [`decode`] will accept or allocate for, and
+/// that [`encode`] will produce.
 pub const DECODE_LIMIT: usize = 1 << 30;
+
+/// The largest task argument or result, encoded: 64 MiB under [`DECODE_LIMIT`], room
+/// for the message around it (a merged batch or a `map` chunk closes once it holds
+/// more than 16 MiB, so one more value always fits). [`encode_value`] refuses anything bigger at once (before
+/// it is copied whole), so a caller learns of it from `apply`, never from a dying
+/// worker. Data this big belongs in shared memory.
+pub const MAX_VALUE: usize = DECODE_LIMIT - (64 << 20);
+
+/// Bytes of arguments after which a merged batch or a `map` chunk takes no more.
+pub const BATCH_BYTES: usize = 16 << 20;
+
+/// The encoder's message when a value outgrows its limit.
+const TOO_LARGE: &str = "the value outgrew its limit";
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
@@ -54,6 +68,17 @@ pub enum CodecError {
         /// Its encoded length.
         len: usize,
     },
+    /// The value is larger than a message may carry.
+    #[error(
+        "could not encode {type_name}: it is larger than {limit} bytes, the most a task's \
+         argument or result may take; pass data this big through shared memory"
+    )]
+    TooLarge {
+        /// The Rust type that was encoded.
+        type_name: &'static str,
+        /// The limit.
+        limit: usize,
+    },
     /// The bytes held a valid value followed by bytes that belong to nothing.
     #[error("could not decode {type_name}: {extra} trailing bytes")]
     Trailing {
@@ -64,28 +89,75 @@ pub enum CodecError {
     },
 }
 
-/// Encodes `value` into a fresh buffer.
+/// Encodes a message into a fresh buffer (at most [`DECODE_LIMIT`] bytes).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|source| CodecError::Encode {
-        type_name: std::any::type_name::<T>(),
-        source,
-    })
+    let mut out = Vec::new();
+    append_capped(value, &mut out, DECODE_LIMIT)?;
+    Ok(out)
 }
 
-/// Encodes `value` at the end of `dst` (no buffer of its own); returns its length.
+/// Encodes a message at the end of `dst` (no buffer of its own); returns its length.
 /// On error `dst` is left as it was.
 pub fn encode_append<T: Serialize + ?Sized>(
     value: &T,
     dst: &mut Vec<u8>,
 ) -> Result<usize, CodecError> {
+    append_capped(value, dst, DECODE_LIMIT)
+}
+
+/// Encodes a task's argument or result into a fresh buffer (at most [`MAX_VALUE`]
+/// bytes).
+pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::new();
+    append_capped(value, &mut out, MAX_VALUE)?;
+    Ok(out)
+}
+
+/// [`encode_value`] at the end of `dst`; on error `dst` is left as it was.
+pub fn encode_value_append<T: Serialize + ?Sized>(
+    value: &T,
+    dst: &mut Vec<u8>,
+) -> Result<usize, CodecError> {
+    append_capped(value, dst, MAX_VALUE)
+}
+
+/// Appends at most `limit` bytes to a `Vec`, failing as soon as more come.
+struct Capped<'a> {
+    out: &'a mut Vec<u8>,
+    room: usize,
+}
+
+impl bincode::enc::write::Writer for Capped<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        if bytes.len() > self.room {
+            return Err(bincode::error::EncodeError::Other(TOO_LARGE));
+        }
+        self.room -= bytes.len();
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+fn append_capped<T: Serialize + ?Sized>(
+    value: &T,
+    dst: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, CodecError> {
     let start = dst.len();
-    match bincode::serde::encode_into_std_write(value, dst, config()) {
-        Ok(written) => Ok(written),
+    let type_name = std::any::type_name::<T>();
+    let mut writer = Capped {
+        out: dst,
+        room: limit,
+    };
+    match bincode::serde::encode_into_writer(value, &mut writer, config()) {
+        Ok(()) => Ok(dst.len() - start),
         Err(source) => {
             dst.truncate(start);
-            Err(CodecError::Encode {
-                type_name: std::any::type_name::<T>(),
-                source,
+            Err(match source {
+                bincode::error::EncodeError::Other(TOO_LARGE) => {
+                    CodecError::TooLarge { type_name, limit }
+                }
+                source => CodecError::Encode { type_name, source },
             })
         }
     }

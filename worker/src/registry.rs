@@ -199,7 +199,7 @@ pub mod support {
         error: Option<String>,
         value: &mut Vec<u8>,
     ) -> super::Ran {
-        match codec::encode_append(out, value) {
+        match codec::encode_value_append(out, value) {
             Ok(_) => Ok(error),
             Err(e) => Err(TaskOutcome::BadResult {
                 message: crate::error_chain(&e),

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use supervisor_worker::codec::BATCH_BYTES;
+
 use super::super::ports::{Io, WorkerLink};
 use super::super::running::{Clocks, Running};
 use super::state::{Dispatcher, Worker};
@@ -102,13 +104,16 @@ impl<X: Io> Dispatcher<X> {
                 // fair share of the queue.
                 let original = unit.jobs.len();
                 let share = (self.queue.len() / workers).min(MERGE_MAX).min(allowance);
+                let mut bytes: usize = unit.jobs.iter().map(|j| j.arg.len()).sum();
                 while unit.jobs.len() < share
+                    && bytes <= BATCH_BYTES
                     && self
                         .queue
                         .front()
                         .is_some_and(|u| u.task == unit.task && u.chunk.is_none())
                 {
                     if let Some(next) = self.queue.pop_front() {
+                        bytes += next.jobs.iter().map(|j| j.arg.len()).sum::<usize>();
                         unit.jobs.extend(next.jobs);
                     }
                 }
