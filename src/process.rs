@@ -9,7 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::__private::Call;
 use supervisor_worker::arena::Inbox;
 use supervisor_worker::codec::{self, CodecError};
-use supervisor_worker::protocol::{self, FromChild, LinkError, TaskRequest, ToChild};
+use supervisor_worker::protocol::{self, FromChild, LinkError, TaskOutcome, TaskRequest, ToChild};
 use supervisor_worker::{registry, setup::SetupError};
 
 use crate::error::{Error, ErrorKind, Violation};
@@ -133,6 +133,7 @@ impl<R> ProcessBuilder<R> {
             task: entry.name,
             name,
             received: None,
+            decoded: None,
             taken: false,
             result: PhantomData,
         })
@@ -164,6 +165,9 @@ pub struct Process<R> {
     task: &'static str,
     name: String,
     received: Option<Result<FromChild, Violation>>,
+    /// The task's value, decoded as soon as it arrived (while the child still lives, so
+    /// a handle it returned can be opened).
+    decoded: Option<Result<R, Error>>,
     taken: bool,
     result: PhantomData<fn() -> R>,
 }
@@ -269,6 +273,7 @@ impl<R: DeserializeOwned> Process<R> {
         if !self.receive_until(deadline) {
             return None;
         }
+        self.decode_early();
         let exit = match deadline {
             None => self.slot.wait(),
             Some(deadline) => self.slot.wait_until(deadline)?,
@@ -320,13 +325,36 @@ impl<R: DeserializeOwned> Process<R> {
         true
     }
 
+    /// Decodes the task's value if it is in: the child lingers a moment after it
+    /// answered for handles it returned to be opened, not until it is joined.
+    fn decode_early(&mut self) {
+        if self.decoded.is_some() {
+            return;
+        }
+        let Some(Ok(FromChild::Done {
+            outcome: TaskOutcome::Returned { value, .. },
+            ..
+        })) = &self.received
+        else {
+            return;
+        };
+        let (task, pid) = (self.task.to_string(), self.pid());
+        self.decoded = Some(
+            codec::decode(value)
+                .map_err(|source| ErrorKind::DecodeResult { task, pid, source }.into()),
+        );
+    }
+
     fn outcome(&mut self, exit: Exit) -> Result<R, Error> {
         let pid = self.pid();
         let task = self.task.to_string();
         let outcome = match self.received.take() {
             None => return Err(no_result(task, pid, exit)),
             Some(Err(violation)) => return Err(ErrorKind::Protocol { pid, violation }.into()),
-            Some(Ok(FromChild::Done { outcome, .. })) => outcome,
+            Some(Ok(FromChild::Done { outcome, .. })) => match self.decoded.take() {
+                Some(decoded) => return decoded,
+                None => outcome,
+            },
             Some(Ok(FromChild::SetupFailed(SetupError { step, errno }))) => {
                 return Err(ErrorKind::Setup {
                     pid,

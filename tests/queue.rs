@@ -481,3 +481,48 @@ fn bounded_zero_means_no_item_limit_as_pythons_maxsize_0() {
         assert_eq!(Queue::<u64>::bounded(1).unwrap().capacity(), Some(1));
     });
 }
+
+fn make_queue(items: u64) -> Queue<u64> {
+    let q = Queue::new().expect("a queue");
+    for i in 0..items {
+        q.put(&i).expect("put");
+    }
+    q
+}
+supervisor::task!(make_queue);
+
+fn make_slice(len: u64) -> supervisor::SharedSlice<u64> {
+    let s = supervisor::SharedSlice::new(len as usize).expect("a slice");
+    for i in 0..len as usize {
+        s.set(i, i as u64 * 3);
+    }
+    s
+}
+supervisor::task!(make_slice);
+
+/// A queue or shared slice a task creates and returns reaches the caller whole, from a
+/// Process and from a pool, while the worker lives (before: "cannot open the shared
+/// memory shared by process N: No such file or directory", the task's own handle had
+/// closed the memory when it returned).
+#[test]
+fn handles_returned_from_tasks_work_in_the_caller() {
+    each_method(DEADLINE, |method| {
+        let mut p = Process::builder(make_queue, 3)
+            .start_method(method)
+            .start()
+            .unwrap();
+        let q = p.join().expect("the queue comes back");
+        let got: Vec<u64> = (0..3).map(|_| q.get().unwrap()).collect();
+        assert_eq!(got, [0, 1, 2]);
+        let pool = supervisor::Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .build()
+            .unwrap();
+        let q = pool.apply(make_queue, 2).expect("the queue comes back");
+        assert_eq!((q.get().unwrap(), q.get().unwrap()), (0, 1));
+        let s = pool.apply(make_slice, 4).expect("the slice comes back");
+        assert_eq!((0..4).map(|i| s.get(i)).collect::<Vec<_>>(), [0, 3, 6, 9]);
+        pool.join();
+    });
+}

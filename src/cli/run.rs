@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -110,24 +111,36 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         ));
     }
     let from_file = args.input.as_ref().filter(|p| p.as_os_str() != "-");
-    let reader: Box<dyn BufRead> = match from_file {
+    let file: std::fs::File = match from_file {
         Some(path) if path.is_dir() => {
             return Err(usage(format!(
                 "cannot read the input file {}: it is a directory",
                 path.display()
             )))
         }
-        Some(path) => Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| {
+        Some(path) => std::fs::File::open(path).map_err(|e| {
             usage(format!(
                 "cannot read the input file {}: {e}",
                 path.display()
             ))
-        })?)),
+        })?,
         None if args.daemon => {
             return Err(usage("--daemon needs --input FILE (stdin is not kept)"))
         }
-        None => Box::new(std::io::stdin().lock()),
+        // Our own buffer over descriptor 0, so we know when a line is buffered.
+        None => std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .context("cannot read standard input")?,
     };
+    let reader = BufReader::with_capacity(64 * 1024, file);
+    // Our look at the input, to tell whether the next read would wait.
+    let poll_input = reader
+        .get_ref()
+        .try_clone()
+        .context("cannot read the input")?;
+    let buffered = Rc::new(std::cell::Cell::new(false));
     if args.daemon && ready.is_none() {
         if let Some(pidfile) = &args.pidfile {
             if let Some(pid) = control::running(pidfile) {
@@ -270,31 +283,38 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let stop = stop.clone();
         let template = template.clone();
         let read_error = read_error.clone();
-        InputLines { reader }
-            .map_while(move |line| match line {
-                Ok(line) => Some(line),
-                Err(e) => {
-                    *read_error.borrow_mut() = Some(e);
-                    None
-                }
-            })
-            .take_while(move |_| stop.load(Ordering::SeqCst) == 0)
-            .enumerate()
-            .map(move |(i, line)| {
-                let seq = i as u64 + 1;
-                inputs.borrow_mut().insert(seq, line.clone());
-                Job {
-                    argv: template
-                        .as_deref()
-                        .map(|t| command_for(t, &line))
-                        .unwrap_or_default(),
-                    line,
-                    seq,
-                    args: task_args.clone(),
-                }
-            })
+        InputLines {
+            reader,
+            buffered: buffered.clone(),
+        }
+        .map_while(move |line| match line {
+            Ok(line) => Some(line),
+            Err(e) => {
+                *read_error.borrow_mut() = Some(e);
+                None
+            }
+        })
+        .take_while(move |_| stop.load(Ordering::SeqCst) == 0)
+        .enumerate()
+        .map(move |(i, line)| {
+            let seq = i as u64 + 1;
+            inputs.borrow_mut().insert(seq, line.clone());
+            Job {
+                argv: template
+                    .as_deref()
+                    .map(|t| command_for(t, &line))
+                    .unwrap_or_default(),
+                line,
+                seq,
+                args: task_args.clone(),
+            }
+        })
     };
-    let mut reports = pool.imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered);
+    // A line arriving while others run starts at once, whatever the read-ahead.
+    let more_input = buffered.clone();
+    let mut reports = pool
+        .imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered)
+        .input_ready(move || more_input.get() || super::sys::readable_now(poll_input.as_fd()));
     let command_mode = template.is_some();
     let mut cancelled = 0u64;
     let mut stopped = 0u64;
@@ -426,7 +446,9 @@ impl PeakRss {
 /// Input lines as text: a line that is not UTF-8 is converted lossily (never dropped),
 /// a read error ends the input and is reported.
 struct InputLines {
-    reader: Box<dyn BufRead>,
+    reader: BufReader<std::fs::File>,
+    /// Whether a line (or part of one) is in `reader`'s buffer after the last read.
+    buffered: Rc<std::cell::Cell<bool>>,
 }
 
 impl Iterator for InputLines {
@@ -434,7 +456,9 @@ impl Iterator for InputLines {
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
+        let read = self.reader.read_until(b'\n', &mut buf);
+        self.buffered.set(!self.reader.buffer().is_empty());
+        match read {
             Ok(0) => None,
             Ok(_) => {
                 if buf.last() == Some(&b'\n') {

@@ -86,6 +86,17 @@ pub fn wait_exit(pid: i32, timeout: Duration) -> bool {
     }
 }
 
+/// Whether reading `fd` would return at once (data, end of file or an error waiting).
+pub fn readable_now(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd; a zero timeout.
+    unsafe { libc::poll(&mut pfd, 1, 0) != 0 }
+}
+
 /// Peak resident memory (KiB) of `pid`, if it is still there.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

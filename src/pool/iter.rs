@@ -49,8 +49,15 @@ pub struct Reports<R, I: Iterator> {
     submitted: usize,
     yielded: usize,
     buffer: BTreeMap<usize, (JobResult, JobMeta)>,
+    /// Whether reading the next input would return at once (see
+    /// [`Reports::input_ready`]).
+    input_ready: Option<Box<dyn FnMut() -> bool>>,
     result: PhantomData<fn() -> R>,
 }
+
+/// How often a wait for results also looks for input, when the input can say whether
+/// it has any (see [`Reports::input_ready`]).
+const INPUT_LOOK: std::time::Duration = std::time::Duration::from_millis(2);
 
 impl<R, I> Reports<R, I>
 where
@@ -83,12 +90,47 @@ where
             submitted: 0,
             yielded: 0,
             buffer: BTreeMap::new(),
+            input_ready: None,
             result: PhantomData,
         };
         if let Err(e) = task {
             it.task_error = Some(e);
         }
         it
+    }
+
+    /// The next delivered result. Every submitted job delivers exactly one result (see
+    /// `job.rs`), so this never waits for nothing.
+    fn receive(&mut self) -> Option<Delivered> {
+        while self.pending.is_empty() {
+            if self.input_ready.is_none() || self.input_done {
+                self.pending.extend(self.rx.recv().ok()?.into_items());
+                break;
+            }
+            // Results are due, and input may come meanwhile: look for both.
+            match self.rx.recv_timeout(INPUT_LOOK) {
+                Ok(delivery) => self.pending.extend(delivery.into_items()),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.top_up(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        self.pending.pop_front()
+    }
+
+    /// Tells the iterator whether reading the next input would return at once (a line
+    /// is buffered or the descriptor is readable). For a slow input (a pipe fed now and
+    /// then, `tail -f`): what was read is submitted before a read that would wait, and
+    /// while results are due the iterator waits for them (looking for input every
+    /// 2 ms) instead of for the input. Without it, inputs are read in groups of
+    /// `read_ahead`, which suits inputs that are all there.
+    pub fn input_ready(mut self, ready: impl FnMut() -> bool + 'static) -> Self {
+        self.input_ready = Some(Box::new(ready));
+        self
+    }
+
+    /// Whether the next read of the input could wait.
+    fn input_would_wait(&mut self) -> bool {
+        self.input_ready.as_mut().is_some_and(|ready| !ready())
     }
 
     /// Reads and submits inputs until `read_ahead` are outstanding, once no more than
@@ -102,6 +144,19 @@ where
         while !self.input_done && self.submitted - self.yielded < self.read_ahead {
             let mut jobs = Vec::with_capacity(self.chunksize);
             while jobs.len() < self.chunksize && self.submitted - self.yielded < self.read_ahead {
+                if self.input_would_wait() {
+                    // Out with what was read; wait for results rather than for input,
+                    // unless no result is due.
+                    if !jobs.is_empty() {
+                        units.push(Unit::new(self.task, std::mem::take(&mut jobs)));
+                    }
+                    if !units.is_empty() {
+                        self.shared.submit(std::mem::take(&mut units));
+                    }
+                    if self.submitted > self.yielded {
+                        return;
+                    }
+                }
                 let Some(item) = self.input.next() else {
                     self.input_done = true;
                     break;
@@ -216,15 +271,6 @@ impl<R, I: Iterator> Reports<R, I> {
         } else {
             !self.pending.is_empty()
         }
-    }
-
-    /// The next delivered result. Every submitted job delivers exactly one result (see
-    /// `job.rs`), so this never waits for nothing.
-    fn receive(&mut self) -> Option<Delivered> {
-        if self.pending.is_empty() {
-            self.pending.extend(self.rx.recv().ok()?.into_items());
-        }
-        self.pending.pop_front()
     }
 }
 

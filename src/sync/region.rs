@@ -589,6 +589,58 @@ fn regions() -> std::sync::MutexGuard<'static, HashMap<[u8; 16], Weak<Region>>> 
         .unwrap_or_else(|p| p.into_inner())
 }
 
+/// A region whose last handle in this process (of `role`) is dropped while a handle
+/// it shipped is still on its way: kept open (the descriptor the wire names stays this
+/// region's) until every handle shipped was opened at the other end, or
+/// [`IN_FLIGHT_GRACE`] passed. So a handle a task returns outlives the task's own,
+/// dropped when the task returned, as does a handle moved into a task's argument.
+fn keep_in_transit(region: &Arc<Region>, role: usize) {
+    // Every drop also lets go of what arrived meanwhile.
+    let mut kept = in_transit();
+    let h = region.header();
+    if h.shipped[role].load(Ordering::Acquire) <= h.opened[role].load(Ordering::Acquire) {
+        return;
+    }
+    if !kept
+        .iter()
+        .any(|(k, r)| Arc::ptr_eq(k, region) && *r == role)
+    {
+        kept.push((region.clone(), role));
+    }
+    // A worker that ends lets the caller open what its task returned first.
+    supervisor_worker::serve::before_exit(linger_in_transit);
+}
+
+type Kept = Mutex<Vec<(Arc<Region>, usize)>>;
+
+/// How long an ending worker waits for the handles it shipped to be opened.
+const EXIT_LINGER: Duration = Duration::from_secs(2);
+
+/// What [`keep_in_transit`] keeps, with the entries that are done dropped.
+fn in_transit() -> std::sync::MutexGuard<'static, Vec<(Arc<Region>, usize)>> {
+    static IN_TRANSIT: OnceLock<Kept> = OnceLock::new();
+    let mut kept = IN_TRANSIT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let now = os::monotonic_ns();
+    kept.retain(|(region, r)| {
+        let h = region.header();
+        h.shipped[*r].load(Ordering::Acquire) > h.opened[*r].load(Ordering::Acquire)
+            && now.saturating_sub(h.last_ship_ns[*r].load(Ordering::Relaxed))
+                < IN_FLIGHT_GRACE.as_nanos() as u64
+    });
+    kept
+}
+
+/// Waits (at most [`EXIT_LINGER`]) until every handle this process shipped was opened.
+fn linger_in_transit() {
+    let until = std::time::Instant::now() + EXIT_LINGER;
+    while !in_transit().is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 type AttachedMap = HashMap<([u8; 16], u32), Weak<Attachment>>;
 
 fn attached() -> std::sync::MutexGuard<'static, AttachedMap> {
@@ -677,6 +729,7 @@ impl Attachment {
 
 impl Drop for Attachment {
     fn drop(&mut self) {
+        keep_in_transit(&self.region, self.role as usize % 2);
         self.region.detach(self.role);
     }
 }

@@ -86,8 +86,21 @@ pub(crate) fn run_entry(
     })
 }
 
-/// Flushes stdio and ends the process without running destructors or atexit handlers.
+static BEFORE_EXIT: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Registers `f` to run when a worker ends, before it exits (the first registration
+/// counts): the parent crate lets handles a task returned be opened first.
+#[doc(hidden)]
+pub fn before_exit(f: fn()) {
+    let _ = BEFORE_EXIT.set(f);
+}
+
+/// Flushes stdio and ends the process without running destructors or atexit handlers
+/// (after the hook of [`before_exit`], if any).
 pub fn finish(code: i32) -> ! {
+    if let Some(f) = BEFORE_EXIT.get() {
+        f();
+    }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     os::exit_now(code)
