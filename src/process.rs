@@ -135,6 +135,7 @@ impl<R> ProcessBuilder<R> {
             received: None,
             decoded: None,
             taken: false,
+            keep_task_children: self.keep_task_children,
             result: PhantomData,
         })
     }
@@ -169,6 +170,8 @@ pub struct Process<R> {
     /// a handle it returned can be opened).
     decoded: Option<Result<R, Error>>,
     taken: bool,
+    /// Leave what the task started in the child's group when the child dies.
+    keep_task_children: bool,
     result: PhantomData<fn() -> R>,
 }
 
@@ -278,6 +281,11 @@ impl<R: DeserializeOwned> Process<R> {
             None => self.slot.wait(),
             Some(deadline) => self.slot.wait_until(deadline)?,
         };
+        if !self.keep_task_children && matches!(exit.status, ExitStatus::Signal { .. }) {
+            // Killed before it could end its task's children: what is left of them in
+            // its process group goes too.
+            let _ = self.slot.signal_group(libc::SIGKILL);
+        }
         self.taken = true;
         Some(self.outcome(exit))
     }

@@ -843,3 +843,79 @@ fn a_tasks_children_end_with_the_task() {
 fn gone_soon(pid: i32) -> bool {
     wait_exit(pid, Duration::from_millis(300))
 }
+
+/// Starts `sleep 300` in the worker's group, writes its pid to `path`, and waits for
+/// the end.
+fn sleep_then_hang(path: String) -> u32 {
+    let child = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("sleep")
+        .id();
+    std::fs::write(&path, child.to_string()).expect("write the pid");
+    loop {
+        std::thread::park();
+    }
+}
+supervisor::task!(sleep_then_hang);
+
+/// The pid `sleep_then_hang` wrote to `path`, once it is there.
+fn child_pid(path: &std::path::Path) -> i32 {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < until,
+            "the task never wrote its child's pid"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A worker SIGKILLed from outside while its task runs takes the task's children in
+/// its process group with it, in a Process and in a pool (before: the `sleep` lived on,
+/// adopted by init).
+#[test]
+fn a_killed_workers_task_children_end_with_it() {
+    each_method(DEADLINE, |method| {
+        let dir = std::env::temp_dir().join(format!("killed-worker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gone = |pid: i32| wait_exit(pid, Duration::from_secs(10));
+        let path = dir.join("process");
+        let mut p = Process::builder(sleep_then_hang, path.display().to_string())
+            .start_method(method)
+            .start()
+            .unwrap();
+        let sleep = child_pid(&path);
+        // SAFETY: kill with plain integers; the child this test started (not its group).
+        unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) };
+        let e = p.join().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e:?}");
+        assert!(gone(sleep), "a Process's task left its child");
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .grace(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let path = dir.join("pool");
+        let handle = pool.apply_async(sleep_then_hang, path.display().to_string());
+        let sleep = child_pid(&path);
+        let worker = pool.stats().workers[0].pid;
+        // SAFETY: kill with plain integers; this pool's busy worker.
+        unsafe { libc::kill(worker as i32, libc::SIGKILL) };
+        let e = handle.wait().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e:?}");
+        assert!(
+            gone(sleep),
+            "a pool task left its child when its worker died"
+        );
+        pool.join();
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}

@@ -182,6 +182,10 @@ impl WorkerLink for LiveWorker {
         let _ = self.slot.signal_group(libc::SIGKILL);
     }
 
+    fn terminate_group(&self) {
+        let _ = self.slot.signal_group(libc::SIGTERM);
+    }
+
     fn exit(&self) -> Option<Exit> {
         self.slot.exit()
     }

@@ -57,6 +57,8 @@ pub(crate) trait WorkerLink {
     fn terminate(&self);
     /// Kills its whole process group (SIGKILL), whatever is left of it.
     fn kill(&self);
+    /// Asks whatever is left of its process group to stop (SIGTERM), after its exit too.
+    fn terminate_group(&self);
     /// How it ended, once it has.
     fn exit(&self) -> Option<Exit>;
     /// Whether anything of its process group still runs.

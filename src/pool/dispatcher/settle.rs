@@ -49,7 +49,18 @@ impl<X: Io> Dispatcher<X> {
             self.exited.pop_front();
         }
         let initializing = worker.initializing;
-        if let Some(kill_at) = worker.kill_at {
+        let kill_at = match worker.kill_at {
+            Some(at) => Some(at),
+            // It died on its own (crashed, killed from outside) with something of its
+            // task left in its process group: that ends too, SIGTERM, then SIGKILL
+            // after the grace period.
+            None if !expected && !self.cfg.keep_task_children && worker.link.group_runs() => {
+                worker.link.terminate_group();
+                clocks.now.checked_add(self.cfg.grace)
+            }
+            None => None,
+        };
+        if let Some(kill_at) = kill_at {
             if worker.link.group_runs() {
                 self.group_kills
                     .push(GroupKill::new(kill_at, worker.link, clocks.now));

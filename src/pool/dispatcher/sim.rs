@@ -367,6 +367,7 @@ impl WorkerLink for SimLink {
         let p = w.proc(self.pid);
         p.dies_at = Some(p.dies_at.map_or(now, |d| d.min(now)));
     }
+    fn terminate_group(&self) {}
     fn exit(&self) -> Option<Exit> {
         self.world.borrow_mut().proc(self.pid).exit
     }
