@@ -249,7 +249,7 @@ fn nice_applies_to_every_thread_of_the_worker_in_its_own_group() {
 }
 
 #[test]
-fn workers_ignore_sigint_and_leave_other_signals_at_their_defaults() {
+fn workers_ignore_sigint_catch_sigterm_and_leave_other_signals_at_their_defaults() {
     each_method(DEADLINE, |method| {
         let bit = |sig: i32| 1u64 << (sig - 1);
         for daemon in [false, true] {
@@ -268,11 +268,13 @@ fn workers_ignore_sigint_and_leave_other_signals_at_their_defaults() {
                 bit(libc::SIGINT) | bit(libc::SIGPIPE),
                 "{ignored:x}"
             );
-            // A daemon catches SIGHUP (its parent's death) to end its process group.
+            // A daemon catches SIGHUP (its parent's death) to end its process group;
+            // every worker catches SIGTERM to end its task's children before it dies
+            // of it.
             let hup = if daemon { bit(libc::SIGHUP) } else { 0 };
             assert_eq!(
                 caught & !(bit(libc::SIGSEGV) | bit(libc::SIGBUS)),
-                hup,
+                hup | bit(libc::SIGTERM),
                 "{caught:x}"
             );
         }
@@ -484,8 +486,9 @@ fn a_worker_has_only_stdio_and_its_channels_open() {
         assert!(!open.iter().any(|t| t == "/etc/hostname"), "{open:?}");
         let sockets = open.iter().filter(|t| t.starts_with("socket:")).count();
         // stdio (3 entries, one may be /dev/null), the task channel, the result channel,
-        // and the directory handle used to list them.
-        assert!(open.len() <= 6 && sockets <= 2, "{open:?}");
+        // the directory handle used to list them, and the socket pair that wakes the
+        // thread handling SIGTERM.
+        assert!(open.len() <= 8 && sockets <= 4, "{open:?}");
     });
 }
 
@@ -914,6 +917,50 @@ fn a_killed_workers_task_children_end_with_it() {
         assert!(
             gone(sleep),
             "a pool task left its child when its worker died"
+        );
+        pool.join();
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// Orphans a `sleep 300` in a session of its own (out of the worker's group), writes
+/// its pid to `path`, and waits for the end.
+fn orphan_then_hang(path: String) -> u32 {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!"])
+        .output()
+        .expect("sh");
+    std::fs::write(&path, String::from_utf8_lossy(&out.stdout).trim()).expect("write the pid");
+    loop {
+        std::thread::park();
+    }
+}
+supervisor::task!(orphan_then_hang);
+
+/// A task stopped at its time limit takes even the children that left its process
+/// group (a new session) with it: the worker ends them before it dies of the SIGTERM
+/// (before: the `setsid sleep` lived on, adopted by init).
+#[test]
+fn a_timed_out_tasks_children_end_even_in_a_session_of_their_own() {
+    each_method(DEADLINE, |method| {
+        let dir = std::env::temp_dir().join(format!("timed-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .task_timeout(Duration::from_millis(300))
+            .grace(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let path = dir.join("pid");
+        let e = pool
+            .apply(orphan_then_hang, path.display().to_string())
+            .unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::TimedOut { .. }), "{e:?}");
+        let sleep = child_pid(&path);
+        assert!(
+            wait_exit(sleep, Duration::from_secs(10)),
+            "the timed-out task's orphan lived on"
         );
         pool.join();
         std::fs::remove_dir_all(&dir).unwrap();

@@ -34,6 +34,9 @@ pub(crate) struct Running {
     /// Its running call passed its time limit and nothing more may start; the worker is
     /// stopped once the calls finished before it are answered, or at this instant.
     pub(crate) stopping_at: Option<Instant>,
+    /// The position of the call that passed its time limit: it timed out, so an answer
+    /// for it (it may finish as it is being stopped) is not taken.
+    pub(crate) expired: Option<u32>,
 }
 
 /// How long a timed-out worker is given to send the answers of calls that finished
@@ -53,6 +56,7 @@ impl Running {
             sent,
             check_at: limit.and_then(|l| sent.checked_add(l)),
             stopping_at: None,
+            expired: None,
         }
     }
 

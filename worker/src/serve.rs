@@ -138,8 +138,10 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
     });
     os::keep_freed_memory();
     let children = config.end_task_children;
-    if children.is_some() {
+    if let Some(grace) = children {
         os::become_subreaper();
+        // Half the parent's grace: done before the parent's SIGKILL ends us.
+        os::end_children_on_sigterm(grace / 2);
     }
     let mut inbox = Inbox::new();
     let mut answers = Answers::new(link.tx.clone(), children);

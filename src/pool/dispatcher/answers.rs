@@ -24,6 +24,21 @@ enum Answer {
 }
 
 impl Answer {
+    /// Keeps the answers of the first `keep` calls only.
+    fn truncate(&mut self, keep: usize) {
+        match self {
+            Answer::Outcomes(outcomes, timings) => {
+                outcomes.truncate(keep);
+                timings.truncate(keep);
+            }
+            Answer::Packed { lens, data, others } => {
+                lens.truncate(keep);
+                data.truncate(lens.iter().map(|l| *l as usize).sum());
+                others.retain(|(pos, _)| (*pos as usize) < keep);
+            }
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Answer::Outcomes(outcomes, _) => outcomes.len(),
@@ -124,6 +139,24 @@ impl<X: Io> Dispatcher<X> {
         let pid = worker.link.pid();
         let run = worker.running.as_mut().expect("checked to fit");
         let task = run.unit.task;
+        let mut answer = answer;
+        if let Some(expired) = run.expired {
+            // The call that passed its limit is settled as timed out, whatever it says
+            // (it may finish as it is being stopped), unless its own timing shows it
+            // finished within the limit (its answer was on its way).
+            let at = expired.saturating_sub(run.answered) as usize;
+            let limit = self.cfg.task_timeout.unwrap_or(Duration::MAX);
+            let in_time = match &answer {
+                Answer::Outcomes(_, timings) => timings
+                    .get(at)
+                    .is_some_and(|t| Duration::from_nanos(t.duration_ns) < limit),
+                Answer::Packed { .. } => false,
+            };
+            answer.truncate(if in_time { at + 1 } else { at });
+            if answer.len() == 0 {
+                return;
+            }
+        }
         let n = answer.len();
         let mut spent = Duration::ZERO;
         let mut deliveries = Deliveries::default();

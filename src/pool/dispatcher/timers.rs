@@ -118,6 +118,7 @@ fn look_at_time_limit<L: WorkerLink>(
             let Some(run) = worker.running.as_mut() else {
                 return;
             };
+            run.expired = Some(claimed - 1);
             if run.answered + 1 == claimed {
                 worker.stop(Stop::Timeout, grace, now);
             } else {

@@ -9,6 +9,7 @@ mod process;
 mod setup;
 mod socket;
 mod stat;
+mod term;
 
 pub(crate) use children::{become_subreaper, end_children, has_children};
 pub(crate) use clock::{monotonic_ns, monotonic_upper_ns};
@@ -20,3 +21,4 @@ pub(crate) use setup::{
 };
 pub(crate) use socket::{is_seqpacket_socket, peek_packet, send_packet, wait_readable, Readiness};
 pub use stat::{is_gone, ProcStat};
+pub(crate) use term::end_children_on_sigterm;
