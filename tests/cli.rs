@@ -811,3 +811,43 @@ fn a_descriptor_limit_never_ends_a_run_quietly_with_work_missing() {
         }
     });
 }
+
+/// A full disk on either output is reported, never a panic or a quiet "closed": stderr
+/// full loses the messages, not the run (before: exit 101, a panic after 1 of 21
+/// results); stdout full stops the run with the cause on stderr and exit 2 (before:
+/// 141 and nothing said, as for `| head`).
+#[test]
+fn a_full_disk_on_either_output_is_reported_not_a_panic() {
+    isolated(DEADLINE, || {
+        let full = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap()
+        };
+        let run = |stdout: Stdio, stderr: Stdio, input: &str| {
+            let mut child = Command::new(BIN)
+                .args(["run", "-j", "1", "--task", "fault"])
+                .stdin(Stdio::piped())
+                .stdout(stdout)
+                .stderr(stderr)
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let input = format!("fail boom\n{}", "ok\n".repeat(20));
+        let out = run(Stdio::piped(), Stdio::from(full()), &input);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 20);
+        let out = run(Stdio::from(full()), Stdio::piped(), &input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("cannot write the output"), "{stderr}");
+    });
+}

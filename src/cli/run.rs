@@ -35,6 +35,31 @@ const MAX_PROCS: usize = 4096;
 /// Why the run stopped early (0: it did not).
 const STOP_FAIL_FAST: i32 = -1;
 const STOP_STDOUT: i32 = -2;
+const STOP_OUTPUT_ERROR: i32 = -3;
+
+/// Writes to stderr; an unwritable stderr (a full disk) loses the message, never the
+/// run (`eprintln!` panics then).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Stops the run after stdout failed: quietly if it was closed (`| head`), with the
+/// cause (kept in `first`) otherwise (a full disk).
+fn output_failed(
+    e: std::io::Error,
+    first: &mut Option<std::io::Error>,
+    request_stop: &dyn Fn(i32),
+) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        request_stop(STOP_STDOUT);
+    } else {
+        request_stop(STOP_OUTPUT_ERROR);
+        first.get_or_insert(e);
+    }
+}
 
 /// Builds the argv for one line: `{}` replaced, or the line appended.
 fn command_for(template: &[String], line: &str) -> Vec<String> {
@@ -156,7 +181,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        eprintln!(
+        say!(
             "supervisor: running in the background as pid {pid}; `supervisor status --pidfile {pidfile}`"
         );
         return Ok(EXIT_OK);
@@ -319,6 +344,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut cancelled = 0u64;
     let mut stopped = 0u64;
     let mut peaks = PeakRss::default();
+    let mut output_error: Option<std::io::Error> = None;
     let stdout = std::io::stdout();
     // Buffered, and flushed whenever the next result is not in yet: one write per
     // burst of results instead of one per line, and nothing held back while waiting.
@@ -359,7 +385,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     let err = record.command_stderr();
                     if !err.is_empty() {
                         out.flush()?;
-                        eprint!("{err}");
+                        {
+                            use std::io::Write as _;
+                            let _ = std::io::stderr().write_all(err.as_bytes());
+                        }
                     }
                 }
                 Format::Text => {
@@ -370,7 +399,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                         let err = record.stderr_text();
                         if !err.is_empty() {
                             out.flush()?;
-                            eprint!("{err}");
+                            {
+                                use std::io::Write as _;
+                                let _ = std::io::stderr().write_all(err.as_bytes());
+                            }
                         }
                     }
                 }
@@ -380,12 +412,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             }
             Ok(())
         });
-        if written.is_err() {
-            request_stop(STOP_STDOUT);
+        if let Err(e) = written {
+            output_failed(e, &mut output_error, &*request_stop);
         }
         progress.inc();
     }
-    let _ = out.flush();
+    if let Err(e) = out.flush() {
+        output_failed(e, &mut output_error, &*request_stop);
+    }
     drop(out);
     progress.finish();
     if let Some(mut log) = joblog {
@@ -401,16 +435,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         libc::SIGINT => EXIT_SIGINT,
         libc::SIGTERM => EXIT_SIGTERM,
         STOP_STDOUT => EXIT_STDOUT_CLOSED,
+        STOP_OUTPUT_ERROR => super::EXIT_USAGE,
         _ if failed > 0 => EXIT_FAILED,
         _ => EXIT_OK,
     };
     if code == EXIT_SIGINT || code == EXIT_SIGTERM {
-        eprintln!(
+        say!(
             "supervisor: stopped by signal: {done} tasks succeeded, {failed} failed, {stopped} stopped while running, {cancelled} not started"
         );
     }
+    if let Some(e) = output_error {
+        say!("supervisor: cannot write the output: {e}");
+    }
     if let Some(e) = read_error.borrow_mut().take() {
-        eprintln!(
+        say!(
             "supervisor: reading the input failed after {} lines: {e}",
             done + failed + stopped + cancelled
         );
@@ -518,7 +556,7 @@ impl Meter {
                     *last = std::time::Instant::now();
                     let rate = *done as f64 / start.elapsed().as_secs_f64().max(1e-9);
                     let of = total.map(|t| format!("/{t}")).unwrap_or_default();
-                    eprintln!("supervisor: {done}{of} tasks, {rate:.1}/s");
+                    say!("supervisor: {done}{of} tasks, {rate:.1}/s");
                 }
             }
         }
@@ -528,7 +566,7 @@ impl Meter {
         match self {
             Meter::Bar(bar) => bar.finish_and_clear(),
             Meter::Lines { done, start, .. } => {
-                eprintln!(
+                say!(
                     "supervisor: {done} tasks in {:.1}s",
                     start.elapsed().as_secs_f64()
                 );
@@ -609,12 +647,16 @@ fn print_stats(pool: &Pool) {
     let stats = pool.stats();
     let mut all: Vec<_> = stats.exited.iter().chain(stats.workers.iter()).collect();
     all.sort_by_key(|w| w.pid);
-    eprintln!(
+    say!(
         "{:>8} {:>8} {:>9} {:>10} {:>12}",
-        "pid", "tasks", "restarts", "cpu", "peak rss"
+        "pid",
+        "tasks",
+        "restarts",
+        "cpu",
+        "peak rss"
     );
     for w in all {
-        eprintln!(
+        say!(
             "{:>8} {:>8} {:>9} {:>9.2}s {:>8} KiB",
             w.pid,
             w.tasks_done,
