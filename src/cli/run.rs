@@ -511,6 +511,7 @@ impl Iterator for InputLines {
     }
 }
 
+/// An error with its causes, and the resource limit behind it, if one is.
 fn supervisor_chain(e: &supervisor::Error) -> String {
     let mut s = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -518,6 +519,11 @@ fn supervisor_chain(e: &supervisor::Error) -> String {
         s.push_str(": ");
         s.push_str(&cause.to_string());
         source = cause.source();
+    }
+    if let Some(limit) = supervisor::ResourceLimit::of(e) {
+        if !s.contains(&limit.to_string()) {
+            s.push_str(&format!(" ({limit})"));
+        }
     }
     s
 }

@@ -21,6 +21,13 @@ pub enum ResourceLimit {
     Memory,
 }
 
+impl ResourceLimit {
+    /// The resource behind `e` (or any of its causes), if running out of one caused it.
+    pub fn of(e: &(dyn std::error::Error + 'static)) -> Option<ResourceLimit> {
+        super::resource_limit(e)
+    }
+}
+
 impl std::fmt::Display for ResourceLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

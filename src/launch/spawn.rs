@@ -98,7 +98,13 @@ pub(crate) fn start(
     reaper.watch(slot.clone()).map_err(ErrorKind::Spawn)?;
     match handshake(server, &path, &secret, &slot, config) {
         Ok(link) => Ok((slot, link)),
-        Err(reason) => {
+        Err(Handshake::NoThread(e)) => {
+            // Out of threads (the process limit): a failed start like a failed fork.
+            let _ = slot.signal(libc::SIGKILL, true);
+            slot.wait();
+            Err(ErrorKind::Spawn(e).into())
+        }
+        Err(Handshake::Failed(reason)) => {
             let _ = slot.signal(libc::SIGKILL, true);
             slot.wait();
             Err(ErrorKind::Bootstrap {
@@ -118,13 +124,19 @@ fn process_title(config: &WorkerConfig) -> String {
     format!("{exe} [{}]", config.name)
 }
 
+/// Why a handshake failed: no thread to accept on, or what the child did wrong.
+enum Handshake {
+    NoThread(std::io::Error),
+    Failed(String),
+}
+
 fn handshake(
     server: IpcOneShotServer<ByteBuf>,
     path: &str,
     secret: &[u8; SECRET_LEN],
     slot: &ChildSlot,
     config: WorkerConfig,
-) -> Result<Link, String> {
+) -> Result<Link, Handshake> {
     let deadline = Instant::now() + BOOTSTRAP_TIMEOUT;
     let (tx, rx) = mpsc::channel();
     let on_exit = tx.clone();
@@ -137,7 +149,19 @@ fn handshake(
         .spawn(move || {
             let _ = tx.send(Event::Accepted(server.accept()));
         })
-        .map_err(|e| format!("cannot start the accept thread: {e}"))?;
+        .map_err(Handshake::NoThread)?;
+    after_accept(rx, deadline, path, secret, slot, config).map_err(Handshake::Failed)
+}
+
+/// The rest of a handshake, once a thread accepts the child's connection.
+fn after_accept(
+    rx: mpsc::Receiver<Event>,
+    deadline: Instant,
+    path: &str,
+    secret: &[u8; SECRET_LEN],
+    slot: &ChildSlot,
+    config: WorkerConfig,
+) -> Result<Link, String> {
     let (receiver, hello) = match rx.recv_timeout(BOOTSTRAP_TIMEOUT) {
         Ok(Event::Accepted(Ok(accepted))) => accepted,
         Ok(Event::Accepted(Err(e))) => return Err(format!("accept failed: {e:?}")),
