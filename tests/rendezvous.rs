@@ -197,3 +197,35 @@ fn the_bootstrap_directory_is_private_from_its_first_instant() {
         assert!(tmp.entries().is_empty(), "{:?}", tmp.entries());
     });
 }
+
+/// The sweep takes only what is recognisably a dead start's (an unbound `socket` alone
+/// in its directory): another program's empty or busy `.tmp` directory, however old,
+/// stays (before: any empty `.tmp*` directory older than 60 s was removed, and
+/// tempfile's default prefix is `.tmp`).
+#[test]
+fn the_sweep_leaves_other_programs_temporary_directories_alone() {
+    isolated(DEADLINE, || {
+        let tmp = Tmp::new("others");
+        let old = std::time::SystemTime::now() - Duration::from_secs(600);
+        let empty = tmp.path().join(".tmpMyApp1");
+        let busy = tmp.path().join(".tmpMyApp2");
+        std::fs::create_dir(&empty).unwrap();
+        std::fs::create_dir(&busy).unwrap();
+        std::fs::write(busy.join("data"), b"x").unwrap();
+        for dir in [&empty, &busy] {
+            std::fs::File::open(dir).unwrap().set_modified(old).unwrap();
+        }
+        let out = scenario("spawn_once")
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            empty.is_dir() && busy.join("data").is_file(),
+            "{:?}",
+            tmp.entries()
+        );
+        std::fs::remove_dir(&empty).unwrap();
+        std::fs::remove_dir_all(&busy).unwrap();
+    });
+}

@@ -234,9 +234,6 @@ impl Drop for BootstrapDir {
 /// How old a bootstrap directory must be before a sweep may take it for a dead
 /// program's (a live start binds its socket within microseconds of making it).
 const STALE_AFTER: Duration = Duration::from_secs(2);
-/// How old an empty one must be (a program killed between making it and binding its
-/// socket leaves it empty, but so may another program's fresh temporary directory).
-const STALE_EMPTY_AFTER: Duration = Duration::from_secs(60);
 
 /// Removes the bootstrap directories dead programs left in the temp directory (a
 /// program SIGKILLed while a child was starting cannot remove its own): this user's,
@@ -269,13 +266,10 @@ fn sweep_stale_bootstrap_dirs() {
             if !meta.is_dir() || meta.uid() != me || age < STALE_AFTER {
                 continue;
             }
-            let empty = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none());
-            if empty {
-                if age >= STALE_EMPTY_AFTER {
-                    let _ = std::fs::remove_dir(&dir);
-                }
-                continue;
-            }
+            // An empty one is left alone: a program killed in the instant between
+            // making its directory and binding the socket leaves one, but another
+            // program's temporary directory (tempfile's `.tmp` prefix is ipc-channel's
+            // too) looks the same.
             let socket = dir.join("socket");
             let only_socket = std::fs::read_dir(&dir)
                 .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
