@@ -390,7 +390,9 @@ pub enum ErrorKind {
     },
     /// Waiting is pointless: no other process holds the object (they all dropped or
     /// closed it) and no handle to it is on its way to one.
-    #[error("no other process holds the {kind} any more")]
+    #[error(
+        "nothing else holds the {kind} any more (no other handle, in this process or another)"
+    )]
     PeerClosed {
         /// The queue, pipe end, event or semaphore.
         kind: &'static str,

@@ -59,7 +59,9 @@ pub type PipeEnds<S, R> = (Pipe<S, R>, Pipe<R, S>);
 /// before the other end went away are still received; after that, waiting fails with
 /// [`ErrorKind::PeerClosed`] (the other end was dropped everywhere) or
 /// [`ErrorKind::PeerDied`] (the process holding it died), within about 100 ms.
-/// `send` blocks only when the 1 MiB buffer of its direction is full. `recv_timeout`
+/// `send` waits for room when the 1 MiB buffer of its direction is full, and, like every
+/// call without a timeout, for the pipe's internal mutex (held for a copy; a process
+/// stopped while holding it holds up untimed calls until it runs or dies). `recv_timeout`
 /// returns by its deadline whatever the other end does (a process stopped holding the
 /// pipe's internal mutex included), `try_recv` at once (within about 1 ms).
 pub struct Pipe<S, R> {

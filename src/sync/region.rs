@@ -203,7 +203,7 @@ impl Region {
         let (state_offset, data_offset, len) =
             layout(state_len, data_len).ok_or_else(|| ErrorKind::TooLarge {
                 kind: kind.name(),
-                requested: state_len.saturating_add(data_len) as u64,
+                requested: data_len as u64,
                 limit: MAX_REGION as u64,
             })?;
         let fd = os::memfd_create(&format!("supervisor-{}", kind.name()), len).map_err(fail)?;
