@@ -1233,3 +1233,40 @@ fn a_value_over_the_size_limit_is_refused_at_once_and_harms_nothing() {
         pool.join();
     });
 }
+
+/// Forks a child that keeps every descriptor of the worker (its link too) and sleeps,
+/// then crashes the worker.
+fn crash_leaving_a_link_holder(_: ()) -> u64 {
+    // SAFETY: a worker runs its tasks on one thread; the child only sleeps.
+    match unsafe { libc::fork() } {
+        0 => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        child => {
+            assert!(child > 0, "fork failed");
+            std::process::abort()
+        }
+    }
+}
+supervisor::task!(crash_leaving_a_link_holder);
+
+/// A crash is reported at once even when a child of the task holds the worker's
+/// channel open: that child is in the worker's group and ends with it (before: the
+/// crash came 1.03 s later, at the settling deadline).
+#[test]
+fn a_crash_is_reported_promptly_whoever_holds_the_workers_channel() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1).build().unwrap();
+        pool.apply(square, 1).unwrap();
+        let t = Instant::now();
+        let e = pool.apply(crash_leaving_a_link_holder, ()).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e:?}");
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
+        pool.join();
+    });
+}
