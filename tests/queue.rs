@@ -526,3 +526,25 @@ fn handles_returned_from_tasks_work_in_the_caller() {
         pool.join();
     });
 }
+
+/// Handles serialised for processes that never open them (here: builders dropped
+/// without starting, as a child killed before decoding its argument would leave them)
+/// count as on their way for the documented 10 s (the sender cannot know who will open
+/// a serialised handle); then the wait fails instead of hanging.
+#[test]
+fn handles_that_are_never_opened_end_a_wait_within_the_documented_bound() {
+    isolated(DEADLINE, || {
+        let q: Queue<u64> = Queue::new().unwrap();
+        for _ in 0..2 {
+            drop(Process::builder(get_one, q.clone()));
+        }
+        let t = Instant::now();
+        let e = q.get().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::PeerClosed { .. }), "{e:?}");
+        let waited = t.elapsed();
+        assert!(
+            waited > Duration::from_secs(9) && waited < Duration::from_secs(12),
+            "{waited:?}"
+        );
+    });
+}

@@ -520,9 +520,7 @@ impl Region {
                 slot.pid.store(0, Ordering::Release);
             }
         }
-        let in_flight = h.shipped[r].load(Ordering::Acquire) > h.opened[r].load(Ordering::Acquire)
-            && os::monotonic_ns().saturating_sub(h.last_ship_ns[r].load(Ordering::Relaxed))
-                < IN_FLIGHT_GRACE.as_nanos() as u64;
+        let in_flight = on_its_way(self, r, os::monotonic_ns());
         if others || in_flight {
             return None;
         }
@@ -597,8 +595,7 @@ fn regions() -> std::sync::MutexGuard<'static, HashMap<[u8; 16], Weak<Region>>> 
 fn keep_in_transit(region: &Arc<Region>, role: usize) {
     // Every drop also lets go of what arrived meanwhile.
     let mut kept = in_transit();
-    let h = region.header();
-    if h.shipped[role].load(Ordering::Acquire) <= h.opened[role].load(Ordering::Acquire) {
+    if !on_its_way(region, role, os::monotonic_ns()) {
         return;
     }
     if !kept
@@ -624,13 +621,17 @@ fn in_transit() -> std::sync::MutexGuard<'static, Vec<(Arc<Region>, usize)>> {
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     let now = os::monotonic_ns();
-    kept.retain(|(region, r)| {
-        let h = region.header();
-        h.shipped[*r].load(Ordering::Acquire) > h.opened[*r].load(Ordering::Acquire)
-            && now.saturating_sub(h.last_ship_ns[*r].load(Ordering::Relaxed))
-                < IN_FLIGHT_GRACE.as_nanos() as u64
-    });
+    kept.retain(|(region, r)| on_its_way(region, *r, now));
     kept
+}
+
+/// Whether a handle of `role` serialised by some process has not been opened yet and
+/// still counts as on its way (serialised within [`IN_FLIGHT_GRACE`]).
+fn on_its_way(region: &Region, role: usize, now_ns: u64) -> bool {
+    let h = region.header();
+    h.shipped[role].load(Ordering::Acquire) > h.opened[role].load(Ordering::Acquire)
+        && now_ns.saturating_sub(h.last_ship_ns[role].load(Ordering::Relaxed))
+            < IN_FLIGHT_GRACE.as_nanos() as u64
 }
 
 /// Waits (at most [`EXIT_LINGER`]) until every handle this process shipped was opened.
