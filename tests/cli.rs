@@ -851,3 +851,43 @@ fn a_full_disk_on_either_output_is_reported_not_a_panic() {
         assert!(stderr.contains("cannot write the output"), "{stderr}");
     });
 }
+
+/// Commands killed at their time limit are all `timed_out`: none is reported as a
+/// `failed` command killed by SIGTERM with a duration just under the limit (before:
+/// 1-11% of them, as the worker's answer for the stopped call was taken; found by the
+/// adversarial pass).
+#[test]
+fn every_command_past_its_limit_is_timed_out() {
+    isolated(DEADLINE, || {
+        let out = cli(
+            &[
+                "run",
+                "-j",
+                "4",
+                "--timeout",
+                "200ms",
+                "--grace",
+                "1s",
+                "--format",
+                "json",
+                "--",
+                "sleep",
+            ],
+            &lines(100, "100"),
+        );
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        let kinds: Vec<&str> = out
+            .stdout
+            .lines()
+            .map(|l| {
+                if l.contains("\"kind\":\"timed_out\"") {
+                    "timed_out"
+                } else {
+                    l
+                }
+            })
+            .collect();
+        assert_eq!(kinds.len(), 100, "{}", out.stdout);
+        assert!(kinds.iter().all(|k| *k == "timed_out"), "{kinds:?}");
+    });
+}

@@ -37,6 +37,8 @@ pub(crate) struct Running {
     /// The position of the call that passed its time limit: it timed out, so an answer
     /// for it (it may finish as it is being stopped) is not taken.
     pub(crate) expired: Option<u32>,
+    /// When that was decided (monotonic ns, the page's clock).
+    pub(crate) expired_at_ns: u64,
 }
 
 /// How long a timed-out worker is given to send the answers of calls that finished
@@ -57,6 +59,7 @@ impl Running {
             check_at: limit.and_then(|l| sent.checked_add(l)),
             stopping_at: None,
             expired: None,
+            expired_at_ns: 0,
         }
     }
 

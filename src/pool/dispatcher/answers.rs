@@ -142,14 +142,13 @@ impl<X: Io> Dispatcher<X> {
         let mut answer = answer;
         if let Some(expired) = run.expired {
             // The call that passed its limit is settled as timed out, whatever it says
-            // (it may finish as it is being stopped), unless its own timing shows it
-            // finished within the limit (its answer was on its way).
+            // (it may end because it is being stopped), unless its own timing shows it
+            // ended before the limit was enforced (its answer was on its way).
             let at = expired.saturating_sub(run.answered) as usize;
-            let limit = self.cfg.task_timeout.unwrap_or(Duration::MAX);
             let in_time = match &answer {
                 Answer::Outcomes(_, timings) => timings
                     .get(at)
-                    .is_some_and(|t| Duration::from_nanos(t.duration_ns) < limit),
+                    .is_some_and(|t| t.start_ns.saturating_add(t.duration_ns) < run.expired_at_ns),
                 Answer::Packed { .. } => false,
             };
             answer.truncate(if in_time { at + 1 } else { at });

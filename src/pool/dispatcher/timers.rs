@@ -119,6 +119,7 @@ fn look_at_time_limit<L: WorkerLink>(
                 return;
             };
             run.expired = Some(claimed - 1);
+            run.expired_at_ns = clocks.now_ns;
             if run.answered + 1 == claimed {
                 worker.stop(Stop::Timeout, grace, now);
             } else {
