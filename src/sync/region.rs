@@ -602,6 +602,11 @@ fn keep_in_transit(region: &Arc<Region>, role: usize) {
         .iter()
         .any(|(k, r)| Arc::ptr_eq(k, region) && *r == role)
     {
+        if kept.len() >= MAX_KEPT {
+            // Bounded: handles nobody opens (results dropped undecoded) must not pile
+            // up descriptors; the oldest goes first.
+            kept.remove(0);
+        }
         kept.push((region.clone(), role));
     }
     // A worker that ends lets the caller open what its task returned first.
@@ -609,6 +614,9 @@ fn keep_in_transit(region: &Arc<Region>, role: usize) {
 }
 
 type Kept = Mutex<Vec<(Arc<Region>, usize)>>;
+
+/// Most regions kept open for handles on their way (see [`keep_in_transit`]).
+const MAX_KEPT: usize = 64;
 
 /// How long an ending worker waits for the handles it shipped to be opened.
 const EXIT_LINGER: Duration = Duration::from_secs(2);
@@ -677,6 +685,8 @@ impl Attachment {
         let r = self.role as usize % 2;
         h.last_ship_ns[r].store(os::monotonic_ns(), Ordering::Relaxed);
         h.shipped[r].fetch_add(1, Ordering::AcqRel);
+        // Lets go of what was kept for earlier handles that have arrived meanwhile.
+        drop(in_transit());
         let mut sources = vec![(os::getpid() as u32, self.region.fd.as_raw_fd())];
         if h.creator_pid != sources[0].0 {
             sources.push((h.creator_pid, h.creator_fd));
