@@ -891,3 +891,56 @@ fn every_command_past_its_limit_is_timed_out() {
         assert!(kinds.iter().all(|k| *k == "timed_out"), "{kinds:?}");
     });
 }
+
+/// A slow producer: a complete line runs and prints while a partial one waits for its
+/// end (before: the partial line held back every result), and SIGINT while the run
+/// waits for input stops it at once (before: only at the end of the input).
+#[test]
+fn a_slow_input_streams_and_a_signal_stops_the_wait_for_it() {
+    isolated(DEADLINE, || {
+        let start = || {
+            Command::new(BIN)
+                .args(["run", "--unordered", "--task", "sleep"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut child = start();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let t = Instant::now();
+        stdin.write_all(b"300ms\n2").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "300ms");
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        stdin.write_all(b"00ms\n").unwrap();
+        drop(stdin);
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "200ms");
+        assert!(child.wait().unwrap().success());
+
+        let mut child = start();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdin.write_all(b"0ms\n").unwrap();
+        stdin.flush().unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        // SAFETY: kill with plain integers; the child this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let gone = wait_exit(child.id() as i32, Duration::from_secs(2));
+        assert!(gone, "the run went on waiting for its input");
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130));
+        drop(stdin);
+    });
+}

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod control;
+mod input;
 pub mod report;
 pub mod run;
 mod sys;

@@ -6,6 +6,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::fd::AsFd;
+
+use super::input::LineSource;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -159,13 +161,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .map(std::fs::File::from)
             .context("cannot read standard input")?,
     };
-    let reader = BufReader::with_capacity(64 * 1024, file);
-    // Our look at the input, to tell whether the next read would wait.
-    let poll_input = reader
-        .get_ref()
-        .try_clone()
-        .context("cannot read the input")?;
-    let buffered = Rc::new(std::cell::Cell::new(false));
     if args.daemon && ready.is_none() {
         if let Some(pidfile) = &args.pidfile {
             if let Some(pid) = control::running(pidfile) {
@@ -303,43 +298,40 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let inputs: Rc<RefCell<HashMap<u64, String>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
+    let source = Rc::new(RefCell::new(LineSource::new(file, stop.clone())));
     let jobs = {
         let inputs = inputs.clone();
         let stop = stop.clone();
         let template = template.clone();
         let read_error = read_error.clone();
-        InputLines {
-            reader,
-            buffered: buffered.clone(),
-        }
-        .map_while(move |line| match line {
-            Ok(line) => Some(line),
-            Err(e) => {
-                *read_error.borrow_mut() = Some(e);
-                None
-            }
-        })
-        .take_while(move |_| stop.load(Ordering::SeqCst) == 0)
-        .enumerate()
-        .map(move |(i, line)| {
-            let seq = i as u64 + 1;
-            inputs.borrow_mut().insert(seq, line.clone());
-            Job {
-                argv: template
-                    .as_deref()
-                    .map(|t| command_for(t, &line))
-                    .unwrap_or_default(),
-                line,
-                seq,
-                args: task_args.clone(),
-            }
-        })
+        InputLines(source.clone())
+            .map_while(move |line| match line {
+                Ok(line) => Some(line),
+                Err(e) => {
+                    *read_error.borrow_mut() = Some(e);
+                    None
+                }
+            })
+            .take_while(move |_| stop.load(Ordering::SeqCst) == 0)
+            .enumerate()
+            .map(move |(i, line)| {
+                let seq = i as u64 + 1;
+                inputs.borrow_mut().insert(seq, line.clone());
+                Job {
+                    argv: template
+                        .as_deref()
+                        .map(|t| command_for(t, &line))
+                        .unwrap_or_default(),
+                    line,
+                    seq,
+                    args: task_args.clone(),
+                }
+            })
     };
     // A line arriving while others run starts at once, whatever the read-ahead.
-    let more_input = buffered.clone();
     let mut reports = pool
         .imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered)
-        .input_ready(move || more_input.get() || super::sys::readable_now(poll_input.as_fd()));
+        .input_ready(move || source.borrow_mut().ready());
     let command_mode = template.is_some();
     let mut cancelled = 0u64;
     let mut stopped = 0u64;
@@ -483,31 +475,17 @@ impl PeakRss {
 
 /// Input lines as text: a line that is not UTF-8 is converted lossily (never dropped),
 /// a read error ends the input and is reported.
-struct InputLines {
-    reader: BufReader<std::fs::File>,
-    /// Whether a line (or part of one) is in `reader`'s buffer after the last read.
-    buffered: Rc<std::cell::Cell<bool>>,
-}
+struct InputLines(Rc<RefCell<LineSource>>);
 
 impl Iterator for InputLines {
     type Item = std::io::Result<String>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut buf = Vec::new();
-        let read = self.reader.read_until(b'\n', &mut buf);
-        self.buffered.set(!self.reader.buffer().is_empty());
-        match read {
-            Ok(0) => None,
-            Ok(_) => {
-                if buf.last() == Some(&b'\n') {
-                    buf.pop();
-                }
-                Some(Ok(String::from_utf8(buf).unwrap_or_else(|e| {
-                    String::from_utf8_lossy(e.as_bytes()).into_owned()
-                })))
-            }
-            Err(e) => Some(Err(e)),
-        }
+        let line = self.0.borrow_mut().next_line()?;
+        Some(line.map(|buf| {
+            String::from_utf8(buf)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        }))
     }
 }
 

@@ -86,15 +86,19 @@ pub fn wait_exit(pid: i32, timeout: Duration) -> bool {
     }
 }
 
-/// Whether reading `fd` would return at once (data, end of file or an error waiting).
-pub fn readable_now(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+/// Waits up to `timeout` until reading `fd` would return at once (data, end of file or
+/// an error waiting); whether it would.
+pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one live pollfd; a zero timeout.
-    unsafe { libc::poll(&mut pfd, 1, 0) != 0 }
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one live pollfd.
+    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+    // An interrupted wait (a signal came: perhaps a stop) is "not yet".
+    ready > 0 && pfd.revents != 0
 }
 
 /// Peak resident memory (KiB) of `pid`, if it is still there.

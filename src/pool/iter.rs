@@ -103,6 +103,10 @@ where
     /// `job.rs`), so this never waits for nothing.
     fn receive(&mut self) -> Option<Delivered> {
         while self.pending.is_empty() {
+            // The input ended while waiting here (see below) with nothing due.
+            if self.input_done && self.submitted == self.yielded + self.buffer.len() {
+                return None;
+            }
             if self.input_ready.is_none() || self.input_done {
                 self.pending.extend(self.rx.recv().ok()?.into_items());
                 break;
