@@ -1270,3 +1270,35 @@ fn a_crash_is_reported_promptly_whoever_holds_the_workers_channel() {
         pool.join();
     });
 }
+
+/// Forks a child that sleeps (no exec: it keeps the worker's signal handlers) and
+/// returns its pid.
+fn fork_a_sleeper(_: ()) -> i32 {
+    // SAFETY: a worker runs its tasks on one thread; the child only sleeps.
+    match unsafe { libc::fork() } {
+        0 => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        child => child,
+    }
+}
+supervisor::task!(fork_a_sleeper);
+
+/// A child forked without exec dies of the SIGTERM that ends a task's children, at
+/// once, not at the SIGKILL after the grace (before: it inherited the worker's SIGTERM
+/// handler, which did nothing in it, and every such result waited the whole grace;
+/// found by the second adversarial pass).
+#[test]
+fn a_forked_child_of_a_task_ends_at_once_when_the_task_returns() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1)
+            .grace(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        let t = Instant::now();
+        let child = pool.apply(fork_a_sleeper, ()).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert!(ended_or_killed(child), "the forked child lived on");
+        pool.join();
+    });
+}

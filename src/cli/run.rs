@@ -79,10 +79,6 @@ fn command_for(template: &[String], line: &str) -> Vec<String> {
 /// worker's running task, so this changes no task's start or timeout).
 const READ_AHEAD_PER_WORKER: usize = 1024;
 
-fn default_procs() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(message.into()))
 }
@@ -197,7 +193,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .start_method(method)
         .grace(args.grace)
         .retries(args.retries)
-        .read_ahead(READ_AHEAD_PER_WORKER * args.procs.unwrap_or_else(default_procs))
+        .read_ahead_per_worker(READ_AHEAD_PER_WORKER)
         .name("supervisor-worker");
     if let Some(procs) = args.procs {
         builder = builder.procs(procs);

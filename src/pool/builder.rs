@@ -55,6 +55,13 @@ pub(crate) struct Config {
     pub(super) keep_task_children: bool,
 }
 
+/// How far `imap` reads ahead, as asked.
+#[derive(Debug, Clone, Copy)]
+enum ReadAhead {
+    Total(usize),
+    PerWorker(usize),
+}
+
 /// Builds a [`Pool`].
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct PoolBuilder {
@@ -67,7 +74,7 @@ pub struct PoolBuilder {
     grace: Duration,
     retries: u32,
     restart_limit: RestartLimit,
-    read_ahead: Option<usize>,
+    read_ahead: Option<ReadAhead>,
     name: String,
     env_allowlist: Option<Vec<String>>,
     keep_task_children: bool,
@@ -187,7 +194,14 @@ impl PoolBuilder {
     /// How many inputs `imap` reads ahead of the results consumed. Default: 64 per
     /// worker (at least one chunk).
     pub fn read_ahead(mut self, n: usize) -> Self {
-        self.read_ahead = Some(n.max(1));
+        self.read_ahead = Some(ReadAhead::Total(n.max(1)));
+        self
+    }
+
+    /// [`PoolBuilder::read_ahead`] as so many per worker, whatever the number of
+    /// workers turns out to be.
+    pub fn read_ahead_per_worker(mut self, n: usize) -> Self {
+        self.read_ahead = Some(ReadAhead::PerWorker(n.max(1)));
         self
     }
 
@@ -255,7 +269,11 @@ impl PoolBuilder {
             finished,
             last_stats,
             procs,
-            read_ahead: self.read_ahead.unwrap_or(64 * procs),
+            read_ahead: match self.read_ahead {
+                Some(ReadAhead::Total(n)) => n,
+                Some(ReadAhead::PerWorker(n)) => n.saturating_mul(procs),
+                None => 64 * procs,
+            },
             timeout_set,
         })
     }

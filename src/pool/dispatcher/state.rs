@@ -25,10 +25,6 @@ use crate::launch::Spec;
 /// hold the channel open (then no more results can come, and this is the delay before
 /// its jobs are reported).
 pub(super) const EXIT_SETTLE: Duration = Duration::from_secs(1);
-/// How long what is left of a dead worker's group may hold its channel open after
-/// SIGTERM before SIGKILL (a forked child may have inherited the worker's SIGTERM
-/// handler, which does nothing without the worker's thread).
-pub(super) const HOLDER_GRACE: Duration = Duration::from_millis(100);
 /// Message id of the initializer.
 pub(super) const INIT_SEQ: u64 = 0;
 /// Exited workers remembered for `stats()`.
@@ -238,7 +234,6 @@ impl<X: Io> Dispatcher<X> {
             Event::Exited { worker } => {
                 let now = self.io.clocks().now;
                 let end_children = !self.cfg.keep_task_children;
-                let grace = self.cfg.grace;
                 if let Some(w) = self.worker_mut(worker) {
                     w.exited = true;
                     if w.link_closed {
@@ -250,8 +245,6 @@ impl<X: Io> Dispatcher<X> {
                         // once, not at the settling deadline.
                         if end_children {
                             w.link.terminate_group();
-                            let kill = now + grace.min(HOLDER_GRACE);
-                            w.kill_at = Some(w.kill_at.map_or(kill, |at| at.min(kill)));
                         }
                         w.settle_at = Some(now + EXIT_SETTLE);
                     }

@@ -15,6 +15,11 @@ pub(crate) fn end_children_on_sigterm(grace: Duration) -> bool {
     let Ok(mut signals) = Signals::new([SIGTERM]) else {
         return false;
     };
+    // A task's child made by a bare fork would inherit the handler, which does nothing
+    // without this thread: it gets SIGTERM's default back, and dies of it as any other.
+    // SAFETY: registers a plain function; it only resets a disposition, which is
+    // async-signal-safe.
+    unsafe { libc::pthread_atfork(None, None, Some(default_sigterm)) };
     std::thread::Builder::new()
         .name("supervisor-term".into())
         .stack_size(64 * 1024)
@@ -26,4 +31,10 @@ pub(crate) fn end_children_on_sigterm(grace: Duration) -> bool {
             }
         })
         .is_ok()
+}
+
+/// In a child forked from a worker: SIGTERM back to its default action.
+extern "C" fn default_sigterm() {
+    // SAFETY: installing SIG_DFL is always sound and async-signal-safe.
+    unsafe { libc::signal(SIGTERM, libc::SIG_DFL) };
 }
