@@ -30,7 +30,11 @@ fn main() {
             Ok(0)
         }
         Command::Status { pidfile } => cli::control::status(&pidfile),
-        Command::Stop { pidfile } => cli::control::stop(&pidfile),
+        Command::Stop {
+            pidfile,
+            wait,
+            timeout,
+        } => cli::control::stop(&pidfile, wait, timeout),
     };
     let code = match result {
         Ok(code) => code,

@@ -35,6 +35,12 @@ pub enum Command {
         /// The --pidfile of the run.
         #[arg(long)]
         pidfile: PathBuf,
+        /// Wait until the run has exited (exit 1 if it has not within --timeout).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: how long to wait (default: as long as it takes).
+        #[arg(long, value_parser = duration, requires = "wait")]
+        timeout: Option<Duration>,
     },
 }
 
@@ -138,7 +144,8 @@ pub struct RunArgs {
     /// Run in the background (needs --pidfile and --input FILE).
     #[arg(long, requires = "pidfile")]
     pub daemon: bool,
-    /// With --daemon: where to write the pid (and how status/stop find the run).
+    /// With --daemon: the pidfile (its one line is the pid; it is locked while the run
+    /// lives, and `status`/`stop` find the run through it).
     #[arg(long)]
     pub pidfile: Option<PathBuf>,
     /// With --daemon: where diagnostics go (default: /dev/null).

@@ -2,26 +2,39 @@
 //!
 //! The daemon is a re-executed copy of this command (never a fork of a multi-threaded
 //! process) in a new session, with stdin from /dev/null, stdout to `--output` and stderr
-//! to `--log`. It writes the pidfile (`PID` then the control socket's path) and tells
-//! the launcher it is ready through an inherited pipe. The control socket lives in a
-//! fresh directory of mode 0700.
+//! to `--log`. The launcher takes the pidfile's lock first (so of two runs started on one
+//! pidfile at once exactly one starts), hands the locked descriptor to the daemon, which
+//! holds it for its whole life and writes its pid, and hears through an inherited pipe
+//! when the daemon is ready. The control socket lives in `PIDFILE.control/` (mode 0700);
+//! see `pidfile.rs`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use super::pidfile::{self, PidLock, State};
 use super::sys;
+use super::Usage;
 
 /// Environment variable that tells the re-executed daemon which fd reports readiness.
 pub const ENV_DETACHED: &str = "__SUPERVISOR_DETACHED_READY_FD";
 const READY_FD: i32 = 3;
+/// The locked pidfile, inherited by the daemon.
+const LOCK_FD: i32 = 4;
+/// Clients served at once; more get "busy" at once rather than waiting.
+const MAX_CLIENTS: usize = 16;
+/// How long a client may take to send its request.
+const REQUEST_TIME: Duration = Duration::from_secs(5);
+/// Longest socket path `bind`/`connect` take (`sun_path` less its NUL).
+const SUN_PATH_MAX: usize = 107;
 
 fn open_out(path: &Option<PathBuf>) -> anyhow::Result<Stdio> {
     Ok(match path {
@@ -36,8 +49,34 @@ fn open_out(path: &Option<PathBuf>) -> anyhow::Result<Stdio> {
     })
 }
 
-/// Starts the detached copy and waits until it is running. Returns its pid.
-pub fn launch(output: &Option<PathBuf>, log: &Option<PathBuf>) -> anyhow::Result<u32> {
+/// Starts the detached copy and waits until it is running. Returns its pid. A pidfile
+/// held by a live run is a usage error (exit 2), and nothing starts.
+pub fn launch(
+    pidfile: &Path,
+    output: &Option<PathBuf>,
+    log: &Option<PathBuf>,
+) -> anyhow::Result<u32> {
+    let lock = PidLock::take(pidfile).map_err(|e| match e {
+        e @ pidfile::TakeError::Held { .. } => anyhow::Error::new(Usage(e.to_string())),
+        e => anyhow::Error::new(e),
+    })?;
+    lock.remove_stale()
+        .context("cannot remove what an earlier run left")?;
+    match start_detached(&lock, output, log) {
+        // The daemon holds the lock now (the same open file): ours may go.
+        Ok(pid) => Ok(pid),
+        Err(e) => {
+            lock.release();
+            Err(e)
+        }
+    }
+}
+
+fn start_detached(
+    lock: &PidLock,
+    output: &Option<PathBuf>,
+    log: &Option<PathBuf>,
+) -> anyhow::Result<u32> {
     let (ready_r, ready_w) = sys::pipe()?;
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -49,10 +88,13 @@ pub fn launch(output: &Option<PathBuf>, log: &Option<PathBuf>) -> anyhow::Result
         .stdin(Stdio::null())
         .stdout(open_out(output)?)
         .stderr(open_out(log)?);
-    let raw = ready_w.as_raw_fd();
-    // SAFETY: `detach_child` is async-signal-safe (setsid, dup2 on plain integers).
+    let fds = [
+        (ready_w.as_raw_fd(), READY_FD),
+        (lock.fd().as_raw_fd(), LOCK_FD),
+    ];
+    // SAFETY: `detach_child` is async-signal-safe (setsid, fcntl, dup2 on integers).
     unsafe {
-        cmd.pre_exec(move || sys::detach_child(raw, READY_FD));
+        cmd.pre_exec(move || sys::detach_child(&fds));
     }
     let child = cmd.spawn().context("cannot start the background run")?;
     drop(ready_w);
@@ -72,9 +114,7 @@ pub fn launch(output: &Option<PathBuf>, log: &Option<PathBuf>) -> anyhow::Result
 
 /// The detached side: pidfile, control socket, readiness report.
 pub struct Daemon {
-    pidfile: PathBuf,
-    dir: PathBuf,
-    ready: Option<std::fs::File>,
+    lock: Option<PidLock>,
 }
 
 impl Daemon {
@@ -84,37 +124,32 @@ impl Daemon {
         sys::inherited(fd).map(std::fs::File::from)
     }
 
-    /// Writes the pidfile and opens the control socket; `handle` answers each line
-    /// received ("status", "stop").
+    /// Takes over the locked pidfile, writes the pid, opens the control socket and
+    /// reports ready; `handle` answers each line received ("status", "stop").
     pub fn start(
         pidfile: &Path,
         ready: std::fs::File,
         handle: Arc<dyn Fn(&str) -> String + Send + Sync>,
     ) -> anyhow::Result<Daemon> {
-        let dir = sys::private_dir("supervisor-control-")?;
-        let socket = dir.join("control.sock");
-        let listener = UnixListener::bind(&socket).context("cannot create the control socket")?;
-        let mut daemon = Daemon {
-            pidfile: pidfile.to_path_buf(),
-            dir,
-            ready: Some(ready),
+        let fd: OwnedFd =
+            sys::inherited(LOCK_FD).context("the pidfile's lock was not passed on")?;
+        let mut lock = PidLock::inherited(pidfile, fd)
+            .with_context(|| format!("cannot hold the pidfile {}", pidfile.display()))?;
+        lock.write_pid(std::process::id())
+            .with_context(|| format!("cannot write the pidfile {}", pidfile.display()))?;
+        let daemon = Daemon { lock: Some(lock) };
+        let dir = pidfile::make_control_dir(pidfile).with_context(|| {
+            format!("cannot create {}", pidfile::control_dir(pidfile).display())
+        })?;
+        let listener = {
+            let (path, _dir) = reachable(&dir.join("sock"))?;
+            UnixListener::bind(&path).context("cannot create the control socket")?
         };
-        std::fs::write(
-            pidfile,
-            format!("{}\n{}\n", std::process::id(), socket.display()),
-        )
-        .with_context(|| format!("cannot write the pidfile {}", pidfile.display()))?;
         std::thread::Builder::new()
             .name("supervisor-control".into())
-            .spawn(move || {
-                for conn in listener.incoming().flatten() {
-                    let handle = handle.clone();
-                    let _ = serve(conn, &*handle);
-                }
-            })?;
-        if let Some(mut ready) = daemon.ready.take() {
-            let _ = ready.write_all(b"ready\n");
-        }
+            .spawn(move || accept(listener, handle))?;
+        let mut ready = ready;
+        let _ = ready.write_all(b"ready\n");
         Ok(daemon)
     }
 
@@ -127,13 +162,50 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.pidfile);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(lock) = self.lock.take() {
+            lock.release();
+        }
     }
 }
 
+/// Serves every client on its own thread (up to [`MAX_CLIENTS`] at once), so one idle
+/// connection does not hold up the next.
+fn accept(listener: UnixListener, handle: Arc<dyn Fn(&str) -> String + Send + Sync>) {
+    let live = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming().flatten() {
+        if live.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+            live.fetch_sub(1, Ordering::SeqCst);
+            let _ = (&conn).write_all(b"busy\n");
+            continue;
+        }
+        let (handle, served) = (handle.clone(), live.clone());
+        let spawned = std::thread::Builder::new()
+            .name("supervisor-client".into())
+            .spawn(move || {
+                let _ = serve(conn, &*handle);
+                served.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            live.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A path `bind`/`connect` accept for `socket`: itself, or when it is too long, the same
+/// file through `/proc/self/fd` of its directory (kept open by the second value).
+fn reachable(socket: &Path) -> anyhow::Result<(PathBuf, Option<std::fs::File>)> {
+    if socket.as_os_str().len() <= SUN_PATH_MAX {
+        return Ok((socket.to_path_buf(), None));
+    }
+    let dir = socket.parent().context("a socket in a directory")?;
+    let dir = std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let name = socket.file_name().context("a socket name")?;
+    let short = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+    Ok((short, Some(dir)))
+}
+
 fn serve(conn: UnixStream, handle: &dyn Fn(&str) -> String) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.set_read_timeout(Some(REQUEST_TIME))?;
     let mut line = String::new();
     BufReader::new(&conn).read_line(&mut line)?;
     let answer = handle(line.trim());
@@ -141,63 +213,79 @@ fn serve(conn: UnixStream, handle: &dyn Fn(&str) -> String) -> std::io::Result<(
     (&conn).write_all(b"\n")
 }
 
-fn read_pidfile(pidfile: &Path) -> anyhow::Result<(i32, PathBuf)> {
-    let text = std::fs::read_to_string(pidfile)
-        .with_context(|| format!("cannot read the pidfile {}", pidfile.display()))?;
-    let mut lines = text.lines();
-    let pid = lines
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .with_context(|| format!("{} holds no pid", pidfile.display()))?;
-    let socket = lines
-        .next()
-        .map(PathBuf::from)
-        .with_context(|| format!("{} names no control socket", pidfile.display()))?;
-    Ok((pid, socket))
-}
-
-fn ask(socket: &Path, request: &str) -> anyhow::Result<String> {
-    let mut conn = UnixStream::connect(socket)
-        .with_context(|| format!("cannot reach the run at {}", socket.display()))?;
+fn ask(pidfile: &Path, pid: Option<i32>, request: &str) -> anyhow::Result<String> {
+    let socket = pidfile::control_socket(pidfile);
+    let who = pid.map_or_else(|| "the run".to_string(), |p| format!("the run {p}"));
+    let (path, _dir) = reachable(&socket)?;
+    let mut conn = UnixStream::connect(&path)
+        .with_context(|| format!("cannot reach {who} at {}", socket.display()))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     conn.write_all(format!("{request}\n").as_bytes())?;
     let mut answer = String::new();
-    conn.read_to_string(&mut answer)?;
+    conn.read_to_string(&mut answer)
+        .with_context(|| format!("no answer from {who}"))?;
     Ok(answer.trim().to_string())
 }
 
-/// The pid of a live run behind `pidfile`, if there is one.
-pub fn running(pidfile: &Path) -> Option<i32> {
-    let (pid, _) = read_pidfile(pidfile).ok()?;
-    sys::alive(pid).then_some(pid)
+fn inspect(pidfile: &Path) -> anyhow::Result<State> {
+    pidfile::inspect(pidfile).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "no run uses {}: the pidfile does not exist (a run removes it when it ends)",
+                pidfile.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot read the pidfile {}", pidfile.display()))
+        }
+    })
 }
 
-/// `supervisor status`: prints the run's state (JSON). Exit 0, or 1 if not running.
+/// `supervisor status`: prints the run's state (JSON). Exit 0, 1 if its run is over
+/// (a pidfile nobody holds), an error (exit 2) if there is no pidfile.
 pub fn status(pidfile: &Path) -> anyhow::Result<i32> {
-    if !pidfile.exists() {
-        println!("{{\"running\":false}}");
-        return Ok(1);
+    match inspect(pidfile)? {
+        State::Stale { pid } => {
+            match pid {
+                Some(pid) => println!("{{\"running\":false,\"pid\":{pid}}}"),
+                None => println!("{{\"running\":false}}"),
+            }
+            Ok(1)
+        }
+        State::Running { pid } => {
+            println!("{}", ask(pidfile, pid, "status")?);
+            Ok(0)
+        }
     }
-    let (pid, socket) = read_pidfile(pidfile)?;
-    if !sys::alive(pid) {
-        println!("{{\"running\":false,\"pid\":{pid}}}");
-        return Ok(1);
-    }
-    println!("{}", ask(&socket, "status")?);
-    Ok(0)
 }
 
-/// `supervisor stop`: asks the run to stop and waits until it has exited.
-pub fn stop(pidfile: &Path) -> anyhow::Result<i32> {
-    let (pid, socket) = read_pidfile(pidfile)?;
-    if !sys::alive(pid) {
-        eprintln!("supervisor: the run {pid} is not running");
+/// `supervisor stop`: asks the run to stop (as SIGTERM would); with `wait`, also waits
+/// until it has exited, up to `timeout` (exit 1 if it has not by then).
+pub fn stop(pidfile: &Path, wait: bool, timeout: Option<Duration>) -> anyhow::Result<i32> {
+    let pid = match inspect(pidfile)? {
+        State::Stale { pid } => {
+            let who = pid.map_or_else(|| "the run".to_string(), |p| format!("the run {p}"));
+            eprintln!("supervisor: {who} is not running");
+            return Ok(1);
+        }
+        State::Running { pid } => pid,
+    };
+    ask(pidfile, pid, "stop")?;
+    let who = pid.map_or_else(|| "the run".to_string(), |p| format!("the run {p}"));
+    if !wait {
+        eprintln!("supervisor: asked {who} to stop");
+        return Ok(0);
+    }
+    let ended = match pid {
+        Some(pid) => sys::wait_exit(pid, timeout.unwrap_or(Duration::MAX)),
+        None => false,
+    };
+    if !ended || matches!(pidfile::inspect(pidfile), Ok(State::Running { .. })) {
+        let within = timeout.map_or_else(String::new, |t| {
+            format!(" within {}", humantime::format_duration(t))
+        });
+        eprintln!("supervisor: {who} has not stopped{within}");
         return Ok(1);
     }
-    ask(&socket, "stop")?;
-    if !sys::wait_exit(pid, Duration::from_secs(120)) {
-        bail!("the run {pid} did not stop within 120 s");
-    }
-    eprintln!("supervisor: stopped the run {pid}");
+    eprintln!("supervisor: stopped {who}");
     Ok(0)
 }

@@ -133,6 +133,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             "--output and --log go with --daemon (without it, results go to stdout)",
         ));
     }
+    if !args.daemon && !detached && args.pidfile.is_some() {
+        return Err(usage("--pidfile goes with --daemon"));
+    }
     let from_file = args.input.as_ref().filter(|p| p.as_os_str() != "-");
     let file: std::fs::File = match from_file {
         Some(path) if path.is_dir() => {
@@ -158,15 +161,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .context("cannot read standard input")?,
     };
     if args.daemon && ready.is_none() {
-        if let Some(pidfile) = &args.pidfile {
-            if let Some(pid) = control::running(pidfile) {
-                return Err(usage(format!(
-                    "a run is already using {} (pid {pid}); stop it or choose another --pidfile",
-                    pidfile.display()
-                )));
-            }
-        }
-        let pid = control::launch(&args.output, &args.log)?;
+        let pidfile = args
+            .pidfile
+            .as_deref()
+            .context("--daemon needs --pidfile")?;
+        let pid = control::launch(pidfile, &args.output, &args.log)?;
         let pidfile = args
             .pidfile
             .as_ref()

@@ -2,7 +2,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// A pipe whose ends are close-on-exec: (read, write).
@@ -16,13 +15,27 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Between fork and exec: new session, and `fd` placed at `target` (inherited).
-/// Async-signal-safe.
-pub fn detach_child(fd: RawFd, target: RawFd) -> io::Result<()> {
-    // SAFETY: setsid and dup2 take plain integers; both are async-signal-safe.
+/// Between fork and exec: new session, and each `(fd, target)` placed at `target`
+/// (inherited). Async-signal-safe.
+pub fn detach_child(fds: &[(RawFd, RawFd); 2]) -> io::Result<()> {
+    // SAFETY: setsid, fcntl and dup2 take plain integers; all are async-signal-safe.
     unsafe {
-        if libc::setsid() < 0 || libc::dup2(fd, target) < 0 {
+        if libc::setsid() < 0 {
             return Err(io::Error::last_os_error());
+        }
+        // Out of the way first (close-on-exec copies above every target), so that
+        // placing one cannot overwrite another before it is placed.
+        let mut high = [0; 2];
+        for (copy, (fd, _)) in high.iter_mut().zip(fds) {
+            *copy = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 16);
+            if *copy < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        for (copy, (_, target)) in high.iter().zip(fds) {
+            if libc::dup2(*copy, *target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
     }
     Ok(())
@@ -36,30 +49,6 @@ pub fn inherited(fd: RawFd) -> Option<OwnedFd> {
     }
     // SAFETY: the parent gave this process `fd` for it alone.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// A fresh directory only this user can enter.
-pub fn private_dir(prefix: &str) -> io::Result<PathBuf> {
-    let template = std::env::temp_dir().join(format!("{prefix}XXXXXX"));
-    let mut bytes = template.into_os_string().into_encoded_bytes();
-    bytes.push(0);
-    // SAFETY: mkdtemp edits the NUL-terminated template in place; mode 0700.
-    let p = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
-    if p.is_null() {
-        return Err(io::Error::last_os_error());
-    }
-    bytes.pop();
-    // SAFETY: mkdtemp only replaced the XXXXXX with ASCII characters.
-    Ok(PathBuf::from(unsafe {
-        std::ffi::OsString::from_encoded_bytes_unchecked(bytes)
-    }))
-}
-
-/// Whether process `pid` exists (and has not exited, as far as we can see).
-pub fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let exists = unsafe { libc::kill(pid, 0) } == 0;
-    exists && !supervisor_worker::ProcStat::of(pid).is_some_and(|stat| stat.has_exited())
 }
 
 /// Waits up to `timeout` for process `pid` to exit (pidfd, no polling).
@@ -108,4 +97,49 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// How [`flock`] locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flock {
+    /// Exclusive, without waiting.
+    Exclusive,
+    /// Shared, without waiting: to test whether an exclusive holder exists.
+    SharedTest,
+}
+
+/// Locks the open file behind `fd` (`flock`, held until its last descriptor closes);
+/// false if another holder has it.
+pub fn flock(fd: std::os::fd::BorrowedFd<'_>, how: Flock) -> io::Result<bool> {
+    let op = match how {
+        Flock::Exclusive => libc::LOCK_EX,
+        Flock::SharedTest => libc::LOCK_SH,
+    } | libc::LOCK_NB;
+    loop {
+        // SAFETY: flock on a live descriptor with plain flags.
+        if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Marks `fd` close-on-exec (an inherited descriptor is not passed on to workers).
+pub fn set_cloexec(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_SETFD on a live descriptor.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// This process's effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
 }
