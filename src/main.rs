@@ -13,6 +13,10 @@ use cli::EXIT_USAGE;
 fn main() {
     // First: a re-executed worker becomes a worker here and never returns.
     supervisor::init();
+    if cli::stdout_was_closed() {
+        eprintln!("supervisor: cannot write the output: standard output is closed");
+        std::process::exit(cli::run::EXIT_OUTPUT);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -627,9 +627,15 @@ fn stopped_by(signal: i32) -> (i32, String, Duration) {
 }
 
 #[test]
-fn sigint_and_sigterm_stop_the_run_with_130_and_143() {
+fn sigint_sigterm_and_sighup_stop_the_run_with_130_143_and_129() {
     isolated(DEADLINE, || {
-        for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        // SIGHUP (the terminal went away) is a stop like SIGTERM: finished results are
+        // kept (before: the default action killed the run with them unwritten).
+        for (signal, code) in [
+            (libc::SIGINT, 130),
+            (libc::SIGTERM, 143),
+            (libc::SIGHUP, 129),
+        ] {
             let (got, stderr, took) = stopped_by(signal);
             assert_eq!(got, code, "{stderr}");
             // The running `sleep 30s` tasks are counted as stopped, the rest as never
@@ -1022,7 +1028,7 @@ fn a_descriptor_limit_never_ends_a_run_quietly_with_work_missing() {
 
 /// A full disk on either output is reported, never a panic or a quiet "closed": stderr
 /// full loses the messages, not the run (before: exit 101, a panic after 1 of 21
-/// results); stdout full stops the run with the cause on stderr and exit 2 (before:
+/// results); stdout full stops the run with the cause on stderr and exit 3 (before:
 /// 141 and nothing said, as for `| head`).
 #[test]
 fn a_full_disk_on_either_output_is_reported_not_a_panic() {
@@ -1055,8 +1061,33 @@ fn a_full_disk_on_either_output_is_reported_not_a_panic() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 20);
         let out = run(Stdio::from(full()), Stdio::piped(), &input);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
         assert!(stderr.contains("cannot write the output"), "{stderr}");
+    });
+}
+
+/// A standard output closed before the start (`>&-`) is an error said on stderr, with
+/// nothing run (before: exit 0, every result thrown away).
+#[test]
+fn a_closed_standard_output_is_an_error_before_anything_runs() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("closed-stdout");
+        let marker = dir.join("ran");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec "$@" >&-"#)
+            .arg("sh")
+            .arg(BIN)
+            .args(["run", "--", "touch"])
+            .arg(&marker)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("standard output is closed"), "{stderr}");
+        assert!(!marker.exists(), "nothing ran");
+        std::fs::remove_dir_all(dir).unwrap();
     });
 }
 

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "supervisor",
     version,
     about,
-    after_help = "Exit codes: 0 all tasks succeeded; 1 one or more failed; 2 usage or configuration error; 130 stopped by SIGINT; 143 stopped by SIGTERM; 141 standard output closed."
+    after_help = "Exit codes: 0 all tasks succeeded; 1 one or more failed; 2 usage or configuration error; 3 the output could not be written (disk full, I/O error, closed descriptor); 129 stopped by SIGHUP; 130 stopped by SIGINT; 143 stopped by SIGTERM; 141 standard output closed (a broken pipe, silently)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -87,7 +87,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  seq 1 100 | supervisor run --task prime-factors\n  supervisor run -j 8 --nice 10 --task sha512-chain --arg iterations=20000 --input words.txt\n  ls *.log | supervisor run --timeout 30s -- gzip -k {}\n\nExit codes: 0 all tasks succeeded; 1 one or more failed; 2 usage or configuration error; 130 stopped by SIGINT; 143 stopped by SIGTERM; 141 standard output closed."
+    after_help = "Examples:\n  seq 1 100 | supervisor run --task prime-factors\n  supervisor run -j 8 --nice 10 --task sha512-chain --arg iterations=20000 --input words.txt\n  ls *.log | supervisor run --timeout 30s -- gzip -k {}\n\nExit codes: 0 all tasks succeeded; 1 one or more failed; 2 usage or configuration error; 3 the output could not be written (disk full, I/O error, closed descriptor); 129 stopped by SIGHUP; 130 stopped by SIGINT; 143 stopped by SIGTERM; 141 standard output closed (a broken pipe, silently)."
 )]
 pub struct RunArgs {
     /// Built-in task to run on each input line (see `supervisor tasks`).

@@ -9,6 +9,11 @@ pub mod run;
 mod sys;
 pub mod tasks;
 
+/// Whether standard output was closed when the program started (`>&-`).
+pub fn stdout_was_closed() -> bool {
+    sys::was_closed_at_start(1)
+}
+
 /// Exit code of a usage or configuration error.
 pub const EXIT_USAGE: i32 = 2;
 

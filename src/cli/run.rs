@@ -28,6 +28,10 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_SIGINT: i32 = 130;
 pub const EXIT_SIGTERM: i32 = 143;
+/// Exit code of a run stopped by SIGHUP (its terminal went away): as SIGTERM otherwise.
+pub const EXIT_SIGHUP: i32 = 129;
+/// Exit code of a run whose output could not be written (other than a closed pipe).
+pub const EXIT_OUTPUT: i32 = 3;
 /// Standard output was closed (for example `| head`): the run stopped quietly.
 pub const EXIT_STDOUT_CLOSED: i32 = 141;
 
@@ -220,7 +224,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
     };
 
-    // First SIGINT/SIGTERM: stop dispatching, stop workers (TERM, grace, KILL).
+    // First SIGINT/SIGTERM/SIGHUP: stop dispatching, stop workers (TERM, grace, KILL).
     // Second: kill them at once.
     let stop = Arc::new(AtomicI32::new(0));
     let request_stop = {
@@ -246,8 +250,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     {
         let request_stop = request_stop.clone();
-        let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
-            .context("cannot handle signals")?;
+        let mut signals =
+            signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+                .context("cannot handle signals")?;
         std::thread::Builder::new()
             .name("supervisor-signals".into())
             .spawn(move || {
@@ -421,12 +426,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let code = match stop.load(Ordering::SeqCst) {
         libc::SIGINT => EXIT_SIGINT,
         libc::SIGTERM => EXIT_SIGTERM,
+        libc::SIGHUP => EXIT_SIGHUP,
         STOP_STDOUT => EXIT_STDOUT_CLOSED,
-        STOP_OUTPUT_ERROR => super::EXIT_USAGE,
+        STOP_OUTPUT_ERROR => EXIT_OUTPUT,
         _ if failed > 0 => EXIT_FAILED,
         _ => EXIT_OK,
     };
-    if code == EXIT_SIGINT || code == EXIT_SIGTERM {
+    if [EXIT_SIGINT, EXIT_SIGTERM, EXIT_SIGHUP].contains(&code) {
         say!(
             "supervisor: stopped by signal: {done} tasks succeeded, {failed} failed, {stopped} stopped while running, {cancelled} not started"
         );

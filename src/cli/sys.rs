@@ -143,3 +143,20 @@ pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// Whether descriptor `fd` was closed when the program started. The Rust runtime opens
+/// `/dev/null` (read-write) in place of a closed standard descriptor before `main`; a
+/// shell's `>/dev/null` opens it write-only. So read-write `/dev/null` at 1 or 2 means
+/// it was closed (`1<>/dev/null` would look the same; nobody writes that).
+pub fn was_closed_at_start(fd: RawFd) -> bool {
+    let is_null = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|target| target.as_os_str() == "/dev/null");
+    let read_write = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            i64::from_str_radix(flags.trim(), 8).ok()
+        })
+        .is_some_and(|flags| flags & i64::from(libc::O_ACCMODE) == i64::from(libc::O_RDWR));
+    is_null && read_write
+}
