@@ -211,17 +211,22 @@ impl Record {
             s.push('\n');
         }
         if let Err(e) = &self.result {
-            let pid = if self.meta.pid == 0 {
-                "before it ran".to_string()
+            // The library's messages name the task's process; a command's own failure
+            // gets it added. Never both (before: "stopped in pid 7: task `sleep` was
+            // stopped in process 7: ...").
+            let message = shorten(&e.message, 2000);
+            let pid = self.meta.pid;
+            let at = if pid == 0 {
+                " (before it ran)".to_string()
+            } else if message.contains(&format!("process {pid}")) {
+                String::new()
             } else {
-                format!("in pid {}", self.meta.pid)
+                format!(" (worker {pid})")
             };
             s.push_str(&format!(
-                "supervisor: line {} ({:?}) {} {pid}: {}\n",
+                "supervisor: line {} ({:?}): {message}{at}\n",
                 self.seq,
                 shorten(&self.input, 120),
-                e.kind,
-                shorten(&e.message, 2000)
             ));
         }
         s
