@@ -27,11 +27,14 @@ pub struct LineSource {
     error: Option<io::Error>,
     /// Non-zero once the run is asked to stop.
     stop: Arc<AtomicI32>,
+    /// What ends a record: a newline, or NUL (`-0`), or `-d`'s byte.
+    delimiter: u8,
 }
 
 impl LineSource {
-    pub fn new(file: File, stop: Arc<AtomicI32>) -> LineSource {
+    pub fn new(file: File, stop: Arc<AtomicI32>, delimiter: u8) -> LineSource {
         LineSource {
+            delimiter,
             file,
             buf: Vec::new(),
             start: 0,
@@ -42,7 +45,7 @@ impl LineSource {
     }
 
     fn complete_line(&self) -> bool {
-        self.eof || self.error.is_some() || self.buf[self.start..].contains(&b'\n')
+        self.eof || self.error.is_some() || self.buf[self.start..].contains(&self.delimiter)
     }
 
     /// One read of what is there (it waits only if nothing is).
@@ -89,7 +92,7 @@ impl LineSource {
     /// run is asked to stop.
     pub fn next_line(&mut self) -> Option<io::Result<Vec<u8>>> {
         loop {
-            if let Some(pos) = self.buf[self.start..].iter().position(|b| *b == b'\n') {
+            if let Some(pos) = self.buf[self.start..].iter().position(|b| *b == self.delimiter) {
                 let line = self.buf[self.start..self.start + pos].to_vec();
                 self.start += pos + 1;
                 return Some(Ok(line));

@@ -4,6 +4,8 @@ pub mod args;
 pub mod control;
 mod input;
 mod pidfile;
+mod replace;
+mod sources;
 pub mod report;
 pub mod run;
 mod sys;

@@ -298,7 +298,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let inputs: Rc<RefCell<HashMap<u64, String>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
-    let source = Rc::new(RefCell::new(LineSource::new(file, stop.clone())));
+    let source = Rc::new(RefCell::new(LineSource::new(file, stop.clone(), b'\n')));
     let jobs = {
         let inputs = inputs.clone();
         let stop = stop.clone();
