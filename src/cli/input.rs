@@ -92,7 +92,10 @@ impl LineSource {
     /// run is asked to stop.
     pub fn next_line(&mut self) -> Option<io::Result<Vec<u8>>> {
         loop {
-            if let Some(pos) = self.buf[self.start..].iter().position(|b| *b == self.delimiter) {
+            if let Some(pos) = self.buf[self.start..]
+                .iter()
+                .position(|b| *b == self.delimiter)
+            {
                 let line = self.buf[self.start..self.start + pos].to_vec();
                 self.start += pos + 1;
                 return Some(Ok(line));

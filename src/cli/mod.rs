@@ -2,12 +2,16 @@
 
 pub mod args;
 pub mod control;
+mod halt;
+mod hints;
 mod input;
+mod joblog;
 mod pidfile;
 mod replace;
-mod sources;
 pub mod report;
 pub mod run;
+mod sources;
+mod specs;
 mod sys;
 pub mod tasks;
 

@@ -251,10 +251,12 @@ fn replacement(inner: &[u8]) -> Result<Option<Piece>, TemplateError> {
     let digits = inner.iter().take_while(|b| b.is_ascii_digit()).count();
     let (number, rest) = inner.split_at(digits);
     let cut = match rest {
-        b"" if digits == 0 => return Ok(Some(Piece::Value {
-            field: None,
-            cut: Cut::Whole,
-        })),
+        b"" if digits == 0 => {
+            return Ok(Some(Piece::Value {
+                field: None,
+                cut: Cut::Whole,
+            }))
+        }
         b"#" if digits == 0 => return Ok(Some(Piece::Seq)),
         b"%" if digits == 0 => return Ok(Some(Piece::Slot)),
         b"" => Cut::Whole,
@@ -301,7 +303,13 @@ mod tests {
     #[test]
     fn cuts_match_gnu_parallel() {
         let rows: &[(&str, &str, &str, &str, &str)] = &[
-            ("dir.x/a.tar.gz", "dir.x/a.tar", "dir.x", "a.tar.gz", "a.tar"),
+            (
+                "dir.x/a.tar.gz",
+                "dir.x/a.tar",
+                "dir.x",
+                "a.tar.gz",
+                "a.tar",
+            ),
             ("b", "b", ".", "b", "b"),
             ("a.b/c", "a.b/c", "a.b", "c", "c"),
             ("/a", "/a", "/", "a", "a"),
@@ -312,7 +320,11 @@ mod tests {
         ];
         for (value, no_ext, dir, base, base_no_ext) in rows {
             let v = value.as_bytes();
-            assert_eq!(cut_value(v, Cut::NoExtension), no_ext.as_bytes(), "{{.}} of {value}");
+            assert_eq!(
+                cut_value(v, Cut::NoExtension),
+                no_ext.as_bytes(),
+                "{{.}} of {value}"
+            );
             assert_eq!(cut_value(v, Cut::Dir), dir.as_bytes(), "{{//}} of {value}");
             assert_eq!(cut_value(v, Cut::Base), base.as_bytes(), "{{/}} of {value}");
             assert_eq!(
@@ -379,8 +391,11 @@ mod tests {
     #[test]
     fn positional_fields_slots_and_literal_braces() {
         let fields = words(&["d/f.t", "y"]);
-        let t = Template::parse(&words(&["{2}{1.}", "{1/}", "{3}", "{a}", "{%}", "{}"]), false)
-            .unwrap();
+        let t = Template::parse(
+            &words(&["{2}{1.}", "{1/}", "{3}", "{a}", "{%}", "{}"]),
+            false,
+        )
+        .unwrap();
         assert!(t.uses_slot());
         assert_eq!(
             t.argv(&fill(&fields, b"d/f.t y")),

@@ -72,7 +72,10 @@ pub fn split_command(words: &[OsString]) -> Result<(Vec<OsString>, Vec<Group>), 
             if values.is_empty() {
                 return Err(SourceError::NoFile);
             }
-            values.iter().map(|v| Origin::File(PathBuf::from(v))).collect()
+            values
+                .iter()
+                .map(|v| Origin::File(PathBuf::from(v)))
+                .collect()
         } else {
             vec![Origin::Args(
                 values.iter().map(|v| v.as_bytes().to_vec()).collect(),
@@ -173,7 +176,9 @@ impl Records {
         let mut stdin = Some(stdin);
         let mut file_of = |path: &Path| -> Result<std::fs::File, OpenError> {
             if path.as_os_str() == "-" {
-                let open = stdin.take().ok_or(OpenError::Source(SourceError::StdinTwice))?;
+                let open = stdin
+                    .take()
+                    .ok_or(OpenError::Source(SourceError::StdinTwice))?;
                 return open().map_err(|e| OpenError::Read(path.to_path_buf(), e));
             }
             if path.is_dir() {
@@ -297,7 +302,10 @@ fn read_group(
 
 /// Records of `bytes`, each ended by `delimiter` (the last one may lack it).
 pub fn split_records(bytes: &[u8], delimiter: u8) -> Vec<Vec<u8>> {
-    let mut records: Vec<Vec<u8>> = bytes.split(|b| *b == delimiter).map(<[u8]>::to_vec).collect();
+    let mut records: Vec<Vec<u8>> = bytes
+        .split(|b| *b == delimiter)
+        .map(<[u8]>::to_vec)
+        .collect();
     if bytes.is_empty() || bytes.ends_with(&[delimiter]) {
         records.pop();
     }
@@ -318,10 +326,16 @@ mod tests {
 
     fn records(groups: Vec<Group>, columns: Columns) -> Vec<Record> {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
-        Records::open(groups, b'\n', columns, || Err(io::Error::other("no stdin")), stop)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        Records::open(
+            groups,
+            b'\n',
+            columns,
+            || Err(io::Error::other("no stdin")),
+            stop,
+        )
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
     }
 
     fn wholes(records: &[Record]) -> Vec<String> {
@@ -333,9 +347,10 @@ mod tests {
 
     #[test]
     fn markers_split_the_command_from_its_sources() {
-        let (command, groups) =
-            split_command(&os(&["echo", "{}", ":::", "a", "b", ":::+", "1", "2", ":::", "x"]))
-                .unwrap();
+        let (command, groups) = split_command(&os(&[
+            "echo", "{}", ":::", "a", "b", ":::+", "1", "2", ":::", "x",
+        ]))
+        .unwrap();
         assert_eq!(command, os(&["echo", "{}"]));
         assert_eq!(
             groups,
@@ -350,7 +365,10 @@ mod tests {
             split_command(&os(&["echo", ":::+", "a"])),
             Err(SourceError::NothingToLink(":::+".into()))
         );
-        assert_eq!(split_command(&os(&["echo", "::::"])), Err(SourceError::NoFile));
+        assert_eq!(
+            split_command(&os(&["echo", "::::"])),
+            Err(SourceError::NoFile)
+        );
     }
 
     /// Orders as GNU parallel 20221122 printed them.
@@ -365,16 +383,16 @@ mod tests {
             split_command(&os(&["e", ":::", "a", "b", "c", ":::+", "1", "2"])).unwrap();
         assert_eq!(wholes(&records(groups, Columns::default())), ["a 1", "b 2"]);
         let (_, groups) = split_command(&os(&["e", ":::", "a", ":::", ":::", "x"])).unwrap();
-        assert!(records(groups, Columns::default()).is_empty(), "an empty source: no jobs");
+        assert!(
+            records(groups, Columns::default()).is_empty(),
+            "an empty source: no jobs"
+        );
     }
 
     #[test]
     fn columns_cut_fields_but_the_whole_stays_the_line() {
         let re = regex::bytes::Regex::new(":").unwrap();
-        let r = records(
-            vec![vec![Origin::Args(b(&["a:b:c"]))]],
-            Columns(Some(re)),
-        );
+        let r = records(vec![vec![Origin::Args(b(&["a:b:c"]))]], Columns(Some(re)));
         assert_eq!(r[0].fields, b(&["a", "b", "c"]));
         assert_eq!(r[0].whole, b"a:b:c".to_vec());
     }

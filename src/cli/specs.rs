@@ -1,0 +1,126 @@
+//! Option values in GNU parallel's spellings: `-j N | N% | +N | -N` and
+//! `--timeout DURATION | SECONDS | N%`.
+
+use std::time::Duration;
+
+/// A `-j` value, resolved against the machine's CPU count.
+pub fn procs(spec: &str, cpus: usize) -> Result<usize, String> {
+    let bad =
+        || format!("-j {spec}: expected N, N% (of the CPUs), +N or -N (CPUs plus or minus N)");
+    let number = |s: &str| s.parse::<usize>().map_err(|_| bad());
+    let n = if let Some(p) = spec.strip_suffix('%') {
+        let p: f64 = p.parse().map_err(|_| bad())?;
+        if !(p.is_finite() && p > 0.0) {
+            return Err(bad());
+        }
+        ((cpus as f64 * p / 100.0).floor() as usize).max(1)
+    } else if let Some(plus) = spec.strip_prefix('+') {
+        cpus.saturating_add(number(plus)?)
+    } else if let Some(minus) = spec.strip_prefix('-') {
+        cpus.saturating_sub(number(minus)?).max(1)
+    } else {
+        let n = number(spec)?;
+        if n == 0 {
+            return Err(format!(
+                "-j 0 (parallel's \"as many as possible\") is not supported: give a number, e.g. -j 64"
+            ));
+        }
+        n
+    };
+    Ok(n)
+}
+
+/// A `--timeout` value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Timeout {
+    /// A fixed limit.
+    Fixed(Duration),
+    /// This percentage of the median run time of the jobs that succeeded so far
+    /// (parallel's `--timeout 200%`); no limit until three have.
+    OfMedian(f64),
+}
+
+/// Parses `30s`, `1m 30s`, `2.5` (seconds, as parallel) or `200%`.
+pub fn timeout(spec: &str) -> Result<Timeout, String> {
+    let bad = || {
+        format!("--timeout {spec}: expected a duration (30s, 1m), seconds (2.5) or a percentage of the median run time (200%)")
+    };
+    let limit = if let Some(p) = spec.strip_suffix('%') {
+        let p: f64 = p.trim().parse().map_err(|_| bad())?;
+        if !(p.is_finite() && p > 0.0) {
+            return Err(bad());
+        }
+        return Ok(Timeout::OfMedian(p));
+    } else if let Ok(secs) = spec.trim().parse::<f64>() {
+        if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
+            return Err(bad());
+        }
+        Duration::from_secs_f64(secs)
+    } else {
+        humantime::parse_duration(spec).map_err(|_| bad())?
+    };
+    if limit.is_zero() {
+        return Err("--timeout must be longer than 0".to_string());
+    }
+    Ok(Timeout::Fixed(limit))
+}
+
+/// The limit `--timeout N%` sets given the run times of the jobs that succeeded so far.
+pub fn of_median(percent: f64, runtimes: &mut [Duration]) -> Option<Duration> {
+    if runtimes.len() < 3 {
+        return None;
+    }
+    runtimes.sort_unstable();
+    let median = runtimes[runtimes.len() / 2];
+    Some(
+        median
+            .mul_f64(percent / 100.0)
+            .max(Duration::from_millis(1)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn procs_spellings() {
+        assert_eq!(procs("4", 2), Ok(4));
+        assert_eq!(procs("50%", 2), Ok(1));
+        assert_eq!(procs("200%", 2), Ok(4));
+        assert_eq!(procs("1%", 2), Ok(1));
+        assert_eq!(procs("+3", 2), Ok(5));
+        assert_eq!(procs("-1", 2), Ok(1));
+        assert_eq!(procs("-5", 2), Ok(1));
+        for bad in ["0", "x", "-x", "%", "-1%"] {
+            assert!(procs(bad, 2).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timeout_spellings() {
+        assert_eq!(
+            timeout("2.5"),
+            Ok(Timeout::Fixed(Duration::from_millis(2500)))
+        );
+        assert_eq!(timeout("30s"), Ok(Timeout::Fixed(Duration::from_secs(30))));
+        assert_eq!(
+            timeout("1m 30s"),
+            Ok(Timeout::Fixed(Duration::from_secs(90)))
+        );
+        assert_eq!(timeout("200%"), Ok(Timeout::OfMedian(200.0)));
+        for bad in ["0", "0s", "-1", "x%", "abc", "nan"] {
+            assert!(timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_percentage_of_the_median_waits_for_three_successes() {
+        let ms = Duration::from_millis;
+        assert_eq!(of_median(200.0, &mut [ms(10), ms(30)]), None);
+        assert_eq!(
+            of_median(200.0, &mut [ms(30), ms(10), ms(20)]),
+            Some(ms(40))
+        );
+    }
+}
