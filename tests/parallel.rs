@@ -1,0 +1,252 @@
+//! GNU parallel as the oracle: the same command lines given to `parallel` and to
+//! `supervisor run` print the same bytes. GNU parallel must be installed (`.ci/setup`
+//! installs it); a missing one fails these tests, it never skips them.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{isolated, wait_exit};
+
+const BIN: &str = env!("CARGO_BIN_EXE_supervisor");
+const DEADLINE: Duration = Duration::from_secs(120);
+
+struct Out {
+    code: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// Runs `program args` with `stdin`, in `dir`, killing it after 60 s.
+fn run(program: &str, args: &[&str], stdin: &[u8], dir: &Path) -> Out {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}); GNU parallel is installed by .ci/setup")
+        });
+    let mut input = child.stdin.take().unwrap();
+    let bytes = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&bytes);
+    });
+    let pid = child.id() as i32;
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    if !wait_exit(pid, Duration::from_secs(60)) {
+        // SAFETY: kill of our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("{program} {args:?} did not finish within 60 s");
+    }
+    let out = waiter.join().unwrap();
+    writer.join().unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("supervisor-parallel-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f1"), "l1\nl2\n").unwrap();
+    std::fs::write(dir.join("f2"), "m1\nm2\n").unwrap();
+    dir
+}
+
+/// One case: arguments after `parallel` / `supervisor run`, and stdin.
+struct Case {
+    args: &'static [&'static str],
+    stdin: &'static [u8],
+    /// Whether the exit codes must agree too (parallel exits with the number of
+    /// failures; we exit 1 for any number: they agree for 0 and 1).
+    same_code: bool,
+}
+
+const fn case(args: &'static [&'static str], stdin: &'static [u8]) -> Case {
+    Case {
+        args,
+        stdin,
+        same_code: true,
+    }
+}
+
+const CASES: &[Case] = &[
+    case(&["-k", "echo", ":::", "a", "b", "c"], b""),
+    case(&["-k", "echo", "{}", "{.}", "{/}", "{//}", "{/.}", ":::", "dir.x/a.tar.gz", "b", ".hidden", "/a"], b""),
+    case(&["-k", "echo", "{1}-{2}", ":::", "a", "b", ":::", "1", "2"], b""),
+    case(&["-k", "echo", ":::", "a", "b", "c", ":::+", "1", "2", "3"], b""),
+    case(&["-k", "-a", "f1", "-a", "f2", "echo"], b""),
+    case(&["-k", "echo", "{2}", "{1}", "::::", "f1", ":::", "x"], b""),
+    case(&["-k", "echo", ":::", "a", ":::", "x", "y", ":::+", "1", "2"], b""),
+    case(&["-k", "echo", "{1/}", "{1.}", "{2}", ":::", "d/f.t", ":::", "y"], b""),
+    case(&["-k", "--colsep", ":", "echo", "{3}", "{1}", "{}"], b"a:b:c\nd:e:f\n"),
+    case(&["-k", "--colsep", ",", "echo"], b"a b,c\n"),
+    case(&["-k", "-0", "echo"], b"a\0b c\0"),
+    case(&["-k", "-d", ";", "echo", "{}"], b"x,y;z,w;"),
+    case(&["-k", "echo"], b"one\ntwo\n\nfour\n"),
+    case(&["-k", "echo {} | tr a-z A-Z", ":::", "ab", "cd"], b""),
+    case(&["-k", "echo", "{}", ":::", "x; echo INJECTED"], b""),
+    case(&["-k", "echo {}", ":::", "x; echo INJECTED", "$(echo no)", "`echo no`"], b""),
+    case(&["-k", "--tag", "echo", "hi", ":::", "a", "b c"], b""),
+    case(&["-k", "--dry-run", "echo", "{}", ":::", "a b", "it's", "plain"], b""),
+    case(&["-k", "echo", "{#}", ":::", "a", "b", "c"], b""),
+    case(&["-k", "echo", "pre{}post", "{a}", ":::", "x"], b""),
+    case(&["-k", "-j", "2", "echo", ":::", "1", "2", "3", "4"], b""),
+    case(&["-k", "-j", "+1", "echo", ":::", "1", "2"], b""),
+    case(&["-k", "-j", "50%", "echo", ":::", "1", "2"], b""),
+    case(&["-k", "sh", "-c", "exit {}", ":::", "0", "0"], b""),
+    case(&["-k", "sh", "-c", "echo {}; exit {}", ":::", "0", "3"], b""),
+    case(&["-k", "--timeout", "5", "echo", ":::", "fast"], b""),
+    case(&["-k", "--keep-order", "--will-cite", "echo", ":::", "x"], b""),
+    case(&["-k", "--no-run-if-empty", "echo"], b""),
+];
+
+fn show(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn supervisor_prints_what_gnu_parallel_prints() {
+    isolated(DEADLINE, || {
+        let dir = scratch("oracle");
+        let mut failures = Vec::new();
+        for case in CASES {
+            let mut theirs_args = vec!["--will-cite"];
+            theirs_args.extend(case.args);
+            let theirs = run("parallel", &theirs_args, case.stdin, &dir);
+            let mut ours_args = vec!["run"];
+            ours_args.extend(case.args);
+            let ours = run(BIN, &ours_args, case.stdin, &dir);
+            if theirs.stdout != ours.stdout || (case.same_code && theirs.code != ours.code) {
+                failures.push(format!(
+                    "{:?}\n  parallel: {:?} {:?}\n  ours:     {:?} {:?}\n  our stderr: {}",
+                    case.args,
+                    theirs.code,
+                    show(&theirs.stdout),
+                    ours.code,
+                    show(&ours.stdout),
+                    ours.stderr
+                ));
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(failures.is_empty(), "{} cases differ:\n{}", failures.len(), failures.join("\n"));
+    });
+}
+
+/// `--results DIR` writes parallel's layout: `DIR/1/VALUE/2/VALUE/{seq,stdout,stderr}`.
+#[test]
+fn results_directories_are_laid_out_as_parallels() {
+    isolated(DEADLINE, || {
+        let dir = scratch("results");
+        let listing = |root: &Path| -> Vec<(String, Vec<u8>)> {
+            let mut files = Vec::new();
+            let mut stack = vec![root.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap().flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else {
+                        let rel = p.strip_prefix(root).unwrap().display().to_string();
+                        files.push((rel, std::fs::read(&p).unwrap()));
+                    }
+                }
+            }
+            files.sort();
+            files
+        };
+        let args = ["echo", "{1}{2}", ":::", "a", "b/c", ":::", "x"];
+        let mut theirs_args = vec!["--will-cite", "-k", "--results", "theirs"];
+        theirs_args.extend(args);
+        let theirs = run("parallel", &theirs_args, b"", &dir);
+        let mut ours_args = vec!["run", "-k", "--results", "ours"];
+        ours_args.extend(args);
+        let ours = run(BIN, &ours_args, b"", &dir);
+        assert_eq!(ours.code, Some(0), "{}", ours.stderr);
+        assert_eq!(show(&ours.stdout), show(&theirs.stdout));
+        assert_eq!(listing(&dir.join("ours")), listing(&dir.join("theirs")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// The job log is parallel's (tab-separated, same columns); `--resume` after a SIGKILLed
+/// run runs every input exactly once over both runs.
+#[test]
+fn resume_after_a_sigkilled_run_runs_every_input_exactly_once() {
+    isolated(DEADLINE, || {
+        let dir = scratch("resume");
+        let done = dir.join("done");
+        std::fs::create_dir_all(&done).unwrap();
+        let joblog = dir.join("jobs.tsv");
+        // Each job appends to a file of its own per run; the last ones are slow, so the
+        // kill comes while some have finished and some have not started.
+        // The mark is made at the end: a job killed midway leaves none.
+        let script = "sleep $(( {} > 10 ? 2 : 0 )); echo {} >> done/{}";
+        let inputs: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+        let mut args: Vec<&str> = vec!["run", "-j", "2", "--joblog", "jobs.tsv", script, ":::"];
+        args.extend(inputs.iter().map(String::as_str));
+        let mut first = Command::new(BIN)
+            .args(&args)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&joblog).map_or(0, |l| l.lines().count()) < 11 {
+            assert!(Instant::now() < until, "the first run logged too little");
+            std::thread::yield_now();
+        }
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let log = std::fs::read_to_string(&joblog).unwrap();
+        assert!(log.starts_with("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"));
+        let mut again: Vec<&str> = vec!["run", "-j", "4", "--resume", "--joblog", "jobs.tsv"];
+        again.extend(&args[5..]);
+        let second = run(BIN, &again, b"", &dir);
+        assert_eq!(second.code, Some(0), "{}", second.stderr);
+        for i in &inputs {
+            let runs = std::fs::read_to_string(done.join(i)).unwrap_or_default();
+            assert_eq!(runs.lines().count(), 1, "input {i} ran {} times", runs.lines().count());
+        }
+        let seqs: Vec<u64> = std::fs::read_to_string(&joblog)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(seqs.len(), 20, "each job logged once over both runs: {seqs:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// `--halt now,fail=1` stops within a second of the failure, not when it is printed.
+#[test]
+fn halt_now_on_the_first_failure_returns_within_a_second() {
+    isolated(DEADLINE, || {
+        let dir = scratch("halt");
+        let started = Instant::now();
+        // In input order the failure (after 1 s) comes after a 30 s job, so waiting for
+        // its turn to be printed would take 30 s.
+        let out = run(
+            BIN,
+            &["run", "-j", "2", "--halt", "now,fail=1", "sleep {}; exit $(( {} < 5 ))", ":::", "30", "1"],
+            b"",
+            &dir,
+        );
+        let took = started.elapsed();
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        assert!(took < Duration::from_millis(2500), "took {took:?}: {}", out.stderr);
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
