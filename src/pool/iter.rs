@@ -6,15 +6,19 @@
 //! mode) wait in a buffer that the same bound limits.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
 
+use futures_core::Stream;
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 use supervisor_worker::registry::RegistryError;
 
 use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
-use super::Shared;
+use super::{wake, Shared};
 use crate::error::{Error, ErrorKind};
 
 /// One finished input of [`crate::Pool::imap_reports`]: its position, its result, and
@@ -42,8 +46,8 @@ pub struct Reports<R, I: Iterator> {
     /// endless input stays bounded).
     task_error: Option<RegistryError>,
     stream: u64,
-    tx: mpsc::Sender<Delivery>,
-    rx: mpsc::Receiver<Delivery>,
+    tx: wake::Sender<Delivery>,
+    rx: wake::Receiver<Delivery>,
     /// Received and not yet yielded (unordered) or buffered (ordered).
     pending: VecDeque<Delivered>,
     submitted: usize,
@@ -72,7 +76,7 @@ where
         read_ahead: usize,
         ordered: bool,
     ) -> Reports<R, I> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = wake::channel();
         let stream = shared.next_id();
         let mut it = Reports {
             task_error: None,
@@ -108,7 +112,7 @@ where
                 return None;
             }
             if self.input_ready.is_none() || self.input_done {
-                self.pending.extend(self.rx.recv().ok()?.into_items());
+                self.pending.extend(self.rx.recv()?.into_items());
                 break;
             }
             // Results are due, and input may come meanwhile: look for both.
@@ -119,6 +123,62 @@ where
             }
         }
         self.pending.pop_front()
+    }
+
+    /// [`Reports::receive`] for a task: `Pending` (the task woken by the next delivery)
+    /// instead of blocking. The input is looked at only when polled.
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivered>> {
+        while self.pending.is_empty() {
+            if self.input_done && self.submitted == self.yielded + self.buffer.len() {
+                return Poll::Ready(None);
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(delivery)) => self.pending.extend(delivery.into_items()),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(self.pending.pop_front())
+    }
+
+    /// The next result: blocking for it without `cx`, else `Pending` while none is in.
+    fn next_report(&mut self, mut cx: Option<&mut Context<'_>>) -> Poll<Option<Report<R>>>
+    where
+        R: DeserializeOwned,
+    {
+        self.top_up();
+        let mut receive = |it: &mut Self| match cx.as_deref_mut() {
+            None => Poll::Ready(it.receive()),
+            Some(cx) => it.poll_receive(cx),
+        };
+        let (index, result, meta) = if self.ordered {
+            loop {
+                if let Some((r, m)) = self.buffer.remove(&self.yielded) {
+                    break (self.yielded, r, m);
+                }
+                if self.input_done && self.yielded == self.submitted {
+                    return Poll::Ready(None);
+                }
+                let Some((index, r, m)) = std::task::ready!(receive(self)) else {
+                    return Poll::Ready(None);
+                };
+                self.buffer.insert(index, (r, m));
+            }
+        } else {
+            if self.input_done && self.yielded == self.submitted {
+                return Poll::Ready(None);
+            }
+            match std::task::ready!(receive(self)) {
+                Some(delivered) => delivered,
+                None => return Poll::Ready(None),
+            }
+        };
+        self.yielded += 1;
+        Poll::Ready(Some(Report {
+            index,
+            result: decode(self.task, result, meta.pid),
+            meta,
+        }))
     }
 
     /// Tells the iterator whether reading the next input would return at once (a line
@@ -168,7 +228,7 @@ where
                 let index = self.submitted;
                 self.submitted += 1;
                 if let Some(e) = &self.task_error {
-                    let _ = self.tx.send(Delivery::Items(vec![(
+                    self.tx.send(Delivery::Items(vec![(
                         index,
                         Err(same_error(e)),
                         JobMeta::default(),
@@ -190,7 +250,7 @@ where
                             source,
                         }
                         .into();
-                        let _ = self.tx.send(Delivery::Items(vec![(
+                        self.tx.send(Delivery::Items(vec![(
                             index,
                             Err(err),
                             JobMeta::default(),
@@ -222,30 +282,10 @@ where
     type Item = Report<R>;
 
     fn next(&mut self) -> Option<Report<R>> {
-        self.top_up();
-        let (index, result, meta) = if self.ordered {
-            loop {
-                if let Some((r, m)) = self.buffer.remove(&self.yielded) {
-                    break (self.yielded, r, m);
-                }
-                if self.input_done && self.yielded == self.submitted {
-                    return None;
-                }
-                let (index, r, m) = self.receive()?;
-                self.buffer.insert(index, (r, m));
-            }
-        } else {
-            if self.input_done && self.yielded == self.submitted {
-                return None;
-            }
-            self.receive()?
-        };
-        self.yielded += 1;
-        Some(Report {
-            index,
-            result: decode(self.task, result, meta.pid),
-            meta,
-        })
+        match self.next_report(None) {
+            Poll::Ready(report) => report,
+            Poll::Pending => unreachable!("a blocking receive is always ready"),
+        }
     }
 }
 
@@ -260,6 +300,11 @@ impl<R, I: Iterator> Drop for Reports<R, I> {
 }
 
 impl<R, I: Iterator> Reports<R, I> {
+    /// The same results as a [`Stream`], for async code (see [`ReportStream`]).
+    pub fn into_stream(self) -> ReportStream<R, I> {
+        ReportStream(Box::new(self))
+    }
+
     /// Whether `next` would return at once (a result is in, or the end is reached):
     /// lets a writer flush its output only when it is about to wait.
     pub fn ready(&mut self) -> bool {
@@ -303,8 +348,55 @@ fn decode_bytes<R: DeserializeOwned>(task: &str, bytes: &[u8], pid: u32) -> Resu
     })
 }
 
+/// [`Reports`] as a [`Stream`]: the same results in the same order, and while none is
+/// in, `poll_next` returns `Pending` and the task is woken by the thread that receives
+/// the next one. No executor thread is blocked waiting for a worker; the input
+/// iterator, though, is read inside `poll_next` (at most `read_ahead` inputs ahead of
+/// the results taken), so it should not block. Dropped before the end, it drops the
+/// inputs that have not started, as the iterator does.
+pub struct ReportStream<R, I: Iterator>(Box<Reports<R, I>>);
+
+impl<R, I> Stream for ReportStream<R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    type Item = Report<R>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Report<R>>> {
+        self.get_mut().0.next_report(Some(cx))
+    }
+}
+
 /// Results of `imap` (input order) or `imap_unordered` (completion order).
 pub struct Imap<R, I: Iterator>(pub(crate) Reports<R, I>);
+
+impl<R, I: Iterator> Imap<R, I> {
+    /// The same results, in the same order, as a [`Stream`] for async code: see
+    /// [`ReportStream`] for what blocks and what does not.
+    pub fn into_stream(self) -> ImapStream<R, I> {
+        ImapStream(self.0.into_stream())
+    }
+}
+
+/// [`Imap`] as a [`Stream`] (see [`Imap::into_stream`]).
+pub struct ImapStream<R, I: Iterator>(ReportStream<R, I>);
+
+impl<R, I> Stream for ImapStream<R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    type Item = Result<R, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R, Error>>> {
+        Pin::new(&mut self.get_mut().0)
+            .poll_next(cx)
+            .map(|report| report.map(|r| r.result))
+    }
+}
 
 impl<R, I> Iterator for Imap<R, I>
 where
@@ -320,10 +412,12 @@ where
 }
 
 /// All results of a `map_async`, in input order, once every task has finished.
+///
+/// Also a [`Future`] of the same results, for async code: `pool.map_async(f, xs).await`.
 pub struct MapHandle<R> {
     task: &'static str,
     len: usize,
-    rx: mpsc::Receiver<Delivery>,
+    rx: wake::Receiver<Delivery>,
     /// Results decoded so far, in input order (each decoded as soon as everything
     /// before it is in, so decoding overlaps the work still running).
     out: Vec<Result<R, Error>>,
@@ -337,7 +431,7 @@ impl<R: DeserializeOwned> MapHandle<R> {
     pub(crate) fn new(
         task: &'static str,
         len: usize,
-        rx: mpsc::Receiver<Delivery>,
+        rx: wake::Receiver<Delivery>,
     ) -> MapHandle<R> {
         MapHandle {
             task,
@@ -402,11 +496,16 @@ impl<R: DeserializeOwned> MapHandle<R> {
     pub fn wait(mut self) -> Vec<Result<R, Error>> {
         while self.received < self.len {
             match self.rx.recv() {
-                Ok(delivery) => self.store(delivery),
+                Some(delivery) => self.store(delivery),
                 // The pool stopped before the rest ran.
-                Err(_) => break,
+                None => break,
             }
         }
+        self.finish()
+    }
+
+    /// Every result, once all have arrived (or nothing more will).
+    fn finish(&mut self) -> Vec<Result<R, Error>> {
         while self.out.len() < self.len {
             self.advance();
             if self.out.len() < self.len {
@@ -418,6 +517,26 @@ impl<R: DeserializeOwned> MapHandle<R> {
             }
         }
         self.out.truncate(self.len);
-        self.out
+        std::mem::take(&mut self.out)
+    }
+}
+
+// Nothing in it is pinned: results are moved in and out freely.
+impl<R> Unpin for MapHandle<R> {}
+
+impl<R: DeserializeOwned> Future for MapHandle<R> {
+    type Output = Vec<Result<R, Error>>;
+
+    /// Ready with what [`MapHandle::wait`] would return; never blocks (results are
+    /// decoded as they arrive, on the polling thread).
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<Result<R, Error>>> {
+        let this = self.get_mut();
+        while this.received < this.len {
+            match std::task::ready!(this.rx.poll_recv(cx)) {
+                Some(delivery) => this.store(delivery),
+                None => break,
+            }
+        }
+        Poll::Ready(this.finish())
     }
 }
