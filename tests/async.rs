@@ -323,3 +323,43 @@ fn a_handle_outlives_a_timed_out_await_and_drop_does_not_cancel() {
         rt.block_on(pool.join_async());
     });
 }
+
+/// Handles, an `imap` stream, a map and the shutdown are `Send`: tasks spawned on a
+/// multi-thread runtime own them and await them on its worker threads.
+#[test]
+fn spawned_tasks_on_a_multi_thread_runtime_own_handles_and_streams() {
+    isolated(DEADLINE, || {
+        let pool = Arc::new(Pool::builder().procs(2).build().unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let results = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for i in 0..8u64 {
+                let handle = pool.submit(square, i);
+                tasks.push(tokio::spawn(async move { vec![handle.await.unwrap()] }));
+            }
+            let stream = pool.imap(square, 10..14u64).into_stream();
+            tasks.push(tokio::spawn(async move {
+                stream.map(Result::unwrap).collect::<Vec<u64>>().await
+            }));
+            let map = pool.map_async(square, [20u64, 21]);
+            tasks.push(tokio::spawn(async move {
+                map.await.into_iter().map(Result::unwrap).collect()
+            }));
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            let shutdown = pool.join_async();
+            tokio::spawn(shutdown).await.unwrap();
+            out
+        });
+        let expected: Vec<Vec<u64>> = (0..8u64)
+            .map(|i| vec![i * i])
+            .chain([vec![100, 121, 144, 169], vec![400, 441]])
+            .collect();
+        assert_eq!(results, expected);
+    });
+}

@@ -33,8 +33,9 @@ pub struct Report<R> {
     pub meta: JobMeta,
 }
 
-/// Results with their [`Report`]s, in input order or as they finish.
-pub struct Reports<R, I: Iterator> {
+/// The machinery of every lazy result iterator: reads the input a little ahead,
+/// submits it, and hands out the results (blocking, or as a task polling).
+pub(crate) struct Feed<R, I: Iterator> {
     shared: Arc<Shared>,
     task: &'static str,
     input: I,
@@ -53,17 +54,18 @@ pub struct Reports<R, I: Iterator> {
     submitted: usize,
     yielded: usize,
     buffer: BTreeMap<usize, (JobResult, JobMeta)>,
-    /// Whether reading the next input would return at once (see
-    /// [`Reports::input_ready`]).
-    input_ready: Option<Box<dyn FnMut() -> bool>>,
     result: PhantomData<fn() -> R>,
 }
+
+/// Whether reading the next input would return at once (see [`Reports::input_ready`]).
+/// Kept apart from [`Feed`] so that what never has one (`imap`) stays `Send`.
+type Ready = Option<Box<dyn FnMut() -> bool>>;
 
 /// How often a wait for results also looks for input, when the input can say whether
 /// it has any (see [`Reports::input_ready`]).
 const INPUT_LOOK: std::time::Duration = std::time::Duration::from_millis(2);
 
-impl<R, I> Reports<R, I>
+impl<R, I> Feed<R, I>
 where
     I: Iterator,
     I::Item: Serialize,
@@ -75,10 +77,10 @@ where
         chunksize: usize,
         read_ahead: usize,
         ordered: bool,
-    ) -> Reports<R, I> {
+    ) -> Feed<R, I> {
         let (tx, rx) = wake::channel();
         let stream = shared.next_id();
-        let mut it = Reports {
+        let mut it = Feed {
             task_error: None,
             stream,
             pending: VecDeque::new(),
@@ -94,7 +96,6 @@ where
             submitted: 0,
             yielded: 0,
             buffer: BTreeMap::new(),
-            input_ready: None,
             result: PhantomData,
         };
         if let Err(e) = task {
@@ -105,27 +106,27 @@ where
 
     /// The next delivered result. Every submitted job delivers exactly one result (see
     /// `job.rs`), so this never waits for nothing.
-    fn receive(&mut self) -> Option<Delivered> {
+    fn receive(&mut self, ready: &mut Ready) -> Option<Delivered> {
         while self.pending.is_empty() {
             // The input ended while waiting here (see below) with nothing due.
             if self.input_done && self.submitted == self.yielded + self.buffer.len() {
                 return None;
             }
-            if self.input_ready.is_none() || self.input_done {
+            if ready.is_none() || self.input_done {
                 self.pending.extend(self.rx.recv()?.into_items());
                 break;
             }
             // Results are due, and input may come meanwhile: look for both.
             match self.rx.recv_timeout(INPUT_LOOK) {
                 Ok(delivery) => self.pending.extend(delivery.into_items()),
-                Err(mpsc::RecvTimeoutError::Timeout) => self.top_up(),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.top_up(ready),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
             }
         }
         self.pending.pop_front()
     }
 
-    /// [`Reports::receive`] for a task: `Pending` (the task woken by the next delivery)
+    /// [`Feed::receive`] for a task: `Pending` (the task woken by the next delivery)
     /// instead of blocking. The input is looked at only when polled.
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivered>> {
         while self.pending.is_empty() {
@@ -142,13 +143,17 @@ where
     }
 
     /// The next result: blocking for it without `cx`, else `Pending` while none is in.
-    fn next_report(&mut self, mut cx: Option<&mut Context<'_>>) -> Poll<Option<Report<R>>>
+    pub(crate) fn next_report(
+        &mut self,
+        ready: &mut Ready,
+        mut cx: Option<&mut Context<'_>>,
+    ) -> Poll<Option<Report<R>>>
     where
         R: DeserializeOwned,
     {
-        self.top_up();
+        self.top_up(ready);
         let mut receive = |it: &mut Self| match cx.as_deref_mut() {
-            None => Poll::Ready(it.receive()),
+            None => Poll::Ready(it.receive(ready)),
             Some(cx) => it.poll_receive(cx),
         };
         let (index, result, meta) = if self.ordered {
@@ -181,26 +186,15 @@ where
         }))
     }
 
-    /// Tells the iterator whether reading the next input would return at once (a line
-    /// is buffered or the descriptor is readable). For a slow input (a pipe fed now and
-    /// then, `tail -f`): what was read is submitted before a read that would wait, and
-    /// while results are due the iterator waits for them (looking for input every
-    /// 2 ms) instead of for the input. Without it, inputs are read in groups of
-    /// `read_ahead`, which suits inputs that are all there.
-    pub fn input_ready(mut self, ready: impl FnMut() -> bool + 'static) -> Self {
-        self.input_ready = Some(Box::new(ready));
-        self
-    }
-
     /// Whether the next read of the input could wait.
-    fn input_would_wait(&mut self) -> bool {
-        self.input_ready.as_mut().is_some_and(|ready| !ready())
+    fn input_would_wait(ready: &mut Ready) -> bool {
+        ready.as_mut().is_some_and(|ready| !ready())
     }
 
     /// Reads and submits inputs until `read_ahead` are outstanding, once no more than
     /// half of that is: inputs go out in groups the dispatcher can merge, not one per
     /// result consumed (which gave every worker units of one call, a round trip each).
-    fn top_up(&mut self) {
+    fn top_up(&mut self, ready: &mut Ready) {
         if self.submitted - self.yielded > self.read_ahead / 2 {
             return;
         }
@@ -208,7 +202,7 @@ where
         while !self.input_done && self.submitted - self.yielded < self.read_ahead {
             let mut jobs = Vec::with_capacity(self.chunksize);
             while jobs.len() < self.chunksize && self.submitted - self.yielded < self.read_ahead {
-                if self.input_would_wait() {
+                if Self::input_would_wait(ready) {
                     // Out with what was read; wait for results rather than for input,
                     // unless no result is due.
                     if !jobs.is_empty() {
@@ -273,23 +267,7 @@ where
     }
 }
 
-impl<R, I> Iterator for Reports<R, I>
-where
-    R: DeserializeOwned,
-    I: Iterator,
-    I::Item: Serialize,
-{
-    type Item = Report<R>;
-
-    fn next(&mut self) -> Option<Report<R>> {
-        match self.next_report(None) {
-            Poll::Ready(report) => report,
-            Poll::Pending => unreachable!("a blocking receive is always ready"),
-        }
-    }
-}
-
-impl<R, I: Iterator> Drop for Reports<R, I> {
+impl<R, I: Iterator> Drop for Feed<R, I> {
     /// Dropped before the end: the inputs submitted but not started are dropped (only
     /// the calls already running finish), so the pool is free for the next work.
     fn drop(&mut self) {
@@ -299,15 +277,10 @@ impl<R, I: Iterator> Drop for Reports<R, I> {
     }
 }
 
-impl<R, I: Iterator> Reports<R, I> {
-    /// The same results as a [`Stream`], for async code (see [`ReportStream`]).
-    pub fn into_stream(self) -> ReportStream<R, I> {
-        ReportStream(Box::new(self))
-    }
-
+impl<R, I: Iterator> Feed<R, I> {
     /// Whether `next` would return at once (a result is in, or the end is reached):
     /// lets a writer flush its output only when it is about to wait.
-    pub fn ready(&mut self) -> bool {
+    pub(crate) fn ready(&mut self) -> bool {
         while let Ok(delivery) = self.rx.try_recv() {
             self.pending.extend(delivery.into_items());
         }
@@ -319,6 +292,59 @@ impl<R, I: Iterator> Reports<R, I> {
                 || self.pending.iter().any(|(i, _, _)| *i == self.yielded)
         } else {
             !self.pending.is_empty()
+        }
+    }
+}
+
+/// Results with their [`Report`]s, in input order or as they finish.
+pub struct Reports<R, I: Iterator> {
+    feed: Feed<R, I>,
+    input_ready: Ready,
+}
+
+impl<R, I: Iterator> Reports<R, I> {
+    pub(crate) fn new(feed: Feed<R, I>) -> Reports<R, I> {
+        Reports {
+            feed,
+            input_ready: None,
+        }
+    }
+
+    /// Tells the iterator whether reading the next input would return at once (a line
+    /// is buffered or the descriptor is readable). For a slow input (a pipe fed now and
+    /// then, `tail -f`): what was read is submitted before a read that would wait, and
+    /// while results are due the iterator waits for them (looking for input every
+    /// 2 ms) instead of for the input. Without it, inputs are read in groups of
+    /// `read_ahead`, which suits inputs that are all there.
+    pub fn input_ready(mut self, ready: impl FnMut() -> bool + 'static) -> Self {
+        self.input_ready = Some(Box::new(ready));
+        self
+    }
+
+    /// The same results as a [`Stream`], for async code (see [`ReportStream`]).
+    pub fn into_stream(self) -> ReportStream<R, I> {
+        ReportStream(Box::new(self))
+    }
+
+    /// Whether `next` would return at once (a result is in, or the end is reached):
+    /// lets a writer flush its output only when it is about to wait.
+    pub fn ready(&mut self) -> bool {
+        self.feed.ready()
+    }
+}
+
+impl<R, I> Iterator for Reports<R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    type Item = Report<R>;
+
+    fn next(&mut self) -> Option<Report<R>> {
+        match self.feed.next_report(&mut self.input_ready, None) {
+            Poll::Ready(report) => report,
+            Poll::Pending => unreachable!("a blocking receive is always ready"),
         }
     }
 }
@@ -352,8 +378,10 @@ fn decode_bytes<R: DeserializeOwned>(task: &str, bytes: &[u8], pid: u32) -> Resu
 /// in, `poll_next` returns `Pending` and the task is woken by the thread that receives
 /// the next one. No executor thread is blocked waiting for a worker; the input
 /// iterator, though, is read inside `poll_next` (at most `read_ahead` inputs ahead of
-/// the results taken), so it should not block. Dropped before the end, it drops the
-/// inputs that have not started, as the iterator does.
+/// the results taken), so it should not block; with [`Reports::input_ready`], input is
+/// looked at when the stream is polled, not every 2 ms. Dropped before the end, it
+/// drops the inputs that have not started, as the iterator does. Not `Send` (the
+/// `input_ready` closure need not be); [`ImapStream`] is.
 pub struct ReportStream<R, I: Iterator>(Box<Reports<R, I>>);
 
 impl<R, I> Stream for ReportStream<R, I>
@@ -365,23 +393,25 @@ where
     type Item = Report<R>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Report<R>>> {
-        self.get_mut().0.next_report(Some(cx))
+        let reports = &mut *self.get_mut().0;
+        reports.feed.next_report(&mut reports.input_ready, Some(cx))
     }
 }
 
 /// Results of `imap` (input order) or `imap_unordered` (completion order).
-pub struct Imap<R, I: Iterator>(pub(crate) Reports<R, I>);
+pub struct Imap<R, I: Iterator>(pub(crate) Feed<R, I>);
 
 impl<R, I: Iterator> Imap<R, I> {
     /// The same results, in the same order, as a [`Stream`] for async code: see
-    /// [`ReportStream`] for what blocks and what does not.
+    /// [`ReportStream`] for what blocks and what does not. It is `Send` when the input
+    /// is, so a spawned task can own it.
     pub fn into_stream(self) -> ImapStream<R, I> {
-        ImapStream(self.0.into_stream())
+        ImapStream(Box::new(self.0))
     }
 }
 
 /// [`Imap`] as a [`Stream`] (see [`Imap::into_stream`]).
-pub struct ImapStream<R, I: Iterator>(ReportStream<R, I>);
+pub struct ImapStream<R, I: Iterator>(Box<Feed<R, I>>);
 
 impl<R, I> Stream for ImapStream<R, I>
 where
@@ -392,8 +422,9 @@ where
     type Item = Result<R, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R, Error>>> {
-        Pin::new(&mut self.get_mut().0)
-            .poll_next(cx)
+        self.get_mut()
+            .0
+            .next_report(&mut None, Some(cx))
             .map(|report| report.map(|r| r.result))
     }
 }
@@ -407,7 +438,10 @@ where
     type Item = Result<R, Error>;
 
     fn next(&mut self) -> Option<Result<R, Error>> {
-        self.0.next().map(|report| report.result)
+        match self.0.next_report(&mut None, None) {
+            Poll::Ready(report) => report.map(|r| r.result),
+            Poll::Pending => unreachable!("a blocking receive is always ready"),
+        }
     }
 }
 

@@ -41,6 +41,7 @@ pub use stats::{PoolStats, WorkerState, WorkerStats};
 
 use builder::Config;
 use event::Event;
+use iter::Feed;
 use job::{Chunk, Delivery, HandleState, Job, Sink, Unit};
 use live::LiveHub;
 use shutdown::Finished;
@@ -320,7 +321,7 @@ impl Pool {
         I: IntoIterator<Item = F::Arg>,
         F::Arg: Serialize,
     {
-        Imap(self.reports(resolve::<F>(), inputs.into_iter(), chunksize, ordered))
+        Imap(self.feed(resolve::<F>(), inputs.into_iter(), chunksize, ordered))
     }
 
     /// Runs the task registered under `name` over `inputs` (decoded as `A`, results as
@@ -338,21 +339,21 @@ impl Pool {
         A: Serialize,
     {
         let task = registry::by_name(name).map(|e| e.name);
-        self.reports(task, inputs.into_iter(), chunksize, ordered)
+        Reports::new(self.feed(task, inputs.into_iter(), chunksize, ordered))
     }
 
-    fn reports<R, I>(
+    fn feed<R, I>(
         &self,
         task: Result<&'static str, RegistryError>,
         inputs: I,
         chunksize: usize,
         ordered: bool,
-    ) -> Reports<R, I>
+    ) -> Feed<R, I>
     where
         I: Iterator,
         I::Item: Serialize,
     {
-        Reports::new(
+        Feed::new(
             self.shared.clone(),
             task,
             inputs,
