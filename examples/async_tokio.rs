@@ -71,7 +71,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("imap stream (input order): {ordered:?}");
 
     // as_completed as a stream: handles in completion order.
-    let handles: Vec<_> = [90, 10, 50].iter().map(|ms| pool.submit(slow_square, *ms)).collect();
+    let handles: Vec<_> = [90, 10, 50]
+        .iter()
+        .map(|ms| pool.submit(slow_square, *ms))
+        .collect();
     let mut done = as_completed(handles).into_stream();
     let mut order = Vec::new();
     while let Some(handle) = done.next().await {

@@ -117,7 +117,11 @@ fn streams_yield_in_the_iterators_order_without_blocking() {
             let s = pool.imap_unordered(sleep_ms, inputs).into_stream();
             s.map(Result::unwrap).collect::<Vec<u64>>().await
         });
-        assert_eq!(finished, [0, 80, 160, 240], "imap_unordered stream: completion order");
+        assert_eq!(
+            finished,
+            [0, 80, 160, 240],
+            "imap_unordered stream: completion order"
+        );
         assert!(during >= 10, "only {during} ticks during imap_unordered");
 
         let (completed, during) = ticks_during(&rt, &ticks, async {
@@ -140,7 +144,10 @@ fn streams_yield_in_the_iterators_order_without_blocking() {
                 .collect::<Vec<_>>()
                 .await
         });
-        let values: Vec<u64> = reports.iter().map(|r| *r.result.as_ref().unwrap()).collect();
+        let values: Vec<u64> = reports
+            .iter()
+            .map(|r| *r.result.as_ref().unwrap())
+            .collect();
         assert_eq!(values, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
         assert!(reports.iter().all(|r| r.meta.pid != 0));
         rt.block_on(pool.join_async());
@@ -176,7 +183,11 @@ fn an_awaited_join_finishes_the_work_and_leaves_nothing() {
         }
         let t = Instant::now();
         drop(pool);
-        assert!(t.elapsed() < Duration::from_secs(5), "drop blocked {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "drop blocked {:?}",
+            t.elapsed()
+        );
     });
 }
 
@@ -278,10 +289,9 @@ fn any_executor_can_await_handles_and_streams() {
         let (values, woken_by) = block_on(async {
             let mut s = pool.imap(sleep_ms, [50, 0, 25]).into_stream();
             let mut out = Vec::new();
-            while let Some(v) = std::future::poll_fn(|cx| {
-                futures_core::Stream::poll_next(Pin::new(&mut s), cx)
-            })
-            .await
+            while let Some(v) =
+                std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut s), cx))
+                    .await
             {
                 out.push(v.unwrap());
             }
@@ -317,7 +327,11 @@ fn a_handle_outlives_a_timed_out_await_and_drop_does_not_cancel() {
             let _ = tokio::time::timeout(Duration::from_millis(10), dropped).await;
             let t = Instant::now();
             assert_eq!(pool.submit(square, 4).await.unwrap(), 16);
-            assert!(t.elapsed() >= Duration::from_millis(100), "{:?}", t.elapsed());
+            assert!(
+                t.elapsed() >= Duration::from_millis(100),
+                "{:?}",
+                t.elapsed()
+            );
             assert!(pool.stats().done >= 3);
         });
         rt.block_on(pool.join_async());

@@ -190,6 +190,9 @@ fn async_tokio_example_awaits_handles_streams_and_the_shutdown() {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no tick count in {out}"));
-        assert!(during >= 5, "only {during} ticks during the shutdown: {out}");
+        assert!(
+            during >= 5,
+            "only {during} ticks during the shutdown: {out}"
+        );
     });
 }

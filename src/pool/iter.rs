@@ -244,11 +244,8 @@ where
                             source,
                         }
                         .into();
-                        self.tx.send(Delivery::Items(vec![(
-                            index,
-                            Err(err),
-                            JobMeta::default(),
-                        )]));
+                        self.tx
+                            .send(Delivery::Items(vec![(index, Err(err), JobMeta::default())]));
                     }
                 }
             }
