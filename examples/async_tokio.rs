@@ -37,6 +37,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let ticks = ticks.clone();
         async move {
             let mut every = tokio::time::interval(Duration::from_millis(10));
+            // Count only ticks on time: no catching up after a stall.
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
                 ticks.fetch_add(1, Ordering::Relaxed);

@@ -47,6 +47,8 @@ fn ticking_runtime() -> (tokio::runtime::Runtime, Arc<AtomicU64>) {
     let t = ticks.clone();
     rt.spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(2));
+        // No bursts of catching up after a stall: ticks count only time it was free.
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
             t.fetch_add(1, Ordering::Relaxed);
@@ -203,7 +205,7 @@ fn an_awaited_terminate_stops_the_work() {
         let started = Instant::now();
         while pool.stats().running < 2 {
             assert!(started.elapsed() < Duration::from_secs(30), "never started");
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(1));
         }
         let ((), _) = ticks_during(&rt, &ticks, pool.terminate_async());
         let kinds: Vec<_> = handles
@@ -375,5 +377,28 @@ fn spawned_tasks_on_a_multi_thread_runtime_own_handles_and_streams() {
             .chain([vec![100, 121, 144, 169], vec![400, 441]])
             .collect();
         assert_eq!(results, expected);
+    });
+}
+
+/// A stream dropped before its end drops the inputs that have not started, as the
+/// `imap` iterator does: only the calls already running finish.
+#[test]
+fn a_dropped_stream_forgets_its_unstarted_inputs() {
+    isolated(DEADLINE, || {
+        let pool = Pool::builder().procs(2).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut s = pool.imap_unordered(sleep_ms, vec![50u64; 40]).into_stream();
+            assert_eq!(s.next().await.unwrap().unwrap(), 50);
+            assert_eq!(s.next().await.unwrap().unwrap(), 50);
+            drop(s);
+            pool.join_async().await;
+        });
+        let done = pool.stats().done;
+        // 2 taken, at most one more round running on each worker, and what had been
+        // claimed with it; not the 40 submitted.
+        assert!((2..=8).contains(&done), "{done} of 40 ran");
     });
 }
