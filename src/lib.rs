@@ -38,6 +38,7 @@ pub use pool::{
     as_completed, AsCompleted, Imap, JobMeta, MapHandle, Pool, PoolBuilder, PoolStats, Report,
     Reports, RestartLimit, TaskHandle, WorkerState, WorkerStats,
 };
+pub use pool::{AsCompletedStream, ImapStream, ReportStream, Shutdown};
 pub use process::{Process, ProcessBuilder};
 pub use start_method::StartMethod;
 pub use supervisor_worker::codec::{CodecError, MAX_VALUE};

@@ -133,6 +133,47 @@ mod queues {
     }
 }
 
+/// "From async code".
+mod from_async {
+    use futures_util::StreamExt; // or tokio_stream::StreamExt: any Stream combinators
+    use supervisor::{as_completed, Pool};
+
+    fn cube(x: u64) -> u64 {
+        x * x * x
+    }
+    supervisor::task!(cube);
+
+    fn main() -> Result<(), Box<dyn std::error::Error>> {
+        supervisor::init(); // before the runtime: not #[tokio::main]
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let pool = Pool::new(4)?;
+            assert_eq!(pool.submit(cube, 7).await?, 343); // a TaskHandle is a Future
+            let mut h = pool.submit(cube, 8);
+            let limit = std::time::Duration::from_secs(1);
+            if tokio::time::timeout(limit, &mut h).await.is_err() {
+                h.cancel(); // &mut: the handle is still there after a timeout
+            }
+            let all = pool.map_async(cube, 0..100).await; // MapHandle is a Future too
+            let ordered: Vec<_> = pool.imap(cube, 0..10).into_stream().collect().await;
+            let mut done = as_completed((0..4).map(|i| pool.submit(cube, i))).into_stream();
+            while let Some(h) = done.next().await {
+                h.await?; // yielded once finished: ready at once
+            }
+            pool.join_async().await; // close + every worker gone; drop is then free
+            Ok::<_, supervisor::Error>((all, ordered))
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_readme_async_program_runs() {
+        super::isolated(super::Duration::from_secs(90), || main().unwrap());
+    }
+}
+
 /// The fenced blocks of `markdown` whose info string is `rust`.
 fn rust_blocks(markdown: &str) -> Vec<String> {
     let mut blocks = Vec::new();

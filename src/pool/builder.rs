@@ -12,6 +12,7 @@ use supervisor_worker::codec;
 use super::dispatcher::Dispatcher;
 use super::hub::Hub;
 use super::live::{Live, LiveHub};
+use super::shutdown::{FinishOnDrop, Finished};
 use super::{resolve, Pool, Shared};
 use crate::error::{Error, ErrorKind};
 use crate::StartMethod;
@@ -281,21 +282,4 @@ impl PoolBuilder {
 
 fn default_procs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// "The dispatcher has stopped", for every waiter.
-#[derive(Default)]
-pub(super) struct Finished {
-    pub(super) done: Mutex<bool>,
-    pub(super) cv: std::sync::Condvar,
-}
-
-/// Sets [`Finished`] when dropped: at the end of the dispatcher thread, even by panic.
-pub(super) struct FinishOnDrop(Arc<Finished>);
-
-impl Drop for FinishOnDrop {
-    fn drop(&mut self) {
-        *self.0.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.0.cv.notify_all();
-    }
 }

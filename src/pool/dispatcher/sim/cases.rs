@@ -2,13 +2,13 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use super::super::super::event::Event;
 use super::super::super::job::{Delivery, Job, JobMeta, JobResult, Sink, Unit};
 use super::super::super::ports::WorkerLink;
 use super::super::super::running::ANSWER_WAIT;
+use super::super::super::wake;
 use super::super::super::{Config, RestartLimit};
 use super::super::assign::STEAL_AFTER;
 use super::super::Dispatcher;
@@ -82,7 +82,7 @@ fn config(case: &Case) -> Config {
     }
 }
 
-fn units(ids: std::ops::Range<usize>, tx: &mpsc::Sender<Delivery>) -> Vec<Unit> {
+fn units(ids: std::ops::Range<usize>, tx: &wake::Sender<Delivery>) -> Vec<Unit> {
     ids.map(|i| {
         let sink = Sink::Stream {
             stream: 1,
@@ -134,7 +134,7 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
             .collect();
     }
     let n = case.scripts.len();
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = wake::channel();
     let mut d = Dispatcher::new(config(case), SimIo(world.clone()));
     d.handle(Event::Submit(units(0..n / 2, &tx)));
     d.dispatch();
@@ -200,7 +200,7 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
             drop(d);
             drop(tx);
             let mut got: Vec<Option<(JobResult, JobMeta)>> = (0..n).map(|_| None).collect();
-            for delivery in rx.iter() {
+            while let Some(delivery) = rx.recv() {
                 for (i, result, meta) in delivery.into_items() {
                     assert!(
                         got[i].is_none(),
