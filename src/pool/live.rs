@@ -121,6 +121,11 @@ impl Io for Live {
         }
         notes
     }
+
+    fn tree_rss_kib(&mut self, pids: &[u32]) -> Vec<Option<u64>> {
+        let pids: Vec<i32> = pids.iter().map(|&p| p as i32).collect();
+        os::tree_rss_kib(&pids)
+    }
 }
 
 /// A live worker: its process, our end of its link, its page and its reader.
@@ -180,6 +185,20 @@ impl WorkerLink for LiveWorker {
 
     fn kill(&self) {
         let _ = self.slot.signal_group(libc::SIGKILL);
+    }
+
+    fn kill_tree(&self) {
+        self.slot.kill_tree();
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        if self.slot.exit().is_some() {
+            // Reaped: its pid may name another process by now.
+            return None;
+        }
+        supervisor_worker::ProcStat::of(self.slot.pid() as i32)
+            .filter(|stat| !stat.has_exited())
+            .map(|stat| stat.rss_kib())
     }
 
     fn terminate_group(&self) {

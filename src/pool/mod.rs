@@ -14,6 +14,7 @@ mod hub;
 mod iter;
 mod job;
 mod live;
+mod memory;
 mod ports;
 mod reader;
 mod running;
