@@ -14,7 +14,6 @@ mod hub;
 mod iter;
 mod job;
 mod live;
-mod memory;
 mod ports;
 mod reader;
 mod running;

@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use super::super::memory::{after_task, look_every, while_running, MemoryVerdict};
 use super::super::ports::{Io, WorkerLink};
 use super::state::{Dispatcher, Stop};
+use crate::memory::{after_task, look_every, while_running, MemoryVerdict};
 
 impl<X: Io> Dispatcher<X> {
     /// A unit was sent: make sure the memory looks run.

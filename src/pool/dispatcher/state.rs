@@ -205,7 +205,7 @@ impl<X: Io> Dispatcher<X> {
             exited: VecDeque::new(),
             group_kills: Vec::new(),
             memory_look_at: None,
-            memory_look_every: super::super::memory::MEMORY_LOOK,
+            memory_look_every: crate::memory::MEMORY_LOOK,
         }
     }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::super::super::event::Event;
 use super::super::super::job::{Delivery, Job, JobMeta, JobResult, Sink, Unit};
-use super::super::super::memory::MEMORY_LOOK;
 use super::super::super::ports::WorkerLink;
 use super::super::super::running::ANSWER_WAIT;
 use super::super::super::{Config, RestartLimit};
@@ -16,6 +15,7 @@ use super::super::Dispatcher;
 use super::{world, Due, Script, SimIo, World, OFFSET, TASK};
 use crate::error::ErrorKind;
 use crate::exit::{ExitStatus, Signal};
+use crate::memory::MEMORY_LOOK;
 use crate::StartMethod;
 
 /// One random workload.

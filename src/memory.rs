@@ -1,10 +1,11 @@
 //! The pure decisions about memory (`memory_limit`, `max_memory_per_child`): when to
-//! look, and what a reading means. The dispatcher reads the memory (through `Io` and
-//! `WorkerLink`) and acts.
+//! look, and what a reading means. The pool's dispatcher (through `Io` and
+//! `WorkerLink`) and a `Process`'s watchdog read the memory and act.
 
 use std::time::Duration;
 
-/// How often a pool with a `memory_limit` looks at its busy workers' memory.
+/// How often a pool with a `memory_limit` looks at its busy workers' memory (and a
+/// `Process` with one at its child's).
 pub(crate) const MEMORY_LOOK: Duration = Duration::from_millis(20);
 /// A look reads every `/proc/PID/stat` of the machine (to find each worker's
 /// descendants): on a machine with many processes the looks are spaced so that they
