@@ -441,9 +441,10 @@ impl MemoryWatch {
             .spawn(move || {
                 let pid = slot.pid() as i32;
                 let mut peak = 0;
+                let mut tree = os::TreeWatch::default();
                 // Ends with the child: the wait returns as soon as it is reaped.
                 while slot.wait_until(Instant::now() + MEMORY_LOOK).is_none() {
-                    let Some(kib) = os::tree_rss_kib(&[pid])[0] else {
+                    let Some(kib) = tree.rss_kib(&[pid])[0] else {
                         continue;
                     };
                     peak = kib.max(peak);

@@ -34,4 +34,6 @@ pub(crate) use process::{
     stop_self, thread_count, Forked, Reaped,
 };
 pub(crate) use shm::{is_sealed_memfd, memfd_create, Mapping};
-pub(crate) use tree::{kill_pinned, pin_descendants, tree_rss_kib};
+#[cfg(test)]
+pub(crate) use tree::tree_rss_kib;
+pub(crate) use tree::{kill_pinned, pin_descendants, TreeWatch};

@@ -57,6 +57,7 @@ fn children_of(table: &[(i32, ProcStat)]) -> HashMap<i32, Vec<usize>> {
 /// Resident memory of each tree in `table`: `root` plus every descendant, KiB; `None`
 /// for a root that is not in it (or has exited). Pages shared between them (a forked
 /// child's copy-on-write pages, shared libraries) count once per process.
+#[cfg(test)]
 fn tree_sums(table: &[(i32, ProcStat)], roots: &[i32]) -> Vec<Option<u64>> {
     let children = children_of(table);
     roots
@@ -75,8 +76,77 @@ fn tree_sums(table: &[(i32, ProcStat)], roots: &[i32]) -> Vec<Option<u64>> {
         .collect()
 }
 
+/// Looks at the resident memory of process trees, again and again. Finding a tree
+/// takes a read of every `/proc/PID/stat` of the machine (about 1 ms with 100
+/// processes here); so a full look is taken every [`FULL_LOOK`], and in between only
+/// the processes last found in each tree are read again (a few µs each): a process a
+/// task starts is counted from the next full look, while what the known ones grow is
+/// seen at every look.
+#[derive(Default)]
+pub(crate) struct TreeWatch {
+    /// Per root: its tree at the last full look, as (pid, start time) pairs.
+    trees: HashMap<i32, Vec<(i32, u64)>>,
+    last_full: Option<std::time::Instant>,
+}
+
+/// How often [`TreeWatch`] looks at every process of the machine.
+pub(crate) const FULL_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl TreeWatch {
+    /// Resident memory (KiB) of each of `roots` with all its descendants, in the order
+    /// given: `None` for one that is gone.
+    pub(crate) fn rss_kib(&mut self, roots: &[i32]) -> Vec<Option<u64>> {
+        let now = std::time::Instant::now();
+        let fresh = self
+            .last_full
+            .is_some_and(|at| now.duration_since(at) < FULL_LOOK)
+            && roots.iter().all(|r| self.trees.contains_key(r));
+        if fresh {
+            return roots.iter().map(|r| self.known(*r)).collect();
+        }
+        let table = all_processes();
+        let children = children_of(&table);
+        self.trees.clear();
+        self.last_full = Some(now);
+        roots
+            .iter()
+            .map(|&root| {
+                let (_, me) = table.iter().find(|(pid, _)| *pid == root)?;
+                if me.has_exited() {
+                    return None;
+                }
+                let members = descendants(&table, &children, root);
+                let kib = me.rss_kib() + members.iter().map(|&i| table[i].1.rss_kib()).sum::<u64>();
+                let mut tree = vec![(root, me.start)];
+                tree.extend(members.iter().map(|&i| (table[i].0, table[i].1.start)));
+                self.trees.insert(root, tree);
+                Some(kib)
+            })
+            .collect()
+    }
+
+    /// The tree of `root` as last found, each member read again (those gone, or whose
+    /// pid now names another process, count nothing).
+    fn known(&self, root: i32) -> Option<u64> {
+        let tree = self.trees.get(&root)?;
+        let mut total = None;
+        for &(pid, start) in tree {
+            let Some(stat) = ProcStat::of(pid).filter(|s| s.start == start && !s.has_exited())
+            else {
+                if pid == root {
+                    return None;
+                }
+                continue;
+            };
+            *total.get_or_insert(0) += stat.rss_kib();
+        }
+        total
+    }
+}
+
 /// Resident memory (KiB) of each of `roots` with all its descendants, in the order
 /// given: `None` for one that is gone. One look at /proc for all of them.
+#[cfg(test)]
 pub(crate) fn tree_rss_kib(roots: &[i32]) -> Vec<Option<u64>> {
     tree_sums(&all_processes(), roots)
 }
@@ -149,10 +219,16 @@ mod tests {
     }
 
     #[test]
-    fn this_process_tree_is_seen() {
+    fn this_process_tree_is_seen_in_full_and_known_looks() {
         let me = std::process::id() as i32;
         let kib = tree_rss_kib(&[me, i32::MAX]);
         assert!(kib[0].is_some_and(|k| k > 0), "{kib:?}");
         assert_eq!(kib[1], None);
+        let mut watch = TreeWatch::default();
+        for _ in 0..3 {
+            let kib = watch.rss_kib(&[me, i32::MAX]);
+            assert!(kib[0].is_some_and(|k| k > 0), "{kib:?}");
+            assert_eq!(kib[1], None);
+        }
     }
 }

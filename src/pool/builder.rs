@@ -280,7 +280,15 @@ impl PoolBuilder {
             max_memory_per_child: self.max_memory_per_child,
         };
         let timeout_set = cfg.task_timeout.is_some();
-        let hub: Arc<LiveHub> = Hub::new(|hub| Dispatcher::new(cfg, Live { hub }));
+        let hub: Arc<LiveHub> = Hub::new(|hub| {
+            Dispatcher::new(
+                cfg,
+                Live {
+                    hub,
+                    trees: Default::default(),
+                },
+            )
+        });
         let last_stats = Arc::new(Mutex::new(None));
         let last = last_stats.clone();
         let finished = Arc::new(Finished::default());

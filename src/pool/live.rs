@@ -29,6 +29,8 @@ pub(crate) type LiveHub = Hub<Dispatcher<Live>>;
 /// Starts real workers for the dispatcher, whose hub it posts to.
 pub(crate) struct Live {
     pub(crate) hub: Weak<LiveHub>,
+    /// Busy workers' process trees, for `memory_limit`.
+    pub(crate) trees: os::TreeWatch,
 }
 
 /// A worker process as its starter hands it over: its slot (watched by the reaper) and
@@ -124,7 +126,7 @@ impl Io for Live {
 
     fn tree_rss_kib(&mut self, pids: &[u32]) -> Vec<Option<u64>> {
         let pids: Vec<i32> = pids.iter().map(|&p| p as i32).collect();
-        os::tree_rss_kib(&pids)
+        self.trees.rss_kib(&pids)
     }
 }
 
