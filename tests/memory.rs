@@ -109,6 +109,27 @@ fn a_process_over_its_memory_limit_is_killed_and_joins_as_memory_exceeded() {
     });
 }
 
+/// A SIGKILL from outside (not the OOM killer) stays a crash: only a kill the system
+/// attributes to the OOM killer is reported as `OomKilled`.
+#[test]
+fn an_outside_sigkill_is_a_crash_not_an_oom_kill() {
+    isolated(DEADLINE, || {
+        let mut p = Process::builder(hog, 1).start().unwrap();
+        let pid = p.pid();
+        // Killed by someone else, as `kill -9` from a shell would.
+        let killed = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let e = p.join().unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Crashed { signal, .. } if signal.number() == 9),
+            "{e:?}"
+        );
+    });
+}
+
 /// A call in the middle of a stream of fast calls (sent in batches) leaves its worker
 /// above `max_memory_per_child`: its result is delivered, the worker is replaced, and
 /// every call's result is there exactly once.
