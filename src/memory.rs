@@ -43,6 +43,18 @@ pub(crate) fn while_running(tree_kib: u64, memory_limit: u64) -> MemoryVerdict {
     }
 }
 
+/// The memory above which a worker is recycled after a task: the lower of
+/// `max_memory_per_child` and `memory_limit`, if any.
+pub(crate) fn retire_above(
+    max_memory_per_child: Option<u64>,
+    memory_limit: Option<u64>,
+) -> Option<u64> {
+    match (max_memory_per_child, memory_limit) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// A worker holds `kib` after answering a task: above `max_memory_per_child`, or above
 /// `memory_limit` (its next task would be charged for memory it did not take), it is
 /// recycled.
@@ -51,12 +63,8 @@ pub(crate) fn after_task(
     max_memory_per_child: Option<u64>,
     memory_limit: Option<u64>,
 ) -> MemoryVerdict {
-    let limit = match (max_memory_per_child, memory_limit) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => match a.or(b) {
-            Some(limit) => limit,
-            None => return MemoryVerdict::Fine,
-        },
+    let Some(limit) = retire_above(max_memory_per_child, memory_limit) else {
+        return MemoryVerdict::Fine;
     };
     if over(kib, limit) {
         MemoryVerdict::Retire

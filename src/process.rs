@@ -118,6 +118,7 @@ impl<R> ProcessBuilder<R> {
             name: name.clone(),
             env_allowlist: self.env_allowlist,
             end_task_children: (!self.keep_task_children).then_some(Duration::from_secs(5)),
+            retire_above: None,
         };
         let (slot, link) = launch::start_worker(&spec)?;
         let request = ToChild::Task(TaskRequest {

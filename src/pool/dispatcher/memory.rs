@@ -73,12 +73,20 @@ impl<X: Io> Dispatcher<X> {
             return;
         };
         if !worker.retiring {
-            let Some(kib) = worker.link.rss_kib() else {
-                return;
-            };
-            worker.peak_kib = worker.peak_kib.max(kib);
-            if after_task(kib, per_child, limit) != MemoryVerdict::Retire {
-                return;
+            // The worker gave back the rest of its unit itself: it saw its memory
+            // above the limit after a call (`WorkerConfig::retire_above`).
+            let gave_back = worker.running.as_ref().is_some_and(|run| {
+                let seen = worker.link.page().snapshot();
+                seen.seq == run.seq && seen.limit < run.limit
+            });
+            if !gave_back {
+                let Some(kib) = worker.link.rss_kib() else {
+                    return;
+                };
+                worker.peak_kib = worker.peak_kib.max(kib);
+                if after_task(kib, per_child, limit) != MemoryVerdict::Retire {
+                    return;
+                }
             }
             worker.retiring = true;
         }

@@ -63,6 +63,9 @@ struct Proc {
     outbox: Vec<(u64, FromChild)>,
     /// Memory it holds between calls (what earlier calls leaked).
     held_kib: u64,
+    /// As a real worker does (`WorkerConfig::retire_above`): above this, it claims no
+    /// more calls of its unit and gives the rest back.
+    retire_above: Option<u64>,
 }
 
 enum Due {
@@ -93,6 +96,9 @@ struct World {
     scripts: HashMap<u64, Script>,
     records: HashMap<u64, Record>,
     stubborn: bool,
+    /// The parent's reading of a worker's own memory shows nothing (as when it freed
+    /// memory between giving back its unit and the reading).
+    memory_reads_low: bool,
 }
 
 impl World {
@@ -224,6 +230,9 @@ impl World {
                 continue;
             };
             let pos = p.next;
+            if pos > 0 && p.retire_above.is_some_and(|r| p.held_kib * 1024 > r) {
+                let _ = p.page.take_back(p.page.snapshot(), 0);
+            }
             if (pos as usize) < ids.len() && p.page.claim(seq, pos, OFFSET + now) {
                 let id = ids[pos as usize];
                 let script = self.scripts[&id];
@@ -278,7 +287,7 @@ impl Io for SimIo {
     type Started = u32;
     type Link = SimLink;
 
-    fn start(&mut self, seat: usize, _spec: Spec) -> std::io::Result<()> {
+    fn start(&mut self, seat: usize, spec: Spec) -> std::io::Result<()> {
         let mut w = self.0.borrow_mut();
         let pid = 1000 + w.procs.len() as u32;
         let ignores_term = w.stubborn && w.rand(4) == 0;
@@ -296,6 +305,7 @@ impl Io for SimIo {
             current: None,
             outbox: Vec::new(),
             held_kib: 0,
+            retire_above: spec.retire_above,
         });
         let at = w.ns + START_NS;
         w.due.push((at, Due::Started { seat, pid }));
@@ -401,8 +411,9 @@ impl WorkerLink for SimLink {
     }
     fn rss_kib(&self) -> Option<u64> {
         let mut w = self.world.borrow_mut();
+        let low = w.memory_reads_low;
         let p = w.proc(self.pid);
-        p.exit.is_none().then_some(p.held_kib)
+        p.exit.is_none().then_some(if low { 0 } else { p.held_kib })
     }
     fn terminate_group(&self) {}
     fn exit(&self) -> Option<Exit> {
@@ -429,5 +440,6 @@ fn world() -> World {
         scripts: HashMap::new(),
         records: HashMap::new(),
         stubborn: false,
+        memory_reads_low: false,
     }
 }

@@ -350,6 +350,10 @@ impl<X: Io> Dispatcher<X> {
             name: format!("{}-{seat}", self.cfg.name),
             env_allowlist: self.cfg.env_allowlist.clone(),
             end_task_children: (!self.cfg.keep_task_children).then_some(self.cfg.grace),
+            retire_above: crate::memory::retire_above(
+                self.cfg.max_memory_per_child,
+                self.cfg.memory_limit,
+            ),
         };
         if let Err(e) = self.io.start(seat, spec) {
             self.seats[seat].starting = false;

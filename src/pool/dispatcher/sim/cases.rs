@@ -33,6 +33,7 @@ struct Case {
     stubborn: bool,
     memory_limit: Option<u64>,
     max_memory_per_child: Option<u64>,
+    memory_reads_low: bool,
 }
 
 const MIB: u64 = 1 << 20;
@@ -73,6 +74,7 @@ fn case(seed: u64) -> Case {
         stubborn: w.rand(10) < 3,
         memory_limit,
         max_memory_per_child,
+        memory_reads_low: false,
     }
 }
 
@@ -142,6 +144,7 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
         let mut w = world.borrow_mut();
         w.rng = case.seed | 1;
         w.stubborn = case.stubborn;
+        w.memory_reads_low = case.memory_reads_low;
         w.scripts = (0..case.scripts.len() as u64)
             .zip(case.scripts.clone())
             .collect();
@@ -367,6 +370,7 @@ fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Duration>) -> Ca
         stubborn: false,
         memory_limit: None,
         max_memory_per_child: None,
+        memory_reads_low: false,
     }
 }
 
@@ -447,14 +451,23 @@ fn a_call_over_the_memory_limit_fails_alone_and_the_pool_goes_on() {
 }
 
 /// `max_memory_per_child`: the call that leaves its worker above the limit is
-/// delivered; the worker takes no more work (what was sent to it and not started is
-/// taken back), a new one runs the rest; every call runs once and succeeds.
+/// delivered; the worker starts nothing more (it gives back the rest of its batch,
+/// which the dispatcher queues again), a new one runs the rest; every call runs once
+/// and succeeds.
 #[test]
 fn a_worker_left_above_max_memory_per_child_is_recycled_losing_nothing() {
     // Fast calls, so they travel in batches: the rest of the leaky call's batch must
-    // be taken back.
+    // be taken back. Whether or not the parent's own reading shows the memory, the
+    // worker's give-back retires it (else the calls it gave back would never come).
+    for memory_reads_low in [false, true] {
+        recycled_losing_nothing(memory_reads_low);
+    }
+}
+
+fn recycled_losing_nothing(memory_reads_low: bool) {
     let mut case = scripted(&[0; 300], 1, None);
     case.max_memory_per_child = Some(100 * MIB);
+    case.memory_reads_low = memory_reads_low;
     case.scripts[150].leaves_kib = 200 * 1024;
     let (results, world) = simulate(&case);
     check(&case, &results, &world);
@@ -470,16 +483,9 @@ fn a_worker_left_above_max_memory_per_child_is_recycled_losing_nothing() {
         assert_eq!(world.records[&(i as u64)].starts, 1, "call {i}");
         assert_eq!(meta.pid, pid(i as u64)[0], "call {i}");
     }
-    // Calls it started before the leaky call's answer reached the dispatcher ran on
-    // it (the simulated worker answers each call a moment after it ends); the rest of
-    // its batch was taken back and ran on its replacement.
-    let later_on_first = (151..300u64).filter(|i| pid(*i)[0] == first).count();
-    assert!(
-        later_on_first < 30,
-        "{later_on_first} calls ran on the leaky worker after it"
-    );
-    assert!((151..300u64).all(|i| pid(i)[0] == first || pid(i)[0] != pid(0)[0]));
-    assert_ne!(pid(299)[0], first);
+    // The worker gave back the rest of its batch before claiming the next call (as a
+    // real one does: `WorkerConfig::retire_above`); it ran on the replacement.
+    assert!((151..300u64).all(|i| pid(i)[0] != first));
     // The replacement holds nothing: it is not recycled again.
     let pids: std::collections::BTreeSet<u32> = (0..300u64).map(|i| pid(i)[0]).collect();
     assert_eq!(pids.len(), 2, "{pids:?}");
