@@ -34,6 +34,4 @@ pub(crate) use process::{
     stop_self, thread_count, Forked, Reaped,
 };
 pub(crate) use shm::{is_sealed_memfd, memfd_create, Mapping};
-#[cfg(test)]
-pub(crate) use tree::tree_rss_kib;
 pub(crate) use tree::{kill_pinned, pin_descendants, TreeWatch};

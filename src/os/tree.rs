@@ -147,7 +147,7 @@ impl TreeWatch {
 /// Resident memory (KiB) of each of `roots` with all its descendants, in the order
 /// given: `None` for one that is gone. One look at /proc for all of them.
 #[cfg(test)]
-pub(crate) fn tree_rss_kib(roots: &[i32]) -> Vec<Option<u64>> {
+fn tree_rss_kib(roots: &[i32]) -> Vec<Option<u64>> {
     tree_sums(&all_processes(), roots)
 }
 
