@@ -34,7 +34,6 @@ pub struct WorkerConfig {
     /// `Some(bytes)`: a pool worker whose resident memory is above this after a call
     /// claims no more calls of its unit and gives the rest back on its progress page
     /// (the parent then replaces it: `max_memory_per_child`).
-    #[serde(default)]
     pub retire_above: Option<u64>,
 }
 
