@@ -176,6 +176,32 @@ fn recycling_on_memory_growth_changes_the_pid_and_loses_nothing() {
     });
 }
 
+/// The same in a `map` of chunks of 50: the chunk with the leaky call is cut after
+/// it, its rest runs on the new worker, and `map` returns every result in order.
+#[test]
+fn recycling_on_memory_growth_inside_a_map_chunk_loses_nothing() {
+    each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .start_method(method)
+            .procs(1)
+            .max_memory_per_child(100 * MIB)
+            .build()
+            .unwrap();
+        let n = 300u64;
+        let results: Vec<(u64, u32)> = pool
+            .map_chunked(leak_at, (0..n).map(|i| (i, 120, 150)), 50)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let order: Vec<u64> = results.iter().map(|(i, _)| *i).collect();
+        assert_eq!(order, (0..n).collect::<Vec<_>>());
+        let leaky = results[120].1;
+        assert!(results[..=120].iter().all(|(_, pid)| *pid == leaky));
+        assert!(results[121..].iter().all(|(_, pid)| *pid != leaky));
+        pool.join();
+    });
+}
+
 /// Command mode: the command's own child (a shell's command substitution holding
 /// 400 MB) goes past `--memory-limit`: the task is stopped and reported
 /// `memory_exceeded` in the JSON record and the job log; the other input succeeds; the
