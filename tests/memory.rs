@@ -139,6 +139,43 @@ fn an_outside_sigkill_is_a_crash_not_an_oom_kill() {
     });
 }
 
+/// The path from the kernel's word to the error: a SIGKILL from outside that the kernel
+/// log attributes to the OOM killer is reported as `OomKilled`. The record is written
+/// by this test (a real OOM kill would need a memory cgroup or an exhausted machine),
+/// so it runs only where the log can be written and read (root); it says it is a test.
+#[test]
+fn a_sigkill_the_kernel_log_attributes_to_the_oom_killer_is_reported_as_oom_killed() {
+    isolated(DEADLINE, || {
+        use std::io::Write;
+        let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") else {
+            eprintln!("skipped: /dev/kmsg cannot be written here");
+            return;
+        };
+        if std::fs::File::open("/dev/kmsg").is_err() {
+            eprintln!("skipped: /dev/kmsg cannot be read here");
+            return;
+        }
+        let mut p = Process::builder(hog, 1).start().unwrap();
+        let pid = p.pid();
+        // One write is one record.
+        let record = format!(
+            "Out of memory: Killed process {pid} (hog) [written by supervisor's tests/memory.rs, not a real OOM kill]\n"
+        );
+        kmsg.write_all(record.as_bytes()).unwrap();
+        let killed = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let e = p.join().unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::OomKilled { pid: p, .. } if *p == pid),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("OOM killer"), "{e}");
+    });
+}
+
 /// A call in the middle of a stream of fast calls (sent in batches) leaves its worker
 /// above `max_memory_per_child`: its result is delivered, the rest of its batch is
 /// given back and runs on a new worker, and every call's result is there exactly once.
