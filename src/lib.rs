@@ -23,6 +23,7 @@ mod error;
 mod exit;
 mod init;
 mod launch;
+mod memory;
 mod os;
 mod outcome;
 mod pool;

@@ -60,6 +60,8 @@ mod guide {
             .task_timeout(Duration::from_secs(60))
             .retries(2) // re-run a task whose worker died or timed out
             .max_tasks_per_child(1000) // recycle workers, losing nothing
+            .memory_limit(2 << 30) // a task whose worker tree passes 2 GiB RSS: MemoryExceeded
+            .max_memory_per_child(512 << 20) // recycle a worker a task left above 512 MiB
             .build()?;
         let squares = pool.map(square, 0..1000); // Vec<Result<u64, Error>>, input order
         assert_eq!(*squares[7].as_ref().unwrap(), 49);

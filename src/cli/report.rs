@@ -29,12 +29,16 @@ pub struct ErrorInfo {
     pub peak_rss_kib: Option<u64>,
 }
 
-/// The kind of a library error: one of failed, panicked, crashed, exited, timed_out,
-/// lost, decode, stopped (running when the run was stopped), cancelled (never started).
+/// The kind of a library error: one of failed, panicked, crashed, oom_killed (a crash
+/// by the kernel's OOM killer), exited, timed_out, memory_exceeded (over
+/// `--memory-limit`), lost, decode, stopped (running when the run was stopped),
+/// cancelled (never started). Every one of them is a failed task: exit code 1.
 pub fn kind_of(e: &Error) -> &'static str {
     match e.kind() {
         ErrorKind::Panicked { .. } => "panicked",
         ErrorKind::Crashed { .. } => "crashed",
+        ErrorKind::OomKilled { .. } => "oom_killed",
+        ErrorKind::MemoryExceeded { .. } => "memory_exceeded",
         ErrorKind::Exited { .. } => "exited",
         ErrorKind::TimedOut { .. } => "timed_out",
         ErrorKind::Lost { .. }
@@ -91,6 +95,12 @@ impl Record {
                     ErrorKind::Exited {
                         code, peak_rss_kib, ..
                     } => (None, Some(*code), Some(*peak_rss_kib)),
+                    ErrorKind::OomKilled { peak_rss_kib, .. } => {
+                        (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
+                    }
+                    ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
+                        (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
+                    }
                     _ => (None, None, None),
                 };
                 Err(ErrorInfo {

@@ -210,6 +210,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(n) = args.max_tasks_per_child {
         builder = builder.max_tasks_per_child(n);
     }
+    if let Some(bytes) = args.memory_limit {
+        builder = builder.memory_limit(bytes);
+    }
+    if let Some(bytes) = args.max_memory_per_child {
+        builder = builder.max_memory_per_child(bytes);
+    }
     if let Some((max, within)) = args.restart_limit {
         builder = builder.restart_limit(max, within);
     }
