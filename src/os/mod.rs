@@ -13,6 +13,7 @@ mod private;
 mod proc;
 mod process;
 mod shm;
+mod spool;
 
 pub(crate) use clock::{boot_ticks, monotonic_ns};
 pub(crate) use fd::{
@@ -31,3 +32,4 @@ pub(crate) use process::{
     stop_self, thread_count, Forked, Reaped,
 };
 pub(crate) use shm::{is_sealed_memfd, memfd_create, Mapping};
+pub(crate) use spool::{identity, open_remote, received, unlinked_file};

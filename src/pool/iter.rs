@@ -48,7 +48,9 @@ pub struct Reports<R, I: Iterator> {
     pending: VecDeque<Delivered>,
     submitted: usize,
     yielded: usize,
-    buffer: BTreeMap<usize, (JobResult, JobMeta)>,
+    /// Ordered: results that came ahead of their turn, decoded on arrival (so what
+    /// they hold, a handle or a spooled output, is taken from the worker at once).
+    buffer: BTreeMap<usize, (Result<R, Error>, JobMeta)>,
     /// Whether reading the next input would return at once (see
     /// [`Reports::input_ready`]).
     input_ready: Option<Box<dyn FnMut() -> bool>>,
@@ -232,18 +234,20 @@ where
                     return None;
                 }
                 let (index, r, m) = self.receive()?;
+                let r = decode(self.task, r, m.pid);
                 self.buffer.insert(index, (r, m));
             }
         } else {
             if self.input_done && self.yielded == self.submitted {
                 return None;
             }
-            self.receive()?
+            let (index, r, m) = self.receive()?;
+            (index, decode(self.task, r, m.pid), m)
         };
         self.yielded += 1;
         Some(Report {
             index,
-            result: decode(self.task, result, meta.pid),
+            result,
             meta,
         })
     }

@@ -1,0 +1,151 @@
+//! Running a [`Command`] in this process: the task a worker runs for
+//! [`crate::Pool::submit_command`] and the CLI's command mode.
+
+use std::io::{self, Read, Write};
+use std::process::Stdio;
+use std::time::{Instant, SystemTime};
+
+use super::{Captured, Command, CommandOutput};
+use crate::error::{CommandError, OsError};
+use crate::os;
+
+/// Size of one read from a command's pipe.
+const CHUNK: usize = 64 << 10;
+
+impl Command {
+    /// Runs the command in the calling process and waits for it, capturing its
+    /// standard output and error (spooled past [`Command::inline_limit`]).
+    pub fn output(&self) -> Result<CommandOutput, CommandError> {
+        run_command(self.clone())
+    }
+}
+
+/// The registered task behind [`crate::Pool::submit_command`]: runs `cmd` in the
+/// worker and returns what it did. Usable with any pool or process method
+/// (`pool.imap(supervisor::run_command, commands)`).
+pub fn run_command(cmd: Command) -> Result<CommandOutput, CommandError> {
+    super::captured::release_received();
+    let program = cmd.program_name();
+    let capture_error = |e: io::Error| CommandError::Capture {
+        program: program.clone(),
+        source: OsError::from(e),
+    };
+    let (mut std_cmd, input, limit) = cmd.into_std();
+    std_cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = SystemTime::now();
+    let t0 = Instant::now();
+    let mut child = std_cmd.spawn().map_err(|e| CommandError::Start {
+        program: program.clone(),
+        source: OsError::from(e),
+    })?;
+    let pid = child.id();
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let streams = std::thread::scope(|scope| {
+        let r = read_streams(scope, stdin, input, stdout, stderr, limit);
+        if r.is_err() {
+            // Nothing reads its output any more: end it, so the stdin writer ends too.
+            os::kill_pid(pid as i32, libc::SIGKILL);
+        }
+        r
+    });
+    let (stdout, stderr) = match streams {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(capture_error(e));
+        }
+    };
+    let status = child.wait().map_err(capture_error)?;
+    let duration = t0.elapsed();
+    use std::os::unix::process::ExitStatusExt;
+    Ok(CommandOutput {
+        status: crate::ExitStatus::from_raw(status.into_raw()),
+        stdout,
+        stderr,
+        pid,
+        started,
+        duration,
+    })
+}
+
+/// Feeds standard input and reads both output streams at once (a thread each for
+/// stdin and stderr), so that a command blocked on one pipe never stalls the other.
+fn read_streams<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    stdin: Option<std::process::ChildStdin>,
+    input: Option<Vec<u8>>,
+    stdout: Option<std::process::ChildStdout>,
+    stderr: Option<std::process::ChildStderr>,
+    limit: u64,
+) -> io::Result<(Captured, Captured)> {
+    if let (Some(mut pipe), Some(input)) = (stdin, input) {
+        std::thread::Builder::new()
+            .name("supervisor-stdin".into())
+            .spawn_scoped(scope, move || {
+                // A command that does not read it all is not an error (EPIPE).
+                let _ = pipe.write_all(&input);
+            })?;
+    }
+    let err = match stderr {
+        Some(pipe) => Some(
+            std::thread::Builder::new()
+                .name("supervisor-stderr".into())
+                .spawn_scoped(scope, move || capture(pipe, limit))?,
+        ),
+        None => None,
+    };
+    let out = match stdout {
+        Some(pipe) => capture(pipe, limit)?,
+        None => Captured::default(),
+    };
+    let err = match err {
+        Some(t) => t
+            .join()
+            .map_err(|_| io::Error::other("the stderr reader panicked"))??,
+        None => Captured::default(),
+    };
+    Ok((out, err))
+}
+
+/// Reads `pipe` to its end: in memory up to `limit` bytes, then into a spool file.
+fn capture(mut pipe: impl Read, limit: u64) -> io::Result<Captured> {
+    let mut mem: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut spool: Option<(std::fs::File, u64)> = None;
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        match &mut spool {
+            Some((file, len)) => {
+                file.write_all(&buf[..n])?;
+                *len += n as u64;
+            }
+            None if (mem.len() + n) as u64 > limit => {
+                let mut file = os::unlinked_file(&std::env::temp_dir())?;
+                file.write_all(&mem)?;
+                file.write_all(&buf[..n])?;
+                spool = Some((file, (mem.len() + n) as u64));
+                mem = Vec::new();
+            }
+            None => mem.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(match spool {
+        Some((file, len)) => Captured::spooled(file, len),
+        None => Captured::from_bytes(mem),
+    })
+}
+
+supervisor_worker::task!("supervisor::command" => run_command);
