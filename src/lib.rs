@@ -34,8 +34,7 @@ mod start_method;
 mod sync;
 
 pub use command::{
-    run_command, shell_quote, Captured, Command, CommandOutput, CommandResult,
-    DEFAULT_INLINE_LIMIT,
+    run_command, shell_quote, Captured, Command, CommandOutput, CommandResult, DEFAULT_INLINE_LIMIT,
 };
 pub use error::{
     BrokenReason, CommandError, Error, ErrorKind, OsError, ResourceLimit, StormDeath, Violation,

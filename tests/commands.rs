@@ -40,7 +40,10 @@ fn binary_output_comes_back_byte_exact_in_memory_and_spooled() {
             assert_eq!(out.status, ExitStatus::Code(0));
             assert_eq!(out.stdout.is_spooled(), spooled);
             assert_eq!(out.stdout.len(), data.len() as u64);
-            assert!(out.stdout.to_vec().unwrap() == data, "cat changed the bytes");
+            assert!(
+                out.stdout.to_vec().unwrap() == data,
+                "cat changed the bytes"
+            );
             assert!(out.stderr.is_empty());
             assert_ne!(out.pid, 0);
         }
@@ -98,11 +101,17 @@ fn arguments_env_and_directory_reach_the_command_as_bytes() {
 
 /// Whether a process whose command line is exactly `argv` exists.
 fn running(argv: &[&str]) -> bool {
-    let want: Vec<u8> = argv.iter().flat_map(|a| [a.as_bytes(), b"\0"].concat()).collect();
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
         std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want)
-            && !std::fs::read_to_string(e.path().join("stat"))
-                .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+            && !std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
     })
 }
 
@@ -118,21 +127,33 @@ fn a_command_gets_the_pools_timeout_retries_and_nice() {
             .build()
             .unwrap();
         // Nice value of the command itself.
-        let nice = pool.submit_command(Command::new("nice")).wait().unwrap().unwrap();
+        let nice = pool
+            .submit_command(Command::new("nice"))
+            .wait()
+            .unwrap()
+            .unwrap();
         assert_eq!(nice.stdout.to_vec().unwrap(), b"7\n");
 
         // Past the limit: the worker's group is killed, the command with it (after
         // the retry timed out as well).
         let t = Instant::now();
-        let slow = pool.submit_command(Command::new("sleep").arg("31.25")).wait();
+        let slow = pool
+            .submit_command(Command::new("sleep").arg("31.25"))
+            .wait();
         assert!(
-            matches!(slow.as_ref().map_err(|e| e.kind()), Err(ErrorKind::TimedOut { .. })),
+            matches!(
+                slow.as_ref().map_err(|e| e.kind()),
+                Err(ErrorKind::TimedOut { .. })
+            ),
             "{slow:?}"
         );
         assert!(t.elapsed() < Duration::from_secs(20));
         let gone = Instant::now() + Duration::from_secs(10);
         while running(&["sleep", "31.25"]) {
-            assert!(Instant::now() < gone, "the timed-out command is still running");
+            assert!(
+                Instant::now() < gone,
+                "the timed-out command is still running"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
 

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod control;
 mod input;
+mod json_bytes;
 pub mod report;
 pub mod run;
 mod sys;

@@ -63,14 +63,70 @@ fn output_failed(
     }
 }
 
-/// Builds the argv for one line: `{}` replaced, or the line appended.
-fn command_for(template: &[String], line: &str) -> Vec<String> {
-    if template.iter().any(|a| a.contains("{}")) {
-        template.iter().map(|a| a.replace("{}", line)).collect()
-    } else {
-        let mut argv = template.to_vec();
-        argv.push(line.to_string());
-        argv
+/// `arg` with every `{}` replaced by `with`.
+fn replace_braces(arg: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(arg.len() + with.len());
+    let mut rest = arg;
+    while let Some(i) = rest.windows(2).position(|w| w == b"{}") {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(with);
+        rest = &rest[i + 2..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// How command mode runs each line's command.
+#[derive(Debug, Clone)]
+enum Template {
+    /// The words as argv, `{}` replaced by the line's bytes (appended when absent).
+    Argv(Vec<Vec<u8>>),
+    /// One shell script (the words joined by spaces), run by `sh -c`, `{}` replaced by
+    /// the line shell-quoted (appended so when absent): no input can inject code.
+    Shell(Vec<u8>),
+}
+
+/// Whether a one-word command is shell syntax (a space or a shell metacharacter), as
+/// GNU parallel reads `parallel 'echo {} | tr a-z A-Z'`.
+fn is_shell_syntax(word: &[u8]) -> bool {
+    word.iter()
+        .any(|b| b.is_ascii_whitespace() || b"|&;<>()$`\\\"'*?[]#~".contains(b))
+}
+
+impl Template {
+    fn new(words: &[std::ffi::OsString], shell: bool) -> Template {
+        use std::os::unix::ffi::OsStrExt;
+        let words: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
+        if shell || (words.len() == 1 && is_shell_syntax(&words[0])) {
+            Template::Shell(words.join(&b' '))
+        } else {
+            Template::Argv(words)
+        }
+    }
+
+    /// The argv for one line.
+    fn argv(&self, line: &[u8]) -> Vec<serde_bytes::ByteBuf> {
+        let has_braces = |w: &[u8]| w.windows(2).any(|p| p == b"{}");
+        let words = match self {
+            Template::Argv(words) if words.iter().any(|w| has_braces(w)) => {
+                words.iter().map(|w| replace_braces(w, line)).collect()
+            }
+            Template::Argv(words) => {
+                let mut argv = words.clone();
+                argv.push(line.to_vec());
+                argv
+            }
+            Template::Shell(script) => {
+                let quoted = supervisor::shell_quote(line);
+                let script = if has_braces(script) {
+                    replace_braces(script, &quoted)
+                } else {
+                    [&script[..], b" ", &quoted[..]].concat()
+                };
+                vec![b"sh".to_vec(), b"-c".to_vec(), script]
+            }
+        };
+        words.into_iter().map(serde_bytes::ByteBuf::from).collect()
     }
 }
 
@@ -102,7 +158,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     "--arg {key}=...: command mode takes no --arg (put it in the command)"
                 )));
             }
-            ("command".to_string(), Some(args.command.clone()))
+            (
+                "command".to_string(),
+                Some(Template::new(&args.command, args.shell)),
+            )
         }
         _ => {
             return Err(usage(
@@ -291,7 +350,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
 
     let mut progress = make_progress(&args);
-    let inputs: Rc<RefCell<HashMap<u64, String>>> = Rc::new(RefCell::new(HashMap::new()));
+    let inputs: Rc<RefCell<HashMap<u64, Vec<u8>>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
     let source = Rc::new(RefCell::new(LineSource::new(file, stop.clone())));
@@ -312,13 +371,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .enumerate()
             .map(move |(i, line)| {
                 let seq = i as u64 + 1;
-                inputs.borrow_mut().insert(seq, line.clone());
+                let argv = template.as_ref().map(|t| t.argv(&line)).unwrap_or_default();
+                // Built-in tasks take text; command mode has the bytes in argv.
+                let text = if template.is_some() {
+                    String::new()
+                } else {
+                    String::from_utf8_lossy(&line).into_owned()
+                };
+                inputs.borrow_mut().insert(seq, line);
                 Job {
-                    argv: template
-                        .as_deref()
-                        .map(|t| command_for(t, &line))
-                        .unwrap_or_default(),
-                    line,
+                    argv,
+                    line: text,
                     seq,
                     args: task_args.clone(),
                 }
@@ -368,30 +431,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let written = progress.suspend(|| -> std::io::Result<()> {
             match args.format {
                 Format::Json => {
-                    writeln!(out, "{}", record.to_json())?;
+                    record.write_json(&mut out, command_mode)?;
                     // A command's own stderr still reaches ours, grouped per task.
-                    let err = record.command_stderr();
-                    if !err.is_empty() {
+                    if !record.command_stderr().is_empty() {
                         out.flush()?;
-                        {
-                            use std::io::Write as _;
-                            let _ = std::io::stderr().write_all(err.as_bytes());
-                        }
+                        let _ = record.write_command_stderr(&mut std::io::stderr().lock());
                     }
                 }
                 Format::Text => {
-                    if let Some(text) = record.stdout_text(command_mode) {
-                        out.write_all(text.as_bytes())?;
-                    }
-                    if !not_run {
-                        let err = record.stderr_text();
-                        if !err.is_empty() {
-                            out.flush()?;
-                            {
-                                use std::io::Write as _;
-                                let _ = std::io::stderr().write_all(err.as_bytes());
-                            }
-                        }
+                    record.write_stdout(&mut out, command_mode)?;
+                    if !not_run && record.has_stderr() {
+                        out.flush()?;
+                        let _ = record.write_stderr(&mut std::io::stderr().lock());
                     }
                 }
             }
@@ -469,19 +520,14 @@ impl PeakRss {
     }
 }
 
-/// Input lines as text: a line that is not UTF-8 is converted lossily (never dropped),
-/// a read error ends the input and is reported.
+/// Input lines as bytes; a read error ends the input and is reported.
 struct InputLines(Rc<RefCell<LineSource>>);
 
 impl Iterator for InputLines {
-    type Item = std::io::Result<String>;
+    type Item = std::io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let line = self.0.borrow_mut().next_line()?;
-        Some(line.map(|buf| {
-            String::from_utf8(buf)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-        }))
+        self.0.borrow_mut().next_line()
     }
 }
 

@@ -182,7 +182,9 @@ impl Serialize for Captured {
             }
             Body::Spooled { file, len } => {
                 let (fd, dev, ino) = keep(file).map_err(|e| {
-                    S::Error::custom(format!("cannot keep a spooled output for its receiver: {e}"))
+                    S::Error::custom(format!(
+                        "cannot keep a spooled output for its receiver: {e}"
+                    ))
                 })?;
                 Wire::Spooled {
                     pid: std::process::id(),

@@ -2,14 +2,14 @@
 //! that runs it in a worker), [`CommandOutput`] and [`Captured`] (what came back).
 
 mod captured;
-mod pool;
 mod output;
+mod pool;
 mod quote;
 mod run;
 mod spec;
 
-pub use captured::Captured;
 pub(crate) use captured::linger as linger_spools;
+pub use captured::Captured;
 pub use output::CommandOutput;
 pub use pool::CommandResult;
 pub use quote::shell_quote;

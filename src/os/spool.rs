@@ -23,7 +23,10 @@ pub(crate) fn unlinked_file(dir: &Path) -> io::Result<File> {
         .open(dir);
     match tmpfile {
         Ok(file) => Ok(file),
-        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) || e.raw_os_error() == Some(libc::EISDIR) => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP)
+                || e.raw_os_error() == Some(libc::EISDIR) =>
+        {
             let name: [u8; 12] = super::random_bytes()?;
             let path = dir.join(format!(".supervisor-spool-{}", hex(&name)));
             let file = std::fs::OpenOptions::new()
