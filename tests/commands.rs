@@ -188,3 +188,27 @@ fn a_process_runs_a_command_and_hands_back_a_spooled_output() {
         assert!(sink == all);
     });
 }
+
+#[test]
+fn spooled_results_waiting_behind_a_slow_one_are_all_delivered() {
+    isolated(DEADLINE, || {
+        // More spools than a worker keeps for its receiver (256) finish while the
+        // first, slow command holds up the ordered output.
+        let pool = Pool::builder().procs(2).read_ahead(1000).build().unwrap();
+        let cmds = std::iter::once(Command::new("sleep").arg("3"))
+            .chain((0..400).map(|i| Command::new("echo").arg(i.to_string()).inline_limit(0)));
+        let mut n = 0;
+        for (i, r) in pool.map_commands(cmds).enumerate() {
+            let out = r.unwrap().unwrap();
+            if i > 0 {
+                assert!(out.stdout.is_spooled());
+                assert_eq!(
+                    out.stdout.to_vec().unwrap(),
+                    format!("{}\n", i - 1).into_bytes()
+                );
+            }
+            n += 1;
+        }
+        assert_eq!(n, 401);
+    });
+}

@@ -135,6 +135,12 @@ impl Template {
 /// worker's running task, so this changes no task's start or timeout).
 const READ_AHEAD_PER_WORKER: usize = 1024;
 
+/// Command mode's read-ahead per worker: a command takes a millisecond at least, so a
+/// few dozen per message is plenty, and results waiting for their turn (each up to
+/// [`super::tasks::INLINE_LIMIT`] per stream in memory, or a spool descriptor) stay
+/// bounded: 64 x 2 x 64 KiB = 8 MiB per worker at worst.
+const COMMAND_READ_AHEAD_PER_WORKER: usize = 64;
+
 fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(message.into()))
 }
@@ -252,7 +258,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .start_method(method)
         .grace(args.grace)
         .retries(args.retries)
-        .read_ahead_per_worker(READ_AHEAD_PER_WORKER)
+        .read_ahead_per_worker(if template.is_some() {
+            COMMAND_READ_AHEAD_PER_WORKER
+        } else {
+            READ_AHEAD_PER_WORKER
+        })
         .name("supervisor-worker");
     if let Some(procs) = args.procs {
         builder = builder.procs(procs);

@@ -1,16 +1,18 @@
 //! [`Captured`]: what a command wrote on one stream, in memory when small, in a spool
 //! file past the command's inline limit.
 //!
-//! A spool crosses to another process as a reference, never as its bytes: the sender
-//! keeps a descriptor to it and ships `(pid, fd, dev, ino, len)`; the receiver opens
-//! `/proc/<pid>/fd/<fd>` (same user), checks device and inode, and marks the file
-//! received by changing its mode from 0600 to 0400. The sender lets go of a spool once
+//! A spool file starts with a random 16-byte tag, then the bytes. It crosses to another
+//! process as a reference, never as its bytes: the sender keeps a descriptor to it and
+//! ships `(pid, fd, dev, ino, tag, len)`; the receiver opens `/proc/<pid>/fd/<fd>` (same
+//! user), checks device, inode and tag (a descriptor number and an inode number are
+//! both reused once a file is gone; the tag is not), and marks the file received by
+//! changing its mode from 0600 to 0400. The sender lets go of a spool once
 //! it sees that mark, when it keeps more than [`MAX_KEPT`] (oldest first: that output
 //! can then no longer be opened, and its receiver gets a decode error), and a worker
 //! that ends waits up to [`EXIT_LINGER`] for its spools to be received.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -22,6 +24,9 @@ use crate::os;
 
 /// Most spools a process keeps open for receivers that have not opened them yet.
 pub(crate) const MAX_KEPT: usize = 256;
+
+/// Bytes of the random tag at the start of a spool file.
+const TAG_LEN: u64 = 16;
 
 /// How long an ending worker waits for its spools to be received.
 const EXIT_LINGER: Duration = Duration::from_secs(2);
@@ -50,6 +55,16 @@ impl Captured {
         Captured(Body::Inline(bytes.into()))
     }
 
+    /// A new spool in `TMPDIR`: a private unlinked file, its tag written; the caller
+    /// appends the bytes and makes it a capture with [`Captured::spooled`].
+    pub(crate) fn new_spool() -> io::Result<File> {
+        let mut file = os::unlinked_file(&std::env::temp_dir())?;
+        let tag: [u8; TAG_LEN as usize] = os::random_bytes()?;
+        file.write_all(&tag)?;
+        Ok(file)
+    }
+
+    /// A spool made by [`Captured::new_spool`] holding `len` bytes after its tag.
     pub(crate) fn spooled(file: File, len: u64) -> Captured {
         Captured(Body::Spooled { file, len })
     }
@@ -87,43 +102,40 @@ impl Captured {
         Ok(out)
     }
 
-    /// A reader over the bytes, from the start (each call starts again).
+    /// A reader over the bytes, from the start (each reader has its own position).
     pub fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
         Ok(match &self.0 {
             Body::Inline(v) => Box::new(&v[..]),
-            Body::Spooled { file, len } => {
-                let mut f: &File = file;
-                f.rewind()?;
-                Box::new(f.take(*len))
-            }
+            Body::Spooled { file, len } => Box::new(SpoolReader {
+                file,
+                pos: 0,
+                end: *len,
+            }),
         })
     }
 
-    /// Writes the bytes to `w` (a spool is copied in chunks, by the kernel where it
-    /// can), returning how many were written.
+    /// Writes the bytes to `w` (a spool in 64 KiB pieces), returning how many were
+    /// written.
     pub fn write_to<W: Write + ?Sized>(&self, w: &mut W) -> io::Result<u64> {
         match &self.0 {
             Body::Inline(v) => {
                 w.write_all(v)?;
                 Ok(v.len() as u64)
             }
-            Body::Spooled { file, len } => {
-                let mut f: &File = file;
-                f.rewind()?;
-                let mut remaining = *len;
+            Body::Spooled { .. } => {
+                let mut r = self.reader()?;
                 let mut buf = vec![0u8; 64 << 10];
-                while remaining > 0 {
-                    let want = buf.len().min(remaining as usize);
-                    let n = match f.read(&mut buf[..want]) {
-                        Ok(0) => break,
+                let mut written = 0;
+                loop {
+                    let n = match r.read(&mut buf) {
+                        Ok(0) => return Ok(written),
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(e),
                     };
                     w.write_all(&buf[..n])?;
-                    remaining -= n as u64;
+                    written += n as u64;
                 }
-                Ok(*len - remaining)
             }
         }
     }
@@ -136,10 +148,30 @@ impl Captured {
             Body::Spooled { file, len } => {
                 use std::os::unix::fs::FileExt;
                 let mut b = [0u8; 1];
-                file.read_exact_at(&mut b, len - 1)?;
+                file.read_exact_at(&mut b, TAG_LEN + len - 1)?;
                 Ok(Some(b[0]))
             }
         }
+    }
+}
+
+/// Reads a spool by position (`pread`), so readers never share a file offset.
+struct SpoolReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for SpoolReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf.len().min((self.end - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], TAG_LEN + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -169,6 +201,7 @@ enum Wire {
         fd: i32,
         dev: u64,
         ino: u64,
+        tag: [u8; TAG_LEN as usize],
         len: u64,
     },
 }
@@ -181,7 +214,8 @@ impl Serialize for Captured {
                 s.serialize_newtype_variant("Wire", 0, "Inline", serde_bytes::Bytes::new(v))
             }
             Body::Spooled { file, len } => {
-                let (fd, dev, ino) = keep(file).map_err(|e| {
+                let kept = tag_of(file).and_then(|tag| Ok((keep(file)?, tag)));
+                let ((fd, dev, ino), tag) = kept.map_err(|e| {
                     S::Error::custom(format!(
                         "cannot keep a spooled output for its receiver: {e}"
                     ))
@@ -191,6 +225,7 @@ impl Serialize for Captured {
                     fd,
                     dev,
                     ino,
+                    tag,
                     len: *len,
                 }
                 .serialize(s)
@@ -209,22 +244,42 @@ impl<'de> Deserialize<'de> for Captured {
                 fd,
                 dev,
                 ino,
+                tag,
                 len,
             } => {
-                let file = os::open_remote(pid, fd, dev, ino).map_err(|e| {
+                let opened = os::open_remote(pid, fd, dev, ino).and_then(|file| {
+                    if tag_of(&file)? != tag {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotFound,
+                            "the descriptor now holds another spool",
+                        ));
+                    }
+                    if file.metadata()?.len() < TAG_LEN + len {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the spool is shorter than {len} bytes"),
+                        ));
+                    }
+                    os::mark_received(&file)?;
+                    Ok(file)
+                });
+                let file = opened.map_err(|e| {
                     D::Error::custom(format!(
                         "cannot open the spooled output kept by process {pid}: {e}"
                     ))
                 })?;
-                if file.metadata().map(|m| m.len()).unwrap_or(0) < len {
-                    return Err(D::Error::custom(format!(
-                        "the spooled output kept by process {pid} is shorter than {len} bytes"
-                    )));
-                }
                 Ok(Captured::spooled(file, len))
             }
         }
     }
+}
+
+/// The tag at the start of a spool.
+fn tag_of(file: &File) -> io::Result<[u8; TAG_LEN as usize]> {
+    use std::os::unix::fs::FileExt;
+    let mut tag = [0u8; TAG_LEN as usize];
+    file.read_exact_at(&mut tag, 0)?;
+    Ok(tag)
 }
 
 fn kept() -> std::sync::MutexGuard<'static, Vec<File>> {

@@ -133,7 +133,7 @@ fn capture(mut pipe: impl Read, limit: u64) -> io::Result<Captured> {
                 *len += n as u64;
             }
             None if (mem.len() + n) as u64 > limit => {
-                let mut file = os::unlinked_file(&std::env::temp_dir())?;
+                let mut file = Captured::new_spool()?;
                 file.write_all(&mem)?;
                 file.write_all(&buf[..n])?;
                 spool = Some((file, (mem.len() + n) as u64));

@@ -32,4 +32,4 @@ pub(crate) use process::{
     stop_self, thread_count, Forked, Reaped,
 };
 pub(crate) use shm::{is_sealed_memfd, memfd_create, Mapping};
-pub(crate) use spool::{identity, open_remote, received, unlinked_file};
+pub(crate) use spool::{identity, mark_received, open_remote, received, unlinked_file};

@@ -59,8 +59,8 @@ pub(crate) fn received(file: &File) -> bool {
         .unwrap_or(true)
 }
 
-/// Opens descriptor `fd` of process `pid` read-only, checks it is the file `(dev,
-/// ino)`, and marks it [`RECEIVED`].
+/// Opens descriptor `fd` of process `pid` read-only and checks it is the file `(dev,
+/// ino)` (an inode number is reused once its file is gone: callers check more).
 pub(crate) fn open_remote(pid: u32, fd: i32, dev: u64, ino: u64) -> io::Result<File> {
     let file = File::open(format!("/proc/{pid}/fd/{fd}"))?;
     if identity(&file)? != (dev, ino) {
@@ -69,6 +69,10 @@ pub(crate) fn open_remote(pid: u32, fd: i32, dev: u64, ino: u64) -> io::Result<F
             "the descriptor now holds another file",
         ));
     }
-    file.set_permissions(std::fs::Permissions::from_mode(RECEIVED))?;
     Ok(file)
+}
+
+/// Marks a spool [`RECEIVED`] (its sender may let go).
+pub(crate) fn mark_received(file: &File) -> io::Result<()> {
+    file.set_permissions(std::fs::Permissions::from_mode(RECEIVED))
 }
