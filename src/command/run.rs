@@ -2,6 +2,7 @@
 //! [`crate::Pool::submit_command`] and the CLI's command mode.
 
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::time::{Instant, SystemTime};
 
@@ -76,8 +77,9 @@ pub fn run_command(cmd: Command) -> Result<CommandOutput, CommandError> {
     })
 }
 
-/// Feeds standard input and reads both output streams at once (a thread each for
-/// stdin and stderr), so that a command blocked on one pipe never stalls the other.
+/// Feeds standard input (on a thread, when there is any) and reads both output
+/// streams at once on this thread (`poll`), so that a command blocked on one pipe never
+/// stalls the other.
 fn read_streams<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     stdin: Option<std::process::ChildStdin>,
@@ -94,58 +96,78 @@ fn read_streams<'scope>(
                 let _ = pipe.write_all(&input);
             })?;
     }
-    let err = match stderr {
-        Some(pipe) => Some(
-            std::thread::Builder::new()
-                .name("supervisor-stderr".into())
-                .spawn_scoped(scope, move || capture(pipe, limit))?,
-        ),
-        None => None,
-    };
-    let out = match stdout {
-        Some(pipe) => capture(pipe, limit)?,
-        None => Captured::default(),
-    };
-    let err = match err {
-        Some(t) => t
-            .join()
-            .map_err(|_| io::Error::other("the stderr reader panicked"))??,
-        None => Captured::default(),
-    };
-    Ok((out, err))
-}
-
-/// Reads `pipe` to its end: in memory up to `limit` bytes, then into a spool file.
-fn capture(mut pipe: impl Read, limit: u64) -> io::Result<Captured> {
-    let mut mem: Vec<u8> = Vec::new();
+    let mut sinks = [Sink::new(limit), Sink::new(limit)];
+    let mut open: Vec<(std::fs::File, usize)> = Vec::with_capacity(2);
+    open.extend(stdout.map(|p| (std::fs::File::from(OwnedFd::from(p)), 0)));
+    open.extend(stderr.map(|p| (std::fs::File::from(OwnedFd::from(p)), 1)));
     let mut buf = vec![0u8; CHUNK];
-    let mut spool: Option<(std::fs::File, u64)> = None;
-    loop {
-        let n = match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        match &mut spool {
-            Some((file, len)) => {
-                file.write_all(&buf[..n])?;
-                *len += n as u64;
+    while !open.is_empty() {
+        let fds: Vec<&std::fs::File> = open.iter().map(|(f, _)| f).collect();
+        let ready = os::poll_readable(&fds, None)?;
+        let mut closed = Vec::new();
+        for (k, (file, which)) in open.iter().enumerate() {
+            if !ready[k] {
+                continue;
             }
-            None if (mem.len() + n) as u64 > limit => {
-                let mut file = Captured::new_spool()?;
-                file.write_all(&mem)?;
-                file.write_all(&buf[..n])?;
-                spool = Some((file, (mem.len() + n) as u64));
-                mem = Vec::new();
+            let n = match (&*file).read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                closed.push(k);
+            } else {
+                sinks[*which].push(&buf[..n])?;
             }
-            None => mem.extend_from_slice(&buf[..n]),
+        }
+        for k in closed.into_iter().rev() {
+            open.remove(k);
         }
     }
-    Ok(match spool {
-        Some((file, len)) => Captured::spooled(file, len),
-        None => Captured::from_bytes(mem),
-    })
+    let [out, err] = sinks;
+    Ok((out.finish(), err.finish()))
+}
+
+/// One output stream being captured: in memory up to `limit` bytes, then in a spool.
+struct Sink {
+    limit: u64,
+    mem: Vec<u8>,
+    spool: Option<(std::fs::File, u64)>,
+}
+
+impl Sink {
+    fn new(limit: u64) -> Sink {
+        Sink {
+            limit,
+            mem: Vec::new(),
+            spool: None,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.spool {
+            Some((file, len)) => {
+                file.write_all(data)?;
+                *len += data.len() as u64;
+            }
+            None if (self.mem.len() + data.len()) as u64 > self.limit => {
+                let mut file = Captured::new_spool()?;
+                file.write_all(&self.mem)?;
+                file.write_all(data)?;
+                self.spool = Some((file, (self.mem.len() + data.len()) as u64));
+                self.mem = Vec::new();
+            }
+            None => self.mem.extend_from_slice(data),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Captured {
+        match self.spool {
+            Some((file, len)) => Captured::spooled(file, len),
+            None => Captured::from_bytes(self.mem),
+        }
+    }
 }
 
 supervisor_worker::task!("supervisor::command" => run_command);
