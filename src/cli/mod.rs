@@ -8,6 +8,7 @@ pub mod report;
 pub mod run;
 mod sys;
 pub mod tasks;
+mod template;
 
 /// Exit code of a usage or configuration error.
 pub const EXIT_USAGE: i32 = 2;

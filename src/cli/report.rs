@@ -201,7 +201,7 @@ impl Record {
     /// Writes the text-mode stdout: a command's output exactly as it wrote it (even
     /// when it failed); a built-in task's output as one line (empty included, so output
     /// lines stay aligned with input lines).
-    pub fn write_stdout(&self, w: &mut dyn Write, command: bool) -> io::Result<()> {
+    pub fn write_stdout<W: Write>(&self, w: &mut W, command: bool) -> io::Result<()> {
         let text = match &self.result {
             Ok(out) => &out.text,
             Err(e) if command => &e.stdout,

@@ -12,7 +12,7 @@
 //! that ends waits up to [`EXIT_LINGER`] for its spools to be received.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -46,7 +46,12 @@ pub struct Captured(Body);
 #[derive(Debug)]
 enum Body {
     Inline(Vec<u8>),
-    Spooled { file: File, len: u64 },
+    Spooled {
+        file: File,
+        len: u64,
+        /// Held while [`Captured::write_to`] uses the file's offset.
+        offset: Mutex<()>,
+    },
 }
 
 impl Captured {
@@ -66,7 +71,11 @@ impl Captured {
 
     /// A spool made by [`Captured::new_spool`] holding `len` bytes after its tag.
     pub(crate) fn spooled(file: File, len: u64) -> Captured {
-        Captured(Body::Spooled { file, len })
+        Captured(Body::Spooled {
+            file,
+            len,
+            offset: Mutex::new(()),
+        })
     }
 
     /// How many bytes were captured.
@@ -106,7 +115,7 @@ impl Captured {
     pub fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
         Ok(match &self.0 {
             Body::Inline(v) => Box::new(&v[..]),
-            Body::Spooled { file, len } => Box::new(SpoolReader {
+            Body::Spooled { file, len, .. } => Box::new(SpoolReader {
                 file,
                 pos: 0,
                 end: *len,
@@ -114,28 +123,20 @@ impl Captured {
         })
     }
 
-    /// Writes the bytes to `w` (a spool in 64 KiB pieces), returning how many were
-    /// written.
+    /// Writes the bytes to `w`, returning how many were written. A spool is copied by
+    /// the kernel where it can (`sendfile`, `splice`: `w` a file, a pipe or standard
+    /// output, possibly in a `BufWriter`), else in 64 KiB pieces.
     pub fn write_to<W: Write + ?Sized>(&self, w: &mut W) -> io::Result<u64> {
         match &self.0 {
             Body::Inline(v) => {
                 w.write_all(v)?;
                 Ok(v.len() as u64)
             }
-            Body::Spooled { .. } => {
-                let mut r = self.reader()?;
-                let mut buf = vec![0u8; 64 << 10];
-                let mut written = 0;
-                loop {
-                    let n = match r.read(&mut buf) {
-                        Ok(0) => return Ok(written),
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
-                    };
-                    w.write_all(&buf[..n])?;
-                    written += n as u64;
-                }
+            Body::Spooled { file, len, offset } => {
+                let _offset = offset.lock().unwrap_or_else(|p| p.into_inner());
+                let mut f: &File = file;
+                f.seek(io::SeekFrom::Start(TAG_LEN))?;
+                io::copy(&mut f.take(*len), w)
             }
         }
     }
@@ -145,7 +146,7 @@ impl Captured {
         match &self.0 {
             Body::Inline(v) => Ok(v.last().copied()),
             Body::Spooled { len: 0, .. } => Ok(None),
-            Body::Spooled { file, len } => {
+            Body::Spooled { file, len, .. } => {
                 use std::os::unix::fs::FileExt;
                 let mut b = [0u8; 1];
                 file.read_exact_at(&mut b, TAG_LEN + len - 1)?;
@@ -213,7 +214,7 @@ impl Serialize for Captured {
             Body::Inline(v) => {
                 s.serialize_newtype_variant("Wire", 0, "Inline", serde_bytes::Bytes::new(v))
             }
-            Body::Spooled { file, len } => {
+            Body::Spooled { file, len, .. } => {
                 let kept = tag_of(file).and_then(|tag| Ok((keep(file)?, tag)));
                 let ((fd, dev, ino), tag) = kept.map_err(|e| {
                     S::Error::custom(format!(
