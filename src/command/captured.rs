@@ -6,10 +6,14 @@
 //! ships `(pid, fd, dev, ino, tag, len)`; the receiver opens `/proc/<pid>/fd/<fd>` (same
 //! user), checks device, inode and tag (a descriptor number and an inode number are
 //! both reused once a file is gone; the tag is not), and marks the file received by
-//! changing its mode from 0600 to 0400. The sender lets go of a spool once
-//! it sees that mark, when it keeps more than [`MAX_KEPT`] (oldest first: that output
-//! can then no longer be opened, and its receiver gets a decode error), and a worker
-//! that ends waits up to [`EXIT_LINGER`] for its spools to be received.
+//! changing its mode from 0600 to 0400.
+//!
+//! The sender lets go of a spool once it sees that mark (it looks before each command
+//! it runs, so an idle worker holds the disk space of its last received spools until
+//! its next command or its end), or when it keeps more than [`MAX_KEPT`] (oldest
+//! first: that output can then no longer be opened, and its receiver gets a decode
+//! error). A worker that ends waits up to [`EXIT_LINGER`] for its spools to be
+//! received.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
