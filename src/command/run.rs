@@ -52,7 +52,7 @@ pub fn run_command(cmd: Command) -> Result<CommandOutput, CommandError> {
         let r = read_streams(scope, stdin, input, stdout, stderr, limit);
         if r.is_err() {
             // Nothing reads its output any more: end it, so the stdin writer ends too.
-            os::kill_pid(pid as i32, libc::SIGKILL);
+            os::kill_pid(pid as i32, crate::Signal::KILL.number());
         }
         r
     });
