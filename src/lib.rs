@@ -19,11 +19,13 @@
 //! dies.
 #![warn(missing_docs)]
 
+mod command;
 mod error;
 mod exit;
 mod init;
 mod launch;
 mod memory;
+mod linger;
 mod os;
 mod outcome;
 mod pool;
@@ -32,7 +34,12 @@ mod reaper;
 mod start_method;
 mod sync;
 
-pub use error::{BrokenReason, Error, ErrorKind, ResourceLimit, StormDeath, Violation};
+pub use command::{
+    run_command, shell_quote, Captured, Command, CommandOutput, CommandResult, DEFAULT_INLINE_LIMIT,
+};
+pub use error::{
+    BrokenReason, CommandError, Error, ErrorKind, OsError, ResourceLimit, StormDeath, Violation,
+};
 pub use exit::{ExitStatus, Signal};
 pub use init::{ensure_forkserver, helper_pids, init};
 pub use pool::{

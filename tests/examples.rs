@@ -196,3 +196,29 @@ fn async_tokio_example_awaits_handles_streams_and_the_shutdown() {
         );
     });
 }
+
+#[test]
+fn commands_example_runs_commands_with_bytes_timeouts_and_spooling() {
+    isolated(Duration::from_secs(90), || {
+        let out = run("commands");
+        for want in [
+            "cat: 100000 bytes back, identical: true",
+            "false: exit code 1",
+            "nice: exit code 0",
+            "positional: x; echo INJECTED\n",
+            "quoted: x; echo INJECTED\n",
+            "head -c 50M: 52428800 bytes, spooled to a file: true",
+            "sleep 60: task `supervisor::command` timed out after 2s",
+            "/no/such/program: cannot start `/no/such/program`: No such file or directory",
+            "Process::command uname -s: Linux",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        }
+        // nice 5 applies to the command itself.
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("nice:") && l.ends_with(" 5")),
+            "{out}"
+        );
+    });
+}

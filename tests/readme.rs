@@ -176,6 +176,47 @@ mod from_async {
     }
 }
 
+/// "Commands".
+mod commands {
+    use supervisor::{Command, Pool};
+
+    fn commands() -> Result<(), Box<dyn std::error::Error>> {
+        let pool = Pool::builder()
+            .procs(2)
+            .nice(10) // the commands run at nice 10
+            .task_timeout(std::time::Duration::from_secs(30)) // then the worker's group is killed
+            .retries(1) // re-run one whose worker died or timed out
+            .build()?;
+        let gz = pool
+            .submit_command(Command::shell("printf hello | gzip -c"))
+            .wait()??;
+        assert!(gz.status.success()); // supervisor::ExitStatus: Code(n) or Signal{..}
+        let back = Command::new("gzip")
+            .arg("-dc")
+            .stdin(gz.stdout.to_vec()?)
+            .output()?;
+        assert_eq!(back.stdout.to_vec()?, b"hello");
+        // Data into a script as positional parameters ($1...), never pasted into it.
+        let cmds = ["a; echo INJECTED", "b"].map(|s| Command::shell("printf %s \"$1\"").arg(s));
+        for out in pool.map_commands(cmds) {
+            let out = out??; // pool error (timeout...), then CommandError (cannot start)
+            println!("{} {:?} pid {}", out.status, out.stdout.to_vec()?, out.pid);
+        }
+        let e = pool
+            .submit_command(Command::new("/no/such/program"))
+            .wait()?
+            .unwrap_err();
+        println!("{e}"); // cannot start `/no/such/program` (source(): No such file or directory)
+        pool.join();
+        Ok(())
+    }
+
+    #[test]
+    fn the_readme_commands_walk_through_runs() {
+        super::isolated(super::Duration::from_secs(90), || commands().unwrap());
+    }
+}
+
 /// The fenced blocks of `markdown` whose info string is `rust`.
 fn rust_blocks(markdown: &str) -> Vec<String> {
     let mut blocks = Vec::new();

@@ -196,10 +196,16 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL when stopping workers.
     #[arg(long, value_parser = duration, default_value = "5s")]
     pub grace: Duration,
-    /// Command mode: the command to run per line; `{}` is replaced by the line
-    /// (appended when there is no `{}`).
-    #[arg(last = true)]
-    pub command: Vec<String>,
+    /// Command mode: run the command under `sh -c`, each `{}` replaced by the line
+    /// shell-quoted (the default when the command is one word with a space or a shell
+    /// metacharacter, such as 'echo {} | tr a-z A-Z').
+    #[arg(long)]
+    pub shell: bool,
+    /// Command mode: the command to run per line; `{}` is replaced by the line's bytes
+    /// (appended when there is no `{}`). It may follow the options directly or
+    /// after `--`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 pub mod args;
 pub mod control;
 mod input;
+mod json_bytes;
 mod pidfile;
 pub mod report;
 pub mod run;
 mod sys;
 pub mod tasks;
+mod template;
 
 /// Whether standard output was closed when the program started (`>&-`).
 pub fn stdout_was_closed() -> bool {

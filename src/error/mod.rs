@@ -12,8 +12,10 @@ use supervisor_worker::setup::SetupStep;
 
 use crate::exit::Signal;
 
+mod command;
 mod reasons;
 
+pub use command::{CommandError, OsError};
 pub use reasons::{BrokenReason, ResourceLimit, StormDeath, Violation};
 
 /// An error of this library: one pointer to an [`ErrorKind`], which says what went wrong.

@@ -15,6 +15,7 @@ mod proc;
 mod process;
 mod shm;
 mod tree;
+mod spool;
 
 pub(crate) use clock::{boot_ticks, monotonic_ns};
 pub(crate) use fd::{
@@ -35,3 +36,4 @@ pub(crate) use process::{
 };
 pub(crate) use shm::{is_sealed_memfd, memfd_create, Mapping};
 pub(crate) use tree::{kill_pinned, pin_descendants, TreeWatch};
+pub(crate) use spool::{identity, mark_received, open_remote, received, unlinked_file};

@@ -53,7 +53,9 @@ pub(crate) struct Feed<R, I: Iterator> {
     pending: VecDeque<Delivered>,
     submitted: usize,
     yielded: usize,
-    buffer: BTreeMap<usize, (JobResult, JobMeta)>,
+    /// Ordered: results that came ahead of their turn, decoded on arrival (so what
+    /// they hold, a handle or a spooled output, is taken from the worker at once).
+    buffer: BTreeMap<usize, (Result<R, Error>, JobMeta)>,
     result: PhantomData<fn() -> R>,
 }
 
@@ -167,6 +169,7 @@ where
                 let Some((index, r, m)) = std::task::ready!(receive(self)) else {
                     return Poll::Ready(None);
                 };
+                let r = decode(self.task, r, m.pid);
                 self.buffer.insert(index, (r, m));
             }
         } else {
@@ -174,14 +177,14 @@ where
                 return Poll::Ready(None);
             }
             match std::task::ready!(receive(self)) {
-                Some(delivered) => delivered,
+                Some((index, r, m)) => (index, decode(self.task, r, m.pid), m),
                 None => return Poll::Ready(None),
             }
         };
         self.yielded += 1;
         Poll::Ready(Some(Report {
             index,
-            result: decode(self.task, result, meta.pid),
+            result,
             meta,
         }))
     }
