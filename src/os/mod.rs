@@ -14,8 +14,8 @@ mod private;
 mod proc;
 mod process;
 mod shm;
-mod tree;
 mod spool;
+mod tree;
 
 pub(crate) use clock::{boot_ticks, monotonic_ns};
 pub(crate) use fd::{
@@ -35,5 +35,5 @@ pub(crate) use process::{
     stop_self, thread_count, Forked, Reaped,
 };
 pub(crate) use shm::{is_sealed_memfd, memfd_create, Mapping};
-pub(crate) use tree::{kill_pinned, pin_descendants, TreeWatch};
 pub(crate) use spool::{identity, mark_received, open_remote, received, unlinked_file};
+pub(crate) use tree::{kill_pinned, pin_descendants, TreeWatch};
