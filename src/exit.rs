@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// A signal number, printed by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Signal(i32);
 
 impl Signal {
@@ -62,7 +62,7 @@ impl fmt::Display for Signal {
 }
 
 /// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitStatus {
     /// It called `exit` (or returned from `main`) with this code.
     Code(i32),
@@ -91,6 +91,11 @@ impl ExitStatus {
         } else {
             ExitStatus::Unknown
         }
+    }
+
+    /// Whether it exited with code 0.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
     }
 
     /// Python's `exitcode`: the exit code, or the negated signal number; `None` when

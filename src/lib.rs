@@ -19,10 +19,13 @@
 //! dies.
 #![warn(missing_docs)]
 
+mod command;
 mod error;
 mod exit;
 mod init;
 mod launch;
+mod linger;
+mod memory;
 mod os;
 mod outcome;
 mod pool;
@@ -31,13 +34,19 @@ mod reaper;
 mod start_method;
 mod sync;
 
-pub use error::{BrokenReason, Error, ErrorKind, ResourceLimit, StormDeath, Violation};
+pub use command::{
+    run_command, shell_quote, Captured, Command, CommandOutput, CommandResult, DEFAULT_INLINE_LIMIT,
+};
+pub use error::{
+    BrokenReason, CommandError, Error, ErrorKind, OsError, ResourceLimit, StormDeath, Violation,
+};
 pub use exit::{ExitStatus, Signal};
 pub use init::{ensure_forkserver, helper_pids, init};
 pub use pool::{
     as_completed, AsCompleted, Imap, JobMeta, MapHandle, Pool, PoolBuilder, PoolStats, Report,
     Reports, RestartLimit, TaskHandle, WorkerState, WorkerStats,
 };
+pub use pool::{AsCompletedStream, ImapStream, ReportStream, Shutdown};
 pub use process::{Process, ProcessBuilder};
 pub use start_method::StartMethod;
 pub use supervisor_worker::codec::{CodecError, MAX_VALUE};

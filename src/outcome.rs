@@ -45,6 +45,11 @@ pub(crate) fn outcome_to_result(
 /// The error for a child that ended without answering.
 pub(crate) fn no_result(task: String, pid: u32, exit: Exit) -> Error {
     let kind = match exit.status {
+        ExitStatus::Signal { .. } if exit.oom_killed => ErrorKind::OomKilled {
+            task,
+            pid,
+            peak_rss_kib: exit.peak_rss_kib,
+        },
         ExitStatus::Signal {
             signal,
             core_dumped,

@@ -2,7 +2,7 @@
 //! `multiprocessing.Process`.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -15,6 +15,7 @@ use supervisor_worker::{registry, setup::SetupError};
 use crate::error::{Error, ErrorKind, Violation};
 use crate::exit::ExitStatus;
 use crate::launch::{self, Spec};
+use crate::memory::{while_running, MemoryVerdict, MEMORY_LOOK};
 use crate::os;
 use crate::outcome::{no_result, outcome_to_result};
 use crate::reaper::{ChildSlot, Exit};
@@ -35,10 +36,20 @@ pub struct ProcessBuilder<R> {
     method: StartMethod,
     env_allowlist: Option<Vec<String>>,
     keep_task_children: bool,
+    memory_limit: Option<u64>,
     result: PhantomData<fn() -> R>,
 }
 
 impl<R> ProcessBuilder<R> {
+    /// Memory limit, in bytes: the resident memory (RSS) of the child plus every
+    /// process it started (their sum, looked at every 20 ms by a watchdog thread). Over
+    /// it, the child and its descendants are killed (SIGKILL) and `join` returns
+    /// [`ErrorKind::MemoryExceeded`]. See docs/ARCHITECTURE.md, "Memory".
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
     /// Give the child only these environment variables (by name); everything else the
     /// parent has (tokens, credentials) is not passed on. Default: the whole environment.
     pub fn env_allowlist<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
@@ -107,6 +118,7 @@ impl<R> ProcessBuilder<R> {
             name: name.clone(),
             env_allowlist: self.env_allowlist,
             end_task_children: (!self.keep_task_children).then_some(Duration::from_secs(5)),
+            retire_above: None,
         };
         let (slot, link) = launch::start_worker(&spec)?;
         let request = ToChild::Task(TaskRequest {
@@ -126,8 +138,19 @@ impl<R> ProcessBuilder<R> {
                 .into());
             }
         }
+        let memory = match self.memory_limit {
+            Some(limit) => match MemoryWatch::start(&slot, limit) {
+                Ok(watch) => Some(watch),
+                Err(e) => {
+                    let _ = slot.signal(libc::SIGKILL, true);
+                    return Err(ErrorKind::Spawn(e).into());
+                }
+            },
+            None => None,
+        };
         // Closing our sender tells the child there is nothing after this task.
         Ok(Process {
+            memory,
             slot,
             rx: Some(link.rx),
             task: entry.name,
@@ -172,6 +195,8 @@ pub struct Process<R> {
     taken: bool,
     /// Leave what the task started in the child's group when the child dies.
     keep_task_children: bool,
+    /// The memory limit's watchdog, if there is a limit.
+    memory: Option<MemoryWatch>,
     result: PhantomData<fn() -> R>,
 }
 
@@ -192,6 +217,7 @@ impl<R> Process<R> {
             method: StartMethod::default(),
             env_allowlist: None,
             keep_task_children: false,
+            memory_limit: None,
             result: PhantomData,
         }
     }
@@ -357,7 +383,18 @@ impl<R: DeserializeOwned> Process<R> {
         let pid = self.pid();
         let task = self.task.to_string();
         let outcome = match self.received.take() {
-            None => return Err(no_result(task, pid, exit)),
+            None => {
+                if let Some((limit, peak)) = self.memory.as_ref().and_then(MemoryWatch::exceeded) {
+                    return Err(ErrorKind::MemoryExceeded {
+                        task,
+                        pid,
+                        limit,
+                        peak_rss_kib: peak.max(exit.peak_rss_kib),
+                    }
+                    .into());
+                }
+                return Err(no_result(task, pid, exit));
+            }
             Some(Err(violation)) => return Err(ErrorKind::Protocol { pid, violation }.into()),
             Some(Ok(FromChild::Done { outcome, .. })) => match self.decoded.take() {
                 Some(decoded) => return decoded,
@@ -383,6 +420,48 @@ impl<R: DeserializeOwned> Process<R> {
             codec::decode(&value)
                 .map_err(|source| ErrorKind::DecodeResult { task, pid, source }.into())
         })
+    }
+}
+
+/// A watchdog thread on a child's memory: it looks at the child with its descendants
+/// every [`MEMORY_LOOK`] until the child exits, and kills them all once they hold
+/// more than the limit.
+struct MemoryWatch {
+    limit: u64,
+    /// The peak seen (KiB), set when the limit was passed and the child killed.
+    exceeded: Arc<OnceLock<u64>>,
+}
+
+impl MemoryWatch {
+    fn start(slot: &Arc<ChildSlot>, limit: u64) -> std::io::Result<MemoryWatch> {
+        let exceeded = Arc::new(OnceLock::new());
+        let (slot, verdict) = (slot.clone(), exceeded.clone());
+        std::thread::Builder::new()
+            .name("supervisor-memory".into())
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                let pid = slot.pid() as i32;
+                let mut peak = 0;
+                let mut tree = os::TreeWatch::default();
+                // Ends with the child: the wait returns as soon as it is reaped.
+                while slot.wait_until(Instant::now() + MEMORY_LOOK).is_none() {
+                    let Some(kib) = tree.rss_kib(&[pid])[0] else {
+                        continue;
+                    };
+                    peak = kib.max(peak);
+                    if while_running(kib, limit) == MemoryVerdict::Kill {
+                        let _ = verdict.set(peak);
+                        slot.kill_tree();
+                        return;
+                    }
+                }
+            })?;
+        Ok(MemoryWatch { limit, exceeded })
+    }
+
+    /// The limit and the peak (KiB), if the child was killed for passing it.
+    fn exceeded(&self) -> Option<(u64, u64)> {
+        self.exceeded.get().map(|peak| (self.limit, *peak))
     }
 }
 

@@ -13,6 +13,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -26,6 +27,9 @@ pub(crate) struct Exit {
     pub(crate) status: ExitStatus,
     pub(crate) peak_rss_kib: u64,
     pub(crate) cpu_time: Duration,
+    /// It died of a SIGKILL this program did not send, and the system says the
+    /// kernel's OOM killer sent it (`os::oom_killed`).
+    pub(crate) oom_killed: bool,
 }
 
 impl Exit {
@@ -34,6 +38,7 @@ impl Exit {
         status: ExitStatus::Unknown,
         peak_rss_kib: 0,
         cpu_time: Duration::ZERO,
+        oom_killed: false,
     };
 }
 
@@ -69,6 +74,11 @@ pub(crate) struct ChildSlot {
     owner: Owner,
     state: Mutex<SlotState>,
     exited: Condvar,
+    /// What tells, at its death, whether the OOM killer ended it.
+    oom: os::OomWatch,
+    /// This program sent it (or its group) a SIGKILL: such a death is never the OOM
+    /// killer's.
+    killed: AtomicBool,
 }
 
 impl ChildSlot {
@@ -84,6 +94,8 @@ impl ChildSlot {
                 watchers: Vec::new(),
             }),
             exited: Condvar::new(),
+            oom: os::oom_watch(),
+            killed: AtomicBool::new(false),
         })
     }
 
@@ -150,6 +162,7 @@ impl ChildSlot {
         if state.exit.is_some() {
             return Ok(false);
         }
+        self.note_kill(signal);
         // The leader first: a child forked a moment ago may not lead its group yet.
         let alive = os::pidfd_send_signal(&self.pidfd, signal)?;
         if group {
@@ -166,6 +179,7 @@ impl ChildSlot {
     pub(crate) fn signal_group(&self, signal: i32) -> io::Result<bool> {
         let state = self.lock();
         if state.exit.is_none() {
+            self.note_kill(signal);
             // The leader is not reaped: the group id is still ours.
             let _ = os::pidfd_send_signal(&self.pidfd, signal)?;
             return os::kill_group(self.pid, signal);
@@ -175,6 +189,28 @@ impl ChildSlot {
         let reaped_at = state.reaped_at;
         drop(state);
         os::signal_group_members(self.pid, signal, reaped_at)
+    }
+
+    /// Kills the child, its process group and every descendant it has (those that left
+    /// its group or session too) at once, with SIGKILL. A no-op once it has exited.
+    pub(crate) fn kill_tree(&self) {
+        let state = self.lock();
+        if state.exit.is_some() {
+            return;
+        }
+        self.note_kill(libc::SIGKILL);
+        // Pinned first: once the child dies its descendants are adopted elsewhere.
+        let descendants = os::pin_descendants(self.pid);
+        let _ = os::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
+        let _ = os::kill_group(self.pid, libc::SIGKILL);
+        os::kill_pinned(&descendants);
+        drop(state);
+    }
+
+    fn note_kill(&self, signal: i32) {
+        if signal == libc::SIGKILL {
+            self.killed.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether anything of the child's process group still runs: the child itself, or,
@@ -200,11 +236,18 @@ impl ChildSlot {
             Owner::Server(server) => server.reap(self.pid),
         };
         let exit = match collected {
-            Some((raw, peak_rss_kib, cpu_micros)) => Exit {
-                status: ExitStatus::from_raw(raw),
-                peak_rss_kib,
-                cpu_time: Duration::from_micros(cpu_micros),
-            },
+            Some((raw, peak_rss_kib, cpu_micros)) => {
+                let status = ExitStatus::from_raw(raw);
+                let sigkill = matches!(status, ExitStatus::Signal { signal, .. } if signal.number() == libc::SIGKILL);
+                Exit {
+                    status,
+                    peak_rss_kib,
+                    cpu_time: Duration::from_micros(cpu_micros),
+                    oom_killed: sigkill
+                        && !self.killed.load(Ordering::Relaxed)
+                        && os::oom_killed(self.pid, &self.oom),
+                }
+            }
             None => Exit::UNKNOWN,
         };
         state.exit = Some(exit);

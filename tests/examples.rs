@@ -163,3 +163,62 @@ fn hash_queue_example_matches_a_serial_run() {
         assert!(out.contains("the same job serially:"), "{out}");
     });
 }
+
+#[test]
+fn async_tokio_example_awaits_handles_streams_and_the_shutdown() {
+    isolated(Duration::from_secs(90), || {
+        let out = run("async_tokio");
+        assert!(
+            out.contains("awaited 8 handles: [400, 1600, 3600, 6400, 10000, 14400, 19600, 25600]"),
+            "{out}"
+        );
+        assert!(out.contains("slow task: 90000"), "{out}");
+        assert!(
+            out.contains("imap stream (input order): [6400, 100, 1600, 400]"),
+            "{out}"
+        );
+        assert!(
+            out.contains("as_completed stream (completion order): [100, 2500, 8100]"),
+            "{out}"
+        );
+        assert!(out.contains("map_async awaited: [9, 4, 1]"), "{out}");
+        assert!(out.contains("joined: last task 40000"), "{out}");
+        // The ticker ran during the 200 ms shutdown on the runtime's only thread.
+        let during: u64 = out
+            .lines()
+            .find_map(|l| l.strip_suffix(" during the shutdown"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no tick count in {out}"));
+        assert!(
+            during >= 5,
+            "only {during} ticks during the shutdown: {out}"
+        );
+    });
+}
+
+#[test]
+fn commands_example_runs_commands_with_bytes_timeouts_and_spooling() {
+    isolated(Duration::from_secs(90), || {
+        let out = run("commands");
+        for want in [
+            "cat: 100000 bytes back, identical: true",
+            "false: exit code 1",
+            "nice: exit code 0",
+            "positional: x; echo INJECTED\n",
+            "quoted: x; echo INJECTED\n",
+            "head -c 50M: 52428800 bytes, spooled to a file: true",
+            "sleep 60: task `supervisor::command` timed out after 2s",
+            "/no/such/program: cannot start `/no/such/program`: No such file or directory",
+            "Process::command uname -s: Linux",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        }
+        // nice 5 applies to the command itself.
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("nice:") && l.ends_with(" 5")),
+            "{out}"
+        );
+    });
+}

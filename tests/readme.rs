@@ -60,6 +60,8 @@ mod guide {
             .task_timeout(Duration::from_secs(60))
             .retries(2) // re-run a task whose worker died or timed out
             .max_tasks_per_child(1000) // recycle workers, losing nothing
+            .memory_limit(2 << 30) // a task whose worker tree passes 2 GiB RSS: MemoryExceeded
+            .max_memory_per_child(512 << 20) // recycle a worker a task left above 512 MiB
             .build()?;
         let squares = pool.map(square, 0..1000); // Vec<Result<u64, Error>>, input order
         assert_eq!(*squares[7].as_ref().unwrap(), 49);
@@ -130,6 +132,88 @@ mod queues {
     #[test]
     fn the_readme_queue_walk_through_runs() {
         super::isolated(super::Duration::from_secs(90), || queues().unwrap());
+    }
+}
+
+/// "From async code".
+mod from_async {
+    use futures_util::StreamExt; // or tokio_stream::StreamExt: any Stream combinators
+    use supervisor::{as_completed, Pool};
+
+    fn cube(x: u64) -> u64 {
+        x * x * x
+    }
+    supervisor::task!(cube);
+
+    fn main() -> Result<(), Box<dyn std::error::Error>> {
+        supervisor::init(); // before the runtime: not #[tokio::main]
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let pool = Pool::new(4)?;
+            assert_eq!(pool.submit(cube, 7).await?, 343); // a TaskHandle is a Future
+            let mut h = pool.submit(cube, 8);
+            let limit = std::time::Duration::from_secs(1);
+            if tokio::time::timeout(limit, &mut h).await.is_err() {
+                h.cancel(); // &mut: the handle is still there after a timeout
+            }
+            let all = pool.map_async(cube, 0..100).await; // MapHandle is a Future too
+            let ordered: Vec<_> = pool.imap(cube, 0..10).into_stream().collect().await;
+            let mut done = as_completed((0..4).map(|i| pool.submit(cube, i))).into_stream();
+            while let Some(h) = done.next().await {
+                h.await?; // yielded once finished: ready at once
+            }
+            pool.join_async().await; // close + every worker gone; drop is then free
+            Ok::<_, supervisor::Error>((all, ordered))
+        })?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_readme_async_program_runs() {
+        super::isolated(super::Duration::from_secs(90), || main().unwrap());
+    }
+}
+
+/// "Commands".
+mod commands {
+    use supervisor::{Command, Pool};
+
+    fn commands() -> Result<(), Box<dyn std::error::Error>> {
+        let pool = Pool::builder()
+            .procs(2)
+            .nice(10) // the commands run at nice 10
+            .task_timeout(std::time::Duration::from_secs(30)) // then the worker's group is killed
+            .retries(1) // re-run one whose worker died or timed out
+            .build()?;
+        let gz = pool
+            .submit_command(Command::shell("printf hello | gzip -c"))
+            .wait()??;
+        assert!(gz.status.success()); // supervisor::ExitStatus: Code(n) or Signal{..}
+        let back = Command::new("gzip")
+            .arg("-dc")
+            .stdin(gz.stdout.to_vec()?)
+            .output()?;
+        assert_eq!(back.stdout.to_vec()?, b"hello");
+        // Data into a script as positional parameters ($1...), never pasted into it.
+        let cmds = ["a; echo INJECTED", "b"].map(|s| Command::shell("printf %s \"$1\"").arg(s));
+        for out in pool.map_commands(cmds) {
+            let out = out??; // pool error (timeout...), then CommandError (cannot start)
+            println!("{} {:?} pid {}", out.status, out.stdout.to_vec()?, out.pid);
+        }
+        let e = pool
+            .submit_command(Command::new("/no/such/program"))
+            .wait()?
+            .unwrap_err();
+        println!("{e}"); // cannot start `/no/such/program` (source(): No such file or directory)
+        pool.join();
+        Ok(())
+    }
+
+    #[test]
+    fn the_readme_commands_walk_through_runs() {
+        super::isolated(super::Duration::from_secs(90), || commands().unwrap());
     }
 }
 

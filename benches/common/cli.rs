@@ -98,8 +98,80 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
             vec![Target::Faster(5.0)],
         ),
     ];
+    rows.extend(cat_rows(ctx));
     rows.extend(builtin_rows(ctx));
     rows
+}
+
+/// 100 MB through `cat` in command mode (10 inputs naming 10 MB files, their output
+/// grouped, to stdout in input order), against `xargs -P 2 cat` (no grouping), GNU
+/// parallel (which groups through temporary files too) and one `cat` of all ten, the
+/// floor.
+fn cat_rows(ctx: &Ctx) -> Vec<Row> {
+    const FILES: usize = 10;
+    let mib = ctx.settings.size(10, 1);
+    let dir = std::env::temp_dir().join(format!("supervisor-bench-cat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating the bench directory failed");
+    let block: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut names = Vec::new();
+    for i in 0..FILES {
+        let path = dir.join(format!("{i}.bin"));
+        std::fs::write(&path, block.repeat(mib)).expect("writing a bench file failed");
+        names.push(path.display().to_string());
+    }
+    let list = dir.join("list");
+    std::fs::write(
+        &list,
+        names.iter().map(|n| format!("{n}\n")).collect::<String>(),
+    )
+    .expect("writing the input file failed");
+    let list = list.display().to_string();
+    let procs = PROCS.to_string();
+    let xargs = format!("xargs -P {PROCS} -n 1 cat < {list}");
+    let parallel = format!("parallel --will-cite -j {PROCS} cat < {list}");
+    let mut floor_argv = vec!["cat"];
+    floor_argv.extend(names.iter().map(String::as_str));
+    let (have_xargs, have_parallel) = (installed("xargs"), installed("parallel"));
+    let exe = env!("CARGO_BIN_EXE_supervisor");
+    let [Some(ours), Some(floor), xargs, parallel] = medians(
+        ctx.settings.runs,
+        [
+            &mut || {
+                Some(time(&[
+                    exe, "run", "-j", &procs, "--input", &list, "--", "cat", "{}",
+                ]))
+            },
+            &mut || Some(time(&floor_argv)),
+            &mut || have_xargs.then(|| time(&["sh", "-c", &xargs])),
+            &mut || have_parallel.then(|| time(&["sh", "-c", &parallel])),
+        ],
+    ) else {
+        unreachable!("our measurements always run")
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let workload = format!("`supervisor run -j {PROCS} -- cat {{}}` x{FILES} of {mib} MiB");
+    let row = |peer, targets| Row {
+        workload: workload.clone(),
+        unit: Unit::Total,
+        ours,
+        peer,
+        floor: Some(Floor {
+            name: "one cat",
+            time: floor,
+        }),
+        targets,
+    };
+    vec![
+        // No target: xargs neither groups nor captures (each cat splices straight into
+        // /dev/null); the row shows what grouping through a spool costs.
+        row(Peer::new(format!("xargs -P {PROCS} cat"), xargs), vec![]),
+        row(
+            Peer::new(format!("GNU parallel -j {PROCS} cat"), parallel),
+            vec![Target::Faster(1.0)],
+        ),
+    ]
 }
 
 /// A built-in task over 100,000 `0ms` lines, stdin to stdout in input order (text, and

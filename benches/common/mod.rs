@@ -2,7 +2,7 @@
 //! how they are measured, and the one table they all print.
 //!
 //! `cargo bench --bench compare` runs every group of workloads; `start`, `pool`, `queue`
-//! and `cli` run one group each. Environment:
+//! and `cli` run one group each (`async`, the awaited round trip, only in `compare`). Environment:
 //! - `RUNS=N`: interleaved runs per workload, the median is reported (default 5);
 //! - `SAMPLES=N`: samples per start method in the `start` group (default 100);
 //! - `SCALE=N`: divides every workload size except start-up (default 1);
@@ -11,6 +11,7 @@
 //! Arguments name the groups to run (`cargo bench --bench compare -- pool cli`); cargo's
 //! `--bench` is ignored.
 
+mod awaited;
 mod cli;
 mod measure;
 mod peers;

@@ -4,7 +4,7 @@
 use super::measure::Settings;
 use super::peers::{version, Python};
 use super::table::{self, Row};
-use super::{cli, pool, queue, start};
+use super::{awaited, cli, pool, queue, start};
 
 /// A group of workloads, one per former bench.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -17,10 +17,18 @@ pub enum Group {
     Queue,
     /// `supervisor run` against `xargs` and GNU parallel.
     Cli,
+    /// An awaited `submit` against a blocking wait.
+    Async,
 }
 
 impl Group {
-    pub const ALL: [Group; 4] = [Group::Start, Group::Pool, Group::Queue, Group::Cli];
+    pub const ALL: [Group; 5] = [
+        Group::Start,
+        Group::Pool,
+        Group::Queue,
+        Group::Cli,
+        Group::Async,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -28,6 +36,7 @@ impl Group {
             Group::Pool => "pool",
             Group::Queue => "queue",
             Group::Cli => "cli",
+            Group::Async => "async",
         }
     }
 
@@ -37,6 +46,7 @@ impl Group {
             Group::Pool => pool::rows(ctx),
             Group::Queue => queue::rows(ctx),
             Group::Cli => cli::rows(ctx),
+            Group::Async => awaited::rows(ctx),
         }
     }
 }
@@ -58,7 +68,7 @@ pub fn run(groups: &[Group]) {
             *Group::ALL
                 .iter()
                 .find(|g| g.name() == a)
-                .unwrap_or_else(|| panic!("no group {a:?}: start, pool, queue or cli"))
+                .unwrap_or_else(|| panic!("no group {a:?}: start, pool, queue, cli or async"))
         })
         .collect();
     let groups: Vec<Group> = if named.is_empty() {

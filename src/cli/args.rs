@@ -79,6 +79,36 @@ fn restart_limit(s: &str) -> Result<(u32, Duration), String> {
     Ok((n, duration(window)?))
 }
 
+/// A size in bytes: a number with an optional binary unit, `K`, `M`, `G` or `T`
+/// (each 1024 times the last; `KiB`, `MB` and the like mean the same).
+pub fn size(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "`{s}` is not a size; examples: 512M, 2G, 1048576 (K, M, G, T are binary: 1M = 1024K)"
+        )
+    };
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit
+        .strip_suffix("IB")
+        .or_else(|| unit.strip_suffix('B'))
+        .unwrap_or(&unit);
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(bad()),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
 fn key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -117,6 +147,15 @@ pub struct RunArgs {
     /// Replace a worker after N tasks.
     #[arg(long)]
     pub max_tasks_per_child: Option<u64>,
+    /// Memory limit per task (e.g. 512M, 2G; binary units, 1M = 1024K): resident
+    /// memory of the worker plus every process its task started, looked at every
+    /// 20 ms. Over it they are killed and the task fails as memory_exceeded.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub memory_limit: Option<u64>,
+    /// Replace a worker after a task that leaves it with more resident memory than
+    /// SIZE (binary units); nothing is lost.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_memory_per_child: Option<u64>,
     /// Restart storm limit: more than N workers that die (or cannot start) before
     /// finishing anything, within DUR and with no task finished in between, stop the
     /// run. A worker killed while running a task never counts (that task fails, or is
@@ -157,8 +196,40 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL when stopping workers.
     #[arg(long, value_parser = duration, default_value = "5s")]
     pub grace: Duration,
-    /// Command mode: the command to run per line; `{}` is replaced by the line
-    /// (appended when there is no `{}`).
-    #[arg(last = true)]
-    pub command: Vec<String>,
+    /// Command mode: run the command under `sh -c`, each `{}` replaced by the line
+    /// shell-quoted (the default when the command is one word with a space or a shell
+    /// metacharacter, such as 'echo {} | tr a-z A-Z').
+    #[arg(long)]
+    pub shell: bool,
+    /// Command mode: the command to run per line; `{}` is replaced by the line's bytes
+    /// (appended when there is no `{}`). It may follow the options directly or
+    /// after `--`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        for (text, bytes) in [
+            ("1048576", 1 << 20),
+            ("512M", 512 << 20),
+            ("512m", 512 << 20),
+            ("512MiB", 512 << 20),
+            ("512MB", 512 << 20),
+            ("2G", 2 << 30),
+            ("100K", 100 << 10),
+            ("1T", 1 << 40),
+            ("64B", 64),
+            (" 3 G ", 3 << 30),
+        ] {
+            assert_eq!(size(text), Ok(bytes), "{text}");
+        }
+        for bad in ["", "M", "12X", "1.5G", "-1M", "99999999999T"] {
+            assert!(size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -6,6 +6,7 @@ mod halt;
 mod hints;
 mod input;
 mod joblog;
+mod json_bytes;
 mod pidfile;
 mod replace;
 pub mod report;
@@ -14,6 +15,7 @@ mod sources;
 mod specs;
 mod sys;
 pub mod tasks;
+mod template;
 
 /// Whether standard output was closed when the program started (`>&-`).
 pub fn stdout_was_closed() -> bool {

@@ -1,17 +1,20 @@
 //! What `run` prints per task: the text or JSON record, the stderr line of a failure,
 //! the job-log line. Errors map to kinds in one exhaustive place, [`kind_of`].
 
+use std::io::{self, Write};
 use std::time::UNIX_EPOCH;
 
 use serde_json::{json, Value};
-use supervisor::{Error, ErrorKind, JobMeta};
+use supervisor::{Captured, Error, ErrorKind, JobMeta};
 
+use super::json_bytes;
 use super::tasks::{Failure, Outcome, Output};
 
 /// How one task ended, in the CLI's terms.
 pub struct Record {
     pub seq: u64,
-    pub input: String,
+    /// The input line's bytes.
+    pub input: Vec<u8>,
     pub meta: JobMeta,
     pub result: Result<Output, ErrorInfo>,
     pub peak_rss_kib: Option<u64>,
@@ -24,17 +27,21 @@ pub struct ErrorInfo {
     pub signal: Option<i32>,
     pub exit_code: Option<i32>,
     /// A failed command's standard output and standard error.
-    pub stdout: String,
-    pub stderr: String,
+    pub stdout: Captured,
+    pub stderr: Captured,
     pub peak_rss_kib: Option<u64>,
 }
 
-/// The kind of a library error: one of failed, panicked, crashed, exited, timed_out,
-/// lost, decode, stopped (running when the run was stopped), cancelled (never started).
+/// The kind of a library error: one of failed, panicked, crashed, oom_killed (a crash
+/// by the kernel's OOM killer), exited, timed_out, memory_exceeded (over
+/// `--memory-limit`), lost, decode, stopped (running when the run was stopped),
+/// cancelled (never started). Every one of them is a failed task: exit code 1.
 pub fn kind_of(e: &Error) -> &'static str {
     match e.kind() {
         ErrorKind::Panicked { .. } => "panicked",
         ErrorKind::Crashed { .. } => "crashed",
+        ErrorKind::OomKilled { .. } => "oom_killed",
+        ErrorKind::MemoryExceeded { .. } => "memory_exceeded",
         ErrorKind::Exited { .. } => "exited",
         ErrorKind::TimedOut { .. } => "timed_out",
         ErrorKind::Lost { .. }
@@ -54,7 +61,7 @@ pub fn kind_of(e: &Error) -> &'static str {
 }
 
 impl Record {
-    pub fn new(seq: u64, input: String, meta: JobMeta, result: Result<Outcome, Error>) -> Record {
+    pub fn new(seq: u64, input: Vec<u8>, meta: JobMeta, result: Result<Outcome, Error>) -> Record {
         let result = match result {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(Failure::Decode(message))) => Err(ErrorInfo {
@@ -62,8 +69,8 @@ impl Record {
                 message,
                 signal: None,
                 exit_code: None,
-                stdout: String::new(),
-                stderr: String::new(),
+                stdout: Captured::default(),
+                stderr: Captured::default(),
                 peak_rss_kib: None,
             }),
             Ok(Err(Failure::Failed {
@@ -91,6 +98,12 @@ impl Record {
                     ErrorKind::Exited {
                         code, peak_rss_kib, ..
                     } => (None, Some(*code), Some(*peak_rss_kib)),
+                    ErrorKind::OomKilled { peak_rss_kib, .. } => {
+                        (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
+                    }
+                    ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
+                        (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
+                    }
                     _ => (None, None, None),
                 };
                 Err(ErrorInfo {
@@ -98,8 +111,8 @@ impl Record {
                     message: supervisor_worker::error_chain(&e),
                     signal,
                     exit_code,
-                    stdout: String::new(),
-                    stderr: String::new(),
+                    stdout: Captured::default(),
+                    stderr: Captured::default(),
                     peak_rss_kib: peak,
                 })
             }
@@ -121,31 +134,50 @@ impl Record {
         (self.meta.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
     }
 
-    /// The `--format json` object.
-    pub fn to_json(&self) -> Value {
+    /// Writes the `--format json` line: the record's fields, then its output (a
+    /// command's stdout, also when it failed; a built-in task's result) as `"output"`
+    /// when it is UTF-8, else `"output_base64"`, streamed from a spool whatever its
+    /// size. The input is `"input"` or `"input_base64"` the same way.
+    pub fn write_json(&self, w: &mut dyn Write, command: bool) -> io::Result<()> {
+        let (k, v) = json_bytes::field("input", &self.input);
+        let mut head = json!({
+            "seq": self.seq, "ok": self.ok(),
+            "pid": self.meta.pid, "attempts": self.meta.attempts,
+            "duration_ms": self.duration_ms(),
+        });
+        head[k] = v;
+        let mut output = None;
         match &self.result {
-            Ok(out) => {
-                let output = if out.json {
-                    serde_json::from_str(&out.text)
-                        .unwrap_or_else(|_| Value::String(out.text.clone()))
-                } else {
-                    Value::String(out.text.clone())
-                };
-                json!({
-                    "seq": self.seq, "input": self.input, "ok": true, "output": output,
-                    "pid": self.meta.pid, "attempts": self.meta.attempts,
-                    "duration_ms": self.duration_ms(),
-                })
+            Ok(out) if out.json => {
+                let bytes = out.text.to_vec()?;
+                let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                });
+                head["output"] = value;
             }
-            Err(e) => json!({
-                "seq": self.seq, "input": self.input, "ok": false,
-                "error": {
+            Ok(out) => output = Some(&out.text),
+            Err(e) => {
+                head["error"] = json!({
                     "kind": e.kind, "message": e.message,
                     "signal": e.signal, "exit_code": e.exit_code,
-                },
-                "pid": self.meta.pid, "attempts": self.meta.attempts,
-                "duration_ms": self.duration_ms(),
-            }),
+                });
+                if command {
+                    output = Some(&e.stdout);
+                }
+            }
+        }
+        let head = serde_json::to_vec(&head).map_err(io::Error::other)?;
+        match output {
+            Some(data) => {
+                w.write_all(&head[..head.len() - 1])?;
+                w.write_all(b",")?;
+                json_bytes::write_field(w, "output", data)?;
+                w.write_all(b"}\n")
+            }
+            None => {
+                w.write_all(&head)?;
+                w.write_all(b"\n")
+            }
         }
     }
 
@@ -165,51 +197,62 @@ impl Record {
                 e.peak_rss_kib.or(self.peak_rss_kib),
             ),
         };
-        json!({
-            "seq": self.seq, "input": self.input, "pid": self.meta.pid,
+        let (k, v) = json_bytes::field("input", &self.input);
+        let mut line = json!({
+            "seq": self.seq, "pid": self.meta.pid,
             "start": start, "duration_ms": self.duration_ms(), "outcome": outcome,
             "signal": signal, "exit_code": exit_code, "peak_rss_kib": peak,
             "attempts": self.meta.attempts,
-        })
+        });
+        line[k] = v;
+        line
     }
 
-    /// The text-mode stdout: a command's output exactly as it wrote it (even when it
-    /// failed); a built-in task's output as one line (empty included, so output lines
-    /// stay aligned with input lines).
-    pub fn stdout_text(&self, command: bool) -> Option<String> {
+    /// Writes the text-mode stdout: a command's output exactly as it wrote it (even
+    /// when it failed); a built-in task's output as one line (empty included, so output
+    /// lines stay aligned with input lines).
+    pub fn write_stdout<W: Write>(&self, w: &mut W, command: bool) -> io::Result<()> {
         let text = match &self.result {
             Ok(out) => &out.text,
             Err(e) if command => &e.stdout,
-            Err(_) => return None,
+            Err(_) => return Ok(()),
         };
-        if command || text.ends_with('\n') {
-            (!text.is_empty()).then(|| text.clone())
-        } else {
-            Some(format!("{text}\n"))
+        text.write_to(w)?;
+        if !command && text.last_byte()? != Some(b'\n') {
+            w.write_all(b"\n")?;
         }
+        Ok(())
+    }
+
+    /// Writes a command's own standard error (nothing for built-in tasks), ending in a
+    /// newline.
+    pub fn write_command_stderr(&self, w: &mut dyn Write) -> io::Result<()> {
+        let err = self.command_stderr();
+        if !err.is_empty() {
+            err.write_to(w)?;
+            if err.last_byte()? != Some(b'\n') {
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
     }
 
     /// A command's own standard error (empty for built-in tasks).
-    pub fn command_stderr(&self) -> String {
-        let mut s = match &self.result {
-            Ok(out) => out.stderr.clone(),
-            Err(e) => e.stderr.clone(),
-        };
-        if !s.is_empty() && !s.ends_with('\n') {
-            s.push('\n');
+    pub fn command_stderr(&self) -> &Captured {
+        match &self.result {
+            Ok(out) => &out.stderr,
+            Err(e) => &e.stderr,
         }
-        s
+    }
+
+    /// Whether there is anything for [`Record::write_stderr`] to write.
+    pub fn has_stderr(&self) -> bool {
+        self.result.is_err() || !self.command_stderr().is_empty()
     }
 
     /// What goes to stderr in text mode: a command's stderr, and one line per failure.
-    pub fn stderr_text(&self) -> String {
-        let mut s = match &self.result {
-            Ok(out) => out.stderr.clone(),
-            Err(e) => e.stderr.clone(),
-        };
-        if !s.is_empty() && !s.ends_with('\n') {
-            s.push('\n');
-        }
+    pub fn write_stderr(&self, w: &mut dyn Write) -> io::Result<()> {
+        self.write_command_stderr(w)?;
         if let Err(e) = &self.result {
             // The library's messages name the task's process; a command's own failure
             // gets it added. Never both (before: "stopped in pid 7: task `sleep` was
@@ -223,13 +266,14 @@ impl Record {
             } else {
                 format!(" (worker {pid})")
             };
-            s.push_str(&format!(
-                "supervisor: line {} ({:?}): {message}{at}\n",
+            writeln!(
+                w,
+                "supervisor: line {} ({:?}): {message}{at}",
                 self.seq,
-                shorten(&self.input, 120),
-            ));
+                shorten(&String::from_utf8_lossy(&self.input), 120),
+            )?;
         }
-        s
+        Ok(())
     }
 }
 

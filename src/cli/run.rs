@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::fd::AsFd;
 
 use super::input::LineSource;
+use super::template::Template;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -67,21 +68,16 @@ fn output_failed(
     }
 }
 
-/// Builds the argv for one line: `{}` replaced, or the line appended.
-fn command_for(template: &[String], line: &str) -> Vec<String> {
-    if template.iter().any(|a| a.contains("{}")) {
-        template.iter().map(|a| a.replace("{}", line)).collect()
-    } else {
-        let mut argv = template.to_vec();
-        argv.push(line.to_string());
-        argv
-    }
-}
-
 /// Inputs read ahead of the output, per worker: enough for the pool to merge tiny
 /// tasks into messages of a few hundred calls (the pool never sends work ahead of a
 /// worker's running task, so this changes no task's start or timeout).
 const READ_AHEAD_PER_WORKER: usize = 1024;
+
+/// Command mode's read-ahead per worker: a command takes a millisecond at least, so a
+/// few dozen per message is plenty, and results waiting for their turn (each up to
+/// [`super::tasks::INLINE_LIMIT`] per stream in memory, or a spool descriptor) stay
+/// bounded: 64 x 2 x 64 KiB = 8 MiB per worker at worst.
+const COMMAND_READ_AHEAD_PER_WORKER: usize = 64;
 
 fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(message.into()))
@@ -106,7 +102,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     "--arg {key}=...: command mode takes no --arg (put it in the command)"
                 )));
             }
-            ("command".to_string(), Some(args.command.clone()))
+            (
+                "command".to_string(),
+                Some(Template::new(&args.command, args.shell)),
+            )
         }
         _ => {
             return Err(usage(
@@ -196,7 +195,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .start_method(method)
         .grace(args.grace)
         .retries(args.retries)
-        .read_ahead_per_worker(READ_AHEAD_PER_WORKER)
+        .read_ahead_per_worker(if template.is_some() {
+            COMMAND_READ_AHEAD_PER_WORKER
+        } else {
+            READ_AHEAD_PER_WORKER
+        })
         .name("supervisor-worker");
     if let Some(procs) = args.procs {
         builder = builder.procs(procs);
@@ -209,6 +212,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     if let Some(n) = args.max_tasks_per_child {
         builder = builder.max_tasks_per_child(n);
+    }
+    if let Some(bytes) = args.memory_limit {
+        builder = builder.memory_limit(bytes);
+    }
+    if let Some(bytes) = args.max_memory_per_child {
+        builder = builder.max_memory_per_child(bytes);
     }
     if let Some((max, within)) = args.restart_limit {
         builder = builder.restart_limit(max, within);
@@ -295,7 +304,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
 
     let mut progress = make_progress(&args);
-    let inputs: Rc<RefCell<HashMap<u64, String>>> = Rc::new(RefCell::new(HashMap::new()));
+    let inputs: Rc<RefCell<HashMap<u64, Vec<u8>>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
     let source = Rc::new(RefCell::new(LineSource::new(file, stop.clone(), b'\n')));
@@ -316,13 +325,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .enumerate()
             .map(move |(i, line)| {
                 let seq = i as u64 + 1;
-                inputs.borrow_mut().insert(seq, line.clone());
+                let argv = template.as_ref().map(|t| t.argv(&line)).unwrap_or_default();
+                // Built-in tasks take text; command mode has the bytes in argv.
+                let text = if template.is_some() {
+                    String::new()
+                } else {
+                    String::from_utf8_lossy(&line).into_owned()
+                };
+                inputs.borrow_mut().insert(seq, line);
                 Job {
-                    argv: template
-                        .as_deref()
-                        .map(|t| command_for(t, &line))
-                        .unwrap_or_default(),
-                    line,
+                    argv,
+                    line: text,
                     seq,
                     args: task_args.clone(),
                 }
@@ -372,30 +385,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let written = progress.suspend(|| -> std::io::Result<()> {
             match args.format {
                 Format::Json => {
-                    writeln!(out, "{}", record.to_json())?;
+                    record.write_json(&mut out, command_mode)?;
                     // A command's own stderr still reaches ours, grouped per task.
-                    let err = record.command_stderr();
-                    if !err.is_empty() {
+                    if !record.command_stderr().is_empty() {
                         out.flush()?;
-                        {
-                            use std::io::Write as _;
-                            let _ = std::io::stderr().write_all(err.as_bytes());
-                        }
+                        let _ = record.write_command_stderr(&mut std::io::stderr().lock());
                     }
                 }
                 Format::Text => {
-                    if let Some(text) = record.stdout_text(command_mode) {
-                        out.write_all(text.as_bytes())?;
-                    }
-                    if !not_run {
-                        let err = record.stderr_text();
-                        if !err.is_empty() {
-                            out.flush()?;
-                            {
-                                use std::io::Write as _;
-                                let _ = std::io::stderr().write_all(err.as_bytes());
-                            }
-                        }
+                    record.write_stdout(&mut out, command_mode)?;
+                    if !not_run && record.has_stderr() {
+                        out.flush()?;
+                        let _ = record.write_stderr(&mut std::io::stderr().lock());
                     }
                 }
             }
@@ -474,19 +475,14 @@ impl PeakRss {
     }
 }
 
-/// Input lines as text: a line that is not UTF-8 is converted lossily (never dropped),
-/// a read error ends the input and is reported.
+/// Input lines as bytes; a read error ends the input and is reported.
 struct InputLines(Rc<RefCell<LineSource>>);
 
 impl Iterator for InputLines {
-    type Item = std::io::Result<String>;
+    type Item = std::io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let line = self.0.borrow_mut().next_line()?;
-        Some(line.map(|buf| {
-            String::from_utf8(buf)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-        }))
+        self.0.borrow_mut().next_line()
     }
 }
 

@@ -9,35 +9,42 @@ use std::fmt;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha512};
+use supervisor::{Captured, Command, ExitStatus};
 
 /// One input line for a CLI task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
-    /// The input line (without its newline).
+    /// The input line (without its newline); for built-in tasks, which take text,
+    /// converted lossily where it is not UTF-8 (command mode passes its bytes in `argv`).
     pub line: String,
     /// 1-based line number.
     pub seq: u64,
     /// `--arg KEY=VALUE` pairs.
     pub args: BTreeMap<String, String>,
-    /// Command mode: the argv to run (with `{}` already replaced).
-    pub argv: Vec<String>,
+    /// Command mode: the argv to run (with `{}` already replaced), as bytes.
+    pub argv: Vec<ByteBuf>,
 }
 
 /// What a task printed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Output {
-    /// Standard output text (for commands, exactly what they wrote).
-    pub text: String,
+    /// Standard output (for commands, exactly what they wrote, spooled past
+    /// [`INLINE_LIMIT`]).
+    pub text: Captured,
     /// Standard error of a command (printed on our stderr, grouped).
-    pub stderr: String,
+    pub stderr: Captured,
     /// The text is a JSON value (`whoami`): `--format json` embeds it as such.
     pub json: bool,
 }
 
 /// Why a task failed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Failure {
     /// The input line is not valid for this task.
     Decode(String),
@@ -50,9 +57,9 @@ pub enum Failure {
         /// The signal that ended a command.
         signal: Option<i32>,
         /// A command's standard output (printed even though it failed).
-        stdout: String,
+        stdout: Captured,
         /// A command's standard error.
-        stderr: String,
+        stderr: Captured,
     },
 }
 
@@ -69,8 +76,8 @@ pub type Outcome = Result<Output, Failure>;
 
 fn text(s: impl Into<String>) -> Outcome {
     Ok(Output {
-        text: s.into(),
-        stderr: String::new(),
+        text: Captured::from(s.into()),
+        stderr: Captured::default(),
         json: false,
     })
 }
@@ -80,8 +87,8 @@ fn failed(message: impl Into<String>) -> Failure {
         message: message.into(),
         exit_code: None,
         signal: None,
-        stdout: String::new(),
-        stderr: String::new(),
+        stdout: Captured::default(),
+        stderr: Captured::default(),
     }
 }
 
@@ -146,11 +153,7 @@ pub const BUILTINS: &[(&str, &str, &str)] = &[
 /// `sha512-chain`: N rounds of `h = hex(sha512(h))` from the input's bytes.
 pub fn sha512_chain(job: Job) -> Outcome {
     let rounds: u64 = arg(&job, "iterations", 1_000_000)?;
-    Ok(Output {
-        text: chain(job.line.as_bytes(), rounds),
-        stderr: String::new(),
-        json: false,
-    })
+    text(chain(job.line.as_bytes(), rounds))
 }
 supervisor::task!("sha512-chain" => sha512_chain);
 
@@ -409,8 +412,8 @@ pub fn whoami(_job: Job) -> Outcome {
         "rss_kib": rss,
     });
     Ok(Output {
-        text: value.to_string(),
-        stderr: String::new(),
+        text: Captured::from(value.to_string()),
+        stderr: Captured::default(),
         json: true,
     })
 }
@@ -474,35 +477,46 @@ pub fn fault(job: Job) -> Outcome {
 }
 supervisor::task!("fault" => fault);
 
-/// Runs a command (command mode); its stdout is the output.
+/// Bytes of each stream of a command kept in memory (in the worker, in transit and
+/// in the run's reorder buffer); past it the stream is spooled to a private file.
+pub const INLINE_LIMIT: u64 = 64 << 10;
+
+/// Runs a command (command mode) with the library's command runner
+/// ([`supervisor::run_command`]); its stdout is the output.
 pub fn exec(job: Job) -> Outcome {
     let Some((program, args)) = job.argv.split_first() else {
         return Err(Failure::Decode("empty command".into()));
     };
-    let out = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| failed(format!("cannot run {program}: {e}")))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    use std::os::unix::process::ExitStatusExt;
-    match (out.status.code(), out.status.signal()) {
-        (Some(0), _) => Ok(Output {
-            text: stdout,
-            stderr,
+    let cmd = Command::new(OsStr::from_bytes(program))
+        .args(args.iter().map(|a| OsStr::from_bytes(a)))
+        .inline_limit(INLINE_LIMIT);
+    let out =
+        supervisor::run_command(cmd).map_err(|e| failed(supervisor_worker::error_chain(&e)))?;
+    let name = String::from_utf8_lossy(program);
+    match out.status {
+        ExitStatus::Code(0) => Ok(Output {
+            text: out.stdout,
+            stderr: out.stderr,
             json: false,
         }),
-        (code, signal) => Err(Failure::Failed {
-            message: match (code, signal) {
-                (Some(c), _) => format!("{program} exited with code {c}"),
-                (_, Some(s)) => format!("{program} was killed by signal {s}"),
-                _ => format!("{program} failed"),
+        status => Err(Failure::Failed {
+            message: match status {
+                ExitStatus::Code(c) => format!("{name} exited with code {c}"),
+                ExitStatus::Signal { signal, .. } => {
+                    format!("{name} was killed by signal {}", signal.number())
+                }
+                ExitStatus::Unknown => format!("{name} failed"),
             },
-            exit_code: code,
-            signal,
-            stdout,
-            stderr,
+            exit_code: match status {
+                ExitStatus::Code(c) => Some(c),
+                _ => None,
+            },
+            signal: match status {
+                ExitStatus::Signal { signal, .. } => Some(signal.number()),
+                _ => None,
+            },
+            stdout: out.stdout,
+            stderr: out.stderr,
         }),
     }
 }

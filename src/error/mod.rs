@@ -12,8 +12,10 @@ use supervisor_worker::setup::SetupStep;
 
 use crate::exit::Signal;
 
+mod command;
 mod reasons;
 
+pub use command::{CommandError, OsError};
 pub use reasons::{BrokenReason, ResourceLimit, StormDeath, Violation};
 
 /// An error of this library: one pointer to an [`ErrorKind`], which says what went wrong.
@@ -293,6 +295,45 @@ pub enum ErrorKind {
         /// The limit.
         limit: std::time::Duration,
     },
+    /// The task's worker, with every process it started, went over the memory limit
+    /// (`memory_limit`, `--memory-limit`) while the task ran: the worker and its
+    /// descendants were killed (SIGKILL) and a new worker starts. Retried like a
+    /// timeout (`retries`).
+    ///
+    /// ```
+    /// # use supervisor::{Error, ErrorKind};
+    /// fn over_by_kib(e: &Error) -> Option<u64> {
+    ///     match e.kind() {
+    ///         ErrorKind::MemoryExceeded { limit, peak_rss_kib, .. } => {
+    ///             Some(peak_rss_kib.saturating_sub(limit / 1024))
+    ///         }
+    ///         _ => None,
+    ///     }
+    /// }
+    /// ```
+    #[error("task `{task}` in process {pid} went over the memory limit of {} (peak RSS {})", kib(*limit / 1024), kib(*peak_rss_kib))]
+    MemoryExceeded {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+        /// The limit, in bytes.
+        limit: u64,
+        /// The largest resident memory seen of the worker with its descendants, in KiB.
+        peak_rss_kib: u64,
+    },
+    /// The kernel's OOM killer ended the worker while the task ran (a SIGKILL this
+    /// program did not send, and the system says the OOM killer sent it: see
+    /// docs/ARCHITECTURE.md, "Memory"). Otherwise the same as [`ErrorKind::Crashed`].
+    #[error("process {pid} running task `{task}` was killed by the kernel's OOM killer (peak RSS {})", kib(*peak_rss_kib))]
+    OomKilled {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+        /// Peak resident memory of the process, in KiB.
+        peak_rss_kib: u64,
+    },
     /// The task was cancelled before it started.
     #[error("task `{task}` was cancelled before it started")]
     Cancelled {
@@ -458,6 +499,8 @@ impl ErrorKind {
             ErrorKind::Panicked { pid, .. }
             | ErrorKind::Crashed { pid, .. }
             | ErrorKind::Exited { pid, .. }
+            | ErrorKind::MemoryExceeded { pid, .. }
+            | ErrorKind::OomKilled { pid, .. }
             | ErrorKind::Lost { pid, .. }
             | ErrorKind::UnknownTask { pid, .. }
             | ErrorKind::DecodeArgument { pid, .. }
@@ -525,6 +568,30 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "task `t` panicked in process 7 at a.rs:1:2: boom"
+        );
+    }
+
+    #[test]
+    fn memory_errors_name_the_limit_and_the_peak() {
+        let e = ErrorKind::MemoryExceeded {
+            task: "t".into(),
+            pid: 7,
+            limit: 64 << 20,
+            peak_rss_kib: 70 * 1024,
+        };
+        assert_eq!(
+            e.to_string(),
+            "task `t` in process 7 went over the memory limit of 64 MiB (peak RSS 70 MiB)"
+        );
+        assert_eq!(e.pid(), Some(7));
+        let e = ErrorKind::OomKilled {
+            task: "t".into(),
+            pid: 7,
+            peak_rss_kib: 2048,
+        };
+        assert_eq!(
+            e.to_string(),
+            "process 7 running task `t` was killed by the kernel's OOM killer (peak RSS 2048 KiB)"
         );
     }
 

@@ -22,6 +22,8 @@ pub(crate) struct Spec {
     pub(crate) env_allowlist: Option<Vec<String>>,
     /// See `WorkerConfig::end_task_children`.
     pub(crate) end_task_children: Option<std::time::Duration>,
+    /// See `WorkerConfig::retire_above`.
+    pub(crate) retire_above: Option<u64>,
 }
 
 /// Starts a configured worker: its slot (watched by the reaper) and our end of its link.
@@ -32,6 +34,7 @@ pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error>
         daemon: spec.daemon,
         env_allowlist: spec.env_allowlist.clone(),
         end_task_children: spec.end_task_children,
+        retire_above: spec.retire_above,
     };
     let server = match spec.method {
         StartMethod::Spawn => return spawn::start(spec.nice, config),

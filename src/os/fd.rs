@@ -37,7 +37,10 @@ impl EventFd {
 }
 
 /// Waits until at least one of `fds` is readable (or hung up); returns one flag per fd.
-pub(crate) fn poll_readable(fds: &[&OwnedFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+pub(crate) fn poll_readable<F: AsRawFd>(
+    fds: &[&F],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<bool>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|fd| libc::pollfd {

@@ -9,10 +9,13 @@ mod futex;
 mod group;
 mod mutex;
 mod nice;
+mod oom;
 mod private;
 mod proc;
 mod process;
 mod shm;
+mod spool;
+mod tree;
 
 pub(crate) use clock::{boot_ticks, monotonic_ns};
 pub(crate) use fd::{
@@ -22,6 +25,7 @@ pub(crate) use futex::{futex_wait, futex_wake};
 pub(crate) use group::{group_has_running_members, signal_group_members};
 pub(crate) use mutex::{Acquire, SharedMutex};
 pub(crate) use nice::{current_nice, may_lower_nice_to};
+pub(crate) use oom::{oom_killed, oom_watch, OomWatch};
 pub(crate) use private::{
     bound_unix_sockets, euid, make_private_dir, random_bytes, with_private_umask,
 };
@@ -31,3 +35,5 @@ pub(crate) use process::{
     stop_self, thread_count, Forked, Reaped,
 };
 pub(crate) use shm::{is_sealed_memfd, memfd_create, Mapping};
+pub(crate) use spool::{identity, mark_received, open_remote, received, unlinked_file};
+pub(crate) use tree::{kill_pinned, pin_descendants, TreeWatch};

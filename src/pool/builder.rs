@@ -12,6 +12,7 @@ use supervisor_worker::codec;
 use super::dispatcher::Dispatcher;
 use super::hub::Hub;
 use super::live::{Live, LiveHub};
+use super::shutdown::{FinishOnDrop, Finished};
 use super::{resolve, Pool, Shared};
 use crate::error::{Error, ErrorKind};
 use crate::StartMethod;
@@ -53,6 +54,10 @@ pub(crate) struct Config {
     pub(super) restart_limit: RestartLimit,
     pub(super) env_allowlist: Option<Vec<String>>,
     pub(super) keep_task_children: bool,
+    /// Bytes of resident memory a worker with its descendants may use while a task runs.
+    pub(super) memory_limit: Option<u64>,
+    /// Bytes of resident memory a worker may be left with after a task.
+    pub(super) max_memory_per_child: Option<u64>,
 }
 
 /// How far `imap` reads ahead, as asked.
@@ -78,6 +83,8 @@ pub struct PoolBuilder {
     name: String,
     env_allowlist: Option<Vec<String>>,
     keep_task_children: bool,
+    memory_limit: Option<u64>,
+    max_memory_per_child: Option<u64>,
 }
 
 impl PoolBuilder {
@@ -97,7 +104,35 @@ impl PoolBuilder {
             name: "pool".into(),
             env_allowlist: None,
             keep_task_children: false,
+            memory_limit: None,
+            max_memory_per_child: None,
         }
+    }
+
+    /// Memory limit per task, in bytes: the resident memory (RSS) of the worker plus
+    /// every process its task started (their sum, looked at every 20 ms while a task
+    /// runs). A task whose worker goes over it is killed with them (SIGKILL) and fails
+    /// with [`ErrorKind::MemoryExceeded`] (or is retried, as a timeout is); a new
+    /// worker starts, and the pool goes on. A worker left above it between tasks is
+    /// replaced before its next task. What this catches and how fast:
+    /// docs/ARCHITECTURE.md, "Memory".
+    ///
+    /// ```no_run
+    /// let pool = supervisor::Pool::builder().memory_limit(512 << 20).build()?;
+    /// # Ok::<(), supervisor::Error>(())
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Replace a worker after a task that leaves it with more than this resident
+    /// memory, in bytes (Celery's `worker_max_memory_per_child`): a leak cannot grow a
+    /// worker forever. Nothing is lost: the finished task's result is delivered, and
+    /// calls sent to it that have not started are taken back and run elsewhere.
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.max_memory_per_child = Some(bytes);
+        self
     }
 
     /// Let tasks leave processes behind (daemons they mean to start). Default: false:
@@ -242,9 +277,19 @@ impl PoolBuilder {
             restart_limit: self.restart_limit,
             env_allowlist: self.env_allowlist,
             keep_task_children: self.keep_task_children,
+            memory_limit: self.memory_limit,
+            max_memory_per_child: self.max_memory_per_child,
         };
         let timeout_set = cfg.task_timeout.is_some();
-        let hub: Arc<LiveHub> = Hub::new(|hub| Dispatcher::new(cfg, Live { hub }));
+        let hub: Arc<LiveHub> = Hub::new(|hub| {
+            Dispatcher::new(
+                cfg,
+                Live {
+                    hub,
+                    trees: Default::default(),
+                },
+            )
+        });
         let last_stats = Arc::new(Mutex::new(None));
         let last = last_stats.clone();
         let finished = Arc::new(Finished::default());
@@ -281,21 +326,4 @@ impl PoolBuilder {
 
 fn default_procs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// "The dispatcher has stopped", for every waiter.
-#[derive(Default)]
-pub(super) struct Finished {
-    pub(super) done: Mutex<bool>,
-    pub(super) cv: std::sync::Condvar,
-}
-
-/// Sets [`Finished`] when dropped: at the end of the dispatcher thread, even by panic.
-pub(super) struct FinishOnDrop(Arc<Finished>);
-
-impl Drop for FinishOnDrop {
-    fn drop(&mut self) {
-        *self.0.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.0.cv.notify_all();
-    }
 }

@@ -1,17 +1,31 @@
-//! Handles to single submitted tasks, and waiting on several at once.
+//! Handles to single submitted tasks, and waiting on several at once, from a thread
+//! or from async code.
 
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_core::Stream;
 use serde::de::DeserializeOwned;
 use supervisor_worker::codec;
 
 use super::job::{HandleState, JobResult};
-use super::Shared;
+use super::{wake, Shared};
 use crate::error::{Error, ErrorKind};
 
 /// A task submitted with `apply_async` / `submit`: Python's `AsyncResult`, Rust-typed.
+///
+/// Wait for it from a thread ([`TaskHandle::wait`]) or `.await` it from async code, in
+/// any executor: it is a [`Future`] of the same result, woken by the thread that
+/// receives the result (no runtime, no thread blocked; see the README's "From async
+/// code"). `(&mut handle).await` leaves the handle usable, e.g. under a timeout.
+///
+/// Dropping a handle, or a future of it, does not cancel the task: it runs, and its
+/// result is dropped. Call [`TaskHandle::cancel`] first to cancel a task that has not
+/// started.
 pub struct TaskHandle<R> {
     pub(crate) state: Arc<HandleState>,
     pub(crate) shared: Arc<Shared>,
@@ -57,6 +71,16 @@ impl<R: DeserializeOwned> TaskHandle<R> {
     }
 }
 
+impl<R: DeserializeOwned> Future for TaskHandle<R> {
+    type Output = Result<R, Error>;
+
+    /// Ready with what [`TaskHandle::wait`] would return; never blocks. Polled again
+    /// after it was ready, it returns [`ErrorKind::ResultTaken`].
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R, Error>> {
+        self.state.poll_take(cx).map(|result| self.decode(result))
+    }
+}
+
 impl<R> TaskHandle<R> {
     /// Whether the task has finished (a result is waiting).
     pub fn is_ready(&self) -> bool {
@@ -82,7 +106,7 @@ impl<R> TaskHandle<R> {
 /// Yields the handles as their tasks finish, in completion order
 /// (`concurrent.futures.as_completed`).
 pub fn as_completed<R>(handles: impl IntoIterator<Item = TaskHandle<R>>) -> AsCompleted<R> {
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = wake::channel();
     let handles: Vec<Option<TaskHandle<R>>> = handles.into_iter().map(Some).collect();
     for (i, h) in handles.iter().enumerate() {
         if let Some(h) = h {
@@ -96,11 +120,43 @@ pub fn as_completed<R>(handles: impl IntoIterator<Item = TaskHandle<R>>) -> AsCo
     }
 }
 
-/// Iterator returned by [`as_completed`].
+/// Iterator returned by [`as_completed`]; [`AsCompleted::into_stream`] makes it a
+/// [`Stream`].
 pub struct AsCompleted<R> {
     handles: Vec<Option<TaskHandle<R>>>,
-    rx: mpsc::Receiver<usize>,
+    rx: wake::Receiver<usize>,
     left: usize,
+}
+
+impl<R> AsCompleted<R> {
+    /// The same handles as a [`Stream`], for async code: each is yielded when its task
+    /// has finished, so `.await` on it is ready at once.
+    pub fn into_stream(self) -> AsCompletedStream<R> {
+        AsCompletedStream(self)
+    }
+}
+
+/// [`as_completed`] as a [`Stream`] (see [`AsCompleted::into_stream`]).
+pub struct AsCompletedStream<R>(AsCompleted<R>);
+
+impl<R> Stream for AsCompletedStream<R> {
+    type Item = TaskHandle<R>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskHandle<R>>> {
+        let it = &mut self.get_mut().0;
+        if it.left == 0 {
+            return Poll::Ready(None);
+        }
+        // Every handle's job delivers exactly one result (see `job.rs`).
+        it.rx.poll_recv(cx).map(|index| {
+            it.left -= 1;
+            it.handles.get_mut(index?)?.take()
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.0.left, Some(self.0.left))
+    }
 }
 
 impl<R> Iterator for AsCompleted<R> {
@@ -112,7 +168,7 @@ impl<R> Iterator for AsCompleted<R> {
         }
         // Every handle's job delivers exactly one result (see `job.rs`), so this recv
         // always returns.
-        let index = self.rx.recv().ok()?;
+        let index = self.rx.recv()?;
         self.left -= 1;
         self.handles.get_mut(index)?.take()
     }

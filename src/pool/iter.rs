@@ -6,15 +6,19 @@
 //! mode) wait in a buffer that the same bound limits.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
 
+use futures_core::Stream;
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 use supervisor_worker::registry::RegistryError;
 
 use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
-use super::Shared;
+use super::{wake, Shared};
 use crate::error::{Error, ErrorKind};
 
 /// One finished input of [`crate::Pool::imap_reports`]: its position, its result, and
@@ -29,8 +33,9 @@ pub struct Report<R> {
     pub meta: JobMeta,
 }
 
-/// Results with their [`Report`]s, in input order or as they finish.
-pub struct Reports<R, I: Iterator> {
+/// The machinery of every lazy result iterator: reads the input a little ahead,
+/// submits it, and hands out the results (blocking, or as a task polling).
+pub(crate) struct Feed<R, I: Iterator> {
     shared: Arc<Shared>,
     task: &'static str,
     input: I,
@@ -42,24 +47,27 @@ pub struct Reports<R, I: Iterator> {
     /// endless input stays bounded).
     task_error: Option<RegistryError>,
     stream: u64,
-    tx: mpsc::Sender<Delivery>,
-    rx: mpsc::Receiver<Delivery>,
+    tx: wake::Sender<Delivery>,
+    rx: wake::Receiver<Delivery>,
     /// Received and not yet yielded (unordered) or buffered (ordered).
     pending: VecDeque<Delivered>,
     submitted: usize,
     yielded: usize,
-    buffer: BTreeMap<usize, (JobResult, JobMeta)>,
-    /// Whether reading the next input would return at once (see
-    /// [`Reports::input_ready`]).
-    input_ready: Option<Box<dyn FnMut() -> bool>>,
+    /// Ordered: results that came ahead of their turn, decoded on arrival (so what
+    /// they hold, a handle or a spooled output, is taken from the worker at once).
+    buffer: BTreeMap<usize, (Result<R, Error>, JobMeta)>,
     result: PhantomData<fn() -> R>,
 }
+
+/// Whether reading the next input would return at once (see [`Reports::input_ready`]).
+/// Kept apart from [`Feed`] so that what never has one (`imap`) stays `Send`.
+type Ready = Option<Box<dyn FnMut() -> bool>>;
 
 /// How often a wait for results also looks for input, when the input can say whether
 /// it has any (see [`Reports::input_ready`]).
 const INPUT_LOOK: std::time::Duration = std::time::Duration::from_millis(2);
 
-impl<R, I> Reports<R, I>
+impl<R, I> Feed<R, I>
 where
     I: Iterator,
     I::Item: Serialize,
@@ -71,10 +79,10 @@ where
         chunksize: usize,
         read_ahead: usize,
         ordered: bool,
-    ) -> Reports<R, I> {
-        let (tx, rx) = mpsc::channel();
+    ) -> Feed<R, I> {
+        let (tx, rx) = wake::channel();
         let stream = shared.next_id();
-        let mut it = Reports {
+        let mut it = Feed {
             task_error: None,
             stream,
             pending: VecDeque::new(),
@@ -90,7 +98,6 @@ where
             submitted: 0,
             yielded: 0,
             buffer: BTreeMap::new(),
-            input_ready: None,
             result: PhantomData,
         };
         if let Err(e) = task {
@@ -101,46 +108,96 @@ where
 
     /// The next delivered result. Every submitted job delivers exactly one result (see
     /// `job.rs`), so this never waits for nothing.
-    fn receive(&mut self) -> Option<Delivered> {
+    fn receive(&mut self, ready: &mut Ready) -> Option<Delivered> {
         while self.pending.is_empty() {
             // The input ended while waiting here (see below) with nothing due.
             if self.input_done && self.submitted == self.yielded + self.buffer.len() {
                 return None;
             }
-            if self.input_ready.is_none() || self.input_done {
-                self.pending.extend(self.rx.recv().ok()?.into_items());
+            if ready.is_none() || self.input_done {
+                self.pending.extend(self.rx.recv()?.into_items());
                 break;
             }
             // Results are due, and input may come meanwhile: look for both.
             match self.rx.recv_timeout(INPUT_LOOK) {
                 Ok(delivery) => self.pending.extend(delivery.into_items()),
-                Err(mpsc::RecvTimeoutError::Timeout) => self.top_up(),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.top_up(ready),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
             }
         }
         self.pending.pop_front()
     }
 
-    /// Tells the iterator whether reading the next input would return at once (a line
-    /// is buffered or the descriptor is readable). For a slow input (a pipe fed now and
-    /// then, `tail -f`): what was read is submitted before a read that would wait, and
-    /// while results are due the iterator waits for them (looking for input every
-    /// 2 ms) instead of for the input. Without it, inputs are read in groups of
-    /// `read_ahead`, which suits inputs that are all there.
-    pub fn input_ready(mut self, ready: impl FnMut() -> bool + 'static) -> Self {
-        self.input_ready = Some(Box::new(ready));
-        self
+    /// [`Feed::receive`] for a task: `Pending` (the task woken by the next delivery)
+    /// instead of blocking. The input is looked at only when polled.
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivered>> {
+        while self.pending.is_empty() {
+            if self.input_done && self.submitted == self.yielded + self.buffer.len() {
+                return Poll::Ready(None);
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(delivery)) => self.pending.extend(delivery.into_items()),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(self.pending.pop_front())
+    }
+
+    /// The next result: blocking for it without `cx`, else `Pending` while none is in.
+    pub(crate) fn next_report(
+        &mut self,
+        ready: &mut Ready,
+        mut cx: Option<&mut Context<'_>>,
+    ) -> Poll<Option<Report<R>>>
+    where
+        R: DeserializeOwned,
+    {
+        self.top_up(ready);
+        let mut receive = |it: &mut Self| match cx.as_deref_mut() {
+            None => Poll::Ready(it.receive(ready)),
+            Some(cx) => it.poll_receive(cx),
+        };
+        let (index, result, meta) = if self.ordered {
+            loop {
+                if let Some((r, m)) = self.buffer.remove(&self.yielded) {
+                    break (self.yielded, r, m);
+                }
+                if self.input_done && self.yielded == self.submitted {
+                    return Poll::Ready(None);
+                }
+                let Some((index, r, m)) = std::task::ready!(receive(self)) else {
+                    return Poll::Ready(None);
+                };
+                let r = decode(self.task, r, m.pid);
+                self.buffer.insert(index, (r, m));
+            }
+        } else {
+            if self.input_done && self.yielded == self.submitted {
+                return Poll::Ready(None);
+            }
+            match std::task::ready!(receive(self)) {
+                Some((index, r, m)) => (index, decode(self.task, r, m.pid), m),
+                None => return Poll::Ready(None),
+            }
+        };
+        self.yielded += 1;
+        Poll::Ready(Some(Report {
+            index,
+            result,
+            meta,
+        }))
     }
 
     /// Whether the next read of the input could wait.
-    fn input_would_wait(&mut self) -> bool {
-        self.input_ready.as_mut().is_some_and(|ready| !ready())
+    fn input_would_wait(ready: &mut Ready) -> bool {
+        ready.as_mut().is_some_and(|ready| !ready())
     }
 
     /// Reads and submits inputs until `read_ahead` are outstanding, once no more than
     /// half of that is: inputs go out in groups the dispatcher can merge, not one per
     /// result consumed (which gave every worker units of one call, a round trip each).
-    fn top_up(&mut self) {
+    fn top_up(&mut self, ready: &mut Ready) {
         if self.submitted - self.yielded > self.read_ahead / 2 {
             return;
         }
@@ -148,7 +205,7 @@ where
         while !self.input_done && self.submitted - self.yielded < self.read_ahead {
             let mut jobs = Vec::with_capacity(self.chunksize);
             while jobs.len() < self.chunksize && self.submitted - self.yielded < self.read_ahead {
-                if self.input_would_wait() {
+                if Self::input_would_wait(ready) {
                     // Out with what was read; wait for results rather than for input,
                     // unless no result is due.
                     if !jobs.is_empty() {
@@ -168,7 +225,7 @@ where
                 let index = self.submitted;
                 self.submitted += 1;
                 if let Some(e) = &self.task_error {
-                    let _ = self.tx.send(Delivery::Items(vec![(
+                    self.tx.send(Delivery::Items(vec![(
                         index,
                         Err(same_error(e)),
                         JobMeta::default(),
@@ -190,11 +247,8 @@ where
                             source,
                         }
                         .into();
-                        let _ = self.tx.send(Delivery::Items(vec![(
-                            index,
-                            Err(err),
-                            JobMeta::default(),
-                        )]));
+                        self.tx
+                            .send(Delivery::Items(vec![(index, Err(err), JobMeta::default())]));
                     }
                 }
             }
@@ -213,43 +267,7 @@ where
     }
 }
 
-impl<R, I> Iterator for Reports<R, I>
-where
-    R: DeserializeOwned,
-    I: Iterator,
-    I::Item: Serialize,
-{
-    type Item = Report<R>;
-
-    fn next(&mut self) -> Option<Report<R>> {
-        self.top_up();
-        let (index, result, meta) = if self.ordered {
-            loop {
-                if let Some((r, m)) = self.buffer.remove(&self.yielded) {
-                    break (self.yielded, r, m);
-                }
-                if self.input_done && self.yielded == self.submitted {
-                    return None;
-                }
-                let (index, r, m) = self.receive()?;
-                self.buffer.insert(index, (r, m));
-            }
-        } else {
-            if self.input_done && self.yielded == self.submitted {
-                return None;
-            }
-            self.receive()?
-        };
-        self.yielded += 1;
-        Some(Report {
-            index,
-            result: decode(self.task, result, meta.pid),
-            meta,
-        })
-    }
-}
-
-impl<R, I: Iterator> Drop for Reports<R, I> {
+impl<R, I: Iterator> Drop for Feed<R, I> {
     /// Dropped before the end: the inputs submitted but not started are dropped (only
     /// the calls already running finish), so the pool is free for the next work.
     fn drop(&mut self) {
@@ -259,10 +277,10 @@ impl<R, I: Iterator> Drop for Reports<R, I> {
     }
 }
 
-impl<R, I: Iterator> Reports<R, I> {
+impl<R, I: Iterator> Feed<R, I> {
     /// Whether `next` would return at once (a result is in, or the end is reached):
     /// lets a writer flush its output only when it is about to wait.
-    pub fn ready(&mut self) -> bool {
+    pub(crate) fn ready(&mut self) -> bool {
         while let Ok(delivery) = self.rx.try_recv() {
             self.pending.extend(delivery.into_items());
         }
@@ -274,6 +292,59 @@ impl<R, I: Iterator> Reports<R, I> {
                 || self.pending.iter().any(|(i, _, _)| *i == self.yielded)
         } else {
             !self.pending.is_empty()
+        }
+    }
+}
+
+/// Results with their [`Report`]s, in input order or as they finish.
+pub struct Reports<R, I: Iterator> {
+    feed: Feed<R, I>,
+    input_ready: Ready,
+}
+
+impl<R, I: Iterator> Reports<R, I> {
+    pub(crate) fn new(feed: Feed<R, I>) -> Reports<R, I> {
+        Reports {
+            feed,
+            input_ready: None,
+        }
+    }
+
+    /// Tells the iterator whether reading the next input would return at once (a line
+    /// is buffered or the descriptor is readable). For a slow input (a pipe fed now and
+    /// then, `tail -f`): what was read is submitted before a read that would wait, and
+    /// while results are due the iterator waits for them (looking for input every
+    /// 2 ms) instead of for the input. Without it, inputs are read in groups of
+    /// `read_ahead`, which suits inputs that are all there.
+    pub fn input_ready(mut self, ready: impl FnMut() -> bool + 'static) -> Self {
+        self.input_ready = Some(Box::new(ready));
+        self
+    }
+
+    /// The same results as a [`Stream`], for async code (see [`ReportStream`]).
+    pub fn into_stream(self) -> ReportStream<R, I> {
+        ReportStream(Box::new(self))
+    }
+
+    /// Whether `next` would return at once (a result is in, or the end is reached):
+    /// lets a writer flush its output only when it is about to wait.
+    pub fn ready(&mut self) -> bool {
+        self.feed.ready()
+    }
+}
+
+impl<R, I> Iterator for Reports<R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    type Item = Report<R>;
+
+    fn next(&mut self) -> Option<Report<R>> {
+        match self.feed.next_report(&mut self.input_ready, None) {
+            Poll::Ready(report) => report,
+            Poll::Pending => unreachable!("a blocking receive is always ready"),
         }
     }
 }
@@ -303,8 +374,60 @@ fn decode_bytes<R: DeserializeOwned>(task: &str, bytes: &[u8], pid: u32) -> Resu
     })
 }
 
+/// [`Reports`] as a [`Stream`]: the same results in the same order, and while none is
+/// in, `poll_next` returns `Pending` and the task is woken by the thread that receives
+/// the next one. No executor thread is blocked waiting for a worker; the input
+/// iterator, though, is read inside `poll_next` (at most `read_ahead` inputs ahead of
+/// the results taken), so it should not block; with [`Reports::input_ready`], input is
+/// looked at when the stream is polled, not every 2 ms. Dropped before the end, it
+/// drops the inputs that have not started, as the iterator does. Not `Send` (the
+/// `input_ready` closure need not be); [`ImapStream`] is.
+pub struct ReportStream<R, I: Iterator>(Box<Reports<R, I>>);
+
+impl<R, I> Stream for ReportStream<R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    type Item = Report<R>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Report<R>>> {
+        let reports = &mut *self.get_mut().0;
+        reports.feed.next_report(&mut reports.input_ready, Some(cx))
+    }
+}
+
 /// Results of `imap` (input order) or `imap_unordered` (completion order).
-pub struct Imap<R, I: Iterator>(pub(crate) Reports<R, I>);
+pub struct Imap<R, I: Iterator>(pub(crate) Feed<R, I>);
+
+impl<R, I: Iterator> Imap<R, I> {
+    /// The same results, in the same order, as a [`Stream`] for async code: see
+    /// [`ReportStream`] for what blocks and what does not. It is `Send` when the input
+    /// is, so a spawned task can own it.
+    pub fn into_stream(self) -> ImapStream<R, I> {
+        ImapStream(Box::new(self.0))
+    }
+}
+
+/// [`Imap`] as a [`Stream`] (see [`Imap::into_stream`]).
+pub struct ImapStream<R, I: Iterator>(Box<Feed<R, I>>);
+
+impl<R, I> Stream for ImapStream<R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    type Item = Result<R, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R, Error>>> {
+        self.get_mut()
+            .0
+            .next_report(&mut None, Some(cx))
+            .map(|report| report.map(|r| r.result))
+    }
+}
 
 impl<R, I> Iterator for Imap<R, I>
 where
@@ -315,15 +438,20 @@ where
     type Item = Result<R, Error>;
 
     fn next(&mut self) -> Option<Result<R, Error>> {
-        self.0.next().map(|report| report.result)
+        match self.0.next_report(&mut None, None) {
+            Poll::Ready(report) => report.map(|r| r.result),
+            Poll::Pending => unreachable!("a blocking receive is always ready"),
+        }
     }
 }
 
 /// All results of a `map_async`, in input order, once every task has finished.
+///
+/// Also a [`Future`] of the same results, for async code: `pool.map_async(f, xs).await`.
 pub struct MapHandle<R> {
     task: &'static str,
     len: usize,
-    rx: mpsc::Receiver<Delivery>,
+    rx: wake::Receiver<Delivery>,
     /// Results decoded so far, in input order (each decoded as soon as everything
     /// before it is in, so decoding overlaps the work still running).
     out: Vec<Result<R, Error>>,
@@ -337,7 +465,7 @@ impl<R: DeserializeOwned> MapHandle<R> {
     pub(crate) fn new(
         task: &'static str,
         len: usize,
-        rx: mpsc::Receiver<Delivery>,
+        rx: wake::Receiver<Delivery>,
     ) -> MapHandle<R> {
         MapHandle {
             task,
@@ -402,11 +530,16 @@ impl<R: DeserializeOwned> MapHandle<R> {
     pub fn wait(mut self) -> Vec<Result<R, Error>> {
         while self.received < self.len {
             match self.rx.recv() {
-                Ok(delivery) => self.store(delivery),
+                Some(delivery) => self.store(delivery),
                 // The pool stopped before the rest ran.
-                Err(_) => break,
+                None => break,
             }
         }
+        self.finish()
+    }
+
+    /// Every result, once all have arrived (or nothing more will).
+    fn finish(&mut self) -> Vec<Result<R, Error>> {
         while self.out.len() < self.len {
             self.advance();
             if self.out.len() < self.len {
@@ -418,6 +551,26 @@ impl<R: DeserializeOwned> MapHandle<R> {
             }
         }
         self.out.truncate(self.len);
-        self.out
+        std::mem::take(&mut self.out)
+    }
+}
+
+// Nothing in it is pinned: results are moved in and out freely.
+impl<R> Unpin for MapHandle<R> {}
+
+impl<R: DeserializeOwned> Future for MapHandle<R> {
+    type Output = Vec<Result<R, Error>>;
+
+    /// Ready with what [`MapHandle::wait`] would return; never blocks (results are
+    /// decoded as they arrive, on the polling thread).
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<Result<R, Error>>> {
+        let this = self.get_mut();
+        while this.received < this.len {
+            match std::task::ready!(this.rx.poll_recv(cx)) {
+                Some(delivery) => this.store(delivery),
+                None => break,
+            }
+        }
+        Poll::Ready(this.finish())
     }
 }

@@ -6,11 +6,15 @@
 //! no caller waits forever.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant, SystemTime};
 
+use atomic_waker::AtomicWaker;
 use supervisor_worker::poll::{self, poll_until};
+
+use super::wake;
 
 use crate::error::{Error, ErrorKind, Violation};
 
@@ -46,12 +50,14 @@ pub(crate) struct HandleState {
     /// For `apply`: the thread that waits for the result as soon as it has submitted
     /// the task, and may read the worker's reply itself (see `reader.rs`).
     caller: Option<ThreadId>,
+    /// The task awaiting the handle, woken by whichever thread sets the result.
+    waker: AtomicWaker,
 }
 
 struct HandleInner {
     /// The result, and the pid of the worker that ran the task (0 if none did).
     result: Option<(JobResult, u32)>,
-    watchers: Vec<(mpsc::Sender<usize>, usize)>,
+    watchers: Vec<(wake::Sender<usize>, usize)>,
     /// The link of the worker running the task, lent to `caller`.
     lent: Option<Arc<dyn LentLink>>,
     /// Threads asleep on `ready`: without one, setting the result wakes nobody (a
@@ -80,6 +86,7 @@ impl HandleState {
             ready: Condvar::new(),
             done: AtomicBool::new(false),
             caller,
+            waker: AtomicWaker::new(),
         })
     }
 
@@ -119,8 +126,9 @@ impl HandleState {
         if sleepers > 0 {
             self.ready.notify_all();
         }
+        self.waker.wake();
         for (tx, index) in watchers {
-            let _ = tx.send(index);
+            tx.send(index);
         }
     }
 
@@ -161,12 +169,25 @@ impl HandleState {
         Some(inner.result.take())
     }
 
+    /// Takes the result (once) if it is in; otherwise registers the task of `cx` to be
+    /// woken when it is set. Never blocks: the lock is only held for a move.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<(JobResult, u32)>> {
+        if !self.is_done() {
+            self.waker.register(cx.waker());
+            // Set between the look and the registration: nobody woke us.
+            if !self.is_done() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(self.lock().result.take())
+    }
+
     /// Sends `index` on `tx` once done (at once if already done).
-    pub(crate) fn watch(&self, tx: mpsc::Sender<usize>, index: usize) {
+    pub(crate) fn watch(&self, tx: wake::Sender<usize>, index: usize) {
         let mut inner = self.lock();
         if self.is_done() {
             drop(inner);
-            let _ = tx.send(index);
+            tx.send(index);
         } else {
             inner.watchers.push((tx, index));
         }
@@ -182,7 +203,7 @@ pub(crate) enum Sink {
     Stream {
         stream: u64,
         index: usize,
-        tx: mpsc::Sender<Delivery>,
+        tx: wake::Sender<Delivery>,
     },
 }
 
@@ -263,7 +284,7 @@ impl Sink {
         match self {
             Sink::Handle(state) => state.set(result, meta.pid),
             Sink::Stream { index, tx, .. } => {
-                let _ = tx.send(Delivery::Items(vec![(index, result, meta)]));
+                tx.send(Delivery::Items(vec![(index, result, meta)]));
             }
         }
     }
@@ -341,7 +362,7 @@ impl Drop for Job {
 /// one message (a map of a million items is not a million channel sends).
 #[derive(Default)]
 pub(crate) struct Deliveries {
-    stream: Option<(u64, mpsc::Sender<Delivery>)>,
+    stream: Option<(u64, wake::Sender<Delivery>)>,
     items: Vec<Delivered>,
 }
 
@@ -366,7 +387,7 @@ impl Deliveries {
     /// Sends what is held back.
     pub(crate) fn flush(&mut self) {
         if let Some((_, tx)) = self.stream.take() {
-            let _ = tx.send(Delivery::Items(std::mem::take(&mut self.items)));
+            tx.send(Delivery::Items(std::mem::take(&mut self.items)));
         }
     }
 }
@@ -479,7 +500,7 @@ pub(crate) struct Chunk {
     delivered: usize,
     /// Taken when the chunk is finished; a chunk dropped unfinished fails its
     /// undelivered calls as terminated.
-    tx: Option<mpsc::Sender<Delivery>>,
+    tx: Option<wake::Sender<Delivery>>,
 }
 
 impl Chunk {
@@ -488,7 +509,7 @@ impl Chunk {
         first_id: u64,
         first_index: usize,
         stream: u64,
-        tx: mpsc::Sender<Delivery>,
+        tx: wake::Sender<Delivery>,
     ) -> Chunk {
         Chunk {
             task,
@@ -517,7 +538,7 @@ impl Chunk {
     pub(crate) fn deliver(&mut self, results: PackedResults) {
         self.delivered += results.lens.len();
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Delivery::Packed(results));
+            tx.send(Delivery::Packed(results));
         }
         if self.len() == 0 {
             self.tx = None;
@@ -585,7 +606,7 @@ impl Chunk {
                     )
                 })
                 .collect();
-            let _ = tx.send(Delivery::Items(items));
+            tx.send(Delivery::Items(items));
         }
     }
 }

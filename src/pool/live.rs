@@ -29,6 +29,8 @@ pub(crate) type LiveHub = Hub<Dispatcher<Live>>;
 /// Starts real workers for the dispatcher, whose hub it posts to.
 pub(crate) struct Live {
     pub(crate) hub: Weak<LiveHub>,
+    /// Busy workers' process trees, for `memory_limit`.
+    pub(crate) trees: os::TreeWatch,
 }
 
 /// A worker process as its starter hands it over: its slot (watched by the reaper) and
@@ -121,6 +123,11 @@ impl Io for Live {
         }
         notes
     }
+
+    fn tree_rss_kib(&mut self, pids: &[u32]) -> Vec<Option<u64>> {
+        let pids: Vec<i32> = pids.iter().map(|&p| p as i32).collect();
+        self.trees.rss_kib(&pids)
+    }
 }
 
 /// A live worker: its process, our end of its link, its page and its reader.
@@ -180,6 +187,20 @@ impl WorkerLink for LiveWorker {
 
     fn kill(&self) {
         let _ = self.slot.signal_group(libc::SIGKILL);
+    }
+
+    fn kill_tree(&self) {
+        self.slot.kill_tree();
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        if self.slot.exit().is_some() {
+            // Reaped: its pid may name another process by now.
+            return None;
+        }
+        supervisor_worker::ProcStat::of(self.slot.pid() as i32)
+            .filter(|stat| !stat.has_exited())
+            .map(|stat| stat.rss_kib())
     }
 
     fn terminate_group(&self) {

@@ -17,8 +17,10 @@ mod live;
 mod ports;
 mod reader;
 mod running;
+mod shutdown;
 mod stats;
 mod storm;
+mod wake;
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,15 +33,18 @@ use supervisor_worker::codec::{self, CodecError, BATCH_BYTES};
 use supervisor_worker::registry::{self, RegistryError};
 
 pub use builder::{PoolBuilder, RestartLimit};
-pub use handle::{as_completed, AsCompleted, TaskHandle};
-pub use iter::{Imap, MapHandle, Report, Reports};
+pub use handle::{as_completed, AsCompleted, AsCompletedStream, TaskHandle};
+pub use iter::{Imap, ImapStream, MapHandle, Report, ReportStream, Reports};
 pub use job::JobMeta;
+pub use shutdown::Shutdown;
 pub use stats::{PoolStats, WorkerState, WorkerStats};
 
-use builder::{Config, Finished};
+use builder::Config;
 use event::Event;
+use iter::Feed;
 use job::{Chunk, Delivery, HandleState, Job, Sink, Unit};
 use live::LiveHub;
+use shutdown::Finished;
 
 use crate::error::{Error, ErrorKind};
 
@@ -87,7 +92,9 @@ impl Shared {
 ///
 /// Dropping a pool terminates it: queued tasks fail with [`ErrorKind::Terminated`],
 /// workers get SIGTERM, then SIGKILL after the grace period; `drop` returns once they
-/// are gone. Call [`Pool::join`] first to let queued work finish.
+/// are gone, so it blocks its thread up to the grace period. Call [`Pool::join`] first
+/// to let queued work finish; from async code, await [`Pool::join_async`] (or
+/// [`Pool::terminate_async`]) first, after which `drop` does not block.
 pub struct Pool {
     pub(in crate::pool) shared: Arc<Shared>,
     pub(in crate::pool) thread: Mutex<Option<JoinHandle<()>>>,
@@ -213,7 +220,7 @@ impl Pool {
         F::Arg: Serialize,
         F::Out: DeserializeOwned,
     {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = wake::channel();
         let stream = self.shared.next_id();
         let name = match resolve::<F>() {
             Ok(name) => name,
@@ -225,7 +232,7 @@ impl Pool {
                     .map(|(index, _)| (index, Err(iter::same_error(&e)), JobMeta::default()))
                     .collect();
                 let len = items.len();
-                let _ = tx.send(Delivery::Items(items));
+                tx.send(Delivery::Items(items));
                 return MapHandle::new("?", len, rx);
             }
         };
@@ -272,7 +279,7 @@ impl Pool {
                         source,
                     }
                     .into();
-                    let _ = tx.send(Delivery::Items(vec![(index, Err(err), JobMeta::default())]));
+                    tx.send(Delivery::Items(vec![(index, Err(err), JobMeta::default())]));
                 }
             }
         }
@@ -314,7 +321,7 @@ impl Pool {
         I: IntoIterator<Item = F::Arg>,
         F::Arg: Serialize,
     {
-        Imap(self.reports(resolve::<F>(), inputs.into_iter(), chunksize, ordered))
+        Imap(self.feed(resolve::<F>(), inputs.into_iter(), chunksize, ordered))
     }
 
     /// Runs the task registered under `name` over `inputs` (decoded as `A`, results as
@@ -332,21 +339,21 @@ impl Pool {
         A: Serialize,
     {
         let task = registry::by_name(name).map(|e| e.name);
-        self.reports(task, inputs.into_iter(), chunksize, ordered)
+        Reports::new(self.feed(task, inputs.into_iter(), chunksize, ordered))
     }
 
-    fn reports<R, I>(
+    fn feed<R, I>(
         &self,
         task: Result<&'static str, RegistryError>,
         inputs: I,
         chunksize: usize,
         ordered: bool,
-    ) -> Reports<R, I>
+    ) -> Feed<R, I>
     where
         I: Iterator,
         I::Item: Serialize,
     {
-        Reports::new(
+        Feed::new(
             self.shared.clone(),
             task,
             inputs,
@@ -451,20 +458,43 @@ impl Pool {
         self.wait_dispatcher();
     }
 
+    /// [`Pool::join`] for async code: closes the pool now and returns a future that is
+    /// ready when every task has finished and every worker has exited. No thread waits
+    /// for it (the pool's own thread wakes the task as it ends), so it never blocks an
+    /// executor thread; once it is ready, dropping the pool does not block either.
+    pub fn join_async(&self) -> Shutdown {
+        self.close();
+        self.shutdown()
+    }
+
+    /// [`Pool::terminate`] for async code: stops now and returns a future that is
+    /// ready once the workers are gone (see [`Pool::join_async`]).
+    pub fn terminate_async(&self) -> Shutdown {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.hub.post(Event::Terminate);
+        self.shutdown()
+    }
+
+    /// [`Pool::kill`] for async code (see [`Pool::terminate_async`]).
+    pub fn kill_async(&self) -> Shutdown {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.hub.post(Event::Kill);
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Shutdown {
+        Shutdown {
+            finished: self.finished.clone(),
+        }
+    }
+
     /// Waits until the dispatcher has stopped, whoever else is waiting too.
     fn wait_dispatcher(&self) {
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
-        let mut done = self.finished.done.lock().unwrap_or_else(|p| p.into_inner());
-        while !*done {
-            done = self
-                .finished
-                .cv
-                .wait(done)
-                .unwrap_or_else(|p| p.into_inner());
-        }
+        self.finished.wait();
     }
 
     /// A snapshot: every worker's pid, state, tasks done, restarts, CPU time and RSS;
@@ -500,14 +530,19 @@ impl Pool {
 }
 
 impl Drop for Pool {
+    /// Terminates the pool and blocks until its workers are gone (up to the grace
+    /// period), unless it has already stopped: after [`Pool::join`], [`Pool::terminate`]
+    /// or a [`Shutdown`] that is ready, dropping it returns at once.
     fn drop(&mut self) {
-        if self
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-        {
-            self.terminate();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(thread) = thread else { return };
+        if self.finished.is_done() {
+            // Its dispatcher is gone; the thread only has its last references left to
+            // drop, and ends on its own.
+            drop(thread);
+            return;
         }
+        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        self.terminate();
     }
 }

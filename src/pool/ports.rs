@@ -37,6 +37,10 @@ pub(crate) trait Io {
 
     /// Notes on the start method for `stats()` (a lost zygote).
     fn notes(&self, method: StartMethod) -> Vec<String>;
+
+    /// Resident memory (KiB) of each of these workers with all its descendants, in the
+    /// order given (`None`: gone). One look at the system for all of them.
+    fn tree_rss_kib(&mut self, pids: &[u32]) -> Vec<Option<u64>>;
 }
 
 /// One worker as the dispatcher holds it.
@@ -57,6 +61,10 @@ pub(crate) trait WorkerLink {
     fn terminate(&self);
     /// Kills its whole process group (SIGKILL), whatever is left of it.
     fn kill(&self);
+    /// Kills it, its process group and every descendant of it (SIGKILL), at once.
+    fn kill_tree(&self);
+    /// Its own resident memory now, in KiB (`None`: gone).
+    fn rss_kib(&self) -> Option<u64>;
     /// Asks whatever is left of its process group to stop (SIGTERM), after its exit too.
     fn terminate_group(&self);
     /// How it ended, once it has.

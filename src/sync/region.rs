@@ -610,7 +610,7 @@ fn keep_in_transit(region: &Arc<Region>, role: usize) {
         kept.push((region.clone(), role));
     }
     // A worker that ends lets the caller open what its task returned first.
-    supervisor_worker::serve::before_exit(linger_in_transit);
+    supervisor_worker::serve::before_exit(crate::linger::before_exit);
 }
 
 type Kept = Mutex<Vec<(Arc<Region>, usize)>>;
@@ -643,7 +643,7 @@ fn on_its_way(region: &Region, role: usize, now_ns: u64) -> bool {
 }
 
 /// Waits (at most [`EXIT_LINGER`]) until every handle this process shipped was opened.
-fn linger_in_transit() {
+pub(crate) fn linger_in_transit() {
     let until = std::time::Instant::now() + EXIT_LINGER;
     while !in_transit().is_empty() && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(1));

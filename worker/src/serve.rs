@@ -144,6 +144,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
         os::end_children_on_sigterm(grace / 2);
     }
     let mut inbox = Inbox::new();
+    let retire_above = config.retire_above;
     let mut answers = Answers::new(link.tx.clone(), children);
     loop {
         let mut frame = match link.recv_frame() {
@@ -171,7 +172,8 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
             }) => answers.run_packed(first_id, &task, &lens, &data),
             Ok(ToChild::Progress) => match page.and_then(Progress::adopt) {
                 Some(progress) => {
-                    answers = Answers::with_progress(link.tx.clone(), progress, children);
+                    answers = Answers::with_progress(link.tx.clone(), progress, children)
+                        .retire_above(retire_above);
                     continue;
                 }
                 None => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),

@@ -227,6 +227,7 @@ impl<X: Io> Dispatcher<X> {
                 worker.link.close();
             }
         }
+        self.look_after_task(id);
     }
 
     fn on_initialized(&mut self, pid: u32, outcome: Option<TaskOutcome>) {

@@ -77,6 +77,7 @@ impl<X: Io> Dispatcher<X> {
             .count()
             .max(1);
         let fast = |task: &str| self.job_time.get(task).is_some_and(|t| *t < FAST_JOB);
+        let mut sent_any = false;
         for seat in self.seats.iter_mut() {
             let Some(worker) = seat.worker.as_mut() else {
                 continue;
@@ -132,11 +133,15 @@ impl<X: Io> Dispatcher<X> {
                     worker.link.lend_to(caller);
                 }
                 worker.running = Some(Running::new(seq, unit, clocks.now, limit));
+                sent_any = true;
             } else {
                 // The worker is going away (the link closed itself); its exit will be
                 // handled.
                 self.queue.push_front(unit);
             }
+        }
+        if sent_any {
+            self.arm_memory_look(clocks.now);
         }
     }
 

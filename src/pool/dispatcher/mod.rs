@@ -24,11 +24,13 @@
 //! - `settle.rs`: a worker's end, call by call;
 //! - `assign.rs`: handing out work, and stealing it back for idle workers;
 //! - `timers.rs`: deadlines; `group_kill.rs`: emptying a dead worker's group;
+//! - `memory.rs`: memory limits (looks at busy workers, recycling after a task);
 //! - `snapshot.rs`: `stats()`.
 
 mod answers;
 mod assign;
 mod group_kill;
+mod memory;
 mod settle;
 mod snapshot;
 mod state;

@@ -28,6 +28,7 @@ impl<X: Io> Dispatcher<X> {
         let pid = worker.link.pid();
         let expected = !worker.link.is_open() && worker.running.is_none() && worker.stop.is_none();
         let stop = worker.stop;
+        let peak_kib = worker.peak_kib;
         let seen = worker.link.page().snapshot();
         let running = worker.running.take();
         let logged = running
@@ -116,6 +117,13 @@ impl<X: Io> Dispatcher<X> {
                                 task: task.to_string(),
                                 pid,
                                 limit: self.cfg.task_timeout.unwrap_or_default(),
+                            }
+                            .into(),
+                            Some(Stop::Memory) => ErrorKind::MemoryExceeded {
+                                task: task.to_string(),
+                                pid,
+                                limit: self.cfg.memory_limit.unwrap_or_default(),
+                                peak_rss_kib: peak_kib.max(exit.peak_rss_kib),
                             }
                             .into(),
                             _ => no_result(task.to_string(), pid, exit),

@@ -39,6 +39,10 @@ const TASK: &str = "sim";
 struct Script {
     duration: u64,
     crashes: bool,
+    /// Memory its worker's tree holds while it runs, beyond what the worker holds.
+    memory_kib: u64,
+    /// Memory it leaves its worker holding (a leak).
+    leaves_kib: u64,
 }
 
 struct Proc {
@@ -57,6 +61,11 @@ struct Proc {
     current: Option<(u32, u64, u64, u64)>,
     /// Answers finished but not sent yet: (send at, message).
     outbox: Vec<(u64, FromChild)>,
+    /// Memory it holds between calls (what earlier calls leaked).
+    held_kib: u64,
+    /// As a real worker does (`WorkerConfig::retire_above`): above this, it claims no
+    /// more calls of its unit and gives the rest back.
+    retire_above: Option<u64>,
 }
 
 enum Due {
@@ -73,6 +82,8 @@ struct Record {
     last: Option<(u64, u64)>,
     /// When its worker was told to stop while it ran, and since when it had run.
     stopped: Vec<(u64, u64)>,
+    /// The pid of the worker of each run.
+    pids: Vec<u32>,
 }
 
 struct World {
@@ -85,6 +96,9 @@ struct World {
     scripts: HashMap<u64, Script>,
     records: HashMap<u64, Record>,
     stubborn: bool,
+    /// The parent's reading of a worker's own memory shows nothing (as when it freed
+    /// memory between giving back its unit and the reading).
+    memory_reads_low: bool,
 }
 
 impl World {
@@ -120,6 +134,7 @@ impl World {
             status,
             peak_rss_kib: 0,
             cpu_time: Duration::ZERO,
+            oom_killed: false,
         });
         p.unit = None;
         p.current = None;
@@ -196,6 +211,8 @@ impl World {
                 };
                 let after = self.procs[i].outbox.last().map_or(0, |(at, _)| *at);
                 self.procs[i].outbox.push(((now + delay).max(after), msg));
+                let leaves = self.scripts[&id].leaves_kib;
+                self.procs[i].held_kib += leaves;
                 let record = self.records.entry(id).or_default();
                 record.finished += 1;
             }
@@ -213,6 +230,9 @@ impl World {
                 continue;
             };
             let pos = p.next;
+            if pos > 0 && p.retire_above.is_some_and(|r| p.held_kib * 1024 > r) {
+                let _ = p.page.take_back(p.page.snapshot(), 0);
+            }
             if (pos as usize) < ids.len() && p.page.claim(seq, pos, OFFSET + now) {
                 let id = ids[pos as usize];
                 let script = self.scripts[&id];
@@ -228,6 +248,7 @@ impl World {
                 );
                 record.starts += 1;
                 record.last = Some((now, script.duration));
+                record.pids.push(p.pid);
             } else {
                 // Taken back (or done): the unit ends here.
                 p.unit = None;
@@ -266,7 +287,7 @@ impl Io for SimIo {
     type Started = u32;
     type Link = SimLink;
 
-    fn start(&mut self, seat: usize, _spec: Spec) -> std::io::Result<()> {
+    fn start(&mut self, seat: usize, spec: Spec) -> std::io::Result<()> {
         let mut w = self.0.borrow_mut();
         let pid = 1000 + w.procs.len() as u32;
         let ignores_term = w.stubborn && w.rand(4) == 0;
@@ -283,6 +304,8 @@ impl Io for SimIo {
             claim_at: None,
             current: None,
             outbox: Vec::new(),
+            held_kib: 0,
+            retire_above: spec.retire_above,
         });
         let at = w.ns + START_NS;
         w.due.push((at, Due::Started { seat, pid }));
@@ -307,6 +330,22 @@ impl Io for SimIo {
 
     fn notes(&self, _: StartMethod) -> Vec<String> {
         Vec::new()
+    }
+
+    fn tree_rss_kib(&mut self, pids: &[u32]) -> Vec<Option<u64>> {
+        let w = self.0.borrow();
+        pids.iter()
+            .map(|pid| {
+                let p = w.procs.iter().find(|p| p.pid == *pid)?;
+                if p.exit.is_some() {
+                    return None;
+                }
+                let running = p
+                    .current
+                    .map_or(0, |(_, id, _, _)| w.scripts[&id].memory_kib);
+                Some(p.held_kib + running)
+            })
+            .collect()
     }
 }
 
@@ -367,6 +406,15 @@ impl WorkerLink for SimLink {
         let p = w.proc(self.pid);
         p.dies_at = Some(p.dies_at.map_or(now, |d| d.min(now)));
     }
+    fn kill_tree(&self) {
+        self.kill();
+    }
+    fn rss_kib(&self) -> Option<u64> {
+        let mut w = self.world.borrow_mut();
+        let low = w.memory_reads_low;
+        let p = w.proc(self.pid);
+        p.exit.is_none().then_some(if low { 0 } else { p.held_kib })
+    }
     fn terminate_group(&self) {}
     fn exit(&self) -> Option<Exit> {
         self.world.borrow_mut().proc(self.pid).exit
@@ -392,5 +440,6 @@ fn world() -> World {
         scripts: HashMap::new(),
         records: HashMap::new(),
         stubborn: false,
+        memory_reads_low: false,
     }
 }

@@ -38,6 +38,8 @@ pub(super) enum Stop {
     Unresponsive,
     /// The pool is terminating, broken, or the worker misbehaved.
     Shutdown,
+    /// It went over the memory limit while running a call: killed at once.
+    Memory,
 }
 
 pub(super) struct Worker<L> {
@@ -51,6 +53,11 @@ pub(super) struct Worker<L> {
     pub(super) settle_at: Option<Instant>,
     pub(super) stop: Option<Stop>,
     pub(super) kill_at: Option<Instant>,
+    /// The most memory (KiB) it was seen holding with its descendants.
+    pub(super) peak_kib: u64,
+    /// Left above a memory limit by a task: it gets no more work and is replaced once
+    /// what it started is answered.
+    pub(super) retiring: bool,
 }
 
 impl<L: WorkerLink> Worker<L> {
@@ -67,6 +74,7 @@ impl<L: WorkerLink> Worker<L> {
     /// Idle, healthy and open for work.
     pub(super) fn takes_work(&self) -> bool {
         self.running.is_none()
+            && !self.retiring
             && !self.initializing
             && self.stop.is_none()
             && !self.exited
@@ -83,6 +91,19 @@ impl<L: WorkerLink> Worker<L> {
         self.link.terminate();
         // A grace too long to represent means "never escalate".
         self.kill_at = now.checked_add(grace);
+    }
+
+    /// Kills it at once with everything it started (SIGKILL to it, its group and its
+    /// descendants): no grace, its memory must not grow any further.
+    pub(super) fn kill_now(&mut self, why: Stop, now: Instant) {
+        if self.stop.is_some() {
+            return;
+        }
+        self.stop = Some(why);
+        self.link.close();
+        self.link.kill_tree();
+        // What is left of its group (if anything) gets SIGKILL again at once.
+        self.kill_at = Some(now);
     }
 
     /// Takes back every call of its unit that has not started (lowering its limit on
@@ -155,6 +176,11 @@ pub(crate) struct Dispatcher<X: Io> {
     /// while something of the group still ran: what they left behind (commands
     /// ignoring SIGTERM) gets SIGKILL on time, unless it ends first.
     pub(super) group_kills: Vec<GroupKill<X::Link>>,
+    /// When busy workers' memory is looked at next (`memory_limit` only; `None`: no
+    /// worker was busy at the last look).
+    pub(super) memory_look_at: Option<Instant>,
+    /// How often (see `memory::look_every`).
+    pub(super) memory_look_every: Duration,
 }
 
 impl<X: Io> Dispatcher<X> {
@@ -178,6 +204,8 @@ impl<X: Io> Dispatcher<X> {
             job_time: HashMap::new(),
             exited: VecDeque::new(),
             group_kills: Vec::new(),
+            memory_look_at: None,
+            memory_look_every: crate::memory::MEMORY_LOOK,
         }
     }
 
@@ -322,6 +350,10 @@ impl<X: Io> Dispatcher<X> {
             name: format!("{}-{seat}", self.cfg.name),
             env_allowlist: self.cfg.env_allowlist.clone(),
             end_task_children: (!self.cfg.keep_task_children).then_some(self.cfg.grace),
+            retire_above: crate::memory::retire_above(
+                self.cfg.max_memory_per_child,
+                self.cfg.memory_limit,
+            ),
         };
         if let Err(e) = self.io.start(seat, spec) {
             self.seats[seat].starting = false;
@@ -398,6 +430,8 @@ impl<X: Io> Dispatcher<X> {
             settle_at: None,
             stop: None,
             kill_at: None,
+            peak_kib: 0,
+            retiring: false,
         };
         if let Some((task, arg)) = &self.cfg.initializer {
             let req = ToChild::Task(TaskRequest {

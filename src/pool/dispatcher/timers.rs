@@ -29,6 +29,7 @@ impl<X: Io> Dispatcher<X> {
             })
             .flatten()
             .chain(group_kill)
+            .chain(self.memory_look_at)
             .chain(restarts)
             .chain(steal)
             .min()
@@ -60,6 +61,7 @@ impl<X: Io> Dispatcher<X> {
                 seat.start_at = None;
             }
         }
+        self.look_at_memory();
         for id in settle {
             let alive = self.worker_mut(id).is_some_and(|w| !w.exited);
             if alive {

@@ -14,7 +14,9 @@ mod term;
 pub(crate) use children::{become_subreaper, end_children, has_children};
 pub(crate) use clock::{monotonic_ns, monotonic_upper_ns};
 pub use process::exit_now;
-pub(crate) use process::{fork, keep_freed_memory, kill_group_on_hangup, wait_child, Forked};
+pub(crate) use process::{
+    fork, keep_freed_memory, kill_group_on_hangup, peak_rss_kib, wait_child, Forked,
+};
 pub(crate) use setup::{
     cloexec_above_stdio, hang_up_when_parent_dies, new_process_group, parent_pid, reset_signals,
     set_nice,

@@ -67,6 +67,18 @@ pub(crate) fn kill_group_on_hangup() {
     };
 }
 
+/// The peak resident memory of this process so far, in KiB (`getrusage`: one system
+/// call, no file).
+pub(crate) fn peak_rss_kib() -> u64 {
+    // SAFETY: rusage is plain data that getrusage fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a live out-pointer; RUSAGE_SELF always exists.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss.max(0) as u64
+}
+
 /// Keeps freed memory in this process instead of handing it back to the kernel at once:
 /// a worker that handles a big message per task would otherwise have the kernel zero
 /// and map fresh pages for every one (glibc trims and unmaps eagerly by default).

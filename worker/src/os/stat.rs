@@ -22,6 +22,8 @@ pub struct ProcStat {
     /// When it started, in clock ticks after boot. With the pid it names one process for
     /// good, even after pid reuse.
     pub start: u64,
+    /// Resident memory, in pages (see [`ProcStat::rss_kib`]).
+    pub rss_pages: u64,
 }
 
 impl ProcStat {
@@ -51,7 +53,13 @@ impl ProcStat {
             nice: field(16)?.parse().ok()?,
             threads: field(17)?.parse().ok()?,
             start: field(19)?.parse().ok()?,
+            rss_pages: field(21)?.parse().ok()?,
         })
+    }
+
+    /// Resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.rss_pages.saturating_mul(page_size()) / 1024
     }
 
     /// Whether the process has exited (and waits to be reaped, or is being). A process
@@ -60,6 +68,13 @@ impl ProcStat {
     pub fn has_exited(&self) -> bool {
         self.state == 'X' || (self.state == 'Z' && self.threads <= 1)
     }
+}
+
+/// The size of a memory page, in bytes.
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: sysconf takes a plain integer and returns a number.
+    *PAGE.get_or_init(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64)
 }
 
 /// Whether process `pid` has exited: there is none, or it has exited and waits to be
@@ -92,6 +107,7 @@ mod tests {
             nice: 10,
             threads: 1,
             start: 777,
+            rss_pages: 200,
         };
         for name in [
             "sleep",

@@ -31,6 +31,10 @@ pub struct WorkerConfig {
     /// (SIGTERM, `grace`, SIGKILL) before the next task or the worker's exit. `None`:
     /// a task may leave processes behind.
     pub end_task_children: Option<std::time::Duration>,
+    /// `Some(bytes)`: a pool worker whose resident memory is above this after a call
+    /// claims no more calls of its unit and gives the rest back on its progress page
+    /// (the parent then replaces it: `max_memory_per_child`).
+    pub retire_above: Option<u64>,
 }
 
 /// One task to run.

@@ -24,6 +24,8 @@ pub(crate) struct Answers {
     children: Option<Duration>,
     /// Reused buffer for encoding an outcome into the answer log.
     scratch: std::cell::RefCell<Vec<u8>>,
+    /// `Some(bytes)`: see `WorkerConfig::retire_above`.
+    retire_above: Option<u64>,
 }
 
 impl Answers {
@@ -69,7 +71,26 @@ impl Answers {
                 flusher_asleep: AtomicBool::new(false),
             }),
             scratch: std::cell::RefCell::new(Vec::new()),
+            retire_above: None,
         }
+    }
+
+    /// Claims no more calls of a unit once this process's resident memory is above
+    /// `bytes` after a call (see `WorkerConfig::retire_above`).
+    pub(crate) fn retire_above(mut self, bytes: Option<u64>) -> Answers {
+        self.retire_above = bytes;
+        self
+    }
+
+    /// Whether this process holds more resident memory than `retire_above`. The peak
+    /// (one cheap system call) bounds it: only above that is /proc read.
+    fn over_memory(&self) -> bool {
+        let Some(limit) = self.retire_above else {
+            return false;
+        };
+        crate::os::peak_rss_kib().saturating_mul(1024) > limit
+            && crate::os::ProcStat::of(std::process::id() as i32)
+                .is_some_and(|s| s.rss_kib().saturating_mul(1024) > limit)
     }
 
     /// After a call that took `took` ns (or at a unit's end, `u64::MAX`): ends what it
@@ -83,12 +104,19 @@ impl Answers {
         }
     }
 
-    /// Claims call `i` of unit `seq` (always granted without a progress page).
+    /// Claims call `i` of unit `seq` (always granted without a progress page). After
+    /// a call that left this process above `retire_above`, the rest of the unit is
+    /// given back instead (the limit lowered on the page, as the parent's take-back
+    /// does), so it runs on another worker.
     fn claim(&self, seq: u64, i: u32, now_ns: u64) -> bool {
-        self.shared
-            .progress
-            .as_ref()
-            .is_none_or(|p| p.claim(seq, i, now_ns))
+        let Some(progress) = &self.shared.progress else {
+            return true;
+        };
+        if i > 0 && self.over_memory() {
+            let _ = progress.take_back(progress.snapshot(), 0);
+            return false;
+        }
+        progress.claim(seq, i, now_ns)
     }
 
     /// Runs one task (unless the parent took it back) and answers it.

@@ -2,19 +2,20 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use super::super::super::event::Event;
 use super::super::super::job::{Delivery, Job, JobMeta, JobResult, Sink, Unit};
 use super::super::super::ports::WorkerLink;
 use super::super::super::running::ANSWER_WAIT;
+use super::super::super::wake;
 use super::super::super::{Config, RestartLimit};
 use super::super::assign::STEAL_AFTER;
 use super::super::Dispatcher;
 use super::{world, Due, Script, SimIo, World, OFFSET, TASK};
 use crate::error::ErrorKind;
 use crate::exit::{ExitStatus, Signal};
+use crate::memory::MEMORY_LOOK;
 use crate::StartMethod;
 
 /// One random workload.
@@ -30,7 +31,12 @@ struct Case {
     kills: Vec<u64>,
     terminate_at: Option<u64>,
     stubborn: bool,
+    memory_limit: Option<u64>,
+    max_memory_per_child: Option<u64>,
+    memory_reads_low: bool,
 }
+
+const MIB: u64 = 1 << 20;
 
 fn case(seed: u64) -> Case {
     let mut w = World {
@@ -38,6 +44,8 @@ fn case(seed: u64) -> Case {
         ..world()
     };
     let n = 10 + w.rand(140) as usize;
+    let memory_limit = (w.rand(3) == 0).then_some(100 * MIB);
+    let max_memory_per_child = (w.rand(4) == 0).then_some(30 * MIB);
     let scripts = (0..n)
         .map(|_| {
             let duration = match w.rand(100) {
@@ -48,6 +56,8 @@ fn case(seed: u64) -> Case {
             Script {
                 duration,
                 crashes: w.rand(100) < 3,
+                memory_kib: if w.rand(100) < 5 { 200 * 1024 } else { 0 },
+                leaves_kib: if w.rand(100) < 10 { 10 * 1024 } else { 0 },
             }
         })
         .collect();
@@ -62,6 +72,9 @@ fn case(seed: u64) -> Case {
         kills,
         terminate_at: (w.rand(100) < 15).then(|| w.rand(500_000_000)),
         stubborn: w.rand(10) < 3,
+        memory_limit,
+        max_memory_per_child,
+        memory_reads_low: false,
     }
 }
 
@@ -79,10 +92,12 @@ fn config(case: &Case) -> Config {
         restart_limit: RestartLimit::default(),
         env_allowlist: None,
         keep_task_children: false,
+        memory_limit: case.memory_limit,
+        max_memory_per_child: case.max_memory_per_child,
     }
 }
 
-fn units(ids: std::ops::Range<usize>, tx: &mpsc::Sender<Delivery>) -> Vec<Unit> {
+fn units(ids: std::ops::Range<usize>, tx: &wake::Sender<Delivery>) -> Vec<Unit> {
     ids.map(|i| {
         let sink = Sink::Stream {
             stream: 1,
@@ -129,12 +144,13 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
         let mut w = world.borrow_mut();
         w.rng = case.seed | 1;
         w.stubborn = case.stubborn;
+        w.memory_reads_low = case.memory_reads_low;
         w.scripts = (0..case.scripts.len() as u64)
             .zip(case.scripts.clone())
             .collect();
     }
     let n = case.scripts.len();
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = wake::channel();
     let mut d = Dispatcher::new(config(case), SimIo(world.clone()));
     d.handle(Event::Submit(units(0..n / 2, &tx)));
     d.dispatch();
@@ -200,7 +216,7 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
             drop(d);
             drop(tx);
             let mut got: Vec<Option<(JobResult, JobMeta)>> = (0..n).map(|_| None).collect();
-            for delivery in rx.iter() {
+            while let Some(delivery) = rx.recv() {
                 for (i, result, meta) in delivery.into_items() {
                     assert!(
                         got[i].is_none(),
@@ -284,6 +300,13 @@ fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
                         "seed {seed}: call {i} ran {duration} ns past its limit {limit:?}"
                     );
                 }
+                if let Some(limit) = case.memory_limit {
+                    let looked = Duration::from_nanos(duration) > 2 * MEMORY_LOOK;
+                    assert!(
+                        !(looked && script.memory_kib * 1024 > limit),
+                        "seed {seed}: call {i} ran {duration} ns over the memory limit"
+                    );
+                }
             }
             Err(e) => match e.kind() {
                 ErrorKind::TimedOut { .. } => {
@@ -300,6 +323,15 @@ fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
                         "seed {seed}: call {i} stopped {} ns after its start",
                         at - start
                     );
+                }
+                ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
+                    let limit = case.memory_limit.expect("a memory limit");
+                    let leaks = case.scripts.iter().any(|s| s.leaves_kib > 0);
+                    assert!(
+                        script.memory_kib * 1024 > limit || leaks,
+                        "seed {seed}: call {i} charged for memory it did not take"
+                    );
+                    assert!(*peak_rss_kib * 1024 > limit, "seed {seed}: call {i}: {e}");
                 }
                 ErrorKind::Crashed { .. } => assert!(
                     script.crashes || !case.kills.is_empty(),
@@ -326,6 +358,8 @@ fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Duration>) -> Ca
             .map(|ms| Script {
                 duration: ms * 1_000_000 + 20_000,
                 crashes: false,
+                memory_kib: 0,
+                leaves_kib: 0,
             })
             .collect(),
         second_wave: 0,
@@ -334,6 +368,9 @@ fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Duration>) -> Ca
         kills: Vec::new(),
         terminate_at: None,
         stubborn: false,
+        memory_limit: None,
+        max_memory_per_child: None,
+        memory_reads_low: false,
     }
 }
 
@@ -379,4 +416,77 @@ fn fast_calls_never_wait_behind_a_slow_one() {
             "call {i} waited behind the slow one"
         );
     }
+}
+
+/// The memory decisions on simulated workers: a call whose worker goes over
+/// `memory_limit` fails as `MemoryExceeded` (once, or after its retries), within two
+/// looks of its start; the calls around it succeed, none runs twice.
+#[test]
+fn a_call_over_the_memory_limit_fails_alone_and_the_pool_goes_on() {
+    for retries in [0, 1] {
+        let mut durations = vec![500];
+        durations.extend([0; 100]);
+        let mut case = scripted(&durations, 2, None);
+        case.retries = retries;
+        case.memory_limit = Some(100 * MIB);
+        case.scripts[0].memory_kib = 200 * 1024;
+        let (results, world) = simulate(&case);
+        check(&case, &results, &world);
+        let Err(e) = &results[0].0 else {
+            panic!("the greedy call succeeded")
+        };
+        assert!(
+            matches!(e.kind(), ErrorKind::MemoryExceeded { limit, .. } if *limit == 100 * MIB),
+            "{e}"
+        );
+        assert_eq!(results[0].1.attempts, retries + 1);
+        let greedy = &world.records[&0];
+        assert_eq!(greedy.starts, retries + 1);
+        assert_eq!(greedy.pids.len(), retries as usize + 1);
+        for (i, (result, _)) in results.iter().enumerate().skip(1) {
+            assert!(result.is_ok(), "call {i}: {result:?}");
+            assert_eq!(world.records[&(i as u64)].starts, 1, "call {i}");
+        }
+    }
+}
+
+/// `max_memory_per_child`: the call that leaves its worker above the limit is
+/// delivered; the worker starts nothing more (it gives back the rest of its batch,
+/// which the dispatcher queues again), a new one runs the rest; every call runs once
+/// and succeeds.
+#[test]
+fn a_worker_left_above_max_memory_per_child_is_recycled_losing_nothing() {
+    // Fast calls, so they travel in batches: the rest of the leaky call's batch must
+    // be taken back. Whether or not the parent's own reading shows the memory, the
+    // worker's give-back retires it (else the calls it gave back would never come).
+    for memory_reads_low in [false, true] {
+        recycled_losing_nothing(memory_reads_low);
+    }
+}
+
+fn recycled_losing_nothing(memory_reads_low: bool) {
+    let mut case = scripted(&[0; 300], 1, None);
+    case.max_memory_per_child = Some(100 * MIB);
+    case.memory_reads_low = memory_reads_low;
+    case.scripts[150].leaves_kib = 200 * 1024;
+    let (results, world) = simulate(&case);
+    check(&case, &results, &world);
+    let pid = |i: u64| world.records[&i].pids.clone();
+    let first = pid(0)[0];
+    assert_eq!(
+        pid(150),
+        vec![first],
+        "the leaky call ran on the first worker once"
+    );
+    for (i, (result, meta)) in results.iter().enumerate() {
+        assert!(result.is_ok(), "call {i}: {result:?}");
+        assert_eq!(world.records[&(i as u64)].starts, 1, "call {i}");
+        assert_eq!(meta.pid, pid(i as u64)[0], "call {i}");
+    }
+    // The worker gave back the rest of its batch before claiming the next call (as a
+    // real one does: `WorkerConfig::retire_above`); it ran on the replacement.
+    assert!((151..300u64).all(|i| pid(i)[0] != first));
+    // The replacement holds nothing: it is not recycled again.
+    let pids: std::collections::BTreeSet<u32> = (0..300u64).map(|i| pid(i)[0]).collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
 }

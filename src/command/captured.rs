@@ -1,0 +1,326 @@
+//! [`Captured`]: what a command wrote on one stream, in memory when small, in a spool
+//! file past the command's inline limit.
+//!
+//! A spool file starts with a random 16-byte tag, then the bytes. It crosses to another
+//! process as a reference, never as its bytes: the sender keeps a descriptor to it and
+//! ships `(pid, fd, dev, ino, tag, len)`; the receiver opens `/proc/<pid>/fd/<fd>` (same
+//! user), checks device, inode and tag (a descriptor number and an inode number are
+//! both reused once a file is gone; the tag is not), and marks the file received by
+//! changing its mode from 0600 to 0400.
+//!
+//! The sender lets go of a spool once it sees that mark (it looks before each command
+//! it runs, so an idle worker holds the disk space of its last received spools until
+//! its next command or its end), or when it keeps more than [`MAX_KEPT`] (oldest
+//! first: that output can then no longer be opened, and its receiver gets a decode
+//! error). A worker that ends waits up to [`EXIT_LINGER`] for its spools to be
+//! received.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::os;
+
+/// Most spools a process keeps open for receivers that have not opened them yet.
+pub(crate) const MAX_KEPT: usize = 256;
+
+/// Bytes of the random tag at the start of a spool file.
+const TAG_LEN: u64 = 16;
+
+/// How long an ending worker waits for its spools to be received.
+const EXIT_LINGER: Duration = Duration::from_secs(2);
+
+/// What a command wrote on its standard output or standard error: bytes exactly as
+/// written, held in memory up to the command's inline limit
+/// ([`crate::Command::inline_limit`], 1 MiB by default) and in a private, unlinked
+/// temporary file (mode 0600, in `TMPDIR`) past it, so a command that prints gigabytes
+/// costs disk, not memory. A spooled capture travels between processes as a reference
+/// to its file, not as its bytes.
+///
+/// Read it with [`Captured::to_vec`] (all in memory), [`Captured::reader`] or
+/// [`Captured::write_to`] (streamed).
+#[derive(Debug)]
+pub struct Captured(Body);
+
+#[derive(Debug)]
+enum Body {
+    Inline(Vec<u8>),
+    Spooled {
+        file: File,
+        len: u64,
+        /// Held while [`Captured::write_to`] uses the file's offset.
+        offset: Mutex<()>,
+    },
+}
+
+impl Captured {
+    /// Bytes held in memory.
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Captured {
+        Captured(Body::Inline(bytes.into()))
+    }
+
+    /// A new spool in `TMPDIR`: a private unlinked file, its tag written; the caller
+    /// appends the bytes and makes it a capture with [`Captured::spooled`].
+    pub(crate) fn new_spool() -> io::Result<File> {
+        let mut file = os::unlinked_file(&std::env::temp_dir())?;
+        let tag: [u8; TAG_LEN as usize] = os::random_bytes()?;
+        file.write_all(&tag)?;
+        Ok(file)
+    }
+
+    /// A spool made by [`Captured::new_spool`] holding `len` bytes after its tag.
+    pub(crate) fn spooled(file: File, len: u64) -> Captured {
+        Captured(Body::Spooled {
+            file,
+            len,
+            offset: Mutex::new(()),
+        })
+    }
+
+    /// How many bytes were captured.
+    pub fn len(&self) -> u64 {
+        match &self.0 {
+            Body::Inline(v) => v.len() as u64,
+            Body::Spooled { len, .. } => *len,
+        }
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the bytes are in a spool file rather than in memory.
+    pub fn is_spooled(&self) -> bool {
+        matches!(self.0, Body::Spooled { .. })
+    }
+
+    /// The bytes, if they are in memory.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match &self.0 {
+            Body::Inline(v) => Some(v),
+            Body::Spooled { .. } => None,
+        }
+    }
+
+    /// All the bytes, read into memory.
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.len().min(1 << 30) as usize);
+        self.reader()?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// A reader over the bytes, from the start (each reader has its own position).
+    pub fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(match &self.0 {
+            Body::Inline(v) => Box::new(&v[..]),
+            Body::Spooled { file, len, .. } => Box::new(SpoolReader {
+                file,
+                pos: 0,
+                end: *len,
+            }),
+        })
+    }
+
+    /// Writes the bytes to `w`, returning how many were written. A spool is copied by
+    /// the kernel where it can (`sendfile`, `splice`: `w` a file, a pipe or standard
+    /// output, possibly in a `BufWriter`), else in 64 KiB pieces.
+    pub fn write_to<W: Write + ?Sized>(&self, w: &mut W) -> io::Result<u64> {
+        match &self.0 {
+            Body::Inline(v) => {
+                w.write_all(v)?;
+                Ok(v.len() as u64)
+            }
+            Body::Spooled { file, len, offset } => {
+                let _offset = offset.lock().unwrap_or_else(|p| p.into_inner());
+                let mut f: &File = file;
+                f.seek(io::SeekFrom::Start(TAG_LEN))?;
+                io::copy(&mut f.take(*len), w)
+            }
+        }
+    }
+
+    /// The last byte, if any.
+    pub fn last_byte(&self) -> io::Result<Option<u8>> {
+        match &self.0 {
+            Body::Inline(v) => Ok(v.last().copied()),
+            Body::Spooled { len: 0, .. } => Ok(None),
+            Body::Spooled { file, len, .. } => {
+                use std::os::unix::fs::FileExt;
+                let mut b = [0u8; 1];
+                file.read_exact_at(&mut b, TAG_LEN + len - 1)?;
+                Ok(Some(b[0]))
+            }
+        }
+    }
+}
+
+/// Reads a spool by position (`pread`), so readers never share a file offset.
+struct SpoolReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for SpoolReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf.len().min((self.end - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], TAG_LEN + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Default for Captured {
+    fn default() -> Self {
+        Captured::from_bytes(Vec::new())
+    }
+}
+
+impl From<Vec<u8>> for Captured {
+    fn from(v: Vec<u8>) -> Self {
+        Captured::from_bytes(v)
+    }
+}
+
+impl From<String> for Captured {
+    fn from(s: String) -> Self {
+        Captured::from_bytes(s.into_bytes())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum Wire {
+    Inline(ByteBuf),
+    Spooled {
+        pid: u32,
+        fd: i32,
+        dev: u64,
+        ino: u64,
+        tag: [u8; TAG_LEN as usize],
+        len: u64,
+    },
+}
+
+impl Serialize for Captured {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        match &self.0 {
+            Body::Inline(v) => {
+                s.serialize_newtype_variant("Wire", 0, "Inline", serde_bytes::Bytes::new(v))
+            }
+            Body::Spooled { file, len, .. } => {
+                let kept = tag_of(file).and_then(|tag| Ok((keep(file)?, tag)));
+                let ((fd, dev, ino), tag) = kept.map_err(|e| {
+                    S::Error::custom(format!(
+                        "cannot keep a spooled output for its receiver: {e}"
+                    ))
+                })?;
+                Wire::Spooled {
+                    pid: std::process::id(),
+                    fd,
+                    dev,
+                    ino,
+                    tag,
+                    len: *len,
+                }
+                .serialize(s)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Captured {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match Wire::deserialize(d)? {
+            Wire::Inline(v) => Ok(Captured::from_bytes(v.into_vec())),
+            Wire::Spooled {
+                pid,
+                fd,
+                dev,
+                ino,
+                tag,
+                len,
+            } => {
+                let opened = os::open_remote(pid, fd, dev, ino).and_then(|file| {
+                    if tag_of(&file)? != tag {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotFound,
+                            "the descriptor now holds another spool",
+                        ));
+                    }
+                    if file.metadata()?.len() < TAG_LEN + len {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the spool is shorter than {len} bytes"),
+                        ));
+                    }
+                    os::mark_received(&file)?;
+                    Ok(file)
+                });
+                let file = opened.map_err(|e| {
+                    D::Error::custom(format!(
+                        "cannot open the spooled output kept by process {pid}: {e}"
+                    ))
+                })?;
+                Ok(Captured::spooled(file, len))
+            }
+        }
+    }
+}
+
+/// The tag at the start of a spool.
+fn tag_of(file: &File) -> io::Result<[u8; TAG_LEN as usize]> {
+    use std::os::unix::fs::FileExt;
+    let mut tag = [0u8; TAG_LEN as usize];
+    file.read_exact_at(&mut tag, 0)?;
+    Ok(tag)
+}
+
+fn kept() -> std::sync::MutexGuard<'static, Vec<File>> {
+    static KEPT: OnceLock<Mutex<Vec<File>>> = OnceLock::new();
+    let mut kept = KEPT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    kept.retain(|f| !os::received(f));
+    kept
+}
+
+/// Keeps a descriptor to `file` until its receiver marks it: `(fd, dev, ino)`.
+fn keep(file: &File) -> io::Result<(i32, u64, u64)> {
+    let (dev, ino) = os::identity(file)?;
+    let dup = file.try_clone()?;
+    let fd = dup.as_raw_fd();
+    let mut kept = kept();
+    if kept.len() >= MAX_KEPT {
+        kept.remove(0);
+    }
+    kept.push(dup);
+    drop(kept);
+    supervisor_worker::serve::before_exit(crate::linger::before_exit);
+    Ok((fd, dev, ino))
+}
+
+/// Lets go of spools that were received (called before each command runs).
+pub(crate) fn release_received() {
+    drop(kept());
+}
+
+/// Waits (at most [`EXIT_LINGER`]) until every spool this process shipped was received.
+pub(crate) fn linger() {
+    let until = std::time::Instant::now() + EXIT_LINGER;
+    while !kept().is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

@@ -1,0 +1,328 @@
+//! Memory limits with real processes: a task over `memory_limit` fails as
+//! `MemoryExceeded` and the pool goes on; a command whose child allocates past
+//! `--memory-limit` is stopped and reported `memory_exceeded`; recycling on memory
+//! growth (`max_memory_per_child`) changes the pid and loses nothing. Every test has a
+//! hard deadline and a leak check.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{each_method, isolated, wait_exit};
+use supervisor::{ErrorKind, Pool, Process};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+const MIB: u64 = 1 << 20;
+
+/// Allocates `mib` MiB, touching every page, then holds it for 30 s (it is killed long
+/// before if a limit applies).
+fn hog(mib: u64) -> u64 {
+    let block = vec![1u8; (mib * MIB) as usize];
+    std::thread::sleep(Duration::from_secs(30));
+    std::hint::black_box(&block).len() as u64
+}
+supervisor::task!(hog);
+
+/// Call `i` returns `(i, its worker's pid)`; call `leaky` also leaks `mib` MiB in its
+/// worker (touched pages that stay).
+fn leak_at(i: u64, leaky: u64, mib: u64) -> (u64, u32) {
+    if i == leaky {
+        std::mem::forget(std::hint::black_box(vec![1u8; (mib * MIB) as usize]));
+    }
+    (i, std::process::id())
+}
+supervisor::task!(leak_at);
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+supervisor::task!(square);
+
+#[test]
+fn a_task_over_its_memory_limit_fails_as_memory_exceeded_and_the_next_100_succeed() {
+    each_method(DEADLINE, |method| {
+        // Any death counted toward a restart storm would break this pool at once.
+        let pool = Pool::builder()
+            .start_method(method)
+            .procs(2)
+            .memory_limit(64 * MIB)
+            .restart_limit(0, Duration::from_secs(600))
+            .build()
+            .unwrap();
+        for e in pool.map(hog, [256, 300]) {
+            let e = e.unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::MemoryExceeded { .. }),
+                "{e:?}"
+            );
+        }
+        let e = pool.apply(hog, 256).unwrap_err();
+        let ErrorKind::MemoryExceeded {
+            task,
+            pid,
+            limit,
+            peak_rss_kib,
+        } = e.kind()
+        else {
+            panic!("expected MemoryExceeded, got {e:?}");
+        };
+        assert!(task.ends_with("hog"), "{task}");
+        assert_eq!(*limit, 64 * MIB);
+        assert!(*peak_rss_kib > 64 * 1024, "{e}");
+        assert!(
+            wait_exit(*pid as i32, Duration::from_secs(10)),
+            "{pid} lives"
+        );
+        let squares: Vec<u64> = pool
+            .map(square, 0..100u64)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(squares, (0..100u64).map(|x| x * x).collect::<Vec<_>>());
+        let singles: Vec<u64> = (0..100u64)
+            .map(|x| pool.apply_async(square, x))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.wait().unwrap())
+            .collect();
+        assert_eq!(singles, (0..100u64).map(|x| x * x).collect::<Vec<_>>());
+        let stats = pool.stats();
+        assert!(stats.broken.is_none(), "{:?}", stats.broken);
+        assert!(stats.restarts >= 1, "the killed worker was replaced");
+        pool.join();
+    });
+}
+
+#[test]
+fn a_process_over_its_memory_limit_is_killed_and_joins_as_memory_exceeded() {
+    isolated(DEADLINE, || {
+        let mut p = Process::builder(hog, 256)
+            .memory_limit(64 * MIB)
+            .start()
+            .unwrap();
+        let e = p.join().unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::MemoryExceeded { limit, .. } if *limit == 64 * MIB),
+            "{e:?}"
+        );
+        assert_eq!(p.exitcode(), Some(-9));
+        // Under its limit, the same task is left alone (here: a small one that returns).
+        let mut p = Process::builder(square, 9)
+            .memory_limit(64 * MIB)
+            .start()
+            .unwrap();
+        assert_eq!(p.join().unwrap(), 81);
+    });
+}
+
+/// A SIGKILL from outside (not the OOM killer) stays a crash: only a kill the system
+/// attributes to the OOM killer is reported as `OomKilled`.
+#[test]
+fn an_outside_sigkill_is_a_crash_not_an_oom_kill() {
+    isolated(DEADLINE, || {
+        let mut p = Process::builder(hog, 1).start().unwrap();
+        let pid = p.pid();
+        // Killed by someone else, as `kill -9` from a shell would.
+        let killed = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let e = p.join().unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Crashed { signal, .. } if signal.number() == 9),
+            "{e:?}"
+        );
+    });
+}
+
+/// The path from the kernel's word to the error: a SIGKILL from outside that the kernel
+/// log attributes to the OOM killer is reported as `OomKilled`. The record is written
+/// by this test (a real OOM kill would need a memory cgroup or an exhausted machine),
+/// so it runs only where the log can be written and read (root); it says it is a test.
+#[test]
+fn a_sigkill_the_kernel_log_attributes_to_the_oom_killer_is_reported_as_oom_killed() {
+    isolated(DEADLINE, || {
+        use std::io::Write;
+        let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") else {
+            eprintln!("skipped: /dev/kmsg cannot be written here");
+            return;
+        };
+        if std::fs::File::open("/dev/kmsg").is_err() {
+            eprintln!("skipped: /dev/kmsg cannot be read here");
+            return;
+        }
+        let mut p = Process::builder(hog, 1).start().unwrap();
+        let pid = p.pid();
+        // One write is one record.
+        let record = format!(
+            "Out of memory: Killed process {pid} (hog) [written by supervisor's tests/memory.rs, not a real OOM kill]\n"
+        );
+        kmsg.write_all(record.as_bytes()).unwrap();
+        let killed = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let e = p.join().unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::OomKilled { pid: p, .. } if *p == pid),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("OOM killer"), "{e}");
+    });
+}
+
+/// A call in the middle of a stream of fast calls (sent in batches) leaves its worker
+/// above `max_memory_per_child`: its result is delivered, the rest of its batch is
+/// given back and runs on a new worker, and every call's result is there exactly once.
+#[test]
+fn recycling_on_memory_growth_changes_the_pid_and_loses_nothing() {
+    each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .start_method(method)
+            .procs(1)
+            .max_memory_per_child(100 * MIB)
+            .build()
+            .unwrap();
+        let n = 400u64;
+        let handles: Vec<_> = (0..n)
+            .map(|i| pool.apply_async(leak_at, (i, 100, 150)))
+            .collect();
+        let mut pid_of = BTreeMap::new();
+        for h in handles {
+            let (i, pid) = h.wait().unwrap();
+            assert!(pid_of.insert(i, pid).is_none(), "call {i} answered twice");
+        }
+        assert_eq!(pid_of.len() as u64, n);
+        let leaky = pid_of[&100];
+        assert!(pid_of[&0] == leaky && pid_of[&(n - 1)] != leaky);
+        // Every call after the leaky one ran elsewhere: the worker gave back the rest of
+        // its batch before claiming the next call.
+        let first_after = (0..n).find(|i| pid_of[i] != leaky).unwrap();
+        assert_eq!(first_after, 101);
+        assert!((first_after..n).all(|i| pid_of[&i] != leaky));
+        let pids: BTreeSet<u32> = pid_of.values().copied().collect();
+        assert_eq!(pids.len(), 2, "one replacement only: {pids:?}");
+        assert!(wait_exit(leaky as i32, Duration::from_secs(10)));
+        assert_eq!(pool.stats().restarts, 0, "recycling is not a restart");
+        pool.join();
+    });
+}
+
+/// The same in a `map` of chunks of 50: the chunk with the leaky call is cut after
+/// it, its rest runs on the new worker, and `map` returns every result in order.
+#[test]
+fn recycling_on_memory_growth_inside_a_map_chunk_loses_nothing() {
+    each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .start_method(method)
+            .procs(1)
+            .max_memory_per_child(100 * MIB)
+            .build()
+            .unwrap();
+        let n = 300u64;
+        let results: Vec<(u64, u32)> = pool
+            .map_chunked(leak_at, (0..n).map(|i| (i, 120, 150)), 50)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let order: Vec<u64> = results.iter().map(|(i, _)| *i).collect();
+        assert_eq!(order, (0..n).collect::<Vec<_>>());
+        let leaky = results[120].1;
+        assert!(results[..=120].iter().all(|(_, pid)| *pid == leaky));
+        assert!(results[121..].iter().all(|(_, pid)| *pid != leaky));
+        pool.join();
+    });
+}
+
+/// Command mode: the command's own child (a shell's command substitution holding
+/// 400 MB) goes past `--memory-limit`: the task is stopped and reported
+/// `memory_exceeded` in the JSON record and the job log; the other input succeeds; the
+/// run exits 1.
+#[test]
+fn a_command_whose_child_allocates_past_the_limit_is_reported_memory_exceeded() {
+    isolated(DEADLINE, || {
+        let dir = std::env::temp_dir().join(format!("memory-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let joblog = dir.join("jobs.jsonl");
+        let script = "if [ \"$1\" = big ]; then \
+                      x=$(head -c 400000000 /dev/zero | tr '\\0' a); sleep 30; fi; echo done $1";
+        let mut child = Command::new(env!("CARGO_BIN_EXE_supervisor"))
+            .args([
+                "run",
+                "-j",
+                "2",
+                "--memory-limit",
+                "64M",
+                "--format",
+                "json",
+            ])
+            .arg("--joblog")
+            .arg(&joblog)
+            .args(["--", "sh", "-c", script, "sh", "{}"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"big\nsmall\n")
+            .unwrap();
+        let mut stdout = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        assert!(wait_exit(child.id() as i32, Duration::from_secs(60)));
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let records: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 2, "{stdout}\n{stderr}");
+        let big = &records[0];
+        assert_eq!(big["ok"], false, "{big}");
+        assert_eq!(big["error"]["kind"], "memory_exceeded", "{big}");
+        assert!(
+            big["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("memory limit of 64 MiB")),
+            "{big}"
+        );
+        assert_eq!(records[1]["ok"], true, "{}", records[1]);
+        assert_eq!(records[1]["output"], "done small\n");
+        let log = std::fs::read_to_string(&joblog).unwrap();
+        let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+        let big_line = if first["input"] == "big" {
+            first
+        } else {
+            serde_json::from_str(log.lines().nth(1).unwrap()).unwrap()
+        };
+        assert_eq!(big_line["outcome"], "memory_exceeded", "{log}");
+        assert!(
+            big_line["peak_rss_kib"]
+                .as_u64()
+                .is_some_and(|k| k > 64 * 1024),
+            "{log}"
+        );
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
