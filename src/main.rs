@@ -22,6 +22,9 @@ fn main() {
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
+            if let Some(hint) = cli::hint_for(&e) {
+                eprintln!("\n  supervisor: {hint}");
+            }
             std::process::exit(code);
         }
     };

@@ -58,6 +58,12 @@ pub enum Progress {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JoblogFormat {
+    Tsv,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Method {
     Spawn,
     Fork,
@@ -129,19 +135,35 @@ pub struct RunArgs {
     /// Read inputs from FILE (`-` for stdin). Default: stdin.
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Worker processes. Default: the CPUs available to this process.
-    #[arg(short = 'j', long)]
-    pub procs: Option<usize>,
+    /// An input source: the records of FILE (`-` for stdin), as parallel's -a; several
+    /// give every combination (like `::::`).
+    #[arg(short = 'a', long = "arg-file", value_name = "FILE")]
+    pub arg_files: Vec<PathBuf>,
+    /// Records end with NUL, not newline (as `find -print0` writes them).
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+    /// Records end with this character (\n, \t, \0 allowed).
+    #[arg(short = 'd', long, value_name = "CHAR", conflicts_with = "null")]
+    pub delimiter: Option<String>,
+    /// Cut each record into fields at this regular expression, for {1} {2} ...
+    #[arg(long, value_name = "REGEX")]
+    pub colsep: Option<String>,
+    /// Worker processes: N, N% of the CPUs, +N or -N (CPUs plus or minus N).
+    /// Default: the CPUs available to this process.
+    #[arg(short = 'j', long, visible_alias = "jobs", value_name = "N", allow_hyphen_values = true)]
+    pub procs: Option<String>,
     /// Nice value of the workers (-20..=19).
     #[arg(long, allow_negative_numbers = true)]
     pub nice: Option<i32>,
     /// How workers are created.
     #[arg(long, value_enum, default_value = "spawn")]
     pub start_method: Method,
-    /// Time limit per task (e.g. 500ms, 2m): the worker and its children are stopped.
-    #[arg(long, value_parser = duration)]
-    pub timeout: Option<Duration>,
-    /// Re-run a task whose worker died or timed out, up to N more times.
+    /// Time limit per task: a duration (500ms, 2m) or seconds (2.5, as parallel); the
+    /// worker and its children are stopped.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Re-run a task up to N more times: when its worker died or it timed out, and in
+    /// command mode also when the command exited non-zero (as parallel).
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
     /// Replace a worker after N tasks.
@@ -168,15 +190,60 @@ pub struct RunArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    /// Write one JSON line per task to FILE.
+    /// Write one line per task to FILE: GNU parallel's tab-separated job log (see
+    /// --joblog-format).
     #[arg(long)]
     pub joblog: Option<PathBuf>,
-    /// Progress bar on stderr (auto: when stderr is a terminal).
-    #[arg(long, value_enum, default_value = "auto")]
+    /// The job log's format: `tsv` (GNU parallel's, read by --resume) or `json` (one
+    /// JSON object per line with pid, peak RSS, attempts...).
+    #[arg(long, value_enum, default_value = "tsv")]
+    pub joblog_format: JoblogFormat,
+    /// Skip the inputs the --joblog already lists (as finished, well or not) and append
+    /// to it: an interrupted run continues where it stopped.
+    #[arg(long, requires = "joblog")]
+    pub resume: bool,
+    /// As --resume, but run again the inputs the job log lists as failed.
+    #[arg(long, requires = "joblog", conflicts_with = "resume")]
+    pub resume_failed: bool,
+    /// Progress bar on stderr (auto: when stderr is a terminal; a bare --progress is
+    /// always).
+    #[arg(long, value_enum, default_value = "auto", num_args = 0..=1, default_missing_value = "always")]
     pub progress: Progress,
-    /// After the first failure, start nothing more and stop running tasks.
+    /// GNU parallel's --eta and --bar: the progress bar, always.
+    #[arg(long, alias = "bar")]
+    pub eta: bool,
+    /// After the first failure, start nothing more and stop running tasks (as
+    /// `--halt now,fail=1`).
     #[arg(long)]
     pub fail_fast: bool,
+    /// Stop the run when a condition is met, as parallel: `now,fail=1`,
+    /// `soon,fail=10%`, `now,success=3`, `never` (now: stop running tasks; soon: start
+    /// nothing more).
+    #[arg(long, value_name = "WHEN,WHAT=N")]
+    pub halt: Option<String>,
+    /// Print each command (with its replacements made) instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Prefix every output line with the input and a tab.
+    #[arg(long)]
+    pub tag: bool,
+    /// Write each task's stdout and stderr under DIR, in parallel's layout
+    /// (DIR/1/VALUE/stdout ...), instead of printing them (as parallel).
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+    /// Accepted for parallel's sake: the output is in input order already (see
+    /// --unordered).
+    #[arg(short = 'k', long, hide = true, action = clap::ArgAction::Count)]
+    pub keep_order: u8,
+    /// Accepted for parallel's sake (nothing to cite, nothing to notice).
+    #[arg(long, hide = true, action = clap::ArgAction::Count)]
+    pub will_cite: u8,
+    /// Accepted for parallel's sake.
+    #[arg(long, hide = true, action = clap::ArgAction::Count)]
+    pub no_notice: u8,
+    /// Accepted for parallel's sake: an empty input runs nothing already.
+    #[arg(short = 'r', long, hide = true, action = clap::ArgAction::Count)]
+    pub no_run_if_empty: u8,
     /// Per-worker summary on stderr at the end.
     #[arg(long)]
     pub stats: bool,
@@ -201,9 +268,10 @@ pub struct RunArgs {
     /// metacharacter, such as 'echo {} | tr a-z A-Z').
     #[arg(long)]
     pub shell: bool,
-    /// Command mode: the command to run per line; `{}` is replaced by the line's bytes
-    /// (appended when there is no `{}`). It may follow the options directly or
-    /// after `--`.
+    /// Command mode: the command to run per input; `{}` `{.}` `{/}` `{//}` `{/.}` `{#}`
+    /// `{N}` are replaced (the input is appended when there is none). It may
+    /// follow the options directly or after `--`; `::: ARGS`, `:::: FILES`, `:::+` and
+    /// `::::+` after it give input sources, as in GNU parallel.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<std::ffi::OsString>,
 }

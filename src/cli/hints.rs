@@ -20,8 +20,8 @@ const HINTS: &[(&[&str], &str)] = &[
         "--dry-run prints the commands without running them; --joblog records each command with its exit status",
     ),
     (
-        &["--progress"],
-        "--progress takes auto, always or never (a bare --progress means always)",
+        &["-u", "--ungroup", "--line-buffer", "--lb"],
+        "output is grouped per task (parallel's default); live, line-by-line output of running tasks is not supported",
     ),
     (
         &["--files", "--tmux", "--tmuxpane", "--ctag", "--tagstring", "--shuf", "--memfree", "--load", "--delay", "--sqlmaster", "--sqlworker", "--sqlandworker", "--semaphore", "--fg", "--bg", "--round-robin", "--header", "--csv", "--plus", "--rpl", "--embed", "--filter", "--group-by", "--limit", "--termseq", "--retry-failed"],
@@ -34,10 +34,6 @@ const HINTS: &[(&[&str], &str)] = &[
     (
         &["-P", "--max-procs"],
         "use -j N (or --procs N)",
-    ),
-    (
-        &["-r", "--no-run-if-empty"],
-        "supervisor runs nothing for an empty input already; an empty line is still a job (as in parallel)",
     ),
     (
         &["-q", "--quote"],

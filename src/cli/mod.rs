@@ -15,11 +15,21 @@ mod sources;
 mod specs;
 mod sys;
 pub mod tasks;
-mod template;
 
 /// Whether standard output was closed when the program started (`>&-`).
 pub fn stdout_was_closed() -> bool {
     sys::was_closed_at_start(1)
+}
+
+/// What to use instead of a GNU parallel or xargs option clap did not know.
+pub fn hint_for(e: &clap::Error) -> Option<&'static str> {
+    if e.kind() != clap::error::ErrorKind::UnknownArgument {
+        return None;
+    }
+    match e.get(clap::error::ContextKind::InvalidArg) {
+        Some(clap::error::ContextValue::String(arg)) => hints::for_option(arg),
+        _ => None,
+    }
 }
 
 /// Exit code of a usage or configuration error.

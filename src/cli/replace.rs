@@ -1,5 +1,5 @@
 //! Replacement strings in a command template, as GNU parallel reads them: `{}` `{.}`
-//! `{/}` `{//}` `{/.}` `{#}` `{%}` and the positional `{N}` `{N.}` `{N/}` `{N//}` `{N/.}`.
+//! `{/}` `{//}` `{/.}` `{#}` and the positional `{N}` `{N.}` `{N/}` `{N//}` `{N/.}`.
 //!
 //! Everything is bytes: an input is whatever the file or pipe held, valid UTF-8 or not.
 //! A template runs either as an argument vector (each word of the command one argument,
@@ -35,8 +35,6 @@ pub enum Piece {
     },
     /// The job's sequence number (`{#}`), from 1.
     Seq,
-    /// The job slot (`{%}`): which of the `-j` workers runs it, from 1.
-    Slot,
 }
 
 /// Why a template cannot be used.
@@ -45,6 +43,9 @@ pub enum TemplateError {
     /// `{= perl =}` and friends: parallel evaluates Perl there.
     #[error("`{{= ... =}}` (a Perl expression) is not supported: use a shell command with --shell instead")]
     Perl,
+    /// `{%}`: the slot is not known where the command line is made.
+    #[error("`{{%}}` (the job slot) is not supported: use {{#}} (the job's sequence number)")]
+    Slot,
     /// `{0}`: fields count from 1.
     #[error("`{{0}}`: input fields count from 1")]
     FieldZero,
@@ -66,11 +67,23 @@ pub struct Fill<'a> {
     pub whole: &'a [u8],
     /// `{#}`.
     pub seq: u64,
-    /// `{%}`.
-    pub slot: u64,
+}
+
+/// Whether a one-word command is shell syntax (a space or a shell metacharacter), as
+/// GNU parallel reads `parallel 'echo {} | tr a-z A-Z'`.
+pub fn is_shell_syntax(word: &[u8]) -> bool {
+    word.iter()
+        .any(|b| b.is_ascii_whitespace() || b"|&;<>()$`\\\"'*?[]#~".contains(b))
 }
 
 impl Template {
+    /// The template of a command line: one shell line with `--shell` or when it is one
+    /// word of shell syntax, else argument words.
+    pub fn for_command(words: &[Vec<u8>], shell: bool) -> Result<Template, TemplateError> {
+        let shell = shell || (words.len() == 1 && is_shell_syntax(&words[0]));
+        Template::parse(words, shell)
+    }
+
     /// Parses a command: as argument words, or (`shell`) as one shell line made of the
     /// words joined by spaces, as parallel does.
     pub fn parse(words: &[Vec<u8>], shell: bool) -> Result<Template, TemplateError> {
@@ -85,9 +98,17 @@ impl Template {
         Ok(Template { words, shell })
     }
 
-    /// Whether it runs under `sh -c`.
-    pub fn is_shell(&self) -> bool {
-        self.shell
+    /// The command line one job runs, as `--dry-run` prints it and the job log names it:
+    /// the shell line, or the arguments shell-quoted.
+    pub fn display(&self, fill: &Fill<'_>) -> Vec<u8> {
+        if self.shell {
+            return self.shell_line(fill);
+        }
+        self.argv(fill)
+            .iter()
+            .map(|a| quote(a))
+            .collect::<Vec<_>>()
+            .join(&b' ')
     }
 
     /// Whether any replacement string appears (if none, the values are appended).
@@ -96,11 +117,6 @@ impl Template {
             .iter()
             .flatten()
             .any(|p| !matches!(p, Piece::Text(_)))
-    }
-
-    /// Whether `{%}` appears (the slot is known only where the job runs).
-    pub fn uses_slot(&self) -> bool {
-        self.words.iter().flatten().any(|p| *p == Piece::Slot)
     }
 
     /// The argument vector for one job (argument mode), or `["sh", "-c", line]`.
@@ -154,7 +170,6 @@ fn expand(piece: &Piece, fill: &Fill<'_>, out: &mut Vec<u8>, quoted: bool) {
             return;
         }
         Piece::Seq => fill.seq.to_string().into_bytes(),
-        Piece::Slot => fill.slot.to_string().into_bytes(),
         Piece::Value { field, cut } => {
             let whole = match field {
                 None => fill.whole,
@@ -258,7 +273,7 @@ fn replacement(inner: &[u8]) -> Result<Option<Piece>, TemplateError> {
             }))
         }
         b"#" if digits == 0 => return Ok(Some(Piece::Seq)),
-        b"%" if digits == 0 => return Ok(Some(Piece::Slot)),
+        b"%" if digits == 0 => return Err(TemplateError::Slot),
         b"" => Cut::Whole,
         b"." => Cut::NoExtension,
         b"/" => Cut::Base,
@@ -294,7 +309,6 @@ mod tests {
             fields,
             whole,
             seq: 7,
-            slot: 2,
         }
     }
 

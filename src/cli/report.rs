@@ -277,6 +277,110 @@ impl Record {
     }
 }
 
+impl Record {
+    /// Its line in GNU parallel's job log, naming `command`.
+    pub fn joblog_row<'a>(&self, command: &'a [u8]) -> super::joblog::Row<'a> {
+        let start = self
+            .meta
+            .started
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        let (exitval, signal, received) = match &self.result {
+            Ok(out) => (0, 0, out.text.len()),
+            Err(e) => (
+                // parallel's convention: -1 when there is no exit code.
+                e.exit_code.map_or(-1, i64::from),
+                e.signal.unwrap_or(0),
+                e.stdout.len(),
+            ),
+        };
+        super::joblog::Row {
+            seq: self.seq,
+            host: ":",
+            start,
+            runtime: self.meta.duration.as_secs_f64(),
+            sent: 0,
+            received,
+            exitval,
+            signal,
+            command,
+        }
+    }
+
+    /// `--results DIR`: the task's stdout and stderr (and its sequence number) in
+    /// parallel's layout, `DIR/1/VALUE1/2/VALUE2/{seq,stdout,stderr}` (a `/` in a
+    /// value is written `\_`, a `\` as `\\`).
+    pub fn write_results(&self, dir: &std::path::Path, values: &[Vec<u8>]) -> io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut path = dir.to_path_buf();
+        for (i, value) in values.iter().enumerate() {
+            let mut name = Vec::with_capacity(value.len());
+            for &b in value {
+                match b {
+                    b'/' => name.extend_from_slice(b"\\_"),
+                    b'\\' => name.extend_from_slice(b"\\\\"),
+                    b => name.push(b),
+                }
+            }
+            path.push((i + 1).to_string());
+            path.push(std::ffi::OsStr::from_bytes(&name));
+        }
+        std::fs::create_dir_all(&path)?;
+        std::fs::write(path.join("seq"), self.seq.to_string())?;
+        let (stdout, stderr) = match &self.result {
+            Ok(out) => (&out.text, &out.stderr),
+            Err(e) => (&e.stdout, &e.stderr),
+        };
+        stdout.write_to(&mut std::fs::File::create(path.join("stdout"))?)?;
+        stderr.write_to(&mut std::fs::File::create(path.join("stderr"))?)?;
+        Ok(())
+    }
+}
+
+/// A writer that puts `tag` and a tab before every line (`--tag`).
+pub struct Tagged<'a, W: Write> {
+    inner: &'a mut W,
+    tag: &'a [u8],
+    at_line_start: bool,
+}
+
+impl<'a, W: Write> Tagged<'a, W> {
+    /// Tags what is written to `inner` with `tag`.
+    pub fn new(inner: &'a mut W, tag: &'a [u8]) -> Self {
+        Tagged {
+            inner,
+            tag,
+            at_line_start: true,
+        }
+    }
+
+    /// Ends the last line if the output did not.
+    pub fn finish(self) -> io::Result<()> {
+        if !self.at_line_start {
+            self.inner.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for Tagged<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for line in buf.split_inclusive(|&b| b == b'\n') {
+            if self.at_line_start {
+                self.inner.write_all(self.tag)?;
+                self.inner.write_all(b"\t")?;
+            }
+            self.inner.write_all(line)?;
+            self.at_line_start = line.ends_with(b"\n");
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// `s` cut to at most `max` characters, with an ellipsis.
 pub fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {

@@ -7,8 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::fd::AsFd;
 
-use super::input::LineSource;
-use super::template::Template;
+use super::halt::{Halt, Tally, When};
+use super::joblog;
+use super::replace::{Fill, Template};
+use super::sources::{self, Columns, Origin, Records};
+use super::specs;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use supervisor::{Pool, StartMethod, WorkerState};
 
-use super::args::{Format, Method, Progress, RunArgs};
+use super::args::{Format, JoblogFormat, Method, Progress, RunArgs};
 use super::control::{self, Daemon};
 use super::report::Record;
 use super::sys;
@@ -40,7 +43,8 @@ pub const EXIT_STDOUT_CLOSED: i32 = 141;
 const MAX_PROCS: usize = 4096;
 
 /// Why the run stopped early (0: it did not).
-const STOP_FAIL_FAST: i32 = -1;
+/// `--halt` (or `--fail-fast`) was reached.
+const STOP_HALT: i32 = -1;
 const STOP_STDOUT: i32 = -2;
 const STOP_OUTPUT_ERROR: i32 = -3;
 
@@ -86,7 +90,19 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
 /// Runs `supervisor run`; returns the exit code.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let ready = Daemon::detached();
-    let (task, template) = match (&args.task, args.command.is_empty()) {
+    let (command_words, mut groups) = sources::split_command(&args.command)
+        .map_err(|e| usage(e.to_string()))?;
+    if let Some(first) = command_words.first().and_then(|w| w.to_str()) {
+        // An option clap did not know lands here (the command may follow the options
+        // without `--`); no program is called `-x`.
+        if first.starts_with('-') {
+            let hint = super::hints::for_option(first)
+                .map(|h| format!("; {h}"))
+                .unwrap_or_else(|| "; see `supervisor run --help`".to_string());
+            return Err(usage(format!("unknown option `{first}`{hint}")));
+        }
+    }
+    let (task, template) = match (&args.task, command_words.is_empty()) {
         (Some(task), true) => {
             if !BUILTINS.iter().any(|(name, _, _)| name == task) {
                 return Err(usage(format!(
@@ -102,14 +118,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     "--arg {key}=...: command mode takes no --arg (put it in the command)"
                 )));
             }
-            (
-                "command".to_string(),
-                Some(Template::new(&args.command, args.shell)),
-            )
+            use std::os::unix::ffi::OsStrExt;
+            let words: Vec<Vec<u8>> = command_words.iter().map(|w| w.as_bytes().to_vec()).collect();
+            let template =
+                Template::for_command(&words, args.shell).map_err(|e| usage(e.to_string()))?;
+            ("command".to_string(), Some(template))
         }
-        _ => {
+        (Some(_), false) => {
             return Err(usage(
-                "nothing to run: give --task NAME or -- COMMAND [ARG]...",
+                "--task runs a built-in task; a command after it is not taken (give one or the other)",
+            ))
+        }
+        (None, true) => {
+            return Err(usage(
+                "nothing to run: give --task NAME or a command (e.g. `supervisor run echo {} ::: a b`)",
             ))
         }
     };
@@ -118,18 +140,59 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             return Err(usage(format!("--nice {nice} is outside -20..=19")));
         }
     }
-    if args.procs == Some(0) {
-        return Err(usage("--procs must be at least 1"));
-    }
-    if args.procs.is_some_and(|p| p > MAX_PROCS) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let procs = match &args.procs {
+        Some(spec) => Some(specs::procs(spec, cpus).map_err(usage)?),
+        None => None,
+    };
+    if procs.is_some_and(|p| p > MAX_PROCS) {
         return Err(usage(format!(
             "--procs {} is more than {MAX_PROCS}",
-            args.procs.unwrap_or(0)
+            procs.unwrap_or(0)
         )));
     }
-    if args.timeout.is_some_and(|t| t.is_zero()) {
-        return Err(usage("--timeout must be longer than 0"));
-    }
+    let timeout = match &args.timeout {
+        Some(spec) => match specs::timeout(spec).map_err(usage)? {
+            specs::Timeout::Fixed(limit) => Some(limit),
+            specs::Timeout::OfMedian(_) => {
+                return Err(usage(format!(
+                    "--timeout {spec}: a percentage of the median run time is not supported; give a duration (30s) or seconds"
+                )))
+            }
+        },
+        None => None,
+    };
+    let halt = match (&args.halt, args.fail_fast) {
+        (Some(spec), _) => Halt::parse(spec).map_err(usage)?,
+        (None, true) => Halt::parse("now,fail=1").map_err(usage)?,
+        (None, false) => None,
+    };
+    let delimiter = match (&args.delimiter, args.null) {
+        (Some(d), _) => sources::delimiter(d).map_err(|e| usage(e.to_string()))?,
+        (None, true) => 0,
+        (None, false) => b'\n',
+    };
+    let columns = match &args.colsep {
+        Some(re) => Columns(Some(
+            regex::bytes::Regex::new(re)
+                .map_err(|e| usage(format!("--colsep {re:?} is not a regular expression: {e}")))?,
+        )),
+        None => Columns(None),
+    };
+    // Input sources: --input and -a first (each a source), then those after the command.
+    let mut files: Vec<sources::Group> = args
+        .input
+        .iter()
+        .chain(&args.arg_files)
+        .map(|p| vec![Origin::File(p.clone())])
+        .collect();
+    files.append(&mut groups);
+    let groups = files;
+    let reads_stdin = groups.is_empty()
+        || groups
+            .iter()
+            .flatten()
+            .any(|o| matches!(o, Origin::File(p) if p.as_os_str() == "-"));
     let detached = ready.is_some();
     if !args.daemon && !detached && (args.output.is_some() || args.log.is_some()) {
         return Err(usage(
@@ -139,30 +202,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if !args.daemon && !detached && args.pidfile.is_some() {
         return Err(usage("--pidfile goes with --daemon"));
     }
-    let from_file = args.input.as_ref().filter(|p| p.as_os_str() != "-");
-    let file: std::fs::File = match from_file {
-        Some(path) if path.is_dir() => {
-            return Err(usage(format!(
-                "cannot read the input file {}: it is a directory",
-                path.display()
-            )))
-        }
-        Some(path) => std::fs::File::open(path).map_err(|e| {
-            usage(format!(
-                "cannot read the input file {}: {e}",
-                path.display()
-            ))
-        })?,
-        None if args.daemon => {
-            return Err(usage("--daemon needs --input FILE (stdin is not kept)"))
-        }
-        // Our own buffer over descriptor 0, so we know when a line is buffered.
-        None => std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map(std::fs::File::from)
-            .context("cannot read standard input")?,
-    };
+    if args.daemon && reads_stdin {
+        return Err(usage(
+            "--daemon needs its input from files or arguments (--input FILE, -a FILE, ::: ARGS): stdin is not kept",
+        ));
+    }
+    let stop = Arc::new(AtomicI32::new(0));
+    let records = Records::open(
+        groups,
+        delimiter,
+        columns,
+        // Our own buffer over descriptor 0, so we know when a record is buffered.
+        || {
+            std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(std::fs::File::from)
+        },
+        stop.clone(),
+    )
+    .map_err(|e| usage(supervisor_worker::error_chain(&e)))?;
     if args.daemon && ready.is_none() {
         let pidfile = args
             .pidfile
@@ -179,11 +238,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         );
         return Ok(EXIT_OK);
     }
+    if args.dry_run {
+        return dry_run(records, template.as_ref(), &task);
+    }
+    let resume = match (&args.joblog, args.resume || args.resume_failed) {
+        (Some(path), true) => Some(
+            joblog::read(path)
+                .map_err(|e| usage(format!("--resume: {}: {}", path.display(), supervisor_worker::error_chain(&e))))?,
+        ),
+        _ => None,
+    };
     let mut joblog = match &args.joblog {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .map_err(|e| usage(format!("cannot write the job log {}: {e}", path.display())))?,
-        )),
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(resume.is_some())
+                .truncate(resume.is_none())
+                .open(path)
+                .map_err(|e| usage(format!("cannot write the job log {}: {e}", path.display())))?;
+            let empty = file.metadata().map_or(true, |m| m.len() == 0);
+            let mut log = std::io::BufWriter::new(file);
+            if args.joblog_format == JoblogFormat::Tsv && empty {
+                writeln!(log, "{}", joblog::HEADER).context("cannot write the job log")?;
+                log.flush().context("cannot write the job log")?;
+            }
+            Some(log)
+        }
         None => None,
     };
     let method = match args.start_method {
@@ -201,13 +282,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             READ_AHEAD_PER_WORKER
         })
         .name("supervisor-worker");
-    if let Some(procs) = args.procs {
+    if let Some(procs) = procs {
         builder = builder.procs(procs);
     }
     if let Some(nice) = args.nice {
         builder = builder.nice(nice);
     }
-    if let Some(limit) = args.timeout {
+    if let Some(limit) = timeout {
         builder = builder.task_timeout(limit);
     }
     if let Some(n) = args.max_tasks_per_child {
@@ -235,7 +316,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     // First SIGINT/SIGTERM/SIGHUP: stop dispatching, stop workers (TERM, grace, KILL).
     // Second: kill them at once.
-    let stop = Arc::new(AtomicI32::new(0));
     let request_stop = {
         let stop = stop.clone();
         let pool = pool.clone();
@@ -304,18 +384,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
 
     let mut progress = make_progress(&args);
-    let inputs: Rc<RefCell<HashMap<u64, Vec<u8>>>> = Rc::new(RefCell::new(HashMap::new()));
+    let inputs: Rc<RefCell<HashMap<u64, Pending>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
-    let source = Rc::new(RefCell::new(LineSource::new(file, stop.clone(), b'\n')));
+    let stream = records.stream();
+    let read = Rc::new(std::cell::Cell::new(0u64));
     let jobs = {
+        let read = read.clone();
         let inputs = inputs.clone();
         let stop = stop.clone();
         let template = template.clone();
         let read_error = read_error.clone();
-        InputLines(source.clone())
-            .map_while(move |line| match line {
-                Ok(line) => Some(line),
+        let retries = args.retries;
+        let failed_too = args.resume_failed;
+        records
+            .map_while(move |record| match record {
+                Ok(record) => Some(record),
                 Err(e) => {
                     *read_error.borrow_mut() = Some(e);
                     None
@@ -323,28 +407,82 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             })
             .take_while(move |_| stop.load(Ordering::SeqCst) == 0)
             .enumerate()
-            .map(move |(i, line)| {
+            .filter(move |(i, _)| {
+                resume
+                    .as_ref()
+                    .is_none_or(|r| r.runs(*i as u64 + 1, failed_too))
+            })
+            .map(move |(i, record)| {
                 let seq = i as u64 + 1;
-                let argv = template.as_ref().map(|t| t.argv(&line)).unwrap_or_default();
+                read.set(seq);
+                let fill = Fill {
+                    fields: &record.fields,
+                    whole: &record.whole,
+                    seq,
+                };
+                let argv: Vec<serde_bytes::ByteBuf> = template
+                    .as_ref()
+                    .map(|t| t.argv(&fill).into_iter().map(serde_bytes::ByteBuf::from).collect())
+                    .unwrap_or_default();
+                let command = template.as_ref().map(|t| t.display(&fill));
                 // Built-in tasks take text; command mode has the bytes in argv.
                 let text = if template.is_some() {
                     String::new()
                 } else {
-                    String::from_utf8_lossy(&line).into_owned()
+                    String::from_utf8_lossy(&record.whole).into_owned()
                 };
-                inputs.borrow_mut().insert(seq, line);
+                inputs.borrow_mut().insert(
+                    seq,
+                    Pending {
+                        command,
+                        values: record.values,
+                        input: record.whole,
+                    },
+                );
                 Job {
                     argv,
                     line: text,
                     seq,
                     args: task_args.clone(),
+                    retry_failed: if template.is_some() { retries } else { 0 },
                 }
             })
     };
-    // A line arriving while others run starts at once, whatever the read-ahead.
-    let mut reports = pool
-        .imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered)
-        .input_ready(move || source.borrow_mut().ready());
+    // Halting acts on each result as it arrives, not when its turn to be printed comes.
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    // A record arriving while others run starts at once, whatever the read-ahead.
+    let mut reports = pool.imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered);
+    if let Some(stream) = stream {
+        reports = reports.input_ready(move || stream.borrow_mut().ready());
+    }
+    if let Some(rule) = halt {
+        let (tally, stop, request_stop, pool, read) = (
+            tally.clone(),
+            stop.clone(),
+            request_stop.clone(),
+            pool.clone(),
+            read.clone(),
+        );
+        reports = reports.on_arrival(move |result: &Result<Outcome, supervisor::Error>| {
+            let mut t = tally.borrow_mut();
+            match result {
+                Ok(Ok(_)) => t.succeeded += 1,
+                Ok(Err(_)) => t.failed += 1,
+                Err(e) if matches!(e.kind(), supervisor::ErrorKind::Cancelled { .. } | supervisor::ErrorKind::Stopped { .. }) => {}
+                Err(_) => t.failed += 1,
+            }
+            t.total = read.get();
+            if stop.load(Ordering::SeqCst) == 0 && rule.reached(&t) {
+                match rule.when {
+                    When::Now => request_stop(STOP_HALT),
+                    When::Soon => {
+                        stop.store(STOP_HALT, Ordering::SeqCst);
+                        pool.cancel_pending();
+                    }
+                }
+            }
+        });
+    }
     let command_mode = template.is_some();
     let mut cancelled = 0u64;
     let mut stopped = 0u64;
@@ -356,8 +494,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     while let Some(report) = reports.next() {
         let seq = report.index as u64 + 1;
-        let input = inputs.borrow_mut().remove(&seq).unwrap_or_default();
-        let mut record = Record::new(seq, input, report.meta, report.result);
+        let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
+        let mut record = Record::new(seq, pending.input, report.meta, report.result);
         // Not run although nobody stopped the run (the pool ended under it): a
         // failure, never a quiet success.
         let not_run = matches!(&record.result, Err(e) if e.kind == "cancelled")
@@ -371,25 +509,60 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             stopped += 1;
         } else {
             failed.fetch_add(1, Ordering::Relaxed);
-            // Work cancelled by a stop is not a new failure to act on.
-            if args.fail_fast && stop.load(Ordering::SeqCst) == 0 {
-                request_stop(STOP_FAIL_FAST);
-            }
         }
         if let Some(log) = joblog.as_mut() {
             if record.meta.pid != 0 {
                 record.peak_rss_kib = peaks.get(record.meta.pid);
             }
-            writeln!(log, "{}", record.to_joblog()).context("cannot write the job log")?;
+            match args.joblog_format {
+                JoblogFormat::Json => {
+                    writeln!(log, "{}", record.to_joblog()).context("cannot write the job log")?
+                }
+                // Only what ran to its end: a task stopped or never started runs again
+                // on --resume.
+                JoblogFormat::Tsv if !(not_run || was_stopped) => {
+                    let command = pending.command.unwrap_or_else(|| {
+                        [task.as_bytes(), b" ", &record.input].concat()
+                    });
+                    let row = record.joblog_row(&command);
+                    log.write_all(&row.to_line())
+                        .and_then(|()| log.write_all(b"\n"))
+                        .and_then(|()| log.flush())
+                        .context("cannot write the job log")?;
+                }
+                JoblogFormat::Tsv => {}
+            }
+        }
+        if let Some(dir) = &args.results {
+            if !(not_run || was_stopped) {
+                record
+                    .write_results(dir, &pending.values)
+                    .with_context(|| format!("cannot write the results under {}", dir.display()))?;
+            }
         }
         let written = progress.suspend(|| -> std::io::Result<()> {
             match args.format {
+                // The output is in the files; failures are still said.
+                Format::Text if args.results.is_some() => {
+                    if !not_run && record.result.is_err() {
+                        let _ = record.write_stderr(&mut std::io::stderr().lock());
+                    }
+                }
                 Format::Json => {
                     record.write_json(&mut out, command_mode)?;
                     // A command's own stderr still reaches ours, grouped per task.
                     if !record.command_stderr().is_empty() {
                         out.flush()?;
                         let _ = record.write_command_stderr(&mut std::io::stderr().lock());
+                    }
+                }
+                Format::Text if args.tag => {
+                    let mut tagged = super::report::Tagged::new(&mut out, &record.input);
+                    record.write_stdout(&mut tagged, command_mode)?;
+                    tagged.finish()?;
+                    if !not_run && record.has_stderr() {
+                        out.flush()?;
+                        let _ = record.write_stderr(&mut std::io::stderr().lock());
                     }
                 }
                 Format::Text => {
@@ -430,6 +603,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         libc::SIGHUP => EXIT_SIGHUP,
         STOP_STDOUT => EXIT_STDOUT_CLOSED,
         STOP_OUTPUT_ERROR => EXIT_OUTPUT,
+        STOP_HALT if failed > 0 => EXIT_FAILED,
         _ if failed > 0 => EXIT_FAILED,
         _ => EXIT_OK,
     };
@@ -449,6 +623,49 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         return Ok(super::EXIT_USAGE);
     }
     Ok(code)
+}
+
+/// What the run keeps of a submitted input until its result is printed.
+#[derive(Default)]
+struct Pending {
+    /// The whole input (`{}`).
+    input: Vec<u8>,
+    /// A value per input source (for `--results`).
+    values: Vec<Vec<u8>>,
+    /// The command line (command mode), as the job log names it.
+    command: Option<Vec<u8>>,
+}
+
+/// `--dry-run`: prints each command line (or task and input) instead of running it.
+fn dry_run(records: Records, template: Option<&Template>, task: &str) -> anyhow::Result<i32> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (i, record) in records.enumerate() {
+        let record = record.context("cannot read the input")?;
+        let line = match template {
+            Some(t) => t.display(&Fill {
+                fields: &record.fields,
+                whole: &record.whole,
+                seq: i as u64 + 1,
+            }),
+            None => [task.as_bytes(), b" ", &record.whole].concat(),
+        };
+        let written = out.write_all(&line).and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(EXIT_STDOUT_CLOSED);
+            }
+            say!("supervisor: cannot write the output: {e}");
+            return Ok(EXIT_OUTPUT);
+        }
+    }
+    match out.flush() {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(EXIT_STDOUT_CLOSED),
+        Err(e) => {
+            say!("supervisor: cannot write the output: {e}");
+            Ok(EXIT_OUTPUT)
+        }
+    }
 }
 
 /// Workers' peak RSS for the job log, read from `/proc` at most every 50 ms per worker
@@ -472,17 +689,6 @@ impl PeakRss {
                 kib
             }
         }
-    }
-}
-
-/// Input lines as bytes; a read error ends the input and is reported.
-struct InputLines(Rc<RefCell<LineSource>>);
-
-impl Iterator for InputLines {
-    type Item = std::io::Result<Vec<u8>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.borrow_mut().next_line()
     }
 }
 

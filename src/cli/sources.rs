@@ -114,8 +114,11 @@ pub fn delimiter(text: &str) -> Result<u8, SourceError> {
 pub struct Record {
     /// `{1} {2} ...`: the values' fields in order.
     pub fields: Vec<Vec<u8>>,
-    /// `{}`: the values (uncut) joined by spaces.
+    /// `{}`: the fields joined by spaces (with `--colsep`, the record's columns; as
+    /// GNU parallel).
     pub whole: Vec<u8>,
+    /// The values, one per source, uncut (for `--results`).
+    pub values: Vec<Vec<u8>>,
 }
 
 /// How values become a record's fields.
@@ -124,7 +127,7 @@ pub struct Columns(pub Option<regex::bytes::Regex>);
 
 impl Columns {
     fn record(&self, values: &[Vec<u8>]) -> Record {
-        let fields = values
+        let fields: Vec<Vec<u8>> = values
             .iter()
             .flat_map(|v| match &self.0 {
                 Some(re) => re.split(v).map(<[u8]>::to_vec).collect::<Vec<_>>(),
@@ -132,8 +135,9 @@ impl Columns {
             })
             .collect();
         Record {
+            whole: fields.join(&b' '),
             fields,
-            whole: values.join(&b' '),
+            values: values.to_vec(),
         }
     }
 }
@@ -390,11 +394,11 @@ mod tests {
     }
 
     #[test]
-    fn columns_cut_fields_but_the_whole_stays_the_line() {
+    fn columns_cut_fields_and_the_whole_is_them_joined_by_spaces() {
         let re = regex::bytes::Regex::new(":").unwrap();
         let r = records(vec![vec![Origin::Args(b(&["a:b:c"]))]], Columns(Some(re)));
         assert_eq!(r[0].fields, b(&["a", "b", "c"]));
-        assert_eq!(r[0].whole, b"a:b:c".to_vec());
+        assert_eq!(r[0].whole, b"a b c".to_vec());
     }
 
     #[test]

@@ -65,20 +65,6 @@ pub fn timeout(spec: &str) -> Result<Timeout, String> {
     Ok(Timeout::Fixed(limit))
 }
 
-/// The limit `--timeout N%` sets given the run times of the jobs that succeeded so far.
-pub fn of_median(percent: f64, runtimes: &mut [Duration]) -> Option<Duration> {
-    if runtimes.len() < 3 {
-        return None;
-    }
-    runtimes.sort_unstable();
-    let median = runtimes[runtimes.len() / 2];
-    Some(
-        median
-            .mul_f64(percent / 100.0)
-            .max(Duration::from_millis(1)),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,15 +98,5 @@ mod tests {
         for bad in ["0", "0s", "-1", "x%", "abc", "nan"] {
             assert!(timeout(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn a_percentage_of_the_median_waits_for_three_successes() {
-        let ms = Duration::from_millis;
-        assert_eq!(of_median(200.0, &mut [ms(10), ms(30)]), None);
-        assert_eq!(
-            of_median(200.0, &mut [ms(30), ms(10), ms(20)]),
-            Some(ms(40))
-        );
     }
 }

@@ -29,6 +29,10 @@ pub struct Job {
     pub args: BTreeMap<String, String>,
     /// Command mode: the argv to run (with `{}` already replaced), as bytes.
     pub argv: Vec<ByteBuf>,
+    /// Command mode: how many more times a command that exits non-zero (or is killed
+    /// by a signal) runs again (`--retries`, as in GNU parallel).
+    #[serde(default)]
+    pub retry_failed: u32,
 }
 
 /// What a task printed.
@@ -484,6 +488,16 @@ pub const INLINE_LIMIT: u64 = 64 << 10;
 /// Runs a command (command mode) with the library's command runner
 /// ([`supervisor::run_command`]); its stdout is the output.
 pub fn exec(job: Job) -> Outcome {
+    let mut left = job.retry_failed;
+    loop {
+        match run_once(&job) {
+            Err(Failure::Failed { .. }) if left > 0 => left -= 1,
+            outcome => return outcome,
+        }
+    }
+}
+
+fn run_once(job: &Job) -> Outcome {
     let Some((program, args)) = job.argv.split_first() else {
         return Err(Failure::Decode("empty command".into()));
     };

@@ -18,6 +18,8 @@ pub(crate) enum Event<S> {
     ForgetStream(u64),
     Cancel(u64, mpsc::SyncSender<bool>),
     Close,
+    /// Close, and cancel what has not started; running calls finish.
+    CancelPending,
     Terminate,
     Kill,
     Stats(mpsc::SyncSender<PoolStats>),

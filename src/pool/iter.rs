@@ -63,6 +63,10 @@ pub(crate) struct Feed<R, I: Iterator> {
 /// Kept apart from [`Feed`] so that what never has one (`imap`) stays `Send`.
 type Ready = Option<Box<dyn FnMut() -> bool>>;
 
+/// Told of each result as it arrives, before it waits for its turn (see
+/// [`Reports::on_arrival`]).
+type Arrived<R> = Box<dyn FnMut(&Result<R, Error>)>;
+
 /// How often a wait for results also looks for input, when the input can say whether
 /// it has any (see [`Reports::input_ready`]).
 const INPUT_LOOK: std::time::Duration = std::time::Duration::from_millis(2);
@@ -148,6 +152,7 @@ where
     pub(crate) fn next_report(
         &mut self,
         ready: &mut Ready,
+        mut arrived: Option<&mut Arrived<R>>,
         mut cx: Option<&mut Context<'_>>,
     ) -> Poll<Option<Report<R>>>
     where
@@ -170,6 +175,9 @@ where
                     return Poll::Ready(None);
                 };
                 let r = decode(self.task, r, m.pid);
+                if let Some(arrived) = arrived.as_deref_mut() {
+                    arrived(&r);
+                }
                 self.buffer.insert(index, (r, m));
             }
         } else {
@@ -177,7 +185,13 @@ where
                 return Poll::Ready(None);
             }
             match std::task::ready!(receive(self)) {
-                Some((index, r, m)) => (index, decode(self.task, r, m.pid), m),
+                Some((index, r, m)) => {
+                    let r = decode(self.task, r, m.pid);
+                    if let Some(arrived) = arrived.as_deref_mut() {
+                        arrived(&r);
+                    }
+                    (index, r, m)
+                }
                 None => return Poll::Ready(None),
             }
         };
@@ -300,6 +314,7 @@ impl<R, I: Iterator> Feed<R, I> {
 pub struct Reports<R, I: Iterator> {
     feed: Feed<R, I>,
     input_ready: Ready,
+    arrived: Option<Arrived<R>>,
 }
 
 impl<R, I: Iterator> Reports<R, I> {
@@ -307,6 +322,7 @@ impl<R, I: Iterator> Reports<R, I> {
         Reports {
             feed,
             input_ready: None,
+            arrived: None,
         }
     }
 
@@ -318,6 +334,14 @@ impl<R, I: Iterator> Reports<R, I> {
     /// `read_ahead`, which suits inputs that are all there.
     pub fn input_ready(mut self, ready: impl FnMut() -> bool + 'static) -> Self {
         self.input_ready = Some(Box::new(ready));
+        self
+    }
+
+    /// Calls `arrived` with each result as soon as it is in, before it waits for its
+    /// turn in input order: a caller can act on a failure when it happens (stop the
+    /// run, say) rather than when the results before it have come.
+    pub fn on_arrival(mut self, arrived: impl FnMut(&Result<R, Error>) + 'static) -> Self {
+        self.arrived = Some(Box::new(arrived));
         self
     }
 
@@ -342,7 +366,7 @@ where
     type Item = Report<R>;
 
     fn next(&mut self) -> Option<Report<R>> {
-        match self.feed.next_report(&mut self.input_ready, None) {
+        match self.feed.next_report(&mut self.input_ready, self.arrived.as_mut(), None) {
             Poll::Ready(report) => report,
             Poll::Pending => unreachable!("a blocking receive is always ready"),
         }
@@ -394,7 +418,9 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Report<R>>> {
         let reports = &mut *self.get_mut().0;
-        reports.feed.next_report(&mut reports.input_ready, Some(cx))
+        reports
+            .feed
+            .next_report(&mut reports.input_ready, reports.arrived.as_mut(), Some(cx))
     }
 }
 
@@ -424,7 +450,7 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R, Error>>> {
         self.get_mut()
             .0
-            .next_report(&mut None, Some(cx))
+            .next_report(&mut None, None, Some(cx))
             .map(|report| report.map(|r| r.result))
     }
 }
@@ -438,7 +464,7 @@ where
     type Item = Result<R, Error>;
 
     fn next(&mut self) -> Option<Result<R, Error>> {
-        match self.0.next_report(&mut None, None) {
+        match self.0.next_report(&mut None, None, None) {
             Poll::Ready(report) => report.map(|r| r.result),
             Poll::Pending => unreachable!("a blocking receive is always ready"),
         }

@@ -434,6 +434,13 @@ impl Pool {
         self.shared.hub.post(Event::Close);
     }
 
+    /// Closes the pool and cancels every task that has not started (they fail with
+    /// [`ErrorKind::Cancelled`]); running tasks finish. GNU parallel's `--halt soon`.
+    pub fn cancel_pending(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.hub.post(Event::CancelPending);
+    }
+
     /// Closes the pool and waits until every task has finished and every worker has
     /// exited.
     pub fn join(&self) {

@@ -239,6 +239,7 @@ impl<X: Io> Dispatcher<X> {
             }
             Event::ForgetStream(stream) => self.forget_stream(stream),
             Event::Close => self.closing = true,
+            Event::CancelPending => self.cancel_pending(),
             Event::Terminate => self.terminate(),
             Event::Kill => self.kill(),
             Event::Stats(reply) => {
@@ -501,6 +502,23 @@ impl<X: Io> Dispatcher<X> {
         }
         for unit in self.queue.drain(..).chain(unstarted) {
             unit.fail(|task| ErrorKind::Terminated {
+                task: task.to_string(),
+            });
+        }
+    }
+
+    /// Closes, and cancels every call that has not started (queued, or sent ahead and
+    /// taken back); running calls go on and finish.
+    fn cancel_pending(&mut self) {
+        self.closing = true;
+        let mut unstarted = VecDeque::new();
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            if worker.stop.is_none() {
+                let _ = worker.take_back_unstarted(&mut unstarted);
+            }
+        }
+        for unit in self.queue.drain(..).chain(unstarted) {
+            unit.fail(|task| ErrorKind::Cancelled {
                 task: task.to_string(),
             });
         }
