@@ -83,6 +83,7 @@ impl<R> ProcessBuilder<R> {
 
     /// Starts the child and hands it the task.
     pub fn start(self) -> Result<Process<R>, Error> {
+        crate::init::ensure_initialised()?;
         if let Some(me) = supervisor_worker::context() {
             if me.daemon {
                 return Err(ErrorKind::DaemonCannotStart {

@@ -267,6 +267,18 @@ pub enum ErrorKind {
         /// Why.
         reason: String,
     },
+    /// `supervisor::init()` was not called first in `main`: in this program (`worker`
+    /// is `None`; nothing was started), or in a spawned worker, which re-runs `main`
+    /// and reached a `Process` or `Pool` before `init()` (it exits at once instead of
+    /// starting processes of its own).
+    #[error("{}: call supervisor::init() first in main", match worker {
+        None => "supervisor::init() was not called before starting a process".to_string(),
+        Some(pid) => format!("worker {pid} reached the program's code without supervisor::init()"),
+    })]
+    NotInitialised {
+        /// The spawned worker that ran into the guard, if it was one.
+        worker: Option<u32>,
+    },
     /// The forkserver could not be started or has died.
     #[error("the forkserver is unavailable")]
     Forkserver(#[source] Error),
@@ -470,6 +482,7 @@ impl ErrorKind {
             | ErrorKind::Signal { pid, .. }
             | ErrorKind::OpenShared { pid, .. }
             | ErrorKind::PeerDied { pid, .. } => Some(*pid),
+            ErrorKind::NotInitialised { worker } => *worker,
             _ => None,
         }
     }

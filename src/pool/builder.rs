@@ -213,6 +213,7 @@ impl PoolBuilder {
 
     /// Starts the workers (in the background; tasks queue until they are up).
     pub fn build(self) -> Result<Pool, Error> {
+        crate::init::ensure_initialised()?;
         if let Some(me) = supervisor_worker::context() {
             if me.daemon {
                 return Err(ErrorKind::DaemonCannotStart {
