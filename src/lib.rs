@@ -1,6 +1,6 @@
 //! Python's `multiprocessing`, done right: run Rust functions in real worker processes.
 //!
-//! ```no_run
+//! ```
 //! fn square(x: u64) -> u64 {
 //!     x * x
 //! }
@@ -11,14 +11,66 @@
 //!     let mut p = supervisor::Process::builder(square, 7).start()?;
 //!     assert_eq!(p.join()?, 49);
 //!     assert_eq!(p.exitcode(), Some(0));
+//!
+//!     let pool = supervisor::Pool::new(2)?;
+//!     let squares: Vec<u64> = pool.map(square, 0..10).into_iter().collect::<Result<_, _>>()?;
+//!     assert_eq!(squares[9], 81);
+//!     pool.join();
 //!     Ok(())
 //! }
 //! ```
 //!
-//! See `docs/ARCHITECTURE.md` for how a task travels and how each process lives and
-//! dies.
+//! # `init()` first in `main`
+//!
+//! A spawned worker is this program started again: it runs `main` from the top until
+//! [`init()`] turns it into a worker, so `init()` comes before anything else. Starting
+//! a [`Process`] or a [`Pool`] without it fails with [`ErrorKind::NotInitialised`]
+//! (and a worker that gets there without it exits at once), never a fork bomb.
+//!
+//! # What a task is
+//!
+//! A named `fn` of one to six serde arguments, registered once with [`task!`]; the
+//! registration lets every copy of the program find it by name. [`Call`] says exactly
+//! what can be one. A closure cannot: one that captures something does not build,
+//!
+//! ```compile_fail,E0080
+//! fn main() {
+//!     supervisor::init();
+//!     let pool = supervisor::Pool::new(1).unwrap();
+//!     let factor = 3;
+//!     // error: a task must be a named fn registered with `supervisor::task!(name);`
+//!     let _ = pool.apply(move |x: u64| x * factor, 7);
+//! }
+//! ```
+//!
+//! and one that captures nothing fails with [`RegistryError::Closure`]. Pass what it
+//! would capture as an argument instead:
+//!
+//! ```
+//! fn scale((x, factor): (u64, u64)) -> u64 {
+//!     x * factor
+//! }
+//! supervisor::task!(scale);
+//!
+//! fn main() {
+//!     supervisor::init();
+//!     let pool = supervisor::Pool::new(1).unwrap();
+//!     assert_eq!(pool.apply(scale, (7, 3)).unwrap(), 21);
+//! }
+//! ```
+//!
+//! # Linux only
+//!
+//! Workers are watched through pidfds, woken by futexes and fed through memfds and
+//! `/proc`: the crate builds only for Linux (5.3 or later).
+//!
+//! # How it works
+//!
+//! [`architecture`] has how a task travels and how each process lives and dies.
 #![warn(missing_docs)]
 
+#[doc = include_str!("../docs/ARCHITECTURE.md")]
+pub mod architecture {}
 mod error;
 mod exit;
 mod init;
@@ -43,7 +95,7 @@ pub use start_method::StartMethod;
 pub use supervisor_worker::codec::{CodecError, MAX_VALUE};
 pub use supervisor_worker::registry::RegistryError;
 pub use supervisor_worker::setup::SetupStep;
-pub use supervisor_worker::{context as worker_context, task, WorkerContext};
+pub use supervisor_worker::{context as worker_context, task, Call, WorkerContext};
 #[doc(hidden)]
 pub use sync::fault::arm as __arm_sync_fault;
 pub use sync::{

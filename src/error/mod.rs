@@ -83,6 +83,41 @@ impl std::error::Error for Error {
 }
 
 /// Everything that can go wrong when starting, running or joining a process.
+///
+/// A task's failure is data: match on the kind to tell what happened and where.
+///
+/// ```
+/// use supervisor::{ErrorKind, Pool};
+///
+/// fn check(x: i64) -> i64 {
+///     match x {
+///         0 => panic!("zero is not allowed"),
+///         1 => std::process::abort(),
+///         _ => x,
+///     }
+/// }
+/// supervisor::task!(check);
+///
+/// fn main() -> Result<(), supervisor::Error> {
+///     supervisor::init();
+///     let pool = Pool::new(2)?;
+///     for result in pool.map(check, [0, 1, 2]) {
+///         match result {
+///             Ok(x) => assert_eq!(x, 2),
+///             Err(e) => match e.kind() {
+///                 ErrorKind::Panicked { message, pid, .. } => {
+///                     assert_eq!(message, "zero is not allowed");
+///                     assert_eq!(e.pid(), Some(*pid));
+///                 }
+///                 ErrorKind::Crashed { signal, .. } => assert_eq!(signal.to_string(), "SIGABRT"),
+///                 other => panic!("unexpected: {other}"),
+///             },
+///         }
+///     }
+///     pool.join();
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use supervisor_worker::__private::Call;
 use supervisor_worker::codec;
+use supervisor_worker::Call;
 
 use super::dispatcher::Dispatcher;
 use super::hub::Hub;

@@ -14,6 +14,7 @@
 
 pub mod arena;
 pub mod bootstrap;
+pub mod call;
 pub mod codec;
 pub mod fault;
 mod os;
@@ -27,6 +28,7 @@ pub mod serve;
 pub mod server;
 pub mod setup;
 
+pub use call::Call;
 pub use os::exit_now;
 /// `/proc/<pid>/stat`, parsed in one place for the `supervisor` crate, its CLI and
 /// tests; not part of the API.
