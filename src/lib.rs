@@ -64,6 +64,29 @@
 //! Workers are watched through pidfds, woken by futexes and fed through memfds and
 //! `/proc`: the crate builds only for Linux (5.3 or later).
 //!
+//! # Observability
+//!
+//! The library emits [`tracing`](https://docs.rs/tracing) events. They cost nothing
+//! but a check until the program installs a subscriber (with `tracing-subscriber`,
+//! say). Every event has a stable name (`name` in `tracing`'s metadata) and the target
+//! `supervisor`, so `RUST_LOG=supervisor=debug` (with `tracing-subscriber`'s
+//! `EnvFilter`) shows them all:
+//!
+//! | name | level | when | fields |
+//! |---|---|---|---|
+//! | `worker.started` | INFO | a pool worker is up (its handshake done) | `worker`, `pid`, `seat`, `method` |
+//! | `worker.restarted` | INFO | the same, for a seat whose worker ended before | `worker`, `pid`, `seat`, `method`, `restarts` |
+//! | `worker.start_failed` | WARN | a pool worker could not be started | `worker`, `seat`, `error` |
+//! | `worker.exited` | INFO | the reaper collected a pool worker's exit | `worker`, `pid`, `status`, `peak_rss_kib` |
+//! | `task.started` | DEBUG | calls were handed to an idle worker, which starts the first at once (a batch's others follow in order) | `task`, `id` (of the first), `calls`, `pid` |
+//! | `task.finished` | DEBUG | a call's result was delivered | `task`, `id`, `pid`, `attempts`, `duration_us`, `outcome` (`ok` or the error) |
+//! | `tasks.finished` | DEBUG | results of `calls` calls of a `map` chunk were delivered at once | `task`, `id` (of the first), `calls`, `failed`, `pid`, `duration_us` |
+//! | `process.started` | INFO | a `Process` is up and has its task | `process` (its name), `pid`, `task` |
+//! | `process.exited` | INFO | a `Process`'s exit was collected by `join` | `process`, `pid`, `status` |
+//!
+//! A call's `id` is its [`TaskHandle::id`]; `outcome` is `ok` or the error's message
+//! with its sources. `tests/observability.rs` captures them all from a real pool.
+//!
 //! # How it works
 //!
 //! [`architecture`] has how a task travels and how each process lives and dies.
@@ -82,6 +105,7 @@ mod process;
 mod reaper;
 mod start_method;
 mod sync;
+mod trace;
 
 pub use error::{BrokenReason, Error, ErrorKind, ResourceLimit, StormDeath, Violation};
 pub use exit::{ExitStatus, Signal};

@@ -18,6 +18,7 @@ use crate::launch::{self, Spec};
 use crate::os;
 use crate::outcome::{no_result, outcome_to_result};
 use crate::reaper::{ChildSlot, Exit};
+use crate::trace;
 use crate::StartMethod;
 
 /// Longest pause between checks for a child that exited while something else (a
@@ -127,6 +128,7 @@ impl<R> ProcessBuilder<R> {
                 .into());
             }
         }
+        trace::process_started(&name, slot.pid(), entry.name);
         // Closing our sender tells the child there is nothing after this task.
         Ok(Process {
             slot,
@@ -318,6 +320,7 @@ impl<R: DeserializeOwned> Process<R> {
             None => self.slot.wait(),
             Some(deadline) => self.slot.wait_until(deadline)?,
         };
+        trace::process_exited(&self.name, self.pid(), exit.status);
         if !self.keep_task_children && matches!(exit.status, ExitStatus::Signal { .. }) {
             // Killed before it could end its task's children: what is left of them in
             // its process group goes too.

@@ -245,7 +245,7 @@ impl PoolBuilder {
             keep_task_children: self.keep_task_children,
         };
         let timeout_set = cfg.task_timeout.is_some();
-        let hub: Arc<LiveHub> = Hub::new(|hub| Dispatcher::new(cfg, Live { hub }));
+        let hub: Arc<LiveHub> = Hub::new(|hub| Dispatcher::new(cfg, Live::new(hub)));
         let last_stats = Arc::new(Mutex::new(None));
         let last = last_stats.clone();
         let finished = Arc::new(Finished::default());
