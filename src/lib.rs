@@ -61,8 +61,9 @@
 //!
 //! # Linux only
 //!
-//! Workers are watched through pidfds, woken by futexes and fed through memfds and
-//! `/proc`: the crate builds only for Linux (5.3 or later).
+//! Workers are watched through pidfds and `/proc`, fed through memfds and woken by
+//! futexes: the crate builds only for Linux (5.11 or later, for `close_range`), and a
+//! `compile_error!` says so on any other target.
 //!
 //! # Observability
 //!
@@ -91,6 +92,12 @@
 //!
 //! [`architecture`] has how a task travels and how each process lives and dies.
 #![warn(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "supervisor runs only on Linux (5.11 or later): it watches processes through pidfds, \
+     shares memory through memfds and futexes, and reads /proc"
+);
 
 #[doc = include_str!("../docs/ARCHITECTURE.md")]
 pub mod architecture {}
