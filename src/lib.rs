@@ -44,10 +44,10 @@
 //! ```
 //!
 //! and one that captures nothing fails with [`RegistryError::Closure`]. Pass what it
-//! would capture as an argument instead:
+//! would capture as an argument instead (several arguments travel as a tuple):
 //!
 //! ```
-//! fn scale((x, factor): (u64, u64)) -> u64 {
+//! fn scale(x: u64, factor: u64) -> u64 {
 //!     x * factor
 //! }
 //! supervisor::task!(scale);

@@ -183,10 +183,14 @@ fn after_accept(
             return Err(match status {
                 Some(ExitStatus::Code(protocol::EXIT_NO_INIT)) => Handshake::NotInitialised,
                 // A worker runs `main` up to `init()`: what ran before it ended it.
-                Some(status @ ExitStatus::Code(_)) => Handshake::Failed(format!(
-                    "it exited ({status}) before connecting (a spawned worker runs main up \
+                Some(status @ ExitStatus::Code(code))
+                    if code != protocol::EXIT_BOOTSTRAP_FAILED =>
+                {
+                    Handshake::Failed(format!(
+                        "it exited ({status}) before connecting (a spawned worker runs main up \
                      to supervisor::init(), which must come first)"
-                )),
+                    ))
+                }
                 status => Handshake::Failed(format!(
                     "it exited ({}) before connecting",
                     status.map(|s| s.to_string()).unwrap_or_default()
