@@ -1,9 +1,10 @@
 //! `init()`: the one call a program makes first in `main`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::launch::{forkserver, zygote};
 use crate::os;
 use crate::reaper;
@@ -19,6 +20,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// daemon children are terminated and non-daemon children are waited for (as Python
 /// does).
 pub fn init() {
+    // Before the worker takes over: a task in it may start processes of its own.
+    INITIALISED.store(true, Ordering::Release);
     supervisor_worker::bootstrap::become_child_if_marked();
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -27,8 +30,32 @@ pub fn init() {
     });
 }
 
+/// Set by [`init`]: in the program, in every worker (spawned ones call it, forked ones
+/// inherit it) and in the helpers.
+static INITIALISED: AtomicBool = AtomicBool::new(false);
+
+/// The guard every entry point that starts processes passes first (`Process::start`,
+/// `PoolBuilder::build`, [`ensure_forkserver`]).
+///
+/// - In a re-executed worker whose `main` reached this point without [`init`] (the
+///   spawn marker is still in its environment): prints why and exits with
+///   `EXIT_NO_INIT` at once, so a program without `init()` never grows more than one
+///   generation of processes (each worker would run `main` again and start a pool of
+///   its own). Its parent reports [`ErrorKind::NotInitialised`] with its pid.
+/// - In a program that has not called [`init`]: [`ErrorKind::NotInitialised`] without
+///   a pid, before anything is started.
+pub(crate) fn ensure_initialised() -> Result<(), Error> {
+    supervisor_worker::bootstrap::refuse_if_unbooted();
+    if INITIALISED.load(Ordering::Acquire) {
+        Ok(())
+    } else {
+        Err(ErrorKind::NotInitialised { worker: None }.into())
+    }
+}
+
 /// Starts the forkserver now rather than on first use.
 pub fn ensure_forkserver() -> Result<(), Error> {
+    ensure_initialised()?;
     forkserver::client().map(|_| ())
 }
 

@@ -6,10 +6,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Serialize};
-use supervisor_worker::__private::Call;
 use supervisor_worker::arena::Inbox;
 use supervisor_worker::codec::{self, CodecError};
 use supervisor_worker::protocol::{self, FromChild, LinkError, TaskOutcome, TaskRequest, ToChild};
+use supervisor_worker::Call;
 use supervisor_worker::{registry, setup::SetupError};
 
 use crate::error::{Error, ErrorKind, Violation};
@@ -19,6 +19,7 @@ use crate::memory::{while_running, MemoryVerdict, MEMORY_LOOK};
 use crate::os;
 use crate::outcome::{no_result, outcome_to_result};
 use crate::reaper::{ChildSlot, Exit};
+use crate::trace;
 use crate::StartMethod;
 
 /// Longest pause between checks for a child that exited while something else (a
@@ -94,6 +95,7 @@ impl<R> ProcessBuilder<R> {
 
     /// Starts the child and hands it the task.
     pub fn start(self) -> Result<Process<R>, Error> {
+        crate::init::ensure_initialised()?;
         if let Some(me) = supervisor_worker::context() {
             if me.daemon {
                 return Err(ErrorKind::DaemonCannotStart {
@@ -148,6 +150,7 @@ impl<R> ProcessBuilder<R> {
             },
             None => None,
         };
+        trace::process_started(&name, slot.pid(), entry.name);
         // Closing our sender tells the child there is nothing after this task.
         Ok(Process {
             memory,
@@ -183,6 +186,42 @@ pub(crate) fn check_nice(nice: i32) -> Result<(), Error> {
 ///
 /// Dropping the handle without joining is fine: the process runs on (a daemon still
 /// dies with its parent) and is reaped when it exits, never left a zombie.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use supervisor::{ErrorKind, Process, StartMethod};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// supervisor::task!(square);
+///
+/// fn sleep_ms(ms: u64) -> u64 {
+///     std::thread::sleep(Duration::from_millis(ms));
+///     ms
+/// }
+/// supervisor::task!(sleep_ms);
+///
+/// fn main() -> Result<(), supervisor::Error> {
+///     supervisor::init(); // first in main
+///     let mut p = Process::builder(square, 12)
+///         .name("squarer")
+///         .start_method(StartMethod::Forkserver)
+///         .start()?;
+///     assert_eq!(p.join()?, 144);
+///     assert_eq!(p.exitcode(), Some(0));
+///
+///     // One that takes too long: stop it. Its failure is data, as Python's exitcode.
+///     let mut slow = Process::builder(sleep_ms, 60_000).start()?;
+///     assert!(slow.join_timeout(Duration::from_millis(50)).is_none());
+///     slow.terminate()?; // SIGTERM to its process group
+///     let e = slow.join().unwrap_err();
+///     assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e}");
+///     assert_eq!(slow.exitcode(), Some(-15));
+///     Ok(())
+/// }
+/// ```
 pub struct Process<R> {
     slot: Arc<ChildSlot>,
     rx: Option<protocol::Receiver>,
@@ -209,7 +248,7 @@ impl<R> Process<R> {
         F::Arg: Serialize,
     {
         ProcessBuilder {
-            key: std::any::type_name::<F>(),
+            key: supervisor_worker::call::key_of::<F>(),
             arg: codec::encode_value(&arg),
             name: None,
             daemon: false,
@@ -307,6 +346,7 @@ impl<R: DeserializeOwned> Process<R> {
             None => self.slot.wait(),
             Some(deadline) => self.slot.wait_until(deadline)?,
         };
+        trace::process_exited(&self.name, self.pid(), exit.status);
         if !self.keep_task_children && matches!(exit.status, ExitStatus::Signal { .. }) {
             // Killed before it could end its task's children: what is left of them in
             // its process group goes too.

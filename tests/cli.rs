@@ -560,7 +560,11 @@ fn commands_ignoring_sigterm_get_sigkill_after_the_grace_period() {
             &format!("{}\n", pidfile.display()),
         );
         assert_eq!(out.code, 1, "{}", out.stderr);
-        assert!(out.stderr.contains("timed_out"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("timed out after 500ms"),
+            "{}",
+            out.stderr
+        );
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()

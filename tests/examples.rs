@@ -21,8 +21,8 @@ fn example(name: &str) -> PathBuf {
 }
 
 /// Runs an example with `args` and a 60 s limit (a hung example is killed and fails
-/// the test); its stdout.
-fn run_with(name: &str, args: &[&str]) -> String {
+/// the test); what it printed and how it exited.
+fn run_raw(name: &str, args: &[&str]) -> std::process::Output {
     let path = example(name);
     assert!(
         path.exists(),
@@ -45,6 +45,12 @@ fn run_with(name: &str, args: &[&str]) -> String {
     }
     let out = waiter.join().unwrap();
     assert!(finished, "example {name} hung");
+    out
+}
+
+/// Runs an example with `args` and a 60 s limit; its stdout. It must succeed.
+fn run_with(name: &str, args: &[&str]) -> String {
+    let out = run_raw(name, args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -220,5 +226,100 @@ fn commands_example_runs_commands_with_bytes_timeouts_and_spooling() {
                 .any(|l| l.starts_with("nice:") && l.ends_with(" 5")),
             "{out}"
         );
+    });
+}
+
+/// The pids and parent pids of the processes that ran `main` of `forgot_init`, from
+/// what each printed.
+fn mains(stdout: &str) -> Vec<(i32, i32)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("main runs in process "))
+        .map(|rest| {
+            let (pid, parent) = rest.split_once(" (parent ").unwrap();
+            (
+                pid.parse().unwrap(),
+                parent.trim_end_matches(')').parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_program_without_init_is_refused_before_it_starts_anything() {
+    isolated(Duration::from_secs(90), || {
+        let out = run_raw("forgot_init", &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        for what in ["process", "pool"] {
+            assert!(
+                stdout.contains(&format!(
+                    "{what}: error: supervisor::init() was not called before starting a \
+                     process: call supervisor::init() first in main"
+                )),
+                "{stdout}"
+            );
+        }
+        // Only the program itself ran main: not one worker was started.
+        let mains = mains(&stdout);
+        assert_eq!(mains.len(), 1, "{stdout}");
+        assert_eq!(mains[0].1, std::process::id() as i32, "{stdout}");
+    });
+}
+
+#[test]
+fn workers_that_reach_a_pool_without_init_exit_and_never_start_a_second_generation() {
+    isolated(Duration::from_secs(90), || {
+        let out = run_raw("forgot_init", &["--late"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+        let mains = mains(&stdout);
+        let program = std::process::id() as i32;
+        let root: Vec<i32> = mains
+            .iter()
+            .filter(|(_, parent)| *parent == program)
+            .map(|(pid, _)| *pid)
+            .collect();
+        assert_eq!(root.len(), 1, "{stdout}");
+        let workers: Vec<i32> = mains
+            .iter()
+            .filter(|(_, parent)| *parent != program)
+            .map(|(pid, _)| *pid)
+            .collect();
+        // One generation: every other process that ran main is a worker of the program
+        // (a process and a pool of 4), none a worker of a worker.
+        assert!(
+            mains
+                .iter()
+                .all(|(_, parent)| *parent == program || *parent == root[0]),
+            "{stdout}"
+        );
+        assert!((2..=5).contains(&workers.len()), "{stdout}");
+        // Both name a worker that got there without init(), and the worker said why it
+        // exited.
+        let named = |line: &str| {
+            workers.iter().any(|pid| {
+                stdout.contains(&format!(
+                    "{line}worker {pid} reached the program's code without \
+                     supervisor::init(): call supervisor::init() first in main"
+                ))
+            })
+        };
+        assert!(named("process: error: "), "{stdout}");
+        assert!(
+            named("pool: error: the pool is broken: cannot start a worker: "),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains(
+                "was started as a worker, but its main started a process or pool before \
+                 calling supervisor::init(); it exits without starting anything"
+            ),
+            "{stderr}"
+        );
+        for pid in workers {
+            assert!(common::has_exited(pid), "worker {pid} still runs");
+        }
     });
 }

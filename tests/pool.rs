@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{each_method, wait_exit};
+use common::{each_method, isolated, wait_exit};
 use supervisor::{
-    as_completed, BrokenReason, Error, ErrorKind, Pool, StartMethod, StormDeath, WorkerState,
+    as_completed, BrokenReason, Error, ErrorKind, Pool, RegistryError, StartMethod, StormDeath,
+    WorkerState,
 };
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -780,6 +781,32 @@ fn an_unregistered_task_fails_every_input_lazily() {
         }
         let e = pool.apply(unregistered, 1).unwrap_err();
         assert!(matches!(e.kind(), ErrorKind::Registry(_)), "{e:?}");
+        pool.join();
+    });
+}
+
+#[test]
+fn a_closure_is_refused_with_a_message_that_says_to_write_a_named_fn() {
+    isolated(DEADLINE, || {
+        let pool = pool(StartMethod::Spawn, 1).build().unwrap();
+        // Only a closure that captures nothing compiles (see `supervisor::Call`).
+        let e = pool.apply(|x: u64| x + 1, 1).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Registry(RegistryError::Closure(_))),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "a closure (in `pool::a_closure_is_refused_with_a_message_that_says_to_write_a_named_fn`) \
+             cannot be a task: write a named fn, register it with `supervisor::task!(name);` \
+             and pass `name`"
+        );
+        let e = supervisor::Process::builder(|x: u64| x + 1, 1)
+            .start()
+            .err()
+            .expect("a closure cannot start a process");
+        assert!(e.to_string().contains("cannot be a task"), "{e}");
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
         pool.join();
     });
 }

@@ -549,6 +549,11 @@ fn a_child_that_dies_before_connecting_is_an_error_at_once() {
             ),
             "{msg}"
         );
+        // What ran in the child before `init()` ended it: the message points there.
+        assert!(
+            msg.contains("supervisor::init(), which must come first"),
+            "{msg}"
+        );
         assert!(ms.parse::<u64>().unwrap() < 5_000, "took {ms} ms");
     });
 }

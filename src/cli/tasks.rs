@@ -223,7 +223,7 @@ fn is_prime(n: u64) -> bool {
         return false;
     }
     for p in [2u64, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37] {
-        if n % p == 0 {
+        if n.is_multiple_of(p) {
             return n == p;
         }
     }
@@ -257,7 +257,7 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 
 /// A non-trivial factor of composite `n` (Pollard's rho, Brent's variant).
 fn rho(n: u64) -> u64 {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return 2;
     }
     let mut c = 1;

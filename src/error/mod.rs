@@ -85,6 +85,41 @@ impl std::error::Error for Error {
 }
 
 /// Everything that can go wrong when starting, running or joining a process.
+///
+/// A task's failure is data: match on the kind to tell what happened and where.
+///
+/// ```
+/// use supervisor::{ErrorKind, Pool};
+///
+/// fn check(x: i64) -> i64 {
+///     match x {
+///         0 => panic!("zero is not allowed"),
+///         1 => std::process::abort(),
+///         _ => x,
+///     }
+/// }
+/// supervisor::task!(check);
+///
+/// fn main() -> Result<(), supervisor::Error> {
+///     supervisor::init();
+///     let pool = Pool::new(2)?;
+///     for result in pool.map(check, [0, 1, 2]) {
+///         match result {
+///             Ok(x) => assert_eq!(x, 2),
+///             Err(e) => match e.kind() {
+///                 ErrorKind::Panicked { message, pid, .. } => {
+///                     assert_eq!(message, "zero is not allowed");
+///                     assert_eq!(e.pid(), Some(*pid));
+///                 }
+///                 ErrorKind::Crashed { signal, .. } => assert_eq!(signal.to_string(), "SIGABRT"),
+///                 other => panic!("unexpected: {other}"),
+///             },
+///         }
+///     }
+///     pool.join();
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -268,6 +303,18 @@ pub enum ErrorKind {
     ForkUnavailable {
         /// Why.
         reason: String,
+    },
+    /// `supervisor::init()` was not called first in `main`: in this program (`worker`
+    /// is `None`; nothing was started), or in a spawned worker, which re-runs `main`
+    /// and reached a `Process` or `Pool` before `init()` (it exits at once instead of
+    /// starting processes of its own).
+    #[error("{}: call supervisor::init() first in main", match worker {
+        None => "supervisor::init() was not called before starting a process".to_string(),
+        Some(pid) => format!("worker {pid} reached the program's code without supervisor::init()"),
+    })]
+    NotInitialised {
+        /// The spawned worker that ran into the guard, if it was one.
+        worker: Option<u32>,
     },
     /// The forkserver could not be started or has died.
     #[error("the forkserver is unavailable")]
@@ -513,6 +560,7 @@ impl ErrorKind {
             | ErrorKind::Signal { pid, .. }
             | ErrorKind::OpenShared { pid, .. }
             | ErrorKind::PeerDied { pid, .. } => Some(*pid),
+            ErrorKind::NotInitialised { worker } => *worker,
             _ => None,
         }
     }

@@ -27,6 +27,7 @@ use supervisor_worker::protocol::{
 use supervisor_worker::setup::{self, ChildSetup};
 
 use crate::error::{Error, ErrorKind};
+use crate::exit::ExitStatus;
 use crate::os;
 use crate::reaper::{reaper, ChildSlot, Owner};
 
@@ -104,6 +105,13 @@ pub(crate) fn start(
             slot.wait();
             Err(ErrorKind::Spawn(e).into())
         }
+        Err(Handshake::NotInitialised) => {
+            slot.wait();
+            Err(ErrorKind::NotInitialised {
+                worker: Some(pid as u32),
+            }
+            .into())
+        }
         Err(Handshake::Failed(reason)) => {
             let _ = slot.signal(libc::SIGKILL, true);
             slot.wait();
@@ -124,9 +132,11 @@ fn process_title(config: &WorkerConfig) -> String {
     format!("{exe} [{}]", config.name)
 }
 
-/// Why a handshake failed: no thread to accept on, or what the child did wrong.
+/// Why a handshake failed: no thread to accept on, a child whose `main` did not call
+/// `init()` first, or what else the child did wrong.
 enum Handshake {
     NoThread(std::io::Error),
+    NotInitialised,
     Failed(String),
 }
 
@@ -150,7 +160,7 @@ fn handshake(
             let _ = tx.send(Event::Accepted(server.accept()));
         })
         .map_err(Handshake::NoThread)?;
-    after_accept(rx, deadline, path, secret, slot, config).map_err(Handshake::Failed)
+    after_accept(rx, deadline, path, secret, slot, config)
 }
 
 /// The rest of a handshake, once a thread accepts the child's connection.
@@ -161,23 +171,51 @@ fn after_accept(
     secret: &[u8; SECRET_LEN],
     slot: &ChildSlot,
     config: WorkerConfig,
-) -> Result<Link, String> {
+) -> Result<Link, Handshake> {
     let (receiver, hello) = match rx.recv_timeout(BOOTSTRAP_TIMEOUT) {
         Ok(Event::Accepted(Ok(accepted))) => accepted,
-        Ok(Event::Accepted(Err(e))) => return Err(format!("accept failed: {e:?}")),
+        Ok(Event::Accepted(Err(e))) => {
+            return Err(Handshake::Failed(format!("accept failed: {e:?}")))
+        }
         Ok(Event::Exited) => {
             discard_bootstrap(path);
-            let status = slot
-                .exit()
-                .map(|e| e.status.to_string())
-                .unwrap_or_default();
-            return Err(format!("it exited ({status}) before connecting"));
+            let status = slot.exit().map(|e| e.status);
+            return Err(match status {
+                Some(ExitStatus::Code(protocol::EXIT_NO_INIT)) => Handshake::NotInitialised,
+                // A worker runs `main` up to `init()`: what ran before it ended it.
+                Some(status @ ExitStatus::Code(code))
+                    if code != protocol::EXIT_BOOTSTRAP_FAILED =>
+                {
+                    Handshake::Failed(format!(
+                        "it exited ({status}) before connecting (a spawned worker runs main up \
+                     to supervisor::init(), which must come first)"
+                    ))
+                }
+                status => Handshake::Failed(format!(
+                    "it exited ({}) before connecting",
+                    status.map(|s| s.to_string()).unwrap_or_default()
+                )),
+            });
         }
         Err(_) => {
             discard_bootstrap(path);
-            return Err(format!("it did not connect within {BOOTSTRAP_TIMEOUT:?}"));
+            return Err(Handshake::Failed(format!(
+                "it did not connect within {BOOTSTRAP_TIMEOUT:?}"
+            )));
         }
     };
+    verify(receiver, hello, deadline, secret, slot, config).map_err(Handshake::Failed)
+}
+
+/// Checks a connected child's hello and takes its handoff; sends its configuration.
+fn verify(
+    receiver: IpcReceiver<ByteBuf>,
+    hello: ByteBuf,
+    deadline: Instant,
+    secret: &[u8; SECRET_LEN],
+    slot: &ChildSlot,
+    config: WorkerConfig,
+) -> Result<Link, String> {
     let hello = Hello::verify(&hello, secret).map_err(|e| format!("rejected its hello: {e}"))?;
     if hello.version != protocol::PROTOCOL_VERSION {
         return Err(format!(

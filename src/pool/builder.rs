@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use supervisor_worker::__private::Call;
 use supervisor_worker::codec;
+use supervisor_worker::Call;
 
 use super::dispatcher::Dispatcher;
 use super::hub::Hub;
@@ -248,6 +248,7 @@ impl PoolBuilder {
 
     /// Starts the workers (in the background; tasks queue until they are up).
     pub fn build(self) -> Result<Pool, Error> {
+        crate::init::ensure_initialised()?;
         if let Some(me) = supervisor_worker::context() {
             if me.daemon {
                 return Err(ErrorKind::DaemonCannotStart {
@@ -281,15 +282,7 @@ impl PoolBuilder {
             max_memory_per_child: self.max_memory_per_child,
         };
         let timeout_set = cfg.task_timeout.is_some();
-        let hub: Arc<LiveHub> = Hub::new(|hub| {
-            Dispatcher::new(
-                cfg,
-                Live {
-                    hub,
-                    trees: Default::default(),
-                },
-            )
-        });
+        let hub: Arc<LiveHub> = Hub::new(|hub| Dispatcher::new(cfg, Live::new(hub)));
         let last_stats = Arc::new(Mutex::new(None));
         let last = last_stats.clone();
         let finished = Arc::new(Finished::default());

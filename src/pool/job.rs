@@ -17,6 +17,7 @@ use supervisor_worker::poll::{self, poll_until};
 use super::wake;
 
 use crate::error::{Error, ErrorKind, Violation};
+use crate::trace;
 
 /// A worker's link lent to the caller of an `apply` (see `reader.rs`).
 pub(crate) trait LentLink: Send + Sync {
@@ -341,19 +342,32 @@ impl Job {
     /// Delivers the result and how the job ran; the job is finished.
     pub(crate) fn complete_with(mut self, result: JobResult, meta: JobMeta) {
         if let Some(sink) = self.sink.take() {
+            self.trace(&result, &meta);
             sink.deliver(result, meta);
         }
+    }
+
+    fn trace(&self, result: &JobResult, meta: &JobMeta) {
+        trace::task_finished(
+            self.task,
+            self.id,
+            result,
+            meta.pid,
+            meta.attempts,
+            meta.duration,
+        );
     }
 }
 
 impl Drop for Job {
     fn drop(&mut self) {
         if let Some(sink) = self.sink.take() {
-            let err = ErrorKind::Terminated {
+            let err = Err(ErrorKind::Terminated {
                 task: self.task.to_string(),
             }
-            .into();
-            sink.deliver(Err(err), JobMeta::default());
+            .into());
+            self.trace(&err, &JobMeta::default());
+            sink.deliver(err, JobMeta::default());
         }
     }
 }
@@ -369,6 +383,9 @@ pub(crate) struct Deliveries {
 impl Deliveries {
     /// Completes `job`, holding stream results back until [`Deliveries::flush`].
     pub(crate) fn complete(&mut self, mut job: Job, result: JobResult, meta: JobMeta) {
+        if job.sink.is_some() {
+            job.trace(&result, &meta);
+        }
         match job.sink.take() {
             Some(Sink::Stream { stream, index, tx }) => {
                 if self.stream.as_ref().is_some_and(|(s, _)| *s != stream) {
@@ -536,6 +553,17 @@ impl Chunk {
     /// Delivers the results of the next `results.lens.len()` calls (at
     /// [`Chunk::next_index`]).
     pub(crate) fn deliver(&mut self, results: PackedResults) {
+        if trace::tasks_enabled() {
+            let failed = results.others.iter().filter(|(_, r)| r.is_err()).count();
+            trace::chunk_finished(
+                self.task,
+                self.first_id + self.delivered as u64,
+                results.lens.len(),
+                failed,
+                results.meta.pid,
+                results.meta.duration,
+            );
+        }
         self.delivered += results.lens.len();
         if let Some(tx) = &self.tx {
             tx.send(Delivery::Packed(results));
@@ -597,6 +625,9 @@ impl Chunk {
     /// Fails every undelivered call, in one message to the stream.
     fn fail(&mut self, error: &dyn Fn(&'static str) -> ErrorKind) {
         if let Some(tx) = self.tx.take() {
+            let left = self.lens.len().saturating_sub(self.delivered);
+            let id = self.first_id + self.delivered as u64;
+            trace::chunk_finished(self.task, id, left, left, 0, Duration::ZERO);
             let items = (self.delivered..self.lens.len())
                 .map(|i| {
                     (

@@ -21,6 +21,7 @@ use crate::error::{Error, ErrorKind};
 use crate::launch::{self, Spec};
 use crate::os;
 use crate::reaper::{ChildSlot, Exit};
+use crate::trace;
 use crate::StartMethod;
 
 /// The pool's hub with real workers.
@@ -31,6 +32,18 @@ pub(crate) struct Live {
     pub(crate) hub: Weak<LiveHub>,
     /// Busy workers' process trees, for `memory_limit`.
     pub(crate) trees: os::TreeWatch,
+    /// Starts so far per seat (for the `worker.restarted` event).
+    starts: Vec<u32>,
+}
+
+impl Live {
+    pub(crate) fn new(hub: Weak<LiveHub>) -> Live {
+        Live {
+            hub,
+            trees: Default::default(),
+            starts: Vec::new(),
+        }
+    }
 }
 
 /// A worker process as its starter hands it over: its slot (watched by the reaper) and
@@ -43,6 +56,11 @@ impl Io for Live {
 
     fn start(&mut self, seat: usize, spec: Spec) -> std::io::Result<()> {
         let hub = self.hub.clone();
+        if self.starts.len() <= seat {
+            self.starts.resize(seat + 1, 0);
+        }
+        let restarts = self.starts[seat];
+        self.starts[seat] += 1;
         std::thread::Builder::new()
             .name("supervisor-start".into())
             .stack_size(256 * 1024)
@@ -51,6 +69,21 @@ impl Io for Live {
                 // a failed start like any other, never a starter thread that vanishes.
                 let result = std::panic::catch_unwind(|| launch::start_worker(&spec))
                     .unwrap_or_else(|panic| Err(dependency_panic(panic.as_ref())));
+                match &result {
+                    Ok((slot, _)) => {
+                        let pid = slot.pid();
+                        trace::worker_started(&spec.name, pid, seat, spec.method, restarts);
+                        let watched = Arc::downgrade(slot);
+                        let name = spec.name;
+                        slot.on_exit(Box::new(move || {
+                            if let Some(slot) = watched.upgrade() {
+                                let exit = slot.exit().unwrap_or(Exit::UNKNOWN);
+                                trace::worker_exited(&name, pid, exit.status, exit.peak_rss_kib);
+                            }
+                        }));
+                    }
+                    Err(e) => trace::worker_start_failed(&spec.name, seat, e),
+                }
                 post_to(&hub, Event::Started { seat, result });
             })
             .map(drop)
@@ -174,7 +207,11 @@ impl WorkerLink for LiveWorker {
     }
 
     fn send_unit(&mut self, seq: u64, unit: &Unit) -> bool {
-        self.send(&unit_message(seq, unit))
+        let sent = self.send(&unit_message(seq, unit));
+        if sent {
+            trace::task_started(unit.task, unit.first_id(), unit.len(), self.slot.pid());
+        }
+        sent
     }
 
     fn send_init(&mut self, request: &ToChild) -> bool {

@@ -28,9 +28,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use serde::{de::DeserializeOwned, Serialize};
-use supervisor_worker::__private::Call;
 use supervisor_worker::codec::{self, CodecError, BATCH_BYTES};
 use supervisor_worker::registry::{self, RegistryError};
+use supervisor_worker::Call;
 
 pub use builder::{PoolBuilder, RestartLimit};
 pub use handle::{as_completed, AsCompleted, AsCompletedStream, TaskHandle};
@@ -95,6 +95,72 @@ impl Shared {
 /// are gone, so it blocks its thread up to the grace period. Call [`Pool::join`] first
 /// to let queued work finish; from async code, await [`Pool::join_async`] (or
 /// [`Pool::terminate_async`]) first, after which `drop` does not block.
+///
+/// Each task is a registered function (see [`crate::Call`]); each input's result is
+/// its own, so one that fails (an error, a panic, a crash, a timeout) fails alone and
+/// the pool goes on with a fresh worker where one died.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use supervisor::{as_completed, ErrorKind, Pool};
+///
+/// fn collatz_steps(mut n: u64) -> u32 {
+///     let mut steps = 0;
+///     while n > 1 {
+///         n = if n % 2 == 0 { n / 2 } else { 3 * n + 1 };
+///         steps += 1;
+///     }
+///     steps
+/// }
+/// supervisor::task!(collatz_steps);
+///
+/// fn divide(a: u64, b: u64) -> Result<u64, String> {
+///     a.checked_div(b).ok_or_else(|| format!("{a} / 0"))
+/// }
+/// supervisor::task!(divide);
+///
+/// fn sleep_ms(ms: u64) -> u64 {
+///     std::thread::sleep(Duration::from_millis(ms));
+///     ms
+/// }
+/// supervisor::task!(sleep_ms);
+///
+/// fn main() -> Result<(), supervisor::Error> {
+///     supervisor::init(); // first in main
+///     let pool = Pool::builder()
+///         .procs(2)
+///         .task_timeout(Duration::from_secs(1))
+///         .build()?;
+///
+///     // map: one result per input, in input order.
+///     let steps = pool.map(collatz_steps, [1, 6, 27]);
+///     let steps: Vec<u32> = steps.into_iter().collect::<Result<_, _>>()?;
+///     assert_eq!(steps, [0, 8, 111]);
+///
+///     // Several arguments go as a tuple; a returned `Err` reaches the caller as such.
+///     assert_eq!(pool.apply(divide, (7, 2))?, Ok(3));
+///     assert_eq!(pool.apply(divide, (7, 0))?, Err("7 / 0".to_string()));
+///
+///     // submit returns a handle at once; as_completed yields them as their tasks end.
+///     let handles = [30, 10, 20].map(|ms| pool.submit(sleep_ms, ms));
+///     let mut done = Vec::new();
+///     for handle in as_completed(handles) {
+///         done.push(handle.wait()?);
+///     }
+///     done.sort();
+///     assert_eq!(done, [10, 20, 30]);
+///
+///     // Past its time limit a task fails alone: its worker is stopped and replaced.
+///     let e = pool.apply(sleep_ms, 60_000).unwrap_err();
+///     assert!(matches!(e.kind(), ErrorKind::TimedOut { .. }), "{e}");
+///     assert_eq!(pool.apply(collatz_steps, 6)?, 8);
+///
+///     pool.close(); // no more work
+///     pool.join(); // the queued work finishes, the workers exit
+///     Ok(())
+/// }
+/// ```
 pub struct Pool {
     pub(in crate::pool) shared: Arc<Shared>,
     pub(in crate::pool) thread: Mutex<Option<JoinHandle<()>>>,
@@ -109,7 +175,7 @@ pub struct Pool {
 
 /// The registered name of task function `F`.
 pub(in crate::pool) fn resolve<F>() -> Result<&'static str, RegistryError> {
-    Ok(registry::by_key(std::any::type_name::<F>())?.name)
+    Ok(registry::by_key(supervisor_worker::call::key_of::<F>())?.name)
 }
 
 impl Pool {

@@ -38,6 +38,30 @@ pub enum Acquired {
 /// Built on a robust process-shared pthread mutex: the kernel releases it when its
 /// holder dies. Not reentrant: locking twice from one thread is
 /// [`ErrorKind::WouldDeadlock`].
+///
+/// ```
+/// use supervisor::{Acquired, Lock, Process};
+///
+/// /// Takes the lock and dies holding it.
+/// fn die_holding(lock: Lock) {
+///     let _guard = lock.lock().unwrap();
+///     std::process::abort();
+/// }
+/// supervisor::task!(die_holding);
+///
+/// fn main() -> Result<(), supervisor::Error> {
+///     supervisor::init();
+///     let lock = Lock::new()?;
+///     let mut child = Process::builder(die_holding, lock.clone()).start()?;
+///     assert!(child.join().is_err()); // killed by SIGABRT
+///     // Python's lock would stay held forever; this one says what happened.
+///     let guard = lock.lock()?;
+///     assert!(matches!(guard.acquired(), Acquired::PreviousHolderDied { .. }));
+///     drop(guard);
+///     assert_eq!(lock.lock()?.acquired(), Acquired::Clean);
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Lock {
     att: Holder,

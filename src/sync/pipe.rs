@@ -64,6 +64,32 @@ pub type PipeEnds<S, R> = (Pipe<S, R>, Pipe<R, S>);
 /// stopped while holding it holds up untimed calls until it runs or dies). `recv_timeout`
 /// returns by its deadline whatever the other end does (a process stopped holding the
 /// pipe's internal mutex included), `try_recv` at once (within about 1 ms).
+///
+/// ```
+/// use supervisor::{Pipe, Process};
+///
+/// /// Answers each question with its length until the asking end goes away.
+/// fn answer(end: Pipe<usize, String>) -> u32 {
+///     let mut answered = 0;
+///     while let Ok(question) = end.recv() {
+///         end.send(&question.len()).unwrap();
+///         answered += 1;
+///     }
+///     answered
+/// }
+/// supervisor::task!(answer);
+///
+/// fn main() -> Result<(), supervisor::Error> {
+///     supervisor::init();
+///     let (ask, theirs) = Pipe::<String, usize>::new()?;
+///     let mut child = Process::builder(answer, theirs).start()?;
+///     ask.send(&"how long is this?".to_string())?;
+///     assert_eq!(ask.recv()?, 17);
+///     drop(ask); // the child's next `recv` fails with PeerClosed, and it returns
+///     assert_eq!(child.join()?, 1);
+///     Ok(())
+/// }
+/// ```
 pub struct Pipe<S, R> {
     att: Holder,
     types: PhantomData<fn(S) -> R>,

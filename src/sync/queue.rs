@@ -90,7 +90,7 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
 /// process share one mapping.
 ///
 /// - An item is delivered whole or not at all, to exactly one getter, also when a
-///   putter or getter is killed mid-operation (see `docs/ARCHITECTURE.md`).
+///   putter or getter is killed mid-operation (see [`crate::architecture`]).
 /// - A `get` on an empty queue (or a `put` on a full one) that no other handle can
 ///   end fails with [`ErrorKind::PeerClosed`] (every other holder dropped it) or
 ///   [`ErrorKind::PeerDied`] (the others died) instead of waiting forever, within about
@@ -105,6 +105,41 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
 ///   without a timeout wait as long as it takes.
 /// - [`Queue::close`] ends the queue for everyone: puts fail, gets drain what is left
 ///   and then fail with [`ErrorKind::Closed`].
+///
+/// ```
+/// use supervisor::{ErrorKind, Process, Queue};
+///
+/// /// Doubles what comes in until the input is closed; returns how many it did.
+/// fn doubler((input, output): (Queue<u64>, Queue<u64>)) -> u64 {
+///     let mut done = 0;
+///     loop {
+///         match input.get() {
+///             Ok(x) => output.put(&(2 * x)).unwrap(),
+///             Err(e) if matches!(e.kind(), ErrorKind::Closed { .. }) => return done,
+///             Err(e) => panic!("{e}"),
+///         }
+///         done += 1;
+///     }
+/// }
+/// supervisor::task!(doubler);
+///
+/// fn main() -> Result<(), supervisor::Error> {
+///     supervisor::init();
+///     let input = Queue::<u64>::new()?;
+///     let output = Queue::<u64>::bounded(16)?;
+///     // The handles travel in the argument; the child opens the same queues.
+///     let mut child = Process::builder(doubler, (input.clone(), output.clone())).start()?;
+///     for x in 1..=3 {
+///         input.put(&x)?;
+///     }
+///     input.close()?; // the child's next `get` after these three says Closed
+///     let mut doubled = vec![output.get()?, output.get()?, output.get()?];
+///     doubled.sort();
+///     assert_eq!(doubled, [2, 4, 6]);
+///     assert_eq!(child.join()?, 3);
+///     Ok(())
+/// }
+/// ```
 pub struct Queue<T> {
     att: Holder,
     item: PhantomData<fn(T) -> T>,

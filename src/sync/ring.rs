@@ -58,7 +58,7 @@ impl<'a> Ring<'a> {
         size: usize,
         kind: &'static str,
     ) -> Self {
-        debug_assert!(size % 8 == 0 && size >= 64);
+        debug_assert!(size.is_multiple_of(8) && size >= 64);
         Ring {
             state,
             data,

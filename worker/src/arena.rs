@@ -8,7 +8,7 @@
 //! message (`adopt`), and then writes later big messages straight into it.
 //!
 //! The arena's first word says whose turn it is. The sender writes only while it is
-//! [`FREE`] and then marks it [`FULL`]; the receiver copies the message out into memory
+//! `FREE` and then marks it `FULL`; the receiver copies the message out into memory
 //! of its own (one `memcpy`) and marks the arena free again at once. If the receiver is
 //! behind, the message travels in a one-off region as before. Nobody ever waits on the
 //! word, so a peer that never frees the arena only costs speed.

@@ -10,7 +10,7 @@ use serde_bytes::ByteBuf;
 
 use crate::protocol::{
     self, Channel, Frame, FromChild, Hello, Link, Role, ToChild, ENV_BOOTSTRAP, ENV_SECRET,
-    EXIT_BOOTSTRAP_FAILED, SECRET_LEN,
+    EXIT_BOOTSTRAP_FAILED, EXIT_NO_INIT, SECRET_LEN,
 };
 use crate::{serve, server};
 
@@ -58,6 +58,28 @@ pub fn become_child_if_marked() {
         },
         Ok(_) => fail("the parent's first message was not a configuration"),
         Err(e) => fail(&crate::error_chain(&e)),
+    }
+}
+
+/// Whether this process was started as a worker and has not become one yet: the marker
+/// [`become_child_if_marked`] removes is still in its environment. True only in a
+/// re-executed child whose `main` did not call `supervisor::init()` first.
+pub fn is_unbooted_worker() -> bool {
+    std::env::var_os(ENV_BOOTSTRAP).is_some()
+}
+
+/// In a re-executed child that reached the program's code without `init()`: says so
+/// on stderr and exits with [`EXIT_NO_INIT`], before it can start processes of its own
+/// (which would run `main` again, and so on: a fork bomb). Elsewhere does nothing.
+pub fn refuse_if_unbooted() {
+    if is_unbooted_worker() {
+        eprintln!(
+            "supervisor: process {} was started as a worker, but its main started a process \
+             or pool before calling supervisor::init(); it exits without starting anything \
+             (call supervisor::init() first in main)",
+            std::process::id()
+        );
+        serve::finish(EXIT_NO_INIT)
     }
 }
 

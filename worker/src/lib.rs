@@ -9,11 +9,19 @@
 //! - [`poll`]: waiting awake for an answer that is about to come.
 //! - [`bootstrap`]: the child side of the spawn handshake.
 //!
-//! Parent-side code lives in the `supervisor` crate, which re-exports what users need.
+//! Parent-side code lives in the `supervisor` crate, which re-exports what users need:
+//! depend on that one. [`Call`] says what can be a task. Linux only.
 #![warn(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "supervisor-worker runs only on Linux (5.11 or later): it watches processes through pidfds, \
+     shares memory through memfds and futexes, and reads /proc"
+);
 
 pub mod arena;
 pub mod bootstrap;
+pub mod call;
 pub mod codec;
 pub mod fault;
 mod os;
@@ -27,6 +35,7 @@ pub mod serve;
 pub mod server;
 pub mod setup;
 
+pub use call::Call;
 pub use os::exit_now;
 /// `/proc/<pid>/stat`, parsed in one place for the `supervisor` crate, its CLI and
 /// tests; not part of the API.

@@ -24,7 +24,7 @@
 //!
 //! ipc-channel does not expose a receiver's descriptor. Its `Debug` output does
 //! (`IpcReceiver { os_receiver: OsIpcReceiver { fd: Cell { value: N } }, .. }`), so
-//! [`receiver_fd`] reads it from there; the crate is pinned (`=0.23.1` in Cargo.toml),
+//! `receiver_fd` reads it from there; the crate is pinned (`=0.23.1` in Cargo.toml),
 //! the first descriptor found is checked to be a `SOCK_SEQPACKET` socket, and a unit
 //! test fails if the layout changes.
 

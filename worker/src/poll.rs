@@ -21,7 +21,7 @@ pub fn poll_until(until: Instant, every: u32, mut ready: impl FnMut() -> bool) -
     let mut polls = 0u32;
     while !ready() {
         polls = polls.wrapping_add(1);
-        if polls % every == 0 {
+        if polls.is_multiple_of(every) {
             if Instant::now() >= until {
                 return false;
             }

@@ -37,6 +37,13 @@ pub enum RegistryError {
     /// No `task!` registration for this function or name.
     #[error("task `{0}` is not registered (add `supervisor::task!({0});` next to it)")]
     NotRegistered(String),
+    /// A closure was passed as a task (one that captures nothing: others do not
+    /// compile). The string is the function it was written in.
+    #[error(
+        "a closure (in `{0}`) cannot be a task: write a named fn, register it with \
+         `supervisor::task!(name);` and pass `name`"
+    )]
+    Closure(String),
     /// Two registrations share a name.
     #[error("task name `{0}` is registered more than once")]
     Duplicate(String),
@@ -75,11 +82,15 @@ pub fn by_name(name: &str) -> Result<&'static TaskEntry, RegistryError> {
 /// Finds the entry registered for the function whose type name is `key`, and checks
 /// that its name is unique.
 pub fn by_key(key: &str) -> Result<&'static TaskEntry, RegistryError> {
-    let entry = index()
-        .by_key
-        .get(key)
-        .ok_or_else(|| RegistryError::NotRegistered(short_name(key).to_string()))?;
+    let entry = index().by_key.get(key).ok_or_else(|| not_registered(key))?;
     by_name(entry.name)
+}
+
+fn not_registered(key: &str) -> RegistryError {
+    match key.find("::{{closure}}") {
+        Some(at) => RegistryError::Closure(key[..at].to_string()),
+        None => RegistryError::NotRegistered(short_name(key).to_string()),
+    }
 }
 
 /// Every registered task, sorted by name.
@@ -95,16 +106,31 @@ fn short_name(type_name: &str) -> &str {
 
 /// Registers a function as a task that workers can run.
 ///
-/// ```ignore
-/// fn square(x: u64) -> u64 { x * x }
-/// supervisor::task!(square);                       // name: "square"
+/// Write it once, next to the function, at module level; `supervisor::task!` is this
+/// macro. [`Call`](crate::Call) says what can be a task.
+///
+/// ```
+/// # use supervisor_worker as supervisor;
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// supervisor::task!(square); // name: "square"
+///
+/// fn sha512_chain((seed, rounds): (String, u32)) -> String {
+///     format!("{seed}:{rounds}") // ...
+/// }
 /// supervisor::task!("sha512-chain" => sha512_chain); // an explicit stable name
+///
+/// // The CLI and the wire find tasks by name.
+/// assert!(supervisor_worker::registry::by_name("square").is_ok());
+/// assert!(supervisor_worker::registry::by_name("sha512-chain").is_ok());
 /// ```
 ///
 /// The function takes one to six arguments and returns one value, all serde types; a
 /// caller passes several arguments as a tuple. A function returning `Result<T, E>` with
 /// `E: Display` is counted as failed when it returns `Err`; the `Err` value still
-/// reaches a typed caller.
+/// reaches a typed caller. A name must be unique in the program: looking up a name
+/// registered twice fails with [`RegistryError::Duplicate`].
 #[macro_export]
 macro_rules! task {
     ($f:ident) => {
@@ -136,6 +162,7 @@ pub mod support {
     use serde::{de::DeserializeOwned, Serialize};
     use std::fmt::Display;
 
+    pub use crate::call::Call;
     use crate::codec;
     use crate::protocol::TaskOutcome;
 
@@ -148,45 +175,6 @@ pub mod support {
             message: crate::error_chain(&e),
         })
     }
-
-    /// A function callable with its arguments packed in one value (a tuple for more
-    /// than one). `M` only tells the impls apart: a function item has one arity, so
-    /// exactly one impl applies and `M` is inferred.
-    pub trait Call<M> {
-        /// The packed arguments.
-        type Arg;
-        /// What the function returns.
-        type Out;
-        /// Calls the function with the unpacked arguments.
-        fn call_packed(&self, arg: Self::Arg) -> Self::Out;
-    }
-
-    macro_rules! impl_call {
-        ($($a:ident),+) => {
-            impl<F, R, $($a),+> Call<($($a,)+)> for F
-            where
-                F: Fn($($a),+) -> R,
-            {
-                type Arg = impl_call!(@arg $($a),+);
-                type Out = R;
-                #[allow(non_snake_case)]
-                fn call_packed(&self, arg: Self::Arg) -> R {
-                    let impl_call!(@pat $($a),+) = arg;
-                    self($($a),+)
-                }
-            }
-        };
-        (@arg $a:ident) => { $a };
-        (@arg $($a:ident),+) => { ($($a,)+) };
-        (@pat $a:ident) => { $a };
-        (@pat $($a:ident),+) => { ($($a,)+) };
-    }
-    impl_call!(A);
-    impl_call!(A, B);
-    impl_call!(A, B, C);
-    impl_call!(A, B, C, D);
-    impl_call!(A, B, C, D, E);
-    impl_call!(A, B, C, D, E, G);
 
     pub fn call<F: Call<M>, M>(f: &F, arg: F::Arg) -> F::Out {
         f.call_packed(arg)

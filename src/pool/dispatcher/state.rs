@@ -405,6 +405,7 @@ impl<X: Io> Dispatcher<X> {
                         | ErrorKind::ForkUnavailable { .. }
                         | ErrorKind::Registry(_)
                         | ErrorKind::DaemonCannotStart { .. }
+                        | ErrorKind::NotInitialised { .. }
                 );
                 if permanent {
                     self.break_pool(BrokenReason::CannotStart(Arc::new(e)));

@@ -11,6 +11,10 @@ pub const ENV_SECRET: &str = "__SUPERVISOR_SECRET";
 /// Exit code of a child that was started as a worker but could not become one
 /// (bad bootstrap, failed set-up). It ran no task.
 pub const EXIT_BOOTSTRAP_FAILED: i32 = 70;
+/// Exit code of a child that was started as a worker and reached the program's own
+/// code (a `Process` or `Pool` about to start) without `supervisor::init()` having run
+/// first in `main`. It started nothing.
+pub const EXIT_NO_INIT: i32 = 78;
 
 /// The fixed-layout first message of a spawned child. Checked byte for byte, secret
 /// first, before anything else the peer sent is decoded.

@@ -20,8 +20,8 @@ mod messages;
 
 pub use frame::{Channel, Frame, INLINE_LIMIT};
 pub use handshake::{
-    build_id, Hello, HelloError, ENV_BOOTSTRAP, ENV_SECRET, EXIT_BOOTSTRAP_FAILED, HELLO_LEN,
-    SECRET_LEN,
+    build_id, Hello, HelloError, ENV_BOOTSTRAP, ENV_SECRET, EXIT_BOOTSTRAP_FAILED, EXIT_NO_INIT,
+    HELLO_LEN, SECRET_LEN,
 };
 pub use link::{send_frame, Link, LinkError, Receiver};
 pub use messages::{
