@@ -462,6 +462,8 @@ fn joblog_stats_retries_recycling_and_start_methods() {
                 "--retries",
                 "2",
                 "--stats",
+                "--joblog-format",
+                "json",
                 "--joblog",
                 log.to_str().unwrap(),
                 "--start-method",

@@ -261,7 +261,7 @@ fn a_command_whose_child_allocates_past_the_limit_is_reported_memory_exceeded() 
                 "--format",
                 "json",
             ])
-            .arg("--joblog")
+            .args(["--joblog-format", "json", "--joblog"])
             .arg(&joblog)
             .args(["--", "sh", "-c", script, "sh", "{}"])
             .stdin(Stdio::piped())

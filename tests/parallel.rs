@@ -1,6 +1,7 @@
 //! GNU parallel as the oracle: the same command lines given to `parallel` and to
-//! `supervisor run` print the same bytes. GNU parallel must be installed (`.ci/setup`
-//! installs it); a missing one fails these tests, it never skips them.
+//! `supervisor run` print the same bytes. GNU parallel is installed by `.ci/setup`,
+//! which these tests run first (it does nothing when parallel is there); if it cannot
+//! be installed, they fail, they never skip.
 
 mod common;
 
@@ -20,8 +21,28 @@ struct Out {
     stderr: String,
 }
 
+/// Installs GNU parallel if it is missing (once per test binary).
+fn setup() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/setup");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .output()
+            .expect("bash runs .ci/setup");
+        assert!(
+            out.status.success(),
+            "{} could not install GNU parallel, which these tests compare with: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
 /// Runs `program args` with `stdin`, in `dir`, killing it after 60 s.
 fn run(program: &str, args: &[&str], stdin: &[u8], dir: &Path) -> Out {
+    setup();
     let mut child = Command::new(program)
         .args(args)
         .current_dir(dir)
@@ -54,7 +75,8 @@ fn run(program: &str, args: &[&str], stdin: &[u8], dir: &Path) -> Out {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("supervisor-parallel-{name}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("supervisor-parallel-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("f1"), "l1\nl2\n").unwrap();
@@ -81,23 +103,78 @@ const fn case(args: &'static [&'static str], stdin: &'static [u8]) -> Case {
 
 const CASES: &[Case] = &[
     case(&["-k", "echo", ":::", "a", "b", "c"], b""),
-    case(&["-k", "echo", "{}", "{.}", "{/}", "{//}", "{/.}", ":::", "dir.x/a.tar.gz", "b", ".hidden", "/a"], b""),
-    case(&["-k", "echo", "{1}-{2}", ":::", "a", "b", ":::", "1", "2"], b""),
-    case(&["-k", "echo", ":::", "a", "b", "c", ":::+", "1", "2", "3"], b""),
+    case(
+        &[
+            "-k",
+            "echo",
+            "{}",
+            "{.}",
+            "{/}",
+            "{//}",
+            "{/.}",
+            ":::",
+            "dir.x/a.tar.gz",
+            "b",
+            ".hidden",
+            "/a",
+        ],
+        b"",
+    ),
+    case(
+        &["-k", "echo", "{1}-{2}", ":::", "a", "b", ":::", "1", "2"],
+        b"",
+    ),
+    case(
+        &["-k", "echo", ":::", "a", "b", "c", ":::+", "1", "2", "3"],
+        b"",
+    ),
     case(&["-k", "-a", "f1", "-a", "f2", "echo"], b""),
     case(&["-k", "echo", "{2}", "{1}", "::::", "f1", ":::", "x"], b""),
-    case(&["-k", "echo", ":::", "a", ":::", "x", "y", ":::+", "1", "2"], b""),
-    case(&["-k", "echo", "{1/}", "{1.}", "{2}", ":::", "d/f.t", ":::", "y"], b""),
-    case(&["-k", "--colsep", ":", "echo", "{3}", "{1}", "{}"], b"a:b:c\nd:e:f\n"),
+    case(
+        &["-k", "echo", ":::", "a", ":::", "x", "y", ":::+", "1", "2"],
+        b"",
+    ),
+    case(
+        &[
+            "-k", "echo", "{1/}", "{1.}", "{2}", ":::", "d/f.t", ":::", "y",
+        ],
+        b"",
+    ),
+    case(
+        &["-k", "--colsep", ":", "echo", "{3}", "{1}", "{}"],
+        b"a:b:c\nd:e:f\n",
+    ),
     case(&["-k", "--colsep", ",", "echo"], b"a b,c\n"),
     case(&["-k", "-0", "echo"], b"a\0b c\0"),
     case(&["-k", "-d", ";", "echo", "{}"], b"x,y;z,w;"),
     case(&["-k", "echo"], b"one\ntwo\n\nfour\n"),
     case(&["-k", "echo {} | tr a-z A-Z", ":::", "ab", "cd"], b""),
     case(&["-k", "echo", "{}", ":::", "x; echo INJECTED"], b""),
-    case(&["-k", "echo {}", ":::", "x; echo INJECTED", "$(echo no)", "`echo no`"], b""),
+    case(
+        &[
+            "-k",
+            "echo {}",
+            ":::",
+            "x; echo INJECTED",
+            "$(echo no)",
+            "`echo no`",
+        ],
+        b"",
+    ),
     case(&["-k", "--tag", "echo", "hi", ":::", "a", "b c"], b""),
-    case(&["-k", "--dry-run", "echo", "{}", ":::", "a b", "it's", "plain"], b""),
+    case(
+        &[
+            "-k",
+            "--dry-run",
+            "echo",
+            "{}",
+            ":::",
+            "a b",
+            "it's",
+            "plain",
+        ],
+        b"",
+    ),
     case(&["-k", "echo", "{#}", ":::", "a", "b", "c"], b""),
     case(&["-k", "echo", "pre{}post", "{a}", ":::", "x"], b""),
     case(&["-k", "-j", "2", "echo", ":::", "1", "2", "3", "4"], b""),
@@ -106,7 +183,10 @@ const CASES: &[Case] = &[
     case(&["-k", "exit {}", ":::", "0", "0"], b""),
     case(&["-k", "echo {}; exit {}", ":::", "0", "3"], b""),
     case(&["-k", "--timeout", "5", "echo", ":::", "fast"], b""),
-    case(&["-k", "--keep-order", "--will-cite", "echo", ":::", "x"], b""),
+    case(
+        &["-k", "--keep-order", "--will-cite", "echo", ":::", "x"],
+        b"",
+    ),
     case(&["-k", "--no-run-if-empty", "echo"], b""),
 ];
 
@@ -139,7 +219,12 @@ fn supervisor_prints_what_gnu_parallel_prints() {
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(failures.is_empty(), "{} cases differ:\n{}", failures.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} cases differ:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     });
 }
 
@@ -210,14 +295,21 @@ fn resume_after_a_sigkilled_run_runs_every_input_exactly_once() {
         first.kill().unwrap();
         first.wait().unwrap();
         let log = std::fs::read_to_string(&joblog).unwrap();
-        assert!(log.starts_with("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"));
+        assert!(log.starts_with(
+            "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"
+        ));
         let mut again: Vec<&str> = vec!["run", "-j", "4", "--resume", "--joblog", "jobs.tsv"];
         again.extend(&args[5..]);
         let second = run(BIN, &again, b"", &dir);
         assert_eq!(second.code, Some(0), "{}", second.stderr);
         for i in &inputs {
             let runs = std::fs::read_to_string(done.join(i)).unwrap_or_default();
-            assert_eq!(runs.lines().count(), 1, "input {i} ran {} times", runs.lines().count());
+            assert_eq!(
+                runs.lines().count(),
+                1,
+                "input {i} ran {} times",
+                runs.lines().count()
+            );
         }
         let seqs: Vec<u64> = std::fs::read_to_string(&joblog)
             .unwrap()
@@ -225,7 +317,11 @@ fn resume_after_a_sigkilled_run_runs_every_input_exactly_once() {
             .skip(1)
             .map(|l| l.split('\t').next().unwrap().parse().unwrap())
             .collect();
-        assert_eq!(seqs.len(), 20, "each job logged once over both runs: {seqs:?}");
+        assert_eq!(
+            seqs.len(),
+            20,
+            "each job logged once over both runs: {seqs:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
@@ -240,13 +336,27 @@ fn halt_now_on_the_first_failure_returns_within_a_second() {
         // its turn to be printed would take 30 s.
         let out = run(
             BIN,
-            &["run", "-j", "2", "--halt", "now,fail=1", "sleep {}; exit $(( {} < 5 ))", ":::", "30", "1"],
+            &[
+                "run",
+                "-j",
+                "2",
+                "--halt",
+                "now,fail=1",
+                "sleep {}; exit $(( {} < 5 ))",
+                ":::",
+                "30",
+                "1",
+            ],
             b"",
             &dir,
         );
         let took = started.elapsed();
         assert_eq!(out.code, Some(1), "{}", out.stderr);
-        assert!(took < Duration::from_millis(2500), "took {took:?}: {}", out.stderr);
+        assert!(
+            took < Duration::from_millis(2500),
+            "took {took:?}: {}",
+            out.stderr
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }

@@ -150,7 +150,13 @@ pub struct RunArgs {
     pub colsep: Option<String>,
     /// Worker processes: N, N% of the CPUs, +N or -N (CPUs plus or minus N).
     /// Default: the CPUs available to this process.
-    #[arg(short = 'j', long, visible_alias = "jobs", value_name = "N", allow_hyphen_values = true)]
+    #[arg(
+        short = 'j',
+        long,
+        visible_alias = "jobs",
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
     pub procs: Option<String>,
     /// Nice value of the workers (-20..=19).
     #[arg(long, allow_negative_numbers = true)]

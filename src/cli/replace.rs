@@ -403,17 +403,16 @@ mod tests {
     }
 
     #[test]
-    fn positional_fields_slots_and_literal_braces() {
+    fn positional_fields_and_literal_braces() {
         let fields = words(&["d/f.t", "y"]);
-        let t = Template::parse(
-            &words(&["{2}{1.}", "{1/}", "{3}", "{a}", "{%}", "{}"]),
-            false,
-        )
-        .unwrap();
-        assert!(t.uses_slot());
+        let t = Template::parse(&words(&["{2}{1.}", "{1/}", "{3}", "{a}", "{}"]), false).unwrap();
         assert_eq!(
             t.argv(&fill(&fields, b"d/f.t y")),
-            words(&["yd/f", "f.t", "", "{a}", "2", "d/f.t y"])
+            words(&["yd/f", "f.t", "", "{a}", "d/f.t y"])
+        );
+        assert_eq!(
+            Template::parse(&words(&["{%}"]), false),
+            Err(TemplateError::Slot)
         );
         assert_eq!(
             Template::parse(&words(&["{= s/a/b/ =}"]), false),

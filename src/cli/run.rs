@@ -90,8 +90,8 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
 /// Runs `supervisor run`; returns the exit code.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let ready = Daemon::detached();
-    let (command_words, mut groups) = sources::split_command(&args.command)
-        .map_err(|e| usage(e.to_string()))?;
+    let (command_words, mut groups) =
+        sources::split_command(&args.command).map_err(|e| usage(e.to_string()))?;
     if let Some(first) = command_words.first().and_then(|w| w.to_str()) {
         // An option clap did not know lands here (the command may follow the options
         // without `--`); no program is called `-x`.
@@ -119,21 +119,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 )));
             }
             use std::os::unix::ffi::OsStrExt;
-            let words: Vec<Vec<u8>> = command_words.iter().map(|w| w.as_bytes().to_vec()).collect();
+            let words: Vec<Vec<u8>> = command_words
+                .iter()
+                .map(|w| w.as_bytes().to_vec())
+                .collect();
             let template =
                 Template::for_command(&words, args.shell).map_err(|e| usage(e.to_string()))?;
             ("command".to_string(), Some(template))
         }
-        (Some(_), false) => {
-            return Err(usage(
-                "--task runs a built-in task; a command after it is not taken (give one or the other)",
-            ))
-        }
-        (None, true) => {
-            return Err(usage(
-                "nothing to run: give --task NAME or a command (e.g. `supervisor run echo {} ::: a b`)",
-            ))
-        }
+        (Some(_), false) => return Err(usage(
+            "--task runs a built-in task; a command after it is not taken (give one or the other)",
+        )),
+        (None, true) => return Err(usage(
+            "nothing to run: give --task NAME or a command (e.g. `supervisor run echo {} ::: a b`)",
+        )),
     };
     if let Some(nice) = args.nice {
         if !(-20..=19).contains(&nice) {
@@ -173,10 +172,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         (None, false) => b'\n',
     };
     let columns = match &args.colsep {
-        Some(re) => Columns(Some(
-            regex::bytes::Regex::new(re)
-                .map_err(|e| usage(format!("--colsep {re:?} is not a regular expression: {e}")))?,
-        )),
+        Some(re) => Columns(Some(regex::bytes::Regex::new(re).map_err(|e| {
+            usage(format!("--colsep {re:?} is not a regular expression: {e}"))
+        })?)),
         None => Columns(None),
     };
     // Input sources: --input and -a first (each a source), then those after the command.
@@ -242,10 +240,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         return dry_run(records, template.as_ref(), &task);
     }
     let resume = match (&args.joblog, args.resume || args.resume_failed) {
-        (Some(path), true) => Some(
-            joblog::read(path)
-                .map_err(|e| usage(format!("--resume: {}: {}", path.display(), supervisor_worker::error_chain(&e))))?,
-        ),
+        (Some(path), true) => Some(joblog::read(path).map_err(|e| {
+            usage(format!(
+                "--resume: {}: {}",
+                path.display(),
+                supervisor_worker::error_chain(&e)
+            ))
+        })?),
         _ => None,
     };
     let mut joblog = match &args.joblog {
@@ -422,7 +423,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 };
                 let argv: Vec<serde_bytes::ByteBuf> = template
                     .as_ref()
-                    .map(|t| t.argv(&fill).into_iter().map(serde_bytes::ByteBuf::from).collect())
+                    .map(|t| {
+                        t.argv(&fill)
+                            .into_iter()
+                            .map(serde_bytes::ByteBuf::from)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let command = template.as_ref().map(|t| t.display(&fill));
                 // Built-in tasks take text; command mode has the bytes in argv.
@@ -468,7 +474,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             match result {
                 Ok(Ok(_)) => t.succeeded += 1,
                 Ok(Err(_)) => t.failed += 1,
-                Err(e) if matches!(e.kind(), supervisor::ErrorKind::Cancelled { .. } | supervisor::ErrorKind::Stopped { .. }) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        supervisor::ErrorKind::Cancelled { .. }
+                            | supervisor::ErrorKind::Stopped { .. }
+                    ) => {}
                 Err(_) => t.failed += 1,
             }
             t.total = read.get();
@@ -521,9 +532,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 // Only what ran to its end: a task stopped or never started runs again
                 // on --resume.
                 JoblogFormat::Tsv if !(not_run || was_stopped) => {
-                    let command = pending.command.unwrap_or_else(|| {
-                        [task.as_bytes(), b" ", &record.input].concat()
-                    });
+                    let command = pending
+                        .command
+                        .unwrap_or_else(|| [task.as_bytes(), b" ", &record.input].concat());
                     let row = record.joblog_row(&command);
                     log.write_all(&row.to_line())
                         .and_then(|()| log.write_all(b"\n"))

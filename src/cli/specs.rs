@@ -21,9 +21,10 @@ pub fn procs(spec: &str, cpus: usize) -> Result<usize, String> {
     } else {
         let n = number(spec)?;
         if n == 0 {
-            return Err(format!(
+            return Err(
                 "-j 0 (parallel's \"as many as possible\") is not supported: give a number, e.g. -j 64"
-            ));
+                    .to_string(),
+            );
         }
         n
     };

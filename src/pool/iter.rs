@@ -187,7 +187,7 @@ where
             match std::task::ready!(receive(self)) {
                 Some((index, r, m)) => {
                     let r = decode(self.task, r, m.pid);
-                    if let Some(arrived) = arrived.as_deref_mut() {
+                    if let Some(arrived) = arrived {
                         arrived(&r);
                     }
                     (index, r, m)
@@ -366,7 +366,10 @@ where
     type Item = Report<R>;
 
     fn next(&mut self) -> Option<Report<R>> {
-        match self.feed.next_report(&mut self.input_ready, self.arrived.as_mut(), None) {
+        match self
+            .feed
+            .next_report(&mut self.input_ready, self.arrived.as_mut(), None)
+        {
             Poll::Ready(report) => report,
             Poll::Pending => unreachable!("a blocking receive is always ready"),
         }
