@@ -323,7 +323,7 @@ fn usage_errors_exit_2_with_one_line_and_start_nothing() {
             (vec!["run", "--task", "nope"], "unknown task `nope`"),
             (
                 vec!["run", "--timeout", "soon", "--task", "sleep"],
-                "`soon` is not a duration",
+                "--timeout soon: expected a duration",
             ),
             (
                 vec!["run", "--input", "/nonexistent/in.txt", "--task", "sleep"],
@@ -334,6 +334,12 @@ fn usage_errors_exit_2_with_one_line_and_start_nothing() {
                 "--nice 40 is outside -20..=19",
             ),
             (vec!["run"], "nothing to run"),
+            (vec!["run", "--pipe", "cat"], "does not split stdin into blocks"),
+            (vec!["run", "-j", "0", "echo"], "-j 0"),
+            (vec!["run", "echo", "{%}"], "use {#}"),
+            (vec!["run", "echo", ":::+", "a"], "there is none"),
+            (vec!["run", "--colsep", "(", "echo"], "not a regular expression"),
+            (vec!["run", "--halt", "later", "echo"], "--halt later"),
             (
                 vec!["run", "--task", "sha512-chain", "--arg", "iters=5"],
                 "has no --arg `iters`",
