@@ -327,18 +327,24 @@ fn usage_errors_exit_2_with_one_line_and_start_nothing() {
             ),
             (
                 vec!["run", "--input", "/nonexistent/in.txt", "--task", "sleep"],
-                "cannot read the input file /nonexistent/in.txt",
+                "cannot read the input /nonexistent/in.txt",
             ),
             (
                 vec!["run", "--nice", "40", "--task", "sleep"],
                 "--nice 40 is outside -20..=19",
             ),
             (vec!["run"], "nothing to run"),
-            (vec!["run", "--pipe", "cat"], "does not split stdin into blocks"),
+            (
+                vec!["run", "--pipe", "cat"],
+                "does not split stdin into blocks",
+            ),
             (vec!["run", "-j", "0", "echo"], "-j 0"),
             (vec!["run", "echo", "{%}"], "use {#}"),
             (vec!["run", "echo", ":::+", "a"], "there is none"),
-            (vec!["run", "--colsep", "(", "echo"], "not a regular expression"),
+            (
+                vec!["run", "--colsep", "(", "echo"],
+                "not a regular expression",
+            ),
             (vec!["run", "--halt", "later", "echo"], "--halt later"),
             (
                 vec!["run", "--task", "sha512-chain", "--arg", "iters=5"],

@@ -189,7 +189,14 @@ fn builtin_rows(ctx: &Ctx) -> Vec<Row> {
         exe, "run", "-j", &procs, "--task", "sleep", "--input", &input,
     ];
     let mut json = text.to_vec();
-    json.extend(["--format", "json", "--joblog-format", "json", "--joblog", &log]);
+    json.extend([
+        "--format",
+        "json",
+        "--joblog-format",
+        "json",
+        "--joblog",
+        &log,
+    ]);
     let python = ctx.python.as_ref();
     let [Some(ours_text), Some(ours_json), python] = medians(
         ctx.settings.runs,
