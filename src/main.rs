@@ -1,6 +1,7 @@
 //! `supervisor`: run built-in tasks or shell commands over many inputs in supervised
 //! worker processes. See `supervisor --help` and the README.
 
+#[macro_use]
 mod cli;
 
 use clap::Parser;
@@ -14,27 +15,34 @@ fn main() {
     // First: a re-executed worker becomes a worker here and never returns.
     supervisor::init();
     if cli::stdout_was_closed() {
-        eprintln!("supervisor: cannot write the output: standard output is closed");
+        say!("supervisor: cannot write the output: standard output is closed");
         std::process::exit(cli::run::EXIT_OUTPUT);
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            if !e.use_stderr() {
+                // --help, --version: to stdout, whose failure is said.
+                let text = e.render().to_string();
+                std::process::exit(cli::print_out(&text).err().unwrap_or(0));
+            }
             let _ = e.print();
             if let Some(hint) = cli::hint_for(&e) {
-                eprintln!("\n  supervisor: {hint}");
+                say!("\n  supervisor: {hint}");
             }
-            std::process::exit(code);
+            std::process::exit(EXIT_USAGE);
         }
     };
     let result = match cli.command {
         Command::Run(args) => cli::run::run(*args),
         Command::Tasks => {
-            for (name, input, output) in BUILTINS {
-                println!("{name:<14} input: {input}\n{:<14} output: {output}", "");
-            }
-            Ok(0)
+            let text: String = BUILTINS
+                .iter()
+                .map(|(name, input, output)| {
+                    format!("{name:<14} input: {input}\n{:<14} output: {output}\n", "")
+                })
+                .collect();
+            Ok(cli::print_out(&text).err().unwrap_or(0))
         }
         Command::Status { pidfile } => cli::control::status(&pidfile),
         Command::Stop {
@@ -46,7 +54,7 @@ fn main() {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("supervisor: {e:#}");
+            say!("supervisor: {e:#}");
             EXIT_USAGE
         }
     };

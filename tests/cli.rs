@@ -1091,6 +1091,22 @@ fn a_full_disk_on_either_output_is_reported_not_a_panic() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{stderr}");
         assert!(stderr.contains("cannot write the output"), "{stderr}");
+        // Nor for the other commands' output (before: `tasks` panicked, exit 101, and
+        // `run --help` exited 0 with the help lost).
+        for args in [&["tasks"][..], &["run", "--help"], &["--version"]] {
+            let out = Command::new(BIN)
+                .args(args)
+                .stdout(full())
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains("cannot write the output"),
+                "{args:?}: {stderr}"
+            );
+        }
     });
 }
 

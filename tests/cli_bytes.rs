@@ -6,75 +6,23 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
-use common::{isolated, wait_exit};
+use common::isolated;
 
 const BIN: &str = env!("CARGO_BIN_EXE_supervisor");
 const DEADLINE: Duration = Duration::from_secs(120);
 
-struct Out {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
+use common::Ran as Out;
 
-/// Runs the binary in `dir` with `stdin`; kills it if it outlives 60 s. `watch` is
-/// called with its pid every 10 ms while it runs.
-fn run_in(dir: &Path, args: &[&OsStr], stdin: &[u8], mut watch: impl FnMut(i32)) -> Out {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("supervisor binary starts");
-    let mut input = child.stdin.take().unwrap();
-    let text = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&text);
-    });
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let pid = child.id() as i32;
-    let until = Instant::now() + Duration::from_secs(60);
-    let mut finished = false;
-    while Instant::now() < until {
-        watch(pid);
-        if wait_exit(pid, Duration::from_millis(10)) {
-            finished = true;
-            break;
-        }
-    }
-    if !finished {
-        let _ = child.kill();
-    }
-    let status = child.wait().unwrap();
-    writer.join().unwrap();
-    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
-    let stderr = String::from_utf8_lossy(&stderr).into_owned();
-    assert!(
-        finished,
-        "supervisor {args:?} did not finish within 60 s; stderr: {stderr}"
-    );
-    Out {
-        code: status.code().unwrap_or(-1),
-        stdout,
-        stderr,
-    }
+/// Runs the binary in `dir` with `stdin` (see [`common::run_program`]).
+fn run_in(dir: &Path, args: &[&OsStr], stdin: &[u8], watch: impl FnMut(i32)) -> Out {
+    common::run_program(BIN, args, dir, stdin, watch)
 }
 
 fn run(args: &[&str], stdin: &[u8]) -> Out {

@@ -5,21 +5,14 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{isolated, wait_exit};
+use common::{isolated, Ran};
 
 const BIN: &str = env!("CARGO_BIN_EXE_supervisor");
 const DEADLINE: Duration = Duration::from_secs(120);
-
-struct Out {
-    code: Option<i32>,
-    stdout: Vec<u8>,
-    stderr: String,
-}
 
 /// Installs GNU parallel if it is missing (once per test binary).
 fn setup() {
@@ -40,38 +33,11 @@ fn setup() {
     });
 }
 
-/// Runs `program args` with `stdin`, in `dir`, killing it after 60 s.
-fn run(program: &str, args: &[&str], stdin: &[u8], dir: &Path) -> Out {
+/// Runs `program args` with `stdin`, in `dir` (see [`common::run_program`]).
+fn run(program: &str, args: &[&str], stdin: &[u8], dir: &Path) -> Ran {
     setup();
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} ({e}); GNU parallel is installed by .ci/setup")
-        });
-    let mut input = child.stdin.take().unwrap();
-    let bytes = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&bytes);
-    });
-    let pid = child.id() as i32;
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    if !wait_exit(pid, Duration::from_secs(60)) {
-        // SAFETY: kill of our own child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        panic!("{program} {args:?} did not finish within 60 s");
-    }
-    let out = waiter.join().unwrap();
-    writer.join().unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    common::run_program(program, &args, dir, stdin, |_| {})
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -188,6 +154,12 @@ const CASES: &[Case] = &[
         b"",
     ),
     case(&["-k", "--no-run-if-empty", "echo"], b""),
+    // Short options with their value attached, as parallel and xargs users write them
+    // (before: "unknown option `-j2`").
+    case(&["-k", "-j2", "echo", ":::", "a", "b"], b""),
+    case(&["-kj2", "echo", ":::", "a"], b""),
+    case(&["-k", "-d,", "echo"], b"x,y"),
+    case(&["-k", "-af1", "echo"], b""),
 ];
 
 fn show(bytes: &[u8]) -> String {
@@ -257,7 +229,7 @@ fn results_directories_are_laid_out_as_parallels() {
         let mut ours_args = vec!["run", "-k", "--results", "ours"];
         ours_args.extend(args);
         let ours = run(BIN, &ours_args, b"", &dir);
-        assert_eq!(ours.code, Some(0), "{}", ours.stderr);
+        assert_eq!(ours.code, 0, "{}", ours.stderr);
         assert_eq!(show(&ours.stdout), show(&theirs.stdout));
         assert_eq!(listing(&dir.join("ours")), listing(&dir.join("theirs")));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -301,7 +273,7 @@ fn resume_after_a_sigkilled_run_runs_every_input_exactly_once() {
         let mut again: Vec<&str> = vec!["run", "-j", "4", "--resume", "--joblog", "jobs.tsv"];
         again.extend(&args[5..]);
         let second = run(BIN, &again, b"", &dir);
-        assert_eq!(second.code, Some(0), "{}", second.stderr);
+        assert_eq!(second.code, 0, "{}", second.stderr);
         for i in &inputs {
             let runs = std::fs::read_to_string(done.join(i)).unwrap_or_default();
             assert_eq!(
@@ -322,6 +294,58 @@ fn resume_after_a_sigkilled_run_runs_every_input_exactly_once() {
             20,
             "each job logged once over both runs: {seqs:?}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// The job log gets a task's line when it ends, not when its turn to be printed comes:
+/// a run SIGKILLed while its first task still runs has logged the nine after it, and
+/// `--resume` runs only the first again (before: nothing was logged behind it, and the
+/// nine ran twice).
+#[test]
+fn resume_keeps_the_lines_of_tasks_that_ended_behind_a_slow_one() {
+    isolated(DEADLINE, || {
+        let dir = scratch("resume-behind");
+        std::fs::create_dir_all(dir.join("done")).unwrap();
+        let script = "sleep $(( {} == 1 ? 30 : 0 )); echo {} >> done/{}";
+        let inputs: Vec<String> = (1..=10).map(|i| i.to_string()).collect();
+        let mut args: Vec<&str> = vec!["run", "-j", "2", "--joblog", "jobs.tsv", script, ":::"];
+        args.extend(inputs.iter().map(String::as_str));
+        let mut first = Command::new(BIN)
+            .args(&args)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let joblog = dir.join("jobs.tsv");
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::fs::read_to_string(&joblog).map_or(0, |l| l.lines().count()) < 10 {
+            assert!(
+                Instant::now() < until,
+                "the nine fast tasks were not logged while the first ran: {:?}",
+                std::fs::read_to_string(&joblog)
+            );
+            std::thread::yield_now();
+        }
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let mut again: Vec<&str> = vec!["run", "--resume", "--joblog", "jobs.tsv"];
+        // The first task is quick this time.
+        let quick = "echo {} >> done/{}";
+        again.extend([quick, ":::"]);
+        again.extend(inputs.iter().map(String::as_str));
+        let second = run(BIN, &again, b"", &dir);
+        assert_eq!(second.code, 0, "{}", second.stderr);
+        for i in &inputs {
+            let runs = std::fs::read_to_string(dir.join("done").join(i)).unwrap_or_default();
+            assert_eq!(
+                runs.lines().count(),
+                1,
+                "input {i} ran {} times",
+                runs.lines().count()
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
@@ -351,7 +375,7 @@ fn halt_now_on_the_first_failure_returns_within_a_second() {
             &dir,
         );
         let took = started.elapsed();
-        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        assert_eq!(out.code, 1, "{}", out.stderr);
         assert!(
             took < Duration::from_millis(2500),
             "took {took:?}: {}",

@@ -20,7 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a built-in task (--task NAME) or a command (after --) once per input line.
+    /// Run a built-in task (--task NAME) or a command once per input (stdin, --input,
+    /// -a FILE, ::: ARGS, :::: FILES).
     Run(Box<RunArgs>),
     /// List the built-in tasks and their inputs.
     Tasks,
@@ -155,7 +156,7 @@ pub struct RunArgs {
         long,
         visible_alias = "jobs",
         value_name = "N",
-        allow_hyphen_values = true
+        allow_negative_numbers = true
     )]
     pub procs: Option<String>,
     /// Nice value of the workers (-20..=19).
@@ -278,7 +279,7 @@ pub struct RunArgs {
     /// `{N}` are replaced (the input is appended when there is none). It may
     /// follow the options directly or after `--`; `::: ARGS`, `:::: FILES`, `:::+` and
     /// `::::+` after it give input sources, as in GNU parallel.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(trailing_var_arg = true)]
     pub command: Vec<std::ffi::OsString>,
 }
 

@@ -245,15 +245,15 @@ fn inspect(pidfile: &Path) -> anyhow::Result<State> {
 pub fn status(pidfile: &Path) -> anyhow::Result<i32> {
     match inspect(pidfile)? {
         State::Stale { pid } => {
-            match pid {
-                Some(pid) => println!("{{\"running\":false,\"pid\":{pid}}}"),
-                None => println!("{{\"running\":false}}"),
-            }
-            Ok(1)
+            let line = match pid {
+                Some(pid) => format!("{{\"running\":false,\"pid\":{pid}}}\n"),
+                None => "{\"running\":false}\n".to_string(),
+            };
+            Ok(super::print_out(&line).err().unwrap_or(1))
         }
         State::Running { pid } => {
-            println!("{}", ask(pidfile, pid, "status")?);
-            Ok(0)
+            let answer = ask(pidfile, pid, "status")?;
+            Ok(super::print_out(&format!("{answer}\n")).err().unwrap_or(0))
         }
     }
 }
@@ -264,7 +264,7 @@ pub fn stop(pidfile: &Path, wait: bool, timeout: Option<Duration>) -> anyhow::Re
     let pid = match inspect(pidfile)? {
         State::Stale { pid } => {
             let who = pid.map_or_else(|| "the run".to_string(), |p| format!("the run {p}"));
-            eprintln!("supervisor: {who} is not running");
+            say!("supervisor: {who} is not running");
             return Ok(1);
         }
         State::Running { pid } => pid,
@@ -272,7 +272,7 @@ pub fn stop(pidfile: &Path, wait: bool, timeout: Option<Duration>) -> anyhow::Re
     ask(pidfile, pid, "stop")?;
     let who = pid.map_or_else(|| "the run".to_string(), |p| format!("the run {p}"));
     if !wait {
-        eprintln!("supervisor: asked {who} to stop");
+        say!("supervisor: asked {who} to stop");
         return Ok(0);
     }
     let ended = match pid {
@@ -283,9 +283,9 @@ pub fn stop(pidfile: &Path, wait: bool, timeout: Option<Duration>) -> anyhow::Re
         let within = timeout.map_or_else(String::new, |t| {
             format!(" within {}", humantime::format_duration(t))
         });
-        eprintln!("supervisor: {who} has not stopped{within}");
+        say!("supervisor: {who} has not stopped{within}");
         return Ok(1);
     }
-    eprintln!("supervisor: stopped {who}");
+    say!("supervisor: stopped {who}");
     Ok(0)
 }

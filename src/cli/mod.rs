@@ -1,5 +1,14 @@
 //! The `supervisor` command line.
 
+/// Writes a line to stderr; an unwritable stderr (a full disk) loses the message, never
+/// the run (`eprintln!` panics then).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod args;
 pub mod control;
 mod halt;
@@ -29,6 +38,21 @@ pub fn hint_for(e: &clap::Error) -> Option<&'static str> {
     match e.get(clap::error::ContextKind::InvalidArg) {
         Some(clap::error::ContextValue::String(arg)) => hints::for_option(arg),
         _ => None,
+    }
+}
+
+/// Writes `text` to stdout; on failure says why and gives the exit code: 141 for a
+/// closed pipe (silently), 3 otherwise (a full disk).
+pub fn print_out(text: &str) -> Result<(), i32> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(run::EXIT_STDOUT_CLOSED),
+        Err(e) => {
+            say!("supervisor: cannot write the output: {e}");
+            Err(run::EXIT_OUTPUT)
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 //! a replacement never splits or joins words) or as one shell line, where every
 //! replacement is shell-quoted so that no input can become shell syntax.
 
+use supervisor::shell_quote;
+
 /// What a replacement string takes of its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cut {
@@ -106,7 +108,7 @@ impl Template {
         }
         self.argv(fill)
             .iter()
-            .map(|a| quote(a))
+            .map(|a| shell_quote(a))
             .collect::<Vec<_>>()
             .join(&b' ')
     }
@@ -156,7 +158,7 @@ impl Template {
         if !self.has_replacement() {
             for field in fill.fields {
                 line.push(b' ');
-                line.extend(quote(field));
+                line.extend(shell_quote(field));
             }
         }
         line
@@ -179,7 +181,7 @@ fn expand(piece: &Piece, fill: &Fill<'_>, out: &mut Vec<u8>, quoted: bool) {
         }
     };
     if quoted {
-        out.extend(quote(&value));
+        out.extend(shell_quote(&value));
     } else {
         out.extend(value);
     }
@@ -211,25 +213,6 @@ pub fn cut_value(value: &[u8], cut: Cut) -> &[u8] {
             None => b".",
         },
     }
-}
-
-/// `arg` as one shell word: as is when every byte is plain (`A-Za-z0-9_+-./`), else in
-/// single quotes with each `'` written `'"'"'` (what parallel prints).
-pub fn quote(arg: &[u8]) -> Vec<u8> {
-    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"_+-./".contains(b);
-    if !arg.is_empty() && arg.iter().all(plain) {
-        return arg.to_vec();
-    }
-    let mut out = vec![b'\''];
-    for &b in arg {
-        if b == b'\'' {
-            out.extend_from_slice(b"'\"'\"'");
-        } else {
-            out.push(b);
-        }
-    }
-    out.push(b'\'');
-    out
 }
 
 fn parse_word(word: &[u8]) -> Result<Vec<Piece>, TemplateError> {
@@ -366,7 +349,7 @@ mod tests {
             ("{a}", "'{a}'"),
         ];
         for (value, quoted) in rows {
-            assert_eq!(quote(value.as_bytes()), quoted.as_bytes(), "{value}");
+            assert_eq!(shell_quote(value.as_bytes()), quoted.as_bytes(), "{value}");
         }
     }
 

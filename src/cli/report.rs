@@ -60,6 +60,70 @@ pub fn kind_of(e: &Error) -> &'static str {
     }
 }
 
+/// The signal, exit code and peak RSS a library error records, where it has them.
+fn signal_and_code(e: &Error) -> (Option<i32>, Option<i32>, Option<u64>) {
+    match e.kind() {
+        ErrorKind::Crashed {
+            signal,
+            peak_rss_kib,
+            ..
+        } => (Some(signal.number()), None, Some(*peak_rss_kib)),
+        ErrorKind::Exited {
+            code, peak_rss_kib, ..
+        } => (None, Some(*code), Some(*peak_rss_kib)),
+        ErrorKind::OomKilled { peak_rss_kib, .. }
+        | ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
+            (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
+        }
+        _ => (None, None, None),
+    }
+}
+
+/// Task `seq`'s line in GNU parallel's job log, naming `command`, written as its result
+/// arrives; none for a task stopped or never started (so `--resume` runs it again).
+pub fn joblog_row<'a>(
+    seq: u64,
+    result: &Result<Outcome, Error>,
+    meta: &JobMeta,
+    command: &'a [u8],
+) -> Option<super::joblog::Row<'a>> {
+    // parallel's convention: -1 when there is no exit code.
+    let (exitval, signal, received) = match result {
+        Ok(Ok(out)) => (0, 0, out.text.len()),
+        Ok(Err(Failure::Failed {
+            exit_code,
+            signal,
+            stdout,
+            ..
+        })) => (
+            exit_code.map_or(-1, i64::from),
+            signal.unwrap_or(0),
+            stdout.len(),
+        ),
+        Ok(Err(Failure::Decode(_))) => (-1, 0, 0),
+        Err(e) if matches!(kind_of(e), "stopped" | "cancelled") => return None,
+        Err(e) => {
+            let (signal, code, _) = signal_and_code(e);
+            (code.map_or(-1, i64::from), signal.unwrap_or(0), 0)
+        }
+    };
+    let start = meta
+        .started
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    Some(super::joblog::Row {
+        seq,
+        host: ":",
+        start,
+        runtime: meta.duration.as_secs_f64(),
+        sent: 0,
+        received,
+        exitval,
+        signal,
+        command,
+    })
+}
+
 impl Record {
     pub fn new(seq: u64, input: Vec<u8>, meta: JobMeta, result: Result<Outcome, Error>) -> Record {
         let result = match result {
@@ -89,23 +153,7 @@ impl Record {
                 peak_rss_kib: None,
             }),
             Err(e) => {
-                let (signal, exit_code, peak) = match e.kind() {
-                    ErrorKind::Crashed {
-                        signal,
-                        peak_rss_kib,
-                        ..
-                    } => (Some(signal.number()), None, Some(*peak_rss_kib)),
-                    ErrorKind::Exited {
-                        code, peak_rss_kib, ..
-                    } => (None, Some(*code), Some(*peak_rss_kib)),
-                    ErrorKind::OomKilled { peak_rss_kib, .. } => {
-                        (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
-                    }
-                    ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
-                        (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
-                    }
-                    _ => (None, None, None),
-                };
+                let (signal, exit_code, peak) = signal_and_code(&e);
                 Err(ErrorInfo {
                     kind: kind_of(&e),
                     message: supervisor_worker::error_chain(&e),
@@ -278,35 +326,6 @@ impl Record {
 }
 
 impl Record {
-    /// Its line in GNU parallel's job log, naming `command`.
-    pub fn joblog_row<'a>(&self, command: &'a [u8]) -> super::joblog::Row<'a> {
-        let start = self
-            .meta
-            .started
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0.0, |d| d.as_secs_f64());
-        let (exitval, signal, received) = match &self.result {
-            Ok(out) => (0, 0, out.text.len()),
-            Err(e) => (
-                // parallel's convention: -1 when there is no exit code.
-                e.exit_code.map_or(-1, i64::from),
-                e.signal.unwrap_or(0),
-                e.stdout.len(),
-            ),
-        };
-        super::joblog::Row {
-            seq: self.seq,
-            host: ":",
-            start,
-            runtime: self.meta.duration.as_secs_f64(),
-            sent: 0,
-            received,
-            exitval,
-            signal,
-            command,
-        }
-    }
-
     /// `--results DIR`: the task's stdout and stderr (and its sequence number) in
     /// parallel's layout, `DIR/1/VALUE1/2/VALUE2/{seq,stdout,stderr}` (a `/` in a
     /// value is written `\_`, a `\` as `\\`).

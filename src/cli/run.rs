@@ -42,20 +42,11 @@ pub const EXIT_STDOUT_CLOSED: i32 = 141;
 /// Most worker processes a run may ask for.
 const MAX_PROCS: usize = 4096;
 
-/// Why the run stopped early (0: it did not).
+// Why the run stopped early (0: it did not).
 /// `--halt` (or `--fail-fast`) was reached.
 const STOP_HALT: i32 = -1;
 const STOP_STDOUT: i32 = -2;
 const STOP_OUTPUT_ERROR: i32 = -3;
-
-/// Writes to stderr; an unwritable stderr (a full disk) loses the message, never the
-/// run (`eprintln!` panics then).
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
 
 /// Stops the run after stdout failed: quietly if it was closed (`| head`), with the
 /// cause (kept in `first`) otherwise (a full disk).
@@ -461,15 +452,47 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(stream) = stream {
         reports = reports.input_ready(move || stream.borrow_mut().ready());
     }
-    if let Some(rule) = halt {
-        let (tally, stop, request_stop, pool, read) = (
+    // parallel's job log gets each task's line as its result arrives, in the order
+    // they end: a run killed while an early task runs keeps the later ones' lines, and
+    // `--resume` does not run them again.
+    let tsv_log = match args.joblog_format {
+        JoblogFormat::Tsv => joblog.take(),
+        JoblogFormat::Json => None,
+    };
+    let log_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
+    if halt.is_some() || tsv_log.is_some() {
+        let (tally, stop, request_stop, pool, read, inputs, log_error) = (
             tally.clone(),
             stop.clone(),
             request_stop.clone(),
             pool.clone(),
             read.clone(),
+            inputs.clone(),
+            log_error.clone(),
         );
-        reports = reports.on_arrival(move |result: &Result<Outcome, supervisor::Error>| {
+        let mut tsv_log = tsv_log;
+        let task = task.clone();
+        reports = reports.on_arrival(move |index, result, meta| {
+            let seq = index as u64 + 1;
+            if let Some(log) = tsv_log.as_mut() {
+                let command = inputs.borrow().get(&seq).map(|p| match &p.command {
+                    Some(c) => c.clone(),
+                    None => [task.as_bytes(), b" ", &p.input].concat(),
+                });
+                let command = command.unwrap_or_default();
+                if let Some(row) = super::report::joblog_row(seq, result, meta, &command) {
+                    let written = log
+                        .write_all(&row.to_line())
+                        .and_then(|()| log.write_all(b"\n"))
+                        .and_then(|()| log.flush());
+                    if let Err(e) = written {
+                        log_error.borrow_mut().get_or_insert(e);
+                        tsv_log = None;
+                        request_stop(STOP_OUTPUT_ERROR);
+                    }
+                }
+            }
+            let Some(rule) = halt else { return };
             let mut t = tally.borrow_mut();
             match result {
                 Ok(Ok(_)) => t.succeeded += 1,
@@ -525,24 +548,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             if record.meta.pid != 0 {
                 record.peak_rss_kib = peaks.get(record.meta.pid);
             }
-            match args.joblog_format {
-                JoblogFormat::Json => {
-                    writeln!(log, "{}", record.to_joblog()).context("cannot write the job log")?
-                }
-                // Only what ran to its end: a task stopped or never started runs again
-                // on --resume.
-                JoblogFormat::Tsv if !(not_run || was_stopped) => {
-                    let command = pending
-                        .command
-                        .unwrap_or_else(|| [task.as_bytes(), b" ", &record.input].concat());
-                    let row = record.joblog_row(&command);
-                    log.write_all(&row.to_line())
-                        .and_then(|()| log.write_all(b"\n"))
-                        .and_then(|()| log.flush())
-                        .context("cannot write the job log")?;
-                }
-                JoblogFormat::Tsv => {}
-            }
+            writeln!(log, "{}", record.to_joblog()).context("cannot write the job log")?;
         }
         if let Some(dir) = &args.results {
             if !(not_run || was_stopped) {
@@ -601,6 +607,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     progress.finish();
     if let Some(mut log) = joblog {
         log.flush().context("cannot write the job log")?;
+    }
+    if let Some(e) = log_error.borrow_mut().take() {
+        return Err(anyhow::Error::new(e).context("cannot write the job log"));
     }
     pool.join();
     if args.stats {

@@ -2,16 +2,18 @@
 
 /// `arg` quoted for a POSIX shell: one word that `sh` reads back as exactly these bytes,
 /// whatever they are (`;`, `$(...)`, quotes, newlines, invalid UTF-8). Plain words
-/// (letters, digits, `-_./=:,+@%`) are left as they are; anything else is put in single
-/// quotes, with each `'` written as `'\''`.
+/// (letters, digits, `-_./+`) are left as they are; anything else is put in single
+/// quotes, with each `'` written as `'"'"'`: exactly what GNU parallel writes, so the
+/// CLI's `--dry-run` prints the command lines parallel prints.
 ///
 /// ```
 /// assert_eq!(supervisor::shell_quote(b"x; echo INJECTED"), b"'x; echo INJECTED'");
-/// assert_eq!(supervisor::shell_quote(b"it's"), br"'it'\''s'");
+/// assert_eq!(supervisor::shell_quote(b"it's"), br#"'it'"'"'s'"#);
 /// assert_eq!(supervisor::shell_quote(b"file.txt"), b"file.txt");
+/// assert_eq!(supervisor::shell_quote(b"a=b"), b"'a=b'");
 /// ```
 pub fn shell_quote(arg: &[u8]) -> Vec<u8> {
-    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(b);
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-_./+".contains(b);
     if !arg.is_empty() && arg.iter().all(plain) {
         return arg.to_vec();
     }
@@ -19,7 +21,7 @@ pub fn shell_quote(arg: &[u8]) -> Vec<u8> {
     out.push(b'\'');
     for &b in arg {
         if b == b'\'' {
-            out.extend_from_slice(b"'\\''");
+            out.extend_from_slice(b"'\"'\"'");
         } else {
             out.push(b);
         }

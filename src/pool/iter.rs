@@ -65,7 +65,7 @@ type Ready = Option<Box<dyn FnMut() -> bool>>;
 
 /// Told of each result as it arrives, before it waits for its turn (see
 /// [`Reports::on_arrival`]).
-type Arrived<R> = Box<dyn FnMut(&Result<R, Error>)>;
+type Arrived<R> = Box<dyn FnMut(usize, &Result<R, Error>, &JobMeta)>;
 
 /// How often a wait for results also looks for input, when the input can say whether
 /// it has any (see [`Reports::input_ready`]).
@@ -176,7 +176,7 @@ where
                 };
                 let r = decode(self.task, r, m.pid);
                 if let Some(arrived) = arrived.as_deref_mut() {
-                    arrived(&r);
+                    arrived(index, &r, &m);
                 }
                 self.buffer.insert(index, (r, m));
             }
@@ -188,7 +188,7 @@ where
                 Some((index, r, m)) => {
                     let r = decode(self.task, r, m.pid);
                     if let Some(arrived) = arrived {
-                        arrived(&r);
+                        arrived(index, &r, &m);
                     }
                     (index, r, m)
                 }
@@ -337,10 +337,14 @@ impl<R, I: Iterator> Reports<R, I> {
         self
     }
 
-    /// Calls `arrived` with each result as soon as it is in, before it waits for its
-    /// turn in input order: a caller can act on a failure when it happens (stop the
-    /// run, say) rather than when the results before it have come.
-    pub fn on_arrival(mut self, arrived: impl FnMut(&Result<R, Error>) + 'static) -> Self {
+    /// Calls `arrived` with each result (its input's index, the result, its record) as
+    /// soon as it is in, before it waits for its turn in input order: a caller can act
+    /// on a failure when it happens (stop the run, say) or log each end as it comes,
+    /// rather than when the results before it have come.
+    pub fn on_arrival(
+        mut self,
+        arrived: impl FnMut(usize, &Result<R, Error>, &JobMeta) + 'static,
+    ) -> Self {
         self.arrived = Some(Box::new(arrived));
         self
     }

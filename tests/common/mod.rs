@@ -460,3 +460,74 @@ pub fn process_tree_dump() -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// What a program run by [`run_program`] gave.
+pub struct Ran {
+    /// Its exit code (-1 if a signal ended it).
+    pub code: i32,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// Runs `program` in `dir` with `stdin`, both outputs drained as bytes; kills it and
+/// fails if it outlives 60 s. `watch` is called with its pid every 10 ms while it runs.
+pub fn run_program(
+    program: &str,
+    args: &[&std::ffi::OsStr],
+    dir: &std::path::Path,
+    stdin: &[u8],
+    mut watch: impl FnMut(i32),
+) -> Ran {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    let text = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&text);
+    });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let pid = child.id() as i32;
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut finished = false;
+    while Instant::now() < until {
+        watch(pid);
+        if wait_exit(pid, Duration::from_millis(10)) {
+            finished = true;
+            break;
+        }
+    }
+    if !finished {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    writer.join().unwrap();
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    assert!(
+        finished,
+        "{program} {args:?} did not finish within 60 s; stderr: {stderr}"
+    );
+    Ran {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    }
+}
