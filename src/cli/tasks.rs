@@ -468,7 +468,10 @@ pub fn fault(job: Job) -> Outcome {
                 .arg("3600")
                 .spawn()
                 .map_err(|e| failed(format!("cannot start sleep: {e}")))?;
-            eprintln!("fault: left grandchild {} behind", child.id());
+            // One write, so that two workers' lines never interleave (eprintln! writes
+            // the pieces of its format one by one).
+            let line = format!("fault: left grandchild {} behind\n", child.id());
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
             loop {
                 std::thread::park();
             }

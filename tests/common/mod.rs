@@ -443,6 +443,16 @@ fn kill_children_except_helpers() {
         // SAFETY: kill with plain integers; these are our own descendants.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    // Reap the direct children too: a test that panicked dropped its `Child` handles
+    // unwaited, and their zombies would fail every test after it.
+    for pid in children_of(std::process::id() as i32)
+        .into_iter()
+        .filter(|p| !helpers.contains(p))
+    {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid out pointer.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
 }
 
 /// A `ps`-like listing of this process's descendants.
