@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{isolated, wait_exit};
+use common::{has_exited, isolated, stat_fields, wait_exit};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_supervisor");
@@ -85,7 +85,7 @@ fn supervisor_processes() -> Vec<i32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == bin))
-        .filter(|pid| !common::has_exited(*pid))
+        .filter(|pid| !has_exited(*pid))
         .collect()
 }
 
@@ -721,6 +721,72 @@ fn a_sigkilled_supervisor_leaves_no_worker_or_grandchild_behind() {
                 wait_exit(pid, Duration::from_secs(2)),
                 "grandchild {pid} survived"
             );
+        }
+        assert_all_gone(Duration::from_secs(2));
+    });
+}
+
+/// The same with the fork server of each server start method SIGKILLed first: its
+/// workers outlive it (they watch the run, not the server), and still end, with their
+/// commands, when the run is SIGKILLed.
+#[test]
+fn workers_outliving_their_fork_server_still_end_with_a_sigkilled_supervisor() {
+    isolated(DEADLINE, || {
+        for method in ["fork", "forkserver"] {
+            let mut child = start(&[
+                "run",
+                "-j",
+                "2",
+                "--start-method",
+                method,
+                "--task",
+                "fault",
+            ]);
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(b"spawn-grandchild\nspawn-grandchild\n")
+                .unwrap();
+            drop(stdin);
+            let mut stderr = BufReader::new(child.stderr.take().unwrap());
+            let mut grandchildren = Vec::new();
+            while grandchildren.len() < 2 {
+                let mut line = String::new();
+                assert!(
+                    stderr.read_line(&mut line).unwrap() > 0,
+                    "{method}: supervisor ended early"
+                );
+                if let Some(pid) = line
+                    .strip_prefix("fault: left grandchild ")
+                    .and_then(|r| r.split_whitespace().next())
+                {
+                    grandchildren.push(pid.parse::<i32>().unwrap());
+                }
+            }
+            let parent = |pid: i32| stat_fields(pid).map(|s| s.ppid).unwrap_or(0);
+            let workers: Vec<i32> = grandchildren.iter().map(|&g| parent(g)).collect();
+            let server = parent(workers[0]);
+            assert_ne!(
+                server,
+                child.id() as i32,
+                "{method}: workers are the server's"
+            );
+            // SAFETY: kill with plain integers; the run's own fork server.
+            unsafe { libc::kill(server, libc::SIGKILL) };
+            assert!(
+                wait_exit(server, Duration::from_secs(5)),
+                "{method}: server lives"
+            );
+            for &w in &workers {
+                assert!(!has_exited(w), "{method}: worker {w} died with its server");
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            for pid in workers.into_iter().chain(grandchildren) {
+                assert!(
+                    wait_exit(pid, Duration::from_secs(2)),
+                    "{method}: {pid} survived the run"
+                );
+            }
         }
         assert_all_gone(Duration::from_secs(2));
     });

@@ -301,59 +301,158 @@ fn random_durations_and_deaths_keep_every_tasks_semantics() {
     });
 }
 
-/// In a process of its own (the zygote is one of the test harness's helpers): a fork
-/// pool whose zygote is SIGKILLed mid-run goes on with the forkserver, loses nothing
-/// (retries cover the calls its workers were running) and says so in its stats.
-fn zygote_death_scenario() {
+/// What happens to a fork server in the middle of a run.
+#[derive(Clone, Copy)]
+enum ServerFault {
+    /// SIGKILL of the fork zygote.
+    KillZygote,
+    /// SIGSTOP of the fork zygote (it stops answering, but lives).
+    FreezeZygote,
+    /// SIGKILL of the forkserver.
+    KillForkserver,
+}
+
+/// In a process of its own (the servers are the test harness's helpers): a pool whose
+/// fork server is killed or frozen mid-run, with workers recycled every 20 tasks, goes
+/// on: every task runs exactly once (retries 0, so a worker that died with its server
+/// would show as a failure), all succeed, and the run does not stall on the frozen
+/// server. Prints `ok N` and the seconds from the fault to the end.
+fn server_fault_scenario(fault: ServerFault) {
+    let method = match fault {
+        ServerFault::KillForkserver => StartMethod::Forkserver,
+        _ => StartMethod::Fork,
+    };
+    let before = supervisor::helper_pids();
     let pool = Pool::builder()
         .procs(2)
-        .start_method(StartMethod::Fork)
+        .start_method(method)
         .max_tasks_per_child(20)
-        .retries(3)
         .grace(Duration::from_millis(500))
         .build()
         .unwrap();
-    let log = RunLog::new("zygote");
-    let jobs: Vec<Job> = (0..400).map(|id| log.job(id, 1, Then::Return)).collect();
-    let zygote = supervisor::helper_pids()[0];
-    let mut killed = false;
+    let log = RunLog::new("server-fault");
+    let jobs: Vec<Job> = (0..400).map(|id| log.job(id, 3, Then::Return)).collect();
+    let mut faulted = None;
+    let mut target = 0;
     let mut ok = 0;
-    for (i, r) in pool.imap(job, jobs).enumerate() {
+    for (i, r) in pool.imap(job, jobs.clone()).enumerate() {
         r.unwrap_or_else(|e| panic!("input {i}: {e}"));
         ok += 1;
-        if i == 100 && !killed {
-            // SAFETY: kill with plain integers; this program's own zygote.
-            unsafe { libc::kill(zygote as i32, libc::SIGKILL) };
-            killed = true;
+        if i == 100 && faulted.is_none() {
+            let helpers = supervisor::helper_pids();
+            let signal;
+            (target, signal) = match fault {
+                ServerFault::KillZygote => (helpers[0], libc::SIGKILL),
+                ServerFault::FreezeZygote => (helpers[0], libc::SIGSTOP),
+                // The one the pool started (the zygote, if any, was there before).
+                ServerFault::KillForkserver => (
+                    *helpers
+                        .iter()
+                        .find(|p| !before.contains(p))
+                        .unwrap_or_else(|| panic!("no new helper: {before:?} then {helpers:?}")),
+                    libc::SIGKILL,
+                ),
+            };
+            // SAFETY: kill with plain integers; this program's own fork server.
+            unsafe { libc::kill(target as i32, signal) };
+            faulted = Some(Instant::now());
         }
+    }
+    let took = faulted.unwrap().elapsed();
+    if let ServerFault::KillForkserver = fault {
+        let now = supervisor::helper_pids();
+        assert!(
+            !now.contains(&target),
+            "the forkserver {target} was not replaced: {now:?}"
+        );
+    }
+    let runs = log.runs();
+    for j in &jobs {
+        assert_eq!(
+            runs.get(&j.id),
+            Some(&1),
+            "task {} started {:?} times",
+            j.id,
+            runs.get(&j.id)
+        );
     }
     let stats = pool.stats();
     assert!(stats.broken.is_none(), "{stats:?}");
-    assert!(
-        stats.notes.iter().any(|n| n.contains("zygote died")),
-        "{:?}",
-        stats.notes
-    );
+    if method == StartMethod::Fork {
+        assert!(
+            stats.notes.iter().any(|n| n.contains("zygote died")),
+            "{:?}",
+            stats.notes
+        );
+    }
     pool.join();
-    println!("ok {ok}");
+    println!("ok {ok} after {:.1}", took.as_secs_f64());
 }
 
 #[linkme::distributed_slice(SCENARIOS)]
-static ZYGOTE_DEATH: Scenario = Scenario {
-    name: "zygote_death",
-    run: zygote_death_scenario,
+static ZYGOTE_KILLED: Scenario = Scenario {
+    name: "zygote_killed",
+    run: || server_fault_scenario(ServerFault::KillZygote),
 };
 
+#[linkme::distributed_slice(SCENARIOS)]
+static ZYGOTE_FROZEN: Scenario = Scenario {
+    name: "zygote_frozen",
+    run: || server_fault_scenario(ServerFault::FreezeZygote),
+};
+
+#[linkme::distributed_slice(SCENARIOS)]
+static FORKSERVER_KILLED: Scenario = Scenario {
+    name: "forkserver_killed",
+    run: || server_fault_scenario(ServerFault::KillForkserver),
+};
+
+/// Runs a server-fault scenario; the seconds it took from the fault to the end.
+fn run_server_fault(name: &str) -> f64 {
+    let out = scenario(name).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ok 400"),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .split("after ")
+        .nth(1)
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no time in {stdout}"))
+}
+
+/// A SIGKILLed zygote takes none of its running workers with it: the forkserver makes
+/// the new ones, and no task fails or runs twice (retries 0). Before, its workers died
+/// with it and their running calls failed.
 #[test]
-fn a_dead_zygote_is_replaced_by_the_forkserver_and_nothing_is_lost() {
+fn a_dead_zygote_is_replaced_by_the_forkserver_and_nothing_fails_or_runs_twice() {
     common::isolated(DEADLINE, || {
-        let out = scenario("zygote_death").output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        run_server_fault("zygote_killed");
+    });
+}
+
+/// A SIGSTOPped zygote is found frozen at the first fork it does not answer, killed and
+/// replaced: the run goes on within a few seconds (before: 10 s per unanswered request,
+/// 22 s and more in all).
+#[test]
+fn a_frozen_zygote_is_replaced_without_stalling_the_run() {
+    common::isolated(DEADLINE, || {
+        let took = run_server_fault("zygote_frozen");
         assert!(
-            out.status.success() && stdout.contains("ok 400"),
-            "{:?}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            took < 8.0,
+            "the run stalled {took:.1} s on the frozen zygote"
         );
+    });
+}
+
+/// A SIGKILLed forkserver is started again on the next fork; its running workers finish
+/// their tasks, and nothing fails or runs twice.
+#[test]
+fn a_dead_forkserver_is_restarted_and_nothing_fails_or_runs_twice() {
+    common::isolated(DEADLINE, || {
+        run_server_fault("forkserver_killed");
     });
 }

@@ -22,8 +22,10 @@ pub(crate) fn client() -> Result<Arc<ServerClient>, Error> {
         if slot.exit().is_none() && !client.is_broken() {
             return Ok(client.clone());
         }
-        // Dead, or not answering: make sure it is gone before starting another.
-        let _ = slot.signal(libc::SIGKILL, true);
+        // Dead, or not answering: make sure it is gone before starting another (not its
+        // group: a worker forked a moment ago may not have left it yet, and the workers
+        // it made go on without it).
+        let _ = slot.signal(libc::SIGKILL, false);
     }
     let config = WorkerConfig {
         role: Role::Server,

@@ -14,8 +14,10 @@ use crate::error::{Error, ErrorKind, Violation};
 use crate::os;
 use crate::reaper::{reaper, ChildSlot, Owner, ReapServer};
 
-/// How long a fork server may take to answer a request.
-const SERVER_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a fork server may take to answer a request. A fork takes milliseconds; one
+/// that does not answer in this time is stopped or wedged, and is replaced (its
+/// workers do not depend on it: they watch the owner, not the server).
+const SERVER_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A live connection to a fork server.
 pub(crate) struct ServerClient {
@@ -126,6 +128,10 @@ impl ServerClient {
 impl ReapServer for ServerClient {
     /// Asks the server to reap `pid`: raw wait status, peak RSS, CPU time.
     fn reap(&self, pid: i32) -> Option<os::Reaped> {
+        // A server found dead or frozen cannot answer; do not wait for it once per worker.
+        if self.is_broken() {
+            return None;
+        }
         match self.request(&ToChild::Reap { pid }, Vec::new()) {
             Ok(FromChild::Reaped {
                 status: Some(status),

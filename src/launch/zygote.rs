@@ -10,8 +10,10 @@
 //! The zygote cannot be made again (the program has threads by then). If it dies, new
 //! fork-method workers come from the forkserver instead, which starts from the same
 //! point (a re-executed program that ran up to `init()`), and pools say so in
-//! `PoolStats::notes`; the workers the zygote had forked die with it (their running
-//! calls fail or are retried, the rest are queued again).
+//! `PoolStats::notes`. The workers the zygote had forked go on: they watch the owner's
+//! pidfd, not the zygote, so their running calls finish and nothing runs twice (only
+//! their exit status is unknown, since nobody can reap them for us any more). A zygote
+//! that stops answering (SIGSTOP) is killed and treated as dead.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -105,6 +107,11 @@ pub(crate) fn lost() -> bool {
     };
     if dead {
         LOST.store(true, Ordering::Release);
+        // Frozen rather than dead: make sure it is gone (its workers do not need it).
+        // Not its group: a worker forked a moment ago may not have left it yet.
+        if let Some(Ok((_, Some(slot)))) = ZYGOTE.get() {
+            let _ = slot.signal(libc::SIGKILL, false);
+        }
     }
     dead
 }

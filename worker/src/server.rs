@@ -5,12 +5,16 @@
 //! (after the parent saw the worker exit through a pidfd), so a worker's pid cannot be
 //! reused while the parent may still signal it.
 
+use std::os::fd::OwnedFd;
+
 use crate::protocol::{Channel, FromChild, Link, ToChild};
 use crate::setup::{self, ChildSetup};
 use crate::{os, serve};
 
 /// Serves fork and reap requests until the parent closes the link, then exits.
 pub fn run(link: Link) -> ! {
+    // The parent is the pool's owner; the workers watch it, not this server.
+    let mut owner = os::parent_pidfd();
     loop {
         let mut frame = match link.recv_frame() {
             Ok(frame) => frame,
@@ -24,7 +28,9 @@ pub fn run(link: Link) -> ! {
                     _ => serve::finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
                 };
                 match os::fork() {
-                    Ok(os::Forked::Child) => become_worker(link, Link { tx, rx: rx.into() }, setup),
+                    Ok(os::Forked::Child) => {
+                        become_worker(link, Link { tx, rx: rx.into() }, setup, owner.take())
+                    }
                     Ok(os::Forked::Parent(pid)) => FromChild::Forked { pid },
                     Err(errno) => FromChild::ForkFailed { errno },
                 }
@@ -58,12 +64,32 @@ pub fn run(link: Link) -> ! {
 }
 
 /// In a freshly forked child: drop the server's link, set up, serve.
-fn become_worker(server_link: Link, link: Link, mut setup: ChildSetup) -> ! {
+///
+/// A worker that must die with its parent is tied to the owner (through `owner`, a
+/// pidfd of the server's parent) rather than to this server, so that a server killed
+/// from outside takes none of the running workers with it.
+fn become_worker(
+    server_link: Link,
+    link: Link,
+    mut setup: ChildSetup,
+    owner: Option<OwnedFd>,
+) -> ! {
     drop(server_link);
     setup.cloexec_above_stdio = false;
+    let watch = owner.filter(|_| setup.die_with_parent);
+    if watch.is_some() {
+        setup.die_with_parent = false;
+    }
     if let Err(e) = setup::apply(&setup) {
         let _ = link.send(&FromChild::SetupFailed(e));
         serve::finish(crate::protocol::EXIT_BOOTSTRAP_FAILED);
+    }
+    // The watch sees an owner that is already gone at once; without a thread, fall
+    // back to dying with the server.
+    if let Some(pidfd) = watch {
+        if !os::die_with(pidfd) && os::hang_up_when_parent_dies().is_err() {
+            serve::finish(crate::protocol::EXIT_BOOTSTRAP_FAILED);
+        }
     }
     serve::serve(link)
 }

@@ -5,6 +5,7 @@
 
 mod children;
 mod clock;
+mod owner;
 mod process;
 mod setup;
 mod socket;
@@ -13,6 +14,7 @@ mod term;
 
 pub(crate) use children::{become_subreaper, end_children, has_children};
 pub(crate) use clock::{monotonic_ns, monotonic_upper_ns};
+pub(crate) use owner::{die_with, parent_pidfd};
 pub use process::exit_now;
 pub(crate) use process::{
     fork, keep_freed_memory, kill_group_on_hangup, peak_rss_kib, wait_child, Forked,
