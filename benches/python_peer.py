@@ -193,6 +193,30 @@ def queue_items(n):
     return elapsed
 
 
+def send_down(conn, n):
+    """Sends n items of 64 bytes down conn."""
+    item = b"x" * 64
+    for _ in range(n):
+        conn.send_bytes(item)
+
+
+def pipe_items(n):
+    """n 64-byte items from a producer process to this one through a
+    multiprocessing.Pipe, timed from the first item received to the last (n - 1 items)."""
+    ctx = multiprocessing.get_context("fork")
+    mine, theirs = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=send_down, args=(theirs, n))
+    p.start()
+    theirs.close()
+    mine.recv_bytes()
+    t = time.perf_counter()
+    for _ in range(n - 1):
+        mine.recv_bytes()
+    elapsed = time.perf_counter() - t
+    p.join()
+    return elapsed
+
+
 WORKLOADS = {
     "apply": (apply_round_trip, 2_000),
     "apply_async": (apply_async_many, 20_000),
@@ -202,6 +226,7 @@ WORKLOADS = {
     "cpu": (cpu_map, 16),
     "start_spawn": (start_spawn, 8),
     "queue": (queue_items, 200_000),
+    "pipe": (pipe_items, 200_000),
     "cli_lines": (cli_lines, 100_000),
     "big_time": (lambda n: big_round_trip(n, "time"), 100),
     "big_rss": (lambda n: big_round_trip(n, "rss"), 100),

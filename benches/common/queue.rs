@@ -1,11 +1,12 @@
-//! Queue throughput, 1 producer process and 1 consumer (the parent), 64-byte items,
-//! against Python's `multiprocessing.Queue` measured the same way. Each run is timed
-//! from the first item the consumer gets to the last (process start-up is not counted).
+//! Queue and Pipe throughput, 1 producer process and 1 consumer (the parent), 64-byte
+//! items, against Python's `multiprocessing.Queue` and `multiprocessing.Pipe` measured
+//! the same way. Each run is timed from the first item the consumer gets to the last
+//! (process start-up is not counted).
 
 use std::time::{Duration, Instant};
 
 use serde_bytes::ByteBuf;
-use supervisor::{Process, Queue};
+use supervisor::{Pipe, Process, Queue};
 
 use super::measure::medians;
 use super::run::Ctx;
@@ -40,6 +41,33 @@ fn ours(n: usize) -> Duration {
     elapsed
 }
 
+/// Sends `n` items of 64 bytes down a pipe.
+fn send_down((end, n): (Pipe<ByteBuf, ()>, u64)) -> u64 {
+    let item = ByteBuf::from(vec![b'x'; ITEM_BYTES]);
+    for _ in 0..n {
+        end.send(&item).expect("send failed");
+    }
+    n
+}
+supervisor::task!(send_down);
+
+/// The time to receive `n - 1` items after the first through a supervisor pipe.
+fn ours_pipe(n: usize) -> Duration {
+    let (mine, theirs) = Pipe::<(), ByteBuf>::new().expect("creating the pipe failed");
+    let mut p = Process::builder(send_down, (theirs, n as u64))
+        .start()
+        .expect("starting the producer failed");
+    let first = mine.recv().expect("recv failed");
+    assert_eq!(first.len(), ITEM_BYTES);
+    let t = Instant::now();
+    for _ in 1..n {
+        mine.recv().expect("recv failed");
+    }
+    let elapsed = t.elapsed();
+    p.join().expect("the producer failed");
+    elapsed
+}
+
 pub fn rows(ctx: &Ctx) -> Vec<Row> {
     let n = ctx.settings.size(200_000, 2);
     let python = ctx.python.as_ref();
@@ -52,12 +80,31 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
     ) else {
         unreachable!("our measurements always run")
     };
-    vec![Row {
-        workload: format!("Queue 1 -> 1 process, {ITEM_BYTES} B items x{n}"),
-        unit: Unit::Items(n - 1),
-        ours: time,
-        peer: Peer::new("multiprocessing.Queue", theirs),
-        floor: None,
-        targets: vec![Target::Faster(10.0)],
-    }]
+    ours_pipe(n / 10); // warm up
+    let [Some(pipe_time), pipe_theirs] = medians(
+        ctx.settings.runs,
+        [&mut || Some(ours_pipe(n)), &mut || {
+            python.map(|p| p.run("pipe", n))
+        }],
+    ) else {
+        unreachable!("our measurements always run")
+    };
+    vec![
+        Row {
+            workload: format!("Queue 1 -> 1 process, {ITEM_BYTES} B items x{n}"),
+            unit: Unit::Items(n - 1),
+            ours: time,
+            peer: Peer::new("multiprocessing.Queue", theirs),
+            floor: None,
+            targets: vec![Target::Faster(10.0)],
+        },
+        Row {
+            workload: format!("Pipe 1 -> 1 process, {ITEM_BYTES} B items x{n}"),
+            unit: Unit::Items(n - 1),
+            ours: pipe_time,
+            peer: Peer::new("multiprocessing.Pipe", pipe_theirs),
+            floor: None,
+            targets: vec![Target::Faster(1.0)],
+        },
+    ]
 }
