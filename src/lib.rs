@@ -130,7 +130,7 @@ pub use pool::{
     Reports, RestartLimit, TaskHandle, WorkerState, WorkerStats,
 };
 pub use pool::{AsCompletedStream, ImapStream, ReportStream, Shutdown};
-pub use process::{Process, ProcessBuilder};
+pub use process::{Process, ProcessBuilder, ProcessJoin};
 pub use start_method::StartMethod;
 pub use supervisor_worker::codec::{CodecError, MAX_VALUE};
 pub use supervisor_worker::registry::RegistryError;

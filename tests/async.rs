@@ -402,3 +402,64 @@ fn a_dropped_stream_forgets_its_unstarted_inputs() {
         assert!((2..=8).contains(&done), "{done} of 40 ran");
     });
 }
+
+/// Panics in its process, for the failure case of an awaited join.
+fn boom(_: ()) -> u32 {
+    panic!("boom")
+}
+supervisor::task!(boom);
+
+/// A `Process` awaited on the runtime's only thread: three of 200 ms in a row, joined
+/// with `join_async`, while the ticker ticks; the values, a typed error for a panic,
+/// `exitcode` afterwards, and a second join is `AlreadyJoined`.
+#[test]
+fn an_awaited_process_join_leaves_the_runtime_thread_free() {
+    isolated(DEADLINE, || {
+        let (rt, ticks) = ticking_runtime();
+        let t = Instant::now();
+        let (values, during) = ticks_during(&rt, &ticks, async {
+            let mut values = Vec::new();
+            for _ in 0..3 {
+                let mut p = supervisor::Process::builder(sleep_ms, 200).start().unwrap();
+                values.push(p.join_async().await.unwrap());
+                assert_eq!(p.exitcode(), Some(0));
+                let again = p.join_async().await.unwrap_err();
+                assert!(
+                    matches!(again.kind(), ErrorKind::AlreadyJoined { .. }),
+                    "{again}"
+                );
+            }
+            values
+        });
+        let took = t.elapsed();
+        assert_eq!(values, vec![200; 3]);
+        assert!(during >= 30, "only {during} ticks in {took:?}");
+        let mut p = supervisor::Process::builder(boom, ()).start().unwrap();
+        let e = rt.block_on(p.join_async()).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Panicked { .. }), "{e}");
+    });
+}
+
+/// An awaited join given up on (a timeout drops the future) cancels nothing: the
+/// process runs on, and a later blocking `join` takes over and gets the value.
+#[test]
+fn a_dropped_process_join_is_taken_over_by_the_next_join() {
+    isolated(DEADLINE, || {
+        let (rt, _) = ticking_runtime();
+        let mut p = supervisor::Process::builder(sleep_ms, 300).start().unwrap();
+        let early = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), p.join_async()).await
+        });
+        assert!(early.is_err(), "the 300 ms task cannot be done at 50 ms");
+        assert!(p.is_alive());
+        assert_eq!(p.join().unwrap(), 300);
+        assert_eq!(p.exitcode(), Some(0));
+        // And a later awaited join takes over as well.
+        let mut q = supervisor::Process::builder(sleep_ms, 300).start().unwrap();
+        let early = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), q.join_async()).await
+        });
+        assert!(early.is_err());
+        assert_eq!(rt.block_on(q.join_async()).unwrap(), 300);
+    });
+}

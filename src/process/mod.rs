@@ -22,6 +22,11 @@ use crate::reaper::{ChildSlot, Exit};
 use crate::trace;
 use crate::StartMethod;
 
+mod join_async;
+
+use join_async::Pending;
+pub use join_async::ProcessJoin;
+
 /// Longest pause between checks for a child that exited while something else (a
 /// grandchild that inherited it) keeps its result channel open.
 const EXIT_CHECK: Duration = Duration::from_millis(50);
@@ -160,6 +165,7 @@ impl<R> ProcessBuilder<R> {
             name,
             received: None,
             decoded: None,
+            pending: None,
             taken: false,
             keep_task_children: self.keep_task_children,
             result: PhantomData,
@@ -231,6 +237,9 @@ pub struct Process<R> {
     /// The task's value, decoded as soon as it arrived (while the child still lives, so
     /// a handle it returned can be opened).
     decoded: Option<Result<R, Error>>,
+    /// A wait that [`Process::join_async`] started on a thread and that has the
+    /// channel: whoever joins next takes over its result.
+    pending: Option<Arc<Pending>>,
     taken: bool,
     /// Leave what the task started in the child's group when the child dies.
     keep_task_children: bool,
@@ -338,6 +347,10 @@ impl<R: DeserializeOwned> Process<R> {
         if self.taken {
             return Some(Err(ErrorKind::AlreadyJoined { pid: self.pid() }.into()));
         }
+        if let Some(pending) = self.pending.clone() {
+            let received = pending.wait_until(deadline)?;
+            self.take_over(received);
+        }
         if !self.receive_until(deadline) {
             return None;
         }
@@ -359,44 +372,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// Waits for the child's answer, or for proof that none will come. `false` if the
     /// deadline passed first.
     fn receive_until(&mut self, deadline: Option<Instant>) -> bool {
-        while self.received.is_none() {
-            let Some(rx) = &self.rx else { return true };
-            let mut step = EXIT_CHECK;
-            if let Some(deadline) = deadline {
-                match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) => step = step.min(left),
-                    None => return false,
-                }
-            }
-            let exited_before = self.slot.exit().is_some();
-            match rx.recv_timeout(step) {
-                Ok(frame) => {
-                    let received = Inbox::new()
-                        .decode::<FromChild>(frame)
-                        .map_err(|e| Violation::Unreadable(Arc::new(e)))
-                        .and_then(expected);
-                    if received.is_err() {
-                        // Nothing it says can be trusted now, and it may never exit.
-                        let _ = self.slot.signal(libc::SIGKILL, true);
-                    }
-                    self.received = Some(received);
-                }
-                Err(LinkError::Timeout) => {
-                    // Exited, and nothing arrived since: the channel is only held open by
-                    // someone else (a grandchild); no result will come.
-                    if exited_before {
-                        self.rx = None;
-                    }
-                }
-                Err(LinkError::Closed) => self.rx = None,
-                Err(e) => {
-                    // The worker broke the protocol: it can no longer be trusted to answer.
-                    let _ = self.slot.signal(libc::SIGKILL, true);
-                    self.received = Some(Err(Violation::Link(Arc::new(e))));
-                }
-            }
-        }
-        true
+        receive(&mut self.rx, &self.slot, &mut self.received, deadline)
     }
 
     /// Decodes the task's value if it is in: the child lingers a moment after it
@@ -417,6 +393,16 @@ impl<R: DeserializeOwned> Process<R> {
             codec::decode(value)
                 .map_err(|source| ErrorKind::DecodeResult { task, pid, source }.into()),
         );
+    }
+
+    /// Takes back the channel and what arrived on it from a wait that
+    /// [`Process::join_async`] ran on a thread.
+    fn take_over(&mut self, received: join_async::Received) {
+        self.pending = None;
+        self.rx = received.rx;
+        if self.received.is_none() {
+            self.received = received.received;
+        }
     }
 
     fn outcome(&mut self, exit: Exit) -> Result<R, Error> {
@@ -503,6 +489,56 @@ impl MemoryWatch {
     fn exceeded(&self) -> Option<(u64, u64)> {
         self.exceeded.get().map(|peak| (self.limit, *peak))
     }
+}
+
+/// Waits on `rx` for the child's answer into `received`, or for proof that none will
+/// come (`rx` is then `None`). `false` if the deadline passed first.
+fn receive(
+    rx_slot: &mut Option<protocol::Receiver>,
+    slot: &ChildSlot,
+    received_slot: &mut Option<Result<FromChild, Violation>>,
+    deadline: Option<Instant>,
+) -> bool {
+    while received_slot.is_none() {
+        let Some(rx) = rx_slot.as_ref() else {
+            return true;
+        };
+        let mut step = EXIT_CHECK;
+        if let Some(deadline) = deadline {
+            match deadline.checked_duration_since(Instant::now()) {
+                Some(left) => step = step.min(left),
+                None => return false,
+            }
+        }
+        let exited_before = slot.exit().is_some();
+        match rx.recv_timeout(step) {
+            Ok(frame) => {
+                let received = Inbox::new()
+                    .decode::<FromChild>(frame)
+                    .map_err(|e| Violation::Unreadable(Arc::new(e)))
+                    .and_then(expected);
+                if received.is_err() {
+                    // Nothing it says can be trusted now, and it may never exit.
+                    let _ = slot.signal(libc::SIGKILL, true);
+                }
+                *received_slot = Some(received);
+            }
+            Err(LinkError::Timeout) => {
+                // Exited, and nothing arrived since: the channel is only held open by
+                // someone else (a grandchild); no result will come.
+                if exited_before {
+                    *rx_slot = None;
+                }
+            }
+            Err(LinkError::Closed) => *rx_slot = None,
+            Err(e) => {
+                // The worker broke the protocol: it can no longer be trusted to answer.
+                let _ = slot.signal(libc::SIGKILL, true);
+                *received_slot = Some(Err(Violation::Link(Arc::new(e))));
+            }
+        }
+    }
+    true
 }
 
 /// The id of a Process's one task.
