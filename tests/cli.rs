@@ -1221,3 +1221,78 @@ fn a_slow_input_streams_and_a_signal_stops_the_wait_for_it() {
         drop(stdin);
     });
 }
+
+/// `--halt soon` starts nothing more and lets the running tasks finish; a SIGINT after
+/// it is still a first stop request: the running command gets SIGTERM (and its trap
+/// runs), not SIGKILL at once (before: the halt had set the stop flag, so the signal
+/// was taken as the second one and killed).
+#[test]
+fn a_sigint_after_halt_soon_still_drains() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("halt-soon-sigint");
+        let fifo = dir.join("go");
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        // `wait` sets its trap, then opens the FIFO, which lets `fail` fail.
+        let script = "case $1 in\n\
+             fail) cat go >/dev/null; exit 1;;\n\
+             wait) trap 'echo TERM > got; kill $! 2>/dev/null; exit 0' TERM; echo > go; sleep 60 & wait;;\n\
+             esac\n";
+        std::fs::write(dir.join("task.sh"), script).unwrap();
+        let mut child = Command::new(BIN)
+            .current_dir(&dir)
+            .args([
+                "run",
+                "-j",
+                "2",
+                "--unordered",
+                "--grace",
+                "30s",
+                "--halt",
+                "soon,fail=1",
+                "sh",
+                "task.sh",
+                ":::",
+                "fail",
+                "wait",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "no failure: {seen}"
+            );
+            seen.push_str(&line);
+            if line.contains("exited with code 1") {
+                break;
+            }
+        }
+        // The halt has happened (the failure is printed as it arrives); `wait` runs.
+        // SAFETY: kill with plain integers; the child this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        assert!(
+            wait_exit(child.id() as i32, Duration::from_secs(20)),
+            "did not stop"
+        );
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        assert_eq!(status.code(), Some(130), "{seen}{rest}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("got")).unwrap_or_default(),
+            "TERM\n",
+            "the running command was not given SIGTERM: {seen}{rest}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}

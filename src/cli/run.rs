@@ -45,6 +45,9 @@ const MAX_PROCS: usize = 4096;
 // Why the run stopped early (0: it did not).
 /// `--halt` (or `--fail-fast`) was reached.
 const STOP_HALT: i32 = -1;
+/// `--halt soon` was reached: nothing more starts, running tasks finish. A signal
+/// after it still stops the run gracefully first (it is not a second stop request).
+const STOP_HALT_SOON: i32 = -4;
 const STOP_STDOUT: i32 = -2;
 const STOP_OUTPUT_ERROR: i32 = -3;
 
@@ -312,10 +315,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let stop = stop.clone();
         let pool = pool.clone();
         Arc::new(move |why: i32| {
-            if stop
-                .compare_exchange(0, why, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
+            // Not stopping yet, or only starting nothing more (`--halt soon`): this is
+            // the first stop request.
+            let first = [0, STOP_HALT_SOON].into_iter().any(|from| {
+                stop.compare_exchange(from, why, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            });
+            if first {
                 let stopper = pool.clone();
                 let spawned = std::thread::Builder::new()
                     .name("supervisor-stop".into())
@@ -510,7 +516,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 match rule.when {
                     When::Now => request_stop(STOP_HALT),
                     When::Soon => {
-                        stop.store(STOP_HALT, Ordering::SeqCst);
+                        let _ = stop.compare_exchange(
+                            0,
+                            STOP_HALT_SOON,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        );
                         pool.cancel_pending();
                     }
                 }
@@ -623,7 +634,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         libc::SIGHUP => EXIT_SIGHUP,
         STOP_STDOUT => EXIT_STDOUT_CLOSED,
         STOP_OUTPUT_ERROR => EXIT_OUTPUT,
-        STOP_HALT if failed > 0 => EXIT_FAILED,
+        STOP_HALT | STOP_HALT_SOON if failed > 0 => EXIT_FAILED,
         _ if failed > 0 => EXIT_FAILED,
         _ => EXIT_OK,
     };
