@@ -1296,3 +1296,50 @@ fn a_sigint_after_halt_soon_still_drains() {
         std::fs::remove_dir_all(dir).unwrap();
     });
 }
+
+/// GNU parallel's `--eta` and `--bar` show the progress display (before: accepted and
+/// ignored); it ends with a summary line, and on a terminal the bar shows the total
+/// of `:::` inputs and a rounded rate.
+#[test]
+fn eta_and_bar_show_progress_with_a_total_a_rounded_rate_and_a_summary() {
+    isolated(DEADLINE, || {
+        for option in ["--eta", "--bar"] {
+            let out = cli(
+                &["run", option, "sh", "-c", "exit $0", ":::", "0", "1", "0"],
+                "",
+            );
+            assert_eq!(out.code, 1, "{}", out.stderr);
+            assert!(
+                out.stderr.contains("supervisor: 3 tasks in ")
+                    && out.stderr.contains(
+                        ": 2 succeeded, 1 failed, 0 stopped while running, 0 not started\n"
+                    ),
+                "{option}: {}",
+                out.stderr
+            );
+        }
+        let cmd = format!("{BIN} run -j 2 --bar sleep ::: 0.2 0.2 0.2 0.2 0.2 0.2");
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let screen = String::from_utf8_lossy(&out.stdout);
+        assert!(screen.contains("/6 tasks, "), "{screen}");
+        let rates: Vec<&str> = screen
+            .split("tasks, ")
+            .skip(1)
+            .filter_map(|s| s.split("/s").next())
+            .filter(|r| r.len() < 12)
+            .collect();
+        assert!(!rates.is_empty(), "{screen}");
+        for rate in rates {
+            let decimals = rate.split('.').nth(1).map_or(0, str::len);
+            assert!(decimals <= 2, "a rate not rounded: {rate:?} in {screen}");
+        }
+        assert!(
+            screen.contains("supervisor: 6 tasks in ") && screen.contains("6 succeeded"),
+            "{screen}"
+        );
+    });
+}

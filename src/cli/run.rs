@@ -199,6 +199,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             "--daemon needs its input from files or arguments (--input FILE, -a FILE, ::: ARGS): stdin is not kept",
         ));
     }
+    let total = if args.resume || args.resume_failed {
+        None
+    } else {
+        known_total(&groups, delimiter)
+    };
     let stop = Arc::new(AtomicI32::new(0));
     let records = Records::open(
         groups,
@@ -381,7 +386,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         None => None,
     };
 
-    let mut progress = make_progress(&args);
+    let mut progress = make_progress(&args, total);
     let inputs: Rc<RefCell<HashMap<u64, Pending>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
@@ -615,7 +620,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         output_failed(e, &mut output_error, &*request_stop);
     }
     drop(out);
-    progress.finish();
+    progress.finish(&Summary {
+        done: done.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        stopped,
+        cancelled,
+    });
     if let Some(mut log) = joblog {
         log.flush().context("cannot write the job log")?;
     }
@@ -772,43 +782,107 @@ impl Meter {
                 *done += 1;
                 if last.elapsed() >= std::time::Duration::from_secs(1) {
                     *last = std::time::Instant::now();
-                    let rate = *done as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                    let rate = rounded_rate(*done as f64 / start.elapsed().as_secs_f64().max(1e-9));
                     let of = total.map(|t| format!("/{t}")).unwrap_or_default();
-                    say!("supervisor: {done}{of} tasks, {rate:.1}/s");
+                    say!("supervisor: {done}{of} tasks, {rate}");
                 }
             }
         }
     }
 
-    fn finish(&self) {
-        match self {
-            Meter::Bar(bar) => bar.finish_and_clear(),
-            Meter::Lines { done, start, .. } => {
-                say!(
-                    "supervisor: {done} tasks in {:.1}s",
-                    start.elapsed().as_secs_f64()
-                );
+    /// Ends the display with the run's summary line (when progress is shown).
+    fn finish(&self, summary: &Summary) {
+        let elapsed = match self {
+            Meter::Bar(bar) if bar.is_hidden() => return,
+            Meter::Bar(bar) => {
+                bar.finish_and_clear();
+                bar.elapsed()
             }
-        }
+            Meter::Lines { start, .. } => start.elapsed(),
+        };
+        let line = format!(
+            "supervisor: {} tasks in {:.1}s: {} succeeded, {} failed, {} stopped while running, {} not started\n",
+            summary.done + summary.failed + summary.stopped + summary.cancelled,
+            elapsed.as_secs_f64(),
+            summary.done,
+            summary.failed,
+            summary.stopped,
+            summary.cancelled,
+        );
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }
 
-fn make_progress(args: &RunArgs) -> Meter {
+/// What the run's last progress line counts.
+struct Summary {
+    done: u64,
+    failed: u64,
+    stopped: u64,
+    cancelled: u64,
+}
+
+/// A rate rounded for reading: `12/s`, `3.4/s`, `0.25/s`.
+fn rounded_rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() {
+        return "-".to_string();
+    }
+    if per_sec >= 100.0 {
+        format!("{:.0}/s", per_sec)
+    } else if per_sec >= 1.0 {
+        format!("{:.1}/s", per_sec)
+    } else {
+        format!("{:.2}/s", per_sec)
+    }
+}
+
+/// How many tasks the inputs make, when that is known before reading them: `:::`
+/// words and regular files (read once more here), every group one source; `None`
+/// for stdin, a pipe, or linked sources.
+fn known_total(groups: &[sources::Group], delimiter: u8) -> Option<u64> {
+    let mut total = 1u64;
+    for group in groups {
+        let [origin] = group.as_slice() else {
+            return None;
+        };
+        let n = match origin {
+            Origin::Args(words) => words.len() as u64,
+            Origin::File(p) if p.as_os_str() == "-" => return None,
+            // Only a regular file can be read twice (a FIFO would be used up).
+            Origin::File(p) if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => {
+                let mut reader = BufReader::new(std::fs::File::open(p).ok()?);
+                let mut n = 0u64;
+                let mut record = Vec::new();
+                loop {
+                    record.clear();
+                    match reader.read_until(delimiter, &mut record) {
+                        Ok(0) => break,
+                        Ok(_) => n += 1,
+                        Err(_) => return None,
+                    }
+                }
+                n
+            }
+            Origin::File(_) => return None,
+        };
+        total = total.checked_mul(n)?;
+    }
+    Some(total)
+}
+
+/// The bar's `{rate}`: tasks per second, rounded.
+fn rate_key(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = w.write_str(&rounded_rate(state.per_sec()));
+}
+
+fn make_progress(args: &RunArgs, total: Option<u64>) -> Meter {
     let terminal = std::io::stderr().is_terminal();
-    let show = match args.progress {
-        Progress::Always => true,
-        Progress::Never => false,
-        Progress::Auto => terminal && !args.daemon,
-    };
-    let total = || {
-        args.input
-            .as_ref()
-            .filter(|p| p.as_os_str() != "-")
-            // Only a regular file can be read twice (a FIFO or /dev/stdin would be used up).
-            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
-            .and_then(|p| std::fs::File::open(p).ok())
-            .map(|f| BufReader::new(f).lines().count() as u64)
-    };
+    // GNU parallel's --eta and --bar: the progress display, always.
+    let show = args.eta
+        || match args.progress {
+            Progress::Always => true,
+            Progress::Never => false,
+            Progress::Auto => terminal && !args.daemon,
+        };
     if !show {
         return Meter::Bar(ProgressBar::hidden());
     }
@@ -816,18 +890,20 @@ fn make_progress(args: &RunArgs) -> Meter {
         let now = std::time::Instant::now();
         return Meter::Lines {
             done: 0,
-            total: total(),
+            total,
             start: now,
             last: now,
         };
     }
-    let bar = match total() {
+    let bar = match total {
         Some(n) => ProgressBar::new(n).with_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} tasks, {per_sec}, ETA {eta}")
+            ProgressStyle::with_template("{bar:30} {pos}/{len} tasks, {rate}, ETA {eta}")
+                .map(|s| s.with_key("rate", rate_key))
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         ),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {pos} tasks, {per_sec}, {elapsed}")
+            ProgressStyle::with_template("{spinner} {pos} tasks, {rate}, {elapsed}")
+                .map(|s| s.with_key("rate", rate_key))
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         ),
     };
