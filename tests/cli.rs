@@ -1343,3 +1343,155 @@ fn eta_and_bar_show_progress_with_a_total_a_rounded_rate_and_a_summary() {
         );
     });
 }
+
+/// The JSON job log gets each task's line when it ends, as the TSV one does (before:
+/// in print order, so a SIGKILLed run lost the lines of tasks that ended behind a slow
+/// one); a line names the command line and the command's own pid beside the worker's,
+/// and a command that succeeded has exit code 0, not null.
+#[test]
+fn the_json_joblog_is_written_as_tasks_end_and_names_the_command() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("json-joblog-arrival");
+        let log = dir.join("jobs.jsonl");
+        let mut child = Command::new(BIN)
+            .args([
+                "run",
+                "-j",
+                "2",
+                "--joblog-format",
+                "json",
+                "--joblog",
+                log.to_str().unwrap(),
+                "sh",
+                "-c",
+                "[ $0 = slow ] && exec sleep 60; echo $0; exit $1",
+                ":::",
+                "slow",
+                "a",
+                "b",
+                "c",
+                ":::+",
+                "-",
+                "0",
+                "3",
+                "0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        while read().lines().count() < 3 {
+            assert!(
+                Instant::now() < until,
+                "not logged while the first ran: {}",
+                read()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let records: Vec<Value> = read()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(records.len(), 3, "{records:?}");
+        for r in &records {
+            let worker = r["pid"].as_u64().unwrap();
+            let own = r["command_pid"].as_u64().unwrap();
+            assert!(worker > 0 && own > 0 && own != worker, "{r}");
+            let input = r["input"].as_str().unwrap();
+            let (value, code) = input.split_once(' ').unwrap();
+            assert_eq!(
+                r["command"],
+                format!("sh -c '[ $0 = slow ] && exec sleep 60; echo $0; exit $1' {value} {code}"),
+                "{r}"
+            );
+            assert_eq!(r["exit_code"], code.parse::<u64>().unwrap(), "{r}");
+            assert_eq!(
+                r["outcome"],
+                if code == "0" { "ok" } else { "failed" },
+                "{r}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}
+
+/// `--format json`: a failed command's stdout is kept, a successful one's exit code is
+/// 0; a failure of a huge input line quotes a bounded prefix of it (before: a 50 MB
+/// line made a 100 MB record, the line and the message quoting it).
+#[test]
+fn json_records_keep_failed_output_and_stay_small_for_a_huge_line() {
+    isolated(DEADLINE, || {
+        let out = cli(
+            &[
+                "run",
+                "--format",
+                "json",
+                "sh",
+                "-c",
+                "echo out $0; exit $0",
+                ":::",
+                "0",
+                "3",
+            ],
+            "",
+        );
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        let records = out.json();
+        assert_eq!(records[0]["exit_code"], 0, "{}", out.stdout);
+        assert_eq!(records[0]["output"], "out 0\n");
+        assert_eq!(records[1]["error"]["exit_code"], 3, "{}", out.stdout);
+        assert_eq!(records[1]["output"], "out 3\n", "{}", out.stdout);
+
+        let huge = format!("{}\n", "7".repeat(50 << 20));
+        let dir = temp_dir("huge-line");
+        let log = dir.join("jobs.jsonl");
+        let out = cli(
+            &[
+                "run",
+                "--format",
+                "json",
+                "--joblog-format",
+                "json",
+                "--joblog",
+                log.to_str().unwrap(),
+                "--task",
+                "prime-factors",
+            ],
+            &huge,
+        );
+        assert_eq!(out.code, 1);
+        assert!(
+            out.stdout.len() < 16 << 10,
+            "a record of {} bytes",
+            out.stdout.len()
+        );
+        let record = &out.json()[0];
+        assert_eq!(record["error"]["kind"], "decode");
+        assert!(
+            record["input"].as_str().unwrap().starts_with("7777"),
+            "{record}"
+        );
+        assert!(record["input"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("({} bytes)", 50 << 20)));
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            logged.len() < 16 << 10,
+            "a job log line of {} bytes",
+            logged.len()
+        );
+        let text = cli(&["run", "--task", "prime-factors"], &huge);
+        assert!(
+            text.stderr.len() < 16 << 10,
+            "a message of {} bytes",
+            text.stderr.len()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}

@@ -466,12 +466,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // parallel's job log gets each task's line as its result arrives, in the order
     // they end: a run killed while an early task runs keeps the later ones' lines, and
     // `--resume` does not run them again.
-    let tsv_log = match args.joblog_format {
-        JoblogFormat::Tsv => joblog.take(),
-        JoblogFormat::Json => None,
+    // The JSON form too, so that a SIGKILLed run keeps the lines of finished tasks.
+    let (tsv_log, mut json_log) = match args.joblog_format {
+        JoblogFormat::Tsv => (joblog.take(), None),
+        JoblogFormat::Json => (None, joblog.take()),
     };
     let log_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
-    if halt.is_some() || tsv_log.is_some() {
+    if halt.is_some() || tsv_log.is_some() || json_log.is_some() {
         let (tally, stop, request_stop, pool, read, inputs, log_error) = (
             tally.clone(),
             stop.clone(),
@@ -482,9 +483,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             log_error.clone(),
         );
         let mut tsv_log = tsv_log;
+        let mut json_log = json_log.take();
+        let mut peaks = PeakRss::default();
         let task = task.clone();
         reports = reports.on_arrival(move |index, result, meta| {
             let seq = index as u64 + 1;
+            if let Some(log) = json_log.as_mut() {
+                let peak = (meta.pid != 0).then(|| peaks.get(meta.pid)).flatten();
+                let line = {
+                    let inputs = inputs.borrow();
+                    let pending = inputs.get(&seq);
+                    super::report::joblog_json(
+                        seq,
+                        pending.map_or(&[][..], |p| &p.input),
+                        pending.and_then(|p| p.command.as_deref()),
+                        result,
+                        meta,
+                        peak,
+                    )
+                };
+                let written = serde_json::to_writer(&mut *log, &line)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| log.write_all(b"\n"))
+                    .and_then(|()| log.flush());
+                if let Err(e) = written {
+                    log_error.borrow_mut().get_or_insert(e);
+                    json_log = None;
+                    request_stop(STOP_OUTPUT_ERROR);
+                }
+            }
             if let Some(log) = tsv_log.as_mut() {
                 let command = inputs.borrow().get(&seq).map(|p| match &p.command {
                     Some(c) => c.clone(),
@@ -536,7 +563,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let command_mode = template.is_some();
     let mut cancelled = 0u64;
     let mut stopped = 0u64;
-    let mut peaks = PeakRss::default();
     let mut output_error: Option<std::io::Error> = None;
     let stdout = std::io::stdout();
     // Buffered, and flushed whenever the next result is not in yet: one write per
@@ -545,7 +571,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     while let Some(report) = reports.next() {
         let seq = report.index as u64 + 1;
         let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
-        let mut record = Record::new(seq, pending.input, report.meta, report.result);
+        let record = Record::new(seq, pending.input, report.meta, report.result);
         // Not run although nobody stopped the run (the pool ended under it): a
         // failure, never a quiet success.
         let not_run = matches!(&record.result, Err(e) if e.kind == "cancelled")
@@ -559,12 +585,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             stopped += 1;
         } else {
             failed.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(log) = joblog.as_mut() {
-            if record.meta.pid != 0 {
-                record.peak_rss_kib = peaks.get(record.meta.pid);
-            }
-            writeln!(log, "{}", record.to_joblog()).context("cannot write the job log")?;
         }
         if let Some(dir) = &args.results {
             if !(not_run || was_stopped) {

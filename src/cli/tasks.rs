@@ -45,6 +45,9 @@ pub struct Output {
     pub stderr: Captured,
     /// The text is a JSON value (`whoami`): `--format json` embeds it as such.
     pub json: bool,
+    /// A command's own pid (0 for a built-in task), for the job log.
+    #[serde(default)]
+    pub pid: u32,
 }
 
 /// Why a task failed.
@@ -64,6 +67,9 @@ pub enum Failure {
         stdout: Captured,
         /// A command's standard error.
         stderr: Captured,
+        /// A command's own pid (0 if none ran).
+        #[serde(default)]
+        pid: u32,
     },
 }
 
@@ -83,6 +89,7 @@ fn text(s: impl Into<String>) -> Outcome {
         text: Captured::from(s.into()),
         stderr: Captured::default(),
         json: false,
+        pid: 0,
     })
 }
 
@@ -93,6 +100,7 @@ fn failed(message: impl Into<String>) -> Failure {
         signal: None,
         stdout: Captured::default(),
         stderr: Captured::default(),
+        pid: 0,
     }
 }
 
@@ -419,6 +427,7 @@ pub fn whoami(_job: Job) -> Outcome {
         text: Captured::from(value.to_string()),
         stderr: Captured::default(),
         json: true,
+        pid: 0,
     })
 }
 supervisor::task!("whoami" => whoami);
@@ -515,6 +524,7 @@ fn run_once(job: &Job) -> Outcome {
             text: out.stdout,
             stderr: out.stderr,
             json: false,
+            pid: out.pid,
         }),
         status => Err(Failure::Failed {
             message: match status {
@@ -534,6 +544,7 @@ fn run_once(job: &Job) -> Outcome {
             },
             stdout: out.stdout,
             stderr: out.stderr,
+            pid: out.pid,
         }),
     }
 }
