@@ -339,7 +339,7 @@ fn usage_errors_exit_2_with_one_line_and_start_nothing() {
                 "does not split stdin into blocks",
             ),
             (vec!["run", "-j", "0", "echo"], "-j 0"),
-            (vec!["run", "echo", "{%}"], "use {#}"),
+            (vec!["run", "echo", "{= s/a/b/ =}"], "Perl expression"),
             (vec!["run", "echo", ":::+", "a"], "there is none"),
             (
                 vec!["run", "--colsep", "(", "echo"],

@@ -160,6 +160,23 @@ const CASES: &[Case] = &[
     case(&["-kj2", "echo", ":::", "a"], b""),
     case(&["-k", "-d,", "echo"], b"x,y"),
     case(&["-k", "-af1", "echo"], b""),
+    // The job slot: in --dry-run the slots taken in turn, as parallel prints them.
+    case(
+        &[
+            "--dry-run",
+            "-j",
+            "2",
+            "echo",
+            "{%}",
+            "{#}",
+            ":::",
+            "a",
+            "b",
+            "c",
+        ],
+        b"",
+    ),
+    case(&["-k", "-j", "1", "echo", "{%}{}", ":::", "a", "b"], b""),
 ];
 
 fn show(bytes: &[u8]) -> String {
@@ -380,6 +397,47 @@ fn halt_now_on_the_first_failure_returns_within_a_second() {
             took < Duration::from_millis(2500),
             "took {took:?}: {}",
             out.stderr
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// `{%}` is the job slot, as in parallel: with `-j N` only 1..=N, and two tasks running
+/// at once never share one (before: refused as a usage error). Each task holds a lock
+/// directory named after its slot while it runs: `mkdir` fails if another running task
+/// has it.
+#[test]
+fn the_job_slot_is_one_to_n_and_never_shared_by_running_tasks() {
+    isolated(DEADLINE, || {
+        let dir = scratch("slot");
+        for program in ["parallel", BIN] {
+            let mut args = vec!["-k", "-j", "2", "echo", "{%}", ":::", "1", "2", "3", "4"];
+            if program == BIN {
+                args.insert(0, "run");
+            }
+            let out = run(program, &args, b"", &dir);
+            assert_eq!(out.code, 0, "{program}: {}", out.stderr);
+            let slots: Vec<String> = show(&out.stdout).lines().map(String::from).collect();
+            assert_eq!(slots.len(), 4, "{program}: {slots:?}");
+            assert!(
+                slots.iter().all(|s| s == "1" || s == "2"),
+                "{program}: {slots:?}"
+            );
+        }
+        let script = "mkdir lock-{%} || exit 9; echo {%} >> used; sleep 0.02; rmdir lock-{%}";
+        let inputs: Vec<String> = (1..=40).map(|i| i.to_string()).collect();
+        let mut args = vec!["run", "-j", "3", script, ":::"];
+        args.extend(inputs.iter().map(String::as_str));
+        let out = run(BIN, &args, b"", &dir);
+        assert_eq!(out.code, 0, "a slot was shared: {}", out.stderr);
+        let used = std::fs::read_to_string(dir.join("used")).unwrap();
+        let mut slots: Vec<&str> = used.lines().collect();
+        assert_eq!(slots.len(), 40);
+        slots.sort_unstable();
+        slots.dedup();
+        assert!(
+            slots.iter().all(|s| ["1", "2", "3"].contains(s)),
+            "{slots:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     });

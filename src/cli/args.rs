@@ -276,7 +276,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub shell: bool,
     /// Command mode: the command to run per input; `{}` `{.}` `{/}` `{//}` `{/.}` `{#}`
-    /// `{N}` are replaced (the input is appended when there is none). It may
+    /// `{%}` (the job slot) `{N}` are replaced (the input is appended when there is none). It may
     /// follow the options directly or after `--`; `::: ARGS`, `:::: FILES`, `:::+` and
     /// `::::+` after it give input sources, as in GNU parallel.
     #[arg(trailing_var_arg = true)]

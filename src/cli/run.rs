@@ -236,7 +236,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         return Ok(EXIT_OK);
     }
     if args.dry_run {
-        return dry_run(records, template.as_ref(), &task);
+        return dry_run(records, template.as_ref(), &task, procs.unwrap_or(cpus));
     }
     let resume = match (&args.joblog, args.resume || args.resume_failed) {
         (Some(path), true) => Some(joblog::read(path).map_err(|e| {
@@ -422,17 +422,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     fields: &record.fields,
                     whole: &record.whole,
                     seq,
+                    slot: None,
                 };
-                let argv: Vec<serde_bytes::ByteBuf> = template
+                let (argv, slots) = template
                     .as_ref()
-                    .map(|t| {
-                        t.argv(&fill)
-                            .into_iter()
-                            .map(serde_bytes::ByteBuf::from)
-                            .collect()
-                    })
+                    .map(|t| t.argv_and_slots(&fill))
                     .unwrap_or_default();
-                let command = template.as_ref().map(|t| t.display(&fill));
+                let argv: Vec<serde_bytes::ByteBuf> =
+                    argv.into_iter().map(serde_bytes::ByteBuf::from).collect();
+                // With `{%}` the command line is made again once the slot is known.
+                let with_slot = template.as_ref().is_some_and(|t| t.has_slot());
+                let command = template
+                    .as_ref()
+                    .filter(|_| !with_slot)
+                    .map(|t| t.display(&fill));
+                let fields = if with_slot {
+                    record.fields.clone()
+                } else {
+                    Vec::new()
+                };
                 // Built-in tasks take text; command mode has the bytes in argv.
                 let text = if template.is_some() {
                     String::new()
@@ -443,6 +451,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     seq,
                     Pending {
                         command,
+                        fields,
                         values: record.values,
                         input: record.whole,
                     },
@@ -453,6 +462,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     seq,
                     args: task_args.clone(),
                     retry_failed: if template.is_some() { retries } else { 0 },
+                    slots,
                 }
             })
     };
@@ -486,6 +496,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let mut json_log = json_log.take();
         let mut peaks = PeakRss::default();
         let task = task.clone();
+        let template = template.clone();
         reports = reports.on_arrival(move |index, result, meta| {
             let seq = index as u64 + 1;
             if let Some(log) = json_log.as_mut() {
@@ -493,10 +504,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 let line = {
                     let inputs = inputs.borrow();
                     let pending = inputs.get(&seq);
+                    let command =
+                        pending.and_then(|p| p.command_line(template.as_ref(), seq, result));
                     super::report::joblog_json(
                         seq,
                         pending.map_or(&[][..], |p| &p.input),
-                        pending.and_then(|p| p.command.as_deref()),
+                        command.as_deref(),
                         result,
                         meta,
                         peak,
@@ -513,9 +526,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 }
             }
             if let Some(log) = tsv_log.as_mut() {
-                let command = inputs.borrow().get(&seq).map(|p| match &p.command {
-                    Some(c) => c.clone(),
-                    None => [task.as_bytes(), b" ", &p.input].concat(),
+                let command = inputs.borrow().get(&seq).map(|p| {
+                    match p.command_line(template.as_ref(), seq, result) {
+                        Some(c) => c,
+                        None => [task.as_bytes(), b" ", &p.input].concat(),
+                    }
                 });
                 let command = command.unwrap_or_default();
                 if let Some(row) = super::report::joblog_row(seq, result, meta, &command) {
@@ -693,12 +708,47 @@ struct Pending {
     input: Vec<u8>,
     /// A value per input source (for `--results`).
     values: Vec<Vec<u8>>,
-    /// The command line (command mode), as the job log names it.
+    /// The command line (command mode), as the job log names it; `None` with `{%}`
+    /// until the slot is known (see [`Pending::command_line`]).
     command: Option<Vec<u8>>,
+    /// The record's fields, kept only when the command has `{%}`.
+    fields: Vec<Vec<u8>>,
+}
+
+impl Pending {
+    /// The command line task `seq` ran, as the job logs name it: with `{%}`, made now
+    /// with the slot its result reports.
+    fn command_line(
+        &self,
+        template: Option<&Template>,
+        seq: u64,
+        result: &Result<Outcome, supervisor::Error>,
+    ) -> Option<Vec<u8>> {
+        if self.command.is_some() {
+            return self.command.clone();
+        }
+        let template = template?;
+        let slot = match result {
+            Ok(Ok(out)) => out.slot,
+            Ok(Err(super::tasks::Failure::Failed { slot, .. })) => *slot,
+            _ => 0,
+        };
+        Some(template.display(&Fill {
+            fields: &self.fields,
+            whole: &self.input,
+            seq,
+            slot: (slot > 0).then_some(u64::from(slot)),
+        }))
+    }
 }
 
 /// `--dry-run`: prints each command line (or task and input) instead of running it.
-fn dry_run(records: Records, template: Option<&Template>, task: &str) -> anyhow::Result<i32> {
+fn dry_run(
+    records: Records,
+    template: Option<&Template>,
+    task: &str,
+    procs: usize,
+) -> anyhow::Result<i32> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (i, record) in records.enumerate() {
         let record = record.context("cannot read the input")?;
@@ -707,6 +757,8 @@ fn dry_run(records: Records, template: Option<&Template>, task: &str) -> anyhow:
                 fields: &record.fields,
                 whole: &record.whole,
                 seq: i as u64 + 1,
+                // As parallel's --dry-run: the slots taken in turn.
+                slot: Some((i % procs.max(1)) as u64 + 1),
             }),
             None => [task.as_bytes(), b" ", &record.whole].concat(),
         };

@@ -33,6 +33,10 @@ pub struct Job {
     /// by a signal) runs again (`--retries`, as in GNU parallel).
     #[serde(default)]
     pub retry_failed: u32,
+    /// Command mode: where `{%}` goes in `argv` (argument, byte offset); the worker
+    /// writes its job slot there (its pool seat + 1) when the job starts.
+    #[serde(default)]
+    pub slots: Vec<(u32, u32)>,
 }
 
 /// What a task printed.
@@ -48,6 +52,9 @@ pub struct Output {
     /// A command's own pid (0 for a built-in task), for the job log.
     #[serde(default)]
     pub pid: u32,
+    /// The job slot `{%}` the command ran with (0: none).
+    #[serde(default)]
+    pub slot: u32,
 }
 
 /// Why a task failed.
@@ -70,6 +77,9 @@ pub enum Failure {
         /// A command's own pid (0 if none ran).
         #[serde(default)]
         pid: u32,
+        /// The job slot `{%}` the command ran with (0: none).
+        #[serde(default)]
+        slot: u32,
     },
 }
 
@@ -90,6 +100,7 @@ fn text(s: impl Into<String>) -> Outcome {
         stderr: Captured::default(),
         json: false,
         pid: 0,
+        slot: 0,
     })
 }
 
@@ -101,6 +112,7 @@ fn failed(message: impl Into<String>) -> Failure {
         stdout: Captured::default(),
         stderr: Captured::default(),
         pid: 0,
+        slot: 0,
     }
 }
 
@@ -428,6 +440,7 @@ pub fn whoami(_job: Job) -> Outcome {
         stderr: Captured::default(),
         json: true,
         pid: 0,
+        slot: 0,
     })
 }
 supervisor::task!("whoami" => whoami);
@@ -510,7 +523,19 @@ pub fn exec(job: Job) -> Outcome {
 }
 
 fn run_once(job: &Job) -> Outcome {
-    let Some((program, args)) = job.argv.split_first() else {
+    // `{%}`: this worker's slot, known now that it runs the job.
+    let seat = supervisor::worker_context().and_then(|c| c.seat);
+    let slot = seat.map_or(0, |s| s + 1);
+    let filled: Vec<Vec<u8>>;
+    let argv: Vec<&[u8]> = if job.slots.is_empty() {
+        job.argv.iter().map(|a| a.as_slice()).collect()
+    } else {
+        let mut argv: Vec<Vec<u8>> = job.argv.iter().map(|a| a.to_vec()).collect();
+        super::replace::put_slot(&mut argv, &job.slots, u64::from(slot));
+        filled = argv;
+        filled.iter().map(Vec::as_slice).collect()
+    };
+    let Some((program, args)) = argv.split_first() else {
         return Err(Failure::Decode("empty command".into()));
     };
     let cmd = Command::new(OsStr::from_bytes(program))
@@ -525,6 +550,7 @@ fn run_once(job: &Job) -> Outcome {
             stderr: out.stderr,
             json: false,
             pid: out.pid,
+            slot,
         }),
         status => Err(Failure::Failed {
             message: match status {
@@ -545,6 +571,7 @@ fn run_once(job: &Job) -> Outcome {
             stdout: out.stdout,
             stderr: out.stderr,
             pid: out.pid,
+            slot,
         }),
     }
 }
