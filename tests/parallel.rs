@@ -442,3 +442,41 @@ fn the_job_slot_is_one_to_n_and_never_shared_by_running_tasks() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+/// `--timeout N%`, as parallel: N% of the median run time of the tasks that succeeded
+/// so far, applied to the running ones too; no limit before one has (the first, slow,
+/// task is not stopped). Before: refused as a usage error.
+#[test]
+fn a_timeout_in_percent_follows_the_median_run_time() {
+    isolated(DEADLINE, || {
+        let dir = scratch("timeout-pct");
+        let args = [
+            "-k",
+            "-j",
+            "1",
+            "--timeout",
+            "200%",
+            "sleep {}; echo {}",
+            ":::",
+            "1",
+            "0.1",
+            "0.1",
+            "0.1",
+            "30",
+            "0.1",
+        ];
+        let mut theirs_args = vec!["--will-cite"];
+        theirs_args.extend(args);
+        let t = Instant::now();
+        let theirs = run("parallel", &theirs_args, b"", &dir);
+        let mut ours_args = vec!["run"];
+        ours_args.extend(args);
+        let ours = run(BIN, &ours_args, b"", &dir);
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+        assert_eq!(show(&ours.stdout), show(&theirs.stdout), "{}", ours.stderr);
+        assert_eq!(show(&ours.stdout), "1\n0.1\n0.1\n0.1\n0.1\n");
+        assert_eq!((ours.code, theirs.code), (1, 1), "{}", ours.stderr);
+        assert!(ours.stderr.contains("timed out"), "{}", ours.stderr);
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}

@@ -165,8 +165,9 @@ pub struct RunArgs {
     /// How workers are created.
     #[arg(long, value_enum, default_value = "spawn")]
     pub start_method: Method,
-    /// Time limit per task: a duration (500ms, 2m) or seconds (2.5, as parallel); the
-    /// worker and its children are stopped.
+    /// Time limit per task: a duration (500ms, 2m), seconds (2.5, as parallel) or N% of
+    /// the median run time of the tasks that succeeded so far (as parallel; no limit
+    /// before one has, never under 50ms); the worker and its children are stopped.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
     /// Re-run a task up to N more times: when its worker died or it timed out, and in

@@ -144,16 +144,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             procs.unwrap_or(0)
         )));
     }
-    let timeout = match &args.timeout {
+    let (timeout, of_median) = match &args.timeout {
         Some(spec) => match specs::timeout(spec).map_err(usage)? {
-            specs::Timeout::Fixed(limit) => Some(limit),
-            specs::Timeout::OfMedian(_) => {
-                return Err(usage(format!(
-                    "--timeout {spec}: a percentage of the median run time is not supported; give a duration (30s) or seconds"
-                )))
-            }
+            specs::Timeout::Fixed(limit) => (Some(limit), None),
+            specs::Timeout::OfMedian(percent) => (None, Some(specs::MedianLimit::new(percent))),
         },
-        None => None,
+        None => (None, None),
     };
     let halt = match (&args.halt, args.fail_fast) {
         (Some(spec), _) => Halt::parse(spec).map_err(usage)?,
@@ -482,7 +478,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         JoblogFormat::Json => (None, joblog.take()),
     };
     let log_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
-    if halt.is_some() || tsv_log.is_some() || json_log.is_some() {
+    if halt.is_some() || tsv_log.is_some() || json_log.is_some() || of_median.is_some() {
         let (tally, stop, request_stop, pool, read, inputs, log_error) = (
             tally.clone(),
             stop.clone(),
@@ -497,8 +493,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let mut peaks = PeakRss::default();
         let task = task.clone();
         let template = template.clone();
+        let mut of_median = of_median;
         reports = reports.on_arrival(move |index, result, meta| {
             let seq = index as u64 + 1;
+            // `--timeout N%`: the limit follows the median run time of the tasks
+            // that succeeded, for the running ones too.
+            if let (Some(median), Ok(Ok(_))) = (of_median.as_mut(), result) {
+                if let Some(limit) = median.add(meta.duration) {
+                    pool.set_task_timeout(Some(limit));
+                }
+            }
             if let Some(log) = json_log.as_mut() {
                 let peak = (meta.pid != 0).then(|| peaks.get(meta.pid)).flatten();
                 let line = {
