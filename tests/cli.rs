@@ -1495,3 +1495,82 @@ fn json_records_keep_failed_output_and_stay_small_for_a_huge_line() {
         std::fs::remove_dir_all(dir).unwrap();
     });
 }
+
+/// `--line-buffer` prints a command's line as soon as it is written and `-u` passes it
+/// through as it comes: the command prints a line, then waits on a FIFO that this test
+/// writes only after it has read that line on supervisor's stdout (before: output was
+/// grouped, so the line came only after the command ended: here, never). Bytes are kept
+/// whatever the line lengths.
+#[test]
+fn line_buffer_and_ungroup_print_output_while_the_command_runs() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("line-buffer");
+        let fifo = dir.join("fifo");
+        for option in ["--line-buffer", "-u"] {
+            assert!(Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success());
+            let mut child = Command::new(BIN)
+                .current_dir(&dir)
+                .args([
+                    "run",
+                    option,
+                    "echo first {}; cat fifo; echo third",
+                    ":::",
+                    "x",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdout = BufReader::new(child.stdout.take().unwrap());
+            let (tx, rx) = std::sync::mpsc::channel();
+            let reader = std::thread::spawn(move || {
+                let mut line = String::new();
+                stdout.read_line(&mut line).unwrap();
+                tx.send(line).unwrap();
+                let mut rest = String::new();
+                std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+                rest
+            });
+            let first = rx.recv_timeout(Duration::from_secs(20));
+            // Let the command go on (and end) whatever happened.
+            std::fs::write(&fifo, "second\n").unwrap();
+            let rest = reader.join().unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                first.as_deref(),
+                Ok("first x\n"),
+                "{option}: the first line did not come while the command ran"
+            );
+            assert_eq!(rest, "second\nthird\n", "{option}");
+            assert!(
+                out.status.success(),
+                "{option}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::remove_file(&fifo).unwrap();
+        }
+        // Binary output, with "lines" longer than the line limit, byte for byte.
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(dir.join("data"), &data).unwrap();
+        let out = Command::new(BIN)
+            .current_dir(&dir)
+            .args(["run", "--line-buffer", "cat", ":::", "data"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(
+            out.stdout == data,
+            "{} bytes of {}",
+            out.stdout.len(),
+            data.len()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}

@@ -160,23 +160,15 @@ const CASES: &[Case] = &[
     case(&["-kj2", "echo", ":::", "a"], b""),
     case(&["-k", "-d,", "echo"], b"x,y"),
     case(&["-k", "-af1", "echo"], b""),
-    // The job slot: in --dry-run the slots taken in turn, as parallel prints them.
+    // The job slot (parallel's --dry-run slots depend on timing: not compared).
+    case(&["-k", "-j", "1", "echo", "{%}{}", ":::", "a", "b"], b""),
+    // Output as it comes (one task at a time, so the order is known).
+    case(&["-j", "1", "--line-buffer", "echo", ":::", "a", "b"], b""),
     case(
-        &[
-            "--dry-run",
-            "-j",
-            "2",
-            "echo",
-            "{%}",
-            "{#}",
-            ":::",
-            "a",
-            "b",
-            "c",
-        ],
+        &["-j", "1", "--lb", "--tag", "printf 'x\ny'", ":::", "a", "b"],
         b"",
     ),
-    case(&["-k", "-j", "1", "echo", "{%}{}", ":::", "a", "b"], b""),
+    case(&["-j", "1", "-u", "echo", ":::", "a", "b"], b""),
 ];
 
 fn show(bytes: &[u8]) -> String {

@@ -235,6 +235,15 @@ pub struct RunArgs {
     /// Prefix every output line with the input and a tab.
     #[arg(long)]
     pub tag: bool,
+    /// Command mode: print each line of a command's output as soon as it is written
+    /// (lines of tasks running at once interleave; a line is never split), instead of
+    /// its whole output when its turn comes. As parallel's --line-buffer.
+    #[arg(long, visible_alias = "lb", conflicts_with_all = ["ungroup", "results"])]
+    pub line_buffer: bool,
+    /// Command mode: commands write to our stdout and stderr directly, as they go
+    /// (outputs of tasks running at once may mix, even within a line). As parallel's -u.
+    #[arg(short = 'u', long, conflicts_with_all = ["results", "tag"])]
+    pub ungroup: bool,
     /// Write each task's stdout and stderr under DIR, in parallel's layout
     /// (DIR/1/VALUE/stdout ...), instead of printing them (as parallel).
     #[arg(long, value_name = "DIR")]

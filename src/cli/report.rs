@@ -98,7 +98,7 @@ pub fn joblog_row<'a>(
             signal.unwrap_or(0),
             stdout.len(),
         ),
-        Ok(Err(Failure::Decode(_))) => (-1, 0, 0),
+        Ok(Err(Failure::Decode(_) | Failure::Output { .. })) => (-1, 0, 0),
         Err(e) if matches!(kind_of(e), "stopped" | "cancelled") => return None,
         Err(e) => {
             let (signal, code, _) = signal_and_code(e);
@@ -147,6 +147,7 @@ pub fn joblog_json(
             out.pid,
         ),
         Ok(Err(Failure::Decode(_))) => ("decode", None, None, worker_peak_kib, 0),
+        Ok(Err(Failure::Output { .. })) => ("output_error", None, None, worker_peak_kib, 0),
         Ok(Err(Failure::Failed {
             exit_code,
             signal,
@@ -210,6 +211,14 @@ impl Record {
     pub fn new(seq: u64, input: Vec<u8>, meta: JobMeta, result: Result<Outcome, Error>) -> Record {
         let result = match result {
             Ok(Ok(output)) => Ok(output),
+            Ok(Err(Failure::Output { message, .. })) => Err(ErrorInfo {
+                kind: "output_error",
+                message: shorten(&message, MESSAGE_LIMIT),
+                signal: None,
+                exit_code: None,
+                stdout: Captured::default(),
+                stderr: Captured::default(),
+            }),
             Ok(Err(Failure::Decode(message))) => Err(ErrorInfo {
                 kind: "decode",
                 message: shorten(&message, MESSAGE_LIMIT),

@@ -24,7 +24,7 @@ use super::args::{Format, JoblogFormat, Method, Progress, RunArgs};
 use super::control::{self, Daemon};
 use super::report::Record;
 use super::sys;
-use super::tasks::{check_args, Job, Outcome, BUILTINS};
+use super::tasks::{check_args, Failure, Job, Outcome, Stream, BUILTINS};
 use super::Usage;
 
 /// Exit codes (documented in `--help` and the README).
@@ -128,6 +128,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             "nothing to run: give --task NAME or a command (e.g. `supervisor run echo {} ::: a b`)",
         )),
     };
+    let output_stream = match (args.line_buffer, args.ungroup) {
+        (true, _) => Stream::Lines,
+        (_, true) => Stream::Ungroup,
+        _ => Stream::Group,
+    };
+    if output_stream != Stream::Group {
+        let option = if args.ungroup { "-u" } else { "--line-buffer" };
+        if template.is_none() {
+            return Err(usage(format!(
+                "{option} is for commands (their output as it comes); a built-in task's result is printed whole"
+            )));
+        }
+        if args.format == Format::Json {
+            return Err(usage(format!(
+                "{option} prints the commands' output as it comes, which --format json cannot hold; use one or the other"
+            )));
+        }
+    }
     if let Some(nice) = args.nice {
         if !(-20..=19).contains(&nice) {
             return Err(usage(format!("--nice {nice} is outside -20..=19")));
@@ -385,6 +403,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut progress = make_progress(&args, total);
     let inputs: Rc<RefCell<HashMap<u64, Pending>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
+    // `--line-buffer`: the lock file workers hold while writing lines (removed at the
+    // end of the run).
+    let line_lock = match output_stream {
+        Stream::Lines => {
+            Some(LineLock::create().context("cannot create the line-buffer lock file")?)
+        }
+        _ => None,
+    };
+    let lock_path: Option<serde_bytes::ByteBuf> = line_lock.as_ref().map(|l| {
+        use std::os::unix::ffi::OsStrExt;
+        serde_bytes::ByteBuf::from(l.0.as_os_str().as_bytes().to_vec())
+    });
+    let tag_lines = args.tag && output_stream == Stream::Lines;
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
     let stream = records.stream();
     let read = Rc::new(std::cell::Cell::new(0u64));
@@ -432,6 +463,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     .as_ref()
                     .filter(|_| !with_slot)
                     .map(|t| t.display(&fill));
+                let tag = if tag_lines {
+                    record.whole.clone()
+                } else {
+                    Vec::new()
+                };
                 let fields = if with_slot {
                     record.fields.clone()
                 } else {
@@ -459,6 +495,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     args: task_args.clone(),
                     retry_failed: if template.is_some() { retries } else { 0 },
                     slots,
+                    stream: output_stream,
+                    tag: tag_lines.then(|| serde_bytes::ByteBuf::from(tag.clone())),
+                    lock: lock_path.clone(),
                 }
             })
     };
@@ -590,6 +629,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     while let Some(report) = reports.next() {
         let seq = report.index as u64 + 1;
         let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
+        // `-u` / `--line-buffer`: a worker could not write a command's output to ours.
+        if let Ok(Err(Failure::Output {
+            message,
+            broken_pipe,
+        })) = &report.result
+        {
+            let kind = if *broken_pipe {
+                std::io::ErrorKind::BrokenPipe
+            } else {
+                std::io::ErrorKind::Other
+            };
+            output_failed(
+                std::io::Error::new(kind, message.clone()),
+                &mut output_error,
+                &*request_stop,
+            );
+            progress.inc();
+            continue;
+        }
         let record = Record::new(seq, pending.input, report.meta, report.result);
         // Not run although nobody stopped the run (the pool ended under it): a
         // failure, never a quiet success.
@@ -703,6 +761,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         return Ok(super::EXIT_USAGE);
     }
     Ok(code)
+}
+
+/// `--line-buffer`'s lock file, removed when the run ends.
+struct LineLock(std::path::PathBuf);
+
+impl LineLock {
+    fn create() -> std::io::Result<LineLock> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("supervisor-lines-{}-{nanos}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(LineLock(path))
+    }
+}
+
+impl Drop for LineLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// What the run keeps of a submitted input until its result is printed.
