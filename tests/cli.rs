@@ -511,18 +511,19 @@ fn joblog_stats_retries_recycling_and_start_methods() {
         assert_eq!(crash["signal"], 11);
         assert_eq!(crash["attempts"], 3, "1 run + 2 retries");
         assert!(crash["peak_rss_kib"].as_u64().unwrap() > 0);
-        // --stats: a header and one row per worker that ever ran (2 + 2 replaced).
-        let table: Vec<&str> = out
+        // --stats: the workers live at the end, and apart those replaced (the
+        // segfaults'); a row per worker that ever ran (2 + 2 replaced).
+        let rows = out.stderr.lines().filter(|l| l.ends_with(" KiB")).count();
+        assert!(rows >= 4, "--stats table: {}", out.stderr);
+        let live = out
             .stderr
-            .lines()
-            .skip_while(|l| !l.contains("peak rss"))
-            .collect();
-        assert!(table.len() > 4, "--stats table: {}", out.stderr);
-        assert!(
-            table[1..].iter().all(|row| row.ends_with("KiB")),
-            "{}",
-            out.stderr
-        );
+            .find("supervisor: 2 workers to the end of the run:")
+            .unwrap_or_else(|| panic!("{}", out.stderr));
+        let replaced = out
+            .stderr
+            .find("workers replaced during the run:")
+            .unwrap_or_else(|| panic!("{}", out.stderr));
+        assert!(live < replaced, "{}", out.stderr);
         // Recycling: a worker per task; fork start method.
         let out = cli(
             &[

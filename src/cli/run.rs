@@ -729,9 +729,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(e) = log_error.borrow_mut().take() {
         return Err(anyhow::Error::new(e).context("cannot write the job log"));
     }
+    // Before the workers are let go: the live ones are those that served to the end.
+    let stats = args.stats.then(|| pool.stats());
     pool.join();
-    if args.stats {
-        print_stats(&pool);
+    if let Some(stats) = stats {
+        print_stats(&stats);
     }
     let done = done.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
@@ -1087,34 +1089,63 @@ fn status_json(pool: &Pool, done: &AtomicU64, failed: &AtomicU64) -> serde_json:
             })
         })
         .collect();
+    // Apart from the live ones: the workers replaced so far (the last 1,000).
+    let exited: Vec<serde_json::Value> = stats
+        .exited
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "pid": w.pid, "tasks": w.tasks_done, "restarts": w.restarts,
+                "cpu_ms": w.cpu_time.as_millis() as u64, "peak_rss_kib": w.peak_rss_kib,
+            })
+        })
+        .collect();
     serde_json::json!({
         "running": true, "pid": std::process::id(),
         "done": done.load(Ordering::Relaxed), "failed": failed.load(Ordering::Relaxed),
         "queued": stats.queued, "in_progress": stats.running,
-        "restarts": stats.restarts, "workers": workers,
+        "restarts": stats.restarts, "workers": workers, "exited": exited,
     })
 }
 
-fn print_stats(pool: &Pool) {
-    let stats = pool.stats();
-    let mut all: Vec<_> = stats.exited.iter().chain(stats.workers.iter()).collect();
-    all.sort_by_key(|w| w.pid);
-    say!(
-        "{:>8} {:>8} {:>9} {:>10} {:>12}",
-        "pid",
-        "tasks",
-        "restarts",
-        "cpu",
-        "peak rss"
-    );
-    for w in all {
-        say!(
-            "{:>8} {:>8} {:>9} {:>9.2}s {:>8} KiB",
-            w.pid,
-            w.tasks_done,
-            w.restarts,
-            w.cpu_time.as_secs_f64(),
-            w.peak_rss_kib
+/// `--stats`: the workers live at the end of the run, and apart those replaced during
+/// it.
+fn print_stats(stats: &supervisor::PoolStats) {
+    let table = |title: String, workers: &[&supervisor::WorkerStats]| {
+        let mut text = format!(
+            "{title}\n{:>8} {:>8} {:>9} {:>10} {:>12}\n",
+            "pid", "tasks", "restarts", "cpu", "peak rss"
         );
+        for w in workers {
+            text.push_str(&format!(
+                "{:>8} {:>8} {:>9} {:>9.2}s {:>8} KiB\n",
+                w.pid,
+                w.tasks_done,
+                w.restarts,
+                w.cpu_time.as_secs_f64(),
+                w.peak_rss_kib
+            ));
+        }
+        text
+    };
+    let mut live: Vec<_> = stats.workers.iter().collect();
+    live.sort_by_key(|w| w.pid);
+    let mut exited: Vec<_> = stats.exited.iter().collect();
+    exited.sort_by_key(|w| w.pid);
+    // The workers that served to the end, and apart those replaced on the way (they
+    // died, were recycled, or went over a memory limit).
+    let mut text = table(
+        format!("supervisor: {} workers to the end of the run:", live.len()),
+        &live,
+    );
+    if !exited.is_empty() {
+        text.push_str(&table(
+            format!(
+                "supervisor: {} workers replaced during the run:",
+                exited.len()
+            ),
+            &exited,
+        ));
     }
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
