@@ -517,11 +517,11 @@ fn joblog_stats_retries_recycling_and_start_methods() {
         assert!(rows >= 4, "--stats table: {}", out.stderr);
         let live = out
             .stderr
-            .find("supervisor: 2 workers to the end of the run:")
+            .find("supervisor: workers at the end of the run: ")
             .unwrap_or_else(|| panic!("{}", out.stderr));
         let replaced = out
             .stderr
-            .find("workers replaced during the run:")
+            .find("supervisor: workers replaced during the run: ")
             .unwrap_or_else(|| panic!("{}", out.stderr));
         assert!(live < replaced, "{}", out.stderr);
         // Recycling: a worker per task; fork start method.

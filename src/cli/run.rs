@@ -1135,13 +1135,13 @@ fn print_stats(stats: &supervisor::PoolStats) {
     // The workers that served to the end, and apart those replaced on the way (they
     // died, were recycled, or went over a memory limit).
     let mut text = table(
-        format!("supervisor: {} workers to the end of the run:", live.len()),
+        format!("supervisor: workers at the end of the run: {}", live.len()),
         &live,
     );
     if !exited.is_empty() {
         text.push_str(&table(
             format!(
-                "supervisor: {} workers replaced during the run:",
+                "supervisor: workers replaced during the run: {}",
                 exited.len()
             ),
             &exited,
