@@ -1572,6 +1572,42 @@ fn line_buffer_and_ungroup_print_output_while_the_command_runs() {
             out.stdout.len(),
             data.len()
         );
+        // Output errors as for our own output: a full disk says so once and exits 3;
+        // a closed pipe (the reader went away) exits 141 quietly.
+        for option in ["--line-buffer", "-u"] {
+            let out = Command::new(BIN)
+                .args(["run", option, "echo", ":::", "hi"])
+                .stdout(std::fs::File::create("/dev/full").unwrap())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if option == "--line-buffer" {
+                assert_eq!(out.status.code(), Some(3), "{option}: {stderr}");
+                assert_eq!(
+                    stderr.matches("cannot write the output").count(),
+                    1,
+                    "{option}: {stderr}"
+                );
+            } else {
+                // The command itself writes (and fails): its own message and exit code.
+                assert_eq!(out.status.code(), Some(1), "{option}: {stderr}");
+            }
+            let mut child = Command::new(BIN)
+                .args(["run", option, "yes", ":::", "y"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdout = BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            assert_eq!(line, "y\n", "{option}");
+            drop(stdout);
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(141), "{option}: {stderr}");
+            assert_eq!(stderr, "", "{option}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     });
 }

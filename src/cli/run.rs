@@ -629,19 +629,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     while let Some(report) = reports.next() {
         let seq = report.index as u64 + 1;
         let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
-        // `-u` / `--line-buffer`: a worker could not write a command's output to ours.
-        if let Ok(Err(Failure::Output {
-            message,
-            broken_pipe,
-        })) = &report.result
-        {
-            let kind = if *broken_pipe {
+        // `-u` / `--line-buffer`: a worker could not write a command's output to ours
+        // (with `-u`, a command killed by SIGPIPE: it wrote to our closed stdout).
+        let output_broke = match &report.result {
+            Ok(Err(Failure::Output {
+                message,
+                broken_pipe,
+            })) => Some((message.clone(), *broken_pipe)),
+            Ok(Err(Failure::Failed {
+                signal: Some(libc::SIGPIPE),
+                ..
+            })) if output_stream == Stream::Ungroup => Some(("broken pipe".to_string(), true)),
+            _ => None,
+        };
+        if let Some((message, broken_pipe)) = output_broke {
+            let kind = if broken_pipe {
                 std::io::ErrorKind::BrokenPipe
             } else {
                 std::io::ErrorKind::Other
             };
             output_failed(
-                std::io::Error::new(kind, message.clone()),
+                std::io::Error::new(kind, message),
                 &mut output_error,
                 &*request_stop,
             );

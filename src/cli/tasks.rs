@@ -669,7 +669,8 @@ fn run_streamed(job: &Job, program: &[u8], args: &[&[u8]], slot: u32) -> Outcome
         let _ = child.kill();
         let _ = child.wait();
         return Err(Failure::Output {
-            message: format!("cannot write the output of {name}: {e}"),
+            // The run says "cannot write the output: " before it.
+            message: e.to_string(),
             broken_pipe: e.kind() == std::io::ErrorKind::BrokenPipe,
         });
     }
