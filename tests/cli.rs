@@ -339,7 +339,7 @@ fn usage_errors_exit_2_with_one_line_and_start_nothing() {
                 "does not split stdin into blocks",
             ),
             (vec!["run", "-j", "0", "echo"], "-j 0"),
-            (vec!["run", "echo", "{%}"], "use {#}"),
+            (vec!["run", "echo", "{= s/a/b/ =}"], "Perl expression"),
             (vec!["run", "echo", ":::+", "a"], "there is none"),
             (
                 vec!["run", "--colsep", "(", "echo"],
@@ -511,18 +511,19 @@ fn joblog_stats_retries_recycling_and_start_methods() {
         assert_eq!(crash["signal"], 11);
         assert_eq!(crash["attempts"], 3, "1 run + 2 retries");
         assert!(crash["peak_rss_kib"].as_u64().unwrap() > 0);
-        // --stats: a header and one row per worker that ever ran (2 + 2 replaced).
-        let table: Vec<&str> = out
+        // --stats: the workers live at the end, and apart those replaced (the
+        // segfaults'); a row per worker that ever ran (2 + 2 replaced).
+        let rows = out.stderr.lines().filter(|l| l.ends_with(" KiB")).count();
+        assert!(rows >= 4, "--stats table: {}", out.stderr);
+        let live = out
             .stderr
-            .lines()
-            .skip_while(|l| !l.contains("peak rss"))
-            .collect();
-        assert!(table.len() > 4, "--stats table: {}", out.stderr);
-        assert!(
-            table[1..].iter().all(|row| row.ends_with("KiB")),
-            "{}",
-            out.stderr
-        );
+            .find("supervisor: workers at the end of the run: ")
+            .unwrap_or_else(|| panic!("{}", out.stderr));
+        let replaced = out
+            .stderr
+            .find("supervisor: workers replaced during the run: ")
+            .unwrap_or_else(|| panic!("{}", out.stderr));
+        assert!(live < replaced, "{}", out.stderr);
         // Recycling: a worker per task; fork start method.
         let out = cli(
             &[
@@ -1285,5 +1286,394 @@ fn a_slow_input_streams_and_a_signal_stops_the_wait_for_it() {
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(130));
         drop(stdin);
+    });
+}
+
+/// `--halt soon` starts nothing more and lets the running tasks finish; a SIGINT after
+/// it is still a first stop request: the running command gets SIGTERM (and its trap
+/// runs), not SIGKILL at once (before: the halt had set the stop flag, so the signal
+/// was taken as the second one and killed).
+#[test]
+fn a_sigint_after_halt_soon_still_drains() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("halt-soon-sigint");
+        let fifo = dir.join("go");
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        // `wait` sets its trap, then opens the FIFO, which lets `fail` fail.
+        let script = "case $1 in\n\
+             fail) cat go >/dev/null; exit 1;;\n\
+             wait) trap 'echo TERM > got; kill $! 2>/dev/null; exit 0' TERM; echo > go; sleep 60 & wait;;\n\
+             esac\n";
+        std::fs::write(dir.join("task.sh"), script).unwrap();
+        let mut child = Command::new(BIN)
+            .current_dir(&dir)
+            .args([
+                "run",
+                "-j",
+                "2",
+                "--unordered",
+                "--grace",
+                "30s",
+                "--halt",
+                "soon,fail=1",
+                "sh",
+                "task.sh",
+                ":::",
+                "fail",
+                "wait",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "no failure: {seen}"
+            );
+            seen.push_str(&line);
+            if line.contains("exited with code 1") {
+                break;
+            }
+        }
+        // The halt has happened (the failure is printed as it arrives); `wait` runs.
+        // SAFETY: kill with plain integers; the child this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        assert!(
+            wait_exit(child.id() as i32, Duration::from_secs(20)),
+            "did not stop"
+        );
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        assert_eq!(status.code(), Some(130), "{seen}{rest}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("got")).unwrap_or_default(),
+            "TERM\n",
+            "the running command was not given SIGTERM: {seen}{rest}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}
+
+/// GNU parallel's `--eta` and `--bar` show the progress display (before: accepted and
+/// ignored); it ends with a summary line, and on a terminal the bar shows the total
+/// of `:::` inputs and a rounded rate.
+#[test]
+fn eta_and_bar_show_progress_with_a_total_a_rounded_rate_and_a_summary() {
+    isolated(DEADLINE, || {
+        for option in ["--eta", "--bar"] {
+            let out = cli(
+                &["run", option, "sh", "-c", "exit $0", ":::", "0", "1", "0"],
+                "",
+            );
+            assert_eq!(out.code, 1, "{}", out.stderr);
+            assert!(
+                out.stderr.contains("supervisor: 3 tasks in ")
+                    && out.stderr.contains(
+                        ": 2 succeeded, 1 failed, 0 stopped while running, 0 not started\n"
+                    ),
+                "{option}: {}",
+                out.stderr
+            );
+        }
+        let cmd = format!("{BIN} run -j 2 --bar sleep ::: 0.2 0.2 0.2 0.2 0.2 0.2");
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let screen = String::from_utf8_lossy(&out.stdout);
+        assert!(screen.contains("/6 tasks, "), "{screen}");
+        let rates: Vec<&str> = screen
+            .split("tasks, ")
+            .skip(1)
+            .filter_map(|s| s.split("/s").next())
+            .filter(|r| r.len() < 12)
+            .collect();
+        assert!(!rates.is_empty(), "{screen}");
+        for rate in rates {
+            let decimals = rate.split('.').nth(1).map_or(0, str::len);
+            assert!(decimals <= 2, "a rate not rounded: {rate:?} in {screen}");
+        }
+        assert!(
+            screen.contains("supervisor: 6 tasks in ") && screen.contains("6 succeeded"),
+            "{screen}"
+        );
+    });
+}
+
+/// The JSON job log gets each task's line when it ends, as the TSV one does (before:
+/// in print order, so a SIGKILLed run lost the lines of tasks that ended behind a slow
+/// one); a line names the command line and the command's own pid beside the worker's,
+/// and a command that succeeded has exit code 0, not null.
+#[test]
+fn the_json_joblog_is_written_as_tasks_end_and_names_the_command() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("json-joblog-arrival");
+        let log = dir.join("jobs.jsonl");
+        let mut child = Command::new(BIN)
+            .args([
+                "run",
+                "-j",
+                "2",
+                "--joblog-format",
+                "json",
+                "--joblog",
+                log.to_str().unwrap(),
+                "sh",
+                "-c",
+                "[ $0 = slow ] && exec sleep 60; echo $0; exit $1",
+                ":::",
+                "slow",
+                "a",
+                "b",
+                "c",
+                ":::+",
+                "-",
+                "0",
+                "3",
+                "0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        while read().lines().count() < 3 {
+            assert!(
+                Instant::now() < until,
+                "not logged while the first ran: {}",
+                read()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let records: Vec<Value> = read()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(records.len(), 3, "{records:?}");
+        for r in &records {
+            let worker = r["pid"].as_u64().unwrap();
+            let own = r["command_pid"].as_u64().unwrap();
+            assert!(worker > 0 && own > 0 && own != worker, "{r}");
+            let input = r["input"].as_str().unwrap();
+            let (value, code) = input.split_once(' ').unwrap();
+            assert_eq!(
+                r["command"],
+                format!("sh -c '[ $0 = slow ] && exec sleep 60; echo $0; exit $1' {value} {code}"),
+                "{r}"
+            );
+            assert_eq!(r["exit_code"], code.parse::<u64>().unwrap(), "{r}");
+            assert_eq!(
+                r["outcome"],
+                if code == "0" { "ok" } else { "failed" },
+                "{r}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}
+
+/// `--format json`: a failed command's stdout is kept, a successful one's exit code is
+/// 0; a failure of a huge input line quotes a bounded prefix of it (before: a 50 MB
+/// line made a 100 MB record, the line and the message quoting it).
+#[test]
+fn json_records_keep_failed_output_and_stay_small_for_a_huge_line() {
+    isolated(DEADLINE, || {
+        let out = cli(
+            &[
+                "run",
+                "--format",
+                "json",
+                "sh",
+                "-c",
+                "echo out $0; exit $0",
+                ":::",
+                "0",
+                "3",
+            ],
+            "",
+        );
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        let records = out.json();
+        assert_eq!(records[0]["exit_code"], 0, "{}", out.stdout);
+        assert_eq!(records[0]["output"], "out 0\n");
+        assert_eq!(records[1]["error"]["exit_code"], 3, "{}", out.stdout);
+        assert_eq!(records[1]["output"], "out 3\n", "{}", out.stdout);
+
+        let huge = format!("{}\n", "7".repeat(50 << 20));
+        let dir = temp_dir("huge-line");
+        let log = dir.join("jobs.jsonl");
+        let out = cli(
+            &[
+                "run",
+                "--format",
+                "json",
+                "--joblog-format",
+                "json",
+                "--joblog",
+                log.to_str().unwrap(),
+                "--task",
+                "prime-factors",
+            ],
+            &huge,
+        );
+        assert_eq!(out.code, 1);
+        assert!(
+            out.stdout.len() < 16 << 10,
+            "a record of {} bytes",
+            out.stdout.len()
+        );
+        let record = &out.json()[0];
+        assert_eq!(record["error"]["kind"], "decode");
+        assert!(
+            record["input"].as_str().unwrap().starts_with("7777"),
+            "{record}"
+        );
+        assert!(record["input"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("({} bytes)", 50 << 20)));
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            logged.len() < 16 << 10,
+            "a job log line of {} bytes",
+            logged.len()
+        );
+        let text = cli(&["run", "--task", "prime-factors"], &huge);
+        assert!(
+            text.stderr.len() < 16 << 10,
+            "a message of {} bytes",
+            text.stderr.len()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}
+
+/// `--line-buffer` prints a command's line as soon as it is written and `-u` passes it
+/// through as it comes: the command prints a line, then waits on a FIFO that this test
+/// writes only after it has read that line on supervisor's stdout (before: output was
+/// grouped, so the line came only after the command ended: here, never). Bytes are kept
+/// whatever the line lengths.
+#[test]
+fn line_buffer_and_ungroup_print_output_while_the_command_runs() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("line-buffer");
+        let fifo = dir.join("fifo");
+        for option in ["--line-buffer", "-u"] {
+            assert!(Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success());
+            let mut child = Command::new(BIN)
+                .current_dir(&dir)
+                .args([
+                    "run",
+                    option,
+                    "echo first {}; cat fifo; echo third",
+                    ":::",
+                    "x",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdout = BufReader::new(child.stdout.take().unwrap());
+            let (tx, rx) = std::sync::mpsc::channel();
+            let reader = std::thread::spawn(move || {
+                let mut line = String::new();
+                stdout.read_line(&mut line).unwrap();
+                tx.send(line).unwrap();
+                let mut rest = String::new();
+                std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+                rest
+            });
+            let first = rx.recv_timeout(Duration::from_secs(20));
+            // Let the command go on (and end) whatever happened.
+            std::fs::write(&fifo, "second\n").unwrap();
+            let rest = reader.join().unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                first.as_deref(),
+                Ok("first x\n"),
+                "{option}: the first line did not come while the command ran"
+            );
+            assert_eq!(rest, "second\nthird\n", "{option}");
+            assert!(
+                out.status.success(),
+                "{option}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::remove_file(&fifo).unwrap();
+        }
+        // Binary output, with "lines" longer than the line limit, byte for byte.
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(dir.join("data"), &data).unwrap();
+        let out = Command::new(BIN)
+            .current_dir(&dir)
+            .args(["run", "--line-buffer", "cat", ":::", "data"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(
+            out.stdout == data,
+            "{} bytes of {}",
+            out.stdout.len(),
+            data.len()
+        );
+        // Output errors as for our own output: a full disk says so once and exits 3;
+        // a closed pipe (the reader went away) exits 141 quietly.
+        for option in ["--line-buffer", "-u"] {
+            let out = Command::new(BIN)
+                .args(["run", option, "echo", ":::", "hi"])
+                .stdout(std::fs::File::create("/dev/full").unwrap())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if option == "--line-buffer" {
+                assert_eq!(out.status.code(), Some(3), "{option}: {stderr}");
+                assert_eq!(
+                    stderr.matches("cannot write the output").count(),
+                    1,
+                    "{option}: {stderr}"
+                );
+            } else {
+                // The command itself writes (and fails): its own message and exit code.
+                assert_eq!(out.status.code(), Some(1), "{option}: {stderr}");
+            }
+            let mut child = Command::new(BIN)
+                .args(["run", option, "yes", ":::", "y"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdout = BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            assert_eq!(line, "y\n", "{option}");
+            drop(stdout);
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(141), "{option}: {stderr}");
+            assert_eq!(stderr, "", "{option}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     });
 }

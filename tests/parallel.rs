@@ -160,6 +160,15 @@ const CASES: &[Case] = &[
     case(&["-kj2", "echo", ":::", "a"], b""),
     case(&["-k", "-d,", "echo"], b"x,y"),
     case(&["-k", "-af1", "echo"], b""),
+    // The job slot (parallel's --dry-run slots depend on timing: not compared).
+    case(&["-k", "-j", "1", "echo", "{%}{}", ":::", "a", "b"], b""),
+    // Output as it comes (one task at a time, so the order is known).
+    case(&["-j", "1", "--line-buffer", "echo", ":::", "a", "b"], b""),
+    case(
+        &["-j", "1", "--lb", "--tag", "printf 'x\ny'", ":::", "a", "b"],
+        b"",
+    ),
+    case(&["-j", "1", "-u", "echo", ":::", "a", "b"], b""),
 ];
 
 fn show(bytes: &[u8]) -> String {
@@ -381,6 +390,85 @@ fn halt_now_on_the_first_failure_returns_within_a_second() {
             "took {took:?}: {}",
             out.stderr
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// `{%}` is the job slot, as in parallel: with `-j N` only 1..=N, and two tasks running
+/// at once never share one (before: refused as a usage error). Each task holds a lock
+/// directory named after its slot while it runs: `mkdir` fails if another running task
+/// has it.
+#[test]
+fn the_job_slot_is_one_to_n_and_never_shared_by_running_tasks() {
+    isolated(DEADLINE, || {
+        let dir = scratch("slot");
+        for program in ["parallel", BIN] {
+            let mut args = vec!["-k", "-j", "2", "echo", "{%}", ":::", "1", "2", "3", "4"];
+            if program == BIN {
+                args.insert(0, "run");
+            }
+            let out = run(program, &args, b"", &dir);
+            assert_eq!(out.code, 0, "{program}: {}", out.stderr);
+            let slots: Vec<String> = show(&out.stdout).lines().map(String::from).collect();
+            assert_eq!(slots.len(), 4, "{program}: {slots:?}");
+            assert!(
+                slots.iter().all(|s| s == "1" || s == "2"),
+                "{program}: {slots:?}"
+            );
+        }
+        let script = "mkdir lock-{%} || exit 9; echo {%} >> used; sleep 0.02; rmdir lock-{%}";
+        let inputs: Vec<String> = (1..=40).map(|i| i.to_string()).collect();
+        let mut args = vec!["run", "-j", "3", script, ":::"];
+        args.extend(inputs.iter().map(String::as_str));
+        let out = run(BIN, &args, b"", &dir);
+        assert_eq!(out.code, 0, "a slot was shared: {}", out.stderr);
+        let used = std::fs::read_to_string(dir.join("used")).unwrap();
+        let mut slots: Vec<&str> = used.lines().collect();
+        assert_eq!(slots.len(), 40);
+        slots.sort_unstable();
+        slots.dedup();
+        assert!(
+            slots.iter().all(|s| ["1", "2", "3"].contains(s)),
+            "{slots:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// `--timeout N%`, as parallel: N% of the median run time of the tasks that succeeded
+/// so far, applied to the running ones too; no limit before one has (the first, slow,
+/// task is not stopped). Before: refused as a usage error.
+#[test]
+fn a_timeout_in_percent_follows_the_median_run_time() {
+    isolated(DEADLINE, || {
+        let dir = scratch("timeout-pct");
+        let args = [
+            "-k",
+            "-j",
+            "1",
+            "--timeout",
+            "200%",
+            "sleep {}; echo {}",
+            ":::",
+            "1",
+            "0.1",
+            "0.1",
+            "0.1",
+            "30",
+            "0.1",
+        ];
+        let mut theirs_args = vec!["--will-cite"];
+        theirs_args.extend(args);
+        let t = Instant::now();
+        let theirs = run("parallel", &theirs_args, b"", &dir);
+        let mut ours_args = vec!["run"];
+        ours_args.extend(args);
+        let ours = run(BIN, &ours_args, b"", &dir);
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+        assert_eq!(show(&ours.stdout), show(&theirs.stdout), "{}", ours.stderr);
+        assert_eq!(show(&ours.stdout), "1\n0.1\n0.1\n0.1\n0.1\n");
+        assert_eq!((ours.code, theirs.code), (1, 1), "{}", ours.stderr);
+        assert!(ours.stderr.contains("timed out"), "{}", ours.stderr);
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }

@@ -1329,3 +1329,29 @@ fn a_forked_child_of_a_task_ends_at_once_when_the_task_returns() {
         pool.join();
     });
 }
+
+/// `set_task_timeout` changes the limit while tasks run: a task started with no limit
+/// times out once a limit it is already past is set; lifting the limit lets the next
+/// long task finish.
+#[test]
+fn a_task_timeout_set_while_a_task_runs_applies_to_it() {
+    isolated(DEADLINE, || {
+        let pool = Pool::builder().procs(1).build().unwrap();
+        let fifo = Fifo::new();
+        let long = pool.apply_async(announce_and_sleep, (fifo.path(), 60_000));
+        // It runs (it has said so), with no limit.
+        fifo.read_pid();
+        let t = Instant::now();
+        pool.set_task_timeout(Some(Duration::from_millis(50)));
+        match long.wait().map_err(Error::into_kind) {
+            Err(ErrorKind::TimedOut { limit, .. }) => {
+                assert_eq!(limit, Duration::from_millis(50));
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        pool.set_task_timeout(None);
+        assert_eq!(pool.apply(sleep_ms, 300).unwrap(), 300);
+        pool.join();
+    });
+}

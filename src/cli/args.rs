@@ -165,8 +165,9 @@ pub struct RunArgs {
     /// How workers are created.
     #[arg(long, value_enum, default_value = "spawn")]
     pub start_method: Method,
-    /// Time limit per task: a duration (500ms, 2m) or seconds (2.5, as parallel); the
-    /// worker and its children are stopped.
+    /// Time limit per task: a duration (500ms, 2m), seconds (2.5, as parallel) or N% of
+    /// the median run time of the tasks that succeeded so far (as parallel; no limit
+    /// before one has, never under 50ms); the worker and its children are stopped.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
     /// Re-run a task up to N more times: when its worker died or it timed out, and in
@@ -234,6 +235,15 @@ pub struct RunArgs {
     /// Prefix every output line with the input and a tab.
     #[arg(long)]
     pub tag: bool,
+    /// Command mode: print each line of a command's output as soon as it is written
+    /// (lines of tasks running at once interleave; a line is never split), instead of
+    /// its whole output when its turn comes. As parallel's --line-buffer.
+    #[arg(long, visible_alias = "lb", conflicts_with_all = ["ungroup", "results"])]
+    pub line_buffer: bool,
+    /// Command mode: commands write to our stdout and stderr directly, as they go
+    /// (outputs of tasks running at once may mix, even within a line). As parallel's -u.
+    #[arg(short = 'u', long, conflicts_with_all = ["results", "tag"])]
+    pub ungroup: bool,
     /// Write each task's stdout and stderr under DIR, in parallel's layout
     /// (DIR/1/VALUE/stdout ...), instead of printing them (as parallel).
     #[arg(long, value_name = "DIR")]
@@ -276,7 +286,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub shell: bool,
     /// Command mode: the command to run per input; `{}` `{.}` `{/}` `{//}` `{/.}` `{#}`
-    /// `{N}` are replaced (the input is appended when there is none). It may
+    /// `{%}` (the job slot) `{N}` are replaced (the input is appended when there is none). It may
     /// follow the options directly or after `--`; `::: ARGS`, `:::: FILES`, `:::+` and
     /// `::::+` after it give input sources, as in GNU parallel.
     #[arg(trailing_var_arg = true)]

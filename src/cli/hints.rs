@@ -20,10 +20,6 @@ const HINTS: &[(&[&str], &str)] = &[
         "--dry-run prints the commands without running them; --joblog records each command with its exit status",
     ),
     (
-        &["-u", "--ungroup", "--line-buffer", "--lb"],
-        "output is grouped per task (parallel's default); live, line-by-line output of running tasks is not supported",
-    ),
-    (
         &["--files", "--tmux", "--tmuxpane", "--ctag", "--tagstring", "--shuf", "--memfree", "--load", "--delay", "--sqlmaster", "--sqlworker", "--sqlandworker", "--semaphore", "--fg", "--bg", "--round-robin", "--header", "--csv", "--plus", "--rpl", "--embed", "--filter", "--group-by", "--limit", "--termseq", "--retry-failed"],
         "not supported by supervisor; the README's \"coming from GNU parallel\" section lists what is",
     ),

@@ -22,6 +22,9 @@ pub struct LineSource {
     buf: Vec<u8>,
     /// Start of what is not yet a returned line.
     start: usize,
+    /// `buf[start..searched]` holds no delimiter: a long line is searched once, not
+    /// again at every read (a 50 MB line from a pipe took minutes).
+    searched: usize,
     eof: bool,
     /// A read error met while looking ahead, for the next line to report.
     error: Option<io::Error>,
@@ -38,20 +41,37 @@ impl LineSource {
             file,
             buf: Vec::new(),
             start: 0,
+            searched: 0,
             eof: false,
             error: None,
             stop,
         }
     }
 
-    fn complete_line(&self) -> bool {
-        self.eof || self.error.is_some() || self.buf[self.start..].contains(&self.delimiter)
+    fn complete_line(&mut self) -> bool {
+        self.eof || self.error.is_some() || self.delimiter_at().is_some()
+    }
+
+    /// Where the next delimiter is in `buf`, if it has one.
+    fn delimiter_at(&mut self) -> Option<usize> {
+        let from = self.searched.max(self.start);
+        match self.buf[from..].iter().position(|b| *b == self.delimiter) {
+            Some(i) => {
+                self.searched = from + i;
+                Some(from + i)
+            }
+            None => {
+                self.searched = self.buf.len();
+                None
+            }
+        }
     }
 
     /// One read of what is there (it waits only if nothing is).
     fn fill(&mut self) -> io::Result<()> {
         if self.start > 0 && self.start * 2 >= self.buf.len() {
             self.buf.drain(..self.start);
+            self.searched = self.searched.saturating_sub(self.start);
             self.start = 0;
         }
         let len = self.buf.len();
@@ -92,12 +112,10 @@ impl LineSource {
     /// run is asked to stop.
     pub fn next_line(&mut self) -> Option<io::Result<Vec<u8>>> {
         loop {
-            if let Some(pos) = self.buf[self.start..]
-                .iter()
-                .position(|b| *b == self.delimiter)
-            {
-                let line = self.buf[self.start..self.start + pos].to_vec();
-                self.start += pos + 1;
+            if let Some(at) = self.delimiter_at() {
+                let line = self.buf[self.start..at].to_vec();
+                self.start = at + 1;
+                self.searched = self.start;
                 return Some(Ok(line));
             }
             if let Some(e) = self.error.take() {

@@ -16,6 +16,7 @@ mod hints;
 mod input;
 mod joblog;
 mod json_bytes;
+mod lines;
 mod pidfile;
 mod replace;
 pub mod report;

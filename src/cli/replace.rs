@@ -1,5 +1,5 @@
 //! Replacement strings in a command template, as GNU parallel reads them: `{}` `{.}`
-//! `{/}` `{//}` `{/.}` `{#}` and the positional `{N}` `{N.}` `{N/}` `{N//}` `{N/.}`.
+//! `{/}` `{//}` `{/.}` `{#}` `{%}` and the positional `{N}` `{N.}` `{N/}` `{N//}` `{N/.}`.
 //!
 //! Everything is bytes: an input is whatever the file or pipe held, valid UTF-8 or not.
 //! A template runs either as an argument vector (each word of the command one argument,
@@ -37,6 +37,9 @@ pub enum Piece {
     },
     /// The job's sequence number (`{#}`), from 1.
     Seq,
+    /// The job slot (`{%}`): the seat of the worker running it, from 1. It is only
+    /// known when the job starts, so the worker puts it in (see [`Template::argv`]).
+    Slot,
 }
 
 /// Why a template cannot be used.
@@ -45,9 +48,6 @@ pub enum TemplateError {
     /// `{= perl =}` and friends: parallel evaluates Perl there.
     #[error("`{{= ... =}}` (a Perl expression) is not supported: use a shell command with --shell instead")]
     Perl,
-    /// `{%}`: the slot is not known where the command line is made.
-    #[error("`{{%}}` (the job slot) is not supported: use {{#}} (the job's sequence number)")]
-    Slot,
     /// `{0}`: fields count from 1.
     #[error("`{{0}}`: input fields count from 1")]
     FieldZero,
@@ -69,6 +69,8 @@ pub struct Fill<'a> {
     pub whole: &'a [u8],
     /// `{#}`.
     pub seq: u64,
+    /// `{%}`, when known (`None`: where the command is made, before a worker has it).
+    pub slot: Option<u64>,
 }
 
 /// Whether a one-word command is shell syntax (a space or a shell metacharacter), as
@@ -121,18 +123,35 @@ impl Template {
             .any(|p| !matches!(p, Piece::Text(_)))
     }
 
+    /// Whether `{%}` appears (the worker that runs a job fills it in).
+    pub fn has_slot(&self) -> bool {
+        self.words.iter().flatten().any(|p| *p == Piece::Slot)
+    }
+
     /// The argument vector for one job (argument mode), or `["sh", "-c", line]`.
     pub fn argv(&self, fill: &Fill<'_>) -> Vec<Vec<u8>> {
+        self.argv_and_slots(fill).0
+    }
+
+    /// [`Template::argv`], and where `{%}` goes in it, as (argument, byte offset)
+    /// pairs in ascending order, when `fill.slot` is not known (nothing is written
+    /// there then; [`put_slot`] writes it).
+    pub fn argv_and_slots(&self, fill: &Fill<'_>) -> (Vec<Vec<u8>>, Vec<(u32, u32)>) {
+        let mut slots = Vec::new();
         if self.shell {
-            return vec![b"sh".to_vec(), b"-c".to_vec(), self.shell_line(fill)];
+            let line = self.line(fill, &mut |at| slots.push((2, at as u32)));
+            return (vec![b"sh".to_vec(), b"-c".to_vec(), line], slots);
         }
         let mut argv: Vec<Vec<u8>> = self
             .words
             .iter()
-            .map(|word| {
+            .enumerate()
+            .map(|(i, word)| {
                 let mut arg = Vec::new();
                 for piece in word {
-                    expand(piece, fill, &mut arg, false);
+                    if !expand(piece, fill, &mut arg, false) {
+                        slots.push((i as u32, arg.len() as u32));
+                    }
                 }
                 arg
             })
@@ -140,19 +159,26 @@ impl Template {
         if !self.has_replacement() {
             argv.extend(fill.fields.iter().cloned());
         }
-        argv
+        (argv, slots)
     }
 
     /// The shell line for one job: the template with every value quoted (and the
     /// values appended, quoted, when it has no replacement string).
     pub fn shell_line(&self, fill: &Fill<'_>) -> Vec<u8> {
+        self.line(fill, &mut |_| {})
+    }
+
+    /// The shell line, `slot_at` told where each unknown `{%}` goes.
+    fn line(&self, fill: &Fill<'_>, slot_at: &mut dyn FnMut(usize)) -> Vec<u8> {
         let mut line = Vec::new();
         for (i, word) in self.words.iter().enumerate() {
             if i > 0 {
                 line.push(b' ');
             }
             for piece in word {
-                expand(piece, fill, &mut line, true);
+                if !expand(piece, fill, &mut line, true) {
+                    slot_at(line.len());
+                }
             }
         }
         if !self.has_replacement() {
@@ -165,13 +191,23 @@ impl Template {
     }
 }
 
-fn expand(piece: &Piece, fill: &Fill<'_>, out: &mut Vec<u8>, quoted: bool) {
+/// Writes `piece` to `out`; false for a `{%}` whose slot is not known (nothing is
+/// written: the caller notes where it goes).
+fn expand(piece: &Piece, fill: &Fill<'_>, out: &mut Vec<u8>, quoted: bool) -> bool {
     let value: Vec<u8> = match piece {
         Piece::Text(t) => {
             out.extend_from_slice(t);
-            return;
+            return true;
         }
         Piece::Seq => fill.seq.to_string().into_bytes(),
+        // Digits: nothing to quote.
+        Piece::Slot => match fill.slot {
+            Some(slot) => {
+                out.extend_from_slice(slot.to_string().as_bytes());
+                return true;
+            }
+            None => return false,
+        },
         Piece::Value { field, cut } => {
             let whole = match field {
                 None => fill.whole,
@@ -184,6 +220,19 @@ fn expand(piece: &Piece, fill: &Fill<'_>, out: &mut Vec<u8>, quoted: bool) {
         out.extend(shell_quote(&value));
     } else {
         out.extend(value);
+    }
+    true
+}
+
+/// Writes `slot` where [`Template::argv_and_slots`] said `{%}` goes.
+pub fn put_slot(argv: &mut [Vec<u8>], slots: &[(u32, u32)], slot: u64) {
+    let digits = slot.to_string();
+    // From the last, so that the earlier offsets stay right.
+    for &(arg, at) in slots.iter().rev() {
+        if let Some(word) = argv.get_mut(arg as usize) {
+            let at = (at as usize).min(word.len());
+            word.splice(at..at, digits.bytes());
+        }
     }
 }
 
@@ -256,7 +305,7 @@ fn replacement(inner: &[u8]) -> Result<Option<Piece>, TemplateError> {
             }))
         }
         b"#" if digits == 0 => return Ok(Some(Piece::Seq)),
-        b"%" if digits == 0 => return Err(TemplateError::Slot),
+        b"%" if digits == 0 => return Ok(Some(Piece::Slot)),
         b"" => Cut::Whole,
         b"." => Cut::NoExtension,
         b"/" => Cut::Base,
@@ -292,6 +341,7 @@ mod tests {
             fields,
             whole,
             seq: 7,
+            slot: None,
         }
     }
 
@@ -385,6 +435,35 @@ mod tests {
         );
     }
 
+    /// `{%}` is filled in by the worker; the rest is made before.
+    #[test]
+    fn the_slot_goes_where_it_was_written() {
+        let fields = words(&["it's"]);
+        for (template, shell, want) in [
+            (
+                &["echo", "{%}", "a{%}b{%}{}"][..],
+                false,
+                &["echo", "3", "a3b3it's"][..],
+            ),
+            (
+                &["echo {%}{} {%}"],
+                true,
+                &["sh", "-c", "echo 3'it'\"'\"'s' 3"],
+            ),
+        ] {
+            let t = Template::parse(&words(template), shell).unwrap();
+            assert!(t.has_slot());
+            let (mut argv, slots) = t.argv_and_slots(&fill(&fields, &fields[0]));
+            put_slot(&mut argv, &slots, 3);
+            assert_eq!(argv, words(want));
+            let known = Fill {
+                slot: Some(3),
+                ..fill(&fields, &fields[0])
+            };
+            assert_eq!(t.argv(&known), words(want));
+        }
+    }
+
     #[test]
     fn positional_fields_and_literal_braces() {
         let fields = words(&["d/f.t", "y"]);
@@ -392,10 +471,6 @@ mod tests {
         assert_eq!(
             t.argv(&fill(&fields, b"d/f.t y")),
             words(&["yd/f", "f.t", "", "{a}", "d/f.t y"])
-        );
-        assert_eq!(
-            Template::parse(&words(&["{%}"]), false),
-            Err(TemplateError::Slot)
         );
         assert_eq!(
             Template::parse(&words(&["{= s/a/b/ =}"]), false),

@@ -17,7 +17,6 @@ pub struct Record {
     pub input: Vec<u8>,
     pub meta: JobMeta,
     pub result: Result<Output, ErrorInfo>,
-    pub peak_rss_kib: Option<u64>,
 }
 
 /// A failed task's error, as printed.
@@ -29,7 +28,6 @@ pub struct ErrorInfo {
     /// A failed command's standard output and standard error.
     pub stdout: Captured,
     pub stderr: Captured,
-    pub peak_rss_kib: Option<u64>,
 }
 
 /// The kind of a library error: one of failed, panicked, crashed, oom_killed (a crash
@@ -100,7 +98,7 @@ pub fn joblog_row<'a>(
             signal.unwrap_or(0),
             stdout.len(),
         ),
-        Ok(Err(Failure::Decode(_))) => (-1, 0, 0),
+        Ok(Err(Failure::Decode(_) | Failure::Output { .. })) => (-1, 0, 0),
         Err(e) if matches!(kind_of(e), "stopped" | "cancelled") => return None,
         Err(e) => {
             let (signal, code, _) = signal_and_code(e);
@@ -124,18 +122,110 @@ pub fn joblog_row<'a>(
     })
 }
 
+/// Task `seq`'s line in the JSON job log (`--joblog-format json`), written as its
+/// result arrives: the worker's pid and the command's own, the command line (command
+/// mode), the outcome in words, the exit code (0 for a command that succeeded), the
+/// signal and the peak RSS.
+pub fn joblog_json(
+    seq: u64,
+    input: &[u8],
+    command: Option<&[u8]>,
+    result: &Result<Outcome, Error>,
+    meta: &JobMeta,
+    worker_peak_kib: Option<u64>,
+) -> Value {
+    let start = meta
+        .started
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64());
+    let (outcome, signal, exit_code, peak, command_pid) = match result {
+        Ok(Ok(out)) => (
+            "ok",
+            None,
+            command.is_some().then_some(0),
+            worker_peak_kib,
+            out.pid,
+        ),
+        Ok(Err(Failure::Decode(_))) => ("decode", None, None, worker_peak_kib, 0),
+        Ok(Err(Failure::Output { .. })) => ("output_error", None, None, worker_peak_kib, 0),
+        Ok(Err(Failure::Failed {
+            exit_code,
+            signal,
+            pid,
+            ..
+        })) => ("failed", *signal, *exit_code, worker_peak_kib, *pid),
+        Err(e) => {
+            let (signal, code, peak) = signal_and_code(e);
+            (kind_of(e), signal, code, peak.or(worker_peak_kib), 0)
+        }
+    };
+    let duration_ms = (meta.duration.as_secs_f64() * 1e6).round() / 1000.0;
+    let mut line = json!({
+        "seq": seq, "pid": meta.pid,
+        "start": start, "duration_ms": duration_ms, "outcome": outcome,
+        "signal": signal, "exit_code": exit_code, "peak_rss_kib": peak,
+        "attempts": meta.attempts,
+    });
+    if command.is_some() {
+        line["command_pid"] = if command_pid == 0 {
+            Value::Null
+        } else {
+            command_pid.into()
+        };
+    }
+    let (k, v) = json_bytes::field("input", &shorten_bytes(input, INPUT_QUOTE_LIMIT));
+    line[k] = v;
+    if let Some(command) = command {
+        let (k, v) = json_bytes::field("command", &shorten_bytes(command, INPUT_QUOTE_LIMIT));
+        line[k] = v;
+    }
+    line
+}
+
+/// Characters of an error message a record keeps (a message quoting a huge input line
+/// keeps its start).
+pub const MESSAGE_LIMIT: usize = 2000;
+
+/// Bytes of an input (or command line) a record quotes: past it, a prefix and the
+/// size (a 50 MB line would otherwise make a 50 MB record).
+pub const INPUT_QUOTE_LIMIT: usize = 4096;
+
+/// `bytes` cut to at most `max` bytes, with `... (N bytes)` after the cut.
+pub fn shorten_bytes(bytes: &[u8], max: usize) -> std::borrow::Cow<'_, [u8]> {
+    if bytes.len() <= max {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut end = max;
+    // Not in the middle of a character of a text (which would make it base64).
+    if let Err(e) = std::str::from_utf8(&bytes[..max]) {
+        if e.error_len().is_none() && std::str::from_utf8(&bytes[e.valid_up_to()..]).is_ok() {
+            end = e.valid_up_to();
+        }
+    }
+    let mut cut = bytes[..end].to_vec();
+    cut.extend_from_slice(format!("... ({} bytes)", bytes.len()).as_bytes());
+    std::borrow::Cow::Owned(cut)
+}
+
 impl Record {
     pub fn new(seq: u64, input: Vec<u8>, meta: JobMeta, result: Result<Outcome, Error>) -> Record {
         let result = match result {
             Ok(Ok(output)) => Ok(output),
-            Ok(Err(Failure::Decode(message))) => Err(ErrorInfo {
-                kind: "decode",
-                message,
+            Ok(Err(Failure::Output { message, .. })) => Err(ErrorInfo {
+                kind: "output_error",
+                message: shorten(&message, MESSAGE_LIMIT),
                 signal: None,
                 exit_code: None,
                 stdout: Captured::default(),
                 stderr: Captured::default(),
-                peak_rss_kib: None,
+            }),
+            Ok(Err(Failure::Decode(message))) => Err(ErrorInfo {
+                kind: "decode",
+                message: shorten(&message, MESSAGE_LIMIT),
+                signal: None,
+                exit_code: None,
+                stdout: Captured::default(),
+                stderr: Captured::default(),
             }),
             Ok(Err(Failure::Failed {
                 message,
@@ -143,25 +233,24 @@ impl Record {
                 signal,
                 stdout,
                 stderr,
+                ..
             })) => Err(ErrorInfo {
                 kind: "failed",
-                message,
+                message: shorten(&message, MESSAGE_LIMIT),
                 signal,
                 exit_code,
                 stdout,
                 stderr,
-                peak_rss_kib: None,
             }),
             Err(e) => {
-                let (signal, exit_code, peak) = signal_and_code(&e);
+                let (signal, exit_code, _) = signal_and_code(&e);
                 Err(ErrorInfo {
                     kind: kind_of(&e),
-                    message: supervisor_worker::error_chain(&e),
+                    message: shorten(&supervisor_worker::error_chain(&e), MESSAGE_LIMIT),
                     signal,
                     exit_code,
                     stdout: Captured::default(),
                     stderr: Captured::default(),
-                    peak_rss_kib: peak,
                 })
             }
         };
@@ -169,7 +258,6 @@ impl Record {
             seq,
             input,
             meta,
-            peak_rss_kib: None,
             result,
         }
     }
@@ -187,7 +275,13 @@ impl Record {
     /// when it is UTF-8, else `"output_base64"`, streamed from a spool whatever its
     /// size. The input is `"input"` or `"input_base64"` the same way.
     pub fn write_json(&self, w: &mut dyn Write, command: bool) -> io::Result<()> {
-        let (k, v) = json_bytes::field("input", &self.input);
+        // A failure's record quotes a bounded prefix of its input (a 50 MB line made a
+        // 100 MB record: the line, and the message quoting it); a success keeps it all.
+        let input = match &self.result {
+            Ok(_) => std::borrow::Cow::Borrowed(&self.input[..]),
+            Err(_) => shorten_bytes(&self.input, INPUT_QUOTE_LIMIT),
+        };
+        let (k, v) = json_bytes::field("input", &input);
         let mut head = json!({
             "seq": self.seq, "ok": self.ok(),
             "pid": self.meta.pid, "attempts": self.meta.attempts,
@@ -203,7 +297,13 @@ impl Record {
                 });
                 head["output"] = value;
             }
-            Ok(out) => output = Some(&out.text),
+            Ok(out) => {
+                // A command that succeeded exited with 0 (said, not left null).
+                if command {
+                    head["exit_code"] = 0.into();
+                }
+                output = Some(&out.text)
+            }
             Err(e) => {
                 head["error"] = json!({
                     "kind": e.kind, "message": e.message,
@@ -227,33 +327,6 @@ impl Record {
                 w.write_all(b"\n")
             }
         }
-    }
-
-    /// The `--joblog` line.
-    pub fn to_joblog(&self) -> Value {
-        let start = self
-            .meta
-            .started
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs_f64());
-        let (outcome, signal, exit_code, peak) = match &self.result {
-            Ok(_) => ("ok", None, None, self.peak_rss_kib),
-            Err(e) => (
-                e.kind,
-                e.signal,
-                e.exit_code,
-                e.peak_rss_kib.or(self.peak_rss_kib),
-            ),
-        };
-        let (k, v) = json_bytes::field("input", &self.input);
-        let mut line = json!({
-            "seq": self.seq, "pid": self.meta.pid,
-            "start": start, "duration_ms": self.duration_ms(), "outcome": outcome,
-            "signal": signal, "exit_code": exit_code, "peak_rss_kib": peak,
-            "attempts": self.meta.attempts,
-        });
-        line[k] = v;
-        line
     }
 
     /// Writes the text-mode stdout: a command's output exactly as it wrote it (even
@@ -305,7 +378,7 @@ impl Record {
             // The library's messages name the task's process; a command's own failure
             // gets it added. Never both (before: "stopped in pid 7: task `sleep` was
             // stopped in process 7: ...").
-            let message = shorten(&e.message, 2000);
+            let message = &e.message;
             let pid = self.meta.pid;
             let at = if pid == 0 {
                 " (before it ran)".to_string()

@@ -24,7 +24,7 @@ use super::args::{Format, JoblogFormat, Method, Progress, RunArgs};
 use super::control::{self, Daemon};
 use super::report::Record;
 use super::sys;
-use super::tasks::{check_args, Job, Outcome, BUILTINS};
+use super::tasks::{check_args, Failure, Job, Outcome, Stream, BUILTINS};
 use super::Usage;
 
 /// Exit codes (documented in `--help` and the README).
@@ -45,6 +45,9 @@ const MAX_PROCS: usize = 4096;
 // Why the run stopped early (0: it did not).
 /// `--halt` (or `--fail-fast`) was reached.
 const STOP_HALT: i32 = -1;
+/// `--halt soon` was reached: nothing more starts, running tasks finish. A signal
+/// after it still stops the run gracefully first (it is not a second stop request).
+const STOP_HALT_SOON: i32 = -4;
 const STOP_STDOUT: i32 = -2;
 const STOP_OUTPUT_ERROR: i32 = -3;
 
@@ -125,6 +128,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             "nothing to run: give --task NAME or a command (e.g. `supervisor run echo {} ::: a b`)",
         )),
     };
+    let output_stream = match (args.line_buffer, args.ungroup) {
+        (true, _) => Stream::Lines,
+        (_, true) => Stream::Ungroup,
+        _ => Stream::Group,
+    };
+    if output_stream != Stream::Group {
+        let option = if args.ungroup { "-u" } else { "--line-buffer" };
+        if template.is_none() {
+            return Err(usage(format!(
+                "{option} is for commands (their output as it comes); a built-in task's result is printed whole"
+            )));
+        }
+        if args.format == Format::Json {
+            return Err(usage(format!(
+                "{option} prints the commands' output as it comes, which --format json cannot hold; use one or the other"
+            )));
+        }
+    }
     if let Some(nice) = args.nice {
         if !(-20..=19).contains(&nice) {
             return Err(usage(format!("--nice {nice} is outside -20..=19")));
@@ -141,16 +162,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             procs.unwrap_or(0)
         )));
     }
-    let timeout = match &args.timeout {
+    let (timeout, of_median) = match &args.timeout {
         Some(spec) => match specs::timeout(spec).map_err(usage)? {
-            specs::Timeout::Fixed(limit) => Some(limit),
-            specs::Timeout::OfMedian(_) => {
-                return Err(usage(format!(
-                    "--timeout {spec}: a percentage of the median run time is not supported; give a duration (30s) or seconds"
-                )))
-            }
+            specs::Timeout::Fixed(limit) => (Some(limit), None),
+            specs::Timeout::OfMedian(percent) => (None, Some(specs::MedianLimit::new(percent))),
         },
-        None => None,
+        None => (None, None),
     };
     let halt = match (&args.halt, args.fail_fast) {
         (Some(spec), _) => Halt::parse(spec).map_err(usage)?,
@@ -196,6 +213,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             "--daemon needs its input from files or arguments (--input FILE, -a FILE, ::: ARGS): stdin is not kept",
         ));
     }
+    let total = if args.resume || args.resume_failed {
+        None
+    } else {
+        known_total(&groups, delimiter)
+    };
     let stop = Arc::new(AtomicI32::new(0));
     let records = Records::open(
         groups,
@@ -228,7 +250,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         return Ok(EXIT_OK);
     }
     if args.dry_run {
-        return dry_run(records, template.as_ref(), &task);
+        return dry_run(records, template.as_ref(), &task, procs.unwrap_or(cpus));
     }
     let resume = match (&args.joblog, args.resume || args.resume_failed) {
         (Some(path), true) => Some(joblog::read(path).map_err(|e| {
@@ -312,10 +334,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let stop = stop.clone();
         let pool = pool.clone();
         Arc::new(move |why: i32| {
-            if stop
-                .compare_exchange(0, why, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
+            // Not stopping yet, or only starting nothing more (`--halt soon`): this is
+            // the first stop request.
+            let first = [0, STOP_HALT_SOON].into_iter().any(|from| {
+                stop.compare_exchange(from, why, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            });
+            if first {
                 let stopper = pool.clone();
                 let spawned = std::thread::Builder::new()
                     .name("supervisor-stop".into())
@@ -375,9 +400,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         None => None,
     };
 
-    let mut progress = make_progress(&args);
+    let mut progress = make_progress(&args, total);
     let inputs: Rc<RefCell<HashMap<u64, Pending>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
+    // `--line-buffer`: the lock file workers hold while writing lines (removed at the
+    // end of the run).
+    let line_lock = match output_stream {
+        Stream::Lines => {
+            Some(LineLock::create().context("cannot create the line-buffer lock file")?)
+        }
+        _ => None,
+    };
+    let lock_path: Option<serde_bytes::ByteBuf> = line_lock.as_ref().map(|l| {
+        use std::os::unix::ffi::OsStrExt;
+        serde_bytes::ByteBuf::from(l.0.as_os_str().as_bytes().to_vec())
+    });
+    let tag_lines = args.tag && output_stream == Stream::Lines;
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
     let stream = records.stream();
     let read = Rc::new(std::cell::Cell::new(0u64));
@@ -411,17 +449,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     fields: &record.fields,
                     whole: &record.whole,
                     seq,
+                    slot: None,
                 };
-                let argv: Vec<serde_bytes::ByteBuf> = template
+                let (argv, slots) = template
                     .as_ref()
-                    .map(|t| {
-                        t.argv(&fill)
-                            .into_iter()
-                            .map(serde_bytes::ByteBuf::from)
-                            .collect()
-                    })
+                    .map(|t| t.argv_and_slots(&fill))
                     .unwrap_or_default();
-                let command = template.as_ref().map(|t| t.display(&fill));
+                let argv: Vec<serde_bytes::ByteBuf> =
+                    argv.into_iter().map(serde_bytes::ByteBuf::from).collect();
+                // With `{%}` the command line is made again once the slot is known.
+                let with_slot = template.as_ref().is_some_and(|t| t.has_slot());
+                let command = template
+                    .as_ref()
+                    .filter(|_| !with_slot)
+                    .map(|t| t.display(&fill));
+                let tag = if tag_lines {
+                    record.whole.clone()
+                } else {
+                    Vec::new()
+                };
+                let fields = if with_slot {
+                    record.fields.clone()
+                } else {
+                    Vec::new()
+                };
                 // Built-in tasks take text; command mode has the bytes in argv.
                 let text = if template.is_some() {
                     String::new()
@@ -432,6 +483,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     seq,
                     Pending {
                         command,
+                        fields,
                         values: record.values,
                         input: record.whole,
                     },
@@ -442,6 +494,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     seq,
                     args: task_args.clone(),
                     retry_failed: if template.is_some() { retries } else { 0 },
+                    slots,
+                    stream: output_stream,
+                    tag: tag_lines.then(|| serde_bytes::ByteBuf::from(tag.clone())),
+                    lock: lock_path.clone(),
                 }
             })
     };
@@ -455,12 +511,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // parallel's job log gets each task's line as its result arrives, in the order
     // they end: a run killed while an early task runs keeps the later ones' lines, and
     // `--resume` does not run them again.
-    let tsv_log = match args.joblog_format {
-        JoblogFormat::Tsv => joblog.take(),
-        JoblogFormat::Json => None,
+    // The JSON form too, so that a SIGKILLed run keeps the lines of finished tasks.
+    let (tsv_log, mut json_log) = match args.joblog_format {
+        JoblogFormat::Tsv => (joblog.take(), None),
+        JoblogFormat::Json => (None, joblog.take()),
     };
     let log_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
-    if halt.is_some() || tsv_log.is_some() {
+    if halt.is_some() || tsv_log.is_some() || json_log.is_some() || of_median.is_some() {
         let (tally, stop, request_stop, pool, read, inputs, log_error) = (
             tally.clone(),
             stop.clone(),
@@ -471,13 +528,52 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             log_error.clone(),
         );
         let mut tsv_log = tsv_log;
+        let mut json_log = json_log.take();
+        let mut peaks = PeakRss::default();
         let task = task.clone();
+        let template = template.clone();
+        let mut of_median = of_median;
         reports = reports.on_arrival(move |index, result, meta| {
             let seq = index as u64 + 1;
+            // `--timeout N%`: the limit follows the median run time of the tasks
+            // that succeeded, for the running ones too.
+            if let (Some(median), Ok(Ok(_))) = (of_median.as_mut(), result) {
+                if let Some(limit) = median.add(meta.duration) {
+                    pool.set_task_timeout(Some(limit));
+                }
+            }
+            if let Some(log) = json_log.as_mut() {
+                let peak = (meta.pid != 0).then(|| peaks.get(meta.pid)).flatten();
+                let line = {
+                    let inputs = inputs.borrow();
+                    let pending = inputs.get(&seq);
+                    let command =
+                        pending.and_then(|p| p.command_line(template.as_ref(), seq, result));
+                    super::report::joblog_json(
+                        seq,
+                        pending.map_or(&[][..], |p| &p.input),
+                        command.as_deref(),
+                        result,
+                        meta,
+                        peak,
+                    )
+                };
+                let written = serde_json::to_writer(&mut *log, &line)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| log.write_all(b"\n"))
+                    .and_then(|()| log.flush());
+                if let Err(e) = written {
+                    log_error.borrow_mut().get_or_insert(e);
+                    json_log = None;
+                    request_stop(STOP_OUTPUT_ERROR);
+                }
+            }
             if let Some(log) = tsv_log.as_mut() {
-                let command = inputs.borrow().get(&seq).map(|p| match &p.command {
-                    Some(c) => c.clone(),
-                    None => [task.as_bytes(), b" ", &p.input].concat(),
+                let command = inputs.borrow().get(&seq).map(|p| {
+                    match p.command_line(template.as_ref(), seq, result) {
+                        Some(c) => c,
+                        None => [task.as_bytes(), b" ", &p.input].concat(),
+                    }
                 });
                 let command = command.unwrap_or_default();
                 if let Some(row) = super::report::joblog_row(seq, result, meta, &command) {
@@ -510,7 +606,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 match rule.when {
                     When::Now => request_stop(STOP_HALT),
                     When::Soon => {
-                        stop.store(STOP_HALT, Ordering::SeqCst);
+                        let _ = stop.compare_exchange(
+                            0,
+                            STOP_HALT_SOON,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        );
                         pool.cancel_pending();
                     }
                 }
@@ -520,7 +621,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let command_mode = template.is_some();
     let mut cancelled = 0u64;
     let mut stopped = 0u64;
-    let mut peaks = PeakRss::default();
     let mut output_error: Option<std::io::Error> = None;
     let stdout = std::io::stdout();
     // Buffered, and flushed whenever the next result is not in yet: one write per
@@ -529,7 +629,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     while let Some(report) = reports.next() {
         let seq = report.index as u64 + 1;
         let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
-        let mut record = Record::new(seq, pending.input, report.meta, report.result);
+        // `-u` / `--line-buffer`: a worker could not write a command's output to ours
+        // (with `-u`, a command killed by SIGPIPE: it wrote to our closed stdout).
+        let output_broke = match &report.result {
+            Ok(Err(Failure::Output {
+                message,
+                broken_pipe,
+            })) => Some((message.clone(), *broken_pipe)),
+            Ok(Err(Failure::Failed {
+                signal: Some(libc::SIGPIPE),
+                ..
+            })) if output_stream == Stream::Ungroup => Some(("broken pipe".to_string(), true)),
+            _ => None,
+        };
+        if let Some((message, broken_pipe)) = output_broke {
+            let kind = if broken_pipe {
+                std::io::ErrorKind::BrokenPipe
+            } else {
+                std::io::ErrorKind::Other
+            };
+            output_failed(
+                std::io::Error::new(kind, message),
+                &mut output_error,
+                &*request_stop,
+            );
+            progress.inc();
+            continue;
+        }
+        let record = Record::new(seq, pending.input, report.meta, report.result);
         // Not run although nobody stopped the run (the pool ended under it): a
         // failure, never a quiet success.
         let not_run = matches!(&record.result, Err(e) if e.kind == "cancelled")
@@ -543,12 +670,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             stopped += 1;
         } else {
             failed.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(log) = joblog.as_mut() {
-            if record.meta.pid != 0 {
-                record.peak_rss_kib = peaks.get(record.meta.pid);
-            }
-            writeln!(log, "{}", record.to_joblog()).context("cannot write the job log")?;
         }
         if let Some(dir) = &args.results {
             if !(not_run || was_stopped) {
@@ -604,16 +725,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         output_failed(e, &mut output_error, &*request_stop);
     }
     drop(out);
-    progress.finish();
+    progress.finish(&Summary {
+        done: done.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        stopped,
+        cancelled,
+    });
     if let Some(mut log) = joblog {
         log.flush().context("cannot write the job log")?;
     }
     if let Some(e) = log_error.borrow_mut().take() {
         return Err(anyhow::Error::new(e).context("cannot write the job log"));
     }
+    // Before the workers are let go: the live ones are those that served to the end.
+    let stats = args.stats.then(|| pool.stats());
     pool.join();
-    if args.stats {
-        print_stats(&pool);
+    if let Some(stats) = stats {
+        print_stats(&stats);
     }
     let done = done.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
@@ -623,7 +751,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         libc::SIGHUP => EXIT_SIGHUP,
         STOP_STDOUT => EXIT_STDOUT_CLOSED,
         STOP_OUTPUT_ERROR => EXIT_OUTPUT,
-        STOP_HALT if failed > 0 => EXIT_FAILED,
+        STOP_HALT | STOP_HALT_SOON if failed > 0 => EXIT_FAILED,
         _ if failed > 0 => EXIT_FAILED,
         _ => EXIT_OK,
     };
@@ -645,6 +773,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+/// `--line-buffer`'s lock file, removed when the run ends.
+struct LineLock(std::path::PathBuf);
+
+impl LineLock {
+    fn create() -> std::io::Result<LineLock> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("supervisor-lines-{}-{nanos}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(LineLock(path))
+    }
+}
+
+impl Drop for LineLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// What the run keeps of a submitted input until its result is printed.
 #[derive(Default)]
 struct Pending {
@@ -652,12 +804,47 @@ struct Pending {
     input: Vec<u8>,
     /// A value per input source (for `--results`).
     values: Vec<Vec<u8>>,
-    /// The command line (command mode), as the job log names it.
+    /// The command line (command mode), as the job log names it; `None` with `{%}`
+    /// until the slot is known (see [`Pending::command_line`]).
     command: Option<Vec<u8>>,
+    /// The record's fields, kept only when the command has `{%}`.
+    fields: Vec<Vec<u8>>,
+}
+
+impl Pending {
+    /// The command line task `seq` ran, as the job logs name it: with `{%}`, made now
+    /// with the slot its result reports.
+    fn command_line(
+        &self,
+        template: Option<&Template>,
+        seq: u64,
+        result: &Result<Outcome, supervisor::Error>,
+    ) -> Option<Vec<u8>> {
+        if self.command.is_some() {
+            return self.command.clone();
+        }
+        let template = template?;
+        let slot = match result {
+            Ok(Ok(out)) => out.slot,
+            Ok(Err(super::tasks::Failure::Failed { slot, .. })) => *slot,
+            _ => 0,
+        };
+        Some(template.display(&Fill {
+            fields: &self.fields,
+            whole: &self.input,
+            seq,
+            slot: (slot > 0).then_some(u64::from(slot)),
+        }))
+    }
 }
 
 /// `--dry-run`: prints each command line (or task and input) instead of running it.
-fn dry_run(records: Records, template: Option<&Template>, task: &str) -> anyhow::Result<i32> {
+fn dry_run(
+    records: Records,
+    template: Option<&Template>,
+    task: &str,
+    procs: usize,
+) -> anyhow::Result<i32> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (i, record) in records.enumerate() {
         let record = record.context("cannot read the input")?;
@@ -666,6 +853,8 @@ fn dry_run(records: Records, template: Option<&Template>, task: &str) -> anyhow:
                 fields: &record.fields,
                 whole: &record.whole,
                 seq: i as u64 + 1,
+                // As parallel's --dry-run: the slots taken in turn.
+                slot: Some((i % procs.max(1)) as u64 + 1),
             }),
             None => [task.as_bytes(), b" ", &record.whole].concat(),
         };
@@ -761,43 +950,107 @@ impl Meter {
                 *done += 1;
                 if last.elapsed() >= std::time::Duration::from_secs(1) {
                     *last = std::time::Instant::now();
-                    let rate = *done as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                    let rate = rounded_rate(*done as f64 / start.elapsed().as_secs_f64().max(1e-9));
                     let of = total.map(|t| format!("/{t}")).unwrap_or_default();
-                    say!("supervisor: {done}{of} tasks, {rate:.1}/s");
+                    say!("supervisor: {done}{of} tasks, {rate}");
                 }
             }
         }
     }
 
-    fn finish(&self) {
-        match self {
-            Meter::Bar(bar) => bar.finish_and_clear(),
-            Meter::Lines { done, start, .. } => {
-                say!(
-                    "supervisor: {done} tasks in {:.1}s",
-                    start.elapsed().as_secs_f64()
-                );
+    /// Ends the display with the run's summary line (when progress is shown).
+    fn finish(&self, summary: &Summary) {
+        let elapsed = match self {
+            Meter::Bar(bar) if bar.is_hidden() => return,
+            Meter::Bar(bar) => {
+                bar.finish_and_clear();
+                bar.elapsed()
             }
-        }
+            Meter::Lines { start, .. } => start.elapsed(),
+        };
+        let line = format!(
+            "supervisor: {} tasks in {:.1}s: {} succeeded, {} failed, {} stopped while running, {} not started\n",
+            summary.done + summary.failed + summary.stopped + summary.cancelled,
+            elapsed.as_secs_f64(),
+            summary.done,
+            summary.failed,
+            summary.stopped,
+            summary.cancelled,
+        );
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }
 
-fn make_progress(args: &RunArgs) -> Meter {
+/// What the run's last progress line counts.
+struct Summary {
+    done: u64,
+    failed: u64,
+    stopped: u64,
+    cancelled: u64,
+}
+
+/// A rate rounded for reading: `12/s`, `3.4/s`, `0.25/s`.
+fn rounded_rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() {
+        return "-".to_string();
+    }
+    if per_sec >= 100.0 {
+        format!("{:.0}/s", per_sec)
+    } else if per_sec >= 1.0 {
+        format!("{:.1}/s", per_sec)
+    } else {
+        format!("{:.2}/s", per_sec)
+    }
+}
+
+/// How many tasks the inputs make, when that is known before reading them: `:::`
+/// words and regular files (read once more here), every group one source; `None`
+/// for stdin, a pipe, or linked sources.
+fn known_total(groups: &[sources::Group], delimiter: u8) -> Option<u64> {
+    let mut total = 1u64;
+    for group in groups {
+        let [origin] = group.as_slice() else {
+            return None;
+        };
+        let n = match origin {
+            Origin::Args(words) => words.len() as u64,
+            Origin::File(p) if p.as_os_str() == "-" => return None,
+            // Only a regular file can be read twice (a FIFO would be used up).
+            Origin::File(p) if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => {
+                let mut reader = BufReader::new(std::fs::File::open(p).ok()?);
+                let mut n = 0u64;
+                let mut record = Vec::new();
+                loop {
+                    record.clear();
+                    match reader.read_until(delimiter, &mut record) {
+                        Ok(0) => break,
+                        Ok(_) => n += 1,
+                        Err(_) => return None,
+                    }
+                }
+                n
+            }
+            Origin::File(_) => return None,
+        };
+        total = total.checked_mul(n)?;
+    }
+    Some(total)
+}
+
+/// The bar's `{rate}`: tasks per second, rounded.
+fn rate_key(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = w.write_str(&rounded_rate(state.per_sec()));
+}
+
+fn make_progress(args: &RunArgs, total: Option<u64>) -> Meter {
     let terminal = std::io::stderr().is_terminal();
-    let show = match args.progress {
-        Progress::Always => true,
-        Progress::Never => false,
-        Progress::Auto => terminal && !args.daemon,
-    };
-    let total = || {
-        args.input
-            .as_ref()
-            .filter(|p| p.as_os_str() != "-")
-            // Only a regular file can be read twice (a FIFO or /dev/stdin would be used up).
-            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
-            .and_then(|p| std::fs::File::open(p).ok())
-            .map(|f| BufReader::new(f).lines().count() as u64)
-    };
+    // GNU parallel's --eta and --bar: the progress display, always.
+    let show = args.eta
+        || match args.progress {
+            Progress::Always => true,
+            Progress::Never => false,
+            Progress::Auto => terminal && !args.daemon,
+        };
     if !show {
         return Meter::Bar(ProgressBar::hidden());
     }
@@ -805,18 +1058,20 @@ fn make_progress(args: &RunArgs) -> Meter {
         let now = std::time::Instant::now();
         return Meter::Lines {
             done: 0,
-            total: total(),
+            total,
             start: now,
             last: now,
         };
     }
-    let bar = match total() {
+    let bar = match total {
         Some(n) => ProgressBar::new(n).with_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} tasks, {per_sec}, ETA {eta}")
+            ProgressStyle::with_template("{bar:30} {pos}/{len} tasks, {rate}, ETA {eta}")
+                .map(|s| s.with_key("rate", rate_key))
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         ),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {pos} tasks, {per_sec}, {elapsed}")
+            ProgressStyle::with_template("{spinner} {pos} tasks, {rate}, {elapsed}")
+                .map(|s| s.with_key("rate", rate_key))
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         ),
     };
@@ -842,34 +1097,63 @@ fn status_json(pool: &Pool, done: &AtomicU64, failed: &AtomicU64) -> serde_json:
             })
         })
         .collect();
+    // Apart from the live ones: the workers replaced so far (the last 1,000).
+    let exited: Vec<serde_json::Value> = stats
+        .exited
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "pid": w.pid, "tasks": w.tasks_done, "restarts": w.restarts,
+                "cpu_ms": w.cpu_time.as_millis() as u64, "peak_rss_kib": w.peak_rss_kib,
+            })
+        })
+        .collect();
     serde_json::json!({
         "running": true, "pid": std::process::id(),
         "done": done.load(Ordering::Relaxed), "failed": failed.load(Ordering::Relaxed),
         "queued": stats.queued, "in_progress": stats.running,
-        "restarts": stats.restarts, "workers": workers,
+        "restarts": stats.restarts, "workers": workers, "exited": exited,
     })
 }
 
-fn print_stats(pool: &Pool) {
-    let stats = pool.stats();
-    let mut all: Vec<_> = stats.exited.iter().chain(stats.workers.iter()).collect();
-    all.sort_by_key(|w| w.pid);
-    say!(
-        "{:>8} {:>8} {:>9} {:>10} {:>12}",
-        "pid",
-        "tasks",
-        "restarts",
-        "cpu",
-        "peak rss"
-    );
-    for w in all {
-        say!(
-            "{:>8} {:>8} {:>9} {:>9.2}s {:>8} KiB",
-            w.pid,
-            w.tasks_done,
-            w.restarts,
-            w.cpu_time.as_secs_f64(),
-            w.peak_rss_kib
+/// `--stats`: the workers live at the end of the run, and apart those replaced during
+/// it.
+fn print_stats(stats: &supervisor::PoolStats) {
+    let table = |title: String, workers: &[&supervisor::WorkerStats]| {
+        let mut text = format!(
+            "{title}\n{:>8} {:>8} {:>9} {:>10} {:>12}\n",
+            "pid", "tasks", "restarts", "cpu", "peak rss"
         );
+        for w in workers {
+            text.push_str(&format!(
+                "{:>8} {:>8} {:>9} {:>9.2}s {:>8} KiB\n",
+                w.pid,
+                w.tasks_done,
+                w.restarts,
+                w.cpu_time.as_secs_f64(),
+                w.peak_rss_kib
+            ));
+        }
+        text
+    };
+    let mut live: Vec<_> = stats.workers.iter().collect();
+    live.sort_by_key(|w| w.pid);
+    let mut exited: Vec<_> = stats.exited.iter().collect();
+    exited.sort_by_key(|w| w.pid);
+    // The workers that served to the end, and apart those replaced on the way (they
+    // died, were recycled, or went over a memory limit).
+    let mut text = table(
+        format!("supervisor: workers at the end of the run: {}", live.len()),
+        &live,
+    );
+    if !exited.is_empty() {
+        text.push_str(&table(
+            format!(
+                "supervisor: workers replaced during the run: {}",
+                exited.len()
+            ),
+            &exited,
+        ));
     }
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }

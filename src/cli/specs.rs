@@ -37,8 +37,58 @@ pub enum Timeout {
     /// A fixed limit.
     Fixed(Duration),
     /// This percentage of the median run time of the jobs that succeeded so far
-    /// (parallel's `--timeout 200%`); no limit until three have.
+    /// (parallel's `--timeout 200%`); no limit until one has (see [`MedianLimit`]).
     OfMedian(f64),
+}
+
+/// Run times the median is taken over: the last ones (parallel's remedian is over
+/// up to 999^3; the last 999 follow a changing workload the same way, in bounded
+/// memory).
+const MEDIAN_WINDOW: usize = 999;
+
+/// Shortest limit a percentage gives: a process does not start and answer reliably
+/// faster on a busy machine, and a worker that has not begun its task within the
+/// limit is taken as unresponsive.
+pub const MEDIAN_LIMIT_FLOOR: Duration = Duration::from_millis(50);
+
+/// `--timeout N%`, as GNU parallel: the limit is N% of the median run time of the
+/// tasks that succeeded so far (the lower median, as parallel takes it); before one
+/// has, there is none.
+#[derive(Debug, Clone)]
+pub struct MedianLimit {
+    percent: f64,
+    times: std::collections::VecDeque<Duration>,
+    limit: Option<Duration>,
+}
+
+impl MedianLimit {
+    /// The limit for `percent`%, with no run time known yet.
+    pub fn new(percent: f64) -> MedianLimit {
+        MedianLimit {
+            percent,
+            times: std::collections::VecDeque::new(),
+            limit: None,
+        }
+    }
+
+    /// Takes the run time of a task that succeeded; the new limit if it changed.
+    pub fn add(&mut self, took: Duration) -> Option<Duration> {
+        if self.times.len() == MEDIAN_WINDOW {
+            self.times.pop_front();
+        }
+        self.times.push_back(took);
+        let mut sorted: Vec<Duration> = self.times.iter().copied().collect();
+        let middle = (sorted.len() - 1) / 2;
+        let (_, median, _) = sorted.select_nth_unstable(middle);
+        // Whole milliseconds, as messages print it.
+        let limit = Duration::from_millis(median.mul_f64(self.percent / 100.0).as_millis() as u64)
+            .max(MEDIAN_LIMIT_FLOOR);
+        if self.limit == Some(limit) {
+            return None;
+        }
+        self.limit = Some(limit);
+        Some(limit)
+    }
 }
 
 /// Parses `30s`, `1m 30s`, `2.5` (seconds, as parallel) or `200%`.
@@ -82,6 +132,19 @@ mod tests {
         for bad in ["0", "x", "-x", "%", "-1%"] {
             assert!(procs(bad, 2).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_median_limit_follows_the_lower_median_of_successes() {
+        let ms = Duration::from_millis;
+        let mut m = MedianLimit::new(200.0);
+        assert_eq!(m.add(ms(100)), Some(ms(200)));
+        // Lower median of 100, 300: 100; no change, nothing to say.
+        assert_eq!(m.add(ms(300)), None);
+        assert_eq!(m.add(ms(400)), Some(ms(600)));
+        // Never below the floor.
+        let mut m = MedianLimit::new(100.0);
+        assert_eq!(m.add(ms(1)), Some(MEDIAN_LIMIT_FLOOR));
     }
 
     #[test]

@@ -106,15 +106,21 @@ pub enum Flock {
     Exclusive,
     /// Shared, without waiting: to test whether an exclusive holder exists.
     SharedTest,
+    /// Exclusive, waiting for it.
+    Wait,
+    /// Let go.
+    Unlock,
 }
 
-/// Locks the open file behind `fd` (`flock`, held until its last descriptor closes);
-/// false if another holder has it.
+/// Locks the open file behind `fd` (`flock`, held until its last descriptor closes
+/// or [`Flock::Unlock`]); false if another holder has it (never for a waiting lock).
 pub fn flock(fd: std::os::fd::BorrowedFd<'_>, how: Flock) -> io::Result<bool> {
     let op = match how {
-        Flock::Exclusive => libc::LOCK_EX,
-        Flock::SharedTest => libc::LOCK_SH,
-    } | libc::LOCK_NB;
+        Flock::Exclusive => libc::LOCK_EX | libc::LOCK_NB,
+        Flock::SharedTest => libc::LOCK_SH | libc::LOCK_NB,
+        Flock::Wait => libc::LOCK_EX,
+        Flock::Unlock => libc::LOCK_UN,
+    };
     loop {
         // SAFETY: flock on a live descriptor with plain flags.
         if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {

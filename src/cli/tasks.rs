@@ -33,7 +33,39 @@ pub struct Job {
     /// by a signal) runs again (`--retries`, as in GNU parallel).
     #[serde(default)]
     pub retry_failed: u32,
+    /// Command mode: where `{%}` goes in `argv` (argument, byte offset); the worker
+    /// writes its job slot there (its pool seat + 1) when the job starts.
+    #[serde(default)]
+    pub slots: Vec<(u32, u32)>,
+    /// Command mode: how its output reaches ours.
+    #[serde(default)]
+    pub stream: Stream,
+    /// With [`Stream::Lines`] and `--tag`: what goes before each line (and a tab).
+    #[serde(default)]
+    pub tag: Option<ByteBuf>,
+    /// With [`Stream::Lines`]: the run's lock file, held while a worker writes lines,
+    /// so that lines of two tasks never mix whatever their length.
+    #[serde(default)]
+    pub lock: Option<ByteBuf>,
 }
+
+/// How a command's output reaches the run's stdout and stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    /// Captured, and printed whole when its turn comes (the default; no interleaving).
+    #[default]
+    Group,
+    /// Straight through, as the command writes it (`-u`, `--ungroup`): outputs of
+    /// tasks running at once may mix, even within a line.
+    Ungroup,
+    /// Each complete line as soon as it is written (`--line-buffer`): lines of tasks
+    /// running at once interleave, a line is never split (one longer than
+    /// [`LINE_LIMIT`] is written in pieces of that size).
+    Lines,
+}
+
+/// The longest piece of one line `--line-buffer` holds before writing it.
+pub const LINE_LIMIT: usize = 1 << 20;
 
 /// What a task printed.
 #[derive(Debug, Serialize, Deserialize)]
@@ -45,6 +77,12 @@ pub struct Output {
     pub stderr: Captured,
     /// The text is a JSON value (`whoami`): `--format json` embeds it as such.
     pub json: bool,
+    /// A command's own pid (0 for a built-in task), for the job log.
+    #[serde(default)]
+    pub pid: u32,
+    /// The job slot `{%}` the command ran with (0: none).
+    #[serde(default)]
+    pub slot: u32,
 }
 
 /// Why a task failed.
@@ -64,13 +102,29 @@ pub enum Failure {
         stdout: Captured,
         /// A command's standard error.
         stderr: Captured,
+        /// A command's own pid (0 if none ran).
+        #[serde(default)]
+        pid: u32,
+        /// The job slot `{%}` the command ran with (0: none).
+        #[serde(default)]
+        slot: u32,
+    },
+    /// With `-u` or `--line-buffer`: the command's output could not be written to
+    /// the run's (the command was stopped); the run stops as for its own output.
+    Output {
+        /// What went wrong.
+        message: String,
+        /// The output was a closed pipe (exit 141, silently), not a full disk.
+        broken_pipe: bool,
     },
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Decode(m) | Failure::Failed { message: m, .. } => f.write_str(m),
+            Failure::Decode(m)
+            | Failure::Failed { message: m, .. }
+            | Failure::Output { message: m, .. } => f.write_str(m),
         }
     }
 }
@@ -83,6 +137,8 @@ fn text(s: impl Into<String>) -> Outcome {
         text: Captured::from(s.into()),
         stderr: Captured::default(),
         json: false,
+        pid: 0,
+        slot: 0,
     })
 }
 
@@ -93,6 +149,8 @@ fn failed(message: impl Into<String>) -> Failure {
         signal: None,
         stdout: Captured::default(),
         stderr: Captured::default(),
+        pid: 0,
+        slot: 0,
     }
 }
 
@@ -419,6 +477,8 @@ pub fn whoami(_job: Job) -> Outcome {
         text: Captured::from(value.to_string()),
         stderr: Captured::default(),
         json: true,
+        pid: 0,
+        slot: 0,
     })
 }
 supervisor::task!("whoami" => whoami);
@@ -501,9 +561,24 @@ pub fn exec(job: Job) -> Outcome {
 }
 
 fn run_once(job: &Job) -> Outcome {
-    let Some((program, args)) = job.argv.split_first() else {
+    // `{%}`: this worker's slot, known now that it runs the job.
+    let seat = supervisor::worker_context().and_then(|c| c.seat);
+    let slot = seat.map_or(0, |s| s + 1);
+    let filled: Vec<Vec<u8>>;
+    let argv: Vec<&[u8]> = if job.slots.is_empty() {
+        job.argv.iter().map(|a| a.as_slice()).collect()
+    } else {
+        let mut argv: Vec<Vec<u8>> = job.argv.iter().map(|a| a.to_vec()).collect();
+        super::replace::put_slot(&mut argv, &job.slots, u64::from(slot));
+        filled = argv;
+        filled.iter().map(Vec::as_slice).collect()
+    };
+    let Some((program, args)) = argv.split_first() else {
         return Err(Failure::Decode("empty command".into()));
     };
+    if job.stream != Stream::Group {
+        return run_streamed(job, program, args, slot);
+    }
     let cmd = Command::new(OsStr::from_bytes(program))
         .args(args.iter().map(|a| OsStr::from_bytes(a)))
         .inline_limit(INLINE_LIMIT);
@@ -515,6 +590,8 @@ fn run_once(job: &Job) -> Outcome {
             text: out.stdout,
             stderr: out.stderr,
             json: false,
+            pid: out.pid,
+            slot,
         }),
         status => Err(Failure::Failed {
             message: match status {
@@ -534,10 +611,96 @@ fn run_once(job: &Job) -> Outcome {
             },
             stdout: out.stdout,
             stderr: out.stderr,
+            pid: out.pid,
+            slot,
         }),
     }
 }
 supervisor::task!("command" => exec);
+
+/// Runs a command whose output goes to the run's as it comes (`-u`) or line by line
+/// (`--line-buffer`): the worker's stdout and stderr are the run's.
+fn run_streamed(job: &Job, program: &[u8], args: &[&[u8]], slot: u32) -> Outcome {
+    use std::process::Stdio;
+    let name = String::from_utf8_lossy(program).into_owned();
+    let lines = job.stream == Stream::Lines;
+    let pipe_or_inherit = || {
+        if lines {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        }
+    };
+    let started = std::process::Command::new(OsStr::from_bytes(program))
+        .args(args.iter().map(|a| OsStr::from_bytes(a)))
+        .stdin(Stdio::null())
+        .stdout(pipe_or_inherit())
+        .stderr(pipe_or_inherit())
+        .spawn();
+    let mut child = started.map_err(|e| failed(format!("cannot start {name}: {e}")))?;
+    let pid = child.id();
+    let copied = if lines {
+        let lock = job
+            .lock
+            .as_ref()
+            .map(|p| std::path::PathBuf::from(OsStr::from_bytes(p)));
+        let tag = job.tag.as_deref().map(|t| t.as_slice());
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        std::thread::scope(|scope| {
+            let lock = lock.as_deref();
+            let on_stderr = scope.spawn(move || match err {
+                Some(pipe) => super::lines::copy(pipe, std::io::stderr(), tag, lock),
+                None => Ok(()),
+            });
+            let on_stdout = match out {
+                Some(pipe) => super::lines::copy(pipe, std::io::stdout(), tag, lock),
+                None => Ok(()),
+            };
+            let on_stderr = on_stderr
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the stderr copier panicked")));
+            on_stdout.and(on_stderr)
+        })
+    } else {
+        Ok(())
+    };
+    if let Err(e) = copied {
+        // Nothing takes its output any more: stop it.
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Failure::Output {
+            // The run says "cannot write the output: " before it.
+            message: e.to_string(),
+            broken_pipe: e.kind() == std::io::ErrorKind::BrokenPipe,
+        });
+    }
+    let status = child
+        .wait()
+        .map_err(|e| failed(format!("cannot wait for {name}: {e}")))?;
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Ok(Output {
+            text: Captured::default(),
+            stderr: Captured::default(),
+            json: false,
+            pid,
+            slot,
+        }),
+        (code, signal) => Err(Failure::Failed {
+            message: match (code, signal) {
+                (Some(c), _) => format!("{name} exited with code {c}"),
+                (None, Some(s)) => format!("{name} was killed by signal {s}"),
+                _ => format!("{name} failed"),
+            },
+            exit_code: code,
+            signal,
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+            pid,
+            slot,
+        }),
+    }
+}
 
 #[cfg(test)]
 mod tests {

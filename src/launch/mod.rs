@@ -24,6 +24,8 @@ pub(crate) struct Spec {
     pub(crate) end_task_children: Option<std::time::Duration>,
     /// See `WorkerConfig::retire_above`.
     pub(crate) retire_above: Option<u64>,
+    /// See `WorkerConfig::seat`.
+    pub(crate) seat: Option<u32>,
 }
 
 /// Starts a configured worker: its slot (watched by the reaper) and our end of its link.
@@ -35,6 +37,7 @@ pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error>
         env_allowlist: spec.env_allowlist.clone(),
         end_task_children: spec.end_task_children,
         retire_above: spec.retire_above,
+        seat: spec.seat,
     };
     let server = match spec.method {
         StartMethod::Spawn => return spawn::start(spec.nice, config),

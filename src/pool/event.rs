@@ -20,6 +20,8 @@ pub(crate) enum Event<S> {
     Close,
     /// Close, and cancel what has not started; running calls finish.
     CancelPending,
+    /// A new time limit per call (`None`: none), for the calls running too.
+    SetTaskTimeout(Option<std::time::Duration>),
     Terminate,
     Kill,
     Stats(mpsc::SyncSender<PoolStats>),

@@ -507,6 +507,15 @@ impl Pool {
         self.shared.hub.post(Event::CancelPending);
     }
 
+    /// Changes the time limit per task ([`PoolBuilder::task_timeout`]; `None`: no
+    /// limit) for the tasks to come and those running: a running task is measured
+    /// from its own start, so one already past the new limit times out at once
+    /// ([`ErrorKind::TimedOut`]). For limits that follow the tasks' run times (GNU
+    /// parallel's `--timeout 200%`). The chunk size of `map` is not affected.
+    pub fn set_task_timeout(&self, limit: Option<std::time::Duration>) {
+        self.shared.hub.post(Event::SetTaskTimeout(limit));
+    }
+
     /// Closes the pool and waits until every task has finished and every worker has
     /// exited.
     pub fn join(&self) {

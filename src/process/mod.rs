@@ -126,6 +126,7 @@ impl<R> ProcessBuilder<R> {
             env_allowlist: self.env_allowlist,
             end_task_children: (!self.keep_task_children).then_some(Duration::from_secs(5)),
             retire_above: None,
+            seat: None,
         };
         let (slot, link) = launch::start_worker(&spec)?;
         let request = ToChild::Task(TaskRequest {

@@ -51,6 +51,10 @@ pub struct WorkerContext {
     pub name: String,
     /// Whether it is a daemon (and so may not start processes).
     pub daemon: bool,
+    /// In a pool: its seat, 0-based (`procs` seats; a replacement takes its
+    /// predecessor's, and two live workers never share one; GNU parallel's job slot
+    /// `{%}` is this plus 1). `None` for a single process.
+    pub seat: Option<u32>,
 }
 
 static CONTEXT: OnceLock<WorkerContext> = OnceLock::new();

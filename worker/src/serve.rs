@@ -135,6 +135,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
     let _ = crate::CONTEXT.set(WorkerContext {
         name: config.name.clone(),
         daemon: config.daemon,
+        seat: config.seat,
     });
     os::keep_freed_memory();
     let children = config.end_task_children;

@@ -211,6 +211,29 @@ impl<X: Io> Dispatcher<X> {
                     }
                 }
             };
+            // The call that passed its time limit is settled as timed out, as its
+            // answer would be (`on_message`), unless its own timing shows it ended
+            // before the limit was enforced. It finished, so it is not run again
+            // (before: a retried call that finished during its stop's grace was
+            // delivered from the log as a success).
+            let (result, failed) = match run.expired {
+                Some(expired) if position > expired => break,
+                Some(expired)
+                    if position == expired
+                        && !(timing.start_ns != 0
+                            && timing.start_ns.saturating_add(timing.duration_ns)
+                                < run.expired_at_ns) =>
+                {
+                    let timed_out: crate::error::Error = ErrorKind::TimedOut {
+                        task: task.to_string(),
+                        pid,
+                        limit: self.cfg.task_timeout.unwrap_or_default(),
+                    }
+                    .into();
+                    (Err(timed_out), true)
+                }
+                _ => (result, failed),
+            };
             let job = run.unit.jobs.remove(0);
             if failed {
                 self.failed += 1;

@@ -240,6 +240,7 @@ impl<X: Io> Dispatcher<X> {
             Event::ForgetStream(stream) => self.forget_stream(stream),
             Event::Close => self.closing = true,
             Event::CancelPending => self.cancel_pending(),
+            Event::SetTaskTimeout(limit) => self.set_task_timeout(limit),
             Event::Terminate => self.terminate(),
             Event::Kill => self.kill(),
             Event::Stats(reply) => {
@@ -355,6 +356,7 @@ impl<X: Io> Dispatcher<X> {
                 self.cfg.max_memory_per_child,
                 self.cfg.memory_limit,
             ),
+            seat: u32::try_from(seat).ok(),
         };
         if let Err(e) = self.io.start(seat, spec) {
             self.seats[seat].starting = false;

@@ -35,6 +35,21 @@ impl<X: Io> Dispatcher<X> {
             .min()
     }
 
+    /// A new time limit for every call, those running included: each running call's
+    /// limit is looked at again at once (from its own start, as always).
+    pub(super) fn set_task_timeout(&mut self, limit: Option<Duration>) {
+        self.cfg.task_timeout = limit;
+        let now = self.io.clocks().now;
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            if let Some(run) = worker.running.as_mut() {
+                // A call already being stopped for its limit keeps its schedule.
+                if run.stopping_at.is_none() {
+                    run.check_at = limit.map(|_| now);
+                }
+            }
+        }
+    }
+
     /// Acts on every deadline that has passed.
     pub(crate) fn on_timers(&mut self) {
         let clocks = self.io.clocks();

@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     /// claims no more calls of its unit and gives the rest back on its progress page
     /// (the parent then replaces it: `max_memory_per_child`).
     pub retire_above: Option<u64>,
+    /// A pool worker's seat (0-based): a replacement takes its predecessor's, and two
+    /// live workers of a pool never share one. `None` outside a pool.
+    pub seat: Option<u32>,
 }
 
 /// One task to run.

@@ -28,6 +28,9 @@ struct Case {
     second_wave: u64,
     retries: u32,
     timeout: Option<Duration>,
+    /// When the time limit changes (`Pool::set_task_timeout`), and to what: running
+    /// calls are held to it as well.
+    retime: Option<(u64, Duration)>,
     kills: Vec<u64>,
     terminate_at: Option<u64>,
     stubborn: bool,
@@ -62,19 +65,39 @@ fn case(seed: u64) -> Case {
         })
         .collect();
     let kills = (0..w.rand(6)).map(|_| w.rand(1_000_000_000)).collect();
+    let timeout = (w.rand(2) == 0).then_some(Duration::from_millis(50));
+    let retime = (timeout.is_some() && w.rand(3) == 0).then(|| {
+        let to = if w.rand(2) == 0 { 20 } else { 150 };
+        (w.rand(300_000_000), Duration::from_millis(to))
+    });
     Case {
         seed,
         procs: 1 + w.rand(4) as usize,
         scripts,
         second_wave: w.rand(200_000_000),
         retries: if w.rand(2) == 0 { 0 } else { 2 },
-        timeout: (w.rand(2) == 0).then_some(Duration::from_millis(50)),
+        timeout,
+        retime,
         kills,
         terminate_at: (w.rand(100) < 15).then(|| w.rand(500_000_000)),
         stubborn: w.rand(10) < 3,
         memory_limit,
         max_memory_per_child,
         memory_reads_low: false,
+    }
+}
+
+impl Case {
+    /// The shortest time limit the run had.
+    fn shortest_limit(&self) -> Option<Duration> {
+        let later = self.retime.map(|(_, l)| l);
+        self.timeout.map(|t| later.map_or(t, |l| l.min(t)))
+    }
+
+    /// The longest time limit the run had.
+    fn longest_limit(&self) -> Option<Duration> {
+        let later = self.retime.map(|(_, l)| l);
+        self.timeout.map(|t| later.map_or(t, |l| l.max(t)))
     }
 }
 
@@ -157,6 +180,7 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
     let mut second = Some(units(n / 2..n, &tx));
     let mut kills = case.kills.clone();
     let mut terminate_at = case.terminate_at;
+    let mut retime = case.retime;
     let base = world.borrow().base;
     for _ in 0..2_000_000 {
         let now = world.borrow().ns;
@@ -168,6 +192,10 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
         if terminate_at.is_some_and(|t| t <= now) {
             terminate_at = None;
             d.handle(Event::Terminate);
+        }
+        if let Some((_, limit)) = retime.filter(|(at, _)| *at <= now) {
+            retime = None;
+            d.handle(Event::SetTaskTimeout(Some(limit)));
         }
         while kills.first().is_some_and(|k| *k <= now) {
             kills.remove(0);
@@ -238,12 +266,18 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
         let wake = d
             .next_wake()
             .map(|at| at.saturating_duration_since(base).as_nanos() as u64);
-        let next = [wake, w.next(), kills.first().copied(), terminate_at]
-            .into_iter()
-            .flatten()
-            .chain(second.is_some().then_some(case.second_wave))
-            .min()
-            .unwrap_or(now + 1);
+        let next = [
+            wake,
+            w.next(),
+            kills.first().copied(),
+            terminate_at,
+            retime.map(|(at, _)| at),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(second.is_some().then_some(case.second_wave))
+        .min()
+        .unwrap_or(now + 1);
         drop(w);
         world.borrow_mut().ns = next.max(now + 1);
     }
@@ -266,7 +300,7 @@ fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
         // A call is never stopped before its own time limit (unless the pool stops).
         if case.terminate_at.is_none() {
             for (at, start) in record.map_or(&[][..], |r| &r.stopped[..]) {
-                let limit = case.timeout.expect("stopped only on a timeout");
+                let limit = case.shortest_limit().expect("stopped only on a timeout");
                 assert!(
                     at - start >= limit.as_nanos() as u64,
                     "seed {seed}: call {i} stopped after {} ns, its limit is {limit:?}",
@@ -294,7 +328,7 @@ fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
                     Duration::from_nanos(duration),
                     "seed {seed}: call {i}"
                 );
-                if let Some(limit) = case.timeout {
+                if let Some(limit) = case.longest_limit() {
                     assert!(
                         Duration::from_nanos(duration) <= limit,
                         "seed {seed}: call {i} ran {duration} ns past its limit {limit:?}"
@@ -310,9 +344,10 @@ fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
             }
             Err(e) => match e.kind() {
                 ErrorKind::TimedOut { .. } => {
-                    let limit = case.timeout.expect("a timeout needs a limit").as_nanos() as u64;
+                    let shortest = case.shortest_limit().expect("a timeout needs a limit");
+                    let limit = case.longest_limit().expect("a limit").as_nanos() as u64;
                     assert!(
-                        script.duration > limit,
+                        script.duration > shortest.as_nanos() as u64,
                         "seed {seed}: call {i} timed out early"
                     );
                     let record = record.expect("it ran");
@@ -365,6 +400,7 @@ fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Duration>) -> Ca
         second_wave: 0,
         retries: 0,
         timeout,
+        retime: None,
         kills: Vec::new(),
         terminate_at: None,
         stubborn: false,
@@ -489,4 +525,22 @@ fn recycled_losing_nothing(memory_reads_low: bool) {
     // The replacement holds nothing: it is not recycled again.
     let pids: std::collections::BTreeSet<u32> = (0..300u64).map(|i| pid(i)[0]).collect();
     assert_eq!(pids.len(), 2, "{pids:?}");
+}
+
+/// A retried call that passes its limit on a worker that ignores SIGTERM, and
+/// finishes during the grace before SIGKILL: it timed out (its answer, logged on the
+/// page, is not taken as a success), and it is not run a third time (found by the
+/// random cases once the limit could change while calls run).
+#[test]
+fn a_call_finishing_during_its_stops_grace_is_timed_out_and_not_run_again() {
+    let mut case = scripted(&[183], 1, Some(Duration::from_millis(150)));
+    case.stubborn = true;
+    case.retries = 2;
+    let (results, world) = simulate(&case);
+    check(&case, &results, &world);
+    assert!(
+        matches!(&results[0].0, Err(e) if matches!(e.kind(), ErrorKind::TimedOut { .. })),
+        "{:?}",
+        results[0].0
+    );
 }
