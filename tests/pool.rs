@@ -1288,8 +1288,10 @@ fn a_crash_is_reported_promptly_whoever_holds_the_workers_channel() {
         let t = Instant::now();
         let e = pool.apply(crash_leaving_a_link_holder, ()).unwrap_err();
         assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e:?}");
+        // Well under the old 1.03 s, with room for a loaded machine (500 ms was seen
+        // exceeded once while other builds ran).
         assert!(
-            t.elapsed() < Duration::from_millis(500),
+            t.elapsed() < Duration::from_millis(900),
             "{:?}",
             t.elapsed()
         );
