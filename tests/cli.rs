@@ -1621,6 +1621,35 @@ fn line_buffer_and_ungroup_print_output_while_the_command_runs() {
             );
             std::fs::remove_file(&fifo).unwrap();
         }
+        // A SIGKILLed --line-buffer run leaves nothing in TMPDIR (the leak check of
+        // `isolated` looks): its lock file has no name. Before, its named lock file
+        // stayed behind.
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let mut child = Command::new(BIN)
+            .current_dir(&dir)
+            .args([
+                "run",
+                "--line-buffer",
+                "echo first {}; cat fifo",
+                ":::",
+                "x",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "first x\n");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::remove_file(&fifo).unwrap();
         // Binary output, with "lines" longer than the line limit, byte for byte.
         let data: Vec<u8> = (0..3_000_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)

@@ -403,8 +403,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut progress = make_progress(&args, total);
     let inputs: Rc<RefCell<HashMap<u64, Pending>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
-    // `--line-buffer`: the lock file workers hold while writing lines (removed at the
-    // end of the run).
+    // `--line-buffer`: the lock file workers hold while writing lines.
     let line_lock = match output_stream {
         Stream::Lines => {
             Some(LineLock::create().context("cannot create the line-buffer lock file")?)
@@ -413,7 +412,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     let lock_path: Option<serde_bytes::ByteBuf> = line_lock.as_ref().map(|l| {
         use std::os::unix::ffi::OsStrExt;
-        serde_bytes::ByteBuf::from(l.0.as_os_str().as_bytes().to_vec())
+        serde_bytes::ByteBuf::from(l.path.as_os_str().as_bytes().to_vec())
     });
     let tag_lines = args.tag && output_stream == Stream::Lines;
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
@@ -773,27 +772,45 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-/// `--line-buffer`'s lock file, removed when the run ends.
-struct LineLock(std::path::PathBuf);
+/// `--line-buffer`'s lock file: a file with no name (`O_TMPFILE`; where the file system
+/// has none, named and unlinked at once), so nothing is left whatever ends the run.
+/// Workers open it through `/proc/<pid>/fd/<n>` of this process.
+struct LineLock {
+    _file: std::fs::File,
+    path: std::path::PathBuf,
+}
 
 impl LineLock {
     fn create() -> std::io::Result<LineLock> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path =
-            std::env::temp_dir().join(format!("supervisor-lines-{}-{nanos}", std::process::id()));
-        std::fs::OpenOptions::new()
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir();
+        let unnamed = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
-            .create_new(true)
-            .open(&path)?;
-        Ok(LineLock(path))
-    }
-}
-
-impl Drop for LineLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&dir);
+        let file = match unnamed {
+            Ok(file) => file,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                let path = dir.join(format!(".supervisor-lines-{}-{nanos}", std::process::id()));
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                std::fs::remove_file(&path)?;
+                file
+            }
+            Err(e) => return Err(e),
+        };
+        let path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd()).into();
+        Ok(LineLock { _file: file, path })
     }
 }
 
