@@ -46,6 +46,7 @@ use std::sync::OnceLock;
 
 /// What a worker knows about itself.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkerContext {
     /// The name its parent gave it.
     pub name: String,
