@@ -1326,7 +1326,8 @@ fn a_forked_child_of_a_task_ends_at_once_when_the_task_returns() {
             .unwrap();
         let t = Instant::now();
         let child = pool.apply(fork_a_sleeper, ()).unwrap();
-        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // Well under the 3 s grace it used to wait, with room for a loaded machine.
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         assert!(ended_or_killed(child), "the forked child lived on");
         pool.join();
     });

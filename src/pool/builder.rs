@@ -60,6 +60,23 @@ pub(crate) struct Config {
     pub(super) max_memory_per_child: Option<u64>,
 }
 
+/// How long after the grace period a worker that ends its task's children itself is
+/// given to reap them and die, before it and its group get SIGKILL: the children get
+/// the whole grace from the worker (SIGTERM at the stop, SIGKILL at its end).
+const CHILDREN_MARGIN: Duration = Duration::from_millis(500);
+
+impl Config {
+    /// From a stop (SIGTERM) to the worker's SIGKILL: the grace period, plus, when the
+    /// worker ends its task's children itself, [`CHILDREN_MARGIN`] for it to do so.
+    pub(super) fn escalation(&self) -> Duration {
+        if self.keep_task_children {
+            self.grace
+        } else {
+            self.grace.saturating_add(CHILDREN_MARGIN)
+        }
+    }
+}
+
 /// How far `imap` reads ahead, as asked.
 #[derive(Debug, Clone, Copy)]
 enum ReadAhead {

@@ -141,8 +141,9 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
     let children = config.end_task_children;
     if let Some(grace) = children {
         os::become_subreaper();
-        // Half the parent's grace: done before the parent's SIGKILL ends us.
-        os::end_children_on_sigterm(grace / 2);
+        // The whole grace for the task's children (the parent waits a margin longer
+        // before its SIGKILL ends us).
+        os::end_children_on_sigterm(grace);
     }
     let mut inbox = Inbox::new();
     let retire_above = config.retire_above;

@@ -253,7 +253,7 @@ impl<X: Io> Dispatcher<X> {
     }
 
     pub(super) fn protocol_error(&mut self, seat: usize, violation: Violation) {
-        let grace = self.cfg.grace;
+        let grace = self.cfg.escalation();
         let now = self.io.clocks().now;
         if let Some(worker) = self.seats[seat].worker.as_mut() {
             let pid = worker.link.pid();

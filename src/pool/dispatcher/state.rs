@@ -455,7 +455,7 @@ impl<X: Io> Dispatcher<X> {
         if self.terminating || self.broken.is_some() || !reading {
             // Without a reader nobody would hear from this worker: stop it now.
             worker.link_closed = !reading;
-            worker.stop(Stop::Shutdown, self.cfg.grace, self.io.clocks().now);
+            worker.stop(Stop::Shutdown, self.cfg.escalation(), self.io.clocks().now);
         }
         self.seats[seat].worker = Some(worker);
     }
@@ -477,7 +477,7 @@ impl<X: Io> Dispatcher<X> {
                 reason: reason.clone(),
             });
         }
-        let grace = self.cfg.grace;
+        let grace = self.cfg.escalation();
         let now = self.io.clocks().now;
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
             if let Some(run) = worker.running.take() {
@@ -496,7 +496,7 @@ impl<X: Io> Dispatcher<X> {
         self.terminating = true;
         self.closing = true;
         let mut unstarted = VecDeque::new();
-        let grace = self.cfg.grace;
+        let grace = self.cfg.escalation();
         let now = self.io.clocks().now;
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
             // If the page changed under us, whatever it runs is settled at its exit.

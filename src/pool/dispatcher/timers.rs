@@ -55,7 +55,7 @@ impl<X: Io> Dispatcher<X> {
         let clocks = self.io.clocks();
         let now = clocks.now;
         self.group_kills.retain_mut(|kill| kill.pending(now));
-        let grace = self.cfg.grace;
+        let grace = self.cfg.escalation();
         let limit = self.cfg.task_timeout;
         let mut settle = Vec::new();
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
@@ -100,7 +100,13 @@ fn look_at_time_limit<L: WorkerLink>(
     grace: Duration,
 ) {
     let now = clocks.now;
-    if worker.stop.is_some() {
+    // A worker being shut down (terminate) may still finish its running call during
+    // the grace: that call keeps its own limit, so an answer past it is `TimedOut`,
+    // never a success that ran longer than allowed.
+    if worker
+        .stop
+        .is_some_and(|why| !matches!(why, Stop::Shutdown))
+    {
         return;
     }
     let Some(run) = worker.running.as_mut() else {
