@@ -793,6 +793,77 @@ fn workers_outliving_their_fork_server_still_end_with_a_sigkilled_supervisor() {
     });
 }
 
+/// A run blocked writing to an output nobody reads still ends on a second signal (with
+/// the first one's code), within a couple of seconds; before, it hung in the write
+/// through any number of signals. And `--grace` is the command's whole grace: a
+/// command that traps SIGTERM past its 1 s limit is SIGKILLed `--grace 2s` later
+/// (before: half of it).
+#[test]
+fn a_second_signal_ends_a_run_blocked_on_its_output_and_grace_is_whole() {
+    isolated(DEADLINE, || {
+        let mut child = start(&["run", "-j", "2", "--", "seq"]);
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(lines(60, "200000").as_bytes()).unwrap();
+        drop(stdin);
+        // Keep stdout open, never read it: the run fills the pipe and blocks.
+        let _stdout = child.stdout.take().unwrap();
+        let pid = child.id() as i32;
+        let blocked = Instant::now() + Duration::from_secs(30);
+        loop {
+            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            if wchan.contains("pipe_write") {
+                break;
+            }
+            assert!(
+                Instant::now() < blocked,
+                "the run never blocked on its output ({wchan})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: kill with plain integers; our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        std::thread::sleep(Duration::from_millis(200));
+        let t = Instant::now();
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let ended = wait_exit(pid, Duration::from_secs(5));
+        let took = t.elapsed();
+        if !ended {
+            child.kill().unwrap();
+        }
+        let status = child.wait().unwrap();
+        assert!(
+            ended,
+            "the run ignored a second signal while blocked on its output"
+        );
+        assert_eq!(status.code(), Some(143), "{status:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert_all_gone(Duration::from_secs(2));
+
+        let out = cli(
+            &[
+                "run",
+                "--timeout",
+                "1s",
+                "--grace",
+                "2s",
+                "--format",
+                "json",
+                ": {}; trap '' TERM; sleep 30",
+                ":::",
+                "x",
+            ],
+            "",
+        );
+        let record: Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+        let ms = record["duration_ms"].as_f64().unwrap();
+        assert!(
+            (2_900.0..6_000.0).contains(&ms),
+            "1 s limit + 2 s grace, got {ms} ms: {record}"
+        );
+    });
+}
+
 #[test]
 fn daemon_status_and_stop() {
     isolated(DEADLINE, || {

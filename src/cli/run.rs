@@ -51,6 +51,29 @@ const STOP_HALT_SOON: i32 = -4;
 const STOP_STDOUT: i32 = -2;
 const STOP_OUTPUT_ERROR: i32 = -3;
 
+/// The exit code of a run stopped by `signal`, if it is one of ours.
+fn signal_exit_code(signal: i32) -> Option<i32> {
+    match signal {
+        libc::SIGINT => Some(EXIT_SIGINT),
+        libc::SIGTERM => Some(EXIT_SIGTERM),
+        libc::SIGHUP => Some(EXIT_SIGHUP),
+        _ => None,
+    }
+}
+
+/// After a second stop request the run ends now: the main thread normally does so at
+/// once (the pool is killed); if it cannot (blocked writing to an output nobody reads,
+/// which no signal interrupts), the process exits from here a second later, with
+/// `code`. A run that ends first takes this thread with it.
+fn exit_soon_unless_done(code: i32) {
+    let _ = std::thread::Builder::new()
+        .name("supervisor-exit".into())
+        .spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            super::sys::exit_now(code);
+        });
+}
+
 /// Stops the run after stdout failed: quietly if it was closed (`| head`), with the
 /// cause (kept in `first`) otherwise (a full disk).
 fn output_failed(
@@ -351,6 +374,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 }
             } else {
                 pool.kill();
+                // The first signal's code (or this one's, if the run was stopping for
+                // another reason).
+                let first = stop.load(Ordering::SeqCst);
+                let code = signal_exit_code(first)
+                    .unwrap_or_else(|| signal_exit_code(why).unwrap_or(EXIT_SIGTERM));
+                exit_soon_unless_done(code);
             }
         })
     };

@@ -4,6 +4,13 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+/// Ends the process at once with `code`: no destructors, no flushing (the main thread
+/// may hold the stdout lock, blocked on a reader that does not read).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is always sound to call.
+    unsafe { libc::_exit(code) }
+}
+
 /// A pipe whose ends are close-on-exec: (read, write).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
