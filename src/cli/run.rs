@@ -732,6 +732,9 @@ fn supervisor_chain(e: &supervisor::Error) -> String {
 /// Progress on stderr: an indicatif bar on a terminal; with `--progress always` and no
 /// terminal, a plain line at most once a second (fit for a log file).
 enum Meter {
+    /// No progress shown: nothing to draw, suspend or count (a hidden indicatif bar
+    /// still reads the clock and takes a lock per result).
+    Off,
     Bar(ProgressBar),
     Lines {
         done: u64,
@@ -745,12 +748,13 @@ impl Meter {
     fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         match self {
             Meter::Bar(bar) => bar.suspend(f),
-            Meter::Lines { .. } => f(),
+            Meter::Off | Meter::Lines { .. } => f(),
         }
     }
 
     fn inc(&mut self) {
         match self {
+            Meter::Off => {}
             Meter::Bar(bar) => bar.inc(1),
             Meter::Lines {
                 done,
@@ -771,6 +775,7 @@ impl Meter {
 
     fn finish(&self) {
         match self {
+            Meter::Off => {}
             Meter::Bar(bar) => bar.finish_and_clear(),
             Meter::Lines { done, start, .. } => {
                 say!(
@@ -799,7 +804,7 @@ fn make_progress(args: &RunArgs) -> Meter {
             .map(|f| BufReader::new(f).lines().count() as u64)
     };
     if !show {
-        return Meter::Bar(ProgressBar::hidden());
+        return Meter::Off;
     }
     if !terminal {
         let now = std::time::Instant::now();
