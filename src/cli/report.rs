@@ -32,6 +32,41 @@ pub struct ErrorInfo {
     pub peak_rss_kib: Option<u64>,
 }
 
+/// A JSON object being written member by member (the caller keeps the keys sorted,
+/// as serde_json's map would): `{` and the members so far, without the closing `}`.
+struct Members {
+    buf: Vec<u8>,
+}
+
+impl Members {
+    fn new() -> Members {
+        let mut buf = Vec::with_capacity(192);
+        buf.push(b'{');
+        Members { buf }
+    }
+
+    fn member(&mut self, key: &str, value: &impl serde::Serialize) -> io::Result<()> {
+        if self.buf.len() > 1 {
+            self.buf.push(b',');
+        }
+        serde_json::to_writer(&mut self.buf, key).map_err(io::Error::other)?;
+        self.buf.push(b':');
+        serde_json::to_writer(&mut self.buf, value).map_err(io::Error::other)
+    }
+
+    /// `"input"` when the bytes are UTF-8, else `"input_base64"` (both sort the same
+    /// way against the other keys).
+    fn input(&mut self, input: &[u8]) -> io::Result<()> {
+        match std::str::from_utf8(input) {
+            Ok(s) => self.member("input", &s),
+            Err(_) => {
+                let (k, v) = json_bytes::field("input", input);
+                self.member(&k, &v)
+            }
+        }
+    }
+}
+
 /// The kind of a library error: one of failed, panicked, crashed, oom_killed (a crash
 /// by the kernel's OOM killer), exited, timed_out, memory_exceeded (over
 /// `--memory-limit`), lost, decode, stopped (running when the run was stopped),
@@ -187,50 +222,57 @@ impl Record {
     /// when it is UTF-8, else `"output_base64"`, streamed from a spool whatever its
     /// size. The input is `"input"` or `"input_base64"` the same way.
     pub fn write_json(&self, w: &mut dyn Write, command: bool) -> io::Result<()> {
-        let (k, v) = json_bytes::field("input", &self.input);
-        let mut head = json!({
-            "seq": self.seq, "ok": self.ok(),
-            "pid": self.meta.pid, "attempts": self.meta.attempts,
-            "duration_ms": self.duration_ms(),
-        });
-        head[k] = v;
+        // Written member by member in the order serde_json's map gives (sorted keys),
+        // without building a map per record.
+        let mut line = Members::new();
+        line.member("attempts", &self.meta.attempts)?;
+        line.member("duration_ms", &self.duration_ms())?;
         let mut output = None;
+        let mut json_output = None;
         match &self.result {
             Ok(out) if out.json => {
                 let bytes = out.text.to_vec()?;
-                let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                json_output = Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| {
                     Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                });
-                head["output"] = value;
+                }));
             }
             Ok(out) => output = Some(&out.text),
             Err(e) => {
-                head["error"] = json!({
-                    "kind": e.kind, "message": e.message,
-                    "signal": e.signal, "exit_code": e.exit_code,
-                });
+                line.member(
+                    "error",
+                    &json!({
+                        "kind": e.kind, "message": e.message,
+                        "signal": e.signal, "exit_code": e.exit_code,
+                    }),
+                )?;
                 if command {
                     output = Some(&e.stdout);
                 }
             }
         }
-        let head = serde_json::to_vec(&head).map_err(io::Error::other)?;
+        line.input(&self.input)?;
+        line.member("ok", &self.ok())?;
+        if let Some(value) = &json_output {
+            line.member("output", value)?;
+        }
+        line.member("pid", &self.meta.pid)?;
+        line.member("seq", &self.seq)?;
         match output {
             Some(data) => {
-                w.write_all(&head[..head.len() - 1])?;
+                w.write_all(&line.buf)?;
                 w.write_all(b",")?;
                 json_bytes::write_field(w, "output", data)?;
                 w.write_all(b"}\n")
             }
             None => {
-                w.write_all(&head)?;
-                w.write_all(b"\n")
+                w.write_all(&line.buf)?;
+                w.write_all(b"}\n")
             }
         }
     }
 
-    /// The `--joblog` line.
-    pub fn to_joblog(&self) -> Value {
+    /// Writes the `--joblog` line (JSON format), with its newline.
+    pub fn write_joblog(&self, w: &mut dyn Write) -> io::Result<()> {
         let start = self
             .meta
             .started
@@ -245,15 +287,19 @@ impl Record {
                 e.peak_rss_kib.or(self.peak_rss_kib),
             ),
         };
-        let (k, v) = json_bytes::field("input", &self.input);
-        let mut line = json!({
-            "seq": self.seq, "pid": self.meta.pid,
-            "start": start, "duration_ms": self.duration_ms(), "outcome": outcome,
-            "signal": signal, "exit_code": exit_code, "peak_rss_kib": peak,
-            "attempts": self.meta.attempts,
-        });
-        line[k] = v;
-        line
+        let mut line = Members::new();
+        line.member("attempts", &self.meta.attempts)?;
+        line.member("duration_ms", &self.duration_ms())?;
+        line.member("exit_code", &exit_code)?;
+        line.input(&self.input)?;
+        line.member("outcome", &outcome)?;
+        line.member("peak_rss_kib", &peak)?;
+        line.member("pid", &self.meta.pid)?;
+        line.member("seq", &self.seq)?;
+        line.member("signal", &signal)?;
+        line.member("start", &start)?;
+        line.buf.extend_from_slice(b"}\n");
+        w.write_all(&line.buf)
     }
 
     /// Writes the text-mode stdout: a command's output exactly as it wrote it (even

@@ -548,7 +548,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             if record.meta.pid != 0 {
                 record.peak_rss_kib = peaks.get(record.meta.pid);
             }
-            writeln!(log, "{}", record.to_joblog()).context("cannot write the job log")?;
+            record
+                .write_joblog(log)
+                .context("cannot write the job log")?;
         }
         if let Some(dir) = &args.results {
             if !(not_run || was_stopped) {
