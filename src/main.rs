@@ -60,3 +60,6 @@ fn main() {
     };
     std::process::exit(code);
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
