@@ -60,6 +60,3 @@ fn main() {
     };
     std::process::exit(code);
 }
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
