@@ -261,7 +261,10 @@ impl ChildSlot {
 }
 
 enum Request {
-    Spawn(Box<SpawnRequest>, mpsc::SyncSender<io::Result<(i32, OwnedFd)>>),
+    Spawn(
+        Box<SpawnRequest>,
+        mpsc::SyncSender<io::Result<(i32, OwnedFd)>>,
+    ),
     Watch(Arc<ChildSlot>),
     Live(mpsc::SyncSender<Vec<Arc<ChildSlot>>>),
 }

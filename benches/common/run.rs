@@ -76,7 +76,9 @@ pub fn run(groups: &[Group]) {
             *Group::ALL
                 .iter()
                 .find(|g| g.name() == a)
-                .unwrap_or_else(|| panic!("no group {a:?}: start, pool, queue, cli, async or startup"))
+                .unwrap_or_else(|| {
+                    panic!("no group {a:?}: start, pool, queue, cli, async or startup")
+                })
         })
         .collect();
     let groups: Vec<Group> = if named.is_empty() {

@@ -74,10 +74,9 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
     procspawn_median(3);
     let [Some(mine), Some(theirs)] = medians(
         runs,
-        [
-            &mut || Some(ours(PER_ROUND)),
-            &mut || Some(procspawn_median(PER_ROUND)),
-        ],
+        [&mut || Some(ours(PER_ROUND)), &mut || {
+            Some(procspawn_median(PER_ROUND))
+        }],
     ) else {
         unreachable!("both always run")
     };

@@ -69,12 +69,10 @@ pub(crate) fn start(
                 .as_ref()
                 .is_none_or(|keep| keep.iter().any(|k| std::ffi::OsStr::new(k) == key))
     };
-    let env = std::env::vars_os()
-        .filter(|(k, _)| keep(k))
-        .chain([
-            (ENV_BOOTSTRAP.into(), path.clone().into()),
-            (ENV_SECRET.into(), secret_to_hex(&secret).into()),
-        ]);
+    let env = std::env::vars_os().filter(|(k, _)| keep(k)).chain([
+        (ENV_BOOTSTRAP.into(), path.clone().into()),
+        (ENV_SECRET.into(), secret_to_hex(&secret).into()),
+    ]);
     let exec = os::Exec::new(
         "/proc/self/exe".as_ref(),
         &[process_title(&config).into()],
