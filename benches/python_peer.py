@@ -170,6 +170,18 @@ def start_spawn(procs):
     return elapsed
 
 
+def start_stop_spawn(procs):
+    """A spawn-context Pool of `procs` workers from creation to the first apply's
+    result, then stopped (close + join: every worker gone)."""
+    ctx = multiprocessing.get_context("spawn")
+    t = time.perf_counter()
+    pool = ctx.Pool(procs)
+    assert pool.apply(inc, (1,)) == 2
+    pool.close()
+    pool.join()
+    return time.perf_counter() - t
+
+
 def produce(q, n):
     """Puts n items of 64 bytes on q."""
     item = b"x" * 64
@@ -228,6 +240,7 @@ WORKLOADS = {
     "queue": (queue_items, 200_000),
     "pipe": (pipe_items, 200_000),
     "cli_lines": (cli_lines, 100_000),
+    "start_stop_spawn": (start_stop_spawn, 8),
     "big_time": (lambda n: big_round_trip(n, "time"), 100),
     "big_rss": (lambda n: big_round_trip(n, "rss"), 100),
 }

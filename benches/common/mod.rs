@@ -2,7 +2,8 @@
 //! how they are measured, and the one table they all print.
 //!
 //! `cargo bench --bench compare` runs every group of workloads; `start`, `pool`, `queue`
-//! and `cli` run one group each (`async`, the awaited round trip, only in `compare`). Environment:
+//! and `cli` run one group each (`async`, the awaited round trip, and `startup`,
+//! against procspawn and for pools up to 256 workers, only in `compare`). Environment:
 //! - `RUNS=N`: interleaved runs per workload, the median is reported (default 5);
 //! - `SAMPLES=N`: samples per start method in the `start` group (default 100);
 //! - `SCALE=N`: divides every workload size except start-up (default 1);
@@ -19,6 +20,7 @@ mod pool;
 mod queue;
 mod run;
 mod start;
+mod startup;
 mod table;
 
 pub use run::{run, Group};

@@ -4,7 +4,7 @@
 use super::measure::Settings;
 use super::peers::{version, Python};
 use super::table::{self, Row};
-use super::{awaited, cli, pool, queue, start};
+use super::{awaited, cli, pool, queue, start, startup};
 
 /// A group of workloads, one per former bench.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -19,15 +19,18 @@ pub enum Group {
     Cli,
     /// An awaited `submit` against a blocking wait.
     Async,
+    /// Spawn start-up against procspawn; pools of 8 to 256 workers.
+    Startup,
 }
 
 impl Group {
-    pub const ALL: [Group; 5] = [
+    pub const ALL: [Group; 6] = [
         Group::Start,
         Group::Pool,
         Group::Queue,
         Group::Cli,
         Group::Async,
+        Group::Startup,
     ];
 
     fn name(self) -> &'static str {
@@ -37,6 +40,7 @@ impl Group {
             Group::Queue => "queue",
             Group::Cli => "cli",
             Group::Async => "async",
+            Group::Startup => "startup",
         }
     }
 
@@ -47,6 +51,7 @@ impl Group {
             Group::Queue => queue::rows(ctx),
             Group::Cli => cli::rows(ctx),
             Group::Async => awaited::rows(ctx),
+            Group::Startup => startup::rows(ctx),
         }
     }
 }
@@ -60,6 +65,9 @@ pub struct Ctx {
 
 /// Runs `groups` (or those named on the command line) and prints one table.
 pub fn run(groups: &[Group]) {
+    // procspawn's child runs its closure and exits here; ours returns at once (a
+    // supervisor worker is not marked for procspawn), and the reverse for init().
+    procspawn::init();
     supervisor::init();
     let named: Vec<Group> = std::env::args()
         .skip(1)
@@ -68,7 +76,9 @@ pub fn run(groups: &[Group]) {
             *Group::ALL
                 .iter()
                 .find(|g| g.name() == a)
-                .unwrap_or_else(|| panic!("no group {a:?}: start, pool, queue, cli or async"))
+                .unwrap_or_else(|| {
+                    panic!("no group {a:?}: start, pool, queue, cli, async or startup")
+                })
         })
         .collect();
     let groups: Vec<Group> = if named.is_empty() {

@@ -63,6 +63,14 @@ fn write_escaped(w: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {
 
 /// Writes `"key":"..."` or `"key_base64":"..."` for `data` (see the module).
 pub fn write_field(w: &mut dyn Write, key: &str, data: &Captured) -> io::Result<()> {
+    // Inline bytes (almost every output) need no chunked reading nor buffers.
+    if let Some(bytes) = data.as_bytes().filter(|b| std::str::from_utf8(b).is_ok()) {
+        w.write_all(b"\"")?;
+        w.write_all(key.as_bytes())?;
+        w.write_all(b"\":\"")?;
+        write_escaped(w, bytes)?;
+        return w.write_all(b"\"");
+    }
     if is_utf8(data.reader()?)? {
         write!(w, "\"{key}\":\"")?;
         let mut r = data.reader()?;

@@ -967,6 +967,9 @@ fn supervisor_chain(e: &supervisor::Error) -> String {
 /// Progress on stderr: an indicatif bar on a terminal; with `--progress always` and no
 /// terminal, a plain line at most once a second (fit for a log file).
 enum Meter {
+    /// No progress shown: nothing to draw, suspend or count (a hidden indicatif bar
+    /// still reads the clock and takes a lock per result).
+    Off,
     Bar(ProgressBar),
     Lines {
         done: u64,
@@ -980,12 +983,13 @@ impl Meter {
     fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         match self {
             Meter::Bar(bar) => bar.suspend(f),
-            Meter::Lines { .. } => f(),
+            Meter::Off | Meter::Lines { .. } => f(),
         }
     }
 
     fn inc(&mut self) {
         match self {
+            Meter::Off => {}
             Meter::Bar(bar) => bar.inc(1),
             Meter::Lines {
                 done,
@@ -1007,6 +1011,7 @@ impl Meter {
     /// Ends the display with the run's summary line (when progress is shown).
     fn finish(&self, summary: &Summary) {
         let elapsed = match self {
+            Meter::Off => return,
             Meter::Bar(bar) if bar.is_hidden() => return,
             Meter::Bar(bar) => {
                 bar.finish_and_clear();
@@ -1098,7 +1103,7 @@ fn make_progress(args: &RunArgs, total: Option<u64>) -> Meter {
             Progress::Auto => terminal && !args.daemon,
         };
     if !show {
-        return Meter::Bar(ProgressBar::hidden());
+        return Meter::Off;
     }
     if !terminal {
         let now = std::time::Instant::now();
