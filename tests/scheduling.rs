@@ -21,6 +21,8 @@ enum Then {
     Return,
     Exit,
     Abort,
+    /// Ignores SIGTERM from its start, then returns (as `Return`).
+    ShrugTermThenReturn,
 }
 
 /// One test job: append `id` to the run log at its start, sleep, then act.
@@ -41,9 +43,13 @@ fn job(j: Job) -> u32 {
         .open(&j.log)
         .expect("run log");
     f.write_all(line.as_bytes()).expect("run log write");
+    if j.then == Then::ShrugTermThenReturn {
+        // SAFETY: sets a signal's disposition to "ignore", plain integers.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    }
     std::thread::sleep(Duration::from_millis(j.ms));
     match j.then {
-        Then::Return => std::process::id(),
+        Then::Return | Then::ShrugTermThenReturn => std::process::id(),
         Then::Exit => std::process::exit(3),
         Then::Abort => std::process::abort(),
     }
@@ -290,6 +296,7 @@ fn random_durations_and_deaths_keep_every_tasks_semantics() {
                 (Then::Abort, _) => {
                     assert!(matches!(kind, Some(ErrorKind::Crashed { .. })), "{r:?}")
                 }
+                (Then::ShrugTermThenReturn, _) => unreachable!("not in this mix"),
             }
         }
         let runs = log.runs();
@@ -297,6 +304,58 @@ fn random_durations_and_deaths_keep_every_tasks_semantics() {
             assert_eq!(runs.get(&j.id), Some(&1), "task {j:?}, seed {seed:#x}");
         }
         assert!(pool.stats().broken.is_none());
+        pool.join();
+    });
+}
+
+/// A task that ignores SIGTERM passes its 150 ms limit in a batch and finishes (at
+/// 300 ms) while its worker is being stopped: it timed out, and its report is its own
+/// (its start, and the 300 ms it ran), not the moment its worker tried to claim the
+/// next task of the batch (refused: taken back). On the old code it was reported as
+/// having run a few ms (`tests/scheduling.rs`'s random mix once saw a 201 ms task
+/// timed out "after 95.8 ms"). Everything else succeeds, once.
+#[test]
+fn a_task_finishing_while_stopped_for_its_limit_reports_its_own_start_and_duration() {
+    each_method(DEADLINE, |method| {
+        let limit = Duration::from_millis(150);
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .grace(Duration::from_secs(2))
+            .task_timeout(limit)
+            .build()
+            .unwrap();
+        let log = RunLog::new("shrug");
+        warm(&pool, &log);
+        let slow = 3;
+        let jobs: Vec<Job> = (0..24)
+            .map(|id| match id {
+                _ if id == slow => log.job(id, 300, Then::ShrugTermThenReturn),
+                _ => log.job(id, 0, Then::Return),
+            })
+            .collect();
+        let before = std::time::SystemTime::now();
+        let reports: Vec<_> = pool
+            .imap_reports::<_, u32, _>("job", jobs.clone(), 1, true)
+            .collect();
+        let after = std::time::SystemTime::now();
+        assert_eq!(reports.len(), jobs.len());
+        for (r, j) in reports.iter().zip(&jobs) {
+            if j.id != slow {
+                assert!(r.result.is_ok(), "{j:?}: {r:?}");
+                continue;
+            }
+            let e = r.result.as_ref().unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::TimedOut { .. }), "{r:?}");
+            assert!(r.meta.duration >= limit, "{r:?}");
+            let started = r.meta.started.expect("it started");
+            let ended = started + r.meta.duration;
+            assert!(before <= started && ended <= after, "{r:?}");
+        }
+        let runs = log.runs();
+        for j in &jobs {
+            assert_eq!(runs.get(&j.id), Some(&1), "task {j:?}");
+        }
         pool.join();
     });
 }
