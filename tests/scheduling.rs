@@ -363,6 +363,39 @@ fn a_task_finishing_while_stopped_for_its_limit_reports_its_own_start_and_durati
     });
 }
 
+/// With retries, a task (sent alone) that ignores SIGTERM, passes its limit and
+/// finishes while its worker is being stopped: it timed out, once. It finished, so it
+/// is not run again (on the old code it ran three times: a lone task's answer is not
+/// kept in the worker's answer log, so the finished task was taken for one that died
+/// running, and retried).
+#[test]
+fn a_task_finishing_while_stopped_for_its_limit_is_not_retried() {
+    each_method(DEADLINE, |method| {
+        let limit = Duration::from_millis(150);
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .grace(Duration::from_secs(2))
+            .task_timeout(limit)
+            .retries(2)
+            .build()
+            .unwrap();
+        let log = RunLog::new("shrug-retry");
+        // A fresh pool knows nothing of the task's speed: the call travels alone.
+        let one = vec![log.job(0, 300, Then::ShrugTermThenReturn)];
+        let r = pool
+            .imap_reports::<_, u32, _>("job", one, 1, true)
+            .next()
+            .unwrap();
+        let e = r.result.as_ref().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::TimedOut { .. }), "{r:?}");
+        assert_eq!(r.meta.attempts, 1, "{r:?}");
+        assert!(r.meta.duration >= limit, "{r:?}");
+        assert_eq!(log.runs().get(&0), Some(&1));
+        pool.join();
+    });
+}
+
 /// What happens to a fork server in the middle of a run.
 #[derive(Clone, Copy)]
 enum ServerFault {
