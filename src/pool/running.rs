@@ -16,6 +16,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant, SystemTime};
 
 use supervisor_worker::progress::Snapshot;
+use supervisor_worker::protocol::Timing;
 
 use super::job::Unit;
 
@@ -39,6 +40,10 @@ pub(crate) struct Running {
     pub(crate) expired: Option<u32>,
     /// When that was decided (monotonic ns, the page's clock).
     pub(crate) expired_at_ns: u64,
+    /// The call that passed its time limit answered anyway (it finished while being
+    /// stopped): its own timing (zero if its answer carried none), for its report. It
+    /// finished, so it is never run again.
+    pub(crate) expired_answer: Option<Timing>,
 }
 
 /// How long a timed-out worker is given to send the answers of calls that finished
@@ -60,6 +65,7 @@ impl Running {
             stopping_at: None,
             expired: None,
             expired_at_ns: 0,
+            expired_answer: None,
         }
     }
 

@@ -13,11 +13,16 @@
 //!   takes unstarted calls back by lowering `limit` to no less than `next`, with the
 //!   same kind of swap. So each call is either started by the worker or taken back by
 //!   the parent, never both, and no system call is made on either side.
-//! - `started`: a `CLOCK_MONOTONIC` time, in nanoseconds, no earlier than the worker's
-//!   last claim attempt (the coarse clock plus its tick, at most about 4 ms late; the
-//!   precise clock costs 25 ns a read on this kind of machine, a quarter of a tiny
-//!   task). Written before the claim, so a parent that sees `next = i + 1` reads a time
-//!   no earlier than call `i`'s start: a deadline computed from it is never early.
+//! - `started`: a `CLOCK_MONOTONIC` time, in nanoseconds, no earlier than the start of
+//!   the worker's last claim that the page allowed (the coarse clock plus its tick, at
+//!   most about 4 ms late; the precise clock costs 25 ns a read on this kind of
+//!   machine, a quarter of a tiny task). Written before the claim, so a parent that
+//!   sees `next = i + 1` reads a time no earlier than call `i`'s start: a deadline
+//!   computed from it is never early. A claim the page refuses as it stands (taken
+//!   back, another unit) writes nothing, so the start of a call that finished while
+//!   being stopped is not moved to the worker's attempt at the next one; only a
+//!   take-back landing between that look and the swap leaves the refused attempt's
+//!   (later) time.
 //!
 //! - The answer log, after the first 4 KiB: the answers of calls that finished but
 //!   have not been sent yet, each as `[position u32][kind << 31 | len u32][bytes]`
@@ -68,7 +73,8 @@ pub struct Snapshot {
     pub next: u32,
     /// Calls the worker may claim in all.
     pub limit: u32,
-    /// `CLOCK_MONOTONIC` nanoseconds of the latest claim attempt.
+    /// `CLOCK_MONOTONIC` nanoseconds of the latest claim the page allowed (see the
+    /// module docs): no earlier than call `next - 1`'s start.
     pub started_ns: u64,
 }
 
@@ -166,12 +172,17 @@ impl Progress {
     /// parent took it back (or the page is about another unit): the unit ends before
     /// it.
     pub fn claim(&self, seq: u64, i: u32, now_ns: u64) -> bool {
-        self.word(STARTED).store(now_ns, Ordering::Release);
         let mut word = self.word(CLAIM).load(Ordering::Acquire);
+        let mut written = false;
         loop {
             let (tag_now, next, limit) = unpack(word);
             if tag_now != tag(seq) || next != i || i >= limit {
                 return false;
+            }
+            if !written {
+                // Before the swap that publishes the claim (see the module docs).
+                self.word(STARTED).store(now_ns, Ordering::Release);
+                written = true;
             }
             match self.word(CLAIM).compare_exchange_weak(
                 word,
@@ -324,7 +335,8 @@ mod tests {
         assert!(worker.claim(7, 1, 20));
         assert!(!worker.claim(7, 2, 30), "taken back");
         let seen = parent.snapshot();
-        assert_eq!((seen.next, seen.limit), (2, 2));
+        // The refused claim left call 1's start (it may still run, or be timed out).
+        assert_eq!((seen.next, seen.limit, seen.started_ns), (2, 2, 20));
         // Nothing below what was claimed can be taken back.
         assert_eq!(parent.take_back(seen, 0), Some(2));
     }

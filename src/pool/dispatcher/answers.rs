@@ -145,12 +145,19 @@ impl<X: Io> Dispatcher<X> {
             // (it may end because it is being stopped), unless its own timing shows it
             // ended before the limit was enforced (its answer was on its way).
             let at = expired.saturating_sub(run.answered) as usize;
-            let in_time = match &answer {
-                Answer::Outcomes(_, timings) => timings
-                    .get(at)
-                    .is_some_and(|t| t.start_ns.saturating_add(t.duration_ns) < run.expired_at_ns),
-                Answer::Packed { .. } => false,
+            let timing = match &answer {
+                Answer::Outcomes(_, timings) => timings.get(at).copied(),
+                Answer::Packed { .. } => (at < answer.len()).then(Timing::default),
             };
+            let in_time = timing.is_some_and(|t| {
+                t.start_ns != 0 && t.start_ns.saturating_add(t.duration_ns) < run.expired_at_ns
+            });
+            if !in_time && timing.is_some() {
+                // It finished while being stopped: its report keeps its own timing
+                // (the page's start may since show the worker's failed claim of the
+                // next call), and it is not run again.
+                run.expired_answer = timing;
+            }
             answer.truncate(if in_time { at + 1 } else { at });
             if answer.len() == 0 {
                 return;

@@ -98,8 +98,12 @@ impl<X: Io> Dispatcher<X> {
             let mut retry = None;
             if split.culprit.is_some() {
                 ran_a_call = true;
+                // The call that passed its limit and answered anyway: it finished, so it
+                // is not run again, and its report is its own timing.
+                let answered = run.expired_answer.filter(|_| split.culprit == run.expired);
                 if let Some(mut job) = jobs.next() {
                     let retries_left = match stop {
+                        _ if answered.is_some() => false,
                         Some(Stop::Shutdown) => false,
                         _ => job.retried < self.cfg.retries && !self.terminating,
                     };
@@ -111,6 +115,12 @@ impl<X: Io> Dispatcher<X> {
                             _ if self.terminating => ErrorKind::Stopped {
                                 task: task.to_string(),
                                 pid,
+                            }
+                            .into(),
+                            _ if answered.is_some() => ErrorKind::TimedOut {
+                                task: task.to_string(),
+                                pid,
+                                limit: self.cfg.task_timeout.unwrap_or_default(),
                             }
                             .into(),
                             Some(Stop::Timeout) => ErrorKind::TimedOut {
@@ -130,11 +140,19 @@ impl<X: Io> Dispatcher<X> {
                         };
                         self.failed += 1;
                         let since = clocks.instant(seen.started_ns);
-                        let meta = JobMeta {
-                            pid,
-                            attempts: job.retried + 1,
-                            started,
-                            duration: clocks.now.saturating_duration_since(since),
+                        let meta = match answered.filter(|t| t.start_ns != 0) {
+                            Some(timing) => JobMeta {
+                                pid,
+                                attempts: job.retried + 1,
+                                started: Some(clocks.wall(timing.start_ns)),
+                                duration: Duration::from_nanos(timing.duration_ns),
+                            },
+                            None => JobMeta {
+                                pid,
+                                attempts: job.retried + 1,
+                                started,
+                                duration: clocks.now.saturating_duration_since(since),
+                            },
                         };
                         job.complete_with(Err(err), meta);
                     }

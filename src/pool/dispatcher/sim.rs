@@ -61,6 +61,9 @@ struct Proc {
     current: Option<(u32, u64, u64, u64)>,
     /// Answers finished but not sent yet: (send at, message).
     outbox: Vec<(u64, FromChild)>,
+    /// A unit that ended: its answer log is emptied once its answers are sent, as a
+    /// real worker empties it after its unit's last message.
+    ended: Option<u64>,
     /// Memory it holds between calls (what earlier calls leaked).
     held_kib: u64,
     /// As a real worker does (`WorkerConfig::retire_above`): above this, it claims no
@@ -95,7 +98,8 @@ struct World {
     due: Vec<(u64, Due)>,
     scripts: HashMap<u64, Script>,
     records: HashMap<u64, Record>,
-    stubborn: bool,
+    /// One worker in this many ignores SIGTERM (0: none).
+    stubborn: u64,
     /// The parent's reading of a worker's own memory shows nothing (as when it freed
     /// memory between giving back its unit and the reading).
     memory_reads_low: bool,
@@ -167,6 +171,11 @@ impl World {
                 .into_iter()
                 .partition(|(at, _)| *at <= now);
             self.procs[i].outbox = kept;
+            if self.procs[i].outbox.is_empty() {
+                if let Some(seq) = self.procs[i].ended.take() {
+                    self.procs[i].page.log_reset(seq);
+                }
+            }
             for (_, msg) in sent {
                 let worker = worker.expect("answers only from attached workers");
                 self.due
@@ -252,6 +261,7 @@ impl World {
             } else {
                 // Taken back (or done): the unit ends here.
                 p.unit = None;
+                p.ended = Some(seq);
                 p.claim_at = p.closed.then_some(now);
             }
         }
@@ -290,7 +300,8 @@ impl Io for SimIo {
     fn start(&mut self, seat: usize, spec: Spec) -> std::io::Result<()> {
         let mut w = self.0.borrow_mut();
         let pid = 1000 + w.procs.len() as u32;
-        let ignores_term = w.stubborn && w.rand(4) == 0;
+        let stubborn = w.stubborn;
+        let ignores_term = stubborn > 0 && w.rand(stubborn) == 0;
         w.procs.push(Proc {
             pid,
             worker: None,
@@ -304,6 +315,7 @@ impl Io for SimIo {
             claim_at: None,
             current: None,
             outbox: Vec::new(),
+            ended: None,
             held_kib: 0,
             retire_above: spec.retire_above,
         });
@@ -380,6 +392,7 @@ impl WorkerLink for SimLink {
             "a unit sent to a worker running a call"
         );
         p.page.log_reset(seq);
+        p.ended = None;
         p.unit = Some((seq, unit.jobs.iter().map(|j| j.id).collect()));
         p.next = 0;
         p.claim_at = Some(now + LATENCY_NS);
@@ -439,7 +452,7 @@ fn world() -> World {
         due: Vec::new(),
         scripts: HashMap::new(),
         records: HashMap::new(),
-        stubborn: false,
+        stubborn: 0,
         memory_reads_low: false,
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use supervisor_worker::progress::Snapshot;
 use supervisor_worker::protocol::{TaskRequest, ToChild};
 
 use super::super::event::Event;
@@ -111,8 +112,20 @@ impl<L: WorkerLink> Worker<L> {
     /// everything it started is answered. Returns how many calls had been claimed;
     /// `None` if the worker moved on meanwhile (look again).
     pub(super) fn take_back_unstarted(&mut self, queue: &mut VecDeque<Unit>) -> Option<u32> {
-        let run = self.running.as_mut()?;
         let seen = self.link.page().snapshot();
+        self.take_back_unstarted_as_seen(queue, seen)
+    }
+
+    /// [`Self::take_back_unstarted`], only if the page is still as `seen` (the look a
+    /// decision was made on) says: `None` if the worker claimed anything since. A
+    /// decision about its running call then never lands on the next one, which may
+    /// have just started.
+    pub(super) fn take_back_unstarted_as_seen(
+        &mut self,
+        queue: &mut VecDeque<Unit>,
+        seen: Snapshot,
+    ) -> Option<u32> {
+        let run = self.running.as_mut()?;
         let claimed = run.claimed(&seen);
         if seen.seq == run.seq {
             let limit = self.link.page().take_back(seen, 0)?;

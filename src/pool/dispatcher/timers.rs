@@ -130,7 +130,9 @@ fn look_at_time_limit<L: WorkerLink>(
     match timeout_step(run, &seen, started, now, limit) {
         TimeoutStep::LookAt(at) => run.check_at = Some(at),
         TimeoutStep::Expire => {
-            let Some(claimed) = worker.take_back_unstarted(queue) else {
+            // Against the look the decision was made on: if the worker has moved on to
+            // its next call since, that call is not the one that passed its limit.
+            let Some(claimed) = worker.take_back_unstarted_as_seen(queue, seen) else {
                 // It moved on to its next call meanwhile: look again at once.
                 if let Some(run) = worker.running.as_mut() {
                     run.check_at = Some(now);
@@ -157,5 +159,129 @@ fn look_at_time_limit<L: WorkerLink>(
                 run.check_at = Some(now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use supervisor_worker::progress::Progress;
+    use supervisor_worker::protocol::ToChild;
+
+    use super::super::super::job::{HandleState, Job, Sink};
+    use super::super::super::running::Running;
+    use super::*;
+    use crate::reaper::Exit;
+
+    /// A worker that, as a real one may, finishes its running call and claims the
+    /// next one just after the parent's first look at its page (at its `at`-th look).
+    struct Racing {
+        page: Progress,
+        looks: Cell<u32>,
+        at: u32,
+        claim: (u64, u32, u64),
+        terminated: Cell<bool>,
+    }
+
+    impl WorkerLink for Racing {
+        fn pid(&self) -> u32 {
+            1
+        }
+        fn page(&self) -> &Progress {
+            self.looks.set(self.looks.get() + 1);
+            if self.looks.get() == self.at {
+                let (seq, i, ns) = self.claim;
+                assert!(self.page.claim(seq, i, ns));
+            }
+            &self.page
+        }
+        fn is_open(&self) -> bool {
+            true
+        }
+        fn close(&mut self) {}
+        fn send_unit(&mut self, _: u64, _: &Unit) -> bool {
+            true
+        }
+        fn send_init(&mut self, _: &ToChild) -> bool {
+            true
+        }
+        fn terminate(&self) {
+            self.terminated.set(true);
+        }
+        fn kill(&self) {}
+        fn kill_tree(&self) {}
+        fn rss_kib(&self) -> Option<u64> {
+            None
+        }
+        fn terminate_group(&self) {}
+        fn exit(&self) -> Option<Exit> {
+            None
+        }
+        fn group_runs(&self) -> bool {
+            false
+        }
+        fn reading(&self) -> bool {
+            true
+        }
+        fn expect(&self, _: bool) {}
+        fn lend_to(&self, _: &Arc<HandleState>) {}
+    }
+
+    /// Call 0 of a unit of three has run past its limit at the parent's look; the
+    /// worker ends it and claims call 1 before the parent takes the rest back. Call 1
+    /// just started: it is neither marked as timed out nor stopped; the parent looks
+    /// again (on the old code the take-back looked at the page afresh and charged the
+    /// timeout to call 1).
+    #[test]
+    fn a_time_limit_decision_never_lands_on_the_call_that_started_after_its_look() {
+        let limit = Duration::from_millis(150);
+        let ms = |n: u64| n * 1_000_000;
+        let now_ns = ms(10_000);
+        let clocks = Clocks {
+            now: Instant::now(),
+            wall: SystemTime::now(),
+            now_ns,
+        };
+        let jobs = (0..3)
+            .map(|id| Job::new(id, "t", Vec::new(), Sink::Handle(HandleState::new())))
+            .collect();
+        let seq = 9;
+        let page = Progress::new();
+        page.begin(seq, 3);
+        assert!(page.claim(seq, 0, now_ns - ms(200)));
+        let sent = clocks.now - Duration::from_millis(201);
+        let mut run = Running::new(seq, Unit::new("t", jobs), sent, Some(limit));
+        run.check_at = Some(clocks.now);
+        let mut worker = Worker {
+            id: 1,
+            link: Racing {
+                page,
+                looks: Cell::new(0),
+                at: 2,
+                claim: (seq, 1, now_ns),
+                terminated: Cell::new(false),
+            },
+            running: Some(run),
+            tasks_done: 0,
+            initializing: false,
+            exited: false,
+            link_closed: false,
+            settle_at: None,
+            stop: None,
+            kill_at: None,
+            peak_kib: 0,
+            retiring: false,
+        };
+        let mut queue = VecDeque::new();
+        look_at_time_limit(&mut worker, &mut queue, &clocks, limit, Duration::ZERO);
+        let run = worker.running.as_ref().expect("still running");
+        assert_eq!(run.expired, None, "the call that just started timed out");
+        assert!(worker.stop.is_none() && !worker.link.terminated.get());
+        assert_eq!(run.check_at, Some(clocks.now), "looks again at once");
+        assert!(queue.is_empty());
+        assert_eq!(worker.link.page.snapshot().limit, 3, "nothing taken back");
     }
 }

@@ -33,7 +33,8 @@ struct Case {
     retime: Option<(u64, Duration)>,
     kills: Vec<u64>,
     terminate_at: Option<u64>,
-    stubborn: bool,
+    /// One worker in this many ignores SIGTERM (0: none).
+    stubborn: u64,
     memory_limit: Option<u64>,
     max_memory_per_child: Option<u64>,
     memory_reads_low: bool,
@@ -80,7 +81,7 @@ fn case(seed: u64) -> Case {
         retime,
         kills,
         terminate_at: (w.rand(100) < 15).then(|| w.rand(500_000_000)),
-        stubborn: w.rand(10) < 3,
+        stubborn: if w.rand(10) < 3 { 4 } else { 0 },
         memory_limit,
         max_memory_per_child,
         memory_reads_low: false,
@@ -352,6 +353,17 @@ fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
                     );
                     let record = record.expect("it ran");
                     let (at, start) = *record.stopped.last().expect("it was stopped");
+                    // Its report is its own: its start, and at least the limit it ran.
+                    assert_eq!(
+                        meta.started,
+                        Some(world.wall + Duration::from_nanos(start)),
+                        "seed {seed}: timed-out call {i}'s start is not its own"
+                    );
+                    assert!(
+                        meta.duration >= shortest,
+                        "seed {seed}: timed-out call {i} reports {:?}, under its limit",
+                        meta.duration
+                    );
                     let late = (ANSWER_WAIT + Duration::from_millis(1)).as_nanos() as u64;
                     assert!(
                         at - start <= limit + late,
@@ -403,7 +415,7 @@ fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Duration>) -> Ca
         retime: None,
         kills: Vec::new(),
         terminate_at: None,
-        stubborn: false,
+        stubborn: 0,
         memory_limit: None,
         max_memory_per_child: None,
         memory_reads_low: false,
@@ -534,7 +546,7 @@ fn recycled_losing_nothing(memory_reads_low: bool) {
 #[test]
 fn a_call_finishing_during_its_stops_grace_is_timed_out_and_not_run_again() {
     let mut case = scripted(&[183], 1, Some(Duration::from_millis(150)));
-    case.stubborn = true;
+    case.stubborn = 4;
     case.retries = 2;
     let (results, world) = simulate(&case);
     check(&case, &results, &world);
@@ -543,4 +555,31 @@ fn a_call_finishing_during_its_stops_grace_is_timed_out_and_not_run_again() {
         "{:?}",
         results[0].0
     );
+}
+
+/// A call that passes its limit in a batch, on a worker that ignores SIGTERM, and
+/// finishes during the grace before SIGKILL: the worker's attempt to claim the next
+/// call (taken back, so it fails) must not become the timed-out call's start. On the
+/// old page that attempt overwrote the start, and the call was reported as having run
+/// from its own end to the kill (17 ms, under its 150 ms limit), with a start 183 ms
+/// late (as `tests/scheduling.rs` once saw: a 201 ms task timed out "after 95.8 ms").
+#[test]
+fn a_timed_out_call_reports_its_own_start_after_a_failed_claim_of_the_next() {
+    // A fast call first, so that the dispatcher merges calls 1-3 into one batch.
+    let mut case = scripted(&[0, 0, 183, 0, 0], 1, Some(Duration::from_millis(150)));
+    case.stubborn = 1;
+    let (results, world) = simulate(&case);
+    check(&case, &results, &world);
+    let timed_out = |i: usize| matches!(&results[i].0, Err(e) if matches!(e.kind(), ErrorKind::TimedOut { .. }));
+    assert!(timed_out(2), "{:?}", results[2].0);
+    let slow = &world.records[&2];
+    assert_eq!(
+        (slow.starts, slow.finished),
+        (1, 1),
+        "it ran once, to its end"
+    );
+    // It shared its unit with the call after it, which was taken back and ran later.
+    assert_eq!(slow.pids, world.records[&1].pids);
+    assert!(results[3].0.is_ok(), "{:?}", results[3].0);
+    assert_ne!(world.records[&3].pids, slow.pids);
 }
