@@ -198,7 +198,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         || groups
             .iter()
             .flatten()
-            .any(|o| matches!(o, Origin::File(p) if p.as_os_str() == "-"));
+            .any(|o| matches!(o, Origin::File(p) if control::names_stdin(p)));
     let detached = ready.is_some();
     if !args.daemon && !detached && (args.output.is_some() || args.log.is_some()) {
         return Err(usage(
