@@ -437,3 +437,25 @@ fn stop_right_after_start_waits_for_the_starting_run() {
         std::fs::remove_dir_all(dir).unwrap();
     });
 }
+
+#[test]
+fn status_numbers_the_running_task_as_the_job_log_does() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("numbering");
+        let input = long_input(&dir);
+        let pidfile = dir.join("run.pid");
+        assert_eq!(daemon(&pidfile, &input, &[]).code, 0);
+        let by = Instant::now() + Duration::from_secs(30);
+        let state = loop {
+            let state = status_json(&pidfile);
+            if state["in_progress"] == 1 {
+                break state;
+            }
+            assert!(Instant::now() < by, "no task started: {state}");
+        };
+        // -j 1: the first input line ({#} = 1, seq 1 in the job log) is running.
+        assert_eq!(state["workers"][0]["state"], "busy on sleep #1", "{state}");
+        stop_wait(&pidfile);
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}

@@ -1104,7 +1104,11 @@ fn status_json(pool: &Pool, done: &AtomicU64, failed: &AtomicU64) -> serde_json:
         .iter()
         .map(|w| {
             let state = match &w.state {
-                WorkerState::Busy { task, job } => format!("busy on {task} #{job}"),
+                // As {#} and the job log number it (from 1): the run's one stream took
+                // the pool's first id (1), so the n-th task is job n + 1.
+                WorkerState::Busy { task, job } => {
+                    format!("busy on {task} #{}", job.saturating_sub(1))
+                }
                 other => format!("{other:?}").to_lowercase(),
             };
             serde_json::json!({
