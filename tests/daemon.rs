@@ -459,3 +459,29 @@ fn status_numbers_the_running_task_as_the_job_log_does() {
         std::fs::remove_dir_all(dir).unwrap();
     });
 }
+
+#[test]
+fn status_does_not_follow_a_control_directory_link() {
+    isolated(DEADLINE, || {
+        use std::os::fd::AsRawFd;
+        let dir = temp_dir("control-link");
+        let pidfile = dir.join("run.pid");
+        std::fs::write(&pidfile, "1\n").unwrap();
+        // A held lock: to status this looks like a live run.
+        let held = std::fs::File::open(&pidfile).unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let elsewhere = dir.join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(elsewhere.join("sock")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("run.pid.control")).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let status = cli(&["status", "--pidfile", s(&pidfile)]);
+        assert_eq!(status.code, 2, "{}", status.stderr);
+        assert!(status.stderr.contains("not followed"), "{}", status.stderr);
+        // Nobody connected to the socket behind the link.
+        assert!(listener.accept().is_err());
+        drop((listener, held));
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}

@@ -401,6 +401,14 @@ fn ask(pidfile: &Path, pid: Option<i32>, request: &str) -> anyhow::Result<String
 
 fn exchange(pidfile: &Path, pid: Option<i32>, request: &str) -> Result<String, AskError> {
     let socket = pidfile::control_socket(pidfile);
+    let dir = pidfile::control_dir(pidfile);
+    // Never through a link: the run makes a directory.
+    if std::fs::symlink_metadata(&dir).is_ok_and(|m| !m.file_type().is_dir()) {
+        return Err(AskError::Other(anyhow::anyhow!(
+            "{} is not the run's control directory (not a directory: a link?); not followed",
+            dir.display()
+        )));
+    }
     let (path, _dir) = reachable(&socket).map_err(AskError::Other)?;
     let mut conn = match UnixStream::connect(&path) {
         Ok(conn) => conn,
