@@ -1047,10 +1047,19 @@ fn a_sigkilled_daemons_leftovers_are_cleaned_by_the_next_status_and_its_pidfile_
             !control.exists(),
             "the dead run's control directory is removed"
         );
+        assert!(
+            !pidfile.exists(),
+            "its pidfile too (provably stale: unlocked, its pid gone)"
+        );
         let stop = cli(&["stop", "--pidfile", pidfile.to_str().unwrap()], "");
-        assert_eq!(stop.code, 1, "{}", stop.stderr);
-        assert!(stop.stderr.contains("is not running"), "{}", stop.stderr);
-        // A new run takes the pidfile over.
+        assert_eq!(stop.code, 2, "{}", stop.stderr);
+        assert!(
+            stop.stderr.contains("the pidfile does not exist"),
+            "{}",
+            stop.stderr
+        );
+        // A stale pidfile the next status did not see is taken over by a new run.
+        std::fs::write(&pidfile, format!("{pid}\n")).unwrap();
         assert_eq!(daemon(&pidfile, &input).code, 0);
         let again = cli(
             &["stop", "--wait", "--pidfile", pidfile.to_str().unwrap()],

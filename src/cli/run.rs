@@ -221,7 +221,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         || groups
             .iter()
             .flatten()
-            .any(|o| matches!(o, Origin::File(p) if p.as_os_str() == "-"));
+            .any(|o| matches!(o, Origin::File(p) if control::names_stdin(p)));
     let detached = ready.is_some();
     if !args.daemon && !detached && (args.output.is_some() || args.log.is_some()) {
         return Err(usage(
@@ -1138,7 +1138,11 @@ fn status_json(pool: &Pool, done: &AtomicU64, failed: &AtomicU64) -> serde_json:
         .iter()
         .map(|w| {
             let state = match &w.state {
-                WorkerState::Busy { task, job } => format!("busy on {task} #{job}"),
+                // As {#} and the job log number it (from 1): the run's one stream took
+                // the pool's first id (1), so the n-th task is job n + 1.
+                WorkerState::Busy { task, job } => {
+                    format!("busy on {task} #{}", job.saturating_sub(1))
+                }
                 other => format!("{other:?}").to_lowercase(),
             };
             serde_json::json!({
