@@ -18,6 +18,8 @@ pub struct Record {
     pub meta: JobMeta,
     pub result: Result<Output, ErrorInfo>,
     pub peak_rss_kib: Option<u64>,
+    /// The host of a remote run's agent (none locally).
+    pub host: Option<String>,
 }
 
 /// A failed task's error, as printed.
@@ -56,8 +58,28 @@ pub fn kind_of(e: &Error) -> &'static str {
             "cancelled"
         }
         ErrorKind::Stopped { .. } => "stopped",
+        ErrorKind::Remote { kind, .. } => remote_kind(kind),
+        ErrorKind::DeliveryLimit { signal: Some(_), .. } => "crashed",
+        ErrorKind::DeliveryLimit { .. } | ErrorKind::Cluster { .. } => "lost",
         _ => "failed",
     }
+}
+
+/// An agent's error kind, as one of [`kind_of`]'s names.
+fn remote_kind(kind: &str) -> &'static str {
+    const KINDS: &[&str] = &[
+        "panicked",
+        "crashed",
+        "oom_killed",
+        "memory_exceeded",
+        "exited",
+        "timed_out",
+        "lost",
+        "decode",
+        "cancelled",
+        "stopped",
+    ];
+    KINDS.iter().find(|k| **k == kind).copied().unwrap_or("failed")
 }
 
 /// The signal, exit code and peak RSS a library error records, where it has them.
@@ -75,6 +97,10 @@ fn signal_and_code(e: &Error) -> (Option<i32>, Option<i32>, Option<u64>) {
         | ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
             (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
         }
+        ErrorKind::Remote {
+            signal, exit_code, ..
+        } => (*signal, *exit_code, None),
+        ErrorKind::DeliveryLimit { signal, .. } => (signal.map(|s| s.number()), None, None),
         _ => (None, None, None),
     }
 }
@@ -86,6 +112,7 @@ pub fn joblog_row<'a>(
     result: &Result<Outcome, Error>,
     meta: &JobMeta,
     command: &'a [u8],
+    host: &'a str,
 ) -> Option<super::joblog::Row<'a>> {
     // parallel's convention: -1 when there is no exit code.
     let (exitval, signal, received) = match result {
@@ -113,7 +140,7 @@ pub fn joblog_row<'a>(
         .map_or(0.0, |d| d.as_secs_f64());
     Some(super::joblog::Row {
         seq,
-        host: ":",
+        host,
         start,
         runtime: meta.duration.as_secs_f64(),
         sent: 0,
@@ -170,6 +197,7 @@ impl Record {
             input,
             meta,
             peak_rss_kib: None,
+            host: None,
             result,
         }
     }
@@ -253,6 +281,9 @@ impl Record {
             "attempts": self.meta.attempts,
         });
         line[k] = v;
+        if let Some(host) = &self.host {
+            line["host"] = json!(host);
+        }
         line
     }
 

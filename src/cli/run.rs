@@ -23,6 +23,7 @@ use supervisor::{Pool, StartMethod, WorkerState};
 use super::args::{Format, JoblogFormat, Method, Progress, RunArgs};
 use super::control::{self, Daemon};
 use super::report::Record;
+use super::source::Source;
 use super::sys;
 use super::tasks::{check_args, Job, Outcome, BUILTINS};
 use super::Usage;
@@ -295,8 +296,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some((max, within)) = args.restart_limit {
         builder = builder.restart_limit(max, within);
     }
-    let pool = match builder.build() {
-        Ok(pool) => Arc::new(pool),
+    let remote = remote_options(&args, template.is_some())?;
+    let built = if remote.is_some() {
+        // The agents' pools run the tasks: none here.
+        Ok(None)
+    } else {
+        builder.build().map(|p| Some(Arc::new(p)))
+    };
+    let pool = match built {
+        Ok(pool) => pool,
         Err(e) => {
             let message = supervisor_chain(&e);
             if let Some(ready) = ready {
@@ -316,6 +324,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 .compare_exchange(0, why, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
+                let Some(pool) = pool.clone() else { return };
                 let stopper = pool.clone();
                 let spawned = std::thread::Builder::new()
                     .name("supervisor-stop".into())
@@ -324,7 +333,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     // No thread to stop on (process limit): stop at once instead.
                     pool.kill();
                 }
-            } else {
+            } else if let Some(pool) = &pool {
                 pool.kill();
             }
         })
@@ -362,7 +371,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 request_stop.clone(),
             );
             let handler = Arc::new(move |request: &str| match request {
-                "status" => status_json(&pool, &done, &failed).to_string(),
+                "status" => status_json(pool.as_deref(), &done, &failed).to_string(),
                 "stop" => {
                     request_stop(libc::SIGTERM);
                     "stopping".to_string()
@@ -448,7 +457,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Halting acts on each result as it arrives, not when its turn to be printed comes.
     let tally = Rc::new(RefCell::new(Tally::default()));
     // A record arriving while others run starts at once, whatever the read-ahead.
-    let mut reports = pool.imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered);
+    let mut reports = match (&pool, remote) {
+        (Some(pool), _) => Source::Local(pool.imap_reports::<Job, Outcome, _>(
+            &task,
+            jobs,
+            1,
+            !args.unordered,
+        )),
+        #[cfg(feature = "cluster")]
+        (None, Some(options)) => {
+            let stop = stop.clone();
+            let remote =
+                supervisor::cluster::RemoteReports::start(options, &task, jobs).map_err(|e| {
+                    usage(supervisor_chain(&e))
+                })?;
+            let flag = remote.stopper();
+            std::thread::Builder::new()
+                .name("supervisor-remote-stop".into())
+                .spawn(move || {
+                    while stop.load(Ordering::SeqCst) == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    flag.store(true, Ordering::SeqCst);
+                })
+                .context("cannot start a thread")?;
+            Source::Remote(Box::new(remote))
+        }
+        _ => unreachable!("a run without a pool is a remote run"),
+    };
     if let Some(stream) = stream {
         reports = reports.input_ready(move || stream.borrow_mut().ready());
     }
@@ -472,7 +508,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         );
         let mut tsv_log = tsv_log;
         let task = task.clone();
-        reports = reports.on_arrival(move |index, result, meta| {
+        reports = reports.on_arrival(move |index, result, meta, host| {
             let seq = index as u64 + 1;
             if let Some(log) = tsv_log.as_mut() {
                 let command = inputs.borrow().get(&seq).map(|p| match &p.command {
@@ -480,7 +516,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     None => [task.as_bytes(), b" ", &p.input].concat(),
                 });
                 let command = command.unwrap_or_default();
-                if let Some(row) = super::report::joblog_row(seq, result, meta, &command) {
+                if let Some(row) = super::report::joblog_row(seq, result, meta, &command, host) {
                     let written = log
                         .write_all(&row.to_line())
                         .and_then(|()| log.write_all(b"\n"))
@@ -511,7 +547,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     When::Now => request_stop(STOP_HALT),
                     When::Soon => {
                         stop.store(STOP_HALT, Ordering::SeqCst);
-                        pool.cancel_pending();
+                        if let Some(pool) = &pool {
+                            pool.cancel_pending();
+                        }
                     }
                 }
             }
@@ -526,10 +564,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Buffered, and flushed whenever the next result is not in yet: one write per
     // burst of results instead of one per line, and nothing held back while waiting.
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    while let Some(report) = reports.next() {
+    while let Some((report, host)) = reports.next() {
         let seq = report.index as u64 + 1;
         let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
         let mut record = Record::new(seq, pending.input, report.meta, report.result);
+        record.host = host;
         // Not run although nobody stopped the run (the pool ended under it): a
         // failure, never a quiet success.
         let not_run = matches!(&record.result, Err(e) if e.kind == "cancelled")
@@ -545,7 +584,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             failed.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(log) = joblog.as_mut() {
-            if record.meta.pid != 0 {
+            if record.meta.pid != 0 && record.host.is_none() {
                 record.peak_rss_kib = peaks.get(record.meta.pid);
             }
             writeln!(log, "{}", record.to_joblog()).context("cannot write the job log")?;
@@ -611,9 +650,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(e) = log_error.borrow_mut().take() {
         return Err(anyhow::Error::new(e).context("cannot write the job log"));
     }
-    pool.join();
-    if args.stats {
-        print_stats(&pool);
+    drop(reports);
+    if let Some(pool) = &pool {
+        pool.join();
+        if args.stats {
+            print_stats(pool);
+        }
     }
     let done = done.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
@@ -825,7 +867,13 @@ fn make_progress(args: &RunArgs) -> Meter {
     Meter::Bar(bar)
 }
 
-fn status_json(pool: &Pool, done: &AtomicU64, failed: &AtomicU64) -> serde_json::Value {
+fn status_json(pool: Option<&Pool>, done: &AtomicU64, failed: &AtomicU64) -> serde_json::Value {
+    let Some(pool) = pool else {
+        return serde_json::json!({
+            "running": true, "pid": std::process::id(), "remote": true,
+            "done": done.load(Ordering::Relaxed), "failed": failed.load(Ordering::Relaxed),
+        });
+    };
     let stats = pool.stats();
     let workers: Vec<serde_json::Value> = stats
         .workers
@@ -872,4 +920,31 @@ fn print_stats(pool: &Pool) {
             w.peak_rss_kib
         );
     }
+}
+
+/// `--nats URL`: the run goes to the agents of that server.
+#[cfg(feature = "cluster")]
+fn remote_options(
+    args: &RunArgs,
+    command: bool,
+) -> anyhow::Result<Option<supervisor::cluster::RemoteOptions>> {
+    let Some(connect) = args.nats.connect() else {
+        return Ok(None);
+    };
+    let mut options = supervisor::cluster::RemoteOptions::new(connect);
+    options.retries = args.retries;
+    options.ordered = !args.unordered;
+    options.command = command;
+    if let Some(wait) = args.nats.ack_wait {
+        options.ack_wait = wait;
+    }
+    Ok(Some(options))
+}
+
+#[cfg(not(feature = "cluster"))]
+fn remote_options(args: &RunArgs, _command: bool) -> anyhow::Result<Option<()>> {
+    if args.nats.nats.is_some() {
+        return Err(usage("--nats needs the `cluster` feature (this build has none)"));
+    }
+    Ok(None)
 }

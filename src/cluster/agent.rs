@@ -1,0 +1,341 @@
+//! The host agent: pulls tasks from every run's consumer, runs each on the local pool,
+//! publishes the result, then acknowledges the task.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use futures_util::StreamExt;
+use serde_bytes::ByteBuf;
+use tokio::sync::{Notify, Semaphore};
+
+use super::connect::{cluster, runtime, Connect};
+use super::defaults::ABANDONED_AFTER;
+use super::stream::{self, alive_subject, result_subject};
+use super::wire::{retryable, Failure, Outcome, Task, TaskResult};
+use crate::error::Error;
+use crate::Pool;
+
+/// What an agent does to a task's encoded value before publishing it (the CLI makes
+/// a spooled output inline, since the submitter is on another host).
+pub type Finish = Arc<dyn Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync>;
+
+/// Makes this program a host agent: it runs the registered tasks that submitters
+/// publish, on a local pool, until stopped.
+///
+/// ```no_run
+/// use supervisor::cluster::{Agent, Connect};
+/// fn main() -> Result<(), supervisor::Error> {
+///     supervisor::init();
+///     let pool = supervisor::Pool::new(4)?;
+///     Agent::new(Connect::new("nats://127.0.0.1:4222")).serve(pool)
+/// }
+/// ```
+pub struct Agent {
+    connect: Connect,
+    allow_commands: bool,
+    host: String,
+    finish: Option<Finish>,
+    stop: AgentStop,
+}
+
+/// Stops a serving [`Agent`] from another thread (or a signal handler's thread).
+#[derive(Clone, Default)]
+pub struct AgentStop(Arc<(AtomicBool, Notify)>);
+
+impl AgentStop {
+    /// Stops taking tasks; running ones are stopped with the pool and delivered again
+    /// by the server.
+    pub fn stop(&self) {
+        self.0 .0.store(true, Ordering::SeqCst);
+        self.0 .1.notify_waiters();
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.0 .0.load(Ordering::SeqCst)
+    }
+}
+
+/// What an agent shares between its tasks.
+struct Shared {
+    pool: Arc<Pool>,
+    js: jetstream::Context,
+    client: async_nats::Client,
+    allow_commands: bool,
+    host: String,
+    finish: Option<Finish>,
+    free: Arc<Semaphore>,
+    done: AtomicU64,
+    failed: AtomicU64,
+    stop: AgentStop,
+}
+
+impl Agent {
+    /// An agent of the server `connect` names; refuses command-mode tasks.
+    pub fn new(connect: Connect) -> Agent {
+        Agent {
+            connect,
+            allow_commands: false,
+            host: host_name(),
+            finish: None,
+            stop: AgentStop::default(),
+        }
+    }
+
+    /// Run command-mode tasks too (`supervisor worker --allow-commands`).
+    pub fn allow_commands(mut self, yes: bool) -> Agent {
+        self.allow_commands = yes;
+        self
+    }
+
+    /// The name this agent gives in results and status (default: the host name).
+    pub fn host(mut self, name: impl Into<String>) -> Agent {
+        self.host = name.into();
+        self
+    }
+
+    /// Transforms each task's encoded value before it is published.
+    pub fn finish_with(mut self, finish: Finish) -> Agent {
+        self.finish = Some(finish);
+        self
+    }
+
+    /// A handle that stops [`Agent::serve`].
+    pub fn stopper(&self) -> AgentStop {
+        self.stop.clone()
+    }
+
+    /// Serves until stopped: the pool's workers run the tasks, as many at once as it
+    /// has workers. Returns an error if the server cannot be reached at the start (a
+    /// connection lost later is re-made by the client, and serving goes on).
+    pub fn serve(self, pool: Pool) -> Result<(), Error> {
+        let pool = Arc::new(pool);
+        let procs = pool.procs();
+        let result = runtime()?.block_on(async {
+            let client = self.connect.client("supervisor worker").await?;
+            let js = jetstream::new(client.clone());
+            let (tasks, _) = stream::streams(&js).await?;
+            let shared = Arc::new(Shared {
+                pool: pool.clone(),
+                js,
+                client,
+                allow_commands: self.allow_commands,
+                host: self.host.clone(),
+                finish: self.finish.clone(),
+                free: Arc::new(Semaphore::new(procs)),
+                done: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                stop: self.stop.clone(),
+            });
+            tokio::spawn(super::status::publish(shared_status(&shared, procs)));
+            let mut serving: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+            while !shared.stop.stopped() {
+                let mut names = tasks.consumer_names();
+                while let Some(Ok(name)) = names.next().await {
+                    if name.starts_with("run-") && !serving.contains_key(&name) {
+                        let task = tokio::spawn(serve_run(shared.clone(), tasks.clone(), name.clone()));
+                        serving.insert(name, task);
+                    }
+                }
+                serving.retain(|_, t| !t.is_finished());
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    () = shared.stop.0 .1.notified() => {}
+                }
+            }
+            for (_, task) in serving {
+                task.abort();
+            }
+            Ok::<(), Error>(())
+        });
+        pool.terminate();
+        result
+    }
+}
+
+fn shared_status(shared: &Arc<Shared>, procs: usize) -> super::status::Source {
+    let s = shared.clone();
+    super::status::Source {
+        js: shared.js.clone(),
+        host: shared.host.clone(),
+        procs,
+        read: Box::new(move || {
+            let busy = procs.saturating_sub(s.free.available_permits());
+            (busy, s.done.load(Ordering::Relaxed), s.failed.load(Ordering::Relaxed))
+        }),
+        stop: shared.stop.clone(),
+    }
+}
+
+/// Pulls the tasks of one run while it lives, as many at a time as workers are free.
+async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: String) {
+    let Ok(consumer) = tasks.get_consumer::<jetstream::consumer::pull::Config>(&name).await
+    else {
+        return;
+    };
+    let consumer: PullConsumer = consumer;
+    let ack_wait = consumer.cached_info().config.ack_wait;
+    let run = name.trim_start_matches("run-").to_string();
+    let mut checked = Instant::now();
+    let mut unanswered: Option<Instant> = None;
+    while !shared.stop.stopped() {
+        if checked.elapsed() >= Duration::from_millis(500) {
+            checked = Instant::now();
+            if abandoned(&shared, &run, &mut unanswered).await {
+                let _ = tasks.purge().filter(stream::task_subject(&run)).await;
+                let _ = tasks.delete_consumer(&name).await;
+                return;
+            }
+        }
+        let Ok(first) = shared.free.clone().acquire_owned().await else {
+            return;
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = shared.free.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let batch = consumer
+            .fetch()
+            .max_messages(permits.len())
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(_) => {
+                drop(permits);
+                if tasks.consumer_info(&name).await.is_err() {
+                    // Gone (the run ended) or the server is away: look again later.
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if tasks.consumer_info(&name).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        while let Some(message) = batch.next().await {
+            let Ok(message) = message else { break };
+            let Some(permit) = permits.pop() else { break };
+            tokio::spawn(run_task(shared.clone(), message, ack_wait, permit));
+        }
+    }
+}
+
+/// Whether the run's submitter has not answered for [`ABANDONED_AFTER`] ("no
+/// responders": nobody listens on its subject; a server away is not an answer).
+async fn abandoned(shared: &Shared, run: &str, unanswered: &mut Option<Instant>) -> bool {
+    let asked = tokio::time::timeout(
+        Duration::from_secs(2),
+        shared.client.request(alive_subject(run), "".into()),
+    )
+    .await;
+    match asked {
+        Ok(Ok(_)) => *unanswered = None,
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            let since = *unanswered.get_or_insert_with(Instant::now);
+            return since.elapsed() >= ABANDONED_AFTER;
+        }
+        _ => {}
+    }
+    false
+}
+
+async fn run_task(
+    shared: Arc<Shared>,
+    message: jetstream::Message,
+    ack_wait: Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let delivery = message.info().map_or(1, |i| i.delivered.max(1) as u32);
+    let task: Task = match supervisor_worker::codec::decode(&message.payload) {
+        Ok(task) => task,
+        Err(_) => {
+            // Not ours to read: no agent can.
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let (outcome, pid, last) = if task.command && !shared.allow_commands {
+        (Outcome::CommandsRefused, 0, true)
+    } else {
+        let pool = shared.pool.clone();
+        let (name, arg) = (task.task.clone(), task.arg.to_vec());
+        let mut job = tokio::task::spawn_blocking(move || pool.run_encoded(&name, arg));
+        let every = (ack_wait / 3).max(Duration::from_millis(100));
+        let ran = loop {
+            tokio::select! {
+                ran = &mut job => break ran,
+                () = tokio::time::sleep(every) => {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        };
+        let Ok((result, pid)) = ran else { return };
+        match result {
+            Ok(value) => {
+                let value = match &shared.finish {
+                    Some(finish) => finish(&task.task, value),
+                    None => value,
+                };
+                (Outcome::Value(ByteBuf::from(value)), pid, true)
+            }
+            Err(e) => {
+                let again = retryable(&e) && delivery < task.max_deliver;
+                (Outcome::Failed(Failure::of(&e)), pid, !again)
+            }
+        }
+    };
+    if shared.stop.stopped() {
+        // Stopped under it: the server delivers it again.
+        return;
+    }
+    match &outcome {
+        Outcome::Value(_) => shared.done.fetch_add(1, Ordering::Relaxed),
+        _ => shared.failed.fetch_add(1, Ordering::Relaxed),
+    };
+    let result = TaskResult {
+        run: task.run.clone(),
+        seq: task.seq,
+        host: shared.host.clone(),
+        pid,
+        delivery,
+        started_ns: started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        duration_ns: clock.elapsed().as_nanos() as u64,
+        outcome,
+        last,
+    };
+    let Ok(bytes) = supervisor_worker::codec::encode(&result) else {
+        return;
+    };
+    // The result first, confirmed by the server; then the ack (or, for a worker
+    // death with deliveries left, a nak: the server delivers it again).
+    let published = match shared.js.publish(result_subject(&task.run), bytes.into()).await {
+        Ok(ack) => ack.await.map_err(|e| cluster("cannot publish a result", e)),
+        Err(e) => Err(cluster("cannot publish a result", e)),
+    };
+    if published.is_err() {
+        return;
+    }
+    drop(permit);
+    let _ = if last {
+        message.ack().await
+    } else {
+        message.ack_with(AckKind::Nak(None)).await
+    };
+}
+
+/// This machine's name (the kernel's, as `hostname` prints it).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
