@@ -1,0 +1,246 @@
+//! Supervisor across hosts: a real nats-server with JetStream (started per test on a
+//! free loopback port, its store in a temporary directory) and real `supervisor
+//! worker` agents; `supervisor run --nats` must print what a local run prints.
+
+mod common;
+mod cluster_support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cluster_support::{supervisor, Agent, Server, BIN};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn lines(n: u64) -> Vec<u8> {
+    (1..=n).map(|i| format!("{i}\n")).collect::<String>().into_bytes()
+}
+
+fn same_as_local(run: &[&str], input: &[u8], agent_args: &[&str]) {
+    let server = Server::start(&[]);
+    let url = server.url();
+    let a = Agent::start(&url, "a", 2, agent_args);
+    let b = Agent::start(&url, "b", 2, agent_args);
+    let local = supervisor(&[&["run"], run].concat(), input);
+    let remote = supervisor(&[&["run", "--nats", &url], run].concat(), input);
+    assert_eq!(remote.code, local.code, "remote stderr: {}", remote.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&remote.stdout),
+        String::from_utf8_lossy(&local.stdout)
+    );
+    assert!(!local.stdout.is_empty());
+    drop((a, b));
+}
+
+#[test]
+fn two_agents_print_what_a_local_run_prints_for_sha512_chain() {
+    common::isolated(DEADLINE, || {
+        let words: Vec<u8> = (0..40).map(|i| format!("word{i}\n")).collect::<String>().into_bytes();
+        same_as_local(&["--task", "sha512-chain", "--arg", "iterations=2000"], &words, &[]);
+    });
+}
+
+#[test]
+fn two_agents_print_what_a_local_run_prints_for_prime_factors() {
+    common::isolated(DEADLINE, || {
+        same_as_local(&["--task", "prime-factors"], &lines(300), &[]);
+    });
+}
+
+#[test]
+fn two_agents_print_what_a_local_run_prints_for_a_command() {
+    common::isolated(DEADLINE, || {
+        same_as_local(&["--", "echo", "line", "{}"], &lines(100), &["--allow-commands"]);
+    });
+}
+
+#[test]
+fn an_agent_without_allow_commands_refuses_a_command() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 1, &[]);
+        let out = supervisor(&["run", "--nats", &url, "--", "echo", "{}"], b"x\n");
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        assert!(out.stdout.is_empty());
+        assert!(
+            out.stderr.contains("the agent on host a refuses command-mode tasks (start it with --allow-commands)"),
+            "{}",
+            out.stderr
+        );
+        drop(a);
+    });
+}
+
+#[test]
+fn a_client_without_the_credentials_is_refused() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&["--user", "alice", "--pass", "s3cret"]);
+        let url = server.url();
+        let with = format!("nats://alice:s3cret@127.0.0.1:{}", server.port);
+        let out = supervisor(&["run", "--nats", &url, "--task", "prime-factors"], b"12\n");
+        assert_eq!(out.code, Some(2), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("cannot connect to the NATS server at {url}"))
+                && out.stderr.to_lowercase().contains("author"),
+            "{}",
+            out.stderr
+        );
+        let refused = supervisor(&["worker", "--nats", &url], b"");
+        assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+        let a = Agent::start(&with, "a", 1, &[]);
+        let ok = supervisor(&["run", "--nats", &with, "--task", "prime-factors"], b"12\n");
+        assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+        assert_eq!(ok.stdout, b"2 2 3\n");
+        // The password is not shown.
+        assert!(!out.stderr.contains("s3cret"));
+        drop(a);
+    });
+}
+
+#[test]
+fn a_task_that_kills_its_worker_on_every_delivery_fails_naming_the_hosts_and_signal() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 1, &[]);
+        let b = Agent::start(&url, "b", 1, &[]);
+        let out = supervisor(
+            &["run", "--nats", &url, "--retries", "2", "--task", "fault"],
+            b"ok\nsegfault\nok\n",
+        );
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        assert_eq!(out.stdout, b"ok\nok\n");
+        assert!(
+            out.stderr.contains("task `fault` failed on every one of its 3 deliveries: its worker was killed by SIGSEGV (hosts: "),
+            "{}",
+            out.stderr
+        );
+        drop((a, b));
+    });
+}
+
+/// Reads the submitter's stdout line by line; `at(n)` is called after line n.
+fn run_watching(args: &[&str], input: Vec<u8>, mut at: impl FnMut(usize)) -> (Option<i32>, Vec<String>, String) {
+    use std::io::{Read, Write};
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut err = child.stderr.take().unwrap();
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut got = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        got.push(line.unwrap());
+        at(got.len());
+    }
+    let status = child.wait().unwrap();
+    let _ = writer.join();
+    (status.code(), got, errs.join().unwrap())
+}
+
+fn joblog(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_sigkilled_agent_s_tasks_run_on_the_other_host_and_every_result_comes_once() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let log = server.dir.join("joblog.json");
+        let mut a = Some(Agent::start(&url, "a", 2, &[]));
+        let b = Agent::start(&url, "b", 2, &[]);
+        let input: Vec<u8> = (0..200).map(|_| "30ms\n").collect::<String>().into_bytes();
+        let (code, got, err) = run_watching(
+            &["run", "--nats", &url, "--ack-wait", "2s", "--task", "sleep", "--joblog", log.to_str().unwrap(), "--joblog-format", "json"],
+            input,
+            |n| {
+                if n == 20 {
+                    if let Some(agent) = a.take() {
+                        agent.signal(libc::SIGKILL);
+                        drop(agent);
+                    }
+                }
+            },
+        );
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(got.len(), 200);
+        let log = joblog(&log);
+        let seqs: std::collections::BTreeSet<u64> = log.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs.len(), 200);
+        assert_eq!(log.len(), 200, "one line per task");
+        let redelivered: Vec<_> = log.iter().filter(|l| l["attempts"].as_u64() > Some(1)).collect();
+        assert!(!redelivered.is_empty(), "agent a's running tasks were delivered again");
+        assert!(redelivered.iter().all(|l| l["host"] == "b"), "{redelivered:?}");
+        drop(b);
+    });
+}
+
+#[test]
+fn a_stopped_agent_s_tasks_move_on_after_the_ack_wait() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let log = server.dir.join("joblog.json");
+        let a = Agent::start(&url, "a", 2, &[]);
+        let b = Agent::start(&url, "b", 2, &[]);
+        let input: Vec<u8> = (0..60).map(|_| "30ms\n").collect::<String>().into_bytes();
+        let mut stopped = false;
+        let (code, got, err) = run_watching(
+            &["run", "--nats", &url, "--ack-wait", "2s", "--task", "sleep", "--unordered", "--joblog", log.to_str().unwrap(), "--joblog-format", "json"],
+            input,
+            |n| {
+                if n == 10 && !stopped {
+                    stopped = true;
+                    a.signal(libc::SIGSTOP);
+                }
+            },
+        );
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(got.len(), 60);
+        let log = joblog(&log);
+        assert_eq!(log.len(), 60);
+        a.signal(libc::SIGCONT);
+        drop((a, b));
+    });
+}
+
+#[test]
+fn a_server_restarted_mid_run_loses_nothing() {
+    common::isolated(DEADLINE, || {
+        let mut server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 2, &[]);
+        let input: Vec<u8> = (0..100).map(|_| "20ms\n").collect::<String>().into_bytes();
+        let (code, got, err) = run_watching(
+            &["run", "--nats", &url, "--task", "sleep", "--ack-wait", "3s"],
+            input,
+            |n| {
+                if n == 20 {
+                    server.stop();
+                    server.launch(&[]);
+                }
+            },
+        );
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(got.len(), 100);
+        drop(a);
+    });
+}
