@@ -123,6 +123,11 @@ fn a_task_that_kills_its_worker_on_every_delivery_fails_naming_the_hosts_and_sig
 
 /// Reads the submitter's stdout line by line; `at(n)` is called after line n.
 fn run_watching(args: &[&str], input: Vec<u8>, mut at: impl FnMut(usize)) -> (Option<i32>, Vec<String>, String) {
+    run_watching_pid(args, input, |n, _| at(n))
+}
+
+/// As [`run_watching`], `at` also given the submitter's pid.
+fn run_watching_pid(args: &[&str], input: Vec<u8>, mut at: impl FnMut(usize, u32)) -> (Option<i32>, Vec<String>, String) {
     use std::io::{Read, Write};
     let mut child = Command::new(BIN)
         .args(args)
@@ -142,9 +147,11 @@ fn run_watching(args: &[&str], input: Vec<u8>, mut at: impl FnMut(usize)) -> (Op
         s
     });
     let mut got = Vec::new();
+    let pid = child.id();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        got.push(line.unwrap());
-        at(got.len());
+        let Ok(line) = line else { break };
+        got.push(line);
+        at(got.len(), pid);
     }
     let status = child.wait().unwrap();
     let _ = writer.join();
@@ -182,10 +189,13 @@ fn a_sigkilled_agent_s_tasks_run_on_the_other_host_and_every_result_comes_once()
         );
         assert_eq!(code, Some(0), "{err}");
         assert_eq!(got.len(), 200);
-        let log = joblog(&log);
+        let all = joblog(&log);
+        let duplicates = all.iter().filter(|l| l["duplicate"] == true).count();
+        let log: Vec<_> = all.into_iter().filter(|l| l["duplicate"] != true).collect();
         let seqs: std::collections::BTreeSet<u64> = log.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
         assert_eq!(seqs.len(), 200);
-        assert_eq!(log.len(), 200, "one line per task");
+        assert_eq!(log.len(), 200, "one result line per task");
+        println!("{duplicates} duplicate runs noted in the job log");
         let redelivered: Vec<_> = log.iter().filter(|l| l["attempts"].as_u64() > Some(1)).collect();
         assert!(!redelivered.is_empty(), "agent a's running tasks were delivered again");
         assert!(redelivered.iter().all(|l| l["host"] == "b"), "{redelivered:?}");
@@ -215,8 +225,11 @@ fn a_stopped_agent_s_tasks_move_on_after_the_ack_wait() {
         );
         assert_eq!(code, Some(0), "{err}");
         assert_eq!(got.len(), 60);
-        let log = joblog(&log);
+        let log: Vec<_> = joblog(&log).into_iter().filter(|l| l["duplicate"] != true).collect();
         assert_eq!(log.len(), 60);
+        let moved: Vec<_> = log.iter().filter(|l| l["attempts"].as_u64() > Some(1)).collect();
+        assert!(!moved.is_empty(), "the stopped agent's tasks were delivered again");
+        assert!(moved.iter().all(|l| l["host"] == "b"), "{moved:?}");
         a.signal(libc::SIGCONT);
         drop((a, b));
     });
@@ -242,5 +255,91 @@ fn a_server_restarted_mid_run_loses_nothing() {
         assert_eq!(code, Some(0), "{err}");
         assert_eq!(got.len(), 100);
         drop(a);
+    });
+}
+
+#[test]
+fn a_sigkilled_submitter_s_remaining_tasks_are_dropped_by_the_agents() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 2, &[]);
+        let input: Vec<u8> = (0..100).map(|_| "200ms\n").collect::<String>().into_bytes();
+        let (code, got, _) = {
+            let mut pid = None;
+            let r = run_watching_pid(
+                &["run", "--nats", &url, "--task", "sleep"],
+                input,
+                |n, child| {
+                    if n == 4 {
+                        pid.get_or_insert(child);
+                        // SAFETY: our child, not yet reaped.
+                        unsafe { libc::kill(child as i32, libc::SIGKILL) };
+                    }
+                },
+            );
+            r
+        };
+        assert_eq!(code, None, "killed");
+        assert!(got.len() >= 4);
+        let line = a.expect_line("its submitter is gone", Duration::from_secs(20));
+        let dropped: u64 = line
+            .split("; ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(dropped > 50, "{line}");
+        // Nothing runs any more: the listing shows the agent idle.
+        let idle = (0..100).any(|_| {
+            let out = supervisor(&["workers", "--nats", &url, "--format", "json"], b"");
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if v[0]["busy"] == 0 && v[0]["host"] == "a" {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            false
+        });
+        assert!(idle);
+        drop(a);
+    });
+}
+
+#[test]
+fn workers_lists_the_live_agents_in_text_and_json() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "alpha", 2, &[]);
+        let b = Agent::start(&url, "beta", 1, &[]);
+        let out = supervisor(&["run", "--nats", &url, "--task", "prime-factors"], &lines(10));
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let mut listed = serde_json::Value::Null;
+        for _ in 0..100 {
+            let out = supervisor(&["workers", "--nats", &url, "--format", "json"], b"");
+            assert_eq!(out.code, Some(0), "{}", out.stderr);
+            listed = serde_json::from_slice(&out.stdout).unwrap();
+            let done: u64 = listed.as_array().unwrap().iter().map(|a| a["done"].as_u64().unwrap()).sum();
+            if listed.as_array().unwrap().len() == 2 && done == 10 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let agents = listed.as_array().unwrap();
+        assert_eq!(agents.len(), 2, "{listed}");
+        assert_eq!(agents[0]["host"], "alpha");
+        assert_eq!(agents[0]["procs"], 2);
+        assert_eq!(agents[1]["host"], "beta");
+        assert_eq!(agents[0]["pid"], a.child.id());
+        let text = supervisor(&["workers", "--nats", &url], b"");
+        let text = String::from_utf8(text.stdout).unwrap();
+        let mut rows = text.lines();
+        assert_eq!(
+            rows.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+            ["host", "pid", "procs", "busy", "done", "failed"]
+        );
+        assert!(rows.next().unwrap().starts_with("alpha"));
+        assert!(rows.next().unwrap().starts_with("beta"));
+        drop((a, b));
     });
 }

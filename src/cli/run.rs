@@ -126,6 +126,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             "nothing to run: give --task NAME or a command (e.g. `supervisor run echo {} ::: a b`)",
         )),
     };
+    let remote = remote_options(&args, template.is_some())?;
     if let Some(nice) = args.nice {
         if !(-20..=19).contains(&nice) {
             return Err(usage(format!("--nice {nice} is outside -20..=19")));
@@ -296,7 +297,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some((max, within)) = args.restart_limit {
         builder = builder.restart_limit(max, within);
     }
-    let remote = remote_options(&args, template.is_some())?;
     let built = if remote.is_some() {
         // The agents' pools run the tasks: none here.
         Ok(None)
@@ -555,6 +555,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             }
         });
     }
+    // A task that ran twice (delivered again after its host went quiet): the first
+    // result counts, the JSON job log notes the other.
+    let duplicates: Rc<RefCell<Vec<(u64, String, supervisor::JobMeta)>>> = Rc::default();
+    {
+        let duplicates = duplicates.clone();
+        reports = reports.on_duplicate(move |index, meta, host| {
+            duplicates
+                .borrow_mut()
+                .push((index as u64 + 1, host.to_string(), *meta));
+        });
+    }
     let command_mode = template.is_some();
     let mut cancelled = 0u64;
     let mut stopped = 0u64;
@@ -588,6 +599,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 record.peak_rss_kib = peaks.get(record.meta.pid);
             }
             writeln!(log, "{}", record.to_joblog()).context("cannot write the job log")?;
+            for (seq, host, meta) in duplicates.borrow_mut().drain(..) {
+                let line = serde_json::json!({
+                    "seq": seq, "host": host, "pid": meta.pid, "attempts": meta.attempts,
+                    "outcome": "duplicate", "duplicate": true,
+                });
+                writeln!(log, "{line}").context("cannot write the job log")?;
+            }
         }
         if let Some(dir) = &args.results {
             if !(not_run || was_stopped) {
@@ -931,6 +949,23 @@ fn remote_options(
     let Some(connect) = args.nats.connect() else {
         return Ok(None);
     };
+    // What the agents' pools decide (`supervisor worker` has the options).
+    let local_only = [
+        (args.procs.is_some(), "--procs (the agents' -j)"),
+        (args.nice.is_some(), "--nice (the agents' --nice)"),
+        (args.timeout.is_some(), "--timeout (the agents' --timeout)"),
+        (args.max_tasks_per_child.is_some(), "--max-tasks-per-child (the agents')"),
+        (args.memory_limit.is_some(), "--memory-limit"),
+        (args.max_memory_per_child.is_some(), "--max-memory-per-child"),
+        (args.restart_limit.is_some(), "--restart-limit"),
+        (args.stats, "--stats"),
+        (args.daemon, "--daemon"),
+    ];
+    if let Some((_, name)) = local_only.iter().find(|(given, _)| *given) {
+        return Err(usage(format!(
+            "{name} is a setting of the local pool; with --nats the agents' pools run the tasks (`supervisor worker --help`)"
+        )));
+    }
     let mut options = supervisor::cluster::RemoteOptions::new(connect);
     options.retries = args.retries;
     options.ordered = !args.unordered;

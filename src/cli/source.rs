@@ -38,6 +38,19 @@ where
         }
     }
 
+    /// Called with each later result of a task already done (remote runs only: a
+    /// redelivered task that ran twice); the result is dropped.
+    pub fn on_duplicate(self, f: impl FnMut(usize, &JobMeta, &str) + 'static) -> Self {
+        match self {
+            Source::Local(r) => {
+                drop(f);
+                Source::Local(r)
+            }
+            #[cfg(feature = "cluster")]
+            Source::Remote(r) => Source::Remote(Box::new(r.on_duplicate(f))),
+        }
+    }
+
     /// The next report, with the host it ran on for a remote run.
     pub fn next(&mut self) -> Option<(Report<Outcome>, Option<String>)> {
         match self {

@@ -52,7 +52,12 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     let pool = builder.build().map_err(|e| usage(chain(&e)))?;
     let mut agent = Agent::new(connect)
         .allow_commands(args.allow_commands)
-        .finish_with(Arc::new(inline_outputs) as Finish);
+        .finish_with(Arc::new(inline_outputs) as Finish)
+        .log_with(Arc::new(|line: String| {
+            // One write: a test reads these lines.
+            use std::io::Write as _;
+            let _ = std::io::stderr().write_all(format!("supervisor: {line}\n").as_bytes());
+        }));
     if let Some(host) = &args.host {
         agent = agent.host(host.clone());
     }

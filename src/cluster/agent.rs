@@ -22,6 +22,10 @@ use crate::Pool;
 /// a spooled output inline, since the submitter is on another host).
 pub type Finish = Arc<dyn Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync>;
 
+/// Told what the agent does that its operator wants to know (a run abandoned by its
+/// submitter), one line each.
+pub type Log = Arc<dyn Fn(String) + Send + Sync>;
+
 /// Makes this program a host agent: it runs the registered tasks that submitters
 /// publish, on a local pool, until stopped.
 ///
@@ -38,6 +42,7 @@ pub struct Agent {
     allow_commands: bool,
     host: String,
     finish: Option<Finish>,
+    log: Option<Log>,
     stop: AgentStop,
 }
 
@@ -66,6 +71,7 @@ struct Shared {
     allow_commands: bool,
     host: String,
     finish: Option<Finish>,
+    log: Option<Log>,
     free: Arc<Semaphore>,
     done: AtomicU64,
     failed: AtomicU64,
@@ -80,6 +86,7 @@ impl Agent {
             allow_commands: false,
             host: host_name(),
             finish: None,
+            log: None,
             stop: AgentStop::default(),
         }
     }
@@ -99,6 +106,12 @@ impl Agent {
     /// Transforms each task's encoded value before it is published.
     pub fn finish_with(mut self, finish: Finish) -> Agent {
         self.finish = Some(finish);
+        self
+    }
+
+    /// Where the agent's notices go (none by default).
+    pub fn log_with(mut self, log: Log) -> Agent {
+        self.log = Some(log);
         self
     }
 
@@ -124,6 +137,7 @@ impl Agent {
                 allow_commands: self.allow_commands,
                 host: self.host.clone(),
                 finish: self.finish.clone(),
+                log: self.log.clone(),
                 free: Arc::new(Semaphore::new(procs)),
                 done: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
@@ -184,8 +198,14 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
         if checked.elapsed() >= Duration::from_millis(500) {
             checked = Instant::now();
             if abandoned(&shared, &run, &mut unanswered).await {
-                let _ = tasks.purge().filter(stream::task_subject(&run)).await;
+                let purged = tasks.purge().filter(stream::task_subject(&run)).await;
                 let _ = tasks.delete_consumer(&name).await;
+                if let Some(log) = &shared.log {
+                    let n = purged.map_or(0, |p| p.purged);
+                    log(format!(
+                        "run {run}: its submitter is gone; {n} tasks not started were dropped"
+                    ));
+                }
                 return;
             }
         }

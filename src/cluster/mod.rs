@@ -20,7 +20,7 @@ mod status;
 mod submit;
 mod wire;
 
-pub use agent::{Agent, AgentStop, Finish};
+pub use agent::{Agent, AgentStop, Finish, Log};
 pub use connect::Connect;
 pub use status::{agents, AgentStatus};
 pub use submit::{RemoteOptions, RemoteReports};

@@ -54,7 +54,14 @@ impl RemoteOptions {
 
 enum Event {
     Result(TaskResult),
+    /// The server's advisory: the task was delivered `deliveries` times, its limit,
+    /// and it will not deliver it again (every delivery ended without a result: hosts
+    /// that died or hung).
+    Exhausted { seq: u64, deliveries: u32 },
 }
+
+/// The stream sequence of each published task, for the server's advisories.
+type Published = Arc<std::sync::Mutex<HashMap<u64, u64>>>;
 
 type Arrived<R> = Box<dyn FnMut(usize, &Result<R, Error>, &JobMeta, &str)>;
 type Duplicate = Box<dyn FnMut(usize, &JobMeta, &str)>;
@@ -123,6 +130,16 @@ where
                 .await
                 .map_err(|e| cluster("cannot subscribe", e))?;
             let answer = client.clone();
+            let published: Published = Arc::default();
+            let mut exhausted = client
+                .subscribe(format!(
+                    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+                    stream::TASKS,
+                    stream::task_consumer(&run)
+                ))
+                .await
+                .map_err(|e| cluster("cannot subscribe", e))?;
+            let (seqs, events) = (published.clone(), tx.clone());
             let helpers = vec![
                 tokio::spawn(async move {
                     while let Some(m) = alive.next().await {
@@ -131,8 +148,21 @@ where
                         }
                     }
                 }),
+                tokio::spawn(async move {
+                    while let Some(m) = exhausted.next().await {
+                        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
+                            continue;
+                        };
+                        let stream_seq = v["stream_seq"].as_u64().unwrap_or(0);
+                        let deliveries = v["deliveries"].as_u64().unwrap_or(0) as u32;
+                        let seq = seqs.lock().ok().and_then(|m| m.get(&stream_seq).copied());
+                        if let Some(seq) = seq {
+                            let _ = events.send(Event::Exhausted { seq, deliveries });
+                        }
+                    }
+                }),
                 tokio::spawn(read_results(results, reader, stream::result_consumer(&run), tx)),
-                tokio::spawn(publish_tasks(js.clone(), run.clone(), prx)),
+                tokio::spawn(publish_tasks(js.clone(), run.clone(), prx, published)),
             ];
             Ok::<_, Error>((js, helpers))
         })?;
@@ -293,7 +323,24 @@ where
     }
 
     fn take(&mut self, event: Event) {
-        let Event::Result(r) = event;
+        let r = match event {
+            Event::Result(r) => r,
+            Event::Exhausted { seq, deliveries } => {
+                if seq < self.submitted as u64 && self.done.insert(seq) {
+                    let e = ErrorKind::DeliveryLimit {
+                        task: self.task.clone(),
+                        deliveries,
+                        hosts: self.notes.remove(&seq).unwrap_or_default(),
+                        reason: "no agent finished it (each one died or hung while it ran)"
+                            .to_string(),
+                        signal: None,
+                    }
+                    .into();
+                    self.deliver(seq as usize, Err(e), JobMeta::default(), String::new());
+                }
+                return;
+            }
+        };
         if r.run != self.run || r.seq >= self.submitted as u64 {
             return;
         }
@@ -436,6 +483,7 @@ async fn publish_tasks(
     js: jetstream::Context,
     run: String,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
+    published: Published,
 ) {
     let subject = stream::task_subject(&run);
     while let Some((seq, bytes)) = rx.recv().await {
@@ -446,21 +494,24 @@ async fn publish_tasks(
         let first = js
             .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
             .await;
-        let (js, subject) = (js.clone(), subject.clone());
+        let (js, subject, published) = (js.clone(), subject.clone(), published.clone());
         tokio::spawn(async move {
             let mut acked = match first {
-                Ok(ack) => ack.await.is_ok(),
-                Err(_) => false,
+                Ok(ack) => ack.await.ok(),
+                Err(_) => None,
             };
-            while !acked {
+            while acked.is_none() {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 acked = match js
                     .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
                     .await
                 {
-                    Ok(ack) => ack.await.is_ok(),
-                    Err(_) => false,
+                    Ok(ack) => ack.await.ok(),
+                    Err(_) => None,
                 };
+            }
+            if let (Some(ack), Ok(mut map)) = (acked, published.lock()) {
+                map.insert(ack.sequence, seq);
             }
         });
     }

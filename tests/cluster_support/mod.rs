@@ -2,7 +2,6 @@
 //! store directory, and real `supervisor worker` agents, for tests/cluster.rs.
 #![allow(dead_code)]
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -141,6 +140,8 @@ impl Drop for Server {
 pub struct Agent {
     pub child: Child,
     pub name: String,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Agent {
@@ -161,10 +162,38 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the agent starts");
+        let mut child = child;
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         Agent {
             child,
             name: name.to_string(),
+            lines,
+            reader: Some(reader),
         }
+    }
+
+    /// Waits for a line of the agent's stderr that holds `needle`.
+    pub fn expect_line(&self, needle: &str, within: Duration) -> String {
+        let until = Instant::now() + within;
+        let mut seen = Vec::new();
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("agent {} said no `{needle}` within {within:?}; it said: {seen:?}", self.name);
     }
 
     pub fn signal(&self, signal: i32) {
@@ -172,17 +201,6 @@ impl Agent {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
-    /// Stops the agent and gives its stderr.
-    pub fn finish(mut self) -> String {
-        self.signal(libc::SIGCONT);
-        self.signal(libc::SIGTERM);
-        let _ = self.child.wait();
-        let mut s = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    }
 }
 
 impl Drop for Agent {
@@ -190,14 +208,21 @@ impl Drop for Agent {
         self.signal(libc::SIGCONT);
         self.signal(libc::SIGTERM);
         let until = Instant::now() + Duration::from_secs(10);
+        let mut exited = false;
         while Instant::now() < until {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                exited = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 }
 
