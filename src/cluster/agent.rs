@@ -126,7 +126,8 @@ impl Agent {
     pub fn serve(self, pool: Pool) -> Result<(), Error> {
         let pool = Arc::new(pool);
         let procs = pool.procs();
-        let result = runtime()?.block_on(async {
+        let rt = runtime()?;
+        let result = rt.block_on(async {
             let client = self.connect.client("supervisor worker").await?;
             let js = jetstream::new(client.clone());
             let (tasks, _) = stream::streams(&js).await?;
@@ -164,7 +165,9 @@ impl Agent {
             }
             Ok::<(), Error>(())
         });
+        // Before the runtime goes: its blocking threads wait on the pool's tasks.
         pool.terminate();
+        drop(rt);
         result
     }
 }

@@ -2,7 +2,7 @@
 //! credentials file, TLS files; and the module's own runtime.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::error::{Error, ErrorKind};
 
@@ -116,24 +116,24 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The module's runtime: two threads, made on first use.
-pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, Error> {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    let made = RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("supervisor-nats")
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())
-    });
-    made.as_ref().map_err(|e| {
-        ErrorKind::Cluster {
-            what: format!("cannot start the cluster runtime: {e}"),
-            source: None,
-        }
-        .into()
-    })
+/// The module's runtime (two threads), shared by whoever uses it at the moment and
+/// gone (threads, descriptors) when the last user lets go of it. Not for use from
+/// inside another runtime: call the cluster API from a thread.
+pub(crate) fn runtime() -> Result<Arc<tokio::runtime::Runtime>, Error> {
+    static RUNTIME: Mutex<Weak<tokio::runtime::Runtime>> = Mutex::new(Weak::new());
+    let mut current = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(rt) = current.upgrade() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("supervisor-nats")
+        .enable_all()
+        .build()
+        .map_err(|e| cluster("cannot start the cluster runtime", e))?;
+    let rt = Arc::new(rt);
+    *current = Arc::downgrade(&rt);
+    Ok(rt)
 }
 
 /// An async-nats error as a catalogue error.

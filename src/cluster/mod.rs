@@ -10,11 +10,15 @@
 //! within the ack wait; the submitter keeps the first result per task. The flow, the
 //! settings and the failure semantics are in `docs/ARCHITECTURE.md` ("A remote task").
 //!
+//! In a program: [`RemotePool`] has the pool's calls with the agents as its workers,
+//! and [`Agent::serve`] makes a program an agent for its own registered tasks.
+//!
 //! The module owns a tokio runtime of its own (two threads, made on first use), so the
 //! rest of the crate stays free of any async runtime.
 
 mod agent;
 mod connect;
+mod remote_pool;
 mod stream;
 mod status;
 mod submit;
@@ -22,6 +26,7 @@ mod wire;
 
 pub use agent::{Agent, AgentStop, Finish, Log};
 pub use connect::Connect;
+pub use remote_pool::{as_completed, RemoteAsCompleted, RemoteHandle, RemoteImap, RemotePool};
 pub use status::{agents, AgentStatus};
 pub use submit::{RemoteOptions, RemoteReports};
 

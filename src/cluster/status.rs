@@ -91,7 +91,8 @@ pub(crate) async fn publish(source: Source) {
 
 /// The live agents of the server `connect` names, by host and pid.
 pub fn agents(connect: &Connect) -> Result<Vec<AgentStatus>, Error> {
-    runtime()?.block_on(async {
+    let rt = runtime()?;
+    rt.block_on(async {
         let client = connect.client("supervisor workers").await?;
         let js = jetstream::new(client);
         let store = bucket(&js).await?;

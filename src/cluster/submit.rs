@@ -89,6 +89,7 @@ pub struct RemoteReports<R, I: Iterator> {
     stop: Arc<AtomicBool>,
     js: jetstream::Context,
     helpers: Vec<tokio::task::JoinHandle<()>>,
+    rt: Arc<tokio::runtime::Runtime>,
     result: PhantomData<fn() -> R>,
 }
 
@@ -103,6 +104,57 @@ where
         task: &str,
         inputs: impl IntoIterator<IntoIter = I>,
     ) -> Result<RemoteReports<R, I>, Error> {
+        Self::start_with(options, task, inputs.into_iter()).map_err(|(e, _)| e)
+    }
+
+    /// [`RemoteReports::start`], giving the inputs back if the run cannot start.
+    pub(crate) fn start_with(
+        options: RemoteOptions,
+        task: &str,
+        input: I,
+    ) -> Result<RemoteReports<R, I>, (Error, I)> {
+        match Self::connect(&options) {
+            Ok((rt, run, js, helpers, events, publish)) => Ok(RemoteReports {
+                rt,
+                run,
+                task: task.to_string(),
+                options,
+                input,
+                input_done: false,
+                submitted: 0,
+                yielded: 0,
+                publish: Some(publish),
+                events,
+                done: HashSet::new(),
+                notes: HashMap::new(),
+                buffer: BTreeMap::new(),
+                ready: VecDeque::new(),
+                input_ready: None,
+                arrived: None,
+                duplicate: None,
+                stop: Arc::new(AtomicBool::new(false)),
+                js,
+                helpers,
+                result: PhantomData,
+            }),
+            Err(e) => Err((e, input)),
+        }
+    }
+
+    #[expect(clippy::type_complexity, reason = "a private constructor's parts")]
+    fn connect(
+        options: &RemoteOptions,
+    ) -> Result<
+        (
+            Arc<tokio::runtime::Runtime>,
+            String,
+            jetstream::Context,
+            Vec<tokio::task::JoinHandle<()>>,
+            mpsc::Receiver<Event>,
+            tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)>,
+        ),
+        Error,
+    > {
         let bytes: [u8; 8] = crate::os::random_bytes()
             .map_err(|e| cluster("cannot make a run id", e))?;
         let run = hex(&bytes);
@@ -166,28 +218,7 @@ where
             ];
             Ok::<_, Error>((js, helpers))
         })?;
-        Ok(RemoteReports {
-            run,
-            task: task.to_string(),
-            options,
-            input: inputs.into_iter(),
-            input_done: false,
-            submitted: 0,
-            yielded: 0,
-            publish: Some(ptx),
-            events: rx,
-            done: HashSet::new(),
-            notes: HashMap::new(),
-            buffer: BTreeMap::new(),
-            ready: VecDeque::new(),
-            input_ready: None,
-            arrived: None,
-            duplicate: None,
-            stop: Arc::new(AtomicBool::new(false)),
-            js,
-            helpers,
-            result: PhantomData,
-        })
+        Ok((rt, run, js, helpers, rx, ptx))
     }
 
     /// Whether reading the next input returns at once (as [`crate::Reports::input_ready`]).
@@ -458,7 +489,7 @@ impl<R, I: Iterator> Drop for RemoteReports<R, I> {
         for h in &self.helpers {
             h.abort();
         }
-        let Ok(rt) = runtime() else { return };
+        let rt = self.rt.clone();
         let (js, run) = (self.js.clone(), self.run.clone());
         rt.block_on(async move {
             let clean = async {
