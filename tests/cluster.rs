@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cluster_support::{supervisor, Agent, Server, BIN};
+use cluster_support::{supervisor, Agent, Netns, Server, BIN};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -359,5 +359,54 @@ fn workers_lists_the_live_agents_in_text_and_json() {
         assert!(rows.next().unwrap().starts_with("alpha"));
         assert!(rows.next().unwrap().starts_with("beta"));
         drop((a, b));
+    });
+}
+
+/// Two agents that reach the server over a network: each in a network namespace of
+/// its own, linked by veth pairs to the server's namespace; the loopback variant where
+/// namespaces cannot be made. Says which one ran.
+#[test]
+fn agents_in_other_network_namespaces_print_what_a_local_run_prints() {
+    common::isolated(DEADLINE, || {
+        let input = lines(200);
+        let local = supervisor(&["run", "--task", "prime-factors"], &input);
+        match Netns::make(2) {
+            Ok(net) => {
+                println!("variant: network namespaces ({} and {:?}, server at {})", net.server_ns, net.agent_ns, net.server_addr);
+                let prefix = Netns::exec(&net.server_ns);
+                let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+                let server = Server::start_in(&prefix, &net.server_addr, &[]);
+                let url = server.url();
+                let agents: Vec<Agent> = net
+                    .agent_ns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ns)| {
+                        let prefix = Netns::exec(ns);
+                        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+                        Agent::start_with(&prefix, &url, &format!("ns{i}"), 1, &[])
+                    })
+                    .collect();
+                let log = server.dir.join("joblog.json");
+                let remote = supervisor(
+                    &["run", "--nats", &url, "--task", "prime-factors", "--joblog", log.to_str().unwrap(), "--joblog-format", "json"],
+                    &input,
+                );
+                assert_eq!(remote.code, Some(0), "{}", remote.stderr);
+                assert_eq!(remote.stdout, local.stdout);
+                let hosts: std::collections::BTreeSet<String> = joblog(&log)
+                    .iter()
+                    .map(|l| l["host"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                println!("hosts that ran tasks: {hosts:?}");
+                drop(agents);
+                drop(server);
+                drop(net);
+            }
+            Err(why) => {
+                println!("variant: loopback (cannot make network namespaces: {why})");
+                same_as_local(&["--task", "prime-factors"], &input, &[]);
+            }
+        }
     });
 }

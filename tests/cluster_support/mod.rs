@@ -62,6 +62,11 @@ impl Server {
     }
 
     pub fn start_on(host: &str, extra: &[&str]) -> Server {
+        Self::start_in(&[], host, extra)
+    }
+
+    /// Started under `prefix` (e.g. `ip netns exec NS`), listening on `host`.
+    pub fn start_in(prefix: &[&str], host: &str, extra: &[&str]) -> Server {
         let dir = std::env::temp_dir().join(format!(
             "nats-{}-{}",
             std::process::id(),
@@ -75,7 +80,7 @@ impl Server {
             host: host.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        s.launch(&[]);
+        s.launch(prefix);
         s
     }
 
@@ -254,5 +259,90 @@ pub fn supervisor(args: &[&str], stdin: &[u8]) -> Out {
         code: out.status.code(),
         stdout: out.stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Network namespaces made for one test: the server's (`S`, with a bridge at
+/// `10.203.N.1`) and one per agent, each linked to the bridge by a veth pair, and the
+/// root namespace linked the same way (the submitter runs there). Removed on drop.
+pub struct Netns {
+    pub server_ns: String,
+    pub agent_ns: Vec<String>,
+    pub server_addr: String,
+    root_veth: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    pub fn make(agents: usize) -> Result<Netns, String> {
+        let p = std::process::id();
+        let net = 10 + p % 240;
+        let made = Netns {
+            server_ns: format!("svS{p}"),
+            agent_ns: (0..agents).map(|i| format!("svA{i}x{p}")).collect(),
+            server_addr: format!("10.203.{net}.1"),
+            root_veth: format!("svr{p}"),
+        };
+        let s = made.server_ns.clone();
+        ip(&["netns", "add", &s])?;
+        ip(&["-n", &s, "link", "set", "lo", "up"])?;
+        ip(&["-n", &s, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &s, "addr", "add", &format!("{}/24", made.server_addr), "dev", "br0"])?;
+        ip(&["-n", &s, "link", "set", "br0", "up"])?;
+        let link = |outer: &str, ns: Option<&str>, host: u32| -> Result<(), String> {
+            let inner = format!("{outer}s");
+            ip(&["link", "add", outer, "type", "veth", "peer", "name", &inner])?;
+            ip(&["link", "set", &inner, "netns", &s])?;
+            ip(&["-n", &s, "link", "set", &inner, "master", "br0", "up"])?;
+            let addr = format!("10.203.{net}.{host}/24");
+            match ns {
+                Some(ns) => {
+                    ip(&["link", "set", outer, "netns", ns])?;
+                    ip(&["-n", ns, "addr", "add", &addr, "dev", outer])?;
+                    ip(&["-n", ns, "link", "set", outer, "up"])?;
+                    ip(&["-n", ns, "link", "set", "lo", "up"])
+                }
+                None => {
+                    ip(&["addr", "add", &addr, "dev", outer])?;
+                    ip(&["link", "set", outer, "up"])
+                }
+            }
+        };
+        link(&made.root_veth.clone(), None, 250)?;
+        for (i, ns) in made.agent_ns.clone().iter().enumerate() {
+            ip(&["netns", "add", ns])?;
+            link(&format!("sva{i}x{p}"), Some(ns), 2 + i as u32)?;
+        }
+        Ok(made)
+    }
+
+    /// `ip netns exec NS`, to put before a command.
+    pub fn exec(ns: &str) -> Vec<String> {
+        ["ip", "netns", "exec", ns].iter().map(|s| s.to_string()).collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.root_veth]);
+        for ns in self.agent_ns.iter().chain(std::iter::once(&self.server_ns)) {
+            let _ = ip(&["netns", "del", ns]);
+        }
     }
 }
