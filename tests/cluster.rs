@@ -2,8 +2,10 @@
 //! free loopback port, its store in a temporary directory) and real `supervisor
 //! worker` agents; `supervisor run --nats` must print what a local run prints.
 
-mod common;
+#![cfg(feature = "cluster")]
+
 mod cluster_support;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -14,7 +16,10 @@ use cluster_support::{supervisor, Agent, Netns, Server, BIN};
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn lines(n: u64) -> Vec<u8> {
-    (1..=n).map(|i| format!("{i}\n")).collect::<String>().into_bytes()
+    (1..=n)
+        .map(|i| format!("{i}\n"))
+        .collect::<String>()
+        .into_bytes()
 }
 
 fn same_as_local(run: &[&str], input: &[u8], agent_args: &[&str]) {
@@ -36,8 +41,15 @@ fn same_as_local(run: &[&str], input: &[u8], agent_args: &[&str]) {
 #[test]
 fn two_agents_print_what_a_local_run_prints_for_sha512_chain() {
     common::isolated(DEADLINE, || {
-        let words: Vec<u8> = (0..40).map(|i| format!("word{i}\n")).collect::<String>().into_bytes();
-        same_as_local(&["--task", "sha512-chain", "--arg", "iterations=2000"], &words, &[]);
+        let words: Vec<u8> = (0..40)
+            .map(|i| format!("word{i}\n"))
+            .collect::<String>()
+            .into_bytes();
+        same_as_local(
+            &["--task", "sha512-chain", "--arg", "iterations=2000"],
+            &words,
+            &[],
+        );
     });
 }
 
@@ -51,7 +63,11 @@ fn two_agents_print_what_a_local_run_prints_for_prime_factors() {
 #[test]
 fn two_agents_print_what_a_local_run_prints_for_a_command() {
     common::isolated(DEADLINE, || {
-        same_as_local(&["--", "echo", "line", "{}"], &lines(100), &["--allow-commands"]);
+        same_as_local(
+            &["--", "echo", "line", "{}"],
+            &lines(100),
+            &["--allow-commands"],
+        );
     });
 }
 
@@ -65,7 +81,9 @@ fn an_agent_without_allow_commands_refuses_a_command() {
         assert_eq!(out.code, Some(1), "{}", out.stderr);
         assert!(out.stdout.is_empty());
         assert!(
-            out.stderr.contains("the agent on host a refuses command-mode tasks (start it with --allow-commands)"),
+            out.stderr.contains(
+                "the agent on host a refuses command-mode tasks (start it with --allow-commands)"
+            ),
             "{}",
             out.stderr
         );
@@ -82,7 +100,8 @@ fn a_client_without_the_credentials_is_refused() {
         let out = supervisor(&["run", "--nats", &url, "--task", "prime-factors"], b"12\n");
         assert_eq!(out.code, Some(2), "{}", out.stderr);
         assert!(
-            out.stderr.contains(&format!("cannot connect to the NATS server at {url}"))
+            out.stderr
+                .contains(&format!("cannot connect to the NATS server at {url}"))
                 && out.stderr.to_lowercase().contains("author"),
             "{}",
             out.stderr
@@ -90,7 +109,10 @@ fn a_client_without_the_credentials_is_refused() {
         let refused = supervisor(&["worker", "--nats", &url], b"");
         assert_eq!(refused.code, Some(1), "{}", refused.stderr);
         let a = Agent::start(&with, "a", 1, &[]);
-        let ok = supervisor(&["run", "--nats", &with, "--task", "prime-factors"], b"12\n");
+        let ok = supervisor(
+            &["run", "--nats", &with, "--task", "prime-factors"],
+            b"12\n",
+        );
         assert_eq!(ok.code, Some(0), "{}", ok.stderr);
         assert_eq!(ok.stdout, b"2 2 3\n");
         // The password is not shown.
@@ -122,12 +144,20 @@ fn a_task_that_kills_its_worker_on_every_delivery_fails_naming_the_hosts_and_sig
 }
 
 /// Reads the submitter's stdout line by line; `at(n)` is called after line n.
-fn run_watching(args: &[&str], input: Vec<u8>, mut at: impl FnMut(usize)) -> (Option<i32>, Vec<String>, String) {
+fn run_watching(
+    args: &[&str],
+    input: Vec<u8>,
+    mut at: impl FnMut(usize),
+) -> (Option<i32>, Vec<String>, String) {
     run_watching_pid(args, input, |n, _| at(n))
 }
 
 /// As [`run_watching`], `at` also given the submitter's pid.
-fn run_watching_pid(args: &[&str], input: Vec<u8>, mut at: impl FnMut(usize, u32)) -> (Option<i32>, Vec<String>, String) {
+fn run_watching_pid(
+    args: &[&str],
+    input: Vec<u8>,
+    mut at: impl FnMut(usize, u32),
+) -> (Option<i32>, Vec<String>, String) {
     use std::io::{Read, Write};
     let mut child = Command::new(BIN)
         .args(args)
@@ -176,7 +206,19 @@ fn a_sigkilled_agent_s_tasks_run_on_the_other_host_and_every_result_comes_once()
         let b = Agent::start(&url, "b", 2, &[]);
         let input: Vec<u8> = (0..200).map(|_| "30ms\n").collect::<String>().into_bytes();
         let (code, got, err) = run_watching(
-            &["run", "--nats", &url, "--ack-wait", "2s", "--task", "sleep", "--joblog", log.to_str().unwrap(), "--joblog-format", "json"],
+            &[
+                "run",
+                "--nats",
+                &url,
+                "--ack-wait",
+                "2s",
+                "--task",
+                "sleep",
+                "--joblog",
+                log.to_str().unwrap(),
+                "--joblog-format",
+                "json",
+            ],
             input,
             |n| {
                 if n == 20 {
@@ -192,13 +234,23 @@ fn a_sigkilled_agent_s_tasks_run_on_the_other_host_and_every_result_comes_once()
         let all = joblog(&log);
         let duplicates = all.iter().filter(|l| l["duplicate"] == true).count();
         let log: Vec<_> = all.into_iter().filter(|l| l["duplicate"] != true).collect();
-        let seqs: std::collections::BTreeSet<u64> = log.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+        let seqs: std::collections::BTreeSet<u64> =
+            log.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
         assert_eq!(seqs.len(), 200);
         assert_eq!(log.len(), 200, "one result line per task");
         println!("{duplicates} duplicate runs noted in the job log");
-        let redelivered: Vec<_> = log.iter().filter(|l| l["attempts"].as_u64() > Some(1)).collect();
-        assert!(!redelivered.is_empty(), "agent a's running tasks were delivered again");
-        assert!(redelivered.iter().all(|l| l["host"] == "b"), "{redelivered:?}");
+        let redelivered: Vec<_> = log
+            .iter()
+            .filter(|l| l["attempts"].as_u64() > Some(1))
+            .collect();
+        assert!(
+            !redelivered.is_empty(),
+            "agent a's running tasks were delivered again"
+        );
+        assert!(
+            redelivered.iter().all(|l| l["host"] == "b"),
+            "{redelivered:?}"
+        );
         drop(b);
     });
 }
@@ -228,10 +280,22 @@ fn a_stopped_agent_s_tasks_move_on_after_the_ack_wait() {
         let url = server.url();
         let log = server.dir.join("joblog.json");
         let a = Agent::start(&url, "a", 1, &[]);
-        let args: Vec<String> = ["run", "--nats", &url, "--ack-wait", "2s", "--task", "sleep", "--joblog", log.to_str().unwrap(), "--joblog-format", "json"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "run",
+            "--nats",
+            &url,
+            "--ack-wait",
+            "2s",
+            "--task",
+            "sleep",
+            "--joblog",
+            log.to_str().unwrap(),
+            "--joblog-format",
+            "json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let submitter = std::thread::spawn(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run_watching(&args, b"3s\n3s\n".to_vec(), |_| {})
@@ -243,10 +307,20 @@ fn a_stopped_agent_s_tasks_move_on_after_the_ack_wait() {
         let (code, got, err) = submitter.join().unwrap();
         assert_eq!(code, Some(0), "{err}");
         assert_eq!(got.len(), 2);
-        let log: Vec<_> = joblog(&log).into_iter().filter(|l| l["duplicate"] != true).collect();
+        let log: Vec<_> = joblog(&log)
+            .into_iter()
+            .filter(|l| l["duplicate"] != true)
+            .collect();
         assert_eq!(log.len(), 2);
-        let moved: Vec<_> = log.iter().filter(|l| l["attempts"].as_u64() > Some(1)).collect();
-        assert_eq!(moved.len(), 1, "the stopped agent's task was delivered again: {log:?}");
+        let moved: Vec<_> = log
+            .iter()
+            .filter(|l| l["attempts"].as_u64() > Some(1))
+            .collect();
+        assert_eq!(
+            moved.len(),
+            1,
+            "the stopped agent's task was delivered again: {log:?}"
+        );
         assert_eq!(moved[0]["host"], "b");
         a.signal(libc::SIGCONT);
         drop((a, b));
@@ -330,14 +404,22 @@ fn workers_lists_the_live_agents_in_text_and_json() {
         let url = server.url();
         let a = Agent::start(&url, "alpha", 2, &[]);
         let b = Agent::start(&url, "beta", 1, &[]);
-        let out = supervisor(&["run", "--nats", &url, "--task", "prime-factors"], &lines(10));
+        let out = supervisor(
+            &["run", "--nats", &url, "--task", "prime-factors"],
+            &lines(10),
+        );
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         let mut listed = serde_json::Value::Null;
         for _ in 0..100 {
             let out = supervisor(&["workers", "--nats", &url, "--format", "json"], b"");
             assert_eq!(out.code, Some(0), "{}", out.stderr);
             listed = serde_json::from_slice(&out.stdout).unwrap();
-            let done: u64 = listed.as_array().unwrap().iter().map(|a| a["done"].as_u64().unwrap()).sum();
+            let done: u64 = listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["done"].as_u64().unwrap())
+                .sum();
             if listed.as_array().unwrap().len() == 2 && done == 10 {
                 break;
             }
@@ -372,7 +454,10 @@ fn agents_in_other_network_namespaces_print_what_a_local_run_prints() {
         let local = supervisor(&["run", "--task", "prime-factors"], &input);
         match Netns::make(2) {
             Ok(net) => {
-                println!("variant: network namespaces ({} and {:?}, server at {})", net.server_ns, net.agent_ns, net.server_addr);
+                println!(
+                    "variant: network namespaces ({} and {:?}, server at {})",
+                    net.server_ns, net.agent_ns, net.server_addr
+                );
                 let prefix = Netns::exec(&net.server_ns);
                 let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
                 let server = Server::start_in(&prefix, &net.server_addr, &[]);
@@ -389,7 +474,17 @@ fn agents_in_other_network_namespaces_print_what_a_local_run_prints() {
                     .collect();
                 let log = server.dir.join("joblog.json");
                 let remote = supervisor(
-                    &["run", "--nats", &url, "--task", "prime-factors", "--joblog", log.to_str().unwrap(), "--joblog-format", "json"],
+                    &[
+                        "run",
+                        "--nats",
+                        &url,
+                        "--task",
+                        "prime-factors",
+                        "--joblog",
+                        log.to_str().unwrap(),
+                        "--joblog-format",
+                        "json",
+                    ],
                     &input,
                 );
                 assert_eq!(remote.code, Some(0), "{}", remote.stderr);

@@ -2,6 +2,8 @@
 //! (`Agent::serve`), and `RemotePool`'s map / imap / imap_unordered / submit /
 //! as_completed against it, on a real nats-server.
 
+#![cfg(feature = "cluster")]
+
 mod cluster_support;
 mod common;
 
@@ -93,7 +95,9 @@ fn a_remote_pool_without_a_server_gives_each_input_the_error() {
         for r in got {
             let e = r.unwrap_err();
             assert!(
-                e.to_string().starts_with(&format!("cannot connect to the NATS server at nats://127.0.0.1:{port}")),
+                e.to_string().starts_with(&format!(
+                    "cannot connect to the NATS server at nats://127.0.0.1:{port}"
+                )),
                 "{e}"
             );
         }

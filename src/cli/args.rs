@@ -104,7 +104,13 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
     /// Worker processes of the local pool: N, N%, +N, -N (default: the CPUs).
-    #[arg(short = 'j', long, visible_alias = "jobs", value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        short = 'j',
+        long,
+        visible_alias = "jobs",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub procs: Option<String>,
     /// Nice value of the workers (-20..=19).
     #[arg(long, allow_negative_numbers = true)]

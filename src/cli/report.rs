@@ -59,7 +59,9 @@ pub fn kind_of(e: &Error) -> &'static str {
         }
         ErrorKind::Stopped { .. } => "stopped",
         ErrorKind::Remote { kind, .. } => remote_kind(kind),
-        ErrorKind::DeliveryLimit { signal: Some(_), .. } => "crashed",
+        ErrorKind::DeliveryLimit {
+            signal: Some(_), ..
+        } => "crashed",
         ErrorKind::DeliveryLimit { .. } | ErrorKind::Cluster { .. } => "lost",
         _ => "failed",
     }
@@ -79,7 +81,11 @@ fn remote_kind(kind: &str) -> &'static str {
         "cancelled",
         "stopped",
     ];
-    KINDS.iter().find(|k| **k == kind).copied().unwrap_or("failed")
+    KINDS
+        .iter()
+        .find(|k| **k == kind)
+        .copied()
+        .unwrap_or("failed")
 }
 
 /// The signal, exit code and peak RSS a library error records, where it has them.

@@ -458,19 +458,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let tally = Rc::new(RefCell::new(Tally::default()));
     // A record arriving while others run starts at once, whatever the read-ahead.
     let mut reports = match (&pool, remote) {
-        (Some(pool), _) => Source::Local(pool.imap_reports::<Job, Outcome, _>(
-            &task,
-            jobs,
-            1,
-            !args.unordered,
-        )),
+        (Some(pool), _) => {
+            Source::Local(pool.imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered))
+        }
         #[cfg(feature = "cluster")]
         (None, Some(options)) => {
             let stop = stop.clone();
-            let remote =
-                supervisor::cluster::RemoteReports::start(options, &task, jobs).map_err(|e| {
-                    usage(supervisor_chain(&e))
-                })?;
+            let remote = supervisor::cluster::RemoteReports::start(options, &task, jobs)
+                .map_err(|e| usage(supervisor_chain(&e)))?;
             let flag = remote.stopper();
             std::thread::Builder::new()
                 .name("supervisor-remote-stop".into())
@@ -954,9 +949,15 @@ fn remote_options(
         (args.procs.is_some(), "--procs (the agents' -j)"),
         (args.nice.is_some(), "--nice (the agents' --nice)"),
         (args.timeout.is_some(), "--timeout (the agents' --timeout)"),
-        (args.max_tasks_per_child.is_some(), "--max-tasks-per-child (the agents')"),
+        (
+            args.max_tasks_per_child.is_some(),
+            "--max-tasks-per-child (the agents')",
+        ),
         (args.memory_limit.is_some(), "--memory-limit"),
-        (args.max_memory_per_child.is_some(), "--max-memory-per-child"),
+        (
+            args.max_memory_per_child.is_some(),
+            "--max-memory-per-child",
+        ),
         (args.restart_limit.is_some(), "--restart-limit"),
         (args.stats, "--stats"),
         (args.daemon, "--daemon"),
@@ -979,7 +980,9 @@ fn remote_options(
 #[cfg(not(feature = "cluster"))]
 fn remote_options(args: &RunArgs, _command: bool) -> anyhow::Result<Option<()>> {
     if args.nats.nats.is_some() {
-        return Err(usage("--nats needs the `cluster` feature (this build has none)"));
+        return Err(usage(
+            "--nats needs the `cluster` feature (this build has none)",
+        ));
     }
     Ok(None)
 }

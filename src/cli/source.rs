@@ -7,6 +7,13 @@ use supervisor::{Error, JobMeta, Report, Reports};
 use super::tasks::Outcome;
 
 /// The results of a run, local or remote.
+#[cfg_attr(
+    feature = "cluster",
+    expect(
+        clippy::large_enum_variant,
+        reason = "one per run, on the stack of `run`"
+    )
+)]
 pub enum Source<I: Iterator> {
     Local(Reports<Outcome, I>),
     #[cfg(feature = "cluster")]

@@ -150,7 +150,8 @@ impl Agent {
                 let mut names = tasks.consumer_names();
                 while let Some(Ok(name)) = names.next().await {
                     if name.starts_with("run-") && !serving.contains_key(&name) {
-                        let task = tokio::spawn(serve_run(shared.clone(), tasks.clone(), name.clone()));
+                        let task =
+                            tokio::spawn(serve_run(shared.clone(), tasks.clone(), name.clone()));
                         serving.insert(name, task);
                     }
                 }
@@ -180,7 +181,11 @@ fn shared_status(shared: &Arc<Shared>, procs: usize) -> super::status::Source {
         procs,
         read: Box::new(move || {
             let busy = procs.saturating_sub(s.free.available_permits());
-            (busy, s.done.load(Ordering::Relaxed), s.failed.load(Ordering::Relaxed))
+            (
+                busy,
+                s.done.load(Ordering::Relaxed),
+                s.failed.load(Ordering::Relaxed),
+            )
         }),
         stop: shared.stop.clone(),
     }
@@ -188,7 +193,9 @@ fn shared_status(shared: &Arc<Shared>, procs: usize) -> super::status::Source {
 
 /// Pulls the tasks of one run while it lives, as many at a time as workers are free.
 async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: String) {
-    let Ok(consumer) = tasks.get_consumer::<jetstream::consumer::pull::Config>(&name).await
+    let Ok(consumer) = tasks
+        .get_consumer::<jetstream::consumer::pull::Config>(&name)
+        .await
     else {
         return;
     };
@@ -339,7 +346,11 @@ async fn run_task(
     };
     // The result first, confirmed by the server; then the ack (or, for a worker
     // death with deliveries left, a nak: the server delivers it again).
-    let published = match shared.js.publish(result_subject(&task.run), bytes.into()).await {
+    let published = match shared
+        .js
+        .publish(result_subject(&task.run), bytes.into())
+        .await
+    {
         Ok(ack) => ack.await.map_err(|e| cluster("cannot publish a result", e)),
         Err(e) => Err(cluster("cannot publish a result", e)),
     };

@@ -137,7 +137,10 @@ pub(crate) fn runtime() -> Result<Arc<tokio::runtime::Runtime>, Error> {
 }
 
 /// An async-nats error as a catalogue error.
-pub(crate) fn cluster(what: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+pub(crate) fn cluster(
+    what: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
     ErrorKind::Cluster {
         what: what.into(),
         source: Some(Box::new(e)),
@@ -152,7 +155,10 @@ mod tests {
     #[test]
     fn credentials_are_not_shown() {
         assert_eq!(Connect::new("nats://u:p@h:4222").shown(), "nats://h:4222");
-        assert_eq!(Connect::new("nats://tok@h:1,nats://h2:2").shown(), "nats://h:1,nats://h2:2");
+        assert_eq!(
+            Connect::new("nats://tok@h:1,nats://h2:2").shown(),
+            "nats://h:1,nats://h2:2"
+        );
         assert_eq!(Connect::new("h:4222").shown(), "h:4222");
         assert_eq!(unescape("a%40b"), "a@b");
     }

@@ -19,8 +19,8 @@
 mod agent;
 mod connect;
 mod remote_pool;
-mod stream;
 mod status;
+mod stream;
 mod submit;
 mod wire;
 

@@ -93,7 +93,12 @@ impl RemotePool {
         self.imap_with(task, inputs, false)
     }
 
-    fn imap_with<F, M, I>(&self, _task: F, inputs: I, ordered: bool) -> RemoteImap<F::Out, I::IntoIter>
+    fn imap_with<F, M, I>(
+        &self,
+        _task: F,
+        inputs: I,
+        ordered: bool,
+    ) -> RemoteImap<F::Out, I::IntoIter>
     where
         F: Call<M> + 'static,
         I: IntoIterator<Item = F::Arg>,
@@ -106,7 +111,10 @@ impl RemotePool {
         let name = match name_of::<F, M>() {
             Ok(name) => name,
             Err(e) => {
-                return RemoteImap(Inner::Failed(supervisor_worker::error_chain(&e), Some(inputs)))
+                return RemoteImap(Inner::Failed(
+                    supervisor_worker::error_chain(&e),
+                    Some(inputs),
+                ))
             }
         };
         match RemoteReports::start_with(options, name, inputs) {
@@ -144,17 +152,19 @@ impl RemotePool {
         let spawned = std::thread::Builder::new()
             .name("supervisor-remote".into())
             .spawn(move || {
-                let result = match RemoteReports::<F::Out, _>::start(
-                    options,
-                    name,
-                    std::iter::once(arg),
-                ) {
-                    Ok(mut reports) => reports.next().map_or_else(
-                        || Err(ErrorKind::Cancelled { task: name.to_string() }.into()),
-                        |r| r.result,
-                    ),
-                    Err(e) => Err(e),
-                };
+                let result =
+                    match RemoteReports::<F::Out, _>::start(options, name, std::iter::once(arg)) {
+                        Ok(mut reports) => reports.next().map_or_else(
+                            || {
+                                Err(ErrorKind::Cancelled {
+                                    task: name.to_string(),
+                                }
+                                .into())
+                            },
+                            |r| r.result,
+                        ),
+                        Err(e) => Err(e),
+                    };
                 theirs.set(result);
             });
         if let Err(e) = spawned {

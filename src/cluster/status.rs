@@ -59,7 +59,13 @@ async fn bucket(js: &jetstream::Context) -> Result<kv::Store, Error> {
 
 pub(crate) async fn publish(source: Source) {
     let pid = std::process::id();
-    let key = format!("{}-{pid}", source.host.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_"));
+    let key = format!(
+        "{}-{pid}",
+        source.host.replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+            "_"
+        )
+    );
     let mut store = None;
     loop {
         if store.is_none() {

@@ -57,7 +57,10 @@ enum Event {
     /// The server's advisory: the task was delivered `deliveries` times, its limit,
     /// and it will not deliver it again (every delivery ended without a result: hosts
     /// that died or hung).
-    Exhausted { seq: u64, deliveries: u32 },
+    Exhausted {
+        seq: u64,
+        deliveries: u32,
+    },
 }
 
 /// The stream sequence of each published task, for the server's advisories.
@@ -155,8 +158,8 @@ where
         ),
         Error,
     > {
-        let bytes: [u8; 8] = crate::os::random_bytes()
-            .map_err(|e| cluster("cannot make a run id", e))?;
+        let bytes: [u8; 8] =
+            crate::os::random_bytes().map_err(|e| cluster("cannot make a run id", e))?;
         let run = hex(&bytes);
         let (tx, rx) = mpsc::channel();
         let (ptx, prx) = tokio::sync::mpsc::unbounded_channel();
@@ -213,7 +216,12 @@ where
                         }
                     }
                 }),
-                tokio::spawn(read_results(results, reader, stream::result_consumer(&run), tx)),
+                tokio::spawn(read_results(
+                    results,
+                    reader,
+                    stream::result_consumer(&run),
+                    tx,
+                )),
                 tokio::spawn(publish_tasks(js.clone(), run.clone(), prx, published)),
             ];
             Ok::<_, Error>((js, helpers))
@@ -498,7 +506,9 @@ impl<R, I: Iterator> Drop for RemoteReports<R, I> {
                     let _ = tasks.purge().filter(stream::task_subject(&run)).await;
                 }
                 if let Ok(results) = js.get_stream(stream::RESULTS).await {
-                    let _ = results.delete_consumer(&stream::result_consumer(&run)).await;
+                    let _ = results
+                        .delete_consumer(&stream::result_consumer(&run))
+                        .await;
                     let _ = results.purge().filter(stream::result_subject(&run)).await;
                 }
             };

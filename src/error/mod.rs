@@ -156,7 +156,9 @@ pub enum ErrorKind {
         signal: Option<Signal>,
     },
     /// A cluster agent started without `--allow-commands` was sent a command.
-    #[error("the agent on host {host} refuses command-mode tasks (start it with --allow-commands)")]
+    #[error(
+        "the agent on host {host} refuses command-mode tasks (start it with --allow-commands)"
+    )]
     CommandsRefused {
         /// The agent's host.
         host: String,

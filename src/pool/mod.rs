@@ -500,7 +500,13 @@ impl Pool {
         }
         match state.take_until(None) {
             Some(Some((result, pid))) => (result, pid),
-            _ => (Err(ErrorKind::ResultTaken { task: name.to_string() }.into()), 0),
+            _ => (
+                Err(ErrorKind::ResultTaken {
+                    task: name.to_string(),
+                }
+                .into()),
+                0,
+            ),
         }
     }
 

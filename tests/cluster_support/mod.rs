@@ -67,11 +67,7 @@ impl Server {
 
     /// Started under `prefix` (e.g. `ip netns exec NS`), listening on `host`.
     pub fn start_in(prefix: &[&str], host: &str, extra: &[&str]) -> Server {
-        let dir = std::env::temp_dir().join(format!(
-            "nats-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let dir = std::env::temp_dir().join(format!("nats-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut s = Server {
             child: None,
@@ -154,7 +150,13 @@ impl Agent {
         Self::start_with(&[], url, name, procs, extra)
     }
 
-    pub fn start_with(prefix: &[&str], url: &str, name: &str, procs: usize, extra: &[&str]) -> Agent {
+    pub fn start_with(
+        prefix: &[&str],
+        url: &str,
+        name: &str,
+        procs: usize,
+        extra: &[&str],
+    ) -> Agent {
         let procs = procs.to_string();
         let mut args: Vec<&str> = prefix.to_vec();
         args.push(BIN);
@@ -198,14 +200,16 @@ impl Agent {
                 Err(_) => break,
             }
         }
-        panic!("agent {} said no `{needle}` within {within:?}; it said: {seen:?}", self.name);
+        panic!(
+            "agent {} said no `{needle}` within {within:?}; it said: {seen:?}",
+            self.name
+        );
     }
 
     pub fn signal(&self, signal: i32) {
         // SAFETY: a child of ours, not yet reaped (it is reaped on drop).
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
-
 }
 
 impl Drop for Agent {
@@ -303,7 +307,15 @@ impl Netns {
         ip(&["netns", "add", &s])?;
         ip(&["-n", &s, "link", "set", "lo", "up"])?;
         ip(&["-n", &s, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &s, "addr", "add", &format!("{}/24", made.server_addr), "dev", "br0"])?;
+        ip(&[
+            "-n",
+            &s,
+            "addr",
+            "add",
+            &format!("{}/24", made.server_addr),
+            "dev",
+            "br0",
+        ])?;
         ip(&["-n", &s, "link", "set", "br0", "up"])?;
         let link = |outer: &str, ns: Option<&str>, host: u32| -> Result<(), String> {
             let inner = format!("{outer}s");
@@ -334,7 +346,10 @@ impl Netns {
 
     /// `ip netns exec NS`, to put before a command.
     pub fn exec(ns: &str) -> Vec<String> {
-        ["ip", "netns", "exec", ns].iter().map(|s| s.to_string()).collect()
+        ["ip", "netns", "exec", ns]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 }
 
