@@ -13,6 +13,7 @@
 
 mod awaited;
 mod cli;
+mod cluster;
 mod measure;
 mod peers;
 mod pool;

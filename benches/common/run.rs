@@ -4,7 +4,7 @@
 use super::measure::Settings;
 use super::peers::{version, Python};
 use super::table::{self, Row};
-use super::{awaited, cli, pool, queue, start};
+use super::{awaited, cli, cluster, pool, queue, start};
 
 /// A group of workloads, one per former bench.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -19,15 +19,18 @@ pub enum Group {
     Cli,
     /// An awaited `submit` against a blocking wait.
     Async,
+    /// `supervisor run --nats` through a nats-server and agents, against local runs.
+    Cluster,
 }
 
 impl Group {
-    pub const ALL: [Group; 5] = [
+    pub const ALL: [Group; 6] = [
         Group::Start,
         Group::Pool,
         Group::Queue,
         Group::Cli,
         Group::Async,
+        Group::Cluster,
     ];
 
     fn name(self) -> &'static str {
@@ -37,6 +40,7 @@ impl Group {
             Group::Queue => "queue",
             Group::Cli => "cli",
             Group::Async => "async",
+            Group::Cluster => "cluster",
         }
     }
 
@@ -47,6 +51,7 @@ impl Group {
             Group::Queue => queue::rows(ctx),
             Group::Cli => cli::rows(ctx),
             Group::Async => awaited::rows(ctx),
+            Group::Cluster => cluster::rows(ctx),
         }
     }
 }
@@ -68,7 +73,9 @@ pub fn run(groups: &[Group]) {
             *Group::ALL
                 .iter()
                 .find(|g| g.name() == a)
-                .unwrap_or_else(|| panic!("no group {a:?}: start, pool, queue, cli or async"))
+                .unwrap_or_else(|| {
+                    panic!("no group {a:?}: start, pool, queue, cli, async or cluster")
+                })
         })
         .collect();
     let groups: Vec<Group> = if named.is_empty() {

@@ -63,6 +63,18 @@ impl AgentStop {
     }
 }
 
+/// A worker's share of the agent's semaphore: a task of a slow run takes all of it (one
+/// task per free worker, none waiting behind a running one); a task of a run whose tasks
+/// take under [`FAST_TASK`] takes one unit, so up to this many wait per worker, which
+/// is what keeps tiny tasks from paying a network round trip each.
+const SHARE: u32 = 32;
+
+/// Under this mean run time a run's tasks count as tiny (see [`SHARE`]).
+const FAST_TASK: Duration = Duration::from_millis(2);
+
+/// Tasks fetched in one pull request, at most.
+const MAX_BATCH: usize = 256;
+
 /// What an agent shares between its tasks.
 struct Shared {
     pool: Arc<Pool>,
@@ -139,7 +151,7 @@ impl Agent {
                 host: self.host.clone(),
                 finish: self.finish.clone(),
                 log: self.log.clone(),
-                free: Arc::new(Semaphore::new(procs)),
+                free: Arc::new(Semaphore::new(procs * SHARE as usize)),
                 done: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 stop: self.stop.clone(),
@@ -180,7 +192,8 @@ fn shared_status(shared: &Arc<Shared>, procs: usize) -> super::status::Source {
         host: shared.host.clone(),
         procs,
         read: Box::new(move || {
-            let busy = procs.saturating_sub(s.free.available_permits());
+            let free = s.free.available_permits().div_ceil(SHARE as usize);
+            let busy = procs.saturating_sub(free);
             (
                 busy,
                 s.done.load(Ordering::Relaxed),
@@ -191,7 +204,8 @@ fn shared_status(shared: &Arc<Shared>, procs: usize) -> super::status::Source {
     }
 }
 
-/// Pulls the tasks of one run while it lives, as many at a time as workers are free.
+/// Pulls the tasks of one run while it lives, as many at a time as workers are free
+/// (see [`SHARE`]).
 async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: String) {
     let Ok(consumer) = tasks
         .get_consumer::<jetstream::consumer::pull::Config>(&name)
@@ -202,6 +216,9 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
     let consumer: PullConsumer = consumer;
     let ack_wait = consumer.cached_info().config.ack_wait;
     let run = name.trim_start_matches("run-").to_string();
+    // Total nanoseconds and count of this run's tasks here.
+    let timing: Timing = Arc::default();
+    let mut pulls: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let mut checked = Instant::now();
     let mut unanswered: Option<Instant> = None;
     while !shared.stop.stopped() {
@@ -219,15 +236,25 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
                 return;
             }
         }
-        let Ok(first) = shared.free.clone().acquire_owned().await else {
+        // The mean run time of this run's tasks so far (none yet: slow).
+        let n = timing.1.load(Ordering::Relaxed);
+        let fast = n > 0 && timing.0.load(Ordering::Relaxed) / n < FAST_TASK.as_nanos() as u64;
+        let weight = if fast { 1 } else { SHARE };
+        let Ok(first) = shared.free.clone().acquire_many_owned(weight).await else {
             return;
         };
         let mut permits = vec![first];
-        while let Ok(p) = shared.free.clone().try_acquire_owned() {
-            permits.push(p);
+        while permits.len() < MAX_BATCH {
+            match shared.free.clone().try_acquire_many_owned(weight) {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
         }
+        // A pull request open for 500 ms: its tasks come as the server has them;
+        // what it did not fill gives its permits back when it ends. Another request
+        // goes out as soon as more workers are free.
         let batch = consumer
-            .fetch()
+            .batch()
             .max_messages(permits.len())
             .expires(Duration::from_millis(500))
             .messages()
@@ -246,11 +273,25 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
                 continue;
             }
         };
-        while let Some(message) = batch.next().await {
-            let Ok(message) = message else { break };
-            let Some(permit) = permits.pop() else { break };
-            tokio::spawn(run_task(shared.clone(), message, ack_wait, permit));
-        }
+        let (shared, timing) = (shared.clone(), timing.clone());
+        let pulling = tokio::spawn(async move {
+            while let Some(message) = batch.next().await {
+                let Ok(message) = message else { break };
+                let Some(permit) = permits.pop() else { break };
+                tokio::spawn(run_task(
+                    shared.clone(),
+                    message,
+                    ack_wait,
+                    permit,
+                    timing.clone(),
+                ));
+            }
+        });
+        pulls.push(pulling);
+        pulls.retain(|p| !p.is_finished());
+    }
+    for p in pulls {
+        p.abort();
     }
 }
 
@@ -273,11 +314,15 @@ async fn abandoned(shared: &Shared, run: &str, unanswered: &mut Option<Instant>)
     false
 }
 
+/// A run's task times on this agent: total nanoseconds, count.
+type Timing = Arc<(AtomicU64, AtomicU64)>;
+
 async fn run_task(
     shared: Arc<Shared>,
     message: jetstream::Message,
     ack_wait: Duration,
     permit: tokio::sync::OwnedSemaphorePermit,
+    timing: Timing,
 ) {
     let delivery = message.info().map_or(1, |i| i.delivered.max(1) as u32);
     let task: Task = match supervisor_worker::codec::decode(&message.payload) {
@@ -306,6 +351,10 @@ async fn run_task(
             }
         };
         let Ok((result, pid)) = ran else { return };
+        timing
+            .0
+            .fetch_add(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        timing.1.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(value) => {
                 let value = match &shared.finish {
