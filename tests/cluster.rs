@@ -122,6 +122,54 @@ fn a_client_without_the_credentials_is_refused() {
 }
 
 #[test]
+fn a_token_in_the_url_is_the_credential() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&["--auth", "t0ken"]);
+        let url = server.url();
+        let with = format!("nats://t0ken@127.0.0.1:{}", server.port);
+        let refused = supervisor(&["workers", "--nats", &url], b"");
+        assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains("cannot connect to the NATS server"),
+            "{}",
+            refused.stderr
+        );
+        let a = Agent::start(&with, "a", 1, &[]);
+        let ok = supervisor(
+            &["run", "--nats", &with, "--task", "prime-factors"],
+            b"30\n",
+        );
+        assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+        assert_eq!(ok.stdout, b"2 3 5\n");
+        drop(a);
+    });
+}
+
+#[test]
+fn sigint_stops_a_remote_run_as_a_local_one_with_130() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 1, &[]);
+        let input: Vec<u8> = (0..40).map(|_| "200ms\n").collect::<String>().into_bytes();
+        let (code, got, err) = run_watching_pid(
+            &["run", "--nats", &url, "--task", "sleep"],
+            input,
+            |n, pid| {
+                if n == 1 {
+                    // SAFETY: our child, not yet reaped.
+                    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+                }
+            },
+        );
+        assert_eq!(code, Some(130), "{err}");
+        assert!(got.len() < 40);
+        assert!(err.contains("supervisor: stopped by signal: "), "{err}");
+        drop(a);
+    });
+}
+
+#[test]
 fn a_task_that_kills_its_worker_on_every_delivery_fails_naming_the_hosts_and_signal() {
     common::isolated(DEADLINE, || {
         let server = Server::start(&[]);
