@@ -404,7 +404,7 @@ fn a_sigkilled_submitter_s_remaining_tasks_are_dropped_by_the_agents() {
         let server = Server::start(&[]);
         let url = server.url();
         let a = Agent::start(&url, "a", 2, &[]);
-        let input: Vec<u8> = (0..100).map(|_| "200ms\n").collect::<String>().into_bytes();
+        let input: Vec<u8> = (0..300).map(|_| "200ms\n").collect::<String>().into_bytes();
         let (code, got, _) = {
             let mut pid = None;
             let r = run_watching_pid(
@@ -422,14 +422,14 @@ fn a_sigkilled_submitter_s_remaining_tasks_are_dropped_by_the_agents() {
         };
         assert_eq!(code, None, "killed");
         assert!(got.len() >= 4);
-        let line = a.expect_line("its submitter is gone", Duration::from_secs(20));
+        let line = a.expect_line("its submitter is gone", Duration::from_secs(40));
         let dropped: u64 = line
             .split("; ")
             .nth(1)
             .and_then(|s| s.split(' ').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        assert!(dropped > 50, "{line}");
+        assert!(dropped > 100, "{line}");
         // Nothing runs any more: the listing shows the agent idle.
         let idle = (0..100).any(|_| {
             let out = supervisor(&["workers", "--nats", &url, "--format", "json"], b"");

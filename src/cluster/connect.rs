@@ -54,7 +54,11 @@ impl Connect {
         let shown = self.shown();
         let mut options = async_nats::ConnectOptions::new()
             .name(name)
-            .connection_timeout(std::time::Duration::from_secs(5));
+            .connection_timeout(std::time::Duration::from_secs(5))
+            .reconnect_delay_callback(|attempts| {
+                let step = std::time::Duration::from_millis(250);
+                (step * attempts.min(16) as u32).min(super::defaults::RECONNECT_DELAY_MAX)
+            });
         if let Some(path) = &self.creds {
             options = options.credentials_file(path).await.map_err(|e| {
                 fail(

@@ -42,6 +42,10 @@ pub mod defaults {
     /// hang while running the task (their deliveries end in no result at all).
     pub const HOST_LOSSES: u32 = 2;
     /// An agent that finds no submitter answering for its run this long drops the
-    /// run's remaining tasks (a SIGKILLed submitter).
-    pub const ABANDONED_AFTER: Duration = Duration::from_secs(3);
+    /// run's remaining tasks (a SIGKILLed submitter). Well over the clients' longest
+    /// reconnect delay ([`RECONNECT_DELAY_MAX`]): after a server restart an agent may
+    /// be back before the submitter is.
+    pub const ABANDONED_AFTER: Duration = Duration::from_secs(10);
+    /// The longest wait between two reconnect attempts (250 ms more per attempt).
+    pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 }
