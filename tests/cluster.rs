@@ -553,3 +553,33 @@ fn agents_in_other_network_namespaces_print_what_a_local_run_prints() {
         }
     });
 }
+
+#[test]
+fn an_agent_stops_at_once_on_sigterm_while_the_server_is_away() {
+    common::isolated(DEADLINE, || {
+        let mut server = Server::start(&[]);
+        let url = server.url();
+        let mut a = Agent::start(&url, "a", 1, &[]);
+        // Connected once it is listed.
+        let listed = (0..200).any(|_| {
+            let out = supervisor(&["workers", "--nats", &url, "--format", "json"], b"");
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if v[0]["host"] == "a" {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            false
+        });
+        assert!(listed);
+        server.stop();
+        a.signal(libc::SIGTERM);
+        let t = std::time::Instant::now();
+        let status = a.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
+    });
+}

@@ -61,6 +61,19 @@ impl AgentStop {
     pub(crate) fn stopped(&self) -> bool {
         self.0 .0.load(Ordering::SeqCst)
     }
+
+    /// Returns once stopped.
+    async fn wait(&self) {
+        loop {
+            let notified = self.0 .1.notified();
+            if self.stopped() {
+                return;
+            }
+            // Looked at again now and then: a stop between the look and the wait
+            // would otherwise be missed.
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+    }
 }
 
 /// A worker's share of the agent's semaphore: a task of a slow run takes all of it (one
@@ -159,8 +172,21 @@ impl Agent {
             tokio::spawn(super::status::publish(shared_status(&shared, procs)));
             let mut serving: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
             while !shared.stop.stopped() {
-                let mut names = tasks.consumer_names();
-                while let Some(Ok(name)) = names.next().await {
+                let listing = async {
+                    let mut found = Vec::new();
+                    let mut names = tasks.consumer_names();
+                    while let Some(Ok(name)) = names.next().await {
+                        found.push(name);
+                    }
+                    found
+                };
+                // A listing waits out the request timeout while the server is away:
+                // a stop does not wait for it.
+                let found = tokio::select! {
+                    found = listing => found,
+                    () = shared.stop.wait() => break,
+                };
+                for name in found {
                     if name.starts_with("run-") && !serving.contains_key(&name) {
                         let task =
                             tokio::spawn(serve_run(shared.clone(), tasks.clone(), name.clone()));
@@ -170,7 +196,7 @@ impl Agent {
                 serving.retain(|_, t| !t.is_finished());
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    () = shared.stop.0 .1.notified() => {}
+                    () = shared.stop.wait() => {}
                 }
             }
             for (_, task) in serving {
