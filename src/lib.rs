@@ -101,6 +101,8 @@ compile_error!(
 
 #[doc = include_str!("../docs/ARCHITECTURE.md")]
 pub mod architecture {}
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod command;
 mod error;
 mod exit;

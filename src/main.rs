@@ -50,6 +50,15 @@ fn main() {
             wait,
             timeout,
         } => cli::control::stop(&pidfile, wait, timeout),
+        #[cfg(feature = "cluster")]
+        Command::Worker(args) => cli::worker::worker(*args),
+        #[cfg(feature = "cluster")]
+        Command::Workers { nats, format } => cli::worker::workers(&nats, format),
+        #[cfg(not(feature = "cluster"))]
+        Command::Worker(_) | Command::Workers { .. } => {
+            say!("supervisor: this build has no `cluster` feature");
+            Ok(EXIT_USAGE)
+        }
     };
     let code = match result {
         Ok(code) => code,

@@ -14,6 +14,7 @@
 
 mod awaited;
 mod cli;
+mod cluster;
 mod measure;
 mod peers;
 mod pool;

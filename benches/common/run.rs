@@ -4,7 +4,7 @@
 use super::measure::Settings;
 use super::peers::{version, Python};
 use super::table::{self, Row};
-use super::{awaited, cli, pool, queue, start, startup};
+use super::{awaited, cli, cluster, pool, queue, start, startup};
 
 /// A group of workloads, one per former bench.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -21,16 +21,19 @@ pub enum Group {
     Async,
     /// Spawn start-up against procspawn; pools of 8 to 256 workers.
     Startup,
+    /// `supervisor run --nats` through a nats-server and agents, against local runs.
+    Cluster,
 }
 
 impl Group {
-    pub const ALL: [Group; 6] = [
+    pub const ALL: [Group; 7] = [
         Group::Start,
         Group::Pool,
         Group::Queue,
         Group::Cli,
         Group::Async,
         Group::Startup,
+        Group::Cluster,
     ];
 
     fn name(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Group {
             Group::Cli => "cli",
             Group::Async => "async",
             Group::Startup => "startup",
+            Group::Cluster => "cluster",
         }
     }
 
@@ -52,6 +56,7 @@ impl Group {
             Group::Cli => cli::rows(ctx),
             Group::Async => awaited::rows(ctx),
             Group::Startup => startup::rows(ctx),
+            Group::Cluster => cluster::rows(ctx),
         }
     }
 }
@@ -77,7 +82,7 @@ pub fn run(groups: &[Group]) {
                 .iter()
                 .find(|g| g.name() == a)
                 .unwrap_or_else(|| {
-                    panic!("no group {a:?}: start, pool, queue, cli, async or startup")
+                    panic!("no group {a:?}: start, pool, queue, cli, async, startup or cluster")
                 })
         })
         .collect();

@@ -110,6 +110,8 @@ pub enum Target {
     FloorTimes(f64),
     /// At least this many GiB/s (a `Unit::Bytes` workload).
     GibPerSec(f64),
+    /// At least this many items per second (a `Unit::Items` workload).
+    PerSec(f64),
 }
 
 pub struct Row {
@@ -192,6 +194,13 @@ impl Row {
                 format!(">= {min} GiB/s"),
                 match self.unit {
                     Unit::Bytes(n) => Some(gib_per_sec(n, self.ours) >= min),
+                    _ => None,
+                },
+            ),
+            Target::PerSec(min) => (
+                format!(">= {min}/s"),
+                match self.unit {
+                    Unit::Items(n) => Some(n as f64 / ours >= min),
                     _ => None,
                 },
             ),

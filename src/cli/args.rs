@@ -43,6 +43,92 @@ pub enum Command {
         #[arg(long, value_parser = duration, requires = "wait")]
         timeout: Option<Duration>,
     },
+    /// Be a host agent of a cluster: run the tasks submitters publish on the NATS
+    /// server (JetStream) on a local pool, until SIGINT or SIGTERM.
+    Worker(Box<WorkerArgs>),
+    /// List the live agents of a cluster (host, pid, procs, busy, done, failed).
+    Workers {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+/// Where the NATS server is, and how to log in to it.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NatsArgs {
+    /// The NATS server (with JetStream): nats://[user:pass@|token@]host:port; several
+    /// comma-separated. With `run`: run the tasks on the cluster's agents.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// A NATS credentials file (user JWT and nkey seed).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the server's TLS certificate.
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM), with --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse a connection without TLS.
+    #[arg(long, requires = "nats")]
+    pub tls_required: bool,
+    /// How long the server waits for an agent's acknowledgement before it delivers a
+    /// task again (default 30s; agents send in-progress acks every third of it).
+    #[arg(long, value_parser = duration, value_name = "DURATION", requires = "nats")]
+    pub ack_wait: Option<Duration>,
+}
+
+#[cfg(feature = "cluster")]
+impl NatsArgs {
+    /// The connection the options describe, if `--nats` was given.
+    pub fn connect(&self) -> Option<supervisor::cluster::Connect> {
+        let url = self.nats.clone()?;
+        let mut c = supervisor::cluster::Connect::new(url);
+        c.creds = self.nats_creds.clone();
+        c.tls_ca = self.tls_ca.clone();
+        c.tls_cert = self.tls_cert.clone().zip(self.tls_key.clone());
+        c.tls_required = self.tls_required;
+        Some(c)
+    }
+}
+
+/// `supervisor worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Worker processes of the local pool: N, N%, +N, -N (default: the CPUs).
+    #[arg(
+        short = 'j',
+        long,
+        visible_alias = "jobs",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub procs: Option<String>,
+    /// Nice value of the workers (-20..=19).
+    #[arg(long, allow_negative_numbers = true)]
+    pub nice: Option<i32>,
+    /// Time limit per task on this host (a duration or seconds).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Replace a worker after N tasks.
+    #[arg(long)]
+    pub max_tasks_per_child: Option<u64>,
+    /// Run command-mode tasks (`supervisor run --nats URL -- COMMAND`): they run any
+    /// command a client of the server sends. Refused otherwise.
+    #[arg(long)]
+    pub allow_commands: bool,
+    /// The name this agent reports in results, job logs and `workers` (default: the
+    /// host name).
+    #[arg(long)]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -289,6 +375,8 @@ pub struct RunArgs {
     /// `{%}` (the job slot) `{N}` are replaced (the input is appended when there is none). It may
     /// follow the options directly or after `--`; `::: ARGS`, `:::: FILES`, `:::+` and
     /// `::::+` after it give input sources, as in GNU parallel.
+    #[command(flatten)]
+    pub nats: NatsArgs,
     #[arg(trailing_var_arg = true)]
     pub command: Vec<std::ffi::OsString>,
 }

@@ -21,10 +21,13 @@ mod pidfile;
 mod replace;
 pub mod report;
 pub mod run;
+mod source;
 mod sources;
 mod specs;
 mod sys;
 pub mod tasks;
+#[cfg(feature = "cluster")]
+pub mod worker;
 
 /// Whether standard output was closed when the program started (`>&-`).
 pub fn stdout_was_closed() -> bool {

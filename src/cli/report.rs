@@ -17,6 +17,8 @@ pub struct Record {
     pub input: Vec<u8>,
     pub meta: JobMeta,
     pub result: Result<Output, ErrorInfo>,
+    /// The host of a remote run's agent (none locally).
+    pub host: Option<String>,
 }
 
 /// A failed task's error, as printed.
@@ -84,6 +86,7 @@ pub fn joblog_row<'a>(
     result: &Result<Outcome, Error>,
     meta: &JobMeta,
     command: &'a [u8],
+    host: &'a str,
 ) -> Option<super::joblog::Row<'a>> {
     // parallel's convention: -1 when there is no exit code.
     let (exitval, signal, received) = match result {
@@ -111,7 +114,7 @@ pub fn joblog_row<'a>(
         .map_or(0.0, |d| d.as_secs_f64());
     Some(super::joblog::Row {
         seq,
-        host: ":",
+        host,
         start,
         runtime: meta.duration.as_secs_f64(),
         sent: 0,
@@ -133,6 +136,7 @@ pub fn joblog_json(
     result: &Result<Outcome, Error>,
     meta: &JobMeta,
     worker_peak_kib: Option<u64>,
+    host: Option<&str>,
 ) -> Value {
     let start = meta
         .started
@@ -178,6 +182,9 @@ pub fn joblog_json(
     if let Some(command) = command {
         let (k, v) = json_bytes::field("command", &shorten_bytes(command, INPUT_QUOTE_LIMIT));
         line[k] = v;
+    }
+    if let Some(host) = host {
+        line["host"] = json!(host);
     }
     line
 }
@@ -259,6 +266,7 @@ impl Record {
             input,
             meta,
             result,
+            host: None,
         }
     }
 

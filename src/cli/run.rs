@@ -23,6 +23,7 @@ use supervisor::{Pool, StartMethod, WorkerState};
 use super::args::{Format, JoblogFormat, Method, Progress, RunArgs};
 use super::control::{self, Daemon};
 use super::report::Record;
+use super::source::Source;
 use super::sys;
 use super::tasks::{check_args, Failure, Job, Outcome, Stream, BUILTINS};
 use super::Usage;
@@ -168,6 +169,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 "{option} prints the commands' output as it comes, which --format json cannot hold; use one or the other"
             )));
         }
+    }
+    let remote = remote_options(&args, template.is_some())?;
+    if remote.is_some() && output_stream != Stream::Group {
+        return Err(usage(
+            "-u and --line-buffer print what a local worker's command writes as it writes it; with --nats the output comes back whole from the agents",
+        ));
     }
     if let Some(nice) = args.nice {
         if !(-20..=19).contains(&nice) {
@@ -340,8 +347,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some((max, within)) = args.restart_limit {
         builder = builder.restart_limit(max, within);
     }
-    let pool = match builder.build() {
-        Ok(pool) => Arc::new(pool),
+    let built = if remote.is_some() {
+        // The agents' pools run the tasks: none here.
+        Ok(None)
+    } else {
+        builder.build().map(|p| Some(Arc::new(p)))
+    };
+    let pool = match built {
+        Ok(pool) => pool,
         Err(e) => {
             let message = supervisor_chain(&e);
             if let Some(ready) = ready {
@@ -364,6 +377,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     .is_ok()
             });
             if first {
+                let Some(pool) = pool.clone() else { return };
                 let stopper = pool.clone();
                 let spawned = std::thread::Builder::new()
                     .name("supervisor-stop".into())
@@ -372,7 +386,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     // No thread to stop on (process limit): stop at once instead.
                     pool.kill();
                 }
-            } else {
+            } else if let Some(pool) = &pool {
                 pool.kill();
                 // The first signal's code (or this one's, if the run was stopping for
                 // another reason).
@@ -416,7 +430,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 request_stop.clone(),
             );
             let handler = Arc::new(move |request: &str| match request {
-                "status" => status_json(&pool, &done, &failed).to_string(),
+                "status" => status_json(pool.as_deref(), &done, &failed).to_string(),
                 "stop" => {
                     request_stop(libc::SIGTERM);
                     "stopping".to_string()
@@ -532,7 +546,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Halting acts on each result as it arrives, not when its turn to be printed comes.
     let tally = Rc::new(RefCell::new(Tally::default()));
     // A record arriving while others run starts at once, whatever the read-ahead.
-    let mut reports = pool.imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered);
+    let mut reports = match (&pool, remote) {
+        (Some(pool), _) => {
+            Source::Local(pool.imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered))
+        }
+        #[cfg(feature = "cluster")]
+        (None, Some(options)) => {
+            let stop = stop.clone();
+            let remote = supervisor::cluster::RemoteReports::start(options, &task, jobs)
+                .map_err(|e| usage(supervisor_chain(&e)))?;
+            let flag = remote.stopper();
+            std::thread::Builder::new()
+                .name("supervisor-remote-stop".into())
+                .spawn(move || {
+                    while stop.load(Ordering::SeqCst) == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    flag.store(true, Ordering::SeqCst);
+                })
+                .context("cannot start a thread")?;
+            Source::Remote(Box::new(remote))
+        }
+        _ => unreachable!("a run without a pool is a remote run"),
+    };
     if let Some(stream) = stream {
         reports = reports.input_ready(move || stream.borrow_mut().ready());
     }
@@ -540,12 +576,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // they end: a run killed while an early task runs keeps the later ones' lines, and
     // `--resume` does not run them again.
     // The JSON form too, so that a SIGKILLed run keeps the lines of finished tasks.
-    let (tsv_log, mut json_log) = match args.joblog_format {
+    let (tsv_log, json_log) = match args.joblog_format {
         JoblogFormat::Tsv => (joblog.take(), None),
         JoblogFormat::Json => (None, joblog.take()),
     };
+    let has_json_log = json_log.is_some();
+    // Shared with the duplicate callback of a remote run.
+    let json_log = Rc::new(RefCell::new(json_log));
     let log_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
-    if halt.is_some() || tsv_log.is_some() || json_log.is_some() || of_median.is_some() {
+    if halt.is_some() || tsv_log.is_some() || has_json_log || of_median.is_some() {
         let (tally, stop, request_stop, pool, read, inputs, log_error) = (
             tally.clone(),
             stop.clone(),
@@ -556,20 +595,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             log_error.clone(),
         );
         let mut tsv_log = tsv_log;
-        let mut json_log = json_log.take();
+        let json_log = json_log.clone();
         let mut peaks = PeakRss::default();
         let task = task.clone();
         let template = template.clone();
         let mut of_median = of_median;
-        reports = reports.on_arrival(move |index, result, meta| {
+        reports = reports.on_arrival(move |index, result, meta, host| {
             let seq = index as u64 + 1;
             // `--timeout N%`: the limit follows the median run time of the tasks
             // that succeeded, for the running ones too.
             if let (Some(median), Ok(Ok(_))) = (of_median.as_mut(), result) {
-                if let Some(limit) = median.add(meta.duration) {
+                if let (Some(limit), Some(pool)) = (median.add(meta.duration), &pool) {
                     pool.set_task_timeout(Some(limit));
                 }
             }
+            let mut json_log = json_log.borrow_mut();
             if let Some(log) = json_log.as_mut() {
                 let peak = (meta.pid != 0).then(|| peaks.get(meta.pid)).flatten();
                 let line = {
@@ -584,6 +624,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                         result,
                         meta,
                         peak,
+                        (host != ":").then_some(host),
                     )
                 };
                 let written = serde_json::to_writer(&mut *log, &line)
@@ -592,10 +633,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     .and_then(|()| log.flush());
                 if let Err(e) = written {
                     log_error.borrow_mut().get_or_insert(e);
-                    json_log = None;
+                    *json_log = None;
                     request_stop(STOP_OUTPUT_ERROR);
                 }
             }
+            drop(json_log);
             if let Some(log) = tsv_log.as_mut() {
                 let command = inputs.borrow().get(&seq).map(|p| {
                     match p.command_line(template.as_ref(), seq, result) {
@@ -604,7 +646,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     }
                 });
                 let command = command.unwrap_or_default();
-                if let Some(row) = super::report::joblog_row(seq, result, meta, &command) {
+                if let Some(row) = super::report::joblog_row(seq, result, meta, &command, host) {
                     let written = log
                         .write_all(&row.to_line())
                         .and_then(|()| log.write_all(b"\n"))
@@ -640,9 +682,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                             Ordering::SeqCst,
                             Ordering::SeqCst,
                         );
-                        pool.cancel_pending();
+                        if let Some(pool) = &pool {
+                            pool.cancel_pending();
+                        }
                     }
                 }
+            }
+        });
+    }
+    // A task that ran twice (delivered again after its host went quiet): the first
+    // result counts, the JSON job log notes the other when it arrives.
+    if has_json_log {
+        let (json_log, log_error, request_stop) =
+            (json_log.clone(), log_error.clone(), request_stop.clone());
+        reports = reports.on_duplicate(move |index, meta, host| {
+            let mut json_log = json_log.borrow_mut();
+            let Some(log) = json_log.as_mut() else { return };
+            let line = serde_json::json!({
+                "seq": index as u64 + 1, "host": host, "pid": meta.pid,
+                "attempts": meta.attempts, "outcome": "duplicate", "duplicate": true,
+            });
+            let written = serde_json::to_writer(&mut *log, &line)
+                .map_err(std::io::Error::from)
+                .and_then(|()| log.write_all(b"\n"))
+                .and_then(|()| log.flush());
+            if let Err(e) = written {
+                log_error.borrow_mut().get_or_insert(e);
+                *json_log = None;
+                request_stop(STOP_OUTPUT_ERROR);
             }
         });
     }
@@ -654,7 +721,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Buffered, and flushed whenever the next result is not in yet: one write per
     // burst of results instead of one per line, and nothing held back while waiting.
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    while let Some(report) = reports.next() {
+    while let Some((report, host)) = reports.next() {
         let seq = report.index as u64 + 1;
         let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
         // `-u` / `--line-buffer`: a worker could not write a command's output to ours
@@ -684,7 +751,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             progress.inc();
             continue;
         }
-        let record = Record::new(seq, pending.input, report.meta, report.result);
+        let mut record = Record::new(seq, pending.input, report.meta, report.result);
+        record.host = host;
         // Not run although nobody stopped the run (the pool ended under it): a
         // failure, never a quiet success.
         let not_run = matches!(&record.result, Err(e) if e.kind == "cancelled")
@@ -765,9 +833,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(e) = log_error.borrow_mut().take() {
         return Err(anyhow::Error::new(e).context("cannot write the job log"));
     }
+    drop(reports);
     // Before the workers are let go: the live ones are those that served to the end.
-    let stats = args.stats.then(|| pool.stats());
-    pool.join();
+    let stats = if args.stats {
+        pool.as_ref().map(|p| p.stats())
+    } else {
+        None
+    };
+    if let Some(pool) = &pool {
+        pool.join();
+    }
     if let Some(stats) = stats {
         print_stats(&stats);
     }
@@ -1131,7 +1206,13 @@ fn make_progress(args: &RunArgs, total: Option<u64>) -> Meter {
     Meter::Bar(bar)
 }
 
-fn status_json(pool: &Pool, done: &AtomicU64, failed: &AtomicU64) -> serde_json::Value {
+fn status_json(pool: Option<&Pool>, done: &AtomicU64, failed: &AtomicU64) -> serde_json::Value {
+    let Some(pool) = pool else {
+        return serde_json::json!({
+            "running": true, "pid": std::process::id(), "remote": true,
+            "done": done.load(Ordering::Relaxed), "failed": failed.load(Ordering::Relaxed),
+        });
+    };
     let stats = pool.stats();
     let workers: Vec<serde_json::Value> = stats
         .workers
@@ -1211,4 +1292,56 @@ fn print_stats(stats: &supervisor::PoolStats) {
         ));
     }
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// `--nats URL`: the run goes to the agents of that server.
+#[cfg(feature = "cluster")]
+fn remote_options(
+    args: &RunArgs,
+    command: bool,
+) -> anyhow::Result<Option<supervisor::cluster::RemoteOptions>> {
+    let Some(connect) = args.nats.connect() else {
+        return Ok(None);
+    };
+    // What the agents' pools decide (`supervisor worker` has the options).
+    let local_only = [
+        (args.procs.is_some(), "--procs (the agents' -j)"),
+        (args.nice.is_some(), "--nice (the agents' --nice)"),
+        (args.timeout.is_some(), "--timeout (the agents' --timeout)"),
+        (
+            args.max_tasks_per_child.is_some(),
+            "--max-tasks-per-child (the agents')",
+        ),
+        (args.memory_limit.is_some(), "--memory-limit"),
+        (
+            args.max_memory_per_child.is_some(),
+            "--max-memory-per-child",
+        ),
+        (args.restart_limit.is_some(), "--restart-limit"),
+        (args.stats, "--stats"),
+        (args.daemon, "--daemon"),
+    ];
+    if let Some((_, name)) = local_only.iter().find(|(given, _)| *given) {
+        return Err(usage(format!(
+            "{name} is a setting of the local pool; with --nats the agents' pools run the tasks (`supervisor worker --help`)"
+        )));
+    }
+    let mut options = supervisor::cluster::RemoteOptions::new(connect);
+    options.retries = args.retries;
+    options.ordered = !args.unordered;
+    options.command = command;
+    if let Some(wait) = args.nats.ack_wait {
+        options.ack_wait = wait;
+    }
+    Ok(Some(options))
+}
+
+#[cfg(not(feature = "cluster"))]
+fn remote_options(args: &RunArgs, _command: bool) -> anyhow::Result<Option<()>> {
+    if args.nats.nats.is_some() {
+        return Err(usage(
+            "--nats needs the `cluster` feature (this build has none)",
+        ));
+    }
+    Ok(None)
 }

@@ -123,6 +123,56 @@ impl std::error::Error for Error {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
+    /// A task failed on an agent of a cluster run (see `supervisor::cluster`): the
+    /// agent's own error, as its pool saw it, with the host it ran on.
+    #[error("{message} (on host {host})")]
+    Remote {
+        /// The host of the agent.
+        host: String,
+        /// The pid of the worker on that host (0 if none ran the task).
+        pid: u32,
+        /// The kind of the agent's error, as the CLI names kinds (`crashed`, `timed_out`...).
+        kind: String,
+        /// The agent's error with its causes.
+        message: String,
+        /// The signal that ended the worker, if one did.
+        signal: Option<i32>,
+        /// The worker's exit code, if it exited.
+        exit_code: Option<i32>,
+    },
+    /// A cluster task's worker died on every delivery the run allowed (its delivery
+    /// limit, `--retries` + 1).
+    #[error("task `{task}` failed on every one of its {deliveries} deliveries: {reason} (hosts: {})", hosts.join(", "))]
+    DeliveryLimit {
+        /// The task's name.
+        task: String,
+        /// How many times the server delivered it.
+        deliveries: u32,
+        /// The hosts it ran on, one per delivery seen.
+        hosts: Vec<String>,
+        /// What ended the last run (`its worker was killed by SIGSEGV`...).
+        reason: String,
+        /// The signal that ended the last run, if one did.
+        signal: Option<Signal>,
+    },
+    /// A cluster agent started without `--allow-commands` was sent a command.
+    #[error(
+        "the agent on host {host} refuses command-mode tasks (start it with --allow-commands)"
+    )]
+    CommandsRefused {
+        /// The agent's host.
+        host: String,
+    },
+    /// Talking to the NATS server failed (connecting, creating the run's stream or
+    /// consumer, publishing).
+    #[error("{what}")]
+    Cluster {
+        /// What was being done, e.g. `cannot connect to the NATS server at nats://...`.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The task panicked.
     #[error("task `{task}` panicked in process {pid}{}: {message}", at(location))]
     Panicked {
@@ -557,6 +607,7 @@ impl ErrorKind {
             | ErrorKind::Bootstrap { pid, .. }
             | ErrorKind::Setup { pid, .. }
             | ErrorKind::AlreadyJoined { pid }
+            | ErrorKind::Remote { pid, .. }
             | ErrorKind::Signal { pid, .. }
             | ErrorKind::OpenShared { pid, .. }
             | ErrorKind::PeerDied { pid, .. } => Some(*pid),

@@ -484,6 +484,32 @@ impl Pool {
         handle
     }
 
+    /// Submits task `name` with its argument already encoded (the cluster agent's
+    /// path: the bytes came over the network). Waits for it and gives the encoded value
+    /// or the typed error, and the pid that ran it (0 if none did).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn run_encoded(&self, name: &str, bytes: Vec<u8>) -> (Result<Vec<u8>, Error>, u32) {
+        let state = HandleState::new();
+        let id = self.shared.next_id();
+        match registry::by_name(name) {
+            Ok(entry) => self.shared.submit(vec![Unit::new(
+                entry.name,
+                vec![Job::new(id, entry.name, bytes, Sink::Handle(state.clone()))],
+            )]),
+            Err(e) => return (Err(e.into()), 0),
+        }
+        match state.take_until(None) {
+            Some(Some((result, pid))) => (result, pid),
+            _ => (
+                Err(ErrorKind::ResultTaken {
+                    task: name.to_string(),
+                }
+                .into()),
+                0,
+            ),
+        }
+    }
+
     /// `concurrent.futures` spelling of [`Pool::apply_async`].
     pub fn submit<F, M>(&self, task: F, arg: F::Arg) -> TaskHandle<F::Out>
     where

@@ -1,0 +1,77 @@
+//! Where `run`'s results come from: the local pool, or (with `--nats`) the agents of a
+//! cluster. Both give the same reports, so everything after prints the same way.
+
+use serde::Serialize;
+use supervisor::{Error, JobMeta, Report, Reports};
+
+use super::tasks::Outcome;
+
+/// The results of a run, local or remote.
+#[cfg_attr(
+    feature = "cluster",
+    expect(
+        clippy::large_enum_variant,
+        reason = "one per run, on the stack of `run`"
+    )
+)]
+pub enum Source<I: Iterator> {
+    Local(Reports<Outcome, I>),
+    #[cfg(feature = "cluster")]
+    Remote(Box<supervisor::cluster::RemoteReports<Outcome, I>>),
+}
+
+impl<I: Iterator> Source<I>
+where
+    I::Item: Serialize,
+{
+    pub fn input_ready(self, ready: impl FnMut() -> bool + 'static) -> Self {
+        match self {
+            Source::Local(r) => Source::Local(r.input_ready(ready)),
+            #[cfg(feature = "cluster")]
+            Source::Remote(r) => Source::Remote(Box::new(r.input_ready(ready))),
+        }
+    }
+
+    /// `f(index, result, meta, host)`; the host is `:` locally (parallel's name for
+    /// this machine).
+    pub fn on_arrival(
+        self,
+        mut f: impl FnMut(usize, &Result<Outcome, Error>, &JobMeta, &str) + 'static,
+    ) -> Self {
+        match self {
+            Source::Local(r) => Source::Local(r.on_arrival(move |i, r, m| f(i, r, m, ":"))),
+            #[cfg(feature = "cluster")]
+            Source::Remote(r) => Source::Remote(Box::new(r.on_arrival(f))),
+        }
+    }
+
+    /// Called with each later result of a task already done (remote runs only: a
+    /// redelivered task that ran twice); the result is dropped.
+    pub fn on_duplicate(self, f: impl FnMut(usize, &JobMeta, &str) + 'static) -> Self {
+        match self {
+            Source::Local(r) => {
+                drop(f);
+                Source::Local(r)
+            }
+            #[cfg(feature = "cluster")]
+            Source::Remote(r) => Source::Remote(Box::new(r.on_duplicate(f))),
+        }
+    }
+
+    /// The next report, with the host it ran on for a remote run.
+    pub fn next(&mut self) -> Option<(Report<Outcome>, Option<String>)> {
+        match self {
+            Source::Local(r) => r.next().map(|r| (r, None)),
+            #[cfg(feature = "cluster")]
+            Source::Remote(r) => r.next_with_host().map(|(r, h)| (r, Some(h))),
+        }
+    }
+
+    pub fn ready(&mut self) -> bool {
+        match self {
+            Source::Local(r) => r.ready(),
+            #[cfg(feature = "cluster")]
+            Source::Remote(r) => r.ready(),
+        }
+    }
+}

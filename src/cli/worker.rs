@@ -1,0 +1,163 @@
+//! `supervisor worker` (a host agent of a cluster) and `supervisor workers` (its live
+//! agents).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use supervisor::cluster::{Agent, Finish};
+use supervisor::{Captured, Pool};
+
+use super::args::{Format, NatsArgs, WorkerArgs};
+use super::specs;
+use super::tasks::{Failure, Outcome};
+use super::Usage;
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
+/// A chain of causes, as one line.
+fn chain(e: &supervisor::Error) -> String {
+    supervisor_worker::error_chain(e)
+}
+
+/// Runs the agent until SIGINT or SIGTERM; returns the exit code.
+pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
+    let connect = args
+        .nats
+        .connect()
+        .ok_or_else(|| usage("supervisor worker needs --nats URL"))?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = Pool::builder().name("supervisor-worker");
+    if let Some(spec) = &args.procs {
+        builder = builder.procs(specs::procs(spec, cpus).map_err(usage)?);
+    }
+    if let Some(nice) = args.nice {
+        if !(-20..=19).contains(&nice) {
+            return Err(usage(format!("--nice {nice} is outside -20..=19")));
+        }
+        builder = builder.nice(nice);
+    }
+    if let Some(spec) = &args.timeout {
+        match specs::timeout(spec).map_err(usage)? {
+            specs::Timeout::Fixed(limit) => builder = builder.task_timeout(limit),
+            specs::Timeout::OfMedian(_) => {
+                return Err(usage(format!("--timeout {spec}: give a duration (30s)")))
+            }
+        }
+    }
+    if let Some(n) = args.max_tasks_per_child {
+        builder = builder.max_tasks_per_child(n);
+    }
+    let pool = builder.build().map_err(|e| usage(chain(&e)))?;
+    let mut agent = Agent::new(connect)
+        .allow_commands(args.allow_commands)
+        .finish_with(Arc::new(inline_outputs) as Finish)
+        .log_with(Arc::new(|line: String| {
+            // One write: a test reads these lines.
+            use std::io::Write as _;
+            let _ = std::io::stderr().write_all(format!("supervisor: {line}\n").as_bytes());
+        }));
+    if let Some(host) = &args.host {
+        agent = agent.host(host.clone());
+    }
+    let stop = agent.stopper();
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+        .context("cannot handle signals")?;
+    std::thread::Builder::new()
+        .name("supervisor-signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                stop.stop();
+            }
+        })
+        .context("cannot start the signal-handling thread")?;
+    say!(
+        "supervisor: worker {} serving with {} processes",
+        std::process::id(),
+        pool.procs()
+    );
+    match agent.serve(pool) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            say!("supervisor: {}", chain(&e));
+            Ok(1)
+        }
+    }
+}
+
+/// A CLI task's outputs in memory: a spool is a file of this host, the submitter is
+/// on another.
+fn inline_outputs(_task: &str, value: Vec<u8>) -> Vec<u8> {
+    let Ok(outcome) = supervisor_worker::codec::decode::<Outcome>(&value) else {
+        return value;
+    };
+    let inline = |c: Captured| -> Captured {
+        if c.is_spooled() {
+            c.to_vec().map(Captured::from_bytes).unwrap_or_default()
+        } else {
+            c
+        }
+    };
+    let outcome: Outcome = match outcome {
+        Ok(mut out) => {
+            out.text = inline(out.text);
+            out.stderr = inline(out.stderr);
+            Ok(out)
+        }
+        Err(Failure::Failed {
+            message,
+            exit_code,
+            signal,
+            stdout,
+            stderr,
+            pid,
+            slot,
+        }) => Err(Failure::Failed {
+            message,
+            exit_code,
+            signal,
+            stdout: inline(stdout),
+            stderr: inline(stderr),
+            pid,
+            slot,
+        }),
+        Err(other) => Err(other),
+    };
+    supervisor_worker::codec::encode_value(&outcome).unwrap_or(value)
+}
+
+/// `supervisor workers --nats URL`.
+pub fn workers(nats: &NatsArgs, format: Format) -> anyhow::Result<i32> {
+    let connect = nats
+        .connect()
+        .ok_or_else(|| usage("supervisor workers needs --nats URL"))?;
+    let agents = match supervisor::cluster::agents(&connect) {
+        Ok(agents) => agents,
+        Err(e) => {
+            say!("supervisor: {}", chain(&e));
+            return Ok(1);
+        }
+    };
+    let text = match format {
+        Format::Json => {
+            let mut s = serde_json::to_string(&agents).context("cannot encode")?;
+            s.push('\n');
+            s
+        }
+        Format::Text => {
+            let mut s = format!(
+                "{:<20} {:>8} {:>6} {:>6} {:>8} {:>8}\n",
+                "host", "pid", "procs", "busy", "done", "failed"
+            );
+            for a in &agents {
+                s.push_str(&format!(
+                    "{:<20} {:>8} {:>6} {:>6} {:>8} {:>8}\n",
+                    a.host, a.pid, a.procs, a.busy, a.done, a.failed
+                ));
+            }
+            s
+        }
+    };
+    Ok(super::print_out(&text).err().unwrap_or(0))
+}

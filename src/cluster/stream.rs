@@ -1,0 +1,101 @@
+//! The server side: stream and consumer names and settings, made idempotently by
+//! whoever comes first (submitter or agent).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+
+use super::connect::cluster;
+use crate::error::Error;
+
+/// The work-queue stream of every run's tasks.
+pub(crate) const TASKS: &str = "SV_TASKS";
+/// The stream of every run's results.
+pub(crate) const RESULTS: &str = "SV_RESULTS";
+/// The key-value bucket of the agents' status (`supervisor workers`).
+pub(crate) const AGENTS: &str = "sv_agents";
+
+pub(crate) fn task_subject(run: &str) -> String {
+    format!("sv.task.{run}")
+}
+
+pub(crate) fn result_subject(run: &str) -> String {
+    format!("sv.result.{run}")
+}
+
+/// Where a submitter answers "is this run still wanted?".
+pub(crate) fn alive_subject(run: &str) -> String {
+    format!("sv.run.{run}.alive")
+}
+
+/// The run's task consumer, shared by every agent.
+pub(crate) fn task_consumer(run: &str) -> String {
+    format!("run-{run}")
+}
+
+/// The run's result consumer, the submitter's.
+pub(crate) fn result_consumer(run: &str) -> String {
+    format!("res-{run}")
+}
+
+/// Makes (or finds) both streams. File storage: a restarted server loses nothing.
+pub(crate) async fn streams(
+    js: &jetstream::Context,
+) -> Result<(stream::Stream, stream::Stream), Error> {
+    let tasks = js
+        .get_or_create_stream(stream::Config {
+            name: TASKS.to_string(),
+            subjects: vec!["sv.task.>".to_string()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            // A run nobody finishes is gone after a day whatever happens.
+            max_age: Duration::from_secs(24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| cluster(format!("cannot create the stream {TASKS}"), e))?;
+    let results = js
+        .get_or_create_stream(stream::Config {
+            name: RESULTS.to_string(),
+            subjects: vec!["sv.result.>".to_string()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| cluster(format!("cannot create the stream {RESULTS}"), e))?;
+    Ok((tasks, results))
+}
+
+/// The run's task consumer: durable, explicit acks, `ack_wait`, the delivery limit
+/// `max_deliver`, removed by the server an hour after the last agent pulled from it.
+pub(crate) fn task_consumer_config(
+    run: &str,
+    ack_wait: Duration,
+    max_deliver: u32,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(task_consumer(run)),
+        filter_subject: task_subject(run),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait,
+        max_deliver: i64::from(max_deliver),
+        max_ack_pending: 100_000,
+        inactive_threshold: Duration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
+/// The submitter's result consumer.
+pub(crate) fn result_consumer_config(run: &str) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(result_consumer(run)),
+        filter_subject: result_subject(run),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        inactive_threshold: Duration::from_secs(3600),
+        ..Default::default()
+    }
+}

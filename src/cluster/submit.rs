@@ -1,0 +1,590 @@
+//! The submitter: publishes a run's inputs as tasks, reads the results back, keeps the
+//! first per task and yields them in input order (or as they come), as
+//! [`crate::Pool::imap_reports`] does locally.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use futures_util::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+use supervisor_worker::codec;
+
+use super::connect::{cluster, runtime, Connect};
+use super::defaults::{ACK_WAIT, HOST_LOSSES};
+use super::stream;
+use super::wire::{Outcome, Task, TaskResult};
+use crate::error::{Error, ErrorKind};
+use crate::exit::Signal;
+use crate::pool::{JobMeta, Report};
+
+/// How a remote run goes.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// The server.
+    pub connect: Connect,
+    /// Deliveries after the first for a task whose worker died or that timed out.
+    pub retries: u32,
+    /// The server's ack wait (see [`super::defaults::ACK_WAIT`]).
+    pub ack_wait: Duration,
+    /// Results in input order (else as they come).
+    pub ordered: bool,
+    /// Tasks published but not yet yielded, at most.
+    pub read_ahead: usize,
+    /// The tasks run commands (agents refuse them without `--allow-commands`).
+    pub command: bool,
+}
+
+impl RemoteOptions {
+    /// A run on the server `connect` names, with the defaults.
+    pub fn new(connect: Connect) -> RemoteOptions {
+        RemoteOptions {
+            connect,
+            retries: 0,
+            ack_wait: ACK_WAIT,
+            ordered: true,
+            read_ahead: 10_000,
+            command: false,
+        }
+    }
+}
+
+enum Event {
+    Result(TaskResult),
+    /// The server's advisory: the task was delivered `deliveries` times, its limit,
+    /// and it will not deliver it again (every delivery ended without a result: hosts
+    /// that died or hung).
+    Exhausted {
+        seq: u64,
+        deliveries: u32,
+    },
+}
+
+/// The stream sequence of each published task, for the server's advisories.
+type Published = Arc<std::sync::Mutex<HashMap<u64, u64>>>;
+
+type Arrived<R> = Box<dyn FnMut(usize, &Result<R, Error>, &JobMeta, &str)>;
+type Duplicate = Box<dyn FnMut(usize, &JobMeta, &str)>;
+
+/// The results of a remote run, as [`crate::Reports`] gives a local one: each with its
+/// position, its value or typed error, where it ran ([`JobMeta`]: the remote pid, the
+/// delivery count as attempts) and the host.
+pub struct RemoteReports<R, I: Iterator> {
+    run: String,
+    task: String,
+    options: RemoteOptions,
+    input: I,
+    input_done: bool,
+    submitted: usize,
+    yielded: usize,
+    publish: Option<tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)>>,
+    events: mpsc::Receiver<Event>,
+    done: HashSet<u64>,
+    notes: HashMap<u64, Vec<String>>,
+    buffer: BTreeMap<usize, (Report<R>, String)>,
+    ready: VecDeque<(Report<R>, String)>,
+    input_ready: Option<Box<dyn FnMut() -> bool>>,
+    arrived: Option<Arrived<R>>,
+    duplicate: Option<Duplicate>,
+    stop: Arc<AtomicBool>,
+    js: jetstream::Context,
+    helpers: Vec<tokio::task::JoinHandle<()>>,
+    rt: Arc<tokio::runtime::Runtime>,
+    result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned, I: Iterator> RemoteReports<R, I>
+where
+    I::Item: Serialize,
+{
+    /// Starts a run of the task registered as `task` over `inputs`: connects, makes the
+    /// run's consumers, and publishes the inputs as they are read.
+    pub fn start(
+        options: RemoteOptions,
+        task: &str,
+        inputs: impl IntoIterator<IntoIter = I>,
+    ) -> Result<RemoteReports<R, I>, Error> {
+        Self::start_with(options, task, inputs.into_iter()).map_err(|(e, _)| e)
+    }
+
+    /// [`RemoteReports::start`], giving the inputs back if the run cannot start.
+    pub(crate) fn start_with(
+        options: RemoteOptions,
+        task: &str,
+        input: I,
+    ) -> Result<RemoteReports<R, I>, (Error, I)> {
+        match Self::connect(&options) {
+            Ok((rt, run, js, helpers, events, publish)) => Ok(RemoteReports {
+                rt,
+                run,
+                task: task.to_string(),
+                options,
+                input,
+                input_done: false,
+                submitted: 0,
+                yielded: 0,
+                publish: Some(publish),
+                events,
+                done: HashSet::new(),
+                notes: HashMap::new(),
+                buffer: BTreeMap::new(),
+                ready: VecDeque::new(),
+                input_ready: None,
+                arrived: None,
+                duplicate: None,
+                stop: Arc::new(AtomicBool::new(false)),
+                js,
+                helpers,
+                result: PhantomData,
+            }),
+            Err(e) => Err((e, input)),
+        }
+    }
+
+    #[expect(clippy::type_complexity, reason = "a private constructor's parts")]
+    fn connect(
+        options: &RemoteOptions,
+    ) -> Result<
+        (
+            Arc<tokio::runtime::Runtime>,
+            String,
+            jetstream::Context,
+            Vec<tokio::task::JoinHandle<()>>,
+            mpsc::Receiver<Event>,
+            tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)>,
+        ),
+        Error,
+    > {
+        let bytes: [u8; 8] =
+            crate::os::random_bytes().map_err(|e| cluster("cannot make a run id", e))?;
+        let run = hex(&bytes);
+        let (tx, rx) = mpsc::channel();
+        let (ptx, prx) = tokio::sync::mpsc::unbounded_channel();
+        let rt = runtime()?;
+        let (js, helpers) = rt.block_on(async {
+            let client = options.connect.client("supervisor run").await?;
+            let js = jetstream::new(client.clone());
+            let (tasks, results) = stream::streams(&js).await?;
+            tasks
+                .create_consumer(stream::task_consumer_config(
+                    &run,
+                    options.ack_wait,
+                    options.retries + 1 + HOST_LOSSES,
+                ))
+                .await
+                .map_err(|e| cluster("cannot create the run's task consumer", e))?;
+            let reader: PullConsumer = results
+                .create_consumer(stream::result_consumer_config(&run))
+                .await
+                .map_err(|e| cluster("cannot create the run's result consumer", e))?;
+            let mut alive = client
+                .subscribe(stream::alive_subject(&run))
+                .await
+                .map_err(|e| cluster("cannot subscribe", e))?;
+            let answer = client.clone();
+            let published: Published = Arc::default();
+            let mut exhausted = client
+                .subscribe(format!(
+                    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+                    stream::TASKS,
+                    stream::task_consumer(&run)
+                ))
+                .await
+                .map_err(|e| cluster("cannot subscribe", e))?;
+            let (seqs, events) = (published.clone(), tx.clone());
+            let helpers = vec![
+                tokio::spawn(async move {
+                    while let Some(m) = alive.next().await {
+                        if let Some(reply) = m.reply {
+                            let _ = answer.publish(reply, "yes".into()).await;
+                        }
+                    }
+                }),
+                tokio::spawn(async move {
+                    while let Some(m) = exhausted.next().await {
+                        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
+                            continue;
+                        };
+                        let stream_seq = v["stream_seq"].as_u64().unwrap_or(0);
+                        let deliveries = v["deliveries"].as_u64().unwrap_or(0) as u32;
+                        let seq = seqs.lock().ok().and_then(|m| m.get(&stream_seq).copied());
+                        if let Some(seq) = seq {
+                            let _ = events.send(Event::Exhausted { seq, deliveries });
+                        }
+                    }
+                }),
+                tokio::spawn(read_results(
+                    results,
+                    reader,
+                    stream::result_consumer(&run),
+                    tx,
+                )),
+                tokio::spawn(publish_tasks(js.clone(), run.clone(), prx, published)),
+            ];
+            Ok::<_, Error>((js, helpers))
+        })?;
+        Ok((rt, run, js, helpers, rx, ptx))
+    }
+
+    /// Whether reading the next input returns at once (as [`crate::Reports::input_ready`]).
+    pub fn input_ready(mut self, ready: impl FnMut() -> bool + 'static) -> Self {
+        self.input_ready = Some(Box::new(ready));
+        self
+    }
+
+    /// Called with each task's first result as it arrives (before its turn), with the
+    /// host it ran on.
+    pub fn on_arrival(
+        mut self,
+        f: impl FnMut(usize, &Result<R, Error>, &JobMeta, &str) + 'static,
+    ) -> Self {
+        self.arrived = Some(Box::new(f));
+        self
+    }
+
+    /// Called with each later result of a task already done (a redelivered task that
+    /// ran twice), which is dropped.
+    pub fn on_duplicate(mut self, f: impl FnMut(usize, &JobMeta, &str) + 'static) -> Self {
+        self.duplicate = Some(Box::new(f));
+        self
+    }
+
+    /// A flag that ends the run: what has no result yet is reported as cancelled.
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// The run's id (the last token of its subjects).
+    pub fn run_id(&self) -> &str {
+        &self.run
+    }
+
+    /// Whether the next result is in (so [`Iterator::next`] returns at once).
+    pub fn ready(&mut self) -> bool {
+        self.drain();
+        if self.options.ordered {
+            self.buffer.contains_key(&self.yielded)
+        } else {
+            !self.ready.is_empty()
+        }
+    }
+
+    /// The next result with the host it ran on.
+    pub fn next_with_host(&mut self) -> Option<(Report<R>, String)> {
+        loop {
+            if self.options.ordered {
+                if let Some(r) = self.buffer.remove(&self.yielded) {
+                    self.yielded += 1;
+                    return Some(r);
+                }
+            } else if let Some(r) = self.ready.pop_front() {
+                self.yielded += 1;
+                return Some(r);
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                self.cancel_rest();
+                if self.buffer.is_empty() && self.ready.is_empty() {
+                    return None;
+                }
+                continue;
+            }
+            if self.input_done && self.yielded == self.submitted {
+                return None;
+            }
+            self.feed();
+            if self.input_done && self.yielded == self.submitted {
+                return None;
+            }
+            let wait = if !self.input_done && self.input_ready.is_some() {
+                Duration::from_millis(2)
+            } else {
+                Duration::from_millis(100)
+            };
+            match self.events.recv_timeout(wait) {
+                Ok(event) => self.take(event),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.stop.store(true, Ordering::SeqCst);
+                }
+            }
+            self.drain();
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            self.take(event);
+        }
+    }
+
+    /// Reads and publishes inputs up to the read-ahead (without waiting on an input
+    /// that is not ready while results are due).
+    fn feed(&mut self) {
+        while !self.input_done && self.submitted - self.yielded < self.options.read_ahead {
+            let outstanding = self.submitted > self.yielded;
+            if outstanding && !self.input_ready.as_mut().is_none_or(|f| f()) {
+                return;
+            }
+            let Some(input) = self.input.next() else {
+                self.input_done = true;
+                return;
+            };
+            let seq = self.submitted as u64;
+            self.submitted += 1;
+            let task = codec::encode_value(&input).map(|arg| Task {
+                run: self.run.clone(),
+                seq,
+                task: self.task.clone(),
+                arg: serde_bytes::ByteBuf::from(arg),
+                command: self.options.command,
+                max_deliver: self.options.retries + 1,
+            });
+            match task.and_then(|t| codec::encode(&t)) {
+                Ok(bytes) => {
+                    if let Some(p) = &self.publish {
+                        let _ = p.send((seq, bytes));
+                    }
+                }
+                Err(source) => {
+                    let e = ErrorKind::EncodeArgument {
+                        task: self.task.clone(),
+                        source,
+                    }
+                    .into();
+                    self.done.insert(seq);
+                    self.deliver(seq as usize, Err(e), JobMeta::default(), String::new());
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, event: Event) {
+        let r = match event {
+            Event::Result(r) => r,
+            Event::Exhausted { seq, deliveries } => {
+                if seq < self.submitted as u64 && self.done.insert(seq) {
+                    let e = ErrorKind::DeliveryLimit {
+                        task: self.task.clone(),
+                        deliveries,
+                        hosts: self.notes.remove(&seq).unwrap_or_default(),
+                        reason: "no agent finished it (each one died or hung while it ran)"
+                            .to_string(),
+                        signal: None,
+                    }
+                    .into();
+                    self.deliver(seq as usize, Err(e), JobMeta::default(), String::new());
+                }
+                return;
+            }
+        };
+        if r.run != self.run || r.seq >= self.submitted as u64 {
+            return;
+        }
+        let meta = JobMeta {
+            pid: r.pid,
+            attempts: r.delivery,
+            started: UNIX_EPOCH.checked_add(Duration::from_nanos(r.started_ns)),
+            duration: Duration::from_nanos(r.duration_ns),
+        };
+        if self.done.contains(&r.seq) {
+            if let Some(f) = &mut self.duplicate {
+                f(r.seq as usize, &meta, &r.host);
+            }
+            return;
+        }
+        if !r.last {
+            self.notes.entry(r.seq).or_default().push(r.host);
+            return;
+        }
+        self.done.insert(r.seq);
+        let result = match r.outcome {
+            Outcome::Value(bytes) => codec::decode(&bytes).map_err(|source| {
+                ErrorKind::DecodeResult {
+                    task: self.task.clone(),
+                    pid: r.pid,
+                    source,
+                }
+                .into()
+            }),
+            Outcome::CommandsRefused => Err(ErrorKind::CommandsRefused {
+                host: r.host.clone(),
+            }
+            .into()),
+            Outcome::Failed(f) => {
+                let mut hosts = self.notes.remove(&r.seq).unwrap_or_default();
+                if hosts.is_empty() {
+                    Err(ErrorKind::Remote {
+                        host: r.host.clone(),
+                        pid: r.pid,
+                        kind: f.kind,
+                        message: f.message,
+                        signal: f.signal,
+                        exit_code: f.exit_code,
+                    }
+                    .into())
+                } else {
+                    hosts.push(r.host.clone());
+                    let signal = f.signal.map(Signal::from_number);
+                    let reason = match signal {
+                        Some(s) => format!("its worker was killed by {s}"),
+                        None => f.message,
+                    };
+                    Err(ErrorKind::DeliveryLimit {
+                        task: self.task.clone(),
+                        deliveries: r.delivery,
+                        hosts,
+                        reason,
+                        signal,
+                    }
+                    .into())
+                }
+            }
+        };
+        self.deliver(r.seq as usize, result, meta, r.host);
+    }
+
+    fn deliver(&mut self, index: usize, result: Result<R, Error>, meta: JobMeta, host: String) {
+        if let Some(f) = &mut self.arrived {
+            f(index, &result, &meta, &host);
+        }
+        let report = Report {
+            index,
+            result,
+            meta,
+        };
+        if self.options.ordered {
+            self.buffer.insert(index, (report, host));
+        } else {
+            self.ready.push_back((report, host));
+        }
+    }
+
+    /// The run was stopped: every task without a result is cancelled.
+    fn cancel_rest(&mut self) {
+        self.input_done = true;
+        for seq in 0..self.submitted as u64 {
+            if self.done.insert(seq) {
+                let e = ErrorKind::Cancelled {
+                    task: self.task.clone(),
+                }
+                .into();
+                self.deliver(seq as usize, Err(e), JobMeta::default(), String::new());
+            }
+        }
+        self.submitted = self.yielded + self.buffer.len() + self.ready.len();
+    }
+}
+
+impl<R: DeserializeOwned, I: Iterator> Iterator for RemoteReports<R, I>
+where
+    I::Item: Serialize,
+{
+    type Item = Report<R>;
+
+    fn next(&mut self) -> Option<Report<R>> {
+        self.next_with_host().map(|(r, _)| r)
+    }
+}
+
+impl<R, I: Iterator> Drop for RemoteReports<R, I> {
+    /// Ends the run on the server: its consumers are deleted (agents stop taking its
+    /// tasks) and what is left of its tasks and results is purged.
+    fn drop(&mut self) {
+        self.publish = None;
+        for h in &self.helpers {
+            h.abort();
+        }
+        let rt = self.rt.clone();
+        let (js, run) = (self.js.clone(), self.run.clone());
+        rt.block_on(async move {
+            let clean = async {
+                if let Ok(tasks) = js.get_stream(stream::TASKS).await {
+                    let _ = tasks.delete_consumer(&stream::task_consumer(&run)).await;
+                    let _ = tasks.purge().filter(stream::task_subject(&run)).await;
+                }
+                if let Ok(results) = js.get_stream(stream::RESULTS).await {
+                    let _ = results
+                        .delete_consumer(&stream::result_consumer(&run))
+                        .await;
+                    let _ = results.purge().filter(stream::result_subject(&run)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), clean).await;
+        });
+    }
+}
+
+/// Publishes the run's tasks in order, the server's acks awaited in the background
+/// (pipelined); a task whose ack does not come is published again under the same
+/// message id, which the stream's duplicate window drops if the first one landed.
+async fn publish_tasks(
+    js: jetstream::Context,
+    run: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
+    published: Published,
+) {
+    let subject = stream::task_subject(&run);
+    while let Some((seq, bytes)) = rx.recv().await {
+        let id = format!("{run}.{seq}");
+        let bytes = bytes::Bytes::from(bytes);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        let first = js
+            .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
+            .await;
+        let (js, subject, published) = (js.clone(), subject.clone(), published.clone());
+        tokio::spawn(async move {
+            let mut acked = match first {
+                Ok(ack) => ack.await.ok(),
+                Err(_) => None,
+            };
+            while acked.is_none() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                acked = match js
+                    .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
+                    .await
+                {
+                    Ok(ack) => ack.await.ok(),
+                    Err(_) => None,
+                };
+            }
+            if let (Some(ack), Ok(mut map)) = (acked, published.lock()) {
+                map.insert(ack.sequence, seq);
+            }
+        });
+    }
+}
+
+/// Reads the run's results and hands them to the caller's thread; after the server
+/// went away, takes up the durable consumer again where it was.
+async fn read_results(
+    results: jetstream::stream::Stream,
+    mut consumer: PullConsumer,
+    name: String,
+    tx: mpsc::Sender<Event>,
+) {
+    loop {
+        if let Ok(mut messages) = consumer.messages().await {
+            while let Some(message) = messages.next().await {
+                let Ok(message) = message else { continue };
+                if let Ok(result) = codec::decode::<TaskResult>(&message.payload) {
+                    if tx.send(Event::Result(result)).is_err() {
+                        return;
+                    }
+                }
+                let _ = message.ack().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(c) = results.get_consumer(&name).await {
+            consumer = c;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

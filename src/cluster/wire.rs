@@ -1,0 +1,124 @@
+//! What travels through the server: a [`Task`] on `sv.task.<run>`, a [`TaskResult`]
+//! on `sv.result.<run>`, both encoded with the crate's one codec
+//! (`supervisor_worker::codec`, bincode).
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::error::{Error, ErrorKind};
+
+/// One input of a run, as the submitter publishes it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Task {
+    /// The run's id (the subject's last token).
+    pub run: String,
+    /// The input's position in the run, from 0.
+    pub seq: u64,
+    /// The registered task's name.
+    pub task: String,
+    /// The argument, encoded by the codec.
+    pub arg: ByteBuf,
+    /// The task runs a command (an agent without `--allow-commands` refuses it).
+    pub command: bool,
+    /// The run's delivery limit: the agent publishes a final failure on this delivery
+    /// instead of letting the server drop the task.
+    pub max_deliver: u32,
+}
+
+/// One run of a task, as an agent publishes it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TaskResult {
+    pub run: String,
+    pub seq: u64,
+    /// The agent's host name.
+    pub host: String,
+    /// The worker's pid on that host (0 if none ran the task).
+    pub pid: u32,
+    /// The server's delivery count of the task message (1 on the first delivery).
+    pub delivery: u32,
+    /// Start of the run, nanoseconds since the epoch.
+    pub started_ns: u64,
+    /// How long it ran.
+    pub duration_ns: u64,
+    /// The value (encoded by the codec) or the error.
+    pub outcome: Outcome,
+    /// False for a worker death the server will deliver again (the agent did not ack
+    /// it): the submitter only notes the host.
+    pub last: bool,
+}
+
+/// A task's value or its error, as sent.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Outcome {
+    Value(ByteBuf),
+    Failed(Failure),
+    /// The agent refuses command-mode tasks.
+    CommandsRefused,
+}
+
+/// An agent's error, flattened for the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Failure {
+    pub kind: String,
+    pub message: String,
+    pub signal: Option<i32>,
+    pub exit_code: Option<i32>,
+}
+
+impl Failure {
+    pub(crate) fn of(e: &Error) -> Failure {
+        let (signal, exit_code) = match e.kind() {
+            ErrorKind::Crashed { signal, .. } => (Some(signal.number()), None),
+            ErrorKind::Exited { code, .. } => (None, Some(*code)),
+            ErrorKind::OomKilled { .. } | ErrorKind::MemoryExceeded { .. } => {
+                (Some(libc::SIGKILL), None)
+            }
+            _ => (None, None),
+        };
+        Failure {
+            kind: kind_name(e).to_string(),
+            message: supervisor_worker::error_chain(e),
+            signal,
+            exit_code,
+        }
+    }
+}
+
+/// Whether the server should deliver the task again after this error: its worker
+/// died or it timed out (as the local pool's `retries`).
+pub(crate) fn retryable(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Crashed { .. }
+            | ErrorKind::Exited { .. }
+            | ErrorKind::Lost { .. }
+            | ErrorKind::ResultLost { .. }
+            | ErrorKind::OomKilled { .. }
+            | ErrorKind::TimedOut { .. }
+    )
+}
+
+/// The CLI's name of an error's kind (the same names as its `kind_of`).
+fn kind_name(e: &Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::Panicked { .. } => "panicked",
+        ErrorKind::Crashed { .. } => "crashed",
+        ErrorKind::OomKilled { .. } => "oom_killed",
+        ErrorKind::MemoryExceeded { .. } => "memory_exceeded",
+        ErrorKind::Exited { .. } => "exited",
+        ErrorKind::TimedOut { .. } => "timed_out",
+        ErrorKind::Lost { .. }
+        | ErrorKind::ResultLost { .. }
+        | ErrorKind::Protocol { .. }
+        | ErrorKind::PoolBroken { .. } => "lost",
+        ErrorKind::EncodeArgument { .. }
+        | ErrorKind::DecodeArgument { .. }
+        | ErrorKind::EncodeResult { .. }
+        | ErrorKind::DecodeResult { .. } => "decode",
+        ErrorKind::Cancelled { .. } | ErrorKind::Terminated { .. } | ErrorKind::PoolClosed => {
+            "cancelled"
+        }
+        ErrorKind::Stopped { .. } => "stopped",
+        _ => "failed",
+    }
+}
