@@ -1706,3 +1706,70 @@ fn line_buffer_and_ungroup_print_output_while_the_command_runs() {
         std::fs::remove_dir_all(dir).unwrap();
     });
 }
+
+/// Waits until `path` holds a number (written by a task), and returns it.
+fn wait_number_in(path: &std::path::Path, within: Duration) -> i32 {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(n) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return n;
+        }
+        assert!(
+            Instant::now() < until,
+            "{} never got a number",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn spooled_results_outlive_their_workers_while_output_waits_for_a_slow_reader() {
+    isolated(DEADLINE, || {
+        use std::io::Read;
+        let dir = temp_dir("spool-outlives");
+        // Each task prints 1.3 MB (past the inline limit: spooled) and says which
+        // worker ran it; every worker ends after one task.
+        let script = format!("echo $PPID > {}/w.$0; seq 200000", dir.display());
+        let mut child = Command::new(BIN)
+            .args(["run", "-j", "2", "--max-tasks-per-child", "1"])
+            .args(["sh", "-c", &script, ":::", "1", "2", "3", "4"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Nobody reads the output yet: the supervisor is stuck printing task 1's while
+        // the other tasks finish and their workers exit.
+        for i in 1..=4 {
+            let worker = wait_number_in(&dir.join(format!("w.{i}")), Duration::from_secs(30));
+            assert!(
+                wait_exit(worker, Duration::from_secs(30)),
+                "worker {worker} of task {i} did not end"
+            );
+        }
+        let mut stderr = child.stderr.take().unwrap();
+        let errs = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = child.wait().unwrap();
+        let errs = errs.join().unwrap();
+        let one: String = (1..=200000).map(|n| format!("{n}\n")).collect();
+        assert_eq!(out.len(), 4 * one.len(), "stderr: {errs}");
+        assert_eq!(out, one.repeat(4));
+        assert_eq!(status.code(), Some(0), "stderr: {errs}");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
