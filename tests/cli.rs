@@ -1773,3 +1773,64 @@ fn spooled_results_outlive_their_workers_while_output_waits_for_a_slow_reader() 
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// Seq, Exitval and Command of each line of a job log, header left out.
+fn joblog_lines(path: &std::path::Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            (c[0].to_string(), c[6].to_string(), c[8].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn resumed_tasks_are_logged_under_their_own_number_and_command_and_never_rerun() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("resume-seq");
+        let log = dir.join("jobs.tsv");
+        let log_arg = log.to_str().unwrap();
+        let input = "exit 0\nexit 1\nexit 0\nexit 0\n";
+        let run = |extra: &[&str]| {
+            let mut args = vec!["run", "-j", "1", "--joblog", log_arg];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&["--", "sh", "-c", "echo {#}; {}"]);
+            cli(&args, input)
+        };
+        assert_eq!(run(&[]).code, 1);
+        // Keep the lines of inputs 1 and 2 only, as a run killed then would have.
+        let text = std::fs::read_to_string(&log).unwrap();
+        let kept: Vec<&str> = text.lines().take(3).collect();
+        std::fs::write(&log, kept.join("\n") + "\n").unwrap();
+
+        let resumed = run(&["--resume"]);
+        assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+        assert_eq!(resumed.stdout, "3\n4\n");
+        let logged = joblog_lines(&log);
+        assert_eq!(
+            logged
+                .iter()
+                .map(|l| (l.0.as_str(), l.1.as_str()))
+                .collect::<Vec<_>>(),
+            [("1", "0"), ("2", "1"), ("3", "0"), ("4", "0")]
+        );
+        assert!(
+            logged[2].2.contains("exit 0") && logged[3].2.contains("exit 0"),
+            "{logged:?}"
+        );
+        // Nothing is left to run, twice over.
+        let again = run(&["--resume"]);
+        assert_eq!((again.code, again.stdout.as_str()), (0, ""));
+        // `--resume-failed` runs input 2 alone, logged as 2.
+        let failed = run(&["--resume-failed"]);
+        assert_eq!((failed.code, failed.stdout.as_str()), (1, "2\n"));
+        let logged = joblog_lines(&log);
+        assert_eq!(logged.len(), 5);
+        assert_eq!((logged[4].0.as_str(), logged[4].1.as_str()), ("2", "1"));
+        assert!(logged[4].2.contains("exit 1"), "{logged:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

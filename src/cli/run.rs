@@ -402,6 +402,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     let mut progress = make_progress(&args, total);
     let inputs: Rc<RefCell<HashMap<u64, Pending>>> = Rc::new(RefCell::new(HashMap::new()));
+    // The input's number (its line in the input) of each job, by the job's position
+    // among those run: they differ under `--resume`, which skips inputs, and the job
+    // log, the records and later resumes know a task by its input's number.
+    let seqs: Rc<RefCell<HashMap<usize, u64>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
     // `--line-buffer`: the lock file workers hold while writing lines.
     let line_lock = match output_stream {
@@ -421,6 +425,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let jobs = {
         let read = read.clone();
         let inputs = inputs.clone();
+        let seqs = seqs.clone();
+        let mut position = 0usize;
         let stop = stop.clone();
         let template = template.clone();
         let read_error = read_error.clone();
@@ -444,6 +450,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .map(move |(i, record)| {
                 let seq = i as u64 + 1;
                 read.set(seq);
+                seqs.borrow_mut().insert(position, seq);
+                position += 1;
                 let fill = Fill {
                     fields: &record.fields,
                     whole: &record.whole,
@@ -532,8 +540,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let task = task.clone();
         let template = template.clone();
         let mut of_median = of_median;
+        let seqs = seqs.clone();
         reports = reports.on_arrival(move |index, result, meta| {
-            let seq = index as u64 + 1;
+            let seq = seqs
+                .borrow()
+                .get(&index)
+                .copied()
+                .unwrap_or(index as u64 + 1);
             // `--timeout N%`: the limit follows the median run time of the tasks
             // that succeeded, for the running ones too.
             if let (Some(median), Ok(Ok(_))) = (of_median.as_mut(), result) {
@@ -626,7 +639,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // burst of results instead of one per line, and nothing held back while waiting.
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     while let Some(report) = reports.next() {
-        let seq = report.index as u64 + 1;
+        let seq = seqs
+            .borrow_mut()
+            .remove(&report.index)
+            .unwrap_or(report.index as u64 + 1);
         let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
         // `-u` / `--line-buffer`: a worker could not write a command's output to ours
         // (with `-u`, a command killed by SIGPIPE: it wrote to our closed stdout).
