@@ -1834,3 +1834,56 @@ fn resumed_tasks_are_logged_under_their_own_number_and_command_and_never_rerun()
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+#[test]
+fn tasks_running_at_a_sigterm_are_stopped_unlogged_and_run_by_resume() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("sigterm-resume");
+        let log = dir.join("jobs.tsv");
+        let d = dir.display();
+        // Inputs past 2 take 30 s until `fast` exists; each says when it starts and,
+        // in `done.N`, that it finished.
+        let script = format!(
+            "echo $0 > {d}/start.$0; [ $0 -le 2 ] || [ -e {d}/fast ] || sleep 30; echo $0 >> {d}/done.$0"
+        );
+        let args = |resume: bool| {
+            let mut a = vec!["run", "-j", "2", "--joblog", log.to_str().unwrap()];
+            if resume {
+                a.push("--resume");
+            }
+            a.extend_from_slice(&["sh", "-c", &script, ":::", "1", "2", "3", "4", "5", "6"]);
+            a.into_iter().map(String::from).collect::<Vec<_>>()
+        };
+        let first = args(false);
+        let mut child = start(&first.iter().map(String::as_str).collect::<Vec<_>>());
+        drop(child.stdin.take());
+        for i in [3, 4] {
+            wait_number_in(&dir.join(format!("start.{i}")), Duration::from_secs(30));
+        }
+        // SAFETY: a plain kill of our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(143), "{stderr}");
+        assert!(
+            stderr.contains("2 tasks succeeded, 0 failed, 2 stopped while running, 2 not started"),
+            "{stderr}"
+        );
+        let logged: Vec<String> = joblog_lines(&log).into_iter().map(|l| l.0).collect();
+        assert_eq!(logged.len(), 2, "{logged:?}");
+        assert!(
+            logged.contains(&"1".into()) && logged.contains(&"2".into()),
+            "{logged:?}"
+        );
+
+        std::fs::write(dir.join("fast"), "").unwrap();
+        let second = args(true);
+        let again = cli(&second.iter().map(String::as_str).collect::<Vec<_>>(), "");
+        assert_eq!(again.code, 0, "{}", again.stderr);
+        for i in 1..=6 {
+            let done = std::fs::read_to_string(dir.join(format!("done.{i}"))).unwrap_or_default();
+            assert_eq!(done, format!("{i}\n"), "input {i} ran to its end once");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

@@ -3,7 +3,7 @@
 //! fail-fast, per-worker stats, clean signal handling and a detached mode.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::fd::AsFd;
 
@@ -524,7 +524,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         JoblogFormat::Json => (None, joblog.take()),
     };
     let log_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
-    if halt.is_some() || tsv_log.is_some() || json_log.is_some() || of_median.is_some() {
+    // Tasks that did not succeed and arrived once the run was stopping (a signal,
+    // `--halt now`, an output error): the run stopped them, whatever their command
+    // made of the SIGTERM (exited on it, killed by it, or the worker stopped before
+    // it could say). They are "stopped", and out of the job log (`--resume` runs them).
+    let stopped_by_run: Rc<RefCell<HashSet<usize>>> = Rc::new(RefCell::new(HashSet::new()));
+    {
+        let stopped_by_run = stopped_by_run.clone();
         let (tally, stop, request_stop, pool, read, inputs, log_error) = (
             tally.clone(),
             stop.clone(),
@@ -547,6 +553,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 .get(&index)
                 .copied()
                 .unwrap_or(index as u64 + 1);
+            let why = stop.load(Ordering::SeqCst);
+            let stopped_now = why != 0
+                && why != STOP_HALT_SOON
+                && !matches!(result, Ok(Ok(_)))
+                && !matches!(result, Err(e) if super::report::kind_of(e) == "cancelled");
+            let as_stopped;
+            let result = if stopped_now {
+                stopped_by_run.borrow_mut().insert(index);
+                as_stopped = Err(stopped_error(&task, meta.pid));
+                &as_stopped
+            } else {
+                result
+            };
             // `--timeout N%`: the limit follows the median run time of the tasks
             // that succeeded, for the running ones too.
             if let (Some(median), Ok(Ok(_))) = (of_median.as_mut(), result) {
@@ -638,12 +657,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Buffered, and flushed whenever the next result is not in yet: one write per
     // burst of results instead of one per line, and nothing held back while waiting.
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    while let Some(report) = reports.next() {
+    while let Some(mut report) = reports.next() {
         let seq = seqs
             .borrow_mut()
             .remove(&report.index)
             .unwrap_or(report.index as u64 + 1);
         let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
+        if stopped_by_run.borrow_mut().remove(&report.index) {
+            report.result = Err(stopped_error(&task, report.meta.pid));
+        }
         // `-u` / `--line-buffer`: a worker could not write a command's output to ours
         // (with `-u`, a command killed by SIGPIPE: it wrote to our closed stdout).
         let output_broke = match &report.result {
@@ -1189,4 +1211,13 @@ fn print_stats(stats: &supervisor::PoolStats) {
         ));
     }
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// The error of a task the run stopped while it ran (see `stopped_by_run`).
+fn stopped_error(task: &str, pid: u32) -> supervisor::Error {
+    supervisor::ErrorKind::Stopped {
+        task: task.to_string(),
+        pid,
+    }
+    .into()
 }
