@@ -1887,3 +1887,59 @@ fn tasks_running_at_a_sigterm_are_stopped_unlogged_and_run_by_resume() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+#[test]
+fn retries_are_one_budget_for_failures_and_timeouts_and_attempts_say_how_many_ran() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("retry-budget");
+        let d = dir.display();
+        // Fails every time (within its limit, or past it on a slow machine: both
+        // count).
+        let always = format!("echo run >> {d}/always; sleep 0.6; exit 1");
+        let out = cli(
+            &[
+                "run",
+                "--retries",
+                "2",
+                "--timeout",
+                "1s",
+                "--format",
+                "json",
+                &always,
+            ],
+            "a\n",
+        );
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        let runs = std::fs::read_to_string(dir.join("always")).unwrap();
+        assert_eq!(
+            runs.lines().count(),
+            3,
+            "--retries 2 runs a command 3 times at most"
+        );
+        assert_eq!(out.json()[0]["attempts"], 3, "{}", out.stdout);
+        // Times out, then fails, then succeeds: three runs of one budget.
+        let mixed = format!(
+            "echo run >> {d}/mixed; n=$(wc -l < {d}/mixed); [ $n = 1 ] && sleep 30; [ $n = 2 ] && exit 3; echo ok"
+        );
+        let out = cli(
+            &[
+                "run",
+                "--retries",
+                "2",
+                "--timeout",
+                "2s",
+                "--format",
+                "json",
+                &mixed,
+            ],
+            "a\n",
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let record = &out.json()[0];
+        assert_eq!(
+            (record["attempts"].as_u64(), record["output"].as_str()),
+            (Some(3), Some("ok a\n"))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

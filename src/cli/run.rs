@@ -290,6 +290,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .start_method(method)
         .grace(args.grace)
         .retries(args.retries)
+        // parallel's --retries: a command that fails runs again too, within the same
+        // budget as a timeout or a dead worker.
+        .retry_errors(template.is_some())
         .read_ahead_per_worker(if template.is_some() {
             COMMAND_READ_AHEAD_PER_WORKER
         } else {
@@ -430,7 +433,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let stop = stop.clone();
         let template = template.clone();
         let read_error = read_error.clone();
-        let retries = args.retries;
         let failed_too = args.resume_failed;
         records
             .map_while(move |record| match record {
@@ -500,7 +502,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     line: text,
                     seq,
                     args: task_args.clone(),
-                    retry_failed: if template.is_some() { retries } else { 0 },
                     slots,
                     stream: output_stream,
                     tag: tag_lines.then(|| serde_bytes::ByteBuf::from(tag.clone())),
