@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::fd::AsFd;
 
-use super::halt::{Halt, Tally, When};
+use super::halt::{Halt, Tally, What, When};
 use super::joblog;
 use super::replace::{Fill, Template};
 use super::sources::{self, Columns, Origin, Records};
@@ -425,8 +425,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
     let stream = records.stream();
     let read = Rc::new(std::cell::Cell::new(0u64));
+    // `--halt`: the pool looks at the condition itself, between a result and the next
+    // task it hands out (the worker just freed would otherwise start one before our
+    // `on_arrival` hears of the result).
+    let read_total = Arc::new(AtomicU64::new(0));
+    if let Some(rule) = halt {
+        let read_total = read_total.clone();
+        pool.cancel_pending_when(move |succeeded, failed| {
+            let total = read_total.load(Ordering::SeqCst);
+            rule.reached(&Tally {
+                succeeded,
+                failed,
+                total,
+            })
+        });
+    }
     let jobs = {
         let read = read.clone();
+        let read_total = read_total.clone();
         let inputs = inputs.clone();
         let seqs = seqs.clone();
         let mut position = 0usize;
@@ -452,6 +468,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .map(move |(i, record)| {
                 let seq = i as u64 + 1;
                 read.set(seq);
+                read_total.store(seq, Ordering::SeqCst);
                 seqs.borrow_mut().insert(position, seq);
                 position += 1;
                 let fill = Fill {
@@ -789,6 +806,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         libc::SIGHUP => EXIT_SIGHUP,
         STOP_STDOUT => EXIT_STDOUT_CLOSED,
         STOP_OUTPUT_ERROR => EXIT_OUTPUT,
+        // parallel: a halt on successes exits 0, whatever failed before it.
+        STOP_HALT | STOP_HALT_SOON if halt.is_some_and(|h| h.what == What::Success) => EXIT_OK,
         STOP_HALT | STOP_HALT_SOON if failed > 0 => EXIT_FAILED,
         _ if failed > 0 => EXIT_FAILED,
         _ => EXIT_OK,
