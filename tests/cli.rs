@@ -1259,7 +1259,8 @@ fn a_slow_input_streams_and_a_signal_stops_the_wait_for_it() {
         stdin.flush().unwrap();
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "300ms");
+        let slept = humantime_ms(line.trim());
+        assert!((300..1000).contains(&slept), "{line}");
         assert!(
             t.elapsed() < Duration::from_millis(1500),
             "{:?}",
@@ -1269,7 +1270,9 @@ fn a_slow_input_streams_and_a_signal_stops_the_wait_for_it() {
         drop(stdin);
         line.clear();
         stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "200ms");
+        // The task says how long it slept: 200 ms, or a little more on a busy machine.
+        let slept = humantime_ms(line.trim());
+        assert!((200..1000).contains(&slept), "{line}");
         assert!(child.wait().unwrap().success());
 
         let mut child = start();

@@ -254,3 +254,29 @@ fn a_spooled_result_decodes_after_its_worker_has_exited() {
         }
     });
 }
+
+#[test]
+fn nothing_starts_once_the_pools_halt_condition_holds() {
+    isolated(DEADLINE, || {
+        let pool = Pool::new(1).unwrap();
+        pool.cancel_pending_when(|_succeeded, failed| failed >= 1);
+        let dir = std::env::temp_dir();
+        let marker = dir.join("halt-gate-ran");
+        // Cannot start: the task returns `Err`, a failure.
+        let first = pool.submit_command(Command::new("/nonexistent/program"));
+        let second = pool.submit_command(Command::shell("touch \"$1\"").arg(&marker));
+        assert!(matches!(first.wait(), Ok(Err(_))));
+        let second = second.wait();
+        assert!(
+            matches!(
+                second.as_ref().map_err(|e| e.kind()),
+                Err(ErrorKind::Cancelled { .. })
+            ),
+            "{second:?}"
+        );
+        assert!(
+            !marker.exists(),
+            "a task started after the halt condition held"
+        );
+    });
+}
