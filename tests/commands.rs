@@ -212,3 +212,71 @@ fn spooled_results_waiting_behind_a_slow_one_are_all_delivered() {
         assert_eq!(n, 401);
     });
 }
+
+#[test]
+fn a_spooled_result_decodes_after_its_worker_has_exited() {
+    isolated(DEADLINE, || {
+        // Every worker ends after one task; the results are taken only after that.
+        let pool = Pool::builder()
+            .procs(2)
+            .max_tasks_per_child(1)
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir();
+        let handles: Vec<_> = (0..3)
+            .map(|i| {
+                let pid_file = dir.join(format!("spool-worker-{i}"));
+                let cmd = Command::shell("echo $PPID > \"$1\"; seq 20000")
+                    .arg(&pid_file)
+                    .inline_limit(0);
+                (pool.submit_command(cmd), pid_file)
+            })
+            .collect();
+        for (handle, pid_file) in &handles {
+            let until = Instant::now() + Duration::from_secs(30);
+            let worker: i32 = loop {
+                let read = std::fs::read_to_string(pid_file).ok();
+                if let Some(pid) = read.and_then(|s| s.trim().parse().ok()) {
+                    break pid;
+                }
+                assert!(Instant::now() < until, "the task never started");
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            assert!(common::wait_exit(worker, Duration::from_secs(30)));
+            assert!(handle.is_ready());
+        }
+        let all: String = (1..=20000).map(|n| format!("{n}\n")).collect();
+        for (handle, pid_file) in handles {
+            let out = handle.wait().unwrap().unwrap();
+            assert!(out.stdout.is_spooled());
+            assert!(out.stdout.to_vec().unwrap() == all.as_bytes());
+            std::fs::remove_file(pid_file).unwrap();
+        }
+    });
+}
+
+#[test]
+fn nothing_starts_once_the_pools_halt_condition_holds() {
+    isolated(DEADLINE, || {
+        let pool = Pool::new(1).unwrap();
+        pool.cancel_pending_when(|_succeeded, failed| failed >= 1);
+        let dir = std::env::temp_dir();
+        let marker = dir.join("halt-gate-ran");
+        // Cannot start: the task returns `Err`, a failure.
+        let first = pool.submit_command(Command::new("/nonexistent/program"));
+        let second = pool.submit_command(Command::shell("touch \"$1\"").arg(&marker));
+        assert!(matches!(first.wait(), Ok(Err(_))));
+        let second = second.wait();
+        assert!(
+            matches!(
+                second.as_ref().map_err(|e| e.kind()),
+                Err(ErrorKind::Cancelled { .. })
+            ),
+            "{second:?}"
+        );
+        assert!(
+            !marker.exists(),
+            "a task started after the halt condition held"
+        );
+    });
+}

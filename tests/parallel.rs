@@ -472,3 +472,45 @@ fn a_timeout_in_percent_follows_the_median_run_time() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+/// `--halt`: nothing starts once the condition is met, as in parallel (before, the
+/// worker the deciding result freed started the next queued task), and a halt on a
+/// success exits 0.
+#[test]
+fn halt_starts_nothing_after_its_condition_and_exits_as_parallel() {
+    isolated(DEADLINE, || {
+        let input = b"0.8 1\n2 0\n2 0\n0.1 0\n";
+        for halt in ["soon,fail=1", "now,fail=1", "now,success=1"] {
+            let mut seen = Vec::new();
+            for program in ["parallel", BIN] {
+                let dir = scratch("halt-start");
+                let mut args = vec![];
+                if program == BIN {
+                    args.push("run");
+                }
+                args.extend_from_slice(&[
+                    "-j",
+                    "2",
+                    "--colsep",
+                    " ",
+                    "--halt",
+                    halt,
+                    "echo {#} >> started; sleep {1}; exit {2}",
+                ]);
+                let out = run(program, &args, input, &dir);
+                let mut started: Vec<String> = std::fs::read_to_string(dir.join("started"))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(String::from)
+                    .collect();
+                started.sort();
+                seen.push((started, out.code));
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+            assert_eq!(
+                seen[1], seen[0],
+                "--halt {halt}: (started, exit code) of supervisor, then of parallel"
+            );
+        }
+    });
+}

@@ -3,11 +3,11 @@
 //! fail-fast, per-worker stats, clean signal handling and a detached mode.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::fd::AsFd;
 
-use super::halt::{Halt, Tally, When};
+use super::halt::{Halt, Tally, What, When};
 use super::joblog;
 use super::replace::{Fill, Template};
 use super::sources::{self, Columns, Origin, Records};
@@ -320,6 +320,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .start_method(method)
         .grace(args.grace)
         .retries(args.retries)
+        // parallel's --retries: a command that fails runs again too, within the same
+        // budget as a timeout or a dead worker.
+        .retry_errors(template.is_some())
         .read_ahead_per_worker(if template.is_some() {
             COMMAND_READ_AHEAD_PER_WORKER
         } else {
@@ -445,6 +448,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     let mut progress = make_progress(&args, total);
     let inputs: Rc<RefCell<HashMap<u64, Pending>>> = Rc::new(RefCell::new(HashMap::new()));
+    // The input's number (its line in the input) of each job, by the job's position
+    // among those run: they differ under `--resume`, which skips inputs, and the job
+    // log, the records and later resumes know a task by its input's number.
+    let seqs: Rc<RefCell<HashMap<usize, u64>>> = Rc::new(RefCell::new(HashMap::new()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
     // `--line-buffer`: the lock file workers hold while writing lines.
     let line_lock = match output_stream {
@@ -461,13 +468,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
     let stream = records.stream();
     let read = Rc::new(std::cell::Cell::new(0u64));
+    // `--halt`: the pool looks at the condition itself, between a result and the next
+    // task it hands out (the worker just freed would otherwise start one before our
+    // `on_arrival` hears of the result).
+    let read_total = Arc::new(AtomicU64::new(0));
+    if let (Some(rule), Some(pool)) = (halt, &pool) {
+        let read_total = read_total.clone();
+        pool.cancel_pending_when(move |succeeded, failed| {
+            let total = read_total.load(Ordering::SeqCst);
+            rule.reached(&Tally {
+                succeeded,
+                failed,
+                total,
+            })
+        });
+    }
     let jobs = {
         let read = read.clone();
+        let read_total = read_total.clone();
         let inputs = inputs.clone();
+        let seqs = seqs.clone();
+        let mut position = 0usize;
         let stop = stop.clone();
         let template = template.clone();
         let read_error = read_error.clone();
-        let retries = args.retries;
         let failed_too = args.resume_failed;
         records
             .map_while(move |record| match record {
@@ -487,6 +511,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .map(move |(i, record)| {
                 let seq = i as u64 + 1;
                 read.set(seq);
+                read_total.store(seq, Ordering::SeqCst);
+                seqs.borrow_mut().insert(position, seq);
+                position += 1;
                 let fill = Fill {
                     fields: &record.fields,
                     whole: &record.whole,
@@ -535,7 +562,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     line: text,
                     seq,
                     args: task_args.clone(),
-                    retry_failed: if template.is_some() { retries } else { 0 },
                     slots,
                     stream: output_stream,
                     tag: tag_lines.then(|| serde_bytes::ByteBuf::from(tag.clone())),
@@ -584,7 +610,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Shared with the duplicate callback of a remote run.
     let json_log = Rc::new(RefCell::new(json_log));
     let log_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
-    if halt.is_some() || tsv_log.is_some() || has_json_log || of_median.is_some() {
+    // Tasks that did not succeed and arrived once the run was stopping (a signal,
+    // `--halt now`, an output error): the run stopped them, whatever their command
+    // made of the SIGTERM (exited on it, killed by it, or the worker stopped before
+    // it could say). They are "stopped", and out of the job log (`--resume` runs them).
+    let stopped_by_run: Rc<RefCell<HashSet<usize>>> = Rc::new(RefCell::new(HashSet::new()));
+    {
+        let stopped_by_run = stopped_by_run.clone();
         let (tally, stop, request_stop, pool, read, inputs, log_error) = (
             tally.clone(),
             stop.clone(),
@@ -600,8 +632,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let task = task.clone();
         let template = template.clone();
         let mut of_median = of_median;
+        let seqs = seqs.clone();
         reports = reports.on_arrival(move |index, result, meta, host| {
-            let seq = index as u64 + 1;
+            let seq = seqs
+                .borrow()
+                .get(&index)
+                .copied()
+                .unwrap_or(index as u64 + 1);
+            let why = stop.load(Ordering::SeqCst);
+            let stopped_now = why != 0
+                && why != STOP_HALT_SOON
+                && !matches!(result, Ok(Ok(_)))
+                && !matches!(result, Err(e) if super::report::kind_of(e) == "cancelled");
+            let as_stopped;
+            let result = if stopped_now {
+                stopped_by_run.borrow_mut().insert(index);
+                as_stopped = Err(stopped_error(&task, meta.pid));
+                &as_stopped
+            } else {
+                result
+            };
             // `--timeout N%`: the limit follows the median run time of the tasks
             // that succeeded, for the running ones too.
             if let (Some(median), Ok(Ok(_))) = (of_median.as_mut(), result) {
@@ -721,9 +771,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Buffered, and flushed whenever the next result is not in yet: one write per
     // burst of results instead of one per line, and nothing held back while waiting.
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    while let Some((report, host)) = reports.next() {
-        let seq = report.index as u64 + 1;
+    while let Some((mut report, host)) = reports.next() {
+        let seq = seqs
+            .borrow_mut()
+            .remove(&report.index)
+            .unwrap_or(report.index as u64 + 1);
         let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
+        if stopped_by_run.borrow_mut().remove(&report.index) {
+            report.result = Err(stopped_error(&task, report.meta.pid));
+        }
         // `-u` / `--line-buffer`: a worker could not write a command's output to ours
         // (with `-u`, a command killed by SIGPIPE: it wrote to our closed stdout).
         let output_broke = match &report.result {
@@ -854,6 +910,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         libc::SIGHUP => EXIT_SIGHUP,
         STOP_STDOUT => EXIT_STDOUT_CLOSED,
         STOP_OUTPUT_ERROR => EXIT_OUTPUT,
+        // parallel: a halt on successes exits 0, whatever failed before it.
+        STOP_HALT | STOP_HALT_SOON if halt.is_some_and(|h| h.what == What::Success) => EXIT_OK,
         STOP_HALT | STOP_HALT_SOON if failed > 0 => EXIT_FAILED,
         _ if failed > 0 => EXIT_FAILED,
         _ => EXIT_OK,
@@ -1344,4 +1402,13 @@ fn remote_options(args: &RunArgs, _command: bool) -> anyhow::Result<Option<()>> 
         ));
     }
     Ok(None)
+}
+
+/// The error of a task the run stopped while it ran (see `stopped_by_run`).
+fn stopped_error(task: &str, pid: u32) -> supervisor::Error {
+    supervisor::ErrorKind::Stopped {
+        task: task.to_string(),
+        pid,
+    }
+    .into()
 }

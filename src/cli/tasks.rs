@@ -29,10 +29,6 @@ pub struct Job {
     pub args: BTreeMap<String, String>,
     /// Command mode: the argv to run (with `{}` already replaced), as bytes.
     pub argv: Vec<ByteBuf>,
-    /// Command mode: how many more times a command that exits non-zero (or is killed
-    /// by a signal) runs again (`--retries`, as in GNU parallel).
-    #[serde(default)]
-    pub retry_failed: u32,
     /// Command mode: where `{%}` goes in `argv` (argument, byte offset); the worker
     /// writes its job slot there (its pool seat + 1) when the job starts.
     #[serde(default)]
@@ -550,14 +546,10 @@ pub const INLINE_LIMIT: u64 = 64 << 10;
 
 /// Runs a command (command mode) with the library's command runner
 /// ([`supervisor::run_command`]); its stdout is the output.
+/// A failed run is run again by the pool (`--retries`: `PoolBuilder::retry_errors`),
+/// within the budget a timeout or a dead worker uses.
 pub fn exec(job: Job) -> Outcome {
-    let mut left = job.retry_failed;
-    loop {
-        match run_once(&job) {
-            Err(Failure::Failed { .. }) if left > 0 => left -= 1,
-            outcome => return outcome,
-        }
-    }
+    run_once(&job)
 }
 
 fn run_once(job: &Job) -> Outcome {

@@ -8,6 +8,7 @@ mod quote;
 mod run;
 mod spec;
 
+pub(crate) use captured::claim_spools;
 pub(crate) use captured::linger as linger_spools;
 pub use captured::Captured;
 pub use output::CommandOutput;

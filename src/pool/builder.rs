@@ -51,6 +51,8 @@ pub(crate) struct Config {
     pub(super) task_timeout: Option<Duration>,
     pub(super) grace: Duration,
     pub(super) retries: u32,
+    /// A call that returns `Err` is retried too (within `retries`).
+    pub(super) retry_errors: bool,
     pub(super) restart_limit: RestartLimit,
     pub(super) env_allowlist: Option<Vec<String>>,
     pub(super) keep_task_children: bool,
@@ -95,6 +97,7 @@ pub struct PoolBuilder {
     task_timeout: Option<Duration>,
     grace: Duration,
     retries: u32,
+    retry_errors: bool,
     restart_limit: RestartLimit,
     read_ahead: Option<ReadAhead>,
     name: String,
@@ -116,6 +119,7 @@ impl PoolBuilder {
             task_timeout: None,
             grace: Duration::from_secs(5),
             retries: 0,
+            retry_errors: false,
             restart_limit: RestartLimit::default(),
             read_ahead: None,
             name: "pool".into(),
@@ -231,9 +235,20 @@ impl PoolBuilder {
     }
 
     /// Run a task again, up to `n` more times, when its worker died or it timed out.
-    /// Default: 0. (An `Err` or a panic is a result, never retried.)
+    /// Default: 0. (An `Err` or a panic is a result, never retried, unless
+    /// [`PoolBuilder::retry_errors`].)
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = n;
+        self
+    }
+
+    /// Also run a task again when it returns `Err`, within the same
+    /// [`PoolBuilder::retries`]: one budget of runs for every way a run can fail, and
+    /// its result (with [`crate::JobMeta::attempts`]) is its last run's. Calls sent
+    /// in chunks (`map` with a chunk size over 1) are not retried on `Err`. Default:
+    /// false.
+    pub fn retry_errors(mut self, yes: bool) -> Self {
+        self.retry_errors = yes;
         self
     }
 
@@ -292,6 +307,7 @@ impl PoolBuilder {
             task_timeout: self.task_timeout,
             grace: self.grace,
             retries: self.retries,
+            retry_errors: self.retry_errors,
             restart_limit: self.restart_limit,
             env_allowlist: self.env_allowlist,
             keep_task_children: self.keep_task_children,

@@ -10,6 +10,9 @@ use super::job::Unit;
 use super::stats::PoolStats;
 use crate::error::{Error, Violation};
 
+/// Told how many calls succeeded and failed so far; true: cancel what is pending.
+pub(crate) type Gate = Box<dyn FnMut(u64, u64) -> bool + Send>;
+
 /// One event; `S` is what a worker starter hands over (a process and its link, or a
 /// simulated worker in tests).
 pub(crate) enum Event<S> {
@@ -20,6 +23,9 @@ pub(crate) enum Event<S> {
     Close,
     /// Close, and cancel what has not started; running calls finish.
     CancelPending,
+    /// A halt condition, looked at before any work is handed out (see
+    /// [`crate::Pool::cancel_pending_when`]).
+    SetGate(Gate),
     /// A new time limit per call (`None`: none), for the calls running too.
     SetTaskTimeout(Option<std::time::Duration>),
     Terminate,

@@ -295,8 +295,8 @@ impl Sink {
 pub(crate) struct Job {
     pub(crate) id: u64,
     pub(crate) arg: Vec<u8>,
-    /// Retries used: runs that ended with the worker dying or timing out and were run
-    /// again. (Its `JobMeta::attempts`, the runs in all, is this plus its last run.)
+    /// Retries used: runs that ended with the worker dying or timing out (or an `Err`,
+    /// with `retry_errors`) and were run again. (Its `JobMeta::attempts`, the runs in all, is this plus its last run.)
     pub(crate) retried: u32,
     sink: Option<Sink>,
     task: &'static str,

@@ -91,9 +91,17 @@ impl Io for Live {
 
     fn attach(&mut self, id: u64, (slot, link): Launched) -> Result<LiveWorker, Error> {
         let hub = self.hub.clone();
+        let pid = slot.pid();
         let post = Box::new(move |news| {
             let event = match news {
-                News::Message(msg) => Event::Message { worker: id, msg },
+                News::Message(msg) => {
+                    // Spooled outputs are taken hold of as they arrive, before anyone
+                    // hears of the result: the worker may end at once.
+                    if let Ok(msg) = &msg {
+                        crate::command::claim_spools(pid, msg);
+                    }
+                    Event::Message { worker: id, msg }
+                }
                 News::Closed => Event::LinkClosed { worker: id },
             };
             post_to(&hub, event)

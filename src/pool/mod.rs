@@ -533,6 +533,17 @@ impl Pool {
         self.shared.hub.post(Event::CancelPending);
     }
 
+    /// Sets a halt condition: before the pool hands out any work, it calls `halt` with
+    /// how many tasks have succeeded and failed so far (whenever that changed); once
+    /// it returns true, the pool does what [`Pool::cancel_pending`] does, so no task
+    /// starts after a result that met the condition (a callback of the results' reader,
+    /// such as [`Reports::on_arrival`], runs later, when the next task may already
+    /// have started). Queued calls are then handed out one at a time, not merged.
+    /// For GNU parallel's `--halt`.
+    pub fn cancel_pending_when(&self, halt: impl FnMut(u64, u64) -> bool + Send + 'static) {
+        self.shared.hub.post(Event::SetGate(Box::new(halt)));
+    }
+
     /// Changes the time limit per task ([`PoolBuilder::task_timeout`]; `None`: no
     /// limit) for the tasks to come and those running: a running task is measured
     /// from its own start, so one already past the new limit times out at once

@@ -518,6 +518,9 @@ fn receive(
                     .decode::<FromChild>(frame)
                     .map_err(|e| Violation::Unreadable(Arc::new(e)))
                     .and_then(expected);
+                if let Ok(msg) = &received {
+                    crate::command::claim_spools(slot.pid(), msg);
+                }
                 if received.is_err() {
                     // Nothing it says can be trusted now, and it may never exit.
                     let _ = slot.signal(libc::SIGKILL, true);

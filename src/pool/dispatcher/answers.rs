@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use supervisor_worker::protocol::{FromChild, TaskOutcome, Timing};
 
-use super::super::job::{Deliveries, Job, JobMeta, PackedResults};
+use super::super::job::{Deliveries, Job, JobMeta, PackedResults, Unit};
 use super::super::ports::{Io, WorkerLink};
 use super::state::{Dispatcher, Stop, INIT_SEQ};
 use crate::error::{BrokenReason, ErrorKind, Violation};
@@ -169,7 +169,20 @@ impl<X: Io> Dispatcher<X> {
         match answer {
             Answer::Outcomes(outcomes, timings) => {
                 let jobs: Vec<Job> = run.unit.jobs.drain(..n).collect();
-                for ((job, outcome), timing) in jobs.into_iter().zip(outcomes).zip(timings) {
+                let mut again = Vec::new();
+                for ((mut job, outcome), timing) in jobs.into_iter().zip(outcomes).zip(timings) {
+                    let erred = matches!(outcome, TaskOutcome::Returned { error: Some(_), .. });
+                    if erred
+                        && self.cfg.retry_errors
+                        && job.retried < self.cfg.retries
+                        && !self.terminating
+                        && self.broken.is_none()
+                    {
+                        job.retried += 1;
+                        spent += Duration::from_nanos(timing.duration_ns);
+                        again.push(job);
+                        continue;
+                    }
                     let failed = !matches!(outcome, TaskOutcome::Returned { error: None, .. });
                     if failed {
                         self.failed += 1;
@@ -185,6 +198,10 @@ impl<X: Io> Dispatcher<X> {
                         duration,
                     };
                     deliveries.complete(job, outcome_to_result(task, pid, outcome), meta);
+                }
+                if !again.is_empty() {
+                    // Run again before anything queued, as a retried timeout is.
+                    self.queue.push_front(Unit::new(task, again));
                 }
             }
             Answer::Packed { lens, data, others } => {

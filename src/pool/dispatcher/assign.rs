@@ -32,6 +32,7 @@ impl<X: Io> Dispatcher<X> {
     }
 
     fn assign(&mut self) {
+        self.look_at_gate();
         if self.broken.is_none() && !self.terminating {
             // Each round hands the queue out; then an idle worker with nothing queued
             // takes unstarted calls from the busiest one. Every take-back moves at
@@ -65,6 +66,24 @@ impl<X: Io> Dispatcher<X> {
         }
     }
 
+    /// Asks `Pool::cancel_pending_when`'s condition about the counts, if they changed
+    /// since it was last asked; once it holds, what is pending is cancelled, before
+    /// any of it could be handed out.
+    fn look_at_gate(&mut self) {
+        let counts = (self.done, self.failed);
+        let Some((gate, seen)) = self.gate.as_mut() else {
+            return;
+        };
+        if *seen == counts {
+            return;
+        }
+        *seen = counts;
+        if gate(counts.0, counts.1) {
+            self.gate = None;
+            self.cancel_pending();
+        }
+    }
+
     /// One unit from the queue to each idle worker.
     fn hand_out(&mut self) {
         let clocks = self.io.clocks();
@@ -76,7 +95,9 @@ impl<X: Io> Dispatcher<X> {
             .filter(|s| s.worker.is_some())
             .count()
             .max(1);
-        let fast = |task: &str| self.job_time.get(task).is_some_and(|t| *t < FAST_JOB);
+        // Under a gate, one call at a time: it is asked between any two.
+        let gated = self.gate.is_some();
+        let fast = |task: &str| !gated && self.job_time.get(task).is_some_and(|t| *t < FAST_JOB);
         let mut sent_any = false;
         for seat in self.seats.iter_mut() {
             let Some(worker) = seat.worker.as_mut() else {

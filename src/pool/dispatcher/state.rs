@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use supervisor_worker::progress::Snapshot;
 use supervisor_worker::protocol::{TaskRequest, ToChild};
 
-use super::super::event::Event;
+use super::super::event::{Event, Gate};
 use super::super::hub::Machine;
 use super::super::job::{Job, Unit};
 use super::super::ports::{Io, WorkerLink};
@@ -194,6 +194,8 @@ pub(crate) struct Dispatcher<X: Io> {
     pub(super) memory_look_at: Option<Instant>,
     /// How often (see `memory::look_every`).
     pub(super) memory_look_every: Duration,
+    /// `Pool::cancel_pending_when`'s condition, and the counts it last saw.
+    pub(super) gate: Option<(Gate, (u64, u64))>,
 }
 
 impl<X: Io> Dispatcher<X> {
@@ -219,6 +221,7 @@ impl<X: Io> Dispatcher<X> {
             group_kills: Vec::new(),
             memory_look_at: None,
             memory_look_every: crate::memory::MEMORY_LOOK,
+            gate: None,
         }
     }
 
@@ -253,6 +256,7 @@ impl<X: Io> Dispatcher<X> {
             Event::ForgetStream(stream) => self.forget_stream(stream),
             Event::Close => self.closing = true,
             Event::CancelPending => self.cancel_pending(),
+            Event::SetGate(gate) => self.gate = Some((gate, (u64::MAX, u64::MAX))),
             Event::SetTaskTimeout(limit) => self.set_task_timeout(limit),
             Event::Terminate => self.terminate(),
             Event::Kill => self.kill(),
@@ -525,7 +529,7 @@ impl<X: Io> Dispatcher<X> {
 
     /// Closes, and cancels every call that has not started (queued, or sent ahead and
     /// taken back); running calls go on and finish.
-    fn cancel_pending(&mut self) {
+    pub(super) fn cancel_pending(&mut self) {
         self.closing = true;
         let mut unstarted = VecDeque::new();
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {

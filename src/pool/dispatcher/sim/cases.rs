@@ -113,6 +113,7 @@ fn config(case: &Case) -> Config {
         task_timeout: case.timeout,
         grace: Duration::from_millis(50),
         retries: case.retries,
+        retry_errors: false,
         restart_limit: RestartLimit::default(),
         env_allowlist: None,
         keep_task_children: false,
