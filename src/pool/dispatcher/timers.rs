@@ -132,7 +132,14 @@ fn look_at_time_limit<L: WorkerLink>(
         TimeoutStep::Expire => {
             // Against the look the decision was made on: if the worker has moved on to
             // its next call since, that call is not the one that passed its limit.
-            let Some(claimed) = worker.take_back_unstarted_as_seen(queue, seen) else {
+            // A worker being shut down had what it had not started taken back then
+            // (the page cannot be lowered again): only the running call is marked.
+            let claimed = if matches!(worker.stop, Some(Stop::Shutdown)) {
+                worker.running.as_ref().map(|r| r.claimed(&seen))
+            } else {
+                worker.take_back_unstarted_as_seen(queue, seen)
+            };
+            let Some(claimed) = claimed else {
                 // It moved on to its next call meanwhile: look again at once.
                 if let Some(run) = worker.running.as_mut() {
                     run.check_at = Some(now);
@@ -145,6 +152,12 @@ fn look_at_time_limit<L: WorkerLink>(
             };
             run.expired = Some(claimed - 1);
             run.expired_at_ns = clocks.now_ns;
+            if matches!(worker.stop, Some(Stop::Shutdown)) {
+                // Already being stopped: marked once, looked at no more (a later look
+                // would move the expiry past the call's end and take its answer).
+                run.check_at = None;
+                return;
+            }
             if run.answered + 1 == claimed {
                 worker.stop(Stop::Timeout, grace, now);
             } else {
