@@ -364,12 +364,14 @@ fn a_task_finishing_while_stopped_for_its_limit_reports_its_own_start_and_durati
 }
 
 /// With retries, a task (sent alone) that ignores SIGTERM, passes its limit and
-/// finishes while its worker is being stopped: it timed out, once. It finished, so it
-/// is not run again (on the old code it ran three times: a lone task's answer is not
-/// kept in the worker's answer log, so the finished task was taken for one that died
-/// running, and retried).
+/// returns its value while its worker is being stopped: it timed out, once. It
+/// succeeded all the same, so it is not run again (a task that succeeded never runs
+/// twice; on the old code it ran three times: a lone task's answer is not kept in the
+/// worker's answer log, so it was taken for one that died running). One that fails
+/// during the stop (a command killed by it) is retried as a timeout: see
+/// `cli::retries_are_one_budget_for_failures_and_timeouts_and_attempts_say_how_many_ran`.
 #[test]
-fn a_task_finishing_while_stopped_for_its_limit_is_not_retried() {
+fn a_task_succeeding_while_stopped_for_its_limit_is_not_retried() {
     each_method(DEADLINE, |method| {
         let limit = Duration::from_millis(150);
         let pool = Pool::builder()

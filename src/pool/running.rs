@@ -41,9 +41,11 @@ pub(crate) struct Running {
     /// When that was decided (monotonic ns, the page's clock).
     pub(crate) expired_at_ns: u64,
     /// The call that passed its time limit answered anyway (it finished while being
-    /// stopped): its own timing (zero if its answer carried none), for its report. It
-    /// finished, so it is never run again.
+    /// stopped): its own timing (zero if its answer carried none), for its report.
     pub(crate) expired_answer: Option<Timing>,
+    /// Whether that late answer was a success: a task that succeeded is never run
+    /// again, one that failed (died of the stop, say) is retried as a timeout.
+    pub(crate) expired_succeeded: bool,
 }
 
 /// How long a timed-out worker is given to send the answers of calls that finished
@@ -66,6 +68,7 @@ impl Running {
             expired: None,
             expired_at_ns: 0,
             expired_answer: None,
+            expired_succeeded: false,
         }
     }
 

@@ -157,6 +157,13 @@ impl<X: Io> Dispatcher<X> {
                 // (the page's start may since show the worker's failed claim of the
                 // next call), and it is not run again.
                 run.expired_answer = timing;
+                run.expired_succeeded = match &answer {
+                    Answer::Outcomes(outcomes, _) => matches!(
+                        outcomes.get(at),
+                        Some(TaskOutcome::Returned { error: None, .. })
+                    ),
+                    Answer::Packed { .. } => true,
+                };
             }
             answer.truncate(if in_time { at + 1 } else { at });
             if answer.len() == 0 {

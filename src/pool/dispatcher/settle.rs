@@ -98,12 +98,14 @@ impl<X: Io> Dispatcher<X> {
             let mut retry = None;
             if split.culprit.is_some() {
                 ran_a_call = true;
-                // The call that passed its limit and answered anyway: it finished, so it
-                // is not run again, and its report is its own timing.
+                // The call that passed its limit and answered anyway: it timed out (its
+                // report is its own timing). One that succeeded all the same is not run
+                // again; one that failed (it died of the stop, say) is retried as any
+                // timed-out call is.
                 let answered = run.expired_answer.filter(|_| split.culprit == run.expired);
                 if let Some(mut job) = jobs.next() {
                     let retries_left = match stop {
-                        _ if answered.is_some() => false,
+                        _ if answered.is_some() && run.expired_succeeded => false,
                         Some(Stop::Shutdown) => false,
                         _ => job.retried < self.cfg.retries && !self.terminating,
                     };
