@@ -12,6 +12,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -261,10 +262,7 @@ impl ChildSlot {
 }
 
 enum Request {
-    Spawn(
-        Box<SpawnRequest>,
-        mpsc::SyncSender<io::Result<(i32, OwnedFd)>>,
-    ),
+    Spawn(Box<Command>, mpsc::SyncSender<io::Result<(i32, OwnedFd)>>),
     Watch(Arc<ChildSlot>),
     Live(mpsc::SyncSender<Vec<Arc<ChildSlot>>>),
 }
@@ -310,11 +308,10 @@ impl Reaper {
         Ok(())
     }
 
-    /// Executes `exec` in a child of the reaper thread that first runs `setup` (see
-    /// [`os::spawn_exec`]); returns the pid and a pidfd for it.
-    pub(crate) fn spawn(&self, exec: os::Exec, setup: ChildSetupFn) -> io::Result<(i32, OwnedFd)> {
+    /// Spawns `cmd` from the reaper thread; returns the pid and a pidfd for it.
+    pub(crate) fn spawn(&self, cmd: Command) -> io::Result<(i32, OwnedFd)> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Request::Spawn(Box::new(SpawnRequest { exec, setup }), tx))?;
+        self.send(Request::Spawn(Box::new(cmd), tx))?;
         rx.recv()
             .map_err(|_| io::Error::other("the reaper thread is gone"))?
     }
@@ -334,24 +331,16 @@ impl Reaper {
     }
 }
 
-/// The set-up a spawned child runs before it executes (async-signal-safe; an errno).
-pub(crate) type ChildSetupFn = Box<dyn Fn() -> Result<(), i32> + Send + Sync>;
-
-/// A child to start from the reaper thread.
-pub(crate) struct SpawnRequest {
-    exec: os::Exec,
-    setup: ChildSetupFn,
-}
-
-fn spawn_one(req: SpawnRequest) -> io::Result<(i32, OwnedFd)> {
-    let pid = os::spawn_exec(&req.exec, &*req.setup)?;
+fn spawn_one(mut cmd: Command) -> io::Result<(i32, OwnedFd)> {
+    let mut child = cmd.spawn()?;
+    let pid = child.id() as i32;
     match os::pidfd_open(pid) {
-        // The slot owns the process now.
+        // Dropping a std Child neither waits nor kills; the slot owns the process now.
         Ok(pidfd) => Ok((pid, pidfd)),
         Err(e) => {
             // Without a pidfd nobody could watch it (out of descriptors): end it here.
-            os::kill_pid(pid, libc::SIGKILL);
-            let _ = os::reap(pid);
+            let _ = child.kill();
+            let _ = child.wait();
             Err(e)
         }
     }

@@ -4,7 +4,6 @@
 //! callers use the names re-exported here (`os::pidfd_open`).
 
 mod clock;
-mod exec;
 mod fd;
 mod futex;
 mod group;
@@ -19,7 +18,6 @@ mod spool;
 mod tree;
 
 pub(crate) use clock::{boot_ticks, monotonic_ns};
-pub(crate) use exec::{spawn_exec, Exec};
 pub(crate) use fd::{
     close_above_stdio, descriptors_nearly_exhausted, open_fds, poll_readable, EventFd,
 };
