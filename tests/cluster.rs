@@ -583,3 +583,50 @@ fn an_agent_stops_at_once_on_sigterm_while_the_server_is_away() {
         );
     });
 }
+
+/// Over NATS's largest message: a 2 MB input fails at once with a clear error (it hung
+/// the submitter for ever, republished every 250 ms), and so does a 2 MB output, from
+/// one run of its command (it ran three times, then "no agent finished it").
+#[test]
+fn inputs_and_outputs_past_the_servers_largest_message_fail_clearly_once() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 1, &["--allow-commands", "--ack-wait", "2s"]);
+        let mut big = vec![b'y'; 2_000_000];
+        big.push(b'\n');
+        big.extend_from_slice(b"12\n");
+        let out = supervisor(&["run", "--nats", &url, "--task", "prime-factors"], &big);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        assert!(out.stderr.contains("over the limit of"), "{}", out.stderr);
+        assert!(
+            stdout.contains("2 2 3"),
+            "the small input still ran: {stdout}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("sv-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let count = dir.join("runs");
+        let cmd = format!(
+            "echo run >> {}; head -c 2000000 /dev/zero | tr '\\0' x",
+            count.display()
+        );
+        let out = supervisor(&["run", "--nats", &url, "--", "sh", "-c", &cmd], b"1\n");
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("result") && out.stderr.contains("over the limit of"),
+            "{}",
+            out.stderr
+        );
+        let runs = std::fs::read_to_string(&count).unwrap();
+        assert_eq!(
+            runs.lines().count(),
+            1,
+            "the command ran {} times",
+            runs.lines().count()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        drop(a);
+    });
+}

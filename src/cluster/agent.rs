@@ -15,7 +15,7 @@ use super::connect::{cluster, runtime, Connect};
 use super::defaults::ABANDONED_AFTER;
 use super::stream::{self, alive_subject, result_subject};
 use super::wire::{retryable, Failure, Outcome, Task, TaskResult};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::Pool;
 
 /// What an agent does to a task's encoded value before publishing it (the CLI makes
@@ -361,7 +361,7 @@ async fn run_task(
     };
     let started = SystemTime::now();
     let clock = Instant::now();
-    let (outcome, pid, last) = if task.command && !shared.allow_commands {
+    let (outcome, pid, mut last) = if task.command && !shared.allow_commands {
         (Outcome::CommandsRefused, 0, true)
     } else {
         let pool = shared.pool.clone();
@@ -416,9 +416,33 @@ async fn run_task(
         outcome,
         last,
     };
-    let Ok(bytes) = supervisor_worker::codec::encode(&result) else {
+    let Ok(mut bytes) = supervisor_worker::codec::encode(&result) else {
         return;
     };
+    // A result the server would refuse, again and again: say so, in one final result
+    // that fits (before, the publish failed quietly and the task ran again).
+    let limit = shared
+        .client
+        .server_info()
+        .max_payload
+        .saturating_sub(RESULT_HEADROOM);
+    if bytes.len() > limit {
+        let e = crate::Error::from(ErrorKind::TooLarge {
+            kind: "NATS message (a task's result)",
+            requested: bytes.len() as u64,
+            limit: limit as u64,
+        });
+        let small = TaskResult {
+            outcome: Outcome::Failed(Failure::of(&e)),
+            last: true,
+            ..result
+        };
+        let Ok(encoded) = supervisor_worker::codec::encode(&small) else {
+            return;
+        };
+        bytes = encoded;
+        last = true;
+    }
     // The result first, confirmed by the server; then the ack (or, for a worker
     // death with deliveries left, a nak: the server delivers it again).
     let published = match shared
@@ -439,6 +463,9 @@ async fn run_task(
         message.ack_with(AckKind::Nak(None)).await
     };
 }
+
+/// Room left in a NATS message for the framing beside a result.
+const RESULT_HEADROOM: usize = 1024;
 
 /// This machine's name (the kernel's, as `hostname` prints it).
 fn host_name() -> String {

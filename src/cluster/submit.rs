@@ -63,6 +63,9 @@ enum Event {
     },
 }
 
+/// Room left in a NATS message for its headers (the message id) and framing.
+const PAYLOAD_HEADROOM: usize = 1024;
+
 /// The stream sequence of each published task, for the server's advisories.
 type Published = Arc<std::sync::Mutex<HashMap<u64, u64>>>;
 
@@ -81,6 +84,9 @@ pub struct RemoteReports<R, I: Iterator> {
     submitted: usize,
     yielded: usize,
     publish: Option<tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)>>,
+    /// The server's largest message: a task past it fails at once (publishing it
+    /// would be refused again and again).
+    max_payload: usize,
     events: mpsc::Receiver<Event>,
     done: HashSet<u64>,
     notes: HashMap<u64, Vec<String>>,
@@ -117,7 +123,8 @@ where
         input: I,
     ) -> Result<RemoteReports<R, I>, (Error, I)> {
         match Self::connect(&options) {
-            Ok((rt, run, js, helpers, events, publish)) => Ok(RemoteReports {
+            Ok((rt, run, js, helpers, events, publish, max_payload)) => Ok(RemoteReports {
+                max_payload,
                 rt,
                 run,
                 task: task.to_string(),
@@ -155,6 +162,7 @@ where
             Vec<tokio::task::JoinHandle<()>>,
             mpsc::Receiver<Event>,
             tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)>,
+            usize,
         ),
         Error,
     > {
@@ -164,7 +172,7 @@ where
         let (tx, rx) = mpsc::channel();
         let (ptx, prx) = tokio::sync::mpsc::unbounded_channel();
         let rt = runtime()?;
-        let (js, helpers) = rt.block_on(async {
+        let (js, helpers, max_payload) = rt.block_on(async {
             let client = options.connect.client("supervisor run").await?;
             let js = jetstream::new(client.clone());
             let (tasks, results) = stream::streams(&js).await?;
@@ -224,9 +232,10 @@ where
                 )),
                 tokio::spawn(publish_tasks(js.clone(), run.clone(), prx, published)),
             ];
-            Ok::<_, Error>((js, helpers))
+            let max_payload = client.server_info().max_payload;
+            Ok::<_, Error>((js, helpers, max_payload))
         })?;
-        Ok((rt, run, js, helpers, rx, ptx))
+        Ok((rt, run, js, helpers, rx, ptx, max_payload))
     }
 
     /// Whether reading the next input returns at once (as [`crate::Reports::input_ready`]).
@@ -343,6 +352,17 @@ where
                 max_deliver: self.options.retries + 1,
             });
             match task.and_then(|t| codec::encode(&t)) {
+                // Headers and framing take a little room beside the task.
+                Ok(bytes) if bytes.len() + PAYLOAD_HEADROOM > self.max_payload => {
+                    let e = ErrorKind::TooLarge {
+                        kind: "NATS message (a task and its input)",
+                        requested: bytes.len() as u64,
+                        limit: self.max_payload.saturating_sub(PAYLOAD_HEADROOM) as u64,
+                    }
+                    .into();
+                    self.done.insert(seq);
+                    self.deliver(seq as usize, Err(e), JobMeta::default(), String::new());
+                }
                 Ok(bytes) => {
                     if let Some(p) = &self.publish {
                         let _ = p.send((seq, bytes));
