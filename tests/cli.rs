@@ -691,30 +691,39 @@ fn sigint_sigterm_and_sighup_stop_the_run_with_130_143_and_129() {
     });
 }
 
+/// Starts `run -j 2 --task fault` (plus `extra`) on two `spawn-grandchild` lines and
+/// returns it with the pids of the two grandchildren its workers left running.
+fn start_with_grandchildren(extra: &[&str]) -> (Child, Vec<i32>) {
+    let mut args = vec!["run", "-j", "2", "--task", "fault"];
+    args.extend_from_slice(extra);
+    let mut child = start(&args);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"spawn-grandchild\nspawn-grandchild\n")
+        .unwrap();
+    drop(stdin);
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut grandchildren = Vec::new();
+    while grandchildren.len() < 2 {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "{extra:?}: supervisor ended early"
+        );
+        if let Some(pid) = line
+            .strip_prefix("fault: left grandchild ")
+            .and_then(|r| r.split_whitespace().next())
+        {
+            grandchildren.push(pid.parse::<i32>().unwrap());
+        }
+    }
+    (child, grandchildren)
+}
+
 #[test]
 fn a_sigkilled_supervisor_leaves_no_worker_or_grandchild_behind() {
     isolated(DEADLINE, || {
-        let mut child = start(&["run", "-j", "2", "--task", "fault"]);
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(b"spawn-grandchild\nspawn-grandchild\n")
-            .unwrap();
-        drop(stdin);
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut grandchildren = Vec::new();
-        while grandchildren.len() < 2 {
-            let mut line = String::new();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "supervisor ended early"
-            );
-            if let Some(pid) = line
-                .strip_prefix("fault: left grandchild ")
-                .and_then(|r| r.split_whitespace().next())
-            {
-                grandchildren.push(pid.parse::<i32>().unwrap());
-            }
-        }
+        let (mut child, grandchildren) = start_with_grandchildren(&[]);
         child.kill().unwrap();
         child.wait().unwrap();
         for pid in grandchildren {
@@ -734,35 +743,7 @@ fn a_sigkilled_supervisor_leaves_no_worker_or_grandchild_behind() {
 fn workers_outliving_their_fork_server_still_end_with_a_sigkilled_supervisor() {
     isolated(DEADLINE, || {
         for method in ["fork", "forkserver"] {
-            let mut child = start(&[
-                "run",
-                "-j",
-                "2",
-                "--start-method",
-                method,
-                "--task",
-                "fault",
-            ]);
-            let mut stdin = child.stdin.take().unwrap();
-            stdin
-                .write_all(b"spawn-grandchild\nspawn-grandchild\n")
-                .unwrap();
-            drop(stdin);
-            let mut stderr = BufReader::new(child.stderr.take().unwrap());
-            let mut grandchildren = Vec::new();
-            while grandchildren.len() < 2 {
-                let mut line = String::new();
-                assert!(
-                    stderr.read_line(&mut line).unwrap() > 0,
-                    "{method}: supervisor ended early"
-                );
-                if let Some(pid) = line
-                    .strip_prefix("fault: left grandchild ")
-                    .and_then(|r| r.split_whitespace().next())
-                {
-                    grandchildren.push(pid.parse::<i32>().unwrap());
-                }
-            }
+            let (mut child, grandchildren) = start_with_grandchildren(&["--start-method", method]);
             let parent = |pid: i32| stat_fields(pid).map(|s| s.ppid).unwrap_or(0);
             let workers: Vec<i32> = grandchildren.iter().map(|&g| parent(g)).collect();
             let server = parent(workers[0]);
@@ -822,6 +803,9 @@ fn a_second_signal_ends_a_run_blocked_on_its_output_and_grace_is_whole() {
         }
         // SAFETY: kill with plain integers; our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
+        // Let the first be handled first (pending signals are taken in number order,
+        // SIGINT before SIGTERM); nothing the run does then can be observed from here
+        // while it is blocked on its output.
         std::thread::sleep(Duration::from_millis(200));
         let t = Instant::now();
         // SAFETY: as above.

@@ -37,27 +37,7 @@ pub struct ErrorInfo {
 /// `--memory-limit`), lost, decode, stopped (running when the run was stopped),
 /// cancelled (never started). Every one of them is a failed task: exit code 1.
 pub fn kind_of(e: &Error) -> &'static str {
-    match e.kind() {
-        ErrorKind::Panicked { .. } => "panicked",
-        ErrorKind::Crashed { .. } => "crashed",
-        ErrorKind::OomKilled { .. } => "oom_killed",
-        ErrorKind::MemoryExceeded { .. } => "memory_exceeded",
-        ErrorKind::Exited { .. } => "exited",
-        ErrorKind::TimedOut { .. } => "timed_out",
-        ErrorKind::Lost { .. }
-        | ErrorKind::ResultLost { .. }
-        | ErrorKind::Protocol { .. }
-        | ErrorKind::PoolBroken { .. } => "lost",
-        ErrorKind::EncodeArgument { .. }
-        | ErrorKind::DecodeArgument { .. }
-        | ErrorKind::EncodeResult { .. }
-        | ErrorKind::DecodeResult { .. } => "decode",
-        ErrorKind::Cancelled { .. } | ErrorKind::Terminated { .. } | ErrorKind::PoolClosed => {
-            "cancelled"
-        }
-        ErrorKind::Stopped { .. } => "stopped",
-        _ => "failed",
-    }
+    e.kind().word()
 }
 
 /// The signal, exit code and peak RSS a library error records, where it has them.

@@ -76,7 +76,7 @@ impl Failure {
             _ => (None, None),
         };
         Failure {
-            kind: kind_name(e).to_string(),
+            kind: e.kind().word().to_string(),
             message: supervisor_worker::error_chain(e),
             signal,
             exit_code,
@@ -96,29 +96,4 @@ pub(crate) fn retryable(e: &Error) -> bool {
             | ErrorKind::OomKilled { .. }
             | ErrorKind::TimedOut { .. }
     )
-}
-
-/// The CLI's name of an error's kind (the same names as its `kind_of`).
-fn kind_name(e: &Error) -> &'static str {
-    match e.kind() {
-        ErrorKind::Panicked { .. } => "panicked",
-        ErrorKind::Crashed { .. } => "crashed",
-        ErrorKind::OomKilled { .. } => "oom_killed",
-        ErrorKind::MemoryExceeded { .. } => "memory_exceeded",
-        ErrorKind::Exited { .. } => "exited",
-        ErrorKind::TimedOut { .. } => "timed_out",
-        ErrorKind::Lost { .. }
-        | ErrorKind::ResultLost { .. }
-        | ErrorKind::Protocol { .. }
-        | ErrorKind::PoolBroken { .. } => "lost",
-        ErrorKind::EncodeArgument { .. }
-        | ErrorKind::DecodeArgument { .. }
-        | ErrorKind::EncodeResult { .. }
-        | ErrorKind::DecodeResult { .. } => "decode",
-        ErrorKind::Cancelled { .. } | ErrorKind::Terminated { .. } | ErrorKind::PoolClosed => {
-            "cancelled"
-        }
-        ErrorKind::Stopped { .. } => "stopped",
-        _ => "failed",
-    }
 }

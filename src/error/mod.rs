@@ -590,6 +590,33 @@ fn at(location: &Option<String>) -> String {
 }
 
 impl ErrorKind {
+    /// The kind in one word, as the CLI's JSON records and job logs name it: failed,
+    /// panicked, crashed, oom_killed, exited, timed_out, memory_exceeded, lost, decode,
+    /// stopped (running when the run was stopped) or cancelled (never started).
+    pub fn word(&self) -> &'static str {
+        match self {
+            ErrorKind::Panicked { .. } => "panicked",
+            ErrorKind::Crashed { .. } => "crashed",
+            ErrorKind::OomKilled { .. } => "oom_killed",
+            ErrorKind::MemoryExceeded { .. } => "memory_exceeded",
+            ErrorKind::Exited { .. } => "exited",
+            ErrorKind::TimedOut { .. } => "timed_out",
+            ErrorKind::Lost { .. }
+            | ErrorKind::ResultLost { .. }
+            | ErrorKind::Protocol { .. }
+            | ErrorKind::PoolBroken { .. } => "lost",
+            ErrorKind::EncodeArgument { .. }
+            | ErrorKind::DecodeArgument { .. }
+            | ErrorKind::EncodeResult { .. }
+            | ErrorKind::DecodeResult { .. } => "decode",
+            ErrorKind::Cancelled { .. } | ErrorKind::Terminated { .. } | ErrorKind::PoolClosed => {
+                "cancelled"
+            }
+            ErrorKind::Stopped { .. } => "stopped",
+            _ => "failed",
+        }
+    }
+
     /// The pid of the process the error is about, when there is one.
     pub fn pid(&self) -> Option<u32> {
         match self {
