@@ -126,18 +126,22 @@ pub struct Record {
 pub struct Columns(pub Option<regex::bytes::Regex>);
 
 impl Columns {
-    fn record(&self, values: &[Vec<u8>]) -> Record {
-        let fields: Vec<Vec<u8>> = values
-            .iter()
-            .flat_map(|v| match &self.0 {
-                Some(re) => re.split(v).map(<[u8]>::to_vec).collect::<Vec<_>>(),
-                None => vec![v.clone()],
-            })
-            .collect();
+    fn record(&self, values: Vec<Vec<u8>>) -> Record {
+        let fields: Vec<Vec<u8>> = match &self.0 {
+            Some(re) => values
+                .iter()
+                .flat_map(|v| re.split(v).map(<[u8]>::to_vec))
+                .collect(),
+            None => values.clone(),
+        };
+        let whole = match fields.as_slice() {
+            [one] => one.clone(),
+            more => more.join(&b' '),
+        };
         Record {
-            whole: fields.join(&b' '),
+            whole,
             fields,
-            values: values.to_vec(),
+            values,
         }
     }
 }
@@ -245,6 +249,10 @@ impl Iterator for Records {
             }
             self.odometer.iter_mut().for_each(|i| *i = 0);
         }
+        if self.rest.is_empty() {
+            // One source: each of its items is a record of its own, taken as it is.
+            return self.current.take().map(|v| Ok(self.columns.record(v)));
+        }
         let current = self.current.as_ref()?;
         let mut values = current.clone();
         for (group, &i) in self.rest.iter().zip(&self.odometer) {
@@ -263,7 +271,7 @@ impl Iterator for Records {
         if carry {
             self.current = None;
         }
-        Some(Ok(self.columns.record(&values)))
+        Some(Ok(self.columns.record(values)))
     }
 }
 

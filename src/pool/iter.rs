@@ -18,6 +18,7 @@ use supervisor_worker::codec;
 use supervisor_worker::registry::RegistryError;
 
 use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
+use super::reorder::Reorder;
 use super::{wake, Shared};
 use crate::error::{Error, ErrorKind};
 
@@ -55,7 +56,7 @@ pub(crate) struct Feed<R, I: Iterator> {
     yielded: usize,
     /// Ordered: results that came ahead of their turn, decoded on arrival (so what
     /// they hold, a handle or a spooled output, is taken from the worker at once).
-    buffer: BTreeMap<usize, (Result<R, Error>, JobMeta)>,
+    buffer: Reorder<(Result<R, Error>, JobMeta)>,
     result: PhantomData<fn() -> R>,
 }
 
@@ -101,7 +102,7 @@ where
             rx,
             submitted: 0,
             yielded: 0,
-            buffer: BTreeMap::new(),
+            buffer: Reorder::new(),
             result: PhantomData,
         };
         if let Err(e) = task {
@@ -165,7 +166,7 @@ where
         };
         let (index, result, meta) = if self.ordered {
             loop {
-                if let Some((r, m)) = self.buffer.remove(&self.yielded) {
+                if let Some((r, m)) = self.buffer.take_next() {
                     break (self.yielded, r, m);
                 }
                 if self.input_done && self.yielded == self.submitted {
@@ -178,7 +179,11 @@ where
                 if let Some(arrived) = arrived.as_deref_mut() {
                     arrived(index, &r, &m);
                 }
-                self.buffer.insert(index, (r, m));
+                if self.buffer.insert(index, (r, m)).is_err() {
+                    // Every job delivers once (job.rs): a second result for a position
+                    // would be a bug of ours; the first one stands.
+                    debug_assert!(false, "a second result for input {index}");
+                }
             }
         } else {
             if self.input_done && self.yielded == self.submitted {
@@ -302,8 +307,7 @@ impl<R, I: Iterator> Feed<R, I> {
             return true;
         }
         if self.ordered {
-            self.buffer.contains_key(&self.yielded)
-                || self.pending.iter().any(|(i, _, _)| *i == self.yielded)
+            self.buffer.next_is_in() || self.pending.iter().any(|(i, _, _)| *i == self.yielded)
         } else {
             !self.pending.is_empty()
         }

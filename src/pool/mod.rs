@@ -16,6 +16,7 @@ mod job;
 mod live;
 mod ports;
 mod reader;
+mod reorder;
 mod running;
 mod shutdown;
 mod stats;
