@@ -88,6 +88,14 @@ pub enum BrokenReason {
     /// The initializer panicked, crashed or exited.
     #[error("the initializer failed")]
     Initializer(#[source] Arc<Error>),
+    /// The halt condition given to
+    /// [`Pool::cancel_pending_when`](crate::Pool::cancel_pending_when) panicked: the
+    /// pool cannot tell whether to go on, so it stops.
+    #[error("the halt condition (`cancel_pending_when`) panicked: {message}")]
+    HaltConditionPanicked {
+        /// The panic's message.
+        message: String,
+    },
     /// A bug: a panic inside the pool's own code (or a dependency's).
     #[error("a panic inside the pool: {message}")]
     Panic {

@@ -9,6 +9,7 @@ use supervisor_worker::codec::BATCH_BYTES;
 use super::super::ports::{Io, WorkerLink};
 use super::super::running::{Clocks, Running};
 use super::state::{Dispatcher, Worker};
+use crate::error::BrokenReason;
 
 /// Tasks whose calls take less than this (a moving average per task) have queued
 /// single calls merged into one batch, to hide round trips. Merging never changes what
@@ -78,9 +79,23 @@ impl<X: Io> Dispatcher<X> {
             return;
         }
         *seen = counts;
-        if gate(counts.0, counts.1) {
-            self.gate = None;
-            self.cancel_pending();
+        // The user's code, run on whichever thread handles the event: its panic is
+        // the pool's reason to stop, not a panic of the pool (which would end it with
+        // every waiter told only that it was terminated).
+        let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            gate(counts.0, counts.1)
+        }));
+        match asked {
+            Ok(false) => {}
+            Ok(true) => {
+                self.gate = None;
+                self.cancel_pending();
+            }
+            Err(panic) => {
+                self.gate = None;
+                let message = supervisor_worker::serve::panic_message(panic.as_ref());
+                self.break_pool(BrokenReason::HaltConditionPanicked { message });
+            }
         }
     }
 
