@@ -122,6 +122,16 @@ fn layout(state_len: usize, data_len: usize) -> Option<(usize, usize, usize)> {
     Some((state_offset, data_offset, len))
 }
 
+/// Whether `data_len` bytes of data can hold what a region of `kind` keeps there: a
+/// queue's ring (8-byte frames, at least a page), a pipe's two.
+fn ring_fits(kind: Kind, data_len: u64) -> bool {
+    match kind {
+        Kind::Queue => data_len >= 4096 && data_len % 8 == 0,
+        Kind::Pipe => data_len >= 128 && data_len % 16 == 0,
+        _ => true,
+    }
+}
+
 /// FNV-1a of a type name: the tag that makes a handle refuse to open as another type.
 pub(crate) fn type_tag(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -152,6 +162,12 @@ pub(crate) struct Region {
     repair: fn(&Region),
     /// Per role: the handles ([`Holder`]s) of this process, each a holder of its own.
     local: [AtomicUsize; 2],
+    /// Where the state and the data lie in the mapping, as checked when it was made or
+    /// opened. Kept here, never read again from the header: any holder can write the
+    /// header, and a length changed there must not move an access outside the mapping.
+    state_offset: usize,
+    data_offset: usize,
+    data_len: usize,
 }
 
 /// The region's mutex, held. Not `Send`: a pthread mutex is unlocked by its locker.
@@ -235,6 +251,9 @@ impl Region {
             id,
             repair,
             local: Default::default(),
+            state_offset,
+            data_offset,
+            data_len,
         };
         init(&region).map_err(fail)?;
         let region = Arc::new(region);
@@ -310,15 +329,32 @@ impl Region {
         if h.tag != tag {
             return Err(wrong("other message types"));
         }
+        // Read once: the header is shared, another holder could change it meanwhile.
+        let (state_offset, data_offset, data_len) = (
+            std::ptr::addr_of!(h.state_offset),
+            std::ptr::addr_of!(h.data_offset),
+            std::ptr::addr_of!(h.data_len),
+        );
+        // SAFETY: three aligned u64 fields of the live header, read as plain values.
+        let (state_offset, data_offset, data_len) = unsafe {
+            (
+                state_offset.read_volatile(),
+                data_offset.read_volatile(),
+                data_len.read_volatile(),
+            )
+        };
         let fits = h.len == len as u64
             && h.state_len == state_len as u64
-            && h.state_offset >= size_of::<Header>() as u64
-            && h.state_offset % 64 == 0
-            && h.state_offset + h.state_len <= h.data_offset
-            && h.data_offset % 64 == 0
-            && h.data_offset
-                .checked_add(h.data_len)
-                .is_some_and(|end| end <= h.len);
+            && state_offset >= size_of::<Header>() as u64
+            && state_offset % 64 == 0
+            && state_offset
+                .checked_add(state_len as u64)
+                .is_some_and(|end| end <= data_offset)
+            && data_offset % 64 == 0
+            && data_offset
+                .checked_add(data_len)
+                .is_some_and(|end| end <= len as u64)
+            && ring_fits(kind, data_len);
         if !fits {
             return Err(wrong("inconsistent layout"));
         }
@@ -329,6 +365,9 @@ impl Region {
             id: wire.id,
             repair,
             local: Default::default(),
+            state_offset: state_offset as usize,
+            data_offset: data_offset as usize,
+            data_len: data_len as usize,
         })
     }
 
@@ -344,20 +383,19 @@ impl Region {
 
     /// The object's state.
     pub(crate) fn state<S: SharedState>(&self) -> &S {
-        let h = self.header();
-        debug_assert!(size_of::<S>() as u64 <= h.state_len);
+        debug_assert!(self.state_offset + size_of::<S>() <= self.data_offset);
         // SAFETY: the state lies inside the mapping at a 64-aligned offset with
-        // `state_len == size_of::<S>()` (checked on open); S is valid for any bytes
-        // other processes can have written through atomics (`SharedState`).
-        unsafe { &*self.map.as_ptr().add(h.state_offset as usize).cast::<S>() }
+        // `state_len == size_of::<S>()` (checked on open, kept in `self`); S is valid for
+        // any bytes other processes can have written through atomics (`SharedState`).
+        unsafe { &*self.map.as_ptr().add(self.state_offset).cast::<S>() }
     }
 
     /// The object's data bytes: start and length.
     pub(crate) fn data(&self) -> (*mut u8, usize) {
-        let h = self.header();
-        // SAFETY: data_offset + data_len lies inside the mapping (checked on open).
-        let ptr = unsafe { self.map.as_ptr().add(h.data_offset as usize) };
-        (ptr, h.data_len as usize)
+        // SAFETY: data_offset + data_len lies inside the mapping (checked on create or
+        // open, kept in `self`).
+        let ptr = unsafe { self.map.as_ptr().add(self.data_offset) };
+        (ptr, self.data_len)
     }
 
     fn sync_error(&self, source: std::io::Error) -> Error {

@@ -93,7 +93,7 @@ impl Semaphore {
 
     /// Takes a permit, waiting at most `timeout`; whether one was taken.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        self.acquire_until(Some(Instant::now() + timeout))
+        self.acquire_until(Instant::now().checked_add(timeout))
     }
 
     /// Takes a permit if one is free now.
