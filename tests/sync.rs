@@ -605,3 +605,15 @@ fn a_holder_rewriting_the_shared_header_cannot_move_an_access_outside_the_mappin
         }
     });
 }
+
+/// A release on a semaphore already at `u64::MAX` permits keeps it there (before: the
+/// count wrapped to 0 and every later acquire waited).
+#[test]
+fn a_release_past_the_most_permits_keeps_them() {
+    isolated(DEADLINE, || {
+        let s = Semaphore::new(u64::MAX).unwrap();
+        s.release().unwrap();
+        assert_eq!(s.permits(), u64::MAX);
+        assert!(s.try_acquire().unwrap());
+    });
+}
