@@ -576,3 +576,32 @@ fn undecoded_returned_handles_do_not_pile_up_in_the_worker() {
         pool.join();
     });
 }
+
+/// Dropping the last handle of a queue in a process does not wait for a holder that is
+/// stopped (SIGSTOP) holding the queue's internal mutex (before: the drop waited until
+/// that holder was continued or killed, and so would a worker ending its task).
+#[test]
+fn dropping_a_queue_does_not_wait_for_a_stopped_holder_of_its_lock() {
+    isolated(DEADLINE, || {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let mut p = Process::builder(stop_holding_queue_lock, q.clone())
+            .start()
+            .unwrap();
+        assert!(
+            wait_stopped(p.pid(), Duration::from_secs(20)),
+            "the holder never stopped"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = Instant::now();
+        let dropper = std::thread::spawn(move || {
+            drop(q);
+            let _ = tx.send(());
+        });
+        let dropped = rx.recv_timeout(Duration::from_secs(2)).is_ok();
+        let took = t.elapsed();
+        p.kill().unwrap();
+        let _ = p.join();
+        dropper.join().unwrap();
+        assert!(dropped, "the drop waited for the stopped holder ({took:?})");
+    });
+}

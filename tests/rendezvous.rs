@@ -267,7 +267,9 @@ fn spawn_with_tmpdir(dir: &std::ffi::OsStr) -> String {
 /// leaves nothing behind. Seen (ipc-channel 0.23's one-shot server, from
 /// `src/launch/spawn.rs`): a missing one panics the caller (`assertion failed:
 /// e.kind() == io::ErrorKind::ConnectionReset`, from tempfile's path-annotated error),
-/// a non-UTF-8 one panics (`to_str().unwrap()`), and a long one binds a silently
+/// and so does any failure to make its directory (a TMPDIR out of inodes, read-only or
+/// not writable: measured on a full tmpfs), a non-UTF-8 one panics
+/// (`to_str().unwrap()`), and a long one binds a silently
 /// truncated path outside the 0700 directory: the first start works and leaves that
 /// socket behind, every later start fails with "Address already in use" (a pool
 /// breaks on it) and leaks the socket's descriptor, since no error path closes it.

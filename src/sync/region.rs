@@ -603,16 +603,22 @@ impl Region {
         Ok(())
     }
 
+    /// Frees this process's slot of `role`. Without the mutex, so that dropping a handle
+    /// never waits for another holder (one stopped holding it would make the drop, and
+    /// an ending worker, wait until it is continued): only this process writes its own
+    /// slot while it lives (a claim writes a free slot; a sweep frees a dead process's),
+    /// and the pid goes last when a slot is claimed, so a slot that matches is whole.
     fn detach(&self, role: u32) {
         let (pid, start) = me();
-        let Ok(_guard) = self.lock() else { return };
         let h = self.header();
         if let Some(slot) = h.slots.iter().find(|s| {
-            s.pid.load(Ordering::Relaxed) == pid
+            s.pid.load(Ordering::Acquire) == pid
                 && s.role.load(Ordering::Relaxed) == role
                 && s.start.load(Ordering::Relaxed) == start
         }) {
-            slot.pid.store(0, Ordering::Release);
+            let _ = slot
+                .pid
+                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 }
