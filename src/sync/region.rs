@@ -23,6 +23,8 @@ pub(crate) const MAX_HOLDERS: usize = 128;
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How long a handle serialised for another process counts as "on its way" to it.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
+/// The pid of a holder slot being claimed (not yet whole: no holder).
+const CLAIMING: i32 = -1;
 /// Spins on a changing word before sleeping on it.
 const SPINS: u32 = 2_000;
 /// How long a `try_*` call waits for the region's mutex: enough for another holder to
@@ -548,14 +550,17 @@ impl Region {
                 break;
             }
             let pid = slot.pid.load(Ordering::Acquire);
-            if pid == 0 || pid == my_pid || slot.role.load(Ordering::Relaxed) != role {
+            if pid <= 0 || pid == my_pid || slot.role.load(Ordering::Relaxed) != role {
                 continue;
             }
             if !deep || os::process_start_time(pid) == Some(slot.start.load(Ordering::Relaxed)) {
                 others = true;
-            } else {
+            } else if slot
+                .pid
+                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
                 h.dead_pid[r].store(pid as u32, Ordering::Relaxed);
-                slot.pid.store(0, Ordering::Release);
             }
         }
         let in_flight = on_its_way(self, r, os::monotonic_ns());
@@ -576,20 +581,33 @@ impl Region {
         self.disconnected(role, own, false).is_none()
     }
 
+    /// Registers this process as a holder of `role`. Without the mutex, so that opening
+    /// a handle (a task's argument, a returned handle in `join_timeout` or `wait_timeout`)
+    /// never waits for another holder, one stopped holding it included: a free slot is
+    /// claimed by a compare-and-swap of its pid from 0 to [`CLAIMING`], filled, and only
+    /// then given the pid (readers skip a slot whose pid is not positive).
     fn attach(&self, role: u32) -> Result<(), Error> {
         let (pid, start) = me();
-        let _guard = self.lock()?;
         let h = self.header();
-        let mut free = h.slots.iter().find(|s| s.pid.load(Ordering::Relaxed) == 0);
+        let claim = || {
+            h.slots.iter().find(|s| {
+                s.pid
+                    .compare_exchange(0, CLAIMING, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+        };
+        let mut free = claim();
         if free.is_none() {
             // Reclaim the slots of dead processes.
             for slot in &h.slots {
-                let p = slot.pid.load(Ordering::Relaxed);
-                if os::process_start_time(p) != Some(slot.start.load(Ordering::Relaxed)) {
-                    slot.pid.store(0, Ordering::Release);
+                let p = slot.pid.load(Ordering::Acquire);
+                if p > 0 && os::process_start_time(p) != Some(slot.start.load(Ordering::Relaxed)) {
+                    let _ = slot
+                        .pid
+                        .compare_exchange(p, 0, Ordering::AcqRel, Ordering::Relaxed);
                 }
             }
-            free = h.slots.iter().find(|s| s.pid.load(Ordering::Relaxed) == 0);
+            free = claim();
         }
         let slot = free.ok_or(ErrorKind::TooManyHolders {
             kind: self.kind(),
