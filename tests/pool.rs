@@ -1381,3 +1381,26 @@ fn a_panicking_halt_condition_is_reported_not_taken_for_a_termination() {
         }
     });
 }
+
+/// An absurd number of workers is an error from `build`, never a panic. Seen:
+/// `procs(usize::MAX)` panics with "capacity overflow" (`src/pool/dispatcher/state.rs`,
+/// a `Vec` of one seat per worker made at once); a merely huge count (a million)
+/// would try to start that many workers.
+#[test]
+#[ignore = "adv18: Pool::builder().procs(usize::MAX).build() panics (capacity overflow) instead of returning an error"]
+fn an_absurd_number_of_workers_is_an_error_not_a_panic() {
+    isolated(DEADLINE, || {
+        let built = std::panic::catch_unwind(|| {
+            Pool::builder()
+                .procs(usize::MAX)
+                .build()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        match built {
+            Ok(Err(_)) => {}
+            Ok(Ok(())) => panic!("a pool of usize::MAX workers was built"),
+            Err(_) => panic!("build panicked"),
+        }
+    });
+}
