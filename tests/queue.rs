@@ -576,3 +576,105 @@ fn undecoded_returned_handles_do_not_pile_up_in_the_worker() {
         pool.join();
     });
 }
+
+/// Dropping the last handle of a queue in a process does not wait for a holder that is
+/// stopped (SIGSTOP) holding the queue's internal mutex (before: the drop waited until
+/// that holder was continued or killed, and so would a worker ending its task).
+#[test]
+fn dropping_a_queue_does_not_wait_for_a_stopped_holder_of_its_lock() {
+    isolated(DEADLINE, || {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let mut p = Process::builder(stop_holding_queue_lock, q.clone())
+            .start()
+            .unwrap();
+        assert!(
+            wait_stopped(p.pid(), Duration::from_secs(20)),
+            "the holder never stopped"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = Instant::now();
+        let dropper = std::thread::spawn(move || {
+            drop(q);
+            let _ = tx.send(());
+        });
+        let dropped = rx.recv_timeout(Duration::from_secs(2)).is_ok();
+        let took = t.elapsed();
+        p.kill().unwrap();
+        let _ = p.join();
+        dropper.join().unwrap();
+        assert!(dropped, "the drop waited for the stopped holder ({took:?})");
+    });
+}
+
+/// Returns its queue once `go` is set.
+fn return_queue_when_set((q, go): (Queue<u64>, supervisor::Event)) -> Queue<u64> {
+    go.wait().expect("go");
+    q
+}
+supervisor::task!(return_queue_when_set);
+
+/// Returns its queue at once.
+fn return_queue(q: Queue<u64>) -> Queue<u64> {
+    q
+}
+supervisor::task!(return_queue);
+
+/// Runs `join_timeout(limit)` on another thread; what it returned, if it returned
+/// within `limit` + 2 s.
+fn join_in_time(
+    mut p: Process<Queue<u64>>,
+    limit: Duration,
+) -> Option<Option<Result<Queue<u64>, Error>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = p.join_timeout(limit);
+        let _ = tx.send(r);
+        let _ = p.join();
+    });
+    rx.recv_timeout(limit + Duration::from_secs(2)).ok()
+}
+
+/// Opening a handle (a task's argument in the worker, a returned one in the caller's
+/// `join_timeout`) does not wait for a holder stopped (SIGSTOP) holding the queue's
+/// internal mutex: the worker runs its task and the caller gets the queue in time
+/// (before: both waited, `join_timeout(1s)` for as long as the holder stayed stopped).
+#[test]
+fn opening_a_handle_does_not_wait_for_a_stopped_holder_of_its_lock() {
+    isolated(DEADLINE, || {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let go = supervisor::Event::new().unwrap();
+        let early = Process::builder(return_queue_when_set, (q.clone(), go.clone()))
+            .start()
+            .unwrap();
+        // The early child has opened its queue once it waits on `go`.
+        let t = Instant::now();
+        while go.waiting() == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the child never waited"
+            );
+            std::thread::yield_now();
+        }
+        let mut holder = Process::builder(stop_holding_queue_lock, q.clone())
+            .start()
+            .unwrap();
+        assert!(
+            wait_stopped(holder.pid(), Duration::from_secs(20)),
+            "the holder never stopped"
+        );
+        let late = Process::builder(return_queue, q.clone()).start().unwrap();
+        drop(q); // the caller opens what comes back
+        go.set().unwrap();
+        let limit = Duration::from_secs(3);
+        let early = join_in_time(early, limit);
+        let late = join_in_time(late, limit);
+        holder.kill().unwrap();
+        let _ = holder.join();
+        for (what, r) in [("returned", early), ("argument", late)] {
+            match r {
+                Some(Some(Ok(q))) => assert_eq!(q.capacity(), None),
+                other => panic!("{what}: expected the queue in time, got {other:?}"),
+            }
+        }
+    });
+}

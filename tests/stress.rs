@@ -440,3 +440,50 @@ fn a_sigkilled_parent_takes_idle_and_bootstrapping_pool_workers_with_it() {
         }
     });
 }
+
+/// With every descriptor in use, tries three spawn starts (each must fail), frees the
+/// descriptors and prints the first error.
+fn no_descriptor_left_scenario() {
+    let mut spare = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        spare.push(f);
+    }
+    let errors: Vec<String> = (0..3)
+        .map(|_| match Process::builder(sleep_ms, 1).start() {
+            Ok(mut p) => format!("started: {:?}", p.join()),
+            Err(e) => format!("{e}: {:?}", std::error::Error::source(&e)),
+        })
+        .collect();
+    drop(spare);
+    println!("{}", errors[0]);
+}
+#[linkme::distributed_slice(common::SCENARIOS)]
+static NO_DESCRIPTOR_LEFT: common::Scenario = common::Scenario {
+    name: "no-descriptor-left",
+    run: no_descriptor_left_scenario,
+};
+
+/// A spawn start with no descriptor left fails with "too many open files" and leaves
+/// nothing in the temp directory. Seen: ipc-channel's one-shot server makes its
+/// `.tmpXXXXXX` directory, its `socket()` fails (EMFILE), it binds descriptor -1 (the
+/// start fails with "Bad file descriptor"), and the directory is never removed
+/// (removing it needs a descriptor): one empty directory per failed start, 11 per pool
+/// that breaks on it, which the sweep of dead programs' directories leaves alone.
+#[test]
+#[ignore = "adv18: a spawn start out of descriptors leaves an empty .tmpXXXXXX directory in TMPDIR (ipc-channel's IpcOneShotServer::new, called from src/launch/spawn.rs) and reports EBADF, not EMFILE"]
+fn a_spawn_start_out_of_descriptors_says_so_and_leaves_no_temp_directory() {
+    isolated(DEADLINE, || {
+        let out = common::scenario("no-descriptor-left").output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("Too many open files") || stdout.contains("EMFILE"),
+            "the start should say it ran out of descriptors: {stdout}"
+        );
+        // The leak check of `isolated` finds what the scenario left in the shared TMPDIR.
+    });
+}

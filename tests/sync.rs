@@ -501,3 +501,119 @@ fn the_leak_check_catches_an_entry_left_in_tmpdir() {
         std::fs::remove_file(&path).unwrap();
     });
 }
+
+/// A timeout too long for the clock (`Duration::MAX`, a common "forever") waits as long
+/// as it takes, as `Process::join_timeout` and `TaskHandle::wait_timeout` do (before:
+/// Queue, Pipe, Event and Semaphore panicked with "overflow when adding duration to
+/// instant").
+#[test]
+fn timeouts_too_long_for_the_clock_wait_as_long_as_it_takes() {
+    isolated(DEADLINE, || {
+        let forever = Duration::MAX;
+        let q = supervisor::Queue::<u64>::new().unwrap();
+        assert!(q.put_timeout(&7, forever).unwrap());
+        assert_eq!(q.get_timeout(forever).unwrap(), Some(7));
+        let (a, b) = Pipe::<u64, u64>::new().unwrap();
+        a.send(&8).unwrap();
+        assert_eq!(b.recv_timeout(forever).unwrap(), Some(8));
+        let ev = Event::new().unwrap();
+        ev.set().unwrap();
+        assert!(ev.wait_timeout(forever).unwrap());
+        let s = Semaphore::new(1).unwrap();
+        assert!(s.acquire_timeout(forever).unwrap());
+        let lock = Lock::new().unwrap();
+        assert!(lock.lock_timeout(forever).unwrap().is_some());
+    });
+}
+
+/// Byte offset of `data_len` in a region's header (magic, version, kind, id, tag, len,
+/// state offset, state length, data offset, data length).
+const HEADER_DATA_LEN: usize = 72;
+
+/// Writes `len` into the data length of the region header of the object whose data
+/// starts at `data` (the header is the first page of the mapping; the data starts in
+/// it), as a buggy or hostile holder could.
+fn scribble_data_len(data: *mut u8, len: u64) {
+    let header = (data as usize & !4095) as *mut u8;
+    // SAFETY: the mapping starts with the header, in the same page as the data's start
+    // (the header and state are under 4 KiB); this deliberately overwrites one field.
+    unsafe {
+        assert_eq!(header.cast::<[u8; 8]>().read(), *b"SUPVSYNC");
+        header
+            .add(HEADER_DATA_LEN)
+            .cast::<u64>()
+            .write_volatile(len);
+    }
+}
+
+/// A holder that rewrites the shared header's data length (1 TiB).
+fn scribble_shared_memory(mem: SharedMemory) -> u64 {
+    scribble_data_len(mem.as_ptr(), 1 << 40);
+    mem.len() as u64
+}
+supervisor::task!(scribble_shared_memory);
+
+/// A queue whose header says its ring holds 0 bytes, returned to the caller.
+fn scribbled_queue(_: ()) -> supervisor::Queue<u64> {
+    let q = supervisor::Queue::new().unwrap();
+    // The ring's data starts where `try_put` writes: past the header and the state.
+    let data = q_data(&q);
+    scribble_data_len(data, 0);
+    q
+}
+supervisor::task!(scribbled_queue);
+
+/// The start of a queue's data area, found through a `SharedMemory` of the same layout:
+/// a queue's header and state fit in the first page, as the shared memory's do.
+fn q_data(_q: &supervisor::Queue<u64>) -> *mut u8 {
+    // Every region of this process is mapped at a page boundary; the queue's header is
+    // the most recently mapped one of its kind, found by its magic in its mapping.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let line = maps
+        .lines()
+        .filter(|l| l.contains("memfd:supervisor-queue"))
+        .last()
+        .expect("the queue's mapping");
+    let start = usize::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
+    start as *mut u8
+}
+
+/// Sizes and offsets are read from the shared header once, when the region is made or
+/// opened, and checked then: another holder rewriting the header (a bug or a hostile
+/// peer) cannot make `len()` grow past the mapping, so `write` stays inside it (before:
+/// `len()` followed the header, 1 TiB, and `write` past the mapping was SIGSEGV), and a
+/// handle whose header is inconsistent is refused when it is opened.
+#[test]
+fn a_holder_rewriting_the_shared_header_cannot_move_an_access_outside_the_mapping() {
+    isolated(DEADLINE, || {
+        let mem = SharedMemory::new(10_000).unwrap();
+        let mut p = Process::builder(scribble_shared_memory, mem.clone())
+            .start()
+            .unwrap();
+        assert_eq!(p.join().unwrap(), 10_000, "the writer's own view moved");
+        assert_eq!(mem.len(), 10_000);
+        let past = std::panic::catch_unwind(|| mem.write(1 << 33, &[1]));
+        assert!(past.is_err(), "a write past the mapping was allowed");
+
+        let mut p = Process::builder(scribbled_queue, ()).start().unwrap();
+        match p.join().map_err(Error::into_kind) {
+            Err(ErrorKind::DecodeResult { source, .. }) => {
+                let chain = format!("{source}: {:?}", std::error::Error::source(&source));
+                assert!(chain.contains("inconsistent layout"), "{chain}");
+            }
+            other => panic!("expected the scribbled queue refused, got {other:?}"),
+        }
+    });
+}
+
+/// A release on a semaphore already at `u64::MAX` permits keeps it there (before: the
+/// count wrapped to 0 and every later acquire waited).
+#[test]
+fn a_release_past_the_most_permits_keeps_them() {
+    isolated(DEADLINE, || {
+        let s = Semaphore::new(u64::MAX).unwrap();
+        s.release().unwrap();
+        assert_eq!(s.permits(), u64::MAX);
+        assert!(s.try_acquire().unwrap());
+    });
+}

@@ -102,7 +102,7 @@ impl Event {
 
     /// Waits at most `timeout`; whether the flag was set.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(Instant::now().checked_add(timeout))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<bool, Error> {

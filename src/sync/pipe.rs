@@ -168,7 +168,7 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
 
     /// Receives the next message, waiting at most `timeout`; `None` if none came.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<R>, Error> {
-        self.recv_until(Some(Instant::now() + timeout))
+        self.recv_until(Instant::now().checked_add(timeout))
     }
 
     /// Receives a message if one is waiting.

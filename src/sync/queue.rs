@@ -203,7 +203,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Puts an item, waiting at most `timeout` for room; false if there was none.
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<bool, Error> {
-        self.put_until(item, Some(Instant::now() + timeout))
+        self.put_until(item, Instant::now().checked_add(timeout))
     }
 
     /// Puts an item if there is room now; false if the queue is full.
@@ -247,7 +247,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Takes the oldest item, waiting at most `timeout`; `None` if none came.
     pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>, Error> {
-        self.get_until(Some(Instant::now() + timeout))
+        self.get_until(Instant::now().checked_add(timeout))
     }
 
     /// Takes the oldest item if there is one now.

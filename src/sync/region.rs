@@ -23,6 +23,8 @@ pub(crate) const MAX_HOLDERS: usize = 128;
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How long a handle serialised for another process counts as "on its way" to it.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
+/// The pid of a holder slot being claimed (not yet whole: no holder).
+const CLAIMING: i32 = -1;
 /// Spins on a changing word before sleeping on it.
 const SPINS: u32 = 2_000;
 /// How long a `try_*` call waits for the region's mutex: enough for another holder to
@@ -122,6 +124,16 @@ fn layout(state_len: usize, data_len: usize) -> Option<(usize, usize, usize)> {
     Some((state_offset, data_offset, len))
 }
 
+/// Whether `data_len` bytes of data can hold what a region of `kind` keeps there: a
+/// queue's ring (8-byte frames, at least a page), a pipe's two.
+fn ring_fits(kind: Kind, data_len: u64) -> bool {
+    match kind {
+        Kind::Queue => data_len >= 4096 && data_len % 8 == 0,
+        Kind::Pipe => data_len >= 128 && data_len % 16 == 0,
+        _ => true,
+    }
+}
+
 /// FNV-1a of a type name: the tag that makes a handle refuse to open as another type.
 pub(crate) fn type_tag(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -152,6 +164,12 @@ pub(crate) struct Region {
     repair: fn(&Region),
     /// Per role: the handles ([`Holder`]s) of this process, each a holder of its own.
     local: [AtomicUsize; 2],
+    /// Where the state and the data lie in the mapping, as checked when it was made or
+    /// opened. Kept here, never read again from the header: any holder can write the
+    /// header, and a length changed there must not move an access outside the mapping.
+    state_offset: usize,
+    data_offset: usize,
+    data_len: usize,
 }
 
 /// The region's mutex, held. Not `Send`: a pthread mutex is unlocked by its locker.
@@ -235,6 +253,9 @@ impl Region {
             id,
             repair,
             local: Default::default(),
+            state_offset,
+            data_offset,
+            data_len,
         };
         init(&region).map_err(fail)?;
         let region = Arc::new(region);
@@ -310,15 +331,32 @@ impl Region {
         if h.tag != tag {
             return Err(wrong("other message types"));
         }
+        // Read once: the header is shared, another holder could change it meanwhile.
+        let (state_offset, data_offset, data_len) = (
+            std::ptr::addr_of!(h.state_offset),
+            std::ptr::addr_of!(h.data_offset),
+            std::ptr::addr_of!(h.data_len),
+        );
+        // SAFETY: three aligned u64 fields of the live header, read as plain values.
+        let (state_offset, data_offset, data_len) = unsafe {
+            (
+                state_offset.read_volatile(),
+                data_offset.read_volatile(),
+                data_len.read_volatile(),
+            )
+        };
         let fits = h.len == len as u64
             && h.state_len == state_len as u64
-            && h.state_offset >= size_of::<Header>() as u64
-            && h.state_offset % 64 == 0
-            && h.state_offset + h.state_len <= h.data_offset
-            && h.data_offset % 64 == 0
-            && h.data_offset
-                .checked_add(h.data_len)
-                .is_some_and(|end| end <= h.len);
+            && state_offset >= size_of::<Header>() as u64
+            && state_offset % 64 == 0
+            && state_offset
+                .checked_add(state_len as u64)
+                .is_some_and(|end| end <= data_offset)
+            && data_offset % 64 == 0
+            && data_offset
+                .checked_add(data_len)
+                .is_some_and(|end| end <= len as u64)
+            && ring_fits(kind, data_len);
         if !fits {
             return Err(wrong("inconsistent layout"));
         }
@@ -329,6 +367,9 @@ impl Region {
             id: wire.id,
             repair,
             local: Default::default(),
+            state_offset: state_offset as usize,
+            data_offset: data_offset as usize,
+            data_len: data_len as usize,
         })
     }
 
@@ -344,20 +385,19 @@ impl Region {
 
     /// The object's state.
     pub(crate) fn state<S: SharedState>(&self) -> &S {
-        let h = self.header();
-        debug_assert!(size_of::<S>() as u64 <= h.state_len);
+        debug_assert!(self.state_offset + size_of::<S>() <= self.data_offset);
         // SAFETY: the state lies inside the mapping at a 64-aligned offset with
-        // `state_len == size_of::<S>()` (checked on open); S is valid for any bytes
-        // other processes can have written through atomics (`SharedState`).
-        unsafe { &*self.map.as_ptr().add(h.state_offset as usize).cast::<S>() }
+        // `state_len == size_of::<S>()` (checked on open, kept in `self`); S is valid for
+        // any bytes other processes can have written through atomics (`SharedState`).
+        unsafe { &*self.map.as_ptr().add(self.state_offset).cast::<S>() }
     }
 
     /// The object's data bytes: start and length.
     pub(crate) fn data(&self) -> (*mut u8, usize) {
-        let h = self.header();
-        // SAFETY: data_offset + data_len lies inside the mapping (checked on open).
-        let ptr = unsafe { self.map.as_ptr().add(h.data_offset as usize) };
-        (ptr, h.data_len as usize)
+        // SAFETY: data_offset + data_len lies inside the mapping (checked on create or
+        // open, kept in `self`).
+        let ptr = unsafe { self.map.as_ptr().add(self.data_offset) };
+        (ptr, self.data_len)
     }
 
     fn sync_error(&self, source: std::io::Error) -> Error {
@@ -510,14 +550,17 @@ impl Region {
                 break;
             }
             let pid = slot.pid.load(Ordering::Acquire);
-            if pid == 0 || pid == my_pid || slot.role.load(Ordering::Relaxed) != role {
+            if pid <= 0 || pid == my_pid || slot.role.load(Ordering::Relaxed) != role {
                 continue;
             }
             if !deep || os::process_start_time(pid) == Some(slot.start.load(Ordering::Relaxed)) {
                 others = true;
-            } else {
+            } else if slot
+                .pid
+                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
                 h.dead_pid[r].store(pid as u32, Ordering::Relaxed);
-                slot.pid.store(0, Ordering::Release);
             }
         }
         let in_flight = on_its_way(self, r, os::monotonic_ns());
@@ -538,20 +581,33 @@ impl Region {
         self.disconnected(role, own, false).is_none()
     }
 
+    /// Registers this process as a holder of `role`. Without the mutex, so that opening
+    /// a handle (a task's argument, a returned handle in `join_timeout` or `wait_timeout`)
+    /// never waits for another holder, one stopped holding it included: a free slot is
+    /// claimed by a compare-and-swap of its pid from 0 to [`CLAIMING`], filled, and only
+    /// then given the pid (readers skip a slot whose pid is not positive).
     fn attach(&self, role: u32) -> Result<(), Error> {
         let (pid, start) = me();
-        let _guard = self.lock()?;
         let h = self.header();
-        let mut free = h.slots.iter().find(|s| s.pid.load(Ordering::Relaxed) == 0);
+        let claim = || {
+            h.slots.iter().find(|s| {
+                s.pid
+                    .compare_exchange(0, CLAIMING, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+        };
+        let mut free = claim();
         if free.is_none() {
             // Reclaim the slots of dead processes.
             for slot in &h.slots {
-                let p = slot.pid.load(Ordering::Relaxed);
-                if os::process_start_time(p) != Some(slot.start.load(Ordering::Relaxed)) {
-                    slot.pid.store(0, Ordering::Release);
+                let p = slot.pid.load(Ordering::Acquire);
+                if p > 0 && os::process_start_time(p) != Some(slot.start.load(Ordering::Relaxed)) {
+                    let _ = slot
+                        .pid
+                        .compare_exchange(p, 0, Ordering::AcqRel, Ordering::Relaxed);
                 }
             }
-            free = h.slots.iter().find(|s| s.pid.load(Ordering::Relaxed) == 0);
+            free = claim();
         }
         let slot = free.ok_or(ErrorKind::TooManyHolders {
             kind: self.kind(),
@@ -565,16 +621,22 @@ impl Region {
         Ok(())
     }
 
+    /// Frees this process's slot of `role`. Without the mutex, so that dropping a handle
+    /// never waits for another holder (one stopped holding it would make the drop, and
+    /// an ending worker, wait until it is continued): only this process writes its own
+    /// slot while it lives (a claim writes a free slot; a sweep frees a dead process's),
+    /// and the pid goes last when a slot is claimed, so a slot that matches is whole.
     fn detach(&self, role: u32) {
         let (pid, start) = me();
-        let Ok(_guard) = self.lock() else { return };
         let h = self.header();
         if let Some(slot) = h.slots.iter().find(|s| {
-            s.pid.load(Ordering::Relaxed) == pid
+            s.pid.load(Ordering::Acquire) == pid
                 && s.role.load(Ordering::Relaxed) == role
                 && s.start.load(Ordering::Relaxed) == start
         }) {
-            slot.pid.store(0, Ordering::Release);
+            let _ = slot
+                .pid
+                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 }

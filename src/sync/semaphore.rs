@@ -93,7 +93,7 @@ impl Semaphore {
 
     /// Takes a permit, waiting at most `timeout`; whether one was taken.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        self.acquire_until(Some(Instant::now() + timeout))
+        self.acquire_until(Instant::now().checked_add(timeout))
     }
 
     /// Takes a permit if one is free now.
@@ -120,12 +120,15 @@ impl Semaphore {
         Ok(r.is_some())
     }
 
-    /// Gives a permit back (or adds one) and wakes one waiter.
+    /// Gives a permit back (or adds one, up to `u64::MAX`) and wakes one waiter.
     pub fn release(&self) -> Result<(), Error> {
         let st = self.state();
         {
             let _guard = self.att.region.lock()?;
-            st.permits.fetch_add(1, Ordering::AcqRel);
+            // At most u64::MAX permits: a release past that adds none (it wrapped to 0).
+            let _ = st
+                .permits
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_add(1));
             st.seq.fetch_add(1, Ordering::SeqCst);
         }
         notify(&st.seq, &st.waiters, false);
