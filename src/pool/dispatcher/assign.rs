@@ -82,9 +82,8 @@ impl<X: Io> Dispatcher<X> {
         // The user's code, run on whichever thread handles the event: its panic is
         // the pool's reason to stop, not a panic of the pool (which would end it with
         // every waiter told only that it was terminated).
-        let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            gate(counts.0, counts.1)
-        }));
+        let asked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate(counts.0, counts.1)));
         match asked {
             Ok(false) => {}
             Ok(true) => {
