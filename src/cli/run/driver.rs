@@ -1,0 +1,413 @@
+//! `supervisor run` from start to end: the input opened, the pool built, the stop
+//! requests, the jobs fed to the pool, each result handled as it arrives and printed
+//! in its turn, and the exit code.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use supervisor::{Pool, StartMethod};
+
+use super::super::args::{JoblogFormat, Method, RunArgs};
+use super::super::control::{self, Daemon};
+use super::super::halt::Tally;
+use super::super::joblog;
+use super::super::source::Source;
+use super::super::sources::Records;
+use super::super::tasks::{Job, Outcome, Stream};
+use super::arrival::{self, Arrivals, PeakRss};
+use super::exit::{exit_code, EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM};
+use super::jobs::{
+    self, Feed, LineLock, Pending, COMMAND_READ_AHEAD_PER_WORKER, READ_AHEAD_PER_WORKER,
+};
+use super::output::{self, dry_run, Printed, Printing};
+use super::progress::{known_total, make_progress, Summary};
+use super::settings::{settings, usage, Settings};
+use super::status::{print_stats, status_json};
+use super::stop;
+
+/// Runs `supervisor run`; returns the exit code.
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let ready = Daemon::detached();
+    let Settings {
+        task,
+        template,
+        output_stream,
+        remote,
+        cpus,
+        procs,
+        timeout,
+        of_median,
+        halt,
+        delimiter,
+        columns,
+        groups,
+    } = settings(&args, ready.is_some())?;
+    let total = if args.resume || args.resume_failed {
+        None
+    } else {
+        known_total(&groups, delimiter)
+    };
+    let stop = Arc::new(AtomicI32::new(0));
+    let records = Records::open(
+        groups,
+        delimiter,
+        columns,
+        // Our own buffer over descriptor 0, so we know when a record is buffered.
+        || {
+            std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(std::fs::File::from)
+        },
+        stop.clone(),
+    )
+    .map_err(|e| usage(supervisor_worker::error_chain(&e)))?;
+    if args.daemon && ready.is_none() {
+        let pidfile = args
+            .pidfile
+            .as_deref()
+            .context("--daemon needs --pidfile")?;
+        let pid = control::launch(pidfile, &args.output, &args.log)?;
+        let pidfile = args
+            .pidfile
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        say!(
+            "supervisor: running in the background as pid {pid}; `supervisor status --pidfile {pidfile}`"
+        );
+        return Ok(EXIT_OK);
+    }
+    if args.dry_run {
+        return dry_run(records, template.as_ref(), &task, procs.unwrap_or(cpus));
+    }
+    let resume = match (&args.joblog, args.resume || args.resume_failed) {
+        (Some(path), true) => Some(joblog::read(path).map_err(|e| {
+            usage(format!(
+                "--resume: {}: {}",
+                path.display(),
+                supervisor_worker::error_chain(&e)
+            ))
+        })?),
+        _ => None,
+    };
+    let mut joblog = match &args.joblog {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(resume.is_some())
+                .truncate(resume.is_none())
+                .open(path)
+                .map_err(|e| usage(format!("cannot write the job log {}: {e}", path.display())))?;
+            let empty = file.metadata().map_or(true, |m| m.len() == 0);
+            let mut log = std::io::BufWriter::new(file);
+            if args.joblog_format == JoblogFormat::Tsv && empty {
+                writeln!(log, "{}", joblog::HEADER).context("cannot write the job log")?;
+                log.flush().context("cannot write the job log")?;
+            }
+            Some(log)
+        }
+        None => None,
+    };
+    let method = match args.start_method {
+        Method::Spawn => StartMethod::Spawn,
+        Method::Fork => StartMethod::Fork,
+        Method::Forkserver => StartMethod::Forkserver,
+    };
+    let mut builder = Pool::builder()
+        .start_method(method)
+        .grace(args.grace)
+        .retries(args.retries)
+        // parallel's --retries: a command that fails runs again too, within the same
+        // budget as a timeout or a dead worker.
+        .retry_errors(template.is_some())
+        .read_ahead_per_worker(if template.is_some() {
+            COMMAND_READ_AHEAD_PER_WORKER
+        } else {
+            READ_AHEAD_PER_WORKER
+        })
+        .name("supervisor-worker");
+    if let Some(procs) = procs {
+        builder = builder.procs(procs);
+    }
+    if let Some(nice) = args.nice {
+        builder = builder.nice(nice);
+    }
+    if let Some(limit) = timeout {
+        builder = builder.task_timeout(limit);
+    }
+    if let Some(n) = args.max_tasks_per_child {
+        builder = builder.max_tasks_per_child(n);
+    }
+    if let Some(bytes) = args.memory_limit {
+        builder = builder.memory_limit(bytes);
+    }
+    if let Some(bytes) = args.max_memory_per_child {
+        builder = builder.max_memory_per_child(bytes);
+    }
+    if let Some((max, within)) = args.restart_limit {
+        builder = builder.restart_limit(max, within);
+    }
+    let built = if remote.is_some() {
+        // The agents' pools run the tasks: none here.
+        Ok(None)
+    } else {
+        builder.build().map(|p| Some(Arc::new(p)))
+    };
+    let pool = match built {
+        Ok(pool) => pool,
+        Err(e) => {
+            let message = supervisor_chain(&e);
+            if let Some(ready) = ready {
+                Daemon::fail(ready, &message);
+            }
+            return Err(usage(message));
+        }
+    };
+
+    let request_stop = stop::requester(&stop, &pool);
+    stop::handle_signals(&request_stop)?;
+
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let _daemon = match ready {
+        Some(ready) => {
+            let (pool, done, failed, request_stop) = (
+                pool.clone(),
+                done.clone(),
+                failed.clone(),
+                request_stop.clone(),
+            );
+            let handler = Arc::new(move |request: &str| match request {
+                "status" => status_json(pool.as_deref(), &done, &failed).to_string(),
+                "stop" => {
+                    request_stop(libc::SIGTERM);
+                    "stopping".to_string()
+                }
+                other => format!("unknown request `{other}`"),
+            });
+            let pidfile = args.pidfile.clone().context("--daemon needs --pidfile")?;
+            Some(Daemon::start(&pidfile, ready, handler)?)
+        }
+        None => None,
+    };
+
+    let mut progress = make_progress(&args, total);
+    let inputs: Rc<RefCell<HashMap<u64, Pending>>> = Rc::new(RefCell::new(HashMap::new()));
+    // The input's number (its line in the input) of each job, by the job's position
+    // among those run: they differ under `--resume`, which skips inputs, and the job
+    // log, the records and later resumes know a task by its input's number.
+    let seqs: Rc<RefCell<HashMap<usize, u64>>> = Rc::new(RefCell::new(HashMap::new()));
+    let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
+    // `--line-buffer`: the lock file workers hold while writing lines.
+    let line_lock = match output_stream {
+        Stream::Lines => {
+            Some(LineLock::create().context("cannot create the line-buffer lock file")?)
+        }
+        _ => None,
+    };
+    let lock_path: Option<serde_bytes::ByteBuf> = line_lock.as_ref().map(|l| {
+        use std::os::unix::ffi::OsStrExt;
+        serde_bytes::ByteBuf::from(l.path.as_os_str().as_bytes().to_vec())
+    });
+    let tag_lines = args.tag && output_stream == Stream::Lines;
+    let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
+    let stream = records.stream();
+    let read = Rc::new(std::cell::Cell::new(0u64));
+    // `--halt`: the pool looks at the condition itself, between a result and the next
+    // task it hands out (the worker just freed would otherwise start one before our
+    // `on_arrival` hears of the result).
+    let read_total = Arc::new(AtomicU64::new(0));
+    if let (Some(rule), Some(pool)) = (halt, &pool) {
+        let read_total = read_total.clone();
+        pool.cancel_pending_when(move |succeeded, failed| {
+            let total = read_total.load(Ordering::SeqCst);
+            rule.reached(&Tally {
+                succeeded,
+                failed,
+                total,
+            })
+        });
+    }
+    let jobs = jobs::jobs(
+        records,
+        Feed {
+            read: read.clone(),
+            read_total: read_total.clone(),
+            inputs: inputs.clone(),
+            seqs: seqs.clone(),
+            stop: stop.clone(),
+            template: template.clone(),
+            read_error: read_error.clone(),
+            failed_too: args.resume_failed,
+            resume,
+            tag_lines,
+            task_args,
+            output_stream,
+            lock_path,
+        },
+    );
+    // Halting acts on each result as it arrives, not when its turn to be printed comes.
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    // A record arriving while others run starts at once, whatever the read-ahead.
+    let mut reports = match (&pool, remote) {
+        (Some(pool), _) => {
+            Source::Local(pool.imap_reports::<Job, Outcome, _>(&task, jobs, 1, !args.unordered))
+        }
+        #[cfg(feature = "cluster")]
+        (None, Some(options)) => {
+            let stop = stop.clone();
+            let remote = supervisor::cluster::RemoteReports::start(options, &task, jobs)
+                .map_err(|e| usage(supervisor_chain(&e)))?;
+            let flag = remote.stopper();
+            std::thread::Builder::new()
+                .name("supervisor-remote-stop".into())
+                .spawn(move || {
+                    while stop.load(Ordering::SeqCst) == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    flag.store(true, Ordering::SeqCst);
+                })
+                .context("cannot start a thread")?;
+            Source::Remote(Box::new(remote))
+        }
+        _ => unreachable!("a run without a pool is a remote run"),
+    };
+    if let Some(stream) = stream {
+        reports = reports.input_ready(move || stream.borrow_mut().ready());
+    }
+    // parallel's job log gets each task's line as its result arrives, in the order
+    // they end: a run killed while an early task runs keeps the later ones' lines, and
+    // `--resume` does not run them again.
+    // The JSON form too, so that a SIGKILLed run keeps the lines of finished tasks.
+    let (tsv_log, json_log) = match args.joblog_format {
+        JoblogFormat::Tsv => (joblog.take(), None),
+        JoblogFormat::Json => (None, joblog.take()),
+    };
+    let has_json_log = json_log.is_some();
+    // Shared with the duplicate callback of a remote run.
+    let json_log = Rc::new(RefCell::new(json_log));
+    let log_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
+    // Tasks that did not succeed and arrived once the run was stopping (a signal,
+    // `--halt now`, an output error): the run stopped them, whatever their command
+    // made of the SIGTERM (exited on it, killed by it, or the worker stopped before
+    // it could say). They are "stopped", and out of the job log (`--resume` runs them).
+    let stopped_by_run: Rc<RefCell<HashSet<usize>>> = Rc::new(RefCell::new(HashSet::new()));
+    let mut arrivals = Arrivals {
+        stopped_by_run: stopped_by_run.clone(),
+        tally: tally.clone(),
+        stop: stop.clone(),
+        request_stop: request_stop.clone(),
+        pool: pool.clone(),
+        read: read.clone(),
+        inputs: inputs.clone(),
+        log_error: log_error.clone(),
+        tsv_log,
+        json_log: json_log.clone(),
+        peaks: PeakRss::default(),
+        task: task.clone(),
+        template: template.clone(),
+        of_median,
+        seqs: seqs.clone(),
+        halt,
+    };
+    reports = reports
+        .on_arrival(move |index, result, meta, host| arrivals.arrive(index, result, meta, host));
+    if has_json_log {
+        reports = reports.on_duplicate(arrival::on_duplicate(
+            json_log.clone(),
+            log_error.clone(),
+            request_stop.clone(),
+        ));
+    }
+    let command_mode = template.is_some();
+    let Printed {
+        cancelled,
+        stopped,
+        output_error,
+    } = output::print(
+        &mut reports,
+        &mut progress,
+        Printing {
+            args: &args,
+            task: &task,
+            command_mode,
+            output_stream,
+            seqs: &seqs,
+            inputs: &inputs,
+            stopped_by_run: &stopped_by_run,
+            stop: &stop,
+            request_stop: &*request_stop,
+            done: &done,
+            failed: &failed,
+        },
+    )?;
+    progress.finish(&Summary {
+        done: done.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        stopped,
+        cancelled,
+    });
+    if let Some(mut log) = joblog {
+        log.flush().context("cannot write the job log")?;
+    }
+    if let Some(e) = log_error.borrow_mut().take() {
+        return Err(anyhow::Error::new(e).context("cannot write the job log"));
+    }
+    drop(reports);
+    // Before the workers are let go: the live ones are those that served to the end.
+    let stats = if args.stats {
+        pool.as_ref().map(|p| p.stats())
+    } else {
+        None
+    };
+    if let Some(pool) = &pool {
+        pool.join();
+    }
+    if let Some(stats) = stats {
+        print_stats(&stats);
+    }
+    let done = done.load(Ordering::Relaxed);
+    let failed = failed.load(Ordering::Relaxed);
+    let code = exit_code(stop.load(Ordering::SeqCst), halt, failed);
+    if [EXIT_SIGINT, EXIT_SIGTERM, EXIT_SIGHUP].contains(&code) {
+        say!(
+            "supervisor: stopped by signal: {done} tasks succeeded, {failed} failed, {stopped} stopped while running, {cancelled} not started"
+        );
+    }
+    if let Some(e) = output_error {
+        say!("supervisor: cannot write the output: {e}");
+    }
+    if let Some(e) = read_error.borrow_mut().take() {
+        say!(
+            "supervisor: reading the input failed after {} lines: {e}",
+            done + failed + stopped + cancelled
+        );
+        return Ok(super::super::EXIT_USAGE);
+    }
+    Ok(code)
+}
+
+/// An error with its causes, and the resource limit behind it, if one is.
+fn supervisor_chain(e: &supervisor::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if let Some(limit) = supervisor::ResourceLimit::of(e) {
+        if !s.contains(&limit.to_string()) {
+            s.push_str(&format!(" ({limit})"));
+        }
+    }
+    s
+}

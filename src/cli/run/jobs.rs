@@ -1,0 +1,232 @@
+//! The tasks of a run: one [`Job`] per input record, and what the run keeps of each
+//! input ([`Pending`]) until its result is printed.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::super::joblog;
+use super::super::replace::{Fill, Template};
+use super::super::sources::Records;
+use super::super::tasks::{Job, Outcome, Stream};
+
+/// Inputs read ahead of the output, per worker: enough for the pool to merge tiny
+/// tasks into messages of a few hundred calls (the pool never sends work ahead of a
+/// worker's running task, so this changes no task's start or timeout).
+pub(super) const READ_AHEAD_PER_WORKER: usize = 1024;
+
+/// Command mode's read-ahead per worker: a command takes a millisecond at least, so a
+/// few dozen per message is plenty, and results waiting for their turn (each up to
+/// [`super::super::tasks::INLINE_LIMIT`] per stream in memory, or a spool descriptor) stay
+/// bounded: 64 x 2 x 64 KiB = 8 MiB per worker at worst.
+pub(super) const COMMAND_READ_AHEAD_PER_WORKER: usize = 64;
+
+/// What [`jobs`] fills in as it reads, and what it makes each job of.
+pub(super) struct Feed {
+    /// The last input's number read.
+    pub read: Rc<std::cell::Cell<u64>>,
+    /// The same, for the pool's `--halt` check.
+    pub read_total: Arc<AtomicU64>,
+    /// Each submitted input, by its number, until its result is printed.
+    pub inputs: Rc<RefCell<HashMap<u64, Pending>>>,
+    /// The input's number (its line in the input) of each job, by the job's position
+    /// among those run: they differ under `--resume`, which skips inputs, and the job
+    /// log, the records and later resumes know a task by its input's number.
+    pub seqs: Rc<RefCell<HashMap<usize, u64>>>,
+    /// Non-zero once the run stops: nothing more is read.
+    pub stop: Arc<AtomicI32>,
+    pub template: Option<Template>,
+    /// The error that ended the input early, if one did.
+    pub read_error: Rc<RefCell<Option<std::io::Error>>>,
+    /// `--resume-failed`: failed tasks run again too.
+    pub failed_too: bool,
+    /// `--resume`: the job log read.
+    pub resume: Option<joblog::Resume>,
+    /// `--tag` with `--line-buffer`: each line is tagged by the worker.
+    pub tag_lines: bool,
+    /// `--arg` (built-in tasks).
+    pub task_args: BTreeMap<String, String>,
+    pub output_stream: Stream,
+    /// `--line-buffer`'s lock file.
+    pub lock_path: Option<serde_bytes::ByteBuf>,
+}
+
+/// The jobs of `records`, read as the pool asks for them.
+pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
+    let Feed {
+        read,
+        read_total,
+        inputs,
+        seqs,
+        stop,
+        template,
+        read_error,
+        failed_too,
+        resume,
+        tag_lines,
+        task_args,
+        output_stream,
+        lock_path,
+    } = feed;
+    let mut position = 0usize;
+    records
+        .map_while(move |record| match record {
+            Ok(record) => Some(record),
+            Err(e) => {
+                *read_error.borrow_mut() = Some(e);
+                None
+            }
+        })
+        .take_while(move |_| stop.load(Ordering::SeqCst) == 0)
+        .enumerate()
+        .filter(move |(i, _)| {
+            resume
+                .as_ref()
+                .is_none_or(|r| r.runs(*i as u64 + 1, failed_too))
+        })
+        .map(move |(i, record)| {
+            let seq = i as u64 + 1;
+            read.set(seq);
+            read_total.store(seq, Ordering::SeqCst);
+            seqs.borrow_mut().insert(position, seq);
+            position += 1;
+            let fill = Fill {
+                fields: &record.fields,
+                whole: &record.whole,
+                seq,
+                slot: None,
+            };
+            let (argv, slots) = template
+                .as_ref()
+                .map(|t| t.argv_and_slots(&fill))
+                .unwrap_or_default();
+            let argv: Vec<serde_bytes::ByteBuf> =
+                argv.into_iter().map(serde_bytes::ByteBuf::from).collect();
+            // With `{%}` the command line is made again once the slot is known.
+            let with_slot = template.as_ref().is_some_and(|t| t.has_slot());
+            let command = template
+                .as_ref()
+                .filter(|_| !with_slot)
+                .map(|t| t.display(&fill));
+            let tag = if tag_lines {
+                record.whole.clone()
+            } else {
+                Vec::new()
+            };
+            let fields = if with_slot {
+                record.fields.clone()
+            } else {
+                Vec::new()
+            };
+            // Built-in tasks take text; command mode has the bytes in argv.
+            let text = if template.is_some() {
+                String::new()
+            } else {
+                String::from_utf8_lossy(&record.whole).into_owned()
+            };
+            inputs.borrow_mut().insert(
+                seq,
+                Pending {
+                    command,
+                    fields,
+                    values: record.values,
+                    input: record.whole,
+                },
+            );
+            Job {
+                argv,
+                line: text,
+                seq,
+                args: task_args.clone(),
+                slots,
+                stream: output_stream,
+                tag: tag_lines.then(|| serde_bytes::ByteBuf::from(tag.clone())),
+                lock: lock_path.clone(),
+            }
+        })
+}
+
+/// `--line-buffer`'s lock file: a file with no name (`O_TMPFILE`; where the file system
+/// has none, named and unlinked at once), so nothing is left whatever ends the run.
+/// Workers open it through `/proc/<pid>/fd/<n>` of this process.
+pub(super) struct LineLock {
+    _file: std::fs::File,
+    pub path: std::path::PathBuf,
+}
+
+impl LineLock {
+    pub(super) fn create() -> std::io::Result<LineLock> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir();
+        let unnamed = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&dir);
+        let file = match unnamed {
+            Ok(file) => file,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                let path = dir.join(format!(".supervisor-lines-{}-{nanos}", std::process::id()));
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                std::fs::remove_file(&path)?;
+                file
+            }
+            Err(e) => return Err(e),
+        };
+        let path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd()).into();
+        Ok(LineLock { _file: file, path })
+    }
+}
+
+/// What the run keeps of a submitted input until its result is printed.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// The whole input (`{}`).
+    pub input: Vec<u8>,
+    /// A value per input source (for `--results`).
+    pub values: Vec<Vec<u8>>,
+    /// The command line (command mode), as the job log names it; `None` with `{%}`
+    /// until the slot is known (see [`Pending::command_line`]).
+    pub command: Option<Vec<u8>>,
+    /// The record's fields, kept only when the command has `{%}`.
+    pub fields: Vec<Vec<u8>>,
+}
+
+impl Pending {
+    /// The command line task `seq` ran, as the job logs name it: with `{%}`, made now
+    /// with the slot its result reports.
+    pub(super) fn command_line(
+        &self,
+        template: Option<&Template>,
+        seq: u64,
+        result: &Result<Outcome, supervisor::Error>,
+    ) -> Option<Vec<u8>> {
+        if self.command.is_some() {
+            return self.command.clone();
+        }
+        let template = template?;
+        let slot = match result {
+            Ok(Ok(out)) => out.slot,
+            Ok(Err(super::super::tasks::Failure::Failed { slot, .. })) => *slot,
+            _ => 0,
+        };
+        Some(template.display(&Fill {
+            fields: &self.fields,
+            whole: &self.input,
+            seq,
+            slot: (slot > 0).then_some(u64::from(slot)),
+        }))
+    }
+}

@@ -1,0 +1,242 @@
+//! Printing the results, in input order or as they finish (text, `--tag` or JSON,
+//! `--results` files), and `--dry-run`'s command lines.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::super::args::{Format, RunArgs};
+use super::super::replace::{Fill, Template};
+use super::super::report::Record;
+use super::super::source::Source;
+use super::super::sources::Records;
+use super::super::tasks::{Failure, Stream};
+use super::exit::{EXIT_OK, EXIT_OUTPUT, EXIT_STDOUT_CLOSED};
+use super::jobs::Pending;
+use super::progress::Meter;
+use super::stop::{stopped_error, STOP_OUTPUT_ERROR, STOP_STDOUT};
+
+/// Stops the run after stdout failed: quietly if it was closed (`| head`), with the
+/// cause (kept in `first`) otherwise (a full disk).
+pub(super) fn output_failed(
+    e: std::io::Error,
+    first: &mut Option<std::io::Error>,
+    request_stop: &dyn Fn(i32),
+) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        request_stop(STOP_STDOUT);
+    } else {
+        request_stop(STOP_OUTPUT_ERROR);
+        first.get_or_insert(e);
+    }
+}
+
+/// What [`print`] reads and counts.
+pub(super) struct Printing<'a> {
+    pub args: &'a RunArgs,
+    pub task: &'a str,
+    pub command_mode: bool,
+    pub output_stream: Stream,
+    pub seqs: &'a RefCell<HashMap<usize, u64>>,
+    pub inputs: &'a RefCell<HashMap<u64, Pending>>,
+    pub stopped_by_run: &'a RefCell<HashSet<usize>>,
+    pub stop: &'a AtomicI32,
+    pub request_stop: &'a dyn Fn(i32),
+    pub done: &'a AtomicU64,
+    pub failed: &'a AtomicU64,
+}
+
+/// What [`print`] counted besides the successes and failures.
+pub(super) struct Printed {
+    /// Not run although nobody stopped the run.
+    pub cancelled: u64,
+    /// Stopped by the run while they ran.
+    pub stopped: u64,
+    /// Why the output could not be written, if it could not (other than a closed pipe).
+    pub output_error: Option<std::io::Error>,
+}
+
+/// Prints each report of `reports` as it comes.
+pub(super) fn print<I: Iterator>(
+    reports: &mut Source<I>,
+    progress: &mut Meter,
+    printing: Printing<'_>,
+) -> anyhow::Result<Printed>
+where
+    I::Item: Serialize,
+{
+    let Printing {
+        args,
+        task,
+        command_mode,
+        output_stream,
+        seqs,
+        inputs,
+        stopped_by_run,
+        stop,
+        request_stop,
+        done,
+        failed,
+    } = printing;
+    let mut cancelled = 0u64;
+    let mut stopped = 0u64;
+    let mut output_error: Option<std::io::Error> = None;
+    let stdout = std::io::stdout();
+    // Buffered, and flushed whenever the next result is not in yet: one write per
+    // burst of results instead of one per line, and nothing held back while waiting.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    while let Some((mut report, host)) = reports.next() {
+        let seq = seqs
+            .borrow_mut()
+            .remove(&report.index)
+            .unwrap_or(report.index as u64 + 1);
+        let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
+        if stopped_by_run.borrow_mut().remove(&report.index) {
+            report.result = Err(stopped_error(task, report.meta.pid));
+        }
+        // `-u` / `--line-buffer`: a worker could not write a command's output to ours
+        // (with `-u`, a command killed by SIGPIPE: it wrote to our closed stdout).
+        let output_broke = match &report.result {
+            Ok(Err(Failure::Output {
+                message,
+                broken_pipe,
+            })) => Some((message.clone(), *broken_pipe)),
+            Ok(Err(Failure::Failed {
+                signal: Some(libc::SIGPIPE),
+                ..
+            })) if output_stream == Stream::Ungroup => Some(("broken pipe".to_string(), true)),
+            _ => None,
+        };
+        if let Some((message, broken_pipe)) = output_broke {
+            let kind = if broken_pipe {
+                std::io::ErrorKind::BrokenPipe
+            } else {
+                std::io::ErrorKind::Other
+            };
+            output_failed(
+                std::io::Error::new(kind, message),
+                &mut output_error,
+                request_stop,
+            );
+            progress.inc();
+            continue;
+        }
+        let mut record = Record::new(seq, pending.input, report.meta, report.result);
+        record.host = host;
+        // Not run although nobody stopped the run (the pool ended under it): a
+        // failure, never a quiet success.
+        let not_run = matches!(&record.result, Err(e) if e.kind == "cancelled")
+            && stop.load(Ordering::SeqCst) != 0;
+        let was_stopped = matches!(&record.result, Err(e) if e.kind == "stopped");
+        if record.ok() {
+            done.fetch_add(1, Ordering::Relaxed);
+        } else if not_run {
+            cancelled += 1;
+        } else if was_stopped {
+            stopped += 1;
+        } else {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(dir) = &args.results {
+            if !(not_run || was_stopped) {
+                record
+                    .write_results(dir, &pending.values)
+                    .with_context(|| format!("cannot write the results under {}", dir.display()))?;
+            }
+        }
+        let written = progress.suspend(|| -> std::io::Result<()> {
+            match args.format {
+                // The output is in the files; failures are still said.
+                Format::Text if args.results.is_some() => {
+                    if !not_run && record.result.is_err() {
+                        let _ = record.write_stderr(&mut std::io::stderr().lock());
+                    }
+                }
+                Format::Json => {
+                    record.write_json(&mut out, command_mode)?;
+                    // A command's own stderr still reaches ours, grouped per task.
+                    if !record.command_stderr().is_empty() {
+                        out.flush()?;
+                        let _ = record.write_command_stderr(&mut std::io::stderr().lock());
+                    }
+                }
+                Format::Text if args.tag => {
+                    let mut tagged = super::super::report::Tagged::new(&mut out, &record.input);
+                    record.write_stdout(&mut tagged, command_mode)?;
+                    tagged.finish()?;
+                    if !not_run && record.has_stderr() {
+                        out.flush()?;
+                        let _ = record.write_stderr(&mut std::io::stderr().lock());
+                    }
+                }
+                Format::Text => {
+                    record.write_stdout(&mut out, command_mode)?;
+                    if !not_run && record.has_stderr() {
+                        out.flush()?;
+                        let _ = record.write_stderr(&mut std::io::stderr().lock());
+                    }
+                }
+            }
+            if args.daemon || !reports.ready() {
+                out.flush()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            output_failed(e, &mut output_error, request_stop);
+        }
+        progress.inc();
+    }
+    if let Err(e) = out.flush() {
+        output_failed(e, &mut output_error, request_stop);
+    }
+    drop(out);
+    Ok(Printed {
+        cancelled,
+        stopped,
+        output_error,
+    })
+}
+
+/// `--dry-run`: prints each command line (or task and input) instead of running it.
+pub(super) fn dry_run(
+    records: Records,
+    template: Option<&Template>,
+    task: &str,
+    procs: usize,
+) -> anyhow::Result<i32> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (i, record) in records.enumerate() {
+        let record = record.context("cannot read the input")?;
+        let line = match template {
+            Some(t) => t.display(&Fill {
+                fields: &record.fields,
+                whole: &record.whole,
+                seq: i as u64 + 1,
+                // As parallel's --dry-run: the slots taken in turn.
+                slot: Some((i % procs.max(1)) as u64 + 1),
+            }),
+            None => [task.as_bytes(), b" ", &record.whole].concat(),
+        };
+        let written = out.write_all(&line).and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(EXIT_STDOUT_CLOSED);
+            }
+            say!("supervisor: cannot write the output: {e}");
+            return Ok(EXIT_OUTPUT);
+        }
+    }
+    match out.flush() {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(EXIT_STDOUT_CLOSED),
+        Err(e) => {
+            say!("supervisor: cannot write the output: {e}");
+            Ok(EXIT_OUTPUT)
+        }
+    }
+}
