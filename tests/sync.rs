@@ -556,23 +556,18 @@ supervisor::task!(scribble_shared_memory);
 /// A queue whose header says its ring holds 0 bytes, returned to the caller.
 fn scribbled_queue(_: ()) -> supervisor::Queue<u64> {
     let q = supervisor::Queue::new().unwrap();
-    // The ring's data starts where `try_put` writes: past the header and the state.
-    let data = q_data(&q);
-    scribble_data_len(data, 0);
+    scribble_data_len(queue_mapping(&q), 0);
     q
 }
 supervisor::task!(scribbled_queue);
 
-/// The start of a queue's data area, found through a `SharedMemory` of the same layout:
-/// a queue's header and state fit in the first page, as the shared memory's do.
-fn q_data(_q: &supervisor::Queue<u64>) -> *mut u8 {
-    // Every region of this process is mapped at a page boundary; the queue's header is
-    // the most recently mapped one of its kind, found by its magic in its mapping.
+/// The start of the mapping of this process's only queue (its header), from
+/// `/proc/self/maps`.
+fn queue_mapping(_q: &supervisor::Queue<u64>) -> *mut u8 {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     let line = maps
         .lines()
-        .filter(|l| l.contains("memfd:supervisor-queue"))
-        .last()
+        .rfind(|l| l.contains("memfd:supervisor-queue"))
         .expect("the queue's mapping");
     let start = usize::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
     start as *mut u8

@@ -128,8 +128,8 @@ fn layout(state_len: usize, data_len: usize) -> Option<(usize, usize, usize)> {
 /// queue's ring (8-byte frames, at least a page), a pipe's two.
 fn ring_fits(kind: Kind, data_len: u64) -> bool {
     match kind {
-        Kind::Queue => data_len >= 4096 && data_len % 8 == 0,
-        Kind::Pipe => data_len >= 128 && data_len % 16 == 0,
+        Kind::Queue => data_len >= 4096 && data_len.is_multiple_of(8),
+        Kind::Pipe => data_len >= 128 && data_len.is_multiple_of(16),
         _ => true,
     }
 }
