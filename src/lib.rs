@@ -131,7 +131,7 @@ pub use pool::{
     as_completed, AsCompleted, Imap, JobMeta, MapHandle, Pool, PoolBuilder, PoolStats, Report,
     Reports, RestartLimit, TaskHandle, WorkerState, WorkerStats,
 };
-pub use pool::{AsCompletedStream, ImapStream, ReportStream, Shutdown};
+pub use pool::{AsCompletedStream, ImapStream, ReportStream, Shutdown, MAX_WORKERS};
 pub use process::{Process, ProcessBuilder, ProcessJoin};
 pub use start_method::StartMethod;
 pub use supervisor_worker::codec::{CodecError, MAX_VALUE};

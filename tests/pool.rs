@@ -1388,7 +1388,6 @@ fn a_panicking_halt_condition_is_reported_not_taken_for_a_termination() {
 /// a `Vec` of one seat per worker made at once); a merely huge count (a million)
 /// would try to start that many workers.
 #[test]
-#[ignore = "adv18: Pool::builder().procs(usize::MAX).build() panics (capacity overflow) instead of returning an error"]
 fn an_absurd_number_of_workers_is_an_error_not_a_panic() {
     isolated(DEADLINE, || {
         let built = std::panic::catch_unwind(|| {
@@ -1396,10 +1395,13 @@ fn an_absurd_number_of_workers_is_an_error_not_a_panic() {
                 .procs(usize::MAX)
                 .build()
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(Error::into_kind)
         });
         match built {
-            Ok(Err(_)) => {}
+            Ok(Err(ErrorKind::TooManyWorkers { asked, limit })) => {
+                assert_eq!((asked, limit), (usize::MAX, supervisor::MAX_WORKERS));
+            }
+            Ok(Err(other)) => panic!("expected TooManyWorkers, got {other:?}"),
             Ok(Ok(())) => panic!("a pool of usize::MAX workers was built"),
             Err(_) => panic!("build panicked"),
         }

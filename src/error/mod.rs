@@ -348,6 +348,15 @@ pub enum ErrorKind {
     /// A nice value outside -20..=19.
     #[error("nice value {0} is outside -20..=19")]
     NiceOutOfRange(i32),
+    /// A pool of more workers than one machine can run
+    /// ([`MAX_WORKERS`](crate::MAX_WORKERS)).
+    #[error("a pool of {asked} workers is more than the {limit} a pool can have")]
+    TooManyWorkers {
+        /// The number asked for.
+        asked: usize,
+        /// The most a pool can have.
+        limit: usize,
+    },
     /// The fork start method cannot be used in this process.
     #[error("the fork start method is unavailable: {reason}")]
     ForkUnavailable {

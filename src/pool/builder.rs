@@ -65,6 +65,11 @@ pub(crate) struct Config {
 /// How long after the grace period a worker that ends its task's children itself is
 /// given to reap them and die, before it and its group get SIGKILL: the children get
 /// the whole grace from the worker (SIGTERM at the stop, SIGKILL at its end).
+/// The most workers a pool can have ([`PoolBuilder::procs`]): far more than one
+/// machine runs well (each is a process with its own sockets and threads), few enough
+/// that the pool's tables for them are sized without overflow.
+pub const MAX_WORKERS: usize = 1 << 16;
+
 const CHILDREN_MARGIN: Duration = Duration::from_millis(500);
 
 impl Config {
@@ -174,7 +179,8 @@ impl PoolBuilder {
     }
 
     /// Number of worker processes. Default: the CPUs this process may use (affinity and
-    /// cgroup quota aware).
+    /// cgroup quota aware). More than [`MAX_WORKERS`] is refused by `build`
+    /// ([`ErrorKind::TooManyWorkers`]).
     pub fn procs(mut self, procs: usize) -> Self {
         self.procs = Some(procs.max(1));
         self
@@ -297,6 +303,13 @@ impl PoolBuilder {
         }
         let initializer = self.initializer.transpose()?;
         let procs = self.procs.unwrap_or_else(default_procs);
+        if procs > MAX_WORKERS {
+            return Err(ErrorKind::TooManyWorkers {
+                asked: procs,
+                limit: MAX_WORKERS,
+            }
+            .into());
+        }
         let cfg = Config {
             name: self.name,
             procs,

@@ -33,7 +33,7 @@ use supervisor_worker::codec::{self, CodecError, BATCH_BYTES};
 use supervisor_worker::registry::{self, RegistryError};
 use supervisor_worker::Call;
 
-pub use builder::{PoolBuilder, RestartLimit};
+pub use builder::{PoolBuilder, RestartLimit, MAX_WORKERS};
 pub use handle::{as_completed, AsCompleted, AsCompletedStream, TaskHandle};
 pub use iter::{Imap, ImapStream, MapHandle, Report, ReportStream, Reports};
 pub use job::JobMeta;
