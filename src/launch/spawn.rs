@@ -48,8 +48,14 @@ pub(crate) fn start(
     sweep_stale_bootstrap_dirs();
     // Private from its first instant: created under a 0o077 mask (ipc-channel makes the
     // directory with the process's mask, binds and listens before we could chmod it).
-    let (server, path) =
-        os::with_private_umask(IpcOneShotServer::<ByteBuf>::new).map_err(ErrorKind::Channel)?;
+    // Only with a socket to be had: out of descriptors, ipc-channel's `new` leaves its
+    // directory behind (`os::unix_socket_available`). The calls are serialised, so only
+    // another thread's descriptor taken between the two could still make it fail.
+    let (server, path) = os::with_private_umask(|| {
+        os::unix_socket_available()?;
+        IpcOneShotServer::<ByteBuf>::new()
+    })
+    .map_err(ErrorKind::Channel)?;
     // Whatever happens below, the socket and its directory go when `start` returns.
     let _cleanup = BootstrapDir(path.clone());
     if let Some(dir) = Path::new(&path).parent() {
