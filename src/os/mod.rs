@@ -4,6 +4,7 @@
 //! callers use the names re-exported here (`os::pidfd_open`).
 
 mod clock;
+mod exec;
 mod fd;
 mod futex;
 mod group;
@@ -18,6 +19,7 @@ mod spool;
 mod tree;
 
 pub(crate) use clock::{boot_ticks, monotonic_ns};
+pub(crate) use exec::{spawn_exec, Exec};
 pub(crate) use fd::{
     close_above_stdio, descriptors_nearly_exhausted, open_fds, poll_readable, EventFd,
 };
