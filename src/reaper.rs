@@ -12,7 +12,6 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -262,7 +261,10 @@ impl ChildSlot {
 }
 
 enum Request {
-    Spawn(Box<Command>, mpsc::SyncSender<io::Result<(i32, OwnedFd)>>),
+    Spawn(
+        Box<SpawnRequest>,
+        mpsc::SyncSender<io::Result<(i32, OwnedFd)>>,
+    ),
     Watch(Arc<ChildSlot>),
     Live(mpsc::SyncSender<Vec<Arc<ChildSlot>>>),
 }
@@ -308,10 +310,11 @@ impl Reaper {
         Ok(())
     }
 
-    /// Spawns `cmd` from the reaper thread; returns the pid and a pidfd for it.
-    pub(crate) fn spawn(&self, cmd: Command) -> io::Result<(i32, OwnedFd)> {
+    /// Executes `exec` in a child of the reaper thread that first runs `setup` (see
+    /// [`os::spawn_exec`]); returns the pid and a pidfd for it.
+    pub(crate) fn spawn(&self, exec: os::Exec, setup: ChildSetupFn) -> io::Result<(i32, OwnedFd)> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Request::Spawn(Box::new(cmd), tx))?;
+        self.send(Request::Spawn(Box::new(SpawnRequest { exec, setup }), tx))?;
         rx.recv()
             .map_err(|_| io::Error::other("the reaper thread is gone"))?
     }
@@ -331,19 +334,18 @@ impl Reaper {
     }
 }
 
-fn spawn_one(mut cmd: Command) -> io::Result<(i32, OwnedFd)> {
-    let mut child = cmd.spawn()?;
-    let pid = child.id() as i32;
-    match os::pidfd_open(pid) {
-        // Dropping a std Child neither waits nor kills; the slot owns the process now.
-        Ok(pidfd) => Ok((pid, pidfd)),
-        Err(e) => {
-            // Without a pidfd nobody could watch it (out of descriptors): end it here.
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(e)
-        }
-    }
+/// The set-up a spawned child runs before it executes (async-signal-safe; an errno).
+pub(crate) type ChildSetupFn = Box<dyn Fn() -> Result<(), i32> + Send + Sync>;
+
+/// A child to start from the reaper thread.
+pub(crate) struct SpawnRequest {
+    exec: os::Exec,
+    setup: ChildSetupFn,
+}
+
+fn spawn_one(req: SpawnRequest) -> io::Result<(i32, OwnedFd)> {
+    // The slot owns the process from here.
+    os::spawn_exec(&req.exec, &*req.setup)
 }
 
 fn run(rx: mpsc::Receiver<Request>, wake: Arc<os::EventFd>) {

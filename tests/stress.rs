@@ -311,6 +311,72 @@ static EXHAUST: common::Scenario = common::Scenario {
     run: exhaust_scenario,
 };
 
+/// With `spare` descriptors left below the limit (`RLIMIT_NOFILE` at the open count,
+/// then `spare` closed again), starts spawned processes: an error or a process, and
+/// nothing left in the temp directory either way (the leak check of the caller).
+fn few_descriptors_scenario() {
+    let spare: usize = std::env::var("SPARE").unwrap().parse().unwrap();
+    // The forkserver and the reaper first, so only the start itself is short of them.
+    supervisor::ensure_forkserver().unwrap();
+    drop(Process::builder(sleep_ms, 0).start().unwrap().join());
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    set_limit(libc::RLIMIT_NOFILE, open + 8);
+    // Fill every free number below the limit, then give back `spare` of them.
+    let mut fillers = Vec::new();
+    loop {
+        // SAFETY: dup of stdin; the copies are closed below.
+        let fd = unsafe { libc::dup(0) };
+        if fd < 0 {
+            break;
+        }
+        fillers.push(fd);
+    }
+    for fd in fillers.drain(fillers.len().saturating_sub(spare)..) {
+        // SAFETY: one of our own copies, closed once.
+        unsafe { libc::close(fd) };
+    }
+    let outcome = Process::builder(sleep_ms, 0).start();
+    for fd in fillers {
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+    }
+    match outcome {
+        Ok(mut p) => println!("started: {:?}", p.join().map_err(|e| e.to_string())),
+        Err(e) => println!("error: {e}"),
+    }
+}
+#[linkme::distributed_slice(common::SCENARIOS)]
+static FEW_DESCRIPTORS: common::Scenario = common::Scenario {
+    name: "few_descriptors",
+    run: few_descriptors_scenario,
+};
+
+#[test]
+fn a_start_short_of_descriptors_leaves_no_temporary_directory() {
+    isolated(DEADLINE, || {
+        for spare in 0..8 {
+            let mut cmd = common::scenario("few_descriptors");
+            cmd.env("SPARE", spare.to_string());
+            let child = cmd.spawn().unwrap();
+            let pid = child.id() as i32;
+            let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+            assert!(
+                common::wait_exit(pid, Duration::from_secs(60)),
+                "{spare} spare: the scenario hung"
+            );
+            let out = waiter.join().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            eprintln!("{spare} spare: {stdout}");
+            assert!(out.status.success(), "{spare} spare: {stdout}\n{stderr}");
+            assert!(
+                stdout.contains("error: ") || stdout.contains("started: "),
+                "{spare} spare: {stdout}"
+            );
+        }
+    });
+}
+
 #[test]
 fn running_out_of_descriptors_or_processes_gives_errors_not_panics() {
     if unsafe { libc::geteuid() } != 0 {

@@ -2,18 +2,17 @@
 //!
 //! 1. A one-shot ipc-channel server listens on a socket in a fresh directory, which we
 //!    force to mode 0700 and check is ours (never an abstract socket).
-//! 2. The reaper thread forks and execs the child with the socket path and a fresh
-//!    32-byte secret in its environment; before exec the child applies its set-up and
-//!    marks every inherited descriptor close-on-exec.
+//! 2. The reaper thread starts the child (`os::spawn_exec`: `clone(CLONE_VM |
+//!    CLONE_VFORK)`, nothing of ours copied) and execs it with the socket path and a
+//!    fresh 32-byte secret in its environment; before exec the child applies its
+//!    set-up and marks every inherited descriptor close-on-exec.
 //! 3. `accept` runs on a helper thread while we also watch the child's exit: a child
 //!    that dies before connecting is an error at once, never a hung accept.
 //! 4. The first message is a fixed-layout hello; its secret is checked before anything
 //!    else is decoded, then protocol version, build id and pid.
 //! 5. The child hands over the sender we use to reach it; we send its configuration.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -48,8 +47,14 @@ pub(crate) fn start(
     sweep_stale_bootstrap_dirs();
     // Private from its first instant: created under a 0o077 mask (ipc-channel makes the
     // directory with the process's mask, binds and listens before we could chmod it).
-    let (server, path) =
-        os::with_private_umask(IpcOneShotServer::<ByteBuf>::new).map_err(ErrorKind::Channel)?;
+    // Only with a socket to be had: out of descriptors, ipc-channel's `new` leaves its
+    // directory behind (`os::unix_socket_available`). The calls are serialised, so only
+    // another thread's descriptor taken between the two could still make it fail.
+    let (server, path) = os::with_private_umask(|| {
+        os::unix_socket_available()?;
+        IpcOneShotServer::<ByteBuf>::new()
+    })
+    .map_err(ErrorKind::Channel)?;
     // Whatever happens below, the socket and its directory go when `start` returns.
     let _cleanup = BootstrapDir(path.clone());
     if let Some(dir) = Path::new(&path).parent() {
@@ -61,31 +66,32 @@ pub(crate) fn start(
         expected_parent: os::getpid(),
         cloexec_above_stdio: true,
     };
-    let mut cmd = Command::new("/proc/self/exe");
-    if let Some(keep) = &config.env_allowlist {
-        // The re-executed worker never sees anything else.
-        cmd.env_clear();
-        for key in keep {
-            if let Some(value) = std::env::var_os(key) {
-                cmd.env(key, value);
-            }
-        }
-    }
-    cmd.arg0(process_title(&config))
-        .env(ENV_BOOTSTRAP, &path)
-        .env(ENV_SECRET, secret_to_hex(&secret))
-        .stdin(Stdio::null());
-    // SAFETY: `setup::apply` is async-signal-safe: raw system calls on plain data, no
-    // allocation, no locks. The closure captures only a Copy struct.
-    unsafe {
-        cmd.pre_exec(move || {
-            setup::apply(&setup).map_err(|e| {
-                std::io::Error::from_raw_os_error(if e.errno == 0 { libc::ESRCH } else { e.errno })
-            })
-        });
-    }
+    // The environment the child sees: ours (or only the allowed keys), and the
+    // bootstrap socket and secret.
+    let keep = |key: &std::ffi::OsStr| {
+        key != ENV_BOOTSTRAP
+            && key != ENV_SECRET
+            && config
+                .env_allowlist
+                .as_ref()
+                .is_none_or(|keep| keep.iter().any(|k| std::ffi::OsStr::new(k) == key))
+    };
+    let env = std::env::vars_os().filter(|(k, _)| keep(k)).chain([
+        (ENV_BOOTSTRAP.into(), path.clone().into()),
+        (ENV_SECRET.into(), secret_to_hex(&secret).into()),
+    ]);
+    let exec = os::Exec::new(
+        "/proc/self/exe".as_ref(),
+        &[process_title(&config).into()],
+        env,
+    )
+    .map_err(ErrorKind::Spawn)?;
+    // `setup::apply` is async-signal-safe: raw system calls on plain data, no
+    // allocation, no locks; the closure captures only a Copy struct. It runs in the
+    // child, which shares our memory until it executes (os::spawn_exec).
+    let apply = move || setup::apply(&setup).map_err(|e| e.errno);
     let reaper = reaper().map_err(ErrorKind::Spawn)?;
-    let (pid, pidfd) = reaper.spawn(cmd).map_err(|e| {
+    let (pid, pidfd) = reaper.spawn(exec, Box::new(apply)).map_err(|e| {
         if nice.is_some() && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
             ErrorKind::NiceNotPermitted {
                 requested: nice.unwrap_or_default(),

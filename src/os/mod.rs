@@ -4,6 +4,7 @@
 //! callers use the names re-exported here (`os::pidfd_open`).
 
 mod clock;
+mod exec;
 mod fd;
 mod futex;
 mod group;
@@ -18,6 +19,7 @@ mod spool;
 mod tree;
 
 pub(crate) use clock::{boot_ticks, monotonic_ns};
+pub(crate) use exec::{spawn_exec, Exec};
 pub(crate) use fd::{
     close_above_stdio, descriptors_nearly_exhausted, open_fds, poll_readable, EventFd,
 };
@@ -27,7 +29,8 @@ pub(crate) use mutex::{Acquire, SharedMutex};
 pub(crate) use nice::{current_nice, may_lower_nice_to};
 pub(crate) use oom::{oom_killed, oom_watch, OomWatch};
 pub(crate) use private::{
-    bound_unix_sockets, euid, make_private_dir, random_bytes, with_private_umask,
+    bound_unix_sockets, euid, make_private_dir, random_bytes, unix_socket_available,
+    with_private_umask,
 };
 pub(crate) use proc::{proc_usage, process_start_time};
 pub(crate) use process::{

@@ -36,6 +36,22 @@ pub(crate) fn with_private_umask<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Whether a unix socket can be made right now (one is made and closed again): the
+/// test ipc-channel's one-shot server lacks. Its `new` makes its directory even when
+/// its `socket()` failed (the failure shows only at `bind`, as `EBADF`), and the
+/// directory's removal then needs a descriptor too: out of descriptors, the directory
+/// stayed behind. `EMFILE` or `ENFILE` here means "do not call it".
+pub(crate) fn unix_socket_available() -> io::Result<()> {
+    // SAFETY: socket takes plain integers; the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    Ok(())
+}
+
 /// Paths of the unix sockets bound in this network namespace (`/proc/net/unix`): a
 /// bootstrap socket that is not among them has no listener left.
 pub(crate) fn bound_unix_sockets() -> Option<std::collections::HashSet<String>> {
