@@ -536,7 +536,6 @@ static NO_DESCRIPTOR_LEFT: common::Scenario = common::Scenario {
 /// (removing it needs a descriptor): one empty directory per failed start, 11 per pool
 /// that breaks on it, which the sweep of dead programs' directories leaves alone.
 #[test]
-#[ignore = "adv18: a spawn start out of descriptors leaves an empty .tmpXXXXXX directory in TMPDIR (ipc-channel's IpcOneShotServer::new, called from src/launch/spawn.rs) and reports EBADF, not EMFILE"]
 fn a_spawn_start_out_of_descriptors_says_so_and_leaves_no_temp_directory() {
     isolated(DEADLINE, || {
         let out = common::scenario("no-descriptor-left").output().unwrap();
