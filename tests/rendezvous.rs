@@ -274,7 +274,6 @@ fn spawn_with_tmpdir(dir: &std::ffi::OsStr) -> String {
 /// socket behind, every later start fails with "Address already in use" (a pool
 /// breaks on it) and leaks the socket's descriptor, since no error path closes it.
 #[test]
-#[ignore = "adv18: a missing, non-UTF-8 or over-long TMPDIR panics a spawn start or leaves a truncated socket behind (ipc-channel's IpcOneShotServer::new, called from src/launch/spawn.rs)"]
 fn an_odd_tmpdir_gives_spawn_an_error_never_a_panic_or_a_leftover() {
     use std::os::unix::ffi::OsStrExt;
     isolated(DEADLINE, || {
@@ -311,7 +310,6 @@ fn an_odd_tmpdir_gives_spawn_an_error_never_a_panic_or_a_leftover() {
 /// `src/launch/spawn.rs`), so a file another thread creates with mode 0o644 during a
 /// start comes out 0o600 (unreadable to the group and others it was meant for).
 #[test]
-#[ignore = "adv18: spawn starts set the process-wide umask to 0o077, so files other threads create meanwhile lose their group and other permissions"]
 fn spawn_starts_leave_other_threads_file_modes_alone() {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

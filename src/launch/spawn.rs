@@ -50,7 +50,11 @@ pub(crate) fn start(
     // Only with a socket to be had: out of descriptors, ipc-channel's `new` leaves its
     // directory behind (`os::unix_socket_available`). The calls are serialised, so only
     // another thread's descriptor taken between the two could still make it fail.
+    // And only in a temporary directory it can use: it panics where it cannot make its
+    // directory or the path is not UTF-8, and truncates a long one
+    // (`os::check_temp_dir`).
     let (server, path) = os::with_private_umask(|| {
+        os::check_temp_dir()?;
         os::unix_socket_available()?;
         IpcOneShotServer::<ByteBuf>::new()
     })

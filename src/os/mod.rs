@@ -29,8 +29,8 @@ pub(crate) use mutex::{Acquire, SharedMutex};
 pub(crate) use nice::{current_nice, may_lower_nice_to};
 pub(crate) use oom::{oom_killed, oom_watch, OomWatch};
 pub(crate) use private::{
-    bound_unix_sockets, euid, make_private_dir, random_bytes, unix_socket_available,
-    with_private_umask,
+    bound_unix_sockets, check_temp_dir, euid, make_private_dir, random_bytes, temp_dir_unfit,
+    unix_socket_available, with_private_umask,
 };
 pub(crate) use proc::{proc_usage, process_start_time};
 pub(crate) use process::{

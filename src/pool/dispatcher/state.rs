@@ -425,7 +425,7 @@ impl<X: Io> Dispatcher<X> {
                         | ErrorKind::Registry(_)
                         | ErrorKind::DaemonCannotStart { .. }
                         | ErrorKind::NotInitialised { .. }
-                );
+                ) || matches!(e.kind(), ErrorKind::Channel(io) if crate::os::temp_dir_unfit(io));
                 if permanent {
                     self.break_pool(BrokenReason::CannotStart(Arc::new(e)));
                 } else {
