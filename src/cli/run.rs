@@ -51,6 +51,8 @@ const STOP_HALT: i32 = -1;
 const STOP_HALT_SOON: i32 = -4;
 const STOP_STDOUT: i32 = -2;
 const STOP_OUTPUT_ERROR: i32 = -3;
+/// `--nats`: the run cannot go on (its server unreachable past `--nats-timeout`).
+const STOP_CLUSTER: i32 = -5;
 
 /// The exit code of a run stopped by `signal`, if it is one of ours.
 fn signal_exit_code(signal: i32) -> Option<i32> {
@@ -578,20 +580,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         #[cfg(feature = "cluster")]
         (None, Some(options)) => {
-            let stop = stop.clone();
-            let remote = supervisor::cluster::RemoteReports::start(options, &task, jobs)
-                .map_err(|e| usage(supervisor_chain(&e)))?;
-            let flag = remote.stopper();
-            std::thread::Builder::new()
-                .name("supervisor-remote-stop".into())
-                .spawn(move || {
-                    while stop.load(Ordering::SeqCst) == 0 {
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                    }
-                    flag.store(true, Ordering::SeqCst);
-                })
-                .context("cannot start a thread")?;
-            Source::Remote(Box::new(remote))
+            let (stop, request_stop) = (stop.clone(), request_stop.clone());
+            Source::remote(
+                options,
+                &task,
+                jobs,
+                move || stop.load(Ordering::SeqCst) != 0,
+                move || request_stop(STOP_CLUSTER),
+            )
+            .map_err(|e| usage(supervisor_chain(&e)))?
         }
         _ => unreachable!("a run without a pool is a remote run"),
     };
@@ -748,10 +745,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         reports = reports.on_duplicate(move |index, meta, host| {
             let mut json_log = json_log.borrow_mut();
             let Some(log) = json_log.as_mut() else { return };
-            let line = serde_json::json!({
-                "seq": index as u64 + 1, "host": host, "pid": meta.pid,
-                "attempts": meta.attempts, "outcome": "duplicate", "duplicate": true,
-            });
+            let line = super::report::joblog_duplicate(index as u64 + 1, meta, host);
             let written = serde_json::to_writer(&mut *log, &line)
                 .map_err(std::io::Error::from)
                 .and_then(|()| log.write_all(b"\n"))
@@ -910,6 +904,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         libc::SIGHUP => EXIT_SIGHUP,
         STOP_STDOUT => EXIT_STDOUT_CLOSED,
         STOP_OUTPUT_ERROR => EXIT_OUTPUT,
+        STOP_CLUSTER => super::EXIT_CLUSTER,
         // parallel: a halt on successes exits 0, whatever failed before it.
         STOP_HALT | STOP_HALT_SOON if halt.is_some_and(|h| h.what == What::Success) => EXIT_OK,
         STOP_HALT | STOP_HALT_SOON if failed > 0 => EXIT_FAILED,
@@ -1388,6 +1383,11 @@ fn remote_options(
     options.retries = args.retries;
     options.ordered = !args.unordered;
     options.command = command;
+    // As the local pool's retry_errors: a command that fails runs again.
+    options.retry_errors = command;
+    if let Some(limit) = args.nats_timeout {
+        options.server_timeout = limit;
+    }
     if let Some(wait) = args.nats.ack_wait {
         options.ack_wait = wait;
     }
