@@ -74,7 +74,7 @@ pub(crate) async fn watch(run: Watched, alarm: impl Fn(Alarm) -> bool) {
             Err(_) => continue,
         };
         missing = 0;
-        let delivered = info.delivered.stream_sequence;
+        let delivered = info.delivered.consumer_sequence;
         if delivered != taken.0 || info.num_pending == 0 || info.num_ack_pending > 0 {
             taken = (delivered, Instant::now());
             noticed = false;
