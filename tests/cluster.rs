@@ -72,26 +72,6 @@ fn two_agents_print_what_a_local_run_prints_for_a_command() {
 }
 
 #[test]
-fn an_agent_without_allow_commands_refuses_a_command() {
-    common::isolated(DEADLINE, || {
-        let server = Server::start(&[]);
-        let url = server.url();
-        let a = Agent::start(&url, "a", 1, &[]);
-        let out = supervisor(&["run", "--nats", &url, "--", "echo", "{}"], b"x\n");
-        assert_eq!(out.code, Some(1), "{}", out.stderr);
-        assert!(out.stdout.is_empty());
-        assert!(
-            out.stderr.contains(
-                "the agent on host a refuses command-mode tasks (start it with --allow-commands)"
-            ),
-            "{}",
-            out.stderr
-        );
-        drop(a);
-    });
-}
-
-#[test]
 fn a_client_without_the_credentials_is_refused() {
     common::isolated(DEADLINE, || {
         let server = Server::start(&["--user", "alice", "--pass", "s3cret"]);
@@ -107,7 +87,7 @@ fn a_client_without_the_credentials_is_refused() {
             out.stderr
         );
         let refused = supervisor(&["worker", "--nats", &url], b"");
-        assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+        assert_eq!(refused.code, Some(2), "{}", refused.stderr);
         let a = Agent::start(&with, "a", 1, &[]);
         let ok = supervisor(
             &["run", "--nats", &with, "--task", "prime-factors"],
@@ -128,7 +108,7 @@ fn a_token_in_the_url_is_the_credential() {
         let url = server.url();
         let with = format!("nats://t0ken@127.0.0.1:{}", server.port);
         let refused = supervisor(&["workers", "--nats", &url], b"");
-        assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+        assert_eq!(refused.code, Some(2), "{}", refused.stderr);
         assert!(
             refused.stderr.contains("cannot connect to the NATS server"),
             "{}",

@@ -377,6 +377,10 @@ pub struct RunArgs {
     /// `::::+` after it give input sources, as in GNU parallel.
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// With --nats: give up (exit 4) when the server has been unreachable this long
+    /// (default 60s).
+    #[arg(long, value_parser = duration, value_name = "DURATION", requires = "nats")]
+    pub nats_timeout: Option<Duration>,
     #[arg(trailing_var_arg = true)]
     pub command: Vec<std::ffi::OsString>,
 }

@@ -63,6 +63,10 @@ pub fn print_out(text: &str) -> Result<(), i32> {
 /// Exit code of a usage or configuration error.
 pub const EXIT_USAGE: i32 = 2;
 
+/// Exit code of a cluster run (`run --nats`) whose server stayed unreachable past
+/// `--nats-timeout`.
+pub const EXIT_CLUSTER: i32 = 4;
+
 /// A usage or configuration error: exit code 2, nothing started.
 #[derive(Debug)]
 pub struct Usage(pub String);

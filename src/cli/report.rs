@@ -55,8 +55,34 @@ fn signal_and_code(e: &Error) -> (Option<i32>, Option<i32>, Option<u64>) {
         | ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
             (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
         }
+        // A cluster agent's error: what its pool's error recorded, carried over.
+        ErrorKind::Remote {
+            signal,
+            exit_code,
+            peak_rss_kib,
+            ..
+        } => (*signal, *exit_code, *peak_rss_kib),
+        ErrorKind::DeliveryLimit {
+            signal, exit_code, ..
+        } => (signal.map(|s| s.number()), *exit_code, None),
         _ => (None, None, None),
     }
+}
+
+/// The JSON job log's line for a later run of a task already done (a remote task
+/// delivered again after its host went quiet, that ran twice): dropped from the
+/// output, noted here with its own host, pid, start and duration.
+pub fn joblog_duplicate(seq: u64, meta: &JobMeta, host: &str) -> Value {
+    let start = meta
+        .started
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64());
+    let duration_ms = (meta.duration.as_secs_f64() * 1e6).round() / 1000.0;
+    json!({
+        "seq": seq, "host": host, "pid": meta.pid, "start": start,
+        "duration_ms": duration_ms, "attempts": meta.attempts,
+        "outcome": "duplicate", "duplicate": true,
+    })
 }
 
 /// Task `seq`'s line in GNU parallel's job log, naming `command`, written as its result

@@ -24,6 +24,31 @@ impl<I: Iterator> Source<I>
 where
     I::Item: Serialize,
 {
+    /// A run on the agents of a cluster. `stopped` says whether the run is stopping
+    /// (a signal, `--halt`, an output error): asked before each result is taken, so
+    /// nothing that arrives after the deciding result counts. `fatal` is called once
+    /// if the run cannot go on (the server unreachable past `--nats-timeout`), after
+    /// the error is said on stderr; the tasks without a result are then not run.
+    #[cfg(feature = "cluster")]
+    pub fn remote(
+        options: supervisor::cluster::RemoteOptions,
+        task: &str,
+        jobs: I,
+        stopped: impl Fn() -> bool + 'static,
+        mut fatal: impl FnMut() + 'static,
+    ) -> Result<Self, Error> {
+        let remote = supervisor::cluster::RemoteReports::start(options, task, jobs)?
+            .stop_when(stopped)
+            .on_fatal(move |e| {
+                say!(
+                    "supervisor: {}; the tasks without a result are given up",
+                    supervisor_worker::error_chain(e)
+                );
+                fatal();
+            });
+        Ok(Source::Remote(Box::new(remote)))
+    }
+
     pub fn input_ready(self, ready: impl FnMut() -> bool + 'static) -> Self {
         match self {
             Source::Local(r) => Source::Local(r.input_ready(ready)),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use supervisor::cluster::{Agent, Finish};
+use supervisor::cluster::{Agent, FailedWhen, Finish};
 use supervisor::{Captured, Pool};
 
 use super::args::{Format, NatsArgs, WorkerArgs};
@@ -53,6 +53,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     let mut agent = Agent::new(connect)
         .allow_commands(args.allow_commands)
         .finish_with(Arc::new(inline_outputs) as Finish)
+        .failed_when(Arc::new(failed_run) as FailedWhen)
         .log_with(Arc::new(|line: String| {
             // One write: a test reads these lines.
             use std::io::Write as _;
@@ -80,10 +81,21 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     match agent.serve(pool) {
         Ok(()) => Ok(0),
         Err(e) => {
+            // A server that is not up yet is waited for: this is one that refused us
+            // (credentials, TLS) or a URL that is wrong, as `run --nats` says.
             say!("supervisor: {}", chain(&e));
-            Ok(1)
+            Ok(super::EXIT_USAGE)
         }
     }
+}
+
+/// Whether a CLI task's value is a failed run (a command that exited non-zero...):
+/// `run --nats --retries N` runs it again, as the local pool's retry_errors.
+fn failed_run(_task: &str, value: &[u8]) -> bool {
+    matches!(
+        supervisor_worker::codec::decode::<Outcome>(value),
+        Ok(Err(_))
+    )
 }
 
 /// A CLI task's outputs in memory: a spool is a file of this host, the submitter is
@@ -136,7 +148,7 @@ pub fn workers(nats: &NatsArgs, format: Format) -> anyhow::Result<i32> {
         Ok(agents) => agents,
         Err(e) => {
             say!("supervisor: {}", chain(&e));
-            return Ok(1);
+            return Ok(super::EXIT_USAGE);
         }
     };
     let text = match format {

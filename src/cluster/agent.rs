@@ -2,7 +2,7 @@
 //! publishes the result, then acknowledges the task.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,9 +11,9 @@ use futures_util::StreamExt;
 use serde_bytes::ByteBuf;
 use tokio::sync::{Notify, Semaphore};
 
-use super::connect::{cluster, runtime, Connect};
-use super::defaults::ABANDONED_AFTER;
-use super::stream::{self, alive_subject, result_subject};
+use super::connect::{runtime, transient, Connect};
+use super::liveness::{watch_submitter, Liveness};
+use super::stream::{self, refused_subject, result_subject, run_of_consumer};
 use super::wire::{retryable, Failure, Outcome, Task, TaskResult};
 use crate::error::{Error, ErrorKind};
 use crate::Pool;
@@ -25,6 +25,12 @@ pub type Finish = Arc<dyn Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync>;
 /// Told what the agent does that its operator wants to know (a run abandoned by its
 /// submitter), one line each.
 pub type Log = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Whether a task's encoded value is a failed run (the task returned its error, e.g.
+/// the CLI's command that exited non-zero): with the submitter's `retry_errors`
+/// such a run is run again within the task's delivery limit, as the local pool's
+/// [`crate::PoolBuilder::retry_errors`] does.
+pub type FailedWhen = Arc<dyn Fn(&str, &[u8]) -> bool + Send + Sync>;
 
 /// Makes this program a host agent: it runs the registered tasks that submitters
 /// publish, on a local pool, until stopped.
@@ -42,6 +48,7 @@ pub struct Agent {
     allow_commands: bool,
     host: String,
     finish: Option<Finish>,
+    failed_when: Option<FailedWhen>,
     log: Option<Log>,
     stop: AgentStop,
 }
@@ -96,10 +103,13 @@ struct Shared {
     allow_commands: bool,
     host: String,
     finish: Option<Finish>,
+    failed_when: Option<FailedWhen>,
     log: Option<Log>,
     free: Arc<Semaphore>,
     done: AtomicU64,
     failed: AtomicU64,
+    /// Runs served now.
+    runs: AtomicUsize,
     stop: AgentStop,
 }
 
@@ -111,6 +121,7 @@ impl Agent {
             allow_commands: false,
             host: host_name(),
             finish: None,
+            failed_when: None,
             log: None,
             stop: AgentStop::default(),
         }
@@ -134,6 +145,13 @@ impl Agent {
         self
     }
 
+    /// Tells failed runs from values (see [`FailedWhen`]; by default every value is
+    /// a success).
+    pub fn failed_when(mut self, failed: FailedWhen) -> Agent {
+        self.failed_when = Some(failed);
+        self
+    }
+
     /// Where the agent's notices go (none by default).
     pub fn log_with(mut self, log: Log) -> Agent {
         self.log = Some(log);
@@ -146,14 +164,17 @@ impl Agent {
     }
 
     /// Serves until stopped: the pool's workers run the tasks, as many at once as it
-    /// has workers. Returns an error if the server cannot be reached at the start (a
-    /// connection lost later is re-made by the client, and serving goes on).
+    /// has workers. A server that cannot be reached yet is tried again every second
+    /// (said once through the log), as a connection lost later is re-made by the
+    /// client; an error that will not pass (credentials, TLS, a bad URL) is returned.
     pub fn serve(self, pool: Pool) -> Result<(), Error> {
         let pool = Arc::new(pool);
         let procs = pool.procs();
         let rt = runtime()?;
         let result = rt.block_on(async {
-            let client = self.connect.client("supervisor worker").await?;
+            let Some(client) = self.connect_waiting().await? else {
+                return Ok(());
+            };
             let js = jetstream::new(client.clone());
             let (tasks, _) = stream::streams(&js).await?;
             let shared = Arc::new(Shared {
@@ -163,10 +184,12 @@ impl Agent {
                 allow_commands: self.allow_commands,
                 host: self.host.clone(),
                 finish: self.finish.clone(),
+                failed_when: self.failed_when.clone(),
                 log: self.log.clone(),
                 free: Arc::new(Semaphore::new(procs * SHARE as usize)),
                 done: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
+                runs: AtomicUsize::new(0),
                 stop: self.stop.clone(),
             });
             tokio::spawn(super::status::publish(shared_status(&shared, procs)));
@@ -187,13 +210,18 @@ impl Agent {
                     () = shared.stop.wait() => break,
                 };
                 for name in found {
-                    if name.starts_with("run-") && !serving.contains_key(&name) {
+                    // Command-mode runs only where commands may run: the others leave
+                    // them to an agent that may.
+                    let ours = run_of_consumer(&name)
+                        .is_some_and(|(_, command)| !command || shared.allow_commands);
+                    if ours && !serving.contains_key(&name) {
                         let task =
                             tokio::spawn(serve_run(shared.clone(), tasks.clone(), name.clone()));
                         serving.insert(name, task);
                     }
                 }
                 serving.retain(|_, t| !t.is_finished());
+                shared.runs.store(serving.len(), Ordering::Relaxed);
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
                     () = shared.stop.wait() => {}
@@ -209,7 +237,50 @@ impl Agent {
         drop(rt);
         result
     }
+
+    /// The client, once the server answers; none if stopped first.
+    async fn connect_waiting(&self) -> Result<Option<async_nats::Client>, Error> {
+        let mut said = false;
+        loop {
+            let attempt = tokio::select! {
+                attempt = self.connect.client("supervisor worker") => attempt,
+                () = self.stop.wait() => return Ok(None),
+            };
+            match attempt {
+                Ok(client) => {
+                    if said {
+                        self.say(format!("connected to {}", self.connect.shown()));
+                    }
+                    return Ok(Some(client));
+                }
+                Err(e) if transient(&e) => {
+                    if !said {
+                        said = true;
+                        self.say(format!(
+                            "{}; trying again every {}s",
+                            supervisor_worker::error_chain(&e),
+                            RETRY_CONNECT.as_secs()
+                        ));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RETRY_CONNECT) => {}
+                () = self.stop.wait() => return Ok(None),
+            }
+        }
+    }
+
+    fn say(&self, line: String) {
+        if let Some(log) = &self.log {
+            log(line);
+        }
+    }
 }
+
+/// How often an agent tries to reach a server that is not up yet.
+const RETRY_CONNECT: Duration = Duration::from_secs(1);
 
 fn shared_status(shared: &Arc<Shared>, procs: usize) -> super::status::Source {
     let s = shared.clone();
@@ -224,15 +295,20 @@ fn shared_status(shared: &Arc<Shared>, procs: usize) -> super::status::Source {
                 busy,
                 s.done.load(Ordering::Relaxed),
                 s.failed.load(Ordering::Relaxed),
+                s.runs.load(Ordering::Relaxed),
             )
         }),
         stop: shared.stop.clone(),
     }
 }
 
-/// Pulls the tasks of one run while it lives, as many at a time as workers are free
-/// (see [`SHARE`]).
+/// Pulls the tasks of one run while it lives and its submitter answers, as many at
+/// a time as workers are free (see [`SHARE`]).
 async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: String) {
+    let Some((run, _)) = run_of_consumer(&name) else {
+        return;
+    };
+    let run = run.to_string();
     let Ok(consumer) = tasks
         .get_consumer::<jetstream::consumer::pull::Config>(&name)
         .await
@@ -241,33 +317,28 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
     };
     let consumer: PullConsumer = consumer;
     let ack_wait = consumer.cached_info().config.ack_wait;
-    let run = name.trim_start_matches("run-").to_string();
+    let liveness = watch_submitter(shared.client.clone(), run.clone());
     // Total nanoseconds and count of this run's tasks here.
     let timing: Timing = Arc::default();
     let mut pulls: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    let mut checked = Instant::now();
-    let mut unanswered: Option<Instant> = None;
     while !shared.stop.stopped() {
-        if checked.elapsed() >= Duration::from_millis(500) {
-            checked = Instant::now();
-            if abandoned(&shared, &run, &mut unanswered).await {
-                let purged = tasks.purge().filter(stream::task_subject(&run)).await;
-                let _ = tasks.delete_consumer(&name).await;
-                if let Some(log) = &shared.log {
-                    let n = purged.map_or(0, |p| p.purged);
-                    log(format!(
-                        "run {run}: its submitter is gone; {n} tasks not started were dropped"
-                    ));
-                }
-                return;
+        let mut live = liveness.clone();
+        let answering = tokio::select! {
+            answering = live.answering() => answering,
+            () = shared.stop.wait() => break,
+        };
+        if !answering {
+            if liveness.gone() {
+                drop_abandoned(&shared, &tasks, &name, &run).await;
             }
+            break;
         }
         // The mean run time of this run's tasks so far (none yet: slow).
         let n = timing.1.load(Ordering::Relaxed);
         let fast = n > 0 && timing.0.load(Ordering::Relaxed) / n < FAST_TASK.as_nanos() as u64;
         let weight = if fast { 1 } else { SHARE };
         let Ok(first) = shared.free.clone().acquire_many_owned(weight).await else {
-            return;
+            break;
         };
         let mut permits = vec![first];
         while permits.len() < MAX_BATCH {
@@ -293,13 +364,13 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
                     // Gone (the run ended) or the server is away: look again later.
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     if tasks.consumer_info(&name).await.is_err() {
-                        return;
+                        break;
                     }
                 }
                 continue;
             }
         };
-        let (shared, timing) = (shared.clone(), timing.clone());
+        let (shared, timing, liveness) = (shared.clone(), timing.clone(), liveness.clone());
         let pulling = tokio::spawn(async move {
             while let Some(message) = batch.next().await {
                 let Ok(message) = message else { break };
@@ -310,6 +381,7 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
                     ack_wait,
                     permit,
                     timing.clone(),
+                    liveness.clone(),
                 ));
             }
         });
@@ -321,23 +393,18 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
     }
 }
 
-/// Whether the run's submitter has not answered for [`ABANDONED_AFTER`] ("no
-/// responders": nobody listens on its subject; a server away is not an answer).
-async fn abandoned(shared: &Shared, run: &str, unanswered: &mut Option<Instant>) -> bool {
-    let asked = tokio::time::timeout(
-        Duration::from_secs(2),
-        shared.client.request(alive_subject(run), "".into()),
-    )
-    .await;
-    match asked {
-        Ok(Ok(_)) => *unanswered = None,
-        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-            let since = *unanswered.get_or_insert_with(Instant::now);
-            return since.elapsed() >= ABANDONED_AFTER;
-        }
-        _ => {}
+/// A run whose submitter is gone (SIGKILLed): its tasks not started are dropped and
+/// its consumer deleted; said only when there were tasks left (a run that ended
+/// normally has none).
+async fn drop_abandoned(shared: &Shared, tasks: &jetstream::stream::Stream, name: &str, run: &str) {
+    let purged = tasks.purge().filter(stream::task_subject(run)).await;
+    let _ = tasks.delete_consumer(name).await;
+    let n = purged.map_or(0, |p| p.purged);
+    if let (Some(log), true) = (&shared.log, n > 0) {
+        log(format!(
+            "run {run}: its submitter is gone; {n} tasks not started were dropped"
+        ));
     }
-    false
 }
 
 /// A run's task times on this agent: total nanoseconds, count.
@@ -349,6 +416,7 @@ async fn run_task(
     ack_wait: Duration,
     permit: tokio::sync::OwnedSemaphorePermit,
     timing: Timing,
+    mut liveness: Liveness,
 ) {
     let delivery = message.info().map_or(1, |i| i.delivered.max(1) as u32);
     let task: Task = match supervisor_worker::codec::decode(&message.payload) {
@@ -359,15 +427,30 @@ async fn run_task(
             return;
         }
     };
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    // Nothing starts while the submitter is silent; its tasks wait here (kept alive)
+    // until it answers again or is taken for gone.
+    let answering = loop {
+        tokio::select! {
+            answering = liveness.answering() => break answering,
+            () = tokio::time::sleep(every) => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
+    if !answering {
+        return;
+    }
     let started = SystemTime::now();
     let clock = Instant::now();
     let (outcome, pid, mut last) = if task.command && !shared.allow_commands {
+        // Only from a run that put a command among tasks that are not (an agent
+        // without --allow-commands never pulls a command-mode run's tasks).
         (Outcome::CommandsRefused, 0, true)
     } else {
         let pool = shared.pool.clone();
         let (name, arg) = (task.task.clone(), task.arg.to_vec());
         let mut job = tokio::task::spawn_blocking(move || pool.run_encoded(&name, arg));
-        let every = (ack_wait / 3).max(Duration::from_millis(100));
         let ran = loop {
             tokio::select! {
                 ran = &mut job => break ran,
@@ -381,16 +464,29 @@ async fn run_task(
             .0
             .fetch_add(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
         timing.1.fetch_add(1, Ordering::Relaxed);
+        let deliveries_left = delivery < task.max_deliver;
         match result {
             Ok(value) => {
-                let value = match &shared.finish {
-                    Some(finish) => finish(&task.task, value),
-                    None => value,
-                };
-                (Outcome::Value(ByteBuf::from(value)), pid, true)
+                let again = task.retry_errors
+                    && deliveries_left
+                    && shared
+                        .failed_when
+                        .as_ref()
+                        .is_some_and(|f| f(&task.task, &value));
+                if again {
+                    // A failed run with runs left: a note, and the server delivers it
+                    // again (the local pool's retry_errors).
+                    (Outcome::Failed(Failure::run_failed()), pid, false)
+                } else {
+                    let value = match &shared.finish {
+                        Some(finish) => finish(&task.task, value),
+                        None => value,
+                    };
+                    (Outcome::Value(ByteBuf::from(value)), pid, true)
+                }
             }
             Err(e) => {
-                let again = retryable(&e) && delivery < task.max_deliver;
+                let again = retryable(&e) && deliveries_left;
                 (Outcome::Failed(Failure::of(&e)), pid, !again)
             }
         }
@@ -432,29 +528,51 @@ async fn run_task(
             requested: bytes.len() as u64,
             limit: limit as u64,
         });
-        let small = TaskResult {
-            outcome: Outcome::Failed(Failure::of(&e)),
-            last: true,
-            ..result
-        };
-        let Ok(encoded) = supervisor_worker::codec::encode(&small) else {
+        let Ok(encoded) = supervisor_worker::codec::encode(&result.failed(&e)) else {
             return;
         };
         bytes = encoded;
         last = true;
     }
-    // The result first, confirmed by the server; then the ack (or, for a worker
-    // death with deliveries left, a nak: the server delivers it again).
+    // The result first, confirmed by the server; then the ack (or, for a run with
+    // deliveries left, a nak: the server delivers it again).
     let published = match shared
         .js
         .publish(result_subject(&task.run), bytes.into())
         .await
     {
-        Ok(ack) => ack.await.map_err(|e| cluster("cannot publish a result", e)),
-        Err(e) => Err(cluster("cannot publish a result", e)),
+        Ok(ack) => ack.await,
+        Err(e) => Err(e),
     };
-    if published.is_err() {
-        return;
+    match published {
+        Ok(_) => {}
+        Err(e) => {
+            // Refused (the result stream or the store is full): it would be refused
+            // on every delivery, so the submitter is told directly, once, and the
+            // task is done; no answer in time (the server away): it is delivered
+            // again.
+            let Some(reason) = stream::refusal(&e) else {
+                return;
+            };
+            let e = crate::Error::from(ErrorKind::ServerRefused {
+                what: format!("a result of task `{}` in {}", task.task, stream::RESULTS),
+                reason,
+            });
+            let Ok(encoded) = supervisor_worker::codec::encode(&result.failed(&e)) else {
+                return;
+            };
+            let told = tokio::time::timeout(
+                Duration::from_secs(5),
+                shared
+                    .client
+                    .request(refused_subject(&task.run), encoded.into()),
+            )
+            .await;
+            if !matches!(told, Ok(Ok(_))) {
+                return;
+            }
+            last = true;
+        }
     }
     drop(permit);
     let _ = if last {

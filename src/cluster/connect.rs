@@ -100,6 +100,22 @@ impl Connect {
     }
 }
 
+/// Whether connecting failed for a reason that may pass by itself (the server not up
+/// yet, the network away), not one that needs the operator (credentials, TLS, a URL).
+pub(crate) fn transient(e: &Error) -> bool {
+    use async_nats::ConnectErrorKind as K;
+    let ErrorKind::Cluster {
+        source: Some(source),
+        ..
+    } = e.kind()
+    else {
+        return false;
+    };
+    source
+        .downcast_ref::<async_nats::ConnectError>()
+        .is_some_and(|c| matches!(c.kind(), K::Io | K::TimedOut | K::Dns | K::MaxReconnects))
+}
+
 /// `%XX` escapes of a URL's user info.
 fn unescape(s: &str) -> String {
     let bytes = s.as_bytes();

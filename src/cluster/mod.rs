@@ -18,13 +18,16 @@
 
 mod agent;
 mod connect;
+mod liveness;
+mod open_run;
 mod remote_pool;
 mod status;
 mod stream;
 mod submit;
+mod watchdog;
 mod wire;
 
-pub use agent::{Agent, AgentStop, Finish, Log};
+pub use agent::{Agent, AgentStop, FailedWhen, Finish, Log};
 pub use connect::Connect;
 pub use remote_pool::{as_completed, RemoteAsCompleted, RemoteHandle, RemoteImap, RemotePool};
 pub use status::{agents, AgentStatus};
@@ -41,11 +44,21 @@ pub mod defaults {
     /// Deliveries the server allows on top of `retries + 1`, for hosts that die or
     /// hang while running the task (their deliveries end in no result at all).
     pub const HOST_LOSSES: u32 = 2;
-    /// An agent that finds no submitter answering for its run this long drops the
-    /// run's remaining tasks (a SIGKILLed submitter). Well over the clients' longest
-    /// reconnect delay ([`RECONNECT_DELAY_MAX`]): after a server restart an agent may
-    /// be back before the submitter is.
+    /// An agent asks each run's submitter whether it is there every 250 ms and starts
+    /// a task only while it answers; one that finds nobody listening ("no responders":
+    /// the submitter's connection is gone, as after a SIGKILL) this long drops the
+    /// run's remaining tasks.
+    pub const GONE_AFTER: Duration = Duration::from_secs(1);
+    /// [`GONE_AFTER`] for an agent that reconnected less than this long ago (after a
+    /// server restart an agent may be back before the submitter is). Well over the
+    /// clients' longest reconnect delay ([`RECONNECT_DELAY_MAX`]).
     pub const ABANDONED_AFTER: Duration = Duration::from_secs(10);
+    /// A submitter says so on stderr when its run has tasks waiting and no agent has
+    /// taken one for this long (no agent, or none that may run commands).
+    pub const IDLE_NOTICE: Duration = Duration::from_secs(10);
+    /// A submitter gives up when its server has been unreachable this long
+    /// ([`crate::ErrorKind::ServerLost`]; `run --nats` exits 4). `run --nats-timeout`.
+    pub const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
     /// The longest wait between two reconnect attempts (250 ms more per attempt).
     pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 }

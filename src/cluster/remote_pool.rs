@@ -57,6 +57,21 @@ impl RemotePool {
         self
     }
 
+    /// Also run a task again when it returns `Err`, within the same `retries`, as
+    /// [`crate::PoolBuilder::retry_errors`] (the agents tell such values apart with
+    /// [`super::Agent::failed_when`]). Default: false.
+    pub fn retry_errors(mut self, yes: bool) -> RemotePool {
+        self.options.retry_errors = yes;
+        self
+    }
+
+    /// A run gives up with [`ErrorKind::ServerLost`] when the server has been
+    /// unreachable this long (see [`super::defaults::SERVER_TIMEOUT`]).
+    pub fn server_timeout(mut self, limit: Duration) -> RemotePool {
+        self.options.server_timeout = limit;
+        self
+    }
+
     /// Runs `task` over `inputs` on the agents; the results in input order.
     pub fn map<F, M>(
         &self,

@@ -33,13 +33,17 @@ pub struct AgentStatus {
     pub done: u64,
     /// Tasks that failed on it.
     pub failed: u64,
+    /// Runs it serves now (their submitters answer; a run's tasks it may run).
+    #[serde(default)]
+    pub runs: usize,
 }
 
 pub(crate) struct Source {
     pub js: jetstream::Context,
     pub host: String,
     pub procs: usize,
-    pub read: Box<dyn Fn() -> (usize, u64, u64) + Send + Sync>,
+    /// Busy workers, tasks done, tasks failed, runs served.
+    pub read: Box<dyn Fn() -> (usize, u64, u64, usize) + Send + Sync>,
     pub stop: AgentStop,
 }
 
@@ -72,7 +76,7 @@ pub(crate) async fn publish(source: Source) {
             store = bucket(&source.js).await.ok();
         }
         if let Some(s) = &store {
-            let (busy, done, failed) = (source.read)();
+            let (busy, done, failed, runs) = (source.read)();
             let status = AgentStatus {
                 host: source.host.clone(),
                 pid,
@@ -80,6 +84,7 @@ pub(crate) async fn publish(source: Source) {
                 busy,
                 done,
                 failed,
+                runs,
             };
             if let Ok(json) = serde_json::to_vec(&status) {
                 let _ = s.put(&key, json.into()).await;

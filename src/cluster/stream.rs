@@ -28,14 +28,51 @@ pub(crate) fn alive_subject(run: &str) -> String {
     format!("sv.run.{run}.alive")
 }
 
-/// The run's task consumer, shared by every agent.
-pub(crate) fn task_consumer(run: &str) -> String {
-    format!("run-{run}")
+/// Where an agent tells a submitter of a result the server refused to store (a core
+/// request: a full store takes no more messages).
+pub(crate) fn refused_subject(run: &str) -> String {
+    format!("sv.run.{run}.refused")
+}
+
+/// The run's task consumer, shared by every agent that may run its tasks: `run-<run>`
+/// for built-in tasks, `cmd-<run>` for command-mode tasks, which only agents started
+/// with `--allow-commands` pull from (the others never see them, so they cannot take
+/// one from an agent that may run it).
+pub(crate) fn task_consumer(run: &str, command: bool) -> String {
+    if command {
+        format!("cmd-{run}")
+    } else {
+        format!("run-{run}")
+    }
+}
+
+/// The run and whether it runs commands, from a task consumer's name (none: not a
+/// run's consumer).
+pub(crate) fn run_of_consumer(name: &str) -> Option<(&str, bool)> {
+    if let Some(run) = name.strip_prefix("cmd-") {
+        Some((run, true))
+    } else {
+        name.strip_prefix("run-").map(|run| (run, false))
+    }
 }
 
 /// The run's result consumer, the submitter's.
 pub(crate) fn result_consumer(run: &str) -> String {
     format!("res-{run}")
+}
+
+/// The server's refusal to store a message (a stream or the store full, an account
+/// limit...), in its words; none for an error that may pass (no ack in time: the
+/// server away), after which publishing again is right.
+pub(crate) fn refusal(e: &jetstream::context::PublishError) -> Option<String> {
+    use jetstream::context::PublishErrorKind as K;
+    match e.kind() {
+        K::Other => std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<jetstream::Error>())
+            .map(|s| s.to_string()),
+        K::MaxPayloadExceeded => Some(e.to_string()),
+        _ => None,
+    }
 }
 
 /// Makes (or finds) both streams. File storage: a restarted server loses nothing.
@@ -73,11 +110,12 @@ pub(crate) async fn streams(
 /// `max_deliver`, removed by the server an hour after the last agent pulled from it.
 pub(crate) fn task_consumer_config(
     run: &str,
+    command: bool,
     ack_wait: Duration,
     max_deliver: u32,
 ) -> consumer::pull::Config {
     consumer::pull::Config {
-        durable_name: Some(task_consumer(run)),
+        durable_name: Some(task_consumer(run, command)),
         filter_subject: task_subject(run),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait,

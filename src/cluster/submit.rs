@@ -8,16 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, consumer::PullConsumer};
-use futures_util::StreamExt;
+use async_nats::jetstream;
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 
 use super::connect::{cluster, runtime, Connect};
-use super::defaults::{ACK_WAIT, HOST_LOSSES};
+use super::defaults::{ACK_WAIT, SERVER_TIMEOUT};
 use super::stream;
+use super::watchdog::Alarm;
 use super::wire::{Outcome, Task, TaskResult};
-use crate::error::{Error, ErrorKind};
+use crate::error::{known_word, Error, ErrorKind};
 use crate::exit::Signal;
 use crate::pool::{JobMeta, Report};
 
@@ -34,8 +34,16 @@ pub struct RemoteOptions {
     pub ordered: bool,
     /// Tasks published but not yet yielded, at most.
     pub read_ahead: usize,
-    /// The tasks run commands (agents refuse them without `--allow-commands`).
+    /// The tasks run commands: only agents started with `--allow-commands` take them.
     pub command: bool,
+    /// A run that failed (the task returned its error, as a command that exits
+    /// non-zero) runs again too, within the same `retries` (the local pool's
+    /// [`crate::PoolBuilder::retry_errors`]; agents tell such runs apart with
+    /// [`super::Agent::failed_when`]).
+    pub retry_errors: bool,
+    /// The run gives up ([`ErrorKind::ServerLost`]) when the server has been
+    /// unreachable this long (see [`super::defaults::SERVER_TIMEOUT`]).
+    pub server_timeout: Duration,
 }
 
 impl RemoteOptions {
@@ -48,11 +56,13 @@ impl RemoteOptions {
             ordered: true,
             read_ahead: 10_000,
             command: false,
+            retry_errors: false,
+            server_timeout: SERVER_TIMEOUT,
         }
     }
 }
 
-enum Event {
+pub(crate) enum Event {
     Result(TaskResult),
     /// The server's advisory: the task was delivered `deliveries` times, its limit,
     /// and it will not deliver it again (every delivery ended without a result: hosts
@@ -61,16 +71,24 @@ enum Event {
         seq: u64,
         deliveries: u32,
     },
+    /// The server refused to store the task (its stream or store is full).
+    Refused {
+        seq: u64,
+        reason: String,
+    },
+    Alarm(Alarm),
 }
 
 /// Room left in a NATS message for its headers (the message id) and framing.
 const PAYLOAD_HEADROOM: usize = 1024;
 
 /// The stream sequence of each published task, for the server's advisories.
-type Published = Arc<std::sync::Mutex<HashMap<u64, u64>>>;
+pub(crate) type Published = Arc<std::sync::Mutex<HashMap<u64, u64>>>;
 
 type Arrived<R> = Box<dyn FnMut(usize, &Result<R, Error>, &JobMeta, &str)>;
 type Duplicate = Box<dyn FnMut(usize, &JobMeta, &str)>;
+type Notice = Box<dyn FnMut(&str)>;
+type Fatal = Box<dyn FnMut(&Error)>;
 
 /// The results of a remote run, as [`crate::Reports`] gives a local one: each with its
 /// position, its value or typed error, where it ran ([`JobMeta`]: the remote pid, the
@@ -95,7 +113,11 @@ pub struct RemoteReports<R, I: Iterator> {
     input_ready: Option<Box<dyn FnMut() -> bool>>,
     arrived: Option<Arrived<R>>,
     duplicate: Option<Duplicate>,
+    notice: Notice,
+    fatal: Option<Fatal>,
+    failure: Option<Error>,
     stop: Arc<AtomicBool>,
+    stop_when: Option<Box<dyn Fn() -> bool>>,
     js: jetstream::Context,
     helpers: Vec<tokio::task::JoinHandle<()>>,
     rt: Arc<tokio::runtime::Runtime>,
@@ -142,7 +164,15 @@ where
                 input_ready: None,
                 arrived: None,
                 duplicate: None,
+                notice: Box::new(|line: &str| {
+                    use std::io::Write as _;
+                    let line = format!("supervisor: {line}\n");
+                    let _ = std::io::stderr().write_all(line.as_bytes());
+                }),
+                fatal: None,
+                failure: None,
                 stop: Arc::new(AtomicBool::new(false)),
+                stop_when: None,
                 js,
                 helpers,
                 result: PhantomData,
@@ -172,69 +202,8 @@ where
         let (tx, rx) = mpsc::channel();
         let (ptx, prx) = tokio::sync::mpsc::unbounded_channel();
         let rt = runtime()?;
-        let (js, helpers, max_payload) = rt.block_on(async {
-            let client = options.connect.client("supervisor run").await?;
-            let js = jetstream::new(client.clone());
-            let (tasks, results) = stream::streams(&js).await?;
-            tasks
-                .create_consumer(stream::task_consumer_config(
-                    &run,
-                    options.ack_wait,
-                    options.retries + 1 + HOST_LOSSES,
-                ))
-                .await
-                .map_err(|e| cluster("cannot create the run's task consumer", e))?;
-            let reader: PullConsumer = results
-                .create_consumer(stream::result_consumer_config(&run))
-                .await
-                .map_err(|e| cluster("cannot create the run's result consumer", e))?;
-            let mut alive = client
-                .subscribe(stream::alive_subject(&run))
-                .await
-                .map_err(|e| cluster("cannot subscribe", e))?;
-            let answer = client.clone();
-            let published: Published = Arc::default();
-            let mut exhausted = client
-                .subscribe(format!(
-                    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
-                    stream::TASKS,
-                    stream::task_consumer(&run)
-                ))
-                .await
-                .map_err(|e| cluster("cannot subscribe", e))?;
-            let (seqs, events) = (published.clone(), tx.clone());
-            let helpers = vec![
-                tokio::spawn(async move {
-                    while let Some(m) = alive.next().await {
-                        if let Some(reply) = m.reply {
-                            let _ = answer.publish(reply, "yes".into()).await;
-                        }
-                    }
-                }),
-                tokio::spawn(async move {
-                    while let Some(m) = exhausted.next().await {
-                        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
-                            continue;
-                        };
-                        let stream_seq = v["stream_seq"].as_u64().unwrap_or(0);
-                        let deliveries = v["deliveries"].as_u64().unwrap_or(0) as u32;
-                        let seq = seqs.lock().ok().and_then(|m| m.get(&stream_seq).copied());
-                        if let Some(seq) = seq {
-                            let _ = events.send(Event::Exhausted { seq, deliveries });
-                        }
-                    }
-                }),
-                tokio::spawn(read_results(
-                    results,
-                    reader,
-                    stream::result_consumer(&run),
-                    tx,
-                )),
-                tokio::spawn(publish_tasks(js.clone(), run.clone(), prx, published)),
-            ];
-            let max_payload = client.server_info().max_payload;
-            Ok::<_, Error>((js, helpers, max_payload))
-        })?;
+        let (js, helpers, max_payload) =
+            rt.block_on(super::open_run::open(options, &run, tx, prx))?;
         Ok((rt, run, js, helpers, rx, ptx, max_payload))
     }
 
@@ -261,9 +230,43 @@ where
         self
     }
 
+    /// Where notices go (a run whose tasks no agent takes): by default one line on
+    /// stderr each, `supervisor: ` first.
+    pub fn on_notice(mut self, f: impl FnMut(&str) + 'static) -> Self {
+        self.notice = Box::new(f);
+        self
+    }
+
+    /// Called once if the run cannot go on ([`ErrorKind::ServerLost`]: the server
+    /// was unreachable for [`RemoteOptions::server_timeout`]; or the run was dropped
+    /// from the server): every task without a result is then cancelled, and the
+    /// error stays in [`RemoteReports::failure`].
+    pub fn on_fatal(mut self, f: impl FnMut(&Error) + 'static) -> Self {
+        self.fatal = Some(Box::new(f));
+        self
+    }
+
+    /// Why the run ended before its tasks did, if it did (see
+    /// [`RemoteReports::on_fatal`]).
+    pub fn failure(&self) -> Option<&Error> {
+        self.failure.as_ref()
+    }
+
     /// A flag that ends the run: what has no result yet is reported as cancelled.
     pub fn stopper(&self) -> Arc<AtomicBool> {
         self.stop.clone()
+    }
+
+    /// Also ends the run as [`RemoteReports::stopper`] does when `stopped` says so,
+    /// asked before each result is taken: a result that arrives after the one that
+    /// made the caller stop (`--halt now`) is not taken.
+    pub fn stop_when(mut self, stopped: impl Fn() -> bool + 'static) -> Self {
+        self.stop_when = Some(Box::new(stopped));
+        self
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.stop_when.as_ref().is_some_and(|f| f())
     }
 
     /// The run's id (the last token of its subjects).
@@ -293,7 +296,7 @@ where
                 self.yielded += 1;
                 return Some(r);
             }
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stopping() {
                 self.cancel_rest();
                 if self.buffer.is_empty() && self.ready.is_empty() {
                     return None;
@@ -324,7 +327,10 @@ where
     }
 
     fn drain(&mut self) {
-        while let Ok(event) = self.events.try_recv() {
+        while !self.stopping() {
+            let Ok(event) = self.events.try_recv() else {
+                return;
+            };
             self.take(event);
         }
     }
@@ -350,6 +356,7 @@ where
                 arg: serde_bytes::ByteBuf::from(arg),
                 command: self.options.command,
                 max_deliver: self.options.retries + 1,
+                retry_errors: self.options.retry_errors,
             });
             match task.and_then(|t| codec::encode(&t)) {
                 // Headers and framing take a little room beside the task.
@@ -382,8 +389,35 @@ where
     }
 
     fn take(&mut self, event: Event) {
+        if self.stopping() {
+            // Stopped by an earlier result or a signal: nothing after counts.
+            return;
+        }
         let r = match event {
             Event::Result(r) => r,
+            Event::Alarm(Alarm::Notice(line)) => {
+                (self.notice)(&line);
+                return;
+            }
+            Event::Alarm(Alarm::Fatal(e)) => {
+                if let Some(f) = &mut self.fatal {
+                    f(&e);
+                }
+                self.failure = Some(e);
+                self.stop.store(true, Ordering::SeqCst);
+                return;
+            }
+            Event::Refused { seq, reason } => {
+                if seq < self.submitted as u64 && self.done.insert(seq) {
+                    let e = ErrorKind::ServerRefused {
+                        what: format!("a task `{}` in {}", self.task, stream::TASKS),
+                        reason,
+                    }
+                    .into();
+                    self.deliver(seq as usize, Err(e), JobMeta::default(), String::new());
+                }
+                return;
+            }
             Event::Exhausted { seq, deliveries } => {
                 if seq < self.submitted as u64 && self.done.insert(seq) {
                     let e = ErrorKind::DeliveryLimit {
@@ -393,6 +427,8 @@ where
                         reason: "no agent finished it (each one died or hung while it ran)"
                             .to_string(),
                         signal: None,
+                        exit_code: None,
+                        kind: "lost",
                     }
                     .into();
                     self.deliver(seq as usize, Err(e), JobMeta::default(), String::new());
@@ -421,14 +457,17 @@ where
         }
         self.done.insert(r.seq);
         let result = match r.outcome {
-            Outcome::Value(bytes) => codec::decode(&bytes).map_err(|source| {
-                ErrorKind::DecodeResult {
-                    task: self.task.clone(),
-                    pid: r.pid,
-                    source,
-                }
-                .into()
-            }),
+            Outcome::Value(bytes) => {
+                self.notes.remove(&r.seq);
+                codec::decode(&bytes).map_err(|source| {
+                    ErrorKind::DecodeResult {
+                        task: self.task.clone(),
+                        pid: r.pid,
+                        source,
+                    }
+                    .into()
+                })
+            }
             Outcome::CommandsRefused => Err(ErrorKind::CommandsRefused {
                 host: r.host.clone(),
             }
@@ -443,6 +482,7 @@ where
                         message: f.message,
                         signal: f.signal,
                         exit_code: f.exit_code,
+                        peak_rss_kib: f.peak_rss_kib,
                     }
                     .into())
                 } else {
@@ -458,6 +498,8 @@ where
                         hosts,
                         reason,
                         signal,
+                        exit_code: f.exit_code,
+                        kind: known_word(&f.kind),
                     }
                     .into())
                 }
@@ -517,12 +559,23 @@ impl<R, I: Iterator> Drop for RemoteReports<R, I> {
         for h in &self.helpers {
             h.abort();
         }
+        if matches!(
+            self.failure.as_ref().map(Error::kind),
+            Some(ErrorKind::ServerLost { .. })
+        ) {
+            // Nobody to clean up with: the server removes it all in time (see
+            // `stream`: consumers after an hour without a client, tasks after a day).
+            return;
+        }
         let rt = self.rt.clone();
         let (js, run) = (self.js.clone(), self.run.clone());
+        let command = self.options.command;
         rt.block_on(async move {
             let clean = async {
                 if let Ok(tasks) = js.get_stream(stream::TASKS).await {
-                    let _ = tasks.delete_consumer(&stream::task_consumer(&run)).await;
+                    let _ = tasks
+                        .delete_consumer(&stream::task_consumer(&run, command))
+                        .await;
                     let _ = tasks.purge().filter(stream::task_subject(&run)).await;
                 }
                 if let Ok(results) = js.get_stream(stream::RESULTS).await {
@@ -534,74 +587,6 @@ impl<R, I: Iterator> Drop for RemoteReports<R, I> {
             };
             let _ = tokio::time::timeout(Duration::from_secs(5), clean).await;
         });
-    }
-}
-
-/// Publishes the run's tasks in order, the server's acks awaited in the background
-/// (pipelined); a task whose ack does not come is published again under the same
-/// message id, which the stream's duplicate window drops if the first one landed.
-async fn publish_tasks(
-    js: jetstream::Context,
-    run: String,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
-    published: Published,
-) {
-    let subject = stream::task_subject(&run);
-    while let Some((seq, bytes)) = rx.recv().await {
-        let id = format!("{run}.{seq}");
-        let bytes = bytes::Bytes::from(bytes);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.as_str());
-        let first = js
-            .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
-            .await;
-        let (js, subject, published) = (js.clone(), subject.clone(), published.clone());
-        tokio::spawn(async move {
-            let mut acked = match first {
-                Ok(ack) => ack.await.ok(),
-                Err(_) => None,
-            };
-            while acked.is_none() {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                acked = match js
-                    .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
-                    .await
-                {
-                    Ok(ack) => ack.await.ok(),
-                    Err(_) => None,
-                };
-            }
-            if let (Some(ack), Ok(mut map)) = (acked, published.lock()) {
-                map.insert(ack.sequence, seq);
-            }
-        });
-    }
-}
-
-/// Reads the run's results and hands them to the caller's thread; after the server
-/// went away, takes up the durable consumer again where it was.
-async fn read_results(
-    results: jetstream::stream::Stream,
-    mut consumer: PullConsumer,
-    name: String,
-    tx: mpsc::Sender<Event>,
-) {
-    loop {
-        if let Ok(mut messages) = consumer.messages().await {
-            while let Some(message) = messages.next().await {
-                let Ok(message) = message else { continue };
-                if let Ok(result) = codec::decode::<TaskResult>(&message.payload) {
-                    if tx.send(Event::Result(result)).is_err() {
-                        return;
-                    }
-                }
-                let _ = message.ack().await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Ok(c) = results.get_consumer(&name).await {
-            consumer = c;
-        }
     }
 }
 

@@ -23,6 +23,10 @@ pub(crate) struct Task {
     /// The run's delivery limit: the agent publishes a final failure on this delivery
     /// instead of letting the server drop the task.
     pub max_deliver: u32,
+    /// A run that failed (the task returned its error: a command that exited
+    /// non-zero) is run again too, within the same delivery limit (the local pool's
+    /// `retry_errors`, which the CLI sets in command mode).
+    pub retry_errors: bool,
 }
 
 /// One run of a task, as an agent publishes it.
@@ -47,6 +51,24 @@ pub(crate) struct TaskResult {
     pub last: bool,
 }
 
+impl TaskResult {
+    /// This run's final result, failed with `e` instead (its value would not fit, or
+    /// the server refused to store it).
+    pub(crate) fn failed(&self, e: &Error) -> TaskResult {
+        TaskResult {
+            run: self.run.clone(),
+            seq: self.seq,
+            host: self.host.clone(),
+            pid: self.pid,
+            delivery: self.delivery,
+            started_ns: self.started_ns,
+            duration_ns: self.duration_ns,
+            outcome: Outcome::Failed(Failure::of(e)),
+            last: true,
+        }
+    }
+}
+
 /// A task's value or its error, as sent.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Outcome {
@@ -63,23 +85,43 @@ pub(crate) struct Failure {
     pub message: String,
     pub signal: Option<i32>,
     pub exit_code: Option<i32>,
+    pub peak_rss_kib: Option<u64>,
 }
 
 impl Failure {
+    /// A note's: the run failed (its value is its error), and it runs again.
+    pub(crate) fn run_failed() -> Failure {
+        Failure {
+            kind: "failed".to_string(),
+            message: "the run failed".to_string(),
+            signal: None,
+            exit_code: None,
+            peak_rss_kib: None,
+        }
+    }
+
     pub(crate) fn of(e: &Error) -> Failure {
-        let (signal, exit_code) = match e.kind() {
-            ErrorKind::Crashed { signal, .. } => (Some(signal.number()), None),
-            ErrorKind::Exited { code, .. } => (None, Some(*code)),
-            ErrorKind::OomKilled { .. } | ErrorKind::MemoryExceeded { .. } => {
-                (Some(libc::SIGKILL), None)
+        let (signal, exit_code, peak_rss_kib) = match e.kind() {
+            ErrorKind::Crashed {
+                signal,
+                peak_rss_kib,
+                ..
+            } => (Some(signal.number()), None, Some(*peak_rss_kib)),
+            ErrorKind::Exited {
+                code, peak_rss_kib, ..
+            } => (None, Some(*code), Some(*peak_rss_kib)),
+            ErrorKind::OomKilled { peak_rss_kib, .. }
+            | ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
+                (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
         Failure {
             kind: e.kind().word().to_string(),
             message: supervisor_worker::error_chain(e),
             signal,
             exit_code,
+            peak_rss_kib,
         }
     }
 }

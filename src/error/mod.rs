@@ -139,9 +139,11 @@ pub enum ErrorKind {
         signal: Option<i32>,
         /// The worker's exit code, if it exited.
         exit_code: Option<i32>,
+        /// The worker's peak memory, where the agent's error recorded it.
+        peak_rss_kib: Option<u64>,
     },
-    /// A cluster task's worker died on every delivery the run allowed (its delivery
-    /// limit, `--retries` + 1).
+    /// A cluster task failed on every delivery the run allowed (its delivery limit,
+    /// `--retries` + 1): its worker died, it timed out or (command mode) it failed.
     #[error("task `{task}` failed on every one of its {deliveries} deliveries: {reason} (hosts: {})", hosts.join(", "))]
     DeliveryLimit {
         /// The task's name.
@@ -154,6 +156,30 @@ pub enum ErrorKind {
         reason: String,
         /// The signal that ended the last run, if one did.
         signal: Option<Signal>,
+        /// The last run's exit code, if its worker exited.
+        exit_code: Option<i32>,
+        /// The last run's kind ([`ErrorKind::word`] of its error: `crashed`,
+        /// `timed_out`...; `lost` when no agent finished any delivery).
+        kind: &'static str,
+    },
+    /// The NATS server refused to store a task or a result (its stream or its store
+    /// is full, a limit of the account...): the task fails at once instead of running
+    /// again and again.
+    #[error("the NATS server refused to store {what}: {reason}")]
+    ServerRefused {
+        /// What it refused (`task 3` or `task 3's result`, the stream).
+        what: String,
+        /// The server's words (`insufficient resources`, `maximum bytes exceeded`...).
+        reason: String,
+    },
+    /// The NATS server could not be reached for longer than the run allows
+    /// (`RemoteOptions::server_timeout`, `run --nats-timeout`): the run gave up.
+    #[error("the NATS server at {url} has been unreachable for {}s", waited.as_secs())]
+    ServerLost {
+        /// The server (without credentials).
+        url: String,
+        /// How long it had been unreachable.
+        waited: std::time::Duration,
     },
     /// A cluster agent started without `--allow-commands` was sent a command.
     #[error(
@@ -591,6 +617,31 @@ fn kib(kib: u64) -> String {
     }
 }
 
+/// Every word [`ErrorKind::word`] gives.
+const WORDS: [&str; 11] = [
+    "panicked",
+    "crashed",
+    "oom_killed",
+    "memory_exceeded",
+    "exited",
+    "timed_out",
+    "lost",
+    "decode",
+    "cancelled",
+    "stopped",
+    "failed",
+];
+
+/// The word of a kind that travelled as its word (a cluster agent's error): the
+/// same mapping as [`ErrorKind::word`], `failed` for a word it does not give.
+pub(crate) fn known_word(word: &str) -> &'static str {
+    WORDS
+        .iter()
+        .find(|w| **w == word)
+        .copied()
+        .unwrap_or("failed")
+}
+
 fn at(location: &Option<String>) -> String {
     location
         .as_ref()
@@ -622,6 +673,8 @@ impl ErrorKind {
                 "cancelled"
             }
             ErrorKind::Stopped { .. } => "stopped",
+            ErrorKind::Remote { kind, .. } => known_word(kind),
+            ErrorKind::DeliveryLimit { kind, .. } => kind,
             _ => "failed",
         }
     }

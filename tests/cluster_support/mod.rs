@@ -143,6 +143,7 @@ pub struct Agent {
     pub name: String,
     lines: std::sync::mpsc::Receiver<String>,
     reader: Option<std::thread::JoinHandle<()>>,
+    ended: bool,
 }
 
 impl Agent {
@@ -186,6 +187,7 @@ impl Agent {
             name: name.to_string(),
             lines,
             reader: Some(reader),
+            ended: false,
         }
     }
 
@@ -212,8 +214,17 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
+impl Agent {
+    /// Stops the agent (SIGTERM) and returns the stderr lines not read yet.
+    pub fn finish(mut self) -> Vec<String> {
+        self.stop();
+        self.lines.try_iter().collect()
+    }
+
+    fn stop(&mut self) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
         self.signal(libc::SIGCONT);
         self.signal(libc::SIGTERM);
         let until = Instant::now() + Duration::from_secs(10);
@@ -232,6 +243,12 @@ impl Drop for Agent {
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -358,6 +375,127 @@ impl Drop for Netns {
         let _ = ip(&["link", "del", &self.root_veth]);
         for ns in self.agent_ns.iter().chain(std::iter::once(&self.server_ns)) {
             let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+/// A `supervisor run` (or any subcommand) whose stdout and stderr lines are read as
+/// they come: a test waits on what it says, then on its end. Killed and reaped on drop.
+pub struct Live {
+    pub child: Child,
+    out: std::sync::mpsc::Receiver<String>,
+    err: std::sync::mpsc::Receiver<String>,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn lines_of(
+    r: impl std::io::Read + Send + 'static,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, t)
+}
+
+impl Live {
+    pub fn start(args: &[&str], stdin: &[u8]) -> Live {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("supervisor starts");
+        let mut input = child.stdin.take().unwrap();
+        let text = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&text);
+        });
+        let (out, t1) = lines_of(child.stdout.take().unwrap());
+        let (err, t2) = lines_of(child.stderr.take().unwrap());
+        Live {
+            child,
+            out,
+            err,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            threads: vec![writer, t1, t2],
+        }
+    }
+
+    /// Waits for a stderr line holding `needle`.
+    pub fn expect_stderr(&mut self, needle: &str, within: Duration) -> String {
+        let until = Instant::now() + within;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match self.err.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "the run said no `{needle}` within {within:?} on stderr; it said: {:?}",
+            self.stderr
+        );
+    }
+
+    /// Waits for `n` stdout lines in all.
+    pub fn expect_stdout_lines(&mut self, n: usize, within: Duration) {
+        let until = Instant::now() + within;
+        while self.stdout.len() < n {
+            let left = until
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("{} of {n} lines within {within:?}", self.stdout.len()));
+            match self.out.recv_timeout(left) {
+                Ok(line) => self.stdout.push(line),
+                Err(_) => panic!("{} of {n} lines within {within:?}", self.stdout.len()),
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: a child of ours, not yet reaped (it is reaped on drop or by `end`).
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the end (the caller's deadline bounds it): the exit code, with every
+    /// line read.
+    pub fn end(&mut self) -> Option<i32> {
+        let status = self.child.wait().expect("waits");
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.stdout.extend(self.out.try_iter());
+        self.stderr.extend(self.err.try_iter());
+        status.code()
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }

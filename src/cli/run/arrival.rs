@@ -192,10 +192,7 @@ pub(super) fn on_duplicate(
     move |index, meta, host| {
         let mut json_log = json_log.borrow_mut();
         let Some(log) = json_log.as_mut() else { return };
-        let line = serde_json::json!({
-            "seq": index as u64 + 1, "host": host, "pid": meta.pid,
-            "attempts": meta.attempts, "outcome": "duplicate", "duplicate": true,
-        });
+        let line = crate::cli::report::joblog_duplicate(index as u64 + 1, meta, host);
         let written = serde_json::to_writer(&mut *log, &line)
             .map_err(std::io::Error::from)
             .and_then(|()| log.write_all(b"\n"))

@@ -263,20 +263,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         #[cfg(feature = "cluster")]
         (None, Some(options)) => {
-            let stop = stop.clone();
-            let remote = supervisor::cluster::RemoteReports::start(options, &task, jobs)
-                .map_err(|e| usage(supervisor_chain(&e)))?;
-            let flag = remote.stopper();
-            std::thread::Builder::new()
-                .name("supervisor-remote-stop".into())
-                .spawn(move || {
-                    while stop.load(Ordering::SeqCst) == 0 {
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                    }
-                    flag.store(true, Ordering::SeqCst);
-                })
-                .context("cannot start a thread")?;
-            Source::Remote(Box::new(remote))
+            let (stop, request_stop) = (stop.clone(), request_stop.clone());
+            Source::remote(
+                options,
+                &task,
+                jobs,
+                move || stop.load(Ordering::SeqCst) != 0,
+                move || request_stop(super::stop::STOP_CLUSTER),
+            )
+            .map_err(|e| usage(supervisor_chain(&e)))?
         }
         _ => unreachable!("a run without a pool is a remote run"),
     };

@@ -226,6 +226,11 @@ fn remote_options(
     options.retries = args.retries;
     options.ordered = !args.unordered;
     options.command = command;
+    // As the local pool's retry_errors: a command that fails runs again.
+    options.retry_errors = command;
+    if let Some(limit) = args.nats_timeout {
+        options.server_timeout = limit;
+    }
     if let Some(wait) = args.nats.ack_wait {
         options.ack_wait = wait;
     }

@@ -17,6 +17,8 @@ pub(super) const STOP_HALT: i32 = -1;
 pub(super) const STOP_HALT_SOON: i32 = -4;
 pub(super) const STOP_STDOUT: i32 = -2;
 pub(super) const STOP_OUTPUT_ERROR: i32 = -3;
+/// `--nats`: the run cannot go on (its server unreachable past `--nats-timeout`).
+pub(super) const STOP_CLUSTER: i32 = -5;
 
 /// The exit code of a run stopped by `signal`, if it is one of ours.
 pub(super) fn signal_exit_code(signal: i32) -> Option<i32> {

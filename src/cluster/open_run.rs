@@ -1,0 +1,204 @@
+//! Opening a run on the server (its consumers, the subscriptions a submitter answers
+//! on) and the submitter's background tasks: publishing the tasks, reading the
+//! results, the server's advisories, the agents' requests, the run's watch.
+
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use futures_util::StreamExt;
+use supervisor_worker::codec;
+
+use super::connect::cluster;
+use super::defaults::HOST_LOSSES;
+use super::stream;
+use super::submit::{Event, Published, RemoteOptions};
+use super::watchdog::{self, Watched};
+use super::wire::TaskResult;
+use crate::error::Error;
+
+/// Makes run `run`'s consumers and starts its background tasks; they send what they
+/// hear to `tx` and publish what comes on `prx` (seq, encoded task).
+pub(crate) async fn open(
+    options: &RemoteOptions,
+    run: &str,
+    tx: mpsc::Sender<Event>,
+    prx: tokio::sync::mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
+) -> Result<(jetstream::Context, Vec<tokio::task::JoinHandle<()>>, usize), Error> {
+    let run = run.to_string();
+    let client = options.connect.client("supervisor run").await?;
+    let js = jetstream::new(client.clone());
+    let (tasks, results) = stream::streams(&js).await?;
+    // Answering before an agent can see the run: one that asked first would
+    // take it for abandoned.
+    let mut alive = client
+        .subscribe(stream::alive_subject(&run))
+        .await
+        .map_err(|e| cluster("cannot subscribe", e))?;
+    let mut refused = client
+        .subscribe(stream::refused_subject(&run))
+        .await
+        .map_err(|e| cluster("cannot subscribe", e))?;
+    let consumer = stream::task_consumer(&run, options.command);
+    tasks
+        .create_consumer(stream::task_consumer_config(
+            &run,
+            options.command,
+            options.ack_wait,
+            options.retries + 1 + HOST_LOSSES,
+        ))
+        .await
+        .map_err(|e| cluster("cannot create the run's task consumer", e))?;
+    let reader: PullConsumer = results
+        .create_consumer(stream::result_consumer_config(&run))
+        .await
+        .map_err(|e| cluster("cannot create the run's result consumer", e))?;
+    let answer = client.clone();
+    let published: Published = Arc::default();
+    let mut exhausted = client
+        .subscribe(format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{consumer}",
+            stream::TASKS,
+        ))
+        .await
+        .map_err(|e| cluster("cannot subscribe", e))?;
+    let (seqs, events) = (published.clone(), tx.clone());
+    let (told, answer_refused) = (tx.clone(), client.clone());
+    let alarms = tx.clone();
+    let watched = Watched {
+        client: client.clone(),
+        tasks: tasks.clone(),
+        consumer,
+        url: options.connect.shown(),
+        command: options.command,
+        server_timeout: options.server_timeout,
+    };
+    let helpers = vec![
+        tokio::spawn(async move {
+            while let Some(m) = refused.next().await {
+                if let Ok(result) = codec::decode::<TaskResult>(&m.payload) {
+                    if told.send(Event::Result(result)).is_err() {
+                        return;
+                    }
+                }
+                if let Some(reply) = m.reply {
+                    let _ = answer_refused.publish(reply, "taken".into()).await;
+                }
+            }
+        }),
+        tokio::spawn(watchdog::watch(watched, move |a| {
+            alarms.send(Event::Alarm(a)).is_ok()
+        })),
+        tokio::spawn(async move {
+            while let Some(m) = alive.next().await {
+                if let Some(reply) = m.reply {
+                    let _ = answer.publish(reply, "yes".into()).await;
+                }
+            }
+        }),
+        tokio::spawn(async move {
+            while let Some(m) = exhausted.next().await {
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
+                    continue;
+                };
+                let stream_seq = v["stream_seq"].as_u64().unwrap_or(0);
+                let deliveries = v["deliveries"].as_u64().unwrap_or(0) as u32;
+                let seq = seqs.lock().ok().and_then(|m| m.get(&stream_seq).copied());
+                if let Some(seq) = seq {
+                    let _ = events.send(Event::Exhausted { seq, deliveries });
+                }
+            }
+        }),
+        tokio::spawn(read_results(
+            results,
+            reader,
+            stream::result_consumer(&run),
+            tx.clone(),
+        )),
+        tokio::spawn(publish_tasks(js.clone(), run.clone(), prx, published, tx)),
+    ];
+    let max_payload = client.server_info().max_payload;
+    Ok((js, helpers, max_payload))
+}
+
+/// Publishes the run's tasks in order, the server's acks awaited in the background
+/// (pipelined); a task whose ack does not come is published again under the same
+/// message id, which the stream's duplicate window drops if the first one landed.
+async fn publish_tasks(
+    js: jetstream::Context,
+    run: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
+    published: Published,
+    events: mpsc::Sender<Event>,
+) {
+    let subject = stream::task_subject(&run);
+    while let Some((seq, bytes)) = rx.recv().await {
+        let id = format!("{run}.{seq}");
+        let bytes = bytes::Bytes::from(bytes);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        let first = js
+            .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
+            .await;
+        let (js, subject, published) = (js.clone(), subject.clone(), published.clone());
+        let events = events.clone();
+        tokio::spawn(async move {
+            let mut acked = match first {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            loop {
+                match acked {
+                    Ok(ack) => {
+                        if let Ok(mut map) = published.lock() {
+                            map.insert(ack.sequence, seq);
+                        }
+                        return;
+                    }
+                    // Refused (the stream or the store is full): it would be again.
+                    Err(e) => {
+                        if let Some(reason) = stream::refusal(&e) {
+                            let _ = events.send(Event::Refused { seq, reason });
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                acked = match js
+                    .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
+                    .await
+                {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                };
+            }
+        });
+    }
+}
+
+/// Reads the run's results and hands them to the caller's thread; after the server
+/// went away, takes up the durable consumer again where it was.
+async fn read_results(
+    results: jetstream::stream::Stream,
+    mut consumer: PullConsumer,
+    name: String,
+    tx: mpsc::Sender<Event>,
+) {
+    loop {
+        if let Ok(mut messages) = consumer.messages().await {
+            while let Some(message) = messages.next().await {
+                let Ok(message) = message else { continue };
+                if let Ok(result) = codec::decode::<TaskResult>(&message.payload) {
+                    if tx.send(Event::Result(result)).is_err() {
+                        return;
+                    }
+                }
+                let _ = message.ack().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(c) = results.get_consumer(&name).await {
+            consumer = c;
+        }
+    }
+}
