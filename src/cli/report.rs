@@ -370,6 +370,11 @@ impl Record {
     /// What goes to stderr in text mode: a command's stderr, and one line per failure.
     pub fn write_stderr(&self, w: &mut dyn Write) -> io::Result<()> {
         self.write_command_stderr(w)?;
+        self.write_failure(w)
+    }
+
+    /// The one line saying why the task failed (nothing if it did not).
+    pub fn write_failure(&self, w: &mut dyn Write) -> io::Result<()> {
         if let Err(e) = &self.result {
             // The library's messages name the task's process; a command's own failure
             // gets it added. Never both (before: "stopped in pid 7: task `sleep` was
