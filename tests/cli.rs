@@ -2085,3 +2085,32 @@ fn results_keep_failed_stderr_in_their_files_and_a_full_disk_exits_3() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+/// A bad option is one line (two with a hint for a GNU parallel option), not clap's
+/// six: the message, then the hint or where the options are listed; exit 2.
+#[test]
+fn a_bad_option_is_a_one_or_two_line_error_with_the_hint() {
+    isolated(DEADLINE, || {
+        for (args, lines, has) in [
+            (
+                &["run", "--bogus", "echo"][..],
+                1,
+                "see `supervisor run --help`",
+            ),
+            (&["run", "-j"][..], 1, "see `supervisor run --help`"),
+            (&["run", "--pipe", "cat"][..], 2, "does not split stdin"),
+            (&["bogus"][..], 1, "see `supervisor --help`"),
+        ] {
+            let out = cli(args, "");
+            assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+            assert_eq!(
+                out.stderr.lines().count(),
+                lines,
+                "{args:?}: {}",
+                out.stderr
+            );
+            assert!(out.stderr.starts_with("supervisor: "), "{}", out.stderr);
+            assert!(out.stderr.contains(has), "{args:?}: {}", out.stderr);
+        }
+    });
+}
