@@ -26,10 +26,7 @@ fn main() {
                 let text = e.render().to_string();
                 std::process::exit(cli::print_out(&text).err().unwrap_or(0));
             }
-            let _ = e.print();
-            if let Some(hint) = cli::hint_for(&e) {
-                say!("\n  supervisor: {hint}");
-            }
+            say!("{}", cli::short_usage_error(&e));
             std::process::exit(EXIT_USAGE);
         }
     };

@@ -2014,3 +2014,103 @@ fn retries_are_one_budget_for_failures_and_timeouts_and_attempts_say_how_many_ra
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// `--results DIR`: a failed command's stderr goes to its file only (parallel prints
+/// it nowhere else), with our one line saying it failed; a full disk under DIR stops
+/// the run with exit 3, the output-error code (before: stderr echoed, exit 2).
+#[test]
+fn results_keep_failed_stderr_in_their_files_and_a_full_disk_exits_3() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    isolated(DEADLINE, || {
+        let dir = temp_dir("results-stderr");
+        let results = dir.join("r");
+        let out = cli(
+            &[
+                "run",
+                "--results",
+                results.to_str().unwrap(),
+                "sh",
+                "-c",
+                "echo out-{}; echo err-marker-{} >&2; exit 1",
+                ":::",
+                "a",
+            ],
+            "",
+        );
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(!out.stderr.contains("err-marker"), "{}", out.stderr);
+        assert!(out.stderr.contains("exited with code 1"), "{}", out.stderr);
+        assert_eq!(
+            std::fs::read_to_string(results.join("1/a/stderr")).unwrap(),
+            "err-marker-a\n"
+        );
+
+        let full = dir.join("full");
+        std::fs::create_dir_all(&full).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(&full)
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        let out = cli(
+            &[
+                "run",
+                "-j",
+                "1",
+                "--results",
+                full.to_str().unwrap(),
+                "head",
+                "-c",
+                "400000",
+                "/dev/zero",
+                ":::",
+                "a",
+                "b",
+                "c",
+            ],
+            "",
+        );
+        let unmounted = Command::new("umount").arg(&full).status().unwrap();
+        assert!(unmounted.success());
+        assert_eq!(out.code, 3, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("No space left on device"),
+            "{}",
+            out.stderr
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// A bad option is one line (two with a hint for a GNU parallel option), not clap's
+/// six: the message, then the hint or where the options are listed; exit 2.
+#[test]
+fn a_bad_option_is_a_one_or_two_line_error_with_the_hint() {
+    isolated(DEADLINE, || {
+        for (args, lines, has) in [
+            (
+                &["run", "--bogus", "echo"][..],
+                1,
+                "see `supervisor run --help`",
+            ),
+            (&["run", "-j"][..], 1, "see `supervisor run --help`"),
+            (&["run", "--pipe", "cat"][..], 2, "does not split stdin"),
+            (&["bogus"][..], 1, "see `supervisor --help`"),
+        ] {
+            let out = cli(args, "");
+            assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+            assert_eq!(
+                out.stderr.lines().count(),
+                lines,
+                "{args:?}: {}",
+                out.stderr
+            );
+            assert!(out.stderr.starts_with("supervisor: "), "{}", out.stderr);
+            assert!(out.stderr.contains(has), "{args:?}: {}", out.stderr);
+        }
+    });
+}

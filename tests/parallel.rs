@@ -514,3 +514,50 @@ fn halt_starts_nothing_after_its_condition_and_exits_as_parallel() {
         }
     });
 }
+
+/// The job log's Exitval and Signal columns are parallel's: a command killed by a
+/// signal logs Exitval 0 and the signal, a timed-out one Exitval -1 and Signal 15, a
+/// failed one its exit code and 0.
+#[test]
+fn joblog_exitval_and_signal_columns_are_parallels_for_signals_and_timeouts() {
+    isolated(DEADLINE, || {
+        let dir = scratch("joblog-columns");
+        let columns = |log: &Path| -> Vec<(String, String, String)> {
+            let text = std::fs::read_to_string(log).unwrap();
+            let mut rows: Vec<(String, String, String)> = text
+                .lines()
+                .skip(1)
+                .map(|l| {
+                    let c: Vec<&str> = l.split('\t').collect();
+                    (c[0].to_string(), c[6].to_string(), c[7].to_string())
+                })
+                .collect();
+            rows.sort();
+            rows
+        };
+        let args = [
+            "--timeout",
+            "2",
+            "sh",
+            "-c",
+            "{}",
+            ":::",
+            "kill -9 $$",
+            "kill -15 $$",
+            "sleep 30",
+            "exit 3",
+            "true",
+        ];
+        let mut theirs_args = vec!["--will-cite", "--joblog", "theirs.tsv"];
+        theirs_args.extend(args);
+        run("parallel", &theirs_args, b"", &dir);
+        let mut ours_args = vec!["run", "--joblog", "ours.tsv"];
+        ours_args.extend(args);
+        let ours = run(BIN, &ours_args, b"", &dir);
+        assert_eq!(ours.code, 1, "{}", ours.stderr);
+        let theirs = columns(&dir.join("theirs.tsv"));
+        assert_eq!(theirs.len(), 5, "{theirs:?}");
+        assert_eq!(columns(&dir.join("ours.tsv")), theirs);
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}

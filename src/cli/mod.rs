@@ -45,6 +45,47 @@ pub fn hint_for(e: &clap::Error) -> Option<&'static str> {
     }
 }
 
+/// A usage error of clap's in two lines at most: its own message (without the tip,
+/// the usage and the pointer to `--help` that take four more), then what to use
+/// instead of a GNU parallel or xargs option, or where the options are listed.
+pub fn short_usage_error(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    // `Usage: supervisor run [OPTIONS] ...`: the command whose --help lists the options.
+    let command: Vec<&str> = rendered
+        .lines()
+        .find_map(|l| l.strip_prefix("Usage: "))
+        .map(|u| {
+            u.split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect()
+        })
+        .unwrap_or_default();
+    let command = if command.is_empty() {
+        // No usage line (a missing value): the subcommand given, if it is one.
+        use clap::CommandFactory as _;
+        let given = std::env::args().nth(1).unwrap_or_default();
+        let known = args::Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == given);
+        if known {
+            format!("supervisor {given}")
+        } else {
+            "supervisor".to_string()
+        }
+    } else {
+        command.join(" ")
+    };
+    match hint_for(e) {
+        Some(hint) => format!("supervisor: {message}\nsupervisor: {hint}"),
+        None => format!("supervisor: {message}; see `{command} --help`"),
+    }
+}
+
 /// Writes `text` to stdout; on failure says why and gives the exit code: 141 for a
 /// closed pipe (silently), 3 otherwise (a full disk).
 pub fn print_out(text: &str) -> Result<(), i32> {

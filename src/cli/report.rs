@@ -94,7 +94,14 @@ pub fn joblog_row<'a>(
     command: &'a [u8],
     host: &'a str,
 ) -> Option<super::joblog::Row<'a>> {
-    // parallel's convention: -1 when there is no exit code.
+    // parallel's columns, as it writes them: a command killed by a signal has
+    // Exitval 0 (the high byte of its wait status) and the signal; a timed-out one
+    // Exitval -1 and Signal 15 (parallel's TERM); -1 when there is no exit code.
+    let exitval = |code: Option<i32>, signal: Option<i32>| match (code, signal) {
+        (Some(code), _) => i64::from(code),
+        (None, Some(_)) => 0,
+        (None, None) => -1,
+    };
     let (exitval, signal, received) = match result {
         Ok(Ok(out)) => (0, 0, out.text.len()),
         Ok(Err(Failure::Failed {
@@ -103,15 +110,16 @@ pub fn joblog_row<'a>(
             stdout,
             ..
         })) => (
-            exit_code.map_or(-1, i64::from),
+            exitval(*exit_code, *signal),
             signal.unwrap_or(0),
             stdout.len(),
         ),
         Ok(Err(Failure::Decode(_) | Failure::Output { .. })) => (-1, 0, 0),
         Err(e) if matches!(kind_of(e), "stopped" | "cancelled") => return None,
+        Err(e) if matches!(e.kind(), ErrorKind::TimedOut { .. }) => (-1, libc::SIGTERM, 0),
         Err(e) => {
             let (signal, code, _) = signal_and_code(e);
-            (code.map_or(-1, i64::from), signal.unwrap_or(0), 0)
+            (exitval(code, signal), signal.unwrap_or(0), 0)
         }
     };
     let start = meta
@@ -388,6 +396,11 @@ impl Record {
     /// What goes to stderr in text mode: a command's stderr, and one line per failure.
     pub fn write_stderr(&self, w: &mut dyn Write) -> io::Result<()> {
         self.write_command_stderr(w)?;
+        self.write_failure(w)
+    }
+
+    /// The one line saying why the task failed (nothing if it did not).
+    pub fn write_failure(&self, w: &mut dyn Write) -> io::Result<()> {
         if let Err(e) = &self.result {
             // The library's messages name the task's process; a command's own failure
             // gets it added. Never both (before: "stopped in pid 7: task `sleep` was

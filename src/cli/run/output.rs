@@ -143,17 +143,21 @@ where
         }
         if let Some(dir) = &args.results {
             if !(not_run || was_stopped) {
-                record
-                    .write_results(dir, &pending.values)
-                    .with_context(|| format!("cannot write the results under {}", dir.display()))?;
+                // A full disk is an output error (exit 3), as for stdout.
+                if let Err(e) = record.write_results(dir, &pending.values) {
+                    let e =
+                        std::io::Error::other(format!("the results under {}: {e}", dir.display()));
+                    output_failed(e, &mut output_error, request_stop);
+                }
             }
         }
         let written = progress.suspend(|| -> std::io::Result<()> {
             match args.format {
-                // The output is in the files; failures are still said.
+                // The output is in the files, the command's stderr too (parallel
+                // prints neither); failures are still said, in one line each.
                 Format::Text if args.results.is_some() => {
                     if !not_run && record.result.is_err() {
-                        let _ = record.write_stderr(&mut std::io::stderr().lock());
+                        let _ = record.write_failure(&mut std::io::stderr().lock());
                     }
                 }
                 Format::Json => {
