@@ -42,31 +42,7 @@ pub fn kind_of(e: &Error) -> &'static str {
 
 /// The signal, exit code and peak RSS a library error records, where it has them.
 fn signal_and_code(e: &Error) -> (Option<i32>, Option<i32>, Option<u64>) {
-    match e.kind() {
-        ErrorKind::Crashed {
-            signal,
-            peak_rss_kib,
-            ..
-        } => (Some(signal.number()), None, Some(*peak_rss_kib)),
-        ErrorKind::Exited {
-            code, peak_rss_kib, ..
-        } => (None, Some(*code), Some(*peak_rss_kib)),
-        ErrorKind::OomKilled { peak_rss_kib, .. }
-        | ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
-            (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
-        }
-        // A cluster agent's error: what its pool's error recorded, carried over.
-        ErrorKind::Remote {
-            signal,
-            exit_code,
-            peak_rss_kib,
-            ..
-        } => (*signal, *exit_code, *peak_rss_kib),
-        ErrorKind::DeliveryLimit {
-            signal, exit_code, ..
-        } => (signal.map(|s| s.number()), *exit_code, None),
-        _ => (None, None, None),
-    }
+    e.kind().exit_facts()
 }
 
 /// The JSON job log's line for a later run of a task already done (a remote task

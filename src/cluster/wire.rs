@@ -101,21 +101,7 @@ impl Failure {
     }
 
     pub(crate) fn of(e: &Error) -> Failure {
-        let (signal, exit_code, peak_rss_kib) = match e.kind() {
-            ErrorKind::Crashed {
-                signal,
-                peak_rss_kib,
-                ..
-            } => (Some(signal.number()), None, Some(*peak_rss_kib)),
-            ErrorKind::Exited {
-                code, peak_rss_kib, ..
-            } => (None, Some(*code), Some(*peak_rss_kib)),
-            ErrorKind::OomKilled { peak_rss_kib, .. }
-            | ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
-                (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
-            }
-            _ => (None, None, None),
-        };
+        let (signal, exit_code, peak_rss_kib) = e.kind().exit_facts();
         Failure {
             kind: e.kind().word().to_string(),
             message: supervisor_worker::error_chain(e),

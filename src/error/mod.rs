@@ -679,6 +679,36 @@ impl ErrorKind {
         }
     }
 
+    /// How the task's process ended, where the error says: the signal number that
+    /// killed it, its exit code, and its peak memory in KiB (a job log's `Signal` and
+    /// `Exitval` columns). Carried over for a cluster agent's error.
+    pub fn exit_facts(&self) -> (Option<i32>, Option<i32>, Option<u64>) {
+        match self {
+            ErrorKind::Crashed {
+                signal,
+                peak_rss_kib,
+                ..
+            } => (Some(signal.number()), None, Some(*peak_rss_kib)),
+            ErrorKind::Exited {
+                code, peak_rss_kib, ..
+            } => (None, Some(*code), Some(*peak_rss_kib)),
+            ErrorKind::OomKilled { peak_rss_kib, .. }
+            | ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
+                (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
+            }
+            ErrorKind::Remote {
+                signal,
+                exit_code,
+                peak_rss_kib,
+                ..
+            } => (*signal, *exit_code, *peak_rss_kib),
+            ErrorKind::DeliveryLimit {
+                signal, exit_code, ..
+            } => (signal.map(|s| s.number()), *exit_code, None),
+            _ => (None, None, None),
+        }
+    }
+
     /// The pid of the process the error is about, when there is one.
     pub fn pid(&self) -> Option<u32> {
         match self {
