@@ -119,11 +119,7 @@ impl Arrivals {
                     (host != ":").then_some(host),
                 )
             };
-            let written = serde_json::to_writer(&mut *log, &line)
-                .map_err(std::io::Error::from)
-                .and_then(|()| log.write_all(b"\n"))
-                .and_then(|()| log.flush());
-            if let Err(e) = written {
+            if let Err(e) = write_line(log, &line) {
                 log_error.borrow_mut().get_or_insert(e);
                 *json_log = None;
                 request_stop(STOP_OUTPUT_ERROR);
@@ -193,11 +189,7 @@ pub(super) fn on_duplicate(
         let mut json_log = json_log.borrow_mut();
         let Some(log) = json_log.as_mut() else { return };
         let line = crate::cli::report::joblog_duplicate(index as u64 + 1, meta, host);
-        let written = serde_json::to_writer(&mut *log, &line)
-            .map_err(std::io::Error::from)
-            .and_then(|()| log.write_all(b"\n"))
-            .and_then(|()| log.flush());
-        if let Err(e) = written {
+        if let Err(e) = write_line(log, &line) {
             log_error.borrow_mut().get_or_insert(e);
             *json_log = None;
             request_stop(STOP_OUTPUT_ERROR);
@@ -227,4 +219,12 @@ impl PeakRss {
             }
         }
     }
+}
+
+/// Writes one JSON job-log line, flushed (a SIGKILLed run keeps the lines of the
+/// tasks that ended).
+fn write_line(log: &mut Log, line: &serde_json::Value) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *log, line)?;
+    log.write_all(b"\n")?;
+    log.flush()
 }
