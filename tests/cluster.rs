@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cluster_support::{supervisor, Agent, Netns, Server, BIN};
+use cluster_support::{supervisor, wait_busy, Agent, Netns, Server, BIN};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -281,24 +281,6 @@ fn a_sigkilled_agent_s_tasks_run_on_the_other_host_and_every_result_comes_once()
         );
         drop(b);
     });
-}
-
-/// Waits until `workers --nats` lists agent `host` busy.
-fn wait_busy(url: &str, host: &str) {
-    for _ in 0..200 {
-        let out = supervisor(&["workers", "--nats", url, "--format", "json"], b"");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let busy = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|a| a["host"] == host && a["busy"].as_u64() > Some(0));
-        if busy {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("agent {host} never got busy");
 }
 
 #[test]

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use cluster_support::{supervisor, Agent, Live, Server};
+use cluster_support::{supervisor, wait_busy, Agent, Live, Server};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -415,24 +415,6 @@ fn an_agent_started_before_its_server_waits_for_it_and_serves() {
         assert_eq!(out.stdout, b"2 2 3\n");
         drop(a);
     });
-}
-
-/// Waits until `workers --nats` lists agent `host` busy.
-fn wait_busy(url: &str, host: &str) {
-    for _ in 0..200 {
-        let out = supervisor(&["workers", "--nats", url, "--format", "json"], b"");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let busy = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|a| a["host"] == host && a["busy"].as_u64() > Some(0));
-        if busy {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("agent {host} never got busy");
 }
 
 #[test]

@@ -371,17 +371,23 @@ fn stop_holding_queue_lock(q: Queue<u64>) -> u64 {
 }
 supervisor::task!(stop_holding_queue_lock);
 
+/// A child that holds `q`'s internal mutex, stopped (SIGSTOP) while it does.
+fn stopped_lock_holder(q: &Queue<u64>) -> Process<u64> {
+    let p = Process::builder(stop_holding_queue_lock, q.clone())
+        .start()
+        .unwrap();
+    assert!(
+        wait_stopped(p.pid(), Duration::from_secs(20)),
+        "the holder never stopped"
+    );
+    p
+}
+
 #[test]
 fn timed_and_try_calls_return_in_time_while_a_stopped_process_holds_the_queue_lock() {
     isolated(DEADLINE, || {
         let q: Queue<u64> = Queue::new().unwrap();
-        let mut p = Process::builder(stop_holding_queue_lock, q.clone())
-            .start()
-            .unwrap();
-        assert!(
-            wait_stopped(p.pid(), Duration::from_secs(20)),
-            "the holder never stopped"
-        );
+        let mut p = stopped_lock_holder(&q);
         for i in 0..100u64 {
             let timeout = Duration::from_millis([10, 30, 50][i as usize % 3]);
             let t = Instant::now();
@@ -584,13 +590,7 @@ fn undecoded_returned_handles_do_not_pile_up_in_the_worker() {
 fn dropping_a_queue_does_not_wait_for_a_stopped_holder_of_its_lock() {
     isolated(DEADLINE, || {
         let q: Queue<u64> = Queue::new().unwrap();
-        let mut p = Process::builder(stop_holding_queue_lock, q.clone())
-            .start()
-            .unwrap();
-        assert!(
-            wait_stopped(p.pid(), Duration::from_secs(20)),
-            "the holder never stopped"
-        );
+        let mut p = stopped_lock_holder(&q);
         let (tx, rx) = std::sync::mpsc::channel();
         let t = Instant::now();
         let dropper = std::thread::spawn(move || {
@@ -655,13 +655,7 @@ fn opening_a_handle_does_not_wait_for_a_stopped_holder_of_its_lock() {
             );
             std::thread::yield_now();
         }
-        let mut holder = Process::builder(stop_holding_queue_lock, q.clone())
-            .start()
-            .unwrap();
-        assert!(
-            wait_stopped(holder.pid(), Duration::from_secs(20)),
-            "the holder never stopped"
-        );
+        let mut holder = stopped_lock_holder(&q);
         let late = Process::builder(return_queue, q.clone()).start().unwrap();
         drop(q); // the caller opens what comes back
         go.set().unwrap();

@@ -32,8 +32,10 @@ pub(crate) fn with_private_umask<T: Send + 'static>(f: impl FnOnce() -> T + Send
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    // A panic of `f` is carried back and resumed here, as if `f` had run on this thread
+    // (and the mask thread lives on for the next call).
     let job: MaskJob = Box::new(move || {
-        let _ = tx.send(f());
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
     });
     let job = match private_mask_thread() {
         Some(thread) => thread
@@ -51,10 +53,10 @@ pub(crate) fn with_private_umask<T: Send + 'static>(f: impl FnOnce() -> T + Send
         unsafe { libc::umask(old) };
     }
     match rx.recv() {
-        Ok(out) => out,
-        // `f` panicked on the mask thread (which then ended): not expected of the calls
-        // made here (ipc-channel's set-up, after `check_temp_dir`).
-        Err(_) => panic!("a call under the private mask panicked"),
+        Ok(Ok(out)) => out,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        // The job was dropped unrun: only if the mask thread ended, which it never does.
+        Err(_) => unreachable!("the private-mask thread ended with a call in hand"),
     }
 }
 

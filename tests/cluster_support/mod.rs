@@ -499,3 +499,22 @@ impl Drop for Live {
         }
     }
 }
+
+/// Waits until `workers --nats` lists agent `host` busy (a poll of the server's
+/// agent list, at most 20 s).
+pub fn wait_busy(url: &str, host: &str) {
+    for _ in 0..200 {
+        let out = supervisor(&["workers", "--nats", url, "--format", "json"], b"");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let busy = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["host"] == host && a["busy"].as_u64() > Some(0));
+        if busy {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("agent {host} never got busy");
+}
