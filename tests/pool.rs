@@ -1333,6 +1333,59 @@ fn a_forked_child_of_a_task_ends_at_once_when_the_task_returns() {
     });
 }
 
+/// Forks `n` children that sleep, each sent SIGTERM the moment fork returns (before it
+/// may have run at all, as when the worker ends a task's children right after the task
+/// returned); 1 if one did not die of
+/// that SIGTERM within 2 s (it is SIGKILLed), else 0.
+fn fork_and_terminate_at_once(n: u32) -> u32 {
+    for _ in 0..n {
+        // SAFETY: a worker runs its tasks on one thread; the child only sleeps.
+        let child = match unsafe { libc::fork() } {
+            0 => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+            child => child,
+        };
+        // SAFETY: kill with plain integers; `child` is ours and not yet reaped.
+        unsafe { libc::kill(child, libc::SIGTERM) };
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut status = 0;
+        let died_of_term = loop {
+            // SAFETY: a valid out-pointer; `child` is ours.
+            if unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) } == child {
+                break libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGTERM;
+            }
+            if Instant::now() > until {
+                // SAFETY: as above; then reaped.
+                unsafe {
+                    libc::kill(child, libc::SIGKILL);
+                    libc::waitpid(child, &mut status, 0);
+                }
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        if !died_of_term {
+            return 1;
+        }
+    }
+    0
+}
+supervisor::task!(fork_and_terminate_at_once);
+
+/// A SIGTERM that reaches a bare-forked child before the child has run at all still
+/// kills it (before: it went to the worker's inherited handler, which did nothing in
+/// the child, and the child lived until the SIGKILL after the grace; seen as a 3 s
+/// apply in CI).
+#[test]
+fn a_forked_child_terminated_before_it_ran_dies_of_the_sigterm() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1).build().unwrap();
+        assert_eq!(pool.apply(fork_and_terminate_at_once, 40).unwrap(), 0);
+        pool.join();
+    });
+}
+
 /// `set_task_timeout` changes the limit while tasks run: a task started with no limit
 /// times out once a limit it is already past is set; lifting the limit lets the next
 /// long task finish.
