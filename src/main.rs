@@ -60,7 +60,7 @@ fn main() {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            say!("supervisor: {e:#}");
+            say!("supervisor: {}", supervisor_worker::error_chain(e.as_ref()));
             EXIT_USAGE
         }
     };

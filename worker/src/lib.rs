@@ -65,16 +65,54 @@ pub fn context() -> Option<&'static WorkerContext> {
     CONTEXT.get()
 }
 
-/// An error and its sources, joined with ": ".
+/// An error and its sources, joined with ": ", each said once (a source whose text
+/// ends the message so far is not repeated).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        // Said once: a library that prints its source in its own message (async-nats
+        // does) would otherwise repeat it.
+        let part = s.to_string();
+        if !out.ends_with(&part) {
+            out.push_str(": ");
+            out.push_str(&part);
+        }
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("IO error: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot connect to the server")]
+    struct Outer(#[source] Repeats);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot start")]
+    struct Start(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_in_its_errors_message_is_said_once() {
+        let inner = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        assert_eq!(
+            error_chain(&Outer(Repeats(inner))),
+            "cannot connect to the server: IO error: invalid peer certificate: UnknownIssuer"
+        );
+    }
+
+    #[test]
+    fn distinct_causes_are_all_said() {
+        let e = Start(std::io::Error::other("no such file"));
+        assert_eq!(error_chain(&e), "cannot start: no such file");
+    }
 }
 
 #[doc(hidden)]

@@ -392,13 +392,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 /// An error with its causes, and the resource limit behind it, if one is.
 fn supervisor_chain(e: &supervisor::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let mut s = supervisor_worker::error_chain(e);
     if let Some(limit) = supervisor::ResourceLimit::of(e) {
         if !s.contains(&limit.to_string()) {
             s.push_str(&format!(" ({limit})"));
