@@ -1718,7 +1718,27 @@ fn line_buffer_and_ungroup_print_output_while_the_command_runs() {
         child.wait().unwrap();
         std::fs::remove_file(&fifo).unwrap();
         // A worker's start the SIGKILL cut short may have left its bootstrap directory:
-        // the next start sweeps what a dead parent left (documented), as here.
+        // the next start sweeps what a dead parent left (documented), as here, once it
+        // is older than a live start could be (2 s: a sweep never takes a directory a
+        // start in another network namespace, whose socket it cannot see, still uses).
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+            .collect();
+        for dir in &left {
+            let until = Instant::now() + Duration::from_secs(10);
+            while dir
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < Duration::from_millis(2200))
+            {
+                assert!(Instant::now() < until, "the clock stands still");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let next = cli(&["run", "true", ":::", "x"], "");
         assert_eq!(next.code, 0, "{}", next.stderr);
         // Binary output, with "lines" longer than the line limit, byte for byte.
