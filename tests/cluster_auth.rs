@@ -51,6 +51,17 @@ impl Pki {
     fn path(&self, file: &str) -> String {
         self.dir.join(file).display().to_string()
     }
+
+    /// The server's certificate and key, and the authority's certificate.
+    fn server_files(&self) -> (String, String, String) {
+        let files = (
+            self.path("server.pem"),
+            self.path("server-key.pem"),
+            self.path("ca.pem"),
+        );
+        assert!(Path::new(&files.0).is_file() && Path::new(&files.2).is_file());
+        files
+    }
 }
 
 impl Drop for Pki {
@@ -59,38 +70,36 @@ impl Drop for Pki {
     }
 }
 
+/// A run with no credentials against the server at `url`: refused, exit 2, with a
+/// message naming the server.
+fn refused_run(url: &str) -> cluster_support::Out {
+    let out = supervisor(&["run", "--nats", url, "--task", "prime-factors"], b"12\n");
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("cannot connect to the NATS server at {url}")),
+        "{}",
+        out.stderr
+    );
+    out
+}
+
 fn tls_url(server: &Server) -> String {
     format!("tls://127.0.0.1:{}", server.port)
 }
 
-fn exists(p: &str) -> bool {
-    Path::new(p).is_file()
-}
-
 /// A server that speaks only TLS: a submitter that does not trust its authority is
-/// refused with exit 2 and a message naming the server and the cause, once; with `--tls-ca` the agent and
-/// the submitter connect and the run prints what a local run prints.
+/// refused with exit 2 and a message naming the server and the cause, once; with
+/// `--tls-ca` the agent and the submitter connect and the run prints what a local run
+/// prints.
 #[test]
 fn a_tls_only_server_is_used_with_its_authority_and_refused_without_it() {
     common::isolated(DEADLINE, || {
         let pki = Pki::new("server");
-        let (cert, key, ca) = (
-            pki.path("server.pem"),
-            pki.path("server-key.pem"),
-            pki.path("ca.pem"),
-        );
-        assert!(exists(&cert) && exists(&key) && exists(&ca));
+        let (cert, key, ca) = pki.server_files();
         let server = Server::start(&["--tls", "--tlscert", &cert, "--tlskey", &key]);
         let url = tls_url(&server);
-        let untrusted = supervisor(&["run", "--nats", &url, "--task", "prime-factors"], b"12\n");
-        assert_eq!(untrusted.code, Some(2), "{}", untrusted.stderr);
-        assert!(
-            untrusted
-                .stderr
-                .contains(&format!("cannot connect to the NATS server at {url}")),
-            "{}",
-            untrusted.stderr
-        );
+        let untrusted = refused_run(&url);
         // The client's cause, said once (async-nats repeats its source in its message).
         assert_eq!(
             untrusted.stderr.matches("UnknownIssuer").count(),
@@ -134,11 +143,7 @@ fn a_tls_only_server_is_used_with_its_authority_and_refused_without_it() {
 fn a_server_that_verifies_clients_takes_only_those_with_a_certificate() {
     common::isolated(DEADLINE, || {
         let pki = Pki::new("mutual");
-        let (cert, key, ca) = (
-            pki.path("server.pem"),
-            pki.path("server-key.pem"),
-            pki.path("ca.pem"),
-        );
+        let (cert, key, ca) = pki.server_files();
         let (client, client_key) = (pki.path("client.pem"), pki.path("client-key.pem"));
         let server = Server::start(&[
             "--tlsverify",
@@ -282,15 +287,7 @@ fn a_credentials_file_is_the_credential_of_an_operator_mode_server() {
         let (config, creds) = operator_mode(&pki.dir);
         let server = Server::start(&["-c", &config]);
         let url = server.url();
-        let anonymous = supervisor(&["run", "--nats", &url, "--task", "prime-factors"], b"12\n");
-        assert_eq!(anonymous.code, Some(2), "{}", anonymous.stderr);
-        assert!(
-            anonymous
-                .stderr
-                .contains(&format!("cannot connect to the NATS server at {url}")),
-            "{}",
-            anonymous.stderr
-        );
+        refused_run(&url);
         let refused = supervisor(&["worker", "--nats", &url], b"");
         assert_eq!(refused.code, Some(2), "{}", refused.stderr);
         let agent = Agent::start(&url, "a", 2, &["--nats-creds", &creds]);
