@@ -214,8 +214,11 @@ where
                 };
                 self.hold(index, r, m, arrived.as_deref_mut(), on_hold.as_deref_mut());
                 // A result that waits for an earlier one frees its place in the
-                // read-ahead: the next inputs go out while the earlier one runs.
-                self.top_up(ready);
+                // read-ahead: the next inputs go out while the earlier one runs
+                // (looked at once the results received are all in place).
+                if self.pending.is_empty() {
+                    self.top_up(ready);
+                }
             }
         } else {
             if self.input_done && self.yielded == self.submitted {

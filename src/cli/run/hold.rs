@@ -10,7 +10,7 @@
 //! descriptors stay bounded however many results wait, and the spill file is emptied
 //! whenever nothing waits in it.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 
 use supervisor::{Captured, Error, SpillFile};
 
@@ -26,8 +26,11 @@ pub(super) const HOLD_FILES: usize = 64;
 /// What the waiting results keep in memory and in spool files of their own.
 #[derive(Default)]
 pub(super) struct Holding {
-    /// Bytes in memory and spool files of each waiting result that kept some.
-    kept: HashMap<usize, (u64, usize)>,
+    /// Bytes in memory and spool files kept by each result from `next` on (results
+    /// are printed in input order, so this is a ring from the next one to print).
+    kept: VecDeque<(u64, usize)>,
+    /// The index of the next result to print: the one `kept[0]` stands for.
+    next: usize,
     in_memory: u64,
     files: usize,
     spill: Option<SpillFile>,
@@ -38,63 +41,74 @@ impl Holding {
     /// bounds, else the output moves into the spill file. Should the spill file fail
     /// (a full disk), the output stays where it is.
     pub(super) fn hold(&mut self, index: usize, result: &mut Result<Outcome, Error>) {
-        let mut captures = captures(result);
-        let (memory, files) = footprint(&captures);
+        let Some(k) = index.checked_sub(self.next) else {
+            return;
+        };
+        let (memory, files) = footprint(result);
         if memory == 0 && files == 0 {
             return;
         }
         let fits = self.in_memory + memory <= HOLD_IN_MEMORY && self.files + files <= HOLD_FILES;
-        if !fits {
+        let (memory, files) = if fits {
+            (memory, files)
+        } else {
             if self.spill.is_none() {
                 self.spill = SpillFile::new().ok();
             }
             if let Some(spill) = &self.spill {
-                for c in captures.iter_mut() {
+                for_each_capture(result, |c| {
                     let _ = c.spill_into(spill);
-                }
+                });
             }
-        }
-        let (memory, files) = if fits {
-            (memory, files)
-        } else {
-            footprint(&captures)
+            footprint(result)
         };
         if memory > 0 || files > 0 {
+            if k >= self.kept.len() {
+                self.kept.resize(k + 1, (0, 0));
+            }
             self.in_memory += memory;
             self.files += files;
-            self.kept.insert(index, (memory, files));
+            self.kept[k] = (memory, files);
         }
     }
 
-    /// Result `index` is printed (or given up): what it kept is free again.
+    /// Result `index` is printed (or given up): what it kept is free again. Called
+    /// for every result, in input order.
     pub(super) fn printed(&mut self, index: usize) {
-        if let Some((memory, files)) = self.kept.remove(&index) {
+        if index != self.next {
+            return;
+        }
+        self.next += 1;
+        if let Some((memory, files)) = self.kept.pop_front() {
             self.in_memory -= memory;
             self.files -= files;
         }
     }
 }
 
-/// The captured outputs of a result.
-fn captures(result: &mut Result<Outcome, Error>) -> Vec<&mut Captured> {
+/// Calls `f` with each captured output of a result.
+fn for_each_capture(result: &mut Result<Outcome, Error>, mut f: impl FnMut(&mut Captured)) {
     match result {
-        Ok(Ok(out)) => vec![&mut out.text, &mut out.stderr],
-        Ok(Err(Failure::Failed { stdout, stderr, .. })) => vec![stdout, stderr],
-        _ => Vec::new(),
+        Ok(Ok(out)) => {
+            f(&mut out.text);
+            f(&mut out.stderr);
+        }
+        Ok(Err(Failure::Failed { stdout, stderr, .. })) => {
+            f(stdout);
+            f(stderr);
+        }
+        _ => {}
     }
 }
 
-/// Bytes in memory and spool files of their own that `captures` hold (before any is
-/// spilled, a capture is either in memory or in its own spool).
-fn footprint(captures: &[&mut Captured]) -> (u64, usize) {
+/// Bytes in memory and spool files of their own that a result's outputs hold.
+fn footprint(result: &mut Result<Outcome, Error>) -> (u64, usize) {
     let mut memory = 0;
     let mut files = 0;
-    for c in captures {
-        match c.as_bytes() {
-            Some(bytes) => memory += bytes.len() as u64,
-            None if !c.is_empty() && !c.is_spilled() => files += 1,
-            None => {}
-        }
-    }
+    for_each_capture(result, |c| match c.as_bytes() {
+        Some(bytes) => memory += bytes.len() as u64,
+        None if !c.is_empty() && !c.is_spilled() => files += 1,
+        None => {}
+    });
     (memory, files)
 }
