@@ -606,3 +606,53 @@ pub(crate) fn claim_spools(pid: u32, msg: &supervisor_worker::protocol::FromChil
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Captured, SpillFile};
+    use std::io::{Read, Write};
+
+    fn spool(bytes: &[u8]) -> Captured {
+        let mut file = Captured::new_spool().unwrap();
+        file.write_all(bytes).unwrap();
+        Captured::spooled(file, bytes.len() as u64)
+    }
+
+    fn read_all(c: &Captured) -> Vec<u8> {
+        let mut via_reader = Vec::new();
+        c.reader().unwrap().read_to_end(&mut via_reader).unwrap();
+        let mut via_write = Vec::new();
+        assert_eq!(c.write_to(&mut via_write).unwrap(), c.len());
+        assert_eq!(via_reader, via_write);
+        assert_eq!(c.last_byte().unwrap(), via_reader.last().copied());
+        via_reader
+    }
+
+    #[test]
+    fn captures_moved_into_a_spill_file_read_as_before_and_leave_it_empty_when_gone() {
+        let spill = SpillFile::new().unwrap();
+        let mut inline = Captured::from_bytes(b"hello".to_vec());
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let mut spooled = spool(&big);
+        let mut empty = Captured::default();
+        inline.spill_into(&spill).unwrap();
+        spooled.spill_into(&spill).unwrap();
+        empty.spill_into(&spill).unwrap();
+        assert!(inline.is_spilled() && spooled.is_spilled() && !empty.is_spilled());
+        assert!(inline.as_bytes().is_none() && inline.is_spooled());
+        // Moving again is nothing.
+        inline.spill_into(&spill).unwrap();
+        assert_eq!(spill.len(), 5 + big.len() as u64);
+        assert_eq!(read_all(&inline), b"hello");
+        assert_eq!(read_all(&spooled), big);
+        assert_eq!(read_all(&empty), b"");
+        // Sent on, a spilled capture goes inline.
+        let bytes = supervisor_worker::codec::encode_value(&inline).unwrap();
+        let back: Captured = supervisor_worker::codec::decode(&bytes).unwrap();
+        assert_eq!(back.as_bytes(), Some(&b"hello"[..]));
+        drop(inline);
+        assert_eq!(spill.len(), 5 + big.len() as u64);
+        drop(spooled);
+        assert!(spill.is_empty());
+    }
+}

@@ -112,3 +112,56 @@ fn footprint(result: &mut Result<Outcome, Error>) -> (u64, usize) {
     });
     (memory, files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::tasks::Output;
+    use super::*;
+
+    fn out(bytes: usize) -> Result<Outcome, Error> {
+        Ok(Ok(Output {
+            text: Captured::from_bytes(vec![b'x'; bytes]),
+            stderr: Captured::default(),
+            json: false,
+            pid: 0,
+            slot: 0,
+        }))
+    }
+
+    fn spilled(r: &Result<Outcome, Error>) -> bool {
+        matches!(r, Ok(Ok(o)) if o.text.is_spilled())
+    }
+
+    #[test]
+    fn waiting_outputs_past_the_budget_move_into_the_spill_file_and_printing_frees_it() {
+        let mut h = Holding::default();
+        // Input 0 runs long; 1..=40 wait, 1 MiB each.
+        let mut waiting: Vec<_> = (1..=40)
+            .map(|i| {
+                let mut r = out(1 << 20);
+                h.hold(i, &mut r);
+                r
+            })
+            .collect();
+        assert!(h.in_memory <= HOLD_IN_MEMORY);
+        assert_eq!(waiting.iter().filter(|r| spilled(r)).count(), 40 - 16);
+        for (i, r) in waiting.iter().enumerate() {
+            let Ok(Ok(o)) = r else { unreachable!() };
+            assert_eq!(
+                o.text.to_vec().unwrap(),
+                vec![b'x'; 1 << 20],
+                "input {}",
+                i + 1
+            );
+        }
+        for i in 0..=40 {
+            h.printed(i);
+        }
+        assert_eq!((h.in_memory, h.files, h.kept.len()), (0, 0, 0));
+        // Room again: the next one that waits stays in memory.
+        let mut r = out(10);
+        h.hold(42, &mut r);
+        assert!(!spilled(&r));
+        waiting.clear();
+    }
+}
