@@ -263,6 +263,9 @@ where
         let (held, pinned) = match result {
             Ok(bytes) if self.decode_on_arrival => {
                 let mut r = decode_bytes(self.task, &bytes, meta.pid);
+                // Without an `on_hold` to move it, a waiting value that took a spool
+                // file holds its descriptor: it counts against the read-ahead.
+                let pinned = waits && on_hold.is_none() && crate::command::refers_to_spool(&bytes);
                 drop(bytes);
                 if let Some(arrived) = arrived {
                     arrived(index, &r, &meta);
@@ -270,7 +273,7 @@ where
                 if let Some(on_hold) = on_hold.filter(|_| waits) {
                     on_hold(index, &mut r);
                 }
-                (Held::Decoded(r), false)
+                (Held::Decoded(r), pinned)
             }
             Ok(bytes) if crate::command::refers_to_spool(&bytes) => {
                 // It takes its spool file now, and holds a descriptor while it waits.
@@ -489,7 +492,9 @@ impl<R, I: Iterator> Reports<R, I> {
     /// arrive, so what they hold is in memory (or in descriptors) while they wait, up to
     /// [`crate::PoolBuilder::max_held`] of them behind a slow task: the caller may move
     /// it elsewhere here (the CLI moves a command's output into one spill file past a
-    /// budget, see [`crate::Captured::spill_into`]).
+    /// budget, see [`crate::Captured::spill_into`]). Without it, a waiting value that
+    /// holds spooled command output (a descriptor) counts against the read-ahead, as a
+    /// task in flight does, so descriptors stay bounded.
     pub fn on_hold(mut self, hold: impl FnMut(usize, &mut Result<R, Error>) + 'static) -> Self {
         self.on_hold = Some(Box::new(hold));
         self
