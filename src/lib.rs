@@ -120,7 +120,8 @@ mod sync;
 mod trace;
 
 pub use command::{
-    run_command, shell_quote, Captured, Command, CommandOutput, CommandResult, DEFAULT_INLINE_LIMIT,
+    run_command, shell_quote, Captured, Command, CommandOutput, CommandResult, SpillFile,
+    DEFAULT_INLINE_LIMIT,
 };
 pub use error::{
     BrokenReason, CommandError, Error, ErrorKind, OsError, ResourceLimit, StormDeath, Violation,
@@ -131,7 +132,10 @@ pub use pool::{
     as_completed, AsCompleted, Imap, JobMeta, MapHandle, Pool, PoolBuilder, PoolStats, Report,
     Reports, RestartLimit, TaskHandle, WorkerState, WorkerStats,
 };
-pub use pool::{AsCompletedStream, ImapStream, ReportStream, Shutdown, MAX_WORKERS};
+pub use pool::{
+    AsCompletedStream, ImapStream, ReportStream, Shutdown, DEFAULT_HOLD_IN_MEMORY,
+    DEFAULT_MAX_HELD, MAX_WORKERS,
+};
 pub use process::{Process, ProcessBuilder, ProcessJoin};
 pub use start_method::StartMethod;
 pub use supervisor_worker::codec::{CodecError, MAX_VALUE};

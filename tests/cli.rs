@@ -2134,3 +2134,267 @@ fn a_bad_option_is_a_one_or_two_line_error_with_the_hint() {
         }
     });
 }
+
+/// A run whose first task waits for a gate, and what was seen while it waited.
+struct Gated {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+    /// Start and end (job log: Starttime, Starttime + JobRuntime) by Seq.
+    ends: std::collections::BTreeMap<u64, (f64, f64)>,
+    /// Every task behind the gate had ended (its job log line was written) before the
+    /// gate opened.
+    all_before_gate: bool,
+    /// How many had.
+    ended_before_gate: usize,
+    /// The supervisor's peak RSS (KiB) and open descriptors when they had (or when the
+    /// wait for them gave up).
+    peak_rss_kib: u64,
+    fds: usize,
+}
+
+/// Runs `supervisor run -j 2 --joblog LOG ARGS` on `input` (with at most `nofile`
+/// descriptors), waits (at most 60 s) until the job log lists every task but the first,
+/// looks at the supervisor's memory and descriptors, then calls `open_gate` (which lets
+/// the first task end) and waits for the run.
+fn gated_run(
+    dir: &std::path::Path,
+    args: &[&str],
+    input: &[u8],
+    nofile: Option<u32>,
+    open_gate: impl FnOnce(),
+) -> Gated {
+    let log = dir.join("jobs.tsv");
+    let input_path = dir.join("input");
+    std::fs::write(&input_path, input).unwrap();
+    let behind = input
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count()
+        - 1;
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    cmd.args(["run", "-j", "2", "--joblog", log.to_str().unwrap()])
+        .args(args)
+        .stdin(std::fs::File::open(&input_path).unwrap())
+        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .map(|s| s.lines().count().saturating_sub(1))
+            .unwrap_or(0)
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut ended_before_gate = lines();
+    while Instant::now() < until && !has_exited(pid as i32) && ended_before_gate < behind {
+        std::thread::sleep(Duration::from_millis(20));
+        ended_before_gate = lines();
+    }
+    let all_before_gate = ended_before_gate >= behind;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    eprintln!("waiting: peak RSS {peak_rss_kib} KiB, {fds} descriptors");
+    open_gate();
+    let finished = wait_exit(pid as i32, Duration::from_secs(60));
+    if !finished {
+        let _ = child.kill();
+    }
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    assert!(finished, "the run did not end after the gate opened");
+    let ends = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            let start: f64 = c[2].trim().parse().unwrap();
+            let runtime: f64 = c[3].trim().parse().unwrap();
+            (c[0].parse().unwrap(), (start, start + runtime))
+        })
+        .collect();
+    Gated {
+        code,
+        stdout: std::fs::read(dir.join("stdout")).unwrap(),
+        stderr: std::fs::read_to_string(dir.join("stderr")).unwrap(),
+        ends,
+        all_before_gate,
+        ended_before_gate,
+        peak_rss_kib,
+        fds,
+    }
+}
+
+impl Gated {
+    /// Every task but the first ended before the first did (job log times).
+    fn assert_all_ended_before_the_first(&self) {
+        assert!(
+            self.all_before_gate,
+            "only {} of the {} tasks behind the slow one ended while it ran; stderr: {}",
+            self.ended_before_gate,
+            self.ends.len() - 1,
+            self.stderr
+        );
+        let (_, head_end) = self.ends[&1];
+        let late: Vec<u64> = self
+            .ends
+            .iter()
+            .filter(|(seq, (_, end))| **seq != 1 && *end > head_end)
+            .map(|(seq, _)| *seq)
+            .collect();
+        assert!(late.is_empty(), "tasks ended after the slow one: {late:?}");
+    }
+}
+
+/// The gate of a command: the first input waits until `go` exists (for at most 120 s,
+/// so the run ends whatever happens); every command then prints its input on a line
+/// and `bytes` NUL bytes.
+fn gate_script(go: &std::path::Path, bytes: usize) -> String {
+    format!(
+        "if [ \"$0\" = gate ]; then i=0; while [ ! -e {go} ] && [ $i -lt 12000 ]; do sleep 0.01; i=$((i+1)); done; fi; echo \"$0\"; head -c {bytes} /dev/zero",
+        go = go.display()
+    )
+}
+
+/// A built-in task that waits (a `search` of a FIFO nobody writes yet) ahead of 5,000
+/// quick ones on 2 workers: the quick ones all run and end while it waits, and the
+/// output is still in input order. Before, the run read no more than 1,024 inputs
+/// per worker ahead of the output, so about 2,950 of them waited for the slow one
+/// while both workers but one sat idle.
+#[test]
+fn a_slow_built_in_task_at_the_head_does_not_hold_back_the_tasks_behind_it() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("held-builtin");
+        let fifo = dir.join("gate");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let mut input = format!("{}\n", fifo.display());
+        for i in 0..5000 {
+            let f = dir.join(format!("f{i}"));
+            std::fs::write(&f, format!("x{i}\n")).unwrap();
+            input.push_str(&format!("{}\n", f.display()));
+        }
+        let open_gate = || {
+            use std::os::unix::fs::OpenOptionsExt;
+            // The waiting task holds the FIFO open for reading: opening it for writing
+            // and closing it gives that task its end of file.
+            let until = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < until {
+                let w = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&fifo);
+                if w.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        let run = gated_run(
+            &dir,
+            &["--task", "search", "--arg", "pattern=x"],
+            input.as_bytes(),
+            None,
+            open_gate,
+        );
+        run.assert_all_ended_before_the_first();
+        let want: String = (0..5000)
+            .map(|i| format!("{}:1:x{i}\n", dir.join(format!("f{i}")).display()))
+            .collect();
+        let out = String::from_utf8(run.stdout).unwrap();
+        // The gate's search found nothing: one empty line first.
+        assert_eq!(out.strip_prefix('\n'), Some(&*want), "not in input order");
+        assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// 10,000 commands of 6 KB of output each behind one that waits, on 2 workers: they
+/// all run while it waits (before, 128 did), the supervisor's memory stays bounded
+/// although 60 MB of output wait for their turn (past 16 MiB they wait in a spill
+/// file), and the output comes in input order, byte for byte.
+#[test]
+fn outputs_waiting_behind_a_slow_command_keep_the_memory_bounded() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("held-memory");
+        let go = dir.join("go");
+        let n = 10_000;
+        let input: String = std::iter::once("gate\n".to_string())
+            .chain((1..=n).map(|i| format!("{i}\n")))
+            .collect();
+        let script = gate_script(&go, 6000);
+        let run = gated_run(
+            &dir,
+            &["--", "sh", "-c", &script, "{}"],
+            input.as_bytes(),
+            None,
+            || std::fs::write(&go, b"").unwrap(),
+        );
+        run.assert_all_ended_before_the_first();
+        assert!(
+            run.peak_rss_kib < 56 * 1024,
+            "peak RSS {} KiB with 60 MB of output waiting",
+            run.peak_rss_kib
+        );
+        assert_eq!(run.stdout.len(), input.len() + (n + 1) * 6000);
+        let text: Vec<u8> = run.stdout.iter().copied().filter(|b| *b != 0).collect();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            input,
+            "not in input order"
+        );
+        assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// 400 commands whose 70 KB outputs are spooled (past the 64 KiB kept in memory)
+/// behind one that waits, under a limit of 256 descriptors: they all run while it
+/// waits, and the waiting spools do not hold a descriptor each (past 64, they are
+/// copied into one spill file), so nothing runs out of descriptors; the output is in
+/// input order, byte for byte.
+#[test]
+fn spooled_outputs_waiting_behind_a_slow_command_keep_the_descriptors_bounded() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("held-fds");
+        let go = dir.join("go");
+        let n = 400;
+        let input: String = std::iter::once("gate\n".to_string())
+            .chain((1..=n).map(|i| format!("{i}\n")))
+            .collect();
+        let script = gate_script(&go, 70_000);
+        let run = gated_run(
+            &dir,
+            &["--", "sh", "-c", &script, "{}"],
+            input.as_bytes(),
+            Some(256),
+            || std::fs::write(&go, b"").unwrap(),
+        );
+        run.assert_all_ended_before_the_first();
+        assert!(run.fds < 160, "{} descriptors open", run.fds);
+        assert_eq!(run.stdout.len(), input.len() + (n + 1) * 70_000);
+        let text: Vec<u8> = run.stdout.iter().copied().filter(|b| *b != 0).collect();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            input,
+            "not in input order"
+        );
+        assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

@@ -70,6 +70,19 @@ where
         }
     }
 
+    /// Called with each result that waits for its turn (local runs only: a remote
+    /// run's results wait in its own reorder buffer, bounded by its read-ahead).
+    pub fn on_hold(self, f: impl FnMut(usize, &mut Result<Outcome, Error>) + 'static) -> Self {
+        match self {
+            Source::Local(r) => Source::Local(r.on_hold(f)),
+            #[cfg(feature = "cluster")]
+            Source::Remote(r) => {
+                drop(f);
+                Source::Remote(r)
+            }
+        }
+    }
+
     /// Called with each later result of a task already done (remote runs only: a
     /// redelivered task that ran twice); the result is dropped.
     pub fn on_duplicate(self, f: impl FnMut(usize, &JobMeta, &str) + 'static) -> Self {

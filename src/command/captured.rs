@@ -17,11 +17,16 @@
 //! first: that output can then no longer be opened, and its receiver gets a decode
 //! error). A worker that ends waits up to [`EXIT_LINGER`] for its spools to be
 //! received.
+//!
+//! A receiver that holds many captures for a while (the CLI, behind a slow task in
+//! ordered mode) moves them into one [`SpillFile`] ([`Captured::spill_into`]): each is
+//! then a region of that file, so they cost neither memory nor a descriptor apiece.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, OnceLock};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -59,6 +64,77 @@ enum Body {
         /// Held while [`Captured::write_to`] uses the file's offset.
         offset: Mutex<()>,
     },
+    /// Moved into a [`SpillFile`].
+    Region(Region),
+}
+
+/// One private, unnamed temporary file (`O_TMPFILE`, mode 0600, in `TMPDIR`) that many
+/// captures can move their bytes into ([`Captured::spill_into`]): however many wait,
+/// they hold one descriptor between them and no memory for their bytes. The file is
+/// emptied whenever no capture is left in it, and is gone with the last handle.
+#[derive(Clone, Debug)]
+pub struct SpillFile(Arc<SpillInner>);
+
+#[derive(Debug)]
+struct SpillInner {
+    file: File,
+    /// Held while the file is written or its offset used.
+    state: Mutex<SpillState>,
+}
+
+#[derive(Debug)]
+struct SpillState {
+    /// End of the bytes written.
+    end: u64,
+    /// Captures that are regions of the file.
+    live: usize,
+}
+
+impl SpillFile {
+    /// A new, empty spill file in `TMPDIR`.
+    pub fn new() -> io::Result<SpillFile> {
+        let file = os::unlinked_file(&std::env::temp_dir())?;
+        Ok(SpillFile(Arc::new(SpillInner {
+            file,
+            state: Mutex::new(SpillState { end: 0, live: 0 }),
+        })))
+    }
+
+    /// Bytes the file holds now (what the captures in it take on disk, and what is
+    /// left of those gone until the last one goes).
+    pub fn len(&self) -> u64 {
+        self.0.lock().end
+    }
+
+    /// Whether the file holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SpillInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SpillState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A capture's bytes in a [`SpillFile`].
+#[derive(Debug)]
+struct Region {
+    spill: Arc<SpillInner>,
+    at: u64,
+    len: u64,
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        let mut state = self.spill.lock();
+        state.live -= 1;
+        // Nothing is left in it: its disk space goes (a failure only keeps it).
+        if state.live == 0 && self.spill.file.set_len(0).is_ok() {
+            state.end = 0;
+        }
+    }
 }
 
 impl Captured {
@@ -90,7 +166,49 @@ impl Captured {
         match &self.0 {
             Body::Inline(v) => v.len() as u64,
             Body::Spooled { len, .. } => *len,
+            Body::Region(r) => r.len,
         }
+    }
+
+    /// Moves the bytes into `spill` (appended to it), out of memory or out of their own
+    /// spool file: the capture then holds no memory for them and no descriptor of its
+    /// own, and reads as before. Nothing happens to an empty capture or to one in a
+    /// spill file already. On an error (the disk is full) the capture is unchanged.
+    pub fn spill_into(&mut self, spill: &SpillFile) -> io::Result<()> {
+        let inner = &spill.0;
+        let len = self.len();
+        if len == 0 || matches!(self.0, Body::Region(_)) {
+            return Ok(());
+        }
+        let mut state = inner.lock();
+        let at = state.end;
+        match &self.0 {
+            Body::Inline(v) => inner.file.write_all_at(v, at)?,
+            Body::Spooled { file, .. } => {
+                // Copied by the kernel (copy_file_range) where it can.
+                let mut from: &File = file;
+                from.seek(io::SeekFrom::Start(TAG_LEN))?;
+                let mut to: &File = &inner.file;
+                to.seek(io::SeekFrom::Start(at))?;
+                let copied = io::copy(&mut from.take(len), &mut to)?;
+                if copied != len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the spool is shorter than {len} bytes"),
+                    ));
+                }
+            }
+            Body::Region(_) => unreachable!("returned above"),
+        }
+        state.end = at + len;
+        state.live += 1;
+        drop(state);
+        self.0 = Body::Region(Region {
+            spill: inner.clone(),
+            at,
+            len,
+        });
+        Ok(())
     }
 
     /// Whether nothing was written.
@@ -98,16 +216,22 @@ impl Captured {
         self.len() == 0
     }
 
-    /// Whether the bytes are in a spool file rather than in memory.
+    /// Whether the bytes are in a file (a spool, or a [`SpillFile`]) rather than in
+    /// memory.
     pub fn is_spooled(&self) -> bool {
-        matches!(self.0, Body::Spooled { .. })
+        !matches!(self.0, Body::Inline(_))
+    }
+
+    /// Whether the bytes are in a [`SpillFile`] (see [`Captured::spill_into`]).
+    pub fn is_spilled(&self) -> bool {
+        matches!(self.0, Body::Region(_))
     }
 
     /// The bytes, if they are in memory.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match &self.0 {
             Body::Inline(v) => Some(v),
-            Body::Spooled { .. } => None,
+            Body::Spooled { .. } | Body::Region(_) => None,
         }
     }
 
@@ -124,8 +248,15 @@ impl Captured {
             Body::Inline(v) => Box::new(&v[..]),
             Body::Spooled { file, len, .. } => Box::new(SpoolReader {
                 file,
+                base: TAG_LEN,
                 pos: 0,
                 end: *len,
+            }),
+            Body::Region(r) => Box::new(SpoolReader {
+                file: &r.spill.file,
+                base: r.at,
+                pos: 0,
+                end: r.len,
             }),
         })
     }
@@ -145,6 +276,12 @@ impl Captured {
                 f.seek(io::SeekFrom::Start(TAG_LEN))?;
                 io::copy(&mut f.take(*len), w)
             }
+            Body::Region(r) => {
+                let _offset = r.spill.lock();
+                let mut f: &File = &r.spill.file;
+                f.seek(io::SeekFrom::Start(r.at))?;
+                io::copy(&mut f.take(r.len), w)
+            }
         }
     }
 
@@ -154,9 +291,13 @@ impl Captured {
             Body::Inline(v) => Ok(v.last().copied()),
             Body::Spooled { len: 0, .. } => Ok(None),
             Body::Spooled { file, len, .. } => {
-                use std::os::unix::fs::FileExt;
                 let mut b = [0u8; 1];
                 file.read_exact_at(&mut b, TAG_LEN + len - 1)?;
+                Ok(Some(b[0]))
+            }
+            Body::Region(r) => {
+                let mut b = [0u8; 1];
+                r.spill.file.read_exact_at(&mut b, r.at + r.len - 1)?;
                 Ok(Some(b[0]))
             }
         }
@@ -166,18 +307,19 @@ impl Captured {
 /// Reads a spool by position (`pread`), so readers never share a file offset.
 struct SpoolReader<'a> {
     file: &'a File,
+    /// Where the bytes start in the file.
+    base: u64,
     pos: u64,
     end: u64,
 }
 
 impl Read for SpoolReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
         let want = buf.len().min((self.end - self.pos) as usize);
         if want == 0 {
             return Ok(0);
         }
-        let n = self.file.read_at(&mut buf[..want], TAG_LEN + self.pos)?;
+        let n = self.file.read_at(&mut buf[..want], self.base + self.pos)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -299,6 +441,13 @@ impl Serialize for Captured {
                 };
                 Wire::Spooled(ByteBuf::from(r.to_bytes())).serialize(s)
             }
+            // Only a receiver spills: sent on, the bytes go inline.
+            Body::Region(_) => {
+                let bytes = self.to_vec().map_err(|e| {
+                    S::Error::custom(format!("cannot read a spilled output back: {e}"))
+                })?;
+                s.serialize_newtype_variant("Wire", 0, "Inline", serde_bytes::Bytes::new(&bytes))
+            }
         }
     }
 }
@@ -373,6 +522,11 @@ pub(crate) fn claim_in(pid: u32, bytes: &[u8]) {
     }
 }
 
+/// Whether encoded value `bytes` refers to a spooled output (decoding it takes a file).
+pub(crate) fn refers_to_spool(bytes: &[u8]) -> bool {
+    bytes.len() >= REF_LEN && find(bytes, &REF_MAGIC).is_some()
+}
+
 /// Position of `needle` in `hay`.
 fn find(hay: &[u8], needle: &[u8; 16]) -> Option<usize> {
     let mut from = 0;
@@ -391,7 +545,6 @@ fn find(hay: &[u8], needle: &[u8; 16]) -> Option<usize> {
 
 /// The tag at the start of a spool.
 fn tag_of(file: &File) -> io::Result<[u8; TAG_LEN as usize]> {
-    use std::os::unix::fs::FileExt;
     let mut tag = [0u8; TAG_LEN as usize];
     file.read_exact_at(&mut tag, 0)?;
     Ok(tag)
@@ -451,5 +604,55 @@ pub(crate) fn claim_spools(pid: u32, msg: &supervisor_worker::protocol::FromChil
             others.iter().for_each(|(_, o)| value(o));
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Captured, SpillFile};
+    use std::io::{Read, Write};
+
+    fn spool(bytes: &[u8]) -> Captured {
+        let mut file = Captured::new_spool().unwrap();
+        file.write_all(bytes).unwrap();
+        Captured::spooled(file, bytes.len() as u64)
+    }
+
+    fn read_all(c: &Captured) -> Vec<u8> {
+        let mut via_reader = Vec::new();
+        c.reader().unwrap().read_to_end(&mut via_reader).unwrap();
+        let mut via_write = Vec::new();
+        assert_eq!(c.write_to(&mut via_write).unwrap(), c.len());
+        assert_eq!(via_reader, via_write);
+        assert_eq!(c.last_byte().unwrap(), via_reader.last().copied());
+        via_reader
+    }
+
+    #[test]
+    fn captures_moved_into_a_spill_file_read_as_before_and_leave_it_empty_when_gone() {
+        let spill = SpillFile::new().unwrap();
+        let mut inline = Captured::from_bytes(b"hello".to_vec());
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let mut spooled = spool(&big);
+        let mut empty = Captured::default();
+        inline.spill_into(&spill).unwrap();
+        spooled.spill_into(&spill).unwrap();
+        empty.spill_into(&spill).unwrap();
+        assert!(inline.is_spilled() && spooled.is_spilled() && !empty.is_spilled());
+        assert!(inline.as_bytes().is_none() && inline.is_spooled());
+        // Moving again is nothing.
+        inline.spill_into(&spill).unwrap();
+        assert_eq!(spill.len(), 5 + big.len() as u64);
+        assert_eq!(read_all(&inline), b"hello");
+        assert_eq!(read_all(&spooled), big);
+        assert_eq!(read_all(&empty), b"");
+        // Sent on, a spilled capture goes inline.
+        let bytes = supervisor_worker::codec::encode_value(&inline).unwrap();
+        let back: Captured = supervisor_worker::codec::decode(&bytes).unwrap();
+        assert_eq!(back.as_bytes(), Some(&b"hello"[..]));
+        drop(inline);
+        assert_eq!(spill.len(), 5 + big.len() as u64);
+        drop(spooled);
+        assert!(spill.is_empty());
     }
 }

@@ -8,9 +8,9 @@ mod quote;
 mod run;
 mod spec;
 
-pub(crate) use captured::claim_spools;
 pub(crate) use captured::linger as linger_spools;
-pub use captured::Captured;
+pub(crate) use captured::{claim_spools, refers_to_spool};
+pub use captured::{Captured, SpillFile};
 pub use output::CommandOutput;
 pub use pool::CommandResult;
 pub use quote::shell_quote;

@@ -329,6 +329,20 @@ pub enum ErrorKind {
         #[source]
         source: CodecError,
     },
+    /// A result that waited for its turn in input order out of memory (in the
+    /// iterator's spill file) could not be read back.
+    #[error(
+        "cannot read back the result of task `{task}` from process {pid}, held for input order"
+    )]
+    HeldResult {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+        /// Why the spill file could not be read.
+        #[source]
+        source: io::Error,
+    },
     /// The worker said something the protocol does not allow.
     #[error("protocol error with process {pid}")]
     Protocol {
@@ -722,6 +736,7 @@ impl ErrorKind {
             | ErrorKind::DecodeArgument { pid, .. }
             | ErrorKind::EncodeResult { pid, .. }
             | ErrorKind::DecodeResult { pid, .. }
+            | ErrorKind::HeldResult { pid, .. }
             | ErrorKind::Protocol { pid, .. }
             | ErrorKind::Bootstrap { pid, .. }
             | ErrorKind::Setup { pid, .. }

@@ -105,6 +105,8 @@ pub struct PoolBuilder {
     retry_errors: bool,
     restart_limit: RestartLimit,
     read_ahead: Option<ReadAhead>,
+    max_held: usize,
+    hold_in_memory: usize,
     name: String,
     env_allowlist: Option<Vec<String>>,
     keep_task_children: bool,
@@ -127,6 +129,8 @@ impl PoolBuilder {
             retry_errors: false,
             restart_limit: RestartLimit::default(),
             read_ahead: None,
+            max_held: super::held::DEFAULT_MAX_HELD,
+            hold_in_memory: super::held::DEFAULT_HOLD_IN_MEMORY,
             name: "pool".into(),
             env_allowlist: None,
             keep_task_children: false,
@@ -264,8 +268,11 @@ impl PoolBuilder {
         self
     }
 
-    /// How many inputs `imap` reads ahead of the results consumed. Default: 64 per
-    /// worker (at least one chunk).
+    /// How many inputs `imap` reads ahead of the results consumed: tasks queued or
+    /// running, and results ready to be yielded. Results of an ordered iterator that
+    /// wait for an earlier input (still running) do not count: the workers go on
+    /// behind a slow task (see [`PoolBuilder::max_held`]). Default: 64 per worker (at
+    /// least one chunk).
     pub fn read_ahead(mut self, n: usize) -> Self {
         self.read_ahead = Some(ReadAhead::Total(n.max(1)));
         self
@@ -275,6 +282,27 @@ impl PoolBuilder {
     /// workers turns out to be.
     pub fn read_ahead_per_worker(mut self, n: usize) -> Self {
         self.read_ahead = Some(ReadAhead::PerWorker(n.max(1)));
+        self
+    }
+
+    /// Most results an ordered iterator (`imap`, `imap_reports`) lets wait for an
+    /// earlier input that is still running, beyond its read-ahead; past it, it reads
+    /// no further until the earlier one is in (the workers then wait). Each costs
+    /// about 100 bytes of memory in `imap` once past [`PoolBuilder::hold_in_memory`].
+    /// Default: [`DEFAULT_MAX_HELD`](crate::DEFAULT_MAX_HELD) (262,144).
+    pub fn max_held(mut self, n: usize) -> Self {
+        self.max_held = n;
+        self
+    }
+
+    /// Bytes of waiting results (encoded) an ordered `imap` keeps in memory; past
+    /// them, the results that wait go to one private, unnamed temporary file (mode
+    /// 0600, in `TMPDIR`) and are read back in their turn. `imap_reports` decodes
+    /// results as they arrive and leaves their memory to the caller
+    /// ([`Reports::on_hold`](crate::Reports::on_hold)). Default:
+    /// [`DEFAULT_HOLD_IN_MEMORY`](crate::DEFAULT_HOLD_IN_MEMORY) (16 MiB).
+    pub fn hold_in_memory(mut self, bytes: usize) -> Self {
+        self.hold_in_memory = bytes;
         self
     }
 
@@ -358,6 +386,8 @@ impl PoolBuilder {
                 Some(ReadAhead::PerWorker(n)) => n.saturating_mul(procs),
                 None => 64 * procs,
             },
+            max_held: self.max_held,
+            hold_in_memory: self.hold_in_memory,
             timeout_set,
         })
     }

@@ -1,9 +1,12 @@
 //! Lazy result iterators (`imap`, `imap_unordered`, `imap_reports`) and `map_async`.
 //!
 //! The input iterator is read on the caller's thread, a little ahead of the results
-//! consumed: at most `read_ahead` inputs are submitted but not yet yielded, so `imap`
-//! over an endless iterator keeps memory bounded. Results arriving early (ordered
-//! mode) wait in a buffer that the same bound limits.
+//! consumed: at most `read_ahead` inputs are in flight (queued or running) or done and
+//! ready to be yielded, so `imap` over an endless iterator keeps memory bounded.
+//! Results arriving ahead of their turn (ordered mode: an earlier input still runs)
+//! are *held for order* and do not count against the read-ahead, so free workers go
+//! on behind a slow task; at most `max_held` wait so, and `imap` keeps their bytes in
+//! memory up to a budget, past it in a spill file (`held.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -17,6 +20,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 use supervisor_worker::registry::RegistryError;
 
+use super::held::{Held, Holder};
 use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
 use super::reorder::Reorder;
 use super::{wake, Shared};
@@ -43,7 +47,12 @@ pub(crate) struct Feed<R, I: Iterator> {
     input_done: bool,
     chunksize: usize,
     read_ahead: usize,
+    /// Most results held for order that do not count against `read_ahead`.
+    max_held: usize,
     ordered: bool,
+    /// Decode each result as it arrives ([`Reports`], for its callbacks), rather than
+    /// when its turn comes (`imap`, which holds waiting results encoded).
+    decode_on_arrival: bool,
     /// The task could not be resolved: every input fails with this (read lazily, so an
     /// endless input stays bounded).
     task_error: Option<RegistryError>,
@@ -54,10 +63,29 @@ pub(crate) struct Feed<R, I: Iterator> {
     pending: VecDeque<Delivered>,
     submitted: usize,
     yielded: usize,
-    /// Ordered: results that came ahead of their turn, decoded on arrival (so what
-    /// they hold, a handle or a spooled output, is taken from the worker at once).
-    buffer: Reorder<(Result<R, Error>, JobMeta)>,
+    /// Ordered: results that came ahead of their turn.
+    buffer: Reorder<Entry<R>>,
+    /// Where the bytes of held results wait.
+    holder: Holder,
+    /// Held results that count against the read-ahead all the same (they hold a
+    /// descriptor, or memory past the budget; see `held.rs`).
+    pinned: usize,
     result: PhantomData<fn() -> R>,
+}
+
+/// A result in the reorder buffer.
+struct Entry<R> {
+    held: Held<R>,
+    meta: JobMeta,
+    /// Counted in [`Feed::pinned`].
+    pinned: bool,
+}
+
+/// The limits of one lazy iterator (see [`crate::PoolBuilder`]).
+pub(crate) struct Bounds {
+    pub(crate) read_ahead: usize,
+    pub(crate) max_held: usize,
+    pub(crate) hold_in_memory: usize,
 }
 
 /// Whether reading the next input would return at once (see [`Reports::input_ready`]).
@@ -67,6 +95,9 @@ type Ready = Option<Box<dyn FnMut() -> bool>>;
 /// Told of each result as it arrives, before it waits for its turn (see
 /// [`Reports::on_arrival`]).
 type Arrived<R> = Box<dyn FnMut(usize, &Result<R, Error>, &JobMeta)>;
+
+/// Given each result that waits for its turn (see [`Reports::on_hold`]).
+type OnHold<R> = Box<dyn FnMut(usize, &mut Result<R, Error>)>;
 
 /// How often a wait for results also looks for input, when the input can say whether
 /// it has any (see [`Reports::input_ready`]).
@@ -82,7 +113,7 @@ where
         task: Result<&'static str, RegistryError>,
         input: I,
         chunksize: usize,
-        read_ahead: usize,
+        bounds: Bounds,
         ordered: bool,
     ) -> Feed<R, I> {
         let (tx, rx) = wake::channel();
@@ -96,13 +127,17 @@ where
             input,
             input_done: false,
             chunksize: chunksize.clamp(1, supervisor_worker::progress::MAX_CALLS as usize),
-            read_ahead: read_ahead.max(chunksize.max(1)),
+            read_ahead: bounds.read_ahead.max(chunksize.max(1)),
+            max_held: bounds.max_held,
             ordered,
+            decode_on_arrival: false,
             tx,
             rx,
             submitted: 0,
             yielded: 0,
             buffer: Reorder::new(),
+            holder: Holder::new(bounds.hold_in_memory),
+            pinned: 0,
             result: PhantomData,
         };
         if let Err(e) = task {
@@ -154,42 +189,46 @@ where
         &mut self,
         ready: &mut Ready,
         mut arrived: Option<&mut Arrived<R>>,
+        mut on_hold: Option<&mut OnHold<R>>,
         mut cx: Option<&mut Context<'_>>,
     ) -> Poll<Option<Report<R>>>
     where
         R: DeserializeOwned,
     {
         self.top_up(ready);
-        let mut receive = |it: &mut Self| match cx.as_deref_mut() {
-            None => Poll::Ready(it.receive(ready)),
-            Some(cx) => it.poll_receive(cx),
-        };
         let (index, result, meta) = if self.ordered {
             loop {
-                if let Some((r, m)) = self.buffer.take_next() {
-                    break (self.yielded, r, m);
+                if let Some(entry) = self.buffer.take_next() {
+                    let meta = entry.meta;
+                    break (self.yielded, self.unhold(entry), meta);
                 }
                 if self.input_done && self.yielded == self.submitted {
                     return Poll::Ready(None);
                 }
-                let Some((index, r, m)) = std::task::ready!(receive(self)) else {
+                let received = match cx.as_deref_mut() {
+                    None => self.receive(ready),
+                    Some(cx) => std::task::ready!(self.poll_receive(cx)),
+                };
+                let Some((index, r, m)) = received else {
                     return Poll::Ready(None);
                 };
-                let r = decode(self.task, r, m.pid);
-                if let Some(arrived) = arrived.as_deref_mut() {
-                    arrived(index, &r, &m);
-                }
-                if self.buffer.insert(index, (r, m)).is_err() {
-                    // Every job delivers once (job.rs): a second result for a position
-                    // would be a bug of ours; the first one stands.
-                    debug_assert!(false, "a second result for input {index}");
+                self.hold(index, r, m, arrived.as_deref_mut(), on_hold.as_deref_mut());
+                // A result that waits for an earlier one frees its place in the
+                // read-ahead: the next inputs go out while the earlier one runs
+                // (looked at once the results received are all in place).
+                if self.pending.is_empty() {
+                    self.top_up(ready);
                 }
             }
         } else {
             if self.input_done && self.yielded == self.submitted {
                 return Poll::Ready(None);
             }
-            match std::task::ready!(receive(self)) {
+            let received = match cx {
+                None => self.receive(ready),
+                Some(cx) => std::task::ready!(self.poll_receive(cx)),
+            };
+            match received {
                 Some((index, r, m)) => {
                     let r = decode(self.task, r, m.pid);
                     if let Some(arrived) = arrived {
@@ -208,6 +247,97 @@ where
         }))
     }
 
+    /// Puts a result that arrived in the reorder buffer: decoded now (reports, errors,
+    /// values that refer to spooled output) or kept encoded for its turn.
+    fn hold(
+        &mut self,
+        index: usize,
+        result: JobResult,
+        meta: JobMeta,
+        arrived: Option<&mut Arrived<R>>,
+        on_hold: Option<&mut OnHold<R>>,
+    ) where
+        R: DeserializeOwned,
+    {
+        let waits = self.buffer.would_wait(index);
+        let (held, pinned) = match result {
+            Ok(bytes) if self.decode_on_arrival => {
+                let mut r = decode_bytes(self.task, &bytes, meta.pid);
+                // Without an `on_hold` to move it, a waiting value that took a spool
+                // file holds its descriptor: it counts against the read-ahead.
+                let pinned = waits && on_hold.is_none() && crate::command::refers_to_spool(&bytes);
+                drop(bytes);
+                if let Some(arrived) = arrived {
+                    arrived(index, &r, &meta);
+                }
+                if let Some(on_hold) = on_hold.filter(|_| waits) {
+                    on_hold(index, &mut r);
+                }
+                (Held::Decoded(r), pinned)
+            }
+            Ok(bytes) if crate::command::refers_to_spool(&bytes) => {
+                // It takes its spool file now, and holds a descriptor while it waits.
+                let r = decode_bytes(self.task, &bytes, meta.pid);
+                (Held::Decoded(r), waits)
+            }
+            Ok(bytes) => self.holder.keep(bytes, waits),
+            Err(e) => {
+                let mut r = Err(e);
+                if let Some(arrived) = arrived {
+                    arrived(index, &r, &meta);
+                }
+                if let Some(on_hold) = on_hold.filter(|_| waits) {
+                    on_hold(index, &mut r);
+                }
+                (Held::Decoded(r), false)
+            }
+        };
+        self.pinned += usize::from(pinned);
+        let entry = Entry { held, meta, pinned };
+        if let Err(entry) = self.buffer.insert(index, entry) {
+            // Every job delivers once (job.rs): a second result for a position would
+            // be a bug of ours; the first one stands.
+            drop(self.unhold(entry));
+            debug_assert!(false, "a second result for input {index}");
+        }
+    }
+
+    /// The value of a result taken from the reorder buffer.
+    fn unhold(&mut self, entry: Entry<R>) -> Result<R, Error>
+    where
+        R: DeserializeOwned,
+    {
+        self.pinned -= usize::from(entry.pinned);
+        let pid = entry.meta.pid;
+        match entry.held {
+            Held::Decoded(r) => r,
+            Held::Encoded(bytes) => {
+                self.holder.released(bytes.len());
+                decode_bytes(self.task, &bytes, pid)
+            }
+            Held::Spilled { at, len } => match self.holder.load(at, len) {
+                Ok(bytes) => decode_bytes(self.task, &bytes, pid),
+                Err(source) => Err(ErrorKind::HeldResult {
+                    task: self.task.to_string(),
+                    pid,
+                    source,
+                }
+                .into()),
+            },
+        }
+    }
+
+    /// Inputs that count against the read-ahead: submitted and not yet yielded, but
+    /// for the results held for order (up to `max_held` of them; not those pinned).
+    fn outstanding(&self) -> usize {
+        let held = self
+            .buffer
+            .waiting()
+            .saturating_sub(self.pinned)
+            .min(self.max_held);
+        self.submitted - self.yielded - held
+    }
+
     /// Whether the next read of the input could wait.
     fn input_would_wait(ready: &mut Ready) -> bool {
         ready.as_mut().is_some_and(|ready| !ready())
@@ -217,13 +347,13 @@ where
     /// half of that is: inputs go out in groups the dispatcher can merge, not one per
     /// result consumed (which gave every worker units of one call, a round trip each).
     fn top_up(&mut self, ready: &mut Ready) {
-        if self.submitted - self.yielded > self.read_ahead / 2 {
+        if self.outstanding() > self.read_ahead / 2 {
             return;
         }
         let mut units = Vec::new();
-        while !self.input_done && self.submitted - self.yielded < self.read_ahead {
+        while !self.input_done && self.outstanding() < self.read_ahead {
             let mut jobs = Vec::with_capacity(self.chunksize);
-            while jobs.len() < self.chunksize && self.submitted - self.yielded < self.read_ahead {
+            while jobs.len() < self.chunksize && self.outstanding() < self.read_ahead {
                 if Self::input_would_wait(ready) {
                     // Out with what was read; wait for results rather than for input,
                     // unless no result is due.
@@ -319,14 +449,17 @@ pub struct Reports<R, I: Iterator> {
     feed: Feed<R, I>,
     input_ready: Ready,
     arrived: Option<Arrived<R>>,
+    on_hold: Option<OnHold<R>>,
 }
 
 impl<R, I: Iterator> Reports<R, I> {
-    pub(crate) fn new(feed: Feed<R, I>) -> Reports<R, I> {
+    pub(crate) fn new(mut feed: Feed<R, I>) -> Reports<R, I> {
+        feed.decode_on_arrival = true;
         Reports {
             feed,
             input_ready: None,
             arrived: None,
+            on_hold: None,
         }
     }
 
@@ -353,6 +486,20 @@ impl<R, I: Iterator> Reports<R, I> {
         self
     }
 
+    /// Calls `hold` with each result (its input's index and the result) that must wait
+    /// for its turn because an earlier input is still running, after
+    /// [`Reports::on_arrival`]'s call and before it waits. Results are decoded as they
+    /// arrive, so what they hold is in memory (or in descriptors) while they wait, up to
+    /// [`crate::PoolBuilder::max_held`] of them behind a slow task: the caller may move
+    /// it elsewhere here (the CLI moves a command's output into one spill file past a
+    /// budget, see [`crate::Captured::spill_into`]). Without it, a waiting value that
+    /// holds spooled command output (a descriptor) counts against the read-ahead, as a
+    /// task in flight does, so descriptors stay bounded.
+    pub fn on_hold(mut self, hold: impl FnMut(usize, &mut Result<R, Error>) + 'static) -> Self {
+        self.on_hold = Some(Box::new(hold));
+        self
+    }
+
     /// The same results as a [`Stream`], for async code (see [`ReportStream`]).
     pub fn into_stream(self) -> ReportStream<R, I> {
         ReportStream(Box::new(self))
@@ -374,10 +521,12 @@ where
     type Item = Report<R>;
 
     fn next(&mut self) -> Option<Report<R>> {
-        match self
-            .feed
-            .next_report(&mut self.input_ready, self.arrived.as_mut(), None)
-        {
+        match self.feed.next_report(
+            &mut self.input_ready,
+            self.arrived.as_mut(),
+            self.on_hold.as_mut(),
+            None,
+        ) {
             Poll::Ready(report) => report,
             Poll::Pending => unreachable!("a blocking receive is always ready"),
         }
@@ -429,9 +578,12 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Report<R>>> {
         let reports = &mut *self.get_mut().0;
-        reports
-            .feed
-            .next_report(&mut reports.input_ready, reports.arrived.as_mut(), Some(cx))
+        reports.feed.next_report(
+            &mut reports.input_ready,
+            reports.arrived.as_mut(),
+            reports.on_hold.as_mut(),
+            Some(cx),
+        )
     }
 }
 
@@ -461,7 +613,7 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R, Error>>> {
         self.get_mut()
             .0
-            .next_report(&mut None, None, Some(cx))
+            .next_report(&mut None, None, None, Some(cx))
             .map(|report| report.map(|r| r.result))
     }
 }
@@ -475,7 +627,7 @@ where
     type Item = Result<R, Error>;
 
     fn next(&mut self) -> Option<Result<R, Error>> {
-        match self.0.next_report(&mut None, None, None) {
+        match self.0.next_report(&mut None, None, None, None) {
             Poll::Ready(report) => report.map(|r| r.result),
             Poll::Pending => unreachable!("a blocking receive is always ready"),
         }

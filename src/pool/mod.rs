@@ -10,6 +10,7 @@ mod builder;
 mod dispatcher;
 mod event;
 mod handle;
+mod held;
 mod hub;
 mod iter;
 mod job;
@@ -35,6 +36,7 @@ use supervisor_worker::Call;
 
 pub use builder::{PoolBuilder, RestartLimit, MAX_WORKERS};
 pub use handle::{as_completed, AsCompleted, AsCompletedStream, TaskHandle};
+pub use held::{DEFAULT_HOLD_IN_MEMORY, DEFAULT_MAX_HELD};
 pub use iter::{Imap, ImapStream, MapHandle, Report, ReportStream, Reports};
 pub use job::JobMeta;
 pub use shutdown::Shutdown;
@@ -171,6 +173,10 @@ pub struct Pool {
     pub(in crate::pool) last_stats: Arc<Mutex<Option<PoolStats>>>,
     pub(in crate::pool) procs: usize,
     pub(in crate::pool) read_ahead: usize,
+    /// Most results an ordered iterator lets wait for an earlier one.
+    pub(in crate::pool) max_held: usize,
+    /// Bytes of waiting results `imap` keeps in memory.
+    pub(in crate::pool) hold_in_memory: usize,
     pub(in crate::pool) timeout_set: bool,
 }
 
@@ -355,7 +361,10 @@ impl Pool {
     }
 
     /// Lazily runs `task` over `inputs`, yielding results in input order, one task per
-    /// input. Memory stays bounded for endless inputs (see [`PoolBuilder::read_ahead`]).
+    /// input. Memory stays bounded for endless inputs (see [`PoolBuilder::read_ahead`]);
+    /// behind a slow task the workers go on with the inputs after it, and their
+    /// results wait, encoded, for their turn (see [`PoolBuilder::max_held`] and
+    /// [`PoolBuilder::hold_in_memory`]).
     pub fn imap<F, M, I>(&self, task: F, inputs: I) -> Imap<F::Out, I::IntoIter>
     where
         F: Call<M> + 'static,
@@ -425,7 +434,11 @@ impl Pool {
             task,
             inputs,
             chunksize,
-            self.read_ahead,
+            iter::Bounds {
+                read_ahead: self.read_ahead,
+                max_held: self.max_held,
+                hold_in_memory: self.hold_in_memory,
+            },
             ordered,
         )
     }

@@ -4,8 +4,9 @@
 //! arrival is stored in place and the next one is taken from the front, with no
 //! search and no values moved about (a `BTreeMap` here shifted every result it held
 //! within its nodes, a tenth of the CLI's time over 100,000 tiny tasks). The span
-//! from the next position to the furthest arrival is bounded by the caller's
-//! read-ahead, and so is the ring.
+//! from the next position to the furthest arrival is bounded by what the caller
+//! lets wait (its read-ahead and its limit of results held for order), and so is the
+//! ring.
 
 use std::collections::VecDeque;
 
@@ -17,6 +18,9 @@ pub(crate) struct Reorder<T> {
     next: usize,
     /// How many slots hold a value.
     held: usize,
+    /// How many slots from the front on hold a value with no gap: those can be handed
+    /// out now; the others wait for an earlier position.
+    ready: usize,
 }
 
 impl<T> Reorder<T> {
@@ -25,6 +29,7 @@ impl<T> Reorder<T> {
             slots: VecDeque::new(),
             next: 0,
             held: 0,
+            ready: 0,
         }
     }
 
@@ -43,6 +48,14 @@ impl<T> Reorder<T> {
             slot => {
                 *slot = Some(value);
                 self.held += 1;
+                if k == self.ready {
+                    // A gap closed: everything up to the next gap is ready (each slot
+                    // joins the ready run once, so this costs O(1) a value overall).
+                    self.ready += 1;
+                    while matches!(self.slots.get(self.ready), Some(Some(_))) {
+                        self.ready += 1;
+                    }
+                }
                 Ok(())
             }
         }
@@ -55,6 +68,7 @@ impl<T> Reorder<T> {
         self.slots.pop_front();
         self.next += 1;
         self.held -= 1;
+        self.ready -= 1;
         Some(value)
     }
 
@@ -67,6 +81,18 @@ impl<T> Reorder<T> {
     pub(crate) fn len(&self) -> usize {
         self.held
     }
+
+    /// How many values wait for an earlier position that has not arrived (held for
+    /// order, as opposed to ready to hand out).
+    pub(crate) fn waiting(&self) -> usize {
+        self.held - self.ready
+    }
+
+    /// Whether a value for `position` would wait for an earlier one (it is past the
+    /// run of ready positions at the front).
+    pub(crate) fn would_wait(&self, position: usize) -> bool {
+        position > self.next + self.ready
+    }
 }
 
 #[cfg(test)]
@@ -77,15 +103,20 @@ mod tests {
     #[test]
     fn values_come_out_in_position_order_whatever_order_they_arrive_in() {
         let mut r = Reorder::new();
+        assert!(r.would_wait(2));
         assert_eq!(r.insert(2, 'c'), Ok(()));
+        assert_eq!(r.waiting(), 1);
         assert_eq!(r.take_next(), None);
         assert!(!r.next_is_in());
+        assert!(!r.would_wait(0));
         assert_eq!(r.insert(0, 'a'), Ok(()));
         assert!(r.next_is_in());
         assert_eq!(r.len(), 2);
+        assert_eq!(r.waiting(), 1);
         assert_eq!(r.take_next(), Some('a'));
         assert_eq!(r.take_next(), None);
         assert_eq!(r.insert(1, 'b'), Ok(()));
+        assert_eq!(r.waiting(), 0);
         assert_eq!(r.take_next(), Some('b'));
         assert_eq!(r.take_next(), Some('c'));
         assert_eq!(r.len(), 0);
@@ -109,11 +140,18 @@ mod tests {
         fn every_arrival_order_gives_input_order(order in Just((0..200usize).collect::<Vec<_>>()).prop_shuffle()) {
             let mut r = Reorder::new();
             let mut out = Vec::new();
+            let mut arrived = std::collections::HashSet::new();
             for &p in &order {
+                prop_assert_eq!(r.would_wait(p), p > out.len());
                 prop_assert_eq!(r.insert(p, p), Ok(()));
+                arrived.insert(p);
+                // Ready: the run of arrived positions from the next one on.
+                let run = (out.len()..).take_while(|q| arrived.contains(q)).count();
+                prop_assert_eq!(r.len() - r.waiting(), run);
                 while let Some(v) = r.take_next() {
                     out.push(v);
                 }
+                prop_assert_eq!(r.waiting(), r.len());
             }
             prop_assert_eq!(out, (0..200).collect::<Vec<_>>());
             prop_assert_eq!(r.len(), 0);

@@ -22,6 +22,7 @@ use super::super::sources::Records;
 use super::super::tasks::{Job, Outcome, Stream};
 use super::arrival::{self, Arrivals, PeakRss};
 use super::exit::{exit_code, EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM};
+use super::hold::Holding;
 use super::jobs::{
     self, Feed, LineLock, Pending, COMMAND_READ_AHEAD_PER_WORKER, READ_AHEAD_PER_WORKER,
 };
@@ -315,6 +316,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     reports = reports
         .on_arrival(move |index, result, meta, host| arrivals.arrive(index, result, meta, host));
+    // Results waiting for their turn: their outputs out of memory past a budget.
+    let holding = Rc::new(RefCell::new(Holding::default()));
+    if !args.unordered {
+        let holding = holding.clone();
+        reports = reports.on_hold(move |index, result| holding.borrow_mut().hold(index, result));
+    }
     if has_json_log {
         reports = reports.on_duplicate(arrival::on_duplicate(
             json_log.clone(),
@@ -337,6 +344,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             output_stream,
             seqs: &seqs,
             inputs: &inputs,
+            holding: &holding,
             stopped_by_run: &stopped_by_run,
             stop: &stop,
             request_stop: &*request_stop,

@@ -4,13 +4,15 @@
 //!
 //! A run's path: [`settings`] checks the options; [`driver`] opens the input, builds
 //! the pool and wires the rest; [`jobs`] makes a task of each input record;
-//! [`arrival`] logs each result as it arrives (job log, `--halt`); [`output`] prints
-//! the results in their turn; [`stop`] handles signals and other stop requests;
+//! [`arrival`] logs each result as it arrives (job log, `--halt`); [`hold`] keeps
+//! the memory and descriptors of those waiting for their turn bounded; [`output`]
+//! prints the results in their turn; [`stop`] handles signals and other stop requests;
 //! [`exit`] gives the exit code; [`progress`] and [`status`] report on the run.
 
 mod arrival;
 mod driver;
 mod exit;
+mod hold;
 mod jobs;
 mod output;
 mod progress;

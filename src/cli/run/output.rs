@@ -16,6 +16,7 @@ use super::super::source::Source;
 use super::super::sources::Records;
 use super::super::tasks::{Failure, Stream};
 use super::exit::{EXIT_OK, EXIT_OUTPUT, EXIT_STDOUT_CLOSED};
+use super::hold::Holding;
 use super::jobs::Pending;
 use super::progress::Meter;
 use super::stop::{stopped_error, STOP_OUTPUT_ERROR, STOP_STDOUT};
@@ -43,6 +44,8 @@ pub(super) struct Printing<'a> {
     pub output_stream: Stream,
     pub seqs: &'a RefCell<HashMap<usize, u64>>,
     pub inputs: &'a RefCell<HashMap<u64, Pending>>,
+    /// What the results waiting for their turn keep.
+    pub holding: &'a RefCell<Holding>,
     pub stopped_by_run: &'a RefCell<HashSet<usize>>,
     pub stop: &'a AtomicI32,
     pub request_stop: &'a dyn Fn(i32),
@@ -76,6 +79,7 @@ where
         output_stream,
         seqs,
         inputs,
+        holding,
         stopped_by_run,
         stop,
         request_stop,
@@ -90,6 +94,7 @@ where
     // burst of results instead of one per line, and nothing held back while waiting.
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     while let Some((mut report, host)) = reports.next() {
+        holding.borrow_mut().printed(report.index);
         let seq = seqs
             .borrow_mut()
             .remove(&report.index)
