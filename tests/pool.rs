@@ -574,6 +574,50 @@ fn ended_or_killed(pid: i32) -> bool {
     false
 }
 
+/// [`common::leave_a_chain_out_of_the_group`], as a task.
+fn leave_a_chain_out_of_the_group(levels: u32) -> i32 {
+    common::leave_a_chain_out_of_the_group(levels)
+}
+supervisor::task!(leave_a_chain_out_of_the_group);
+
+/// A chain of SIGTERM-ignoring processes, each in a session of its own, is gone when
+/// the task's result comes: the worker scans again after each kill, as each level
+/// becomes its child (before: it listed the processes once, SIGKILLed the first level,
+/// and the rest ran on until the pool ended, or for good when the parent was killed).
+#[test]
+fn a_chain_of_sessions_ignoring_sigterm_ends_with_its_task() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1)
+            .grace(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let t = Instant::now();
+        let last = pool.apply(leave_a_chain_out_of_the_group, 3).unwrap();
+        let took = t.elapsed();
+        assert!(ended_or_killed(last), "{method}: {last} outlived its task");
+        // The grace once, not once per level (with room for a loaded machine).
+        assert!(took < Duration::from_secs(4), "{method}: {took:?}");
+        pool.join();
+        let mut process = supervisor::Process::builder(leave_a_chain_out_of_the_group, 2)
+            .start_method(method)
+            .start()
+            .unwrap();
+        let t = Instant::now();
+        let last = process.join().unwrap();
+        let took = t.elapsed();
+        assert!(
+            ended_or_killed(last),
+            "{method}: {last} outlived its process"
+        );
+        // The 5 s grace of a `Process` once (it took 11.3 s: the grace, then the
+        // parent's own SIGTERM and another grace), with room for a loaded machine.
+        assert!(
+            took < Duration::from_secs(9),
+            "{method}: join took {took:?}"
+        );
+    });
+}
+
 /// By default the same grandchildren end with their task: the apply itself takes the
 /// grace (SIGTERM ignored, then SIGKILL), and nothing is left for drop.
 #[test]

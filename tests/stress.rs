@@ -507,6 +507,64 @@ fn a_sigkilled_parent_takes_idle_and_bootstrapping_pool_workers_with_it() {
     });
 }
 
+/// Leaves a chain of sessions ignoring SIGTERM (see the common helper), prints the
+/// pid of its last process, and runs on until the worker dies.
+fn chain_and_run_on(levels: u32) -> u32 {
+    let last = common::leave_a_chain_out_of_the_group(levels);
+    println!("{last}");
+    loop {
+        std::thread::park();
+    }
+}
+supervisor::task!(chain_and_run_on);
+
+/// A pool whose one task leaves a chain and runs on; SIGKILLed by the test.
+fn chain_parent_scenario() {
+    let method: StartMethod = std::env::var("METHOD").unwrap().parse().unwrap();
+    let pool = Pool::builder()
+        .procs(1)
+        .start_method(method)
+        .build()
+        .unwrap();
+    let _running = pool.submit(chain_and_run_on, 2);
+    loop {
+        std::thread::park();
+    }
+}
+#[linkme::distributed_slice(common::SCENARIOS)]
+static CHAIN_PARENT: common::Scenario = common::Scenario {
+    name: "chain_parent",
+    run: chain_parent_scenario,
+};
+
+/// A SIGKILLed parent takes with it what its running task started, also processes in
+/// sessions of their own that ignore SIGTERM (before: the worker killed its process
+/// group and died, and the chain ran on under init).
+#[test]
+fn a_sigkilled_parent_takes_the_tasks_escaped_descendants_with_it() {
+    use std::io::BufRead;
+    isolated(DEADLINE, || {
+        for method in StartMethod::ALL {
+            let mut cmd = common::scenario("chain_parent");
+            cmd.env("METHOD", method.name());
+            let mut parent = cmd.spawn().unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(parent.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            let last: i32 = line.trim().parse().unwrap_or_else(|_| panic!("{line}"));
+            parent.kill().unwrap();
+            parent.wait().unwrap();
+            let gone = common::wait_exit(last, Duration::from_secs(3));
+            if !gone {
+                // SAFETY: kill with plain integers; the process is still there.
+                unsafe { libc::kill(last, libc::SIGKILL) };
+            }
+            assert!(gone, "{method}: {last} outlived the SIGKILLed parent");
+        }
+    });
+}
+
 /// With every descriptor in use, tries three spawn starts (each must fail), frees the
 /// descriptors and prints the first error.
 fn no_descriptor_left_scenario() {

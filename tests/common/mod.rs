@@ -541,3 +541,43 @@ pub fn run_program(
         stderr,
     }
 }
+
+/// Leaves a chain of `levels` shells, each ignoring SIGTERM in a session of its own
+/// (`setsid`), the last one a `sleep` that ignores SIGTERM too; returns that sleep's
+/// pid. Only the first shell is the task's child: each later one becomes the worker's
+/// (its subreaper's) only once the one before it is dead.
+pub fn leave_a_chain_out_of_the_group(levels: u32) -> i32 {
+    let dir = std::env::temp_dir();
+    let tag = format!("chain-{}-{levels}", std::process::id());
+    let script = dir.join(format!("{tag}.sh"));
+    let pid_file = dir.join(format!("{tag}.pid"));
+    std::fs::write(
+        &script,
+        "trap '' TERM\n\
+         if [ \"$1\" -gt 0 ]; then setsid sh \"$0\" $(($1 - 1)) \"$2\" & \
+         while :; do sleep 1; done; fi\n\
+         echo $$ > \"$2.tmp\" && mv \"$2.tmp\" \"$2\"\n\
+         exec sleep 3600\n",
+    )
+    .unwrap();
+    let _first = std::process::Command::new("sh")
+        .arg(&script)
+        .arg(levels.to_string())
+        .arg(&pid_file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sh");
+    let until = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&pid_file) {
+            break text.trim().parse().expect("a pid");
+        }
+        assert!(Instant::now() < until, "the chain did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&script);
+    pid
+}

@@ -117,10 +117,6 @@ pub fn serve(link: Link) -> ! {
 
 /// Runs tasks until the parent closes the link.
 pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
-    if config.daemon {
-        // Parent death (SIGHUP) takes the worker's commands and their children with it.
-        os::kill_group_on_hangup();
-    }
     if let Some(keep) = &config.env_allowlist {
         let drop: Vec<std::ffi::OsString> = std::env::vars_os()
             .map(|(k, _)| k)
@@ -139,11 +135,16 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
     });
     os::keep_freed_memory();
     let children = config.end_task_children;
-    if let Some(grace) = children {
+    let hangup_handled = children.is_some_and(|grace| {
         os::become_subreaper();
         // The whole grace for the task's children (the parent waits a margin longer
-        // before its SIGKILL ends us).
-        os::end_children_on_sigterm(grace);
+        // before its SIGKILL ends us); a daemon's parent death (SIGHUP) kills every
+        // descendant, also those that left the group, then the group.
+        os::end_children_on_sigterm(grace, config.daemon)
+    });
+    if config.daemon && !hangup_handled {
+        // Parent death (SIGHUP) takes the worker's commands and their children with it.
+        os::kill_group_on_hangup();
     }
     let mut inbox = Inbox::new();
     let retire_above = config.retire_above;

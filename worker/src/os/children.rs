@@ -50,43 +50,95 @@ fn processes() -> Vec<(i32, i32, i32)> {
         .collect()
 }
 
-/// Ends everything a task left behind: this worker's children (orphaned descendants
-/// are its children too, see [`become_subreaper`]) and the other members of its
-/// process group, with their own groups. SIGTERM, up to `grace` for them to end, then
-/// SIGKILL; every child is reaped.
+/// The processes a task left behind, `(pid, pgrp)`: this worker's descendants (its
+/// children, theirs, and so on: orphans are re-parented to the worker, see
+/// [`become_subreaper`], so every live one is in the tree) and the other members of
+/// its process group, with their descendants.
+fn left_behind() -> Vec<(i32, i32)> {
+    let me = std::process::id() as i32;
+    let all = processes();
+    let mut ours: std::collections::HashSet<i32> = all
+        .iter()
+        .filter(|&&(pid, ppid, pgrp)| pid != me && (ppid == me || pgrp == me))
+        .map(|&(pid, _, _)| pid)
+        .collect();
+    // Their descendants: a few passes reach any depth a task builds in practice; what a
+    // pass misses is reached by the next scan, once its parent has died.
+    loop {
+        let before = ours.len();
+        for &(pid, ppid, _) in &all {
+            if pid != me && ours.contains(&ppid) {
+                ours.insert(pid);
+            }
+        }
+        if ours.len() == before {
+            break;
+        }
+    }
+    all.into_iter()
+        .filter(|(pid, _, _)| ours.contains(pid))
+        .map(|(pid, _, pgrp)| (pid, pgrp))
+        .collect()
+}
+
+/// Sends `sig` to each of `procs`, and to each process group led by one of them (a
+/// group of the task's own making; never another's group a process joined).
+fn signal_each(procs: &[(i32, i32)], sig: i32) {
+    let me = std::process::id() as i32;
+    for &(pid, pgrp) in procs {
+        // SAFETY: kill with plain integers: a descendant of ours or a member of our
+        // group, seen in /proc a moment ago (a child is not reaped, so its pid is still
+        // its own; a deeper one could in theory have been reaped by its parent and the
+        // pid reused in that instant, which is the same risk a group kill takes).
+        unsafe {
+            libc::kill(pid, sig);
+            if pgrp != me && procs.iter().any(|&(leader, _)| leader == pgrp) {
+                libc::kill(-pgrp, sig);
+            }
+        }
+    }
+}
+
+/// Ends everything a task left behind ([`left_behind`]): SIGTERM, up to `grace` for
+/// them to end, then SIGKILL; every child is reaped. Processes that only become ours
+/// on the way (an orphan whose parent the signal ended, which may have escaped our
+/// group with `setsid`) get the same: SIGTERM while the grace lasts, SIGKILL after.
 pub(crate) fn end_children(grace: std::time::Duration) {
+    use std::time::{Duration, Instant};
     if reap_exited() {
         return;
     }
-    let me = std::process::id() as i32;
-    let signal_all = |sig: i32| {
-        for (pid, ppid, pgrp) in processes() {
-            if pid == me || (ppid != me && pgrp != me) {
-                continue;
-            }
-            // SAFETY: kill with plain integers: a child of ours or a member of our
-            // group (not yet reaped, so the pid is still theirs), and its own group.
-            unsafe {
-                libc::kill(pid, sig);
-                if pgrp != me {
-                    libc::kill(-pgrp, sig);
-                }
-            }
-        }
+    let mut termed = std::collections::HashSet::new();
+    let term_new = |termed: &mut std::collections::HashSet<i32>| {
+        let fresh: Vec<(i32, i32)> = left_behind()
+            .into_iter()
+            .filter(|(pid, _)| termed.insert(*pid))
+            .collect();
+        signal_each(&fresh, libc::SIGTERM);
     };
-    signal_all(libc::SIGTERM);
-    let until = std::time::Instant::now() + grace;
-    let mut pause = std::time::Duration::from_millis(1);
-    while std::time::Instant::now() < until {
+    term_new(&mut termed);
+    let until = Instant::now() + grace;
+    let mut pause = Duration::from_millis(1);
+    while Instant::now() < until {
         if reap_exited() {
             return;
         }
-        std::thread::sleep(pause.min(until.saturating_duration_since(std::time::Instant::now())));
-        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        std::thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(50));
+        term_new(&mut termed);
     }
-    signal_all(libc::SIGKILL);
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    while !reap_exited() && std::time::Instant::now() < until {
+    kill_descendants(Duration::from_secs(1));
+}
+
+/// SIGKILLs everything [`left_behind`] and reaps it, scanning again as orphans come to
+/// us, until nothing is left or `within` has passed.
+pub(crate) fn kill_descendants(within: std::time::Duration) {
+    let until = std::time::Instant::now() + within;
+    loop {
+        signal_each(&left_behind(), libc::SIGKILL);
+        if reap_exited() || std::time::Instant::now() >= until {
+            return;
+        }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }

@@ -23,8 +23,8 @@ pub(crate) fn parent_pidfd() -> Option<OwnedFd> {
     (super::parent_pid() == parent).then_some(fd)
 }
 
-/// Starts a thread that ends this process's whole group (the worker and every command
-/// its tasks started) when the process behind `pidfd` exits. False if no thread could
+/// Starts a thread that ends this process's descendants and its whole group (the
+/// worker and every command its tasks started) when the process behind `pidfd` exits. False if no thread could
 /// be started.
 pub(crate) fn die_with(pidfd: OwnedFd) -> bool {
     std::thread::Builder::new()
@@ -43,6 +43,9 @@ pub(crate) fn die_with(pidfd: OwnedFd) -> bool {
                     break;
                 }
             }
+            // Every descendant first (some may have left the group with setsid), then
+            // the group, us included.
+            super::children::kill_descendants(std::time::Duration::from_secs(1));
             // SAFETY: kill with plain integers; 0 is our own process group.
             unsafe { libc::kill(0, libc::SIGKILL) };
         })
