@@ -13,9 +13,11 @@ pub const DECODE_LIMIT: usize = 1 << 30;
 
 /// The largest task argument or result, encoded: 64 MiB under [`DECODE_LIMIT`], room
 /// for the message around it (a merged batch or a `map` chunk closes once it holds
-/// more than 16 MiB, so one more value always fits). [`encode_value`] refuses anything bigger at once (before
-/// it is copied whole), so a caller learns of it from `apply`, never from a dying
-/// worker. Data this big belongs in shared memory.
+/// more than 16 MiB, so one more value always fits). [`encode_value`] refuses anything
+/// bigger the moment its encoding passes the limit, having stored at most 16 MiB of it,
+/// so a caller learns of it from `apply` (a worker from its task's return), never from
+/// a dying worker, and no copy of the value is made. Data this big belongs in shared
+/// memory.
 pub const MAX_VALUE: usize = DECODE_LIMIT - (64 << 20);
 
 /// Bytes of arguments after which a merged batch or a `map` chunk takes no more.
@@ -126,19 +128,38 @@ pub fn encode_value_append<T: Serialize + ?Sized>(
     append_capped(value, dst, MAX_VALUE)
 }
 
-/// Appends at most `limit` bytes to a `Vec`, failing as soon as more come.
+/// Bytes a value is encoded straight into its buffer before the encoder stops storing
+/// and only counts: a bigger value is measured to its end first (and refused the moment
+/// it passes its limit, with nothing more than these bytes stored), then encoded again
+/// into a buffer of its exact size. So a value over the limit costs the caller no copy
+/// of itself, a value under it no growth of its buffer past its size, and values this
+/// small (every Pipe or Queue message, nearly every argument) a single pass.
+const STORE_FIRST: usize = 16 << 20;
+
+/// Appends at most `limit` bytes to a `Vec`, failing as soon as more come; past `keep`
+/// bytes it stops storing and only counts (`spilled`).
 struct Capped<'a> {
     out: &'a mut Vec<u8>,
     room: usize,
+    keep: usize,
+    spilled: bool,
 }
 
 impl bincode::enc::write::Writer for Capped<'_> {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
         if bytes.len() > self.room {
             return Err(bincode::error::EncodeError::Other(TOO_LARGE));
         }
         self.room -= bytes.len();
-        self.out.extend_from_slice(bytes);
+        if !self.spilled {
+            if bytes.len() <= self.keep {
+                self.keep -= bytes.len();
+                self.out.extend_from_slice(bytes);
+            } else {
+                self.spilled = true;
+            }
+        }
         Ok(())
     }
 }
@@ -150,21 +171,41 @@ fn append_capped<T: Serialize + ?Sized>(
 ) -> Result<usize, CodecError> {
     let start = dst.len();
     let type_name = std::any::type_name::<T>();
+    let failed = |dst: &mut Vec<u8>, source| {
+        dst.truncate(start);
+        match source {
+            bincode::error::EncodeError::Other(TOO_LARGE) => {
+                CodecError::TooLarge { type_name, limit }
+            }
+            source => CodecError::Encode { type_name, source },
+        }
+    };
     let mut writer = Capped {
         out: dst,
         room: limit,
+        keep: STORE_FIRST,
+        spilled: false,
+    };
+    let first = bincode::serde::encode_into_writer(value, &mut writer, config());
+    let (spilled, room) = (writer.spilled, writer.room);
+    if let Err(source) = first {
+        return Err(failed(dst, source));
+    }
+    if !spilled {
+        return Ok(dst.len() - start);
+    }
+    // Measured whole and within the limit: encode it again, into its exact room.
+    dst.truncate(start);
+    dst.reserve_exact(limit - room);
+    let mut writer = Capped {
+        out: dst,
+        room: limit,
+        keep: usize::MAX,
+        spilled: false,
     };
     match bincode::serde::encode_into_writer(value, &mut writer, config()) {
         Ok(()) => Ok(dst.len() - start),
-        Err(source) => {
-            dst.truncate(start);
-            Err(match source {
-                bincode::error::EncodeError::Other(TOO_LARGE) => {
-                    CodecError::TooLarge { type_name, limit }
-                }
-                source => CodecError::Encode { type_name, source },
-            })
-        }
+        Err(source) => Err(failed(dst, source)),
     }
 }
 
@@ -216,6 +257,52 @@ mod tests {
         assert_eq!(encode_into(&value, &mut dst).unwrap(), bytes.len());
         assert_eq!(&dst[..bytes.len()], &bytes[..]);
         assert!(encode_into(&value, &mut dst[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_value_past_what_is_stored_first_is_encoded_as_in_one_pass() {
+        // Many small writes (bytes one by one) and one big write (a ByteBuf), each past
+        // the bytes stored before the encoder only counts; appended after a prefix.
+        let bytes = vec![7u8; STORE_FIRST + 3];
+        let buf = serde_bytes::ByteBuf::from(vec![9u8; STORE_FIRST + 5]);
+        for value in [(1u8, bytes.clone(), None), (2, vec![], Some(buf))] {
+            let mut one_pass = Vec::new();
+            let mut writer = Capped {
+                out: &mut one_pass,
+                room: usize::MAX,
+                keep: usize::MAX,
+                spilled: false,
+            };
+            bincode::serde::encode_into_writer(&value, &mut writer, config()).unwrap();
+            let mut dst = vec![1, 2, 3];
+            let len = encode_value_append(&value, &mut dst).unwrap();
+            assert_eq!(len, one_pass.len());
+            assert_eq!(&dst[..3], &[1, 2, 3]);
+            assert!(dst[3..] == one_pass[..], "the encodings differ");
+            let back: (u8, Vec<u8>, Option<serde_bytes::ByteBuf>) = decode(&dst[3..]).unwrap();
+            assert_eq!(back, value);
+        }
+    }
+
+    #[test]
+    fn a_value_over_its_limit_is_refused_and_leaves_the_buffer_as_it_was() {
+        let value = vec![7u8; STORE_FIRST * 2];
+        for limit in [10, STORE_FIRST - 1, STORE_FIRST + 1, STORE_FIRST * 2] {
+            let mut dst = vec![1, 2, 3];
+            let e = append_capped(&value, &mut dst, limit).unwrap_err();
+            assert!(
+                matches!(e, CodecError::TooLarge { limit: l, .. } if l == limit),
+                "{e:?}"
+            );
+            assert_eq!(dst, [1, 2, 3]);
+        }
+        // Exactly at the limit (its length takes 5 bytes: 0xfc and a u32).
+        let mut dst = Vec::new();
+        assert_eq!(
+            append_capped(&value, &mut dst, STORE_FIRST * 2 + 5).unwrap(),
+            STORE_FIRST * 2 + 5
+        );
+        assert_eq!(dst.capacity(), dst.len(), "not encoded into its exact room");
     }
 
     #[test]
