@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{act_while_waiting, each_method, isolated, wait_stopped};
+use common::{act_while_waiting, each_method, isolated, wait_stopped, watch};
 use supervisor::{Error, ErrorKind, Pool, Process, Queue, StartMethod};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -424,7 +424,7 @@ fn a_queue_put_by_another_thread_wakes_a_getter() {
         let q: Queue<u64> = Queue::new().unwrap();
         let theirs = q.clone();
         let (got, acted) = act_while_waiting(
-            || q.waiting_getters() > 0,
+            watch(&q, |q| q.waiting_getters() > 0),
             move || theirs.put(&5).unwrap(),
             || {
                 q.get_timeout(Duration::from_secs(10))
@@ -438,7 +438,7 @@ fn a_queue_put_by_another_thread_wakes_a_getter() {
         q.put(&1).unwrap();
         let theirs = q.clone();
         let (put, acted) = act_while_waiting(
-            || q.waiting_putters() > 0,
+            watch(&q, |q| q.waiting_putters() > 0),
             move || assert_eq!(theirs.get().unwrap(), 1),
             || {
                 q.put_timeout(&2, Duration::from_secs(10))
@@ -458,7 +458,7 @@ fn a_getter_whose_last_other_holder_is_a_thread_that_drops_it_gets_peer_closed()
         let theirs = q.clone();
         let t = Instant::now();
         let (r, acted) = act_while_waiting(
-            || q.waiting_getters() > 0,
+            watch(&q, |q| q.waiting_getters() > 0),
             move || drop(theirs),
             || {
                 q.get_timeout(Duration::from_secs(20))

@@ -55,7 +55,9 @@ pub type PipeEnds<S, R> = (Pipe<S, R>, Pipe<R, S>);
 /// typed; the other end is a `Pipe<R, S>`.
 ///
 /// Pass an end to a task as (part of) its argument, or move it to another thread: the
-/// two ends work between threads of one process as between processes. Messages sent
+/// two ends work between threads of one process as between processes. An end may also
+/// be shared by reference between threads (it is `Sync`, unlike a `Queue`): what a
+/// wait waits for is the *other* end, which no user of this one can be. Messages sent
 /// before the other end went away are still received; after that, waiting fails with
 /// [`ErrorKind::PeerClosed`] (the other end was dropped everywhere) or
 /// [`ErrorKind::PeerDied`] (the process holding it died), within about 100 ms.
