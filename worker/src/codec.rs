@@ -136,13 +136,10 @@ pub fn encode_value_append<T: Serialize + ?Sized>(
 /// small (every Pipe or Queue message, nearly every argument) a single pass.
 const STORE_FIRST: usize = 16 << 20;
 
-/// Appends at most `limit` bytes to a `Vec`, failing as soon as more come; past `keep`
-/// bytes it stops storing and only counts (`spilled`).
+/// Appends at most `room` bytes to a `Vec`, failing as soon as more come.
 struct Capped<'a> {
     out: &'a mut Vec<u8>,
     room: usize,
-    keep: usize,
-    spilled: bool,
 }
 
 impl bincode::enc::write::Writer for Capped<'_> {
@@ -152,60 +149,88 @@ impl bincode::enc::write::Writer for Capped<'_> {
             return Err(bincode::error::EncodeError::Other(TOO_LARGE));
         }
         self.room -= bytes.len();
-        if !self.spilled {
-            if bytes.len() <= self.keep {
-                self.keep -= bytes.len();
-                self.out.extend_from_slice(bytes);
-            } else {
-                self.spilled = true;
-            }
-        }
+        self.out.extend_from_slice(bytes);
         Ok(())
     }
 }
 
+/// Counts at most `room` bytes, failing as soon as more come; stores nothing.
+struct Counted {
+    room: usize,
+}
+
+impl bincode::enc::write::Writer for Counted {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        if bytes.len() > self.room {
+            return Err(bincode::error::EncodeError::Other(TOO_LARGE));
+        }
+        self.room -= bytes.len();
+        Ok(())
+    }
+}
+
+/// Encodes `value` at the end of `dst`, at most `limit` bytes: straight into `dst` up
+/// to [`STORE_FIRST`] bytes (one pass, the common case); past that, a pass that only
+/// counts (and stops at the limit), then one into the exact room.
 fn append_capped<T: Serialize + ?Sized>(
     value: &T,
     dst: &mut Vec<u8>,
     limit: usize,
 ) -> Result<usize, CodecError> {
     let start = dst.len();
-    let type_name = std::any::type_name::<T>();
-    let failed = |dst: &mut Vec<u8>, source| {
-        dst.truncate(start);
-        match source {
-            bincode::error::EncodeError::Other(TOO_LARGE) => {
-                CodecError::TooLarge { type_name, limit }
-            }
-            source => CodecError::Encode { type_name, source },
-        }
-    };
     let mut writer = Capped {
         out: dst,
-        room: limit,
-        keep: STORE_FIRST,
-        spilled: false,
-    };
-    let first = bincode::serde::encode_into_writer(value, &mut writer, config());
-    let (spilled, room) = (writer.spilled, writer.room);
-    if let Err(source) = first {
-        return Err(failed(dst, source));
-    }
-    if !spilled {
-        return Ok(dst.len() - start);
-    }
-    // Measured whole and within the limit: encode it again, into its exact room.
-    dst.truncate(start);
-    dst.reserve_exact(limit - room);
-    let mut writer = Capped {
-        out: dst,
-        room: limit,
-        keep: usize::MAX,
-        spilled: false,
+        room: limit.min(STORE_FIRST),
     };
     match bincode::serde::encode_into_writer(value, &mut writer, config()) {
         Ok(()) => Ok(dst.len() - start),
-        Err(source) => Err(failed(dst, source)),
+        Err(bincode::error::EncodeError::Other(TOO_LARGE)) if limit > STORE_FIRST => {
+            dst.truncate(start);
+            append_measured(value, dst, limit)
+        }
+        Err(source) => Err(encode_failed::<T>(dst, start, limit, source)),
+    }
+}
+
+/// [`append_capped`] for a value bigger than [`STORE_FIRST`]: measures it (stopping at
+/// the limit), then encodes it into its exact room.
+#[cold]
+#[inline(never)]
+fn append_measured<T: Serialize + ?Sized>(
+    value: &T,
+    dst: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, CodecError> {
+    let start = dst.len();
+    let mut size = Counted { room: limit };
+    if let Err(source) = bincode::serde::encode_into_writer(value, &mut size, config()) {
+        return Err(encode_failed::<T>(dst, start, limit, source));
+    }
+    dst.reserve_exact(limit - size.room);
+    let mut writer = Capped {
+        out: dst,
+        room: limit,
+    };
+    match bincode::serde::encode_into_writer(value, &mut writer, config()) {
+        Ok(()) => Ok(dst.len() - start),
+        Err(source) => Err(encode_failed::<T>(dst, start, limit, source)),
+    }
+}
+
+/// Leaves `dst` as it was before `start` and names the error.
+#[cold]
+fn encode_failed<T: ?Sized>(
+    dst: &mut Vec<u8>,
+    start: usize,
+    limit: usize,
+    source: bincode::error::EncodeError,
+) -> CodecError {
+    dst.truncate(start);
+    let type_name = std::any::type_name::<T>();
+    match source {
+        bincode::error::EncodeError::Other(TOO_LARGE) => CodecError::TooLarge { type_name, limit },
+        source => CodecError::Encode { type_name, source },
     }
 }
 
@@ -270,8 +295,6 @@ mod tests {
             let mut writer = Capped {
                 out: &mut one_pass,
                 room: usize::MAX,
-                keep: usize::MAX,
-                spilled: false,
             };
             bincode::serde::encode_into_writer(&value, &mut writer, config()).unwrap();
             let mut dst = vec![1, 2, 3];
