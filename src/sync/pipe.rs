@@ -140,10 +140,9 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
     /// Sends a message. Fails with [`ErrorKind::PeerClosed`] if the other end is gone.
     pub fn send(&self, msg: &S) -> Result<(), Error> {
         let kind = Kind::Pipe.name();
-        let bytes =
-            codec::encode(msg).map_err(|source| ErrorKind::EncodeMessage { kind, source })?;
         let region = &self.att.region;
         let ring = ring_of(region, self.att.role);
+        let bytes = ring.encode(msg)?;
         ring.check_size(bytes.len())?;
         if !region.has_peer(self.peer(), self.att.role) {
             return Err(ErrorKind::PeerClosed { kind }.into());

@@ -242,10 +242,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<bool, Error> {
         let kind = Kind::Queue.name();
-        let bytes =
-            codec::encode(item).map_err(|source| ErrorKind::EncodeMessage { kind, source })?;
         let region = &self.att.region;
         let ring = ring_of(region);
+        let bytes = ring.encode(item)?;
         ring.check_size(bytes.len())?;
         let s = ring.state;
         let waiter = Waiter {

@@ -115,6 +115,18 @@ pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecEr
     Ok(out)
 }
 
+/// Encodes a message into a fresh buffer, at most `limit` bytes (and at most
+/// [`DECODE_LIMIT`]): a Queue or Pipe item, refused as soon as it outgrows the buffer
+/// it must fit in, before it is copied whole.
+pub fn encode_within<T: Serialize + ?Sized>(
+    value: &T,
+    limit: usize,
+) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(SMALL_VALUE);
+    append_capped(value, &mut out, limit.min(DECODE_LIMIT))?;
+    Ok(out)
+}
+
 /// What [`encode`] and [`encode_value`] reserve before they start: growing from
 /// nothing reallocated four or five times for a line of text or a 64-byte message (a
 /// twentieth of the CLI's time on tiny tasks).
