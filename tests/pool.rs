@@ -1311,6 +1311,128 @@ fn a_value_over_the_size_limit_is_refused_at_once_and_harms_nothing() {
     });
 }
 
+fn echo_vec(v: Vec<u8>) -> Vec<u8> {
+    v
+}
+supervisor::task!(echo_vec);
+
+/// A plain `Vec<u8>` of `n` ones (encoded byte by byte, unlike a `ByteBuf`).
+fn ones(n: u64) -> Vec<u8> {
+    vec![1u8; n as usize]
+}
+supervisor::task!(ones);
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resets the peak RSS of `pid` to its current RSS, which it returns (KiB).
+fn reset_peak(pid: &str) -> u64 {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs");
+    status_kib(pid, "VmRSS")
+}
+
+/// A plain `Vec<u8>` just over the limit, which bincode encodes one byte at a time, is
+/// refused as soon as its encoding passes the limit, with at most 16 MiB of it stored:
+/// the caller's peak RSS grows by a small part of the value, and the refusal comes
+/// before the deadline. A result as big is refused in the worker the same way (its task
+/// fails as unencodable, the same worker goes on). Before: the whole 960 MiB encoding
+/// was built first, so the caller (or the worker) peaked at twice the value, and the
+/// refusal took 5 s in a release build and longer here.
+#[test]
+fn a_plain_vec_over_the_size_limit_is_refused_without_a_copy() {
+    // Far more than the 16 MiB the encoder stores first; far less than a copy.
+    const BOUND_KIB: u64 = 256 << 10;
+    isolated(DEADLINE, || {
+        let limit = supervisor::MAX_VALUE;
+        let pool = pool(StartMethod::Spawn, 1).build().unwrap();
+        let pid = pool
+            .apply(square, 2)
+            .map(|_| pool.stats().workers[0].pid)
+            .unwrap();
+        let big = vec![1u8; limit + 1];
+        let before = reset_peak("self");
+        let started = Instant::now();
+        let e = pool.apply(echo_vec, big).unwrap_err();
+        let took = started.elapsed();
+        let grew = status_kib("self", "VmHWM").saturating_sub(before);
+        eprintln!("argument refused in {took:?}, the caller's peak grew {grew} KiB");
+        match e.kind() {
+            ErrorKind::EncodeArgument { source, .. } => assert!(
+                matches!(source, supervisor::CodecError::TooLarge { limit: l, .. } if *l == limit),
+                "{source:?}"
+            ),
+            other => panic!("expected a refused argument, got {other:?}"),
+        }
+        assert!(
+            grew < BOUND_KIB,
+            "the caller's peak RSS grew {grew} KiB refusing a {limit}-byte argument"
+        );
+        let worker = pid.to_string();
+        let before = reset_peak(&worker);
+        let started = Instant::now();
+        let e = pool.apply(ones, limit as u64 + 1).unwrap_err();
+        let took = started.elapsed();
+        let grew = status_kib(&worker, "VmHWM").saturating_sub(before);
+        eprintln!("result refused in {took:?}, the worker's peak grew {grew} KiB");
+        match e.kind() {
+            ErrorKind::EncodeResult { message, .. } => {
+                assert!(message.contains(&limit.to_string()), "{message}")
+            }
+            other => panic!("expected an unencodable result, got {other:?}"),
+        }
+        // The value itself, and no more than the bound on top.
+        let value_kib = (limit as u64 + 1) >> 10;
+        assert!(
+            grew < value_kib + BOUND_KIB,
+            "the worker's peak RSS grew {grew} KiB refusing a {limit}-byte result"
+        );
+        assert_eq!(
+            pool.apply(echo_vec, vec![5u8; 1000]).unwrap(),
+            vec![5u8; 1000]
+        );
+        assert_eq!(
+            pool.stats().workers[0].pid,
+            pid,
+            "the worker was not replaced"
+        );
+        assert_eq!(pool.stats().restarts, 0);
+        pool.join();
+    });
+}
+
+/// A round trip of a big `ByteBuf` raises the caller's peak RSS by about twice the
+/// payload over what it held before (the payload itself included): its argument is
+/// dropped once encoded and the task's message is encoded straight into the shared
+/// memory that carries it. Before: three times (the argument, its encoding, the
+/// message's encoding and its copy in shared memory all at once).
+#[test]
+fn a_big_round_trip_costs_the_caller_about_two_payloads() {
+    isolated(DEADLINE, || {
+        let n = 100 << 20;
+        let pool = pool(StartMethod::Spawn, 1).build().unwrap();
+        pool.apply(square, 2).unwrap();
+        let payload = serde_bytes::ByteBuf::from(vec![3u8; n]);
+        let before = reset_peak("self");
+        let back = pool.apply(echo_bytes, payload).unwrap();
+        let grew = status_kib("self", "VmHWM").saturating_sub(before);
+        eprintln!("a {n}-byte round trip grew the caller's peak by {grew} KiB");
+        assert_eq!(back.len(), n);
+        let payload_kib = n as u64 >> 10;
+        assert!(
+            grew < payload_kib * 5 / 2,
+            "the caller's peak grew {grew} KiB for a {payload_kib} KiB payload"
+        );
+        pool.join();
+    });
+}
+
 /// Forks a child that keeps every descriptor of the worker (its link too) and sleeps,
 /// then crashes the worker.
 fn crash_leaving_a_link_holder(_: ()) -> u64 {

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{act_while_waiting, each_method, isolated, wait_stopped};
-use supervisor::{Error, ErrorKind, Pool, Process, Queue, StartMethod};
+use common::{act_while_waiting, each_method, isolated, wait_stopped, watch};
+use supervisor::{Error, ErrorKind, Pipe, Pool, Process, Queue, StartMethod};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -424,7 +424,7 @@ fn a_queue_put_by_another_thread_wakes_a_getter() {
         let q: Queue<u64> = Queue::new().unwrap();
         let theirs = q.clone();
         let (got, acted) = act_while_waiting(
-            || q.waiting_getters() > 0,
+            watch(&q, |q| q.waiting_getters() > 0),
             move || theirs.put(&5).unwrap(),
             || {
                 q.get_timeout(Duration::from_secs(10))
@@ -438,7 +438,7 @@ fn a_queue_put_by_another_thread_wakes_a_getter() {
         q.put(&1).unwrap();
         let theirs = q.clone();
         let (put, acted) = act_while_waiting(
-            || q.waiting_putters() > 0,
+            watch(&q, |q| q.waiting_putters() > 0),
             move || assert_eq!(theirs.get().unwrap(), 1),
             || {
                 q.put_timeout(&2, Duration::from_secs(10))
@@ -458,7 +458,7 @@ fn a_getter_whose_last_other_holder_is_a_thread_that_drops_it_gets_peer_closed()
         let theirs = q.clone();
         let t = Instant::now();
         let (r, acted) = act_while_waiting(
-            || q.waiting_getters() > 0,
+            watch(&q, |q| q.waiting_getters() > 0),
             move || drop(theirs),
             || {
                 q.get_timeout(Duration::from_secs(20))
@@ -670,5 +670,54 @@ fn opening_a_handle_does_not_wait_for_a_stopped_holder_of_its_lock() {
                 other => panic!("{what}: expected the queue in time, got {other:?}"),
             }
         }
+    });
+}
+
+/// A field of this process's `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// An item too big for the buffer of a Queue or Pipe is refused as soon as its
+/// encoding outgrows the buffer, then measured without being stored: the error names
+/// its real size and the buffer's, and the caller's peak RSS grows by far less than
+/// the item. Before: the item was encoded whole (up to 1 GiB) and only then checked.
+#[test]
+fn an_item_too_big_for_the_buffer_is_refused_without_a_copy() {
+    isolated(DEADLINE, || {
+        const BOUND_KIB: u64 = 32 << 10;
+        let n = 64 << 20;
+        let item = vec![1u8; n];
+        let encoded = n + 5; // a 5-byte length, then the bytes
+        let q: Queue<Vec<u8>> = Queue::new().unwrap();
+        let (a, _b) = Pipe::<Vec<u8>, ()>::new().unwrap();
+        type Put<'a> = Box<dyn Fn() -> Result<(), supervisor::Error> + 'a>;
+        let puts: [(&str, Put); 2] = [
+            ("queue", Box::new(|| q.put(&item))),
+            ("pipe", Box::new(|| a.send(&item))),
+        ];
+        for (what, put) in puts {
+            std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+            let before = status_kib("VmRSS");
+            let e = put().unwrap_err();
+            let grew = status_kib("VmHWM").saturating_sub(before);
+            match e.kind() {
+                ErrorKind::MessageTooLarge { size, limit, .. } => {
+                    assert_eq!(*size, encoded, "{what}: {e}");
+                    assert!(*limit < 2 << 20, "{what}: {e}");
+                }
+                other => panic!("{what}: expected MessageTooLarge, got {other:?}"),
+            }
+            assert!(
+                grew < BOUND_KIB,
+                "{what}: the caller's peak grew {grew} KiB refusing a {n}-byte item"
+            );
+        }
+        assert!(q.is_empty());
     });
 }

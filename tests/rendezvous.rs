@@ -230,6 +230,38 @@ fn the_sweep_leaves_other_programs_temporary_directories_alone() {
     });
 }
 
+/// Under a `TMPDIR` with spaces, a live program's bootstrap socket (bound, alone in an
+/// old `.tmp` directory) is left alone by the sweep, and the start works. Before: the
+/// bound paths were read from `/proc/net/unix` split on whitespace, so `/tmp/a b/...`
+/// was taken for `/tmp/a`, the live socket for an unbound one, and it was removed.
+#[test]
+fn the_sweep_leaves_a_live_socket_alone_under_a_tmpdir_with_spaces() {
+    isolated(DEADLINE, || {
+        let tmp = Tmp::new("with spaces in it");
+        let live = tmp.path().join(".tmpLive01");
+        std::fs::create_dir(&live).unwrap();
+        let socket = live.join("socket");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(600);
+        std::fs::File::open(&live)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let out = scenario("spawn_once")
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            socket.exists(),
+            "the live socket was swept: {:?}",
+            tmp.entries()
+        );
+        drop(listener);
+        std::fs::remove_dir_all(&live).unwrap();
+    });
+}
+
 /// Starts three spawned processes under whatever `TMPDIR` it was given; prints each
 /// outcome on a line.
 fn spawn_under_odd_tmpdir() {

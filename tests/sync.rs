@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{act_while_waiting, each_method, isolated, wait_stopped};
+use common::{act_while_waiting, each_method, isolated, wait_stopped, watch};
 use supervisor::{
     Acquired, Error, ErrorKind, Event, Lock, Pipe, Process, Semaphore, SharedMemory, SharedSlice,
 };
@@ -372,7 +372,7 @@ fn an_event_set_by_another_thread_wakes_a_waiter() {
         let ev = Event::new().unwrap();
         let theirs = ev.clone();
         let (woken, acted) = act_while_waiting(
-            || ev.waiting() > 0,
+            watch(&ev, |ev| ev.waiting() > 0),
             move || theirs.set().unwrap(),
             || {
                 ev.wait_timeout(Duration::from_secs(10))
@@ -390,7 +390,7 @@ fn a_semaphore_released_by_another_thread_wakes_a_waiter() {
         let sem = Semaphore::new(0).unwrap();
         let theirs = sem.clone();
         let (got, acted) = act_while_waiting(
-            || sem.waiting() > 0,
+            watch(&sem, |sem| sem.waiting() > 0),
             move || theirs.release().unwrap(),
             || {
                 sem.acquire_timeout(Duration::from_secs(10))
@@ -440,7 +440,7 @@ fn a_waiter_whose_last_other_holder_is_a_thread_that_drops_it_gets_peer_closed()
         let ev = Event::new().unwrap();
         let theirs = ev.clone();
         let (r, acted) = act_while_waiting(
-            || ev.waiting() > 0,
+            watch(&ev, |ev| ev.waiting() > 0),
             move || drop(theirs),
             || ev.wait_timeout(long).map_err(Error::into_kind),
         );
@@ -449,7 +449,7 @@ fn a_waiter_whose_last_other_holder_is_a_thread_that_drops_it_gets_peer_closed()
         let sem = Semaphore::new(0).unwrap();
         let theirs = sem.clone();
         let (r, acted) = act_while_waiting(
-            || sem.waiting() > 0,
+            watch(&sem, |sem| sem.waiting() > 0),
             move || drop(theirs),
             || sem.acquire_timeout(long).map_err(Error::into_kind),
         );
@@ -610,5 +610,56 @@ fn a_release_past_the_most_permits_keeps_them() {
         s.release().unwrap();
         assert_eq!(s.permits(), u64::MAX);
         assert!(s.try_acquire().unwrap());
+    });
+}
+
+/// Threads and handles: a `Queue`, `Event` or `Semaphore` is not `Sync` (one handle
+/// shared by reference between threads was one holder, so a lone waiter failed with
+/// `PeerClosed` although another thread was about to wake it; the compile_fail doctests
+/// on each type pin the refusal), a clone per thread works (the tests above). A `Lock`
+/// and a `Pipe` end decide nothing about their own holders: shared by reference they
+/// work as a clone (Lock) or a moved end (Pipe) does.
+#[test]
+fn a_lock_and_a_pipe_end_work_shared_by_reference_and_one_per_thread() {
+    isolated(DEADLINE, || {
+        // Lock: by reference (scoped threads), then a clone moved to another thread.
+        let lock = Lock::new().unwrap();
+        let guard = lock.lock().unwrap();
+        std::thread::scope(|s| {
+            let other = s.spawn(|| lock.try_lock().unwrap().is_none());
+            assert!(other.join().unwrap(), "the other thread took a held lock");
+        });
+        drop(guard);
+        std::thread::scope(|s| {
+            let other = s.spawn(|| lock.lock().unwrap().acquired());
+            assert_eq!(other.join().unwrap(), Acquired::Clean);
+        });
+        let theirs = lock.clone();
+        let guard = lock.lock().unwrap();
+        let other = std::thread::spawn(move || theirs.try_lock().unwrap().is_none());
+        assert!(other.join().unwrap(), "a clone took a held lock");
+        drop(guard);
+
+        // Pipe: one end shared by reference, the waiter woken by the other end.
+        let (a, b) = Pipe::<u64, u64>::new().unwrap();
+        let (got, acted) = std::thread::scope(|s| {
+            let waiter = s.spawn(|| a.recv_timeout(Duration::from_secs(10)));
+            let (r, acted) = act_while_waiting(
+                || a.waiting_receivers() > 0,
+                || b.send(&7).unwrap(),
+                || waiter.join().unwrap().map_err(Error::into_kind),
+            );
+            (r, acted)
+        });
+        assert!(matches!(got, Ok(Some(7))), "{got:?}");
+        assert!(acted, "the receiver never slept");
+        // Each end moved to a thread of its own.
+        let other = std::thread::spawn(move || {
+            b.send(&8).unwrap();
+            b.recv().unwrap()
+        });
+        assert_eq!(a.recv().unwrap(), 8);
+        a.send(&9).unwrap();
+        assert_eq!(other.join().unwrap(), 9);
     });
 }

@@ -353,6 +353,23 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
         vec![],
     ));
 
+    // Near the limit (`MAX_VALUE`, 960 MiB encoded): the caller's memory. Three runs
+    // at most, each moves 2 GiB.
+    let mib = 950;
+    let [Some(ours), theirs] = medians(
+        runs.min(3),
+        [&mut || Some(big(mib).1), &mut py("big_rss", mib)],
+    ) else {
+        unreachable!("our measurements always run")
+    };
+    rows.push(row(
+        format!("Pool.apply {mib} MiB there and back: caller's peak RSS growth"),
+        Unit::Kib,
+        ours,
+        Peer::new("multiprocessing.Pool.apply", theirs),
+        vec![],
+    ));
+
     // CPU-bound map: the speedup over serial, and against Python.
     let n = size(16);
     let [Some(ours), Some(serial), Some(split), theirs] = medians(

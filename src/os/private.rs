@@ -208,10 +208,22 @@ pub(crate) fn bound_unix_sockets() -> Option<std::collections::HashSet<String>> 
         table
             .lines()
             .skip(1)
-            .filter_map(|l| l.split_whitespace().nth(7))
+            .filter_map(socket_path)
             .map(str::to_string)
             .collect(),
     )
+}
+
+/// The path of a line of `/proc/net/unix`: everything after its seven fixed columns
+/// (`Num RefCount Protocol Flags Type St Inode`) and the one space after them, so a
+/// path with spaces in it (a `TMPDIR` with spaces) is whole. `None` for an unbound one.
+fn socket_path(line: &str) -> Option<&str> {
+    let mut rest = line;
+    for _ in 0..7 {
+        rest = rest.trim_start_matches(' ');
+        rest = &rest[rest.find(' ')?..];
+    }
+    rest.strip_prefix(' ').filter(|path| !path.is_empty())
 }
 
 /// The effective user id.
@@ -234,4 +246,45 @@ pub(crate) fn make_private_dir(dir: &std::path::Path) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_path_is_the_rest_of_its_line() {
+        let line =
+            "0000000000000000: 00000002 00000000 00010000 0001 01 12345 /tmp/a b/.tmpX/socket";
+        assert_eq!(socket_path(line), Some("/tmp/a b/.tmpX/socket"));
+        // A short inode is padded: the columns are found by the spaces between them.
+        let line = "0000000000000000: 00000002 00000000 00010000 0001 01  123 /tmp/x  y";
+        assert_eq!(socket_path(line), Some("/tmp/x  y"));
+        assert_eq!(
+            socket_path("0000000000000000: 00000003 00000000 00000000 0001 03 1240480"),
+            None
+        );
+        assert_eq!(socket_path(""), None);
+    }
+
+    /// A socket bound under a directory with spaces in its name is found whole (the
+    /// sweep of stale bootstrap directories took `/tmp/a` of `/tmp/a b/...` for the
+    /// path, so a live program's socket looked unbound).
+    #[test]
+    fn a_bound_socket_under_a_path_with_spaces_is_found() {
+        let dir = std::env::temp_dir().join(format!("sup test {} spaces", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a socket");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let bound = bound_unix_sockets().unwrap();
+        drop(listener);
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir(&dir);
+        assert!(
+            bound.contains(&path.display().to_string()),
+            "{} not among the bound sockets",
+            path.display()
+        );
+    }
 }

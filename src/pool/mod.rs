@@ -481,8 +481,12 @@ impl Pool {
             task,
             result: PhantomData,
         };
+        let encoded = codec::encode_value(&arg);
+        // The caller gave the argument away: a big one is not held beside its encoding
+        // while the task is sent.
+        drop(arg);
         let job = name.map_err(Error::from).and_then(|name| {
-            codec::encode_value(&arg)
+            encoded
                 .map(|bytes| Job::new(id, name, bytes, Sink::Handle(state.clone())))
                 .map_err(|source| {
                     Error::from(ErrorKind::EncodeArgument {

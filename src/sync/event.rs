@@ -25,15 +25,42 @@ fn repair(_: &Region) {}
 /// another process does. `wait_timeout` returns by its deadline whatever the other
 /// holders do (one stopped holding the event's internal mutex included).
 ///
+/// A handle is `Send` but not `Sync`: every handle is a holder, and one handle shared by
+/// reference between threads would be one, so a lone waiter in one thread would fail
+/// with `PeerClosed` although another thread was about to `set` it. Give each thread a
+/// `clone()` (clones share one mapping); sharing one by reference does not compile, and
+/// the compiler's note names `CloneForEachThread`:
+///
+/// ```compile_fail,E0277
+/// # fn main() -> Result<(), supervisor::Error> {
+/// let obj = supervisor::Event::new()?;
+/// std::thread::scope(|s| {
+///     s.spawn(|| drop(&obj)); // `&Event` cannot be sent: `Event` is not `Sync`
+/// });
+/// # Ok(())
+/// # }
+/// ```
+///
+/// ```
+/// # fn main() -> Result<(), supervisor::Error> {
+/// let obj = supervisor::Event::new()?;
+/// let theirs = obj.clone();
+/// std::thread::spawn(move || drop(theirs)).join().unwrap();
+/// # Ok(())
+/// # }
+/// ```
+///
 /// [`ErrorKind::PeerClosed`]: crate::ErrorKind::PeerClosed
 /// [`ErrorKind::PeerDied`]: crate::ErrorKind::PeerDied
 #[derive(Clone)]
 pub struct Event {
     att: Holder,
+    _threads: super::CloneForEachThread,
 }
 
 super::region::serde_handle!(Event, Kind::Event, 0, EventState, repair, |att| Event {
-    att
+    att,
+    _threads: Default::default()
 });
 
 impl std::fmt::Debug for Event {
@@ -57,6 +84,7 @@ impl Event {
         )?;
         Ok(Event {
             att: Holder::attach(region, 0)?,
+            _threads: Default::default(),
         })
     }
 

@@ -37,7 +37,9 @@ pub enum Acquired {
 ///
 /// Built on a robust process-shared pthread mutex: the kernel releases it when its
 /// holder dies. Not reentrant: locking twice from one thread is
-/// [`ErrorKind::WouldDeadlock`].
+/// [`ErrorKind::WouldDeadlock`]. Threads may share one `Lock` by reference
+/// (`Arc<Lock>`, scoped threads) or each hold a clone: the mutex is held by a thread,
+/// and nothing waits on the other handles, so both work alike.
 ///
 /// ```
 /// use supervisor::{Acquired, Lock, Process};

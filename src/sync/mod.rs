@@ -21,3 +21,12 @@ pub use pipe::{Pipe, PipeEnds};
 pub use queue::{Queue, QueueBuilder, DEFAULT_QUEUE_BYTES};
 pub use semaphore::Semaphore;
 pub use shm::{Plain, SharedMemory, SharedSlice};
+
+/// Makes a handle `Send` but not `Sync`: an [`Event`], [`Semaphore`] or [`Queue`] says
+/// `PeerClosed` when no *other handle* can end a wait, and one handle shared by
+/// reference between threads (`Arc<Queue<T>>`, `&queue` in a scoped thread) would be
+/// one holder, so a lone waiter in one thread failed although another thread was about
+/// to put. The compiler refuses the sharing instead; its note names this type: give
+/// each thread a `clone()` (cheap: clones share one mapping).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct CloneForEachThread(std::marker::PhantomData<std::cell::Cell<()>>);

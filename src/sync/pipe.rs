@@ -55,7 +55,9 @@ pub type PipeEnds<S, R> = (Pipe<S, R>, Pipe<R, S>);
 /// typed; the other end is a `Pipe<R, S>`.
 ///
 /// Pass an end to a task as (part of) its argument, or move it to another thread: the
-/// two ends work between threads of one process as between processes. Messages sent
+/// two ends work between threads of one process as between processes. An end may also
+/// be shared by reference between threads (it is `Sync`, unlike a `Queue`): what a
+/// wait waits for is the *other* end, which no user of this one can be. Messages sent
 /// before the other end went away are still received; after that, waiting fails with
 /// [`ErrorKind::PeerClosed`] (the other end was dropped everywhere) or
 /// [`ErrorKind::PeerDied`] (the process holding it died), within about 100 ms.
@@ -138,10 +140,9 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
     /// Sends a message. Fails with [`ErrorKind::PeerClosed`] if the other end is gone.
     pub fn send(&self, msg: &S) -> Result<(), Error> {
         let kind = Kind::Pipe.name();
-        let bytes =
-            codec::encode(msg).map_err(|source| ErrorKind::EncodeMessage { kind, source })?;
         let region = &self.att.region;
         let ring = ring_of(region, self.att.role);
+        let bytes = ring.encode(msg)?;
         ring.check_size(bytes.len())?;
         if !region.has_peer(self.peer(), self.att.role) {
             return Err(ErrorKind::PeerClosed { kind }.into());

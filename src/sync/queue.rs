@@ -78,6 +78,7 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
         Ok(Queue {
             att: Holder::attach(region, 0)?,
             item: PhantomData,
+            _threads: Default::default(),
         })
     }
 }
@@ -95,8 +96,8 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
 ///   end fails with [`ErrorKind::PeerClosed`] (every other holder dropped it) or
 ///   [`ErrorKind::PeerDied`] (the others died) instead of waiting forever, within about
 ///   100 ms of the last other holder going. Every handle is a holder: a clone held by
-///   another thread of this process counts as another process does (one handle shared
-///   by reference between threads is one holder: give each thread a clone). A handle
+///   another thread of this process counts as another process does (so a queue is
+///   `Send` but not `Sync`: see below). A handle
 ///   serialised in the last 10 s and not yet opened counts too (it is on its way to a
 ///   process).
 /// - `*_timeout` calls return by their deadline whatever the other holders do, also
@@ -105,6 +106,31 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
 ///   without a timeout wait as long as it takes.
 /// - [`Queue::close`] ends the queue for everyone: puts fail, gets drain what is left
 ///   and then fail with [`ErrorKind::Closed`].
+///
+/// A handle is `Send` but not `Sync`: every handle is a holder, and one handle shared by
+/// reference between threads would be one, so a lone waiter in one thread would fail
+/// with `PeerClosed` although another thread was about to `put`. Give each thread a
+/// `clone()` (clones share one mapping); sharing one by reference does not compile, and
+/// the compiler's note names `CloneForEachThread`:
+///
+/// ```compile_fail,E0277
+/// # fn main() -> Result<(), supervisor::Error> {
+/// let obj = supervisor::Queue::<u64>::new()?;
+/// std::thread::scope(|s| {
+///     s.spawn(|| drop(&obj)); // `&Queue<u64>` cannot be sent: `Queue<u64>` is not `Sync`
+/// });
+/// # Ok(())
+/// # }
+/// ```
+///
+/// ```
+/// # fn main() -> Result<(), supervisor::Error> {
+/// let obj = supervisor::Queue::<u64>::new()?;
+/// let theirs = obj.clone();
+/// std::thread::spawn(move || drop(theirs)).join().unwrap();
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// ```
 /// use supervisor::{ErrorKind, Process, Queue};
@@ -143,6 +169,7 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
 pub struct Queue<T> {
     att: Holder,
     item: PhantomData<fn(T) -> T>,
+    _threads: super::CloneForEachThread,
 }
 
 region::serde_handle!(
@@ -153,7 +180,8 @@ region::serde_handle!(
     repair,
     |att| Queue {
         att,
-        item: PhantomData
+        item: PhantomData,
+        _threads: Default::default()
     }
 );
 
@@ -162,6 +190,7 @@ impl<T> Clone for Queue<T> {
         Queue {
             att: self.att.clone(),
             item: PhantomData,
+            _threads: Default::default(),
         }
     }
 }
@@ -213,10 +242,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<bool, Error> {
         let kind = Kind::Queue.name();
-        let bytes =
-            codec::encode(item).map_err(|source| ErrorKind::EncodeMessage { kind, source })?;
         let region = &self.att.region;
         let ring = ring_of(region);
+        let bytes = ring.encode(item)?;
         ring.check_size(bytes.len())?;
         let s = ring.state;
         let waiter = Waiter {

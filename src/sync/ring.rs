@@ -85,6 +85,28 @@ impl<'a> Ring<'a> {
         self.size - FRAME_HEADER
     }
 
+    /// Encodes a message for this ring: one that cannot fit is refused as soon as its
+    /// encoding outgrows the ring (then measured, storing nothing, for the error), so a
+    /// huge item put in a small queue is never copied whole.
+    pub(crate) fn encode<T: serde::Serialize + ?Sized>(&self, msg: &T) -> Result<Vec<u8>, Error> {
+        use supervisor_worker::codec::{self, CodecError};
+        let kind = self.kind;
+        let limit = self.max_message().min(u32::MAX as usize);
+        match codec::encode_within(msg, limit) {
+            Ok(bytes) => Ok(bytes),
+            Err(CodecError::TooLarge { .. }) => Err(match codec::encoded_size(msg) {
+                Ok(size) => ErrorKind::MessageTooLarge {
+                    kind,
+                    size,
+                    limit: self.max_message(),
+                },
+                Err(source) => ErrorKind::EncodeMessage { kind, source },
+            }
+            .into()),
+            Err(source) => Err(ErrorKind::EncodeMessage { kind, source }.into()),
+        }
+    }
+
     pub(crate) fn check_size(&self, len: usize) -> Result<(), Error> {
         if len > self.max_message() || len > u32::MAX as usize {
             return Err(ErrorKind::MessageTooLarge {

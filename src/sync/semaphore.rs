@@ -25,11 +25,37 @@ fn repair(_: &Region) {}
 /// and `try_acquire` at once (within about 1 ms) whatever the other holders do. Permits
 /// held by a process that dies are not given back.
 ///
+/// A handle is `Send` but not `Sync`: every handle is a holder, and one handle shared by
+/// reference between threads would be one, so a lone waiter in one thread would fail
+/// with `PeerClosed` although another thread was about to `release`. Give each thread a
+/// `clone()` (clones share one mapping); sharing one by reference does not compile, and
+/// the compiler's note names `CloneForEachThread`:
+///
+/// ```compile_fail,E0277
+/// # fn main() -> Result<(), supervisor::Error> {
+/// let obj = supervisor::Semaphore::new(0)?;
+/// std::thread::scope(|s| {
+///     s.spawn(|| drop(&obj)); // `&Semaphore` cannot be sent: `Semaphore` is not `Sync`
+/// });
+/// # Ok(())
+/// # }
+/// ```
+///
+/// ```
+/// # fn main() -> Result<(), supervisor::Error> {
+/// let obj = supervisor::Semaphore::new(0)?;
+/// let theirs = obj.clone();
+/// std::thread::spawn(move || drop(theirs)).join().unwrap();
+/// # Ok(())
+/// # }
+/// ```
+///
 /// [`ErrorKind::PeerClosed`]: crate::ErrorKind::PeerClosed
 /// [`ErrorKind::PeerDied`]: crate::ErrorKind::PeerDied
 #[derive(Clone)]
 pub struct Semaphore {
     att: Holder,
+    _threads: super::CloneForEachThread,
 }
 
 super::region::serde_handle!(
@@ -38,7 +64,10 @@ super::region::serde_handle!(
     0,
     SemaphoreState,
     repair,
-    |att| Semaphore { att }
+    |att| Semaphore {
+        att,
+        _threads: Default::default()
+    }
 );
 
 impl std::fmt::Debug for Semaphore {
@@ -67,6 +96,7 @@ impl Semaphore {
         )?;
         Ok(Semaphore {
             att: Holder::attach(region, 0)?,
+            _threads: Default::default(),
         })
     }
 

@@ -78,9 +78,12 @@ impl Outbox {
     /// and big enough, else into a new arena or (when the receiver is behind, or the
     /// message is huge) a one-off region.
     pub fn frame<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<Frame, CodecError> {
-        let own_frame = || codec::encode(msg).map(Frame::from_bytes);
         let size = codec::encoded_size(msg)?;
-        if size <= INLINE_LIMIT || size > MAX_ARENA - HEADER {
+        if size <= INLINE_LIMIT {
+            return codec::encode(msg).map(Frame::from_bytes);
+        }
+        let own_frame = || one_off(msg, size);
+        if size > MAX_ARENA - HEADER {
             return own_frame();
         }
         if let Some((turn, data)) = self.arena.as_mut().and_then(Arena::split) {
@@ -118,6 +121,24 @@ impl Outbox {
         msg: &T,
     ) -> Result<(), LinkError> {
         send_frame(tx, self.frame(msg).map_err(LinkError::Codec)?)
+    }
+}
+
+/// A frame carrying `msg` (`size` bytes encoded) in a region of its own, encoded
+/// straight into it: a huge message is never also a buffer of ours.
+fn one_off<T: Serialize + ?Sized>(msg: &T, size: usize) -> Result<Frame, CodecError> {
+    if size > codec::DECODE_LIMIT {
+        // What `encode` would refuse, without making the region first.
+        return codec::encode(msg).map(Frame::from_bytes);
+    }
+    let mut region = IpcSharedMemory::from_byte(0, size);
+    // SAFETY: the region is new and not shared with anyone yet: nothing else can
+    // access its bytes while we write them.
+    let data = unsafe { region.deref_mut() };
+    match codec::encode_into(msg, data) {
+        Ok(len) if len == size => Ok(Frame::parts(ByteBuf::new(), Some(region))),
+        // A value whose encoding changed between the passes: send what it is now.
+        _ => codec::encode(msg).map(Frame::from_bytes),
     }
 }
 

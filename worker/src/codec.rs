@@ -13,9 +13,11 @@ pub const DECODE_LIMIT: usize = 1 << 30;
 
 /// The largest task argument or result, encoded: 64 MiB under [`DECODE_LIMIT`], room
 /// for the message around it (a merged batch or a `map` chunk closes once it holds
-/// more than 16 MiB, so one more value always fits). [`encode_value`] refuses anything bigger at once (before
-/// it is copied whole), so a caller learns of it from `apply`, never from a dying
-/// worker. Data this big belongs in shared memory.
+/// more than 16 MiB, so one more value always fits). [`encode_value`] refuses anything
+/// bigger the moment its encoding passes the limit, having stored at most 16 MiB of it,
+/// so a caller learns of it from `apply` (a worker from its task's return), never from
+/// a dying worker, and no copy of the value is made. Data this big belongs in shared
+/// memory.
 pub const MAX_VALUE: usize = DECODE_LIMIT - (64 << 20);
 
 /// Bytes of arguments after which a merged batch or a `map` chunk takes no more.
@@ -113,6 +115,18 @@ pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecEr
     Ok(out)
 }
 
+/// Encodes a message into a fresh buffer, at most `limit` bytes (and at most
+/// [`DECODE_LIMIT`]): a Queue or Pipe item, refused as soon as it outgrows the buffer
+/// it must fit in, before it is copied whole.
+pub fn encode_within<T: Serialize + ?Sized>(
+    value: &T,
+    limit: usize,
+) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(SMALL_VALUE);
+    append_capped(value, &mut out, limit.min(DECODE_LIMIT))?;
+    Ok(out)
+}
+
 /// What [`encode`] and [`encode_value`] reserve before they start: growing from
 /// nothing reallocated four or five times for a line of text or a 64-byte message (a
 /// twentieth of the CLI's time on tiny tasks).
@@ -126,7 +140,15 @@ pub fn encode_value_append<T: Serialize + ?Sized>(
     append_capped(value, dst, MAX_VALUE)
 }
 
-/// Appends at most `limit` bytes to a `Vec`, failing as soon as more come.
+/// Bytes a value is encoded straight into its buffer before the encoder stops storing
+/// and only counts: a bigger value is measured to its end first (and refused the moment
+/// it passes its limit, with nothing more than these bytes stored), then encoded again
+/// into a buffer of its exact size. So a value over the limit costs the caller no copy
+/// of itself, a value under it no growth of its buffer past its size, and values this
+/// small (every Pipe or Queue message, nearly every argument) a single pass.
+const STORE_FIRST: usize = 16 << 20;
+
+/// Appends at most `room` bytes to a `Vec`, failing as soon as more come.
 struct Capped<'a> {
     out: &'a mut Vec<u8>,
     room: usize,
@@ -143,28 +165,83 @@ impl bincode::enc::write::Writer for Capped<'_> {
     }
 }
 
+/// Counts at most `room` bytes, failing as soon as more come; stores nothing.
+struct Counted {
+    room: usize,
+}
+
+impl bincode::enc::write::Writer for Counted {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        if bytes.len() > self.room {
+            return Err(bincode::error::EncodeError::Other(TOO_LARGE));
+        }
+        self.room -= bytes.len();
+        Ok(())
+    }
+}
+
+/// Encodes `value` at the end of `dst`, at most `limit` bytes: straight into `dst` up
+/// to [`STORE_FIRST`] bytes (one pass, the common case); past that, a pass that only
+/// counts (and stops at the limit), then one into the exact room.
 fn append_capped<T: Serialize + ?Sized>(
     value: &T,
     dst: &mut Vec<u8>,
     limit: usize,
 ) -> Result<usize, CodecError> {
     let start = dst.len();
-    let type_name = std::any::type_name::<T>();
+    let mut writer = Capped {
+        out: dst,
+        room: limit.min(STORE_FIRST),
+    };
+    match bincode::serde::encode_into_writer(value, &mut writer, config()) {
+        Ok(()) => Ok(dst.len() - start),
+        Err(bincode::error::EncodeError::Other(TOO_LARGE)) if limit > STORE_FIRST => {
+            dst.truncate(start);
+            append_measured(value, dst, limit)
+        }
+        Err(source) => Err(encode_failed::<T>(dst, start, limit, source)),
+    }
+}
+
+/// [`append_capped`] for a value bigger than [`STORE_FIRST`]: measures it (stopping at
+/// the limit), then encodes it into its exact room.
+#[cold]
+#[inline(never)]
+fn append_measured<T: Serialize + ?Sized>(
+    value: &T,
+    dst: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, CodecError> {
+    let start = dst.len();
+    let mut size = Counted { room: limit };
+    if let Err(source) = bincode::serde::encode_into_writer(value, &mut size, config()) {
+        return Err(encode_failed::<T>(dst, start, limit, source));
+    }
+    dst.reserve_exact(limit - size.room);
     let mut writer = Capped {
         out: dst,
         room: limit,
     };
     match bincode::serde::encode_into_writer(value, &mut writer, config()) {
         Ok(()) => Ok(dst.len() - start),
-        Err(source) => {
-            dst.truncate(start);
-            Err(match source {
-                bincode::error::EncodeError::Other(TOO_LARGE) => {
-                    CodecError::TooLarge { type_name, limit }
-                }
-                source => CodecError::Encode { type_name, source },
-            })
-        }
+        Err(source) => Err(encode_failed::<T>(dst, start, limit, source)),
+    }
+}
+
+/// Leaves `dst` as it was before `start` and names the error.
+#[cold]
+fn encode_failed<T: ?Sized>(
+    dst: &mut Vec<u8>,
+    start: usize,
+    limit: usize,
+    source: bincode::error::EncodeError,
+) -> CodecError {
+    dst.truncate(start);
+    let type_name = std::any::type_name::<T>();
+    match source {
+        bincode::error::EncodeError::Other(TOO_LARGE) => CodecError::TooLarge { type_name, limit },
+        source => CodecError::Encode { type_name, source },
     }
 }
 
@@ -216,6 +293,50 @@ mod tests {
         assert_eq!(encode_into(&value, &mut dst).unwrap(), bytes.len());
         assert_eq!(&dst[..bytes.len()], &bytes[..]);
         assert!(encode_into(&value, &mut dst[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_value_past_what_is_stored_first_is_encoded_as_in_one_pass() {
+        // Many small writes (bytes one by one) and one big write (a ByteBuf), each past
+        // the bytes stored before the encoder only counts; appended after a prefix.
+        let bytes = vec![7u8; STORE_FIRST + 3];
+        let buf = serde_bytes::ByteBuf::from(vec![9u8; STORE_FIRST + 5]);
+        for value in [(1u8, bytes.clone(), None), (2, vec![], Some(buf))] {
+            let mut one_pass = Vec::new();
+            let mut writer = Capped {
+                out: &mut one_pass,
+                room: usize::MAX,
+            };
+            bincode::serde::encode_into_writer(&value, &mut writer, config()).unwrap();
+            let mut dst = vec![1, 2, 3];
+            let len = encode_value_append(&value, &mut dst).unwrap();
+            assert_eq!(len, one_pass.len());
+            assert_eq!(&dst[..3], &[1, 2, 3]);
+            assert!(dst[3..] == one_pass[..], "the encodings differ");
+            let back: (u8, Vec<u8>, Option<serde_bytes::ByteBuf>) = decode(&dst[3..]).unwrap();
+            assert_eq!(back, value);
+        }
+    }
+
+    #[test]
+    fn a_value_over_its_limit_is_refused_and_leaves_the_buffer_as_it_was() {
+        let value = vec![7u8; STORE_FIRST * 2];
+        for limit in [10, STORE_FIRST - 1, STORE_FIRST + 1, STORE_FIRST * 2] {
+            let mut dst = vec![1, 2, 3];
+            let e = append_capped(&value, &mut dst, limit).unwrap_err();
+            assert!(
+                matches!(e, CodecError::TooLarge { limit: l, .. } if l == limit),
+                "{e:?}"
+            );
+            assert_eq!(dst, [1, 2, 3]);
+        }
+        // Exactly at the limit (its length takes 5 bytes: 0xfc and a u32).
+        let mut dst = Vec::new();
+        assert_eq!(
+            append_capped(&value, &mut dst, STORE_FIRST * 2 + 5).unwrap(),
+            STORE_FIRST * 2 + 5
+        );
+        assert_eq!(dst.capacity(), dst.len(), "not encoded into its exact room");
     }
 
     #[test]
