@@ -76,6 +76,12 @@ pub(crate) enum Outcome {
     Failed(Failure),
     /// The agent refuses command-mode tasks.
     CommandsRefused,
+    /// The agent refuses this task (see `Agent::refuse_with`): why, and the flag
+    /// that would allow it.
+    Refused(String),
+    /// The submitter stopped the run while the task ran, and the agent stopped it
+    /// (whatever it made of the stop).
+    Stopped,
 }
 
 /// An agent's error, flattened for the wire.
