@@ -745,3 +745,40 @@ fn a_remote_failure_says_the_host_it_ran_on_in_text_json_and_the_job_log() {
         drop(a);
     });
 }
+
+#[test]
+fn halt_soon_lets_the_tasks_running_on_agents_finish_and_prints_them_as_locally() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 3, &["--allow-commands"]);
+        let mut seen = Vec::new();
+        for nats in [None, Some(url.as_str())] {
+            let ran = server.dir.join("ran");
+            let _ = std::fs::remove_file(&ran);
+            let r = ran.display();
+            // Input 1 fails once 2 and 3 run; they finish a moment later.
+            let cmd = format!(
+                "if [ {{}} = 1 ]; then \
+                   while [ $(cat {r} 2>/dev/null | wc -l) -lt 2 ]; do sleep 0.05; done; exit 1; \
+                 fi; echo {{}} >> {r}; sleep 1; echo done {{}}"
+            );
+            let mut args = vec!["run"];
+            match nats {
+                Some(url) => args.extend(["--nats", url]),
+                None => args.extend(["-j", "3"]),
+            }
+            args.extend(["--halt", "soon,fail=1", "--", "sh", "-c", &cmd]);
+            // As many inputs as workers: an agent's worker freed by the failure may
+            // start a next task before the agent hears of the halt (it does not know
+            // the rule), which a local pool's gate prevents.
+            let out = supervisor(&args, &lines(3));
+            assert_eq!(out.code, Some(1), "{nats:?}: {}", out.stderr);
+            seen.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        // Before: the remote run printed nothing; 2 and 3 ran out unseen.
+        assert_eq!(seen[0], "done 2\ndone 3\n");
+        assert_eq!(seen[1], seen[0], "remote, as locally");
+        drop(a);
+    });
+}
