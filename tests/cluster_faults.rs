@@ -782,3 +782,101 @@ fn halt_soon_lets_the_tasks_running_on_agents_finish_and_prints_them_as_locally(
         drop(a);
     });
 }
+
+#[test]
+fn timeout_travels_with_each_task_and_the_agents_pool_applies_it_as_locally() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 2, &[]);
+        let mut seen = Vec::new();
+        for nats in [None, Some(url.as_str())] {
+            let log = server.dir.join("joblog.json");
+            let log_arg = log.to_str().unwrap().to_string();
+            let mut args = vec!["run"];
+            if let Some(url) = nats {
+                args.extend(["--nats", url]);
+            }
+            // Before: `--timeout is a setting of the local pool`, exit 2.
+            args.extend(["--timeout", "1s", "--retries", "1", "--task", "sleep"]);
+            args.extend(["--joblog", &log_arg, "--joblog-format", "json"]);
+            let t = std::time::Instant::now();
+            let out = supervisor(&args, b"100ms\n30s\n");
+            assert_eq!(out.code, Some(1), "{nats:?}: {}", out.stderr);
+            assert!(t.elapsed() < Duration::from_secs(25), "{:?}", t.elapsed());
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "100ms\n");
+            assert!(out.stderr.contains("timed out"), "{nats:?}: {}", out.stderr);
+            let log = by_seq(&joblog(&log));
+            seen.push(
+                log.values()
+                    .map(|l| (l["outcome"].clone(), l["attempts"].clone()))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(seen[0], seen[1], "local, then remote");
+        assert_eq!(seen[0][1], ("timed_out".into(), 2.into()), "{seen:?}");
+        drop(a);
+    });
+}
+
+/// The CLI's task input, as its `command` task decodes it (field for field).
+#[derive(serde::Serialize)]
+enum CliStream {
+    Group,
+}
+
+#[derive(serde::Serialize)]
+struct CliJob {
+    line: String,
+    seq: u64,
+    args: std::collections::BTreeMap<String, String>,
+    argv: Vec<serde_bytes::ByteBuf>,
+    slots: Vec<(u32, u32)>,
+    stream: CliStream,
+    tag: Option<serde_bytes::ByteBuf>,
+    lock: Option<serde_bytes::ByteBuf>,
+}
+
+#[test]
+fn a_command_not_marked_as_one_is_refused_by_an_agent_without_allow_commands() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 1, &[]);
+        let marker = server.dir.join("ran");
+        let script = format!("touch {}", marker.display());
+        let job = CliJob {
+            line: String::new(),
+            seq: 1,
+            args: Default::default(),
+            argv: ["sh", "-c", &script]
+                .iter()
+                .map(|a| serde_bytes::ByteBuf::from(a.as_bytes().to_vec()))
+                .collect(),
+            slots: Vec::new(),
+            stream: CliStream::Group,
+            tag: None,
+            lock: None,
+        };
+        // A hostile client's run of the `command` task on a built-in run's consumer,
+        // which every agent pulls from: before, the agent ran the command.
+        let options =
+            supervisor::cluster::RemoteOptions::new(supervisor::cluster::Connect::new(url.clone()));
+        let mut reports = supervisor::cluster::RemoteReports::<String, _>::start(
+            options,
+            "command",
+            std::iter::once(job),
+        )
+        .unwrap();
+        let report = reports.next().expect("one report");
+        let e = report.result.expect_err("refused");
+        assert!(
+            matches!(e.kind(), supervisor::ErrorKind::TaskRefused { .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--allow-commands"), "{e}");
+        drop(reports);
+        assert!(!marker.exists(), "the command ran");
+        drop(a);
+    });
+}

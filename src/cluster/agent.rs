@@ -482,7 +482,9 @@ async fn run_task(
     {
         (Outcome::Refused(reason), 0, true)
     } else {
-        let call = shared.pool.start_encoded(&task.task, task.arg.to_vec());
+        let call = shared
+            .pool
+            .start_encoded(&task.task, task.arg.to_vec(), task.timeout);
         let id = call.id;
         let mut job = tokio::task::spawn_blocking(move || call.wait());
         // The submitter stops its run (`--halt now`, a signal): the call is stopped

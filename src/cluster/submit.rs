@@ -50,6 +50,10 @@ pub struct RemoteOptions {
     /// waits at most this long for the agents to stop its running tasks and report
     /// them (see [`super::defaults::STOP_WAIT`]).
     pub stop_wait: Duration,
+    /// A time limit per task, which travels with each task: the agent's pool stops a
+    /// task past it as a local pool's `task_timeout` does ([`ErrorKind::TimedOut`];
+    /// run again within `retries`). An agent's own limit applies too; the shorter wins.
+    pub task_timeout: Option<Duration>,
 }
 
 impl RemoteOptions {
@@ -65,6 +69,7 @@ impl RemoteOptions {
             retry_errors: false,
             server_timeout: SERVER_TIMEOUT,
             stop_wait: STOP_WAIT,
+            task_timeout: None,
         }
     }
 }
@@ -396,6 +401,7 @@ where
                 command: self.options.command,
                 max_deliver: self.options.retries + 1,
                 retry_errors: self.options.retry_errors,
+                timeout: self.options.task_timeout,
             });
             match task.and_then(|t| codec::encode(&t)) {
                 // Headers and framing take a little room beside the task.

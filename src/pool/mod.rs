@@ -512,17 +512,23 @@ impl Pool {
 
     /// Submits task `name` with its argument already encoded (the cluster agent's
     /// path: the bytes came over the network), and returns at once: the call's id
-    /// (for [`Pool::stop_call`]) and what waits for its result.
+    /// (for [`Pool::stop_call`]) and what waits for its result. `limit` is the call's
+    /// own time limit (the run's `--timeout`): the shorter of it and the pool's
+    /// applies, to this call alone, as the pool's applies to each call.
     #[cfg(feature = "cluster")]
-    pub(crate) fn start_encoded(&self, name: &str, bytes: Vec<u8>) -> EncodedCall {
+    pub(crate) fn start_encoded(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        limit: Option<std::time::Duration>,
+    ) -> EncodedCall {
         let state = HandleState::new();
         let id = self.shared.next_id();
         let early = match registry::by_name(name) {
             Ok(entry) => {
-                self.shared.submit(vec![Unit::new(
-                    entry.name,
-                    vec![Job::new(id, entry.name, bytes, Sink::Handle(state.clone()))],
-                )]);
+                let mut job = Job::new(id, entry.name, bytes, Sink::Handle(state.clone()));
+                job.limit = limit;
+                self.shared.submit(vec![Unit::new(entry.name, vec![job])]);
                 None
             }
             Err(e) => Some(e.into()),

@@ -124,13 +124,13 @@ impl<X: Io> Dispatcher<X> {
                             _ if answered.is_some() => ErrorKind::TimedOut {
                                 task: task.to_string(),
                                 pid,
-                                limit: self.cfg.task_timeout.unwrap_or_default(),
+                                limit: job.limit_under(self.cfg.task_timeout).unwrap_or_default(),
                             }
                             .into(),
                             Some(Stop::Timeout) => ErrorKind::TimedOut {
                                 task: task.to_string(),
                                 pid,
-                                limit: self.cfg.task_timeout.unwrap_or_default(),
+                                limit: job.limit_under(self.cfg.task_timeout).unwrap_or_default(),
                             }
                             .into(),
                             Some(Stop::Memory) => ErrorKind::MemoryExceeded {
@@ -249,7 +249,12 @@ impl<X: Io> Dispatcher<X> {
                     let timed_out: crate::error::Error = ErrorKind::TimedOut {
                         task: task.to_string(),
                         pid,
-                        limit: self.cfg.task_timeout.unwrap_or_default(),
+                        limit: run
+                            .unit
+                            .jobs
+                            .first()
+                            .and_then(|j| j.limit_under(self.cfg.task_timeout))
+                            .unwrap_or_default(),
                     }
                     .into();
                     (Err(timed_out), true)

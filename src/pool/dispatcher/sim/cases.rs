@@ -40,6 +40,8 @@ struct Case {
     memory_reads_low: bool,
     /// `Pool::stop_call`s: when, and which call.
     stop_calls: Vec<(u64, u64)>,
+    /// Calls' own time limits (`Pool::start_encoded`), by call.
+    own_limits: Vec<(u64, Duration)>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -79,6 +81,7 @@ fn case(seed: u64) -> Case {
     Case {
         seed,
         stop_calls,
+        own_limits: Vec::new(),
         procs: 1 + w.rand(4) as usize,
         scripts,
         second_wave: w.rand(200_000_000),
@@ -132,14 +135,23 @@ fn config(case: &Case) -> Config {
     }
 }
 
-fn units(ids: std::ops::Range<usize>, tx: &wake::Sender<Delivery>) -> Vec<Unit> {
+fn units(
+    ids: std::ops::Range<usize>,
+    tx: &wake::Sender<Delivery>,
+    limits: &[(u64, Duration)],
+) -> Vec<Unit> {
     ids.map(|i| {
         let sink = Sink::Stream {
             stream: 1,
             index: i,
             tx: tx.clone(),
         };
-        Unit::new(TASK, vec![Job::new(i as u64, TASK, Vec::new(), sink)])
+        let mut job = Job::new(i as u64, TASK, Vec::new(), sink);
+        job.limit = limits
+            .iter()
+            .find(|(id, _)| *id == i as u64)
+            .map(|(_, l)| *l);
+        Unit::new(TASK, vec![job])
     })
     .collect()
 }
@@ -187,9 +199,9 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
     let n = case.scripts.len();
     let (tx, rx) = wake::channel();
     let mut d = Dispatcher::new(config(case), SimIo(world.clone()));
-    d.handle(Event::Submit(units(0..n / 2, &tx)));
+    d.handle(Event::Submit(units(0..n / 2, &tx, &case.own_limits)));
     d.dispatch();
-    let mut second = Some(units(n / 2..n, &tx));
+    let mut second = Some(units(n / 2..n, &tx, &case.own_limits));
     let mut kills = case.kills.clone();
     let mut terminate_at = case.terminate_at;
     let mut retime = case.retime;
@@ -454,6 +466,7 @@ fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Duration>) -> Ca
         max_memory_per_child: None,
         memory_reads_low: false,
         stop_calls: Vec::new(),
+        own_limits: Vec::new(),
     }
 }
 
@@ -644,4 +657,32 @@ fn stop_call_stops_the_running_call_alone_and_cancels_a_queued_one() {
         world.records[&2].pids, stopped.pids,
         "a replacement ran the rest"
     );
+}
+
+/// A call's own time limit (the cluster's per-task `--timeout`, through
+/// `Pool::start_encoded`): fast calls first so that the slow ones travel in one batch;
+/// the call with a 100 ms limit times out at it, its batch-mates without one (and a
+/// pool with none) run their 300 ms to the end, each once.
+#[test]
+fn a_calls_own_time_limit_stops_it_alone_in_its_batch() {
+    let mut case = scripted(&[0, 0, 300, 300, 300], 1, None);
+    case.own_limits = vec![(3, Duration::from_millis(100))];
+    let (results, world) = simulate(&case);
+    for (i, (result, meta)) in results.iter().enumerate() {
+        let timed_out = matches!(
+            result,
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut { limit, .. } if *limit == Duration::from_millis(100))
+        );
+        assert_eq!(timed_out, i == 3, "call {i}: {result:?}");
+        assert_eq!(world.records[&(i as u64)].starts, 1, "call {i}");
+        if i == 3 {
+            assert!(meta.duration >= Duration::from_millis(100), "{meta:?}");
+            let (at, start) = *world.records[&3].stopped.last().expect("stopped");
+            assert!(
+                at - start < 150_000_000,
+                "stopped {} ns after its start",
+                at - start
+            );
+        }
+    }
 }
