@@ -658,6 +658,10 @@ where
     fn tell(&self, wind: Wind) {
         self.answer.set(wind);
         let (client, run, answer) = (self.js.client(), self.run.clone(), self.answer.clone());
+        if client.connection_state() != async_nats::connection::State::Connected {
+            // Nobody to tell now; the answers say it if the connection comes back.
+            return;
+        }
         self.rt
             .block_on(async move { wind_down::tell(&client, &run, &answer).await });
     }
