@@ -461,3 +461,422 @@ fn a_duplicate_run_s_job_log_line_has_its_own_start() {
         drop((a, b));
     });
 }
+
+/// Whether process `pid` of this host has ended (gone, or a zombie waiting for its
+/// reaper).
+fn ended(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// The pids written to `path`, one a line, once there are `n` (30 s at most).
+fn wait_pids(path: &std::path::Path, n: usize) -> Vec<i32> {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pids: Vec<i32> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if pids.len() >= n {
+            return pids;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{} of {n} pids",
+            pids.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Checks that every process in `pids` ends within 10 s.
+fn assert_all_end(pids: &[i32]) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !pids.iter().all(|p| ended(*p)) {
+        assert!(
+            std::time::Instant::now() < until,
+            "still running on the agent: {:?}",
+            pids.iter().filter(|p| !ended(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The command of the stop tests: inputs other than 1 write their pid and sleep a
+/// minute (`exec`: the pid is the sleep's); input 1 waits until `n` of them run, then
+/// fails (or, with `n` 0, sleeps too).
+fn stop_command(pids: &std::path::Path, n: usize) -> String {
+    let pids = pids.display();
+    format!(
+        "if [ {{}} = 1 ] && [ {n} -gt 0 ]; then \
+           while [ $(cat {pids} 2>/dev/null | wc -l) -lt {n} ]; do sleep 0.05; done; exit 1; \
+         fi; echo $$ >> {pids}; exec sleep 60"
+    )
+}
+
+/// The JSON job log's lines by seq, the run's own (not duplicates).
+fn by_seq(log: &[serde_json::Value]) -> std::collections::BTreeMap<u64, serde_json::Value> {
+    log.iter()
+        .filter(|l| l["duplicate"] != true)
+        .map(|l| (l["seq"].as_u64().unwrap(), l.clone()))
+        .collect()
+}
+
+#[test]
+fn halt_now_stops_the_tasks_running_on_agents_and_records_them_stopped_as_locally() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 3, &["--allow-commands"]);
+        let mut kinds = Vec::new();
+        for nats in [None, Some(url.as_str())] {
+            let pids = server.dir.join("pids");
+            let _ = std::fs::remove_file(&pids);
+            let log = server.dir.join("joblog.json");
+            let cmd = stop_command(&pids, 2);
+            let log_arg = log.to_str().unwrap().to_string();
+            let mut args = vec!["run"];
+            match nats {
+                Some(url) => args.extend(["--nats", url]),
+                None => args.extend(["-j", "3"]),
+            }
+            args.extend(["--halt", "now,fail=1", "--joblog", &log_arg]);
+            args.extend(["--joblog-format", "json", "--", "sh", "-c", &cmd]);
+            let out = supervisor(&args, &lines(3));
+            assert_eq!(out.code, Some(1), "{nats:?}: {}", out.stderr);
+            // Before, the remote run left both sleeping on the agent for their minute.
+            assert_all_end(&wait_pids(&pids, 2));
+            let log = by_seq(&joblog(&log));
+            for seq in [2, 3] {
+                let line = &log[&seq];
+                assert_eq!(line["outcome"], "stopped", "{nats:?}: {log:?}");
+                assert!(line["pid"].as_u64() > Some(0), "{nats:?}: {line}");
+                assert!(line["attempts"].as_u64() >= Some(1), "{nats:?}: {line}");
+                assert!(line["start"].as_f64().is_some_and(|s| s > 0.0), "{line}");
+                if nats.is_some() {
+                    assert_eq!(line["host"], "a", "{line}");
+                }
+            }
+            kinds.push(
+                log.values()
+                    .map(|l| l["outcome"].as_str().unwrap_or("?").to_string())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(kinds[0], kinds[1], "local, then remote");
+        drop(a);
+    });
+}
+
+#[test]
+fn a_signal_to_the_submitter_stops_the_tasks_running_on_agents_as_locally() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 2, &["--allow-commands"]);
+        for (signal, code) in [
+            (libc::SIGTERM, 143),
+            (libc::SIGINT, 130),
+            (libc::SIGHUP, 129),
+        ] {
+            let pids = server.dir.join("pids");
+            let _ = std::fs::remove_file(&pids);
+            let log = server.dir.join("joblog.json");
+            let cmd = stop_command(&pids, 0);
+            let mut run = Live::start(
+                &[
+                    "run",
+                    "--nats",
+                    &url,
+                    "--joblog",
+                    log.to_str().unwrap(),
+                    "--joblog-format",
+                    "json",
+                    "--",
+                    "sh",
+                    "-c",
+                    &cmd,
+                ],
+                &lines(4),
+            );
+            let running = wait_pids(&pids, 2);
+            run.signal(signal);
+            assert_eq!(run.end(), Some(code), "{signal}: {:?}", run.stderr);
+            assert_all_end(&running);
+            let said = run.stderr.join("\n");
+            // Before: "0 stopped while running, 4 not started", the two still running.
+            assert!(
+                said.contains("2 stopped while running, 2 not started"),
+                "{signal}: {said}"
+            );
+            let log = by_seq(&joblog(&log));
+            let stopped: Vec<_> = log.values().filter(|l| l["outcome"] == "stopped").collect();
+            assert_eq!(stopped.len(), 2, "{signal}: {log:?}");
+            for line in stopped {
+                assert!(line["pid"].as_u64() > Some(0), "{line}");
+                assert!(line["attempts"].as_u64() >= Some(1), "{line}");
+                assert_eq!(line["host"], "a", "{line}");
+            }
+        }
+        drop(a);
+    });
+}
+
+#[test]
+fn an_agent_without_allow_files_refuses_built_ins_that_read_or_write_its_files() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let secret = server.dir.join("secret");
+        std::fs::write(&secret, "root:the-secret-hash\n").unwrap();
+        let out_dir = server.dir.join("words");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let a = Agent::start(&url, "a", 1, &[]);
+        let path = format!("{}\n", secret.display());
+        let out_arg = format!("out={}", out_dir.display());
+        let cases: [(&[&str], &[u8], &str); 3] = [
+            (
+                &["--task", "search", "--arg", "pattern=root"],
+                path.as_bytes(),
+                "--allow-files",
+            ),
+            (
+                &[
+                    "--task",
+                    "pseudowords",
+                    "--arg",
+                    "count=3",
+                    "--arg",
+                    &out_arg,
+                ],
+                b"ab\n",
+                "--allow-files",
+            ),
+            (
+                &["--task", "fault"],
+                b"spawn-grandchild\n",
+                "--allow-commands",
+            ),
+        ];
+        for (args, input, flag) in cases {
+            let out = supervisor(&[&["run", "--nats", &url][..], args].concat(), input);
+            // Before: the secret came back, the words were written under DIR.
+            assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);
+            let task = args[1];
+            assert!(
+                out.stderr
+                    .contains(&format!("the agent on host a refuses task `{task}`"))
+                    && out
+                        .stderr
+                        .contains(&format!("(start the agent with {flag})")),
+                "{args:?}: {}",
+                out.stderr
+            );
+            assert!(!String::from_utf8_lossy(&out.stdout).contains("secret"));
+        }
+        assert_eq!(
+            std::fs::read_dir(&out_dir).unwrap().count(),
+            0,
+            "a file was written"
+        );
+        drop(a);
+        // With the flag, as locally.
+        let a = Agent::start(&url, "a", 1, &["--allow-files"]);
+        let args = [
+            "run",
+            "--nats",
+            &url,
+            "--task",
+            "search",
+            "--arg",
+            "pattern=root",
+        ];
+        let out = supervisor(&args, path.as_bytes());
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("the-secret-hash"));
+        drop(a);
+    });
+}
+
+#[test]
+fn a_remote_failure_says_the_host_it_ran_on_in_text_json_and_the_job_log() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let log = server.dir.join("joblog.json");
+        let a = Agent::start(&url, "hx", 1, &[]);
+        let out = supervisor(&["run", "--nats", &url, "--task", "fault"], b"fail boom\n");
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        // Before: "boom (worker 123)", with no word of where.
+        assert!(out.stderr.contains("boom (worker "), "{}", out.stderr);
+        assert!(out.stderr.contains(" on host hx)"), "{}", out.stderr);
+        let out = supervisor(
+            &[
+                "run",
+                "--nats",
+                &url,
+                "--format",
+                "json",
+                "--task",
+                "fault",
+                "--joblog",
+                log.to_str().unwrap(),
+                "--joblog-format",
+                "json",
+            ],
+            b"fail boom\nok\n",
+        );
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 2);
+        let logged = by_seq(&joblog(&log));
+        for r in &records {
+            assert_eq!(r["host"], "hx", "{r}");
+            assert_eq!(logged[&r["seq"].as_u64().unwrap()]["host"], "hx");
+        }
+        drop(a);
+    });
+}
+
+#[test]
+fn halt_soon_lets_the_tasks_running_on_agents_finish_and_prints_them_as_locally() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 3, &["--allow-commands"]);
+        let mut seen = Vec::new();
+        for nats in [None, Some(url.as_str())] {
+            let ran = server.dir.join("ran");
+            let _ = std::fs::remove_file(&ran);
+            let r = ran.display();
+            // Input 1 fails once 2 and 3 run; they finish a moment later.
+            let cmd = format!(
+                "if [ {{}} = 1 ]; then \
+                   while [ $(cat {r} 2>/dev/null | wc -l) -lt 2 ]; do sleep 0.05; done; exit 1; \
+                 fi; echo {{}} >> {r}; sleep 1; echo done {{}}"
+            );
+            let mut args = vec!["run"];
+            match nats {
+                Some(url) => args.extend(["--nats", url]),
+                None => args.extend(["-j", "3"]),
+            }
+            args.extend(["--halt", "soon,fail=1", "--", "sh", "-c", &cmd]);
+            // As many inputs as workers: an agent's worker freed by the failure may
+            // start a next task before the agent hears of the halt (it does not know
+            // the rule), which a local pool's gate prevents.
+            let out = supervisor(&args, &lines(3));
+            assert_eq!(out.code, Some(1), "{nats:?}: {}", out.stderr);
+            seen.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        // Before: the remote run printed nothing; 2 and 3 ran out unseen.
+        assert_eq!(seen[0], "done 2\ndone 3\n");
+        assert_eq!(seen[1], seen[0], "remote, as locally");
+        drop(a);
+    });
+}
+
+#[test]
+fn timeout_travels_with_each_task_and_the_agents_pool_applies_it_as_locally() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 2, &[]);
+        let mut seen = Vec::new();
+        for nats in [None, Some(url.as_str())] {
+            let log = server.dir.join("joblog.json");
+            let log_arg = log.to_str().unwrap().to_string();
+            let mut args = vec!["run"];
+            if let Some(url) = nats {
+                args.extend(["--nats", url]);
+            }
+            // Before: `--timeout is a setting of the local pool`, exit 2.
+            args.extend(["--timeout", "1s", "--retries", "1", "--task", "sleep"]);
+            args.extend(["--joblog", &log_arg, "--joblog-format", "json"]);
+            let t = std::time::Instant::now();
+            let out = supervisor(&args, b"100ms\n30s\n");
+            assert_eq!(out.code, Some(1), "{nats:?}: {}", out.stderr);
+            assert!(t.elapsed() < Duration::from_secs(25), "{:?}", t.elapsed());
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "100ms\n");
+            assert!(out.stderr.contains("timed out"), "{nats:?}: {}", out.stderr);
+            let log = by_seq(&joblog(&log));
+            seen.push(
+                log.values()
+                    .map(|l| (l["outcome"].clone(), l["attempts"].clone()))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(seen[0], seen[1], "local, then remote");
+        assert_eq!(seen[0][1], ("timed_out".into(), 2.into()), "{seen:?}");
+        drop(a);
+    });
+}
+
+/// The CLI's task input, as its `command` task decodes it (field for field).
+#[derive(serde::Serialize)]
+enum CliStream {
+    Group,
+}
+
+#[derive(serde::Serialize)]
+struct CliJob {
+    line: String,
+    seq: u64,
+    args: std::collections::BTreeMap<String, String>,
+    argv: Vec<serde_bytes::ByteBuf>,
+    slots: Vec<(u32, u32)>,
+    stream: CliStream,
+    tag: Option<serde_bytes::ByteBuf>,
+    lock: Option<serde_bytes::ByteBuf>,
+}
+
+#[test]
+fn a_command_not_marked_as_one_is_refused_by_an_agent_without_allow_commands() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 1, &[]);
+        let marker = server.dir.join("ran");
+        let script = format!("touch {}", marker.display());
+        let job = CliJob {
+            line: String::new(),
+            seq: 1,
+            args: Default::default(),
+            argv: ["sh", "-c", &script]
+                .iter()
+                .map(|a| serde_bytes::ByteBuf::from(a.as_bytes().to_vec()))
+                .collect(),
+            slots: Vec::new(),
+            stream: CliStream::Group,
+            tag: None,
+            lock: None,
+        };
+        // A hostile client's run of the `command` task on a built-in run's consumer,
+        // which every agent pulls from: before, the agent ran the command.
+        let options =
+            supervisor::cluster::RemoteOptions::new(supervisor::cluster::Connect::new(url.clone()));
+        let mut reports = supervisor::cluster::RemoteReports::<String, _>::start(
+            options,
+            "command",
+            std::iter::once(job),
+        )
+        .unwrap();
+        let report = reports.next().expect("one report");
+        let e = report.result.expect_err("refused");
+        assert!(
+            matches!(e.kind(), supervisor::ErrorKind::TaskRefused { .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--allow-commands"), "{e}");
+        drop(reports);
+        assert!(!marker.exists(), "the command ran");
+        drop(a);
+    });
+}

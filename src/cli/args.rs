@@ -121,10 +121,16 @@ pub struct WorkerArgs {
     /// Replace a worker after N tasks.
     #[arg(long)]
     pub max_tasks_per_child: Option<u64>,
-    /// Run command-mode tasks (`supervisor run --nats URL -- COMMAND`): they run any
-    /// command a client of the server sends. Refused otherwise.
+    /// Run command-mode tasks (`supervisor run --nats URL -- COMMAND`) and built-in
+    /// tasks that start programs (`fault spawn-grandchild`): they run any command a
+    /// client of the server sends. Implies --allow-files. Refused otherwise.
     #[arg(long)]
     pub allow_commands: bool,
+    /// Run built-in tasks that read or write this host's files by a path the client
+    /// chose (`search` reads the file its input names, `pseudowords --arg out=DIR`
+    /// writes under DIR). Refused otherwise; the other built-ins only compute.
+    #[arg(long)]
+    pub allow_files: bool,
     /// The name this agent reports in results, job logs and `workers` (default: the
     /// host name).
     #[arg(long)]

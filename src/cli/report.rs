@@ -174,7 +174,12 @@ pub fn joblog_json(
         line[k] = v;
     }
     if let Some(host) = host {
-        line["host"] = json!(host);
+        // A remote task that never reached an agent ran nowhere.
+        line["host"] = if host.is_empty() {
+            Value::Null
+        } else {
+            json!(host)
+        };
     }
     line
 }
@@ -285,6 +290,10 @@ impl Record {
             "pid": self.meta.pid, "attempts": self.meta.attempts,
             "duration_ms": self.duration_ms(),
         });
+        // Where a remote task ran, as the job log says it.
+        if let Some(host) = self.host.as_deref().filter(|h| !h.is_empty()) {
+            head["host"] = host.into();
+        }
         head[k] = v;
         let mut output = None;
         match &self.result {
@@ -383,12 +392,23 @@ impl Record {
             // stopped in process 7: ...").
             let message = &e.message;
             let pid = self.meta.pid;
+            // A remote task's failure says where it ran too, unless its message does
+            // (`... (on host a)`, a delivery limit's `(hosts: a, b)`).
+            let host = self.host.as_deref().filter(|h| {
+                !h.is_empty()
+                    && !message.contains(&format!("host {h}"))
+                    && !message.contains("(hosts: ")
+            });
+            let on = host.map(|h| format!(" on host {h}")).unwrap_or_default();
             let at = if pid == 0 {
-                " (before it ran)".to_string()
+                format!(
+                    " (before it ran{})",
+                    host.map(|h| format!(", on host {h}")).unwrap_or_default()
+                )
             } else if message.contains(&format!("process {pid}")) {
-                String::new()
+                host.map(|h| format!(" (on host {h})")).unwrap_or_default()
             } else {
-                format!(" (worker {pid})")
+                format!(" (worker {pid}{on})")
             };
             writeln!(
                 w,

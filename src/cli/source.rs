@@ -29,16 +29,20 @@ where
     /// nothing that arrives after the deciding result counts. `fatal` is called once
     /// if the run cannot go on (the server unreachable past `--nats-timeout`), after
     /// the error is said on stderr; the tasks without a result are then not run.
+    /// `drain` says whether a stop lets the running tasks finish (`--halt soon`);
+    /// otherwise the agents stop them, and they are reported as stopped.
     #[cfg(feature = "cluster")]
     pub fn remote(
         options: supervisor::cluster::RemoteOptions,
         task: &str,
         jobs: I,
         stopped: impl Fn() -> bool + 'static,
+        drain: impl Fn() -> bool + 'static,
         mut fatal: impl FnMut() + 'static,
     ) -> Result<Self, Error> {
         let remote = supervisor::cluster::RemoteReports::start(options, task, jobs)?
             .stop_when(stopped)
+            .drain_when(drain)
             .on_fatal(move |e| {
                 say!(
                     "supervisor: {}; the tasks without a result are given up",

@@ -208,6 +208,34 @@ pub const BUILTINS: &[(&str, &str, &str)] = &[
     ("fault", "ok | fail MESSAGE | panic | abort | segfault | exit N | hang | sleep DUR | alloc MIB | spawn-grandchild", "what the worker did (for demos and tests)"),
 ];
 
+/// What a built-in task reaches on its host beyond computing (an agent started
+/// without the flag that allows it refuses the task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostAccess {
+    /// Reads or writes files of the host by a path the submitter chose:
+    /// `supervisor worker --allow-files`.
+    Files,
+    /// Starts programs (command mode, `fault spawn-grandchild`):
+    /// `supervisor worker --allow-commands`, which allows files too (a command can
+    /// read and write them anyway).
+    Commands,
+}
+
+/// What `task` run on `job` reaches on its host (none: it only computes, sleeps or
+/// misbehaves inside its own worker, which the pool contains). `search` reads the
+/// file named by its input; `pseudowords --arg out=DIR` writes a file under DIR;
+/// `command` and `fault spawn-grandchild` start programs. `whoami` reads only its
+/// own process's `/proc` entries.
+pub fn host_access(task: &str, job: &Job) -> Option<HostAccess> {
+    match task {
+        "command" => Some(HostAccess::Commands),
+        "search" => Some(HostAccess::Files),
+        "pseudowords" if job.args.contains_key("out") => Some(HostAccess::Files),
+        "fault" if job.line.trim().starts_with("spawn-grandchild") => Some(HostAccess::Commands),
+        _ => None,
+    }
+}
+
 /// `sha512-chain`: N rounds of `h = hex(sha512(h))` from the input's bytes.
 pub fn sha512_chain(job: Job) -> Outcome {
     let rounds: u64 = arg(&job, "iterations", 1_000_000)?;
@@ -724,5 +752,58 @@ mod tests {
             "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
         );
         assert_eq!(chain(b"abc", 0), "abc");
+    }
+
+    /// Every built-in is in the table: those that touch the host's files or start
+    /// programs say so; the others only compute.
+    #[test]
+    fn host_access_names_every_built_in_that_reaches_outside_its_worker() {
+        let job = |line: &str, args: &[(&str, &str)]| Job {
+            line: line.to_string(),
+            seq: 1,
+            args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            argv: Vec::new(),
+            slots: Vec::new(),
+            stream: Stream::Group,
+            tag: None,
+            lock: None,
+        };
+        let cases: &[(&str, Job, Option<HostAccess>)] = &[
+            ("sha512-chain", job("x", &[]), None),
+            ("prime-factors", job("12", &[]), None),
+            ("pseudowords", job("ab", &[("count", "3")]), None),
+            (
+                "pseudowords",
+                job("ab", &[("out", "/etc")]),
+                Some(HostAccess::Files),
+            ),
+            (
+                "search",
+                job("/etc/shadow", &[("pattern", "root")]),
+                Some(HostAccess::Files),
+            ),
+            ("sleep", job("1s", &[]), None),
+            ("whoami", job("", &[]), None),
+            ("fault", job("segfault", &[]), None),
+            ("fault", job("alloc 10", &[]), None),
+            (
+                "fault",
+                job(" spawn-grandchild", &[]),
+                Some(HostAccess::Commands),
+            ),
+            ("command", job("", &[]), Some(HostAccess::Commands)),
+        ];
+        for (task, job, access) in cases {
+            assert_eq!(host_access(task, job), *access, "{task} {:?}", job.line);
+        }
+        for (name, _, _) in BUILTINS {
+            assert!(
+                cases.iter().any(|(t, _, _)| t == name),
+                "{name} is not in the table"
+            );
+        }
     }
 }

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use supervisor::cluster::{Agent, FailedWhen, Finish};
+use supervisor::cluster::{Agent, FailedWhen, Finish, Refuse};
 use supervisor::{Captured, Pool};
 
 use super::args::{Format, NatsArgs, WorkerArgs};
 use super::specs;
-use super::tasks::{Failure, Outcome};
+use super::tasks::{host_access, Failure, HostAccess, Job, Outcome};
 use super::Usage;
 
 fn usage(message: impl Into<String>) -> anyhow::Error {
@@ -50,8 +50,12 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
         builder = builder.max_tasks_per_child(n);
     }
     let pool = builder.build().map_err(|e| usage(chain(&e)))?;
+    let (files, commands) = (args.allow_files || args.allow_commands, args.allow_commands);
     let mut agent = Agent::new(connect)
         .allow_commands(args.allow_commands)
+        .refuse_with(
+            Arc::new(move |task: &str, arg: &[u8]| refusal(task, arg, files, commands)) as Refuse,
+        )
         .finish_with(Arc::new(inline_outputs) as Finish)
         .failed_when(Arc::new(failed_run) as FailedWhen)
         .log_with(Arc::new(|line: String| {
@@ -86,6 +90,26 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
             say!("supervisor: {}", chain(&e));
             Ok(super::EXIT_USAGE)
         }
+    }
+}
+
+/// Why this agent refuses a built-in task, if it does (see [`host_access`]): one that
+/// reads or writes its host's files without `--allow-files`, one that starts a program
+/// without `--allow-commands`. Whatever the submitter says of the task (its
+/// command-mode mark included): the name and the input decide. An input that does not
+/// decode is left to the task, which cannot read it either.
+fn refusal(task: &str, arg: &[u8], files: bool, commands: bool) -> Option<String> {
+    let job: Job = supervisor_worker::codec::decode(arg).ok()?;
+    match host_access(task, &job)? {
+        HostAccess::Files if !files => Some(
+            "it reads or writes files of the agent's host (start the agent with --allow-files)"
+                .to_string(),
+        ),
+        HostAccess::Commands if !commands => Some(
+            "it starts programs on the agent's host (start the agent with --allow-commands)"
+                .to_string(),
+        ),
+        _ => None,
     }
 }
 

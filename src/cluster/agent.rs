@@ -32,6 +32,12 @@ pub type Log = Arc<dyn Fn(String) + Send + Sync>;
 /// [`crate::PoolBuilder::retry_errors`] does.
 pub type FailedWhen = Arc<dyn Fn(&str, &[u8]) -> bool + Send + Sync>;
 
+/// Whether an agent refuses a task, given its name and its encoded argument: the
+/// reason, with the flag that would allow it (the CLI refuses built-in tasks that
+/// read or write the host's files without `--allow-files`). By default an agent runs
+/// every task registered in its program: they are its owner's code.
+pub type Refuse = Arc<dyn Fn(&str, &[u8]) -> Option<String> + Send + Sync>;
+
 /// Makes this program a host agent: it runs the registered tasks that submitters
 /// publish, on a local pool, until stopped.
 ///
@@ -49,6 +55,7 @@ pub struct Agent {
     host: String,
     finish: Option<Finish>,
     failed_when: Option<FailedWhen>,
+    refuse: Option<Refuse>,
     log: Option<Log>,
     stop: AgentStop,
 }
@@ -104,6 +111,7 @@ struct Shared {
     host: String,
     finish: Option<Finish>,
     failed_when: Option<FailedWhen>,
+    refuse: Option<Refuse>,
     log: Option<Log>,
     free: Arc<Semaphore>,
     done: AtomicU64,
@@ -122,6 +130,7 @@ impl Agent {
             host: host_name(),
             finish: None,
             failed_when: None,
+            refuse: None,
             log: None,
             stop: AgentStop::default(),
         }
@@ -149,6 +158,13 @@ impl Agent {
     /// a success).
     pub fn failed_when(mut self, failed: FailedWhen) -> Agent {
         self.failed_when = Some(failed);
+        self
+    }
+
+    /// Refuses the tasks `refuse` names a reason for (see [`Refuse`]); the submitter
+    /// gets [`ErrorKind::TaskRefused`] with the host and the reason.
+    pub fn refuse_with(mut self, refuse: Refuse) -> Agent {
+        self.refuse = Some(refuse);
         self
     }
 
@@ -185,6 +201,7 @@ impl Agent {
                 host: self.host.clone(),
                 finish: self.finish.clone(),
                 failed_when: self.failed_when.clone(),
+                refuse: self.refuse.clone(),
                 log: self.log.clone(),
                 free: Arc::new(Semaphore::new(procs * SHARE as usize)),
                 done: AtomicU64::new(0),
@@ -331,6 +348,13 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
             if liveness.gone() {
                 drop_abandoned(&shared, &tasks, &name, &run).await;
             }
+            if liveness.winding_down() {
+                // The pull requests open end within their 500 ms: what they bring
+                // is terminated by `run_task`, not left to wait out its ack wait.
+                for p in pulls.drain(..) {
+                    let _ = p.await;
+                }
+            }
             break;
         }
         // The mean run time of this run's tasks so far (none yet: slow).
@@ -439,6 +463,10 @@ async fn run_task(
         }
     };
     if !answering {
+        if liveness.winding_down() {
+            // Never started, and never to start: not delivered again.
+            let _ = message.ack_with(AckKind::Term).await;
+        }
         return;
     }
     let started = SystemTime::now();
@@ -447,19 +475,46 @@ async fn run_task(
         // Only from a run that put a command among tasks that are not (an agent
         // without --allow-commands never pulls a command-mode run's tasks).
         (Outcome::CommandsRefused, 0, true)
+    } else if let Some(reason) = shared
+        .refuse
+        .as_ref()
+        .and_then(|f| f(&task.task, &task.arg))
+    {
+        (Outcome::Refused(reason), 0, true)
     } else {
-        let pool = shared.pool.clone();
-        let (name, arg) = (task.task.clone(), task.arg.to_vec());
-        let mut job = tokio::task::spawn_blocking(move || pool.run_encoded(&name, arg));
+        let call = shared
+            .pool
+            .start_encoded(&task.task, task.arg.to_vec(), task.timeout);
+        let id = call.id;
+        let mut job = tokio::task::spawn_blocking(move || call.wait());
+        // The submitter stops its run (`--halt now`, a signal): the call is stopped
+        // through the pool's own stop path (SIGTERM to its worker's group, the grace,
+        // SIGKILL) and reported as stopped.
+        let mut stop_asked = false;
         let ran = loop {
             tokio::select! {
                 ran = &mut job => break ran,
                 () = tokio::time::sleep(every) => {
                     let _ = message.ack_with(AckKind::Progress).await;
                 }
+                () = liveness.stopping(), if !stop_asked => {
+                    stop_asked = true;
+                    shared.pool.stop_call(id);
+                }
             }
         };
         let Ok((result, pid)) = ran else { return };
+        if stop_asked {
+            if matches!(&result, Err(e) if matches!(e.kind(), ErrorKind::Cancelled { .. })) {
+                // The pool had not started it: never started, not run again.
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+            let _ = stopped_result(&shared, &task, pid, delivery, started, clock).await;
+            drop(permit);
+            let _ = message.ack().await;
+            return;
+        }
         timing
             .0
             .fetch_add(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -580,6 +635,38 @@ async fn run_task(
     } else {
         message.ack_with(AckKind::Nak(None)).await
     };
+}
+
+/// Publishes a stopped task's report (its value or error, whatever the stop made of
+/// it, is dropped: the submitter stopped the run), confirmed by the server.
+async fn stopped_result(
+    shared: &Shared,
+    task: &Task,
+    pid: u32,
+    delivery: u32,
+    started: SystemTime,
+    clock: Instant,
+) -> Result<(), ()> {
+    let result = TaskResult {
+        run: task.run.clone(),
+        seq: task.seq,
+        host: shared.host.clone(),
+        pid,
+        delivery,
+        started_ns: started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        duration_ns: clock.elapsed().as_nanos() as u64,
+        outcome: Outcome::Stopped,
+        last: true,
+    };
+    let bytes = supervisor_worker::codec::encode(&result).map_err(|_| ())?;
+    let ack = shared
+        .js
+        .publish(result_subject(&task.run), bytes.into())
+        .await
+        .map_err(|_| ())?;
+    ack.await.map(|_| ()).map_err(|_| ())
 }
 
 /// Room left in a NATS message for the framing beside a result.

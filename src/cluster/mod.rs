@@ -25,9 +25,10 @@ mod status;
 mod stream;
 mod submit;
 mod watchdog;
+mod wind_down;
 mod wire;
 
-pub use agent::{Agent, AgentStop, FailedWhen, Finish, Log};
+pub use agent::{Agent, AgentStop, FailedWhen, Finish, Log, Refuse};
 pub use connect::Connect;
 pub use remote_pool::{as_completed, RemoteAsCompleted, RemoteHandle, RemoteImap, RemotePool};
 pub use status::{agents, AgentStatus};
@@ -59,6 +60,11 @@ pub mod defaults {
     /// A submitter gives up when its server has been unreachable this long
     /// ([`crate::ErrorKind::ServerLost`]; `run --nats` exits 4). `run --nats-timeout`.
     pub const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
+    /// A submitter that stops its run (`--halt now`, a signal) waits at most this
+    /// long for its agents to stop the tasks they run and report them (their pools'
+    /// grace period, 5 s by default, plus the rest); what has not reported by then
+    /// is recorded as cancelled. [`crate::cluster::RemoteOptions::stop_wait`].
+    pub const STOP_WAIT: Duration = Duration::from_secs(15);
     /// The longest wait between two reconnect attempts (250 ms more per attempt).
     pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 }

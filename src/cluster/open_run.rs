@@ -14,6 +14,7 @@ use super::defaults::HOST_LOSSES;
 use super::stream;
 use super::submit::{Event, Published, RemoteOptions};
 use super::watchdog::{self, Watched};
+use super::wind_down::Answer;
 use super::wire::TaskResult;
 use crate::error::Error;
 
@@ -24,6 +25,7 @@ pub(crate) async fn open(
     run: &str,
     tx: mpsc::Sender<Event>,
     prx: tokio::sync::mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
+    said: Answer,
 ) -> Result<(jetstream::Context, Vec<tokio::task::JoinHandle<()>>, usize), Error> {
     let run = run.to_string();
     let client = options.connect.client("supervisor run").await?;
@@ -92,7 +94,7 @@ pub(crate) async fn open(
         tokio::spawn(async move {
             while let Some(m) = alive.next().await {
                 if let Some(reply) = m.reply {
-                    let _ = answer.publish(reply, "yes".into()).await;
+                    let _ = answer.publish(reply, said.word().into()).await;
                 }
             }
         }),

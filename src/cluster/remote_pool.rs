@@ -65,6 +65,13 @@ impl RemotePool {
         self
     }
 
+    /// A time limit per task, applied by the agents' pools to each task (see
+    /// [`RemoteOptions::task_timeout`]). Default: none.
+    pub fn task_timeout(mut self, limit: Duration) -> RemotePool {
+        self.options.task_timeout = Some(limit);
+        self
+    }
+
     /// A run gives up with [`ErrorKind::ServerLost`] when the server has been
     /// unreachable this long (see [`super::defaults::SERVER_TIMEOUT`]).
     pub fn server_timeout(mut self, limit: Duration) -> RemotePool {

@@ -28,6 +28,12 @@ pub(crate) fn alive_subject(run: &str) -> String {
     format!("sv.run.{run}.alive")
 }
 
+/// Where a submitter tells its agents, once, that its run winds down (`drain` or
+/// `stop`; its answers on [`alive_subject`] say it from then on).
+pub(crate) fn stop_subject(run: &str) -> String {
+    format!("sv.run.{run}.stop")
+}
+
 /// Where an agent tells a submitter of a result the server refused to store (a core
 /// request: a full store takes no more messages).
 pub(crate) fn refused_subject(run: &str) -> String {

@@ -6,16 +6,18 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_nats::jetstream;
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 
 use super::connect::{cluster, runtime, Connect};
-use super::defaults::{ACK_WAIT, SERVER_TIMEOUT};
+use super::defaults::{ACK_WAIT, SERVER_TIMEOUT, STOP_WAIT};
+use super::liveness::CHECK_EVERY;
 use super::stream;
 use super::watchdog::Alarm;
+use super::wind_down::{self, Answer, Wind};
 use super::wire::{Outcome, Task, TaskResult};
 use crate::error::{known_word, Error, ErrorKind};
 use crate::exit::Signal;
@@ -44,6 +46,14 @@ pub struct RemoteOptions {
     /// The run gives up ([`ErrorKind::ServerLost`]) when the server has been
     /// unreachable this long (see [`super::defaults::SERVER_TIMEOUT`]).
     pub server_timeout: Duration,
+    /// A run that stops ([`RemoteReports::stopper`], [`RemoteReports::stop_when`])
+    /// waits at most this long for the agents to stop its running tasks and report
+    /// them (see [`super::defaults::STOP_WAIT`]).
+    pub stop_wait: Duration,
+    /// A time limit per task, which travels with each task: the agent's pool stops a
+    /// task past it as a local pool's `task_timeout` does ([`ErrorKind::TimedOut`];
+    /// run again within `retries`). An agent's own limit applies too; the shorter wins.
+    pub task_timeout: Option<Duration>,
 }
 
 impl RemoteOptions {
@@ -58,6 +68,8 @@ impl RemoteOptions {
             command: false,
             retry_errors: false,
             server_timeout: SERVER_TIMEOUT,
+            stop_wait: STOP_WAIT,
+            task_timeout: None,
         }
     }
 }
@@ -118,6 +130,11 @@ pub struct RemoteReports<R, I: Iterator> {
     failure: Option<Error>,
     stop: Arc<AtomicBool>,
     stop_when: Option<Box<dyn Fn() -> bool>>,
+    drain_when: Option<Box<dyn Fn() -> bool>>,
+    /// What the agents are told of the run (see `wind_down`).
+    answer: Answer,
+    /// How the run winds down, once it does.
+    winding: Option<Wind>,
     js: jetstream::Context,
     helpers: Vec<tokio::task::JoinHandle<()>>,
     rt: Arc<tokio::runtime::Runtime>,
@@ -144,8 +161,12 @@ where
         task: &str,
         input: I,
     ) -> Result<RemoteReports<R, I>, (Error, I)> {
-        match Self::connect(&options) {
+        let answer = Answer::default();
+        match Self::connect(&options, &answer) {
             Ok((rt, run, js, helpers, events, publish, max_payload)) => Ok(RemoteReports {
+                answer,
+                winding: None,
+                drain_when: None,
                 max_payload,
                 rt,
                 run,
@@ -184,6 +205,7 @@ where
     #[expect(clippy::type_complexity, reason = "a private constructor's parts")]
     fn connect(
         options: &RemoteOptions,
+        answer: &Answer,
     ) -> Result<
         (
             Arc<tokio::runtime::Runtime>,
@@ -202,8 +224,13 @@ where
         let (tx, rx) = mpsc::channel();
         let (ptx, prx) = tokio::sync::mpsc::unbounded_channel();
         let rt = runtime()?;
-        let (js, helpers, max_payload) =
-            rt.block_on(super::open_run::open(options, &run, tx, prx))?;
+        let (js, helpers, max_payload) = rt.block_on(super::open_run::open(
+            options,
+            &run,
+            tx,
+            prx,
+            answer.clone(),
+        ))?;
         Ok((rt, run, js, helpers, rx, ptx, max_payload))
     }
 
@@ -252,7 +279,10 @@ where
         self.failure.as_ref()
     }
 
-    /// A flag that ends the run: what has no result yet is reported as cancelled.
+    /// A flag that ends the run: the agents are told to stop its running tasks, which
+    /// are reported as stopped ([`ErrorKind::Stopped`], with the host, pid and start)
+    /// once they report (within [`RemoteOptions::stop_wait`]); what never started is
+    /// reported as cancelled.
     pub fn stopper(&self) -> Arc<AtomicBool> {
         self.stop.clone()
     }
@@ -263,6 +293,19 @@ where
     pub fn stop_when(mut self, stopped: impl Fn() -> bool + 'static) -> Self {
         self.stop_when = Some(Box::new(stopped));
         self
+    }
+
+    /// While `drain` says so, a stop lets the running tasks finish instead (GNU
+    /// parallel's `--halt soon`): nothing more starts, the results of the tasks that
+    /// run are taken as they come; once it no longer says so (a signal after
+    /// `--halt soon`), they are stopped.
+    pub fn drain_when(mut self, drain: impl Fn() -> bool + 'static) -> Self {
+        self.drain_when = Some(Box::new(drain));
+        self
+    }
+
+    fn draining(&self) -> bool {
+        self.drain_when.as_ref().is_some_and(|f| f())
     }
 
     fn stopping(&self) -> bool {
@@ -297,6 +340,7 @@ where
                 return Some(r);
             }
             if self.stopping() {
+                self.wind_down();
                 self.cancel_rest();
                 if self.buffer.is_empty() && self.ready.is_empty() {
                     return None;
@@ -357,6 +401,7 @@ where
                 command: self.options.command,
                 max_deliver: self.options.retries + 1,
                 retry_errors: self.options.retry_errors,
+                timeout: self.options.task_timeout,
             });
             match task.and_then(|t| codec::encode(&t)) {
                 // Headers and framing take a little room beside the task.
@@ -389,8 +434,17 @@ where
     }
 
     fn take(&mut self, event: Event) {
-        if self.stopping() {
-            // Stopped by an earlier result or a signal: nothing after counts.
+        let late = match self.winding {
+            // Stopped by an earlier result or a signal: nothing after counts, until
+            // the agents have been told; then only what they stopped (or, draining,
+            // what they finished).
+            None => self.stopping(),
+            Some(Wind::Stop) => {
+                !matches!(&event, Event::Result(r) if matches!(r.outcome, Outcome::Stopped))
+            }
+            Some(Wind::Drain) => false,
+        };
+        if late {
             return;
         }
         let r = match event {
@@ -468,6 +522,17 @@ where
                     .into()
                 })
             }
+            Outcome::Stopped => Err(ErrorKind::Stopped {
+                task: self.task.clone(),
+                pid: r.pid,
+            }
+            .into()),
+            Outcome::Refused(reason) => Err(ErrorKind::TaskRefused {
+                host: r.host.clone(),
+                task: self.task.clone(),
+                reason,
+            }
+            .into()),
             Outcome::CommandsRefused => Err(ErrorKind::CommandsRefused {
                 host: r.host.clone(),
             }
@@ -522,6 +587,83 @@ where
         } else {
             self.ready.push_back((report, host));
         }
+    }
+
+    /// The run stops: the agents are told (drain or stop, see `wind_down`), and
+    /// the reports of the tasks they run are waited for: as long as they run when
+    /// draining, [`RemoteOptions::stop_wait`] at most when stopping. Not when the
+    /// run cannot go on (its server lost): there is nobody to tell.
+    fn wind_down(&mut self) {
+        if self.winding.is_some() {
+            return;
+        }
+        let wind = if self.draining() {
+            Wind::Drain
+        } else {
+            Wind::Stop
+        };
+        self.winding = Some(wind);
+        if self.failure.is_some() || self.submitted == self.done.len() {
+            return;
+        }
+        self.tell(wind);
+        let mut until = (wind == Wind::Stop).then(|| Instant::now() + self.options.stop_wait);
+        // Each agent has heard (the message, or the answer of its next ask) before
+        // the server's counts are trusted: one that had not could still start a task.
+        let mut look_at = Instant::now() + 2 * CHECK_EVERY;
+        loop {
+            if self.winding == Some(Wind::Drain) && !self.draining() {
+                self.winding = Some(Wind::Stop);
+                self.tell(Wind::Stop);
+                until = Some(Instant::now() + self.options.stop_wait);
+                look_at = Instant::now() + 2 * CHECK_EVERY;
+            }
+            let now = Instant::now();
+            let connected =
+                self.js.client().connection_state() == async_nats::connection::State::Connected;
+            // Not connected: nothing can be heard; the agents take this submitter
+            // for gone soon after it is.
+            if until.is_some_and(|u| now >= u) || self.failure.is_some() || !connected {
+                break;
+            }
+            if now >= look_at {
+                let (js, run) = (self.js.clone(), self.run.clone());
+                let command = self.options.command;
+                let reported = self
+                    .rt
+                    .block_on(async move { wind_down::all_reported(&js, &run, command).await });
+                if reported {
+                    break;
+                }
+                look_at = Instant::now() + Duration::from_millis(100);
+            }
+            match self.events.recv_timeout(Duration::from_millis(50)) {
+                Ok(Event::Alarm(Alarm::Fatal(e))) => {
+                    if let Some(f) = &mut self.fatal {
+                        f(&e);
+                    }
+                    self.failure = Some(e);
+                }
+                Ok(event) => self.take(event),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        while let Ok(event) = self.events.try_recv() {
+            self.take(event);
+        }
+    }
+
+    /// Tells the agents how the run winds down.
+    fn tell(&self, wind: Wind) {
+        self.answer.set(wind);
+        let (client, run, answer) = (self.js.client(), self.run.clone(), self.answer.clone());
+        if client.connection_state() != async_nats::connection::State::Connected {
+            // Nobody to tell now; the answers say it if the connection comes back.
+            return;
+        }
+        self.rt
+            .block_on(async move { wind_down::tell(&client, &run, &answer).await });
     }
 
     /// The run was stopped: every task without a result is cancelled.

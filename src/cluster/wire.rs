@@ -27,6 +27,9 @@ pub(crate) struct Task {
     /// non-zero) is run again too, within the same delivery limit (the local pool's
     /// `retry_errors`, which the CLI sets in command mode).
     pub retry_errors: bool,
+    /// The run's time limit per task (`run --nats --timeout`): the agent's pool
+    /// applies it to this call, and its own `--timeout` too (the shorter wins).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// One run of a task, as an agent publishes it.
@@ -76,6 +79,12 @@ pub(crate) enum Outcome {
     Failed(Failure),
     /// The agent refuses command-mode tasks.
     CommandsRefused,
+    /// The agent refuses this task (see `Agent::refuse_with`): why, and the flag
+    /// that would allow it.
+    Refused(String),
+    /// The submitter stopped the run while the task ran, and the agent stopped it
+    /// (whatever it made of the stop).
+    Stopped,
 }
 
 /// An agent's error, flattened for the wire.

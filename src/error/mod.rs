@@ -189,6 +189,18 @@ pub enum ErrorKind {
         /// The agent's host.
         host: String,
     },
+    /// A cluster agent refused a task that reaches outside pure computation on its
+    /// host (reads or writes its files, starts a program) without the flag that
+    /// allows it.
+    #[error("the agent on host {host} refuses task `{task}`: {reason}")]
+    TaskRefused {
+        /// The agent's host.
+        host: String,
+        /// The task's name.
+        task: String,
+        /// What the task would do, and the agent's flag that allows it.
+        reason: String,
+    },
     /// Talking to the NATS server failed (connecting, creating the run's stream or
     /// consumer, publishing).
     #[error("{what}")]

@@ -20,6 +20,9 @@ pub(crate) enum Event<S> {
     /// Nobody reads this result stream any more (a dropped `imap`).
     ForgetStream(u64),
     Cancel(u64, mpsc::SyncSender<bool>),
+    /// Stop this call: cancelled if it has not started, its worker stopped if it
+    /// runs (see `Pool::stop_call`).
+    StopCall(u64),
     Close,
     /// Close, and cancel what has not started; running calls finish.
     CancelPending,

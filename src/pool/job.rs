@@ -298,6 +298,9 @@ pub(crate) struct Job {
     /// Retries used: runs that ended with the worker dying or timing out (or an `Err`,
     /// with `retry_errors`) and were run again. (Its `JobMeta::attempts`, the runs in all, is this plus its last run.)
     pub(crate) retried: u32,
+    /// Its own time limit (the cluster agent's per-task `--timeout` of a run); the
+    /// pool's limit applies too, the shorter wins.
+    pub(crate) limit: Option<std::time::Duration>,
     sink: Option<Sink>,
     task: &'static str,
 }
@@ -308,6 +311,7 @@ impl Job {
             id,
             arg,
             retried: 0,
+            limit: None,
             sink: Some(sink),
             task,
         }
@@ -315,6 +319,17 @@ impl Job {
 
     pub(crate) fn task(&self) -> &'static str {
         self.task
+    }
+
+    /// Its time limit under the pool's `pool`: the shorter of the two.
+    pub(crate) fn limit_under(
+        &self,
+        pool: Option<std::time::Duration>,
+    ) -> Option<std::time::Duration> {
+        match (self.limit, pool) {
+            (Some(own), Some(pool)) => Some(own.min(pool)),
+            (own, pool) => own.or(pool),
+        }
     }
 
     /// The result stream it reports to (`map`/`imap`), if any.

@@ -91,6 +91,31 @@ impl Shared {
     }
 }
 
+/// A call made with `Pool::start_encoded`: its id, and its result to wait for.
+#[cfg(feature = "cluster")]
+pub(crate) struct EncodedCall {
+    pub(crate) id: u64,
+    task: String,
+    state: Arc<HandleState>,
+    /// Refused before it was submitted (an unknown task).
+    early: Option<Error>,
+}
+
+#[cfg(feature = "cluster")]
+impl EncodedCall {
+    /// Waits for the encoded value or the typed error, and the pid that ran it (0 if
+    /// none did).
+    pub(crate) fn wait(self) -> (Result<Vec<u8>, Error>, u32) {
+        if let Some(e) = self.early {
+            return (Err(e), 0);
+        }
+        match self.state.take_until(None) {
+            Some(Some((result, pid))) => (result, pid),
+            _ => (Err(ErrorKind::ResultTaken { task: self.task }.into()), 0),
+        }
+    }
+}
+
 /// A pool of worker processes.
 ///
 /// Dropping a pool terminates it: queued tasks fail with [`ErrorKind::Terminated`],
@@ -503,29 +528,45 @@ impl Pool {
     }
 
     /// Submits task `name` with its argument already encoded (the cluster agent's
-    /// path: the bytes came over the network). Waits for it and gives the encoded value
-    /// or the typed error, and the pid that ran it (0 if none did).
+    /// path: the bytes came over the network), and returns at once: the call's id
+    /// (for [`Pool::stop_call`]) and what waits for its result. `limit` is the call's
+    /// own time limit (the run's `--timeout`): the shorter of it and the pool's
+    /// applies, to this call alone, as the pool's applies to each call.
     #[cfg(feature = "cluster")]
-    pub(crate) fn run_encoded(&self, name: &str, bytes: Vec<u8>) -> (Result<Vec<u8>, Error>, u32) {
+    pub(crate) fn start_encoded(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        limit: Option<std::time::Duration>,
+    ) -> EncodedCall {
         let state = HandleState::new();
         let id = self.shared.next_id();
-        match registry::by_name(name) {
-            Ok(entry) => self.shared.submit(vec![Unit::new(
-                entry.name,
-                vec![Job::new(id, entry.name, bytes, Sink::Handle(state.clone()))],
-            )]),
-            Err(e) => return (Err(e.into()), 0),
+        let early = match registry::by_name(name) {
+            Ok(entry) => {
+                let mut job = Job::new(id, entry.name, bytes, Sink::Handle(state.clone()));
+                job.limit = limit;
+                self.shared.submit(vec![Unit::new(entry.name, vec![job])]);
+                None
+            }
+            Err(e) => Some(e.into()),
+        };
+        EncodedCall {
+            id,
+            task: name.to_string(),
+            state,
+            early,
         }
-        match state.take_until(None) {
-            Some(Some((result, pid))) => (result, pid),
-            _ => (
-                Err(ErrorKind::ResultTaken {
-                    task: name.to_string(),
-                }
-                .into()),
-                0,
-            ),
-        }
+    }
+
+    /// Stops one call, by its id, through the pool's own stop path: a call that has
+    /// not started is cancelled ([`ErrorKind::Cancelled`]); a running one has its
+    /// worker stopped (SIGTERM to its group, the grace period, SIGKILL) and fails as
+    /// [`ErrorKind::Stopped`] unless it answers first; the pool starts a replacement
+    /// and goes on. A finished call is left alone. (The cluster agent's stop of a
+    /// run's running tasks.)
+    #[cfg(feature = "cluster")]
+    pub(crate) fn stop_call(&self, id: u64) {
+        self.shared.hub.post(Event::StopCall(id));
     }
 
     /// `concurrent.futures` spelling of [`Pool::apply_async`].

@@ -72,6 +72,39 @@ impl Running {
         }
     }
 
+    /// The time limit of the call running (or the next to start) as `seen`, under
+    /// the pool's limit `pool` (each call's own is the shorter of its and the pool's).
+    pub(crate) fn call_limit(&self, seen: &Snapshot, pool: Option<Duration>) -> Option<Duration> {
+        let claimed = self.claimed(seen);
+        let at = claimed.saturating_sub(1).max(self.answered) - self.answered;
+        match self.unit.jobs.get(at as usize) {
+            Some(job) => job.limit_under(pool),
+            None => pool,
+        }
+    }
+
+    /// The shortest time limit of the calls after the one running as `seen`: none of
+    /// them can pass it before that long from now (they start later).
+    pub(crate) fn later_limit(&self, seen: &Snapshot, pool: Option<Duration>) -> Option<Duration> {
+        let claimed = self.claimed(seen);
+        let at = claimed.saturating_sub(1).max(self.answered) - self.answered;
+        self.unit
+            .jobs
+            .iter()
+            .skip(at as usize + 1)
+            .filter_map(|j| j.limit_under(pool))
+            .min()
+    }
+
+    /// The shortest time limit among the unit's calls under the pool's `pool`.
+    pub(crate) fn shortest_limit(unit: &Unit, pool: Option<Duration>) -> Option<Duration> {
+        unit.jobs
+            .iter()
+            .filter_map(|j| j.limit_under(pool))
+            .min()
+            .or(pool)
+    }
+
     /// Calls claimed by the worker, as far as they concern this unit (0 if the page is
     /// about another unit; never outside `answered..=limit`, whatever the page says).
     pub(crate) fn claimed(&self, seen: &Snapshot) -> u32 {

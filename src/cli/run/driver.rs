@@ -265,11 +265,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         #[cfg(feature = "cluster")]
         (None, Some(options)) => {
             let (stop, request_stop) = (stop.clone(), request_stop.clone());
+            let soon = stop.clone();
             Source::remote(
                 options,
                 &task,
                 jobs,
                 move || stop.load(Ordering::SeqCst) != 0,
+                move || soon.load(Ordering::SeqCst) == super::stop::STOP_HALT_SOON,
                 move || request_stop(super::stop::STOP_CLUSTER),
             )
             .map_err(|e| usage(supervisor_chain(&e)))?

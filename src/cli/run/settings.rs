@@ -203,7 +203,6 @@ fn remote_options(
     let local_only = [
         (args.procs.is_some(), "--procs (the agents' -j)"),
         (args.nice.is_some(), "--nice (the agents' --nice)"),
-        (args.timeout.is_some(), "--timeout (the agents' --timeout)"),
         (
             args.max_tasks_per_child.is_some(),
             "--max-tasks-per-child (the agents')",
@@ -223,6 +222,18 @@ fn remote_options(
         )));
     }
     let mut options = supervisor::cluster::RemoteOptions::new(connect);
+    // A fixed limit travels with each task; one that follows the run's median would
+    // need every agent's run times.
+    if let Some(spec) = &args.timeout {
+        match specs::timeout(spec).map_err(usage)? {
+            specs::Timeout::Fixed(limit) => options.task_timeout = Some(limit),
+            specs::Timeout::OfMedian(_) => {
+                return Err(usage(format!(
+                    "--timeout {spec}: with --nats give a duration (30s); a share of the median run time is for local runs"
+                )))
+            }
+        }
+    }
     options.retries = args.retries;
     options.ordered = !args.unordered;
     options.command = command;

@@ -69,8 +69,12 @@ pub(super) fn requester(stop: &Arc<AtomicI32>, pool: &Option<Arc<Pool>>) -> Requ
                 // No thread to stop on (process limit): stop at once instead.
                 pool.kill();
             }
-        } else if let Some(pool) = &pool {
-            pool.kill();
+        } else if signal_exit_code(why).is_some() || pool.is_some() {
+            // A remote run (no pool here) waits for its agents to stop their tasks:
+            // a second signal does not wait (the agents were told at the first).
+            if let Some(pool) = &pool {
+                pool.kill();
+            }
             // The first signal's code (or this one's, if the run was stopping for
             // another reason).
             let first = stop.load(Ordering::SeqCst);

@@ -167,6 +167,7 @@ impl<X: Io> Dispatcher<X> {
                 if let Some(caller) = unit.waiting_caller() {
                     worker.link.lend_to(caller);
                 }
+                let limit = Running::shortest_limit(&unit, limit);
                 worker.running = Some(Running::new(seq, unit, clocks.now, limit));
                 sent_any = true;
             } else {

@@ -106,7 +106,7 @@ impl<X: Io> Dispatcher<X> {
                 if let Some(mut job) = jobs.next() {
                     let retries_left = match stop {
                         _ if answered.is_some() && run.expired_succeeded => false,
-                        Some(Stop::Shutdown) => false,
+                        Some(Stop::Shutdown | Stop::Requested) => false,
                         _ => job.retried < self.cfg.retries && !self.terminating,
                     };
                     if retries_left {
@@ -114,21 +114,23 @@ impl<X: Io> Dispatcher<X> {
                         retry = Some(job);
                     } else {
                         let err = match stop {
-                            _ if self.terminating => ErrorKind::Stopped {
-                                task: task.to_string(),
-                                pid,
+                            _ if self.terminating || stop == Some(Stop::Requested) => {
+                                ErrorKind::Stopped {
+                                    task: task.to_string(),
+                                    pid,
+                                }
+                                .into()
                             }
-                            .into(),
                             _ if answered.is_some() => ErrorKind::TimedOut {
                                 task: task.to_string(),
                                 pid,
-                                limit: self.cfg.task_timeout.unwrap_or_default(),
+                                limit: job.limit_under(self.cfg.task_timeout).unwrap_or_default(),
                             }
                             .into(),
                             Some(Stop::Timeout) => ErrorKind::TimedOut {
                                 task: task.to_string(),
                                 pid,
-                                limit: self.cfg.task_timeout.unwrap_or_default(),
+                                limit: job.limit_under(self.cfg.task_timeout).unwrap_or_default(),
                             }
                             .into(),
                             Some(Stop::Memory) => ErrorKind::MemoryExceeded {
@@ -247,7 +249,12 @@ impl<X: Io> Dispatcher<X> {
                     let timed_out: crate::error::Error = ErrorKind::TimedOut {
                         task: task.to_string(),
                         pid,
-                        limit: self.cfg.task_timeout.unwrap_or_default(),
+                        limit: run
+                            .unit
+                            .jobs
+                            .first()
+                            .and_then(|j| j.limit_under(self.cfg.task_timeout))
+                            .unwrap_or_default(),
                     }
                     .into();
                     (Err(timed_out), true)

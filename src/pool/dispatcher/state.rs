@@ -41,6 +41,8 @@ pub(super) enum Stop {
     Shutdown,
     /// It went over the memory limit while running a call: killed at once.
     Memory,
+    /// Its running call was asked to stop (`Pool::stop_call`): it ends as stopped.
+    Requested,
 }
 
 pub(super) struct Worker<L> {
@@ -253,6 +255,7 @@ impl<X: Io> Dispatcher<X> {
             Event::Cancel(id, reply) => {
                 let _ = reply.send(self.cancel(id));
             }
+            Event::StopCall(id) => self.stop_call(id),
             Event::ForgetStream(stream) => self.forget_stream(stream),
             Event::Close => self.closing = true,
             Event::CancelPending => self.cancel_pending(),
@@ -330,6 +333,63 @@ impl<X: Io> Dispatcher<X> {
             }
         }
         false
+    }
+
+    /// Stops call `id` alone: if it has not started (queued, or waiting behind a
+    /// running call of its unit, taken back) it is cancelled; if it runs, what waits
+    /// behind it in its unit is taken back and its worker is stopped as any is
+    /// (SIGTERM to the group, the grace, SIGKILL), and it ends as `Stopped` with its
+    /// pid, start and duration (or with its own answer if it gives one first: a task
+    /// that handles SIGTERM). A finished call is left alone.
+    pub(super) fn stop_call(&mut self, id: u64) {
+        if self.cancel(id) {
+            return;
+        }
+        let grace = self.cfg.escalation();
+        let now = self.io.clocks().now;
+        let mut back = VecDeque::new();
+        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            let Some(run) = worker.running.as_ref() else {
+                continue;
+            };
+            let Some(pos) = run.unit.jobs.iter().position(|j| j.id == id) else {
+                continue;
+            };
+            if worker.stop.is_some() {
+                // Being stopped already: the call ends with it.
+                break;
+            }
+            let call = run.answered + pos as u32;
+            // A look that fails means the worker claimed a call since: look again
+            // (each failure is progress, so a few are plenty).
+            for _ in 0..16 {
+                let seen = worker.link.page().snapshot();
+                let Some(run) = worker.running.as_ref() else {
+                    break;
+                };
+                let claimed = run.claimed(&seen);
+                if call + 1 < claimed {
+                    // Finished: its answer is on its way.
+                    break;
+                }
+                if worker
+                    .take_back_unstarted_as_seen(&mut back, seen)
+                    .is_none()
+                {
+                    continue;
+                }
+                if call + 1 == claimed {
+                    worker.stop(Stop::Requested, grace, now);
+                }
+                break;
+            }
+            break;
+        }
+        while let Some(unit) = back.pop_back() {
+            self.queue.push_front(unit);
+        }
+        // Taken back before it started: cancelled as a queued call is.
+        self.cancel(id);
     }
 
     /// Drops every call of result stream `stream` that has not started: queued ones,

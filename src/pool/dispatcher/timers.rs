@@ -42,9 +42,10 @@ impl<X: Io> Dispatcher<X> {
         let now = self.io.clocks().now;
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
             if let Some(run) = worker.running.as_mut() {
-                // A call already being stopped for its limit keeps its schedule.
+                // A call already being stopped for its limit keeps its schedule. (A
+                // look finds no limit, the pool's or the call's own: no more looks.)
                 if run.stopping_at.is_none() {
-                    run.check_at = limit.map(|_| now);
+                    run.check_at = Some(now);
                 }
             }
         }
@@ -59,9 +60,7 @@ impl<X: Io> Dispatcher<X> {
         let limit = self.cfg.task_timeout;
         let mut settle = Vec::new();
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
-            if let Some(limit) = limit {
-                look_at_time_limit(worker, &mut self.queue, &clocks, limit, grace);
-            }
+            look_at_time_limit(worker, &mut self.queue, &clocks, limit, grace);
             if worker.kill_at.is_some_and(|k| k <= now) {
                 worker.kill_at = None;
                 worker.link.kill();
@@ -96,7 +95,7 @@ fn look_at_time_limit<L: WorkerLink>(
     worker: &mut Worker<L>,
     queue: &mut VecDeque<Unit>,
     clocks: &Clocks,
-    limit: Duration,
+    pool_limit: Option<Duration>,
     grace: Duration,
 ) {
     let now = clocks.now;
@@ -127,6 +126,14 @@ fn look_at_time_limit<L: WorkerLink>(
     }
     let seen = worker.link.page().snapshot();
     let started = clocks.instant(seen.started_ns);
+    // The running call's own limit (the pool's, or shorter: its own).
+    let Some(limit) = run.call_limit(&seen, pool_limit) else {
+        // None for this call; a later one of its unit with one is looked at in time.
+        run.check_at = run
+            .later_limit(&seen, pool_limit)
+            .and_then(|l| now.checked_add(l));
+        return;
+    };
     match timeout_step(run, &seen, started, now, limit) {
         TimeoutStep::LookAt(at) => run.check_at = Some(at),
         TimeoutStep::Expire => {
@@ -289,7 +296,13 @@ mod tests {
             retiring: false,
         };
         let mut queue = VecDeque::new();
-        look_at_time_limit(&mut worker, &mut queue, &clocks, limit, Duration::ZERO);
+        look_at_time_limit(
+            &mut worker,
+            &mut queue,
+            &clocks,
+            Some(limit),
+            Duration::ZERO,
+        );
         let run = worker.running.as_ref().expect("still running");
         assert_eq!(run.expired, None, "the call that just started timed out");
         assert!(worker.stop.is_none() && !worker.link.terminated.get());

@@ -38,6 +38,10 @@ struct Case {
     memory_limit: Option<u64>,
     max_memory_per_child: Option<u64>,
     memory_reads_low: bool,
+    /// `Pool::stop_call`s: when, and which call.
+    stop_calls: Vec<(u64, u64)>,
+    /// Calls' own time limits (`Pool::start_encoded`), by call.
+    own_limits: Vec<(u64, Duration)>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -71,8 +75,13 @@ fn case(seed: u64) -> Case {
         let to = if w.rand(2) == 0 { 20 } else { 150 };
         (w.rand(300_000_000), Duration::from_millis(to))
     });
+    let stop_calls = (0..w.rand(3))
+        .map(|_| (w.rand(500_000_000), w.rand(n as u64)))
+        .collect();
     Case {
         seed,
+        stop_calls,
+        own_limits: Vec::new(),
         procs: 1 + w.rand(4) as usize,
         scripts,
         second_wave: w.rand(200_000_000),
@@ -89,6 +98,10 @@ fn case(seed: u64) -> Case {
 }
 
 impl Case {
+    fn asked_to_stop(&self, id: u64) -> bool {
+        self.stop_calls.iter().any(|(_, i)| *i == id)
+    }
+
     /// The shortest time limit the run had.
     fn shortest_limit(&self) -> Option<Duration> {
         let later = self.retime.map(|(_, l)| l);
@@ -122,14 +135,23 @@ fn config(case: &Case) -> Config {
     }
 }
 
-fn units(ids: std::ops::Range<usize>, tx: &wake::Sender<Delivery>) -> Vec<Unit> {
+fn units(
+    ids: std::ops::Range<usize>,
+    tx: &wake::Sender<Delivery>,
+    limits: &[(u64, Duration)],
+) -> Vec<Unit> {
     ids.map(|i| {
         let sink = Sink::Stream {
             stream: 1,
             index: i,
             tx: tx.clone(),
         };
-        Unit::new(TASK, vec![Job::new(i as u64, TASK, Vec::new(), sink)])
+        let mut job = Job::new(i as u64, TASK, Vec::new(), sink);
+        job.limit = limits
+            .iter()
+            .find(|(id, _)| *id == i as u64)
+            .map(|(_, l)| *l);
+        Unit::new(TASK, vec![job])
     })
     .collect()
 }
@@ -177,12 +199,14 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
     let n = case.scripts.len();
     let (tx, rx) = wake::channel();
     let mut d = Dispatcher::new(config(case), SimIo(world.clone()));
-    d.handle(Event::Submit(units(0..n / 2, &tx)));
+    d.handle(Event::Submit(units(0..n / 2, &tx, &case.own_limits)));
     d.dispatch();
-    let mut second = Some(units(n / 2..n, &tx));
+    let mut second = Some(units(n / 2..n, &tx, &case.own_limits));
     let mut kills = case.kills.clone();
     let mut terminate_at = case.terminate_at;
     let mut retime = case.retime;
+    let mut stop_calls = case.stop_calls.clone();
+    stop_calls.sort();
     let base = world.borrow().base;
     for _ in 0..2_000_000 {
         let now = world.borrow().ns;
@@ -198,6 +222,10 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
         if let Some((_, limit)) = retime.filter(|(at, _)| *at <= now) {
             retime = None;
             d.handle(Event::SetTaskTimeout(Some(limit)));
+        }
+        while stop_calls.first().is_some_and(|(at, _)| *at <= now) {
+            let (_, id) = stop_calls.remove(0);
+            d.handle(Event::StopCall(id));
         }
         while kills.first().is_some_and(|k| *k <= now) {
             kills.remove(0);
@@ -274,6 +302,7 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
             kills.first().copied(),
             terminate_at,
             retime.map(|(at, _)| at),
+            stop_calls.first().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()
@@ -300,7 +329,7 @@ fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
             case.retries
         );
         // A call is never stopped before its own time limit (unless the pool stops).
-        if case.terminate_at.is_none() {
+        if case.terminate_at.is_none() && !case.asked_to_stop(id) {
             for (at, start) in record.map_or(&[][..], |r| &r.stopped[..]) {
                 let limit = case.shortest_limit().expect("stopped only on a timeout");
                 assert!(
@@ -385,6 +414,22 @@ fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
                     script.crashes || !case.kills.is_empty(),
                     "seed {seed}: call {i} crashed for no reason"
                 ),
+                ErrorKind::Stopped { .. } | ErrorKind::Cancelled { .. }
+                    if case.asked_to_stop(id) =>
+                {
+                    if matches!(e.kind(), ErrorKind::Cancelled { .. }) {
+                        assert_eq!(starts, 0, "seed {seed}: call {i} ran, then was cancelled");
+                    } else {
+                        let record = record.expect("a stopped call ran");
+                        let (start, _) = record.last.expect("it ran");
+                        assert_eq!(
+                            meta.started,
+                            Some(world.wall + Duration::from_nanos(start)),
+                            "seed {seed}: stopped call {i}'s start is not its own"
+                        );
+                        assert!(meta.pid != 0 && meta.attempts >= 1, "seed {seed}: {meta:?}");
+                    }
+                }
                 ErrorKind::Stopped { .. }
                 | ErrorKind::Terminated { .. }
                 | ErrorKind::PoolClosed => assert!(
@@ -420,6 +465,8 @@ fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Duration>) -> Ca
         memory_limit: None,
         max_memory_per_child: None,
         memory_reads_low: false,
+        stop_calls: Vec::new(),
+        own_limits: Vec::new(),
     }
 }
 
@@ -583,4 +630,59 @@ fn a_timed_out_call_reports_its_own_start_after_a_failed_claim_of_the_next() {
     assert_eq!(slow.pids, world.records[&1].pids);
     assert!(results[3].0.is_ok(), "{:?}", results[3].0);
     assert_ne!(world.records[&3].pids, slow.pids);
+}
+
+/// `Pool::stop_call` (the cluster agent's stop of one task): on one worker, a running
+/// call stopped mid-run fails as stopped with its own pid and start, once; a queued
+/// call stopped is cancelled and never runs; a call stopped after it finished keeps
+/// its value; the worker is replaced and the rest run.
+#[test]
+fn stop_call_stops_the_running_call_alone_and_cancels_a_queued_one() {
+    let mut case = scripted(&[1_000, 1_000, 0, 0], 1, None);
+    // Call 3 is stopped after it finished (at 2.5 s it has long been done).
+    case.stop_calls = vec![(100_000_000, 0), (100_000_000, 1), (2_500_000_000, 3)];
+    let (results, world) = simulate(&case);
+    check(&case, &results, &world);
+    let kind = |i: usize| results[i].0.as_ref().err().map(|e| e.kind().word());
+    assert_eq!(kind(0), Some("stopped"), "{:?}", results[0].0);
+    assert_eq!(kind(1), Some("cancelled"), "{:?}", results[1].0);
+    assert!(results[2].0.is_ok() && results[3].0.is_ok(), "{results:?}");
+    let stopped = &world.records[&0];
+    assert_eq!((stopped.starts, stopped.finished), (1, 0));
+    assert_eq!(stopped.stopped.len(), 1, "SIGTERM to its worker");
+    assert_eq!(results[0].1.pid, stopped.pids[0]);
+    assert_eq!(results[0].1.attempts, 1);
+    assert!(!world.records.contains_key(&1), "the cancelled call ran");
+    assert_ne!(
+        world.records[&2].pids, stopped.pids,
+        "a replacement ran the rest"
+    );
+}
+
+/// A call's own time limit (the cluster's per-task `--timeout`, through
+/// `Pool::start_encoded`): fast calls first so that the slow ones travel in one batch;
+/// the call with a 100 ms limit times out at it, its batch-mates without one (and a
+/// pool with none) run their 300 ms to the end, each once.
+#[test]
+fn a_calls_own_time_limit_stops_it_alone_in_its_batch() {
+    let mut case = scripted(&[0, 0, 300, 300, 300], 1, None);
+    case.own_limits = vec![(3, Duration::from_millis(100))];
+    let (results, world) = simulate(&case);
+    for (i, (result, meta)) in results.iter().enumerate() {
+        let timed_out = matches!(
+            result,
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut { limit, .. } if *limit == Duration::from_millis(100))
+        );
+        assert_eq!(timed_out, i == 3, "call {i}: {result:?}");
+        assert_eq!(world.records[&(i as u64)].starts, 1, "call {i}");
+        if i == 3 {
+            assert!(meta.duration >= Duration::from_millis(100), "{meta:?}");
+            let (at, start) = *world.records[&3].stopped.last().expect("stopped");
+            assert!(
+                at - start < 150_000_000,
+                "stopped {} ns after its start",
+                at - start
+            );
+        }
+    }
 }
