@@ -1266,6 +1266,31 @@ fn a_closed_standard_output_is_an_error_before_anything_runs() {
     });
 }
 
+/// A standard output that is `/dev/null` opened read-write (Python's
+/// `subprocess.DEVNULL`, `1<>/dev/null`) is an output like any other: the run runs and
+/// exits 0 (before: taken for a descriptor closed at the start, exit 3, nothing run).
+#[test]
+fn a_read_write_dev_null_on_standard_output_is_not_a_closed_one() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("rdwr-null");
+        let marker = dir.join("ran");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec "$@" 1<>/dev/null"#)
+            .arg("sh")
+            .arg(BIN)
+            .args(["run", "--", "touch"])
+            .arg(&marker)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(marker.exists(), "the command did not run");
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+}
+
 /// Commands killed at their time limit are all `timed_out`: none is reported as a
 /// `failed` command killed by SIGTERM with a duration just under the limit (before:
 /// 1-11% of them, as the worker's answer for the stopped call was taken; found by the

@@ -280,8 +280,9 @@ fn stop_holding_pipe_lock(end: Pipe<u64, u64>) -> u64 {
 supervisor::task!(stop_holding_pipe_lock);
 
 /// Calls `timed(timeout)` 100 times with timeouts of 10, 30 and 50 ms, and `try_` 100
-/// times; each must say "nothing" and return within its timeout + 100 ms (a try within
-/// 50 ms).
+/// times; each must say "nothing" and return within its timeout + 500 ms (a try within
+/// 500 ms): room for a loaded machine (a try took 115 ms at load 8), while a call that
+/// waits on the stopped holder would wait as long as the holder stays stopped.
 fn assert_on_time(
     what: &str,
     mut timed: impl FnMut(Duration) -> bool,
@@ -293,14 +294,14 @@ fn assert_on_time(
         assert!(!timed(timeout), "{what}: call {i} got something");
         let took = t.elapsed();
         assert!(
-            took <= timeout + Duration::from_millis(100),
+            took <= timeout + Duration::from_millis(500),
             "{what}: call {i} with a {timeout:?} timeout took {took:?}"
         );
         let t = Instant::now();
         assert!(!try_(), "{what}: try {i} got something");
         let took = t.elapsed();
         assert!(
-            took <= Duration::from_millis(50),
+            took <= Duration::from_millis(500),
             "{what}: try {i} took {took:?}"
         );
     }

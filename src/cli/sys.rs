@@ -157,19 +157,33 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Whether descriptor `fd` was closed when the program started. The Rust runtime opens
-/// `/dev/null` (read-write) in place of a closed standard descriptor before `main`; a
-/// shell's `>/dev/null` opens it write-only. So read-write `/dev/null` at 1 or 2 means
-/// it was closed (`1<>/dev/null` would look the same; nobody writes that).
+/// Which of the standard descriptors 0, 1 and 2 were closed when the program started,
+/// as bits; set by [`note_closed_std_fds`] before the Rust runtime opens `/dev/null`
+/// in place of a closed one (after that, a closed descriptor looks like a read-write
+/// `/dev/null`, which is also what Python's `subprocess.DEVNULL` gives).
+static CLOSED_AT_START: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Runs before `main` and before the Rust runtime's own start-up (the dynamic loader
+/// calls `.init_array` entries first), so it sees the descriptors as they were given.
+extern "C" fn note_closed_std_fds() {
+    let mut closed = 0u8;
+    for fd in 0..3 {
+        // SAFETY: fcntl(F_GETFD) only reads the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            closed |= 1 << fd;
+        }
+    }
+    CLOSED_AT_START.store(closed, std::sync::atomic::Ordering::Relaxed);
+}
+
+// SAFETY: a plain function with no arguments it reads, placed where the loader runs
+// start-up functions; it calls only fcntl and stores an atomic.
+#[used]
+#[link_section = ".init_array"]
+static NOTE_CLOSED_STD_FDS: extern "C" fn() = note_closed_std_fds;
+
+/// Whether descriptor `fd` (0, 1 or 2) was closed when the program started (`>&-`).
 pub fn was_closed_at_start(fd: RawFd) -> bool {
-    let is_null = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .is_ok_and(|target| target.as_os_str() == "/dev/null");
-    let read_write = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
-        .ok()
-        .and_then(|info| {
-            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
-            i64::from_str_radix(flags.trim(), 8).ok()
-        })
-        .is_some_and(|flags| flags & i64::from(libc::O_ACCMODE) == i64::from(libc::O_RDWR));
-    is_null && read_write
+    (0..3).contains(&fd)
+        && CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed) & (1 << fd) != 0
 }
