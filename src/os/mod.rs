@@ -31,7 +31,7 @@ pub(crate) use nice::{current_nice, may_lower_nice_to};
 pub(crate) use oom::{oom_killed, oom_watch, OomWatch};
 pub(crate) use private::{
     bound_unix_sockets, check_temp_dir, euid, make_private_dir, random_bytes, temp_dir_unfit,
-    unix_socket_available, with_private_umask,
+    unix_socket_available, with_private_umask, TEMP_PROBE_PREFIX,
 };
 pub(crate) use proc::{proc_usage, process_start_time};
 pub(crate) use process::{

@@ -429,7 +429,7 @@ impl<X: Io> Dispatcher<X> {
                         | ErrorKind::Registry(_)
                         | ErrorKind::DaemonCannotStart { .. }
                         | ErrorKind::NotInitialised { .. }
-                ) || matches!(e.kind(), ErrorKind::Channel(io) if crate::os::temp_dir_unfit(io));
+                ) || temp_dir_unfit(&e);
                 if permanent {
                     self.break_pool(BrokenReason::CannotStart(Arc::new(e)));
                 } else {
@@ -605,5 +605,15 @@ impl<X: Io> Machine for Dispatcher<X> {
                 }
             }
         }
+    }
+}
+
+/// Whether a start failed on a temporary directory no retry can mend, for a spawned
+/// worker or the fork server it would be forked from.
+fn temp_dir_unfit(e: &Error) -> bool {
+    match e.kind() {
+        ErrorKind::Channel(io) => crate::os::temp_dir_unfit(io),
+        ErrorKind::Forkserver(inner) => temp_dir_unfit(inner),
+        _ => false,
     }
 }
