@@ -94,6 +94,33 @@ fn hang_with_grandchild(path: String) -> u64 {
 }
 supervisor::task!(hang_with_grandchild);
 
+/// Forks a grandchild that leaves the worker's session and process group (`setsid`),
+/// holding the worker's channel, announces its pid, and sleeps.
+fn fork_setsid_grandchild(path: String) -> u64 {
+    use std::io::Write;
+    // SAFETY: the child runs only async-signal-safe calls (setsid, pause, _exit).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::setsid();
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("fifo");
+    writeln!(fifo, "{pid}").expect("announce");
+    drop(fifo);
+    loop {
+        std::thread::park();
+    }
+}
+supervisor::task!(fork_setsid_grandchild);
+
 fn failing_init(_: ()) {
     panic!("no database")
 }
@@ -258,6 +285,41 @@ fn sigkill_of_a_busy_worker_fails_only_its_task() {
             assert_eq!(h.wait().unwrap(), (x * x) as u64);
         }
         assert_eq!(pool.stats().restarts, 1);
+        pool.join();
+    });
+}
+
+/// A grandchild that left the worker's group (setsid) and holds its channel does not
+/// delay the crash report: the worker's exit ends our end of the channel once what the
+/// worker sent is read. (It waited the 1 s exit-settling fallback before.)
+#[test]
+fn a_setsid_grandchild_holding_the_channel_does_not_delay_the_crash_report() {
+    each_method(DEADLINE, |method| {
+        let pool = pool(method, 1).build().unwrap();
+        let fifo = Fifo::new();
+        let victim = pool.apply_async(fork_setsid_grandchild, fifo.path());
+        let grandchild = fifo.read_pid();
+        let worker = pool.stats().workers[0].pid;
+        let killed = Instant::now();
+        // SAFETY: kill with plain integers; a worker of ours.
+        unsafe { libc::kill(worker as i32, libc::SIGKILL) };
+        let outcome = victim.wait().map_err(Error::into_kind);
+        let took = killed.elapsed();
+        // SAFETY: as above; the grandchild the task announced, outside every group of
+        // ours, so nothing else ends it.
+        unsafe { libc::kill(grandchild, libc::SIGKILL) };
+        assert!(wait_exit(grandchild, Duration::from_secs(10)));
+        assert!(
+            matches!(outcome, Err(ErrorKind::Crashed { pid, .. }) if pid == worker),
+            "{outcome:?}"
+        );
+        // The old code waited the whole settling second after the exit, however idle
+        // the machine: anything under it is the prompt path.
+        assert!(
+            took < Duration::from_millis(900),
+            "the crash was reported after {took:?}"
+        );
+        assert_eq!(pool.apply(square, 7).unwrap(), 49);
         pool.join();
     });
 }

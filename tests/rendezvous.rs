@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{isolated, scenario, Scenario, SCENARIOS};
-use supervisor::{Pool, Process, StartMethod};
+use supervisor::{BrokenReason, ErrorKind, Pool, Process, StartMethod};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -130,6 +130,7 @@ impl Drop for Tmp {
 fn programs_killed_while_spawning_leave_nothing_after_the_next_start() {
     isolated(DEADLINE, || {
         let tmp = Tmp::new("sweep");
+        let mut last_killed = 0;
         for _ in 0..10 {
             let mut child = scenario("respawn_forever")
                 .env("TMPDIR", tmp.path())
@@ -145,11 +146,19 @@ fn programs_killed_while_spawning_leave_nothing_after_the_next_start() {
             }
             child.kill().unwrap();
             child.wait().unwrap();
+            last_killed = child.id();
         }
+        // And what a program killed inside the temp-directory check leaves: its probe
+        // directory (the pid is the last killed program's, dead now). SIGKILLs land
+        // there too, in about half the runs of ten.
+        let probe = tmp
+            .path()
+            .join(format!(".supervisor-probe-{}-0badf00d", last_killed));
+        std::fs::create_dir(&probe).unwrap();
         // Their workers die with them (parent-death signal); wait for that, then for
         // the leftovers to be old enough to be taken for a dead program's.
         let left = tmp.entries();
-        eprintln!("{} entries left by the killed programs", left.len());
+        eprintln!("entries left by the killed programs: {left:?}");
         let t = Instant::now();
         while tmp.entries().iter().any(|e| {
             e.metadata()
@@ -164,18 +173,22 @@ fn programs_killed_while_spawning_leave_nothing_after_the_next_start() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        // A program killed between making the directory and binding its socket leaves
-        // it empty; the sweep removes those only once they are a minute old (another
-        // program's fresh temporary directory looks the same).
-        let sockets: Vec<_> = tmp
+        // Nothing is left but what cannot be told from another program's: an empty
+        // `.tmpXXXXXX` of a program killed between ipc-channel's making the directory
+        // and binding its socket (tempfile's name and mode; see the README). Probe
+        // directories were left before (the sweep looked only at `.tmp*`).
+        let left_over: Vec<_> = tmp
             .entries()
             .into_iter()
-            .filter(|e| std::fs::read_dir(e).map_or(true, |mut d| d.next().is_some()))
+            .filter(|e| {
+                let name = e.file_name().unwrap().to_string_lossy().into_owned();
+                let empty = std::fs::read_dir(e).is_ok_and(|mut d| d.next().is_none());
+                !(name.starts_with(".tmp") && empty)
+            })
             .collect();
         assert!(
-            sockets.is_empty(),
-            "left behind: {sockets:?} (before the sweep: {} entries)",
-            left.len()
+            left_over.is_empty(),
+            "left behind: {left_over:?} (before the sweep: {left:?})"
         );
     });
 }
@@ -333,6 +346,152 @@ fn an_odd_tmpdir_gives_spawn_an_error_never_a_panic_or_a_leftover() {
         std::fs::remove_dir_all(&not_utf8).unwrap();
         std::fs::remove_dir_all(&long).unwrap();
         assert!(left.is_empty(), "left in {private:?}: {left:?}\n{seen:#?}");
+    });
+}
+
+/// Under whatever `TMPDIR` it was given, per start method that needs one (spawn and
+/// forkserver): a `Process` start and a one-worker pool's `apply`; one line each,
+/// `METHOD process|pool: ok|error|broken-at-start|storm|other: message chain`.
+fn start_under_bad_tmpdir() {
+    for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+        let outcome = match Process::builder(one, 1).start_method(method).start() {
+            Ok(mut p) => format!("ok {:?}", p.join()),
+            Err(e) => format!("error: {}", chain(&e)),
+        };
+        println!("{method} process: {outcome}");
+        let pool = match Pool::builder().procs(1).start_method(method).build() {
+            Ok(pool) => pool,
+            Err(e) => {
+                println!("{method} pool: build error: {}", chain(&e));
+                continue;
+            }
+        };
+        let outcome = match pool.apply(one, 1) {
+            Ok(v) => format!("ok {v}"),
+            Err(e) => {
+                let what = match e.kind() {
+                    ErrorKind::PoolBroken {
+                        reason: BrokenReason::CannotStart(_),
+                    } => "broken-at-start",
+                    ErrorKind::PoolBroken {
+                        reason: BrokenReason::Storm { .. },
+                    } => "storm",
+                    _ => "other",
+                };
+                format!("{what}: {}", chain(&e))
+            }
+        };
+        pool.terminate();
+        println!("{method} pool: {outcome}");
+    }
+}
+#[linkme::distributed_slice(SCENARIOS)]
+static START_UNDER_BAD_TMPDIR: Scenario = Scenario {
+    name: "start-under-bad-tmpdir",
+    run: start_under_bad_tmpdir,
+};
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text += &format!(": {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// Checks the scenario's lines for `TMPDIR` `dir`: every start fails with the
+/// temporary-directory error and every pool is broken at its first start.
+fn assert_bad_tmpdir_breaks_at_once(dir: &str, out: std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "TMPDIR {dir:?}: the program died ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "TMPDIR {dir:?}: {stdout}");
+    for line in lines {
+        let expected = if line
+            .split(':')
+            .next()
+            .is_some_and(|w| w.ends_with(" process"))
+        {
+            "process: error: "
+        } else {
+            "pool: broken-at-start: "
+        };
+        assert!(
+            line.contains(expected) && line.contains("(TMPDIR)"),
+            "TMPDIR {dir:?}: {line}"
+        );
+    }
+}
+
+/// A `TMPDIR` a bootstrap socket cannot be made in breaks a pool at its first start
+/// with the temporary-directory error, for spawn and forkserver pools alike, and fails
+/// a `Process` start with it. Seen: a dangling symlink, a regular file, `/dev/null`,
+/// `/proc`, `/sys/kernel` or a read-only mount counted as passing trouble, and a pool
+/// retried through its restart back-off and broke after 4.3 s as a storm ("11 workers
+/// died or failed to start within 60s"); a forkserver pool did that for every bad
+/// value, also a relative, empty or non-UTF-8 one (its error came wrapped in the fork
+/// server's).
+#[test]
+fn a_bad_tmpdir_breaks_spawn_and_forkserver_pools_at_their_first_start() {
+    use std::os::unix::ffi::OsStrExt;
+    isolated(DEADLINE, || {
+        let tmp = Tmp::new("bad");
+        let dangling = tmp.path().join("dangling");
+        std::os::unix::fs::symlink(tmp.path().join("nowhere"), &dangling).unwrap();
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let missing = tmp.path().join("missing");
+        let not_utf8 = tmp.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        let values: Vec<std::ffi::OsString> = vec![
+            dangling.into(),
+            file.into(),
+            missing.into(),
+            "/dev/null".into(),
+            "/proc".into(),
+            "/sys/kernel".into(),
+            "relative".into(),
+            "".into(),
+            not_utf8.into(),
+        ];
+        for dir in &values {
+            let out = scenario("start-under-bad-tmpdir")
+                .env("TMPDIR", dir)
+                .output()
+                .unwrap();
+            assert_bad_tmpdir_breaks_at_once(&dir.to_string_lossy(), out);
+        }
+        // A read-only mount, where a mount namespace of our own can be had (root).
+        let ro = tmp.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let script = format!(
+            "mount -t tmpfs -o ro tmpfs '{}' || exit 97; exec '{}'",
+            ro.display(),
+            exe.display()
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .env(common::SCENARIO_ENV, "start-under-bad-tmpdir")
+            .env("TMPDIR", &ro)
+            .stdin(std::process::Stdio::null())
+            .output();
+        match out {
+            Ok(out) if out.status.code() != Some(97) && out.status.code() != Some(1) => {
+                eprintln!(
+                    "read-only mount: ran:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                assert_bad_tmpdir_breaks_at_once(&ro.display().to_string(), out);
+            }
+            other => eprintln!("read-only mount: skipped (no mount namespace here): {other:?}"),
+        }
     });
 }
 

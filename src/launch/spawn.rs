@@ -286,7 +286,12 @@ const STALE_AFTER: Duration = Duration::from_secs(2);
 /// Removes the bootstrap directories dead programs left in the temp directory (a
 /// program SIGKILLed while a child was starting cannot remove its own): this user's,
 /// holding nothing but `socket`, older than [`STALE_AFTER`], whose socket no process
-/// has bound any more (`/proc/net/unix`). Once per program, at its first spawn.
+/// has bound any more (`/proc/net/unix`); and this user's empty probe directories of
+/// `os::check_temp_dir` older than that. Once per program, at its first spawn.
+///
+/// What it cannot tell from another program's is left: an empty `.tmpXXXXXX` made by
+/// ipc-channel (tempfile's name and mode, 0700, which any program of this user may
+/// use) in the microseconds before its socket was bound.
 fn sweep_stale_bootstrap_dirs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -299,7 +304,9 @@ fn sweep_stale_bootstrap_dirs() {
         let me = os::euid();
         for entry in entries.flatten() {
             let dir = entry.path();
-            if !entry.file_name().to_string_lossy().starts_with(".tmp") {
+            let name = entry.file_name();
+            let probe = name.to_string_lossy().starts_with(os::TEMP_PROBE_PREFIX);
+            if !probe && !name.to_string_lossy().starts_with(".tmp") {
                 continue;
             }
             let Ok(meta) = std::fs::symlink_metadata(&dir) else {
@@ -312,6 +319,13 @@ fn sweep_stale_bootstrap_dirs() {
                 .and_then(|m| m.elapsed().ok())
                 .unwrap_or_default();
             if !meta.is_dir() || meta.uid() != me || age < STALE_AFTER {
+                continue;
+            }
+            if probe {
+                // Ours by its name, and a probe lives for microseconds: one this old
+                // was left by a program killed mid-check (if its owner merely
+                // stopped there, its own `rmdir` fails quietly). Only an empty one goes.
+                let _ = std::fs::remove_dir(&dir);
                 continue;
             }
             // An empty one is left alone: a program killed in the instant between

@@ -102,3 +102,15 @@ pub(crate) fn descriptors_nearly_exhausted() -> bool {
         Err(e) => matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)),
     }
 }
+
+/// Ends the reading side of the socket `fd`: what is queued on it can still be read,
+/// then every receive sees the end of the stream (a blocked one wakes), however many
+/// processes hold its peer's end.
+pub(crate) fn shut_down_reading(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: shutdown takes plain integers and changes only the socket's state; the
+    // caller owns `fd` for the duration of the call.
+    if unsafe { libc::shutdown(fd, libc::SHUT_RD) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

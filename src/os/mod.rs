@@ -21,7 +21,8 @@ mod tree;
 pub(crate) use clock::{boot_ticks, monotonic_ns};
 pub(crate) use exec::{spawn_exec, Exec};
 pub(crate) use fd::{
-    close_above_stdio, descriptors_nearly_exhausted, open_fds, poll_readable, EventFd,
+    close_above_stdio, descriptors_nearly_exhausted, open_fds, poll_readable, shut_down_reading,
+    EventFd,
 };
 pub(crate) use futex::{futex_wait, futex_wake};
 pub(crate) use group::{group_has_running_members, signal_group_members};
@@ -30,7 +31,7 @@ pub(crate) use nice::{current_nice, may_lower_nice_to};
 pub(crate) use oom::{oom_killed, oom_watch, OomWatch};
 pub(crate) use private::{
     bound_unix_sockets, check_temp_dir, euid, make_private_dir, random_bytes, temp_dir_unfit,
-    unix_socket_available, with_private_umask,
+    unix_socket_available, with_private_umask, TEMP_PROBE_PREFIX,
 };
 pub(crate) use proc::{proc_usage, process_start_time};
 pub(crate) use process::{

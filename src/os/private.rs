@@ -129,13 +129,33 @@ pub(crate) enum TempDirError {
     },
 }
 
-/// Whether `e` is a [`TempDirError`] that no retry can mend (the path itself is wrong,
-/// not the state of the file system).
+/// Whether `e` is a [`TempDirError`] that no retry can mend: the path itself is wrong,
+/// or names no directory we may make one in (missing, a dangling symlink, a file,
+/// `/proc`, `/sys`, not writable, a read-only mount). Only a full file system (out of
+/// space, inodes or quota) or a failure of the kernel's own may pass.
 pub(crate) fn temp_dir_unfit(e: &io::Error) -> bool {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<TempDirError>())
-        .is_some_and(|t| !matches!(t, TempDirError::Unusable { .. }))
+        .is_some_and(|t| match t {
+            TempDirError::Unusable { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(
+                    libc::ENOENT
+                        | libc::ENOTDIR
+                        | libc::EACCES
+                        | libc::EPERM
+                        | libc::EROFS
+                        | libc::ELOOP
+                        | libc::ENAMETOOLONG
+                )
+            ),
+            _ => true,
+        })
 }
+
+/// How the probe directories of [`check_temp_dir`] are named (then the pid and a random
+/// number): the sweep of a later start removes the ones a killed program left.
+pub(crate) const TEMP_PROBE_PREFIX: &str = ".supervisor-probe-";
 
 /// The longest temporary directory a bootstrap socket fits under: `sun_path` holds 107
 /// bytes and a NUL, and ipc-channel adds `/.tmpXXXXXX/socket` (18 bytes).
@@ -143,7 +163,8 @@ const TEMP_DIR_MAX: usize = 107 - 18;
 
 /// Checks that ipc-channel's one-shot server can make its directory and socket in the
 /// temporary directory (see [`TempDirError`]): a directory is made there (0700) and
-/// removed again. The error is an `io::Error` carrying a [`TempDirError`].
+/// removed again (a program killed in between leaves it; a later start's sweep removes
+/// it). The error is an `io::Error` carrying a [`TempDirError`].
 pub(crate) fn check_temp_dir() -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let dir = std::env::temp_dir();
@@ -167,7 +188,7 @@ pub(crate) fn check_temp_dir() -> io::Result<()> {
     }
     let [a, b, c, d] = random_bytes::<4>()?;
     let probe = dir.join(format!(
-        ".supervisor-probe-{}-{:08x}",
+        "{TEMP_PROBE_PREFIX}{}-{:08x}",
         std::process::id(),
         u32::from_le_bytes([a, b, c, d])
     ));

@@ -260,6 +260,10 @@ impl WorkerLink for LiveWorker {
         self.slot.group_runs()
     }
 
+    fn end_input(&self) -> bool {
+        self.reader.as_ref().is_some_and(|r| r.end_input())
+    }
+
     fn reading(&self) -> bool {
         self.reader.is_some()
     }

@@ -71,6 +71,9 @@ pub(crate) trait WorkerLink {
     fn exit(&self) -> Option<Exit>;
     /// Whether anything of its process group still runs.
     fn group_runs(&self) -> bool;
+    /// It has exited: what it sent is still read, then its link ends (as if closed),
+    /// whoever else holds the channel. False if that cannot be arranged.
+    fn end_input(&self) -> bool;
     /// Whether anyone reads its messages (false: nobody ever will).
     fn reading(&self) -> bool;
     /// Tells its reader whether a message (or the end) is expected.

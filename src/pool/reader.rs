@@ -62,6 +62,9 @@ pub(crate) struct LinkReader {
     post: Post,
     state: AtomicU32,
     link: Mutex<Incoming>,
+    /// The socket under `link`, open as long as this reader lives (the receiver never
+    /// leaves it), reachable while a reader holds `link`.
+    fd: Option<std::os::fd::RawFd>,
     thread: OnceLock<Thread>,
 }
 
@@ -81,8 +84,10 @@ enum Read {
 impl LinkReader {
     /// Starts the reader thread of worker `worker`; `None` if no thread could start.
     pub(crate) fn start(worker: u64, rx: Receiver, post: Post) -> Option<Arc<LinkReader>> {
+        let fd = rx.descriptor();
         let reader = Arc::new(LinkReader {
             post,
+            fd,
             state: AtomicU32::new(READER | EXPECTED),
             link: Mutex::new(Incoming {
                 rx,
@@ -144,6 +149,14 @@ impl LinkReader {
         if self.update(turn::give_back).is_some_and(turn::expected) {
             self.wake();
         }
+    }
+
+    /// The worker is gone: whoever reads gets what it sent, then the end of the stream,
+    /// even while another process (a grandchild that inherited the worker's end) keeps
+    /// the channel open. False if the socket could not be shut down.
+    pub(crate) fn end_input(&self) -> bool {
+        self.fd
+            .is_some_and(|fd| crate::os::shut_down_reading(fd).is_ok())
     }
 
     /// Nobody reads any more; the reader thread ends.

@@ -435,6 +435,9 @@ impl WorkerLink for SimLink {
     fn group_runs(&self) -> bool {
         false
     }
+    fn end_input(&self) -> bool {
+        false
+    }
     fn reading(&self) -> bool {
         true
     }

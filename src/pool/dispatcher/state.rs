@@ -22,9 +22,10 @@ use crate::error::{resource_limit, BrokenReason, Error, ErrorKind, StormDeath};
 use crate::launch::Spec;
 
 /// How long to wait, after a worker exited, for its channel to close before settling
-/// its jobs: its reader may still be decoding a large last result, or a grandchild may
-/// hold the channel open (then no more results can come, and this is the delay before
-/// its jobs are reported).
+/// its jobs: its reader may still be decoding a large last result. A grandchild holding
+/// the channel open does not make us wait this long: our end is shut for reading at the
+/// exit (`WorkerLink::end_input`), so the link ends once what the worker sent is read;
+/// this is the fallback where that could not be done.
 pub(super) const EXIT_SETTLE: Duration = Duration::from_secs(1);
 /// Message id of the initializer.
 pub(super) const INIT_SEQ: u64 = 0;
@@ -290,12 +291,15 @@ impl<X: Io> Dispatcher<X> {
                         self.finalize(worker);
                     } else {
                         // Something else holds its channel open: a child of its task
-                        // that inherited it. What is left of the group goes now (what
-                        // the worker sent is still read), so the end is noticed at
-                        // once, not at the settling deadline.
+                        // that inherited it, maybe outside its group (setsid). What is
+                        // left of the group goes now, and our end of the channel is
+                        // shut for reading: what the worker sent is still read, then
+                        // the link ends, so the end is noticed at once, not at the
+                        // settling deadline (left as a fallback).
                         if end_children {
                             w.link.terminate_group();
                         }
+                        w.link.end_input();
                         w.settle_at = Some(now + EXIT_SETTLE);
                     }
                 }
@@ -485,7 +489,7 @@ impl<X: Io> Dispatcher<X> {
                         | ErrorKind::Registry(_)
                         | ErrorKind::DaemonCannotStart { .. }
                         | ErrorKind::NotInitialised { .. }
-                ) || matches!(e.kind(), ErrorKind::Channel(io) if crate::os::temp_dir_unfit(io));
+                ) || temp_dir_unfit(&e);
                 if permanent {
                     self.break_pool(BrokenReason::CannotStart(Arc::new(e)));
                 } else {
@@ -661,5 +665,15 @@ impl<X: Io> Machine for Dispatcher<X> {
                 }
             }
         }
+    }
+}
+
+/// Whether a start failed on a temporary directory no retry can mend, for a spawned
+/// worker or the fork server it would be forked from.
+fn temp_dir_unfit(e: &Error) -> bool {
+    match e.kind() {
+        ErrorKind::Channel(io) => crate::os::temp_dir_unfit(io),
+        ErrorKind::Forkserver(inner) => temp_dir_unfit(inner),
+        _ => false,
     }
 }

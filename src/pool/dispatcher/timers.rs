@@ -243,6 +243,9 @@ mod tests {
         fn group_runs(&self) -> bool {
             false
         }
+        fn end_input(&self) -> bool {
+            false
+        }
         fn reading(&self) -> bool {
             true
         }

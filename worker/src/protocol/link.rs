@@ -133,6 +133,12 @@ impl Receiver {
         }
     }
 
+    /// The socket's descriptor (`None` if ipc-channel's layout hid it); open as long as
+    /// this receiver lives.
+    pub fn descriptor(&self) -> Option<RawFd> {
+        self.fd
+    }
+
     /// Whether [`Receiver::recv`] would return at once (a packet, the end of the stream
     /// or an error is waiting); costs one non-blocking system call. A packet it finds
     /// is checked here, once: the receive that follows only reads it.
