@@ -1275,11 +1275,12 @@ fn a_read_write_dev_null_on_standard_output_is_not_a_closed_one() {
         let dir = temp_dir("rdwr-null");
         let marker = dir.join("ran");
         let out = Command::new("sh")
+            .current_dir(&dir)
             .arg("-c")
             .arg(r#"exec "$@" 1<>/dev/null"#)
             .arg("sh")
             .arg(BIN)
-            .args(["run", "--", "touch"])
+            .args(["run", "touch", ":::"])
             .arg(&marker)
             .stdin(Stdio::null())
             .output()
@@ -2179,7 +2180,7 @@ struct Gated {
 }
 
 /// Runs `supervisor run -j 2 --joblog LOG ARGS` on `input` (with at most `nofile`
-/// descriptors), waits (at most 60 s) until the job log lists every task but the first,
+/// descriptors), waits (at most 90 s) until the job log lists every task but the first,
 /// looks at the supervisor's memory and descriptors, then calls `open_gate` (which lets
 /// the first task end) and waits for the run.
 fn gated_run(
@@ -2217,7 +2218,8 @@ fn gated_run(
             .map(|s| s.lines().count().saturating_sub(1))
             .unwrap_or(0)
     };
-    let until = Instant::now() + Duration::from_secs(60);
+    // Generous: on a loaded 2-core machine 10,000 short commands took over 60 s.
+    let until = Instant::now() + Duration::from_secs(90);
     let mut ended_before_gate = lines();
     while Instant::now() < until && !has_exited(pid as i32) && ended_before_gate < behind {
         std::thread::sleep(Duration::from_millis(20));
@@ -2349,7 +2351,7 @@ fn a_slow_built_in_task_at_the_head_does_not_hold_back_the_tasks_behind_it() {
     });
 }
 
-/// 10,000 commands of 6 KB of output each behind one that waits, on 2 workers: they
+/// 4,000 commands of 15 KB of output each behind one that waits, on 2 workers: they
 /// all run while it waits (before, 128 did), the supervisor's memory stays bounded
 /// although 60 MB of output wait for their turn (past 16 MiB they wait in a spill
 /// file), and the output comes in input order, byte for byte.
@@ -2358,11 +2360,12 @@ fn outputs_waiting_behind_a_slow_command_keep_the_memory_bounded() {
     isolated(DEADLINE, || {
         let dir = temp_dir("held-memory");
         let go = dir.join("go");
-        let n = 10_000;
+        // 60 MB waiting, in few enough commands to run in a few seconds on 2 cores.
+        let (n, size) = (4_000, 15_000);
         let input: String = std::iter::once("gate\n".to_string())
             .chain((1..=n).map(|i| format!("{i}\n")))
             .collect();
-        let script = gate_script(&go, 6000);
+        let script = gate_script(&go, size);
         let run = gated_run(
             &dir,
             &["--", "sh", "-c", &script, "{}"],
@@ -2376,7 +2379,7 @@ fn outputs_waiting_behind_a_slow_command_keep_the_memory_bounded() {
             "peak RSS {} KiB with 60 MB of output waiting",
             run.peak_rss_kib
         );
-        assert_eq!(run.stdout.len(), input.len() + (n + 1) * 6000);
+        assert_eq!(run.stdout.len(), input.len() + (n + 1) * size);
         let text: Vec<u8> = run.stdout.iter().copied().filter(|b| *b != 0).collect();
         assert_eq!(
             String::from_utf8(text).unwrap(),
