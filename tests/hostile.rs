@@ -504,6 +504,13 @@ fn handles_of_other_types_are_refused_in_the_process_that_holds_them() {
             m,
             "the handle is not one of a queue: role 1 (a queue has only role 0)"
         );
+        // A pipe's end decodes with its own types only: end 0 of a `Pipe<u64, String>`
+        // is not a `Pipe<String, u64>` (end 1 is).
+        let (a, b) = Pipe::<u64, String>::new().unwrap();
+        let m = refusal::<Pipe<String, u64>>(wire(&a));
+        assert!(m.contains("other message or element types"), "{m}");
+        let m = refusal::<Pipe<u64, String>>(wire(&b));
+        assert!(m.contains("other message or element types"), "{m}");
         let (a, _b) = Pipe::<u8, u8>::new().unwrap();
         let m = refusal::<Pipe<u8, u8>>(relabel(&wire(&a), "role", 2));
         assert_eq!(

@@ -424,7 +424,8 @@ impl Region {
             && data_offset % 64 == 0
             && data_offset
                 .checked_add(data_len)
-                .is_some_and(|end| end <= len as u64);
+                .is_some_and(|end| end <= len as u64)
+            && ring_fits(found, data_len);
         if !fits {
             return Err(wrong("inconsistent layout"));
         }
@@ -805,6 +806,13 @@ pub(crate) struct Wire {
     sources: Vec<(u32, i32)>,
 }
 
+impl Wire {
+    /// The role the handle says it is (checked by [`Attachment::from_wire`]).
+    pub(crate) fn role(&self) -> u32 {
+        self.role
+    }
+}
+
 /// This process holding one role of a region: registered in the region's holder table
 /// while it lives. Every handle of this process to that role shares one.
 pub(crate) struct Attachment {
@@ -943,9 +951,17 @@ impl std::ops::Deref for Holder {
     }
 }
 
-/// `Serialize` and `Deserialize` for a handle type holding `att: Holder`.
+/// `Serialize` and `Deserialize` for a handle type holding `att: Holder`. The type
+/// tag its region must have is an expression, or `role r => expression` for a tag that
+/// depends on the role decoded (a pipe's ends are of mirrored types).
 macro_rules! serde_handle {
+    ($ty:ident $(<$($p:ident),*>)?, $kind:expr, role $role:ident => $tag:expr, $state:ty, $repair:expr, |$att:ident| $build:expr) => {
+        crate::sync::region::serde_handle!(@impl $ty $(<$($p),*>)?, $kind, |$role| $tag, $state, $repair, |$att| $build);
+    };
     ($ty:ident $(<$($p:ident),*>)?, $kind:expr, $tag:expr, $state:ty, $repair:expr, |$att:ident| $build:expr) => {
+        crate::sync::region::serde_handle!(@impl $ty $(<$($p),*>)?, $kind, |_role| $tag, $state, $repair, |$att| $build);
+    };
+    (@impl $ty:ident $(<$($p:ident),*>)?, $kind:expr, |$role:ident| $tag:expr, $state:ty, $repair:expr, |$att:ident| $build:expr) => {
         impl$(<$($p),*>)? serde::Serialize for $ty$(<$($p),*>)? {
             fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
                 serde::Serialize::serialize(&self.att.to_wire(), s)
@@ -955,10 +971,12 @@ macro_rules! serde_handle {
         impl<'de, $($($p),*)?> serde::Deserialize<'de> for $ty$(<$($p),*>)? {
             fn deserialize<De: serde::Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
                 let wire = <crate::sync::region::Wire as serde::Deserialize>::deserialize(d)?;
+                let $role = wire.role();
+                let tag = $tag;
                 let $att = crate::sync::region::Attachment::from_wire(
                     wire,
                     $kind,
-                    $tag,
+                    tag,
                     size_of::<$state>(),
                     $repair,
                 )
