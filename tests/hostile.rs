@@ -422,7 +422,7 @@ fn attack_is_refused(attack: &'static str) {
             out.status
         );
         assert!(
-            stdout.contains("REFUSED the handle is not one of a pipe: it names a shared memory"),
+            stdout.contains("REFUSED pipe handle refused: it names a shared memory"),
             "{attack}: {stdout}{stderr}"
         );
     });
@@ -468,7 +468,7 @@ fn handles_of_other_types_are_refused_in_the_process_that_holds_them() {
         let m = refusal::<SharedSlice<u64>>(wire(&s));
         assert_eq!(
             m,
-            "the handle is not one of a shared memory: it was made for other message or element types"
+            "shared memory handle refused: it was made for other message or element types"
         );
         let m = refusal::<SharedMemory>(wire(&s));
         assert!(m.contains("other message or element types"), "{m}");
@@ -481,29 +481,23 @@ fn handles_of_other_types_are_refused_in_the_process_that_holds_them() {
 
         let e = Event::new().unwrap();
         let m = refusal::<Semaphore>(relabel(&wire(&e), "kind", 6));
-        assert_eq!(m, "the handle is not one of a semaphore: it names a event");
+        assert_eq!(m, "semaphore handle refused: it names an event");
         let m = refusal::<Semaphore>(wire(&e));
-        assert_eq!(m, "the handle is not one of a semaphore: it names a event");
+        assert_eq!(m, "semaphore handle refused: it names an event");
 
         let sm = SharedMemory::new(64).unwrap();
         let m = refusal::<Lock>(relabel(&wire(&sm), "kind", 4));
-        assert_eq!(
-            m,
-            "the handle is not one of a lock: it names a shared memory"
-        );
+        assert_eq!(m, "lock handle refused: it names a shared memory");
         let m = refusal::<Lock>(relabel(&wire(&sm), "kind", 99));
         assert_eq!(
             m,
-            "the handle is not one of a lock: it names an object of unknown kind 99"
+            "lock handle refused: it names an object of unknown kind 99"
         );
 
         // Role 1 of a queue (which has one role): a holder of its own, of no one's
         // messages, that waited out get timeouts instead of seeing nobody else holds it.
         let m = refusal::<Queue<u64>>(relabel(&wire(&q), "role", 1));
-        assert_eq!(
-            m,
-            "the handle is not one of a queue: role 1 (a queue has only role 0)"
-        );
+        assert_eq!(m, "queue handle refused: role 1 (a queue has only role 0)");
         // A pipe's end decodes with its own types only: end 0 of a `Pipe<u64, String>`
         // is not a `Pipe<String, u64>` (end 1 is).
         let (a, b) = Pipe::<u64, String>::new().unwrap();
@@ -513,10 +507,7 @@ fn handles_of_other_types_are_refused_in_the_process_that_holds_them() {
         assert!(m.contains("other message or element types"), "{m}");
         let (a, _b) = Pipe::<u8, u8>::new().unwrap();
         let m = refusal::<Pipe<u8, u8>>(relabel(&wire(&a), "role", 2));
-        assert_eq!(
-            m,
-            "the handle is not one of a pipe: role 2 (a pipe has roles 0 to 1)"
-        );
+        assert_eq!(m, "pipe handle refused: role 2 (a pipe has roles 0 and 1)");
     });
 }
 
@@ -754,7 +745,7 @@ fn a_refused_handle_in_a_message_reads_once_in_words() {
         let said = supervisor_worker::error_chain(&e);
         assert!(
             said.ends_with(
-                ": the handle is not one of a queue: it was made for other message or element types"
+                ": queue handle refused: it was made for other message or element types"
             ) && !said.contains("OtherString"),
             "{said}"
         );

@@ -558,7 +558,7 @@ pub enum ErrorKind {
     /// name an object that is not of that type: another kind of object, other message
     /// or element types, another layout, or a role the type does not have. Checked the
     /// same whether the object is open in this process already or not.
-    #[error("the handle is not one of a {kind}: {reason}")]
+    #[error("{kind} handle refused: {reason}")]
     WrongHandle {
         /// The type decoded as (`queue`, `pipe`, `shared memory`, ...).
         kind: &'static str,

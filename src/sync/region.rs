@@ -65,6 +65,14 @@ impl Kind {
         }
     }
 
+    /// Its name with its article: "a queue", "an event".
+    fn a_name(self) -> String {
+        match self {
+            Kind::Event => "an event".to_string(),
+            _ => format!("a {}", self.name()),
+        }
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Queue => "queue",
@@ -343,7 +351,7 @@ impl Region {
     /// ever reads another type's state or data as its own.
     fn check(&self, kind: Kind, tag: u64, state_len: usize) -> Result<(), Error> {
         let reason = if self.kind != kind {
-            format!("it names a {}", self.kind.name())
+            format!("it names {}", self.kind.a_name())
         } else if self.tag != tag {
             "it was made for other message or element types".to_string()
         } else if self.state_len != state_len {
@@ -858,19 +866,14 @@ impl Attachment {
         };
         if wire.kind != kind as u32 {
             return Err(wrong(match Kind::from_u32(wire.kind) {
-                Some(other) => format!("it names a {}", other.name()),
+                Some(other) => format!("it names {}", other.a_name()),
                 None => format!("it names an object of unknown kind {}", wire.kind),
             }));
         }
         if wire.role >= kind.roles() {
             return Err(wrong(match kind.roles() {
-                1 => format!("role {} (a {} has only role 0)", wire.role, kind.name()),
-                n => format!(
-                    "role {} (a {} has roles 0 to {})",
-                    wire.role,
-                    kind.name(),
-                    n - 1
-                ),
+                1 => format!("role {} ({} has only role 0)", wire.role, kind.a_name()),
+                _ => format!("role {} ({} has roles 0 and 1)", wire.role, kind.a_name()),
             }));
         }
         let key = (wire.id, wire.role);
