@@ -248,7 +248,8 @@ impl<'a> Ring<'a> {
     /// and the frame's header say).
     fn frame_at(&self, pos: u64, tail: u64) -> Option<usize> {
         let mut header = [0u8; FRAME_HEADER];
-        let filled = tail.checked_sub(pos)?;
+        // Wrapping, as the positions do (they start anywhere a peer sets them).
+        let filled = tail.wrapping_sub(pos);
         if filled < FRAME_HEADER as u64 || filled > self.size as u64 {
             return None;
         }
@@ -269,14 +270,15 @@ impl<'a> Ring<'a> {
         let s = self.state;
         let head = s.head.load(Ordering::Acquire);
         let mut tail = s.tail.load(Ordering::Acquire);
-        if tail < head || tail - head > self.size as u64 {
+        if tail.wrapping_sub(head) > self.size as u64 {
             tail = head;
         }
         let (mut pos, mut count) = (head, 0u64);
-        while pos < tail {
+        // A frame ends at or before `tail` (`frame_at`), so `pos` reaches it exactly.
+        while pos != tail {
             match self.frame_at(pos, tail) {
                 Some(len) => {
-                    pos += frame_len(len) as u64;
+                    pos = pos.wrapping_add(frame_len(len) as u64);
                     count += 1;
                 }
                 None => break,
@@ -287,5 +289,57 @@ impl<'a> Ring<'a> {
         // Whoever sleeps re-checks.
         s.not_empty.fetch_add(1, Ordering::SeqCst);
         s.not_full.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zeroed() -> RingState {
+        // SAFETY: RingState is made of atomics, valid when all bytes are zero.
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// A data area too small for a ring (a relabelled header) and shared positions a
+    /// peer rewrote: errors, never a copy outside the buffer, a panic or a division by
+    /// zero.
+    #[test]
+    fn a_ring_refuses_whatever_its_size_or_shared_positions_say() {
+        for size in [0usize, 1, 7, 14, 63] {
+            let state = zeroed();
+            let mut buf = vec![0u8; size];
+            let ring = Ring::new(&state, buf.as_mut_ptr(), size, "pipe");
+            assert!(ring.check_size(0).is_err(), "{size}");
+            assert!(ring.try_push(&[1]).is_err(), "{size}");
+            state.tail.store(16, Ordering::Relaxed);
+            assert!(ring.try_pop().is_err(), "{size}");
+            ring.repair();
+        }
+        let state = zeroed();
+        let mut buf = vec![0u8; 64];
+        let ring = Ring::new(&state, buf.as_mut_ptr(), 64, "queue");
+        // More in use than the ring holds, or a sum that wraps: corrupt, not a copy.
+        for (head, tail) in [(0, 1000), (u64::MAX - 7, 1000), (100, 0)] {
+            state.head.store(head, Ordering::Relaxed);
+            state.tail.store(tail, Ordering::Relaxed);
+            assert!(ring.try_push(&[1; 8]).is_err(), "{head} {tail}");
+        }
+        // A frame announcing more than the ring: corrupt.
+        state.head.store(0, Ordering::Relaxed);
+        state.tail.store(64, Ordering::Relaxed);
+        buf[..4].copy_from_slice(&0x1000_0051u32.to_le_bytes());
+        buf[4..8].copy_from_slice(&MARK.to_le_bytes());
+        assert!(ring.try_pop().is_err());
+        // Positions near the end of the u64 range wrap instead of overflowing.
+        state.head.store(u64::MAX - 7, Ordering::Relaxed);
+        state.tail.store(u64::MAX - 7, Ordering::Relaxed);
+        assert!(ring.try_push(&[9; 20]).unwrap());
+        assert!(ring.try_push(&[8; 4]).unwrap());
+        ring.repair();
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.try_pop().unwrap(), Some(vec![9; 20]));
+        assert_eq!(ring.try_pop().unwrap(), Some(vec![8; 4]));
+        assert_eq!(ring.try_pop().unwrap(), None);
     }
 }
