@@ -290,6 +290,20 @@ pub enum ErrorKind {
         /// The largest allowed.
         limit: u64,
     },
+    /// A number of elements asked for is beyond what the object can have.
+    #[error(
+        "a {kind} of {requested} elements of {size} bytes is over the limit of {limit} elements"
+    )]
+    TooManyElements {
+        /// What was being made.
+        kind: &'static str,
+        /// The number of elements asked for.
+        requested: u64,
+        /// The size of one element, in bytes.
+        size: usize,
+        /// The most elements allowed.
+        limit: u64,
+    },
     /// The worker has no task by this name (parent and worker disagree).
     #[error("process {pid} has no task named `{task}`")]
     UnknownTask {
@@ -551,6 +565,17 @@ pub enum ErrorKind {
         /// Why the last attempt failed.
         #[source]
         source: io::Error,
+    },
+    /// Bytes decoded as a handle (a `Queue<T>`, a `Pipe` end, a `SharedSlice<T>`, ...)
+    /// name an object that is not of that type: another kind of object, other message
+    /// or element types, another layout, or a role the type does not have. Checked the
+    /// same whether the object is open in this process already or not.
+    #[error("{kind} handle refused: {reason}")]
+    WrongHandle {
+        /// The type decoded as (`queue`, `pipe`, `shared memory`, ...).
+        kind: &'static str,
+        /// What did not match.
+        reason: String,
     },
     /// A message could not be encoded.
     #[error("cannot encode a message for the {kind}")]

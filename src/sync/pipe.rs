@@ -23,10 +23,20 @@ struct PipeState {
 // SAFETY: repr(C), made of `RingState`s, valid when zeroed.
 unsafe impl SharedState for PipeState {}
 
-/// The same for `Pipe<A, B>` and `Pipe<B, A>` (the two ends of one pipe).
+/// The tag of a pipe whose end 0 is a `Pipe<S, R>` (and end 1 a `Pipe<R, S>`).
 fn tag<S, R>() -> u64 {
     region::type_tag(std::any::type_name::<S>())
+        .rotate_left(1)
         .wrapping_add(region::type_tag(std::any::type_name::<R>()))
+}
+
+/// The tag a pipe must have for end `role` to be a `Pipe<S, R>`: an end decodes only
+/// as its own types, not as the other end's.
+fn end_tag<S, R>(role: u32) -> u64 {
+    match role {
+        0 => tag::<S, R>(),
+        _ => tag::<R, S>(),
+    }
 }
 
 fn ring_of(region: &Region, index: u32) -> Ring<'_> {
@@ -97,7 +107,7 @@ pub struct Pipe<S, R> {
     types: PhantomData<fn(S) -> R>,
 }
 
-region::serde_handle!(Pipe<S, R>, Kind::Pipe, tag::<S, R>(), PipeState, repair, |att| Pipe {
+region::serde_handle!(Pipe<S, R>, Kind::Pipe, role r => end_tag::<S, R>(r), PipeState, repair, |att| Pipe {
     att,
     types: PhantomData
 });

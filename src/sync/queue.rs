@@ -62,7 +62,7 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
                 .ok_or(ErrorKind::TooLarge {
                     kind: Kind::Queue.name(),
                     requested: self.bytes as u64,
-                    limit: region::MAX_REGION as u64,
+                    limit: region::max_data(size_of::<RingState>()) as u64,
                 })?;
         let region = Region::create(
             Kind::Queue,

@@ -44,6 +44,35 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    fn from_u32(n: u32) -> Option<Kind> {
+        [
+            Kind::Queue,
+            Kind::Pipe,
+            Kind::SharedMemory,
+            Kind::Lock,
+            Kind::Event,
+            Kind::Semaphore,
+        ]
+        .into_iter()
+        .find(|k| *k as u32 == n)
+    }
+
+    /// How many roles a handle of this kind can have: a pipe's two ends, one otherwise.
+    fn roles(self) -> u32 {
+        match self {
+            Kind::Pipe => 2,
+            _ => 1,
+        }
+    }
+
+    /// Its name with its article: "a queue", "an event".
+    fn a_name(self) -> String {
+        match self {
+            Kind::Event => "an event".to_string(),
+            _ => format!("a {}", self.name()),
+        }
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Queue => "queue",
@@ -124,6 +153,15 @@ fn layout(state_len: usize, data_len: usize) -> Option<(usize, usize, usize)> {
     Some((state_offset, data_offset, len))
 }
 
+/// The most data bytes a region with `state_len` bytes of state can have.
+pub(crate) fn max_data(state_len: usize) -> usize {
+    let state_offset = round_up(size_of::<Header>(), 64);
+    state_offset
+        .checked_add(state_len)
+        .filter(|n| *n <= MAX_REGION)
+        .map_or(0, |n| MAX_REGION - round_up(n, 64))
+}
+
 /// Whether `data_len` bytes of data can hold what a region of `kind` keeps there: a
 /// queue's ring (8-byte frames, at least a page), a pipe's two.
 fn ring_fits(kind: Kind, data_len: u64) -> bool {
@@ -161,6 +199,10 @@ pub(crate) struct Region {
     fd: OwnedFd,
     kind: Kind,
     id: [u8; 16],
+    /// The type tag and state length it was made with (read once on open): what a
+    /// handle decoded as some type must match, however it was found.
+    tag: u64,
+    state_len: usize,
     repair: fn(&Region),
     /// Per role: the handles ([`Holder`]s) of this process, each a holder of its own.
     local: [AtomicUsize; 2],
@@ -222,7 +264,7 @@ impl Region {
             layout(state_len, data_len).ok_or_else(|| ErrorKind::TooLarge {
                 kind: kind.name(),
                 requested: data_len as u64,
-                limit: MAX_REGION as u64,
+                limit: max_data(state_len) as u64,
             })?;
         let fd = os::memfd_create(&format!("supervisor-{}", kind.name()), len).map_err(fail)?;
         let map = Mapping::new(&fd, len).map_err(fail)?;
@@ -251,6 +293,8 @@ impl Region {
             fd,
             kind,
             id,
+            tag,
+            state_len,
             repair,
             local: Default::default(),
             state_offset,
@@ -263,8 +307,9 @@ impl Region {
         Ok(region)
     }
 
-    /// Maps the region a handle from another process names, checking it is what the
-    /// handle says.
+    /// The region a handle names: the one this process has open already, or mapped from
+    /// a process the handle names. Either way it is checked to be what the handle is
+    /// decoded as ([`Region::check`]).
     fn open(
         wire: &Wire,
         kind: Kind,
@@ -274,35 +319,65 @@ impl Region {
     ) -> Result<Arc<Region>, Error> {
         let mut regions = regions();
         if let Some(region) = regions.get(&wire.id).and_then(Weak::upgrade) {
+            region.check(kind, tag, state_len)?;
             return Ok(region);
         }
-        let mut last = std::io::Error::other("the handle names no process");
+        let mut last = None;
         for &(pid, fd) in wire.sources.iter().take(4) {
-            match Region::open_from(pid, fd, wire, kind, tag, state_len, repair) {
+            match Region::open_from(pid, fd, wire, kind, repair) {
                 Ok(region) => {
+                    region.check(kind, tag, state_len)?;
                     let region = Arc::new(region);
                     regions.retain(|_, w| w.strong_count() > 0);
                     regions.insert(wire.id, Arc::downgrade(&region));
                     return Ok(region);
                 }
-                Err(e) => last = e,
+                Err(e) => last = Some((pid, e)),
             }
         }
+        // The error names the process whose descriptor the last attempt tried.
+        let (pid, source) =
+            last.unwrap_or_else(|| (0, std::io::Error::other("the handle names no process")));
         Err(ErrorKind::OpenShared {
             kind: kind.name(),
-            pid: wire.sources.first().map_or(0, |s| s.0),
-            source: last,
+            pid,
+            source,
         }
         .into())
     }
 
+    /// Whether this region is what a handle decoded as `kind` with `tag` and
+    /// `state_len` bytes of state needs: a typed error if not, so that no handle type
+    /// ever reads another type's state or data as its own.
+    fn check(&self, kind: Kind, tag: u64, state_len: usize) -> Result<(), Error> {
+        let reason = if self.kind != kind {
+            format!("it names {}", self.kind.a_name())
+        } else if self.tag != tag {
+            "it was made for other message or element types".to_string()
+        } else if self.state_len != state_len {
+            format!("its state is {} bytes, not {state_len}", self.state_len)
+        } else if !ring_fits(kind, self.data_len as u64) {
+            format!(
+                "its buffer of {} bytes cannot hold its rings",
+                self.data_len
+            )
+        } else {
+            return Ok(());
+        };
+        Err(ErrorKind::WrongHandle {
+            kind: kind.name(),
+            reason,
+        }
+        .into())
+    }
+
+    /// Maps the region in `/proc/<pid>/fd/<fd>`, checking it is the one `wire` names
+    /// and that its layout is consistent (what it holds is checked by the caller).
     fn open_from(
         pid: u32,
         fd: i32,
         wire: &Wire,
         kind: Kind,
-        tag: u64,
-        state_len: usize,
         repair: fn(&Region),
     ) -> std::io::Result<Region> {
         let file = std::fs::OpenOptions::new()
@@ -310,61 +385,65 @@ impl Region {
             .write(true)
             .open(format!("/proc/{pid}/fd/{fd}"))?;
         let len = file.metadata()?.len() as usize;
+        let fd_no = fd;
         let fd = OwnedFd::from(file);
         let wrong = |what: &str| {
             std::io::Error::other(format!(
-                "descriptor {} of process {pid} is not this {} ({what})",
-                wire.sources.first().map_or(0, |s| s.1),
+                "descriptor {fd_no} of process {pid} is not this {} ({what})",
                 kind.name()
             ))
         };
-        if !os::is_sealed_memfd(&fd) || len < size_of::<Header>() {
+        if !os::is_sealed_memfd(&fd) || len < size_of::<Header>() || len > MAX_REGION {
             return Err(wrong("not a sealed memory file"));
         }
         let map = Mapping::new(&fd, len)?;
         // SAFETY: the mapping is at least a header long and page-aligned; the fields
         // read here are written once, before the region is shared.
         let h = unsafe { &*map.as_ptr().cast::<Header>() };
-        if h.magic != MAGIC || h.version != VERSION || h.kind != kind as u32 || h.id != wire.id {
+        let found = Kind::from_u32(h.kind);
+        if h.magic != MAGIC || h.version != VERSION || found.is_none() || h.id != wire.id {
             return Err(wrong("another object"));
         }
-        if h.tag != tag {
-            return Err(wrong("other message types"));
-        }
+        let found = found.unwrap_or(kind);
         // Read once: the header is shared, another holder could change it meanwhile.
-        let (state_offset, data_offset, data_len) = (
+        let fields = (
+            std::ptr::addr_of!(h.tag),
             std::ptr::addr_of!(h.state_offset),
+            std::ptr::addr_of!(h.state_len),
             std::ptr::addr_of!(h.data_offset),
             std::ptr::addr_of!(h.data_len),
         );
-        // SAFETY: three aligned u64 fields of the live header, read as plain values.
-        let (state_offset, data_offset, data_len) = unsafe {
+        // SAFETY: five aligned u64 fields of the live header, read as plain values.
+        let (tag, state_offset, state_len, data_offset, data_len) = unsafe {
             (
-                state_offset.read_volatile(),
-                data_offset.read_volatile(),
-                data_len.read_volatile(),
+                fields.0.read_volatile(),
+                fields.1.read_volatile(),
+                fields.2.read_volatile(),
+                fields.3.read_volatile(),
+                fields.4.read_volatile(),
             )
         };
         let fits = h.len == len as u64
-            && h.state_len == state_len as u64
             && state_offset >= size_of::<Header>() as u64
             && state_offset % 64 == 0
             && state_offset
-                .checked_add(state_len as u64)
+                .checked_add(state_len)
                 .is_some_and(|end| end <= data_offset)
             && data_offset % 64 == 0
             && data_offset
                 .checked_add(data_len)
                 .is_some_and(|end| end <= len as u64)
-            && ring_fits(kind, data_len);
+            && ring_fits(found, data_len);
         if !fits {
             return Err(wrong("inconsistent layout"));
         }
         Ok(Region {
             map,
             fd,
-            kind,
+            kind: found,
             id: wire.id,
+            tag,
+            state_len: state_len as usize,
             repair,
             local: Default::default(),
             state_offset: state_offset as usize,
@@ -385,9 +464,11 @@ impl Region {
 
     /// The object's state.
     pub(crate) fn state<S: SharedState>(&self) -> &S {
-        debug_assert!(self.state_offset + size_of::<S>() <= self.data_offset);
+        debug_assert!(size_of::<S>() <= self.state_len);
+        debug_assert!(self.state_offset + self.state_len <= self.data_offset);
         // SAFETY: the state lies inside the mapping at a 64-aligned offset with
-        // `state_len == size_of::<S>()` (checked on open, kept in `self`); S is valid for
+        // `state_len == size_of::<S>()` (every handle is checked to match its region's
+        // kind and state length when made or decoded, `Region::check`; kept in `self`); S is valid for
         // any bytes other processes can have written through atomics (`SharedState`).
         unsafe { &*self.map.as_ptr().add(self.state_offset).cast::<S>() }
     }
@@ -733,6 +814,13 @@ pub(crate) struct Wire {
     sources: Vec<(u32, i32)>,
 }
 
+impl Wire {
+    /// The role the handle says it is (checked by [`Attachment::from_wire`]).
+    pub(crate) fn role(&self) -> u32 {
+        self.role
+    }
+}
+
 /// This process holding one role of a region: registered in the region's holder table
 /// while it lives. Every handle of this process to that role shares one.
 pub(crate) struct Attachment {
@@ -769,18 +857,34 @@ impl Attachment {
         state_len: usize,
         repair: fn(&Region),
     ) -> Result<Holder, Error> {
-        if wire.kind != kind as u32 || wire.role > 1 {
-            return Err(ErrorKind::OpenShared {
+        let wrong = |reason: String| -> Error {
+            ErrorKind::WrongHandle {
                 kind: kind.name(),
-                pid: wire.sources.first().map_or(0, |s| s.0),
-                source: std::io::Error::other("the handle is of another kind"),
+                reason,
             }
-            .into());
+            .into()
+        };
+        if wire.kind != kind as u32 {
+            return Err(wrong(match Kind::from_u32(wire.kind) {
+                Some(other) => format!("it names {}", other.a_name()),
+                None => format!("it names an object of unknown kind {}", wire.kind),
+            }));
+        }
+        if wire.role >= kind.roles() {
+            return Err(wrong(match kind.roles() {
+                1 => format!("role {} ({} has only role 0)", wire.role, kind.a_name()),
+                _ => format!("role {} ({} has roles 0 and 1)", wire.role, kind.a_name()),
+            }));
         }
         let key = (wire.id, wire.role);
         let existing = attached().get(&key).and_then(Weak::upgrade);
         let att = match existing {
-            Some(att) => att,
+            // The same checks as for a region opened anew: the bytes may relabel a
+            // handle of this process as another type.
+            Some(att) => {
+                att.region.check(kind, tag, state_len)?;
+                att
+            }
             None => {
                 let region = Region::open(&wire, kind, tag, state_len, repair)?;
                 region.attach(wire.role)?;
@@ -850,9 +954,17 @@ impl std::ops::Deref for Holder {
     }
 }
 
-/// `Serialize` and `Deserialize` for a handle type holding `att: Holder`.
+/// `Serialize` and `Deserialize` for a handle type holding `att: Holder`. The type
+/// tag its region must have is an expression, or `role r => expression` for a tag that
+/// depends on the role decoded (a pipe's ends are of mirrored types).
 macro_rules! serde_handle {
+    ($ty:ident $(<$($p:ident),*>)?, $kind:expr, role $role:ident => $tag:expr, $state:ty, $repair:expr, |$att:ident| $build:expr) => {
+        crate::sync::region::serde_handle!(@impl $ty $(<$($p),*>)?, $kind, |$role| $tag, $state, $repair, |$att| $build);
+    };
     ($ty:ident $(<$($p:ident),*>)?, $kind:expr, $tag:expr, $state:ty, $repair:expr, |$att:ident| $build:expr) => {
+        crate::sync::region::serde_handle!(@impl $ty $(<$($p),*>)?, $kind, |_role| $tag, $state, $repair, |$att| $build);
+    };
+    (@impl $ty:ident $(<$($p:ident),*>)?, $kind:expr, |$role:ident| $tag:expr, $state:ty, $repair:expr, |$att:ident| $build:expr) => {
         impl$(<$($p),*>)? serde::Serialize for $ty$(<$($p),*>)? {
             fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
                 serde::Serialize::serialize(&self.att.to_wire(), s)
@@ -862,10 +974,12 @@ macro_rules! serde_handle {
         impl<'de, $($($p),*)?> serde::Deserialize<'de> for $ty$(<$($p),*>)? {
             fn deserialize<De: serde::Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
                 let wire = <crate::sync::region::Wire as serde::Deserialize>::deserialize(d)?;
+                let $role = wire.role();
+                let tag = $tag;
                 let $att = crate::sync::region::Attachment::from_wire(
                     wire,
                     $kind,
-                    $tag,
+                    tag,
                     size_of::<$state>(),
                     $repair,
                 )

@@ -45,20 +45,26 @@ pub(crate) struct Ring<'a> {
     kind: &'static str,
 }
 
+/// The smallest data area a ring works in.
+pub(crate) const MIN_SIZE: usize = 64;
+
+/// The bytes a frame of `payload` bytes takes (`payload` is at most a ring's size, so
+/// this cannot overflow).
 fn frame_len(payload: usize) -> usize {
     FRAME_HEADER + payload.div_ceil(8) * 8
 }
 
 impl<'a> Ring<'a> {
-    /// `data` must point to `size` bytes (a multiple of 8) of the same mapping as
-    /// `state`, used by nothing else.
+    /// `data` must point to `size` bytes of the same mapping as `state`, used by
+    /// nothing else. A size that cannot hold a ring (under [`MIN_SIZE`] or not a
+    /// multiple of 8: a region whose header was relabelled) makes a ring on which every
+    /// operation fails with [`ErrorKind::Corrupt`] and no byte is touched.
     pub(crate) fn new(
         state: &'a RingState,
         data: *mut u8,
         size: usize,
         kind: &'static str,
     ) -> Self {
-        debug_assert!(size.is_multiple_of(8) && size >= 64);
         Ring {
             state,
             data,
@@ -82,7 +88,26 @@ impl<'a> Ring<'a> {
 
     /// The largest payload the ring can hold.
     pub(crate) fn max_message(&self) -> usize {
-        self.size - FRAME_HEADER
+        self.size.saturating_sub(FRAME_HEADER)
+    }
+
+    /// Whether the data area can hold a ring at all (see [`Ring::new`]).
+    fn usable(&self) -> Result<(), Error> {
+        if self.size < MIN_SIZE || !self.size.is_multiple_of(8) {
+            return Err(self.corrupt(format!(
+                "a buffer of {} bytes cannot hold a ring",
+                self.size
+            )));
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, detail: String) -> Error {
+        ErrorKind::Corrupt {
+            kind: self.kind,
+            detail,
+        }
+        .into()
     }
 
     /// Encodes a message for this ring: one that cannot fit is refused as soon as its
@@ -108,6 +133,7 @@ impl<'a> Ring<'a> {
     }
 
     pub(crate) fn check_size(&self, len: usize) -> Result<(), Error> {
+        self.usable()?;
         if len > self.max_message() || len > u32::MAX as usize {
             return Err(ErrorKind::MessageTooLarge {
                 kind: self.kind,
@@ -130,18 +156,38 @@ impl<'a> Ring<'a> {
         self.state.not_full.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn write_at(&self, pos: u64, bytes: &[u8]) {
+    /// Copies `bytes` in at position `pos` (modulo the size, wrapping around the end).
+    /// Refuses, touching nothing, a copy longer than the ring or a ring of no size,
+    /// whatever the shared positions say.
+    fn write_at(&self, pos: u64, bytes: &[u8]) -> Result<(), Error> {
+        if self.size == 0 || bytes.len() > self.size {
+            return Err(self.corrupt(format!(
+                "a copy of {} bytes into a ring of {} bytes",
+                bytes.len(),
+                self.size
+            )));
+        }
         let off = (pos % self.size as u64) as usize;
         let first = bytes.len().min(self.size - off);
-        // SAFETY: off + first <= size and the rest (< size) starts at 0: both copies
-        // stay inside the data area; the source is a live slice.
+        // SAFETY: off < size and off + first <= size; the rest is at most
+        // len - (size - off) < size bytes from 0 (or none): both copies stay inside the
+        // data area of `size` bytes; the source is a live slice.
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data.add(off), first);
             std::ptr::copy_nonoverlapping(bytes[first..].as_ptr(), self.data, bytes.len() - first);
         }
+        Ok(())
     }
 
-    fn read_at(&self, pos: u64, out: &mut [u8]) {
+    /// Copies `out.len()` bytes out from position `pos`; the same bounds as `write_at`.
+    fn read_at(&self, pos: u64, out: &mut [u8]) -> Result<(), Error> {
+        if self.size == 0 || out.len() > self.size {
+            return Err(self.corrupt(format!(
+                "a copy of {} bytes out of a ring of {} bytes",
+                out.len(),
+                self.size
+            )));
+        }
         let off = (pos % self.size as u64) as usize;
         let first = out.len().min(self.size - off);
         let rest = out.len() - first;
@@ -150,6 +196,7 @@ impl<'a> Ring<'a> {
             std::ptr::copy_nonoverlapping(self.data.add(off), out.as_mut_ptr(), first);
             std::ptr::copy_nonoverlapping(self.data, out[first..].as_mut_ptr(), rest);
         }
+        Ok(())
     }
 
     /// Under the mutex: appends a message if there is room; false if full.
@@ -160,28 +207,37 @@ impl<'a> Ring<'a> {
         let tail = s.tail.load(Ordering::Acquire);
         let count = s.count.load(Ordering::Relaxed);
         let need = frame_len(msg.len()) as u64;
+        let size = self.size as u64;
+        // Positions are shared: a peer may have written anything there.
         let used = tail.wrapping_sub(head);
-        if self.capacity().is_some_and(|c| count >= c) || used + need > self.size as u64 {
+        if used > size {
+            return Err(self.corrupt(format!("{used} bytes in use in a ring of {size} bytes")));
+        }
+        if self.capacity().is_some_and(|c| count >= c) || need > size - used {
             return Ok(false);
         }
         let mut header = [0u8; FRAME_HEADER];
         header[..4].copy_from_slice(&(msg.len() as u32).to_le_bytes());
         header[4..].copy_from_slice(&MARK.to_le_bytes());
-        self.write_at(tail, &header);
+        self.write_at(tail, &header)?;
         let half = msg.len() / 2;
-        self.write_at(tail + FRAME_HEADER as u64, &msg[..half]);
+        self.write_at(tail.wrapping_add(FRAME_HEADER as u64), &msg[..half])?;
         fault::point(Fault::PutMidCopy);
-        self.write_at(tail + (FRAME_HEADER + half) as u64, &msg[half..]);
+        self.write_at(
+            tail.wrapping_add((FRAME_HEADER + half) as u64),
+            &msg[half..],
+        )?;
         // Commit: the message is whole before `tail` moves past it.
         fence(Ordering::Release);
-        s.tail.store(tail + need, Ordering::Release);
-        s.count.store(count + 1, Ordering::Release);
+        s.tail.store(tail.wrapping_add(need), Ordering::Release);
+        s.count.store(count.saturating_add(1), Ordering::Release);
         s.not_empty.fetch_add(1, Ordering::SeqCst);
         Ok(true)
     }
 
     /// Under the mutex: removes and returns the oldest message, if any.
     pub(crate) fn try_pop(&self) -> Result<Option<Vec<u8>>, Error> {
+        self.usable()?;
         let s = self.state;
         let head = s.head.load(Ordering::Acquire);
         let tail = s.tail.load(Ordering::Acquire);
@@ -190,19 +246,19 @@ impl<'a> Ring<'a> {
         }
         let len = self
             .frame_at(head, tail)
-            .ok_or_else(|| ErrorKind::Corrupt {
-                kind: self.kind,
-                detail: format!("bad frame at byte {head}"),
-            })?;
+            .ok_or_else(|| self.corrupt(format!("bad frame at byte {head}")))?;
         let mut out = vec![0u8; len];
         let half = len / 2;
-        self.read_at(head + FRAME_HEADER as u64, &mut out[..half]);
+        self.read_at(head.wrapping_add(FRAME_HEADER as u64), &mut out[..half])?;
         fault::point(Fault::GetMidCopy);
-        self.read_at(head + (FRAME_HEADER + half) as u64, &mut out[half..]);
+        self.read_at(
+            head.wrapping_add((FRAME_HEADER + half) as u64),
+            &mut out[half..],
+        )?;
         // Commit: the copy is complete before `head` moves past the message.
         fence(Ordering::Release);
         s.head
-            .store(head + frame_len(len) as u64, Ordering::Release);
+            .store(head.wrapping_add(frame_len(len) as u64), Ordering::Release);
         let count = s.count.load(Ordering::Relaxed);
         s.count.store(count.saturating_sub(1), Ordering::Release);
         s.not_full.fetch_add(1, Ordering::SeqCst);
@@ -210,16 +266,19 @@ impl<'a> Ring<'a> {
     }
 
     /// The payload length of the frame at `pos`, if it is a whole, valid frame that
-    /// ends at or before `tail`.
+    /// ends at or before `tail`, within the ring's size (whatever the shared positions
+    /// and the frame's header say).
     fn frame_at(&self, pos: u64, tail: u64) -> Option<usize> {
         let mut header = [0u8; FRAME_HEADER];
-        if tail.checked_sub(pos)? < FRAME_HEADER as u64 {
+        // Wrapping, as the positions do (they start anywhere a peer sets them).
+        let filled = tail.wrapping_sub(pos);
+        if filled < FRAME_HEADER as u64 || filled > self.size as u64 {
             return None;
         }
-        self.read_at(pos, &mut header);
+        self.read_at(pos, &mut header).ok()?;
         let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
         let mark = u32::from_le_bytes(header[4..].try_into().ok()?);
-        let fits = len <= self.max_message() && frame_len(len) as u64 <= tail - pos;
+        let fits = len <= self.max_message() && frame_len(len) as u64 <= filled;
         (mark == MARK && fits).then_some(len)
     }
 
@@ -227,17 +286,21 @@ impl<'a> Ring<'a> {
     /// consistent again. Whole frames between head and tail are kept; a torn frame
     /// (which cannot happen with this file's write order) ends the ring.
     pub(crate) fn repair(&self) {
+        if self.usable().is_err() {
+            return;
+        }
         let s = self.state;
         let head = s.head.load(Ordering::Acquire);
         let mut tail = s.tail.load(Ordering::Acquire);
-        if tail < head || tail - head > self.size as u64 {
+        if tail.wrapping_sub(head) > self.size as u64 {
             tail = head;
         }
         let (mut pos, mut count) = (head, 0u64);
-        while pos < tail {
+        // A frame ends at or before `tail` (`frame_at`), so `pos` reaches it exactly.
+        while pos != tail {
             match self.frame_at(pos, tail) {
                 Some(len) => {
-                    pos += frame_len(len) as u64;
+                    pos = pos.wrapping_add(frame_len(len) as u64);
                     count += 1;
                 }
                 None => break,
@@ -248,5 +311,57 @@ impl<'a> Ring<'a> {
         // Whoever sleeps re-checks.
         s.not_empty.fetch_add(1, Ordering::SeqCst);
         s.not_full.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zeroed() -> RingState {
+        // SAFETY: RingState is made of atomics, valid when all bytes are zero.
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// A data area too small for a ring (a relabelled header) and shared positions a
+    /// peer rewrote: errors, never a copy outside the buffer, a panic or a division by
+    /// zero.
+    #[test]
+    fn a_ring_refuses_whatever_its_size_or_shared_positions_say() {
+        for size in [0usize, 1, 7, 14, 63] {
+            let state = zeroed();
+            let mut buf = vec![0u8; size];
+            let ring = Ring::new(&state, buf.as_mut_ptr(), size, "pipe");
+            assert!(ring.check_size(0).is_err(), "{size}");
+            assert!(ring.try_push(&[1]).is_err(), "{size}");
+            state.tail.store(16, Ordering::Relaxed);
+            assert!(ring.try_pop().is_err(), "{size}");
+            ring.repair();
+        }
+        let state = zeroed();
+        let mut buf = vec![0u8; 64];
+        let ring = Ring::new(&state, buf.as_mut_ptr(), 64, "queue");
+        // More in use than the ring holds, or a sum that wraps: corrupt, not a copy.
+        for (head, tail) in [(0, 1000), (u64::MAX - 7, 1000), (100, 0)] {
+            state.head.store(head, Ordering::Relaxed);
+            state.tail.store(tail, Ordering::Relaxed);
+            assert!(ring.try_push(&[1; 8]).is_err(), "{head} {tail}");
+        }
+        // A frame announcing more than the ring: corrupt.
+        state.head.store(0, Ordering::Relaxed);
+        state.tail.store(64, Ordering::Relaxed);
+        buf[..4].copy_from_slice(&0x1000_0051u32.to_le_bytes());
+        buf[4..8].copy_from_slice(&MARK.to_le_bytes());
+        assert!(ring.try_pop().is_err());
+        // Positions near the end of the u64 range wrap instead of overflowing.
+        state.head.store(u64::MAX - 7, Ordering::Relaxed);
+        state.tail.store(u64::MAX - 7, Ordering::Relaxed);
+        assert!(ring.try_push(&[9; 20]).unwrap());
+        assert!(ring.try_push(&[8; 4]).unwrap());
+        ring.repair();
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.try_pop().unwrap(), Some(vec![9; 20]));
+        assert_eq!(ring.try_pop().unwrap(), Some(vec![8; 4]));
+        assert_eq!(ring.try_pop().unwrap(), None);
     }
 }

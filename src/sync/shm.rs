@@ -188,12 +188,19 @@ impl<T: Plain> std::fmt::Debug for SharedSlice<T> {
 impl<T: Plain> SharedSlice<T> {
     /// `len` zeros.
     pub fn new(len: usize) -> Result<SharedSlice<T>, Error> {
-        let bytes = len
-            .checked_mul(size_of::<T>())
-            .ok_or_else(|| ErrorKind::SharedMemory {
+        // Every length past the limit is refused the same way, whether its size in bytes
+        // overflows or not.
+        let limit = region::max_data(size_of::<NoState>()) / size_of::<T>();
+        if len > limit {
+            return Err(ErrorKind::TooManyElements {
                 kind: Kind::SharedMemory.name(),
-                source: std::io::Error::other("length overflows"),
-            })?;
+                requested: len as u64,
+                size: size_of::<T>(),
+                limit: limit as u64,
+            }
+            .into());
+        }
+        let bytes = len * size_of::<T>();
         Ok(SharedSlice {
             att: create(bytes, slice_tag::<T>())?,
             item: PhantomData,
