@@ -554,19 +554,15 @@ async fn run_task(
         Outcome::Value(_) => shared.done.fetch_add(1, Ordering::Relaxed),
         _ => shared.failed.fetch_add(1, Ordering::Relaxed),
     };
-    let result = TaskResult {
-        run: task.run.clone(),
-        seq: task.seq,
-        host: shared.host.clone(),
+    let result = run_report(
+        &shared,
+        &task,
         pid,
         delivery,
-        started_ns: started
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-        duration_ns: clock.elapsed().as_nanos() as u64,
+        (started, clock),
         outcome,
         last,
-    };
+    );
     let Ok(mut bytes) = supervisor_worker::codec::encode(&result) else {
         return;
     };
@@ -637,6 +633,32 @@ async fn run_task(
     };
 }
 
+/// The report of one run of `task` on this host, started at `started` (wall clock
+/// and monotonic, for its duration), ending now.
+fn run_report(
+    shared: &Shared,
+    task: &Task,
+    pid: u32,
+    delivery: u32,
+    (started, clock): (SystemTime, Instant),
+    outcome: Outcome,
+    last: bool,
+) -> TaskResult {
+    TaskResult {
+        run: task.run.clone(),
+        seq: task.seq,
+        host: shared.host.clone(),
+        pid,
+        delivery,
+        started_ns: started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        duration_ns: clock.elapsed().as_nanos() as u64,
+        outcome,
+        last,
+    }
+}
+
 /// Publishes a stopped task's report (its value or error, whatever the stop made of
 /// it, is dropped: the submitter stopped the run), confirmed by the server.
 async fn stopped_result(
@@ -647,19 +669,15 @@ async fn stopped_result(
     started: SystemTime,
     clock: Instant,
 ) -> Result<(), ()> {
-    let result = TaskResult {
-        run: task.run.clone(),
-        seq: task.seq,
-        host: shared.host.clone(),
+    let result = run_report(
+        shared,
+        task,
         pid,
         delivery,
-        started_ns: started
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-        duration_ns: clock.elapsed().as_nanos() as u64,
-        outcome: Outcome::Stopped,
-        last: true,
-    };
+        (started, clock),
+        Outcome::Stopped,
+        true,
+    );
     let bytes = supervisor_worker::codec::encode(&result).map_err(|_| ())?;
     let ack = shared
         .js
