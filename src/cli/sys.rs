@@ -187,3 +187,20 @@ pub fn was_closed_at_start(fd: RawFd) -> bool {
     (0..3).contains(&fd)
         && CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed) & (1 << fd) != 0
 }
+
+/// Descriptors this process may still open: its `RLIMIT_NOFILE` soft limit less those
+/// open now (`usize::MAX` if there is no limit or it cannot be read).
+pub fn descriptors_left() -> usize {
+    // SAFETY: rlimit is plain data that getrlimit fills in.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: a live out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return usize::MAX;
+    }
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    usize::try_from(lim.rlim_cur)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(open)
+}

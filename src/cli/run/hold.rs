@@ -20,12 +20,15 @@ use super::super::tasks::{Failure, Outcome};
 pub(super) const HOLD_IN_MEMORY: u64 = 16 << 20;
 
 /// Waiting outputs that keep their own spool file (a descriptor each) before the next
-/// ones are copied into the spill file.
+/// ones are copied into the spill file: at most this many, and at most a quarter of
+/// the descriptors left at the start (under `ulimit -n 64` the pool's own descriptors
+/// and the spools of results on their way take most of them).
 pub(super) const HOLD_FILES: usize = 64;
 
 /// What the waiting results keep in memory and in spool files of their own.
-#[derive(Default)]
 pub(super) struct Holding {
+    /// Spool files the waiting outputs may keep ([`HOLD_FILES`] or fewer).
+    max_files: usize,
     /// Bytes in memory and spool files kept by each result from `next` on (results
     /// are printed in input order, so this is a ring from the next one to print).
     kept: VecDeque<(u64, usize)>,
@@ -36,7 +39,30 @@ pub(super) struct Holding {
     spill: Option<SpillFile>,
 }
 
+impl Default for Holding {
+    fn default() -> Holding {
+        Holding::with_max_files(HOLD_FILES)
+    }
+}
+
 impl Holding {
+    /// Waiting outputs keep at most `max_files` spool files of their own.
+    pub(super) fn with_max_files(max_files: usize) -> Holding {
+        Holding {
+            max_files: max_files.min(HOLD_FILES),
+            kept: VecDeque::new(),
+            next: 0,
+            in_memory: 0,
+            files: 0,
+            spill: None,
+        }
+    }
+
+    /// As many spool files as a quarter of the descriptors left now allows.
+    pub(super) fn for_this_process() -> Holding {
+        Holding::with_max_files(super::super::sys::descriptors_left() / 4)
+    }
+
     /// Result `index` waits for its turn: it keeps its output where it is within the
     /// bounds, else the output moves into the spill file. Should the spill file fail
     /// (a full disk), the output stays where it is.
@@ -48,7 +74,8 @@ impl Holding {
         if memory == 0 && files == 0 {
             return;
         }
-        let fits = self.in_memory + memory <= HOLD_IN_MEMORY && self.files + files <= HOLD_FILES;
+        let fits =
+            self.in_memory + memory <= HOLD_IN_MEMORY && self.files + files <= self.max_files;
         let (memory, files) = if fits {
             (memory, files)
         } else {
