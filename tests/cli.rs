@@ -339,6 +339,11 @@ fn usage_errors_exit_2_with_one_line_and_start_nothing() {
                 "does not split stdin into blocks",
             ),
             (vec!["run", "-j", "0", "echo"], "-j 0"),
+            // Not silently in completion order (found by the adversarial pass).
+            (
+                vec!["run", "-k", "--lb", "echo", ":::", "a"],
+                "-k with --line-buffer",
+            ),
             (vec!["run", "echo", "{= s/a/b/ =}"], "Perl expression"),
             (vec!["run", "echo", ":::+", "a"], "there is none"),
             (
@@ -2166,7 +2171,7 @@ struct Gated {
     code: i32,
     stdout: Vec<u8>,
     stderr: String,
-    /// Start and end (job log: Starttime, Starttime + JobRuntime) by Seq.
+    /// Start and end (JSON job log: start, start + duration_ms) by seq.
     ends: std::collections::BTreeMap<u64, (f64, f64)>,
     /// Every task behind the gate had ended (its job log line was written) before the
     /// gate opened.
@@ -2179,7 +2184,7 @@ struct Gated {
     fds: usize,
 }
 
-/// Runs `supervisor run -j 2 --joblog LOG ARGS` on `input` (with at most `nofile`
+/// Runs `supervisor run -j 2 --joblog-format json --joblog LOG ARGS` on `input` (with at most `nofile`
 /// descriptors), waits (at most 90 s) until the job log lists every task but the first,
 /// looks at the supervisor's memory and descriptors, then calls `open_gate` (which lets
 /// the first task end) and waits for the run.
@@ -2190,7 +2195,9 @@ fn gated_run(
     nofile: Option<u32>,
     open_gate: impl FnOnce(),
 ) -> Gated {
-    let log = dir.join("jobs.tsv");
+    // The JSON job log: it gets each line as the result arrives (parallel's waits for
+    // the output to be printed, which here is after the gate).
+    let log = dir.join("jobs.jsonl");
     let input_path = dir.join("input");
     std::fs::write(&input_path, input).unwrap();
     let behind = input
@@ -2206,7 +2213,8 @@ fn gated_run(
         }
         None => Command::new(BIN),
     };
-    cmd.args(["run", "-j", "2", "--joblog", log.to_str().unwrap()])
+    cmd.args(["run", "-j", "2", "--joblog-format", "json", "--joblog"])
+        .arg(&log)
         .args(args)
         .stdin(std::fs::File::open(&input_path).unwrap())
         .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
@@ -2215,7 +2223,7 @@ fn gated_run(
     let pid = child.id();
     let lines = || {
         std::fs::read_to_string(&log)
-            .map(|s| s.lines().count().saturating_sub(1))
+            .map(|s| s.lines().count())
             .unwrap_or(0)
     };
     // Generous: on a loaded 2-core machine 10,000 short commands took over 60 s.
@@ -2244,12 +2252,11 @@ fn gated_run(
     let ends = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
-        .skip(1)
         .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            let start: f64 = c[2].trim().parse().unwrap();
-            let runtime: f64 = c[3].trim().parse().unwrap();
-            (c[0].parse().unwrap(), (start, start + runtime))
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let start = v["start"].as_f64().unwrap();
+            let runtime = v["duration_ms"].as_f64().unwrap() / 1000.0;
+            (v["seq"].as_u64().unwrap(), (start, start + runtime))
         })
         .collect();
     Gated {

@@ -128,6 +128,8 @@ const CASES: &[Case] = &[
         b"",
     ),
     case(&["-k", "--tag", "echo", "hi", ":::", "a", "b c"], b""),
+    // A last line without a newline stays so (before: one was added).
+    case(&["-k", "--tag", "printf", "x%s", ":::", "a", "b"], b""),
     case(
         &[
             "-k",

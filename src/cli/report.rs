@@ -469,11 +469,9 @@ impl<'a, W: Write> Tagged<'a, W> {
         }
     }
 
-    /// Ends the last line if the output did not.
+    /// The end of the output: a last line without a newline stays so, as in GNU
+    /// parallel (`--tag printf x%s ::: a b` prints `a\txab\txb`).
     pub fn finish(self) -> io::Result<()> {
-        if !self.at_line_start {
-            self.inner.write_all(b"\n")?;
-        }
         Ok(())
     }
 }

@@ -101,6 +101,13 @@ pub(super) fn settings(args: &RunArgs, detached: bool) -> anyhow::Result<Setting
                 "{option} prints the commands' output as it comes, which --format json cannot hold; use one or the other"
             )));
         }
+        if args.keep_order > 0 {
+            // GNU parallel keeps input order there (the head task's lines as they
+            // come, the others' later); ours come in the order they are written.
+            return Err(usage(format!(
+                "-k with {option}: {option} prints lines as the commands write them, not in input order; drop -k for that, or drop {option} for output in input order (the default)"
+            )));
+        }
     }
     let remote = remote_options(args, template.is_some())?;
     if remote.is_some() && output_stream != Stream::Group {
