@@ -2234,12 +2234,7 @@ fn gated_run(
         ended_before_gate = lines();
     }
     let all_before_gate = ended_before_gate >= behind;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak_rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let peak_rss_kib = common::status_kib(&pid.to_string(), "VmHWM");
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     eprintln!("waiting: peak RSS {peak_rss_kib} KiB, {fds} descriptors");
     open_gate();

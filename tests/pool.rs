@@ -1384,20 +1384,10 @@ fn ones(n: u64) -> Vec<u8> {
 }
 supervisor::task!(ones);
 
-/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: &str, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Resets the peak RSS of `pid` to its current RSS, which it returns (KiB).
 fn reset_peak(pid: &str) -> u64 {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs");
-    status_kib(pid, "VmRSS")
+    common::status_kib(pid, "VmRSS")
 }
 
 /// A plain `Vec<u8>` just over the limit, which bincode encodes one byte at a time, is
@@ -1423,7 +1413,7 @@ fn a_plain_vec_over_the_size_limit_is_refused_without_a_copy() {
         let started = Instant::now();
         let e = pool.apply(echo_vec, big).unwrap_err();
         let took = started.elapsed();
-        let grew = status_kib("self", "VmHWM").saturating_sub(before);
+        let grew = common::status_kib("self", "VmHWM").saturating_sub(before);
         eprintln!("argument refused in {took:?}, the caller's peak grew {grew} KiB");
         match e.kind() {
             ErrorKind::EncodeArgument { source, .. } => assert!(
@@ -1441,7 +1431,7 @@ fn a_plain_vec_over_the_size_limit_is_refused_without_a_copy() {
         let started = Instant::now();
         let e = pool.apply(ones, limit as u64 + 1).unwrap_err();
         let took = started.elapsed();
-        let grew = status_kib(&worker, "VmHWM").saturating_sub(before);
+        let grew = common::status_kib(&worker, "VmHWM").saturating_sub(before);
         eprintln!("result refused in {took:?}, the worker's peak grew {grew} KiB");
         match e.kind() {
             ErrorKind::EncodeResult { message, .. } => {
@@ -1483,7 +1473,7 @@ fn a_big_round_trip_costs_the_caller_about_two_payloads() {
         let payload = serde_bytes::ByteBuf::from(vec![3u8; n]);
         let before = reset_peak("self");
         let back = pool.apply(echo_bytes, payload).unwrap();
-        let grew = status_kib("self", "VmHWM").saturating_sub(before);
+        let grew = common::status_kib("self", "VmHWM").saturating_sub(before);
         eprintln!("a {n}-byte round trip grew the caller's peak by {grew} KiB");
         assert_eq!(back.len(), n);
         let payload_kib = n as u64 >> 10;

@@ -673,16 +673,6 @@ fn opening_a_handle_does_not_wait_for_a_stopped_holder_of_its_lock() {
     });
 }
 
-/// A field of this process's `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// An item too big for the buffer of a Queue or Pipe is refused as soon as its
 /// encoding outgrows the buffer, then measured without being stored: the error names
 /// its real size and the buffer's, and the caller's peak RSS grows by far less than
@@ -703,9 +693,9 @@ fn an_item_too_big_for_the_buffer_is_refused_without_a_copy() {
         ];
         for (what, put) in puts {
             std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
-            let before = status_kib("VmRSS");
+            let before = common::status_kib("self", "VmRSS");
             let e = put().unwrap_err();
-            let grew = status_kib("VmHWM").saturating_sub(before);
+            let grew = common::status_kib("self", "VmHWM").saturating_sub(before);
             match e.kind() {
                 ErrorKind::MessageTooLarge { size, limit, .. } => {
                     assert_eq!(*size, encoded, "{what}: {e}");

@@ -341,34 +341,22 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
         Peer::new("multiprocessing.Pool.apply", theirs),
         vec![],
     ));
-    let [Some(ours), theirs] = medians(runs, [&mut || Some(big(mib).1), &mut py("big_rss", mib)])
-    else {
-        unreachable!("our measurements always run")
-    };
-    rows.push(row(
-        format!("Pool.apply {mib} MiB there and back: caller's peak RSS growth"),
-        Unit::Kib,
-        ours,
-        Peer::new("multiprocessing.Pool.apply", theirs),
-        vec![],
-    ));
-
-    // Near the limit (`MAX_VALUE`, 960 MiB encoded): the caller's memory. Three runs
-    // at most, each moves 2 GiB.
-    let mib = 950;
-    let [Some(ours), theirs] = medians(
-        runs.min(3),
-        [&mut || Some(big(mib).1), &mut py("big_rss", mib)],
-    ) else {
-        unreachable!("our measurements always run")
-    };
-    rows.push(row(
-        format!("Pool.apply {mib} MiB there and back: caller's peak RSS growth"),
-        Unit::Kib,
-        ours,
-        Peer::new("multiprocessing.Pool.apply", theirs),
-        vec![],
-    ));
+    // The caller's memory for it, and near the limit (`MAX_VALUE`, 960 MiB encoded;
+    // three runs at most there, each moves 2 GiB).
+    for (mib, runs) in [(mib, runs), (950, runs.min(3))] {
+        let [Some(ours), theirs] =
+            medians(runs, [&mut || Some(big(mib).1), &mut py("big_rss", mib)])
+        else {
+            unreachable!("our measurements always run")
+        };
+        rows.push(row(
+            format!("Pool.apply {mib} MiB there and back: caller's peak RSS growth"),
+            Unit::Kib,
+            ours,
+            Peer::new("multiprocessing.Pool.apply", theirs),
+            vec![],
+        ));
+    }
 
     // CPU-bound map: the speedup over serial, and against Python.
     let n = size(16);

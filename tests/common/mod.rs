@@ -604,3 +604,14 @@ pub fn leave_a_chain_out_of_the_group(levels: u32) -> i32 {
     let _ = std::fs::remove_file(&script);
     pid
 }
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`); `pid` may be `self`. 0 if
+/// it cannot be read.
+pub fn status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
