@@ -168,11 +168,7 @@ fn programs_killed_while_spawning_leave_nothing_after_the_next_start() {
             assert!(t.elapsed() < Duration::from_secs(30));
             std::thread::sleep(Duration::from_millis(100));
         }
-        let out = scenario("spawn_once")
-            .env("TMPDIR", tmp.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        spawn_once_under(tmp.path());
         // Nothing is left but what cannot be told from another program's: an empty
         // `.tmpXXXXXX` of a program killed between ipc-channel's making the directory
         // and binding its socket (tempfile's name and mode; see the README). Probe
@@ -228,11 +224,7 @@ fn the_sweep_leaves_other_programs_temporary_directories_alone() {
         for dir in [&empty, &busy] {
             std::fs::File::open(dir).unwrap().set_modified(old).unwrap();
         }
-        let out = scenario("spawn_once")
-            .env("TMPDIR", tmp.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        spawn_once_under(tmp.path());
         assert!(
             empty.is_dir() && busy.join("data").is_file(),
             "{:?}",
@@ -241,6 +233,13 @@ fn the_sweep_leaves_other_programs_temporary_directories_alone() {
         std::fs::remove_dir(&empty).unwrap();
         std::fs::remove_dir_all(&busy).unwrap();
     });
+}
+
+/// Runs the `spawn_once` scenario (one spawned `Process`, start to result) with
+/// `TMPDIR` set to `dir`, and asserts that it succeeded.
+fn spawn_once_under(dir: &Path) {
+    let out = scenario("spawn_once").env("TMPDIR", dir).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// Under a `TMPDIR` with spaces, a live program's bootstrap socket (bound, alone in an
@@ -260,11 +259,7 @@ fn the_sweep_leaves_a_live_socket_alone_under_a_tmpdir_with_spaces() {
             .unwrap()
             .set_modified(old)
             .unwrap();
-        let out = scenario("spawn_once")
-            .env("TMPDIR", tmp.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        spawn_once_under(tmp.path());
         assert!(
             socket.exists(),
             "the live socket was swept: {:?}",
