@@ -52,11 +52,16 @@ pub(crate) fn start(
     // another thread's descriptor taken between the two could still make it fail.
     // And only in a temporary directory it can use: it panics where it cannot make its
     // directory or the path is not UTF-8, and truncates a long one
-    // (`os::check_temp_dir`).
+    // (`os::check_temp_dir`). Its probe directory names the directory the server is
+    // about to make and stays until the socket is bound in it: killed in between, we
+    // leave a record saying whose that empty directory is (`bootstrap_name`).
     let (server, path) = os::with_private_umask(|| {
-        os::check_temp_dir()?;
+        let next = super::bootstrap_name::next_temp_dir_name();
+        let probe = os::check_temp_dir(next.as_deref())?;
         os::unix_socket_available()?;
-        IpcOneShotServer::<ByteBuf>::new()
+        let made = IpcOneShotServer::<ByteBuf>::new();
+        drop(probe);
+        made
     })
     .map_err(ErrorKind::Channel)?;
     // Whatever happens below, the socket and its directory go when `start` returns.
@@ -287,11 +292,12 @@ const STALE_AFTER: Duration = Duration::from_secs(2);
 /// program SIGKILLed while a child was starting cannot remove its own): this user's,
 /// holding nothing but `socket`, older than [`STALE_AFTER`], whose socket no process
 /// has bound any more (`/proc/net/unix`); and this user's empty probe directories of
-/// `os::check_temp_dir` older than that. Once per program, at its first spawn.
+/// `os::check_temp_dir` older than that whose program is dead, with the empty
+/// bootstrap directory such a probe names (it was killed after ipc-channel made the
+/// directory and before the socket was bound). Once per program, at its first spawn.
 ///
-/// What it cannot tell from another program's is left: an empty `.tmpXXXXXX` made by
-/// ipc-channel (tempfile's name and mode, 0700, which any program of this user may
-/// use) in the microseconds before its socket was bound.
+/// An empty `.tmpXXXXXX` that no probe names is left: it looks like any program's
+/// tempfile directory.
 fn sweep_stale_bootstrap_dirs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -325,7 +331,18 @@ fn sweep_stale_bootstrap_dirs() {
                 // Ours by its name, and a probe lives for microseconds: one this old
                 // was left by a program killed mid-check (if its owner merely
                 // stopped there, its own `rmdir` fails quietly). Only an empty one goes.
-                let _ = std::fs::remove_dir(&dir);
+                // Only a dead program's: one stopped there may go on, and a reused pid
+                // leaves it for a later sweep.
+                let name = name.to_string_lossy();
+                let Some((owner, made)) = probe_record(&name) else {
+                    continue;
+                };
+                if !os::process_exists(owner) {
+                    if let Some(made) = made {
+                        remove_empty_dir_of(&dir.with_file_name(made), me);
+                    }
+                    let _ = std::fs::remove_dir(&dir);
+                }
                 continue;
             }
             // An empty one is left alone: a program killed in the instant between
@@ -344,6 +361,25 @@ fn sweep_stale_bootstrap_dirs() {
             }
         }
     });
+}
+
+/// The owner's pid of a probe, and the bootstrap directory its name records
+/// (`.supervisor-probe-PID-.tmpXXXXXX`), if any (`.supervisor-probe-PID-RANDOM`).
+fn probe_record(name: &str) -> Option<(i32, Option<&str>)> {
+    let (pid, made) = name.strip_prefix(os::TEMP_PROBE_PREFIX)?.split_once('-')?;
+    let pid = pid.parse().ok()?;
+    Some((
+        pid,
+        super::bootstrap_name::is_temp_dir_name(made).then_some(made),
+    ))
+}
+
+/// Removes `dir` if it is a directory (not a link) of user `me` and empty.
+fn remove_empty_dir_of(dir: &Path, me: u32) {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == me) {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// Wakes an `accept` that will never see its child, so its thread ends (the socket and

@@ -153,19 +153,34 @@ pub(crate) fn temp_dir_unfit(e: &io::Error) -> bool {
         })
 }
 
-/// How the probe directories of [`check_temp_dir`] are named (then the pid and a random
-/// number): the sweep of a later start removes the ones a killed program left.
+/// How the probe directories of [`check_temp_dir`] are named (then the pid, a `-`,
+/// and the name of the directory ipc-channel is about to make, or a random number):
+/// the sweep of a later start removes the ones a killed program left, and the empty
+/// directory one names if its program is dead.
 pub(crate) const TEMP_PROBE_PREFIX: &str = ".supervisor-probe-";
 
 /// The longest temporary directory a bootstrap socket fits under: `sun_path` holds 107
 /// bytes and a NUL, and ipc-channel adds `/.tmpXXXXXX/socket` (18 bytes).
 const TEMP_DIR_MAX: usize = 107 - 18;
 
+/// A probe directory of [`check_temp_dir`], removed when dropped: while it exists it
+/// records that this process is making the bootstrap directory it names.
+#[derive(Debug)]
+pub(crate) struct TempProbe(std::path::PathBuf);
+
+impl Drop for TempProbe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 /// Checks that ipc-channel's one-shot server can make its directory and socket in the
 /// temporary directory (see [`TempDirError`]): a directory is made there (0700) and
-/// removed again (a program killed in between leaves it; a later start's sweep removes
-/// it). The error is an `io::Error` carrying a [`TempDirError`].
-pub(crate) fn check_temp_dir() -> io::Result<()> {
+/// removed when the returned probe is dropped. Named after `next` (the directory the
+/// server will make), it is the record that lets a later start's sweep remove that
+/// directory if this program is killed before binding its socket in it: keep it until
+/// the server is made. The error is an `io::Error` carrying a [`TempDirError`].
+pub(crate) fn check_temp_dir(next: Option<&std::ffi::OsStr>) -> io::Result<TempProbe> {
     use std::os::unix::ffi::OsStrExt;
     let dir = std::env::temp_dir();
     let fail = |kind: io::ErrorKind, e: TempDirError| Err(io::Error::new(kind, e));
@@ -186,21 +201,21 @@ pub(crate) fn check_temp_dir() -> io::Result<()> {
             },
         );
     }
-    let [a, b, c, d] = random_bytes::<4>()?;
-    let probe = dir.join(format!(
-        "{TEMP_PROBE_PREFIX}{}-{:08x}",
-        std::process::id(),
-        u32::from_le_bytes([a, b, c, d])
-    ));
+    let mut name = std::ffi::OsString::from(format!("{TEMP_PROBE_PREFIX}{}-", std::process::id()));
+    match next {
+        Some(next) => name.push(next),
+        None => {
+            let [a, b, c, d] = random_bytes::<4>()?;
+            name.push(format!("{:08x}", u32::from_le_bytes([a, b, c, d])));
+        }
+    }
+    let probe = dir.join(name);
     let made = {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new().mode(0o700).create(&probe)
     };
     match made {
-        Ok(()) => {
-            let _ = std::fs::remove_dir(&probe);
-            Ok(())
-        }
+        Ok(()) => Ok(TempProbe(probe)),
         Err(source) => fail(source.kind(), TempDirError::Unusable { path: dir, source }),
     }
 }

@@ -43,6 +43,16 @@ fn delivered(ok: bool) -> io::Result<bool> {
     }
 }
 
+/// Whether a process `pid` exists (a zombie counts): `kill(pid, 0)` is not `ESRCH`.
+/// For a pid recorded by another program, which may be reused: a reused one reads as
+/// alive, so what depends on its death is left alone.
+pub(crate) fn process_exists(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks; plain integers.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH))
+}
+
 /// Sends `signal` to process `pid`. Only for a process known not to be reaped yet (a
 /// fork server reaps its children only when asked).
 pub(crate) fn kill_pid(pid: i32, signal: i32) {
