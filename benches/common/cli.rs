@@ -175,7 +175,10 @@ fn cat_rows(ctx: &Ctx) -> Vec<Row> {
 }
 
 /// A built-in task over 100,000 `0ms` lines, stdin to stdout in input order (text, and
-/// JSON with a job log), against Python's `Pool(2).map` over the same lines.
+/// JSON with a job log), against Python's `Pool(2).map` over the same lines: timed from
+/// inside the interpreter (the map and the pool's creation), and as a whole program
+/// (`benches/python_cli.py`: what `time python3 ...` shows a shell user, as ours is
+/// timed).
 fn builtin_rows(ctx: &Ctx) -> Vec<Row> {
     let n = ctx.settings.size(100_000, 1);
     let path = std::env::temp_dir().join(format!("supervisor-bench-lines-{}", std::process::id()));
@@ -198,25 +201,36 @@ fn builtin_rows(ctx: &Ctx) -> Vec<Row> {
         &log,
     ]);
     let python = ctx.python.as_ref();
-    let [Some(ours_text), Some(ours_json), python] = medians(
+    // The same job as a Python program timed from outside, as ours is.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_cli.py");
+    let program = ["python3", script, &input];
+    let [Some(ours_text), Some(ours_json), python, python_program] = medians(
         ctx.settings.runs,
         [
             &mut || Some(time(&text)),
             &mut || Some(time(&json)),
             &mut || python.map(|p| p.run("cli_lines", n)),
+            &mut || python.map(|_| time(&program)),
         ],
     ) else {
         unreachable!("our measurements always run")
     };
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(&joblog);
-    let row = |what: &str, ours| Row {
+    let row = |what: &str, ours, peer: &str, python| Row {
         workload: format!("`supervisor run -j {PROCS} --task sleep` x{n} `0ms`, {what}"),
         unit: Unit::Total,
         ours,
-        peer: Peer::new(format!("multiprocessing.Pool({PROCS}).map"), python),
+        peer: Peer::new(peer.to_string(), python),
         floor: None,
         targets: vec![Target::Faster(3.0)],
     };
-    vec![row("text", ours_text), row("JSON + joblog", ours_json)]
+    let map = format!("multiprocessing.Pool({PROCS}).map, timed inside");
+    let program = format!("`python3 python_cli.py` (Pool({PROCS}).map), the process");
+    vec![
+        row("text", ours_text, &map, python),
+        row("JSON + joblog", ours_json, &map, python),
+        row("text", ours_text, &program, python_program),
+        row("JSON + joblog", ours_json, &program, python_program),
+    ]
 }
