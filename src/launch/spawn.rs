@@ -53,18 +53,20 @@ pub(crate) fn start(
     // And only in a temporary directory it can use: it panics where it cannot make its
     // directory or the path is not UTF-8, and truncates a long one
     // (`os::check_temp_dir`). Its probe directory names the directory the server is
-    // about to make and stays until the socket is bound in it: killed in between, we
-    // leave a record saying whose that empty directory is (`bootstrap_name`).
-    let (server, path) = os::with_private_umask(|| {
+    // about to make and stays until that directory is gone again: killed in between
+    // (after its `mkdir` and before the `bind`, or after the accepted server removed its
+    // socket and before its `rmdir`), we leave a record saying whose that empty
+    // directory is (`bootstrap_name`).
+    let (server, path, _probe) = os::with_private_umask(|| {
         let next = super::bootstrap_name::next_temp_dir_name();
         let probe = os::check_temp_dir(next.as_deref())?;
         os::unix_socket_available()?;
-        let made = IpcOneShotServer::<ByteBuf>::new();
-        drop(probe);
-        made
+        let (server, path) = IpcOneShotServer::<ByteBuf>::new()?;
+        Ok::<_, std::io::Error>((server, path, probe))
     })
     .map_err(ErrorKind::Channel)?;
-    // Whatever happens below, the socket and its directory go when `start` returns.
+    // Whatever happens below, the socket and its directory go when `start` returns
+    // (before the probe: locals drop in reverse order).
     let _cleanup = BootstrapDir(path.clone());
     if let Some(dir) = Path::new(&path).parent() {
         os::make_private_dir(dir).map_err(ErrorKind::Channel)?;

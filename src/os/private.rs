@@ -178,8 +178,8 @@ impl Drop for TempProbe {
 /// temporary directory (see [`TempDirError`]): a directory is made there (0700) and
 /// removed when the returned probe is dropped. Named after `next` (the directory the
 /// server will make), it is the record that lets a later start's sweep remove that
-/// directory if this program is killed before binding its socket in it: keep it until
-/// the server is made. The error is an `io::Error` carrying a [`TempDirError`].
+/// directory if this program is killed while the directory is empty: keep it until
+/// the directory is gone. The error is an `io::Error` carrying a [`TempDirError`].
 pub(crate) fn check_temp_dir(next: Option<&std::ffi::OsStr>) -> io::Result<TempProbe> {
     use std::os::unix::ffi::OsStrExt;
     let dir = std::env::temp_dir();
