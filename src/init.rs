@@ -25,6 +25,8 @@ pub fn init() {
     supervisor_worker::bootstrap::become_child_if_marked();
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        // While descriptors are surely to be had (see the function).
+        let _ = crate::launch::measure_send_buffer();
         zygote::start();
         os::at_exit(at_exit);
     });

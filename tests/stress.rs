@@ -351,6 +351,85 @@ static FEW_DESCRIPTORS: common::Scenario = common::Scenario {
     run: few_descriptors_scenario,
 };
 
+/// The program's first start (`METHOD`), with `SPARE` descriptors left below the
+/// limit: an error or a process; then, with the descriptors back, a second start that
+/// works. Before, ipc-channel measured its send buffer on the first send, with a socket
+/// pair it `expect`s: short of descriptors there it panicked in the caller (exit 101)
+/// and every later start panicked too (a poisoned `LazyLock`).
+fn first_start_short_of_descriptors_scenario() {
+    let method: StartMethod = std::env::var("METHOD").unwrap().parse().unwrap();
+    let spare: usize = std::env::var("SPARE").unwrap().parse().unwrap();
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    set_limit(libc::RLIMIT_NOFILE, open + 8);
+    let mut fillers = Vec::new();
+    loop {
+        // SAFETY: dup of stdin; the copies are closed below.
+        let fd = unsafe { libc::dup(0) };
+        if fd < 0 {
+            break;
+        }
+        fillers.push(fd);
+    }
+    for fd in fillers.drain(fillers.len().saturating_sub(spare)..) {
+        // SAFETY: one of our own copies, closed once.
+        unsafe { libc::close(fd) };
+    }
+    let first = Process::builder(sleep_ms, 0).start_method(method).start();
+    for fd in fillers {
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+    }
+    match first {
+        Ok(mut p) => println!("first started: {:?}", p.join().map_err(|e| e.to_string())),
+        Err(e) => println!("first: error: {e}"),
+    }
+    set_limit(libc::RLIMIT_NOFILE, 1024);
+    let second = Process::builder(sleep_ms, 0).start_method(method).start();
+    println!(
+        "second: {:?}",
+        second
+            .map(|mut p| p.join().map_err(|e| e.to_string()))
+            .map_err(|e| e.to_string())
+    );
+}
+#[linkme::distributed_slice(common::SCENARIOS)]
+static FIRST_START_SHORT: common::Scenario = common::Scenario {
+    name: "first_start_short_of_descriptors",
+    run: first_start_short_of_descriptors_scenario,
+};
+
+#[test]
+fn a_first_start_short_of_descriptors_is_an_error_and_the_next_one_works() {
+    isolated(DEADLINE, || {
+        for method in StartMethod::ALL {
+            for spare in 0..6 {
+                let mut cmd = common::scenario("first_start_short_of_descriptors");
+                cmd.env("METHOD", method.to_string())
+                    .env("SPARE", spare.to_string());
+                let child = cmd.spawn().unwrap();
+                let pid = child.id() as i32;
+                let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+                assert!(
+                    common::wait_exit(pid, Duration::from_secs(60)),
+                    "{method} {spare} spare: the scenario hung"
+                );
+                let out = waiter.join().unwrap();
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    out.status.success() && stdout.contains("second: Ok(Ok(0))"),
+                    "{method} {spare} spare: {}\n{stdout}\n{stderr}",
+                    out.status
+                );
+                assert!(
+                    !stderr.contains("panicked"),
+                    "{method} {spare} spare: {stderr}"
+                );
+            }
+        }
+    });
+}
+
 #[test]
 fn a_start_short_of_descriptors_leaves_no_temporary_directory() {
     isolated(DEADLINE, || {

@@ -29,8 +29,27 @@ pub(crate) struct Spec {
     pub(crate) seat: Option<u32>,
 }
 
+/// Makes ipc-channel measure the socket send buffer, once per process, when it can.
+/// It does so on its first send, with a socket pair it `expect`s: out of descriptors
+/// there, it panicked inside the start (in the caller's thread) and poisoned the
+/// measure, so every later start in the process panicked too ("LazyLock instance has
+/// previously been poisoned"), whatever the limit was by then. `init()` asks first;
+/// every start asks again until it is done, and out of descriptors is an error.
+pub(crate) fn measure_send_buffer() -> std::io::Result<()> {
+    static MEASURED: std::sync::Once = std::sync::Once::new();
+    if MEASURED.is_completed() {
+        return Ok(());
+    }
+    crate::os::socket_pair_available()?;
+    MEASURED.call_once(|| {
+        let _ = ipc_channel::platform::OsIpcSender::get_max_fragment_size();
+    });
+    Ok(())
+}
+
 /// Starts a configured worker: its slot (watched by the reaper) and our end of its link.
 pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error> {
+    measure_send_buffer().map_err(ErrorKind::Spawn)?;
     let config = WorkerConfig {
         role: Role::Worker,
         name: spec.name.clone(),

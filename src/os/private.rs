@@ -236,6 +236,28 @@ pub(crate) fn unix_socket_available() -> io::Result<()> {
     Ok(())
 }
 
+/// Whether a unix socket pair can be made right now (one is made and closed again).
+pub(crate) fn socket_pair_available() -> io::Result<()> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two descriptors into the array it is given.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for fd in fds {
+        // SAFETY: fresh descriptors nobody else owns.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
+    Ok(())
+}
+
 /// Paths of the unix sockets bound in this network namespace (`/proc/net/unix`): a
 /// bootstrap socket that is not among them has no listener left.
 pub(crate) fn bound_unix_sockets() -> Option<std::collections::HashSet<String>> {
