@@ -928,6 +928,59 @@ fn a_killed_workers_task_children_end_with_it() {
     });
 }
 
+/// Starts `sleep 300` in the worker's group, writes its pid to `path`, and ends the
+/// worker with `exit(3)` before the task returns.
+fn sleep_then_exit(path: String) -> u32 {
+    let child = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("sleep")
+        .id();
+    std::fs::write(&path, child.to_string()).expect("write the pid");
+    std::process::exit(3)
+}
+supervisor::task!(sleep_then_exit);
+
+/// A task that ends its worker with `exit(n)` takes its children in the worker's group
+/// with it, in a Process and in a pool (before: after `Process::join` the `sleep` lived
+/// on 12 s later, in every start method; only a signal's death ended the group).
+#[test]
+fn a_task_that_exits_its_worker_takes_its_children_with_it() {
+    each_method(DEADLINE, |method| {
+        let dir = std::env::temp_dir().join(format!("exiting-task-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gone = |pid: i32| wait_exit(pid, Duration::from_secs(10));
+        let path = dir.join("process");
+        let mut p = Process::builder(sleep_then_exit, path.display().to_string())
+            .start_method(method)
+            .start()
+            .unwrap();
+        let e = p.join().unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Exited { code: 3, .. }),
+            "{e:?}"
+        );
+        assert!(gone(child_pid(&path)), "a Process's task left its child");
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .grace(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let path = dir.join("pool");
+        let e = pool
+            .apply(sleep_then_exit, path.display().to_string())
+            .unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Exited { code: 3, .. }),
+            "{e:?}"
+        );
+        assert!(gone(child_pid(&path)), "a pool task left its child");
+        pool.join();
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
 /// Orphans a `sleep 300` in a session of its own (out of the worker's group), writes
 /// its pid to `path`, and waits for the end.
 fn orphan_then_hang(path: String) -> u32 {

@@ -361,9 +361,12 @@ impl<R: DeserializeOwned> Process<R> {
             Some(deadline) => self.slot.wait_until(deadline)?,
         };
         trace::process_exited(&self.name, self.pid(), exit.status);
-        if !self.keep_task_children && matches!(exit.status, ExitStatus::Signal { .. }) {
-            // Killed before it could end its task's children: what is left of them in
-            // its process group goes too.
+        // A worker that answered and exited with 0 ended its task's children itself.
+        // Killed, or ended by its task (`exit`, `abort`) before it could: what is left
+        // of them in its process group goes now (before, only after a signal).
+        let finished = exit.status == ExitStatus::Code(0)
+            && matches!(self.received, Some(Ok(FromChild::Done { .. })));
+        if !self.keep_task_children && !finished {
             let _ = self.slot.signal_group(libc::SIGKILL);
         }
         self.taken = true;
