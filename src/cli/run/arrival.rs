@@ -16,7 +16,7 @@ use super::super::replace::Template;
 use super::super::specs;
 use super::super::sys;
 use super::super::tasks::Outcome;
-use super::jobs::Pending;
+use super::jobs::Inputs;
 use super::stop::{stopped_error, RequestStop, STOP_HALT, STOP_HALT_SOON, STOP_OUTPUT_ERROR};
 
 /// A job log open for writing.
@@ -36,7 +36,7 @@ pub(super) struct Arrivals {
     pub pool: Option<Arc<Pool>>,
     /// The last input's number read.
     pub read: Rc<std::cell::Cell<u64>>,
-    pub inputs: Rc<RefCell<HashMap<u64, Pending>>>,
+    pub inputs: Rc<RefCell<Inputs>>,
     /// The first error writing a job log.
     pub log_error: Rc<RefCell<Option<std::io::Error>>>,
     pub tsv_log: Option<Log>,
@@ -46,7 +46,6 @@ pub(super) struct Arrivals {
     pub task: String,
     pub template: Option<Template>,
     pub of_median: Option<specs::MedianLimit>,
-    pub seqs: Rc<RefCell<HashMap<usize, u64>>>,
     pub halt: Option<Halt>,
 }
 
@@ -74,14 +73,12 @@ impl Arrivals {
             task,
             template,
             of_median,
-            seqs,
             halt,
         } = self;
-        let seq = seqs
+        let seq = inputs
             .borrow()
-            .get(&index)
-            .copied()
-            .unwrap_or(index as u64 + 1);
+            .get(index)
+            .map_or(index as u64 + 1, |p| p.seq);
         let why = stop.load(Ordering::SeqCst);
         let stopped_now = why != 0
             && why != STOP_HALT_SOON
@@ -105,11 +102,12 @@ impl Arrivals {
         let mut json_log = json_log.borrow_mut();
         if let Some(log) = json_log.as_mut() {
             let peak = (meta.pid != 0).then(|| peaks.get(meta.pid)).flatten();
-            let line = {
+            let written = {
                 let inputs = inputs.borrow();
-                let pending = inputs.get(&seq);
+                let pending = inputs.get(index);
                 let command = pending.and_then(|p| p.command_line(template.as_ref(), seq, result));
-                super::super::report::joblog_json(
+                super::super::report::write_joblog_json(
+                    log,
                     seq,
                     pending.map_or(&[][..], |p| &p.input),
                     command.as_deref(),
@@ -118,8 +116,9 @@ impl Arrivals {
                     peak,
                     (host != ":").then_some(host),
                 )
+                .and_then(|()| end_line(log))
             };
-            if let Err(e) = write_line(log, &line) {
+            if let Err(e) = written {
                 log_error.borrow_mut().get_or_insert(e);
                 *json_log = None;
                 request_stop(STOP_OUTPUT_ERROR);
@@ -127,7 +126,7 @@ impl Arrivals {
         }
         drop(json_log);
         if let Some(log) = tsv_log.as_mut() {
-            let command = inputs.borrow().get(&seq).map(|p| {
+            let command = inputs.borrow().get(index).map(|p| {
                 match p.command_line(template.as_ref(), seq, result) {
                     Some(c) => c,
                     None => [task.as_bytes(), b" ", &p.input].concat(),
@@ -225,6 +224,11 @@ impl PeakRss {
 /// tasks that ended).
 fn write_line(log: &mut Log, line: &serde_json::Value) -> std::io::Result<()> {
     serde_json::to_writer(&mut *log, line)?;
+    end_line(log)
+}
+
+/// Ends a JSON job-log line, flushed.
+fn end_line(log: &mut Log) -> std::io::Result<()> {
     log.write_all(b"\n")?;
     log.flush()
 }

@@ -3,7 +3,7 @@
 //! in its turn, and the exit code.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::rc::Rc;
@@ -24,7 +24,7 @@ use super::arrival::{self, Arrivals, PeakRss};
 use super::exit::{exit_code, EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM};
 use super::hold::Holding;
 use super::jobs::{
-    self, Feed, LineLock, Pending, COMMAND_READ_AHEAD_PER_WORKER, READ_AHEAD_PER_WORKER,
+    self, Feed, Inputs, LineLock, COMMAND_READ_AHEAD_PER_WORKER, READ_AHEAD_PER_WORKER,
 };
 use super::output::{self, dry_run, Printed, Printing};
 use super::progress::{known_total, make_progress, Summary};
@@ -201,11 +201,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
 
     let mut progress = make_progress(&args, total);
-    let inputs: Rc<RefCell<HashMap<u64, Pending>>> = Rc::new(RefCell::new(HashMap::new()));
-    // The input's number (its line in the input) of each job, by the job's position
-    // among those run: they differ under `--resume`, which skips inputs, and the job
-    // log, the records and later resumes know a task by its input's number.
-    let seqs: Rc<RefCell<HashMap<usize, u64>>> = Rc::new(RefCell::new(HashMap::new()));
+    // Each job's input and its number (its line in the input: under `--resume`, which
+    // skips inputs, not the job's position + 1), by the job's position.
+    let inputs: Rc<RefCell<Inputs>> = Rc::new(RefCell::new(Inputs::default()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
     // `--line-buffer`: the lock file workers hold while writing lines.
     let line_lock = match output_stream {
@@ -243,7 +241,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             read: read.clone(),
             read_total: read_total.clone(),
             inputs: inputs.clone(),
-            seqs: seqs.clone(),
             stop: stop.clone(),
             template: template.clone(),
             read_error: read_error.clone(),
@@ -313,7 +310,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         task: task.clone(),
         template: template.clone(),
         of_median,
-        seqs: seqs.clone(),
         halt,
     };
     reports = reports
@@ -344,7 +340,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             task: &task,
             command_mode,
             output_stream,
-            seqs: &seqs,
             inputs: &inputs,
             holding: &holding,
             stopped_by_run: &stopped_by_run,

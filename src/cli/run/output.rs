@@ -2,7 +2,7 @@
 //! `--results` files), and `--dry-run`'s command lines.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
@@ -17,7 +17,7 @@ use super::super::sources::Records;
 use super::super::tasks::{Failure, Stream};
 use super::exit::{EXIT_OK, EXIT_OUTPUT, EXIT_STDOUT_CLOSED};
 use super::hold::Holding;
-use super::jobs::Pending;
+use super::jobs::Inputs;
 use super::progress::Meter;
 use super::stop::{stopped_error, STOP_OUTPUT_ERROR, STOP_STDOUT};
 
@@ -42,8 +42,7 @@ pub(super) struct Printing<'a> {
     pub task: &'a str,
     pub command_mode: bool,
     pub output_stream: Stream,
-    pub seqs: &'a RefCell<HashMap<usize, u64>>,
-    pub inputs: &'a RefCell<HashMap<u64, Pending>>,
+    pub inputs: &'a RefCell<Inputs>,
     /// What the results waiting for their turn keep.
     pub holding: &'a RefCell<Holding>,
     pub stopped_by_run: &'a RefCell<HashSet<usize>>,
@@ -77,7 +76,6 @@ where
         task,
         command_mode,
         output_stream,
-        seqs,
         inputs,
         holding,
         stopped_by_run,
@@ -95,12 +93,14 @@ where
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     while let Some((mut report, host)) = reports.next() {
         holding.borrow_mut().printed(report.index);
-        let seq = seqs
-            .borrow_mut()
-            .remove(&report.index)
-            .unwrap_or(report.index as u64 + 1);
-        let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
-        if stopped_by_run.borrow_mut().remove(&report.index) {
+        let pending = inputs.borrow_mut().remove(report.index);
+        let seq = pending.as_ref().map_or(report.index as u64 + 1, |p| p.seq);
+        let pending = pending.unwrap_or_default();
+        let stopped_here = {
+            let mut stopped = stopped_by_run.borrow_mut();
+            !stopped.is_empty() && stopped.remove(&report.index)
+        };
+        if stopped_here {
             report.result = Err(stopped_error(task, report.meta.pid));
         }
         // `-u` / `--line-buffer`: a worker could not write a command's output to ours
