@@ -39,9 +39,12 @@ pub(super) struct Arrivals {
     pub inputs: Rc<RefCell<Inputs>>,
     /// The first error writing a job log.
     pub log_error: Rc<RefCell<Option<std::io::Error>>>,
-    pub tsv_log: Option<Log>,
-    /// Shared with the duplicate callback of a remote run.
+    /// The job logs (one of them, or none), shared with [`JobLogs::flush`] and the
+    /// duplicate callback of a remote run.
+    pub tsv_log: Rc<RefCell<Option<Log>>>,
     pub json_log: Rc<RefCell<Option<Log>>>,
+    /// Each line flushed as it is written (a remote run: see [`JobLogs`]).
+    pub flush_each: bool,
     pub peaks: PeakRss,
     pub task: String,
     pub template: Option<Template>,
@@ -69,6 +72,7 @@ impl Arrivals {
             log_error,
             tsv_log,
             json_log,
+            flush_each,
             peaks,
             task,
             template,
@@ -116,7 +120,8 @@ impl Arrivals {
                     peak,
                     (host != ":").then_some(host),
                 )
-                .and_then(|()| end_line(log))
+                .and_then(|()| log.write_all(b"\n"))
+                .and_then(|()| if *flush_each { log.flush() } else { Ok(()) })
             };
             if let Err(e) = written {
                 log_error.borrow_mut().get_or_insert(e);
@@ -125,6 +130,7 @@ impl Arrivals {
             }
         }
         drop(json_log);
+        let mut tsv_log = tsv_log.borrow_mut();
         if let Some(log) = tsv_log.as_mut() {
             let command = inputs.borrow().get(index).map(|p| {
                 match p.command_line(template.as_ref(), seq, result) {
@@ -137,7 +143,7 @@ impl Arrivals {
                 let written = log
                     .write_all(&row.to_line())
                     .and_then(|()| log.write_all(b"\n"))
-                    .and_then(|()| log.flush());
+                    .and_then(|()| if *flush_each { log.flush() } else { Ok(()) });
                 if let Err(e) = written {
                     log_error.borrow_mut().get_or_insert(e);
                     *tsv_log = None;
@@ -145,6 +151,7 @@ impl Arrivals {
                 }
             }
         }
+        drop(tsv_log);
         let Some(rule) = halt else { return };
         let mut t = tally.borrow_mut();
         match result {
@@ -224,11 +231,37 @@ impl PeakRss {
 /// tasks that ended).
 fn write_line(log: &mut Log, line: &serde_json::Value) -> std::io::Result<()> {
     serde_json::to_writer(&mut *log, line)?;
-    end_line(log)
-}
-
-/// Ends a JSON job-log line, flushed.
-fn end_line(log: &mut Log) -> std::io::Result<()> {
     log.write_all(b"\n")?;
     log.flush()
+}
+
+/// The job logs' lines reach the file once per burst of results, not once per line (a
+/// system call per task was a third of a run of tiny tasks): [`JobLogs::flush`] runs
+/// before the run waits for a result that is not in (`Reports::on_wait`) and before
+/// each write of its stdout, so a line is in the file before the run sleeps, and
+/// before the output of its task or of any later one is printed. A SIGKILLed run keeps
+/// the lines of the tasks whose results it had taken but for those of the burst it was
+/// handling, which it had not printed. Command mode (whose commands' side effects make
+/// `--resume` matter, and whose tasks take a fork and exec each) and a remote run
+/// (which has no such hook) flush each line.
+#[derive(Clone)]
+pub(super) struct JobLogs {
+    pub logs: [Rc<RefCell<Option<Log>>>; 2],
+    pub log_error: Rc<RefCell<Option<std::io::Error>>>,
+    pub request_stop: RequestStop,
+}
+
+impl JobLogs {
+    /// Writes out what the job logs buffer; a log that fails is dropped and the run
+    /// stops, as when one of its lines cannot be written.
+    pub(super) fn flush(&self) {
+        for log in &self.logs {
+            let mut log = log.borrow_mut();
+            if let Some(Err(e)) = log.as_mut().map(Write::flush) {
+                self.log_error.borrow_mut().get_or_insert(e);
+                *log = None;
+                (self.request_stop)(STOP_OUTPUT_ERROR);
+            }
+        }
+    }
 }

@@ -287,9 +287,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         JoblogFormat::Json => (None, joblog.take()),
     };
     let has_json_log = json_log.is_some();
-    // Shared with the duplicate callback of a remote run.
+    // Shared with the duplicate callback of a remote run and with `job_logs`.
     let json_log = Rc::new(RefCell::new(json_log));
+    let tsv_log = Rc::new(RefCell::new(tsv_log));
     let log_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
+    let job_logs = arrival::JobLogs {
+        logs: [tsv_log.clone(), json_log.clone()],
+        log_error: log_error.clone(),
+        request_stop: request_stop.clone(),
+    };
+    // A command's side effects make `--resume` matter, and a line's write is nothing
+    // next to its fork and exec: command mode flushes each line, as a remote run must.
+    let flush_each = template.is_some() || !reports.calls_on_wait();
+    if !flush_each {
+        let job_logs = job_logs.clone();
+        reports = reports.on_wait(move || job_logs.flush());
+    }
     // Tasks that did not succeed and arrived once the run was stopping (a signal,
     // `--halt now`, an output error): the run stopped them, whatever their command
     // made of the SIGTERM (exited on it, killed by it, or the worker stopped before
@@ -306,6 +319,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         log_error: log_error.clone(),
         tsv_log,
         json_log: json_log.clone(),
+        flush_each,
         peaks: PeakRss::default(),
         task: task.clone(),
         template: template.clone(),
@@ -347,8 +361,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             request_stop: &*request_stop,
             done: &done,
             failed: &failed,
+            flush_logs: &|| job_logs.flush(),
         },
     )?;
+    job_logs.flush();
     progress.finish(&Summary {
         done: done.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),

@@ -50,6 +50,8 @@ pub(super) struct Printing<'a> {
     pub request_stop: &'a dyn Fn(i32),
     pub done: &'a AtomicU64,
     pub failed: &'a AtomicU64,
+    /// Writes out the job logs' buffered lines (called before each write of stdout).
+    pub flush_logs: &'a dyn Fn(),
 }
 
 /// What [`print`] counted besides the successes and failures.
@@ -83,6 +85,7 @@ where
         request_stop,
         done,
         failed,
+        flush_logs,
     } = printing;
     let mut cancelled = 0u64;
     let mut stopped = 0u64;
@@ -90,7 +93,14 @@ where
     let stdout = std::io::stdout();
     // Buffered, and flushed whenever the next result is not in yet: one write per
     // burst of results instead of one per line, and nothing held back while waiting.
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    // The job logs' lines go first: a task's output is never printed before its line.
+    let mut out = std::io::BufWriter::with_capacity(
+        64 * 1024,
+        LogsFirst {
+            out: stdout.lock(),
+            flush_logs,
+        },
+    );
     while let Some((mut report, host)) = reports.next() {
         holding.borrow_mut().printed(report.index);
         let pending = inputs.borrow_mut().remove(report.index);
@@ -162,6 +172,7 @@ where
                 // prints neither); failures are still said, in one line each.
                 Format::Text if args.results.is_some() => {
                     if !not_run && record.result.is_err() {
+                        flush_logs();
                         let _ = record.write_failure(&mut std::io::stderr().lock());
                     }
                 }
@@ -170,6 +181,7 @@ where
                     // A command's own stderr still reaches ours, grouped per task.
                     if !record.command_stderr().is_empty() {
                         out.flush()?;
+                        flush_logs();
                         let _ = record.write_command_stderr(&mut std::io::stderr().lock());
                     }
                 }
@@ -179,6 +191,7 @@ where
                     tagged.finish()?;
                     if !not_run && record.has_stderr() {
                         out.flush()?;
+                        flush_logs();
                         let _ = record.write_stderr(&mut std::io::stderr().lock());
                     }
                 }
@@ -186,6 +199,7 @@ where
                     record.write_stdout(&mut out, command_mode)?;
                     if !not_run && record.has_stderr() {
                         out.flush()?;
+                        flush_logs();
                         let _ = record.write_stderr(&mut std::io::stderr().lock());
                     }
                 }
@@ -209,6 +223,28 @@ where
         stopped,
         output_error,
     })
+}
+
+/// The run's stdout, which writes out the job logs' lines before each write of its own.
+struct LogsFirst<'a, W: Write> {
+    out: W,
+    flush_logs: &'a dyn Fn(),
+}
+
+impl<W: Write> Write for LogsFirst<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (self.flush_logs)();
+        self.out.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        (self.flush_logs)();
+        self.out.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// `--dry-run`: prints each command line (or task and input) instead of running it.
