@@ -205,6 +205,7 @@ mod tests {
             stderr: Captured::default(),
         };
         let long = vec![b'x'; INPUT_QUOTE_LIMIT + 10];
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(Vec<u8>, Result<Output, ErrorInfo>, Option<&str>)> = vec![
             (b"0ms".to_vec(), Ok(output("0s", false)), None),
             (
