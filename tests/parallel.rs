@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -357,6 +358,51 @@ fn resume_keeps_the_lines_of_tasks_that_ended_behind_a_slow_one() {
                 runs.lines().count()
             );
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// Built-in tasks' job-log lines are written out once per burst of results, not once
+/// per line: still, the lines of the tasks that ended behind a slow one are in the file
+/// while the run waits for it (a SIGKILL then loses none of them).
+#[test]
+fn builtin_tasks_lines_are_in_the_job_log_while_the_run_waits() {
+    isolated(DEADLINE, || {
+        let dir = scratch("builtin-joblog");
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = ["run", "-j", "2", "--joblog", "jobs.tsv", "--task", "sleep"];
+        let mut first = Command::new(BIN)
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let input = format!("30s\n{}", "0ms\n".repeat(9));
+        let mut stdin = first.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        let joblog = dir.join("jobs.tsv");
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::fs::read_to_string(&joblog).map_or(0, |l| l.lines().count()) < 10 {
+            assert!(
+                Instant::now() < until,
+                "the nine fast tasks were not logged while the first ran: {:?}",
+                std::fs::read_to_string(&joblog)
+            );
+            std::thread::yield_now();
+        }
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let mut seqs: Vec<u64> = std::fs::read_to_string(&joblog)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (2..=10).collect::<Vec<u64>>());
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }

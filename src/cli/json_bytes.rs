@@ -114,7 +114,9 @@ pub fn write_field(w: &mut dyn Write, key: &str, data: &Captured) -> io::Result<
     w.write_all(b"\"")
 }
 
-/// `"key":"..."` or `"key_base64":"..."` as a JSON object member, for small values.
+/// `"key":"..."` or `"key_base64":"..."` as a JSON object member, for small values
+/// (what the records were made of before `json_lines`: the tests' reference).
+#[cfg(test)]
 pub fn field(key: &str, data: &[u8]) -> (String, serde_json::Value) {
     match std::str::from_utf8(data) {
         Ok(s) => (key.to_string(), serde_json::Value::String(s.to_string())),

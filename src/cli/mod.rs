@@ -16,6 +16,7 @@ mod hints;
 mod input;
 mod joblog;
 mod json_bytes;
+mod json_lines;
 mod lines;
 mod pidfile;
 mod replace;

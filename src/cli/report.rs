@@ -5,6 +5,8 @@ use std::io::{self, Write};
 use std::time::UNIX_EPOCH;
 
 use serde_json::{json, Value};
+
+use super::json_lines;
 use supervisor::{Captured, Error, ErrorKind, JobMeta};
 
 use super::json_bytes;
@@ -115,11 +117,13 @@ pub fn joblog_row<'a>(
     })
 }
 
-/// Task `seq`'s line in the JSON job log (`--joblog-format json`), written as its
-/// result arrives: the worker's pid and the command's own, the command line (command
-/// mode), the outcome in words, the exit code (0 for a command that succeeded), the
-/// signal and the peak RSS.
-pub fn joblog_json(
+/// Writes task `seq`'s line in the JSON job log (`--joblog-format json`), without its
+/// newline, as its result arrives: the worker's pid and the command's own, the command
+/// line (command mode), the outcome in words, the exit code (0 for a command that
+/// succeeded), the signal and the peak RSS.
+#[allow(clippy::too_many_arguments)]
+pub fn write_joblog_json(
+    w: &mut dyn Write,
     seq: u64,
     input: &[u8],
     command: Option<&[u8]>,
@@ -127,7 +131,7 @@ pub fn joblog_json(
     meta: &JobMeta,
     worker_peak_kib: Option<u64>,
     host: Option<&str>,
-) -> Value {
+) -> io::Result<()> {
     let start = meta
         .started
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -153,35 +157,31 @@ pub fn joblog_json(
             (kind_of(e), signal, code, peak.or(worker_peak_kib), 0)
         }
     };
-    let duration_ms = (meta.duration.as_secs_f64() * 1e6).round() / 1000.0;
-    let mut line = json!({
-        "seq": seq, "pid": meta.pid,
-        "start": start, "duration_ms": duration_ms, "outcome": outcome,
-        "signal": signal, "exit_code": exit_code, "peak_rss_kib": peak,
-        "attempts": meta.attempts,
-    });
-    if command.is_some() {
-        line["command_pid"] = if command_pid == 0 {
-            Value::Null
-        } else {
-            command_pid.into()
-        };
-    }
-    let (k, v) = json_bytes::field("input", &shorten_bytes(input, INPUT_QUOTE_LIMIT));
-    line[k] = v;
-    if let Some(command) = command {
-        let (k, v) = json_bytes::field("command", &shorten_bytes(command, INPUT_QUOTE_LIMIT));
-        line[k] = v;
-    }
-    if let Some(host) = host {
+    let input = shorten_bytes(input, INPUT_QUOTE_LIMIT);
+    let input = json_lines::Bytes::of(&input);
+    let command = command.map(|c| shorten_bytes(c, INPUT_QUOTE_LIMIT));
+    let command = command.as_deref().map(json_lines::Bytes::of);
+    let line = json_lines::JoblogLine {
+        attempts: meta.attempts,
+        command: command.as_ref().and_then(json_lines::Bytes::text),
+        command_base64: command.as_ref().and_then(json_lines::Bytes::base64),
+        command_pid: command
+            .is_some()
+            .then_some((command_pid != 0).then_some(command_pid)),
+        duration_ms: (meta.duration.as_secs_f64() * 1e6).round() / 1000.0,
+        exit_code,
         // A remote task that never reached an agent ran nowhere.
-        line["host"] = if host.is_empty() {
-            Value::Null
-        } else {
-            json!(host)
-        };
-    }
-    line
+        host: host.map(|h| (!h.is_empty()).then_some(h)),
+        input: input.text(),
+        input_base64: input.base64(),
+        outcome,
+        peak_rss_kib: peak,
+        pid: meta.pid,
+        seq,
+        signal,
+        start,
+    };
+    serde_json::to_writer(w, &line).map_err(io::Error::other)
 }
 
 /// Characters of an error message a record keeps (a message quoting a huge input line
@@ -284,17 +284,22 @@ impl Record {
             Ok(_) => std::borrow::Cow::Borrowed(&self.input[..]),
             Err(_) => shorten_bytes(&self.input, INPUT_QUOTE_LIMIT),
         };
-        let (k, v) = json_bytes::field("input", &input);
-        let mut head = json!({
-            "seq": self.seq, "ok": self.ok(),
-            "pid": self.meta.pid, "attempts": self.meta.attempts,
-            "duration_ms": self.duration_ms(),
-        });
-        // Where a remote task ran, as the job log says it.
-        if let Some(host) = self.host.as_deref().filter(|h| !h.is_empty()) {
-            head["host"] = host.into();
+        let input = json_lines::Bytes::of(&input);
+        let mut head = json_lines::RecordHead {
+            attempts: self.meta.attempts,
+            duration_ms: self.duration_ms(),
+            error: None,
+            exit_code: None,
+            // Where a remote task ran, as the job log says it.
+            host: self.host.as_deref().filter(|h| !h.is_empty()),
+            input: None,
+            input_base64: None,
+            ok: self.ok(),
+            output: None,
+            pid: self.meta.pid,
+            seq: self.seq,
         }
-        head[k] = v;
+        .with_input(&input);
         let mut output = None;
         match &self.result {
             Ok(out) if out.json => {
@@ -302,38 +307,47 @@ impl Record {
                 let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
                     Value::String(String::from_utf8_lossy(&bytes).into_owned())
                 });
-                head["output"] = value;
+                head.output = Some(value);
             }
             Ok(out) => {
                 // A command that succeeded exited with 0 (said, not left null).
                 if command {
-                    head["exit_code"] = 0.into();
+                    head.exit_code = Some(0);
                 }
                 output = Some(&out.text)
             }
             Err(e) => {
-                head["error"] = json!({
-                    "kind": e.kind, "message": e.message,
-                    "signal": e.signal, "exit_code": e.exit_code,
+                head.error = Some(json_lines::RecordError {
+                    exit_code: e.exit_code,
+                    kind: e.kind,
+                    message: &e.message,
+                    signal: e.signal,
                 });
                 if command {
                     output = Some(&e.stdout);
                 }
             }
         }
-        let head = serde_json::to_vec(&head).map_err(io::Error::other)?;
-        match output {
-            Some(data) => {
-                w.write_all(&head[..head.len() - 1])?;
-                w.write_all(b",")?;
-                json_bytes::write_field(w, "output", data)?;
-                w.write_all(b"}\n")
-            }
-            None => {
-                w.write_all(&head)?;
-                w.write_all(b"\n")
-            }
+        thread_local! {
+            /// The head's bytes, reused from record to record.
+            static HEAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        HEAD.with_borrow_mut(|line| {
+            line.clear();
+            serde_json::to_writer(&mut *line, &head).map_err(io::Error::other)?;
+            match output {
+                Some(data) => {
+                    w.write_all(&line[..line.len() - 1])?;
+                    w.write_all(b",")?;
+                    json_bytes::write_field(w, "output", data)?;
+                    w.write_all(b"}\n")
+                }
+                None => {
+                    line.push(b'\n');
+                    w.write_all(line)
+                }
+            }
+        })
     }
 
     /// Writes the text-mode stdout: a command's output exactly as it wrote it (even

@@ -74,6 +74,24 @@ where
         }
     }
 
+    /// Called before a local run waits for a result that is not in (see
+    /// `Reports::on_wait`); a remote run never calls it.
+    pub fn on_wait(self, f: impl FnMut() + 'static) -> Self {
+        match self {
+            Source::Local(r) => Source::Local(r.on_wait(f)),
+            #[cfg(feature = "cluster")]
+            Source::Remote(r) => {
+                drop(f);
+                Source::Remote(r)
+            }
+        }
+    }
+
+    /// Whether [`Source::on_wait`] is called (a local run).
+    pub fn calls_on_wait(&self) -> bool {
+        matches!(self, Source::Local(_))
+    }
+
     /// Called with each result that waits for its turn (local runs only: a remote
     /// run's results wait in its own reorder buffer, bounded by its read-ahead).
     pub fn on_hold(self, f: impl FnMut(usize, &mut Result<Outcome, Error>) + 'static) -> Self {

@@ -92,6 +92,10 @@ pub(crate) struct Bounds {
 /// Kept apart from [`Feed`] so that what never has one (`imap`) stays `Send`.
 type Ready = Option<Box<dyn FnMut() -> bool>>;
 
+/// Called before the iterator waits for a result that is not in (see
+/// [`Reports::on_wait`]).
+type Waiting = Box<dyn FnMut()>;
+
 /// Told of each result as it arrives, before it waits for its turn (see
 /// [`Reports::on_arrival`]).
 type Arrived<R> = Box<dyn FnMut(usize, &Result<R, Error>, &JobMeta)>;
@@ -148,11 +152,22 @@ where
 
     /// The next delivered result. Every submitted job delivers exactly one result (see
     /// `job.rs`), so this never waits for nothing.
-    fn receive(&mut self, ready: &mut Ready) -> Option<Delivered> {
+    fn receive(&mut self, ready: &mut Ready, waiting: Option<&mut Waiting>) -> Option<Delivered> {
+        let mut waiting = waiting;
         while self.pending.is_empty() {
             // The input ended while waiting here (see below) with nothing due.
             if self.input_done && self.submitted == self.yielded + self.buffer.len() {
                 return None;
+            }
+            if let Some(waiting) = waiting.as_deref_mut() {
+                match self.rx.try_recv() {
+                    Ok(delivery) => {
+                        self.pending.extend(delivery.into_items());
+                        break;
+                    }
+                    // Nothing is in: whatever waits for a pause goes now.
+                    Err(_) => waiting(),
+                }
             }
             if ready.is_none() || self.input_done {
                 self.pending.extend(self.rx.recv()?.into_items());
@@ -188,6 +203,7 @@ where
     pub(crate) fn next_report(
         &mut self,
         ready: &mut Ready,
+        mut waiting: Option<&mut Waiting>,
         mut arrived: Option<&mut Arrived<R>>,
         mut on_hold: Option<&mut OnHold<R>>,
         mut cx: Option<&mut Context<'_>>,
@@ -206,7 +222,7 @@ where
                     return Poll::Ready(None);
                 }
                 let received = match cx.as_deref_mut() {
-                    None => self.receive(ready),
+                    None => self.receive(ready, waiting.as_deref_mut()),
                     Some(cx) => std::task::ready!(self.poll_receive(cx)),
                 };
                 let Some((index, r, m)) = received else {
@@ -225,7 +241,7 @@ where
                 return Poll::Ready(None);
             }
             let received = match cx {
-                None => self.receive(ready),
+                None => self.receive(ready, waiting),
                 Some(cx) => std::task::ready!(self.poll_receive(cx)),
             };
             match received {
@@ -448,6 +464,7 @@ impl<R, I: Iterator> Feed<R, I> {
 pub struct Reports<R, I: Iterator> {
     feed: Feed<R, I>,
     input_ready: Ready,
+    waiting: Option<Waiting>,
     arrived: Option<Arrived<R>>,
     on_hold: Option<OnHold<R>>,
 }
@@ -458,6 +475,7 @@ impl<R, I: Iterator> Reports<R, I> {
         Reports {
             feed,
             input_ready: None,
+            waiting: None,
             arrived: None,
             on_hold: None,
         }
@@ -471,6 +489,15 @@ impl<R, I: Iterator> Reports<R, I> {
     /// `read_ahead`, which suits inputs that are all there.
     pub fn input_ready(mut self, ready: impl FnMut() -> bool + 'static) -> Self {
         self.input_ready = Some(Box::new(ready));
+        self
+    }
+
+    /// Calls `waiting` each time the iterator is about to wait for a result that is
+    /// not in (blocking; a [`ReportStream`] does not call it): a caller that buffers
+    /// what [`Reports::on_arrival`] writes can flush it then, once per burst of results
+    /// rather than once per result, and nothing stays buffered while the run waits.
+    pub fn on_wait(mut self, waiting: impl FnMut() + 'static) -> Self {
+        self.waiting = Some(Box::new(waiting));
         self
     }
 
@@ -523,6 +550,7 @@ where
     fn next(&mut self) -> Option<Report<R>> {
         match self.feed.next_report(
             &mut self.input_ready,
+            self.waiting.as_mut(),
             self.arrived.as_mut(),
             self.on_hold.as_mut(),
             None,
@@ -580,6 +608,7 @@ where
         let reports = &mut *self.get_mut().0;
         reports.feed.next_report(
             &mut reports.input_ready,
+            None,
             reports.arrived.as_mut(),
             reports.on_hold.as_mut(),
             Some(cx),
@@ -613,7 +642,7 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R, Error>>> {
         self.get_mut()
             .0
-            .next_report(&mut None, None, None, Some(cx))
+            .next_report(&mut None, None, None, None, Some(cx))
             .map(|report| report.map(|r| r.result))
     }
 }
@@ -627,7 +656,7 @@ where
     type Item = Result<R, Error>;
 
     fn next(&mut self) -> Option<Result<R, Error>> {
-        match self.0.next_report(&mut None, None, None, None) {
+        match self.0.next_report(&mut None, None, None, None, None) {
             Poll::Ready(report) => report.map(|r| r.result),
             Poll::Pending => unreachable!("a blocking receive is always ready"),
         }

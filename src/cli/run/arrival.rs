@@ -16,7 +16,7 @@ use super::super::replace::Template;
 use super::super::specs;
 use super::super::sys;
 use super::super::tasks::Outcome;
-use super::jobs::Pending;
+use super::jobs::Inputs;
 use super::stop::{stopped_error, RequestStop, STOP_HALT, STOP_HALT_SOON, STOP_OUTPUT_ERROR};
 
 /// A job log open for writing.
@@ -36,17 +36,19 @@ pub(super) struct Arrivals {
     pub pool: Option<Arc<Pool>>,
     /// The last input's number read.
     pub read: Rc<std::cell::Cell<u64>>,
-    pub inputs: Rc<RefCell<HashMap<u64, Pending>>>,
+    pub inputs: Rc<RefCell<Inputs>>,
     /// The first error writing a job log.
     pub log_error: Rc<RefCell<Option<std::io::Error>>>,
-    pub tsv_log: Option<Log>,
-    /// Shared with the duplicate callback of a remote run.
+    /// The job logs (one of them, or none), shared with [`JobLogs::flush`] and the
+    /// duplicate callback of a remote run.
+    pub tsv_log: Rc<RefCell<Option<Log>>>,
     pub json_log: Rc<RefCell<Option<Log>>>,
+    /// Each line flushed as it is written (a remote run: see [`JobLogs`]).
+    pub flush_each: bool,
     pub peaks: PeakRss,
     pub task: String,
     pub template: Option<Template>,
     pub of_median: Option<specs::MedianLimit>,
-    pub seqs: Rc<RefCell<HashMap<usize, u64>>>,
     pub halt: Option<Halt>,
 }
 
@@ -70,18 +72,17 @@ impl Arrivals {
             log_error,
             tsv_log,
             json_log,
+            flush_each,
             peaks,
             task,
             template,
             of_median,
-            seqs,
             halt,
         } = self;
-        let seq = seqs
+        let seq = inputs
             .borrow()
-            .get(&index)
-            .copied()
-            .unwrap_or(index as u64 + 1);
+            .get(index)
+            .map_or(index as u64 + 1, |p| p.seq);
         let why = stop.load(Ordering::SeqCst);
         let stopped_now = why != 0
             && why != STOP_HALT_SOON
@@ -105,11 +106,12 @@ impl Arrivals {
         let mut json_log = json_log.borrow_mut();
         if let Some(log) = json_log.as_mut() {
             let peak = (meta.pid != 0).then(|| peaks.get(meta.pid)).flatten();
-            let line = {
+            let written = {
                 let inputs = inputs.borrow();
-                let pending = inputs.get(&seq);
+                let pending = inputs.get(index);
                 let command = pending.and_then(|p| p.command_line(template.as_ref(), seq, result));
-                super::super::report::joblog_json(
+                super::super::report::write_joblog_json(
+                    log,
                     seq,
                     pending.map_or(&[][..], |p| &p.input),
                     command.as_deref(),
@@ -118,16 +120,19 @@ impl Arrivals {
                     peak,
                     (host != ":").then_some(host),
                 )
+                .and_then(|()| log.write_all(b"\n"))
+                .and_then(|()| if *flush_each { log.flush() } else { Ok(()) })
             };
-            if let Err(e) = write_line(log, &line) {
+            if let Err(e) = written {
                 log_error.borrow_mut().get_or_insert(e);
                 *json_log = None;
                 request_stop(STOP_OUTPUT_ERROR);
             }
         }
         drop(json_log);
+        let mut tsv_log = tsv_log.borrow_mut();
         if let Some(log) = tsv_log.as_mut() {
-            let command = inputs.borrow().get(&seq).map(|p| {
+            let command = inputs.borrow().get(index).map(|p| {
                 match p.command_line(template.as_ref(), seq, result) {
                     Some(c) => c,
                     None => [task.as_bytes(), b" ", &p.input].concat(),
@@ -138,7 +143,7 @@ impl Arrivals {
                 let written = log
                     .write_all(&row.to_line())
                     .and_then(|()| log.write_all(b"\n"))
-                    .and_then(|()| log.flush());
+                    .and_then(|()| if *flush_each { log.flush() } else { Ok(()) });
                 if let Err(e) = written {
                     log_error.borrow_mut().get_or_insert(e);
                     *tsv_log = None;
@@ -146,6 +151,7 @@ impl Arrivals {
                 }
             }
         }
+        drop(tsv_log);
         let Some(rule) = halt else { return };
         let mut t = tally.borrow_mut();
         match result {
@@ -227,4 +233,35 @@ fn write_line(log: &mut Log, line: &serde_json::Value) -> std::io::Result<()> {
     serde_json::to_writer(&mut *log, line)?;
     log.write_all(b"\n")?;
     log.flush()
+}
+
+/// The job logs' lines reach the file once per burst of results, not once per line (a
+/// system call per task was a third of a run of tiny tasks): [`JobLogs::flush`] runs
+/// before the run waits for a result that is not in (`Reports::on_wait`) and before
+/// each write of its stdout, so a line is in the file before the run sleeps, and
+/// before the output of its task or of any later one is printed. A SIGKILLed run keeps
+/// the lines of the tasks whose results it had taken but for those of the burst it was
+/// handling, which it had not printed. Command mode (whose commands' side effects make
+/// `--resume` matter, and whose tasks take a fork and exec each) and a remote run
+/// (which has no such hook) flush each line.
+#[derive(Clone)]
+pub(super) struct JobLogs {
+    pub logs: [Rc<RefCell<Option<Log>>>; 2],
+    pub log_error: Rc<RefCell<Option<std::io::Error>>>,
+    pub request_stop: RequestStop,
+}
+
+impl JobLogs {
+    /// Writes out what the job logs buffer; a log that fails is dropped and the run
+    /// stops, as when one of its lines cannot be written.
+    pub(super) fn flush(&self) {
+        for log in &self.logs {
+            let mut log = log.borrow_mut();
+            if let Some(Err(e)) = log.as_mut().map(Write::flush) {
+                self.log_error.borrow_mut().get_or_insert(e);
+                *log = None;
+                (self.request_stop)(STOP_OUTPUT_ERROR);
+            }
+        }
+    }
 }

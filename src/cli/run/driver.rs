@@ -3,7 +3,7 @@
 //! in its turn, and the exit code.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::rc::Rc;
@@ -24,7 +24,7 @@ use super::arrival::{self, Arrivals, PeakRss};
 use super::exit::{exit_code, EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM};
 use super::hold::Holding;
 use super::jobs::{
-    self, Feed, LineLock, Pending, COMMAND_READ_AHEAD_PER_WORKER, READ_AHEAD_PER_WORKER,
+    self, Feed, Inputs, LineLock, COMMAND_READ_AHEAD_PER_WORKER, READ_AHEAD_PER_WORKER,
 };
 use super::output::{self, dry_run, Printed, Printing};
 use super::progress::{known_total, make_progress, Summary};
@@ -201,11 +201,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
 
     let mut progress = make_progress(&args, total);
-    let inputs: Rc<RefCell<HashMap<u64, Pending>>> = Rc::new(RefCell::new(HashMap::new()));
-    // The input's number (its line in the input) of each job, by the job's position
-    // among those run: they differ under `--resume`, which skips inputs, and the job
-    // log, the records and later resumes know a task by its input's number.
-    let seqs: Rc<RefCell<HashMap<usize, u64>>> = Rc::new(RefCell::new(HashMap::new()));
+    // Each job's input and its number (its line in the input: under `--resume`, which
+    // skips inputs, not the job's position + 1), by the job's position.
+    let inputs: Rc<RefCell<Inputs>> = Rc::new(RefCell::new(Inputs::default()));
     let task_args: BTreeMap<String, String> = args.args.iter().cloned().collect();
     // `--line-buffer`: the lock file workers hold while writing lines.
     let line_lock = match output_stream {
@@ -243,7 +241,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             read: read.clone(),
             read_total: read_total.clone(),
             inputs: inputs.clone(),
-            seqs: seqs.clone(),
             stop: stop.clone(),
             template: template.clone(),
             read_error: read_error.clone(),
@@ -290,9 +287,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         JoblogFormat::Json => (None, joblog.take()),
     };
     let has_json_log = json_log.is_some();
-    // Shared with the duplicate callback of a remote run.
+    // Shared with the duplicate callback of a remote run and with `job_logs`.
     let json_log = Rc::new(RefCell::new(json_log));
+    let tsv_log = Rc::new(RefCell::new(tsv_log));
     let log_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
+    let job_logs = arrival::JobLogs {
+        logs: [tsv_log.clone(), json_log.clone()],
+        log_error: log_error.clone(),
+        request_stop: request_stop.clone(),
+    };
+    // A command's side effects make `--resume` matter, and a line's write is nothing
+    // next to its fork and exec: command mode flushes each line, as a remote run must.
+    let flush_each = template.is_some() || !reports.calls_on_wait();
+    if !flush_each {
+        let job_logs = job_logs.clone();
+        reports = reports.on_wait(move || job_logs.flush());
+    }
     // Tasks that did not succeed and arrived once the run was stopping (a signal,
     // `--halt now`, an output error): the run stopped them, whatever their command
     // made of the SIGTERM (exited on it, killed by it, or the worker stopped before
@@ -309,11 +319,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         log_error: log_error.clone(),
         tsv_log,
         json_log: json_log.clone(),
+        flush_each,
         peaks: PeakRss::default(),
         task: task.clone(),
         template: template.clone(),
         of_median,
-        seqs: seqs.clone(),
         halt,
     };
     reports = reports
@@ -344,7 +354,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             task: &task,
             command_mode,
             output_stream,
-            seqs: &seqs,
             inputs: &inputs,
             holding: &holding,
             stopped_by_run: &stopped_by_run,
@@ -352,8 +361,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             request_stop: &*request_stop,
             done: &done,
             failed: &failed,
+            flush_logs: &|| job_logs.flush(),
         },
     )?;
+    job_logs.flush();
     progress.finish(&Summary {
         done: done.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),

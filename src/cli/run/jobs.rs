@@ -2,7 +2,7 @@
 //! input ([`Pending`]) until its result is printed.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,12 +29,8 @@ pub(super) struct Feed {
     pub read: Rc<std::cell::Cell<u64>>,
     /// The same, for the pool's `--halt` check.
     pub read_total: Arc<AtomicU64>,
-    /// Each submitted input, by its number, until its result is printed.
-    pub inputs: Rc<RefCell<HashMap<u64, Pending>>>,
-    /// The input's number (its line in the input) of each job, by the job's position
-    /// among those run: they differ under `--resume`, which skips inputs, and the job
-    /// log, the records and later resumes know a task by its input's number.
-    pub seqs: Rc<RefCell<HashMap<usize, u64>>>,
+    /// Each submitted input, by the job's position, until its result is printed.
+    pub inputs: Rc<RefCell<Inputs>>,
     /// Non-zero once the run stops: nothing more is read.
     pub stop: Arc<AtomicI32>,
     pub template: Option<Template>,
@@ -59,7 +55,6 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
         read,
         read_total,
         inputs,
-        seqs,
         stop,
         template,
         read_error,
@@ -90,8 +85,6 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
             let seq = i as u64 + 1;
             read.set(seq);
             read_total.store(seq, Ordering::SeqCst);
-            seqs.borrow_mut().insert(position, seq);
-            position += 1;
             let fill = Fill {
                 fields: &record.fields,
                 whole: &record.whole,
@@ -127,14 +120,16 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
                 String::from_utf8_lossy(&record.whole).into_owned()
             };
             inputs.borrow_mut().insert(
-                seq,
+                position,
                 Pending {
+                    seq,
                     command,
                     fields,
                     values: record.values,
                     input: record.whole,
                 },
             );
+            position += 1;
             Job {
                 argv,
                 line: text,
@@ -193,6 +188,10 @@ impl LineLock {
 /// What the run keeps of a submitted input until its result is printed.
 #[derive(Default)]
 pub(super) struct Pending {
+    /// The input's number (its line in the input): it differs from the job's
+    /// position + 1 under `--resume`, which skips inputs, and the job log, the records
+    /// and later resumes know a task by it.
+    pub seq: u64,
     /// The whole input (`{}`).
     pub input: Vec<u8>,
     /// A value per input source (for `--results`).
@@ -228,5 +227,88 @@ impl Pending {
             seq,
             slot: (slot > 0).then_some(u64::from(slot)),
         }))
+    }
+}
+
+/// The submitted inputs by the job's position (0-based, in submission order), until
+/// their results are printed: a ring from the oldest one not printed, so a record costs
+/// no hashing (results are printed in input order, or with `--unordered` within the
+/// read-ahead of it).
+#[derive(Default)]
+pub(super) struct Inputs {
+    /// The position of `ring[0]`.
+    first: usize,
+    ring: VecDeque<Option<Pending>>,
+}
+
+impl Inputs {
+    /// Keeps the input of the job at `position` (positions come in increasing order).
+    pub(super) fn insert(&mut self, position: usize, pending: Pending) {
+        let Some(at) = position.checked_sub(self.first) else {
+            return;
+        };
+        if self.ring.is_empty() && at > 0 {
+            self.first = position;
+        }
+        let at = position - self.first;
+        while self.ring.len() < at {
+            self.ring.push_back(None);
+        }
+        if at < self.ring.len() {
+            self.ring[at] = Some(pending);
+        } else {
+            self.ring.push_back(Some(pending));
+        }
+    }
+
+    /// The input of the job at `position`, if it is kept.
+    pub(super) fn get(&self, position: usize) -> Option<&Pending> {
+        self.ring.get(position.checked_sub(self.first)?)?.as_ref()
+    }
+
+    /// Takes the input of the job at `position` (its result is printed).
+    pub(super) fn remove(&mut self, position: usize) -> Option<Pending> {
+        let at = position.checked_sub(self.first)?;
+        let pending = self.ring.get_mut(at)?.take();
+        while self.ring.front().is_some_and(Option::is_none) {
+            self.ring.pop_front();
+            self.first += 1;
+        }
+        pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(seq: u64) -> Pending {
+        Pending {
+            seq,
+            ..Pending::default()
+        }
+    }
+
+    /// Taken in any order, each position gives back its own input once, and the ring
+    /// shrinks from the front as the oldest ones go.
+    #[test]
+    fn inputs_by_position_in_any_order() {
+        let mut inputs = Inputs::default();
+        for p in 0..5 {
+            inputs.insert(p, pending(p as u64 * 10));
+        }
+        assert_eq!(inputs.remove(2).map(|p| p.seq), Some(20));
+        assert!(inputs.remove(2).is_none());
+        assert_eq!(inputs.get(3).map(|p| p.seq), Some(30));
+        assert_eq!(inputs.remove(0).map(|p| p.seq), Some(0));
+        assert_eq!(inputs.ring.len(), 4);
+        assert_eq!(inputs.remove(1).map(|p| p.seq), Some(10));
+        assert_eq!(inputs.ring.len(), 2);
+        inputs.insert(5, pending(50));
+        assert_eq!(inputs.remove(4).map(|p| p.seq), Some(40));
+        assert_eq!(inputs.remove(3).map(|p| p.seq), Some(30));
+        assert_eq!(inputs.remove(5).map(|p| p.seq), Some(50));
+        assert!(inputs.ring.is_empty());
+        assert!(inputs.get(0).is_none() && inputs.remove(7).is_none());
     }
 }

@@ -2,7 +2,7 @@
 //! `--results` files), and `--dry-run`'s command lines.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
@@ -17,7 +17,7 @@ use super::super::sources::Records;
 use super::super::tasks::{Failure, Stream};
 use super::exit::{EXIT_OK, EXIT_OUTPUT, EXIT_STDOUT_CLOSED};
 use super::hold::Holding;
-use super::jobs::Pending;
+use super::jobs::Inputs;
 use super::progress::Meter;
 use super::stop::{stopped_error, STOP_OUTPUT_ERROR, STOP_STDOUT};
 
@@ -42,8 +42,7 @@ pub(super) struct Printing<'a> {
     pub task: &'a str,
     pub command_mode: bool,
     pub output_stream: Stream,
-    pub seqs: &'a RefCell<HashMap<usize, u64>>,
-    pub inputs: &'a RefCell<HashMap<u64, Pending>>,
+    pub inputs: &'a RefCell<Inputs>,
     /// What the results waiting for their turn keep.
     pub holding: &'a RefCell<Holding>,
     pub stopped_by_run: &'a RefCell<HashSet<usize>>,
@@ -51,6 +50,8 @@ pub(super) struct Printing<'a> {
     pub request_stop: &'a dyn Fn(i32),
     pub done: &'a AtomicU64,
     pub failed: &'a AtomicU64,
+    /// Writes out the job logs' buffered lines (called before each write of stdout).
+    pub flush_logs: &'a dyn Fn(),
 }
 
 /// What [`print`] counted besides the successes and failures.
@@ -77,7 +78,6 @@ where
         task,
         command_mode,
         output_stream,
-        seqs,
         inputs,
         holding,
         stopped_by_run,
@@ -85,6 +85,7 @@ where
         request_stop,
         done,
         failed,
+        flush_logs,
     } = printing;
     let mut cancelled = 0u64;
     let mut stopped = 0u64;
@@ -92,15 +93,24 @@ where
     let stdout = std::io::stdout();
     // Buffered, and flushed whenever the next result is not in yet: one write per
     // burst of results instead of one per line, and nothing held back while waiting.
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    // The job logs' lines go first: a task's output is never printed before its line.
+    let mut out = std::io::BufWriter::with_capacity(
+        64 * 1024,
+        LogsFirst {
+            out: stdout.lock(),
+            flush_logs,
+        },
+    );
     while let Some((mut report, host)) = reports.next() {
         holding.borrow_mut().printed(report.index);
-        let seq = seqs
-            .borrow_mut()
-            .remove(&report.index)
-            .unwrap_or(report.index as u64 + 1);
-        let pending = inputs.borrow_mut().remove(&seq).unwrap_or_default();
-        if stopped_by_run.borrow_mut().remove(&report.index) {
+        let pending = inputs.borrow_mut().remove(report.index);
+        let seq = pending.as_ref().map_or(report.index as u64 + 1, |p| p.seq);
+        let pending = pending.unwrap_or_default();
+        let stopped_here = {
+            let mut stopped = stopped_by_run.borrow_mut();
+            !stopped.is_empty() && stopped.remove(&report.index)
+        };
+        if stopped_here {
             report.result = Err(stopped_error(task, report.meta.pid));
         }
         // `-u` / `--line-buffer`: a worker could not write a command's output to ours
@@ -162,6 +172,7 @@ where
                 // prints neither); failures are still said, in one line each.
                 Format::Text if args.results.is_some() => {
                     if !not_run && record.result.is_err() {
+                        flush_logs();
                         let _ = record.write_failure(&mut std::io::stderr().lock());
                     }
                 }
@@ -170,6 +181,7 @@ where
                     // A command's own stderr still reaches ours, grouped per task.
                     if !record.command_stderr().is_empty() {
                         out.flush()?;
+                        flush_logs();
                         let _ = record.write_command_stderr(&mut std::io::stderr().lock());
                     }
                 }
@@ -179,6 +191,7 @@ where
                     tagged.finish()?;
                     if !not_run && record.has_stderr() {
                         out.flush()?;
+                        flush_logs();
                         let _ = record.write_stderr(&mut std::io::stderr().lock());
                     }
                 }
@@ -186,6 +199,7 @@ where
                     record.write_stdout(&mut out, command_mode)?;
                     if !not_run && record.has_stderr() {
                         out.flush()?;
+                        flush_logs();
                         let _ = record.write_stderr(&mut std::io::stderr().lock());
                     }
                 }
@@ -209,6 +223,28 @@ where
         stopped,
         output_error,
     })
+}
+
+/// The run's stdout, which writes out the job logs' lines before each write of its own.
+struct LogsFirst<'a, W: Write> {
+    out: W,
+    flush_logs: &'a dyn Fn(),
+}
+
+impl<W: Write> Write for LogsFirst<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (self.flush_logs)();
+        self.out.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        (self.flush_logs)();
+        self.out.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// `--dry-run`: prints each command line (or task and input) instead of running it.
