@@ -749,6 +749,23 @@ fn a_refused_handle_in_a_message_reads_once_in_words() {
             ) && !said.contains("OtherString"),
             "{said}"
         );
+        // And each `source()` on its own, as a program walking the chain prints them
+        // (before, the last one was bincode's Debug text: `OtherString("...")`).
+        let mut causes = Vec::new();
+        let mut cause: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(c) = cause {
+            causes.push(c.to_string());
+            cause = c.source();
+        }
+        assert!(
+            causes
+                .iter()
+                .all(|c| !c.contains("OtherString") && !c.contains("(\""))
+                && causes
+                    .last()
+                    .is_some_and(|c| c.starts_with("queue handle refused")),
+            "{causes:?}"
+        );
     });
 }
 

@@ -30,6 +30,38 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
+/// What bincode's decoder reported, in words. Its own `Display` is its `Debug`
+/// (`OtherString("cannot open the queue ...")`); this says the message of an error a
+/// decoded type raised (a refused handle) as it is, and the rest as bincode does.
+#[derive(Debug)]
+pub struct DecodeCause(pub bincode::error::DecodeError);
+
+impl std::fmt::Display for DecodeCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            bincode::error::DecodeError::OtherString(m) => f.write_str(m),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeCause {}
+
+/// What bincode's encoder reported, in words (see [`DecodeCause`]).
+#[derive(Debug)]
+pub struct EncodeCause(pub bincode::error::EncodeError);
+
+impl std::fmt::Display for EncodeCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            bincode::error::EncodeError::OtherString(m) => f.write_str(m),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+impl std::error::Error for EncodeCause {}
+
 /// A value could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -40,7 +72,7 @@ pub enum CodecError {
         type_name: &'static str,
         /// What the encoder reported.
         #[source]
-        source: bincode::error::EncodeError,
+        source: EncodeCause,
     },
     /// The bytes were not a valid encoding of the expected type.
     #[error("could not decode {type_name}")]
@@ -49,7 +81,7 @@ pub enum CodecError {
         type_name: &'static str,
         /// What the decoder reported.
         #[source]
-        source: bincode::error::DecodeError,
+        source: DecodeCause,
     },
     /// The message was said to be in shared memory that the receiving side does not
     /// hold (or beyond its end).
@@ -241,7 +273,10 @@ fn encode_failed<T: ?Sized>(
     let type_name = std::any::type_name::<T>();
     match source {
         bincode::error::EncodeError::Other(TOO_LARGE) => CodecError::TooLarge { type_name, limit },
-        source => CodecError::Encode { type_name, source },
+        source => CodecError::Encode {
+            type_name,
+            source: EncodeCause(source),
+        },
     }
 }
 
@@ -251,7 +286,7 @@ pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecErro
     bincode::serde::encode_into_writer(value, &mut size, config()).map_err(|source| {
         CodecError::Encode {
             type_name: std::any::type_name::<T>(),
-            source,
+            source: EncodeCause(source),
         }
     })?;
     Ok(size.bytes_written)
@@ -262,15 +297,19 @@ pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecErro
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, dst: &mut [u8]) -> Result<usize, CodecError> {
     bincode::serde::encode_into_slice(value, dst, config()).map_err(|source| CodecError::Encode {
         type_name: std::any::type_name::<T>(),
-        source,
+        source: EncodeCause(source),
     })
 }
 
 /// Decodes a whole buffer as one `T`; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let type_name = std::any::type_name::<T>();
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|source| CodecError::Decode { type_name, source })?;
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config()).map_err(|source| {
+        CodecError::Decode {
+            type_name,
+            source: DecodeCause(source),
+        }
+    })?;
     if used != bytes.len() {
         return Err(CodecError::Trailing {
             type_name,

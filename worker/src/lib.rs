@@ -73,7 +73,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     while let Some(s) = source {
         // Said once: a library that prints its source in its own message (async-nats
         // does) would otherwise repeat it.
-        let part = in_words(s);
+        let part = s.to_string();
         if !out.ends_with(&part) {
             out.push_str(": ");
             out.push_str(&part);
@@ -81,22 +81,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-/// What `e` says: its `Display`, except for bincode's errors carrying a message (a
-/// `serde` error raised by a type being decoded, such as a refused handle), whose
-/// `Display` is their `Debug` (`OtherString("...")`): the message itself.
-fn in_words(e: &(dyn std::error::Error + 'static)) -> String {
-    use bincode::error::{DecodeError, EncodeError};
-    match (
-        e.downcast_ref::<DecodeError>(),
-        e.downcast_ref::<EncodeError>(),
-    ) {
-        (Some(DecodeError::OtherString(m)), _) | (_, Some(EncodeError::OtherString(m))) => {
-            m.clone()
-        }
-        _ => e.to_string(),
-    }
 }
 
 #[cfg(test)]
