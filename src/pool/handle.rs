@@ -104,7 +104,9 @@ impl<R> TaskHandle<R> {
 }
 
 /// Yields the handles as their tasks finish, in completion order
-/// (`concurrent.futures.as_completed`).
+/// (`concurrent.futures.as_completed`). Dropping it (or its stream) before the end
+/// drops the handles left, which, as dropping any [`TaskHandle`], cancels nothing:
+/// [`TaskHandle::cancel`] them first if they should not start.
 pub fn as_completed<R>(handles: impl IntoIterator<Item = TaskHandle<R>>) -> AsCompleted<R> {
     let (tx, rx) = wake::channel();
     let handles: Vec<Option<TaskHandle<R>>> = handles.into_iter().map(Some).collect();
