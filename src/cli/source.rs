@@ -93,7 +93,8 @@ where
     }
 
     /// Called with each result that waits for its turn (local runs only: a remote
-    /// run's results wait in its own reorder buffer, bounded by its read-ahead).
+    /// run's results wait in its own reorder buffer, in memory, bounded by
+    /// `RemoteOptions::max_held` and [`supervisor::DEFAULT_HOLD_IN_MEMORY`]).
     pub fn on_hold(self, f: impl FnMut(usize, &mut Result<Outcome, Error>) + 'static) -> Self {
         match self {
             Source::Local(r) => Source::Local(r.on_hold(f)),

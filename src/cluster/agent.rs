@@ -13,7 +13,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::connect::{runtime, transient, Connect};
 use super::liveness::{watch_submitter, Liveness};
-use super::stream::{self, refused_subject, result_subject, run_of_consumer};
+use super::result_batch::{Published, Results};
+use super::stream::{self, refused_subject, run_of_consumer};
 use super::wire::{retryable, Failure, Outcome, Task, TaskResult};
 use crate::error::{Error, ErrorKind};
 use crate::Pool;
@@ -99,6 +100,10 @@ const SHARE: u32 = 32;
 /// Under this mean run time a run's tasks count as tiny (see [`SHARE`]).
 const FAST_TASK: Duration = Duration::from_millis(2);
 
+/// A run of tiny tasks is pulled once this share of the agent's units is free (see
+/// `serve_run`).
+const REFILL: u32 = 4;
+
 /// Tasks fetched in one pull request, at most.
 const MAX_BATCH: usize = 256;
 
@@ -113,7 +118,11 @@ struct Shared {
     failed_when: Option<FailedWhen>,
     refuse: Option<Refuse>,
     log: Option<Log>,
+    /// Where results go to be published.
+    results: Results,
     free: Arc<Semaphore>,
+    /// The semaphore's units: procs x [`SHARE`].
+    units: u32,
     done: AtomicU64,
     failed: AtomicU64,
     /// Runs served now.
@@ -193,6 +202,8 @@ impl Agent {
             };
             let js = jetstream::new(client.clone());
             let (tasks, _) = stream::streams(&js).await?;
+            let limit = client.server_info().max_payload;
+            let results = Results::start(js.clone(), limit.saturating_sub(RESULT_HEADROOM));
             let shared = Arc::new(Shared {
                 pool: pool.clone(),
                 js,
@@ -203,15 +214,19 @@ impl Agent {
                 failed_when: self.failed_when.clone(),
                 refuse: self.refuse.clone(),
                 log: self.log.clone(),
+                results,
                 free: Arc::new(Semaphore::new(procs * SHARE as usize)),
+                units: procs as u32 * SHARE,
                 done: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 runs: AtomicUsize::new(0),
                 stop: self.stop.clone(),
             });
             tokio::spawn(super::status::publish(shared_status(&shared, procs)));
+            // Subscribed before the first listing: a run announced after it is heard.
+            let mut announced = shared.client.subscribe(stream::ANNOUNCE).await.ok();
             let mut serving: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-            while !shared.stop.stopped() {
+            'serve: while !shared.stop.stopped() {
                 let listing = async {
                     let mut found = Vec::new();
                     let mut names = tasks.consumer_names();
@@ -227,21 +242,29 @@ impl Agent {
                     () = shared.stop.wait() => break,
                 };
                 for name in found {
-                    // Command-mode runs only where commands may run: the others leave
-                    // them to an agent that may.
-                    let ours = run_of_consumer(&name)
-                        .is_some_and(|(_, command)| !command || shared.allow_commands);
-                    if ours && !serving.contains_key(&name) {
-                        let task =
-                            tokio::spawn(serve_run(shared.clone(), tasks.clone(), name.clone()));
-                        serving.insert(name, task);
-                    }
+                    take_up(&shared, &tasks, &mut serving, name);
                 }
                 serving.retain(|_, t| !t.is_finished());
                 shared.runs.store(serving.len(), Ordering::Relaxed);
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    () = shared.stop.wait() => {}
+                // Until the next listing, a run announced is taken up at once.
+                let next = tokio::time::Instant::now() + LIST_EVERY;
+                loop {
+                    let heard = async {
+                        match announced.as_mut() {
+                            Some(a) => a.next().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next) => break,
+                        () = shared.stop.wait() => break 'serve,
+                        Some(m) = heard => {
+                            if let Ok(name) = std::str::from_utf8(&m.payload) {
+                                take_up(&shared, &tasks, &mut serving, name.to_string());
+                                shared.runs.store(serving.len(), Ordering::Relaxed);
+                            }
+                        }
+                    }
                 }
             }
             for (_, task) in serving {
@@ -296,6 +319,27 @@ impl Agent {
     }
 }
 
+/// Starts serving the run of consumer `name` unless it is served already or is not
+/// this agent's to serve.
+fn take_up(
+    shared: &Arc<Shared>,
+    tasks: &jetstream::stream::Stream,
+    serving: &mut HashMap<String, tokio::task::JoinHandle<()>>,
+    name: String,
+) {
+    // Command-mode runs only where commands may run: the others leave them to an
+    // agent that may.
+    let ours = run_of_consumer(&name).is_some_and(|(_, command)| !command || shared.allow_commands);
+    if ours && serving.get(&name).is_none_or(|t| t.is_finished()) {
+        let task = tokio::spawn(serve_run(shared.clone(), tasks.clone(), name.clone()));
+        serving.insert(name, task);
+    }
+}
+
+/// How often an agent lists the server's runs: the fallback for a run whose
+/// announcement it missed (see [`stream::ANNOUNCE`]).
+const LIST_EVERY: Duration = Duration::from_secs(1);
+
 /// How often an agent tries to reach a server that is not up yet.
 const RETRY_CONNECT: Duration = Duration::from_secs(1);
 
@@ -338,6 +382,8 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
     // Total nanoseconds and count of this run's tasks here.
     let timing: Timing = Arc::default();
     let mut pulls: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // Set when a pull request ends in an error.
+    let failed = Arc::new(AtomicBool::new(false));
     while !shared.stop.stopped() {
         let mut live = liveness.clone();
         let answering = tokio::select! {
@@ -357,14 +403,28 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
             }
             break;
         }
+        // A pull request ended in an error: pulling again at once would end so too,
+        // again and again, while the run lasts on the agent's side.
+        if failed.swap(false, Ordering::Relaxed) && consumer_gone(&tasks, &name).await {
+            break;
+        }
         // The mean run time of this run's tasks so far (none yet: slow).
         let n = timing.1.load(Ordering::Relaxed);
         let fast = n > 0 && timing.0.load(Ordering::Relaxed) / n < FAST_TASK.as_nanos() as u64;
         let weight = if fast { 1 } else { SHARE };
-        let Ok(first) = shared.free.clone().acquire_many_owned(weight).await else {
+        // Tiny tasks are pulled in batches of a quarter of the agent's units at least
+        // (a pull request costs the server more than a task): the other three
+        // quarters keep the workers busy meanwhile.
+        let least = if fast {
+            (shared.units / REFILL).clamp(1, MAX_BATCH as u32)
+        } else {
+            1
+        };
+        let Ok(mut first) = shared.free.clone().acquire_many_owned(weight * least).await else {
             break;
         };
-        let mut permits = vec![first];
+        let mut permits: Vec<_> = (1..least).filter_map(|_| first.split(1)).collect();
+        permits.push(first);
         while permits.len() < MAX_BATCH {
             match shared.free.clone().try_acquire_many_owned(weight) {
                 Ok(p) => permits.push(p),
@@ -384,20 +444,21 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
             Ok(batch) => batch,
             Err(_) => {
                 drop(permits);
-                if tasks.consumer_info(&name).await.is_err() {
-                    // Gone (the run ended) or the server is away: look again later.
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    if tasks.consumer_info(&name).await.is_err() {
-                        break;
-                    }
+                if consumer_gone(&tasks, &name).await {
+                    break;
                 }
                 continue;
             }
         };
         let (shared, timing, liveness) = (shared.clone(), timing.clone(), liveness.clone());
+        let failed = failed.clone();
         let pulling = tokio::spawn(async move {
             while let Some(message) = batch.next().await {
-                let Ok(message) = message else { break };
+                let Ok(message) = message else {
+                    // The server's error status (the consumer deleted: the run ended).
+                    failed.store(true, Ordering::Relaxed);
+                    break;
+                };
                 let Some(permit) = permits.pop() else { break };
                 tokio::spawn(run_task(
                     shared.clone(),
@@ -415,6 +476,16 @@ async fn serve_run(shared: Arc<Shared>, tasks: jetstream::stream::Stream, name: 
     for p in pulls {
         p.abort();
     }
+}
+
+/// Whether the run's consumer is gone (the run ended), or the server away, twice
+/// 250 ms apart.
+async fn consumer_gone(tasks: &jetstream::stream::Stream, name: &str) -> bool {
+    if tasks.consumer_info(name).await.is_ok() {
+        return false;
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    tasks.consumer_info(name).await.is_err()
 }
 
 /// A run whose submitter is gone (SIGKILLed): its tasks not started are dropped and
@@ -486,7 +557,7 @@ async fn run_task(
             .pool
             .start_encoded(&task.task, task.arg.to_vec(), task.timeout);
         let id = call.id;
-        let mut job = tokio::task::spawn_blocking(move || call.wait());
+        let mut job = call;
         // The submitter stops its run (`--halt now`, a signal): the call is stopped
         // through the pool's own stop path (SIGTERM to its worker's group, the grace,
         // SIGKILL) and reported as stopped.
@@ -503,7 +574,7 @@ async fn run_task(
                 }
             }
         };
-        let Ok((result, pid)) = ran else { return };
+        let (result, pid) = ran;
         if stop_asked {
             if matches!(&result, Err(e) if matches!(e.kind(), ErrorKind::Cancelled { .. })) {
                 // The pool had not started it: never started, not run again.
@@ -585,26 +656,17 @@ async fn run_task(
         bytes = encoded;
         last = true;
     }
-    // The result first, confirmed by the server; then the ack (or, for a run with
+    // The result first, confirmed by the server (in one message with the results
+    // of the run ready at the same moment); then the ack (or, for a run with
     // deliveries left, a nak: the server delivers it again).
-    let published = match shared
-        .js
-        .publish(result_subject(&task.run), bytes.into())
-        .await
-    {
-        Ok(ack) => ack.await,
-        Err(e) => Err(e),
-    };
-    match published {
-        Ok(_) => {}
-        Err(e) => {
+    match shared.results.publish(&task.run, bytes).await {
+        Published::Stored => {}
+        // No answer in time (the server away): it is delivered again.
+        Published::Lost => return,
+        Published::Refused(reason) => {
             // Refused (the result stream or the store is full): it would be refused
             // on every delivery, so the submitter is told directly, once, and the
-            // task is done; no answer in time (the server away): it is delivered
-            // again.
-            let Some(reason) = stream::refusal(&e) else {
-                return;
-            };
+            // task is done.
             let e = crate::Error::from(ErrorKind::ServerRefused {
                 what: format!("a result of task `{}` in {}", task.task, stream::RESULTS),
                 reason,
@@ -679,12 +741,10 @@ async fn stopped_result(
         true,
     );
     let bytes = supervisor_worker::codec::encode(&result).map_err(|_| ())?;
-    let ack = shared
-        .js
-        .publish(result_subject(&task.run), bytes.into())
-        .await
-        .map_err(|_| ())?;
-    ack.await.map(|_| ()).map_err(|_| ())
+    match shared.results.publish(&task.run, bytes).await {
+        Published::Stored => Ok(()),
+        _ => Err(()),
+    }
 }
 
 /// Room left in a NATS message for the framing beside a result.

@@ -55,9 +55,12 @@ impl Connect {
         let mut options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(std::time::Duration::from_secs(5))
+            // The client asks with 1 for its first try (also the first connect): that
+            // one goes at once; each later one waits 250 ms more, up to the max.
             .reconnect_delay_callback(|attempts| {
                 let step = std::time::Duration::from_millis(250);
-                (step * attempts.min(16) as u32).min(super::defaults::RECONNECT_DELAY_MAX)
+                let waits = attempts.saturating_sub(1).min(16) as u32;
+                (step * waits).min(super::defaults::RECONNECT_DELAY_MAX)
             });
         if let Some(path) = &self.creds {
             options = options.credentials_file(path).await.map_err(|e| {

@@ -21,6 +21,7 @@ mod connect;
 mod liveness;
 mod open_run;
 mod remote_pool;
+mod result_batch;
 mod status;
 mod stream;
 mod submit;
@@ -65,6 +66,7 @@ pub mod defaults {
     /// grace period, 5 s by default, plus the rest); what has not reported by then
     /// is recorded as cancelled. [`crate::cluster::RemoteOptions::stop_wait`].
     pub const STOP_WAIT: Duration = Duration::from_secs(15);
-    /// The longest wait between two reconnect attempts (250 ms more per attempt).
+    /// The longest wait between two reconnect attempts (the first attempt, and the
+    /// first connect, go at once; each later one waits 250 ms more).
     pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 }

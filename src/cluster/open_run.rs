@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use supervisor_worker::codec;
 
 use super::connect::cluster;
@@ -15,7 +15,7 @@ use super::stream;
 use super::submit::{Event, Published, RemoteOptions};
 use super::watchdog::{self, Watched};
 use super::wind_down::Answer;
-use super::wire::TaskResult;
+use super::wire::{self, TaskResult};
 use crate::error::Error;
 
 /// Makes run `run`'s consumers and starts its background tasks; they send what they
@@ -55,6 +55,10 @@ pub(crate) async fn open(
         .create_consumer(stream::result_consumer_config(&run))
         .await
         .map_err(|e| cluster("cannot create the run's result consumer", e))?;
+    // Agents serving already take the run up at once (else at their next listing).
+    let _ = client
+        .publish(stream::ANNOUNCE, consumer.clone().into())
+        .await;
     let answer = client.clone();
     let published: Published = Arc::default();
     let mut exhausted = client
@@ -178,6 +182,9 @@ async fn publish_tasks(
     }
 }
 
+/// Results read before one ack covers them all, at most.
+const ACK_EVERY: usize = 256;
+
 /// Reads the run's results and hands them to the caller's thread; after the server
 /// went away, takes up the durable consumer again where it was.
 async fn read_results(
@@ -188,14 +195,42 @@ async fn read_results(
 ) {
     loop {
         if let Ok(mut messages) = consumer.messages().await {
-            while let Some(message) = messages.next().await {
+            // The consumer acks all up to the one acked (`AckPolicy::All`): one ack
+            // for what came in together, sent before waiting for more, and at least
+            // every `ACK_EVERY` results.
+            let mut unacked: Option<jetstream::Message> = None;
+            let mut since = 0;
+            loop {
+                let next = match messages.next().now_or_never() {
+                    Some(next) => next,
+                    None => {
+                        if let Some(m) = unacked.take() {
+                            let _ = m.ack().await;
+                            since = 0;
+                        }
+                        messages.next().await
+                    }
+                };
+                let Some(message) = next else { break };
                 let Ok(message) = message else { continue };
-                if let Ok(result) = codec::decode::<TaskResult>(&message.payload) {
-                    if tx.send(Event::Result(result)).is_err() {
-                        return;
+                // One or more results (see `result_batch`).
+                for one in wire::frames(&message.payload) {
+                    if let Ok(result) = codec::decode::<TaskResult>(one) {
+                        if tx.send(Event::Result(result)).is_err() {
+                            return;
+                        }
                     }
                 }
-                let _ = message.ack().await;
+                since += 1;
+                if since >= ACK_EVERY {
+                    let _ = message.ack().await;
+                    since = 0;
+                } else {
+                    unacked = Some(message);
+                }
+            }
+            if let Some(m) = unacked.take() {
+                let _ = m.ack().await;
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

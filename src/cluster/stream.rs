@@ -23,6 +23,11 @@ pub(crate) fn result_subject(run: &str) -> String {
     format!("sv.result.{run}")
 }
 
+/// Where a submitter announces a new run (core publish, the task consumer's name), so
+/// that agents start pulling from it at once; their listing of the consumers is the
+/// fallback for an announcement missed (an agent reconnecting, or started later).
+pub(crate) const ANNOUNCE: &str = "sv.runs.new";
+
 /// Where a submitter answers "is this run still wanted?".
 pub(crate) fn alive_subject(run: &str) -> String {
     format!("sv.run.{run}.alive")
@@ -132,12 +137,13 @@ pub(crate) fn task_consumer_config(
     }
 }
 
-/// The submitter's result consumer.
+/// The submitter's result consumer: durable, acks cumulative (`AckPolicy::All`).
 pub(crate) fn result_consumer_config(run: &str) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(result_consumer(run)),
         filter_subject: result_subject(run),
-        ack_policy: consumer::AckPolicy::Explicit,
+        // One reader, in order: an ack covers every result before it.
+        ack_policy: consumer::AckPolicy::All,
         ack_wait: Duration::from_secs(30),
         inactive_threshold: Duration::from_secs(3600),
         ..Default::default()

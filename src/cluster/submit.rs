@@ -34,8 +34,17 @@ pub struct RemoteOptions {
     pub ack_wait: Duration,
     /// Results in input order (else as they come).
     pub ordered: bool,
-    /// Tasks published but not yet yielded, at most.
+    /// Tasks published but not yet yielded, at most; results of an ordered run that
+    /// wait for an earlier task still running (held for order) do not count, up to
+    /// `max_held` of them, so the agents go on behind a slow task (as the local
+    /// pool's [`crate::PoolBuilder::read_ahead`]).
     pub read_ahead: usize,
+    /// Most results of an ordered run that wait for an earlier task beyond the
+    /// read-ahead (as [`crate::PoolBuilder::max_held`]; each is held in memory,
+    /// decoded). Default: [`crate::DEFAULT_MAX_HELD`]. Results held so are kept in
+    /// memory, [`crate::DEFAULT_HOLD_IN_MEMORY`] of values at most: past that, they
+    /// count against the read-ahead too (a local pool spills them to a file).
+    pub max_held: usize,
     /// The tasks run commands: only agents started with `--allow-commands` take them.
     pub command: bool,
     /// A run that failed (the task returned its error, as a command that exits
@@ -65,6 +74,7 @@ impl RemoteOptions {
             ack_wait: ACK_WAIT,
             ordered: true,
             read_ahead: 10_000,
+            max_held: crate::DEFAULT_MAX_HELD,
             command: false,
             retry_errors: false,
             server_timeout: SERVER_TIMEOUT,
@@ -121,6 +131,9 @@ pub struct RemoteReports<R, I: Iterator> {
     done: HashSet<u64>,
     notes: HashMap<u64, Vec<String>>,
     buffer: BTreeMap<usize, (Report<R>, String)>,
+    /// The size of each value in `buffer` (encoded), and their sum.
+    sizes: HashMap<usize, usize>,
+    buffered_bytes: usize,
     ready: VecDeque<(Report<R>, String)>,
     input_ready: Option<Box<dyn FnMut() -> bool>>,
     arrived: Option<Arrived<R>>,
@@ -181,6 +194,8 @@ where
                 done: HashSet::new(),
                 notes: HashMap::new(),
                 buffer: BTreeMap::new(),
+                sizes: HashMap::new(),
+                buffered_bytes: 0,
                 ready: VecDeque::new(),
                 input_ready: None,
                 arrived: None,
@@ -332,6 +347,9 @@ where
         loop {
             if self.options.ordered {
                 if let Some(r) = self.buffer.remove(&self.yielded) {
+                    if let Some(size) = self.sizes.remove(&self.yielded) {
+                        self.buffered_bytes -= size;
+                    }
                     self.yielded += 1;
                     return Some(r);
                 }
@@ -382,7 +400,7 @@ where
     /// Reads and publishes inputs up to the read-ahead (without waiting on an input
     /// that is not ready while results are due).
     fn feed(&mut self) {
-        while !self.input_done && self.submitted - self.yielded < self.options.read_ahead {
+        while !self.input_done && self.outstanding() < self.options.read_ahead {
             let outstanding = self.submitted > self.yielded;
             if outstanding && !self.input_ready.as_mut().is_none_or(|f| f()) {
                 return;
@@ -431,6 +449,28 @@ where
                 }
             }
         }
+    }
+
+    /// Tasks that count against the read-ahead: published and not yet yielded, but
+    /// for the results held for order (up to `max_held` of them).
+    fn outstanding(&self) -> usize {
+        let unyielded = self.submitted - self.yielded;
+        if !self.options.ordered {
+            return unyielded;
+        }
+        // The results in turn from the next one on are ready (they count); those
+        // after the first gap wait for it.
+        let ready = self
+            .buffer
+            .range(self.yielded..)
+            .enumerate()
+            .take_while(|(i, (index, _))| **index == self.yielded + i)
+            .count();
+        if self.buffered_bytes > crate::DEFAULT_HOLD_IN_MEMORY {
+            return unyielded;
+        }
+        let held = (self.buffer.len() - ready).min(self.options.max_held);
+        unyielded - held
     }
 
     fn take(&mut self, event: Event) {
@@ -510,6 +550,10 @@ where
             return;
         }
         self.done.insert(r.seq);
+        let size = match &r.outcome {
+            Outcome::Value(bytes) => bytes.len(),
+            _ => 0,
+        };
         let result = match r.outcome {
             Outcome::Value(bytes) => {
                 self.notes.remove(&r.seq);
@@ -571,6 +615,10 @@ where
             }
         };
         self.deliver(r.seq as usize, result, meta, r.host);
+        if self.options.ordered && size > 0 {
+            self.sizes.insert(r.seq as usize, size);
+            self.buffered_bytes += size;
+        }
     }
 
     fn deliver(&mut self, index: usize, result: Result<R, Error>, meta: JobMeta, host: String) {

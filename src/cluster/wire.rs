@@ -134,3 +134,40 @@ pub(crate) fn retryable(e: &Error) -> bool {
             | ErrorKind::TimedOut { .. }
     )
 }
+
+/// Appends one encoded [`TaskResult`] to a results message: a message on
+/// `sv.result.<run>` holds one or more, each as its length (4 bytes, little endian)
+/// and its bytes.
+pub(crate) fn frame(message: &mut Vec<u8>, result: &[u8]) {
+    message.extend_from_slice(&(result.len() as u32).to_le_bytes());
+    message.extend_from_slice(result);
+}
+
+/// The framing [`frame`] adds to each result.
+pub(crate) const FRAME: usize = 4;
+
+/// The encoded results of one results message, in order; a frame cut short ends them.
+pub(crate) fn frames(mut message: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (len, rest) = message.split_first_chunk::<FRAME>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let (one, rest) = (rest.get(..len)?, &rest[len..]);
+        message = rest;
+        Some(one)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_give_back_each_result_in_order_and_stop_at_a_cut() {
+        let mut m = Vec::new();
+        for r in [&b"one"[..], b"", b"three"] {
+            frame(&mut m, r);
+        }
+        assert_eq!(frames(&m).collect::<Vec<_>>(), [&b"one"[..], b"", b"three"]);
+        assert_eq!(frames(&m[..m.len() - 1]).count(), 2);
+    }
+}

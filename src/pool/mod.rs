@@ -102,17 +102,29 @@ pub(crate) struct EncodedCall {
 }
 
 #[cfg(feature = "cluster")]
-impl EncodedCall {
-    /// Waits for the encoded value or the typed error, and the pid that ran it (0 if
-    /// none did).
-    pub(crate) fn wait(self) -> (Result<Vec<u8>, Error>, u32) {
-        if let Some(e) = self.early {
-            return (Err(e), 0);
+impl std::future::Future for EncodedCall {
+    type Output = (Result<Vec<u8>, Error>, u32);
+
+    /// The encoded value or the typed error, and the pid that ran it (0 if none did);
+    /// no thread waits for it: the task is woken by whoever settles the job (see
+    /// `HandleState::poll_take`).
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if let Some(e) = self.early.take() {
+            return std::task::Poll::Ready((Err(e), 0));
         }
-        match self.state.take_until(None) {
-            Some(Some((result, pid))) => (result, pid),
-            _ => (Err(ErrorKind::ResultTaken { task: self.task }.into()), 0),
-        }
+        self.state.poll_take(cx).map(|taken| match taken {
+            Some((result, pid)) => (result, pid),
+            None => (
+                Err(ErrorKind::ResultTaken {
+                    task: self.task.clone(),
+                }
+                .into()),
+                0,
+            ),
+        })
     }
 }
 
