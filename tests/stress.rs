@@ -430,6 +430,56 @@ fn a_first_start_short_of_descriptors_is_an_error_and_the_next_one_works() {
     });
 }
 
+/// A pool of 2 built with `SPARE` descriptors left below the limit, mapping 100
+/// inputs: a result or an error for each, and nothing printed about a panic.
+fn pool_short_of_descriptors_scenario() {
+    let spare: u64 = std::env::var("SPARE").unwrap().parse().unwrap();
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    set_limit(libc::RLIMIT_NOFILE, open + spare);
+    match Pool::builder().procs(2).build() {
+        Ok(pool) => {
+            let ok = pool
+                .map(sleep_ms, vec![0; 100])
+                .iter()
+                .filter(|r| r.is_ok())
+                .count();
+            println!("map: {ok} ok");
+            pool.terminate();
+        }
+        Err(e) => println!("build: {e}"),
+    }
+}
+#[linkme::distributed_slice(common::SCENARIOS)]
+static POOL_SHORT: common::Scenario = common::Scenario {
+    name: "pool_short_of_descriptors",
+    run: pool_short_of_descriptors_scenario,
+};
+
+/// Before: with 8-12 descriptors to spare, a worker's progress page could not be made
+/// and ipc-channel's assertion ("fd >= 0") panicked in the pool's start thread: caught
+/// and made a failed start, but printed on stderr by the panic hook, once per start.
+#[test]
+fn a_pool_short_of_descriptors_prints_no_panic() {
+    isolated(DEADLINE, || {
+        for spare in 4..16 {
+            let mut cmd = common::scenario("pool_short_of_descriptors");
+            cmd.env("SPARE", spare.to_string());
+            let child = cmd.spawn().unwrap();
+            let pid = child.id() as i32;
+            let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+            assert!(
+                common::wait_exit(pid, Duration::from_secs(120)),
+                "{spare} spare: the scenario hung"
+            );
+            let out = waiter.join().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{spare} spare: {stdout}\n{stderr}");
+            assert!(!stderr.contains("panicked"), "{spare} spare: {stderr}");
+        }
+    });
+}
+
 #[test]
 fn a_start_short_of_descriptors_leaves_no_temporary_directory() {
     isolated(DEADLINE, || {
@@ -488,6 +538,10 @@ fn running_out_of_descriptors_or_processes_gives_errors_not_panics() {
                 "{limit}: the limit was never reached: {stdout}"
             );
             assert!(stdout.contains("all reaped"), "{limit}: {stdout}");
+            // Nothing panicked on the way, not even caught inside a dependency (a
+            // worker's page out of descriptors: ipc-channel's assertion was caught, and
+            // printed by the panic hook).
+            assert!(!stderr.contains("panicked"), "{limit}: {stderr}");
         }
     });
 }

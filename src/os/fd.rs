@@ -87,6 +87,28 @@ pub(crate) fn close_above_stdio(fds: &[i32]) {
     }
 }
 
+/// Whether `n` more descriptors can be had right now: `n` are made (eventfds) and
+/// closed again. `EMFILE`/`ENFILE` if not. For a dependency that panics where it
+/// cannot make one (ipc-channel's shared memory asserts its `memfd_create`): asked
+/// just before, it fails cleanly, and only another thread's descriptor taken between
+/// the two could still make the dependency panic.
+pub(crate) fn descriptors_free(n: usize) -> std::io::Result<()> {
+    let mut made = Vec::with_capacity(n);
+    let mut result = Ok(());
+    for _ in 0..n {
+        // SAFETY: eventfd takes plain integers; the descriptor is owned at once.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            result = Err(std::io::Error::last_os_error());
+            break;
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        made.push(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
+    drop(made);
+    result
+}
+
 /// Whether this process is within 32 descriptors of its limit (`RLIMIT_NOFILE`).
 pub(crate) fn descriptors_nearly_exhausted() -> bool {
     let mut lim = libc::rlimit {

@@ -114,6 +114,13 @@ impl Io for Live {
                 hub.post_later(Event::Exited { worker: id });
             }
         }));
+        // Its page's memfd, the mapping shared to send, and the copy the send makes:
+        // asked first, so that out of descriptors this is an error, not ipc-channel's
+        // panic (caught below, but printed on stderr by the panic hook).
+        if let Err(e) = os::descriptors_free(3) {
+            let _ = slot.signal_group(libc::SIGKILL);
+            return Err(ErrorKind::Spawn(e).into());
+        }
         let made = std::panic::catch_unwind(|| {
             let progress = Progress::new();
             let page = progress.share();
