@@ -626,14 +626,30 @@ fn a_sigkilled_parent_takes_idle_and_bootstrapping_pool_workers_with_it() {
                         "{method} (bootstrapping: {bootstrapping}): worker {pid} outlived its parent"
                     );
                 }
-                // A parent SIGKILLed mid-bootstrap cannot remove its (empty) socket
-                // directories: the OS gives no hook. Documented; removed here.
-                for dir in common::bootstrap_dirs().difference(&dirs_before) {
+                // A parent SIGKILLed mid-bootstrap cannot remove its socket
+                // directories, nor the probes that record them (a later start's sweep
+                // removes both): the OS gives no hook. Documented; removed here.
+                let left: Vec<_> = common::bootstrap_dirs()
+                    .difference(&dirs_before)
+                    .cloned()
+                    .collect();
+                for dir in &left {
                     assert!(
                         bootstrapping,
                         "{method}: a bootstrap directory was left: {dir}"
                     );
                     let _ = std::fs::remove_dir_all(dir);
+                }
+                let probe = format!(".supervisor-probe-{}-", parent.id());
+                for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if let Some(made) = name.strip_prefix(&probe) {
+                        assert!(
+                            left.iter().any(|d| d.ends_with(made)),
+                            "{method}: a probe names no directory left: {name} ({left:?})"
+                        );
+                        std::fs::remove_dir(entry.path()).unwrap();
+                    }
                 }
             }
         }
