@@ -5,9 +5,13 @@
 //! 2. The reaper thread starts the child (`os::spawn_exec`: `clone(CLONE_VM |
 //!    CLONE_VFORK)`, nothing of ours copied) and execs it with the socket path and a
 //!    fresh 32-byte secret in its environment; before exec the child applies its
-//!    set-up and marks every inherited descriptor close-on-exec.
-//! 3. `accept` runs on a helper thread while we also watch the child's exit: a child
-//!    that dies before connecting is an error at once, never a hung accept.
+//!    set-up and marks every inherited descriptor close-on-exec. The same request has
+//!    the reaper watch the child and set the start's alarm.
+//! 3. `accept` runs on the calling thread (no thread of its own). A child that dies
+//!    before connecting is an error at once, never a hung accept: the reaper knocks on
+//!    the socket when the child exits, and when [`BOOTSTRAP_TIMEOUT`] is up (then it
+//!    also kills the child, which ends a first receive from a child that connected and
+//!    said nothing); [`Wake`] tells the start which it was.
 //! 4. The first message is a fixed-layout hello; its secret is checked before anything
 //!    else is decoded, then protocol version, build id and pid.
 //! 5. The child hands over the sender we use to reach it; we send its configuration.
