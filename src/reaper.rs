@@ -154,36 +154,6 @@ impl ChildSlot {
         }
     }
 
-    /// Like [`ChildSlot::wait_until`] (without a deadline: until it exits), but reaps
-    /// the child on the calling thread as soon as its pidfd turns readable instead of
-    /// waiting for the reaper thread to (one thread hand-off less at the end of every
-    /// `Process`). Reaping is the same either way, under the slot's lock, once; the
-    /// exit watchers then run on this thread, so only a caller that holds nothing they
-    /// take may use it.
-    pub(crate) fn wait_reaping(&self, deadline: Option<Instant>) -> Option<Exit> {
-        loop {
-            if let Some(exit) = self.exit() {
-                return Some(exit);
-            }
-            let left = match deadline {
-                None => None,
-                Some(deadline) => Some(deadline.checked_duration_since(Instant::now())?),
-            };
-            match os::poll_readable(&[&self.pidfd], left) {
-                Ok(ready) if ready[0] => self.reap(),
-                // The time is up (checked above) or the wait was cut short.
-                Ok(_) => {}
-                // Leave it to the reaper.
-                Err(_) => {
-                    return match deadline {
-                        None => Some(self.wait()),
-                        Some(deadline) => self.wait_until(deadline),
-                    }
-                }
-            }
-        }
-    }
-
     /// Runs `f` once the child has exited (at once if it already has).
     pub(crate) fn on_exit(&self, f: ExitWatcher) {
         let mut state = self.lock();

@@ -356,9 +356,10 @@ impl<R: DeserializeOwned> Process<R> {
             return None;
         }
         self.decode_early();
-        // Reaped here when it ends: the exit watchers of a `Process` (its start's wake-up)
-        // take no lock a caller holds.
-        let exit = self.slot.wait_reaping(deadline)?;
+        let exit = match deadline {
+            None => self.slot.wait(),
+            Some(deadline) => self.slot.wait_until(deadline)?,
+        };
         trace::process_exited(&self.name, self.pid(), exit.status);
         if !self.keep_task_children && matches!(exit.status, ExitStatus::Signal { .. }) {
             // Killed before it could end its task's children: what is left of them in
