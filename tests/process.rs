@@ -577,12 +577,23 @@ fn bootstrap_socket_scenario() {
         .output()
         .unwrap();
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    // Kill the hanging child: start() must then fail at once.
-    for pid in common::children_of(std::process::id() as i32) {
-        if !supervisor::helper_pids().contains(&(pid as u32)) {
-            // SAFETY: kill with plain integers; our own hanging child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+    // Kill the hanging child: start() must then fail at once. The directory is bound
+    // before the child is made: wait for the child first (under load, killing before
+    // it existed left it to hang until the 30 s bootstrap timeout).
+    let until = Instant::now() + Duration::from_secs(20);
+    let hanging = loop {
+        let kids: Vec<i32> = common::children_of(std::process::id() as i32)
+            .into_iter()
+            .filter(|pid| !supervisor::helper_pids().contains(&(*pid as u32)))
+            .collect();
+        if !kids.is_empty() || Instant::now() > until {
+            break kids;
         }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    for pid in hanging {
+        // SAFETY: kill with plain integers; our own hanging child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let err = starter.join().unwrap().unwrap_err();
     println!("start: {err}");
