@@ -351,6 +351,30 @@ static FEW_DESCRIPTORS: common::Scenario = common::Scenario {
     run: few_descriptors_scenario,
 };
 
+/// Runs scenario `name` with `env` set and waits for it (at most `within`, else the test
+/// fails as hung): its exit status, stdout and stderr.
+fn run_scenario(
+    name: &str,
+    env: &[(&str, String)],
+    within: Duration,
+    what: &str,
+) -> (std::process::ExitStatus, String, String) {
+    let mut cmd = common::scenario(name);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    assert!(common::wait_exit(pid, within), "{what}: the scenario hung");
+    let out = waiter.join().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The program's first start (`METHOD`), with `SPARE` descriptors left below the
 /// limit: an error or a process; then, with the descriptors back, a second start that
 /// works. Before, ipc-channel measured its send buffer on the first send, with a socket
@@ -403,23 +427,16 @@ fn a_first_start_short_of_descriptors_is_an_error_and_the_next_one_works() {
     isolated(DEADLINE, || {
         for method in StartMethod::ALL {
             for spare in 0..6 {
-                let mut cmd = common::scenario("first_start_short_of_descriptors");
-                cmd.env("METHOD", method.to_string())
-                    .env("SPARE", spare.to_string());
-                let child = cmd.spawn().unwrap();
-                let pid = child.id() as i32;
-                let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-                assert!(
-                    common::wait_exit(pid, Duration::from_secs(60)),
-                    "{method} {spare} spare: the scenario hung"
+                let what = format!("{method} {spare} spare");
+                let (status, stdout, stderr) = run_scenario(
+                    "first_start_short_of_descriptors",
+                    &[("METHOD", method.to_string()), ("SPARE", spare.to_string())],
+                    Duration::from_secs(60),
+                    &what,
                 );
-                let out = waiter.join().unwrap();
-                let stdout = String::from_utf8_lossy(&out.stdout);
-                let stderr = String::from_utf8_lossy(&out.stderr);
                 assert!(
-                    out.status.success() && stdout.contains("second: Ok(Ok(0))"),
-                    "{method} {spare} spare: {}\n{stdout}\n{stderr}",
-                    out.status
+                    status.success() && stdout.contains("second: Ok(Ok(0))"),
+                    "{what}: {status}\n{stdout}\n{stderr}"
                 );
                 assert!(
                     !stderr.contains("panicked"),
@@ -462,19 +479,13 @@ static POOL_SHORT: common::Scenario = common::Scenario {
 fn a_pool_short_of_descriptors_prints_no_panic() {
     isolated(DEADLINE, || {
         for spare in 4..16 {
-            let mut cmd = common::scenario("pool_short_of_descriptors");
-            cmd.env("SPARE", spare.to_string());
-            let child = cmd.spawn().unwrap();
-            let pid = child.id() as i32;
-            let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-            assert!(
-                common::wait_exit(pid, Duration::from_secs(120)),
-                "{spare} spare: the scenario hung"
+            let (status, stdout, stderr) = run_scenario(
+                "pool_short_of_descriptors",
+                &[("SPARE", spare.to_string())],
+                Duration::from_secs(120),
+                &format!("{spare} spare"),
             );
-            let out = waiter.join().unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "{spare} spare: {stdout}\n{stderr}");
+            assert!(status.success(), "{spare} spare: {stdout}\n{stderr}");
             assert!(!stderr.contains("panicked"), "{spare} spare: {stderr}");
         }
     });
@@ -484,20 +495,14 @@ fn a_pool_short_of_descriptors_prints_no_panic() {
 fn a_start_short_of_descriptors_leaves_no_temporary_directory() {
     isolated(DEADLINE, || {
         for spare in 0..8 {
-            let mut cmd = common::scenario("few_descriptors");
-            cmd.env("SPARE", spare.to_string());
-            let child = cmd.spawn().unwrap();
-            let pid = child.id() as i32;
-            let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-            assert!(
-                common::wait_exit(pid, Duration::from_secs(60)),
-                "{spare} spare: the scenario hung"
+            let (status, stdout, stderr) = run_scenario(
+                "few_descriptors",
+                &[("SPARE", spare.to_string())],
+                Duration::from_secs(60),
+                &format!("{spare} spare"),
             );
-            let out = waiter.join().unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let stderr = String::from_utf8_lossy(&out.stderr);
             eprintln!("{spare} spare: {stdout}");
-            assert!(out.status.success(), "{spare} spare: {stdout}\n{stderr}");
+            assert!(status.success(), "{spare} spare: {stdout}\n{stderr}");
             assert!(
                 stdout.contains("error: ") || stdout.contains("started: "),
                 "{spare} spare: {stdout}"
