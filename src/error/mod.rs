@@ -638,8 +638,13 @@ pub enum ErrorKind {
         /// What was wrong.
         detail: String,
     },
-    /// More processes than the object's holder table has room for hold it at once.
-    #[error("more than {limit} processes hold the {kind} at once")]
+    /// More processes than the object's holder table has room for hold it at once:
+    /// decoding a handle in one more process fails with this. The table has one slot
+    /// per process (a process holding both ends of a pipe takes two), 128 in all.
+    #[error(
+        "the {kind} has {limit} holders already, the most one object can have (one per \
+         process, two for a process holding both ends of a pipe)"
+    )]
     TooManyHolders {
         /// The object.
         kind: &'static str,
