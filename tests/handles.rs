@@ -127,7 +127,10 @@ fn a_retried_tasks_argument_hides_no_later_handle_on_its_way() {
             // Kept by the caller too: a handle the caller let go is released once
             // opened, so a retry could not open it again.
             let tried = Event::new().unwrap();
-            assert_eq!(pool.apply(abort_once, (q.clone(), tried.clone())).unwrap(), 0);
+            assert_eq!(
+                pool.apply(abort_once, (q.clone(), tried.clone())).unwrap(),
+                0
+            );
             pool.join();
         });
     });

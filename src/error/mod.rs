@@ -651,6 +651,20 @@ pub enum ErrorKind {
         /// The table's size.
         limit: usize,
     },
+    /// A handle was not serialised: this process keeps as many objects open for
+    /// handles on their way (serialised, not opened yet, for at most 10 s) as half its
+    /// descriptor limit (`RLIMIT_NOFILE`), each holding a descriptor.
+    #[error(
+        "cannot send a {kind} handle: {kept} objects are kept open for handles on their way \
+         that nobody has opened yet (half the descriptor limit, RLIMIT_NOFILE; each goes \
+         once opened or 10 s after it was sent)"
+    )]
+    TooManyInTransit {
+        /// The object.
+        kind: &'static str,
+        /// How many objects are kept.
+        kept: usize,
+    },
     /// The lock is held by this very thread (locking again would deadlock).
     #[error("this thread already holds the lock")]
     WouldDeadlock,

@@ -169,6 +169,11 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
 ///     Ok(())
 /// }
 /// ```
+///
+/// At most 128 processes hold one object at once (one holding both ends of a pipe
+/// counts twice): decoding a handle in one more fails with
+/// [`ErrorKind::TooManyHolders`](crate::ErrorKind::TooManyHolders), until a holder
+/// drops its handles or dies.
 pub struct Queue<T> {
     att: Holder,
     item: PhantomData<fn(T) -> T>,

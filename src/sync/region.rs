@@ -820,6 +820,13 @@ type Kept = Mutex<Vec<(Arc<Region>, usize)>>;
 /// The pid of the process whose [`sweep_in_transit`] thread runs (0: none; another pid:
 /// the thread of a process this one was forked from, not running here).
 static SWEEPER: AtomicI32 = AtomicI32::new(0);
+/// Most objects kept for handles on their way: half the descriptor limit, read once.
+fn kept_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET
+        .get_or_init(|| os::descriptor_limit().map_or(512, |n| (n / 2).clamp(64, 1 << 20) as usize))
+}
+
 /// How often [`sweep_in_transit`] looks whether kept handles have arrived.
 const SWEEP_EVERY: Duration = Duration::from_millis(5);
 
@@ -914,26 +921,36 @@ pub(crate) struct Attachment {
 
 impl Attachment {
     /// What `Serialize` writes; counts the handle as on its way to another process.
-    pub(crate) fn to_wire(&self) -> Wire {
+    /// Refused ([`ErrorKind::TooManyInTransit`]) while this process keeps as many
+    /// objects for handles on their way as half its descriptor limit: handles nobody
+    /// opens (results dropped undecoded) must not exhaust its descriptors.
+    pub(crate) fn to_wire(&self) -> Result<Wire, Error> {
         let h = self.region.header();
         let r = self.role as usize % 2;
+        let budget = kept_budget();
+        let kept = in_transit().len();
+        if kept >= budget {
+            return Err(ErrorKind::TooManyInTransit {
+                kind: self.region.kind(),
+                kept,
+            }
+            .into());
+        }
         h.last_ship_ns[r].store(os::monotonic_ns(), Ordering::Relaxed);
         let ticket = h.shipped[r].fetch_add(1, Ordering::AcqRel);
         let (word, bit) = ticket_bit(ticket);
         h.unopened[r][word].fetch_or(bit, Ordering::AcqRel);
-        // Lets go of what was kept for earlier handles that have arrived meanwhile.
-        drop(in_transit());
         let mut sources = vec![(os::getpid() as u32, self.region.fd.as_raw_fd())];
         if h.creator_pid != sources[0].0 {
             sources.push((h.creator_pid, h.creator_fd));
         }
-        Wire {
+        Ok(Wire {
             kind: self.region.kind as u32,
             role: self.role,
             id: self.region.id,
             sources,
             ticket,
-        }
+        })
     }
 
     /// What `Deserialize` builds: the attachment for the object a [`Wire`] names.
@@ -1061,7 +1078,10 @@ macro_rules! serde_handle {
     (@impl $ty:ident $(<$($p:ident),*>)?, $kind:expr, |$role:ident| $tag:expr, $state:ty, $repair:expr, |$att:ident| $build:expr) => {
         impl$(<$($p),*>)? serde::Serialize for $ty$(<$($p),*>)? {
             fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
-                serde::Serialize::serialize(&self.att.to_wire(), s)
+                let wire = self.att.to_wire().map_err(|e| {
+                    <Ser::Error as serde::ser::Error>::custom(supervisor_worker::error_chain(&e))
+                })?;
+                serde::Serialize::serialize(&wire, s)
             }
         }
 
