@@ -269,3 +269,28 @@ fn a_queue_buffer_over_the_limit_names_the_size_asked_for() {
         }
     });
 }
+
+fn recv_one(end: supervisor::Pipe<u64, u64>) -> u64 {
+    end.recv().unwrap_or(0)
+}
+supervisor::task!(recv_one);
+
+/// A pipe end serialised for a process that never opens it (a builder dropped unstarted,
+/// as a child killed before decoding its argument leaves it) counts as on its way for
+/// the documented 10 s; then the other end's wait fails with `PeerClosed` (the pipe
+/// never knew that process, so it cannot say `PeerDied`), as the README states.
+#[test]
+fn a_pipe_peer_that_never_opened_its_end_is_peer_closed_after_the_grace() {
+    isolated(DEADLINE, || {
+        let (a, b) = supervisor::Pipe::<u64, u64>::new().unwrap();
+        drop(Process::builder(recv_one, b));
+        let t = std::time::Instant::now();
+        let e = a.recv().unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::PeerClosed { .. }), "{e:?}");
+        let waited = t.elapsed();
+        assert!(
+            waited > Duration::from_secs(9) && waited < Duration::from_secs(12),
+            "{waited:?}"
+        );
+    });
+}
