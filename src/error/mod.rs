@@ -638,13 +638,32 @@ pub enum ErrorKind {
         /// What was wrong.
         detail: String,
     },
-    /// More processes than the object's holder table has room for hold it at once.
-    #[error("more than {limit} processes hold the {kind} at once")]
+    /// More processes than the object's holder table has room for hold it at once:
+    /// decoding a handle in one more process fails with this. The table has one slot
+    /// per process (a process holding both ends of a pipe takes two), 128 in all.
+    #[error(
+        "the {kind} has {limit} holders already, the most one object can have (one per \
+         process, two for a process holding both ends of a pipe)"
+    )]
     TooManyHolders {
         /// The object.
         kind: &'static str,
         /// The table's size.
         limit: usize,
+    },
+    /// A handle was not serialised: this process keeps as many objects open for
+    /// handles on their way (serialised, not opened yet, for at most 10 s) as half its
+    /// descriptor limit (`RLIMIT_NOFILE`), each holding a descriptor.
+    #[error(
+        "cannot send a {kind} handle: {kept} objects are kept open for handles on their way \
+         that nobody has opened yet (half the descriptor limit, RLIMIT_NOFILE; each goes \
+         once opened or 10 s after it was sent)"
+    )]
+    TooManyInTransit {
+        /// The object.
+        kind: &'static str,
+        /// How many objects are kept.
+        kept: usize,
     },
     /// The lock is held by this very thread (locking again would deadlock).
     #[error("this thread already holds the lock")]

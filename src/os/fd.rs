@@ -112,6 +112,19 @@ pub(crate) fn descriptors_free(n: usize) -> std::io::Result<()> {
     result
 }
 
+/// This process's soft limit of open descriptors (`RLIMIT_NOFILE`); `None` if unknown.
+pub(crate) fn descriptor_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    Some(lim.rlim_cur)
+}
+
 /// Whether this process is within 32 descriptors of its limit (`RLIMIT_NOFILE`).
 pub(crate) fn descriptors_nearly_exhausted() -> bool {
     let mut lim = libc::rlimit {

@@ -64,6 +64,11 @@ pub enum Acquired {
 ///     Ok(())
 /// }
 /// ```
+///
+/// At most 128 processes hold one object at once (one holding both ends of a pipe
+/// counts twice): decoding a handle in one more fails with
+/// [`ErrorKind::TooManyHolders`](crate::ErrorKind::TooManyHolders), until a holder
+/// drops its handles or dies.
 #[derive(Clone)]
 pub struct Lock {
     att: Holder,

@@ -102,6 +102,16 @@ pub type PipeEnds<S, R> = (Pipe<S, R>, Pipe<R, S>);
 ///     Ok(())
 /// }
 /// ```
+///
+/// At most 128 processes hold one object at once (one holding both ends of a pipe
+/// counts twice): decoding a handle in one more fails with
+/// [`ErrorKind::TooManyHolders`](crate::ErrorKind::TooManyHolders), until a holder
+/// drops its handles or dies.
+///
+/// A peer that dies before it opened its end (a child killed right after `start`) is
+/// not known to the pipe: the end counts as on its way for 10 s after it was
+/// serialised, and a wait then fails with
+/// [`ErrorKind::PeerClosed`](crate::ErrorKind::PeerClosed), not `PeerDied`.
 pub struct Pipe<S, R> {
     att: Holder,
     types: PhantomData<fn(S) -> R>,

@@ -55,15 +55,18 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
     /// Creates the queue. A buffer over 64 TiB is [`ErrorKind::TooLarge`].
     pub fn build(self) -> Result<Queue<T>, Error> {
         let capacity = self.capacity.unwrap_or(0) as u64;
-        let bytes =
-            self.bytes
-                .max(4096)
-                .checked_next_multiple_of(8)
-                .ok_or(ErrorKind::TooLarge {
-                    kind: Kind::Queue.name(),
-                    requested: self.bytes as u64,
-                    limit: region::max_data(size_of::<RingState>()) as u64,
-                })?;
+        // The largest size that still fits once rounded up: the error names it and the
+        // size asked for, never the rounded one.
+        let limit = region::max_data(size_of::<RingState>()) / 8 * 8;
+        if self.bytes > limit {
+            return Err(ErrorKind::TooLarge {
+                kind: Kind::Queue.name(),
+                requested: self.bytes as u64,
+                limit: limit as u64,
+            }
+            .into());
+        }
+        let bytes = self.bytes.max(4096).next_multiple_of(8);
         let region = Region::create(
             Kind::Queue,
             tag::<T>(),
@@ -166,6 +169,11 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
 ///     Ok(())
 /// }
 /// ```
+///
+/// At most 128 processes hold one object at once (one holding both ends of a pipe
+/// counts twice): decoding a handle in one more fails with
+/// [`ErrorKind::TooManyHolders`](crate::ErrorKind::TooManyHolders), until a holder
+/// drops its handles or dies.
 pub struct Queue<T> {
     att: Holder,
     item: PhantomData<fn(T) -> T>,

@@ -16,9 +16,13 @@ use crate::error::{Error, ErrorKind};
 use crate::os::{self, Acquire, Mapping, SharedMutex};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"SUPVSYNC");
-const VERSION: u32 = 1;
-/// Processes that can hold one object at once.
+const VERSION: u32 = 2;
+/// Holders one object can have at once: one per process and role (a process holding
+/// both ends of a pipe takes two). Documented on every handle type and in the README.
 pub(crate) const MAX_HOLDERS: usize = 128;
+/// Serialisations of one role whose first decode is told apart from a repeated one: a
+/// ring of that many bits, indexed by the ticket a [`Wire`] carries.
+const TICKETS: usize = 4096;
 /// How often a waiter checks that some process that could wake it is still alive.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How long a handle serialised for another process counts as "on its way" to it.
@@ -119,15 +123,34 @@ struct Header {
     creator_pid: u32,
     creator_fd: i32,
     mutex: SharedMutex,
-    /// Per role: handles serialised, handles deserialised, time of the last
-    /// serialisation (`CLOCK_MONOTONIC` ns).
+    /// Per role: handles serialised, serialisations decoded at least once, time of the
+    /// last serialisation (`CLOCK_MONOTONIC` ns).
     shipped: [AtomicU64; 2],
     opened: [AtomicU64; 2],
     last_ship_ns: [AtomicU64; 2],
+    /// Per role: one bit per ticket (modulo [`TICKETS`]), set when it is serialised and
+    /// cleared by its first decode, so that decoding one serialisation again (a retried
+    /// task's argument, bytes decoded twice) never counts as opening another handle.
+    unopened: [[AtomicU64; TICKETS / 64]; 2],
     /// Per role: a holder found dead since the last attach (0: none), so that later
     /// waits report the death at once.
     dead_pid: [AtomicU32; 2],
     slots: [Slot; MAX_HOLDERS],
+}
+
+/// `EMFILE` said in words: what holds this process's descriptors.
+fn out_of_descriptors(e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error() != Some(libc::EMFILE) {
+        return e;
+    }
+    std::io::Error::new(
+        e.kind(),
+        format!(
+            "{e}: every object this process holds, and every handle it serialised that is \
+             not opened yet (for at most 10 s), holds a descriptor; the limit is \
+             RLIMIT_NOFILE (`ulimit -n`)"
+        ),
+    )
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -256,9 +279,9 @@ impl Region {
         init: impl FnOnce(&Region) -> std::io::Result<()>,
         repair: fn(&Region),
     ) -> Result<Arc<Region>, Error> {
-        let fail = |source| ErrorKind::SharedMemory {
+        let fail = |source: std::io::Error| ErrorKind::SharedMemory {
             kind: kind.name(),
-            source,
+            source: out_of_descriptors(source),
         };
         let (state_offset, data_offset, len) =
             layout(state_len, data_len).ok_or_else(|| ErrorKind::TooLarge {
@@ -380,12 +403,31 @@ impl Region {
         kind: Kind,
         repair: fn(&Region),
     ) -> std::io::Result<Region> {
-        let file = std::fs::OpenOptions::new()
+        let fd_no = fd;
+        let let_go = |what: String| {
+            std::io::Error::other(format!(
+                "{what}: the process no longer has this {} open (it dropped its last \
+                 handle, and this one was serialised over 10 s before or counted as \
+                 opened already)",
+                kind.name()
+            ))
+        };
+        let file = match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(format!("/proc/{pid}/fd/{fd}"))?;
+            .open(format!("/proc/{pid}/fd/{fd}"))
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(if std::fs::metadata(format!("/proc/{pid}")).is_ok() {
+                    let_go(format!("process {pid} has no descriptor {fd}"))
+                } else {
+                    std::io::Error::new(e.kind(), format!("process {pid} has exited"))
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let len = file.metadata()?.len() as usize;
-        let fd_no = fd;
         let fd = OwnedFd::from(file);
         let wrong = |what: &str| {
             std::io::Error::other(format!(
@@ -401,8 +443,15 @@ impl Region {
         // read here are written once, before the region is shared.
         let h = unsafe { &*map.as_ptr().cast::<Header>() };
         let found = Kind::from_u32(h.kind);
-        if h.magic != MAGIC || h.version != VERSION || found.is_none() || h.id != wire.id {
+        if h.magic != MAGIC || h.version != VERSION || found.is_none() {
             return Err(wrong("another object"));
+        }
+        if h.id != wire.id {
+            // One of ours, but not this one: the number was reused after the object
+            // the wire names was closed there.
+            return Err(let_go(format!(
+                "descriptor {fd_no} of process {pid} now holds another object"
+            )));
         }
         let found = found.unwrap_or(kind);
         // Read once: the header is shared, another holder could change it meanwhile.
@@ -741,16 +790,26 @@ fn keep_in_transit(region: &Arc<Region>, role: usize) {
     if !on_its_way(region, role, os::monotonic_ns()) {
         return;
     }
+    // Unbounded but for time: each entry goes once its handles were opened or
+    // [`IN_FLIGHT_GRACE`] passed, so handles nobody opens (results dropped undecoded)
+    // hold their descriptors for at most that long. Dropping one earlier would let its
+    // descriptor number be reused by another object while a wire still names it.
     if !kept
         .iter()
         .any(|(k, r)| Arc::ptr_eq(k, region) && *r == role)
     {
-        if kept.len() >= MAX_KEPT {
-            // Bounded: handles nobody opens (results dropped undecoded) must not pile
-            // up descriptors; the oldest goes first.
-            kept.remove(0);
-        }
         kept.push((region.clone(), role));
+    }
+    // Let go as soon as they arrive, whether or not this process drops or serialises
+    // another handle later.
+    if SWEEPER.swap(os::getpid(), Ordering::AcqRel) != os::getpid() {
+        let spawned = std::thread::Builder::new()
+            .name("supervisor-in-transit".to_string())
+            .spawn(sweep_in_transit);
+        if spawned.is_err() {
+            // Without the thread, later drops and serialisations still let go.
+            SWEEPER.store(0, Ordering::Release);
+        }
     }
     // A worker that ends lets the caller open what its task returned first.
     supervisor_worker::serve::before_exit(crate::linger::before_exit);
@@ -758,8 +817,32 @@ fn keep_in_transit(region: &Arc<Region>, role: usize) {
 
 type Kept = Mutex<Vec<(Arc<Region>, usize)>>;
 
-/// Most regions kept open for handles on their way (see [`keep_in_transit`]).
-const MAX_KEPT: usize = 64;
+/// The pid of the process whose [`sweep_in_transit`] thread runs (0: none; another pid:
+/// the thread of a process this one was forked from, not running here).
+static SWEEPER: AtomicI32 = AtomicI32::new(0);
+/// Most objects kept for handles on their way: half the descriptor limit, read once.
+fn kept_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET
+        .get_or_init(|| os::descriptor_limit().map_or(512, |n| (n / 2).clamp(64, 1 << 20) as usize))
+}
+
+/// How often [`sweep_in_transit`] looks whether kept handles have arrived.
+const SWEEP_EVERY: Duration = Duration::from_millis(5);
+
+/// Lets go of each region kept for handles on their way once they have all arrived (or
+/// their grace passed), and ends when none is kept.
+fn sweep_in_transit() {
+    loop {
+        std::thread::sleep(SWEEP_EVERY);
+        let kept = in_transit();
+        if kept.is_empty() {
+            // Under the lock: a region kept after this starts another sweeper.
+            SWEEPER.store(0, Ordering::Release);
+            return;
+        }
+    }
+}
 
 /// How long an ending worker waits for the handles it shipped to be opened.
 const EXIT_LINGER: Duration = Duration::from_secs(2);
@@ -793,6 +876,12 @@ pub(crate) fn linger_in_transit() {
     }
 }
 
+/// Where a ticket's bit lies in [`Header::unopened`]: word and mask.
+fn ticket_bit(ticket: u64) -> (usize, u64) {
+    let n = (ticket % TICKETS as u64) as usize;
+    (n / 64, 1 << (n % 64))
+}
+
 type AttachedMap = HashMap<([u8; 16], u32), Weak<Attachment>>;
 
 fn attached() -> std::sync::MutexGuard<'static, AttachedMap> {
@@ -812,6 +901,8 @@ pub(crate) struct Wire {
     role: u32,
     id: [u8; 16],
     sources: Vec<(u32, i32)>,
+    /// Which serialisation of its role this is (see [`Header::unopened`]).
+    ticket: u64,
 }
 
 impl Wire {
@@ -830,23 +921,36 @@ pub(crate) struct Attachment {
 
 impl Attachment {
     /// What `Serialize` writes; counts the handle as on its way to another process.
-    pub(crate) fn to_wire(&self) -> Wire {
+    /// Refused ([`ErrorKind::TooManyInTransit`]) while this process keeps as many
+    /// objects for handles on their way as half its descriptor limit: handles nobody
+    /// opens (results dropped undecoded) must not exhaust its descriptors.
+    pub(crate) fn to_wire(&self) -> Result<Wire, Error> {
         let h = self.region.header();
         let r = self.role as usize % 2;
+        let budget = kept_budget();
+        let kept = in_transit().len();
+        if kept >= budget {
+            return Err(ErrorKind::TooManyInTransit {
+                kind: self.region.kind(),
+                kept,
+            }
+            .into());
+        }
         h.last_ship_ns[r].store(os::monotonic_ns(), Ordering::Relaxed);
-        h.shipped[r].fetch_add(1, Ordering::AcqRel);
-        // Lets go of what was kept for earlier handles that have arrived meanwhile.
-        drop(in_transit());
+        let ticket = h.shipped[r].fetch_add(1, Ordering::AcqRel);
+        let (word, bit) = ticket_bit(ticket);
+        h.unopened[r][word].fetch_or(bit, Ordering::AcqRel);
         let mut sources = vec![(os::getpid() as u32, self.region.fd.as_raw_fd())];
         if h.creator_pid != sources[0].0 {
             sources.push((h.creator_pid, h.creator_fd));
         }
-        Wire {
+        Ok(Wire {
             kind: self.region.kind as u32,
             role: self.role,
             id: self.region.id,
             sources,
-        }
+            ticket,
+        })
     }
 
     /// What `Deserialize` builds: the attachment for the object a [`Wire`] names.
@@ -898,8 +1002,15 @@ impl Attachment {
                 att
             }
         };
+        // Only the first decode of a serialisation counts it as opened: a second (the
+        // same bytes decoded again, a retried task's argument) must not make a handle
+        // still on its way look arrived.
         let h = att.region.header();
-        h.opened[wire.role as usize].fetch_add(1, Ordering::AcqRel);
+        let r = wire.role as usize;
+        let (word, bit) = ticket_bit(wire.ticket);
+        if h.unopened[r][word].fetch_and(!bit, Ordering::AcqRel) & bit != 0 {
+            h.opened[r].fetch_add(1, Ordering::AcqRel);
+        }
         Ok(Holder::new(att))
     }
 }
@@ -967,7 +1078,10 @@ macro_rules! serde_handle {
     (@impl $ty:ident $(<$($p:ident),*>)?, $kind:expr, |$role:ident| $tag:expr, $state:ty, $repair:expr, |$att:ident| $build:expr) => {
         impl$(<$($p),*>)? serde::Serialize for $ty$(<$($p),*>)? {
             fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
-                serde::Serialize::serialize(&self.att.to_wire(), s)
+                let wire = self.att.to_wire().map_err(|e| {
+                    <Ser::Error as serde::ser::Error>::custom(supervisor_worker::error_chain(&e))
+                })?;
+                serde::Serialize::serialize(&wire, s)
             }
         }
 

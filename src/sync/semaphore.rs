@@ -52,6 +52,11 @@ fn repair(_: &Region) {}
 ///
 /// [`ErrorKind::PeerClosed`]: crate::ErrorKind::PeerClosed
 /// [`ErrorKind::PeerDied`]: crate::ErrorKind::PeerDied
+///
+/// At most 128 processes hold one object at once (one holding both ends of a pipe
+/// counts twice): decoding a handle in one more fails with
+/// [`ErrorKind::TooManyHolders`](crate::ErrorKind::TooManyHolders), until a holder
+/// drops its handles or dies.
 #[derive(Clone)]
 pub struct Semaphore {
     att: Holder,

@@ -35,6 +35,11 @@ fn create(len: usize, tag: u64) -> Result<Holder, Error> {
 ///
 /// Concurrent access from several processes is not synchronised: guard it with a
 /// [`crate::Lock`], or give each process its own range.
+///
+/// At most 128 processes hold one object at once (one holding both ends of a pipe
+/// counts twice): decoding a handle in one more fails with
+/// [`ErrorKind::TooManyHolders`](crate::ErrorKind::TooManyHolders), until a holder
+/// drops its handles or dies.
 #[derive(Clone)]
 pub struct SharedMemory {
     att: Holder,
@@ -147,6 +152,11 @@ plain!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
 /// A slice of plain numbers in shared memory, zero-initialised: `SharedSlice::<f64>::new(n)`.
 /// Each `get` / `set` of one element is a single aligned load or store (never torn for
 /// these types); several elements are consistent only under a [`crate::Lock`].
+///
+/// At most 128 processes hold one object at once (one holding both ends of a pipe
+/// counts twice): decoding a handle in one more fails with
+/// [`ErrorKind::TooManyHolders`](crate::ErrorKind::TooManyHolders), until a holder
+/// drops its handles or dies.
 pub struct SharedSlice<T> {
     att: Holder,
     item: PhantomData<T>,
