@@ -215,13 +215,13 @@ async fn read_results(
                 let Ok(message) = message else { continue };
                 // One or more results (see `result_batch`).
                 for one in wire::frames(&message.payload) {
+                    since += 1;
                     if let Ok(result) = codec::decode::<TaskResult>(one) {
                         if tx.send(Event::Result(result)).is_err() {
                             return;
                         }
                     }
                 }
-                since += 1;
                 if since >= ACK_EVERY {
                     let _ = message.ack().await;
                     since = 0;

@@ -129,6 +129,10 @@ pub struct RemoteReports<R, I: Iterator> {
     max_payload: usize,
     events: mpsc::Receiver<Event>,
     done: HashSet<u64>,
+    /// The run (pid, start) whose result was kept, per task done by a result: the same
+    /// result read again (a result message delivered again after the server
+    /// restarted, its ack lost) is not a second run.
+    kept: HashMap<u64, (u32, u64)>,
     notes: HashMap<u64, Vec<String>>,
     buffer: BTreeMap<usize, (Report<R>, String)>,
     /// The size of each value in `buffer` (encoded), and their sum.
@@ -192,6 +196,7 @@ where
                 publish: Some(publish),
                 events,
                 done: HashSet::new(),
+                kept: HashMap::new(),
                 notes: HashMap::new(),
                 buffer: BTreeMap::new(),
                 sizes: HashMap::new(),
@@ -540,6 +545,9 @@ where
             duration: Duration::from_nanos(r.duration_ns),
         };
         if self.done.contains(&r.seq) {
+            if self.kept.get(&r.seq) == Some(&(r.pid, r.started_ns)) {
+                return;
+            }
             if let Some(f) = &mut self.duplicate {
                 f(r.seq as usize, &meta, &r.host);
             }
@@ -550,6 +558,7 @@ where
             return;
         }
         self.done.insert(r.seq);
+        self.kept.insert(r.seq, (r.pid, r.started_ns));
         let size = match &r.outcome {
             Outcome::Value(bytes) => bytes.len(),
             _ => 0,

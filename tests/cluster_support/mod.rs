@@ -119,9 +119,19 @@ impl Server {
 
     /// Stops the server (SIGTERM, waits).
     pub fn stop(&mut self) {
+        self.end(libc::SIGTERM);
+    }
+
+    /// Kills the server at once (SIGKILL): nothing it has not written yet is kept,
+    /// acknowledgements it has not stored included.
+    pub fn kill(&mut self) {
+        self.end(libc::SIGKILL);
+    }
+
+    fn end(&mut self, signal: i32) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: a child of ours, not yet reaped.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(c.id() as i32, signal) };
             let _ = c.wait();
         }
     }
