@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::exit::ExitStatus;
@@ -82,17 +82,6 @@ pub(crate) struct ChildSlot {
 
 impl ChildSlot {
     pub(crate) fn new(pid: i32, pidfd: OwnedFd, daemon: bool, owner: Owner) -> Arc<ChildSlot> {
-        ChildSlot::watched_since(pid, pidfd, daemon, owner, os::oom_watch())
-    }
-
-    /// Like [`ChildSlot::new`], with the OOM watch taken before the child was started.
-    fn watched_since(
-        pid: i32,
-        pidfd: OwnedFd,
-        daemon: bool,
-        owner: Owner,
-        oom: os::OomWatch,
-    ) -> Arc<ChildSlot> {
         Arc::new(ChildSlot {
             pid,
             pidfd,
@@ -104,7 +93,7 @@ impl ChildSlot {
                 watchers: Vec::new(),
             }),
             exited: Condvar::new(),
-            oom,
+            oom: os::oom_watch(),
             killed: AtomicBool::new(false),
         })
     }
@@ -274,16 +263,11 @@ impl ChildSlot {
 enum Request {
     Spawn(
         Box<SpawnRequest>,
-        mpsc::SyncSender<io::Result<Arc<ChildSlot>>>,
+        mpsc::SyncSender<io::Result<(i32, OwnedFd)>>,
     ),
     Watch(Arc<ChildSlot>),
     Live(mpsc::SyncSender<Vec<Arc<ChildSlot>>>),
 }
-
-/// What the reaper runs at a moment, unless whoever set it has dropped it by then (it
-/// holds only a weak reference: a dropped alarm costs nothing and is forgotten at the
-/// reaper's next turn).
-pub(crate) type Alarm = Weak<dyn Fn() + Send + Sync>;
 
 /// Handle to the reaper thread.
 pub(crate) struct Reaper {
@@ -327,26 +311,10 @@ impl Reaper {
     }
 
     /// Executes `exec` in a child of the reaper thread that first runs `setup` (see
-    /// [`os::spawn_exec`]) and watches it from then on, in one request; its slot. The
-    /// reaper also runs `alarm` at its moment (one turn of the reaper for both).
-    pub(crate) fn spawn(
-        &self,
-        exec: os::Exec,
-        setup: ChildSetupFn,
-        daemon: bool,
-        alarm: (Instant, Alarm),
-    ) -> io::Result<Arc<ChildSlot>> {
+    /// [`os::spawn_exec`]); returns the pid and a pidfd for it.
+    pub(crate) fn spawn(&self, exec: os::Exec, setup: ChildSetupFn) -> io::Result<(i32, OwnedFd)> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let req = SpawnRequest {
-            exec,
-            setup,
-            daemon,
-            alarm,
-            // Taken here, before the child starts (it may read a file: not on the
-            // reaper thread, which every start goes through).
-            oom: os::oom_watch(),
-        };
-        self.send(Request::Spawn(Box::new(req), tx))?;
+        self.send(Request::Spawn(Box::new(SpawnRequest { exec, setup }), tx))?;
         rx.recv()
             .map_err(|_| io::Error::other("the reaper thread is gone"))?
     }
@@ -369,30 +337,25 @@ impl Reaper {
 /// The set-up a spawned child runs before it executes (async-signal-safe; an errno).
 pub(crate) type ChildSetupFn = Box<dyn Fn() -> Result<(), i32> + Send + Sync>;
 
-/// A child to start from the reaper thread, and the alarm that comes with it.
+/// A child to start from the reaper thread.
 pub(crate) struct SpawnRequest {
     exec: os::Exec,
     setup: ChildSetupFn,
-    daemon: bool,
-    alarm: (Instant, Alarm),
-    oom: os::OomWatch,
+}
+
+fn spawn_one(req: SpawnRequest) -> io::Result<(i32, OwnedFd)> {
+    // The slot owns the process from here.
+    os::spawn_exec(&req.exec, &*req.setup)
 }
 
 fn run(rx: mpsc::Receiver<Request>, wake: Arc<os::EventFd>) {
     let mut slots: Vec<Arc<ChildSlot>> = Vec::new();
-    let mut alarms: Vec<(Instant, Alarm)> = Vec::new();
     loop {
-        // Alarms whose owner let go are forgotten; the next live one bounds the wait.
-        alarms.retain(|(_, alarm)| alarm.strong_count() > 0);
-        let timeout = alarms
-            .iter()
-            .map(|(at, _)| at.saturating_duration_since(Instant::now()))
-            .min();
         let ready = {
             let fds: Vec<&OwnedFd> = std::iter::once(wake.fd())
                 .chain(slots.iter().map(|s| &s.pidfd))
                 .collect();
-            match os::poll_readable(&fds, timeout) {
+            match os::poll_readable(&fds, None) {
                 Ok(ready) => ready,
                 // poll only fails for resource exhaustion; back off and try again.
                 Err(_) => {
@@ -411,37 +374,12 @@ fn run(rx: mpsc::Receiver<Request>, wake: Arc<os::EventFd>) {
                 true
             }
         });
-        let now = Instant::now();
-        alarms.retain(|(at, alarm)| {
-            if *at > now {
-                return true;
-            }
-            if let Some(alarm) = alarm.upgrade() {
-                alarm();
-            }
-            false
-        });
         if ready[0] {
             wake.drain();
             loop {
                 match rx.try_recv() {
-                    Ok(Request::Spawn(req, reply)) => {
-                        let SpawnRequest {
-                            exec,
-                            setup,
-                            daemon,
-                            alarm,
-                            oom,
-                        } = *req;
-                        // The slot owns the process from here.
-                        let spawned = os::spawn_exec(&exec, &*setup).map(|(pid, pidfd)| {
-                            let slot =
-                                ChildSlot::watched_since(pid, pidfd, daemon, Owner::Direct, oom);
-                            slots.push(slot.clone());
-                            alarms.push(alarm);
-                            slot
-                        });
-                        let _ = reply.send(spawned);
+                    Ok(Request::Spawn(cmd, reply)) => {
+                        let _ = reply.send(spawn_one(*cmd));
                     }
                     Ok(Request::Watch(slot)) => slots.push(slot),
                     Ok(Request::Live(reply)) => {

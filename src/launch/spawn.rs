@@ -5,22 +5,18 @@
 //! 2. The reaper thread starts the child (`os::spawn_exec`: `clone(CLONE_VM |
 //!    CLONE_VFORK)`, nothing of ours copied) and execs it with the socket path and a
 //!    fresh 32-byte secret in its environment; before exec the child applies its
-//!    set-up and marks every inherited descriptor close-on-exec. The same request has
-//!    the reaper watch the child and set the start's alarm.
-//! 3. `accept` runs on the calling thread (no thread of its own). A child that dies
-//!    before connecting is an error at once, never a hung accept: the reaper knocks on
-//!    the socket when the child exits, and when [`BOOTSTRAP_TIMEOUT`] is up (then it
-//!    also kills the child, which ends a first receive from a child that connected and
-//!    said nothing); [`Wake`] tells the start which it was.
+//!    set-up and marks every inherited descriptor close-on-exec.
+//! 3. `accept` runs on a helper thread while we also watch the child's exit: a child
+//!    that dies before connecting is an error at once, never a hung accept.
 //! 4. The first message is a fixed-layout hello; its secret is checked before anything
 //!    else is decoded, then protocol version, build id and pid.
 //! 5. The child hands over the sender we use to reach it; we send its configuration.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver};
+use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
 use serde_bytes::ByteBuf;
 use supervisor_worker::bootstrap::secret_to_hex;
 use supervisor_worker::protocol::{
@@ -32,10 +28,15 @@ use supervisor_worker::setup::{self, ChildSetup};
 use crate::error::{Error, ErrorKind};
 use crate::exit::ExitStatus;
 use crate::os;
-use crate::reaper::{reaper, ChildSlot};
+use crate::reaper::{reaper, ChildSlot, Owner};
 
 /// How long a spawned child has to connect and hand over its channel.
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30);
+
+enum Event {
+    Accepted(Result<(IpcReceiver<ByteBuf>, ByteBuf), ipc_channel::IpcError>),
+    Exited,
+}
 
 /// Spawns a child, completes the handshake and sends it `config`.
 pub(crate) fn start(
@@ -101,19 +102,7 @@ pub(crate) fn start(
     // child, which shares our memory until it executes (os::spawn_exec).
     let apply = move || setup::apply(&setup).map_err(|e| e.errno);
     let reaper = reaper().map_err(ErrorKind::Spawn)?;
-    // What ends the wait for the child's connection early (its exit, the timeout); it
-    // lives as long as this start.
-    let wake = Arc::new(Wake::new(path.clone()));
-    let deadline = Instant::now() + BOOTSTRAP_TIMEOUT;
-    let alarm = wake.clone();
-    let alarm: Arc<dyn Fn() + Send + Sync> = Arc::new(move || alarm.wake(Woken::TimedOut));
-    let spawned = reaper.spawn(
-        exec,
-        Box::new(apply),
-        config.daemon,
-        (deadline, Arc::downgrade(&alarm)),
-    );
-    let slot = spawned.map_err(|e| {
+    let (pid, pidfd) = reaper.spawn(exec, Box::new(apply)).map_err(|e| {
         if nice.is_some() && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
             ErrorKind::NiceNotPermitted {
                 requested: nice.unwrap_or_default(),
@@ -123,19 +112,16 @@ pub(crate) fn start(
             ErrorKind::Spawn(e)
         }
     })?;
-    let pid = slot.pid() as i32;
-    *wake.child.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&slot);
-    let on_exit = Arc::downgrade(&wake);
-    slot.on_exit(Box::new(move || {
-        if let Some(wake) = on_exit.upgrade() {
-            wake.wake(Woken::Exited);
-        }
-    }));
-    let accepted = server.accept();
-    let woken = wake.settle();
-    drop(alarm);
-    match handshake(accepted, woken, deadline, &secret, &slot, config) {
+    let slot = ChildSlot::new(pid, pidfd, config.daemon, Owner::Direct);
+    reaper.watch(slot.clone()).map_err(ErrorKind::Spawn)?;
+    match handshake(server, &path, &secret, &slot, config) {
         Ok(link) => Ok((slot, link)),
+        Err(Handshake::NoThread(e)) => {
+            // Out of threads (the process limit): a failed start like a failed fork.
+            let _ = slot.signal(libc::SIGKILL, true);
+            slot.wait();
+            Err(ErrorKind::Spawn(e).into())
+        }
         Err(Handshake::NotInitialised) => {
             slot.wait();
             Err(ErrorKind::NotInitialised {
@@ -155,66 +141,6 @@ pub(crate) fn start(
     }
 }
 
-/// Why the accept of a start returned before its child's hello: [`Wake::wake`] knocked
-/// on the bootstrap socket (connected and hung up).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Woken {
-    /// Not woken (yet).
-    No,
-    /// The child exited.
-    Exited,
-    /// [`BOOTSTRAP_TIMEOUT`] passed.
-    TimedOut,
-    /// The start has its answer: nothing wakes it any more.
-    Settled,
-}
-
-/// Ends a start's wait in `accept` on the calling thread (no thread of its own): the
-/// reaper calls [`Wake::wake`] when the child exits and when the start's time is up.
-/// The first cause counts; once [`Wake::settle`] has returned, the socket is never
-/// touched again (its directory is removed right after).
-struct Wake {
-    path: String,
-    state: Mutex<Woken>,
-    /// The child, killed when the time is up, so that a child which connected but
-    /// never said anything does not hold the first receive.
-    child: Mutex<std::sync::Weak<ChildSlot>>,
-}
-
-impl Wake {
-    fn new(path: String) -> Wake {
-        Wake {
-            path,
-            state: Mutex::new(Woken::No),
-            child: Mutex::new(std::sync::Weak::new()),
-        }
-    }
-
-    /// Wakes the accept for `why`, unless it was woken already or has settled.
-    fn wake(&self, why: Woken) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if *state != Woken::No {
-            return;
-        }
-        *state = why;
-        // Under the lock: `settle` waits for this, so the socket is still ours. A
-        // knock never blocks the reaper; with the backlog full, `accept` returns anyway.
-        let _ = os::knock(Path::new(&self.path));
-        if why == Woken::TimedOut {
-            let child = self.child.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(slot) = child.upgrade() {
-                let _ = slot.signal(libc::SIGKILL, true);
-            }
-        }
-    }
-
-    /// What woke the accept, if anything did; from now on nothing does.
-    fn settle(&self) -> Woken {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::replace(&mut *state, Woken::Settled)
-    }
-}
-
 fn process_title(config: &WorkerConfig) -> String {
     let exe = std::env::args_os()
         .next()
@@ -223,26 +149,53 @@ fn process_title(config: &WorkerConfig) -> String {
     format!("{exe} [{}]", config.name)
 }
 
-/// Why a handshake failed: a child whose `main` did not call `init()` first, or what
-/// else the child did wrong.
+/// Why a handshake failed: no thread to accept on, a child whose `main` did not call
+/// `init()` first, or what else the child did wrong.
 enum Handshake {
+    NoThread(std::io::Error),
     NotInitialised,
     Failed(String),
 }
 
-/// The rest of a handshake, once `accept` returned (`woken` says whether a wake-up
-/// rather than the child ended it).
 fn handshake(
-    accepted: Result<(IpcReceiver<ByteBuf>, ByteBuf), ipc_channel::IpcError>,
-    woken: Woken,
-    deadline: Instant,
+    server: IpcOneShotServer<ByteBuf>,
+    path: &str,
     secret: &[u8; SECRET_LEN],
     slot: &ChildSlot,
     config: WorkerConfig,
 ) -> Result<Link, Handshake> {
-    match woken {
-        Woken::Exited => {
-            // The exit is published before the watchers run.
+    let deadline = Instant::now() + BOOTSTRAP_TIMEOUT;
+    let (tx, rx) = mpsc::channel();
+    let on_exit = tx.clone();
+    slot.on_exit(Box::new(move || {
+        let _ = on_exit.send(Event::Exited);
+    }));
+    std::thread::Builder::new()
+        .name("supervisor-accept".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            let _ = tx.send(Event::Accepted(server.accept()));
+        })
+        .map_err(Handshake::NoThread)?;
+    after_accept(rx, deadline, path, secret, slot, config)
+}
+
+/// The rest of a handshake, once a thread accepts the child's connection.
+fn after_accept(
+    rx: mpsc::Receiver<Event>,
+    deadline: Instant,
+    path: &str,
+    secret: &[u8; SECRET_LEN],
+    slot: &ChildSlot,
+    config: WorkerConfig,
+) -> Result<Link, Handshake> {
+    let (receiver, hello) = match rx.recv_timeout(BOOTSTRAP_TIMEOUT) {
+        Ok(Event::Accepted(Ok(accepted))) => accepted,
+        Ok(Event::Accepted(Err(e))) => {
+            return Err(Handshake::Failed(format!("accept failed: {e:?}")))
+        }
+        Ok(Event::Exited) => {
+            discard_bootstrap(path);
             let status = slot.exit().map(|e| e.status);
             return Err(match status {
                 Some(ExitStatus::Code(protocol::EXIT_NO_INIT)) => Handshake::NotInitialised,
@@ -261,16 +214,12 @@ fn handshake(
                 )),
             });
         }
-        Woken::TimedOut => {
+        Err(_) => {
+            discard_bootstrap(path);
             return Err(Handshake::Failed(format!(
                 "it did not connect within {BOOTSTRAP_TIMEOUT:?}"
-            )))
+            )));
         }
-        Woken::No | Woken::Settled => {}
-    }
-    let (receiver, hello) = match accepted {
-        Ok(accepted) => accepted,
-        Err(e) => return Err(Handshake::Failed(format!("accept failed: {e:?}"))),
     };
     verify(receiver, hello, deadline, secret, slot, config).map_err(Handshake::Failed)
 }
@@ -432,5 +381,13 @@ fn remove_empty_dir_of(dir: &Path, me: u32) {
     use std::os::unix::fs::MetadataExt;
     if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == me) {
         let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// Wakes an `accept` that will never see its child, so its thread ends (the socket and
+/// its directory are removed by [`BootstrapDir`] when `start` returns).
+fn discard_bootstrap(path: &str) {
+    if let Ok(tx) = IpcSender::<ByteBuf>::connect(path.to_string()) {
+        let _ = tx.send(ByteBuf::new());
     }
 }

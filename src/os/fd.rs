@@ -49,10 +49,7 @@ pub(crate) fn poll_readable<F: AsRawFd>(
             revents: 0,
         })
         .collect();
-    // Rounded up: a wait for a moment less than a millisecond away is not a busy loop.
-    let timeout_ms = timeout.map_or(-1, |d| {
-        d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
-    });
+    let timeout_ms = timeout.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32);
     loop {
         // SAFETY: pfds is a live, correctly sized array of pollfd.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
@@ -151,47 +148,4 @@ pub(crate) fn shut_down_reading(fd: std::os::fd::RawFd) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Connects to the `SOCK_SEQPACKET` unix socket at `path` and hangs up at once, without
-/// ever blocking (a full backlog is `EAGAIN`): what wakes a thread blocked in `accept`
-/// on it, whose first receive then sees the connection closed.
-pub(crate) fn knock(path: &std::path::Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    // SAFETY: sockaddr_un is plain data; zeroed is a valid empty address.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() >= addr.sun_path.len() {
-        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-    }
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: socket takes plain integers; the descriptor is owned at once below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nobody else owns; closed when this returns.
-    let socket = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: a live socket and a correctly sized, nul-terminated address.
-    let r = unsafe {
-        libc::connect(
-            socket.as_raw_fd(),
-            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }

@@ -21,8 +21,8 @@ mod tree;
 pub(crate) use clock::{boot_ticks, monotonic_ns};
 pub(crate) use exec::{spawn_exec, Exec};
 pub(crate) use fd::{
-    close_above_stdio, descriptor_limit, descriptors_free, descriptors_nearly_exhausted, knock,
-    open_fds, poll_readable, shut_down_reading, EventFd,
+    close_above_stdio, descriptor_limit, descriptors_free, descriptors_nearly_exhausted, open_fds,
+    poll_readable, shut_down_reading, EventFd,
 };
 pub(crate) use futex::{futex_wait, futex_wake};
 pub(crate) use group::{group_has_running_members, signal_group_members};
