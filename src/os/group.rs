@@ -27,6 +27,11 @@ fn group_members(pgid: i32, started_by: u64) -> io::Result<impl Iterator<Item = 
 /// a member that cannot be signalled does not spare the others (the first such error
 /// is returned if nobody was signalled).
 pub(crate) fn signal_group_members(pgid: i32, signal: i32, started_by: u64) -> io::Result<bool> {
+    if group_is_empty(pgid) {
+        // Nobody to reach: no need to read every process's stat (a pool of 256
+        // stopping did that for every worker's group, after its leader was reaped).
+        return Ok(false);
+    }
     let mut any = false;
     let mut first_error = None;
     for (pid, stat) in group_members(pgid, started_by)? {
@@ -51,15 +56,20 @@ pub(crate) fn signal_group_members(pgid: i32, signal: i32, started_by: u64) -> i
 /// started
 /// no later than `started_by`. When /proc cannot be read, it answers yes.
 pub(crate) fn group_has_running_members(pgid: i32, started_by: u64) -> bool {
-    debug_assert!(pgid > 1);
-    // SAFETY: kill with signal 0 only checks that the group exists; plain integers.
-    if unsafe { libc::kill(-pgid, 0) } != 0
-        && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-    {
+    if group_is_empty(pgid) {
         return false;
     }
     match group_members(pgid, started_by) {
         Ok(mut members) => members.any(|(_, stat)| !stat.has_exited()),
         Err(_) => true,
     }
+}
+
+/// Whether no process at all (not even a zombie) is in group `pgid` now: one system
+/// call, where listing the members reads the stat of every process.
+fn group_is_empty(pgid: i32) -> bool {
+    debug_assert!(pgid > 1);
+    // SAFETY: kill with signal 0 only checks that the group exists; plain integers.
+    let r = unsafe { libc::kill(-pgid, 0) };
+    r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
