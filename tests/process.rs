@@ -608,6 +608,69 @@ static BOOTSTRAP_SOCKET: Scenario = Scenario {
     run: bootstrap_socket_scenario,
 };
 
+/// A spawn start whose bootstrap socket's path is removed while its child has not
+/// connected yet (a user's `rm`, or another program's sweep that cannot see the
+/// listener), then whose child dies: `start` fails at once. Prints the milliseconds
+/// from the kill to the error, and the error.
+fn socket_removed_mid_start_scenario() {
+    let before = common::bootstrap_dirs();
+    let starter = std::thread::spawn(|| Process::builder(square, 1).start().map(drop));
+    let dir = common::wait_new_bootstrap_dir(&before, Duration::from_secs(20));
+    std::fs::remove_file(format!("{dir}/socket")).unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    let hanging = loop {
+        let kids: Vec<i32> = common::children_of(std::process::id() as i32)
+            .into_iter()
+            .filter(|pid| !supervisor::helper_pids().contains(&(*pid as u32)))
+            .collect();
+        if !kids.is_empty() || Instant::now() > until {
+            break kids;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let t = Instant::now();
+    for pid in hanging {
+        // SAFETY: kill with plain integers; our own hanging child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let err = starter.join().unwrap().unwrap_err();
+    println!("{} {err}", t.elapsed().as_millis());
+}
+#[linkme::distributed_slice(SCENARIOS)]
+static SOCKET_REMOVED: Scenario = Scenario {
+    name: "socket_removed_mid_start",
+    run: socket_removed_mid_start_scenario,
+};
+
+/// Before (a start accepting on the calling thread, woken by a connect to the socket's
+/// path): with the path gone, the start hung forever after its child died.
+#[test]
+fn a_start_whose_socket_path_was_removed_ends_when_its_child_dies() {
+    isolated(DEADLINE, || {
+        let mut child = scenario("socket_removed_mid_start")
+            .env("SUPERVISOR_FAULT", "hang-before-connect")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(
+            common::wait_exit(pid, Duration::from_secs(25)),
+            "the start hung after its child died"
+        );
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let _ = child.wait();
+        let (ms, msg) = out.trim().split_once(' ').unwrap();
+        assert!(msg.contains("before connecting"), "{msg}");
+        assert!(ms.parse::<u64>().unwrap() < 5_000, "took {ms} ms: {msg}");
+    });
+}
+
 fn connect_as_nobody_scenario() {
     let path = std::env::var("SOCKET").unwrap();
     match ipc_channel_connect(&path) {
