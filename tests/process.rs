@@ -558,6 +558,27 @@ fn a_child_that_dies_before_connecting_is_an_error_at_once() {
     });
 }
 
+/// SIGKILLs this scenario's own child that hangs before connecting (every child but
+/// the helpers), once it exists: a bootstrap directory is bound before the reaper
+/// makes its child, so under load a kill at once could come before it.
+fn kill_hanging_child() {
+    let until = Instant::now() + Duration::from_secs(20);
+    let hanging = loop {
+        let kids: Vec<i32> = common::children_of(std::process::id() as i32)
+            .into_iter()
+            .filter(|pid| !supervisor::helper_pids().contains(&(*pid as u32)))
+            .collect();
+        if !kids.is_empty() || Instant::now() > until {
+            break kids;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    for pid in hanging {
+        // SAFETY: kill with plain integers; our own hanging child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 fn bootstrap_socket_scenario() {
     let umask: u32 = std::env::var("UMASK").unwrap().parse().unwrap();
     // SAFETY: umask takes a plain integer.
@@ -577,24 +598,8 @@ fn bootstrap_socket_scenario() {
         .output()
         .unwrap();
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    // Kill the hanging child: start() must then fail at once. The directory is bound
-    // before the child is made: wait for the child first (under load, killing before
-    // it existed left it to hang until the 30 s bootstrap timeout).
-    let until = Instant::now() + Duration::from_secs(20);
-    let hanging = loop {
-        let kids: Vec<i32> = common::children_of(std::process::id() as i32)
-            .into_iter()
-            .filter(|pid| !supervisor::helper_pids().contains(&(*pid as u32)))
-            .collect();
-        if !kids.is_empty() || Instant::now() > until {
-            break kids;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    for pid in hanging {
-        // SAFETY: kill with plain integers; our own hanging child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
+    // Kill the hanging child: start() must then fail at once.
+    kill_hanging_child();
     let err = starter.join().unwrap().unwrap_err();
     println!("start: {err}");
     println!(
@@ -617,22 +622,8 @@ fn socket_removed_mid_start_scenario() {
     let starter = std::thread::spawn(|| Process::builder(square, 1).start().map(drop));
     let dir = common::wait_new_bootstrap_dir(&before, Duration::from_secs(20));
     std::fs::remove_file(format!("{dir}/socket")).unwrap();
-    let until = Instant::now() + Duration::from_secs(20);
-    let hanging = loop {
-        let kids: Vec<i32> = common::children_of(std::process::id() as i32)
-            .into_iter()
-            .filter(|pid| !supervisor::helper_pids().contains(&(*pid as u32)))
-            .collect();
-        if !kids.is_empty() || Instant::now() > until {
-            break kids;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
     let t = Instant::now();
-    for pid in hanging {
-        // SAFETY: kill with plain integers; our own hanging child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
+    kill_hanging_child();
     let err = starter.join().unwrap().unwrap_err();
     println!("{} {err}", t.elapsed().as_millis());
 }

@@ -311,20 +311,14 @@ static EXHAUST: common::Scenario = common::Scenario {
     run: exhaust_scenario,
 };
 
-/// With `spare` descriptors left below the limit (`RLIMIT_NOFILE` at the open count,
-/// then `spare` closed again), starts spawned processes: an error or a process, and
-/// nothing left in the temp directory either way (the leak check of the caller).
-fn few_descriptors_scenario() {
-    let spare: usize = std::env::var("SPARE").unwrap().parse().unwrap();
-    // The forkserver and the reaper first, so only the start itself is short of them.
-    supervisor::ensure_forkserver().unwrap();
-    drop(Process::builder(sleep_ms, 0).start().unwrap().join());
+/// Sets `RLIMIT_NOFILE` 8 above the descriptors open, fills every free number below
+/// it, then gives back `spare` of them: the copies still held, for the caller to close.
+fn leave_spare_descriptors(spare: usize) -> Vec<i32> {
     let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
     set_limit(libc::RLIMIT_NOFILE, open + 8);
-    // Fill every free number below the limit, then give back `spare` of them.
     let mut fillers = Vec::new();
     loop {
-        // SAFETY: dup of stdin; the copies are closed below.
+        // SAFETY: dup of stdin; the copies are closed by the caller.
         let fd = unsafe { libc::dup(0) };
         if fd < 0 {
             break;
@@ -335,6 +329,18 @@ fn few_descriptors_scenario() {
         // SAFETY: one of our own copies, closed once.
         unsafe { libc::close(fd) };
     }
+    fillers
+}
+
+/// With `spare` descriptors left below the limit (`RLIMIT_NOFILE` at the open count,
+/// then `spare` closed again), starts spawned processes: an error or a process, and
+/// nothing left in the temp directory either way (the leak check of the caller).
+fn few_descriptors_scenario() {
+    let spare: usize = std::env::var("SPARE").unwrap().parse().unwrap();
+    // The forkserver and the reaper first, so only the start itself is short of them.
+    supervisor::ensure_forkserver().unwrap();
+    drop(Process::builder(sleep_ms, 0).start().unwrap().join());
+    let fillers = leave_spare_descriptors(spare);
     let outcome = Process::builder(sleep_ms, 0).start();
     for fd in fillers {
         // SAFETY: as above.
@@ -383,21 +389,7 @@ fn run_scenario(
 fn first_start_short_of_descriptors_scenario() {
     let method: StartMethod = std::env::var("METHOD").unwrap().parse().unwrap();
     let spare: usize = std::env::var("SPARE").unwrap().parse().unwrap();
-    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
-    set_limit(libc::RLIMIT_NOFILE, open + 8);
-    let mut fillers = Vec::new();
-    loop {
-        // SAFETY: dup of stdin; the copies are closed below.
-        let fd = unsafe { libc::dup(0) };
-        if fd < 0 {
-            break;
-        }
-        fillers.push(fd);
-    }
-    for fd in fillers.drain(fillers.len().saturating_sub(spare)..) {
-        // SAFETY: one of our own copies, closed once.
-        unsafe { libc::close(fd) };
-    }
+    let fillers = leave_spare_descriptors(spare);
     let first = Process::builder(sleep_ms, 0).start_method(method).start();
     for fd in fillers {
         // SAFETY: as above.

@@ -205,7 +205,7 @@ mod tests {
             stderr: Captured::default(),
         };
         let long = vec![b'x'; INPUT_QUOTE_LIMIT + 10];
-        #[allow(clippy::type_complexity)]
+        #[expect(clippy::type_complexity)]
         let cases: Vec<(Vec<u8>, Result<Output, ErrorInfo>, Option<&str>)> = vec![
             (b"0ms".to_vec(), Ok(output("0s", false)), None),
             (
@@ -245,7 +245,7 @@ mod tests {
     }
 
     /// The job log's line as it was made before.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments)]
     fn joblog_reference(
         seq: u64,
         input: &[u8],
@@ -320,7 +320,7 @@ mod tests {
         let long = vec![b'y'; INPUT_QUOTE_LIMIT * 2];
         let mut not_started = meta(0);
         not_started.started = None;
-        #[allow(clippy::type_complexity)]
+        #[expect(clippy::type_complexity)]
         let cases: Vec<(
             &[u8],
             Option<&[u8]>,

@@ -121,7 +121,7 @@ pub fn joblog_row<'a>(
 /// newline, as its result arrives: the worker's pid and the command's own, the command
 /// line (command mode), the outcome in words, the exit code (0 for a command that
 /// succeeded), the signal and the peak RSS.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments)]
 pub fn write_joblog_json(
     w: &mut dyn Write,
     seq: u64,
