@@ -17,6 +17,7 @@
 //! rest of the crate stays free of any async runtime.
 
 mod agent;
+mod agent_task;
 mod connect;
 mod liveness;
 mod open_run;

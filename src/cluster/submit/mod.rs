@@ -6,83 +6,25 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 
-use super::connect::{cluster, runtime, Connect};
-use super::defaults::{ACK_WAIT, SERVER_TIMEOUT, STOP_WAIT};
+use super::connect::{cluster, runtime};
 use super::liveness::CHECK_EVERY;
 use super::stream;
 use super::watchdog::Alarm;
 use super::wind_down::{self, Answer, Wind};
-use super::wire::{Outcome, Task, TaskResult};
-use crate::error::{known_word, Error, ErrorKind};
-use crate::exit::Signal;
+use super::wire::{Task, TaskResult};
+use crate::error::{Error, ErrorKind};
 use crate::pool::{JobMeta, Report};
 
-/// How a remote run goes.
-#[derive(Debug, Clone)]
-pub struct RemoteOptions {
-    /// The server.
-    pub connect: Connect,
-    /// Deliveries after the first for a task whose worker died or that timed out.
-    pub retries: u32,
-    /// The server's ack wait (see [`super::defaults::ACK_WAIT`]).
-    pub ack_wait: Duration,
-    /// Results in input order (else as they come).
-    pub ordered: bool,
-    /// Tasks published but not yet yielded, at most; results of an ordered run that
-    /// wait for an earlier task still running (held for order) do not count, up to
-    /// `max_held` of them, so the agents go on behind a slow task (as the local
-    /// pool's [`crate::PoolBuilder::read_ahead`]).
-    pub read_ahead: usize,
-    /// Most results of an ordered run that wait for an earlier task beyond the
-    /// read-ahead (as [`crate::PoolBuilder::max_held`]; each is held in memory,
-    /// decoded). Default: [`crate::DEFAULT_MAX_HELD`]. Results held so are kept in
-    /// memory, [`crate::DEFAULT_HOLD_IN_MEMORY`] of values at most: past that, they
-    /// count against the read-ahead too (a local pool spills them to a file).
-    pub max_held: usize,
-    /// The tasks run commands: only agents started with `--allow-commands` take them.
-    pub command: bool,
-    /// A run that failed (the task returned its error, as a command that exits
-    /// non-zero) runs again too, within the same `retries` (the local pool's
-    /// [`crate::PoolBuilder::retry_errors`]; agents tell such runs apart with
-    /// [`super::Agent::failed_when`]).
-    pub retry_errors: bool,
-    /// The run gives up ([`ErrorKind::ServerLost`]) when the server has been
-    /// unreachable this long (see [`super::defaults::SERVER_TIMEOUT`]).
-    pub server_timeout: Duration,
-    /// A run that stops ([`RemoteReports::stopper`], [`RemoteReports::stop_when`])
-    /// waits at most this long for the agents to stop its running tasks and report
-    /// them (see [`super::defaults::STOP_WAIT`]).
-    pub stop_wait: Duration,
-    /// A time limit per task, which travels with each task: the agent's pool stops a
-    /// task past it as a local pool's `task_timeout` does ([`ErrorKind::TimedOut`];
-    /// run again within `retries`). An agent's own limit applies too; the shorter wins.
-    pub task_timeout: Option<Duration>,
-}
+mod options;
+mod take;
 
-impl RemoteOptions {
-    /// A run on the server `connect` names, with the defaults.
-    pub fn new(connect: Connect) -> RemoteOptions {
-        RemoteOptions {
-            connect,
-            retries: 0,
-            ack_wait: ACK_WAIT,
-            ordered: true,
-            read_ahead: 10_000,
-            max_held: crate::DEFAULT_MAX_HELD,
-            command: false,
-            retry_errors: false,
-            server_timeout: SERVER_TIMEOUT,
-            stop_wait: STOP_WAIT,
-            task_timeout: None,
-        }
-    }
-}
+pub use options::RemoteOptions;
 
 pub(crate) enum Event {
     Result(TaskResult),
@@ -476,174 +418,6 @@ where
         }
         let held = (self.buffer.len() - ready).min(self.options.max_held);
         unyielded - held
-    }
-
-    fn take(&mut self, event: Event) {
-        let late = match self.winding {
-            // Stopped by an earlier result or a signal: nothing after counts, until
-            // the agents have been told; then only what they stopped (or, draining,
-            // what they finished).
-            None => self.stopping(),
-            Some(Wind::Stop) => {
-                !matches!(&event, Event::Result(r) if matches!(r.outcome, Outcome::Stopped))
-            }
-            Some(Wind::Drain) => false,
-        };
-        if late {
-            return;
-        }
-        let r = match event {
-            Event::Result(r) => r,
-            Event::Alarm(Alarm::Notice(line)) => {
-                (self.notice)(&line);
-                return;
-            }
-            Event::Alarm(Alarm::Fatal(e)) => {
-                if let Some(f) = &mut self.fatal {
-                    f(&e);
-                }
-                self.failure = Some(e);
-                self.stop.store(true, Ordering::SeqCst);
-                return;
-            }
-            Event::Refused { seq, reason } => {
-                if seq < self.submitted as u64 && self.done.insert(seq) {
-                    let e = ErrorKind::ServerRefused {
-                        what: format!("a task `{}` in {}", self.task, stream::TASKS),
-                        reason,
-                    }
-                    .into();
-                    self.deliver(seq as usize, Err(e), JobMeta::default(), String::new());
-                }
-                return;
-            }
-            Event::Exhausted { seq, deliveries } => {
-                if seq < self.submitted as u64 && self.done.insert(seq) {
-                    let e = ErrorKind::DeliveryLimit {
-                        task: self.task.clone(),
-                        deliveries,
-                        hosts: self.notes.remove(&seq).unwrap_or_default(),
-                        reason: "no agent finished it (each one died or hung while it ran)"
-                            .to_string(),
-                        signal: None,
-                        exit_code: None,
-                        kind: "lost",
-                    }
-                    .into();
-                    self.deliver(seq as usize, Err(e), JobMeta::default(), String::new());
-                }
-                return;
-            }
-        };
-        if r.run != self.run || r.seq >= self.submitted as u64 {
-            return;
-        }
-        let meta = JobMeta {
-            pid: r.pid,
-            attempts: r.delivery,
-            started: UNIX_EPOCH.checked_add(Duration::from_nanos(r.started_ns)),
-            duration: Duration::from_nanos(r.duration_ns),
-        };
-        if self.done.contains(&r.seq) {
-            if self.kept.get(&r.seq) == Some(&(r.pid, r.started_ns)) {
-                return;
-            }
-            if let Some(f) = &mut self.duplicate {
-                f(r.seq as usize, &meta, &r.host);
-            }
-            return;
-        }
-        if !r.last {
-            self.notes.entry(r.seq).or_default().push(r.host);
-            return;
-        }
-        self.done.insert(r.seq);
-        self.kept.insert(r.seq, (r.pid, r.started_ns));
-        let size = match &r.outcome {
-            Outcome::Value(bytes) => bytes.len(),
-            _ => 0,
-        };
-        let result = match r.outcome {
-            Outcome::Value(bytes) => {
-                self.notes.remove(&r.seq);
-                codec::decode(&bytes).map_err(|source| {
-                    ErrorKind::DecodeResult {
-                        task: self.task.clone(),
-                        pid: r.pid,
-                        source,
-                    }
-                    .into()
-                })
-            }
-            Outcome::Stopped => Err(ErrorKind::Stopped {
-                task: self.task.clone(),
-                pid: r.pid,
-            }
-            .into()),
-            Outcome::Refused(reason) => Err(ErrorKind::TaskRefused {
-                host: r.host.clone(),
-                task: self.task.clone(),
-                reason,
-            }
-            .into()),
-            Outcome::CommandsRefused => Err(ErrorKind::CommandsRefused {
-                host: r.host.clone(),
-            }
-            .into()),
-            Outcome::Failed(f) => {
-                let mut hosts = self.notes.remove(&r.seq).unwrap_or_default();
-                if hosts.is_empty() {
-                    Err(ErrorKind::Remote {
-                        host: r.host.clone(),
-                        pid: r.pid,
-                        kind: f.kind,
-                        message: f.message,
-                        signal: f.signal,
-                        exit_code: f.exit_code,
-                        peak_rss_kib: f.peak_rss_kib,
-                    }
-                    .into())
-                } else {
-                    hosts.push(r.host.clone());
-                    let signal = f.signal.map(Signal::from_number);
-                    let reason = match signal {
-                        Some(s) => format!("its worker was killed by {s}"),
-                        None => f.message,
-                    };
-                    Err(ErrorKind::DeliveryLimit {
-                        task: self.task.clone(),
-                        deliveries: r.delivery,
-                        hosts,
-                        reason,
-                        signal,
-                        exit_code: f.exit_code,
-                        kind: known_word(&f.kind),
-                    }
-                    .into())
-                }
-            }
-        };
-        self.deliver(r.seq as usize, result, meta, r.host);
-        if self.options.ordered && size > 0 {
-            self.sizes.insert(r.seq as usize, size);
-            self.buffered_bytes += size;
-        }
-    }
-
-    fn deliver(&mut self, index: usize, result: Result<R, Error>, meta: JobMeta, host: String) {
-        if let Some(f) = &mut self.arrived {
-            f(index, &result, &meta, &host);
-        }
-        let report = Report {
-            index,
-            result,
-            meta,
-        };
-        if self.options.ordered {
-            self.buffer.insert(index, (report, host));
-        } else {
-            self.ready.push_back((report, host));
-        }
     }
 
     /// The run stops: the agents are told (drain or stop, see `wind_down`), and
