@@ -886,3 +886,112 @@ fn a_command_not_marked_as_one_is_refused_by_an_agent_without_allow_commands() {
         drop(a);
     });
 }
+
+/// `supervisor run --nats URL --task sleep` over `0ms` lines, speaking wire version
+/// `version` (the tests' stand-in for another build).
+fn run_speaking(version: &str, url: &str, n: u64) -> (Option<i32>, String, Duration) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let t = std::time::Instant::now();
+    let mut child = Command::new(cluster_support::BIN)
+        .args(["run", "--nats", url, "--task", "sleep"])
+        .env("SUPERVISOR_WIRE_VERSION", version)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("supervisor starts");
+    let input = "0ms\n".repeat(n as usize);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("supervisor ends");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr, t.elapsed())
+}
+
+#[test]
+fn an_agent_of_another_wire_version_fails_the_run_at_once_naming_its_host() {
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        // Before, a run and an agent of different builds could not read each other's
+        // messages, and the run waited for ever.
+        let old = Agent::start_with(&["env", "SUPERVISOR_WIRE_VERSION=1"], &url, "old", 1, &[]);
+        let (code, stderr, took) = run_speaking("2", &url, 20);
+        assert_eq!(code, Some(4), "{stderr}");
+        assert!(
+            stderr.contains(
+                "the supervisor on host old speaks wire version 1, this one wire version 2: \
+                 run the same version of supervisor on every host"
+            ),
+            "{stderr}"
+        );
+        assert!(took < Duration::from_secs(20), "it took {took:?}");
+        drop(old);
+        // And a submitter of another version than the agent's.
+        let new = Agent::start(&url, "new", 1, &[]);
+        let (code, stderr, _) = run_speaking("7", &url, 20);
+        assert_eq!(code, Some(4), "{stderr}");
+        assert!(
+            stderr.contains(
+                "the supervisor on host new speaks wire version 2, this one wire version 7"
+            ),
+            "{stderr}"
+        );
+        drop(new);
+    });
+}
+
+#[test]
+fn a_task_ended_unread_by_an_agent_of_a_build_before_wire_versions_fails_the_run() {
+    use futures_util::StreamExt;
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        // Such an agent ends (`Term`) a task it cannot decode and says nothing; the
+        // submitter hears of it from the server's advisory. Played here by a client
+        // that takes the run up from its announcement and ends its first task.
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let nats = url.clone();
+        let old = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let client = async_nats::connect(nats.as_str()).await.unwrap();
+                let mut news = client.subscribe("sv.runs.new").await.unwrap();
+                client.flush().await.unwrap();
+                ready_tx.send(()).unwrap();
+                let name = news.next().await.unwrap().payload;
+                let name = String::from_utf8(name.to_vec()).unwrap();
+                let js = async_nats::jetstream::new(client.clone());
+                let stream = js.get_stream("SV_TASKS").await.unwrap();
+                let consumer: async_nats::jetstream::consumer::PullConsumer =
+                    stream.get_consumer(&name).await.unwrap();
+                let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+                let m = batch.next().await.unwrap().unwrap();
+                m.ack_with(async_nats::jetstream::AckKind::Term)
+                    .await
+                    .unwrap();
+                client.flush().await.unwrap();
+            });
+        });
+        ready.recv().unwrap();
+        let (code, stderr, took) = run_speaking("2", &url, 5);
+        old.join().unwrap();
+        assert_eq!(code, Some(4), "{stderr}");
+        assert!(
+            stderr.contains(
+                "an agent ended a task of this run unread (this program speaks wire version \
+                 2): run the same version of supervisor on every host"
+            ),
+            "{stderr}"
+        );
+        assert!(took < Duration::from_secs(20), "it took {took:?}");
+    });
+}

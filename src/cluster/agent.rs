@@ -202,7 +202,11 @@ impl Agent {
             let js = jetstream::new(client.clone());
             let (tasks, _) = stream::streams(&js).await?;
             let limit = client.server_info().max_payload;
-            let results = Results::start(js.clone(), limit.saturating_sub(RESULT_HEADROOM));
+            let results = Results::start(
+                js.clone(),
+                limit.saturating_sub(RESULT_HEADROOM),
+                &self.host,
+            );
             let shared = Arc::new(Shared {
                 pool: pool.clone(),
                 js,

@@ -12,7 +12,7 @@ use super::agent::{Shared, RESULT_HEADROOM};
 use super::liveness::Liveness;
 use super::result_batch::Published;
 use super::stream::{self, refused_subject};
-use super::wire::{retryable, Failure, Outcome, Task, TaskResult};
+use super::wire::{self, retryable, Failure, Outcome, Task, TaskResult};
 use crate::error::ErrorKind;
 
 /// A run's task times on this agent: total nanoseconds, count.
@@ -27,6 +27,26 @@ pub(super) async fn run_task(
     mut liveness: Liveness,
 ) {
     let delivery = message.info().map_or(1, |i| i.delivered.max(1) as u32);
+    if wire::version_of(message.headers.as_ref()) != Some(wire::version()) {
+        // Of another version of supervisor: its submitter hears why (see
+        // `wire_subject`) and gives the run up. The task is handed back, not ended:
+        // ending it would tell the submitter too, without the host (as an agent of a
+        // build before versions does), and might come first.
+        if let Some(run) = message.subject.as_str().strip_prefix("sv.task.") {
+            let _ = shared
+                .client
+                .publish_with_headers(
+                    stream::wire_subject(run),
+                    wire::headers(Some(&shared.host)),
+                    bytes::Bytes::new(),
+                )
+                .await;
+        }
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
+        return;
+    }
     let task: Task = match supervisor_worker::codec::decode(&message.payload) {
         Ok(task) => task,
         Err(_) => {
@@ -189,9 +209,11 @@ pub(super) async fn run_task(
             };
             let told = tokio::time::timeout(
                 Duration::from_secs(5),
-                shared
-                    .client
-                    .request(refused_subject(&task.run), encoded.into()),
+                shared.client.request_with_headers(
+                    refused_subject(&task.run),
+                    wire::headers(Some(&shared.host)),
+                    encoded.into(),
+                ),
             )
             .await;
             if !matches!(told, Ok(Ok(_))) {

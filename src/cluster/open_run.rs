@@ -13,7 +13,7 @@ use super::connect::cluster;
 use super::defaults::HOST_LOSSES;
 use super::stream;
 use super::submit::{Event, Published, RemoteOptions};
-use super::watchdog::{self, Watched};
+use super::watchdog::{self, Alarm, Watched};
 use super::wind_down::Answer;
 use super::wire::{self, TaskResult};
 use crate::error::Error;
@@ -39,6 +39,10 @@ pub(crate) async fn open(
         .map_err(|e| cluster("cannot subscribe", e))?;
     let mut refused = client
         .subscribe(stream::refused_subject(&run))
+        .await
+        .map_err(|e| cluster("cannot subscribe", e))?;
+    let mut other_version = client
+        .subscribe(stream::wire_subject(&run))
         .await
         .map_err(|e| cluster("cannot subscribe", e))?;
     let consumer = stream::task_consumer(&run, options.command);
@@ -68,7 +72,18 @@ pub(crate) async fn open(
         ))
         .await
         .map_err(|e| cluster("cannot subscribe", e))?;
+    // A task ended unread (`AckKind::Term`) while the run goes on: by an agent of a
+    // build before wire versions (agents end tasks so otherwise only when the run
+    // stops, and then nothing after counts).
+    let mut unread = client
+        .subscribe(format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{}.{consumer}",
+            stream::TASKS,
+        ))
+        .await
+        .map_err(|e| cluster("cannot subscribe", e))?;
     let (seqs, events) = (published.clone(), tx.clone());
+    let (mismatched, unread_told) = (tx.clone(), tx.clone());
     let (told, answer_refused) = (tx.clone(), client.clone());
     let alarms = tx.clone();
     let watched = Watched {
@@ -81,7 +96,32 @@ pub(crate) async fn open(
     };
     let helpers = vec![
         tokio::spawn(async move {
+            if let Some(m) = other_version.next().await {
+                let e = wire::mismatch(
+                    wire::host_of(m.headers.as_ref()),
+                    wire::version_of(m.headers.as_ref()),
+                );
+                let _ = mismatched.send(Event::Alarm(Alarm::Fatal(e)));
+            }
+        }),
+        tokio::spawn(async move {
+            if unread.next().await.is_some() {
+                let e = wire::mismatch(None, None);
+                let _ = unread_told.send(Event::Alarm(Alarm::Fatal(e)));
+            }
+        }),
+        tokio::spawn(async move {
             while let Some(m) = refused.next().await {
+                if wire::version_of(m.headers.as_ref()) != Some(wire::version()) {
+                    let e = wire::mismatch(
+                        wire::host_of(m.headers.as_ref()),
+                        wire::version_of(m.headers.as_ref()),
+                    );
+                    if told.send(Event::Alarm(Alarm::Fatal(e))).is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 if let Ok(result) = codec::decode::<TaskResult>(&m.payload) {
                     if told.send(Event::Result(result)).is_err() {
                         return;
@@ -141,7 +181,7 @@ async fn publish_tasks(
     while let Some((seq, bytes)) = rx.recv().await {
         let id = format!("{run}.{seq}");
         let bytes = bytes::Bytes::from(bytes);
-        let mut headers = async_nats::HeaderMap::new();
+        let mut headers = wire::headers(None);
         headers.insert("Nats-Msg-Id", id.as_str());
         let first = js
             .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
@@ -213,6 +253,15 @@ async fn read_results(
                 };
                 let Some(message) = next else { break };
                 let Ok(message) = message else { continue };
+                let theirs = wire::version_of(message.headers.as_ref());
+                if theirs != Some(wire::version()) {
+                    let host = wire::host_of(message.headers.as_ref());
+                    let e = wire::mismatch(host, theirs);
+                    if tx.send(Event::Alarm(Alarm::Fatal(e))).is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 // One or more results (see `result_batch`).
                 for one in wire::frames(&message.payload) {
                     since += 1;

@@ -46,9 +46,9 @@ const ROUNDS: usize = 2;
 
 impl Results {
     /// Starts the batcher of `js`'s results: a message holds `limit` bytes at most.
-    pub(crate) fn start(js: async_nats::jetstream::Context, limit: usize) -> Results {
+    pub(crate) fn start(js: async_nats::jetstream::Context, limit: usize, host: &str) -> Results {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(batch(js, rx, limit));
+        tokio::spawn(batch(js, rx, limit, wire::headers(Some(host))));
         Results(tx)
     }
 
@@ -72,6 +72,7 @@ async fn batch(
     js: async_nats::jetstream::Context,
     mut rx: mpsc::UnboundedReceiver<Ready>,
     limit: usize,
+    headers: async_nats::HeaderMap,
 ) {
     let rounds = Arc::new(Semaphore::new(ROUNDS));
     loop {
@@ -107,7 +108,11 @@ async fn batch(
         }
         let mut sent = Vec::with_capacity(messages.len());
         for (run, message, told) in messages {
-            sent.push((js.publish(result_subject(&run), message.into()).await, told));
+            let subject = result_subject(&run);
+            let sent_one = js
+                .publish_with_headers(subject, headers.clone(), message.into())
+                .await;
+            sent.push((sent_one, told));
         }
         // The PubAcks awaited apart; the round is free again once they are in.
         tokio::spawn(async move {

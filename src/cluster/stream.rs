@@ -45,6 +45,13 @@ pub(crate) fn refused_subject(run: &str) -> String {
     format!("sv.run.{run}.refused")
 }
 
+/// Where an agent tells a submitter that it cannot read the run's tasks: they are of
+/// another wire version (core NATS; the headers say the agent's version and host, the
+/// payload is empty, so that any version can read it).
+pub(crate) fn wire_subject(run: &str) -> String {
+    format!("sv.run.{run}.wire")
+}
+
 /// The run's task consumer, shared by every agent that may run its tasks: `run-<run>`
 /// for built-in tasks, `cmd-<run>` for command-mode tasks, which only agents started
 /// with `--allow-commands` pull from (the others never see them, so they cannot take

@@ -7,6 +7,61 @@ use serde_bytes::ByteBuf;
 
 use crate::error::{Error, ErrorKind};
 
+/// The header that names the wire version of a task or results message.
+pub(crate) const VERSION_HEADER: &str = "Sv-Wire";
+
+/// The header that names the host of an agent's results message, or of its word that
+/// it cannot read a run's tasks.
+pub(crate) const HOST_HEADER: &str = "Sv-Host";
+
+/// This build's wire version: raised with every change to [`Task`], [`TaskResult`] or
+/// the framing of results. Messages of builds before versions carry no header.
+const VERSION: u32 = 2;
+
+/// The wire version this process speaks: [`VERSION`], or for the tests of a
+/// mixed-version cluster, `SUPERVISOR_WIRE_VERSION` (not for users; undocumented
+/// outside docs/ARCHITECTURE.md).
+pub(crate) fn version() -> u32 {
+    static OURS: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+        std::env::var("SUPERVISOR_WIRE_VERSION")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(VERSION)
+    });
+    *OURS
+}
+
+/// Headers that say this process's wire version (and host, if given).
+pub(crate) fn headers(host: Option<&str>) -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(VERSION_HEADER, version().to_string().as_str());
+    if let Some(host) = host {
+        h.insert(HOST_HEADER, host);
+    }
+    h
+}
+
+/// The wire version a message's headers name (`None`: no such header, as from a build
+/// before versions, or one that is not a number).
+pub(crate) fn version_of(headers: Option<&async_nats::HeaderMap>) -> Option<u32> {
+    headers?.get(VERSION_HEADER)?.as_str().parse().ok()
+}
+
+/// The host a message's headers name, if any.
+pub(crate) fn host_of(headers: Option<&async_nats::HeaderMap>) -> Option<String> {
+    Some(headers?.get(HOST_HEADER)?.as_str().to_string())
+}
+
+/// The error of a run that met a message of another wire version.
+pub(crate) fn mismatch(host: Option<String>, theirs: Option<u32>) -> Error {
+    ErrorKind::WireMismatch {
+        host,
+        theirs,
+        ours: version(),
+    }
+    .into()
+}
+
 /// One input of a run, as the submitter publishes it.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Task {

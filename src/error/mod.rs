@@ -181,6 +181,18 @@ pub enum ErrorKind {
         /// How long it had been unreachable.
         waited: std::time::Duration,
     },
+    /// A cluster run met a program of another version: an agent that cannot read
+    /// the run's tasks, or results this program cannot read. Every host must run the
+    /// same version of supervisor.
+    #[error("{}", wire_mismatch(host.as_deref(), *theirs, *ours))]
+    WireMismatch {
+        /// The other program's host, where it said.
+        host: Option<String>,
+        /// Its wire version (`None`: a build from before wire versions).
+        theirs: Option<u32>,
+        /// This program's wire version.
+        ours: u32,
+    },
     /// A cluster agent started without `--allow-commands` was sent a command.
     #[error(
         "the agent on host {host} refuses command-mode tasks (start it with --allow-commands)"
@@ -823,6 +835,26 @@ pub(crate) fn resource_limit(e: &(dyn std::error::Error + 'static)) -> Option<Re
         next = err.source();
     }
     None
+}
+
+/// The words of [`ErrorKind::WireMismatch`].
+fn wire_mismatch(host: Option<&str>, theirs: Option<u32>, ours: u32) -> String {
+    let fix = "run the same version of supervisor on every host";
+    match (host, theirs) {
+        (None, None) => format!(
+            "an agent ended a task of this run unread (this program speaks wire version \
+             {ours}): {fix}"
+        ),
+        (host, theirs) => {
+            let who = host.map_or("a supervisor program of this run".to_string(), |h| {
+                format!("the supervisor on host {h}")
+            });
+            let theirs = theirs.map_or("a wire format from before versions".to_string(), |v| {
+                format!("wire version {v}")
+            });
+            format!("{who} speaks {theirs}, this one wire version {ours}: {fix}")
+        }
+    }
 }
 
 #[cfg(test)]
