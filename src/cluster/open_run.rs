@@ -72,9 +72,9 @@ pub(crate) async fn open(
         ))
         .await
         .map_err(|e| cluster("cannot subscribe", e))?;
-    // A task ended unread (`AckKind::Term`) while the run goes on: by an agent of a
-    // build before wire versions (agents end tasks so otherwise only when the run
-    // stops, and then nothing after counts).
+    // A task ended unread (`AckKind::Term`): by an agent of a build before wire
+    // versions, unless the run winds down (agents end the tasks they will not start
+    // then; `Event::Unread`).
     let mut unread = client
         .subscribe(format!(
             "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{}.{consumer}",
@@ -105,9 +105,10 @@ pub(crate) async fn open(
             }
         }),
         tokio::spawn(async move {
-            if unread.next().await.is_some() {
-                let e = wire::mismatch(None, None);
-                let _ = unread_told.send(Event::Alarm(Alarm::Fatal(e)));
+            while unread.next().await.is_some() {
+                if unread_told.send(Event::Unread).is_err() {
+                    return;
+                }
             }
         }),
         tokio::spawn(async move {

@@ -35,6 +35,10 @@ pub(crate) enum Event {
         seq: u64,
         deliveries: u32,
     },
+    /// The server's advisory: an agent ended a task unread (see
+    /// `ErrorKind::WireMismatch`); counts only while the run is not winding down
+    /// (agents end the tasks they will not start then).
+    Unread,
     /// The server refused to store the task (its stream or store is full).
     Refused {
         seq: u64,

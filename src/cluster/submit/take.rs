@@ -10,7 +10,7 @@ use supervisor_worker::codec;
 use super::super::stream;
 use super::super::watchdog::Alarm;
 use super::super::wind_down::Wind;
-use super::super::wire::Outcome;
+use super::super::wire::{self, Outcome};
 use super::{Event, RemoteReports};
 use crate::error::{known_word, Error, ErrorKind};
 use crate::exit::Signal;
@@ -38,6 +38,11 @@ where
             Event::Result(r) => r,
             Event::Alarm(Alarm::Notice(line)) => {
                 (self.notice)(&line);
+                return;
+            }
+            Event::Unread if self.winding.is_some() => return,
+            Event::Unread => {
+                self.take(Event::Alarm(Alarm::Fatal(wire::mismatch(None, None))));
                 return;
             }
             Event::Alarm(Alarm::Fatal(e)) => {
