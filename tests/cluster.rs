@@ -251,6 +251,9 @@ fn a_sigkilled_agent_s_tasks_run_on_the_other_host_and_every_result_comes_once()
             |n| {
                 if n == 20 {
                     if let Some(agent) = a.take() {
+                        // Busy, so that it has tasks to lose (on a loaded machine it
+                        // could still be taking the run up at the 20th result).
+                        wait_busy(&url, "a");
                         agent.signal(libc::SIGKILL);
                         drop(agent);
                     }
