@@ -34,6 +34,22 @@ pub(crate) fn when_exited(slot: &Arc<ChildSlot>, grace: Duration) -> std::io::Re
     Ok(())
 }
 
+/// Waits (looking at growing intervals) until nothing of `slot`'s process group runs,
+/// at most until `deadline`; false if something still ran then.
+pub(crate) fn wait_gone(slot: &ChildSlot, deadline: Instant) -> bool {
+    let mut pause = LOOK_FIRST;
+    loop {
+        if !slot.group_runs() {
+            return true;
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return false;
+        };
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(LOOK_MAX);
+    }
+}
+
 /// A group to empty, sent by the reaper when its leader was reaped.
 struct Sweep {
     slot: Arc<ChildSlot>,

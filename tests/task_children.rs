@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{each_method, wait_exit};
+use common::{each_method, has_exited, wait_exit};
 use supervisor::{ErrorKind, Pool, Process, StartMethod};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -96,6 +96,36 @@ fn a_dropped_process_whose_task_exits_leaves_no_child() {
             wait_exit(sleep, DROPPED_BOUND),
             "a dropped pool's task left its child"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// `join` returns only once nothing of the worker's group runs: right after it, the
+/// `sleep` the task left is already gone, every time (before: `join` sent SIGKILL and
+/// returned, and the sleep was still there a moment later).
+#[test]
+fn join_returns_once_the_tasks_children_are_gone() {
+    each_method(DEADLINE, |method| {
+        let dir = scratch("joined", method);
+        for round in 0..10 {
+            let path = dir.join(format!("round-{round}"));
+            let mut p = Process::builder(sleep_then_end, (path.display().to_string(), false))
+                .start_method(method)
+                .start()
+                .unwrap();
+            let e = p.join().unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::Exited { code: 3, .. }),
+                "{e:?}"
+            );
+            let sleep = child_pid(&path);
+            let alive = !has_exited(sleep);
+            if alive {
+                // Not to leave it for the leak check's report alone.
+                wait_exit(sleep, Duration::from_secs(5));
+            }
+            assert!(!alive, "round {round}: the task's child ran on after join");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }

@@ -380,8 +380,12 @@ impl<R: DeserializeOwned> Process<R> {
         // of them in its process group goes now (before, only after a signal).
         let finished = exit.status == ExitStatus::Code(0)
             && matches!(self.received, Some(Ok(FromChild::Done { .. })));
-        if !self.keep_task_children && !finished {
-            let _ = self.slot.signal_group(libc::SIGKILL);
+        if !self.keep_task_children {
+            if !finished {
+                let _ = self.slot.signal_group(libc::SIGKILL);
+            }
+            // Only once they are gone (a SIGKILLed process vanishes a moment later).
+            group_sweep::wait_gone(&self.slot, Instant::now() + group_sweep::GONE_WITHIN);
         }
         self.taken = true;
         Some(self.outcome(exit))
