@@ -294,3 +294,45 @@ fn a_pipe_peer_that_never_opened_its_end_is_peer_closed_after_the_grace() {
         );
     });
 }
+
+/// Opens the slice it is given and counts the attempt in it; the first attempt then
+/// crashes its worker (SIGABRT), a later one returns the count.
+fn open_then_crash_once(s: SharedSlice<u64>) -> u64 {
+    let attempt = s.get(0) + 1;
+    s.set(0, attempt);
+    if attempt == 1 {
+        std::process::abort();
+    }
+    attempt
+}
+supervisor::task!(open_then_crash_once);
+
+/// A retried task's handle argument opens on the retry although the caller kept no
+/// handle of its own: the pool keeps the objects of a job's argument until the job
+/// ends (before: they went once the first attempt had opened them, and the retry
+/// failed with "cannot open the shared memory shared by process N"). Through `submit`
+/// and through `map` (whose calls travel in chunks), in every start method.
+#[test]
+fn a_retried_tasks_handle_argument_opens_on_the_retry() {
+    common::each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .retries(1)
+            .build()
+            .unwrap();
+        // Moved in: the caller keeps no handle.
+        let h = pool.submit(open_then_crash_once, SharedSlice::from_slice(&[0]).unwrap());
+        assert_eq!(h.wait().expect("the retry opens its argument"), 2);
+        let r = pool.map(
+            open_then_crash_once,
+            (0..2).map(|_| SharedSlice::from_slice(&[0]).unwrap()),
+        );
+        let got: Vec<u64> = r
+            .into_iter()
+            .map(|x| x.expect("the retry opens its argument"))
+            .collect();
+        assert_eq!(got, vec![2, 2]);
+        pool.join();
+    });
+}
