@@ -336,3 +336,37 @@ fn a_retried_tasks_handle_argument_opens_on_the_retry() {
         pool.join();
     });
 }
+
+/// An initializer that opens the slice it is given (every worker runs it, so each
+/// new worker decodes the same bytes again).
+fn init_with(s: SharedSlice<u64>) {
+    s.set(0, s.get(0) + 1);
+}
+supervisor::task!(init_with);
+
+fn crash(_: ()) -> u64 {
+    std::process::abort()
+}
+supervisor::task!(crash);
+
+/// The initializer's handle argument opens in every worker, also in the replacement
+/// of a worker that died, though the caller kept no handle: the pool keeps its
+/// objects while it runs (before: the object went once the first worker had opened
+/// it, and the replacement's initializer failed, breaking the pool).
+#[test]
+fn an_initializers_handle_argument_opens_in_a_replacement_worker() {
+    common::each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .initializer(init_with, SharedSlice::from_slice(&[0]).unwrap())
+            .build()
+            .unwrap();
+        let e = pool.apply(crash, ()).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e:?}");
+        let e = pool.apply(crash, ()).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e:?}");
+        assert!(pool.stats().broken.is_none(), "{:?}", pool.stats().broken);
+        pool.join();
+    });
+}
