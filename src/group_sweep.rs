@@ -124,21 +124,28 @@ impl Emptying {
     }
 }
 
-static SWEEPER: OnceLock<Mutex<Option<mpsc::Sender<Sweep>>>> = OnceLock::new();
+/// The sender to the sweeper thread, with the pid of the process it runs in.
+type SweeperCell = Mutex<Option<(i32, mpsc::Sender<Sweep>)>>;
 
-/// The sender to the sweeper thread, started on first use.
+static SWEEPER: OnceLock<SweeperCell> = OnceLock::new();
+
+/// The sender to the sweeper thread, started on first use (again in a process forked
+/// from one that had it: the thread was not copied).
 fn sweeper() -> std::io::Result<mpsc::Sender<Sweep>> {
     let cell = SWEEPER.get_or_init(|| Mutex::new(None));
     let mut tx = cell.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(tx) = tx.as_ref() {
-        return Ok(tx.clone());
+    let me = crate::os::getpid();
+    if let Some((pid, tx)) = tx.as_ref() {
+        if *pid == me {
+            return Ok(tx.clone());
+        }
     }
     let (sender, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("supervisor-groups".into())
         .stack_size(128 * 1024)
         .spawn(move || run(rx))?;
-    *tx = Some(sender.clone());
+    *tx = Some((me, sender.clone()));
     Ok(sender)
 }
 

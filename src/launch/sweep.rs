@@ -211,13 +211,13 @@ mod tests {
         assert_eq!(probe_record(&old).unwrap().ns, None);
         let random = format!("{}42-n10-p20-0badf00d", os::TEMP_PROBE_PREFIX);
         assert_eq!(probe_record(&random).unwrap().made, None);
-        for bad in ["x", "42-n10-p20-", "42-nX-p20-a", "42-n10-q20-a"] {
+        for bad in ["x", "42-nX-p20-a", "42-n10-q20-a", "42-n10"] {
             let name = format!("{}{bad}", os::TEMP_PROBE_PREFIX);
-            assert!(
-                probe_record(&name).is_none_or(|r| r.ns.is_none() && r.made.is_none()),
-                "{bad}"
-            );
+            assert_eq!(probe_record(&name), None, "{bad}");
         }
+        let nameless = format!("{}42-n10-p20-", os::TEMP_PROBE_PREFIX);
+        let record = probe_record(&nameless).unwrap();
+        assert_eq!((record.ns, record.made), (Some(HERE), None));
     }
 
     #[test]
