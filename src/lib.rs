@@ -106,6 +106,7 @@ pub mod cluster;
 mod command;
 mod error;
 mod exit;
+mod group_sweep;
 mod init;
 mod launch;
 mod linger;

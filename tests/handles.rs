@@ -294,3 +294,79 @@ fn a_pipe_peer_that_never_opened_its_end_is_peer_closed_after_the_grace() {
         );
     });
 }
+
+/// Opens the slice it is given and counts the attempt in it; the first attempt then
+/// crashes its worker (SIGABRT), a later one returns the count.
+fn open_then_crash_once(s: SharedSlice<u64>) -> u64 {
+    let attempt = s.get(0) + 1;
+    s.set(0, attempt);
+    if attempt == 1 {
+        std::process::abort();
+    }
+    attempt
+}
+supervisor::task!(open_then_crash_once);
+
+/// A retried task's handle argument opens on the retry although the caller kept no
+/// handle of its own: the pool keeps the objects of a job's argument until the job
+/// ends (before: they went once the first attempt had opened them, and the retry
+/// failed with "cannot open the shared memory shared by process N"). Through `submit`
+/// and through `map` (whose calls travel in chunks), in every start method.
+#[test]
+fn a_retried_tasks_handle_argument_opens_on_the_retry() {
+    common::each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .retries(1)
+            .build()
+            .unwrap();
+        // Moved in: the caller keeps no handle.
+        let h = pool.submit(open_then_crash_once, SharedSlice::from_slice(&[0]).unwrap());
+        assert_eq!(h.wait().expect("the retry opens its argument"), 2);
+        let r = pool.map(
+            open_then_crash_once,
+            (0..2).map(|_| SharedSlice::from_slice(&[0]).unwrap()),
+        );
+        let got: Vec<u64> = r
+            .into_iter()
+            .map(|x| x.expect("the retry opens its argument"))
+            .collect();
+        assert_eq!(got, vec![2, 2]);
+        pool.join();
+    });
+}
+
+/// An initializer that opens the slice it is given (every worker runs it, so each
+/// new worker decodes the same bytes again).
+fn init_with(s: SharedSlice<u64>) {
+    s.set(0, s.get(0) + 1);
+}
+supervisor::task!(init_with);
+
+fn crash(_: ()) -> u64 {
+    std::process::abort()
+}
+supervisor::task!(crash);
+
+/// The initializer's handle argument opens in every worker, also in the replacement
+/// of a worker that died, though the caller kept no handle: the pool keeps its
+/// objects while it runs (before: the object went once the first worker had opened
+/// it, and the replacement's initializer failed, breaking the pool).
+#[test]
+fn an_initializers_handle_argument_opens_in_a_replacement_worker() {
+    common::each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .procs(1)
+            .start_method(method)
+            .initializer(init_with, SharedSlice::from_slice(&[0]).unwrap())
+            .build()
+            .unwrap();
+        let e = pool.apply(crash, ()).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e:?}");
+        let e = pool.apply(crash, ()).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Crashed { .. }), "{e:?}");
+        assert!(pool.stats().broken.is_none(), "{:?}", pool.stats().broken);
+        pool.join();
+    });
+}

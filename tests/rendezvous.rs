@@ -97,6 +97,17 @@ static SPAWN_UNDER_OPEN_UMASK: Scenario = Scenario {
     run: spawn_under_open_umask,
 };
 
+/// This process's namespaces as a probe's name records them (`nNET-pPID-`): a probe
+/// of our own namespaces is judged by its pid, any other only by its age.
+fn own_ns() -> String {
+    let inode = |kind: &str| {
+        std::fs::metadata(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .ino()
+    };
+    format!("n{}-p{}-", inode("net"), inode("pid"))
+}
+
 /// A private temp directory for one test, removed on drop.
 struct Tmp(PathBuf);
 
@@ -151,9 +162,11 @@ fn programs_killed_while_spawning_leave_nothing_after_the_next_start() {
         // And what a program killed inside the temp-directory check leaves: its probe
         // directory (the pid is the last killed program's, dead now). SIGKILLs land
         // there too, in about half the runs of ten.
-        let probe = tmp
-            .path()
-            .join(format!(".supervisor-probe-{}-0badf00d", last_killed));
+        let probe = tmp.path().join(format!(
+            ".supervisor-probe-{}-{}0badf00d",
+            last_killed,
+            own_ns()
+        ));
         std::fs::create_dir(&probe).unwrap();
         // Their workers die with them (parent-death signal); wait for that, then for
         // the leftovers to be old enough to be taken for a dead program's.
@@ -252,9 +265,10 @@ fn the_sweep_removes_the_empty_bootstrap_directory_a_dead_programs_probe_names()
             dir
         };
         let dead_dir = made(".tmpDe4dXy");
-        let dead_probe = made(&format!(".supervisor-probe-{dead}-.tmpDe4dXy"));
+        let ns = own_ns();
+        let dead_probe = made(&format!(".supervisor-probe-{dead}-{ns}.tmpDe4dXy"));
         let live_dir = made(".tmpL1veXy");
-        let live_probe = made(&format!(".supervisor-probe-{alive}-.tmpL1veXy"));
+        let live_probe = made(&format!(".supervisor-probe-{alive}-{ns}.tmpL1veXy"));
         let other = made(".tmpOther");
         spawn_once_under(tmp.path());
         let left = tmp.entries();

@@ -4,6 +4,7 @@ mod bootstrap_name;
 pub(crate) mod forkserver;
 pub(crate) mod server;
 pub(crate) mod spawn;
+mod sweep;
 pub(crate) mod zygote;
 
 use std::sync::Arc;

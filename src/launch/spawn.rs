@@ -31,7 +31,7 @@ use crate::os;
 use crate::reaper::{reaper, ChildSlot, Owner};
 
 /// How long a spawned child has to connect and hand over its channel.
-const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30);
 
 enum Event {
     Accepted(Result<(IpcReceiver<ByteBuf>, ByteBuf), ipc_channel::IpcError>),
@@ -44,7 +44,7 @@ pub(crate) fn start(
     config: WorkerConfig,
 ) -> Result<(Arc<ChildSlot>, Link), Error> {
     let secret: [u8; SECRET_LEN] = os::random_bytes().map_err(ErrorKind::Spawn)?;
-    sweep_stale_bootstrap_dirs();
+    super::sweep::stale_bootstrap_dirs();
     // Private from its first instant: created under a 0o077 mask (ipc-channel makes the
     // directory with the process's mask, binds and listens before we could chmod it).
     // Only with a socket to be had: out of descriptors, ipc-channel's `new` leaves its
@@ -283,104 +283,6 @@ impl Drop for BootstrapDir {
         if let Some(dir) = socket.parent() {
             let _ = std::fs::remove_dir(dir);
         }
-    }
-}
-
-/// How old a bootstrap directory must be before a sweep may take it for a dead
-/// program's (a live start binds its socket within microseconds of making it).
-const STALE_AFTER: Duration = Duration::from_secs(2);
-
-/// Removes the bootstrap directories dead programs left in the temp directory (a
-/// program SIGKILLed while a child was starting cannot remove its own): this user's,
-/// holding nothing but `socket`, older than [`STALE_AFTER`], whose socket no process
-/// has bound any more (`/proc/net/unix`); and this user's empty probe directories of
-/// `os::check_temp_dir` older than that whose program is dead, with the empty
-/// bootstrap directory such a probe names (it was killed after ipc-channel made the
-/// directory and before the socket was bound). Once per program, at its first spawn.
-///
-/// An empty `.tmpXXXXXX` that no probe names is left: it looks like any program's
-/// tempfile directory.
-fn sweep_stale_bootstrap_dirs() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let Some(bound) = os::bound_unix_sockets() else {
-            return;
-        };
-        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-            return;
-        };
-        let me = os::euid();
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            let name = entry.file_name();
-            let probe = name.to_string_lossy().starts_with(os::TEMP_PROBE_PREFIX);
-            if !probe && !name.to_string_lossy().starts_with(".tmp") {
-                continue;
-            }
-            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-                continue;
-            };
-            use std::os::unix::fs::{FileTypeExt, MetadataExt};
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| m.elapsed().ok())
-                .unwrap_or_default();
-            if !meta.is_dir() || meta.uid() != me || age < STALE_AFTER {
-                continue;
-            }
-            if probe {
-                // Ours by its name, and a probe lives for microseconds: one this old
-                // was left by a program killed mid-check (if its owner merely
-                // stopped there, its own `rmdir` fails quietly). Only an empty one goes.
-                // Only a dead program's: one stopped there may go on, and a reused pid
-                // leaves it for a later sweep.
-                let name = name.to_string_lossy();
-                let Some((owner, made)) = probe_record(&name) else {
-                    continue;
-                };
-                if !os::process_exists(owner) {
-                    if let Some(made) = made {
-                        remove_empty_dir_of(&dir.with_file_name(made), me);
-                    }
-                    let _ = std::fs::remove_dir(&dir);
-                }
-                continue;
-            }
-            // An empty one is left alone: a program killed in the instant between
-            // making its directory and binding the socket leaves one, but another
-            // program's temporary directory (tempfile's `.tmp` prefix is ipc-channel's
-            // too) looks the same.
-            let socket = dir.join("socket");
-            let only_socket = std::fs::read_dir(&dir)
-                .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
-                .is_ok_and(|names| names.len() == 1 && names[0] == "socket");
-            let is_socket = std::fs::symlink_metadata(&socket)
-                .is_ok_and(|m| m.file_type().is_socket() && m.uid() == me);
-            if only_socket && is_socket && !bound.contains(&socket.display().to_string()) {
-                let _ = std::fs::remove_file(&socket);
-                let _ = std::fs::remove_dir(&dir);
-            }
-        }
-    });
-}
-
-/// The owner's pid of a probe, and the bootstrap directory its name records
-/// (`.supervisor-probe-PID-.tmpXXXXXX`), if any (`.supervisor-probe-PID-RANDOM`).
-fn probe_record(name: &str) -> Option<(i32, Option<&str>)> {
-    let (pid, made) = name.strip_prefix(os::TEMP_PROBE_PREFIX)?.split_once('-')?;
-    let pid = pid.parse().ok()?;
-    Some((
-        pid,
-        super::bootstrap_name::is_temp_dir_name(made).then_some(made),
-    ))
-}
-
-/// Removes `dir` if it is a directory (not a link) of user `me` and empty.
-fn remove_empty_dir_of(dir: &Path, me: u32) {
-    use std::os::unix::fs::MetadataExt;
-    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == me) {
-        let _ = std::fs::remove_dir(dir);
     }
 }
 

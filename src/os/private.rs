@@ -154,9 +154,10 @@ pub(crate) fn temp_dir_unfit(e: &io::Error) -> bool {
 }
 
 /// How the probe directories of [`check_temp_dir`] are named (then the pid, a `-`,
-/// and the name of the directory ipc-channel is about to make, or a random number):
-/// the sweep of a later start removes the ones a killed program left, and the empty
-/// directory one names if its program is dead.
+/// `n` and the inode of its network namespace, `-p` and that of its pid namespace, a
+/// `-`, and the name of the directory ipc-channel is about to make, or a random
+/// number): the sweep of a later start removes the ones a killed program left, and the
+/// empty directory one names if its program is dead.
 pub(crate) const TEMP_PROBE_PREFIX: &str = ".supervisor-probe-";
 
 /// The longest temporary directory a bootstrap socket fits under: `sun_path` holds 107
@@ -201,7 +202,13 @@ pub(crate) fn check_temp_dir(next: Option<&std::ffi::OsStr>) -> io::Result<TempP
             },
         );
     }
-    let mut name = std::ffi::OsString::from(format!("{TEMP_PROBE_PREFIX}{}-", std::process::id()));
+    // Whose it is, in terms a sweep in another namespace can tell from its own.
+    let mut name = std::ffi::OsString::from(match own_namespaces() {
+        Some(Namespaces { net, pid }) => {
+            format!("{TEMP_PROBE_PREFIX}{}-n{net}-p{pid}-", std::process::id())
+        }
+        None => format!("{TEMP_PROBE_PREFIX}{}-", std::process::id()),
+    });
     match next {
         Some(next) => name.push(next),
         None => {
@@ -282,6 +289,26 @@ fn socket_path(line: &str) -> Option<&str> {
         rest = &rest[rest.find(' ')?..];
     }
     rest.strip_prefix(' ').filter(|path| !path.is_empty())
+}
+
+/// The namespaces a process lives in, by the inodes of `/proc/self/ns/net` and
+/// `/proc/self/ns/pid`: what its socket paths and pids mean depends on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Namespaces {
+    /// The network namespace (which `/proc/net/unix` lists the sockets of).
+    pub(crate) net: u64,
+    /// The pid namespace (which its pids are numbers in).
+    pub(crate) pid: u64,
+}
+
+/// This process's namespaces; `None` where `/proc` does not say.
+pub(crate) fn own_namespaces() -> Option<Namespaces> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |kind: &str| std::fs::metadata(format!("/proc/self/ns/{kind}")).map(|m| m.ino());
+    Some(Namespaces {
+        net: inode("net").ok()?,
+        pid: inode("pid").ok()?,
+    })
 }
 
 /// The effective user id.

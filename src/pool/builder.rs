@@ -15,6 +15,7 @@ use super::live::{Live, LiveHub};
 use super::shutdown::{FinishOnDrop, Finished};
 use super::{resolve, Pool, Shared};
 use crate::error::{Error, ErrorKind};
+use crate::sync::shipped::{self, Shipped};
 use crate::StartMethod;
 
 /// When restarts mean a storm: more than `max` workers that die (or cannot be started)
@@ -47,6 +48,13 @@ pub(crate) struct Config {
     pub(super) method: StartMethod,
     pub(super) nice: Option<i32>,
     pub(super) initializer: Option<(&'static str, Vec<u8>)>,
+    /// The objects the initializer's argument names, kept for as long as the pool
+    /// runs: every new worker decodes that argument again.
+    #[expect(
+        dead_code,
+        reason = "held, never read: dropping it lets the objects go"
+    )]
+    pub(super) initializer_shipped: Shipped,
     pub(super) max_tasks_per_child: Option<u64>,
     pub(super) task_timeout: Option<Duration>,
     pub(super) grace: Duration,
@@ -98,6 +106,7 @@ pub struct PoolBuilder {
     method: StartMethod,
     nice: Option<i32>,
     initializer: Option<Result<(&'static str, Vec<u8>), Error>>,
+    initializer_shipped: Shipped,
     max_tasks_per_child: Option<u64>,
     task_timeout: Option<Duration>,
     grace: Duration,
@@ -122,6 +131,7 @@ impl PoolBuilder {
             method: StartMethod::default(),
             nice: None,
             initializer: None,
+            initializer_shipped: Shipped::default(),
             max_tasks_per_child: None,
             task_timeout: None,
             grace: Duration::from_secs(5),
@@ -210,15 +220,15 @@ impl PoolBuilder {
         F::Arg: Serialize,
     {
         let _ = task;
+        let (encoded, shipped) = shipped::collecting(|| codec::encode_value(&arg));
+        self.initializer_shipped = shipped;
         self.initializer = Some(resolve::<F>().map_err(Error::from).and_then(|name| {
-            codec::encode_value(&arg)
-                .map(|bytes| (name, bytes))
-                .map_err(|source| {
-                    Error::from(ErrorKind::EncodeArgument {
-                        task: name.to_string(),
-                        source,
-                    })
+            encoded.map(|bytes| (name, bytes)).map_err(|source| {
+                Error::from(ErrorKind::EncodeArgument {
+                    task: name.to_string(),
+                    source,
                 })
+            })
         }));
         self
     }
@@ -344,6 +354,7 @@ impl PoolBuilder {
             method: self.method,
             nice: self.nice,
             initializer,
+            initializer_shipped: self.initializer_shipped,
             max_tasks_per_child: self.max_tasks_per_child,
             task_timeout: self.task_timeout,
             grace: self.grace,

@@ -25,6 +25,7 @@ use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, PackedResults, Si
 use super::reorder::Reorder;
 use super::{wake, Shared};
 use crate::error::{Error, ErrorKind};
+use crate::sync::shipped;
 
 /// One finished input of [`crate::Pool::imap_reports`]: its position, its result, and
 /// where and how it ran.
@@ -397,14 +398,17 @@ where
                     )]));
                     continue;
                 }
-                match codec::encode_value(&item) {
+                let (encoded, shipped) = shipped::collecting(|| codec::encode_value(&item));
+                match encoded {
                     Ok(arg) => {
                         let sink = Sink::Stream {
                             stream: self.stream,
                             index,
                             tx: self.tx.clone(),
                         };
-                        jobs.push(Job::new(self.shared.next_id(), self.task, arg, sink));
+                        let mut job = Job::new(self.shared.next_id(), self.task, arg, sink);
+                        job.shipped = shipped;
+                        jobs.push(job);
                     }
                     Err(source) => {
                         let err = ErrorKind::EncodeArgument {

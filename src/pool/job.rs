@@ -17,6 +17,7 @@ use supervisor_worker::poll::{self, poll_until};
 use super::wake;
 
 use crate::error::{Error, ErrorKind, Violation};
+use crate::sync::shipped::Shipped;
 use crate::trace;
 
 /// A worker's link lent to the caller of an `apply` (see `reader.rs`).
@@ -303,6 +304,9 @@ pub(crate) struct Job {
     pub(crate) limit: Option<std::time::Duration>,
     sink: Option<Sink>,
     task: &'static str,
+    /// The objects its argument ships handles of, kept open until the job ends: a retry
+    /// decodes the same bytes again (the caller may have dropped its own handles).
+    pub(crate) shipped: Shipped,
 }
 
 impl Job {
@@ -314,6 +318,7 @@ impl Job {
             limit: None,
             sink: Some(sink),
             task,
+            shipped: Shipped::default(),
         }
     }
 
@@ -533,6 +538,8 @@ pub(crate) struct Chunk {
     /// Taken when the chunk is finished; a chunk dropped unfinished fails its
     /// undelivered calls as terminated.
     tx: Option<wake::Sender<Delivery>>,
+    /// The objects its arguments ship handles of, kept until its last call ends.
+    pub(crate) shipped: Shipped,
 }
 
 impl Chunk {
@@ -552,6 +559,7 @@ impl Chunk {
             stream,
             delivered: 0,
             tx: Some(tx),
+            shipped: Shipped::default(),
         }
     }
 
@@ -610,6 +618,7 @@ impl Chunk {
             stream: self.stream,
             delivered: 0,
             tx: self.tx.clone(),
+            shipped: self.shipped.clone(),
         };
         if self.len() == 0 {
             self.tx = None;
@@ -631,7 +640,9 @@ impl Chunk {
                 tx: tx.clone(),
             };
             let arg = self.data.get(at..end).unwrap_or_default().to_vec();
-            jobs.push(Job::new(self.first_id + i as u64, self.task, arg, sink));
+            let mut job = Job::new(self.first_id + i as u64, self.task, arg, sink);
+            job.shipped = self.shipped.clone();
+            jobs.push(job);
             at = end;
         }
         jobs

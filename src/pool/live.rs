@@ -73,6 +73,12 @@ impl Io for Live {
                     Ok((slot, _)) => {
                         let pid = slot.pid();
                         trace::worker_started(&spec.name, pid, seat, spec.method, restarts);
+                        if let Some(grace) = spec.end_task_children {
+                            // Whatever ends it, and even after the pool is gone: what
+                            // its tasks left in its group goes (the pool does the same
+                            // sooner; this one holds when nothing else looks).
+                            let _ = crate::group_sweep::when_exited(slot, grace);
+                        }
                         let watched = Arc::downgrade(slot);
                         let name = spec.name;
                         slot.on_exit(Box::new(move || {

@@ -50,6 +50,7 @@ use live::LiveHub;
 use shutdown::Finished;
 
 use crate::error::{Error, ErrorKind};
+use crate::sync::shipped;
 
 /// Largest chunk `map` picks on its own (bounds the work redone one by one if a
 /// chunk's worker dies).
@@ -363,7 +364,10 @@ impl Pool {
             len += 1;
             let current = chunk.get_or_insert_with(|| new_chunk(index));
             let start = current.data.len();
-            let encoded = codec::encode_value_append(&input, &mut current.data).and_then(|n| {
+            let (encoded, shipped) =
+                shipped::collecting(|| codec::encode_value_append(&input, &mut current.data));
+            current.shipped.add(shipped);
+            let encoded = encoded.and_then(|n| {
                 // A chunk records each argument's length in 32 bits.
                 u32::try_from(n).map_err(|_| {
                     current.data.truncate(start);
@@ -518,13 +522,17 @@ impl Pool {
             task,
             result: PhantomData,
         };
-        let encoded = codec::encode_value(&arg);
+        let (encoded, shipped) = shipped::collecting(|| codec::encode_value(&arg));
         // The caller gave the argument away: a big one is not held beside its encoding
         // while the task is sent.
         drop(arg);
         let job = name.map_err(Error::from).and_then(|name| {
             encoded
-                .map(|bytes| Job::new(id, name, bytes, Sink::Handle(state.clone())))
+                .map(|bytes| {
+                    let mut job = Job::new(id, name, bytes, Sink::Handle(state.clone()));
+                    job.shipped = shipped;
+                    job
+                })
                 .map_err(|source| {
                     Error::from(ErrorKind::EncodeArgument {
                         task: name.to_string(),

@@ -235,7 +235,8 @@ impl<R: DeserializeOwned> Future for ProcessJoin<'_, R> {
                 return Poll::Pending;
             }
         }
-        // The answer is in and the child has exited: `join` does not block.
+        // The answer is in and the child has exited: `join` does not block, but for
+        // the moment SIGKILLed leftovers of its group take to vanish (at most 1 s).
         Poll::Ready(p.join())
     }
 }

@@ -14,6 +14,7 @@ use supervisor_worker::{registry, setup::SetupError};
 
 use crate::error::{Error, ErrorKind, Violation};
 use crate::exit::ExitStatus;
+use crate::group_sweep;
 use crate::launch::{self, Spec};
 use crate::memory::{while_running, MemoryVerdict, MEMORY_LOOK};
 use crate::os;
@@ -30,6 +31,9 @@ pub use join_async::ProcessJoin;
 /// Longest pause between checks for a child that exited while something else (a
 /// grandchild that inherited it) keeps its result channel open.
 const EXIT_CHECK: Duration = Duration::from_millis(50);
+
+/// How long what a task left running gets between SIGTERM and SIGKILL.
+const TASK_CHILDREN_GRACE: Duration = Duration::from_secs(5);
 
 /// Builds a [`Process`]: `Process::builder(task, arg).daemon(true).nice(10).start()`.
 #[must_use = "a builder does nothing until `start` is called"]
@@ -124,11 +128,18 @@ impl<R> ProcessBuilder<R> {
             daemon: self.daemon,
             name: name.clone(),
             env_allowlist: self.env_allowlist,
-            end_task_children: (!self.keep_task_children).then_some(Duration::from_secs(5)),
+            end_task_children: (!self.keep_task_children).then_some(TASK_CHILDREN_GRACE),
             retire_above: None,
             seat: None,
         };
         let (slot, link) = launch::start_worker(&spec)?;
+        if !self.keep_task_children {
+            // However it ends, joined or not: what its task left in its group goes.
+            if let Err(e) = group_sweep::when_exited(&slot, TASK_CHILDREN_GRACE) {
+                let _ = slot.signal(libc::SIGKILL, true);
+                return Err(ErrorKind::Spawn(e).into());
+            }
+        }
         let request = ToChild::Task(TaskRequest {
             id: TASK_ID,
             task: entry.name.to_string(),
@@ -192,7 +203,10 @@ pub(crate) fn check_nice(nice: i32) -> Result<(), Error> {
 /// A task running in its own process.
 ///
 /// Dropping the handle without joining is fine: the process runs on (a daemon still
-/// dies with its parent) and is reaped when it exits, never left a zombie.
+/// dies with its parent) and is reaped when it exits, never left a zombie. Unless
+/// [`ProcessBuilder::keep_task_children`] says otherwise, what its task left in its
+/// process group then gets SIGTERM, and SIGKILL 5 s later, joined or not (a task that
+/// ended its child with `exit` or `abort` could not end its children itself).
 ///
 /// ```
 /// use std::time::Duration;
@@ -366,8 +380,12 @@ impl<R: DeserializeOwned> Process<R> {
         // of them in its process group goes now (before, only after a signal).
         let finished = exit.status == ExitStatus::Code(0)
             && matches!(self.received, Some(Ok(FromChild::Done { .. })));
-        if !self.keep_task_children && !finished {
-            let _ = self.slot.signal_group(libc::SIGKILL);
+        if !self.keep_task_children {
+            if !finished {
+                let _ = self.slot.signal_group(libc::SIGKILL);
+            }
+            // Only once they are gone (a SIGKILLed process vanishes a moment later).
+            group_sweep::wait_gone(&self.slot, Instant::now() + group_sweep::GONE_WITHIN);
         }
         self.taken = true;
         Some(self.outcome(exit))

@@ -13,6 +13,7 @@ mod queue;
 pub(crate) mod region;
 mod ring;
 mod semaphore;
+pub(crate) mod shipped;
 mod shm;
 
 pub use event::Event;

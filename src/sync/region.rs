@@ -940,6 +940,7 @@ impl Attachment {
         let ticket = h.shipped[r].fetch_add(1, Ordering::AcqRel);
         let (word, bit) = ticket_bit(ticket);
         h.unopened[r][word].fetch_or(bit, Ordering::AcqRel);
+        super::shipped::note(&self.region);
         let mut sources = vec![(os::getpid() as u32, self.region.fd.as_raw_fd())];
         if h.creator_pid != sources[0].0 {
             sources.push((h.creator_pid, h.creator_fd));

@@ -49,6 +49,7 @@ pub fn become_child_if_marked() {
         Some(crate::fault::Fault::HangBeforeConnect) => loop {
             std::thread::park();
         },
+        Some(crate::fault::Fault::StopBeforeConnect) => crate::os::stop_self(),
         None => {}
     }
     match connect(&path.to_string_lossy(), secret) {

@@ -14,6 +14,9 @@ pub enum Fault {
     ExitBeforeConnect,
     /// Never connect (block forever).
     HangBeforeConnect,
+    /// Stop (SIGSTOP) before connecting, and connect once continued (SIGCONT): a start
+    /// held pending as long as a test wants.
+    StopBeforeConnect,
 }
 
 /// The fault selected by the environment, if any.
@@ -21,6 +24,7 @@ pub fn selected() -> Option<Fault> {
     match std::env::var(ENV_FAULT).ok()?.as_str() {
         "exit-before-connect" => Some(Fault::ExitBeforeConnect),
         "hang-before-connect" => Some(Fault::HangBeforeConnect),
+        "stop-before-connect" => Some(Fault::StopBeforeConnect),
         _ => None,
     }
 }

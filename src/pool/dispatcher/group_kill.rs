@@ -15,6 +15,8 @@ pub(super) struct GroupKill<L> {
     kill_at: Instant,
     check_at: Instant,
     every: Duration,
+    /// SIGKILL was sent: `kill_at` is then when to stop waiting for it to empty.
+    killed: bool,
     /// The dead worker, for its process group.
     pub(super) link: L,
 }
@@ -25,6 +27,7 @@ impl<L: WorkerLink> GroupKill<L> {
             kill_at,
             check_at: now + GROUP_CHECK,
             every: GROUP_CHECK,
+            killed: false,
             link,
         }
     }
@@ -35,8 +38,17 @@ impl<L: WorkerLink> GroupKill<L> {
 
     /// Acts on what is due at `now`; false once nothing is left to do.
     pub(super) fn pending(&mut self, now: Instant) -> bool {
-        if self.kill_at <= now {
+        if !self.killed && self.kill_at <= now {
             self.link.kill();
+            // Looked at until its members are gone (they die a moment after the
+            // signal), for a bounded time: the pool's end waits for that.
+            self.killed = true;
+            self.kill_at = now + crate::group_sweep::GONE_WITHIN;
+            self.every = GROUP_CHECK;
+            self.check_at = now + GROUP_CHECK;
+            return true;
+        }
+        if self.killed && self.kill_at <= now {
             return false;
         }
         if self.check_at > now {

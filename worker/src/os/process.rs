@@ -8,6 +8,12 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Stops this process (SIGSTOP) until someone sends it SIGCONT.
+pub(crate) fn stop_self() {
+    // SAFETY: kill with our own pid and a signal number.
+    unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+}
+
 /// Result of [`fork`].
 pub(crate) enum Forked {
     Child,

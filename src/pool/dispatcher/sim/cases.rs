@@ -122,6 +122,7 @@ fn config(case: &Case) -> Config {
         method: StartMethod::Spawn,
         nice: None,
         initializer: None,
+        initializer_shipped: Default::default(),
         max_tasks_per_child: None,
         task_timeout: case.timeout,
         grace: Duration::from_millis(50),
