@@ -49,7 +49,7 @@ pub fn become_child_if_marked() {
         Some(crate::fault::Fault::HangBeforeConnect) => loop {
             std::thread::park();
         },
-        None => {}
+        _ => {}
     }
     match connect(&path.to_string_lossy(), secret) {
         Ok((link, ToChild::Config(config))) => match config.role {
@@ -112,6 +112,11 @@ fn connect(
     let secret = parse_secret(secret)?;
     let hello_tx: IpcSender<ByteBuf> =
         IpcSender::connect(path.to_string()).map_err(BootstrapError::Connect)?;
+    if crate::fault::selected() == Some(crate::fault::Fault::StopAfterConnect) {
+        loop {
+            crate::os::stop_self();
+        }
+    }
     let hello = Hello {
         version: protocol::PROTOCOL_VERSION,
         build_id: protocol::build_id(),

@@ -14,6 +14,8 @@ pub enum Fault {
     ExitBeforeConnect,
     /// Never connect (block forever).
     HangBeforeConnect,
+    /// Connect, then stop (SIGSTOP, again whenever continued) before saying hello.
+    StopAfterConnect,
 }
 
 /// The fault selected by the environment, if any.
@@ -21,6 +23,7 @@ pub fn selected() -> Option<Fault> {
     match std::env::var(ENV_FAULT).ok()?.as_str() {
         "exit-before-connect" => Some(Fault::ExitBeforeConnect),
         "hang-before-connect" => Some(Fault::HangBeforeConnect),
+        "stop-after-connect" => Some(Fault::StopAfterConnect),
         _ => None,
     }
 }

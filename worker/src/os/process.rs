@@ -91,3 +91,9 @@ pub(crate) fn keep_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }
 }
+
+/// Stops this process (SIGSTOP) until another continues it: a fault a test injects.
+pub(crate) fn stop_self() {
+    // SAFETY: raise takes a plain signal number.
+    unsafe { libc::raise(libc::SIGSTOP) };
+}
