@@ -27,6 +27,7 @@ pub fn init() {
     ONCE.call_once(|| {
         // While descriptors are surely to be had (see the function).
         let _ = crate::launch::measure_send_buffer();
+        crate::quiet_panic::install();
         zygote::start();
         os::at_exit(at_exit);
     });

@@ -115,6 +115,7 @@ mod os;
 mod outcome;
 mod pool;
 mod process;
+mod quiet_panic;
 mod reaper;
 mod start_method;
 mod sync;
@@ -125,7 +126,8 @@ pub use command::{
     DEFAULT_INLINE_LIMIT,
 };
 pub use error::{
-    BrokenReason, CommandError, Error, ErrorKind, OsError, ResourceLimit, StormDeath, Violation,
+    BootstrapFailure, BrokenReason, CommandError, Error, ErrorKind, OsError, ResourceLimit,
+    StormDeath, Violation,
 };
 pub use exit::{ExitStatus, Signal};
 pub use init::{ensure_forkserver, helper_pids, init};

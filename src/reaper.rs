@@ -107,6 +107,12 @@ impl ChildSlot {
         self.pid as u32
     }
 
+    /// The child's pidfd: readable once it has exited.
+    pub(crate) fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.pidfd.as_fd()
+    }
+
     pub(crate) fn is_daemon(&self) -> bool {
         self.daemon
     }

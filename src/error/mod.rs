@@ -12,9 +12,11 @@ use supervisor_worker::setup::SetupStep;
 
 use crate::exit::Signal;
 
+mod bootstrap;
 mod command;
 mod reasons;
 
+pub use bootstrap::BootstrapFailure;
 pub use command::{CommandError, OsError};
 pub use reasons::{BrokenReason, ResourceLimit, StormDeath, Violation};
 
@@ -402,7 +404,7 @@ pub enum ErrorKind {
         /// The child's pid.
         pid: u32,
         /// What went wrong.
-        reason: String,
+        reason: BootstrapFailure,
     },
     /// The child could not set itself up (process group, nice, parent-death signal).
     #[error("process {pid} could not set itself up ({step:?})")]

@@ -79,7 +79,7 @@ pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error>
         slot.wait();
         return Err(ErrorKind::Bootstrap {
             pid: slot.pid(),
-            reason: supervisor_worker::error_chain(&e),
+            reason: crate::error::BootstrapFailure::Link(supervisor_worker::error_chain(&e)),
         }
         .into());
     }

@@ -6,13 +6,18 @@
 //!    CLONE_VFORK)`, nothing of ours copied) and execs it with the socket path and a
 //!    fresh 32-byte secret in its environment; before exec the child applies its
 //!    set-up and marks every inherited descriptor close-on-exec.
-//! 3. `accept` runs on a helper thread while we also watch the child's exit: a child
-//!    that dies before connecting is an error at once, never a hung accept.
+//! 3. A helper thread waits for the connection on the server's listening descriptor
+//!    (found by its address, `os::listening_socket_at`) together with the child's pidfd
+//!    and the deadline, and accepts only once a connection is pending: a child that
+//!    dies before connecting is an error at once and the thread ends with it, whatever
+//!    happened to the socket's path.
 //! 4. The first message is a fixed-layout hello; its secret is checked before anything
 //!    else is decoded, then protocol version, build id and pid.
 //! 5. The child hands over the sender we use to reach it; we send its configuration.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -25,7 +30,7 @@ use supervisor_worker::protocol::{
 };
 use supervisor_worker::setup::{self, ChildSetup};
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{BootstrapFailure, Error, ErrorKind};
 use crate::exit::ExitStatus;
 use crate::os;
 use crate::reaper::{reaper, ChildSlot, Owner};
@@ -36,6 +41,17 @@ pub(super) const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30);
 enum Event {
     Accepted(Result<(IpcReceiver<ByteBuf>, ByteBuf), ipc_channel::IpcError>),
     Exited,
+}
+
+/// What ended a wait for the child's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    /// A connection is pending: `accept` returns at once.
+    Connection,
+    /// The child exited first.
+    ChildExited,
+    /// The deadline passed.
+    TimedOut,
 }
 
 /// Spawns a child, completes the handshake and sends it `config`.
@@ -56,13 +72,22 @@ pub(crate) fn start(
     // about to make and stays until that directory is gone again: killed in between
     // (after its `mkdir` and before the `bind`, or after the accepted server removed its
     // socket and before its `rmdir`), we leave a record saying whose that empty
-    // directory is (`bootstrap_name`).
-    let (server, path, _probe) = os::with_private_umask(|| {
+    // directory is (`bootstrap_name`). The server's listening descriptor is looked for
+    // at once, first at the number the test socket got (the lowest free one).
+    let (server, path, listener, _probe) = os::with_private_umask(|| {
         let next = super::bootstrap_name::next_temp_dir_name();
         let probe = os::check_temp_dir(next.as_deref())?;
-        os::unix_socket_available()?;
-        let (server, path) = IpcOneShotServer::<ByteBuf>::new()?;
-        Ok::<_, std::io::Error>((server, path, probe))
+        let hint = os::unix_socket_available()?;
+        let (server, path) = IpcOneShotServer::<ByteBuf>::new().inspect_err(|_| {
+            // Its `socket()` failed after all (another thread took the last descriptor
+            // since the check): it made its directory and could not remove it (that
+            // takes a descriptor); `rmdir` by the predicted name takes none.
+            if let Some(next) = &next {
+                let _ = std::fs::remove_dir(std::env::temp_dir().join(next));
+            }
+        })?;
+        let listener = os::listening_socket_at(Path::new(&path), Some(hint));
+        Ok::<_, std::io::Error>((server, path, listener, probe))
     })
     .map_err(ErrorKind::Channel)?;
     // Whatever happens below, the socket and its directory go when `start` returns
@@ -114,13 +139,20 @@ pub(crate) fn start(
     })?;
     let slot = ChildSlot::new(pid, pidfd, config.daemon, Owner::Direct);
     reaper.watch(slot.clone()).map_err(ErrorKind::Spawn)?;
-    match handshake(server, &path, &secret, &slot, config) {
+    let bootstrap = Bootstrap { server, listener };
+    match handshake(bootstrap, &path, &secret, &slot, config) {
         Ok(link) => Ok((slot, link)),
         Err(Handshake::NoThread(e)) => {
             // Out of threads (the process limit): a failed start like a failed fork.
             let _ = slot.signal(libc::SIGKILL, true);
             slot.wait();
             Err(ErrorKind::Spawn(e).into())
+        }
+        Err(Handshake::Descriptors(e)) => {
+            // Out of descriptors (`RLIMIT_NOFILE`): the channel cannot be had.
+            let _ = slot.signal(libc::SIGKILL, true);
+            slot.wait();
+            Err(ErrorKind::Channel(e).into())
         }
         Err(Handshake::NotInitialised) => {
             slot.wait();
@@ -149,19 +181,28 @@ fn process_title(config: &WorkerConfig) -> String {
     format!("{exe} [{}]", config.name)
 }
 
-/// Why a handshake failed: no thread to accept on, a child whose `main` did not call
-/// `init()` first, or what else the child did wrong.
+/// A one-shot server and, when it was found, its listening descriptor.
+struct Bootstrap {
+    server: IpcOneShotServer<ByteBuf>,
+    /// Confirmed by `os::listening_socket_at`: the server's own, open as long as the
+    /// server lives, and only ever polled.
+    listener: Option<RawFd>,
+}
+
+/// Why a handshake failed: no thread to accept on, out of descriptors, a child whose
+/// `main` did not call `init()` first, or what else the child did wrong.
 enum Handshake {
     NoThread(std::io::Error),
+    Descriptors(std::io::Error),
     NotInitialised,
-    Failed(String),
+    Failed(BootstrapFailure),
 }
 
 fn handshake(
-    server: IpcOneShotServer<ByteBuf>,
+    bootstrap: Bootstrap,
     path: &str,
     secret: &[u8; SECRET_LEN],
-    slot: &ChildSlot,
+    slot: &Arc<ChildSlot>,
     config: WorkerConfig,
 ) -> Result<Link, Handshake> {
     let deadline = Instant::now() + BOOTSTRAP_TIMEOUT;
@@ -170,58 +211,119 @@ fn handshake(
     slot.on_exit(Box::new(move || {
         let _ = on_exit.send(Event::Exited);
     }));
+    let child = slot.clone();
+    let listener = bootstrap.listener;
+    // Set once a connection is pending: the child's exit then ends the accept too.
+    let connected = Arc::new(AtomicBool::new(false));
+    let connecting = connected.clone();
     std::thread::Builder::new()
         .name("supervisor-accept".into())
         .stack_size(128 * 1024)
         .spawn(move || {
-            let _ = tx.send(Event::Accepted(server.accept()));
+            // Accepts only once a connection is pending; a child that exits first, or
+            // the deadline, ends this thread (and the server with it).
+            if let Some(fd) = bootstrap.listener {
+                match wait_for_connection(fd, child.pidfd().as_raw_fd(), deadline) {
+                    Ok(Waited::ChildExited | Waited::TimedOut) => return,
+                    Ok(Waited::Connection) => connecting.store(true, Ordering::Release),
+                    Err(_) => {}
+                }
+            }
+            let _ = tx.send(Event::Accepted(bootstrap.server.accept()));
         })
         .map_err(Handshake::NoThread)?;
-    after_accept(rx, deadline, path, secret, slot, config)
+    let waited = after_accept(rx, &connected, deadline, secret, slot, config);
+    if listener.is_none() && waited.is_err() {
+        discard_bootstrap(path);
+    }
+    waited
+}
+
+/// Waits until a connection is pending on `listener`, the child (`pidfd`) exits or
+/// `deadline` passes, whichever comes first (a pending connection wins a tie).
+fn wait_for_connection(
+    listener: RawFd,
+    pidfd: RawFd,
+    deadline: Instant,
+) -> std::io::Result<Waited> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Waited::TimedOut);
+        }
+        let ready = os::poll_readable(&[&listener, &pidfd], Some(left))?;
+        if ready[0] {
+            return Ok(Waited::Connection);
+        }
+        if ready[1] {
+            return Ok(Waited::ChildExited);
+        }
+    }
 }
 
 /// The rest of a handshake, once a thread accepts the child's connection.
 fn after_accept(
     rx: mpsc::Receiver<Event>,
+    connected: &AtomicBool,
     deadline: Instant,
-    path: &str,
     secret: &[u8; SECRET_LEN],
     slot: &ChildSlot,
     config: WorkerConfig,
 ) -> Result<Link, Handshake> {
-    let (receiver, hello) = match rx.recv_timeout(BOOTSTRAP_TIMEOUT) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut event = rx.recv_timeout(left);
+    if matches!(event, Ok(Event::Exited)) && connected.load(Ordering::Acquire) {
+        // It connected before it died: what its connection gave counts (it ends now).
+        event = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+    let (receiver, hello) = match event {
         Ok(Event::Accepted(Ok(accepted))) => accepted,
-        Ok(Event::Accepted(Err(e))) => {
-            return Err(Handshake::Failed(format!("accept failed: {e:?}")))
-        }
+        Ok(Event::Accepted(Err(e))) => return Err(refused_connection(e, slot)),
         Ok(Event::Exited) => {
-            discard_bootstrap(path);
-            let status = slot.exit().map(|e| e.status);
+            let status = slot.exit().map_or(ExitStatus::Unknown, |e| e.status);
             return Err(match status {
-                Some(ExitStatus::Code(protocol::EXIT_NO_INIT)) => Handshake::NotInitialised,
+                ExitStatus::Code(protocol::EXIT_NO_INIT) => Handshake::NotInitialised,
                 // A worker runs `main` up to `init()`: what ran before it ended it.
-                Some(status @ ExitStatus::Code(code))
-                    if code != protocol::EXIT_BOOTSTRAP_FAILED =>
-                {
-                    Handshake::Failed(format!(
-                        "it exited ({status}) before connecting (a spawned worker runs main up \
-                     to supervisor::init(), which must come first)"
-                    ))
+                ExitStatus::Code(code) if code != protocol::EXIT_BOOTSTRAP_FAILED => {
+                    Handshake::Failed(BootstrapFailure::ExitedBeforeInit { status })
                 }
-                status => Handshake::Failed(format!(
-                    "it exited ({}) before connecting",
-                    status.map(|s| s.to_string()).unwrap_or_default()
-                )),
+                status => Handshake::Failed(BootstrapFailure::ExitedBeforeConnecting { status }),
             });
         }
         Err(_) => {
-            discard_bootstrap(path);
-            return Err(Handshake::Failed(format!(
-                "it did not connect within {BOOTSTRAP_TIMEOUT:?}"
-            )));
+            return Err(Handshake::Failed(BootstrapFailure::NoConnection {
+                within: BOOTSTRAP_TIMEOUT,
+            }));
         }
     };
-    verify(receiver, hello, deadline, secret, slot, config).map_err(Handshake::Failed)
+    verify(receiver, hello, deadline, secret, slot, config)
+}
+
+/// How long a child whose connection closed before its hello is given to be seen
+/// dead (it normally is: its death closed the connection).
+const DEATH_GRACE: Duration = Duration::from_secs(1);
+
+/// Why the accepted connection gave no hello, in the catalogue's words.
+fn refused_connection(e: ipc_channel::IpcError, slot: &ChildSlot) -> Handshake {
+    match e {
+        ipc_channel::IpcError::Disconnected => {
+            match slot.wait_until(Instant::now() + DEATH_GRACE) {
+                Some(exit) => Handshake::Failed(BootstrapFailure::DiedBeforeHello {
+                    status: exit.status,
+                }),
+                None => Handshake::Failed(BootstrapFailure::ClosedBeforeHello),
+            }
+        }
+        ipc_channel::IpcError::Io(e)
+            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+        {
+            Handshake::Descriptors(e)
+        }
+        ipc_channel::IpcError::Io(e) => Handshake::Failed(BootstrapFailure::Connection(e)),
+        ipc_channel::IpcError::SerializationError(_) => {
+            Handshake::Failed(BootstrapFailure::UnreadableHello)
+        }
+    }
 }
 
 /// Checks a connected child's hello and takes its handoff; sends its configuration.
@@ -232,41 +334,65 @@ fn verify(
     secret: &[u8; SECRET_LEN],
     slot: &ChildSlot,
     config: WorkerConfig,
-) -> Result<Link, String> {
-    let hello = Hello::verify(&hello, secret).map_err(|e| format!("rejected its hello: {e}"))?;
+) -> Result<Link, Handshake> {
+    let failed = |f| Err(Handshake::Failed(f));
+    let hello = match Hello::verify(&hello, secret) {
+        Ok(hello) => hello,
+        Err(e) => return failed(BootstrapFailure::RejectedHello(e)),
+    };
     if hello.version != protocol::PROTOCOL_VERSION {
-        return Err(format!(
-            "it speaks protocol {} and we speak {}",
-            hello.version,
-            protocol::PROTOCOL_VERSION
-        ));
+        return failed(BootstrapFailure::Protocol {
+            theirs: hello.version,
+            ours: protocol::PROTOCOL_VERSION,
+        });
     }
     if hello.build_id != protocol::build_id() {
-        return Err("it is a different build of this program".into());
+        return failed(BootstrapFailure::OtherBuild);
     }
     if hello.pid != slot.pid() {
-        return Err(format!("the hello came from pid {}", hello.pid));
+        return failed(BootstrapFailure::WrongPid(hello.pid));
     }
     let link_rx = protocol::Receiver::new(receiver.to_opaque().to());
     let left = deadline.saturating_duration_since(Instant::now());
-    let mut frame = match link_rx.recv_timeout(left) {
+    // The handoff carries a descriptor: received with none free, the kernel drops it
+    // and ipc-channel panics on the empty list. Checked once it is there, just before;
+    // another thread may still take the last free one in between: the panic is then
+    // caught (a malformed frame), kept off stderr, and reported as what it was.
+    if let Some(fd) = link_rx.descriptor() {
+        match os::poll_readable(&[&fd], Some(left)) {
+            Ok(ready) if ready[0] => {
+                os::attached_descriptors_receivable(fd).map_err(Handshake::Descriptors)?
+            }
+            _ => return failed(BootstrapFailure::NoHandoff),
+        }
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let received = crate::quiet_panic::quietly(|| link_rx.recv_timeout(left));
+    let mut frame = match received {
         Ok(frame) => frame,
-        Err(LinkError::Timeout) => return Err("no handoff in time".into()),
-        Err(LinkError::Closed) => return Err("channel closed before the handoff".into()),
-        Err(e) => return Err(supervisor_worker::error_chain(&e)),
+        Err(LinkError::Timeout) => return failed(BootstrapFailure::NoHandoff),
+        Err(LinkError::Closed) => return failed(BootstrapFailure::ClosedBeforeHandoff),
+        Err(LinkError::Malformed) if link_rx.descriptor().is_some() => {
+            // The descriptor the peek saw was there; the receive lost it.
+            return Err(Handshake::Descriptors(std::io::Error::from_raw_os_error(
+                libc::EMFILE,
+            )));
+        }
+        Err(e) => return failed(BootstrapFailure::Link(supervisor_worker::error_chain(&e))),
     };
     match frame.decode::<FromChild>() {
         Ok(FromChild::Handoff) => {}
-        Ok(other) => return Err(format!("expected a handoff, got {other:?}")),
-        Err(e) => return Err(supervisor_worker::error_chain(&e)),
+        Ok(other) => return failed(BootstrapFailure::NotHandoff { got: other.kind() }),
+        Err(e) => return failed(BootstrapFailure::Link(supervisor_worker::error_chain(&e))),
     }
     let tx = match frame.take_channels().pop() {
         Some(Channel::Sender(tx)) => tx,
-        _ => return Err("the handoff carried no sender".into()),
+        _ => return failed(BootstrapFailure::NoSender),
     };
     let link = Link { tx, rx: link_rx };
-    link.send(&ToChild::Config(config))
-        .map_err(|e: LinkError| supervisor_worker::error_chain(&e))?;
+    if let Err(e) = link.send(&ToChild::Config(config)) {
+        return failed(BootstrapFailure::Link(supervisor_worker::error_chain(&e)));
+    }
     Ok(link)
 }
 
@@ -287,7 +413,9 @@ impl Drop for BootstrapDir {
 }
 
 /// Wakes an `accept` that will never see its child, so its thread ends (the socket and
-/// its directory are removed by [`BootstrapDir`] when `start` returns).
+/// its directory are removed by [`BootstrapDir`] when `start` returns). Only for a
+/// server whose listening descriptor was not found (its thread blocks in `accept`):
+/// it reaches the socket by its path, so a removed path leaves that thread waiting.
 fn discard_bootstrap(path: &str) {
     if let Ok(tx) = IpcSender::<ByteBuf>::connect(path.to_string()) {
         let _ = tx.send(ByteBuf::new());

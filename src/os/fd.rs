@@ -49,7 +49,10 @@ pub(crate) fn poll_readable<F: AsRawFd>(
             revents: 0,
         })
         .collect();
-    let timeout_ms = timeout.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32);
+    // Rounded up: a wait for a moment less than a millisecond away is not a busy loop.
+    let timeout_ms = timeout.map_or(-1, |d| {
+        d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+    });
     loop {
         // SAFETY: pfds is a live, correctly sized array of pollfd.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };

@@ -8,6 +8,7 @@ mod exec;
 mod fd;
 mod futex;
 mod group;
+mod listener;
 mod mutex;
 mod nice;
 mod oom;
@@ -26,6 +27,7 @@ pub(crate) use fd::{
 };
 pub(crate) use futex::{futex_wait, futex_wake};
 pub(crate) use group::{group_has_running_members, signal_group_members};
+pub(crate) use listener::{attached_descriptors_receivable, listening_socket_at};
 pub(crate) use mutex::{Acquire, SharedMutex};
 pub(crate) use nice::{current_nice, may_lower_nice_to};
 pub(crate) use oom::{oom_killed, oom_watch, OomWatch};

@@ -232,7 +232,7 @@ pub(crate) fn check_temp_dir(next: Option<&std::ffi::OsStr>) -> io::Result<TempP
 /// its `socket()` failed (the failure shows only at `bind`, as `EBADF`), and the
 /// directory's removal then needs a descriptor too: out of descriptors, the directory
 /// stayed behind. `EMFILE` or `ENFILE` here means "do not call it".
-pub(crate) fn unix_socket_available() -> io::Result<()> {
+pub(crate) fn unix_socket_available() -> io::Result<std::os::fd::RawFd> {
     // SAFETY: socket takes plain integers; the descriptor is owned at once.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -240,7 +240,7 @@ pub(crate) fn unix_socket_available() -> io::Result<()> {
     }
     // SAFETY: a fresh descriptor nobody else owns.
     drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-    Ok(())
+    Ok(fd)
 }
 
 /// Whether a unix socket pair can be made right now (one is made and closed again).

@@ -50,7 +50,7 @@ pub fn become_child_if_marked() {
             std::thread::park();
         },
         Some(crate::fault::Fault::StopBeforeConnect) => crate::os::stop_self(),
-        None => {}
+        _ => {}
     }
     match connect(&path.to_string_lossy(), secret) {
         Ok((link, ToChild::Config(config))) => match config.role {
@@ -113,6 +113,11 @@ fn connect(
     let secret = parse_secret(secret)?;
     let hello_tx: IpcSender<ByteBuf> =
         IpcSender::connect(path.to_string()).map_err(BootstrapError::Connect)?;
+    if crate::fault::selected() == Some(crate::fault::Fault::StopAfterConnect) {
+        loop {
+            crate::os::stop_self();
+        }
+    }
     let hello = Hello {
         version: protocol::PROTOCOL_VERSION,
         build_id: protocol::build_id(),

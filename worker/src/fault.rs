@@ -17,6 +17,8 @@ pub enum Fault {
     /// Stop (SIGSTOP) before connecting, and connect once continued (SIGCONT): a start
     /// held pending as long as a test wants.
     StopBeforeConnect,
+    /// Connect, then stop (SIGSTOP, again whenever continued) before saying hello.
+    StopAfterConnect,
 }
 
 /// The fault selected by the environment, if any.
@@ -25,6 +27,7 @@ pub fn selected() -> Option<Fault> {
         "exit-before-connect" => Some(Fault::ExitBeforeConnect),
         "hang-before-connect" => Some(Fault::HangBeforeConnect),
         "stop-before-connect" => Some(Fault::StopBeforeConnect),
+        "stop-after-connect" => Some(Fault::StopAfterConnect),
         _ => None,
     }
 }

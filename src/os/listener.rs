@@ -1,0 +1,140 @@
+//! The listening socket of a one-shot server, found by its address, and what a
+//! connected socket's next packet carries.
+//!
+//! ipc-channel's `OsIpcOneShotServer` keeps its listening descriptor private. A start
+//! that must wait for a connection together with other events (its child's exit, a
+//! deadline) finds it: a descriptor counts only once confirmed to be a listening
+//! (`SO_ACCEPTCONN`) `SOCK_SEQPACKET` unix socket whose bound address (`getsockname`)
+//! is the server's path. It stays the server's: only `poll` looks at it.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The descriptor of the listening unix socket bound to `path`, tried first at `hint`
+/// (the number a socket made just before got), then among the open descriptors.
+/// `None` if no descriptor is confirmed to be it.
+pub(crate) fn listening_socket_at(path: &Path, hint: Option<RawFd>) -> Option<RawFd> {
+    let path = path.as_os_str().as_bytes();
+    if let Some(fd) = hint.filter(|&fd| is_listener_at(fd, path)) {
+        return Some(fd);
+    }
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+            .find(|&fd| is_listener_at(fd, path)),
+        // Out of descriptors to list them with: every number below the limit.
+        Err(_) => {
+            let limit = super::descriptor_limit().unwrap_or(1024).min(1 << 16) as RawFd;
+            (0..limit).find(|&fd| is_listener_at(fd, path))
+        }
+    }
+}
+
+/// Whether `fd` is a listening `SOCK_SEQPACKET` unix socket bound to `path`.
+fn is_listener_at(fd: RawFd, path: &[u8]) -> bool {
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid empty address.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into the live `addr` and updates
+    // `len`; on a closed descriptor or one that is no socket it fails and writes nothing.
+    let r =
+        unsafe { libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len) };
+    if r != 0 || addr.sun_family != libc::AF_UNIX as libc::sa_family_t {
+        return false;
+    }
+    let offset = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+    let named = (len as usize)
+        .saturating_sub(offset)
+        .min(addr.sun_path.len());
+    let bound: Vec<u8> = addr.sun_path[..named].iter().map(|&c| c as u8).collect();
+    let bound = match bound.iter().position(|&b| b == 0) {
+        Some(end) => &bound[..end],
+        None => &bound[..],
+    };
+    bound == path
+        && socket_option(fd, libc::SO_ACCEPTCONN) == Some(1)
+        && socket_option(fd, libc::SO_TYPE) == Some(libc::SOCK_SEQPACKET)
+}
+
+fn socket_option(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the live `value`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(value)
+}
+
+/// Whether the descriptors attached to the next packet waiting on the socket `fd` can
+/// be received now: the packet is peeked (it stays queued) with room for a few, the
+/// copies the kernel installs are closed again. `EMFILE` if the kernel had to drop one
+/// for want of a free descriptor (`MSG_CTRUNC`): received for real, it would be lost,
+/// and ipc-channel then indexes an empty list of channels and panics. `Ok` also when
+/// nothing is waiting or the peek fails (the receive that follows reports that).
+pub(crate) fn attached_descriptors_receivable(fd: RawFd) -> io::Result<()> {
+    const ROOM: usize = 8;
+    #[repr(C)]
+    union Control {
+        header: libc::cmsghdr,
+        bytes: [u8; 64],
+    }
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE((ROOM * std::mem::size_of::<RawFd>()) as u32) };
+    debug_assert!(space as usize <= std::mem::size_of::<Control>());
+    let mut control = Control { bytes: [0; 64] };
+    let mut byte = 0u8;
+    let mut iov = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data; zeroed is valid (no name, no buffers yet).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&mut control as *mut Control).cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points at live buffers of the sizes it states; with MSG_PEEK the
+    // packet stays queued; the descriptors the kernel installs are closed below.
+    let n = unsafe {
+        libc::recvmsg(
+            fd,
+            &mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        return Ok(());
+    }
+    let mut installed = 0;
+    // SAFETY: the CMSG_* walk stays within `msg_controllen`, which the kernel set to
+    // what it wrote into `control`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg) as *const RawFd;
+                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    // The copies the peek made are ours alone; closed once.
+                    libc::close(data.add(i).read_unaligned());
+                    installed += 1;
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 && installed < ROOM {
+        return Err(io::Error::from_raw_os_error(libc::EMFILE));
+    }
+    Ok(())
+}
