@@ -280,3 +280,81 @@ fn nothing_starts_once_the_pools_halt_condition_holds() {
         );
     });
 }
+
+/// Commands merged into one message (`merge_calls_under`, as the CLI's command mode
+/// does for commands under 10 ms; here every command is merged) keep their own
+/// semantics: a slow one among 40 quick ones is stopped at its own limit (5 s, not 60 s
+/// and not the batch's), the quick ones after it do not wait for it (an idle worker
+/// takes them back: each ends before the slow one's limit passes), and every command
+/// runs exactly once (retries 0).
+#[test]
+fn merged_commands_keep_their_own_limits_and_run_once() {
+    isolated(DEADLINE, || {
+        let pool = Pool::builder()
+            .procs(2)
+            .merge_calls_under(Duration::from_secs(3600))
+            .task_timeout(Duration::from_secs(5))
+            .grace(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let log = std::env::temp_dir().join("merged-commands-log");
+        let _ = std::fs::remove_file(&log);
+        let append = |id: &str| Command::shell("echo \"$1\" >> \"$2\"").arg(id).arg(&log);
+        // Some answers first, so that the pool knows the commands' time (and merges).
+        for r in pool.map_commands((0..4).map(|i| append(&format!("warm{i}")))) {
+            assert!(r.unwrap().unwrap().status.success());
+        }
+        let slow = Command::shell("echo slow >> \"$1\"; exec sleep 60.25").arg(&log);
+        let mut cmds: Vec<Command> = (0..20).map(|i| append(&i.to_string())).collect();
+        cmds.push(slow);
+        cmds.extend((20..40).map(|i| append(&i.to_string())));
+        let t = Instant::now();
+        let handles: Vec<_> = cmds.into_iter().map(|c| pool.submit_command(c)).collect();
+        let mut ends = Vec::new();
+        let mut slow_result = None;
+        for (i, h) in handles.into_iter().enumerate() {
+            let r = h.wait();
+            if i == 20 {
+                slow_result = Some(r);
+                continue;
+            }
+            let out = r.unwrap().unwrap();
+            assert!(out.status.success(), "command {i}: {:?}", out.status);
+            ends.push(out.started + out.duration);
+        }
+        let slow_result = slow_result.unwrap();
+        assert!(
+            matches!(
+                slow_result.as_ref().map_err(|e| e.kind()),
+                Err(ErrorKind::TimedOut { .. })
+            ),
+            "{slow_result:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(40), "{:?}", t.elapsed());
+        let text = std::fs::read_to_string(&log).unwrap();
+        std::fs::remove_file(&log).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_unstable();
+        let mut want: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+        want.extend((0..4).map(|i| format!("warm{i}")));
+        want.push("slow".into());
+        want.sort_unstable();
+        assert_eq!(lines, want, "every command ran exactly once");
+        // The quick ones all ended within the slow one's limit of each other: none
+        // waited for it to be stopped.
+        let first_end = ends.iter().min().copied().unwrap();
+        let last_end = ends.iter().max().copied().unwrap();
+        assert!(
+            last_end.duration_since(first_end).unwrap_or_default() < Duration::from_secs(5),
+            "a quick command waited for the slow one: quick ones ended over {:?}",
+            last_end.duration_since(first_end)
+        );
+        while running(&["sleep", "60.25"]) {
+            assert!(
+                t.elapsed() < Duration::from_secs(40),
+                "the slow command lives on"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+}
