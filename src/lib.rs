@@ -134,7 +134,7 @@ pub use pool::{
 };
 pub use pool::{
     AsCompletedStream, ImapStream, ReportStream, Shutdown, DEFAULT_HOLD_IN_MEMORY,
-    DEFAULT_MAX_HELD, DEFAULT_MERGE_UNDER, MAX_WORKERS,
+    DEFAULT_MAX_HELD, MAX_WORKERS,
 };
 pub use process::{Process, ProcessBuilder, ProcessJoin};
 pub use start_method::StartMethod;

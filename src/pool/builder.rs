@@ -60,9 +60,6 @@ pub(crate) struct Config {
     pub(super) memory_limit: Option<u64>,
     /// Bytes of resident memory a worker may be left with after a task.
     pub(super) max_memory_per_child: Option<u64>,
-    /// Queued single calls of a task whose calls take less than this on average are
-    /// merged into one message ([`PoolBuilder::merge_calls_under`]).
-    pub(super) merge_under: Duration,
 }
 
 /// How long after the grace period a worker that ends its task's children itself is
@@ -115,11 +112,7 @@ pub struct PoolBuilder {
     keep_task_children: bool,
     memory_limit: Option<u64>,
     max_memory_per_child: Option<u64>,
-    merge_under: Duration,
 }
-
-/// [`PoolBuilder::merge_calls_under`]'s default: 1 ms.
-pub const DEFAULT_MERGE_UNDER: Duration = Duration::from_millis(1);
 
 impl PoolBuilder {
     /// The defaults.
@@ -143,7 +136,6 @@ impl PoolBuilder {
             keep_task_children: false,
             memory_limit: None,
             max_memory_per_child: None,
-            merge_under: DEFAULT_MERGE_UNDER,
         }
     }
 
@@ -314,21 +306,6 @@ impl PoolBuilder {
         self
     }
 
-    /// Queued single calls of a task whose calls take less than `limit` (a moving
-    /// average per task) are merged into one message for one worker, which then runs
-    /// them one after the other without a round trip to the pool between them.
-    /// Merging never changes what a call sees: each is claimed, timed, limited and
-    /// answered on its own, and an idle worker takes back the unstarted ones (see
-    /// docs/ARCHITECTURE.md, "Merging"). What it changes is when answers arrive: those
-    /// of calls that take under about 2 ms come together at the end of their message
-    /// (longer calls have the answers before them sent while they run). Slow tasks
-    /// gain nothing from it. Default: [`DEFAULT_MERGE_UNDER`] (1 ms); the CLI's command
-    /// mode uses 10 ms (a fork and exec take about 1 ms, the round trip a tenth of it).
-    pub fn merge_calls_under(mut self, limit: Duration) -> Self {
-        self.merge_under = limit;
-        self
-    }
-
     /// A name for the workers (`ps` shows `NAME-0`, `NAME-1`, ...). Default: `pool`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -377,7 +354,6 @@ impl PoolBuilder {
             keep_task_children: self.keep_task_children,
             memory_limit: self.memory_limit,
             max_memory_per_child: self.max_memory_per_child,
-            merge_under: self.merge_under,
         };
         let timeout_set = cfg.task_timeout.is_some();
         let hub: Arc<LiveHub> = Hub::new(|hub| Dispatcher::new(cfg, Live::new(hub)));

@@ -34,7 +34,7 @@ use supervisor_worker::codec::{self, CodecError, BATCH_BYTES};
 use supervisor_worker::registry::{self, RegistryError};
 use supervisor_worker::Call;
 
-pub use builder::{PoolBuilder, RestartLimit, DEFAULT_MERGE_UNDER, MAX_WORKERS};
+pub use builder::{PoolBuilder, RestartLimit, MAX_WORKERS};
 pub use handle::{as_completed, AsCompleted, AsCompletedStream, TaskHandle};
 pub use held::{DEFAULT_HOLD_IN_MEMORY, DEFAULT_MAX_HELD};
 pub use iter::{Imap, ImapStream, MapHandle, Report, ReportStream, Reports};

@@ -24,8 +24,7 @@ use super::arrival::{self, Arrivals, PeakRss};
 use super::exit::{exit_code, EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM};
 use super::hold::Holding;
 use super::jobs::{
-    self, Feed, Inputs, LineLock, COMMAND_MERGE_UNDER, COMMAND_READ_AHEAD_PER_WORKER,
-    READ_AHEAD_PER_WORKER,
+    self, Feed, Inputs, LineLock, COMMAND_READ_AHEAD_PER_WORKER, READ_AHEAD_PER_WORKER,
 };
 use super::output::{self, dry_run, Printed, Printing};
 use super::progress::{known_total, make_progress, Summary};
@@ -136,9 +135,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             READ_AHEAD_PER_WORKER
         })
         .name("supervisor-worker");
-    if template.is_some() {
-        builder = builder.merge_calls_under(COMMAND_MERGE_UNDER);
-    }
     if let Some(procs) = procs {
         builder = builder.procs(procs);
     }

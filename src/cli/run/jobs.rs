@@ -23,13 +23,6 @@ pub(super) const READ_AHEAD_PER_WORKER: usize = 1024;
 /// bounded: 64 x 2 x 64 KiB = 8 MiB per worker at worst.
 pub(super) const COMMAND_READ_AHEAD_PER_WORKER: usize = 64;
 
-/// Command mode's [`supervisor::PoolBuilder::merge_calls_under`]: commands that take
-/// under 10 ms on average travel several to a message, so a worker starts the next one
-/// as soon as one ends instead of waiting a round trip to the pool for it (about a
-/// tenth of a `true`'s fork, exec and wait here; the commands' own starts, limits and
-/// answers stay their own).
-pub(super) const COMMAND_MERGE_UNDER: std::time::Duration = std::time::Duration::from_millis(10);
-
 /// What [`jobs`] fills in as it reads, and what it makes each job of.
 pub(super) struct Feed {
     /// The last input's number read.

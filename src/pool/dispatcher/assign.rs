@@ -11,6 +11,11 @@ use super::super::running::{Clocks, Running};
 use super::state::{Dispatcher, Worker};
 use crate::error::BrokenReason;
 
+/// Tasks whose calls take less than this (a moving average per task) have queued
+/// single calls merged into one batch, to hide round trips. Merging never changes what
+/// a call sees (each is claimed, timed and answered on its own); it is only not worth
+/// it for slow tasks.
+const FAST_JOB: Duration = Duration::from_millis(1);
 /// How long a call must have run before an idle worker takes the unstarted calls
 /// queued behind it on its worker: about the cost of moving them (a round trip).
 pub(super) const STEAL_AFTER: Duration = Duration::from_micros(100);
@@ -106,12 +111,7 @@ impl<X: Io> Dispatcher<X> {
             .max(1);
         // Under a gate, one call at a time: it is asked between any two.
         let gated = self.gate.is_some();
-        // Tasks whose calls take less than `merge_under` (a moving average per task)
-        // have queued single calls merged into one batch, to hide round trips. Merging
-        // never changes what a call sees (each is claimed, timed and answered on its
-        // own); it is only not worth it for slow tasks.
-        let merge_under = self.cfg.merge_under;
-        let fast = |task: &str| !gated && self.job_time.get(task).is_some_and(|t| *t < merge_under);
+        let fast = |task: &str| !gated && self.job_time.get(task).is_some_and(|t| *t < FAST_JOB);
         let mut sent_any = false;
         for seat in self.seats.iter_mut() {
             let Some(worker) = seat.worker.as_mut() else {

@@ -132,7 +132,6 @@ fn config(case: &Case) -> Config {
         keep_task_children: false,
         memory_limit: case.memory_limit,
         max_memory_per_child: case.max_memory_per_child,
-        merge_under: super::super::super::DEFAULT_MERGE_UNDER,
     }
 }
 
