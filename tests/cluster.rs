@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cluster_support::{supervisor, wait_busy, Agent, Netns, Server, BIN};
+use cluster_support::{supervisor, wait_busy, wait_listed, Agent, Netns, Server, BIN};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -232,6 +232,9 @@ fn a_sigkilled_agent_s_tasks_run_on_the_other_host_and_every_result_comes_once()
         let log = server.dir.join("joblog.json");
         let mut a = Some(Agent::start(&url, "a", 2, &[]));
         let b = Agent::start(&url, "b", 2, &[]);
+        // Both serving before the run: on a loaded machine a could still be starting
+        // at the 20th result, with nothing to lose.
+        wait_listed(&url, &["a", "b"]);
         let input: Vec<u8> = (0..200).map(|_| "30ms\n").collect::<String>().into_bytes();
         let (code, got, err) = run_watching(
             &[
@@ -251,9 +254,6 @@ fn a_sigkilled_agent_s_tasks_run_on_the_other_host_and_every_result_comes_once()
             |n| {
                 if n == 20 {
                     if let Some(agent) = a.take() {
-                        // Busy, so that it has tasks to lose (on a loaded machine it
-                        // could still be taking the run up at the 20th result).
-                        wait_busy(&url, "a");
                         agent.signal(libc::SIGKILL);
                         drop(agent);
                     }

@@ -512,6 +512,21 @@ impl Drop for Live {
 
 /// Waits until `workers --nats` lists agent `host` busy (a poll of the server's
 /// agent list, at most 20 s).
+/// Waits until `supervisor workers` lists every host of `hosts` (each agent connected
+/// and serving), at most 30 s.
+pub fn wait_listed(url: &str, hosts: &[&str]) {
+    for _ in 0..300 {
+        let out = supervisor(&["workers", "--nats", url, "--format", "json"], b"");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let listed = |h: &str| v.as_array().into_iter().flatten().any(|a| a["host"] == h);
+        if hosts.iter().all(|h| listed(h)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("agents {hosts:?} were never all listed");
+}
+
 pub fn wait_busy(url: &str, host: &str) {
     for _ in 0..200 {
         let out = supervisor(&["workers", "--nats", url, "--format", "json"], b"");
