@@ -438,13 +438,38 @@ pub fn bootstrap_dirs() -> BTreeSet<String> {
 /// For scenarios whose worker hangs before connecting, so the directory stays.
 pub fn wait_new_bootstrap_dir(before: &BTreeSet<String>, within: Duration) -> String {
     let deadline = Instant::now() + within;
-    loop {
+    let dir = loop {
         if let Some(dir) = bootstrap_dirs().difference(before).next() {
-            return dir.clone();
+            break dir.clone();
         }
         assert!(Instant::now() < deadline, "no bootstrap directory appeared");
         std::thread::yield_now();
+    };
+    // The directory comes first, then the socket's bind, then its listen: a test that
+    // connects to the socket or removes it needs it listening (before, 2 runs in 30
+    // under load found no socket, or one that refused).
+    let socket = format!("{dir}/socket");
+    while !listening(&socket) {
+        assert!(
+            Instant::now() < deadline,
+            "the bootstrap socket {socket} never listened"
+        );
+        std::thread::yield_now();
     }
+    dir
+}
+
+/// Whether a Unix socket bound at `path` listens (`/proc/net/unix`: flags
+/// `__SO_ACCEPTCON`, 0x10000), without connecting to it.
+fn listening(path: &str) -> bool {
+    std::fs::read_to_string("/proc/net/unix").is_ok_and(|table| {
+        table.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() >= 8
+                && fields[7] == path
+                && u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & 0x1_0000 != 0)
+        })
+    })
 }
 
 fn descendants(pid: i32, out: &mut Vec<i32>) {
