@@ -932,24 +932,6 @@ fn sleep_then_hang(path: String) -> u32 {
 }
 supervisor::task!(sleep_then_hang);
 
-/// The pid `sleep_then_hang` wrote to `path`, once it is there.
-fn child_pid(path: &std::path::Path) -> i32 {
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(pid) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.parse().ok())
-        {
-            return pid;
-        }
-        assert!(
-            Instant::now() < until,
-            "the task never wrote its child's pid"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// A worker SIGKILLed from outside while its task runs takes the task's children in
 /// its process group with it, in a Process and in a pool (before: the `sleep` lived on,
 /// adopted by init).
@@ -964,7 +946,7 @@ fn a_killed_workers_task_children_end_with_it() {
             .start_method(method)
             .start()
             .unwrap();
-        let sleep = child_pid(&path);
+        let sleep = common::pid_written_to(&path);
         // SAFETY: kill with plain integers; the child this test started (not its group).
         unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) };
         let e = p.join().unwrap_err();
@@ -978,7 +960,7 @@ fn a_killed_workers_task_children_end_with_it() {
             .unwrap();
         let path = dir.join("pool");
         let handle = pool.apply_async(sleep_then_hang, path.display().to_string());
-        let sleep = child_pid(&path);
+        let sleep = common::pid_written_to(&path);
         let worker = pool.stats().workers[0].pid;
         // SAFETY: kill with plain integers; this pool's busy worker.
         unsafe { libc::kill(worker as i32, libc::SIGKILL) };
@@ -1025,7 +1007,10 @@ fn a_task_that_exits_its_worker_takes_its_children_with_it() {
             matches!(e.kind(), ErrorKind::Exited { code: 3, .. }),
             "{e:?}"
         );
-        assert!(gone(child_pid(&path)), "a Process's task left its child");
+        assert!(
+            gone(common::pid_written_to(&path)),
+            "a Process's task left its child"
+        );
         let pool = Pool::builder()
             .procs(1)
             .start_method(method)
@@ -1040,7 +1025,10 @@ fn a_task_that_exits_its_worker_takes_its_children_with_it() {
             matches!(e.kind(), ErrorKind::Exited { code: 3, .. }),
             "{e:?}"
         );
-        assert!(gone(child_pid(&path)), "a pool task left its child");
+        assert!(
+            gone(common::pid_written_to(&path)),
+            "a pool task left its child"
+        );
         pool.join();
         std::fs::remove_dir_all(&dir).unwrap();
     });
@@ -1080,7 +1068,7 @@ fn a_timed_out_tasks_children_end_even_in_a_session_of_their_own() {
             .apply(orphan_then_hang, path.display().to_string())
             .unwrap_err();
         assert!(matches!(e.kind(), ErrorKind::TimedOut { .. }), "{e:?}");
-        let sleep = child_pid(&path);
+        let sleep = common::pid_written_to(&path);
         assert!(
             wait_exit(sleep, Duration::from_secs(10)),
             "the timed-out task's orphan lived on"

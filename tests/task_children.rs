@@ -3,8 +3,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use common::{each_method, has_exited, wait_exit};
 use supervisor::{ErrorKind, Pool, Process, StartMethod};
@@ -32,24 +32,6 @@ fn sleep_then_end(a: (String, bool)) -> u32 {
 }
 supervisor::task!(sleep_then_end);
 
-/// The pid `sleep_then_end` wrote to `path`, once it is there.
-fn child_pid(path: &Path) -> i32 {
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(pid) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.parse().ok())
-        {
-            return pid;
-        }
-        assert!(
-            Instant::now() < until,
-            "the task never wrote its child's pid"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn scratch(what: &str, method: StartMethod) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("{what}-{method}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -71,7 +53,7 @@ fn a_dropped_process_whose_task_exits_leaves_no_child() {
                 .start()
                 .unwrap();
             drop(p);
-            let sleep = child_pid(&path);
+            let sleep = common::pid_written_to(&path);
             assert!(
                 wait_exit(sleep, DROPPED_BOUND),
                 "the dropped Process's task left its child (abort: {abort})"
@@ -85,7 +67,7 @@ fn a_dropped_process_whose_task_exits_leaves_no_child() {
             .unwrap();
         let path = dir.join("pool");
         let handle = pool.apply_async(sleep_then_end, (path.display().to_string(), false));
-        let sleep = child_pid(&path);
+        let sleep = common::pid_written_to(&path);
         let e = handle.wait().unwrap_err();
         assert!(
             matches!(e.kind(), ErrorKind::Exited { code: 3, .. }),
@@ -118,7 +100,7 @@ fn join_returns_once_the_tasks_children_are_gone() {
                 matches!(e.kind(), ErrorKind::Exited { code: 3, .. }),
                 "{e:?}"
             );
-            let sleep = child_pid(&path);
+            let sleep = common::pid_written_to(&path);
             let alive = !has_exited(sleep);
             if alive {
                 // Not to leave it for the leak check's report alone.

@@ -640,3 +640,21 @@ pub fn status_kib(pid: &str, field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// The pid a task wrote to `path` (a child it started), once it is there (at most 20 s).
+pub fn pid_written_to(path: &std::path::Path) -> i32 {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < until,
+            "the task never wrote its child's pid"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
