@@ -187,3 +187,66 @@ fn a_sweep_leaves_another_network_namespaces_pending_start_alone() {
         );
     });
 }
+
+/// A program that spells the same `TMPDIR` otherwise (here through a symbolic link)
+/// sweeps while a start of ours is pending: the socket table lists the pending socket
+/// under our spelling, not under the one the sweep looks for, but the probe naming the
+/// directory has a live owner in our pid namespace, so the directory stays and the
+/// start succeeds. Before: the sweep took the socket for unbound and removed it, and
+/// the start failed (adversarial pass adv18d, finding 2).
+#[test]
+fn a_sweep_through_another_spelling_of_tmpdir_leaves_a_pending_start_alone() {
+    isolated(DEADLINE, || {
+        let tmp = std::env::temp_dir();
+        let link = tmp.join(format!("spelled-otherwise-{}", std::process::id()));
+        std::os::unix::fs::symlink(&tmp, &link).unwrap();
+        let mut held = Command::new(std::env::current_exe().unwrap())
+            .env(SCENARIO_ENV, "hold_a_start_pending")
+            .env("SUPERVISOR_FAULT", "stop-before-connect")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(held.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some("pending"), "{line:?}");
+        let dir = std::path::PathBuf::from(words.next().unwrap());
+        let child: i32 = words.next().unwrap().parse().unwrap();
+        let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+        let probe = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with(".supervisor-probe-") && n.ends_with(&name))
+            .expect("the pending start's probe");
+        // Older than a socket of ours may be unbound.
+        age(&dir, Duration::from_secs(10));
+        age(&tmp.join(&probe), Duration::from_secs(10));
+        let swept = scenario("spawn_once")
+            .env("TMPDIR", &link)
+            .output()
+            .unwrap();
+        let socket_left = dir.join("socket").exists();
+        // SAFETY: kill with plain integers; the stopped child of the program this test
+        // started.
+        unsafe { libc::kill(child, libc::SIGCONT) };
+        held.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        let status = held.wait().unwrap();
+        std::fs::remove_file(&link).unwrap();
+        assert!(swept.status.success(), "{swept:?}");
+        assert!(
+            socket_left,
+            "the sweep through another spelling removed the pending start's socket"
+        );
+        assert!(
+            rest.starts_with("joined Ok(2)"),
+            "the pending start: {rest:?}"
+        );
+        assert!(status.success(), "{status:?}");
+    });
+}

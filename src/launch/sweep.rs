@@ -88,8 +88,19 @@ fn probe_verdict(
 
 /// What the sweep does with a bootstrap directory of ours holding only an unbound
 /// (here) socket, `age` old, named by a probe of namespaces `namer` (`None`: no probe
-/// names it, or one that records no namespaces).
-fn socket_dir_verdict(namer: Option<Namespaces>, here: Option<Namespaces>, age: Duration) -> bool {
+/// names it, or one that records no namespaces). `owner_lives`: the probe's owner is
+/// alive in our pid namespace, so its start may still be pending: never removed then,
+/// whatever the socket table says (a program that spells the same `TMPDIR` otherwise,
+/// through a symbolic link or `//`, binds a path this sweep does not find there).
+fn socket_dir_verdict(
+    namer: Option<Namespaces>,
+    here: Option<Namespaces>,
+    age: Duration,
+    owner_lives: bool,
+) -> bool {
+    if owner_lives {
+        return false;
+    }
     match (namer, here) {
         // Made in our network namespace: `/proc/net/unix` would list it if bound.
         (Some(ns), Some(here)) if ns.net == here.net => age >= STALE_AFTER,
@@ -141,11 +152,11 @@ fn sweep(tmp: &Path) {
             })
         })
         .collect();
-    // Which namespaces made each bootstrap directory a probe names.
-    let namers: HashMap<&str, Option<Namespaces>> = entries
+    // Which probe names each bootstrap directory.
+    let namers: HashMap<&str, ProbeRecord<'_>> = entries
         .iter()
         .filter_map(|e| probe_record(&e.name))
-        .filter_map(|r| Some((r.made?, r.ns)))
+        .filter_map(|r| Some((r.made?, r)))
         .collect();
     for entry in &entries {
         if let Some(record) = probe_record(&entry.name) {
@@ -170,11 +181,16 @@ fn sweep(tmp: &Path) {
             .is_ok_and(|names| names.len() == 1 && names[0] == "socket");
         let is_socket = std::fs::symlink_metadata(&socket)
             .is_ok_and(|m| m.file_type().is_socket() && m.uid() == me);
-        let namer = namers.get(entry.name.as_str()).copied().flatten();
+        let record = namers.get(entry.name.as_str());
+        let namer = record.and_then(|r| r.ns);
+        let owner_lives = record.is_some_and(|r| {
+            matches!((r.ns, here), (Some(ns), Some(here)) if ns.pid == here.pid)
+                && os::process_exists(r.pid)
+        });
         if only_socket
             && is_socket
             && !bound.contains(&socket.display().to_string())
-            && socket_dir_verdict(namer, here, entry.age)
+            && socket_dir_verdict(namer, here, entry.age, owner_lives)
         {
             let _ = std::fs::remove_file(&socket);
             let _ = std::fs::remove_dir(&entry.path);
@@ -249,17 +265,31 @@ mod tests {
 
     #[test]
     fn only_our_network_namespaces_sockets_are_judged_by_the_socket_table() {
-        assert!(socket_dir_verdict(Some(HERE), Some(HERE), OLD));
+        assert!(socket_dir_verdict(Some(HERE), Some(HERE), OLD, false));
         assert!(!socket_dir_verdict(
             Some(HERE),
             Some(HERE),
-            Duration::from_secs(1)
+            Duration::from_secs(1),
+            false
         ));
         let other = Some(Namespaces { net: 11, pid: 20 });
         for namer in [other, None] {
-            assert!(!socket_dir_verdict(namer, Some(HERE), OLD));
-            assert!(socket_dir_verdict(namer, Some(HERE), FOREIGN_STALE_AFTER));
+            assert!(!socket_dir_verdict(namer, Some(HERE), OLD, false));
+            assert!(socket_dir_verdict(
+                namer,
+                Some(HERE),
+                FOREIGN_STALE_AFTER,
+                false
+            ));
         }
-        assert!(!socket_dir_verdict(Some(HERE), None, OLD));
+        assert!(!socket_dir_verdict(Some(HERE), None, OLD, false));
+    }
+
+    #[test]
+    fn a_socket_whose_probes_owner_lives_is_never_taken_for_dead() {
+        // Unbound by the socket table's spelling, old, but its start's program lives.
+        for age in [OLD, FOREIGN_STALE_AFTER] {
+            assert!(!socket_dir_verdict(Some(HERE), Some(HERE), age, true));
+        }
     }
 }
