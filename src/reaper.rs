@@ -281,19 +281,29 @@ pub(crate) struct Reaper {
     wake: Arc<os::EventFd>,
 }
 
-static REAPER: OnceLock<Result<Reaper, String>> = OnceLock::new();
+static REAPER: OnceLock<Reaper> = OnceLock::new();
 
-/// The reaper, started on first use.
+/// Held while the reaper starts, so that it starts once.
+static STARTING: Mutex<()> = Mutex::new(());
+
+/// The reaper, started on first use. A start that fails (its thread could not be had:
+/// the process limit) returns the system's error, with its errno, and the next call
+/// tries again: before, the first failure's words were kept for the program's life.
 pub(crate) fn reaper() -> io::Result<&'static Reaper> {
-    REAPER
-        .get_or_init(|| Reaper::start().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| io::Error::other(e.clone()))
+    if let Some(r) = REAPER.get() {
+        return Ok(r);
+    }
+    let _starting = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(r) = REAPER.get() {
+        return Ok(r);
+    }
+    let started = Reaper::start()?;
+    Ok(REAPER.get_or_init(|| started))
 }
 
 /// The reaper if it was ever started.
 pub(crate) fn started() -> Option<&'static Reaper> {
-    REAPER.get().and_then(|r| r.as_ref().ok())
+    REAPER.get()
 }
 
 impl Reaper {

@@ -267,6 +267,7 @@ fn exhaust_scenario() {
         _ => set_limit(libc::RLIMIT_NPROC, 12),
     }
     let (mut started, mut errors, mut first_error) = (Vec::new(), 0, String::new());
+    let mut first_limit = None;
     for method in StartMethod::ALL {
         for _ in 0..20 {
             match Process::builder(sleep_ms, 60_000)
@@ -279,13 +280,14 @@ fn exhaust_scenario() {
                     errors += 1;
                     if first_error.is_empty() {
                         first_error = e.to_string();
+                        first_limit = supervisor::ResourceLimit::of(&e);
                     }
                 }
             }
         }
     }
     println!(
-        "started {} errors {errors} first: {first_error}",
+        "started {} errors {errors} first: {first_error} limit: {first_limit:?}",
         started.len()
     );
     // A pool under the same limit: an error or a working pool, never a panic or a hang.
@@ -310,6 +312,71 @@ static EXHAUST: common::Scenario = common::Scenario {
     name: "exhaust",
     run: exhaust_scenario,
 };
+
+/// The first spawn start of a program that can have no thread (its soft process limit
+/// is below what it runs, from its start): the error names the limit; then, the limit
+/// raised to the hard one, a start works. Before, the reaper thread's failure was kept in words for the program's life:
+/// the error named no limit, and every later start failed the same way.
+fn reaper_retry_scenario() {
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: a live out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut lim) };
+    let hard = lim.rlim_max;
+    set_limit(libc::RLIMIT_NPROC, 1);
+    match Process::builder(sleep_ms, 1).start() {
+        Ok(mut p) => println!("first: started {:?}", p.join()),
+        Err(e) => println!(
+            "first: {} limit: {:?}",
+            supervisor_worker::error_chain(&e),
+            supervisor::ResourceLimit::of(&e)
+        ),
+    }
+    set_limit(libc::RLIMIT_NPROC, hard);
+    match Process::builder(sleep_ms, 1).start() {
+        Ok(mut p) => println!("then: {:?}", p.join().map_err(|e| e.to_string())),
+        Err(e) => println!("then: cannot start: {e}"),
+    }
+}
+#[linkme::distributed_slice(common::SCENARIOS)]
+static REAPER_RETRY: common::Scenario = common::Scenario {
+    name: "reaper_retry",
+    run: reaper_retry_scenario,
+};
+
+#[test]
+fn a_start_with_no_thread_to_be_had_names_the_process_limit_and_the_next_one_works() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: RLIMIT_NPROC needs a separate user (runs as root, then as nobody)");
+        return;
+    }
+    isolated(DEADLINE, || {
+        use std::os::unix::process::CommandExt;
+        // The soft limit is low from the program's start, before `init()` (as a shell's
+        // `ulimit -S -u` makes it): the reaper's own thread cannot be had either.
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("ulimit -S -u 1; exec '{}'", exe.display()))
+            .env(common::SCENARIO_ENV, "reaper_retry")
+            .stdin(std::process::Stdio::null())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("reaper_retry: {stdout}");
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("limit: Some(Processes)"),
+            "the first error names no limit: {stdout}"
+        );
+        assert!(stdout.contains("then: Ok(1)"), "{stdout}");
+    });
+}
 
 /// Sets `RLIMIT_NOFILE` 8 above the descriptors open, fills every free number below
 /// it, then gives back `spare` of them: the copies still held, for the caller to close.
@@ -534,6 +601,14 @@ fn running_out_of_descriptors_or_processes_gives_errors_not_panics() {
                 !stdout.contains("errors 0 "),
                 "{limit}: the limit was never reached: {stdout}"
             );
+            // The first error names the limit (before, a process limit's errno was lost
+            // in the reaper's words, and the error named none).
+            let named = if limit == "nproc" {
+                "limit: Some(Processes)"
+            } else {
+                "limit: Some(Descriptors)"
+            };
+            assert!(stdout.contains(named), "{limit}: {stdout}");
             assert!(stdout.contains("all reaped"), "{limit}: {stdout}");
             // Nothing panicked on the way, not even caught inside a dependency (a
             // worker's page out of descriptors: ipc-channel's assertion was caught, and

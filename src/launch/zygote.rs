@@ -51,7 +51,12 @@ fn fork_zygote() -> Result<Zygote, String> {
     let (from_zygote_tx, from_zygote_rx) =
         ipc::channel::<Frame>().map_err(|e| format!("cannot create a channel: {e}"))?;
     let parent = os::getpid();
-    match os::fork().map_err(|e| format!("cannot fork the zygote: {e}"))? {
+    match os::fork().map_err(|e| {
+        // The limit in words where one was the cause (a process limit gives EAGAIN).
+        let limit =
+            crate::error::resource_limit(&e).map_or_else(String::new, |l| format!(" ({l})"));
+        format!("cannot fork the zygote: {e}{limit}")
+    })? {
         os::Forked::Child => {
             // Only stdio and the zygote's own channels stay open.
             os::close_above_stdio(&inherited);
