@@ -22,6 +22,7 @@ use supervisor_worker::registry::RegistryError;
 
 use super::held::{Held, Holder};
 use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
+use super::pack::Packer;
 use super::reorder::Reorder;
 use super::{wake, Shared};
 use crate::error::{Error, ErrorKind};
@@ -70,6 +71,8 @@ pub(crate) struct Feed<R, I: Iterator> {
     /// Held results that count against the read-ahead all the same (they hold a
     /// descriptor, or memory past the budget; see `held.rs`).
     pinned: usize,
+    /// `imap_reports`: the inputs go out packed in timed chunks (see `pack.rs`).
+    packer: Option<Packer>,
     result: PhantomData<fn() -> R>,
 }
 
@@ -142,6 +145,7 @@ where
             buffer: Reorder::new(),
             holder: Holder::new(bounds.hold_in_memory),
             pinned: 0,
+            packer: None,
             result: PhantomData,
         };
         if let Err(e) = task {
@@ -367,17 +371,28 @@ where
             return;
         }
         let mut units = Vec::new();
+        // Calls in `units`.
+        let mut calls = 0usize;
+        let per_unit = if self.packer.is_some() {
+            super::pack::PACK_MAX
+        } else {
+            self.chunksize
+        };
         while !self.input_done && self.outstanding() < self.read_ahead {
             let mut jobs = Vec::with_capacity(self.chunksize);
-            while jobs.len() < self.chunksize && self.outstanding() < self.read_ahead {
+            while jobs.len() + self.packer.as_ref().map_or(0, Packer::len) < per_unit
+                && self.outstanding() < self.read_ahead
+            {
                 if Self::input_would_wait(ready) {
                     // Out with what was read; wait for results rather than for input,
                     // unless no result is due.
                     if !jobs.is_empty() {
                         units.push(Unit::new(self.task, std::mem::take(&mut jobs)));
                     }
+                    units.extend(self.packer.as_mut().and_then(Packer::take));
                     if !units.is_empty() {
                         self.shared.submit(std::mem::take(&mut units));
+                        calls = 0;
                     }
                     if self.submitted > self.yielded {
                         return;
@@ -397,7 +412,20 @@ where
                     )]));
                     continue;
                 }
-                match codec::encode_value(&item) {
+                let encoded = match self.packer.as_mut() {
+                    Some(packer) => match packer.push(&self.shared, index, &item) {
+                        Ok(()) if packer.full() => break,
+                        Ok(()) => continue,
+                        Err(source) => {
+                            // The chunk ends before the input that failed: its calls
+                            // are consecutive inputs.
+                            units.extend(packer.take());
+                            Err(source)
+                        }
+                    },
+                    None => codec::encode_value(&item),
+                };
+                match encoded {
                     Ok(arg) => {
                         let sink = Sink::Stream {
                             stream: self.stream,
@@ -418,12 +446,18 @@ where
                 }
             }
             if !jobs.is_empty() {
+                calls += jobs.len();
                 units.push(Unit::new(self.task, jobs));
+            }
+            if let Some(unit) = self.packer.as_mut().and_then(Packer::take) {
+                calls += unit.len();
+                units.push(unit);
             }
             // Out in groups as they are read, not all at the end: a large read-ahead
             // over a slow input must not hold back what was read already.
-            if units.len() >= SUBMIT_EVERY {
+            if calls >= SUBMIT_EVERY {
                 self.shared.submit(std::mem::take(&mut units));
+                calls = 0;
             }
         }
         if !units.is_empty() {
@@ -472,6 +506,9 @@ pub struct Reports<R, I: Iterator> {
 impl<R, I: Iterator> Reports<R, I> {
     pub(crate) fn new(mut feed: Feed<R, I>) -> Reports<R, I> {
         feed.decode_on_arrival = true;
+        if feed.task_error.is_none() && feed.chunksize == 1 {
+            feed.packer = Some(Packer::new(feed.task, feed.stream, feed.tx.clone()));
+        }
         Reports {
             feed,
             input_ready: None,
@@ -735,7 +772,9 @@ impl<R: DeserializeOwned> MapHandle<R> {
             if let Some(chunk) = self.packed.remove(&i) {
                 let out = &mut self.out;
                 let pid = chunk.meta.pid;
-                chunk.for_each(|_, r| out.push(r.and_then(|bytes| decode_bytes(task, bytes, pid))));
+                chunk.for_each(|_, r, _| {
+                    out.push(r.and_then(|bytes| decode_bytes(task, bytes, pid)))
+                });
             } else if let Some((result, pid)) = self.items.remove(&i) {
                 self.out.push(decode(task, result, pid));
             } else {

@@ -223,9 +223,8 @@ impl Delivery {
         match self {
             Delivery::Items(items) => items,
             Delivery::Packed(packed) => {
-                let meta = packed.meta;
                 let mut items = Vec::with_capacity(packed.lens.len());
-                packed.for_each(|index, result| {
+                packed.for_each(|index, result, meta| {
                     items.push((index, result.map(<[u8]>::to_vec), meta));
                 });
                 items
@@ -241,30 +240,36 @@ pub(crate) struct PackedResults {
     pub(crate) lens: Vec<u32>,
     pub(crate) data: Vec<u8>,
     pub(crate) others: Vec<(u32, JobResult)>,
-    /// How the chunk ran (its duration shared evenly by its items).
+    /// How the chunk ran (its duration shared evenly by its items), for the items
+    /// without a record of their own in `each`.
     pub(crate) meta: JobMeta,
+    /// A timed chunk's: how each item ran, by position (its own start and duration).
+    pub(crate) each: Vec<JobMeta>,
 }
 
 impl PackedResults {
-    /// Calls `f` with each item's input position and value bytes (or its error).
-    pub(crate) fn for_each(self, mut f: impl FnMut(usize, Result<&[u8], Error>)) {
+    /// Calls `f` with each item's input position, value bytes (or its error) and
+    /// record.
+    pub(crate) fn for_each(self, mut f: impl FnMut(usize, Result<&[u8], Error>, JobMeta)) {
         let PackedResults {
             first_index,
             lens,
             data,
             others,
             meta,
+            each,
         } = self;
         let mut others = others.into_iter().peekable();
         let mut at = 0usize;
         for (i, len) in lens.iter().enumerate() {
             let end = at.saturating_add(*len as usize);
             let index = first_index + i;
+            let own = each.get(i).copied().unwrap_or(meta);
             match others.next_if(|(pos, _)| *pos as usize == i) {
-                Some((_, Err(e))) => f(index, Err(e)),
-                Some((_, Ok(bytes))) => f(index, Ok(&bytes)),
+                Some((_, Err(e))) => f(index, Err(e), own),
+                Some((_, Ok(bytes))) => f(index, Ok(&bytes), own),
                 None => match data.get(at..end) {
-                    Some(bytes) => f(index, Ok(bytes)),
+                    Some(bytes) => f(index, Ok(bytes), own),
                     None => f(
                         index,
                         Err(ErrorKind::Protocol {
@@ -272,6 +277,7 @@ impl PackedResults {
                             violation: Violation::ChunkBeyond { position: i },
                         }
                         .into()),
+                        own,
                     ),
                 },
             }
@@ -530,6 +536,9 @@ pub(crate) struct Chunk {
     /// Calls whose results were delivered (a prefix: a chunk is answered in order,
     /// possibly in parts); `lens` and `data` keep only the calls after them.
     delivered: usize,
+    /// Its worker answers each call with its own timing, delivered as each call's own
+    /// record (`imap_reports`); else the chunk's time is shared by its calls (`map`).
+    pub(crate) timed: bool,
     /// Taken when the chunk is finished; a chunk dropped unfinished fails its
     /// undelivered calls as terminated.
     tx: Option<wake::Sender<Delivery>>,
@@ -551,8 +560,25 @@ impl Chunk {
             data: Vec::new(),
             stream,
             delivered: 0,
+            timed: false,
             tx: Some(tx),
         }
+    }
+
+    /// The same chunk, answered with each call's own timing (see [`Chunk::timed`]).
+    pub(crate) fn with_timings(mut self) -> Chunk {
+        self.timed = true;
+        self
+    }
+
+    /// The result stream it reports to.
+    pub(crate) fn stream(&self) -> u64 {
+        self.stream
+    }
+
+    /// Drops the chunk without results: its stream's reader is gone.
+    pub(crate) fn forget(mut self) {
+        self.tx = None;
     }
 
     /// Calls not delivered yet.
@@ -609,6 +635,7 @@ impl Chunk {
             data: self.data.split_off(byte.min(self.data.len())),
             stream: self.stream,
             delivered: 0,
+            timed: self.timed,
             tx: self.tx.clone(),
         };
         if self.len() == 0 {
@@ -679,9 +706,10 @@ mod tests {
             data: vec![1, 2, 3],
             others: vec![(1, Ok(vec![9])), (7, Ok(vec![8]))],
             meta: JobMeta::default(),
+            each: Vec::new(),
         };
         let mut seen = Vec::new();
-        packed.for_each(|i, r| {
+        packed.for_each(|i, r, _| {
             let r = r.map(<[u8]>::to_vec);
             seen.push((i, r.map_err(|e| supervisor_worker::error_chain(&e))));
         });

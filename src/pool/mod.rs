@@ -15,6 +15,7 @@ mod hub;
 mod iter;
 mod job;
 mod live;
+mod pack;
 mod ports;
 mod reader;
 mod reorder;
