@@ -20,8 +20,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 use supervisor_worker::registry::RegistryError;
 
+use super::arrived::{self, Arrival, Payload};
 use super::held::{Held, Holder};
-use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
+use super::job::{Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
 use super::pack::Packer;
 use super::reorder::Reorder;
 use super::{wake, Shared};
@@ -61,7 +62,7 @@ pub(crate) struct Feed<R, I: Iterator> {
     tx: wake::Sender<Delivery>,
     rx: wake::Receiver<Delivery>,
     /// Received and not yet yielded (unordered) or buffered (ordered).
-    pending: VecDeque<Delivered>,
+    pending: VecDeque<Arrival>,
     submitted: usize,
     yielded: usize,
     /// Ordered: results that came ahead of their turn.
@@ -156,7 +157,7 @@ where
 
     /// The next delivered result. Every submitted job delivers exactly one result (see
     /// `job.rs`), so this never waits for nothing.
-    fn receive(&mut self, ready: &mut Ready, waiting: Option<&mut Waiting>) -> Option<Delivered> {
+    fn receive(&mut self, ready: &mut Ready, waiting: Option<&mut Waiting>) -> Option<Arrival> {
         let mut waiting = waiting;
         while self.pending.is_empty() {
             // The input ended while waiting here (see below) with nothing due.
@@ -166,7 +167,7 @@ where
             if let Some(waiting) = waiting.as_deref_mut() {
                 match self.rx.try_recv() {
                     Ok(delivery) => {
-                        self.pending.extend(delivery.into_items());
+                        arrived::receive(delivery, &mut self.pending);
                         break;
                     }
                     // Nothing is in: whatever waits for a pause goes now.
@@ -174,12 +175,12 @@ where
                 }
             }
             if ready.is_none() || self.input_done {
-                self.pending.extend(self.rx.recv()?.into_items());
+                arrived::receive(self.rx.recv()?, &mut self.pending);
                 break;
             }
             // Results are due, and input may come meanwhile: look for both.
             match self.rx.recv_timeout(INPUT_LOOK) {
-                Ok(delivery) => self.pending.extend(delivery.into_items()),
+                Ok(delivery) => arrived::receive(delivery, &mut self.pending),
                 Err(mpsc::RecvTimeoutError::Timeout) => self.top_up(ready),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
             }
@@ -189,13 +190,13 @@ where
 
     /// [`Feed::receive`] for a task: `Pending` (the task woken by the next delivery)
     /// instead of blocking. The input is looked at only when polled.
-    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivered>> {
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arrival>> {
         while self.pending.is_empty() {
             if self.input_done && self.submitted == self.yielded + self.buffer.len() {
                 return Poll::Ready(None);
             }
             match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(delivery)) => self.pending.extend(delivery.into_items()),
+                Poll::Ready(Some(delivery)) => arrived::receive(delivery, &mut self.pending),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
@@ -250,7 +251,7 @@ where
             };
             match received {
                 Some((index, r, m)) => {
-                    let r = decode(self.task, r, m.pid);
+                    let r = r.and_then(|bytes| decode_bytes(self.task, bytes.as_slice(), m.pid));
                     if let Some(arrived) = arrived {
                         arrived(index, &r, &m);
                     }
@@ -272,7 +273,7 @@ where
     fn hold(
         &mut self,
         index: usize,
-        result: JobResult,
+        result: Result<Payload, Error>,
         meta: JobMeta,
         arrived: Option<&mut Arrived<R>>,
         on_hold: Option<&mut OnHold<R>>,
@@ -282,10 +283,11 @@ where
         let waits = self.buffer.would_wait(index);
         let (held, pinned) = match result {
             Ok(bytes) if self.decode_on_arrival => {
-                let mut r = decode_bytes(self.task, &bytes, meta.pid);
+                let mut r = decode_bytes(self.task, bytes.as_slice(), meta.pid);
                 // Without an `on_hold` to move it, a waiting value that took a spool
                 // file holds its descriptor: it counts against the read-ahead.
-                let pinned = waits && on_hold.is_none() && crate::command::refers_to_spool(&bytes);
+                let pinned =
+                    waits && on_hold.is_none() && crate::command::refers_to_spool(bytes.as_slice());
                 drop(bytes);
                 if let Some(arrived) = arrived {
                     arrived(index, &r, &meta);
@@ -295,12 +297,12 @@ where
                 }
                 (Held::Decoded(r), pinned)
             }
-            Ok(bytes) if crate::command::refers_to_spool(&bytes) => {
+            Ok(bytes) if crate::command::refers_to_spool(bytes.as_slice()) => {
                 // It takes its spool file now, and holds a descriptor while it waits.
-                let r = decode_bytes(self.task, &bytes, meta.pid);
+                let r = decode_bytes(self.task, bytes.as_slice(), meta.pid);
                 (Held::Decoded(r), waits)
             }
-            Ok(bytes) => self.holder.keep(bytes, waits),
+            Ok(bytes) => self.holder.keep(bytes.into_vec(), waits),
             Err(e) => {
                 let mut r = Err(e);
                 if let Some(arrived) = arrived {
@@ -481,7 +483,7 @@ impl<R, I: Iterator> Feed<R, I> {
     /// lets a writer flush its output only when it is about to wait.
     pub(crate) fn ready(&mut self) -> bool {
         while let Ok(delivery) = self.rx.try_recv() {
-            self.pending.extend(delivery.into_items());
+            arrived::receive(delivery, &mut self.pending);
         }
         if self.input_done && self.yielded == self.submitted {
             return true;

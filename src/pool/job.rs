@@ -218,7 +218,9 @@ pub(crate) enum Delivery {
 }
 
 impl Delivery {
-    /// One entry per result (a chunk's values copied out one by one).
+    /// One entry per result (a chunk's values copied out one by one); result
+    /// iterators use `arrived::receive`, which copies nothing.
+    #[cfg(test)]
     pub(crate) fn into_items(self) -> Vec<Delivered> {
         match self {
             Delivery::Items(items) => items,
@@ -247,10 +249,20 @@ pub(crate) struct PackedResults {
     pub(crate) each: Vec<JobMeta>,
 }
 
+/// Where a packed item's value is: a range of the chunk's data, or bytes of its own.
+pub(crate) enum Part {
+    Data(std::ops::Range<usize>),
+    Own(Vec<u8>),
+}
+
+/// A packed item: input position, where its value is (or its error), record.
+pub(crate) type PackedItem = (usize, Result<Part, Error>, JobMeta);
+
 impl PackedResults {
-    /// Calls `f` with each item's input position, value bytes (or its error) and
-    /// record.
-    pub(crate) fn for_each(self, mut f: impl FnMut(usize, Result<&[u8], Error>, JobMeta)) {
+    /// Its data, and each item's input position, value (or error) and record; every
+    /// range lies within the data (an item whose length would reach past it is an
+    /// error: a worker lied about it).
+    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<PackedItem>) {
         let PackedResults {
             first_index,
             lens,
@@ -259,29 +271,39 @@ impl PackedResults {
             meta,
             each,
         } = self;
+        let mut parts = Vec::with_capacity(lens.len());
         let mut others = others.into_iter().peekable();
         let mut at = 0usize;
         for (i, len) in lens.iter().enumerate() {
             let end = at.saturating_add(*len as usize);
             let index = first_index + i;
             let own = each.get(i).copied().unwrap_or(meta);
-            match others.next_if(|(pos, _)| *pos as usize == i) {
-                Some((_, Err(e))) => f(index, Err(e), own),
-                Some((_, Ok(bytes))) => f(index, Ok(&bytes), own),
-                None => match data.get(at..end) {
-                    Some(bytes) => f(index, Ok(bytes), own),
-                    None => f(
-                        index,
-                        Err(ErrorKind::Protocol {
-                            pid: meta.pid,
-                            violation: Violation::ChunkBeyond { position: i },
-                        }
-                        .into()),
-                        own,
-                    ),
-                },
-            }
+            let part = match others.next_if(|(pos, _)| *pos as usize == i) {
+                Some((_, Err(e))) => Err(e),
+                Some((_, Ok(bytes))) => Ok(Part::Own(bytes)),
+                None if end <= data.len() => Ok(Part::Data(at..end)),
+                None => Err(ErrorKind::Protocol {
+                    pid: meta.pid,
+                    violation: Violation::ChunkBeyond { position: i },
+                }
+                .into()),
+            };
+            parts.push((index, part, own));
             at = end;
+        }
+        (data, parts)
+    }
+
+    /// Calls `f` with each item's input position, value bytes (or its error) and
+    /// record.
+    pub(crate) fn for_each(self, mut f: impl FnMut(usize, Result<&[u8], Error>, JobMeta)) {
+        let (data, parts) = self.into_parts();
+        for (index, part, meta) in parts {
+            match part {
+                Ok(Part::Data(range)) => f(index, Ok(&data[range]), meta),
+                Ok(Part::Own(bytes)) => f(index, Ok(&bytes), meta),
+                Err(e) => f(index, Err(e), meta),
+            }
         }
     }
 }

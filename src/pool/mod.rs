@@ -6,6 +6,7 @@
 //! (`hub.rs`); the methods here only post it events and wait on results. The
 //! dispatcher decides; `live.rs` carries its decisions out on real processes.
 
+mod arrived;
 mod builder;
 mod dispatcher;
 mod event;
