@@ -259,10 +259,10 @@ pub(crate) enum Part {
 pub(crate) type PackedItem = (usize, Result<Part, Error>, JobMeta);
 
 impl PackedResults {
-    /// Its data, and each item's input position, value (or error) and record; every
-    /// range lies within the data (an item whose length would reach past it is an
-    /// error: a worker lied about it).
-    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<PackedItem>) {
+    /// Gives `f` each item's input position, value (or error) and record, with the
+    /// data its ranges index, and returns the data; every range lies within it (an
+    /// item whose length would reach past it is an error: a worker lied about it).
+    fn walk(self, mut f: impl FnMut(&[u8], PackedItem)) -> Vec<u8> {
         let PackedResults {
             first_index,
             lens,
@@ -271,7 +271,6 @@ impl PackedResults {
             meta,
             each,
         } = self;
-        let mut parts = Vec::with_capacity(lens.len());
         let mut others = others.into_iter().peekable();
         let mut at = 0usize;
         for (i, len) in lens.iter().enumerate() {
@@ -288,23 +287,28 @@ impl PackedResults {
                 }
                 .into()),
             };
-            parts.push((index, part, own));
+            f(&data, (index, part, own));
             at = end;
         }
+        data
+    }
+
+    /// Its data, and each item's input position, value (a range of the data, or
+    /// bytes of its own) or error, and record.
+    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<PackedItem>) {
+        let mut parts = Vec::with_capacity(self.lens.len());
+        let data = self.walk(|_, item| parts.push(item));
         (data, parts)
     }
 
     /// Calls `f` with each item's input position, value bytes (or its error) and
     /// record.
     pub(crate) fn for_each(self, mut f: impl FnMut(usize, Result<&[u8], Error>, JobMeta)) {
-        let (data, parts) = self.into_parts();
-        for (index, part, meta) in parts {
-            match part {
-                Ok(Part::Data(range)) => f(index, Ok(&data[range]), meta),
-                Ok(Part::Own(bytes)) => f(index, Ok(&bytes), meta),
-                Err(e) => f(index, Err(e), meta),
-            }
-        }
+        self.walk(|data, (index, part, meta)| match part {
+            Ok(Part::Data(range)) => f(index, Ok(&data[range]), meta),
+            Ok(Part::Own(bytes)) => f(index, Ok(&bytes), meta),
+            Err(e) => f(index, Err(e), meta),
+        });
     }
 }
 
