@@ -311,7 +311,8 @@ supervisor::task!(open_then_crash_once);
 /// handle of its own: the pool keeps the objects of a job's argument until the job
 /// ends (before: they went once the first attempt had opened them, and the retry
 /// failed with "cannot open the shared memory shared by process N"). Through `submit`
-/// and through `map` (whose calls travel in chunks), in every start method.
+/// through `map` (whose calls travel in chunks) and `imap_reports` (whose inputs are
+/// packed), in every start method.
 #[test]
 fn a_retried_tasks_handle_argument_opens_on_the_retry() {
     common::each_method(DEADLINE, |method| {
@@ -333,6 +334,17 @@ fn a_retried_tasks_handle_argument_opens_on_the_retry() {
             .map(|x| x.expect("the retry opens its argument"))
             .collect();
         assert_eq!(got, vec![2, 2]);
+        // And through `imap_reports` (the CLI's path), whose inputs are packed.
+        let got: Vec<u64> = pool
+            .imap_reports::<_, u64, _>(
+                "open_then_crash_once",
+                (0..3).map(|_| SharedSlice::from_slice(&[0u64]).unwrap()),
+                1,
+                true,
+            )
+            .map(|r| r.result.expect("the retry opens its argument"))
+            .collect();
+        assert_eq!(got, vec![2, 2, 2]);
         pool.join();
     });
 }

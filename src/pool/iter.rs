@@ -20,8 +20,10 @@ use serde::{de::DeserializeOwned, Serialize};
 use supervisor_worker::codec;
 use supervisor_worker::registry::RegistryError;
 
+use super::arrived::{self, Arrival, Payload};
 use super::held::{Held, Holder};
-use super::job::{Delivered, Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
+use super::job::{Delivery, Job, JobMeta, JobResult, PackedResults, Sink, Unit};
+use super::pack::Packer;
 use super::reorder::Reorder;
 use super::{wake, Shared};
 use crate::error::{Error, ErrorKind};
@@ -61,7 +63,7 @@ pub(crate) struct Feed<R, I: Iterator> {
     tx: wake::Sender<Delivery>,
     rx: wake::Receiver<Delivery>,
     /// Received and not yet yielded (unordered) or buffered (ordered).
-    pending: VecDeque<Delivered>,
+    pending: VecDeque<Arrival>,
     submitted: usize,
     yielded: usize,
     /// Ordered: results that came ahead of their turn.
@@ -71,6 +73,8 @@ pub(crate) struct Feed<R, I: Iterator> {
     /// Held results that count against the read-ahead all the same (they hold a
     /// descriptor, or memory past the budget; see `held.rs`).
     pinned: usize,
+    /// `imap_reports`: the inputs go out packed in timed chunks (see `pack.rs`).
+    packer: Option<Packer>,
     result: PhantomData<fn() -> R>,
 }
 
@@ -143,6 +147,7 @@ where
             buffer: Reorder::new(),
             holder: Holder::new(bounds.hold_in_memory),
             pinned: 0,
+            packer: None,
             result: PhantomData,
         };
         if let Err(e) = task {
@@ -153,7 +158,7 @@ where
 
     /// The next delivered result. Every submitted job delivers exactly one result (see
     /// `job.rs`), so this never waits for nothing.
-    fn receive(&mut self, ready: &mut Ready, waiting: Option<&mut Waiting>) -> Option<Delivered> {
+    fn receive(&mut self, ready: &mut Ready, waiting: Option<&mut Waiting>) -> Option<Arrival> {
         let mut waiting = waiting;
         while self.pending.is_empty() {
             // The input ended while waiting here (see below) with nothing due.
@@ -163,7 +168,7 @@ where
             if let Some(waiting) = waiting.as_deref_mut() {
                 match self.rx.try_recv() {
                     Ok(delivery) => {
-                        self.pending.extend(delivery.into_items());
+                        arrived::receive(delivery, &mut self.pending);
                         break;
                     }
                     // Nothing is in: whatever waits for a pause goes now.
@@ -171,12 +176,12 @@ where
                 }
             }
             if ready.is_none() || self.input_done {
-                self.pending.extend(self.rx.recv()?.into_items());
+                arrived::receive(self.rx.recv()?, &mut self.pending);
                 break;
             }
             // Results are due, and input may come meanwhile: look for both.
             match self.rx.recv_timeout(INPUT_LOOK) {
-                Ok(delivery) => self.pending.extend(delivery.into_items()),
+                Ok(delivery) => arrived::receive(delivery, &mut self.pending),
                 Err(mpsc::RecvTimeoutError::Timeout) => self.top_up(ready),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
             }
@@ -186,13 +191,13 @@ where
 
     /// [`Feed::receive`] for a task: `Pending` (the task woken by the next delivery)
     /// instead of blocking. The input is looked at only when polled.
-    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivered>> {
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arrival>> {
         while self.pending.is_empty() {
             if self.input_done && self.submitted == self.yielded + self.buffer.len() {
                 return Poll::Ready(None);
             }
             match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(delivery)) => self.pending.extend(delivery.into_items()),
+                Poll::Ready(Some(delivery)) => arrived::receive(delivery, &mut self.pending),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
@@ -247,7 +252,7 @@ where
             };
             match received {
                 Some((index, r, m)) => {
-                    let r = decode(self.task, r, m.pid);
+                    let r = r.and_then(|bytes| decode_bytes(self.task, bytes.as_slice(), m.pid));
                     if let Some(arrived) = arrived {
                         arrived(index, &r, &m);
                     }
@@ -269,7 +274,7 @@ where
     fn hold(
         &mut self,
         index: usize,
-        result: JobResult,
+        result: Result<Payload, Error>,
         meta: JobMeta,
         arrived: Option<&mut Arrived<R>>,
         on_hold: Option<&mut OnHold<R>>,
@@ -279,10 +284,11 @@ where
         let waits = self.buffer.would_wait(index);
         let (held, pinned) = match result {
             Ok(bytes) if self.decode_on_arrival => {
-                let mut r = decode_bytes(self.task, &bytes, meta.pid);
+                let mut r = decode_bytes(self.task, bytes.as_slice(), meta.pid);
                 // Without an `on_hold` to move it, a waiting value that took a spool
                 // file holds its descriptor: it counts against the read-ahead.
-                let pinned = waits && on_hold.is_none() && crate::command::refers_to_spool(&bytes);
+                let pinned =
+                    waits && on_hold.is_none() && crate::command::refers_to_spool(bytes.as_slice());
                 drop(bytes);
                 if let Some(arrived) = arrived {
                     arrived(index, &r, &meta);
@@ -292,12 +298,12 @@ where
                 }
                 (Held::Decoded(r), pinned)
             }
-            Ok(bytes) if crate::command::refers_to_spool(&bytes) => {
+            Ok(bytes) if crate::command::refers_to_spool(bytes.as_slice()) => {
                 // It takes its spool file now, and holds a descriptor while it waits.
-                let r = decode_bytes(self.task, &bytes, meta.pid);
+                let r = decode_bytes(self.task, bytes.as_slice(), meta.pid);
                 (Held::Decoded(r), waits)
             }
-            Ok(bytes) => self.holder.keep(bytes, waits),
+            Ok(bytes) => self.holder.keep(bytes.into_vec(), waits),
             Err(e) => {
                 let mut r = Err(e);
                 if let Some(arrived) = arrived {
@@ -368,17 +374,28 @@ where
             return;
         }
         let mut units = Vec::new();
+        // Calls in `units`.
+        let mut calls = 0usize;
+        let per_unit = if self.packer.is_some() {
+            super::pack::PACK_MAX
+        } else {
+            self.chunksize
+        };
         while !self.input_done && self.outstanding() < self.read_ahead {
             let mut jobs = Vec::with_capacity(self.chunksize);
-            while jobs.len() < self.chunksize && self.outstanding() < self.read_ahead {
+            while jobs.len() + self.packer.as_ref().map_or(0, Packer::len) < per_unit
+                && self.outstanding() < self.read_ahead
+            {
                 if Self::input_would_wait(ready) {
                     // Out with what was read; wait for results rather than for input,
                     // unless no result is due.
                     if !jobs.is_empty() {
                         units.push(Unit::new(self.task, std::mem::take(&mut jobs)));
                     }
+                    units.extend(self.packer.as_mut().and_then(Packer::take));
                     if !units.is_empty() {
                         self.shared.submit(std::mem::take(&mut units));
+                        calls = 0;
                     }
                     if self.submitted > self.yielded {
                         return;
@@ -398,7 +415,19 @@ where
                     )]));
                     continue;
                 }
-                let (encoded, shipped) = shipped::collecting(|| codec::encode_value(&item));
+                let (encoded, shipped) = match self.packer.as_mut() {
+                    Some(packer) => match packer.push(&self.shared, index, &item) {
+                        Ok(()) if packer.full() => break,
+                        Ok(()) => continue,
+                        Err(source) => {
+                            // The chunk ends before the input that failed: its calls
+                            // are consecutive inputs.
+                            units.extend(packer.take());
+                            (Err(source), Default::default())
+                        }
+                    },
+                    None => shipped::collecting(|| codec::encode_value(&item)),
+                };
                 match encoded {
                     Ok(arg) => {
                         let sink = Sink::Stream {
@@ -422,12 +451,18 @@ where
                 }
             }
             if !jobs.is_empty() {
+                calls += jobs.len();
                 units.push(Unit::new(self.task, jobs));
+            }
+            if let Some(unit) = self.packer.as_mut().and_then(Packer::take) {
+                calls += unit.len();
+                units.push(unit);
             }
             // Out in groups as they are read, not all at the end: a large read-ahead
             // over a slow input must not hold back what was read already.
-            if units.len() >= SUBMIT_EVERY {
+            if calls >= SUBMIT_EVERY {
                 self.shared.submit(std::mem::take(&mut units));
+                calls = 0;
             }
         }
         if !units.is_empty() {
@@ -451,7 +486,7 @@ impl<R, I: Iterator> Feed<R, I> {
     /// lets a writer flush its output only when it is about to wait.
     pub(crate) fn ready(&mut self) -> bool {
         while let Ok(delivery) = self.rx.try_recv() {
-            self.pending.extend(delivery.into_items());
+            arrived::receive(delivery, &mut self.pending);
         }
         if self.input_done && self.yielded == self.submitted {
             return true;
@@ -476,6 +511,9 @@ pub struct Reports<R, I: Iterator> {
 impl<R, I: Iterator> Reports<R, I> {
     pub(crate) fn new(mut feed: Feed<R, I>) -> Reports<R, I> {
         feed.decode_on_arrival = true;
+        if feed.task_error.is_none() && feed.chunksize == 1 {
+            feed.packer = Some(Packer::new(feed.task, feed.stream, feed.tx.clone()));
+        }
         Reports {
             feed,
             input_ready: None,
@@ -739,7 +777,9 @@ impl<R: DeserializeOwned> MapHandle<R> {
             if let Some(chunk) = self.packed.remove(&i) {
                 let out = &mut self.out;
                 let pid = chunk.meta.pid;
-                chunk.for_each(|_, r| out.push(r.and_then(|bytes| decode_bytes(task, bytes, pid))));
+                chunk.for_each(|_, r, _| {
+                    out.push(r.and_then(|bytes| decode_bytes(task, bytes, pid)))
+                });
             } else if let Some((result, pid)) = self.items.remove(&i) {
                 self.out.push(decode(task, result, pid));
             } else {

@@ -219,14 +219,15 @@ pub(crate) enum Delivery {
 }
 
 impl Delivery {
-    /// One entry per result (a chunk's values copied out one by one).
+    /// One entry per result (a chunk's values copied out one by one); result
+    /// iterators use `arrived::receive`, which copies nothing.
+    #[cfg(test)]
     pub(crate) fn into_items(self) -> Vec<Delivered> {
         match self {
             Delivery::Items(items) => items,
             Delivery::Packed(packed) => {
-                let meta = packed.meta;
                 let mut items = Vec::with_capacity(packed.lens.len());
-                packed.for_each(|index, result| {
+                packed.for_each(|index, result, meta| {
                     items.push((index, result.map(<[u8]>::to_vec), meta));
                 });
                 items
@@ -242,42 +243,73 @@ pub(crate) struct PackedResults {
     pub(crate) lens: Vec<u32>,
     pub(crate) data: Vec<u8>,
     pub(crate) others: Vec<(u32, JobResult)>,
-    /// How the chunk ran (its duration shared evenly by its items).
+    /// How the chunk ran (its duration shared evenly by its items), for the items
+    /// without a record of their own in `each`.
     pub(crate) meta: JobMeta,
+    /// A timed chunk's: how each item ran, by position (its own start and duration).
+    pub(crate) each: Vec<JobMeta>,
 }
 
+/// Where a packed item's value is: a range of the chunk's data, or bytes of its own.
+pub(crate) enum Part {
+    Data(std::ops::Range<usize>),
+    Own(Vec<u8>),
+}
+
+/// A packed item: input position, where its value is (or its error), record.
+pub(crate) type PackedItem = (usize, Result<Part, Error>, JobMeta);
+
 impl PackedResults {
-    /// Calls `f` with each item's input position and value bytes (or its error).
-    pub(crate) fn for_each(self, mut f: impl FnMut(usize, Result<&[u8], Error>)) {
+    /// Gives `f` each item's input position, value (or error) and record, with the
+    /// data its ranges index, and returns the data; every range lies within it (an
+    /// item whose length would reach past it is an error: a worker lied about it).
+    fn walk(self, mut f: impl FnMut(&[u8], PackedItem)) -> Vec<u8> {
         let PackedResults {
             first_index,
             lens,
             data,
             others,
             meta,
+            each,
         } = self;
         let mut others = others.into_iter().peekable();
         let mut at = 0usize;
         for (i, len) in lens.iter().enumerate() {
             let end = at.saturating_add(*len as usize);
             let index = first_index + i;
-            match others.next_if(|(pos, _)| *pos as usize == i) {
-                Some((_, Err(e))) => f(index, Err(e)),
-                Some((_, Ok(bytes))) => f(index, Ok(&bytes)),
-                None => match data.get(at..end) {
-                    Some(bytes) => f(index, Ok(bytes)),
-                    None => f(
-                        index,
-                        Err(ErrorKind::Protocol {
-                            pid: meta.pid,
-                            violation: Violation::ChunkBeyond { position: i },
-                        }
-                        .into()),
-                    ),
-                },
-            }
+            let own = each.get(i).copied().unwrap_or(meta);
+            let part = match others.next_if(|(pos, _)| *pos as usize == i) {
+                Some((_, Err(e))) => Err(e),
+                Some((_, Ok(bytes))) => Ok(Part::Own(bytes)),
+                None if end <= data.len() => Ok(Part::Data(at..end)),
+                None => Err(ErrorKind::Protocol {
+                    pid: meta.pid,
+                    violation: Violation::ChunkBeyond { position: i },
+                }
+                .into()),
+            };
+            f(&data, (index, part, own));
             at = end;
         }
+        data
+    }
+
+    /// Its data, and each item's input position, value (a range of the data, or
+    /// bytes of its own) or error, and record.
+    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<PackedItem>) {
+        let mut parts = Vec::with_capacity(self.lens.len());
+        let data = self.walk(|_, item| parts.push(item));
+        (data, parts)
+    }
+
+    /// Calls `f` with each item's input position, value bytes (or its error) and
+    /// record.
+    pub(crate) fn for_each(self, mut f: impl FnMut(usize, Result<&[u8], Error>, JobMeta)) {
+        self.walk(|data, (index, part, meta)| match part {
+            Ok(Part::Data(range)) => f(index, Ok(&data[range]), meta),
+            Ok(Part::Own(bytes)) => f(index, Ok(&bytes), meta),
+            Err(e) => f(index, Err(e), meta),
+        });
     }
 }
 
@@ -535,6 +567,9 @@ pub(crate) struct Chunk {
     /// Calls whose results were delivered (a prefix: a chunk is answered in order,
     /// possibly in parts); `lens` and `data` keep only the calls after them.
     delivered: usize,
+    /// Its worker answers each call with its own timing, delivered as each call's own
+    /// record (`imap_reports`); else the chunk's time is shared by its calls (`map`).
+    pub(crate) timed: bool,
     /// Taken when the chunk is finished; a chunk dropped unfinished fails its
     /// undelivered calls as terminated.
     tx: Option<wake::Sender<Delivery>>,
@@ -558,9 +593,26 @@ impl Chunk {
             data: Vec::new(),
             stream,
             delivered: 0,
+            timed: false,
             tx: Some(tx),
             shipped: Shipped::default(),
         }
+    }
+
+    /// The same chunk, answered with each call's own timing (see [`Chunk::timed`]).
+    pub(crate) fn with_timings(mut self) -> Chunk {
+        self.timed = true;
+        self
+    }
+
+    /// The result stream it reports to.
+    pub(crate) fn stream(&self) -> u64 {
+        self.stream
+    }
+
+    /// Drops the chunk without results: its stream's reader is gone.
+    pub(crate) fn forget(mut self) {
+        self.tx = None;
     }
 
     /// Calls not delivered yet.
@@ -617,6 +669,7 @@ impl Chunk {
             data: self.data.split_off(byte.min(self.data.len())),
             stream: self.stream,
             delivered: 0,
+            timed: self.timed,
             tx: self.tx.clone(),
             shipped: self.shipped.clone(),
         };
@@ -690,9 +743,10 @@ mod tests {
             data: vec![1, 2, 3],
             others: vec![(1, Ok(vec![9])), (7, Ok(vec![8]))],
             meta: JobMeta::default(),
+            each: Vec::new(),
         };
         let mut seen = Vec::new();
-        packed.for_each(|i, r| {
+        packed.for_each(|i, r, _| {
             let r = r.map(<[u8]>::to_vec);
             seen.push((i, r.map_err(|e| supervisor_worker::error_chain(&e))));
         });

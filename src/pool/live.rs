@@ -325,6 +325,7 @@ fn unit_message(seq: u64, unit: &Unit) -> ToChildRef<'_> {
             task: unit.task,
             lens: &chunk.lens,
             data: serde_bytes::Bytes::new(&chunk.data),
+            timed: chunk.timed,
         }
     } else if let [job] = unit.jobs.as_slice() {
         ToChildRef::Task(TaskRequestRef {

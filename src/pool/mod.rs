@@ -6,6 +6,7 @@
 //! (`hub.rs`); the methods here only post it events and wait on results. The
 //! dispatcher decides; `live.rs` carries its decisions out on real processes.
 
+mod arrived;
 mod builder;
 mod dispatcher;
 mod event;
@@ -15,6 +16,7 @@ mod hub;
 mod iter;
 mod job;
 mod live;
+mod pack;
 mod ports;
 mod reader;
 mod reorder;

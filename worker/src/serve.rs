@@ -172,7 +172,8 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
                 task,
                 lens,
                 data,
-            }) => answers.run_packed(first_id, &task, &lens, &data),
+                timed,
+            }) => answers.run_packed(first_id, &task, &lens, &data, timed),
             Ok(ToChild::Progress) => match page.and_then(Progress::adopt) {
                 Some(progress) => {
                     answers = Answers::with_progress(link.tx.clone(), progress, children)

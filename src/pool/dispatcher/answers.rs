@@ -20,6 +20,8 @@ enum Answer {
         lens: Vec<u32>,
         data: Vec<u8>,
         others: Vec<(u32, TaskOutcome)>,
+        /// Each call's own (a timed chunk's; else empty).
+        timings: Vec<Timing>,
     },
 }
 
@@ -31,10 +33,16 @@ impl Answer {
                 outcomes.truncate(keep);
                 timings.truncate(keep);
             }
-            Answer::Packed { lens, data, others } => {
+            Answer::Packed {
+                lens,
+                data,
+                others,
+                timings,
+            } => {
                 lens.truncate(keep);
                 data.truncate(lens.iter().map(|l| *l as usize).sum());
                 others.retain(|(pos, _)| (*pos as usize) < keep);
+                timings.truncate(keep);
             }
         }
     }
@@ -73,6 +81,7 @@ impl<X: Io> Dispatcher<X> {
                 lens,
                 data,
                 others,
+                timings,
             }) => {
                 if let Err(violation) = check_packed(&lens, data.len(), &others) {
                     return self.protocol_error(seat, violation);
@@ -84,6 +93,7 @@ impl<X: Io> Dispatcher<X> {
                         lens,
                         data: data.into_vec(),
                         others,
+                        timings,
                     },
                 )
             }
@@ -119,7 +129,14 @@ impl<X: Io> Dispatcher<X> {
             run.seq == seq
                 && run.answered == from
                 && answer.len() as u64 + u64::from(from) <= u64::from(run.limit)
-                && run.unit.chunk.is_some() == matches!(answer, Answer::Packed { .. })
+                && match (&run.unit.chunk, &answer) {
+                    // A timed chunk's answer times each call; an untimed one's none.
+                    (Some(chunk), Answer::Packed { lens, timings, .. }) => {
+                        timings.len() == if chunk.timed { lens.len() } else { 0 }
+                    }
+                    (None, Answer::Outcomes(..)) => true,
+                    _ => false,
+                }
         });
         if !fits {
             let violation = match &worker.running {
@@ -147,6 +164,7 @@ impl<X: Io> Dispatcher<X> {
             let at = expired.saturating_sub(run.answered) as usize;
             let timing = match &answer {
                 Answer::Outcomes(_, timings) => timings.get(at).copied(),
+                Answer::Packed { timings, .. } if !timings.is_empty() => timings.get(at).copied(),
                 Answer::Packed { .. } => (at < answer.len()).then(Timing::default),
             };
             let in_time = timing.is_some_and(|t| {
@@ -162,7 +180,9 @@ impl<X: Io> Dispatcher<X> {
                         outcomes.get(at),
                         Some(TaskOutcome::Returned { error: None, .. })
                     ),
-                    Answer::Packed { .. } => true,
+                    Answer::Packed { others, .. } => {
+                        !others.iter().any(|(pos, _)| *pos as usize == at)
+                    }
                 };
             }
             answer.truncate(if in_time { at + 1 } else { at });
@@ -211,12 +231,31 @@ impl<X: Io> Dispatcher<X> {
                     self.queue.push_front(Unit::new(task, again));
                 }
             }
-            Answer::Packed { lens, data, others } => {
+            Answer::Packed {
+                lens,
+                data,
+                others,
+                timings,
+            } => {
                 // Checked on arrival: each of `others` is a distinct failed call.
                 let failed = others.len() as u64;
                 self.failed += failed;
                 self.done += n as u64 - failed;
-                spent = clocks.now.saturating_duration_since(run.sent);
+                // A timed chunk's calls each have their own record (checked to fit).
+                let each: Vec<JobMeta> = timings
+                    .iter()
+                    .map(|t| JobMeta {
+                        pid,
+                        attempts: 1,
+                        started: Some(clocks.wall(t.start_ns)),
+                        duration: Duration::from_nanos(t.duration_ns),
+                    })
+                    .collect();
+                spent = if each.is_empty() {
+                    clocks.now.saturating_duration_since(run.sent)
+                } else {
+                    each.iter().map(|m| m.duration).sum()
+                };
                 if let Some(chunk) = run.unit.chunk.as_mut() {
                     let others = others
                         .into_iter()
@@ -234,6 +273,7 @@ impl<X: Io> Dispatcher<X> {
                         data,
                         others,
                         meta,
+                        each,
                     });
                 }
             }

@@ -2,10 +2,12 @@
 //! merged into one message), and idle workers taking the unstarted calls waiting
 //! behind a slow one.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use supervisor_worker::codec::BATCH_BYTES;
 
+use super::super::job::Unit;
 use super::super::ports::{Io, WorkerLink};
 use super::super::running::{Clocks, Running};
 use super::state::{Dispatcher, Worker};
@@ -123,6 +125,12 @@ impl<X: Io> Dispatcher<X> {
             let Some(mut unit) = self.queue.pop_front() else {
                 break;
             };
+            let timed_chunk = unit.chunk.as_ref().is_some_and(|c| c.timed);
+            if timed_chunk && (self.cfg.retry_errors || !fast(unit.task)) {
+                // A task not known to be fast (or `retry_errors`, which a chunk's
+                // answer cannot act on): its calls go out as single calls do.
+                unit = unpack(unit, &mut self.queue);
+            }
             let allowance = max_tasks.map_or(usize::MAX, |max| {
                 max.saturating_sub(worker.tasks_done) as usize
             });
@@ -135,6 +143,15 @@ impl<X: Io> Dispatcher<X> {
                 // Keep a recycled worker to its task budget: split the unit.
                 let rest = unit.split_off(allowance);
                 self.queue.push_front(rest);
+            } else if unit.chunk.as_ref().is_some_and(|c| c.timed) {
+                // A fair share of the queued calls, as merged single calls get: the
+                // calls of one read of `imap_reports` spread over the workers.
+                let queued = queued_calls(&self.queue, MERGE_MAX * workers);
+                let share = ((unit.len() + queued) / workers).clamp(1, MERGE_MAX);
+                if unit.len() > share {
+                    let rest = unit.split_off(share);
+                    self.queue.push_front(rest);
+                }
             } else if unit.chunk.is_none() && fast(unit.task) {
                 // Merge queued single calls of the same task into one message, up to a
                 // fair share of the queue.
@@ -226,6 +243,31 @@ impl<X: Io> Dispatcher<X> {
         }
         true
     }
+}
+
+/// The calls of a timed chunk as single calls: the first returned, the others back at
+/// the front of `queue`, in order.
+fn unpack(mut unit: Unit, queue: &mut VecDeque<Unit>) -> Unit {
+    unit.explode();
+    let task = unit.task;
+    let mut jobs = std::mem::take(&mut unit.jobs);
+    let rest = jobs.split_off(jobs.len().min(1));
+    for job in rest.into_iter().rev() {
+        queue.push_front(Unit::new(task, vec![job]));
+    }
+    Unit::new(task, jobs)
+}
+
+/// The calls queued, counted up to `enough`.
+fn queued_calls(queue: &VecDeque<Unit>, enough: usize) -> usize {
+    let mut n = 0;
+    for unit in queue {
+        n += unit.len();
+        if n >= enough {
+            break;
+        }
+    }
+    n
 }
 
 /// How many of `w`'s calls an idle worker may take now: `Ok(n)` if `n > 0` unstarted

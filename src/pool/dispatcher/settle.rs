@@ -75,8 +75,10 @@ impl<X: Io> Dispatcher<X> {
         }
         let mut ran_a_call = false;
         if let Some(mut run) = running {
+            // A timed chunk's logged values carry their calls' timings.
+            let timed = run.unit.chunk.as_ref().is_some_and(|c| c.timed);
             run.unit.explode();
-            ran_a_call = self.recover_logged(pid, logged, &mut run, &clocks);
+            ran_a_call = self.recover_logged(pid, logged, &mut run, &clocks, timed);
             let split = death_split(&run, run.claimed(&seen));
             let task = run.unit.task;
             let mut jobs = std::mem::take(&mut run.unit.jobs).into_iter();
@@ -202,13 +204,15 @@ impl<X: Io> Dispatcher<X> {
 
     /// Delivers the answers a dead worker logged but never sent (see
     /// `supervisor_worker::progress`): those calls finished, so they are never run
-    /// again. True if there were any.
+    /// again. True if there were any. `timed`: the values carry their calls' timings
+    /// (a timed chunk's; see `Timing::append_to`).
     fn recover_logged(
         &mut self,
         pid: u32,
         logged: Vec<(u32, Logged)>,
         run: &mut Running,
         clocks: &Clocks,
+        timed: bool,
     ) -> bool {
         let task = run.unit.task;
         let mut deliveries = Deliveries::default();
@@ -221,6 +225,10 @@ impl<X: Io> Dispatcher<X> {
                 break;
             }
             let (result, timing, failed) = match logged {
+                Logged::Value(value) if timed => match Timing::split_from(&value) {
+                    Some((bytes, timing)) => (Ok(bytes.to_vec()), timing, false),
+                    None => break,
+                },
                 Logged::Value(value) => (Ok(value), Timing::default(), false),
                 Logged::Outcome(bytes) => {
                     match supervisor_worker::codec::decode::<(TaskOutcome, Timing)>(&bytes) {

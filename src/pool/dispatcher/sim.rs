@@ -8,6 +8,8 @@
 //! finished answer, and sends it a moment later; a death loses what was not sent yet.
 
 mod cases;
+mod packed;
+mod stopping;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -55,6 +57,8 @@ struct Proc {
     /// Its link was closed: it exits once it has finished and sent what it has.
     closed: bool,
     unit: Option<(u64, Vec<u64>)>,
+    /// The unit is a timed chunk: answered packed, each call with its own timing.
+    timed: bool,
     next: u32,
     claim_at: Option<u64>,
     /// The running call: position, job id, start, end.
@@ -103,6 +107,8 @@ struct World {
     /// The parent's reading of a worker's own memory shows nothing (as when it freed
     /// memory between giving back its unit and the reading).
     memory_reads_low: bool,
+    /// Timed chunks sent to workers.
+    chunks_sent: usize,
 }
 
 impl World {
@@ -196,15 +202,32 @@ impl World {
                     start_ns: OFFSET + start,
                     duration_ns: end - start,
                 };
-                let logged = codec::encode(&(&outcome, &timing)).expect("encodes");
-                p.page.log_outcome(pos, &logged);
-                let msg = if ids.len() == 1 {
+                let msg = if p.timed {
+                    // As a real worker answers a timed chunk: the value logged with its
+                    // timing as a trailer, answered packed with its own timing.
+                    let value = id.to_le_bytes().to_vec();
+                    let mut logged = value.clone();
+                    timing.append_to(&mut logged);
+                    p.page.log_value(pos, &logged);
+                    FromChild::PackedDone {
+                        first_id: seq,
+                        from: pos,
+                        lens: vec![value.len() as u32],
+                        data: serde_bytes::ByteBuf::from(value),
+                        others: Vec::new(),
+                        timings: vec![timing],
+                    }
+                } else if ids.len() == 1 {
+                    let logged = codec::encode(&(&outcome, &timing)).expect("encodes");
+                    p.page.log_outcome(pos, &logged);
                     FromChild::Done {
                         id: seq,
                         outcome,
                         timing,
                     }
                 } else {
+                    let logged = codec::encode(&(&outcome, &timing)).expect("encodes");
+                    p.page.log_outcome(pos, &logged);
                     FromChild::BatchDone {
                         first_id: seq,
                         from: pos,
@@ -311,6 +334,7 @@ impl Io for SimIo {
             ignores_term,
             closed: false,
             unit: None,
+            timed: false,
             next: 0,
             claim_at: None,
             current: None,
@@ -393,9 +417,18 @@ impl WorkerLink for SimLink {
         );
         p.page.log_reset(seq);
         p.ended = None;
-        p.unit = Some((seq, unit.jobs.iter().map(|j| j.id).collect()));
+        // A chunk's call ids are its input positions here (see `cases::units`).
+        let ids = match &unit.chunk {
+            Some(chunk) => (0..chunk.len())
+                .map(|i| (chunk.next_index() + i) as u64)
+                .collect(),
+            None => unit.jobs.iter().map(|j| j.id).collect(),
+        };
+        p.timed = unit.chunk.as_ref().is_some_and(|c| c.timed);
+        p.unit = Some((seq, ids));
         p.next = 0;
         p.claim_at = Some(now + LATENCY_NS);
+        w.chunks_sent += usize::from(unit.chunk.as_ref().is_some_and(|c| c.timed));
         true
     }
     fn send_init(&mut self, _: &ToChild) -> bool {
@@ -457,5 +490,6 @@ fn world() -> World {
         records: HashMap::new(),
         stubborn: 0,
         memory_reads_low: false,
+        chunks_sent: 0,
     }
 }

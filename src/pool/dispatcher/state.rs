@@ -401,10 +401,10 @@ impl<X: Io> Dispatcher<X> {
     fn forget_stream(&mut self, stream: u64) {
         let mut back = VecDeque::new();
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
-            let ours = worker
-                .running
-                .as_ref()
-                .is_some_and(|r| r.unit.jobs.iter().any(|j| j.stream() == Some(stream)));
+            let ours = worker.running.as_ref().is_some_and(|r| {
+                r.unit.jobs.iter().any(|j| j.stream() == Some(stream))
+                    || r.unit.chunk.as_ref().is_some_and(|c| c.stream() == stream)
+            });
             if ours && worker.stop.is_none() {
                 let _ = worker.take_back_unstarted(&mut back);
             }
@@ -419,6 +419,14 @@ impl<X: Io> Dispatcher<X> {
                 .partition(|j| j.stream() == Some(stream));
             unit.jobs = kept;
             gone.into_iter().for_each(Job::forget);
+        }
+        // A stream's chunks (`imap_reports`'): gone whole, with nothing delivered.
+        for unit in self.queue.iter_mut() {
+            if unit.chunk.as_ref().is_some_and(|c| c.stream() == stream) {
+                if let Some(chunk) = unit.chunk.take() {
+                    chunk.forget();
+                }
+            }
         }
         self.queue.retain(|u| u.len() > 0);
     }

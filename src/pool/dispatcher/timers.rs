@@ -21,8 +21,9 @@ impl<X: Io> Dispatcher<X> {
             .iter()
             .filter_map(|s| s.worker.as_ref())
             .flat_map(|w| {
+                // A call being stopped keeps its own limit (see `look_at_time_limit`).
                 let look = match (&w.running, w.stop) {
-                    (Some(run), None) => run.check_at,
+                    (Some(run), None | Some(Stop::Shutdown | Stop::Requested)) => run.check_at,
                     _ => None,
                 };
                 [look, w.kill_at, w.settle_at]
@@ -99,13 +100,12 @@ fn look_at_time_limit<L: WorkerLink>(
     grace: Duration,
 ) {
     let now = clocks.now;
-    // A worker being shut down (terminate) may still finish its running call during
-    // the grace: that call keeps its own limit, so an answer past it is `TimedOut`,
-    // never a success that ran longer than allowed.
-    if worker
-        .stop
-        .is_some_and(|why| !matches!(why, Stop::Shutdown))
-    {
+    // A worker being shut down (terminate) or asked to stop its call (`stop_call`)
+    // may still finish its running call during the grace: that call keeps its own
+    // limit, so an answer past it is `TimedOut`, never a success that ran longer than
+    // allowed (a stopped call's limit was suspended: found by the simulation).
+    let winding_down = matches!(worker.stop, Some(Stop::Shutdown | Stop::Requested));
+    if worker.stop.is_some() && !winding_down {
         return;
     }
     let Some(run) = worker.running.as_mut() else {
@@ -141,7 +141,7 @@ fn look_at_time_limit<L: WorkerLink>(
             // its next call since, that call is not the one that passed its limit.
             // A worker being shut down had what it had not started taken back then
             // (the page cannot be lowered again): only the running call is marked.
-            let claimed = if matches!(worker.stop, Some(Stop::Shutdown)) {
+            let claimed = if winding_down {
                 worker.running.as_ref().map(|r| r.claimed(&seen))
             } else {
                 worker.take_back_unstarted_as_seen(queue, seen)
@@ -159,7 +159,7 @@ fn look_at_time_limit<L: WorkerLink>(
             };
             run.expired = Some(claimed - 1);
             run.expired_at_ns = clocks.now_ns;
-            if matches!(worker.stop, Some(Stop::Shutdown)) {
+            if winding_down {
                 // Already being stopped: marked once, looked at no more (a later look
                 // would move the expiry past the call's end and take its answer).
                 run.check_at = None;

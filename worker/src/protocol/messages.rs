@@ -91,6 +91,9 @@ pub enum ToChild {
         lens: Vec<u32>,
         /// The encoded arguments, back to back.
         data: ByteBuf,
+        /// Answer with each call's own [`Timing`] (`imap_reports`, whose reports show
+        /// them; a `map` shows none and saves the clock readings).
+        timed: bool,
     },
     /// (Pool workers) the frame carries the worker's progress page: claim each call
     /// there before running it (see [`crate::progress`]). No answer.
@@ -128,6 +131,8 @@ pub enum ToChildRef<'a> {
         lens: &'a [u32],
         /// The encoded arguments, back to back.
         data: &'a serde_bytes::Bytes,
+        /// See [`ToChild::Packed`].
+        timed: bool,
     },
     /// Never sent; keeps the variant numbers equal to [`ToChild`]'s.
     Progress(()),
@@ -251,6 +256,8 @@ pub enum FromChild {
         /// Every other outcome (an `Err` returned, a panic, a bad argument...), by
         /// item position.
         others: Vec<(u32, TaskOutcome)>,
+        /// Each item's own timing, by position (empty unless the chunk was `timed`).
+        timings: Vec<Timing>,
     },
 }
 
@@ -280,10 +287,52 @@ pub struct Timing {
     pub duration_ns: u64,
 }
 
+impl Timing {
+    /// Bytes [`Timing::append_to`] adds.
+    pub const TRAILER: usize = 16;
+
+    /// Appends itself as a fixed trailer (a timed chunk's value in the answer log
+    /// carries its call's timing so, without an allocation per call).
+    pub fn append_to(&self, bytes: &mut Vec<u8>) {
+        bytes.extend_from_slice(&self.start_ns.to_le_bytes());
+        bytes.extend_from_slice(&self.duration_ns.to_le_bytes());
+    }
+
+    /// Splits what [`Timing::append_to`] appended off `bytes`: the bytes before it and
+    /// the timing; `None` if `bytes` is too short to hold one.
+    pub fn split_from(bytes: &[u8]) -> Option<(&[u8], Timing)> {
+        let at = bytes.len().checked_sub(Self::TRAILER)?;
+        let (value, trailer) = bytes.split_at(at);
+        let (start, duration) = trailer.split_at(8);
+        Some((
+            value,
+            Timing {
+                start_ns: u64::from_le_bytes(start.try_into().ok()?),
+                duration_ns: u64::from_le_bytes(duration.try_into().ok()?),
+            },
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec;
+
+    /// A timing appended to a value is split off whole; bytes too short for one are
+    /// refused, never read past.
+    #[test]
+    fn a_timing_trailer_splits_off_its_value() {
+        let t = Timing {
+            start_ns: u64::MAX - 3,
+            duration_ns: 17,
+        };
+        let mut bytes = vec![1, 2, 3];
+        t.append_to(&mut bytes);
+        assert_eq!(Timing::split_from(&bytes), Some((&[1u8, 2, 3][..], t)));
+        assert_eq!(Timing::split_from(&bytes[3..]), Some((&[][..], t)));
+        assert_eq!(Timing::split_from(&bytes[4..]), None);
+    }
 
     #[test]
     fn borrowed_task_messages_encode_like_owned_ones() {
@@ -323,12 +372,14 @@ mod tests {
             task: "t".into(),
             lens: lens.clone(),
             data: ByteBuf::from(data.clone()),
+            timed: true,
         };
         let borrowed = ToChildRef::Packed {
             first_id: 5,
             task: "t",
             lens: &lens,
             data: serde_bytes::Bytes::new(&data),
+            timed: true,
         };
         assert_eq!(
             codec::encode(&owned).unwrap(),

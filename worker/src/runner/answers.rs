@@ -139,13 +139,13 @@ impl Answers {
         self.shared.lock().send(&msg)
     }
 
-    fn open(&self, seq: u64, packed: bool) {
+    fn open(&self, seq: u64, packed: bool, timed: bool) {
         if let Some(progress) = &self.shared.progress {
             progress.log_reset(seq);
         }
         let mut sender = self.shared.lock();
         self.shared.sent_to.store(0, Ordering::Release);
-        sender.open = Some(OpenUnit { seq, packed });
+        sender.open = Some(OpenUnit { seq, packed, timed });
         drop(sender);
         if self.shared.flusher_asleep.load(Ordering::Acquire) {
             self.shared.opened.notify_one();
@@ -177,10 +177,16 @@ impl Answers {
                 outcomes.clear();
                 timings.clear();
             }
-            Pending::Packed { lens, data, others } => {
+            Pending::Packed {
+                lens,
+                data,
+                others,
+                timings,
+            } => {
                 lens.clear();
                 data.clear();
                 others.clear();
+                timings.clear();
             }
         }
         self.shared.sent_to.store(end, Ordering::Release);
@@ -218,7 +224,7 @@ impl Answers {
         args: &[serde_bytes::ByteBuf],
     ) -> Result<(), LinkError> {
         let entry = registry::by_name(task).ok();
-        self.open(seq, false);
+        self.open(seq, false, false);
         let mut pending = Pending::Outcomes {
             outcomes: Vec::with_capacity(args.len()),
             timings: Vec::with_capacity(args.len()),
@@ -263,23 +269,29 @@ impl Answers {
 
     /// Runs each argument of a packed chunk (`lens[i]` bytes each, back to back in
     /// `data`) through one task, in order, while the calls can be claimed; plain values
-    /// are packed the same way.
+    /// are packed the same way. `timed`: each call's own timing goes with its answer
+    /// (and with its value in the answer log, as a trailer), measured as a batch's are.
     pub(crate) fn run_packed(
         &self,
         seq: u64,
         task: &str,
         lens: &[u32],
         data: &[u8],
+        timed: bool,
     ) -> Result<(), LinkError> {
         let entry = registry::by_name(task);
-        self.open(seq, true);
+        self.open(seq, true, timed);
         let mut pending = Pending::Packed {
             lens: Vec::with_capacity(lens.len()),
             data: Vec::new(),
             others: Vec::new(),
+            timings: Vec::with_capacity(if timed { lens.len() } else { 0 }),
         };
         let mut from = 0u32;
         let mut at = 0usize;
+        // As in `run_batch`: one precise clock reading per call, a call's end being
+        // the next one's start.
+        let mut start_ns = if timed { monotonic_ns() } else { 0 };
         for (i, len) in lens.iter().enumerate() {
             let arg = at
                 .checked_add(*len as usize)
@@ -292,25 +304,52 @@ impl Answers {
                 lens: out_lens,
                 data: out,
                 others,
+                timings,
             } = &mut pending
             else {
                 break;
             };
             let start = out.len();
-            let logged = match run_packed_call(&entry, task, i, arg, data.len(), out) {
+            let ran = run_packed_call(&entry, task, i, arg, data.len(), out);
+            let timing = if timed {
+                let end_ns = monotonic_ns();
+                let timing = Timing {
+                    start_ns,
+                    duration_ns: end_ns.saturating_sub(start_ns),
+                };
+                start_ns = end_ns;
+                timings.push(timing);
+                timing
+            } else {
+                Timing::default()
+            };
+            let logged = match ran {
                 None => {
                     out_lens.push((out.len() - start) as u32);
-                    self.log(i as u32, LogEntry::Value(&out[start..]))
+                    if timed {
+                        // The log gets the value with its timing; the answer only the
+                        // value.
+                        timing.append_to(out);
+                        let logged = self.log(i as u32, LogEntry::Value(&out[start..]));
+                        out.truncate(out.len() - Timing::TRAILER);
+                        logged
+                    } else {
+                        self.log(i as u32, LogEntry::Value(&out[start..]))
+                    }
                 }
                 Some(other) => {
                     // A panic may have left part of a value behind.
                     out.truncate(start);
                     out_lens.push(0);
-                    let logged = self.log(i as u32, LogEntry::Outcome(&other, &Timing::default()));
+                    let logged = self.log(i as u32, LogEntry::Outcome(&other, &timing));
                     others.push((i as u32 - from, other));
                     logged
                 }
             };
+            if timed && timing.duration_ns >= 20_000 {
+                self.end_children(u64::MAX);
+                start_ns = monotonic_ns();
+            }
             if !logged {
                 self.send_pending(seq, from, &mut pending, false)?;
                 from = i as u32 + 1;

@@ -19,6 +19,8 @@ pub(super) enum Pending {
         data: Vec<u8>,
         /// Positions relative to `from`.
         others: Vec<(u32, TaskOutcome)>,
+        /// Each call's timing (a timed unit's; else empty).
+        timings: Vec<Timing>,
     },
 }
 
@@ -46,7 +48,12 @@ impl Pending {
                     timings: times,
                 }
             }
-            Pending::Packed { lens, data, others } => {
+            Pending::Packed {
+                lens,
+                data,
+                others,
+                timings,
+            } => {
                 let skip = skip.min(lens.len());
                 let byte: usize = lens[..skip].iter().map(|l| *l as usize).sum();
                 let sent_lens = lens.split_off(skip);
@@ -62,6 +69,7 @@ impl Pending {
                     lens: sent_lens,
                     data: serde_bytes::ByteBuf::from(sent_data),
                     others: sent_others,
+                    timings: timings.split_off(skip.min(timings.len())),
                 }
             }
         }
@@ -94,16 +102,27 @@ pub(super) fn logged_message(
             break;
         }
         match (open.packed, record) {
+            (true, Logged::Value(value)) if open.timed => {
+                let Some((value, timing)) = Timing::split_from(&value) else {
+                    break;
+                };
+                lens.push(value.len() as u32);
+                data.extend_from_slice(value);
+                timings.push(timing);
+            }
             (true, Logged::Value(value)) => {
                 lens.push(value.len() as u32);
                 data.extend_from_slice(&value);
             }
             (true, Logged::Outcome(bytes)) => {
-                let Ok((outcome, _)) = codec::decode::<(TaskOutcome, Timing)>(&bytes) else {
+                let Ok((outcome, timing)) = codec::decode::<(TaskOutcome, Timing)>(&bytes) else {
                     break;
                 };
                 lens.push(0);
                 others.push((position - from, outcome));
+                if open.timed {
+                    timings.push(timing);
+                }
             }
             (false, Logged::Outcome(bytes)) => {
                 let Ok((outcome, timing)) = codec::decode::<(TaskOutcome, Timing)>(&bytes) else {
@@ -126,6 +145,7 @@ pub(super) fn logged_message(
             lens,
             data: serde_bytes::ByteBuf::from(data),
             others,
+            timings,
         }
     } else {
         FromChild::BatchDone {

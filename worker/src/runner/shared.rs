@@ -14,6 +14,8 @@ use crate::protocol::{Frame, FromChild, LinkError};
 pub(super) struct OpenUnit {
     pub(super) seq: u64,
     pub(super) packed: bool,
+    /// A packed unit whose answers carry each call's timing.
+    pub(super) timed: bool,
 }
 
 /// The send side, shared by the main thread and the flusher.

@@ -55,7 +55,7 @@ fn next_message(rx: &ipc::IpcReceiver<Frame>, inbox: &mut crate::arena::Inbox) -
 
 fn packed(task: &str, lens: &[u32], data: &[u8]) -> FromChild {
     let (answers, rx) = answers(None);
-    answers.run_packed(7, task, lens, data).unwrap();
+    answers.run_packed(7, task, lens, data, false).unwrap();
     next_message(&rx, &mut crate::arena::Inbox::new())
 }
 
@@ -94,8 +94,10 @@ fn a_packed_chunk_answers_every_argument_in_place() {
             lens,
             data,
             others,
+            timings,
         } => {
             assert_eq!((first_id, from), (7, 0));
+            assert!(timings.is_empty(), "an untimed chunk sent timings");
             assert_eq!(lens.len(), 3, "{lens:?} {data:?} {others:?}");
             let eight = crate::codec::decode::<u64>(&data[..lens[0] as usize]).unwrap();
             assert_eq!(eight, 8);
@@ -148,6 +150,62 @@ fn quick_answers_do_not_wait_behind_a_slow_batch_mate() {
         FromChild::BatchDone {
             from: 2, timings, ..
         } => {
+            assert!(timings[0].duration_ns >= 300_000_000, "{timings:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    runner.join().unwrap().unwrap();
+}
+
+/// A timed chunk `[0 ms, 0 ms, 300 ms]`: the two quick answers, each with its own
+/// timing, are sent from the answer log while the slow call runs; the slow one follows
+/// with its own.
+#[test]
+fn a_timed_chunks_quick_answers_come_with_their_own_timings_before_a_slow_one() {
+    let page = Progress::new();
+    let parent = Progress::adopt(page.share()).unwrap();
+    let (answers, rx) = answers(Some(page));
+    let args: Vec<Vec<u8>> = [0u64, 0, 300]
+        .iter()
+        .map(|ms| crate::codec::encode(ms).unwrap())
+        .collect();
+    let lens: Vec<u32> = args.iter().map(|a| a.len() as u32).collect();
+    let data = args.concat();
+    parent.begin(9, 3);
+    let started = std::time::Instant::now();
+    let runner = std::thread::spawn(move || answers.run_packed(9, "sleepy", &lens, &data, true));
+    let mut inbox = crate::arena::Inbox::new();
+    match next_message(&rx, &mut inbox) {
+        FromChild::PackedDone {
+            first_id: 9,
+            from: 0,
+            lens,
+            data,
+            others,
+            timings,
+        } => {
+            assert_eq!(lens.len(), 2, "{lens:?}");
+            assert!(others.is_empty(), "{others:?}");
+            assert_eq!(
+                crate::codec::decode::<u64>(&data[..lens[0] as usize]).unwrap(),
+                0
+            );
+            assert_eq!(timings.len(), 2);
+            assert!(timings[0].start_ns > 0);
+            assert!(timings[1].start_ns >= timings[0].start_ns + timings[0].duration_ns);
+            assert!(started.elapsed() < Duration::from_millis(250));
+        }
+        other => panic!("{other:?}"),
+    }
+    match next_message(&rx, &mut inbox) {
+        FromChild::PackedDone {
+            from: 2,
+            lens,
+            timings,
+            ..
+        } => {
+            assert_eq!(lens.len(), 1);
+            assert_eq!(timings.len(), 1);
             assert!(timings[0].duration_ns >= 300_000_000, "{timings:?}");
         }
         other => panic!("{other:?}"),

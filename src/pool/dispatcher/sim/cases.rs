@@ -20,33 +20,36 @@ use crate::StartMethod;
 
 /// One random workload.
 #[derive(Debug)]
-struct Case {
-    seed: u64,
+pub(super) struct Case {
+    pub(super) seed: u64,
     procs: usize,
-    scripts: Vec<Script>,
+    pub(super) scripts: Vec<Script>,
     /// When the second half of the calls is submitted.
     second_wave: u64,
     retries: u32,
-    timeout: Option<Duration>,
+    pub(super) timeout: Option<Duration>,
     /// When the time limit changes (`Pool::set_task_timeout`), and to what: running
     /// calls are held to it as well.
-    retime: Option<(u64, Duration)>,
-    kills: Vec<u64>,
-    terminate_at: Option<u64>,
+    pub(super) retime: Option<(u64, Duration)>,
+    pub(super) kills: Vec<u64>,
+    pub(super) terminate_at: Option<u64>,
     /// One worker in this many ignores SIGTERM (0: none).
-    stubborn: u64,
+    pub(super) stubborn: u64,
     memory_limit: Option<u64>,
     max_memory_per_child: Option<u64>,
     memory_reads_low: bool,
     /// `Pool::stop_call`s: when, and which call.
-    stop_calls: Vec<(u64, u64)>,
+    pub(super) stop_calls: Vec<(u64, u64)>,
     /// Calls' own time limits (`Pool::start_encoded`), by call.
     own_limits: Vec<(u64, Duration)>,
+    /// Submitted as `imap_reports` submits: consecutive calls packed in timed chunks
+    /// (of sizes from 1 to 40; no own limits then).
+    pub(super) packed: bool,
 }
 
 const MIB: u64 = 1 << 20;
 
-fn case(seed: u64) -> Case {
+pub(super) fn case(seed: u64) -> Case {
     let mut w = World {
         rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
         ..world()
@@ -94,6 +97,7 @@ fn case(seed: u64) -> Case {
         memory_limit,
         max_memory_per_child,
         memory_reads_low: false,
+        packed: false,
     }
 }
 
@@ -140,7 +144,11 @@ fn units(
     ids: std::ops::Range<usize>,
     tx: &wake::Sender<Delivery>,
     limits: &[(u64, Duration)],
+    packed: bool,
 ) -> Vec<Unit> {
+    if packed {
+        return super::packed::packed_units(ids, tx);
+    }
     ids.map(|i| {
         let sink = Sink::Stream {
             stream: 1,
@@ -186,7 +194,7 @@ fn check_nothing_waits(d: &Dispatcher<SimIo>, now_ns: u64, seed: u64) {
 }
 
 /// Runs `case` to the end; every call's one delivery, by input position.
-fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
+pub(super) fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
     let world = Rc::new(RefCell::new(world()));
     {
         let mut w = world.borrow_mut();
@@ -200,9 +208,14 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
     let n = case.scripts.len();
     let (tx, rx) = wake::channel();
     let mut d = Dispatcher::new(config(case), SimIo(world.clone()));
-    d.handle(Event::Submit(units(0..n / 2, &tx, &case.own_limits)));
+    d.handle(Event::Submit(units(
+        0..n / 2,
+        &tx,
+        &case.own_limits,
+        case.packed,
+    )));
     d.dispatch();
-    let mut second = Some(units(n / 2..n, &tx, &case.own_limits));
+    let mut second = Some(units(n / 2..n, &tx, &case.own_limits, case.packed));
     let mut kills = case.kills.clone();
     let mut terminate_at = case.terminate_at;
     let mut retime = case.retime;
@@ -317,7 +330,7 @@ fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
 }
 
 /// Checks each call's one result against what the simulated worker did.
-fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
+pub(super) fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
     let seed = case.seed;
     for (i, (result, meta)) in results.iter().enumerate() {
         let script = case.scripts[i];
@@ -443,7 +456,7 @@ fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World) {
     }
 }
 
-fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Duration>) -> Case {
+pub(super) fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Duration>) -> Case {
     Case {
         seed: 7,
         procs,
@@ -468,6 +481,7 @@ fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Duration>) -> Ca
         memory_reads_low: false,
         stop_calls: Vec::new(),
         own_limits: Vec::new(),
+        packed: false,
     }
 }
 
