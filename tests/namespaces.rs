@@ -100,6 +100,72 @@ fn leave_foreign_entry(tmp: &Path, name: &str, ago: Duration) -> [std::path::Pat
     [dir, probe]
 }
 
+/// A program (run through `prefix`, e.g. `unshare --net`) holding a spawn start
+/// pending: its child stopped before connecting, in `dir`, named by the `probe` in the
+/// temporary directory.
+struct Pending {
+    held: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+    dir: std::path::PathBuf,
+    probe: String,
+    child: i32,
+}
+
+impl Pending {
+    fn start(prefix: &[&str]) -> Pending {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let mut held = cmd
+            .env(SCENARIO_ENV, "hold_a_start_pending")
+            .env("SUPERVISOR_FAULT", "stop-before-connect")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(held.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some("pending"), "{line:?}");
+        let dir = std::path::PathBuf::from(words.next().unwrap());
+        let child: i32 = words.next().unwrap().parse().unwrap();
+        let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+        let probe = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with(".supervisor-probe-") && n.ends_with(&name))
+            .expect("the pending start's probe");
+        Pending {
+            held,
+            out,
+            dir,
+            probe,
+            child,
+        }
+    }
+
+    /// Lets the stopped child go on; what the program said of its start, and how it
+    /// ended.
+    fn finish(mut self) -> (String, std::process::ExitStatus) {
+        // SAFETY: kill with plain integers; the stopped child of the program this test
+        // started (same pid namespace).
+        unsafe { libc::kill(self.child, libc::SIGCONT) };
+        self.held.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
+        (rest, self.held.wait().unwrap())
+    }
+}
+
 /// A program in another network namespace holds a start pending (its child stopped
 /// before connecting) while a program here sweeps the same `TMPDIR`: its socket, older
 /// than the 2 s a socket of our own namespace gets but younger than the bound, stays,
@@ -119,31 +185,9 @@ fn a_sweep_leaves_another_network_namespaces_pending_start_alone() {
             ),
         }
         let tmp = std::env::temp_dir();
-        let mut held = Command::new("unshare")
-            .arg("--net")
-            .arg(std::env::current_exe().unwrap())
-            .env(SCENARIO_ENV, "hold_a_start_pending")
-            .env("SUPERVISOR_FAULT", "stop-before-connect")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(held.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let mut words = line.split_whitespace();
-        assert_eq!(words.next(), Some("pending"), "{line:?}");
-        let dir = std::path::PathBuf::from(words.next().unwrap());
-        let child: i32 = words.next().unwrap().parse().unwrap();
+        let pending = Pending::start(&["unshare", "--net"]);
+        let (dir, their_probe) = (pending.dir.clone(), pending.probe.clone());
         // It is in another network namespace, and its probe says so.
-        let name = dir.file_name().unwrap().to_str().unwrap().to_string();
-        let their_probe = std::fs::read_dir(&tmp)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|n| n.starts_with(".supervisor-probe-") && n.ends_with(&name))
-            .expect("the pending start's probe");
         let ours = format!("-n{}-", namespace("net"));
         assert!(
             their_probe.contains("-n") && !their_probe.contains(&ours),
@@ -157,13 +201,7 @@ fn a_sweep_leaves_another_network_namespaces_pending_start_alone() {
         let swept = scenario("spawn_once").output().unwrap();
         assert!(swept.status.success(), "{swept:?}");
         let socket_left = dir.join("socket").exists();
-        // SAFETY: kill with plain integers; the stopped child of the program this test
-        // started (same pid namespace).
-        unsafe { libc::kill(child, libc::SIGCONT) };
-        held.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-        let status = held.wait().unwrap();
+        let (rest, status) = pending.finish();
         let young_left = young.iter().all(|p| p.exists());
         for p in &young {
             let _ = std::fs::remove_dir_all(p);
@@ -200,28 +238,8 @@ fn a_sweep_through_another_spelling_of_tmpdir_leaves_a_pending_start_alone() {
         let tmp = std::env::temp_dir();
         let link = tmp.join(format!("spelled-otherwise-{}", std::process::id()));
         std::os::unix::fs::symlink(&tmp, &link).unwrap();
-        let mut held = Command::new(std::env::current_exe().unwrap())
-            .env(SCENARIO_ENV, "hold_a_start_pending")
-            .env("SUPERVISOR_FAULT", "stop-before-connect")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(held.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let mut words = line.split_whitespace();
-        assert_eq!(words.next(), Some("pending"), "{line:?}");
-        let dir = std::path::PathBuf::from(words.next().unwrap());
-        let child: i32 = words.next().unwrap().parse().unwrap();
-        let name = dir.file_name().unwrap().to_str().unwrap().to_string();
-        let probe = std::fs::read_dir(&tmp)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|n| n.starts_with(".supervisor-probe-") && n.ends_with(&name))
-            .expect("the pending start's probe");
+        let pending = Pending::start(&[]);
+        let (dir, probe) = (pending.dir.clone(), pending.probe.clone());
         // Older than a socket of ours may be unbound.
         age(&dir, Duration::from_secs(10));
         age(&tmp.join(&probe), Duration::from_secs(10));
@@ -230,13 +248,7 @@ fn a_sweep_through_another_spelling_of_tmpdir_leaves_a_pending_start_alone() {
             .output()
             .unwrap();
         let socket_left = dir.join("socket").exists();
-        // SAFETY: kill with plain integers; the stopped child of the program this test
-        // started.
-        unsafe { libc::kill(child, libc::SIGCONT) };
-        held.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-        let status = held.wait().unwrap();
+        let (rest, status) = pending.finish();
         std::fs::remove_file(&link).unwrap();
         assert!(swept.status.success(), "{swept:?}");
         assert!(
