@@ -973,8 +973,20 @@ fn a_task_ended_unread_by_an_agent_of_a_build_before_wire_versions_fails_the_run
                 let stream = js.get_stream("SV_TASKS").await.unwrap();
                 let consumer: async_nats::jetstream::consumer::PullConsumer =
                     stream.get_consumer(&name).await.unwrap();
-                let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
-                let m = batch.next().await.unwrap().unwrap();
+                // The announcement comes before the run's first task is stored: a
+                // `fetch` (no wait) may come back empty, so wait for a task in turns.
+                let m = loop {
+                    let mut batch = consumer
+                        .batch()
+                        .max_messages(1)
+                        .expires(Duration::from_millis(500))
+                        .messages()
+                        .await
+                        .unwrap();
+                    if let Some(m) = batch.next().await {
+                        break m.unwrap();
+                    }
+                };
                 m.ack_with(async_nats::jetstream::AckKind::Term)
                     .await
                     .unwrap();
