@@ -10,7 +10,7 @@ use super::super::super::ports::WorkerLink;
 use super::super::super::running::ANSWER_WAIT;
 use super::super::super::wake;
 use super::super::super::{Config, RestartLimit};
-use super::super::assign::STEAL_AFTER;
+use super::super::take_back::STEAL_AFTER;
 use super::super::Dispatcher;
 use super::{world, Due, Script, SimIo, World, OFFSET, TASK};
 use crate::error::ErrorKind;
@@ -193,6 +193,46 @@ fn check_nothing_waits(d: &Dispatcher<SimIo>, now_ns: u64, seed: u64) {
     }
 }
 
+/// Checks that no worker was given a call while an earlier one waited unstarted behind
+/// another worker's call that has run [`STEAL_AFTER`]: `fed` are the units sent in the
+/// round just made (the worker's pid, the first call's id), all at `now_ns`.
+fn check_no_later_call_goes_first(
+    d: &Dispatcher<SimIo>,
+    fed: &[(u32, u64)],
+    now_ns: u64,
+    seed: u64,
+) {
+    if d.terminating || d.broken.is_some() {
+        return;
+    }
+    for w in d.workers() {
+        let Some(run) = &w.running else { continue };
+        let seen = w.link.page().snapshot();
+        let claimed = run.claimed(&seen);
+        let behind = w.stop.is_none()
+            && run.stopping_at.is_none()
+            && seen.seq == run.seq
+            && claimed > run.answered
+            && run.limit > claimed
+            && seen.started_ns + STEAL_AFTER.as_nanos() as u64 <= now_ns;
+        let Some(waiting) = run
+            .unit
+            .id_at((claimed - run.answered) as usize)
+            .filter(|_| behind)
+        else {
+            continue;
+        };
+        for (pid, first) in fed {
+            assert!(
+                *pid == w.link.pid() || *first < waiting,
+                "seed {seed}: worker {pid} was given call {first} while call {waiting} \
+                 waited behind a running one on worker {}",
+                w.link.pid()
+            );
+        }
+    }
+}
+
 /// Runs `case` to the end; every call's one delivery, by input position.
 pub(super) fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
     let world = Rc::new(RefCell::new(world()));
@@ -284,6 +324,8 @@ pub(super) fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
         d.on_timers();
         d.dispatch();
         check_nothing_waits(&d, OFFSET + now, case.seed);
+        let fed = std::mem::take(&mut world.borrow_mut().fed);
+        check_no_later_call_goes_first(&d, &fed, OFFSET + now, case.seed);
         if d.finished() && second.is_none() {
             drop(d);
             drop(tx);
