@@ -8,7 +8,9 @@
 //! finished answer, and sends it a moment later; a death loses what was not sent yet.
 
 mod cases;
+mod checks;
 mod packed;
+mod scripted;
 mod stopping;
 
 use std::cell::RefCell;

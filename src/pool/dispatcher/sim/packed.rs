@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::super::super::job::{Chunk, Delivery, Unit};
 use super::super::super::wake;
-use super::cases::{case, check, scripted, simulate};
+use super::cases::{case, scripted, simulate};
+use super::checks::check;
 use super::TASK;
 use crate::error::ErrorKind;
 
