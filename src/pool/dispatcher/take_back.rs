@@ -109,19 +109,35 @@ impl<X: Io> Dispatcher<X> {
         (behind, between)
     }
 
+    /// Whether any calls are due, looked at without collecting them: in a run of
+    /// brief calls (the common case) nothing is, and nothing more is done.
+    fn any_due(&self, clocks: &Clocks) -> bool {
+        self.seats.iter().enumerate().any(|(seat, s)| {
+            s.worker
+                .as_ref()
+                .is_some_and(|w| waiting(w, seat, clocks).is_ok_and(|b| b.due <= clocks.now))
+        })
+    }
+
     /// When the calls waiting behind running calls should next be looked at.
     pub(super) fn steal_look(&self, clocks: &Clocks) -> Option<Instant> {
         if self.broken.is_some() || self.terminating {
             return None;
         }
-        let (behind, between) = self.behind(clocks);
         let idle_and_empty = self.queue.is_empty() && self.any_idle();
+        if !idle_and_empty && !self.any_due(clocks) {
+            return None;
+        }
+        let (behind, between) = self.behind(clocks);
         next_look(&behind, between, idle_and_empty, clocks.now)
     }
 
     /// An idle worker: take every unstarted call waiting behind a running call, from
     /// the worker [`take_from`] names. False if there is nothing to take now.
     pub(super) fn steal(&mut self, clocks: &Clocks) -> bool {
+        if !self.any_due(clocks) {
+            return false;
+        }
         let (behind, _) = self.behind(clocks);
         let head = self.queue.front().map(Unit::first_id);
         let Some(seat) = take_from(&behind, head, clocks.now) else {
@@ -139,6 +155,9 @@ impl<X: Io> Dispatcher<X> {
     /// Takes back what [`give_back`] names, each into the queue before the first
     /// unit of later calls (so the queue stays in input order).
     pub(super) fn give_back_later(&mut self, clocks: &Clocks) {
+        if !self.any_due(clocks) {
+            return;
+        }
         let (behind, _) = self.behind(clocks);
         for seat in give_back(&behind, clocks.now) {
             let Some(worker) = self.seats[seat].worker.as_mut() else {
