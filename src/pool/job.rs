@@ -529,6 +529,14 @@ impl Unit {
         }
     }
 
+    /// The id of the `k`-th call it still holds (`None` past its end).
+    pub(crate) fn id_at(&self, k: usize) -> Option<u64> {
+        match &self.chunk {
+            Some(chunk) => (k < chunk.len()).then(|| chunk.first_id + (chunk.delivered + k) as u64),
+            None => self.jobs.get(k).map(|j| j.id),
+        }
+    }
+
     /// Fails every call with the error `error` makes from the task's name (a chunk's
     /// in one message).
     pub(crate) fn fail(self, error: impl Fn(&'static str) -> ErrorKind) {

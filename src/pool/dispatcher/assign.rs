@@ -1,15 +1,14 @@
 //! Handing out work: one unit to each idle worker (fast single calls of one task
-//! merged into one message), and idle workers taking the unstarted calls waiting
-//! behind a slow one.
+//! merged into one message); taking unstarted calls back is in `take_back.rs`.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use supervisor_worker::codec::BATCH_BYTES;
 
 use super::super::job::Unit;
 use super::super::ports::{Io, WorkerLink};
-use super::super::running::{Clocks, Running};
+use super::super::running::Running;
 use super::state::{Dispatcher, Worker};
 use crate::error::BrokenReason;
 
@@ -18,9 +17,6 @@ use crate::error::BrokenReason;
 /// a call sees (each is claimed, timed and answered on its own); it is only not worth
 /// it for slow tasks.
 const FAST_JOB: Duration = Duration::from_millis(1);
-/// How long a call must have run before an idle worker takes the unstarted calls
-/// queued behind it on its worker: about the cost of moving them (a round trip).
-pub(super) const STEAL_AFTER: Duration = Duration::from_micros(100);
 /// Most jobs merged into one message.
 const MERGE_MAX: usize = 256;
 
@@ -37,17 +33,24 @@ impl<X: Io> Dispatcher<X> {
     fn assign(&mut self) {
         self.look_at_gate();
         if self.broken.is_none() && !self.terminating {
-            // Each round hands the queue out; then an idle worker with nothing queued
-            // takes unstarted calls from the busiest one. Every take-back moves at
-            // least one call, so this ends; the bound is a backstop.
+            // While a worker is idle: first the unstarted calls waiting behind a
+            // running call that are older than the queue's head (taken back, so they
+            // are at its front), then the queue. Every take-back moves at least one
+            // call and every hand-out feeds every idle worker, so this ends; the
+            // bound is a backstop.
             let clocks = self.io.clocks();
             for _ in 0..4 * self.seats.len() + 4 {
-                self.hand_out();
-                if !self.queue.is_empty() || !self.any_idle() || !self.steal(&clocks) {
+                if !self.any_idle() {
                     break;
                 }
+                if !self.steal(&clocks) && self.queue.is_empty() {
+                    break;
+                }
+                self.hand_out();
             }
-            self.hand_out();
+            // Nobody idle (or nothing to take): later calls sent ahead behind a call
+            // that has run as long go back to the queue, behind the older ones.
+            self.give_back_later(&clocks);
         }
         // Nothing left to do: let idle workers exit.
         if self.closing && self.queue.is_empty() {
@@ -198,50 +201,11 @@ impl<X: Io> Dispatcher<X> {
         }
     }
 
-    fn any_idle(&self) -> bool {
+    pub(super) fn any_idle(&self) -> bool {
         self.seats
             .iter()
             .filter_map(|s| s.worker.as_ref())
             .any(Worker::<X::Link>::takes_work)
-    }
-
-    /// When an idle worker should next look for calls to take (`None`: nothing to
-    /// take): as soon as some worker's running call has run [`STEAL_AFTER`] with
-    /// unstarted calls behind it.
-    pub(super) fn steal_look(&self, clocks: &Clocks) -> Option<Instant> {
-        if !self.queue.is_empty() || !self.any_idle() {
-            return None;
-        }
-        self.seats
-            .iter()
-            .filter_map(|s| s.worker.as_ref())
-            .filter_map(|w| stealable(w, clocks).err().flatten())
-            .min()
-    }
-
-    /// An idle worker and nothing queued: take every unstarted call waiting behind a
-    /// running call, from the worker that has most. False if there
-    /// is nothing to take yet.
-    fn steal(&mut self, clocks: &Clocks) -> bool {
-        let mut best: Option<(usize, u32)> = None;
-        for (i, seat) in self.seats.iter().enumerate() {
-            let Some(w) = seat.worker.as_ref() else {
-                continue;
-            };
-            if let Ok(unstarted) = stealable(w, clocks) {
-                if best.is_none_or(|(_, most)| unstarted > most) {
-                    best = Some((i, unstarted));
-                }
-            }
-        }
-        let Some((i, _)) = best else { return false };
-        // All of them, in order: taking only the later half left the earlier ones
-        // behind the slow call while the thief ran ahead. (If the worker moved on
-        // meanwhile, the caller looks again.)
-        if let Some(worker) = self.seats[i].worker.as_mut() {
-            let _ = worker.take_back_unstarted(&mut self.queue);
-        }
-        true
     }
 }
 
@@ -268,34 +232,4 @@ fn queued_calls(queue: &VecDeque<Unit>, enough: usize) -> usize {
         }
     }
     n
-}
-
-/// How many of `w`'s calls an idle worker may take now: `Ok(n)` if `n > 0` unstarted
-/// calls wait behind a call that has run at least [`STEAL_AFTER`]; else `Err(when)` to
-/// look again then (`Err(None)`: nothing to take at all).
-fn stealable<L: WorkerLink>(w: &Worker<L>, clocks: &Clocks) -> Result<u32, Option<Instant>> {
-    let Some(run) = w.running.as_ref() else {
-        return Err(None);
-    };
-    // A unit of one call left has nothing that could wait behind another.
-    if w.stop.is_some() || run.stopping_at.is_some() || run.limit < run.answered + 2 {
-        return Err(None);
-    }
-    let seen = w.link.page().snapshot();
-    let claimed = run.claimed(&seen);
-    let unstarted = run.limit.saturating_sub(claimed);
-    if seen.seq != run.seq || unstarted == 0 {
-        return Err(None);
-    }
-    if claimed <= run.answered {
-        // Not started yet, or between calls: it takes its next call itself; look
-        // again in case that call turns out slow.
-        return Err(Some(clocks.now + STEAL_AFTER));
-    }
-    let due = clocks.instant(seen.started_ns) + STEAL_AFTER;
-    if due > clocks.now {
-        Err(Some(due))
-    } else {
-        Ok(unstarted)
-    }
 }

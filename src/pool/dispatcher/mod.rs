@@ -22,7 +22,8 @@
 //! - `state.rs`: the state, and the events that change it directly;
 //! - `answers.rs`: a worker's answers;
 //! - `settle.rs`: a worker's end, call by call;
-//! - `assign.rs`: handing out work, and stealing it back for idle workers;
+//! - `assign.rs`: handing out work;
+//! - `take_back.rs`: taking unstarted calls back, for idle workers first;
 //! - `timers.rs`: deadlines; `group_kill.rs`: emptying a dead worker's group;
 //! - `memory.rs`: memory limits (looks at busy workers, recycling after a task);
 //! - `snapshot.rs`: `stats()`.
@@ -34,6 +35,7 @@ mod memory;
 mod settle;
 mod snapshot;
 mod state;
+mod take_back;
 mod timers;
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 //! finished answer, and sends it a moment later; a death loses what was not sent yet.
 
 mod cases;
+mod checks;
 mod packed;
+mod scripted;
 mod stopping;
 
 use std::cell::RefCell;
@@ -109,6 +111,9 @@ struct World {
     memory_reads_low: bool,
     /// Timed chunks sent to workers.
     chunks_sent: usize,
+    /// Units sent since the dispatcher's last round was checked: the worker's pid and
+    /// the first call's id.
+    fed: Vec<(u32, u64)>,
 }
 
 impl World {
@@ -418,17 +423,21 @@ impl WorkerLink for SimLink {
         p.page.log_reset(seq);
         p.ended = None;
         // A chunk's call ids are its input positions here (see `cases::units`).
-        let ids = match &unit.chunk {
+        let ids: Vec<u64> = match &unit.chunk {
             Some(chunk) => (0..chunk.len())
                 .map(|i| (chunk.next_index() + i) as u64)
                 .collect(),
             None => unit.jobs.iter().map(|j| j.id).collect(),
         };
         p.timed = unit.chunk.as_ref().is_some_and(|c| c.timed);
+        let first = ids.iter().copied().min();
         p.unit = Some((seq, ids));
         p.next = 0;
         p.claim_at = Some(now + LATENCY_NS);
         w.chunks_sent += usize::from(unit.chunk.as_ref().is_some_and(|c| c.timed));
+        if let Some(first) = first {
+            w.fed.push((self.pid, first));
+        }
         true
     }
     fn send_init(&mut self, _: &ToChild) -> bool {
@@ -491,5 +500,6 @@ fn world() -> World {
         stubborn: 0,
         memory_reads_low: false,
         chunks_sent: 0,
+        fed: Vec::new(),
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::super::super::job::{Chunk, Delivery, Unit};
 use super::super::super::wake;
-use super::cases::{case, check, scripted, simulate};
+use super::cases::{case, scripted, simulate};
+use super::checks::check;
 use super::TASK;
 use crate::error::ErrorKind;
 
@@ -108,4 +109,32 @@ fn packed_slow_calls_spread_over_the_workers() {
         .max()
         .unwrap_or(0);
     assert!(end < 1_700_000_000, "the calls ended after {end} ns");
+}
+
+/// The adversarial pass's case (issue 14, F2): a task known to be fast, then one call
+/// of 3 s and a hundred of 10 ms on two workers, packed and not, so that the slow
+/// call's worker holds 10 ms calls sent ahead behind it, and the other worker later
+/// ones. No 10 ms call waits behind the slow one while the other worker runs later
+/// inputs: before each starts, at most one later input has (the one the other worker
+/// was running when the slow call passed `STEAL_AFTER`). The old rule (take back only
+/// once nothing is queued) let 29 to 40 later inputs go first.
+#[test]
+fn no_call_waits_behind_a_slow_one_while_later_inputs_run() {
+    for packed in [false, true] {
+        let mut durations = vec![0; 20];
+        durations.push(3_000);
+        durations.extend([10; 100]);
+        let mut case = scripted(&durations, 2, None);
+        case.packed = packed;
+        let (results, world) = simulate(&case);
+        check(&case, &results, &world);
+        let start = |i: u64| world.records[&i].last.expect("it ran").0;
+        for i in 21..121u64 {
+            let overtaken = (i + 1..121).filter(|j| start(*j) < start(i)).count();
+            assert!(
+                overtaken <= 1,
+                "packed {packed}: {overtaken} later inputs started before call {i}"
+            );
+        }
+    }
 }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::cases::{check, scripted, simulate};
+use super::cases::{scripted, simulate};
+use super::checks::check;
 use crate::error::ErrorKind;
 
 /// A call of 300 ms under a 50 ms limit, asked to stop at 10 ms, on a worker that
