@@ -86,7 +86,7 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
             read.set(seq);
             read_total.store(seq, Ordering::SeqCst);
             let fill = Fill {
-                fields: &record.fields,
+                fields: record.fields(),
                 whole: &record.whole,
                 seq,
                 slot: None,
@@ -109,7 +109,7 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
                 Vec::new()
             };
             let fields = if with_slot {
-                record.fields.clone()
+                record.fields().to_vec()
             } else {
                 Vec::new()
             };

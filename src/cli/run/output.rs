@@ -259,7 +259,7 @@ pub(super) fn dry_run(
         let record = record.context("cannot read the input")?;
         let line = match template {
             Some(t) => t.display(&Fill {
-                fields: &record.fields,
+                fields: record.fields(),
                 whole: &record.whole,
                 seq: i as u64 + 1,
                 // As parallel's --dry-run: the slots taken in turn.
