@@ -27,7 +27,7 @@ use super::jobs::{
     self, Feed, Inputs, LineLock, COMMAND_READ_AHEAD_PER_WORKER, READ_AHEAD_PER_WORKER,
 };
 use super::output::{self, dry_run, Printed, Printing};
-use super::progress::{known_total, make_progress, Summary};
+use super::progress::{known_total, make_progress, shown, Summary};
 use super::settings::{settings, usage, Settings};
 use super::status::{print_stats, status_json};
 use super::stop;
@@ -49,7 +49,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         columns,
         groups,
     } = settings(&args, ready.is_some())?;
-    let total = if args.resume || args.resume_failed {
+    // Only a progress display needs the total (counting reads a file input twice).
+    let total = if args.resume || args.resume_failed || !shown(&args) {
         None
     } else {
         known_total(&groups, delimiter)
