@@ -187,7 +187,7 @@ pub fn write_joblog_json(
     }
     LINE.with_borrow_mut(|bytes| {
         bytes.clear();
-        serde_json::to_writer(&mut *bytes, &line).map_err(io::Error::other)?;
+        line.write_into(bytes).map_err(io::Error::other)?;
         w.write_all(bytes)
     })
 }
@@ -342,7 +342,7 @@ impl Record {
         }
         HEAD.with_borrow_mut(|line| {
             line.clear();
-            serde_json::to_writer(&mut *line, &head).map_err(io::Error::other)?;
+            head.write_into(line).map_err(io::Error::other)?;
             match output {
                 // Inline bytes (almost every output) join the head: one write.
                 Some(data) if data.as_bytes().is_some() => {
