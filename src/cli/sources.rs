@@ -118,8 +118,9 @@ pub struct Record {
     /// `{}`: the fields joined by spaces (with `--colsep`, the record's columns; as
     /// GNU parallel).
     pub whole: Vec<u8>,
-    /// The values, one per source, uncut (for `--results`).
-    pub values: Vec<Vec<u8>>,
+    /// The values, one per source, uncut (for `--results`), when they are not the
+    /// whole record alone (see [`Record::values`]).
+    several: Option<Vec<Vec<u8>>>,
 }
 
 /// How values become a record's fields.
@@ -129,25 +130,54 @@ pub struct Columns(pub Option<regex::bytes::Regex>);
 impl Record {
     /// `{1} {2} ...`: the values' fields in order (without `--colsep`, the values).
     pub fn fields(&self) -> &[Vec<u8>] {
-        self.cut.as_deref().unwrap_or(&self.values)
+        self.cut.as_deref().unwrap_or_else(|| self.values())
+    }
+
+    /// The values, one per source, uncut (for `--results`).
+    pub fn values(&self) -> &[Vec<u8>] {
+        self.several
+            .as_deref()
+            .unwrap_or(std::slice::from_ref(&self.whole))
+    }
+
+    /// The whole record, and its values when they are not the whole record alone.
+    pub fn into_parts(self) -> (Vec<u8>, Option<Vec<Vec<u8>>>) {
+        (self.whole, self.several)
     }
 }
 
 impl Columns {
-    fn record(&self, values: Vec<Vec<u8>>) -> Record {
-        // Without `--colsep` the fields are the values: not copied (a record per
-        // input line, so two allocations less per line).
-        let cut: Option<Vec<Vec<u8>>> = self.0.as_ref().map(|re| {
-            values
-                .iter()
-                .flat_map(|v| re.split(v).map(<[u8]>::to_vec))
-                .collect()
-        });
+    fn record(&self, mut values: Vec<Vec<u8>>) -> Record {
+        // One value and no `--colsep` (a line of one input, the usual case): the value
+        // is the field and the whole record, kept once (a record per input line, so
+        // three allocations less per line). Otherwise the fields are the values (not
+        // copied) or their columns.
+        let cut: Option<Vec<Vec<u8>>> = match &self.0 {
+            None if values.len() == 1 => {
+                let whole = values.pop().unwrap_or_default();
+                return Record {
+                    cut: None,
+                    whole,
+                    several: None,
+                };
+            }
+            None => None,
+            Some(re) => Some(
+                values
+                    .iter()
+                    .flat_map(|v| re.split(v).map(<[u8]>::to_vec))
+                    .collect(),
+            ),
+        };
         let whole = match cut.as_deref().unwrap_or(&values) {
             [one] => one.clone(),
             more => more.join(&b' '),
         };
-        Record { cut, whole, values }
+        Record {
+            cut,
+            whole,
+            several: Some(values),
+        }
     }
 }
 
