@@ -938,7 +938,7 @@ fn an_agent_of_another_wire_version_fails_the_run_at_once_naming_its_host() {
         assert_eq!(code, Some(4), "{stderr}");
         assert!(
             stderr.contains(
-                "the supervisor on host new speaks wire version 2, this one wire version 7"
+                "the supervisor on host new speaks wire version 3, this one wire version 7"
             ),
             "{stderr}"
         );
