@@ -825,11 +825,16 @@ fn timeout_travels_with_each_task_and_the_agents_pool_applies_it_as_locally() {
     });
 }
 
-/// The CLI's task input, as its `command` task decodes it (field for field).
+/// The CLI's task input, as its `command` task decodes it in full form (field for
+/// field; sent after the full form's variant number, see [`FULL_FORM`]).
 #[derive(serde::Serialize)]
 enum CliStream {
     Group,
 }
+
+/// The variant number of the full form of the CLI's job (`cli::task_wire`): bincode
+/// writes a variant's number, then its fields, as it writes the pair `(number, fields)`.
+const FULL_FORM: u32 = 1;
 
 #[derive(serde::Serialize)]
 struct CliJob {
@@ -871,7 +876,7 @@ fn a_command_not_marked_as_one_is_refused_by_an_agent_without_allow_commands() {
         let mut reports = supervisor::cluster::RemoteReports::<String, _>::start(
             options,
             "command",
-            std::iter::once(job),
+            std::iter::once((FULL_FORM, job)),
         )
         .unwrap();
         let report = reports.next().expect("one report");
@@ -938,7 +943,7 @@ fn an_agent_of_another_wire_version_fails_the_run_at_once_naming_its_host() {
         assert_eq!(code, Some(4), "{stderr}");
         assert!(
             stderr.contains(
-                "the supervisor on host new speaks wire version 2, this one wire version 7"
+                "the supervisor on host new speaks wire version 3, this one wire version 7"
             ),
             "{stderr}"
         );

@@ -42,10 +42,14 @@ fn is_utf8(mut r: impl Read) -> io::Result<bool> {
 /// characters (300 MB of NULs) costs a few writes per 64 KiB, not two per byte.
 fn write_escaped(w: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Almost every output has nothing to escape: one write, no buffer.
+    if !bytes.iter().any(|&b| needs_escape(b)) {
+        return w.write_all(bytes);
+    }
     let mut out: Vec<u8> = Vec::with_capacity(bytes.len().min(CHUNK) + 8);
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
+        if !needs_escape(b) {
             continue;
         }
         let clean = &bytes[start..i];
@@ -80,6 +84,11 @@ fn write_escaped(w: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {
     }
     w.write_all(&out)?;
     w.write_all(&bytes[start..])
+}
+
+/// Whether `b` is written escaped inside a JSON string.
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 /// Writes `"key":"..."` or `"key_base64":"..."` for `data` (see the module).

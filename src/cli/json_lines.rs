@@ -74,7 +74,64 @@ pub struct RecordError<'a> {
     pub signal: Option<i32>,
 }
 
+/// A JSON object written member by member into a line: each key as it is (every key
+/// here is plain ASCII, nothing to escape), each value as serde_json writes it. The
+/// same bytes as serde_json gives the struct (its compact form), without escaping a
+/// dozen keys per line.
+struct Object<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'a> Object<'a> {
+    fn start(out: &'a mut Vec<u8>) -> Object<'a> {
+        out.push(b'{');
+        Object { out, empty: true }
+    }
+
+    fn member<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> serde_json::Result<()> {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        serde_json::to_writer(&mut *self.out, value)
+    }
+
+    /// The member if `value` is there (a field serde skips when it is `None`).
+    fn some<T: Serialize>(&mut self, key: &str, value: &Option<T>) -> serde_json::Result<()> {
+        match value {
+            Some(v) => self.member(key, v),
+            None => Ok(()),
+        }
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
 impl<'a> RecordHead<'a> {
+    /// Appends the head to `out`: the bytes `serde_json::to_writer` gives it.
+    pub fn write_into(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let mut o = Object::start(out);
+        o.member("attempts", &self.attempts)?;
+        o.member("duration_ms", &self.duration_ms)?;
+        o.some("error", &self.error)?;
+        o.some("exit_code", &self.exit_code)?;
+        o.some("host", &self.host)?;
+        o.some("input", &self.input)?;
+        o.some("input_base64", &self.input_base64)?;
+        o.member("ok", &self.ok)?;
+        o.some("output", &self.output)?;
+        o.member("pid", &self.pid)?;
+        o.member("seq", &self.seq)?;
+        o.end();
+        Ok(())
+    }
+
     /// Sets the input field.
     pub fn with_input(mut self, input: &'a Bytes<'a>) -> Self {
         self.input = input.text();
@@ -109,6 +166,30 @@ pub struct JoblogLine<'a> {
     pub seq: u64,
     pub signal: Option<i32>,
     pub start: Option<f64>,
+}
+
+impl JoblogLine<'_> {
+    /// Appends the line to `out`: the bytes `serde_json::to_writer` gives it.
+    pub fn write_into(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let mut o = Object::start(out);
+        o.member("attempts", &self.attempts)?;
+        o.some("command", &self.command)?;
+        o.some("command_base64", &self.command_base64)?;
+        o.some("command_pid", &self.command_pid)?;
+        o.member("duration_ms", &self.duration_ms)?;
+        o.member("exit_code", &self.exit_code)?;
+        o.some("host", &self.host)?;
+        o.some("input", &self.input)?;
+        o.some("input_base64", &self.input_base64)?;
+        o.member("outcome", self.outcome)?;
+        o.member("peak_rss_kib", &self.peak_rss_kib)?;
+        o.member("pid", &self.pid)?;
+        o.member("seq", &self.seq)?;
+        o.member("signal", &self.signal)?;
+        o.member("start", &self.start)?;
+        o.end();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -405,6 +486,73 @@ mod tests {
                 String::from_utf8_lossy(&theirs),
                 "case {i}"
             );
+        }
+    }
+
+    /// The hand-written lines are the bytes serde_json gives the structs, whichever
+    /// fields are there, null or absent, whatever their text or number.
+    #[test]
+    fn written_lines_are_serde_jsons_bytes() {
+        let texts = [
+            None,
+            Some("plain"),
+            Some("q\"uo\\te\n\u{8}\u{c}\u{1f}é\u{7f}"),
+        ];
+        let floats = [
+            0.0,
+            0.037,
+            1796417207.2899263,
+            1e21,
+            5.0,
+            f64::NAN,
+            f64::INFINITY,
+        ];
+        for (i, text) in texts.iter().enumerate() {
+            for (j, &f) in floats.iter().enumerate() {
+                let some = (i + j) % 2 == 0;
+                let error = RecordError {
+                    exit_code: some.then_some(-3),
+                    kind: "failed",
+                    message: text.unwrap_or(""),
+                    signal: (!some).then_some(9),
+                };
+                let head = RecordHead {
+                    attempts: j as u32,
+                    duration_ms: f,
+                    error: some.then_some(error),
+                    exit_code: (!some).then_some(0),
+                    host: *text,
+                    input: *text,
+                    input_base64: text.map(|_| "AAE="),
+                    ok: some,
+                    output: text.map(|t| serde_json::json!({"k": t, "n": [1, 2.5]})),
+                    pid: u32::MAX,
+                    seq: u64::MAX - j as u64,
+                };
+                let mut ours = Vec::new();
+                head.write_into(&mut ours).unwrap();
+                assert_eq!(ours, serde_json::to_vec(&head).unwrap(), "head {i} {j}");
+                let line = JoblogLine {
+                    attempts: i as u32,
+                    command: *text,
+                    command_base64: text.map(|_| "Yw=="),
+                    command_pid: text.map(|_| some.then_some(41)),
+                    duration_ms: f,
+                    exit_code: some.then_some(i32::MIN),
+                    host: text.map(|t| some.then_some(t)),
+                    input: *text,
+                    input_base64: (!some).then_some("AAE="),
+                    outcome: text.unwrap_or("ok"),
+                    peak_rss_kib: some.then_some(6324),
+                    pid: 0,
+                    seq: j as u64,
+                    signal: (!some).then_some(15),
+                    start: some.then_some(f),
+                };
+                let mut ours = Vec::new();
+                line.write_into(&mut ours).unwrap();
+                assert_eq!(ours, serde_json::to_vec(&line).unwrap(), "line {i} {j}");
+            }
         }
     }
 }

@@ -26,6 +26,7 @@ mod source;
 mod sources;
 mod specs;
 mod sys;
+mod task_wire;
 pub mod tasks;
 #[cfg(feature = "cluster")]
 pub mod worker;

@@ -181,7 +181,15 @@ pub fn write_joblog_json(
         signal,
         start,
     };
-    serde_json::to_writer(w, &line).map_err(io::Error::other)
+    thread_local! {
+        /// The line's bytes, reused from line to line: one write each.
+        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    LINE.with_borrow_mut(|bytes| {
+        bytes.clear();
+        line.write_into(bytes).map_err(io::Error::other)?;
+        w.write_all(bytes)
+    })
 }
 
 /// Characters of an error message a record keeps (a message quoting a huge input line
@@ -334,8 +342,16 @@ impl Record {
         }
         HEAD.with_borrow_mut(|line| {
             line.clear();
-            serde_json::to_writer(&mut *line, &head).map_err(io::Error::other)?;
+            head.write_into(line).map_err(io::Error::other)?;
             match output {
+                // Inline bytes (almost every output) join the head: one write.
+                Some(data) if data.as_bytes().is_some() => {
+                    line.pop();
+                    line.push(b',');
+                    json_bytes::write_field(&mut *line, "output", data)?;
+                    line.extend_from_slice(b"}\n");
+                    w.write_all(line)
+                }
                 Some(data) => {
                     w.write_all(&line[..line.len() - 1])?;
                     w.write_all(b",")?;

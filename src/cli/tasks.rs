@@ -18,7 +18,9 @@ use sha2::{Digest, Sha512};
 use supervisor::{Captured, Command, ExitStatus};
 
 /// One input line for a CLI task.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// Sent to the worker in the form [`super::task_wire`] picks.
+#[derive(Debug, Clone)]
 pub struct Job {
     /// The input line (without its newline); for built-in tasks, which take text,
     /// converted lossily where it is not UTF-8 (command mode passes its bytes in `argv`).
@@ -31,17 +33,13 @@ pub struct Job {
     pub argv: Vec<ByteBuf>,
     /// Command mode: where `{%}` goes in `argv` (argument, byte offset); the worker
     /// writes its job slot there (its pool seat + 1) when the job starts.
-    #[serde(default)]
     pub slots: Vec<(u32, u32)>,
     /// Command mode: how its output reaches ours.
-    #[serde(default)]
     pub stream: Stream,
     /// With [`Stream::Lines`] and `--tag`: what goes before each line (and a tab).
-    #[serde(default)]
     pub tag: Option<ByteBuf>,
     /// With [`Stream::Lines`]: the run's lock file, held while a worker writes lines,
     /// so that lines of two tasks never mix whatever their length.
-    #[serde(default)]
     pub lock: Option<ByteBuf>,
 }
 
@@ -64,7 +62,9 @@ pub enum Stream {
 pub const LINE_LIMIT: usize = 1 << 20;
 
 /// What a task printed.
-#[derive(Debug, Serialize, Deserialize)]
+///
+/// Sent back in the form [`super::task_wire`] picks.
+#[derive(Debug)]
 pub struct Output {
     /// Standard output (for commands, exactly what they wrote, spooled past
     /// [`INLINE_LIMIT`]).
@@ -74,10 +74,8 @@ pub struct Output {
     /// The text is a JSON value (`whoami`): `--format json` embeds it as such.
     pub json: bool,
     /// A command's own pid (0 for a built-in task), for the job log.
-    #[serde(default)]
     pub pid: u32,
     /// The job slot `{%}` the command ran with (0: none).
-    #[serde(default)]
     pub slot: u32,
 }
 

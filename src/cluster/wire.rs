@@ -15,8 +15,10 @@ pub(crate) const VERSION_HEADER: &str = "Sv-Wire";
 pub(crate) const HOST_HEADER: &str = "Sv-Host";
 
 /// This build's wire version: raised with every change to [`Task`], [`TaskResult`] or
-/// the framing of results. Messages of builds before versions carry no header.
-const VERSION: u32 = 2;
+/// the framing of results, or to what the CLI's tasks carry in them (3: the CLI's
+/// built-in jobs and outputs in their compact form, `cli::task_wire`). Messages of
+/// builds before versions carry no header.
+const VERSION: u32 = 3;
 
 /// The wire version this process speaks: [`VERSION`], or for the tests of a
 /// mixed-version cluster, `SUPERVISOR_WIRE_VERSION` (not for users; undocumented

@@ -187,6 +187,7 @@ struct Capped<'a> {
 }
 
 impl bincode::enc::write::Writer for Capped<'_> {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
         if bytes.len() > self.room {
             return Err(bincode::error::EncodeError::Other(TOO_LARGE));

@@ -86,7 +86,7 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
             read.set(seq);
             read_total.store(seq, Ordering::SeqCst);
             let fill = Fill {
-                fields: &record.fields,
+                fields: record.fields(),
                 whole: &record.whole,
                 seq,
                 slot: None,
@@ -109,7 +109,7 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
                 Vec::new()
             };
             let fields = if with_slot {
-                record.fields.clone()
+                record.fields().to_vec()
             } else {
                 Vec::new()
             };
@@ -119,14 +119,15 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
             } else {
                 String::from_utf8_lossy(&record.whole).into_owned()
             };
+            let (input, values) = record.into_parts();
             inputs.borrow_mut().insert(
                 position,
                 Pending {
                     seq,
                     command,
                     fields,
-                    values: record.values,
-                    input: record.whole,
+                    values,
+                    input,
                 },
             );
             position += 1;
@@ -194,8 +195,9 @@ pub(super) struct Pending {
     pub seq: u64,
     /// The whole input (`{}`).
     pub input: Vec<u8>,
-    /// A value per input source (for `--results`).
-    pub values: Vec<Vec<u8>>,
+    /// A value per input source (for `--results`), when they are not the input alone
+    /// (`None`: one source, no `--colsep`).
+    pub values: Option<Vec<Vec<u8>>>,
     /// The command line (command mode), as the job log names it; `None` with `{%}`
     /// until the slot is known (see [`Pending::command_line`]).
     pub command: Option<Vec<u8>>,

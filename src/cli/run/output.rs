@@ -159,7 +159,11 @@ where
         if let Some(dir) = &args.results {
             if !(not_run || was_stopped) {
                 // A full disk is an output error (exit 3), as for stdout.
-                if let Err(e) = record.write_results(dir, &pending.values) {
+                let values = match &pending.values {
+                    Some(values) => &values[..],
+                    None => std::slice::from_ref(&record.input),
+                };
+                if let Err(e) = record.write_results(dir, values) {
                     let e =
                         std::io::Error::other(format!("the results under {}: {e}", dir.display()));
                     output_failed(e, &mut output_error, request_stop);
@@ -259,7 +263,7 @@ pub(super) fn dry_run(
         let record = record.context("cannot read the input")?;
         let line = match template {
             Some(t) => t.display(&Fill {
-                fields: &record.fields,
+                fields: record.fields(),
                 whole: &record.whole,
                 seq: i as u64 + 1,
                 // As parallel's --dry-run: the slots taken in turn.

@@ -137,16 +137,20 @@ fn rate_key(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
     let _ = w.write_str(&rounded_rate(state.per_sec()));
 }
 
-pub(super) fn make_progress(args: &RunArgs, total: Option<u64>) -> Meter {
-    let terminal = std::io::stderr().is_terminal();
+/// Whether the run shows its progress (on a terminal, or as lines).
+pub(super) fn shown(args: &RunArgs) -> bool {
     // GNU parallel's --eta and --bar: the progress display, always.
-    let show = args.eta
+    args.eta
         || match args.progress {
             Progress::Always => true,
             Progress::Never => false,
-            Progress::Auto => terminal && !args.daemon,
-        };
-    if !show {
+            Progress::Auto => std::io::stderr().is_terminal() && !args.daemon,
+        }
+}
+
+pub(super) fn make_progress(args: &RunArgs, total: Option<u64>) -> Meter {
+    let terminal = std::io::stderr().is_terminal();
+    if !shown(args) {
         return Meter::Off;
     }
     if !terminal {
