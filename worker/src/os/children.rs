@@ -142,3 +142,67 @@ pub(crate) fn kill_descendants(within: std::time::Duration) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// The processes a fork server adopted as their subreaper (`(pid, pgrp)`): its
+/// children that are not among `workers` (the live workers it forked), with their
+/// descendants. A worker that died left them; nothing else of theirs is in the list.
+fn adopted(workers: &std::collections::HashSet<i32>) -> Vec<(i32, i32)> {
+    let me = std::process::id() as i32;
+    let all = processes();
+    let mut ours: std::collections::HashSet<i32> = all
+        .iter()
+        .filter(|&&(pid, ppid, _)| ppid == me && !workers.contains(&pid))
+        .map(|&(pid, _, _)| pid)
+        .collect();
+    loop {
+        let before = ours.len();
+        for &(pid, ppid, _) in &all {
+            if ours.contains(&ppid) {
+                ours.insert(pid);
+            }
+        }
+        if ours.len() == before {
+            break;
+        }
+    }
+    all.into_iter()
+        .filter(|(pid, _, _)| ours.contains(pid))
+        .map(|(pid, _, pgrp)| (pid, pgrp))
+        .collect()
+}
+
+/// Reaps each of `procs` that is an exited child of ours; never a pid not listed (a
+/// worker is reaped only when the parent asks).
+fn reap_listed(procs: &[(i32, i32)]) {
+    for &(pid, _) in procs {
+        let mut status = 0;
+        // SAFETY: a valid out-pointer; WNOHANG never blocks; a pid that is not our
+        // child answers ECHILD.
+        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    }
+}
+
+/// In a fork server: SIGKILLs what it adopted from dead workers ([`adopted`]) and reaps
+/// it, scanning again as each one's children come to us in turn, until nothing is
+/// left or `within` has passed.
+pub(crate) fn end_adopted(workers: &std::collections::HashSet<i32>, within: std::time::Duration) {
+    let until = std::time::Instant::now() + within;
+    loop {
+        let found = adopted(workers);
+        if found.is_empty() {
+            return;
+        }
+        signal_each(&found, libc::SIGKILL);
+        reap_listed(&found);
+        if std::time::Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// In a fork server that spares orphans: reaps those of them that have exited, so an
+/// adopted daemon does not stay a zombie.
+pub(crate) fn reap_adopted(workers: &std::collections::HashSet<i32>) {
+    reap_listed(&adopted(workers));
+}

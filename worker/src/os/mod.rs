@@ -12,7 +12,9 @@ mod socket;
 mod stat;
 mod term;
 
-pub(crate) use children::{become_subreaper, end_children, has_children};
+pub(crate) use children::{
+    become_subreaper, end_adopted, end_children, has_children, reap_adopted,
+};
 pub(crate) use clock::{monotonic_ns, monotonic_upper_ns};
 pub(crate) use owner::{die_with, parent_pidfd};
 pub use process::exit_now;
