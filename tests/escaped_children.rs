@@ -176,3 +176,71 @@ fn a_pool_leaves_no_escaped_child() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+/// Writes this worker's pid to `path`, then sleeps for good.
+fn publish_pid_and_sleep(path: String) -> u32 {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, std::process::id().to_string()).expect("write the pid");
+    std::fs::rename(&tmp, &path).expect("publish the pid");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+supervisor::task!(publish_pid_and_sleep);
+
+/// A program with a pool whose task runs for good; prints nothing, waits to be killed.
+fn busy_pool_scenario() {
+    supervisor::init();
+    let method: StartMethod = std::env::var("BUSY_POOL_METHOD").unwrap().parse().unwrap();
+    let path = std::env::var("BUSY_POOL_PID_FILE").unwrap();
+    let pool = Pool::builder()
+        .procs(1)
+        .start_method(method)
+        .build()
+        .unwrap();
+    let _running = pool.apply_async(publish_pid_and_sleep, path);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[linkme::distributed_slice(common::SCENARIOS)]
+static BUSY_POOL: common::Scenario = common::Scenario {
+    name: "busy_pool",
+    run: busy_pool_scenario,
+};
+
+/// A pool worker whose parent-death signal does not act (the fault blocks SIGHUP, as a
+/// signal lost to the fork race would) still ends when its parent is SIGKILLed while
+/// its task runs: the hang-up of its channel ends it (adv18d F5: one such worker
+/// outlived its parent by 578 s; before, with the fault, it lived on for good).
+#[test]
+fn a_busy_worker_whose_parent_death_signal_is_lost_ends_with_its_parent() {
+    for method in StartMethod::ALL {
+        eprintln!("-- start method {method}");
+        isolated(DEADLINE, move || {
+            let dir = scratch("lost-hang-up", method);
+            let path = dir.join("worker");
+            let mut program = common::scenario("busy_pool")
+                .env(supervisor_worker_fault_env(), "block-hang-up")
+                .env("BUSY_POOL_METHOD", method.to_string())
+                .env("BUSY_POOL_PID_FILE", &path)
+                .spawn()
+                .unwrap();
+            let worker = pid_written_to(&path);
+            program.kill().unwrap();
+            program.wait().unwrap();
+            let gone = wait_exit(worker, Duration::from_secs(5));
+            if !gone {
+                // SAFETY: kill with plain integers: not to leave it behind.
+                unsafe { libc::kill(worker, libc::SIGKILL) };
+            }
+            assert!(gone, "{method}: the worker outlived its SIGKILLed parent");
+            std::fs::remove_dir_all(&dir).unwrap();
+        });
+    }
+}
+
+fn supervisor_worker_fault_env() -> &'static str {
+    "SUPERVISOR_FAULT"
+}

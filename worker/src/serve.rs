@@ -117,6 +117,10 @@ pub fn serve(link: Link) -> ! {
 
 /// Runs tasks until the parent closes the link.
 pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
+    if crate::fault::selected() == Some(crate::fault::Fault::BlockHangUp) {
+        // Before any thread starts, so none of them takes the signal either.
+        os::block_hang_up();
+    }
     if let Some(keep) = &config.env_allowlist {
         let drop: Vec<std::ffi::OsString> = std::env::vars_os()
             .map(|(k, _)| k)
@@ -146,6 +150,13 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
         // Parent death (SIGHUP) takes the worker's commands and their children with it.
         os::kill_group_on_hangup();
     }
+    // A worker that dies with its parent: should the parent-death signal not act, the
+    // hang-up of the link while a task runs ends it all the same.
+    if config.daemon {
+        if let Some(fd) = link.rx.descriptor() {
+            os::end_when_link_hangs_up(fd);
+        }
+    }
     let mut inbox = Inbox::new();
     let retire_above = config.retire_above;
     let mut answers = Answers::new(link.tx.clone(), children);
@@ -159,6 +170,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
                 finish(0)
             }
         };
+        os::BUSY.store(true, std::sync::atomic::Ordering::Release);
         let page = frame.take_page();
         let sent = match inbox.decode::<ToChild>(frame) {
             Ok(ToChild::Task(req)) => answers.run_task(req.id, &req.task, &req.arg),
@@ -178,6 +190,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
                 Some(progress) => {
                     answers = Answers::with_progress(link.tx.clone(), progress, children)
                         .retire_above(retire_above);
+                    os::BUSY.store(false, std::sync::atomic::Ordering::Release);
                     continue;
                 }
                 None => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
@@ -185,6 +198,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
             // A parent never sends anything else to a worker: treat it as a broken link.
             Ok(_) | Err(_) => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
         };
+        os::BUSY.store(false, std::sync::atomic::Ordering::Release);
         if sent.is_err() {
             finish(0);
         }

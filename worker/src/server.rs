@@ -112,7 +112,9 @@ fn become_worker(
 ) -> ! {
     drop(server_link);
     setup.cloexec_above_stdio = false;
-    let watch = owner.filter(|_| setup.die_with_parent);
+    // The fault that plays a lost parent-death signal loses the owner's watch too.
+    let lost = crate::fault::selected() == Some(crate::fault::Fault::BlockHangUp);
+    let watch = owner.filter(|_| setup.die_with_parent && !lost);
     if watch.is_some() {
         setup.die_with_parent = false;
     }

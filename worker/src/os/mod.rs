@@ -5,6 +5,7 @@
 
 mod children;
 mod clock;
+mod hang_up;
 mod owner;
 mod process;
 mod setup;
@@ -16,6 +17,7 @@ pub(crate) use children::{
     become_subreaper, end_adopted, end_children, has_children, reap_adopted,
 };
 pub(crate) use clock::{monotonic_ns, monotonic_upper_ns};
+pub(crate) use hang_up::{block_hang_up, end_when_link_hangs_up, BUSY, STOPPING};
 pub(crate) use owner::{die_with, parent_pidfd};
 pub use process::exit_now;
 pub(crate) use process::{
