@@ -33,6 +33,8 @@ const DROPPED_BOUND: Duration = Duration::from_secs(7);
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 enum End {
     Exit,
+    /// `exit(0)`: a clean code, though the worker did not end its task's children.
+    ExitZero,
     Abort,
     /// The test SIGKILLs the worker (whose pid the task writes too).
     Killed,
@@ -59,6 +61,7 @@ fn escape_then_end(a: (String, End)) -> u32 {
     std::fs::rename(&tmp, &path).expect("publish the pid");
     match end {
         End::Exit => std::process::exit(3),
+        End::ExitZero => std::process::exit(0),
         End::Abort => std::process::abort(),
         End::Killed => loop {
             std::thread::sleep(Duration::from_secs(1));
@@ -99,7 +102,7 @@ fn gone_now(child: i32, what: &str) {
     assert!(!alive, "{what}: the escaped child ran on");
 }
 
-const ENDS: [End; 3] = [End::Exit, End::Abort, End::Killed];
+const ENDS: [End; 4] = [End::Exit, End::ExitZero, End::Abort, End::Killed];
 
 /// `Process::join`: the escaped child is gone when it returns, for every way the worker
 /// ends (before: it ran on, adopted by init).
@@ -243,4 +246,26 @@ fn a_busy_worker_whose_parent_death_signal_is_lost_ends_with_its_parent() {
 
 fn supervisor_worker_fault_env() -> &'static str {
     "SUPERVISOR_FAULT"
+}
+
+/// Under `spawn` too, a worker that a task ends with `exit` (0 or another code) ends
+/// the task's escaped children first (an `atexit` hook of the worker's); `abort` and a
+/// SIGKILL are not covered there (README).
+#[test]
+fn a_spawned_worker_ended_by_exit_leaves_no_escaped_child() {
+    isolated(DEADLINE, || {
+        let method = StartMethod::Spawn;
+        let dir = scratch("escaped-exit", method);
+        for end in [End::Exit, End::ExitZero] {
+            let path = dir.join(format!("{end:?}"));
+            let mut p = Process::builder(escape_then_end, (path.display().to_string(), end))
+                .start_method(method)
+                .start()
+                .unwrap();
+            let child = escaped_child(&path, end);
+            assert!(p.join().is_err());
+            gone_now(child, &format!("{method} {end:?} after join"));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
 }

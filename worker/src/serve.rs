@@ -141,6 +141,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
     let children = config.end_task_children;
     let hangup_handled = children.is_some_and(|grace| {
         os::become_subreaper();
+        os::end_children_at_exit();
         // The whole grace for the task's children (the parent waits a margin longer
         // before its SIGKILL ends us); a daemon's parent death (SIGHUP) kills every
         // descendant, also those that left the group, then the group.

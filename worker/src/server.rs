@@ -8,8 +8,9 @@
 //! The server is the subreaper of its workers' descendants: what a worker leaves when
 //! it dies without ending its task's children (`exit`, `abort`, a SIGKILL), also in
 //! sessions or groups of their own, becomes the server's child rather than init's.
-//! When the parent asks it to reap such a worker, the server SIGKILLs and reaps all it
-//! adopted before it answers, so the parent's `join` finds them gone. A worker whose
+//! When the parent asks it to reap such a worker (one that did not exit with 0: a
+//! worker's own exits and a task's `exit` end its tree first), the server SIGKILLs and
+//! reaps all it adopted before it answers, so the parent's `join` finds them gone. A worker whose
 //! tasks may leave a daemon (`end_orphans: false`) makes the server spare every
 //! orphan from then on (it cannot tell whose an orphan was); it still reaps them.
 
@@ -86,11 +87,16 @@ pub fn run(link: Link) -> ! {
 fn reap(pid: i32, workers: &mut HashSet<i32>, spare_orphans: bool) -> Result<(i32, u64, u64), i32> {
     let reaped = os::wait_child(pid);
     workers.remove(&pid);
-    if spare_orphans {
-        os::reap_adopted(workers);
-    } else {
+    // A worker that exited with 0 left nothing: it ended its task's children before
+    // its own exit (and at a task's `exit`, see `os::end_children_at_exit`). Only
+    // another end (a signal, a code) is worth the look at every process.
+    let clean = matches!(reaped, Ok((status, _, _)) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    if !spare_orphans && !clean {
         os::end_adopted(workers, ADOPTED_GONE_WITHIN);
     }
+    // Adopted orphans that have exited (a spared daemon that ended): one system call
+    // when there are none.
+    os::reap_exited_except(workers);
     reaped
 }
 

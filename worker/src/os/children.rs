@@ -201,8 +201,53 @@ pub(crate) fn end_adopted(workers: &std::collections::HashSet<i32>, within: std:
     }
 }
 
-/// In a fork server that spares orphans: reaps those of them that have exited, so an
-/// adopted daemon does not stay a zombie.
-pub(crate) fn reap_adopted(workers: &std::collections::HashSet<i32>) {
-    reap_listed(&adopted(workers));
+/// In a fork server: reaps its exited children that are not among `workers` (orphans
+/// it adopted), so none stays a zombie; stops at the first exited worker (which is
+/// reaped only when the parent asks), leaving the rest to a later call.
+pub(crate) fn reap_exited_except(workers: &std::collections::HashSet<i32>) {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid out-buffer.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid out-pointer; WNOWAIT leaves the child to be reaped.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: waitid filled it in (si_pid is 0 when no child has exited).
+        let pid = unsafe { info.si_pid() };
+        if r != 0 || pid == 0 || workers.contains(&pid) {
+            return;
+        }
+        reap_listed(&[(pid, 0)]);
+    }
+}
+
+/// The pid of the worker that ends its children at `exit`; 0 until then.
+static AT_EXIT_WORKER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// From now on, an `exit` (not `_exit`) of this worker, as a task's
+/// `std::process::exit` makes, first SIGKILLs and reaps its descendants (a subreaper's:
+/// all of them, also in sessions of their own), which would otherwise outlive it. The
+/// worker's own exits use `_exit` and have ended them already.
+pub(crate) fn end_children_at_exit() {
+    AT_EXIT_WORKER.store(
+        std::process::id() as i32,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    // SAFETY: registers a plain function with no preconditions.
+    unsafe { libc::atexit(end_children_now) };
+}
+
+extern "C" fn end_children_now() {
+    // In a process forked from the worker that exits: not its tree to end.
+    if std::process::id() as i32 != AT_EXIT_WORKER.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    if has_children() {
+        kill_descendants(std::time::Duration::from_secs(1));
+    }
 }

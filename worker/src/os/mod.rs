@@ -14,7 +14,8 @@ mod stat;
 mod term;
 
 pub(crate) use children::{
-    become_subreaper, end_adopted, end_children, has_children, reap_adopted,
+    become_subreaper, end_adopted, end_children, end_children_at_exit, has_children,
+    reap_exited_except,
 };
 pub(crate) use clock::{monotonic_ns, monotonic_upper_ns};
 pub(crate) use hang_up::{block_hang_up, end_when_link_hangs_up, BUSY, STOPPING};
