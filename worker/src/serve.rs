@@ -151,9 +151,10 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
         // Parent death (SIGHUP) takes the worker's commands and their children with it.
         os::kill_group_on_hangup();
     }
-    // A worker that dies with its parent: should the parent-death signal not act, the
-    // hang-up of the link while a task runs ends it all the same.
-    if config.daemon {
+    // A pool worker (it dies with its parent): should the parent-death signal not act,
+    // the hang-up of the link while a task runs ends it all the same. Not a daemon
+    // `Process`, whose handle may be dropped while its task runs on.
+    if config.daemon && config.seat.is_some() {
         if let Some(fd) = link.rx.descriptor() {
             os::end_when_link_hangs_up(fd);
         }
