@@ -153,12 +153,12 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
     }
     // A pool worker (it dies with its parent): should the parent-death signal not act,
     // the hang-up of the link while a task runs ends it all the same. Not a daemon
-    // `Process`, whose handle may be dropped while its task runs on.
-    if config.daemon && config.seat.is_some() {
-        if let Some(fd) = link.rx.descriptor() {
-            os::end_when_link_hangs_up(fd);
-        }
-    }
+    // `Process`, whose handle may be dropped while its task runs on. Its thread starts
+    // with the first task: a worker that never runs one (a pool stopped at once) does
+    // not pay for it.
+    let mut watch_link = (config.daemon && config.seat.is_some())
+        .then(|| link.rx.descriptor())
+        .flatten();
     let mut inbox = Inbox::new();
     let retire_above = config.retire_above;
     let mut answers = Answers::new(link.tx.clone(), children);
@@ -172,6 +172,9 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
                 finish(0)
             }
         };
+        if let Some(fd) = watch_link.take() {
+            os::end_when_link_hangs_up(fd);
+        }
         os::BUSY.store(true, std::sync::atomic::Ordering::Release);
         let page = frame.take_page();
         let sent = match inbox.decode::<ToChild>(frame) {
