@@ -159,6 +159,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
     let mut watch_link = (config.daemon && config.seat.is_some())
         .then(|| link.rx.descriptor())
         .flatten();
+    let parent = os::parent_pid();
     let mut inbox = Inbox::new();
     let retire_above = config.retire_above;
     let mut answers = Answers::new(link.tx.clone(), children);
@@ -173,7 +174,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
             }
         };
         if let Some(fd) = watch_link.take() {
-            os::end_when_link_hangs_up(fd);
+            os::end_when_link_hangs_up(fd, parent);
         }
         os::BUSY.store(true, std::sync::atomic::Ordering::Release);
         let page = frame.take_page();

@@ -17,17 +17,23 @@ pub(crate) static BUSY: AtomicBool = AtomicBool::new(false);
 pub(crate) static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// Starts the watch on `fd` (the receiving end of the worker's link); false if no
-/// thread could be started.
-pub(crate) fn end_when_link_hangs_up(fd: RawFd) -> bool {
+/// thread could be started. It acts only once `parent` is no longer this process's
+/// parent (it died: the worker was reparented): a parent that lives and closed the
+/// link (a timeout, a shutdown) signals the worker itself, with the grace it chose.
+pub(crate) fn end_when_link_hangs_up(fd: RawFd, parent: i32) -> bool {
     std::thread::Builder::new()
         .name("link-watch".into())
         .stack_size(64 << 10)
         .spawn(move || {
             wait_hang_up(fd);
             // Idle, the serve loop reads the end of the stream and exits on its own;
-            // it may still take a task sent before the hang-up, so look until then.
+            // it may still take a task sent before the hang-up, so look until then
+            // (and until the dead parent's children are handed on).
             loop {
-                if BUSY.load(Ordering::Acquire) && !STOPPING.load(Ordering::Acquire) {
+                if BUSY.load(Ordering::Acquire)
+                    && !STOPPING.load(Ordering::Acquire)
+                    && super::parent_pid() != parent
+                {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));
