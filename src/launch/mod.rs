@@ -67,10 +67,13 @@ pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error>
         StartMethod::Fork => zygote::client()?,
         StartMethod::Forkserver => forkserver::client()?,
     };
-    let (slot, link) = match server.fork(spec.nice, spec.daemon) {
+    // What a dead worker leaves is ended by the server that adopts it, unless its tasks
+    // may leave a daemon behind.
+    let end_orphans = spec.end_task_children.is_some();
+    let (slot, link) = match server.fork(spec.nice, spec.daemon, end_orphans) {
         // A server that died under us is replaced once (the zygote by the forkserver).
         Err(_) if server.is_broken() || zygote::lost() => {
-            forkserver::client()?.fork(spec.nice, spec.daemon)?
+            forkserver::client()?.fork(spec.nice, spec.daemon, end_orphans)?
         }
         other => other?,
     };

@@ -68,6 +68,7 @@ impl ServerClient {
         self: &Arc<Self>,
         nice: Option<i32>,
         daemon: bool,
+        end_orphans: bool,
     ) -> Result<(Arc<ChildSlot>, Link), Error> {
         let (to_worker_tx, to_worker_rx) = ipc::channel::<Frame>().map_err(ErrorKind::Channel)?;
         let (from_worker_tx, from_worker_rx) =
@@ -80,7 +81,7 @@ impl ServerClient {
         };
         let reply = self
             .request(
-                &ToChild::Fork { setup },
+                &ToChild::Fork { setup, end_orphans },
                 vec![
                     Channel::Receiver(to_worker_rx),
                     Channel::Sender(from_worker_tx),

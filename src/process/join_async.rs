@@ -5,8 +5,10 @@
 //! small thread of its own, which takes the channel, receives, wakes the task, then
 //! waits for the exit and wakes it again. The task decodes the value as soon as it is
 //! in (while the child lingers for handles it returned to be opened, as in `join`) and
-//! finishes once the child has exited. A future dropped half-way leaves the thread's
-//! work to whoever joins next.
+//! finishes once the child has exited and (unless the task may keep its children)
+//! nothing of its process group runs any more: the thread, not the polling one, waits
+//! out the moment SIGKILLed leftovers take to vanish. A future dropped half-way leaves
+//! the thread's work to whoever joins next.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,7 +34,8 @@ pub(super) struct Received {
 struct State {
     /// Set once the answer is in (or none will come); taken by the joiner.
     received: Option<Received>,
-    /// Set once the thread is done: the answer is in and the child has exited.
+    /// Set once the thread is done: the answer is in, the child has exited and its
+    /// group is empty (or was waited for as long as `join` would).
     finished: bool,
     waker: Option<Waker>,
 }
@@ -49,13 +52,14 @@ impl Pending {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts the thread that receives on `rx` and then waits for the child's exit.
-    /// Starts the thread that receives on `rx` and then waits for the child's exit;
-    /// if no thread can start, `rx` comes back with the error.
+    /// Starts the thread that receives on `rx`, then waits for the child's exit and,
+    /// with `empty_group`, for its process group to be empty (as `join` does); if no
+    /// thread can start, `rx` comes back with the error.
     #[allow(clippy::type_complexity)]
     fn start(
         rx: Option<protocol::Receiver>,
         slot: Arc<ChildSlot>,
+        empty_group: bool,
     ) -> Result<Arc<Pending>, (Option<protocol::Receiver>, std::io::Error)> {
         let pending = Arc::new(Pending::default());
         let shared = pending.clone();
@@ -69,8 +73,12 @@ impl Pending {
                 let taken = theirs.lock().unwrap_or_else(|p| p.into_inner()).take();
                 let (mut rx, mut received) = (taken.flatten(), None);
                 receive(&mut rx, &slot, &mut received, None);
+                let answered = matches!(received, Some(Ok(FromChild::Done { .. })));
                 shared.update(|s| s.received = Some(Received { rx, received }));
-                slot.wait();
+                let exit = slot.wait();
+                if empty_group {
+                    super::empty_group(&slot, exit.status, answered);
+                }
                 shared.update(|s| s.finished = true);
             });
         match started {
@@ -208,12 +216,15 @@ impl<R: DeserializeOwned> Future for ProcessJoin<'_, R> {
         }
         if this.answered.is_none() {
             if p.pending.is_none() {
-                if p.slot.exit().is_some() && (p.received.is_some() || p.rx.is_none()) {
+                if p.slot.exit().is_some()
+                    && (p.received.is_some() || p.rx.is_none())
+                    && (p.keep_task_children || !p.slot.group_runs())
+                {
                     // Nothing left to wait for: `join` returns at once.
                     return Poll::Ready(p.join());
                 }
                 let rx = p.rx.take();
-                match Pending::start(rx, p.slot.clone()) {
+                match Pending::start(rx, p.slot.clone(), !p.keep_task_children) {
                     Ok(pending) => p.pending = Some(pending),
                     Err((rx, _)) => {
                         p.rx = rx;
@@ -235,8 +246,8 @@ impl<R: DeserializeOwned> Future for ProcessJoin<'_, R> {
                 return Poll::Pending;
             }
         }
-        // The answer is in and the child has exited: `join` does not block, but for
-        // the moment SIGKILLed leftovers of its group take to vanish (at most 1 s).
+        // The answer is in, the child has exited and the thread saw its group empty:
+        // `join` does not block.
         Poll::Ready(p.join())
     }
 }

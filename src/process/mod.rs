@@ -375,17 +375,9 @@ impl<R: DeserializeOwned> Process<R> {
             Some(deadline) => self.slot.wait_until(deadline)?,
         };
         trace::process_exited(&self.name, self.pid(), exit.status);
-        // A worker that answered and exited with 0 ended its task's children itself.
-        // Killed, or ended by its task (`exit`, `abort`) before it could: what is left
-        // of them in its process group goes now (before, only after a signal).
-        let finished = exit.status == ExitStatus::Code(0)
-            && matches!(self.received, Some(Ok(FromChild::Done { .. })));
         if !self.keep_task_children {
-            if !finished {
-                let _ = self.slot.signal_group(libc::SIGKILL);
-            }
-            // Only once they are gone (a SIGKILLed process vanishes a moment later).
-            group_sweep::wait_gone(&self.slot, Instant::now() + group_sweep::GONE_WITHIN);
+            let answered = matches!(self.received, Some(Ok(FromChild::Done { .. })));
+            empty_group(&self.slot, exit.status, answered);
         }
         self.taken = true;
         Some(self.outcome(exit))
@@ -515,6 +507,18 @@ impl MemoryWatch {
 
 /// Waits on `rx` for the child's answer into `received`, or for proof that none will
 /// come (`rx` is then `None`). `false` if the deadline passed first.
+/// After the exit of `slot`'s child: a worker that answered (`answered`) and exited
+/// with 0 ended its task's children itself. Killed, or ended by its task (`exit`,
+/// `abort`) before it could: what is left of them in its process group goes now
+/// (before, only after a signal). Returns once nothing of the group runs (a SIGKILLed
+/// process vanishes a moment later), or after [`group_sweep::GONE_WITHIN`].
+fn empty_group(slot: &ChildSlot, status: ExitStatus, answered: bool) {
+    if !(status == ExitStatus::Code(0) && answered) {
+        let _ = slot.signal_group(libc::SIGKILL);
+    }
+    group_sweep::wait_gone(slot, Instant::now() + group_sweep::GONE_WITHIN);
+}
+
 fn receive(
     rx_slot: &mut Option<protocol::Receiver>,
     slot: &ChildSlot,

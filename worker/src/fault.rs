@@ -19,6 +19,10 @@ pub enum Fault {
     StopBeforeConnect,
     /// Connect, then stop (SIGSTOP, again whenever continued) before saying hello.
     StopAfterConnect,
+    /// A worker blocks SIGHUP before it serves: its parent-death signal never acts, as
+    /// if it had been lost in the fork race, so only the hang-up of its channel can
+    /// end it once its parent is gone.
+    BlockHangUp,
 }
 
 /// The fault selected by the environment, if any.
@@ -28,6 +32,7 @@ pub fn selected() -> Option<Fault> {
         "hang-before-connect" => Some(Fault::HangBeforeConnect),
         "stop-before-connect" => Some(Fault::StopBeforeConnect),
         "stop-after-connect" => Some(Fault::StopAfterConnect),
+        "block-hang-up" => Some(Fault::BlockHangUp),
         _ => None,
     }
 }

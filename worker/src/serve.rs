@@ -117,6 +117,10 @@ pub fn serve(link: Link) -> ! {
 
 /// Runs tasks until the parent closes the link.
 pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
+    if crate::fault::selected() == Some(crate::fault::Fault::BlockHangUp) {
+        // Before any thread starts, so none of them takes the signal either.
+        os::block_hang_up();
+    }
     if let Some(keep) = &config.env_allowlist {
         let drop: Vec<std::ffi::OsString> = std::env::vars_os()
             .map(|(k, _)| k)
@@ -137,6 +141,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
     let children = config.end_task_children;
     let hangup_handled = children.is_some_and(|grace| {
         os::become_subreaper();
+        os::end_children_at_exit();
         // The whole grace for the task's children (the parent waits a margin longer
         // before its SIGKILL ends us); a daemon's parent death (SIGHUP) kills every
         // descendant, also those that left the group, then the group.
@@ -146,6 +151,15 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
         // Parent death (SIGHUP) takes the worker's commands and their children with it.
         os::kill_group_on_hangup();
     }
+    // A pool worker (it dies with its parent): should the parent-death signal not act,
+    // the hang-up of the link while a task runs ends it all the same. Not a daemon
+    // `Process`, whose handle may be dropped while its task runs on. Its thread starts
+    // with the first task: a worker that never runs one (a pool stopped at once) does
+    // not pay for it.
+    let mut watch_link = (config.daemon && config.seat.is_some())
+        .then(|| link.rx.descriptor())
+        .flatten();
+    let parent = os::parent_pid();
     let mut inbox = Inbox::new();
     let retire_above = config.retire_above;
     let mut answers = Answers::new(link.tx.clone(), children);
@@ -159,6 +173,10 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
                 finish(0)
             }
         };
+        if let Some(fd) = watch_link.take() {
+            os::end_when_link_hangs_up(fd, parent);
+        }
+        os::BUSY.store(true, std::sync::atomic::Ordering::Release);
         let page = frame.take_page();
         let sent = match inbox.decode::<ToChild>(frame) {
             Ok(ToChild::Task(req)) => answers.run_task(req.id, &req.task, &req.arg),
@@ -178,6 +196,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
                 Some(progress) => {
                     answers = Answers::with_progress(link.tx.clone(), progress, children)
                         .retire_above(retire_above);
+                    os::BUSY.store(false, std::sync::atomic::Ordering::Release);
                     continue;
                 }
                 None => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
@@ -185,6 +204,7 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
             // A parent never sends anything else to a worker: treat it as a broken link.
             Ok(_) | Err(_) => finish(crate::protocol::EXIT_BOOTSTRAP_FAILED),
         };
+        os::BUSY.store(false, std::sync::atomic::Ordering::Release);
         if sent.is_err() {
             finish(0);
         }

@@ -142,3 +142,112 @@ pub(crate) fn kill_descendants(within: std::time::Duration) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// The processes a fork server adopted as their subreaper (`(pid, pgrp)`): its
+/// children that are not among `workers` (the live workers it forked), with their
+/// descendants. A worker that died left them; nothing else of theirs is in the list.
+fn adopted(workers: &std::collections::HashSet<i32>) -> Vec<(i32, i32)> {
+    let me = std::process::id() as i32;
+    let all = processes();
+    let mut ours: std::collections::HashSet<i32> = all
+        .iter()
+        .filter(|&&(pid, ppid, _)| ppid == me && !workers.contains(&pid))
+        .map(|&(pid, _, _)| pid)
+        .collect();
+    loop {
+        let before = ours.len();
+        for &(pid, ppid, _) in &all {
+            if ours.contains(&ppid) {
+                ours.insert(pid);
+            }
+        }
+        if ours.len() == before {
+            break;
+        }
+    }
+    all.into_iter()
+        .filter(|(pid, _, _)| ours.contains(pid))
+        .map(|(pid, _, pgrp)| (pid, pgrp))
+        .collect()
+}
+
+/// Reaps each of `procs` that is an exited child of ours; never a pid not listed (a
+/// worker is reaped only when the parent asks).
+fn reap_listed(procs: &[(i32, i32)]) {
+    for &(pid, _) in procs {
+        let mut status = 0;
+        // SAFETY: a valid out-pointer; WNOHANG never blocks; a pid that is not our
+        // child answers ECHILD.
+        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    }
+}
+
+/// In a fork server: SIGKILLs what it adopted from dead workers ([`adopted`]) and reaps
+/// it, scanning again as each one's children come to us in turn, until nothing is
+/// left or `within` has passed.
+pub(crate) fn end_adopted(workers: &std::collections::HashSet<i32>, within: std::time::Duration) {
+    let until = std::time::Instant::now() + within;
+    loop {
+        let found = adopted(workers);
+        if found.is_empty() {
+            return;
+        }
+        signal_each(&found, libc::SIGKILL);
+        reap_listed(&found);
+        if std::time::Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// In a fork server: reaps its exited children that are not among `workers` (orphans
+/// it adopted), so none stays a zombie; stops at the first exited worker (which is
+/// reaped only when the parent asks), leaving the rest to a later call.
+pub(crate) fn reap_exited_except(workers: &std::collections::HashSet<i32>) {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid out-buffer.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid out-pointer; WNOWAIT leaves the child to be reaped.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: waitid filled it in (si_pid is 0 when no child has exited).
+        let pid = unsafe { info.si_pid() };
+        if r != 0 || pid == 0 || workers.contains(&pid) {
+            return;
+        }
+        reap_listed(&[(pid, 0)]);
+    }
+}
+
+/// The pid of the worker that ends its children at `exit`; 0 until then.
+static AT_EXIT_WORKER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// From now on, an `exit` (not `_exit`) of this worker, as a task's
+/// `std::process::exit` makes, first SIGKILLs and reaps its descendants (a subreaper's:
+/// all of them, also in sessions of their own), which would otherwise outlive it. The
+/// worker's own exits use `_exit` and have ended them already.
+pub(crate) fn end_children_at_exit() {
+    AT_EXIT_WORKER.store(
+        std::process::id() as i32,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    // SAFETY: registers a plain function with no preconditions.
+    unsafe { libc::atexit(end_children_now) };
+}
+
+extern "C" fn end_children_now() {
+    // In a process forked from the worker that exits: not its tree to end.
+    if std::process::id() as i32 != AT_EXIT_WORKER.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    if has_children() {
+        kill_descendants(std::time::Duration::from_secs(1));
+    }
+}

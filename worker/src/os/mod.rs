@@ -5,6 +5,7 @@
 
 mod children;
 mod clock;
+mod hang_up;
 mod owner;
 mod process;
 mod setup;
@@ -12,8 +13,12 @@ mod socket;
 mod stat;
 mod term;
 
-pub(crate) use children::{become_subreaper, end_children, has_children};
+pub(crate) use children::{
+    become_subreaper, end_adopted, end_children, end_children_at_exit, has_children,
+    reap_exited_except,
+};
 pub(crate) use clock::{monotonic_ns, monotonic_upper_ns};
+pub(crate) use hang_up::{block_hang_up, end_when_link_hangs_up, BUSY, STOPPING};
 pub(crate) use owner::{die_with, parent_pidfd};
 pub use process::exit_now;
 pub(crate) use process::{

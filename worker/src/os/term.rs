@@ -41,6 +41,7 @@ pub(crate) fn end_children_on_sigterm(grace: Duration, hangup: bool) -> bool {
                     unsafe { libc::kill(0, libc::SIGKILL) };
                 }
                 Some(_) => {
+                    super::STOPPING.store(true, Ordering::Release);
                     end_children(grace);
                     // Dies of the signal, so the parent sees what it sent.
                     let _ = signal_hook::low_level::emulate_default_handler(SIGTERM);

@@ -73,6 +73,10 @@ pub enum ToChild {
     Fork {
         /// Set-up the new worker applies before anything else.
         setup: ChildSetup,
+        /// What the worker leaves when it dies (its orphans, which the server adopts as
+        /// their subreaper) is killed when it is reaped; false for a worker whose tasks
+        /// may leave a daemon behind (the server then spares every orphan for good).
+        end_orphans: bool,
     },
     /// (Server only) reap an exited worker and report its status.
     Reap {

@@ -1,0 +1,271 @@
+//! What a task starts in a session of its own (`setsid`) ends with its worker also when
+//! the worker dies without ending it: `exit(3)`, `abort()`, or a SIGKILL from outside.
+//! The worker is gone by then; what it left must not be adopted by init.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{has_exited, isolated, pid_written_to, wait_exit};
+use supervisor::{Pool, Process, StartMethod};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// The start methods whose workers have a parent that outlives them and adopts what
+/// they leave (the zygote, the forkserver). A spawned worker's parent is the program
+/// itself, which is not made a subreaper (README: what a dead spawned worker leaves in
+/// a session of its own is beyond reach).
+const ADOPTED_BY_A_SERVER: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Forkserver];
+
+fn each_forking_method(body: fn(StartMethod)) {
+    for method in ADOPTED_BY_A_SERVER {
+        eprintln!("-- start method {method}");
+        isolated(DEADLINE, move || body(method));
+    }
+}
+
+/// The documented bound for a dropped handle: the worker's group gets SIGTERM when its
+/// exit is seen and SIGKILL after the grace (5 s for a `Process`).
+const DROPPED_BOUND: Duration = Duration::from_secs(7);
+
+/// How the worker ends once its task has started the escaped child.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+enum End {
+    Exit,
+    /// `exit(0)`: a clean code, though the worker did not end its task's children.
+    ExitZero,
+    Abort,
+    /// The test SIGKILLs the worker (whose pid the task writes too).
+    Killed,
+}
+
+/// Starts `sleep 300` in a session of its own, writes `worker-pid sleep-pid` to `path`,
+/// then ends its worker as `end` says.
+fn escape_then_end(a: (String, End)) -> u32 {
+    let (path, end) = a;
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new("sleep");
+    command.arg("300").stdin(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe: nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    let child = command.spawn().expect("setsid sleep").id();
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, format!("{child}")).expect("write the pid");
+    std::fs::write(format!("{path}.worker"), std::process::id().to_string()).expect("write");
+    std::fs::rename(&tmp, &path).expect("publish the pid");
+    match end {
+        End::Exit => std::process::exit(3),
+        End::ExitZero => std::process::exit(0),
+        End::Abort => std::process::abort(),
+        End::Killed => loop {
+            std::thread::sleep(Duration::from_secs(1));
+        },
+    }
+}
+supervisor::task!(escape_then_end);
+
+fn scratch(what: &str, method: StartMethod) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{what}-{method}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Waits for the task's pid file; SIGKILLs the worker when `end` says so. The escaped
+/// child's pid.
+fn escaped_child(path: &std::path::Path, end: End) -> i32 {
+    let child = pid_written_to(path);
+    if let End::Killed = end {
+        let worker = pid_written_to(&path.with_extension("worker"));
+        // SAFETY: kill with plain integers; the worker cannot have been reaped: its
+        // task never returns.
+        unsafe { libc::kill(worker, libc::SIGKILL) };
+    }
+    // It really left the worker's group and session (setsid ran before exec).
+    let stat = common::stat_fields(child).expect("the escaped child runs");
+    assert_eq!(stat.pgrp, child, "setsid made its own group");
+    child
+}
+
+fn gone_now(child: i32, what: &str) {
+    let alive = !has_exited(child);
+    if alive {
+        // SAFETY: kill with plain integers: not to leave it to the leak check.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+        wait_exit(child, Duration::from_secs(5));
+    }
+    assert!(!alive, "{what}: the escaped child ran on");
+}
+
+const ENDS: [End; 4] = [End::Exit, End::ExitZero, End::Abort, End::Killed];
+
+/// `Process::join`: the escaped child is gone when it returns, for every way the worker
+/// ends (before: it ran on, adopted by init).
+#[test]
+fn a_joined_process_leaves_no_escaped_child() {
+    each_forking_method(|method| {
+        let dir = scratch("escaped-joined", method);
+        for end in ENDS {
+            let path = dir.join(format!("{end:?}"));
+            let mut p = Process::builder(escape_then_end, (path.display().to_string(), end))
+                .start_method(method)
+                .start()
+                .unwrap();
+            let child = escaped_child(&path, end);
+            assert!(p.join().is_err());
+            gone_now(child, &format!("{method} {end:?} after join"));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// A dropped `Process`: the escaped child is gone within the documented bound.
+#[test]
+fn a_dropped_process_leaves_no_escaped_child() {
+    each_forking_method(|method| {
+        let dir = scratch("escaped-dropped", method);
+        for end in ENDS {
+            let path = dir.join(format!("{end:?}"));
+            let p = Process::builder(escape_then_end, (path.display().to_string(), end))
+                .start_method(method)
+                .start()
+                .unwrap();
+            let child = escaped_child(&path, end);
+            drop(p);
+            assert!(
+                wait_exit(child, DROPPED_BOUND),
+                "{method} {end:?}: the dropped Process left its escaped child"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// A pool's `join` (after the task failed) and a pool's drop: the escaped child is gone.
+#[test]
+fn a_pool_leaves_no_escaped_child() {
+    each_forking_method(|method| {
+        let dir = scratch("escaped-pool", method);
+        for end in ENDS {
+            for join in [true, false] {
+                let pool = Pool::builder()
+                    .procs(1)
+                    .start_method(method)
+                    .grace(Duration::from_millis(300))
+                    .build()
+                    .unwrap();
+                let path = dir.join(format!("{end:?}-{join}"));
+                let handle = pool.apply_async(escape_then_end, (path.display().to_string(), end));
+                let child = escaped_child(&path, end);
+                assert!(handle.wait().is_err());
+                if join {
+                    pool.close();
+                    pool.join();
+                    gone_now(child, &format!("{method} {end:?} after pool join"));
+                } else {
+                    drop(pool);
+                    assert!(
+                        wait_exit(child, DROPPED_BOUND),
+                        "{method} {end:?}: a dropped pool left its escaped child"
+                    );
+                }
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// Writes this worker's pid to `path`, then sleeps for good.
+fn publish_pid_and_sleep(path: String) -> u32 {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, std::process::id().to_string()).expect("write the pid");
+    std::fs::rename(&tmp, &path).expect("publish the pid");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+supervisor::task!(publish_pid_and_sleep);
+
+/// A program with a pool whose task runs for good; prints nothing, waits to be killed.
+fn busy_pool_scenario() {
+    supervisor::init();
+    let method: StartMethod = std::env::var("BUSY_POOL_METHOD").unwrap().parse().unwrap();
+    let path = std::env::var("BUSY_POOL_PID_FILE").unwrap();
+    let pool = Pool::builder()
+        .procs(1)
+        .start_method(method)
+        .build()
+        .unwrap();
+    let _running = pool.apply_async(publish_pid_and_sleep, path);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[linkme::distributed_slice(common::SCENARIOS)]
+static BUSY_POOL: common::Scenario = common::Scenario {
+    name: "busy_pool",
+    run: busy_pool_scenario,
+};
+
+/// A pool worker whose parent-death signal does not act (the fault blocks SIGHUP, as a
+/// signal lost to the fork race would) still ends when its parent is SIGKILLed while
+/// its task runs: the hang-up of its channel ends it (adv18d F5: one such worker
+/// outlived its parent by 578 s; before, with the fault, it lived on for good).
+#[test]
+fn a_busy_worker_whose_parent_death_signal_is_lost_ends_with_its_parent() {
+    for method in StartMethod::ALL {
+        eprintln!("-- start method {method}");
+        isolated(DEADLINE, move || {
+            let dir = scratch("lost-hang-up", method);
+            let path = dir.join("worker");
+            let mut program = common::scenario("busy_pool")
+                .env(supervisor_worker_fault_env(), "block-hang-up")
+                .env("BUSY_POOL_METHOD", method.to_string())
+                .env("BUSY_POOL_PID_FILE", &path)
+                .spawn()
+                .unwrap();
+            let worker = pid_written_to(&path);
+            program.kill().unwrap();
+            program.wait().unwrap();
+            let gone = wait_exit(worker, Duration::from_secs(5));
+            if !gone {
+                // SAFETY: kill with plain integers: not to leave it behind.
+                unsafe { libc::kill(worker, libc::SIGKILL) };
+            }
+            assert!(gone, "{method}: the worker outlived its SIGKILLed parent");
+            std::fs::remove_dir_all(&dir).unwrap();
+        });
+    }
+}
+
+fn supervisor_worker_fault_env() -> &'static str {
+    "SUPERVISOR_FAULT"
+}
+
+/// Under `spawn` too, a worker that a task ends with `exit` (0 or another code) ends
+/// the task's escaped children first (an `atexit` hook of the worker's); `abort` and a
+/// SIGKILL are not covered there (README).
+#[test]
+fn a_spawned_worker_ended_by_exit_leaves_no_escaped_child() {
+    isolated(DEADLINE, || {
+        let method = StartMethod::Spawn;
+        let dir = scratch("escaped-exit", method);
+        for end in [End::Exit, End::ExitZero] {
+            let path = dir.join(format!("{end:?}"));
+            let mut p = Process::builder(escape_then_end, (path.display().to_string(), end))
+                .start_method(method)
+                .start()
+                .unwrap();
+            let child = escaped_child(&path, end);
+            assert!(p.join().is_err());
+            gone_now(child, &format!("{method} {end:?} after join"));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
