@@ -2,10 +2,11 @@
 //!
 //! 1. A one-shot ipc-channel server listens on a socket in a fresh directory, which we
 //!    force to mode 0700 and check is ours (never an abstract socket).
-//! 2. The reaper thread starts the child (`os::spawn_exec`: `clone(CLONE_VM |
-//!    CLONE_VFORK)`, nothing of ours copied) and execs it with the socket path and a
-//!    fresh 32-byte secret in its environment; before exec the child applies its
-//!    set-up and marks every inherited descriptor close-on-exec.
+//! 2. The reaper thread starts the child (`os::spawn_exec`: `clone(CLONE_VM)`, nothing
+//!    of ours copied, the reaper not suspended) and the child execs itself with the
+//!    socket path and a fresh 32-byte secret in its environment; before exec it
+//!    applies its set-up and marks every inherited descriptor close-on-exec. The
+//!    start (not the reaper) waits for the exec, with the deadline.
 //! 3. A helper thread waits for the connection on the server's listening descriptor
 //!    (found by its address, `os::listening_socket_at`) together with the child's pidfd
 //!    and the deadline, and accepts only once a connection is pending: a child that
@@ -85,6 +86,10 @@ pub(crate) fn start(
             if let Some(next) = &next {
                 let _ = std::fs::remove_dir(std::env::temp_dir().join(next));
             }
+            // Or its `socket()` worked and its directory, `bind` or `listen` failed
+            // (a directory removed under it, a full file system): it returns without
+            // closing that socket, made first, so at the number the check's got.
+            os::close_orphan_server_socket(hint);
         })?;
         let listener = os::listening_socket_at(Path::new(&path), Some(hint));
         Ok::<_, std::io::Error>((server, path, listener, probe))
@@ -127,7 +132,7 @@ pub(crate) fn start(
     // child, which shares our memory until it executes (os::spawn_exec).
     let apply = move || setup::apply(&setup).map_err(|e| e.errno);
     let reaper = reaper().map_err(ErrorKind::Spawn)?;
-    let (pid, pidfd) = reaper.spawn(exec, Box::new(apply)).map_err(|e| {
+    let exec_failed = |e: std::io::Error| {
         if nice.is_some() && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
             ErrorKind::NiceNotPermitted {
                 requested: nice.unwrap_or_default(),
@@ -136,9 +141,39 @@ pub(crate) fn start(
         } else {
             ErrorKind::Spawn(e)
         }
-    })?;
-    let slot = ChildSlot::new(pid, pidfd, config.daemon, Owner::Direct);
-    reaper.watch(slot.clone()).map_err(ErrorKind::Spawn)?;
+    };
+    let started = reaper
+        .spawn(exec, Box::new(apply))
+        .map_err(ErrorKind::Spawn)?;
+    let (pid, mut pending) = (started.pid, started.exec);
+    let slot = ChildSlot::new(pid, started.pidfd, config.daemon, Owner::Direct);
+    if let Err(e) = reaper.watch(slot.clone()) {
+        // Unwatched, it would never be reaped: its memory stays leaked (`PendingExec`).
+        let _ = slot.signal(libc::SIGKILL, true);
+        return Err(ErrorKind::Spawn(e).into());
+    }
+    // Its exec, waited for here and not by the reaper thread (which a child stopped
+    // before its exec would otherwise freeze), with the start's deadline.
+    match pending.wait(slot.pidfd(), Instant::now() + BOOTSTRAP_TIMEOUT) {
+        os::ExecOutcome::Executed => {}
+        os::ExecOutcome::Failed(errno) => {
+            slot.wait();
+            pending.child_gone();
+            return Err(exec_failed(std::io::Error::from_raw_os_error(errno)).into());
+        }
+        os::ExecOutcome::TimedOut => {
+            let _ = slot.signal(libc::SIGKILL, true);
+            slot.wait();
+            pending.child_gone();
+            return Err(ErrorKind::Bootstrap {
+                pid: pid as u32,
+                reason: BootstrapFailure::NoConnection {
+                    within: BOOTSTRAP_TIMEOUT,
+                },
+            }
+            .into());
+        }
+    }
     let bootstrap = Bootstrap { server, listener };
     match handshake(bootstrap, &path, &secret, &slot, config) {
         Ok(link) => Ok((slot, link)),

@@ -138,3 +138,41 @@ pub(crate) fn attached_descriptors_receivable(fd: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Closes `fd` if it is the socket a failed `OsIpcOneShotServer::new` left open: an
+/// `AF_UNIX` `SOCK_SEQPACKET` socket that is not bound to a name, not listening and
+/// not connected (a socket pair's end has a peer; a server's is bound). ipc-channel
+/// 0.23.1 makes that socket first and returns its `bind` or `listen` error (or its
+/// directory's) without closing it: one descriptor lost per such failed start.
+/// Whether it was closed.
+pub(crate) fn close_orphan_server_socket(fd: RawFd) -> bool {
+    if socket_option(fd, libc::SO_TYPE) != Some(libc::SOCK_SEQPACKET)
+        || socket_option(fd, libc::SO_ACCEPTCONN) != Some(0)
+    {
+        return false;
+    }
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid empty address.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into the live `addr`.
+    let r =
+        unsafe { libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len) };
+    let unbound = r == 0
+        && addr.sun_family == libc::AF_UNIX as libc::sa_family_t
+        && len as usize <= std::mem::size_of::<libc::sa_family_t>();
+    if !unbound {
+        return false;
+    }
+    // SAFETY: as above.
+    let mut peer: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: as above, for the peer's address.
+    let r =
+        unsafe { libc::getpeername(fd, (&mut peer as *mut libc::sockaddr_un).cast(), &mut len) };
+    if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOTCONN) {
+        return false;
+    }
+    // SAFETY: an orphan nobody owns (ipc-channel dropped its number on its error path).
+    unsafe { libc::close(fd) };
+    true
+}
