@@ -212,6 +212,11 @@ impl ChildSlot {
         drop(state);
     }
 
+    /// Whether this program sent it (or its group) a SIGKILL.
+    pub(crate) fn killed_by_us(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
     fn note_kill(&self, signal: i32) {
         if signal == libc::SIGKILL {
             self.killed.store(true, Ordering::Relaxed);

@@ -264,3 +264,136 @@ fn a_start_whose_server_cannot_bind_leaves_no_descriptor() {
         assert!(out.contains("entries left 0"), "{out}\n{err}");
     });
 }
+
+/// The threads of this process named like the spawn start's accept thread.
+fn accept_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim_end() == "supervisor-acce")
+        })
+        .count()
+}
+
+/// Connects a `SOCK_SEQPACKET` unix socket to `path` and says nothing: its descriptor.
+fn connect_silently(path: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket and connect with a live, zeroed-then-filled sockaddr_un; the
+    // descriptor is owned at once.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(path.bytes()) {
+            *d = s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let r = libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len);
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        owned
+    }
+}
+
+/// A start whose child stops before connecting (`stop-before-connect`), while this
+/// process connects to the start's socket first and stays silent; the child is then
+/// continued (it connects after). Prints this process's pid, the error and the
+/// seconds it took, and whether the start's accept thread is still there (waiting up
+/// to 5 s for it to go).
+fn stranger_connects_scenario() {
+    let before = common::bootstrap_dirs();
+    let starter = std::thread::spawn(|| {
+        let t = Instant::now();
+        let result = Process::builder(square, 1).start().map(drop);
+        (t.elapsed(), result)
+    });
+    let dir = common::wait_new_bootstrap_dir(&before, Duration::from_secs(20));
+    let until = Instant::now() + Duration::from_secs(20);
+    let kid = loop {
+        if let Some(&kid) = reaper_children().first() {
+            break kid;
+        }
+        assert!(Instant::now() < until, "no child");
+    };
+    assert!(common::wait_stopped(kid as u32, Duration::from_secs(20)));
+    let stranger = connect_silently(&format!("{dir}/socket"));
+    signal(kid, libc::SIGCONT);
+    let (took, result) = starter.join().unwrap();
+    let err = result.unwrap_err();
+    println!("pid {}", std::process::id());
+    println!("start: {err}");
+    println!("took {} s", took.as_secs());
+    let until = Instant::now() + Duration::from_secs(5);
+    while accept_threads() > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!("accept threads {}", accept_threads());
+    drop(stranger);
+}
+#[linkme::distributed_slice(SCENARIOS)]
+static STRANGER_CONNECTS: Scenario = Scenario {
+    name: "stranger_connects",
+    run: stranger_connects_scenario,
+};
+
+/// Before (adv16 F1): the start failed only at its 30 s deadline, as "it did not
+/// connect", and its accept thread stayed blocked in ipc-channel's receive of the
+/// silent connection's first message, with that connection, for the program's life.
+#[test]
+fn a_silent_stranger_on_the_bootstrap_socket_fails_the_start_and_leaves_no_thread() {
+    isolated(DEADLINE, || {
+        let mut cmd = scenario("stranger_connects");
+        cmd.env("SUPERVISOR_FAULT", "stop-before-connect");
+        let (out, err) = run(cmd, "stranger_connects", Duration::from_secs(100));
+        let pid = out
+            .lines()
+            .find_map(|l| l.strip_prefix("pid "))
+            .unwrap_or_else(|| panic!("{out}\n{err}"));
+        assert!(
+            out.contains(&format!(
+                "another process (pid {pid}) connected to the start's socket"
+            )),
+            "{out}\n{err}"
+        );
+        assert!(out.contains("accept threads 0"), "{out}\n{err}");
+    });
+}
+
+/// A start whose child misbehaves as `SUPERVISOR_FAULT` says: prints the error.
+fn faulty_start_scenario() {
+    let err = Process::builder(square, 1).start().map(drop).unwrap_err();
+    println!("start: {err}");
+}
+#[linkme::distributed_slice(SCENARIOS)]
+static FAULTY_START: Scenario = Scenario {
+    name: "faulty_start",
+    run: faulty_start_scenario,
+};
+
+fn faulty_start(fault: &str) -> String {
+    let mut cmd = scenario("faulty_start");
+    cmd.env("SUPERVISOR_FAULT", fault);
+    let (out, err) = run(cmd, "faulty_start", Duration::from_secs(60));
+    format!("{out}\n{err}")
+}
+
+/// Before (adv16 F5): "channel closed before the handoff" and "peer closed the
+/// channel", for children that had died of a SIGKILL.
+#[test]
+fn a_child_killed_around_its_handoff_is_said_to_have_died() {
+    isolated(DEADLINE, || {
+        let out = faulty_start("kill-after-hello");
+        assert!(
+            out.contains("it died (SIGKILL) after its hello, before its handoff"),
+            "{out}"
+        );
+        let out = faulty_start("kill-after-handoff");
+        assert!(
+            out.contains("it died (SIGKILL) after its handoff, before it took its configuration"),
+            "{out}"
+        );
+    });
+}

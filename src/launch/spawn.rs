@@ -267,7 +267,7 @@ fn handshake(
             let _ = tx.send(Event::Accepted(bootstrap.server.accept()));
         })
         .map_err(Handshake::NoThread)?;
-    let waited = after_accept(rx, &connected, deadline, secret, slot, config);
+    let waited = after_accept(rx, &connected, deadline, path, secret, slot, config);
     if listener.is_none() && waited.is_err() {
         discard_bootstrap(path);
     }
@@ -296,42 +296,95 @@ fn wait_for_connection(
     }
 }
 
+/// How often a start whose connection is pending but gave no hello yet looks at who
+/// connected: another process than the child fails the start then, not at its deadline.
+const PEER_CHECK: Duration = Duration::from_millis(20);
+
 /// The rest of a handshake, once a thread accepts the child's connection.
 fn after_accept(
     rx: mpsc::Receiver<Event>,
     connected: &AtomicBool,
     deadline: Instant,
+    path: &str,
     secret: &[u8; SECRET_LEN],
     slot: &ChildSlot,
     config: WorkerConfig,
 ) -> Result<Link, Handshake> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let mut event = rx.recv_timeout(left);
-    if matches!(event, Ok(Event::Exited)) && connected.load(Ordering::Acquire) {
-        // It connected before it died: what its connection gave counts (it ends now).
-        event = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-    }
-    let (receiver, hello) = match event {
-        Ok(Event::Accepted(Ok(accepted))) => accepted,
-        Ok(Event::Accepted(Err(e))) => return Err(refused_connection(e, slot)),
-        Ok(Event::Exited) => {
-            let status = slot.exit().map_or(ExitStatus::Unknown, |e| e.status);
-            return Err(match status {
-                ExitStatus::Code(protocol::EXIT_NO_INIT) => Handshake::NotInitialised,
-                // A worker runs `main` up to `init()`: what ran before it ended it.
-                ExitStatus::Code(code) if code != protocol::EXIT_BOOTSTRAP_FAILED => {
-                    Handshake::Failed(BootstrapFailure::ExitedBeforeInit { status })
+    let (receiver, hello) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(PEER_CHECK)) {
+            Ok(Event::Accepted(Ok(accepted))) => break accepted,
+            Ok(Event::Accepted(Err(e))) => return Err(refused_connection(e, slot)),
+            // It connected before it died: what its connection gave counts (it ends now).
+            Ok(Event::Exited) if connected.load(Ordering::Acquire) => {}
+            Ok(Event::Exited) => return Err(exited_before_connecting(slot, deadline)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let timed_out = Instant::now() >= deadline;
+                if connected.load(Ordering::Acquire) {
+                    if let Some(failed) = check_connection(path, slot, timed_out) {
+                        return Err(failed);
+                    }
                 }
-                status => Handshake::Failed(BootstrapFailure::ExitedBeforeConnecting { status }),
-            });
-        }
-        Err(_) => {
-            return Err(Handshake::Failed(BootstrapFailure::NoConnection {
-                within: BOOTSTRAP_TIMEOUT,
-            }));
+                if timed_out {
+                    return Err(Handshake::Failed(BootstrapFailure::NoConnection {
+                        within: BOOTSTRAP_TIMEOUT,
+                    }));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Handshake::Failed(BootstrapFailure::NoConnection {
+                    within: BOOTSTRAP_TIMEOUT,
+                }));
+            }
         }
     };
     verify(receiver, hello, deadline, secret, slot, config)
+}
+
+/// Why a child that exited before any connection was pending failed its start. A
+/// SIGKILL of ours (the deadline's, or the program's) is not a death of its own.
+fn exited_before_connecting(slot: &ChildSlot, deadline: Instant) -> Handshake {
+    let status = slot.exit().map_or(ExitStatus::Unknown, |e| e.status);
+    match status {
+        ExitStatus::Code(protocol::EXIT_NO_INIT) => Handshake::NotInitialised,
+        // A worker runs `main` up to `init()`: what ran before it ended it.
+        ExitStatus::Code(code) if code != protocol::EXIT_BOOTSTRAP_FAILED => {
+            Handshake::Failed(BootstrapFailure::ExitedBeforeInit { status })
+        }
+        ExitStatus::Signal {
+            signal: crate::exit::Signal::KILL,
+            ..
+        } if slot.killed_by_us() || Instant::now() >= deadline => {
+            Handshake::Failed(BootstrapFailure::NoConnection {
+                within: BOOTSTRAP_TIMEOUT,
+            })
+        }
+        status => Handshake::Failed(BootstrapFailure::ExitedBeforeConnecting { status }),
+    }
+}
+
+/// A connection is pending or accepted and its first message has not come: who made
+/// it. Another process than the child fails the start now; at the deadline (`timed_out`)
+/// the child's own silent connection does too. Either way the accepted connection's
+/// reading side is shut down, so the accept thread, blocked in ipc-channel's receive of
+/// that first message, ends (it would wait for as long as the peer stays silent).
+fn check_connection(path: &str, slot: &ChildSlot, timed_out: bool) -> Option<Handshake> {
+    let path = Path::new(path);
+    let accepted = os::accepted_at(path);
+    let stranger = accepted
+        .iter()
+        .find_map(|&(_, pid)| pid.filter(|&pid| pid != slot.pid()));
+    let failed = match stranger {
+        Some(pid) => BootstrapFailure::Stranger { pid },
+        None if timed_out => BootstrapFailure::NoHello {
+            within: BOOTSTRAP_TIMEOUT,
+        },
+        None => return None,
+    };
+    for (fd, _) in accepted {
+        os::shut_down_accepted(fd, path);
+    }
+    Some(Handshake::Failed(failed))
 }
 
 /// How long a child whose connection closed before its hello is given to be seen
@@ -371,6 +424,15 @@ fn verify(
     config: WorkerConfig,
 ) -> Result<Link, Handshake> {
     let failed = |f| Err(Handshake::Failed(f));
+    let link_rx = protocol::Receiver::new(receiver.to_opaque().to());
+    // Who connected, before anything it sent is looked at.
+    if let Some(pid) = link_rx
+        .descriptor()
+        .and_then(os::peer_pid)
+        .filter(|&pid| pid != slot.pid())
+    {
+        return failed(BootstrapFailure::Stranger { pid });
+    }
     let hello = match Hello::verify(&hello, secret) {
         Ok(hello) => hello,
         Err(e) => return failed(BootstrapFailure::RejectedHello(e)),
@@ -387,7 +449,6 @@ fn verify(
     if hello.pid != slot.pid() {
         return failed(BootstrapFailure::WrongPid(hello.pid));
     }
-    let link_rx = protocol::Receiver::new(receiver.to_opaque().to());
     let left = deadline.saturating_duration_since(Instant::now());
     // The handoff carries a descriptor: received with none free, the kernel drops it
     // and ipc-channel panics on the empty list. Checked once it is there, just before;
@@ -406,7 +467,14 @@ fn verify(
     let mut frame = match received {
         Ok(frame) => frame,
         Err(LinkError::Timeout) => return failed(BootstrapFailure::NoHandoff),
-        Err(LinkError::Closed) => return failed(BootstrapFailure::ClosedBeforeHandoff),
+        Err(LinkError::Closed) => {
+            return failed(match slot.wait_until(Instant::now() + DEATH_GRACE) {
+                Some(exit) => BootstrapFailure::DiedBeforeHandoff {
+                    status: exit.status,
+                },
+                None => BootstrapFailure::ClosedBeforeHandoff,
+            })
+        }
         Err(LinkError::Malformed) if link_rx.descriptor().is_some() => {
             // The descriptor the peek saw was there; the receive lost it.
             return Err(Handshake::Descriptors(std::io::Error::from_raw_os_error(
@@ -426,7 +494,14 @@ fn verify(
     };
     let link = Link { tx, rx: link_rx };
     if let Err(e) = link.send(&ToChild::Config(config)) {
-        return failed(BootstrapFailure::Link(supervisor_worker::error_chain(&e)));
+        // Most often it died in between: said so, with how, rather than the link's
+        // "peer closed the channel".
+        return failed(match slot.wait_until(Instant::now() + DEATH_GRACE) {
+            Some(exit) => BootstrapFailure::DiedAfterHandoff {
+                status: exit.status,
+            },
+            None => BootstrapFailure::Link(supervisor_worker::error_chain(&e)),
+        });
     }
     Ok(link)
 }

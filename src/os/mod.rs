@@ -28,7 +28,8 @@ pub(crate) use fd::{
 pub(crate) use futex::{futex_wait, futex_wake};
 pub(crate) use group::{group_has_running_members, signal_group_members};
 pub(crate) use listener::{
-    attached_descriptors_receivable, close_orphan_server_socket, listening_socket_at,
+    accepted_at, attached_descriptors_receivable, close_orphan_server_socket, listening_socket_at,
+    peer_pid, shut_down_accepted,
 };
 pub(crate) use mutex::{Acquire, SharedMutex};
 pub(crate) use nice::{current_nice, may_lower_nice_to};

@@ -19,6 +19,11 @@ pub enum Fault {
     StopBeforeConnect,
     /// Connect, then stop (SIGSTOP, again whenever continued) before saying hello.
     StopAfterConnect,
+    /// Say hello, then die (SIGKILL) before the hand-off.
+    KillAfterHello,
+    /// Hand the channel over with its receiving end already closed (the parent's
+    /// configuration cannot be sent), then die (SIGKILL).
+    KillAfterHandoff,
 }
 
 /// The fault selected by the environment, if any.
@@ -28,6 +33,8 @@ pub fn selected() -> Option<Fault> {
         "hang-before-connect" => Some(Fault::HangBeforeConnect),
         "stop-before-connect" => Some(Fault::StopBeforeConnect),
         "stop-after-connect" => Some(Fault::StopAfterConnect),
+        "kill-after-hello" => Some(Fault::KillAfterHello),
+        "kill-after-handoff" => Some(Fault::KillAfterHandoff),
         _ => None,
     }
 }
