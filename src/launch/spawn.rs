@@ -157,6 +157,8 @@ pub(crate) fn start(
     match pending.wait(slot.pidfd(), Instant::now() + BOOTSTRAP_TIMEOUT) {
         os::ExecOutcome::Executed => {}
         os::ExecOutcome::Failed(errno) => {
+            // It is on its way to `_exit`; killed, in case it was stopped on the way.
+            let _ = slot.signal(libc::SIGKILL, false);
             slot.wait();
             pending.child_gone();
             return Err(exec_failed(std::io::Error::from_raw_os_error(errno)).into());
