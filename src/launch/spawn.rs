@@ -298,9 +298,12 @@ fn wait_for_connection(
     }
 }
 
-/// How often a start whose connection is pending but gave no hello yet looks at who
-/// connected: another process than the child fails the start then, not at its deadline.
+/// How long a start whose connection is pending but gave no hello yet waits before it
+/// first looks at who connected (another process than the child fails the start then,
+/// not at its deadline); each later look waits twice as long, up to [`PEER_CHECK_MAX`]
+/// (a look lists every descriptor: many slow starts at once must not spin on that).
 const PEER_CHECK: Duration = Duration::from_millis(20);
+const PEER_CHECK_MAX: Duration = Duration::from_secs(1);
 
 /// The rest of a handshake, once a thread accepts the child's connection.
 fn after_accept(
@@ -312,9 +315,15 @@ fn after_accept(
     slot: &ChildSlot,
     config: WorkerConfig,
 ) -> Result<Link, Handshake> {
+    let mut check_every = PEER_CHECK;
     let (receiver, hello) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left.min(PEER_CHECK)) {
+        let slice = if connected.load(Ordering::Acquire) {
+            check_every
+        } else {
+            PEER_CHECK
+        };
+        match rx.recv_timeout(left.min(slice)) {
             Ok(Event::Accepted(Ok(accepted))) => break accepted,
             Ok(Event::Accepted(Err(e))) => return Err(refused_connection(e, slot)),
             // It connected before it died: what its connection gave counts (it ends now).
@@ -322,10 +331,13 @@ fn after_accept(
             Ok(Event::Exited) => return Err(exited_before_connecting(slot, deadline)),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let timed_out = Instant::now() >= deadline;
-                if connected.load(Ordering::Acquire) {
+                // At the deadline also where no connection was seen pending (the
+                // listener not found: the accept thread may hold one all the same).
+                if connected.load(Ordering::Acquire) || timed_out {
                     if let Some(failed) = check_connection(path, slot, timed_out) {
                         return Err(failed);
                     }
+                    check_every = (check_every * 2).min(PEER_CHECK_MAX);
                 }
                 if timed_out {
                     return Err(Handshake::Failed(BootstrapFailure::NoConnection {
@@ -378,7 +390,7 @@ fn check_connection(path: &str, slot: &ChildSlot, timed_out: bool) -> Option<Han
         .find_map(|&(_, pid)| pid.filter(|&pid| pid != slot.pid()));
     let failed = match stranger {
         Some(pid) => BootstrapFailure::Stranger { pid },
-        None if timed_out => BootstrapFailure::NoHello {
+        None if timed_out && !accepted.is_empty() => BootstrapFailure::NoHello {
             within: BOOTSTRAP_TIMEOUT,
         },
         None => return None,
