@@ -301,6 +301,10 @@ pub(crate) fn spawn_exec(exec: Exec, setup: SetupFn) -> io::Result<Started> {
     if pid < 0 {
         return Err(clone_error);
     }
+    // The new child waits for a CPU; on a busy machine the vfork parent's suspension
+    // used to hand it ours at once. Offered once (this thread has nothing urgent).
+    // SAFETY: sched_yield takes nothing and cannot fail on Linux.
+    unsafe { libc::sched_yield() };
     // SAFETY: a fresh descriptor the kernel made for us and nobody else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Started {
