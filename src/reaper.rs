@@ -212,6 +212,11 @@ impl ChildSlot {
         drop(state);
     }
 
+    /// Whether this program sent it (or its group) a SIGKILL.
+    pub(crate) fn killed_by_us(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
     fn note_kill(&self, signal: i32) {
         if signal == libc::SIGKILL {
             self.killed.store(true, Ordering::Relaxed);
@@ -267,10 +272,7 @@ impl ChildSlot {
 }
 
 enum Request {
-    Spawn(
-        Box<SpawnRequest>,
-        mpsc::SyncSender<io::Result<(i32, OwnedFd)>>,
-    ),
+    Spawn(Box<SpawnRequest>, mpsc::SyncSender<io::Result<os::Started>>),
     Watch(Arc<ChildSlot>),
     Live(mpsc::SyncSender<Vec<Arc<ChildSlot>>>),
 }
@@ -327,8 +329,9 @@ impl Reaper {
     }
 
     /// Executes `exec` in a child of the reaper thread that first runs `setup` (see
-    /// [`os::spawn_exec`]); returns the pid and a pidfd for it.
-    pub(crate) fn spawn(&self, exec: os::Exec, setup: ChildSetupFn) -> io::Result<(i32, OwnedFd)> {
+    /// [`os::spawn_exec`]); returns as soon as the child exists (the reaper thread
+    /// never waits for its exec): its pid, a pidfd, and what tells how its exec went.
+    pub(crate) fn spawn(&self, exec: os::Exec, setup: ChildSetupFn) -> io::Result<os::Started> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Request::Spawn(Box::new(SpawnRequest { exec, setup }), tx))?;
         rx.recv()
@@ -351,7 +354,7 @@ impl Reaper {
 }
 
 /// The set-up a spawned child runs before it executes (async-signal-safe; an errno).
-pub(crate) type ChildSetupFn = Box<dyn Fn() -> Result<(), i32> + Send + Sync>;
+pub(crate) type ChildSetupFn = os::SetupFn;
 
 /// A child to start from the reaper thread.
 pub(crate) struct SpawnRequest {
@@ -359,9 +362,9 @@ pub(crate) struct SpawnRequest {
     setup: ChildSetupFn,
 }
 
-fn spawn_one(req: SpawnRequest) -> io::Result<(i32, OwnedFd)> {
+fn spawn_one(req: SpawnRequest) -> io::Result<os::Started> {
     // The slot owns the process from here.
-    os::spawn_exec(&req.exec, &*req.setup)
+    os::spawn_exec(req.exec, req.setup)
 }
 
 fn run(rx: mpsc::Receiver<Request>, wake: Arc<os::EventFd>) {

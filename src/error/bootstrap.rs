@@ -47,6 +47,28 @@ pub enum BootstrapFailure {
         /// The time it had.
         within: Duration,
     },
+    /// Another process than the child connected to the start's socket (the one-shot
+    /// server accepts one connection: the child's could not be taken). A program of the
+    /// same user can do that; the start is failed at once, or at its deadline if that
+    /// process says nothing.
+    #[error("another process (pid {pid}) connected to the start's socket")]
+    Stranger {
+        /// The pid of the process that connected (0: outside our pid namespace).
+        pid: u32,
+    },
+    /// A spawned child said hello and died before its hand-off.
+    #[error("it died ({status}) after its hello, before its handoff")]
+    DiedBeforeHandoff {
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// A spawned child handed its channel over and died before it took its
+    /// configuration.
+    #[error("it died ({status}) after its handoff, before it took its configuration")]
+    DiedAfterHandoff {
+        /// How it ended.
+        status: ExitStatus,
+    },
     /// Its connection could not be accepted or read.
     #[error("its connection failed ({0})")]
     Connection(std::io::Error),

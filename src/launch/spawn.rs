@@ -2,10 +2,11 @@
 //!
 //! 1. A one-shot ipc-channel server listens on a socket in a fresh directory, which we
 //!    force to mode 0700 and check is ours (never an abstract socket).
-//! 2. The reaper thread starts the child (`os::spawn_exec`: `clone(CLONE_VM |
-//!    CLONE_VFORK)`, nothing of ours copied) and execs it with the socket path and a
-//!    fresh 32-byte secret in its environment; before exec the child applies its
-//!    set-up and marks every inherited descriptor close-on-exec.
+//! 2. The reaper thread starts the child (`os::spawn_exec`: `clone(CLONE_VM)`, nothing
+//!    of ours copied, the reaper not suspended) and the child execs itself with the
+//!    socket path and a fresh 32-byte secret in its environment; before exec it
+//!    applies its set-up and marks every inherited descriptor close-on-exec. The
+//!    start (not the reaper) waits for the exec, with the deadline.
 //! 3. A helper thread waits for the connection on the server's listening descriptor
 //!    (found by its address, `os::listening_socket_at`) together with the child's pidfd
 //!    and the deadline, and accepts only once a connection is pending: a child that
@@ -85,6 +86,10 @@ pub(crate) fn start(
             if let Some(next) = &next {
                 let _ = std::fs::remove_dir(std::env::temp_dir().join(next));
             }
+            // Or its `socket()` worked and its directory, `bind` or `listen` failed
+            // (a directory removed under it, a full file system): it returns without
+            // closing that socket, made first, so at the number the check's got.
+            os::close_orphan_server_socket(hint);
         })?;
         let listener = os::listening_socket_at(Path::new(&path), Some(hint));
         Ok::<_, std::io::Error>((server, path, listener, probe))
@@ -127,7 +132,7 @@ pub(crate) fn start(
     // child, which shares our memory until it executes (os::spawn_exec).
     let apply = move || setup::apply(&setup).map_err(|e| e.errno);
     let reaper = reaper().map_err(ErrorKind::Spawn)?;
-    let (pid, pidfd) = reaper.spawn(exec, Box::new(apply)).map_err(|e| {
+    let exec_failed = |e: std::io::Error| {
         if nice.is_some() && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
             ErrorKind::NiceNotPermitted {
                 requested: nice.unwrap_or_default(),
@@ -136,9 +141,41 @@ pub(crate) fn start(
         } else {
             ErrorKind::Spawn(e)
         }
-    })?;
-    let slot = ChildSlot::new(pid, pidfd, config.daemon, Owner::Direct);
-    reaper.watch(slot.clone()).map_err(ErrorKind::Spawn)?;
+    };
+    let started = reaper
+        .spawn(exec, Box::new(apply))
+        .map_err(ErrorKind::Spawn)?;
+    let (pid, mut pending) = (started.pid, started.exec);
+    let slot = ChildSlot::new(pid, started.pidfd, config.daemon, Owner::Direct);
+    if let Err(e) = reaper.watch(slot.clone()) {
+        // Unwatched, it would never be reaped: its memory stays leaked (`PendingExec`).
+        let _ = slot.signal(libc::SIGKILL, true);
+        return Err(ErrorKind::Spawn(e).into());
+    }
+    // Its exec, waited for here and not by the reaper thread (which a child stopped
+    // before its exec would otherwise freeze), with the start's deadline.
+    match pending.wait(slot.pidfd(), Instant::now() + BOOTSTRAP_TIMEOUT) {
+        os::ExecOutcome::Executed => {}
+        os::ExecOutcome::Failed(errno) => {
+            // It is on its way to `_exit`; killed, in case it was stopped on the way.
+            let _ = slot.signal(libc::SIGKILL, false);
+            slot.wait();
+            pending.child_gone();
+            return Err(exec_failed(std::io::Error::from_raw_os_error(errno)).into());
+        }
+        os::ExecOutcome::TimedOut => {
+            let _ = slot.signal(libc::SIGKILL, true);
+            slot.wait();
+            pending.child_gone();
+            return Err(ErrorKind::Bootstrap {
+                pid: pid as u32,
+                reason: BootstrapFailure::NoConnection {
+                    within: BOOTSTRAP_TIMEOUT,
+                },
+            }
+            .into());
+        }
+    }
     let bootstrap = Bootstrap { server, listener };
     match handshake(bootstrap, &path, &secret, &slot, config) {
         Ok(link) => Ok((slot, link)),
@@ -232,7 +269,7 @@ fn handshake(
             let _ = tx.send(Event::Accepted(bootstrap.server.accept()));
         })
         .map_err(Handshake::NoThread)?;
-    let waited = after_accept(rx, &connected, deadline, secret, slot, config);
+    let waited = after_accept(rx, &connected, deadline, path, secret, slot, config);
     if listener.is_none() && waited.is_err() {
         discard_bootstrap(path);
     }
@@ -261,42 +298,107 @@ fn wait_for_connection(
     }
 }
 
+/// How long a start whose connection is pending but gave no hello yet waits before it
+/// first looks at who connected (another process than the child fails the start then,
+/// not at its deadline); each later look waits twice as long, up to [`PEER_CHECK_MAX`]
+/// (a look lists every descriptor: many slow starts at once must not spin on that).
+const PEER_CHECK: Duration = Duration::from_millis(20);
+const PEER_CHECK_MAX: Duration = Duration::from_secs(1);
+
 /// The rest of a handshake, once a thread accepts the child's connection.
 fn after_accept(
     rx: mpsc::Receiver<Event>,
     connected: &AtomicBool,
     deadline: Instant,
+    path: &str,
     secret: &[u8; SECRET_LEN],
     slot: &ChildSlot,
     config: WorkerConfig,
 ) -> Result<Link, Handshake> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let mut event = rx.recv_timeout(left);
-    if matches!(event, Ok(Event::Exited)) && connected.load(Ordering::Acquire) {
-        // It connected before it died: what its connection gave counts (it ends now).
-        event = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-    }
-    let (receiver, hello) = match event {
-        Ok(Event::Accepted(Ok(accepted))) => accepted,
-        Ok(Event::Accepted(Err(e))) => return Err(refused_connection(e, slot)),
-        Ok(Event::Exited) => {
-            let status = slot.exit().map_or(ExitStatus::Unknown, |e| e.status);
-            return Err(match status {
-                ExitStatus::Code(protocol::EXIT_NO_INIT) => Handshake::NotInitialised,
-                // A worker runs `main` up to `init()`: what ran before it ended it.
-                ExitStatus::Code(code) if code != protocol::EXIT_BOOTSTRAP_FAILED => {
-                    Handshake::Failed(BootstrapFailure::ExitedBeforeInit { status })
+    let mut check_every = PEER_CHECK;
+    let (receiver, hello) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let slice = if connected.load(Ordering::Acquire) {
+            check_every
+        } else {
+            PEER_CHECK
+        };
+        match rx.recv_timeout(left.min(slice)) {
+            Ok(Event::Accepted(Ok(accepted))) => break accepted,
+            Ok(Event::Accepted(Err(e))) => return Err(refused_connection(e, slot)),
+            // It connected before it died: what its connection gave counts (it ends now).
+            Ok(Event::Exited) if connected.load(Ordering::Acquire) => {}
+            Ok(Event::Exited) => return Err(exited_before_connecting(slot, deadline)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let timed_out = Instant::now() >= deadline;
+                // At the deadline also where no connection was seen pending (the
+                // listener not found: the accept thread may hold one all the same).
+                if connected.load(Ordering::Acquire) || timed_out {
+                    if let Some(failed) = check_connection(path, slot, timed_out) {
+                        return Err(failed);
+                    }
+                    check_every = (check_every * 2).min(PEER_CHECK_MAX);
                 }
-                status => Handshake::Failed(BootstrapFailure::ExitedBeforeConnecting { status }),
-            });
-        }
-        Err(_) => {
-            return Err(Handshake::Failed(BootstrapFailure::NoConnection {
-                within: BOOTSTRAP_TIMEOUT,
-            }));
+                if timed_out {
+                    return Err(Handshake::Failed(BootstrapFailure::NoConnection {
+                        within: BOOTSTRAP_TIMEOUT,
+                    }));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Handshake::Failed(BootstrapFailure::NoConnection {
+                    within: BOOTSTRAP_TIMEOUT,
+                }));
+            }
         }
     };
     verify(receiver, hello, deadline, secret, slot, config)
+}
+
+/// Why a child that exited before any connection was pending failed its start. A
+/// SIGKILL of ours (the deadline's, or the program's) is not a death of its own.
+fn exited_before_connecting(slot: &ChildSlot, deadline: Instant) -> Handshake {
+    let status = slot.exit().map_or(ExitStatus::Unknown, |e| e.status);
+    match status {
+        ExitStatus::Code(protocol::EXIT_NO_INIT) => Handshake::NotInitialised,
+        // A worker runs `main` up to `init()`: what ran before it ended it.
+        ExitStatus::Code(code) if code != protocol::EXIT_BOOTSTRAP_FAILED => {
+            Handshake::Failed(BootstrapFailure::ExitedBeforeInit { status })
+        }
+        ExitStatus::Signal {
+            signal: crate::exit::Signal::KILL,
+            ..
+        } if slot.killed_by_us() || Instant::now() >= deadline => {
+            Handshake::Failed(BootstrapFailure::NoConnection {
+                within: BOOTSTRAP_TIMEOUT,
+            })
+        }
+        status => Handshake::Failed(BootstrapFailure::ExitedBeforeConnecting { status }),
+    }
+}
+
+/// A connection is pending or accepted and its first message has not come: who made
+/// it. Another process than the child fails the start now; at the deadline (`timed_out`)
+/// the child's own silent connection does too. Either way the accepted connection's
+/// reading side is shut down, so the accept thread, blocked in ipc-channel's receive of
+/// that first message, ends (it would wait for as long as the peer stays silent).
+fn check_connection(path: &str, slot: &ChildSlot, timed_out: bool) -> Option<Handshake> {
+    let path = Path::new(path);
+    let accepted = os::accepted_at(path);
+    let stranger = accepted
+        .iter()
+        .find_map(|&(_, pid)| pid.filter(|&pid| pid != slot.pid()));
+    let failed = match stranger {
+        Some(pid) => BootstrapFailure::Stranger { pid },
+        None if timed_out && !accepted.is_empty() => BootstrapFailure::NoHello {
+            within: BOOTSTRAP_TIMEOUT,
+        },
+        None => return None,
+    };
+    for (fd, _) in accepted {
+        os::shut_down_accepted(fd, path);
+    }
+    Some(Handshake::Failed(failed))
 }
 
 /// How long a child whose connection closed before its hello is given to be seen
@@ -336,6 +438,15 @@ fn verify(
     config: WorkerConfig,
 ) -> Result<Link, Handshake> {
     let failed = |f| Err(Handshake::Failed(f));
+    let link_rx = protocol::Receiver::new(receiver.to_opaque().to());
+    // Who connected, before anything it sent is looked at.
+    if let Some(pid) = link_rx
+        .descriptor()
+        .and_then(os::peer_pid)
+        .filter(|&pid| pid != slot.pid())
+    {
+        return failed(BootstrapFailure::Stranger { pid });
+    }
     let hello = match Hello::verify(&hello, secret) {
         Ok(hello) => hello,
         Err(e) => return failed(BootstrapFailure::RejectedHello(e)),
@@ -352,7 +463,6 @@ fn verify(
     if hello.pid != slot.pid() {
         return failed(BootstrapFailure::WrongPid(hello.pid));
     }
-    let link_rx = protocol::Receiver::new(receiver.to_opaque().to());
     let left = deadline.saturating_duration_since(Instant::now());
     // The handoff carries a descriptor: received with none free, the kernel drops it
     // and ipc-channel panics on the empty list. Checked once it is there, just before;
@@ -371,7 +481,14 @@ fn verify(
     let mut frame = match received {
         Ok(frame) => frame,
         Err(LinkError::Timeout) => return failed(BootstrapFailure::NoHandoff),
-        Err(LinkError::Closed) => return failed(BootstrapFailure::ClosedBeforeHandoff),
+        Err(LinkError::Closed) => {
+            return failed(match slot.wait_until(Instant::now() + DEATH_GRACE) {
+                Some(exit) => BootstrapFailure::DiedBeforeHandoff {
+                    status: exit.status,
+                },
+                None => BootstrapFailure::ClosedBeforeHandoff,
+            })
+        }
         Err(LinkError::Malformed) if link_rx.descriptor().is_some() => {
             // The descriptor the peek saw was there; the receive lost it.
             return Err(Handshake::Descriptors(std::io::Error::from_raw_os_error(
@@ -391,7 +508,14 @@ fn verify(
     };
     let link = Link { tx, rx: link_rx };
     if let Err(e) = link.send(&ToChild::Config(config)) {
-        return failed(BootstrapFailure::Link(supervisor_worker::error_chain(&e)));
+        // Most often it died in between: said so, with how, rather than the link's
+        // "peer closed the channel".
+        return failed(match slot.wait_until(Instant::now() + DEATH_GRACE) {
+            Some(exit) => BootstrapFailure::DiedAfterHandoff {
+                status: exit.status,
+            },
+            None => BootstrapFailure::Link(supervisor_worker::error_chain(&e)),
+        });
     }
     Ok(link)
 }

@@ -34,6 +34,14 @@ pub(crate) fn listening_socket_at(path: &Path, hint: Option<RawFd>) -> Option<Ra
 
 /// Whether `fd` is a listening `SOCK_SEQPACKET` unix socket bound to `path`.
 fn is_listener_at(fd: RawFd, path: &[u8]) -> bool {
+    is_bound_to(fd, path)
+        && socket_option(fd, libc::SO_ACCEPTCONN) == Some(1)
+        && socket_option(fd, libc::SO_TYPE) == Some(libc::SOCK_SEQPACKET)
+}
+
+/// Whether `fd` is a unix socket whose address is `path` (a connection accepted on a
+/// listener bound to `path` has that address too).
+fn is_bound_to(fd: RawFd, path: &[u8]) -> bool {
     // SAFETY: sockaddr_un is plain data; zeroed is a valid empty address.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
@@ -54,8 +62,56 @@ fn is_listener_at(fd: RawFd, path: &[u8]) -> bool {
         None => &bound[..],
     };
     bound == path
-        && socket_option(fd, libc::SO_ACCEPTCONN) == Some(1)
+}
+
+/// Whether `fd` is a connection accepted on the one-shot server bound to `path`.
+fn is_accepted_at(fd: RawFd, path: &[u8]) -> bool {
+    is_bound_to(fd, path)
+        && socket_option(fd, libc::SO_ACCEPTCONN) == Some(0)
         && socket_option(fd, libc::SO_TYPE) == Some(libc::SOCK_SEQPACKET)
+}
+
+/// The connections accepted on the one-shot server bound to `path` that this process
+/// holds (ipc-channel's `accept` keeps its descriptor private while it waits for the
+/// first message), each with the pid of the process that connected (`SO_PEERCRED`;
+/// `None` where the system does not say, 0 for one outside our pid namespace).
+pub(crate) fn accepted_at(path: &Path) -> Vec<(RawFd, Option<u32>)> {
+    let path = path.as_os_str().as_bytes();
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+        .filter(|&fd| is_accepted_at(fd, path))
+        .map(|fd| (fd, peer_pid(fd)))
+        .collect()
+}
+
+/// Ends the reading side of `fd` if it is still a connection accepted on the server
+/// bound to `path` (checked again: the descriptor is another thread's): its blocked
+/// receive wakes with the end of the stream.
+pub(crate) fn shut_down_accepted(fd: RawFd, path: &Path) {
+    if is_accepted_at(fd, path.as_os_str().as_bytes()) {
+        let _ = super::shut_down_reading(fd);
+    }
+}
+
+/// The pid of the process at the other end of the unix socket `fd`, as it was when it
+/// connected (`SO_PEERCRED`).
+pub(crate) fn peer_pid(fd: RawFd) -> Option<u32> {
+    // SAFETY: ucred is plain data; zeroed is valid.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the live `cred`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(cred.pid as u32)
 }
 
 fn socket_option(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
@@ -137,4 +193,42 @@ pub(crate) fn attached_descriptors_receivable(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(libc::EMFILE));
     }
     Ok(())
+}
+
+/// Closes `fd` if it is the socket a failed `OsIpcOneShotServer::new` left open: an
+/// `AF_UNIX` `SOCK_SEQPACKET` socket that is not bound to a name, not listening and
+/// not connected (a socket pair's end has a peer; a server's is bound). ipc-channel
+/// 0.23.1 makes that socket first and returns its `bind` or `listen` error (or its
+/// directory's) without closing it: one descriptor lost per such failed start.
+/// Whether it was closed.
+pub(crate) fn close_orphan_server_socket(fd: RawFd) -> bool {
+    if socket_option(fd, libc::SO_TYPE) != Some(libc::SOCK_SEQPACKET)
+        || socket_option(fd, libc::SO_ACCEPTCONN) != Some(0)
+    {
+        return false;
+    }
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid empty address.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into the live `addr`.
+    let r =
+        unsafe { libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len) };
+    let unbound = r == 0
+        && addr.sun_family == libc::AF_UNIX as libc::sa_family_t
+        && len as usize <= std::mem::size_of::<libc::sa_family_t>();
+    if !unbound {
+        return false;
+    }
+    // SAFETY: as above.
+    let mut peer: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: as above, for the peer's address.
+    let r =
+        unsafe { libc::getpeername(fd, (&mut peer as *mut libc::sockaddr_un).cast(), &mut len) };
+    if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOTCONN) {
+        return false;
+    }
+    // SAFETY: an orphan nobody owns (ipc-channel dropped its number on its error path).
+    unsafe { libc::close(fd) };
+    true
 }

@@ -20,14 +20,17 @@ mod spool;
 mod tree;
 
 pub(crate) use clock::{boot_ticks, monotonic_ns};
-pub(crate) use exec::{spawn_exec, Exec};
+pub(crate) use exec::{spawn_exec, Exec, ExecOutcome, SetupFn, Started};
 pub(crate) use fd::{
     close_above_stdio, descriptor_limit, descriptors_free, descriptors_nearly_exhausted, open_fds,
     poll_readable, shut_down_reading, EventFd,
 };
 pub(crate) use futex::{futex_wait, futex_wake};
 pub(crate) use group::{group_has_running_members, signal_group_members};
-pub(crate) use listener::{attached_descriptors_receivable, listening_socket_at};
+pub(crate) use listener::{
+    accepted_at, attached_descriptors_receivable, close_orphan_server_socket, listening_socket_at,
+    peer_pid, shut_down_accepted,
+};
 pub(crate) use mutex::{Acquire, SharedMutex};
 pub(crate) use nice::{current_nice, may_lower_nice_to};
 pub(crate) use oom::{oom_killed, oom_watch, OomWatch};

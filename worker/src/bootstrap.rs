@@ -131,14 +131,26 @@ fn connect(
                 e.to_string(),
             )))
         })?;
+    let fault = crate::fault::selected();
+    if fault == Some(crate::fault::Fault::KillAfterHello) {
+        crate::os::kill_self();
+    }
     let tx: IpcSender<Frame> = hello_tx.to_opaque().to();
-    let (to_child_tx, to_child_rx) = ipc::channel::<Frame>().map_err(BootstrapError::Channel)?;
+    let (to_child_tx, mut to_child_rx) =
+        ipc::channel::<Frame>().map_err(BootstrapError::Channel)?;
+    if fault == Some(crate::fault::Fault::KillAfterHandoff) {
+        // Closed before the hand-off: the parent's configuration finds no reader.
+        to_child_rx = ipc::channel::<Frame>().map_err(BootstrapError::Channel)?.1;
+    }
     let link = Link {
         tx,
         rx: to_child_rx.into(),
     };
     link.send_with(&FromChild::Handoff, vec![Channel::Sender(to_child_tx)])
         .map_err(BootstrapError::Link)?;
+    if fault == Some(crate::fault::Fault::KillAfterHandoff) {
+        crate::os::kill_self();
+    }
     let first = link.recv::<ToChild>().map_err(BootstrapError::Link)?;
     Ok((link, first))
 }

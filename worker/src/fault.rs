@@ -23,6 +23,11 @@ pub enum Fault {
     /// if it had been lost in the fork race, so only the hang-up of its channel can
     /// end it once its parent is gone.
     BlockHangUp,
+    /// Say hello, then die (SIGKILL) before the hand-off.
+    KillAfterHello,
+    /// Hand the channel over with its receiving end already closed (the parent's
+    /// configuration cannot be sent), then die (SIGKILL).
+    KillAfterHandoff,
 }
 
 /// The fault selected by the environment, if any.
@@ -33,6 +38,8 @@ pub fn selected() -> Option<Fault> {
         "stop-before-connect" => Some(Fault::StopBeforeConnect),
         "stop-after-connect" => Some(Fault::StopAfterConnect),
         "block-hang-up" => Some(Fault::BlockHangUp),
+        "kill-after-hello" => Some(Fault::KillAfterHello),
+        "kill-after-handoff" => Some(Fault::KillAfterHandoff),
         _ => None,
     }
 }

@@ -14,6 +14,12 @@ pub(crate) fn stop_self() {
     unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
 }
 
+/// Kills this process (SIGKILL): a death nothing in it can soften (fault injection).
+pub(crate) fn kill_self() {
+    // SAFETY: kill with our own pid and a signal number.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+}
+
 /// Result of [`fork`].
 pub(crate) enum Forked {
     Child,
