@@ -269,7 +269,12 @@ fn handshake(
             let _ = tx.send(Event::Accepted(bootstrap.server.accept()));
         })
         .map_err(Handshake::NoThread)?;
-    let waited = after_accept(rx, &connected, deadline, path, secret, slot, config);
+    let accepting = Accepting {
+        events: rx,
+        connected: &connected,
+        listener,
+    };
+    let waited = after_accept(accepting, deadline, path, secret, slot, config);
     if listener.is_none() && waited.is_err() {
         discard_bootstrap(path);
     }
@@ -298,6 +303,11 @@ fn wait_for_connection(
     }
 }
 
+/// Whether a connection waits on `listener` to be accepted.
+fn connection_pending(listener: RawFd) -> bool {
+    os::poll_readable(&[&listener], Some(Duration::ZERO)).is_ok_and(|ready| ready[0])
+}
+
 /// How long a start whose connection is pending but gave no hello yet waits before it
 /// first looks at who connected (another process than the child fails the start then,
 /// not at its deadline); each later look waits twice as long, up to [`PEER_CHECK_MAX`]
@@ -305,16 +315,28 @@ fn wait_for_connection(
 const PEER_CHECK: Duration = Duration::from_millis(20);
 const PEER_CHECK_MAX: Duration = Duration::from_secs(1);
 
+/// What the start hears from its accept thread, and where the child connects.
+struct Accepting<'a> {
+    events: mpsc::Receiver<Event>,
+    /// Set once a connection is pending.
+    connected: &'a AtomicBool,
+    listener: Option<RawFd>,
+}
+
 /// The rest of a handshake, once a thread accepts the child's connection.
 fn after_accept(
-    rx: mpsc::Receiver<Event>,
-    connected: &AtomicBool,
+    accepting: Accepting<'_>,
     deadline: Instant,
     path: &str,
     secret: &[u8; SECRET_LEN],
     slot: &ChildSlot,
     config: WorkerConfig,
 ) -> Result<Link, Handshake> {
+    let Accepting {
+        events: rx,
+        connected,
+        listener,
+    } = accepting;
     let mut check_every = PEER_CHECK;
     let (receiver, hello) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -328,6 +350,11 @@ fn after_accept(
             Ok(Event::Accepted(Err(e))) => return Err(refused_connection(e, slot)),
             // It connected before it died: what its connection gave counts (it ends now).
             Ok(Event::Exited) if connected.load(Ordering::Acquire) => {}
+            // Its connection is pending and the accept thread has not woken yet (a
+            // loaded machine): it connected all the same, and its accept comes.
+            Ok(Event::Exited) if listener.is_some_and(connection_pending) => {
+                connected.store(true, Ordering::Release);
+            }
             Ok(Event::Exited) => return Err(exited_before_connecting(slot, deadline)),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let timed_out = Instant::now() >= deadline;
