@@ -204,7 +204,7 @@ static BIND_FAILS: Scenario = Scenario {
 /// Before (adv16 F3): ipc-channel's `OsIpcOneShotServer::new` returned the `bind` error
 /// without closing its socket: one descriptor lost per such failed start ("open before
 /// N after N+3"). Needs a mount namespace of its own (a small tmpfs as `TMPDIR`); where
-/// this process may not make one, the test says so and passes.
+/// this process may not make one, it fails saying so (as the namespace tests do).
 #[test]
 fn a_start_whose_server_cannot_bind_leaves_no_descriptor() {
     isolated(DEADLINE, || {
@@ -244,9 +244,11 @@ fn a_start_whose_server_cannot_bind_leaves_no_descriptor() {
         let child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
-                eprintln!("skipped: no mount namespace of our own here ({e})");
                 std::fs::remove_dir(&mount).unwrap();
-                return;
+                panic!(
+                    "this test needs a mount namespace of its own (root, or unprivileged \
+                     user namespaces), which this system refused: {e}"
+                );
             }
         };
         let (out, err) = finish(child, "bind_fails", Duration::from_secs(100));

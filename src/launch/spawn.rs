@@ -303,11 +303,6 @@ fn wait_for_connection(
     }
 }
 
-/// Whether a connection waits on `listener` to be accepted.
-fn connection_pending(listener: RawFd) -> bool {
-    os::poll_readable(&[&listener], Some(Duration::ZERO)).is_ok_and(|ready| ready[0])
-}
-
 /// How long a start whose connection is pending but gave no hello yet waits before it
 /// first looks at who connected (another process than the child fails the start then,
 /// not at its deadline); each later look waits twice as long, up to [`PEER_CHECK_MAX`]
@@ -338,6 +333,7 @@ fn after_accept(
         listener,
     } = accepting;
     let mut check_every = PEER_CHECK;
+    let mut exited = false;
     let (receiver, hello) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let slice = if connected.load(Ordering::Acquire) {
@@ -350,11 +346,10 @@ fn after_accept(
             Ok(Event::Accepted(Err(e))) => return Err(refused_connection(e, slot)),
             // It connected before it died: what its connection gave counts (it ends now).
             Ok(Event::Exited) if connected.load(Ordering::Acquire) => {}
-            // Its connection is pending and the accept thread has not woken yet (a
-            // loaded machine): it connected all the same, and its accept comes.
-            Ok(Event::Exited) if listener.is_some_and(connection_pending) => {
-                connected.store(true, Ordering::Release);
-            }
+            // The accept thread, which watches the listener and the child, says
+            // whether a connection came first (a loaded machine may wake it after
+            // the exit is known): it accepts one, or ends, at once.
+            Ok(Event::Exited) if listener.is_some() => exited = true,
             Ok(Event::Exited) => return Err(exited_before_connecting(slot, deadline)),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let timed_out = Instant::now() >= deadline;
@@ -371,6 +366,9 @@ fn after_accept(
                         within: BOOTSTRAP_TIMEOUT,
                     }));
                 }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) if exited => {
+                return Err(exited_before_connecting(slot, deadline))
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(Handshake::Failed(BootstrapFailure::NoConnection {
