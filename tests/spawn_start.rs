@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{isolated, scenario, wait_exit, Scenario, SCENARIOS};
+use common::{isolated, scenario, Scenario, SCENARIOS};
 use supervisor::Process;
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -38,17 +38,8 @@ fn run(name: &str, env: &[(&str, &str)], within: Duration) -> (String, String) {
         cmd.env(k, v);
     }
     let child = cmd.spawn().unwrap();
-    let pid = child.id() as i32;
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    assert!(wait_exit(pid, within), "{name}: the scenario hung");
-    let out = waiter.join().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "{name}: {}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let (status, stdout, stderr) = common::scenario_output(child, name, within);
+    assert!(status.success(), "{name}: {status}\n{stdout}\n{stderr}");
     (stdout, stderr)
 }
 

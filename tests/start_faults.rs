@@ -7,7 +7,7 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{isolated, scenario, wait_exit, Scenario, SCENARIOS};
+use common::{isolated, scenario, Scenario, SCENARIOS};
 use supervisor::Process;
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -25,17 +25,8 @@ fn run(mut cmd: std::process::Command, name: &str, within: Duration) -> (String,
 
 /// Waits for a scenario's process with a deadline: its stdout and stderr.
 fn finish(child: std::process::Child, name: &str, within: Duration) -> (String, String) {
-    let pid = child.id() as i32;
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    assert!(wait_exit(pid, within), "{name}: the scenario hung");
-    let out = waiter.join().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "{name}: {}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let (status, stdout, stderr) = common::scenario_output(child, name, within);
+    assert!(status.success(), "{name}: {status}\n{stdout}\n{stderr}");
     (stdout, stderr)
 }
 

@@ -436,16 +436,7 @@ fn run_scenario(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().unwrap();
-    let pid = child.id() as i32;
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    assert!(common::wait_exit(pid, within), "{what}: the scenario hung");
-    let out = waiter.join().unwrap();
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::scenario_output(cmd.spawn().unwrap(), what, within)
 }
 
 /// The program's first start (`METHOD`), with `SPARE` descriptors left below the

@@ -118,6 +118,24 @@ pub fn scenario(name: &str) -> Command {
     cmd
 }
 
+/// Waits for a scenario's process with a deadline (failing if it hangs): its exit
+/// status, stdout and stderr.
+pub fn scenario_output(
+    child: std::process::Child,
+    name: &str,
+    within: Duration,
+) -> (std::process::ExitStatus, String, String) {
+    let pid = child.id() as i32;
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    assert!(wait_exit(pid, within), "{name}: the scenario hung");
+    let out = waiter.join().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// What must be the same before and after a process test.
