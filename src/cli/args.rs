@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "supervisor",
     version,
     about,
-    after_help = "Exit codes: 0 all tasks succeeded; 1 one or more failed; 2 usage or configuration error; 3 the output could not be written (disk full, I/O error, closed descriptor); 129 stopped by SIGHUP; 130 stopped by SIGINT; 143 stopped by SIGTERM; 141 standard output closed (a broken pipe, silently)."
+    after_help = "Exit codes: 0 all tasks succeeded; 1 one or more failed; 2 usage or configuration error; 3 the output could not be written (disk full, I/O error, closed descriptor); 4 with --nats: the cluster failed the run (server unreachable past --nats-timeout, an agent of another wire version); 129 stopped by SIGHUP; 130 stopped by SIGINT; 143 stopped by SIGTERM; 141 standard output closed (a broken pipe, silently)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -216,7 +216,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  seq 1 100 | supervisor run --task prime-factors\n  supervisor run -j 8 --nice 10 --task sha512-chain --arg iterations=20000 --input words.txt\n  ls *.log | supervisor run --timeout 30s -- gzip -k {}\n\nExit codes: 0 all tasks succeeded; 1 one or more failed; 2 usage or configuration error; 3 the output could not be written (disk full, I/O error, closed descriptor); 129 stopped by SIGHUP; 130 stopped by SIGINT; 143 stopped by SIGTERM; 141 standard output closed (a broken pipe, silently)."
+    after_help = "Examples:\n  seq 1 100 | supervisor run --task prime-factors\n  supervisor run -j 8 --nice 10 --task sha512-chain --arg iterations=20000 --input words.txt\n  ls *.log | supervisor run --timeout 30s -- gzip -k {}\n\nExit codes: 0 all tasks succeeded; 1 one or more failed; 2 usage or configuration error; 3 the output could not be written (disk full, I/O error, closed descriptor); 4 with --nats: the cluster failed the run (server unreachable past --nats-timeout, an agent of another wire version); 129 stopped by SIGHUP; 130 stopped by SIGINT; 143 stopped by SIGTERM; 141 standard output closed (a broken pipe, silently)."
 )]
 pub struct RunArgs {
     /// Built-in task to run on each input line (see `supervisor tasks`).
@@ -369,7 +369,8 @@ pub struct RunArgs {
     /// With --daemon: where results go (default: /dev/null).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Time between SIGTERM and SIGKILL when stopping workers.
+    /// Time between SIGTERM and SIGKILL when stopping a task (a timeout, --halt, a
+    /// signal); a worker that does not answer is SIGKILLed 500 ms after it.
     #[arg(long, value_parser = duration, default_value = "5s")]
     pub grace: Duration,
     /// Command mode: run the command under `sh -c`, each `{}` replaced by the line

@@ -70,14 +70,14 @@ pub(crate) struct Config {
     pub(super) max_memory_per_child: Option<u64>,
 }
 
-/// How long after the grace period a worker that ends its task's children itself is
-/// given to reap them and die, before it and its group get SIGKILL: the children get
-/// the whole grace from the worker (SIGTERM at the stop, SIGKILL at its end).
 /// The most workers a pool can have ([`PoolBuilder::procs`]): far more than one
 /// machine runs well (each is a process with its own sockets and threads), few enough
 /// that the pool's tables for them are sized without overflow.
 pub const MAX_WORKERS: usize = 1 << 16;
 
+/// How long after the grace period a worker that ends its task's children itself is
+/// given to reap them and die, before it and its group get SIGKILL: the children get
+/// the whole grace from the worker (SIGTERM at the stop, SIGKILL at its end).
 const CHILDREN_MARGIN: Duration = Duration::from_millis(500);
 
 impl Config {
@@ -248,7 +248,11 @@ impl PoolBuilder {
         self
     }
 
-    /// Time between SIGTERM and SIGKILL when stopping a worker. Default: 5 s.
+    /// Time between SIGTERM and SIGKILL when stopping a worker. Default: 5 s. The
+    /// task's children get all of it (SIGTERM at the stop, SIGKILL at its end, from the
+    /// worker); unless [`PoolBuilder::keep_task_children`], the worker itself is given
+    /// 500 ms more to reap them before it is SIGKILLed too, so a worker that does not
+    /// answer (stopped, wedged) dies at grace + 500 ms.
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
