@@ -5,8 +5,6 @@ mod common;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -63,11 +61,11 @@ impl<F: Future> Future for Noting<F> {
 }
 
 /// An awaited join of a worker that died leaving a SIGTERM-proof child in its group, on
-/// a current-thread runtime with a ticking task: the future is woken only once that
-/// child is gone, so its last poll (which runs `join`'s end on the runtime's only
-/// thread) finds nothing left to wait for; the ticker runs meanwhile. Before, the
-/// last poll began with the child still alive and SIGKILLed it and waited for it to
-/// vanish (up to 1 s) on the executor thread.
+/// a current-thread runtime: the future is woken only once that child is gone, so its
+/// last poll (which runs `join`'s end on the runtime's only thread) finds nothing left
+/// to wait for (that the runtime stays free meanwhile is tests/async.rs's to show).
+/// Before, the last poll began with the child still alive and SIGKILLed it and waited
+/// for it to vanish (up to 1 s) on the executor thread.
 #[test]
 fn an_awaited_join_waits_for_the_group_off_the_executor_thread() {
     each_method(DEADLINE, |method| {
@@ -75,16 +73,6 @@ fn an_awaited_join_waits_for_the_group_off_the_executor_thread() {
             .enable_time()
             .build()
             .unwrap();
-        let ticks = Arc::new(AtomicU64::new(0));
-        let t = ticks.clone();
-        rt.spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(2));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                t.fetch_add(1, Ordering::Relaxed);
-            }
-        });
         let dir = std::env::temp_dir().join(format!("async-join-{method}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for round in 0..3 {

@@ -108,20 +108,24 @@ const ENDS: [End; 4] = [End::Exit, End::ExitZero, End::Abort, End::Killed];
 /// ends (before: it ran on, adopted by init).
 #[test]
 fn a_joined_process_leaves_no_escaped_child() {
-    each_forking_method(|method| {
-        let dir = scratch("escaped-joined", method);
-        for end in ENDS {
-            let path = dir.join(format!("{end:?}"));
-            let mut p = Process::builder(escape_then_end, (path.display().to_string(), end))
-                .start_method(method)
-                .start()
-                .unwrap();
-            let child = escaped_child(&path, end);
-            assert!(p.join().is_err());
-            gone_now(child, &format!("{method} {end:?} after join"));
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
-    });
+    each_forking_method(|method| joined_leave_none(method, &ENDS, "escaped-joined"));
+}
+
+/// For each of `ends`: a `Process` of `method` whose task escapes, then ends its worker
+/// so, is joined; the escaped child is gone when `join` returns.
+fn joined_leave_none(method: StartMethod, ends: &[End], name: &str) {
+    let dir = scratch(name, method);
+    for &end in ends {
+        let path = dir.join(format!("{end:?}"));
+        let mut p = Process::builder(escape_then_end, (path.display().to_string(), end))
+            .start_method(method)
+            .start()
+            .unwrap();
+        let child = escaped_child(&path, end);
+        assert!(p.join().is_err());
+        gone_now(child, &format!("{method} {end:?} after join"));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A dropped `Process`: the escaped child is gone within the documented bound.
@@ -254,18 +258,10 @@ fn supervisor_worker_fault_env() -> &'static str {
 #[test]
 fn a_spawned_worker_ended_by_exit_leaves_no_escaped_child() {
     isolated(DEADLINE, || {
-        let method = StartMethod::Spawn;
-        let dir = scratch("escaped-exit", method);
-        for end in [End::Exit, End::ExitZero] {
-            let path = dir.join(format!("{end:?}"));
-            let mut p = Process::builder(escape_then_end, (path.display().to_string(), end))
-                .start_method(method)
-                .start()
-                .unwrap();
-            let child = escaped_child(&path, end);
-            assert!(p.join().is_err());
-            gone_now(child, &format!("{method} {end:?} after join"));
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
+        joined_leave_none(
+            StartMethod::Spawn,
+            &[End::Exit, End::ExitZero],
+            "escaped-exit",
+        )
     });
 }

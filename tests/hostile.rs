@@ -165,7 +165,7 @@ fn a_worker_announcing_a_huge_length_is_a_protocol_error() {
         match p.join().map_err(Error::into_kind) {
             Err(ErrorKind::Protocol { pid, violation }) => {
                 assert_eq!(pid, p.pid());
-                let detail = chain(&violation);
+                let detail = supervisor_worker::error_chain(&violation);
                 assert!(detail.contains("malformed"), "{detail}");
             }
             other => panic!("expected a protocol error, got {other:?}"),
@@ -193,7 +193,7 @@ fn expect_protocol_error(mut p: Process<u64>, says: &str) {
     match p.join().map_err(Error::into_kind) {
         Err(ErrorKind::Protocol { pid, violation }) => {
             assert_eq!(pid, p.pid());
-            let detail = chain(&violation);
+            let detail = supervisor_worker::error_chain(&violation);
             assert!(detail.contains(says), "{detail}");
         }
         other => panic!("expected a protocol error, got {other:?}"),
@@ -274,7 +274,7 @@ fn hostile_frames_fail_only_their_task_in_a_pool() {
             .map_err(Error::into_kind)
         {
             Err(ErrorKind::Protocol { violation, .. }) => {
-                let detail = chain(&violation);
+                let detail = supervisor_worker::error_chain(&violation);
                 assert!(detail.contains("1099511627776"), "{detail}")
             }
             other => panic!("expected a protocol error, got {other:?}"),
@@ -284,7 +284,7 @@ fn hostile_frames_fail_only_their_task_in_a_pool() {
             .map_err(Error::into_kind)
         {
             Err(ErrorKind::Protocol { violation, .. }) => {
-                let detail = chain(&violation);
+                let detail = supervisor_worker::error_chain(&violation);
                 assert!(detail.contains("it has 24"), "{detail}")
             }
             other => panic!("expected a protocol error, got {other:?}"),
@@ -294,7 +294,7 @@ fn hostile_frames_fail_only_their_task_in_a_pool() {
             .map_err(Error::into_kind)
         {
             Err(ErrorKind::Protocol { violation, .. }) => {
-                let detail = chain(&violation);
+                let detail = supervisor_worker::error_chain(&violation);
                 assert!(detail.contains(&UNKNOWN_ID.to_string()), "{detail}")
             }
             other => panic!("expected a protocol error, got {other:?}"),
@@ -312,18 +312,6 @@ fn hostile_frames_fail_only_their_task_in_a_pool() {
         assert_eq!(values[99], 99 * 99);
         pool.join();
     });
-}
-
-/// An error with its causes, as the CLI prints it.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
 }
 
 // ---- Handles decoded from hostile bytes (issue 18) ----

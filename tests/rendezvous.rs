@@ -397,13 +397,16 @@ fn start_under_bad_tmpdir() {
     for method in [StartMethod::Spawn, StartMethod::Forkserver] {
         let outcome = match Process::builder(one, 1).start_method(method).start() {
             Ok(mut p) => format!("ok {:?}", p.join()),
-            Err(e) => format!("error: {}", chain(&e)),
+            Err(e) => format!("error: {}", supervisor_worker::error_chain(&e)),
         };
         println!("{method} process: {outcome}");
         let pool = match Pool::builder().procs(1).start_method(method).build() {
             Ok(pool) => pool,
             Err(e) => {
-                println!("{method} pool: build error: {}", chain(&e));
+                println!(
+                    "{method} pool: build error: {}",
+                    supervisor_worker::error_chain(&e)
+                );
                 continue;
             }
         };
@@ -419,7 +422,7 @@ fn start_under_bad_tmpdir() {
                     } => "storm",
                     _ => "other",
                 };
-                format!("{what}: {}", chain(&e))
+                format!("{what}: {}", supervisor_worker::error_chain(&e))
             }
         };
         pool.terminate();
@@ -431,16 +434,6 @@ static START_UNDER_BAD_TMPDIR: Scenario = Scenario {
     name: "start-under-bad-tmpdir",
     run: start_under_bad_tmpdir,
 };
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text += &format!(": {s}");
-        source = s.source();
-    }
-    text
-}
 
 /// Checks the scenario's lines for `TMPDIR` `dir`: every start fails with the
 /// temporary-directory error and every pool is broken at its first start.

@@ -186,7 +186,7 @@ fn starts_short_of_descriptors_scenario() {
                             Ok(9) => ok += 1,
                             other => errors.push(format!("join: {other:?}")),
                         },
-                        Err(e) => errors.push(chain(&e)),
+                        Err(e) => errors.push(supervisor_worker::error_chain(&e)),
                     }
                 }
                 (ok, errors)
@@ -206,17 +206,6 @@ fn starts_short_of_descriptors_scenario() {
     }
 }
 
-/// An error and its causes, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
-}
 #[linkme::distributed_slice(SCENARIOS)]
 static STARTS_SHORT: Scenario = Scenario {
     name: "starts_short_of_descriptors",

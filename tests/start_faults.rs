@@ -141,18 +141,6 @@ fn open_sockets() -> Vec<String> {
     fds
 }
 
-/// An error and its causes, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
-}
-
 /// In a temporary directory on a file system with exactly two free inodes (the start's
 /// probe directory and ipc-channel's directory get them; the socket's `bind` then fails
 /// with ENOSPC), three starts fail: prints the descriptors open before and after, and
@@ -176,7 +164,7 @@ fn bind_fails_scenario() {
     let mut first = None;
     for _ in 0..3 {
         let err = Process::builder(square, 2).start().map(drop).unwrap_err();
-        first.get_or_insert_with(|| chain(&err));
+        first.get_or_insert_with(|| supervisor_worker::error_chain(&err));
     }
     println!("open before {before:?} after {:?}", open_sockets());
     println!("error: {}", first.unwrap());
