@@ -57,13 +57,23 @@ fn processes() -> Vec<(i32, i32, i32)> {
 fn left_behind() -> Vec<(i32, i32)> {
     let me = std::process::id() as i32;
     let all = processes();
-    let mut ours: std::collections::HashSet<i32> = all
+    let ours: std::collections::HashSet<i32> = all
         .iter()
         .filter(|&&(pid, ppid, pgrp)| pid != me && (ppid == me || pgrp == me))
         .map(|&(pid, _, _)| pid)
         .collect();
     // Their descendants: a few passes reach any depth a task builds in practice; what a
     // pass misses is reached by the next scan, once its parent has died.
+    with_descendants(all, ours, me)
+}
+
+/// The processes of `ours` and every process of `all` that descends from one of them
+/// (never `me`), with their process groups.
+fn with_descendants(
+    all: Vec<(i32, i32, i32)>,
+    mut ours: std::collections::HashSet<i32>,
+    me: i32,
+) -> Vec<(i32, i32)> {
     loop {
         let before = ours.len();
         for &(pid, ppid, _) in &all {
@@ -149,26 +159,12 @@ pub(crate) fn kill_descendants(within: std::time::Duration) {
 fn adopted(workers: &std::collections::HashSet<i32>) -> Vec<(i32, i32)> {
     let me = std::process::id() as i32;
     let all = processes();
-    let mut ours: std::collections::HashSet<i32> = all
+    let adopted: std::collections::HashSet<i32> = all
         .iter()
         .filter(|&&(pid, ppid, _)| ppid == me && !workers.contains(&pid))
         .map(|&(pid, _, _)| pid)
         .collect();
-    loop {
-        let before = ours.len();
-        for &(pid, ppid, _) in &all {
-            if ours.contains(&ppid) {
-                ours.insert(pid);
-            }
-        }
-        if ours.len() == before {
-            break;
-        }
-    }
-    all.into_iter()
-        .filter(|(pid, _, _)| ours.contains(pid))
-        .map(|(pid, _, pgrp)| (pid, pgrp))
-        .collect()
+    with_descendants(all, adopted, me)
 }
 
 /// Reaps each of `procs` that is an exited child of ours; never a pid not listed (a
