@@ -40,8 +40,8 @@ enum End {
     Killed,
 }
 
-/// Starts `sleep 300` in a session of its own, writes `worker-pid sleep-pid` to `path`,
-/// then ends its worker as `end` says.
+/// Starts `sleep 300` in a session of its own, writes its pid to `path` (its group to
+/// `path.pgrp`, the worker's pid to `path.worker`), then ends its worker as `end` says.
 fn escape_then_end(a: (String, End)) -> u32 {
     let (path, end) = a;
     use std::os::unix::process::CommandExt;
@@ -55,6 +55,11 @@ fn escape_then_end(a: (String, End)) -> u32 {
         })
     };
     let child = command.spawn().expect("setsid sleep").id();
+    // Its group, seen here while it surely runs (the worker's end may kill it before
+    // the test looks).
+    // SAFETY: getpgid takes a plain pid: our own child, not reaped.
+    let pgrp = unsafe { libc::getpgid(child as i32) };
+    std::fs::write(format!("{path}.pgrp"), pgrp.to_string()).expect("write the group");
     let tmp = format!("{path}.tmp");
     std::fs::write(&tmp, format!("{child}")).expect("write the pid");
     std::fs::write(format!("{path}.worker"), std::process::id().to_string()).expect("write");
@@ -87,8 +92,8 @@ fn escaped_child(path: &std::path::Path, end: End) -> i32 {
         unsafe { libc::kill(worker, libc::SIGKILL) };
     }
     // It really left the worker's group and session (setsid ran before exec).
-    let stat = common::stat_fields(child).expect("the escaped child runs");
-    assert_eq!(stat.pgrp, child, "setsid made its own group");
+    let pgrp = std::fs::read_to_string(path.with_extension("pgrp")).expect("its group");
+    assert_eq!(pgrp, child.to_string(), "setsid made its own group");
     child
 }
 
