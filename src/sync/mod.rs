@@ -1,6 +1,6 @@
 //! Queue, Pipe, shared memory, Lock, Event and Semaphore across processes.
 //!
-//! Every object is one shared region (`region.rs`): a memfd mapped in each process
+//! Every object is one shared region (`region/`): a memfd mapped in each process
 //! that holds it, with a robust process-shared mutex and a table of the processes
 //! holding it. Handles serialise (serde) as a reference another process of the same
 //! user opens through `/proc/<pid>/fd/<n>`, so they can be passed to tasks.

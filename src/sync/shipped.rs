@@ -1,7 +1,7 @@
 //! The objects an encoded value ships handles of, kept open for as long as those bytes
 //! may be decoded: the pool decodes a job's argument again when it retries the job, and
 //! the objects its handles name must still be there then, whether or not the caller
-//! kept a handle of its own (the in-transit keeping of `region.rs` lets go once each
+//! kept a handle of its own (the in-transit keeping of `region/transit.rs` lets go once each
 //! handle was opened once).
 
 use std::cell::RefCell;
