@@ -400,10 +400,7 @@ fn usage_errors_exit_2_with_one_line_and_start_nothing() {
 
 #[test]
 fn lowering_nice_without_privilege_exits_2() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to run the binary as `nobody`");
-        return;
-    }
+    common::require_root("to run the binary as `nobody`");
     isolated(DEADLINE, || {
         use std::os::unix::process::CommandExt;
         let out = Command::new(BIN)
@@ -2076,10 +2073,7 @@ fn retries_are_one_budget_for_failures_and_timeouts_and_attempts_say_how_many_ra
 /// the run with exit 3, the output-error code (before: stderr echoed, exit 2).
 #[test]
 fn results_keep_failed_stderr_in_their_files_and_a_full_disk_exits_3() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to mount a small tmpfs");
-        return;
-    }
+    common::require_root("to mount a small tmpfs");
     isolated(DEADLINE, || {
         let dir = temp_dir("results-stderr");
         let results = dir.join("r");

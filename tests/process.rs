@@ -322,10 +322,7 @@ static NICE_LOWER: Scenario = Scenario {
 
 #[test]
 fn lowering_nice_without_privilege_is_a_clear_error() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to drop to `nobody`; as a normal user see the scenario");
-        return;
-    }
+    common::require_root("to drop to `nobody`; as a normal user see the scenario");
     isolated(DEADLINE, || {
         use std::os::unix::process::CommandExt;
         let out = scenario("nice_lower")
@@ -706,10 +703,7 @@ fn ipc_channel_connect(path: &str) -> std::io::Result<()> {
 
 #[test]
 fn another_user_cannot_reach_the_bootstrap_socket_whatever_the_umask() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to drop to `nobody` for the connection attempt");
-        return;
-    }
+    common::require_root("to drop to `nobody` for the connection attempt");
     isolated(DEADLINE, || {
         for umask in [0o000, 0o022] {
             let out = scenario("bootstrap_socket")

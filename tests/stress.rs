@@ -345,10 +345,9 @@ static REAPER_RETRY: common::Scenario = common::Scenario {
 
 #[test]
 fn a_start_with_no_thread_to_be_had_names_the_process_limit_and_the_next_one_works() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: RLIMIT_NPROC needs a separate user (runs as root, then as nobody)");
-        return;
-    }
+    common::require_root(
+        "RLIMIT_NPROC binds only a user other than root, so the scenario becomes `nobody` first",
+    );
     isolated(DEADLINE, || {
         use std::os::unix::process::CommandExt;
         // The soft limit is low from the program's start, before `init()` (as a shell's
@@ -563,10 +562,9 @@ fn a_start_short_of_descriptors_leaves_no_temporary_directory() {
 
 #[test]
 fn running_out_of_descriptors_or_processes_gives_errors_not_panics() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: RLIMIT_NPROC needs a separate user (runs as root, then as nobody)");
-        return;
-    }
+    common::require_root(
+        "RLIMIT_NPROC binds only a user other than root, so the scenario becomes `nobody` first",
+    );
     isolated(DEADLINE, || {
         use std::os::unix::process::CommandExt;
         for limit in ["nofile", "nproc"] {

@@ -438,6 +438,17 @@ fn fd_dump(after: &BTreeSet<i32>, before: &BTreeSet<i32>) -> String {
         .join(", ")
 }
 
+/// Fails the test unless it runs as root, saying what for: a test that needs root must
+/// never pass by skipping.
+pub fn require_root(what_for: &str) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test must run as root (euid {euid}): {what_for}"
+    );
+}
+
 /// ipc-channel bootstrap directories (a `socket` inside a private temp dir) of ours.
 pub fn bootstrap_dirs() -> BTreeSet<String> {
     let me = unsafe { libc::geteuid() };
