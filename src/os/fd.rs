@@ -125,21 +125,7 @@ pub(crate) fn descriptor_limit() -> Option<u64> {
     Some(lim.rlim_cur)
 }
 
-/// Whether this process is within 32 descriptors of its limit (`RLIMIT_NOFILE`).
-pub(crate) fn descriptors_nearly_exhausted() -> bool {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return false;
-    }
-    match std::fs::read_dir("/proc/self/fd") {
-        Ok(dir) => dir.count() as u64 + 32 >= lim.rlim_cur,
-        Err(e) => matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)),
-    }
-}
+pub(crate) use supervisor_worker::descriptors_nearly_exhausted;
 
 /// Ends the reading side of the socket `fd`: what is queued on it can still be read,
 /// then every receive sees the end of the stream (a blocked one wakes), however many

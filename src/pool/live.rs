@@ -2,7 +2,6 @@
 //! threads, their links, reader threads and progress pages, signals to their process
 //! groups. Nothing here decides anything.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 
 use ipc_channel::ipc::IpcSender;
@@ -67,7 +66,7 @@ impl Io for Live {
             .spawn(move || {
                 // ipc-channel panics where it cannot get descriptors or memory: that is
                 // a failed start like any other, never a starter thread that vanishes.
-                let result = std::panic::catch_unwind(|| launch::start_worker(&spec))
+                let result = supervisor_worker::quiet_panic::catch(|| launch::start_worker(&spec))
                     .unwrap_or_else(|panic| Err(dependency_panic(panic.as_ref())));
                 match &result {
                     Ok((slot, _)) => {
@@ -122,12 +121,13 @@ impl Io for Live {
         }));
         // Its page's memfd, the mapping shared to send, and the copy the send makes:
         // asked first, so that out of descriptors this is an error, not ipc-channel's
-        // panic (caught below, but printed on stderr by the panic hook).
+        // panic (caught below, quietly: another thread may take descriptors between
+        // this check and those calls).
         if let Err(e) = os::descriptors_free(3) {
             let _ = slot.signal_group(libc::SIGKILL);
             return Err(ErrorKind::Spawn(e).into());
         }
-        let made = std::panic::catch_unwind(|| {
+        let made = supervisor_worker::quiet_panic::catch(|| {
             let progress = Progress::new();
             let page = progress.share();
             (progress, page)
@@ -149,7 +149,7 @@ impl Io for Live {
         // that fails (out of descriptors): a failed start, not a broken pool.
         let sent = match (Frame::with_page(&ToChild::Progress, page), &worker.tx) {
             (Ok(frame), Some(tx)) => {
-                std::panic::catch_unwind(AssertUnwindSafe(|| send_frame(tx, frame).is_ok()))
+                supervisor_worker::quiet_panic::catch(|| send_frame(tx, frame).is_ok())
             }
             _ => Ok(false),
         };

@@ -29,6 +29,7 @@ pub mod packet;
 pub mod poll;
 pub mod progress;
 pub mod protocol;
+pub mod quiet_panic;
 pub mod registry;
 mod runner;
 pub mod serve;
@@ -36,6 +37,10 @@ pub mod server;
 pub mod setup;
 
 pub use call::Call;
+/// Whether this process is within 32 descriptors of its limit; for the `supervisor`
+/// crate, not part of the API.
+#[doc(hidden)]
+pub use os::descriptors_nearly_exhausted;
 pub use os::exit_now;
 /// `/proc/<pid>/stat`, parsed in one place for the `supervisor` crate, its CLI and
 /// tests; not part of the API.

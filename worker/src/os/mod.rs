@@ -5,6 +5,7 @@
 
 mod children;
 mod clock;
+mod descriptors;
 mod hang_up;
 mod owner;
 mod process;
@@ -18,6 +19,7 @@ pub(crate) use children::{
     reap_exited_except,
 };
 pub(crate) use clock::{monotonic_ns, monotonic_upper_ns};
+pub use descriptors::descriptors_nearly_exhausted;
 pub(crate) use hang_up::{block_hang_up, end_when_link_hangs_up, BUSY, STOPPING};
 pub(crate) use owner::{die_with, parent_pidfd};
 pub use process::exit_now;

@@ -73,6 +73,17 @@ impl Link {
     }
 }
 
+/// What a panic of ipc-channel's receive means: out of descriptors, the kernel drops
+/// the descriptors a message carries and ipc-channel asserts on what it got instead
+/// (an `mmap` that fails); otherwise the peer broke the framing.
+fn panicked() -> LinkError {
+    if crate::os::descriptors_nearly_exhausted() {
+        LinkError::Io(std::io::Error::from_raw_os_error(libc::EMFILE))
+    } else {
+        LinkError::Malformed
+    }
+}
+
 /// The receiving end of a link. ipc-channel trusts the peer's framing, so the header of
 /// every packet is checked before ipc-channel reads it ([`crate::packet`]), and a panic
 /// of ipc-channel on a malformed message is caught and reported as
@@ -113,8 +124,8 @@ impl Receiver {
     /// Receives a frame.
     pub fn recv(&self) -> Result<Frame, LinkError> {
         self.await_packet(None)?;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.rx.recv()))
-            .map_err(|_| LinkError::Malformed)?
+        crate::quiet_panic::catch(|| self.rx.recv())
+            .map_err(|_| panicked())?
             .map_err(map_ipc_error)
     }
 
@@ -122,10 +133,8 @@ impl Receiver {
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Frame, LinkError> {
         self.await_packet(Some(timeout))?;
         // A checked packet (or the end of the stream) is waiting: this does not wait.
-        let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.rx.try_recv_timeout(Duration::ZERO)
-        }))
-        .map_err(|_| LinkError::Malformed)?;
+        let received = crate::quiet_panic::catch(|| self.rx.try_recv_timeout(Duration::ZERO))
+            .map_err(|_| panicked())?;
         match received {
             Ok(frame) => Ok(frame),
             Err(ipc_channel::TryRecvError::Empty) => Err(LinkError::Timeout),
@@ -183,10 +192,21 @@ fn map_ipc_error(e: ipc_channel::IpcError) -> LinkError {
     match e {
         ipc_channel::IpcError::Disconnected => LinkError::Closed,
         ipc_channel::IpcError::Io(io) if is_peer_gone(&io) => LinkError::Closed,
-        ipc_channel::IpcError::Io(io) => LinkError::Io(io),
+        ipc_channel::IpcError::Io(io) => unless_out_of_descriptors(io),
         ipc_channel::IpcError::SerializationError(s) => {
-            LinkError::Io(std::io::Error::other(s.to_string()))
+            unless_out_of_descriptors(std::io::Error::other(s.to_string()))
         }
+    }
+}
+
+/// A receive that failed while this process is at its descriptor limit failed for
+/// that: the kernel dropped the descriptors the message carried, and ipc-channel says
+/// only "Serialization/Deserialization error". Said as `EMFILE`, which names the limit.
+fn unless_out_of_descriptors(e: std::io::Error) -> LinkError {
+    if crate::os::descriptors_nearly_exhausted() {
+        LinkError::Io(std::io::Error::from_raw_os_error(libc::EMFILE))
+    } else {
+        LinkError::Io(e)
     }
 }
 
