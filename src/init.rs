@@ -91,4 +91,5 @@ extern "C" fn at_exit() {
     for slot in live.iter().filter(|s| !s.is_daemon()) {
         slot.wait();
     }
+    crate::cgroup::at_exit();
 }

@@ -102,6 +102,7 @@ compile_error!(
 #[doc = include_str!("../docs/ARCHITECTURE.md")]
 pub mod architecture {}
 #[cfg(feature = "cluster")]
+mod cgroup;
 pub mod cluster;
 mod command;
 mod error;

@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::cgroup::WorkerCgroup;
 use crate::exit::ExitStatus;
 use crate::os;
 
@@ -78,10 +79,19 @@ pub(crate) struct ChildSlot {
     /// This program sent it (or its group) a SIGKILL: such a death is never the OOM
     /// killer's.
     killed: AtomicBool,
+    /// The cgroup it was born in (a spawned worker): what runs there counts as its
+    /// group, whatever session or parent it has (`crate::cgroup`).
+    cgroup: Option<WorkerCgroup>,
 }
 
 impl ChildSlot {
-    pub(crate) fn new(pid: i32, pidfd: OwnedFd, daemon: bool, owner: Owner) -> Arc<ChildSlot> {
+    pub(crate) fn new(
+        pid: i32,
+        pidfd: OwnedFd,
+        daemon: bool,
+        owner: Owner,
+        cgroup: Option<WorkerCgroup>,
+    ) -> Arc<ChildSlot> {
         Arc::new(ChildSlot {
             pid,
             pidfd,
@@ -95,6 +105,7 @@ impl ChildSlot {
             exited: Condvar::new(),
             oom: os::oom_watch(),
             killed: AtomicBool::new(false),
+            cgroup,
         })
     }
 
@@ -160,8 +171,8 @@ impl ChildSlot {
         }
     }
 
-    /// Sends `signal` to the child and, with `group`, to its whole process group.
-    /// `Ok(false)` when the child had already exited.
+    /// Sends `signal` to the child and, with `group`, to its whole process group (and
+    /// its cgroup). `Ok(false)` when the child had already exited.
     pub(crate) fn signal(&self, signal: i32, group: bool) -> io::Result<bool> {
         let state = self.lock();
         if state.exit.is_some() {
@@ -172,28 +183,43 @@ impl ChildSlot {
         let alive = os::pidfd_send_signal(&self.pidfd, signal)?;
         if group {
             os::kill_group(self.pid, signal)?;
+            self.signal_cgroup(signal);
         }
         drop(state);
         Ok(alive)
     }
 
+    /// Sends `signal` to what runs in the child's cgroup, if it has one; whether
+    /// anything was there.
+    fn signal_cgroup(&self, signal: i32) -> bool {
+        self.cgroup.as_ref().is_some_and(|c| c.signal(signal))
+    }
+
     /// Sends `signal` to the child's process group even after the child itself has
-    /// exited (its children may live on in the group). Once the child is reaped its id
-    /// may be reused, so then only members that started before the reap are signalled,
-    /// each pinned by a pidfd; a reused id is never hit. `Ok(false)` when none was left.
+    /// exited (its children may live on in the group), and to what runs in its cgroup.
+    /// Once the child is reaped its id may be reused, so then only members that
+    /// started before the reap are signalled, each pinned by a pidfd; a reused id is
+    /// never hit. `Ok(false)` when none was left.
     pub(crate) fn signal_group(&self, signal: i32) -> io::Result<bool> {
         let state = self.lock();
         if state.exit.is_none() {
             self.note_kill(signal);
             // The leader is not reaped: the group id is still ours.
             let _ = os::pidfd_send_signal(&self.pidfd, signal)?;
-            return os::kill_group(self.pid, signal);
+            let group = os::kill_group(self.pid, signal);
+            let cgroup = self.signal_cgroup(signal);
+            return group.map(|any| any || cgroup);
         }
         // The leader is gone and its id may be reused: reach only members that started
         // before it was reaped.
         let reaped_at = state.reaped_at;
         drop(state);
-        os::signal_group_members(self.pid, signal, reaped_at)
+        let group = os::signal_group_members(self.pid, signal, reaped_at);
+        let cgroup = self.signal_cgroup(signal);
+        match group {
+            Err(_) if cgroup => Ok(true),
+            other => other.map(|any| any || cgroup),
+        }
     }
 
     /// Kills the child, its process group and every descendant it has (those that left
@@ -209,6 +235,7 @@ impl ChildSlot {
         let _ = os::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
         let _ = os::kill_group(self.pid, libc::SIGKILL);
         os::kill_pinned(&descendants);
+        self.signal_cgroup(libc::SIGKILL);
         drop(state);
     }
 
@@ -224,7 +251,8 @@ impl ChildSlot {
     }
 
     /// Whether anything of the child's process group still runs: the child itself, or,
-    /// once it is reaped, a member that started before the reap (zombies do not count).
+    /// once it is reaped, a member that started before the reap, or anything in its
+    /// cgroup (zombies do not count).
     pub(crate) fn group_runs(&self) -> bool {
         let state = self.lock();
         if state.exit.is_none() {
@@ -233,6 +261,7 @@ impl ChildSlot {
         let reaped_at = state.reaped_at;
         drop(state);
         os::group_has_running_members(self.pid, reaped_at)
+            || self.cgroup.as_ref().is_some_and(WorkerCgroup::runs)
     }
 
     /// Collects the exit status; called by the reaper once the pidfd is readable.
@@ -331,9 +360,21 @@ impl Reaper {
     /// Executes `exec` in a child of the reaper thread that first runs `setup` (see
     /// [`os::spawn_exec`]); returns as soon as the child exists (the reaper thread
     /// never waits for its exec): its pid, a pidfd, and what tells how its exec went.
-    pub(crate) fn spawn(&self, exec: os::Exec, setup: ChildSetupFn) -> io::Result<os::Started> {
+    /// With `cgroup` (a cgroup directory's descriptor, closed once the child exists)
+    /// it is born in that cgroup where the system allows (see [`os::Started`]).
+    pub(crate) fn spawn(
+        &self,
+        exec: os::Exec,
+        setup: ChildSetupFn,
+        cgroup: Option<OwnedFd>,
+    ) -> io::Result<os::Started> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Request::Spawn(Box::new(SpawnRequest { exec, setup }), tx))?;
+        let request = SpawnRequest {
+            exec,
+            setup,
+            cgroup,
+        };
+        self.send(Request::Spawn(Box::new(request), tx))?;
         rx.recv()
             .map_err(|_| io::Error::other("the reaper thread is gone"))?
     }
@@ -360,11 +401,13 @@ pub(crate) type ChildSetupFn = os::SetupFn;
 pub(crate) struct SpawnRequest {
     exec: os::Exec,
     setup: ChildSetupFn,
+    cgroup: Option<OwnedFd>,
 }
 
 fn spawn_one(req: SpawnRequest) -> io::Result<os::Started> {
+    use std::os::fd::AsFd;
     // The slot owns the process from here.
-    os::spawn_exec(req.exec, req.setup)
+    os::spawn_exec(req.exec, req.setup, req.cgroup.as_ref().map(|c| c.as_fd()))
 }
 
 fn run(rx: mpsc::Receiver<Request>, wake: Arc<os::EventFd>) {

@@ -111,7 +111,7 @@ impl ServerClient {
                 return Err(ErrorKind::Spawn(e).into());
             }
         };
-        let slot = ChildSlot::new(pid, pidfd, daemon, Owner::Server(self.clone()));
+        let slot = ChildSlot::new(pid, pidfd, daemon, Owner::Server(self.clone()), None);
         reaper()
             .map_err(ErrorKind::Spawn)?
             .watch(slot.clone())

@@ -142,11 +142,25 @@ pub(crate) fn start(
             ErrorKind::Spawn(e)
         }
     };
+    // A worker whose tasks' children are ended is born in a cgroup of its own, so that
+    // those that escape its group and session are found too (`crate::cgroup`).
+    let cgroup = config
+        .end_task_children
+        .and_then(|_| crate::cgroup::for_worker());
+    let cgroup_fd = cgroup.as_ref().and_then(|c| c.open());
     let started = reaper
-        .spawn(exec, Box::new(apply))
+        .spawn(exec, Box::new(apply), cgroup_fd)
         .map_err(ErrorKind::Spawn)?;
+    let cgroup = match (cgroup, started.cgroup_refused) {
+        (Some(cgroup), _) if started.in_cgroup => Some(cgroup),
+        (Some(cgroup), Some(errno)) => {
+            cgroup.refused(errno);
+            None
+        }
+        _ => None,
+    };
     let (pid, mut pending) = (started.pid, started.exec);
-    let slot = ChildSlot::new(pid, started.pidfd, config.daemon, Owner::Direct);
+    let slot = ChildSlot::new(pid, started.pidfd, config.daemon, Owner::Direct, cgroup);
     if let Err(e) = reaper.watch(slot.clone()) {
         // Unwatched, it would never be reaped: its memory stays leaked (`PendingExec`).
         let _ = slot.signal(libc::SIGKILL, true);

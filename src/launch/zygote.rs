@@ -79,7 +79,7 @@ fn fork_zygote() -> Result<Zygote, String> {
             drop((to_zygote_rx, from_zygote_tx));
             let mut watched = None;
             if let Ok(pidfd) = os::pidfd_open(pid) {
-                let slot = ChildSlot::new(pid, pidfd, true, Owner::Direct);
+                let slot = ChildSlot::new(pid, pidfd, true, Owner::Direct, None);
                 if let Ok(r) = reaper() {
                     if r.watch(slot.clone()).is_ok() {
                         watched = Some(slot);

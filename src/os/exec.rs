@@ -127,7 +127,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
 
 /// Blocks every signal of the calling thread, glibc's own two included (its
 /// `pthread_sigmask` leaves those out), with the raw system call; the old mask.
-fn block_all_signals() -> libc::sigset_t {
+pub(super) fn block_all_signals() -> libc::sigset_t {
     // SAFETY: plain sigset operations on local values; rt_sigprocmask with the kernel's
     // sigset size (8 bytes) reads `all` and writes `old`.
     unsafe {
@@ -146,7 +146,7 @@ fn block_all_signals() -> libc::sigset_t {
 }
 
 /// Restores a mask saved by [`block_all_signals`].
-fn restore_signals(old: &libc::sigset_t) {
+pub(super) fn restore_signals(old: &libc::sigset_t) {
     // SAFETY: as above, writing back what was there.
     unsafe {
         libc::syscall(
@@ -176,6 +176,11 @@ pub(crate) struct Started {
     /// Made by the same `clone` (`CLONE_PIDFD`): there is no child without one.
     pub(crate) pidfd: OwnedFd,
     pub(crate) exec: PendingExec,
+    /// Whether it was born in the cgroup asked for.
+    pub(crate) in_cgroup: bool,
+    /// Why `clone3` could not put it there, if it was asked and could not (the errno):
+    /// it was then started in ours.
+    pub(crate) cgroup_refused: Option<i32>,
 }
 
 /// How a child's set-up and exec went, as far as its report pipe told by a deadline.
@@ -249,17 +254,24 @@ impl Drop for PendingExec {
 /// errno on failure, 0 read as ESRCH; it must leave every signal's action at its
 /// default or ignored before it unblocks any, as `setup::apply` does). Returns as soon
 /// as the child exists, with its pid, a pidfd for it and what tells how its exec went
-/// ([`PendingExec::wait`]); only a failed `clone` (or pipe) is an error here.
-pub(crate) fn spawn_exec(exec: Exec, setup: SetupFn) -> io::Result<Started> {
+/// ([`PendingExec::wait`]); only a failed `clone` (or pipe) is an error here. With
+/// `cgroup` (a cgroup directory's descriptor) the child is born in that cgroup, or,
+/// where `clone3` cannot do that, started as without it and told so.
+pub(crate) fn spawn_exec(
+    exec: Exec,
+    setup: SetupFn,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<Started> {
     let (report, report_w) = report_pipe()?;
     let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = exec.envp.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
     let mut stack = vec![0u8; STACK];
+    let base = stack.as_mut_ptr();
     // SAFETY: the stack grows down on every Linux target we build for; the top is
     // aligned down to 16 bytes.
-    let top = unsafe { stack.as_mut_ptr().add(STACK) } as usize & !15;
+    let top = unsafe { base.add(STACK) } as usize & !15;
     let mut memory = Box::new(ChildMemory {
         shared: Shared {
             program: exec.program.as_ptr(),
@@ -276,24 +288,54 @@ pub(crate) fn spawn_exec(exec: Exec, setup: SetupFn) -> io::Result<Started> {
         _stack: stack,
     });
     let mut pidfd: libc::c_int = -1;
+    let arg = &mut memory.shared as *mut Shared as *mut libc::c_void;
     // Every signal blocked while the child starts: it inherits the mask, so no handler
     // of ours runs on its stack before its set-up resets the actions and unblocks them.
     let old = block_all_signals();
-    // SAFETY: `child` only reads `memory.shared` and what it points to (owned by
-    // `memory`, kept until the child has executed or exited: `PendingExec`), runs the
-    // set-up and calls write, dup2, execve and _exit. CLONE_VM without CLONE_FILES or
-    // CLONE_SIGHAND: the child has its own descriptor table and signal actions. With
-    // CLONE_PIDFD the kernel writes the new pidfd (close-on-exec) to `pidfd` (the
-    // parent_tid slot).
-    let pid = unsafe {
-        libc::clone(
-            child,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_PIDFD | libc::SIGCHLD,
-            &mut memory.shared as *mut Shared as *mut libc::c_void,
-            &mut pidfd as *mut libc::c_int,
-        )
-    };
+    let mut cgroup_refused = None;
+    let mut pid = -1;
+    if let Some(cgroup) = cgroup {
+        // SAFETY: as for `clone` below (the same child, memory and flags), with the
+        // stack given as its base and its size up to the aligned top.
+        match unsafe {
+            super::clone3::clone_vm_into_cgroup(
+                child,
+                arg,
+                base,
+                top - base as usize,
+                cgroup.as_raw_fd(),
+                &mut pidfd,
+            )
+        } {
+            Ok(child_pid) => pid = child_pid,
+            // Out of processes or memory: `clone` would fail alike.
+            Err(errno @ (libc::EAGAIN | libc::ENOMEM)) => {
+                restore_signals(&old);
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            // Not here (an old kernel, a filter that refuses `clone3`), or not in that
+            // cgroup (removed, or of a kind that takes no processes).
+            Err(errno) => cgroup_refused = Some(errno),
+        }
+    }
+    let in_cgroup = pid > 0;
+    if !in_cgroup {
+        // SAFETY: `child` only reads `memory.shared` and what it points to (owned by
+        // `memory`, kept until the child has executed or exited: `PendingExec`), runs
+        // the set-up and calls write, dup2, execve and _exit. CLONE_VM without
+        // CLONE_FILES or CLONE_SIGHAND: the child has its own descriptor table and
+        // signal actions. With CLONE_PIDFD the kernel writes the new pidfd
+        // (close-on-exec) to `pidfd` (the parent_tid slot).
+        pid = unsafe {
+            libc::clone(
+                child,
+                top as *mut libc::c_void,
+                libc::CLONE_VM | libc::CLONE_PIDFD | libc::SIGCHLD,
+                arg,
+                &mut pidfd as *mut libc::c_int,
+            )
+        };
+    }
     let clone_error = io::Error::last_os_error();
     restore_signals(&old);
     // Ours closed: the child's copy (closed by its exec or exit) is the last one.
@@ -314,5 +356,7 @@ pub(crate) fn spawn_exec(exec: Exec, setup: SetupFn) -> io::Result<Started> {
             report,
             memory: Some(memory),
         },
+        in_cgroup,
+        cgroup_refused,
     })
 }

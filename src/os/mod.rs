@@ -3,7 +3,9 @@
 //! Nothing here is public API; no libc type leaves this module. One file per concept;
 //! callers use the names re-exported here (`os::pidfd_open`).
 
+mod cgroup;
 mod clock;
+mod clone3;
 mod exec;
 mod fd;
 mod futex;
@@ -19,7 +21,12 @@ mod shm;
 mod spool;
 mod tree;
 
+pub(crate) use cgroup::{
+    child_cgroups, kill_all as cgroup_kill_all, make_cgroup, open_cgroup, own_cgroup_dir,
+    populated as cgroup_populated, remove_cgroup, signal_members as cgroup_signal_members,
+};
 pub(crate) use clock::{boot_ticks, monotonic_ns};
+pub(crate) use clone3::born_alive_in;
 pub(crate) use exec::{spawn_exec, Exec, ExecOutcome, SetupFn, Started};
 pub(crate) use fd::{
     close_above_stdio, descriptor_limit, descriptors_free, descriptors_nearly_exhausted, open_fds,

@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
@@ -447,6 +447,45 @@ pub fn require_root(what_for: &str) {
         euid, 0,
         "this test must run as root (euid {euid}): {what_for}"
     );
+}
+
+/// The directory of this process's cgroup in a cgroup v2 hierarchy, if one is
+/// mounted (read as the library does: `/proc/self/cgroup` and `/proc/self/mountinfo`).
+pub fn own_cgroup_dir() -> Option<PathBuf> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (root, mount) = mountinfo.lines().find_map(|line| {
+        let (head, tail) = line.split_once(" - ")?;
+        (tail.split(' ').next()? == "cgroup2").then_some(())?;
+        let mut fields = head.split(' ');
+        Some((fields.nth(3)?.to_string(), fields.next()?.to_string()))
+    })?;
+    let below = if root == "/" {
+        path.as_str()
+    } else {
+        path.strip_prefix(root.as_str())?
+    };
+    Some(Path::new(&mount).join(below.trim_start_matches('/')))
+}
+
+/// Fails the test, saying why, unless this process may make child cgroups in its own
+/// cgroup v2 (what lets a spawned worker be born in a cgroup of its own).
+pub fn require_cgroups(what_for: &str) {
+    let Some(dir) = own_cgroup_dir() else {
+        panic!("this test needs a cgroup v2 hierarchy (none mounted): {what_for}");
+    };
+    let probe = dir.join(format!("test-probe-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir(&probe) {
+        panic!(
+            "this test needs a writable cgroup v2 ({}: {e}): {what_for}",
+            dir.display()
+        );
+    }
+    let _ = std::fs::remove_dir(&probe);
 }
 
 /// ipc-channel bootstrap directories (a `socket` inside a private temp dir) of ours.

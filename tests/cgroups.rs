@@ -1,0 +1,193 @@
+//! The cgroups spawned workers are born in (`crate::cgroup` in the library): what a dead
+//! program left in its workers' cgroups is ended and removed by the next program, and a
+//! program whose own cgroup was once killed with `cgroup.kill` still starts workers
+//! (the kernel kills a child born in a cgroup whose kill count differs from its
+//! parent's: the start is made again without a cgroup).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{has_exited, isolated, pid_written_to, wait_exit};
+use supervisor::{Process, StartMethod};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+supervisor::task!(square);
+
+/// Starts `sleep 300` that leaves the worker's session and is adopted by init (it
+/// double-forks: no tree walk from the worker finds it), writes its pid to `path`,
+/// then sleeps for good.
+fn double_fork_then_sleep(path: String) -> u32 {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new("sh");
+    command
+        .args([
+            "-c",
+            "sleep 300 & printf %s $! > \"$1.tmp\"; mv \"$1.tmp\" \"$1\"",
+            "sh",
+        ])
+        .arg(&path)
+        .stdin(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe: nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    // `sh` exits at once: its `sleep` goes to init.
+    command.status().expect("sh");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+supervisor::task!(double_fork_then_sleep);
+
+/// A program whose spawned `Process` runs `double_fork_then_sleep`; waits to be killed.
+fn escaping_program() {
+    supervisor::init();
+    let path = std::env::var("ESCAPE_PID_FILE").unwrap();
+    let _p = Process::builder(double_fork_then_sleep, path)
+        .start_method(StartMethod::Spawn)
+        .start()
+        .unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[linkme::distributed_slice(common::SCENARIOS)]
+static ESCAPING: common::Scenario = common::Scenario {
+    name: "escaping_program",
+    run: escaping_program,
+};
+
+/// A program that starts one spawned `Process` and prints its result.
+fn one_spawn_program() {
+    supervisor::init();
+    let mut p = Process::builder(square, 12)
+        .start_method(StartMethod::Spawn)
+        .start()
+        .expect("start");
+    println!("{}", p.join().expect("join"));
+}
+
+#[linkme::distributed_slice(common::SCENARIOS)]
+static ONE_SPAWN: common::Scenario = common::Scenario {
+    name: "one_spawn_program",
+    run: one_spawn_program,
+};
+
+/// The program cgroups (`supervisor-PID-...`) in `dir`.
+fn program_cgroups(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with("supervisor-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn own_cgroup() -> PathBuf {
+    common::require_cgroups("spawned workers are born in cgroups of their own");
+    common::own_cgroup_dir().expect("own cgroup")
+}
+
+/// A program SIGKILLed while its worker's task had an escaped `sleep` running: the
+/// worker ends with its parent, the `sleep` (adopted by init, in a session of its
+/// own) does not. The next program's first spawn kills it and removes the dead
+/// program's cgroups (before: it ran for its 300 s, found by nothing).
+#[test]
+fn the_next_program_ends_what_a_killed_program_left_and_removes_its_cgroups() {
+    isolated(DEADLINE, || {
+        let own = own_cgroup();
+        let dir = std::env::temp_dir().join(format!("cgroup-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("escaped");
+        let mut program = common::scenario("escaping_program")
+            .env("ESCAPE_PID_FILE", &path)
+            .spawn()
+            .unwrap();
+        let escaped = pid_written_to(&path);
+        let name = format!("supervisor-{}-", program.id());
+        assert!(
+            program_cgroups(&own).iter().any(|n| n.starts_with(&name)),
+            "the program made its cgroup"
+        );
+        program.kill().unwrap();
+        program.wait().unwrap();
+        // The worker goes with its parent; what it left runs on meanwhile.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !has_exited(escaped),
+            "the escaped sleep outlives the program"
+        );
+        let next = common::scenario("one_spawn_program").spawn().unwrap();
+        let (status, out, err) = common::scenario_output(next, "one_spawn_program", DEADLINE);
+        assert!(status.success(), "the next program failed: {err}");
+        assert_eq!(out.trim(), "144");
+        let gone = wait_exit(escaped, Duration::from_secs(5));
+        if !gone {
+            // SAFETY: kill with plain integers: not to leave it to the leak check.
+            unsafe { libc::kill(escaped, libc::SIGKILL) };
+        }
+        assert!(
+            gone,
+            "the next program left the dead one's escaped sleep running"
+        );
+        let left: Vec<String> = program_cgroups(&own)
+            .into_iter()
+            .filter(|n| n.starts_with(&name))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "the dead program's cgroups stayed: {left:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// A program in a cgroup that was once killed with `cgroup.kill`: its first spawned
+/// worker, born in a child cgroup, is SIGKILLed by the kernel at birth; the start is
+/// made again without a cgroup and succeeds (before: "exited (SIGKILL) before
+/// connecting", and the same for every later start).
+#[test]
+fn a_program_in_a_cgroup_once_killed_still_starts_workers() {
+    isolated(DEADLINE, || {
+        let own = own_cgroup();
+        let killed = own.join(format!("test-killed-{}", std::process::id()));
+        std::fs::create_dir(&killed).unwrap();
+        std::fs::write(killed.join("cgroup.kill"), "1").unwrap();
+        let procs = std::ffi::CString::new(killed.join("cgroup.procs").to_str().unwrap()).unwrap();
+        let mut command = common::scenario("one_spawn_program");
+        use std::os::unix::process::CommandExt;
+        // SAFETY: open, write and close are async-signal-safe; `procs` outlives the
+        // spawn.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            })
+        };
+        let child = command.spawn().unwrap();
+        let (status, out, err) = common::scenario_output(child, "one_spawn_program", DEADLINE);
+        // Everything it made under the killed cgroup is gone with it (its exit).
+        let leftovers = program_cgroups(&killed);
+        let removed = std::fs::remove_dir(&killed);
+        assert!(status.success(), "the program failed: {err}");
+        assert_eq!(out.trim(), "144");
+        assert!(leftovers.is_empty(), "it left cgroups: {leftovers:?}");
+        removed.unwrap();
+    });
+}
