@@ -19,8 +19,8 @@ pub(super) const READ_AHEAD_PER_WORKER: usize = 1024;
 
 /// Command mode's read-ahead per worker: a command takes a millisecond at least, so a
 /// few dozen per message is plenty, and results waiting for their turn (each up to
-/// [`super::super::tasks::INLINE_LIMIT`] per stream in memory, or a spool descriptor) stay
-/// bounded: 64 x 2 x 64 KiB = 8 MiB per worker at worst.
+/// [`super::super::tasks::command::INLINE_LIMIT`] per stream in memory, or a spool
+/// descriptor) stay bounded: 64 x 2 x 64 KiB = 8 MiB per worker at worst.
 pub(super) const COMMAND_READ_AHEAD_PER_WORKER: usize = 64;
 
 /// What [`jobs`] fills in as it reads, and what it makes each job of.

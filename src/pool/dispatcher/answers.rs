@@ -8,7 +8,8 @@ use supervisor_worker::protocol::{FromChild, TaskOutcome, Timing};
 
 use super::super::job::{Deliveries, Job, JobMeta, PackedResults, Unit};
 use super::super::ports::{Io, WorkerLink};
-use super::state::{Dispatcher, Stop, INIT_SEQ};
+use super::state::{Dispatcher, INIT_SEQ};
+use super::worker::Stop;
 use crate::error::{BrokenReason, ErrorKind, Violation};
 use crate::outcome::outcome_to_result;
 

@@ -9,7 +9,8 @@ use supervisor_worker::codec::BATCH_BYTES;
 use super::super::job::Unit;
 use super::super::ports::{Io, WorkerLink};
 use super::super::running::Running;
-use super::state::{Dispatcher, Worker};
+use super::state::Dispatcher;
+use super::worker::Worker;
 use crate::error::BrokenReason;
 
 /// Tasks whose calls take less than this (a moving average per task) have queued

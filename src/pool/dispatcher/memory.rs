@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use super::super::ports::{Io, WorkerLink};
-use super::state::{Dispatcher, Stop};
+use super::state::Dispatcher;
+use super::worker::Stop;
 use crate::memory::{after_task, look_every, while_running, MemoryVerdict};
 
 impl<X: Io> Dispatcher<X> {

@@ -19,7 +19,9 @@
 //! virtual clock. The pure pieces of policy are in `running.rs` (time limits, deaths)
 //! and `storm.rs` (restarts).
 //!
-//! - `state.rs`: the state, and the events that change it directly;
+//! - `state.rs`: the state, and the events that change it directly; `worker.rs`: a
+//!   worker and its seat; `start.rs`: starting workers; `cancel.rs`: cancelling calls;
+//!   `shutdown.rs`: breaking, terminating, killing the pool;
 //! - `answers.rs`: a worker's answers;
 //! - `settle.rs`: a worker's end, call by call;
 //! - `assign.rs`: handing out work;
@@ -30,13 +32,17 @@
 
 mod answers;
 mod assign;
+mod cancel;
 mod group_kill;
 mod memory;
 mod settle;
+mod shutdown;
 mod snapshot;
+mod start;
 mod state;
 mod take_back;
 mod timers;
+mod worker;
 
 #[cfg(test)]
 mod sim;

@@ -12,7 +12,8 @@ use super::super::ports::{Io, WorkerLink};
 use super::super::running::{death_split, Clocks, Running};
 use super::super::stats::{WorkerState, WorkerStats};
 use super::group_kill::GroupKill;
-use super::state::{Dispatcher, Stop, MAX_HISTORY};
+use super::state::{Dispatcher, MAX_HISTORY};
+use super::worker::Stop;
 use crate::error::{BrokenReason, ErrorKind, StormDeath};
 use crate::outcome::{no_result, outcome_to_result};
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use super::super::job::Unit;
 use super::super::ports::{Io, WorkerLink};
 use super::super::running::Clocks;
-use super::state::{Dispatcher, Worker};
+use super::state::Dispatcher;
+use super::worker::Worker;
 
 /// How long a call must have run before the unstarted calls queued behind it on its
 /// worker may be taken back: about the cost of moving them (a round trip).

@@ -8,7 +8,8 @@ use super::super::job::Unit;
 use super::super::ports::{Io, WorkerLink};
 use super::super::running::{timeout_step, Clocks, TimeoutStep, ANSWER_LOOK, ANSWER_WAIT};
 use super::group_kill::GroupKill;
-use super::state::{Dispatcher, Stop, Worker};
+use super::state::Dispatcher;
+use super::worker::{Stop, Worker};
 use crate::error::Violation;
 
 impl<X: Io> Dispatcher<X> {
