@@ -15,10 +15,13 @@
 //! Layout, under this process's own cgroup (v2): `supervisor-PID-START-pPIDNS/` for
 //! the program (its pid, its start time in ticks since boot and its pid namespace's
 //! inode: an owner that can be told alive or dead, even after pid reuse), with one
-//! child `wN` per spawned worker. A worker's cgroup is kept for the next worker once
+//! child per spawned worker: `wN` for one that dies with the program (a pool's, a
+//! daemon), `lN` for a `Process` that lives on after it (not a daemon: README). A worker's cgroup is kept for the next worker once
 //! empty (making one costs about 27 us here, removing it 20 us). At exit the program
 //! removes its cgroups; the first spawn of a later program removes what dead owners
-//! of its own pid namespace left, killing anything still in them.
+//! of its own pid namespace left, killing anything still in them, except in an `lN`
+//! (a worker that outlived its program, and its task's children: which member is the
+//! worker cannot be told, so what it leaves if it dies after its program stays).
 //!
 //! Where there is no cgroup v2 hierarchy, or ours is not writable (an unprivileged
 //! user outside a delegated subtree, a read-only mount in a container), or `clone3`
@@ -53,7 +56,9 @@ struct Home {
     next: AtomicU64,
     /// `clone3` could not place a child here: no more tries in this process.
     refused: AtomicBool,
-    free: Mutex<Vec<Entry>>,
+    /// Emptied cgroups to reuse: those of workers that die with the program (`w`),
+    /// and of those that live on (`l`).
+    free: Mutex<[Vec<Entry>; 2]>,
     /// Killed but not yet empty when they were given back: removed once empty.
     dying: Mutex<Vec<PathBuf>>,
 }
@@ -128,26 +133,28 @@ impl Home {
             }
             return;
         }
+        let kind = usize::from(lives_on(&entry));
         let mut free = lock(&self.free);
-        if free.len() < KEEP_FREE {
-            free.push(entry);
+        if free[kind].len() < KEEP_FREE {
+            free[kind].push(entry);
         } else {
             drop(free);
             let _ = os::remove_cgroup(&entry);
         }
     }
 
-    fn take(self: &Arc<Home>) -> Option<WorkerCgroup> {
+    fn take(self: &Arc<Home>, lives_on: bool) -> Option<WorkerCgroup> {
         if self.refused.load(Ordering::Relaxed) {
             return None;
         }
         self.remove_dead();
-        let reused = lock(&self.free).pop();
+        let reused = lock(&self.free)[usize::from(lives_on)].pop();
         let entry = match reused {
             Some(entry) => entry,
             None => {
                 let n = self.next.fetch_add(1, Ordering::Relaxed);
-                let path = self.path.join(format!("w{n}"));
+                let kind = if lives_on { 'l' } else { 'w' };
+                let path = self.path.join(format!("{kind}{n}"));
                 os::make_cgroup(&path).ok()?;
                 path
             }
@@ -236,7 +243,7 @@ fn make_home(me: i32) -> Option<Home> {
         path,
         next: AtomicU64::new(0),
         refused: AtomicBool::new(false),
-        free: Mutex::new(Vec::new()),
+        free: Mutex::new([Vec::new(), Vec::new()]),
         dying: Mutex::new(Vec::new()),
     };
     // Children born here must live: not so where our own cgroup was once killed with
@@ -248,7 +255,7 @@ fn make_home(me: i32) -> Option<Home> {
         .ok()
         .and_then(|dir| os::born_alive_in(std::os::fd::AsFd::as_fd(&dir)));
     if alive == Some(true) {
-        lock(&home.free).push(first);
+        lock(&home.free)[0].push(first);
         Some(home)
     } else {
         let _ = os::remove_cgroup(&first);
@@ -264,7 +271,24 @@ fn sweep(dir: &Path, pid_ns: u64) {
             continue;
         };
         if is_dead(&found, pid_ns, os::process_start_time) {
-            remove_tree(&dir.join(name), Instant::now() + SWEEP_WAIT, 0);
+            let home = dir.join(name);
+            let deadline = Instant::now() + SWEEP_WAIT;
+            let mut spared = false;
+            for worker in os::child_cgroups(&home) {
+                let worker = home.join(worker);
+                // A worker that is not a daemon outlives its program (README): it and
+                // what its task runs are left alone; a later sweep removes its cgroup
+                // once it is empty. (Which member is the worker cannot be told, so
+                // what such a worker leaves when it dies after its program stays.)
+                if lives_on(&worker) && os::cgroup_populated(&worker) {
+                    spared = true;
+                } else {
+                    remove_tree(&worker, deadline, 1);
+                }
+            }
+            if !spared {
+                remove_tree(&home, deadline, 0);
+            }
         }
     }
 }
@@ -293,9 +317,19 @@ fn remove_tree(dir: &Path, deadline: Instant, depth: u32) {
     let _ = os::remove_cgroup(dir);
 }
 
-/// A cgroup for a worker about to be spawned, if this system lets us have one.
-pub(crate) fn for_worker() -> Option<WorkerCgroup> {
-    home()?.take()
+/// A cgroup for a worker about to be spawned, if this system lets us have one; for a
+/// worker that `lives_on` after the program's death (a `Process` that is not a
+/// daemon), one the sweep of a dead program spares while anything runs in it.
+pub(crate) fn for_worker(lives_on: bool) -> Option<WorkerCgroup> {
+    home()?.take(lives_on)
+}
+
+/// Whether a worker cgroup is one of a worker that lives on after its program
+/// (`lN`; a worker that dies with it has `wN`).
+fn lives_on(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('l'))
 }
 
 /// At the program's exit, once its children were waited for: what is still in its
@@ -308,7 +342,7 @@ pub(crate) fn at_exit() {
             _ => return,
         }
     };
-    lock(&home.free).clear();
+    *lock(&home.free) = [Vec::new(), Vec::new()];
     remove_tree(&home.path, Instant::now() + Duration::from_millis(200), 0);
 }
 

@@ -1,5 +1,6 @@
 //! The cgroups spawned workers are born in (`crate::cgroup` in the library): what a dead
-//! program left in its workers' cgroups is ended and removed by the next program, and a
+//! program left in its workers' cgroups is ended and removed by the next program (a
+//! worker that outlives its program by design, and its task, are spared), and a
 //! program whose own cgroup was once killed with `cgroup.kill` still starts workers
 //! (the kernel kills a child born in a cgroup whose kill count differs from its
 //! parent's: the start is made again without a cgroup).
@@ -19,11 +20,12 @@ fn square(x: u64) -> u64 {
 }
 supervisor::task!(square);
 
-/// Starts `sleep 300` that leaves the worker's session and is adopted by init (it
-/// double-forks: no tree walk from the worker finds it), writes its pid to `path`,
-/// then sleeps for good.
+/// Starts `sleep 300` that leaves the worker's session and is adopted by the worker
+/// (it double-forks), writes its pid to `path` and the worker's to `path.worker`, then
+/// sleeps for good.
 fn double_fork_then_sleep(path: String) -> u32 {
     use std::os::unix::process::CommandExt;
+    std::fs::write(format!("{path}.worker"), std::process::id().to_string()).unwrap();
     let mut command = std::process::Command::new("sh");
     command
         .args([
@@ -40,7 +42,7 @@ fn double_fork_then_sleep(path: String) -> u32 {
             Ok(())
         })
     };
-    // `sh` exits at once: its `sleep` goes to init.
+    // `sh` exits at once: its `sleep` is orphaned.
     command.status().expect("sh");
     loop {
         std::thread::sleep(Duration::from_secs(1));
@@ -48,12 +50,15 @@ fn double_fork_then_sleep(path: String) -> u32 {
 }
 supervisor::task!(double_fork_then_sleep);
 
-/// A program whose spawned `Process` runs `double_fork_then_sleep`; waits to be killed.
+/// A program whose spawned `Process` (a daemon if `ESCAPE_DAEMON` is 1) runs
+/// `double_fork_then_sleep`; waits to be killed.
 fn escaping_program() {
     supervisor::init();
     let path = std::env::var("ESCAPE_PID_FILE").unwrap();
+    let daemon = std::env::var("ESCAPE_DAEMON").unwrap() == "1";
     let _p = Process::builder(double_fork_then_sleep, path)
         .start_method(StartMethod::Spawn)
+        .daemon(daemon)
         .start()
         .unwrap();
     loop {
@@ -100,56 +105,110 @@ fn own_cgroup() -> PathBuf {
     common::own_cgroup_dir().expect("own cgroup")
 }
 
-/// A program SIGKILLed while its worker's task had an escaped `sleep` running: the
-/// worker ends with its parent, the `sleep` (adopted by init, in a session of its
-/// own) does not. The next program's first spawn kills it and removes the dead
-/// program's cgroups (before: it ran for its 300 s, found by nothing).
+/// Starts `escaping_program` (its `Process` a daemon or not); the pids of the escaped
+/// `sleep` and of the worker, and the prefix of the program's cgroup's name.
+fn start_escaping(dir: &Path, daemon: bool) -> (std::process::Child, i32, i32, String) {
+    let path = dir.join(format!("escaped-{daemon}"));
+    let program = common::scenario("escaping_program")
+        .env("ESCAPE_PID_FILE", &path)
+        .env("ESCAPE_DAEMON", if daemon { "1" } else { "0" })
+        .spawn()
+        .unwrap();
+    let escaped = pid_written_to(&path);
+    let worker = pid_written_to(&path.with_extension("worker"));
+    let name = format!("supervisor-{}-", program.id());
+    assert!(
+        program_cgroups(&own_cgroup())
+            .iter()
+            .any(|n| n.starts_with(&name)),
+        "the program made its cgroup"
+    );
+    (program, escaped, worker, name)
+}
+
+/// Runs `one_spawn_program` to its end (its first spawn sweeps dead programs' cgroups).
+fn run_next_program() {
+    let next = common::scenario("one_spawn_program").spawn().unwrap();
+    let (status, out, err) = common::scenario_output(next, "one_spawn_program", DEADLINE);
+    assert!(status.success(), "the next program failed: {err}");
+    assert_eq!(out.trim(), "144");
+}
+
+fn kill(pid: i32) {
+    // SAFETY: kill with plain integers: a process this test started (or its task did).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+fn cgroups_named(prefix: &str) -> Vec<String> {
+    program_cgroups(&own_cgroup())
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// A program and its daemon worker SIGKILLed together (`pkill -9`, the OOM killer)
+/// while the worker's task had an escaped `sleep` (in a session of its own, adopted
+/// by init once the worker is gone): nobody was left to end it. The next program's
+/// first spawn kills it and removes the dead program's cgroups (before: it ran for
+/// its 300 s, found by nothing).
 #[test]
 fn the_next_program_ends_what_a_killed_program_left_and_removes_its_cgroups() {
     isolated(DEADLINE, || {
-        let own = own_cgroup();
         let dir = std::env::temp_dir().join(format!("cgroup-sweep-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("escaped");
-        let mut program = common::scenario("escaping_program")
-            .env("ESCAPE_PID_FILE", &path)
-            .spawn()
-            .unwrap();
-        let escaped = pid_written_to(&path);
-        let name = format!("supervisor-{}-", program.id());
-        assert!(
-            program_cgroups(&own).iter().any(|n| n.starts_with(&name)),
-            "the program made its cgroup"
-        );
+        let (mut program, escaped, worker, name) = start_escaping(&dir, true);
+        kill(worker);
         program.kill().unwrap();
         program.wait().unwrap();
-        // The worker goes with its parent; what it left runs on meanwhile.
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            !has_exited(escaped),
-            "the escaped sleep outlives the program"
-        );
-        let next = common::scenario("one_spawn_program").spawn().unwrap();
-        let (status, out, err) = common::scenario_output(next, "one_spawn_program", DEADLINE);
-        assert!(status.success(), "the next program failed: {err}");
-        assert_eq!(out.trim(), "144");
+        assert!(wait_exit(worker, Duration::from_secs(5)), "the worker died");
+        assert!(!has_exited(escaped), "the escaped sleep outlives both");
+        run_next_program();
         let gone = wait_exit(escaped, Duration::from_secs(5));
         if !gone {
-            // SAFETY: kill with plain integers: not to leave it to the leak check.
-            unsafe { libc::kill(escaped, libc::SIGKILL) };
+            kill(escaped);
         }
         assert!(
             gone,
             "the next program left the dead one's escaped sleep running"
         );
-        let left: Vec<String> = program_cgroups(&own)
-            .into_iter()
-            .filter(|n| n.starts_with(&name))
-            .collect();
+        let left = cgroups_named(&name);
         assert!(
             left.is_empty(),
             "the dead program's cgroups stayed: {left:?}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// A `Process` that is not a daemon lives on after its program is SIGKILLed (README):
+/// the next program's sweep leaves it and what its task runs alone, and removes the
+/// dead program's cgroups only once they are empty.
+#[test]
+fn the_sweep_spares_a_worker_that_outlives_its_program() {
+    isolated(DEADLINE, || {
+        let dir = std::env::temp_dir().join(format!("cgroup-spare-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut program, escaped, worker, name) = start_escaping(&dir, false);
+        program.kill().unwrap();
+        program.wait().unwrap();
+        run_next_program();
+        let (worker_lived, escaped_lived) = (!has_exited(worker), !has_exited(escaped));
+        kill(worker);
+        kill(escaped);
+        assert!(
+            worker_lived,
+            "the sweep killed a worker that lives on by design"
+        );
+        assert!(
+            escaped_lived,
+            "the sweep killed what that worker's task runs"
+        );
+        assert!(wait_exit(worker, Duration::from_secs(5)));
+        assert!(wait_exit(escaped, Duration::from_secs(5)));
+        assert!(!cgroups_named(&name).is_empty(), "spared while it ran");
+        run_next_program();
+        let left = cgroups_named(&name);
+        assert!(left.is_empty(), "its emptied cgroups stayed: {left:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }

@@ -146,7 +146,7 @@ pub(crate) fn start(
     // those that escape its group and session are found too (`crate::cgroup`).
     let cgroup = config
         .end_task_children
-        .and_then(|_| crate::cgroup::for_worker());
+        .and_then(|_| crate::cgroup::for_worker(!config.daemon));
     let cgroup_fd = cgroup.as_ref().and_then(|c| c.open());
     let started = reaper
         .spawn(exec, Box::new(apply), cgroup_fd)

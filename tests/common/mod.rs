@@ -145,6 +145,9 @@ struct Snapshot {
     fds: BTreeSet<i32>,
     bootstrap_dirs: BTreeSet<String>,
     tmp_entries: BTreeSet<String>,
+    /// What runs in this program's workers' cgroups (escaped descendants, if the
+    /// workers are gone).
+    cgroup_procs: BTreeSet<i32>,
 }
 
 fn snapshot() -> Snapshot {
@@ -156,7 +159,42 @@ fn snapshot() -> Snapshot {
         fds: open_fds(),
         bootstrap_dirs: bootstrap_dirs(),
         tmp_entries: tmp_entries(),
+        cgroup_procs: cgroup_procs(),
     }
+}
+
+/// Every process in the cgroups this program's spawned workers are born in
+/// (`supervisor-PID-*/w*` under its own cgroup).
+fn cgroup_procs() -> BTreeSet<i32> {
+    let Some(own) = own_cgroup_dir() else {
+        return BTreeSet::new();
+    };
+    let mine = format!("supervisor-{}-", std::process::id());
+    let dirs = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    dirs(&own)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&mine))
+        })
+        .flat_map(|home| dirs(&home))
+        .flat_map(|worker| {
+            std::fs::read_to_string(worker.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
 }
 
 /// The names in this process tree's private `TMPDIR` (empty without one).
@@ -224,7 +262,8 @@ pub fn isolated_settling<F: FnOnce() + Send + 'static>(
         let settled = now.children == before.children
             && now.fds.len() == before.fds.len()
             && now.bootstrap_dirs.is_subset(&before.bootstrap_dirs)
-            && now.tmp_entries.is_subset(&before.tmp_entries);
+            && now.tmp_entries.is_subset(&before.tmp_entries)
+            && now.cgroup_procs.is_subset(&before.cgroup_procs);
         if settled || Instant::now() > settle {
             break now;
         }
@@ -237,7 +276,8 @@ pub fn isolated_settling<F: FnOnce() + Send + 'static>(
             let again = snapshot();
             let settled = again.fds == before.fds
                 && again.bootstrap_dirs.is_subset(&before.bootstrap_dirs)
-                && again.tmp_entries.is_subset(&before.tmp_entries);
+                && again.tmp_entries.is_subset(&before.tmp_entries)
+                && again.cgroup_procs.is_subset(&before.cgroup_procs);
             if settled || Instant::now() > settle {
                 break again;
             }
@@ -277,6 +317,16 @@ pub fn isolated_settling<F: FnOnce() + Send + 'static>(
     assert!(
         zombies_of(std::process::id() as i32).is_empty(),
         "zombies left behind"
+    );
+    // What a spawned worker's task left, in a session of its own or adopted by init,
+    // is still in that worker's cgroup.
+    let escaped: Vec<_> = after
+        .cgroup_procs
+        .difference(&before.cgroup_procs)
+        .collect();
+    assert!(
+        escaped.is_empty(),
+        "processes left running in the workers' cgroups: {escaped:?}"
     );
 }
 
