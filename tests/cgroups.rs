@@ -126,12 +126,16 @@ fn start_escaping(dir: &Path, daemon: bool) -> (std::process::Child, i32, i32, S
     (program, escaped, worker, name)
 }
 
-/// Runs `one_spawn_program` to its end (its first spawn sweeps dead programs' cgroups).
+/// Runs `one_spawn_program` to its end (its first spawn sweeps dead programs' cgroups);
+/// it leaves no cgroup of its own behind.
 fn run_next_program() {
     let next = common::scenario("one_spawn_program").spawn().unwrap();
+    let own = format!("supervisor-{}-", next.id());
     let (status, out, err) = common::scenario_output(next, "one_spawn_program", DEADLINE);
     assert!(status.success(), "the next program failed: {err}");
     assert_eq!(out.trim(), "144");
+    let left = cgroups_named(&own);
+    assert!(left.is_empty(), "a program that exited left its cgroups: {left:?}");
 }
 
 fn kill(pid: i32) {
