@@ -264,15 +264,16 @@ fn make_home(me: i32) -> Option<Home> {
     }
 }
 
-/// Removes the cgroups dead programs of pid namespace `pid_ns` left in `dir`.
+/// Removes the cgroups dead programs of pid namespace `pid_ns` left in `dir` (waiting
+/// at most [`SWEEP_WAIT`] in all for what it kills to be gone).
 fn sweep(dir: &Path, pid_ns: u64) {
+    let deadline = Instant::now() + SWEEP_WAIT;
     for name in os::child_cgroups(dir) {
         let Some(found) = Owner::parse(&name) else {
             continue;
         };
         if is_dead(&found, pid_ns, os::process_start_time) {
             let home = dir.join(name);
-            let deadline = Instant::now() + SWEEP_WAIT;
             let mut spared = false;
             for worker in os::child_cgroups(&home) {
                 let worker = home.join(worker);

@@ -100,6 +100,18 @@ fn program_cgroups(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Removes cgroup `dir` and those below it (empty ones), deepest first.
+fn remove_cgroups(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.path().is_dir() {
+                remove_cgroups(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 fn own_cgroup() -> PathBuf {
     common::require_cgroups("spawned workers are born in cgroups of their own");
     common::own_cgroup_dir().expect("own cgroup")
@@ -135,7 +147,10 @@ fn run_next_program() {
     assert!(status.success(), "the next program failed: {err}");
     assert_eq!(out.trim(), "144");
     let left = cgroups_named(&own);
-    assert!(left.is_empty(), "a program that exited left its cgroups: {left:?}");
+    assert!(
+        left.is_empty(),
+        "a program that exited left its cgroups: {left:?}"
+    );
 }
 
 fn kill(pid: i32) {
@@ -247,6 +262,9 @@ fn a_program_in_a_cgroup_once_killed_still_starts_workers() {
         let (status, out, err) = common::scenario_output(child, "one_spawn_program", DEADLINE);
         // Everything it made under the killed cgroup is gone with it (its exit).
         let leftovers = program_cgroups(&killed);
+        for name in &leftovers {
+            remove_cgroups(&killed.join(name));
+        }
         let removed = std::fs::remove_dir(&killed);
         assert!(status.success(), "the program failed: {err}");
         assert_eq!(out.trim(), "144");

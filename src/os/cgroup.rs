@@ -75,26 +75,46 @@ pub(crate) fn populated(dir: &Path) -> bool {
     }
 }
 
-/// SIGKILLs every process in cgroup `dir` (not below it), one by one, looking again
-/// for any forked before the signal reached its parent (at most a few rounds).
+/// SIGKILLs every process in cgroup `dir` and below it, one by one, looking again for
+/// any forked before the signal reached its parent (at most a few rounds).
 ///
 /// Not `cgroup.kill`: on this kernel (6.18) a cgroup once killed that way kills every
 /// child later born into it with `CLONE_INTO_CGROUP` (the fork compares the cgroup's
 /// kill count with the one of the parent's cgroup), and worker cgroups are reused.
 pub(crate) fn kill_all(dir: &Path) -> io::Result<()> {
-    let mut signalled: Vec<i32> = Vec::new();
-    for _ in 0..8 {
-        let fresh: Vec<i32> = members(dir)?
-            .into_iter()
-            .filter(|pid| !signalled.contains(pid))
-            .collect();
-        if fresh.is_empty() {
-            break;
+    for cgroup in subtree(dir) {
+        let mut signalled: Vec<i32> = Vec::new();
+        for _ in 0..8 {
+            let fresh: Vec<i32> = members(&cgroup)?
+                .into_iter()
+                .filter(|pid| !signalled.contains(pid))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            signal_listed(&cgroup, &fresh, libc::SIGKILL)?;
+            signalled.extend(fresh);
         }
-        signal_listed(dir, &fresh, libc::SIGKILL)?;
-        signalled.extend(fresh);
     }
     Ok(())
+}
+
+/// Cgroup `dir` and those below it (a program started by a task nests its workers'
+/// cgroups in its own), parents first; deeper than 16 levels is not looked at.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut found = vec![dir.to_path_buf()];
+    let mut next = vec![(dir.to_path_buf(), 0)];
+    while let Some((at, depth)) = next.pop() {
+        if depth >= 16 {
+            continue;
+        }
+        for child in child_cgroups(&at) {
+            let child = at.join(child);
+            found.push(child.clone());
+            next.push((child, depth + 1));
+        }
+    }
+    found
 }
 
 /// The processes in cgroup `dir` itself (not below it).
@@ -106,11 +126,15 @@ fn members(dir: &Path) -> io::Result<Vec<i32>> {
         .collect())
 }
 
-/// Sends `signal` to every process in cgroup `dir` itself. Each is pinned by a pidfd
-/// and the cgroup read again, so an id reused meanwhile by a process elsewhere is
-/// never hit. `Ok(true)` if anyone was signalled.
+/// Sends `signal` to every process in cgroup `dir` and below it. Each is pinned by a
+/// pidfd and its cgroup read again, so an id reused meanwhile by a process elsewhere
+/// is never hit. `Ok(true)` if anyone was signalled.
 pub(crate) fn signal_members(dir: &Path, signal: i32) -> io::Result<bool> {
-    signal_listed(dir, &members(dir)?, signal)
+    let mut any = false;
+    for cgroup in subtree(dir) {
+        any |= signal_listed(&cgroup, &members(&cgroup)?, signal)?;
+    }
+    Ok(any)
 }
 
 /// Sends `signal` to those of `pids` that are still in cgroup `dir` once pinned.
