@@ -7,11 +7,12 @@
 //!    socket path and a fresh 32-byte secret in its environment; before exec it
 //!    applies its set-up and marks every inherited descriptor close-on-exec. The
 //!    start (not the reaper) waits for the exec, with the deadline.
-//! 3. A helper thread waits for the connection on the server's listening descriptor
+//! 3. A helper thread (an idle one kept from an earlier start, or a new one:
+//!    `accept_thread`) waits for the connection on the server's listening descriptor
 //!    (found by its address, `os::listening_socket_at`) together with the child's pidfd
 //!    and the deadline, and accepts only once a connection is pending: a child that
-//!    dies before connecting is an error at once and the thread ends with it, whatever
-//!    happened to the socket's path.
+//!    dies before connecting is an error at once and the thread's job ends with it,
+//!    whatever happened to the socket's path.
 //! 4. The first message is a fixed-layout hello; its secret is checked before anything
 //!    else is decoded, then protocol version, build id and pid.
 //! 5. The child hands over the sender we use to reach it; we send its configuration.
@@ -253,22 +254,20 @@ fn handshake(
     // Set once a connection is pending: the child's exit then ends the accept too.
     let connected = Arc::new(AtomicBool::new(false));
     let connecting = connected.clone();
-    std::thread::Builder::new()
-        .name("supervisor-accept".into())
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            // Accepts only once a connection is pending; a child that exits first, or
-            // the deadline, ends this thread (and the server with it).
-            if let Some(fd) = bootstrap.listener {
-                match wait_for_connection(fd, child.pidfd().as_raw_fd(), deadline) {
-                    Ok(Waited::ChildExited | Waited::TimedOut) => return,
-                    Ok(Waited::Connection) => connecting.store(true, Ordering::Release),
-                    Err(_) => {}
-                }
+    // On a thread of its own (one kept from an earlier start when there is one).
+    super::accept_thread::run(Box::new(move || {
+        // Accepts only once a connection is pending; a child that exits first, or the
+        // deadline, ends this job (and the server with it).
+        if let Some(fd) = bootstrap.listener {
+            match wait_for_connection(fd, child.pidfd().as_raw_fd(), deadline) {
+                Ok(Waited::ChildExited | Waited::TimedOut) => return,
+                Ok(Waited::Connection) => connecting.store(true, Ordering::Release),
+                Err(_) => {}
             }
-            let _ = tx.send(Event::Accepted(bootstrap.server.accept()));
-        })
-        .map_err(Handshake::NoThread)?;
+        }
+        let _ = tx.send(Event::Accepted(bootstrap.server.accept()));
+    }))
+    .map_err(Handshake::NoThread)?;
     let accepting = Accepting {
         events: rx,
         connected: &connected,

@@ -42,7 +42,7 @@ pub(crate) use private::{
 pub(crate) use proc::{proc_usage, process_start_time};
 pub(crate) use process::{
     at_exit, fork, getpid, kill_group, kill_pid, kill_self, pidfd_open, pidfd_send_signal,
-    process_exists, reap, stop_self, thread_count, Forked, Reaped,
+    process_exists, reap, set_thread_name, stop_self, thread_count, Forked, Reaped,
 };
 pub(crate) use shm::{is_sealed_memfd, memfd_create, Mapping};
 pub(crate) use spool::{identity, mark_received, open_remote, received, unlinked_file};
