@@ -202,8 +202,12 @@ pub(crate) fn check_temp_dir(next: Option<&std::ffi::OsStr>) -> io::Result<TempP
             },
         );
     }
-    // Whose it is, in terms a sweep in another namespace can tell from its own.
-    let mut name = std::ffi::OsString::from(match own_namespaces() {
+    // Whose it is, in terms a sweep in another namespace can tell from its own. Looked
+    // up once: a process's pid namespace never changes, and the sockets are bound on
+    // the private-mask thread, whose network namespace does not either (it never calls
+    // `setns`).
+    static NAMESPACES: std::sync::OnceLock<Option<Namespaces>> = std::sync::OnceLock::new();
+    let mut name = std::ffi::OsString::from(match *NAMESPACES.get_or_init(own_namespaces) {
         Some(Namespaces { net, pid }) => {
             format!("{TEMP_PROBE_PREFIX}{}-n{net}-p{pid}-", std::process::id())
         }
