@@ -70,7 +70,8 @@ pub(crate) fn start(
     // another thread's descriptor taken between the two could still make it fail.
     // And only in a temporary directory it can use: it panics where it cannot make its
     // directory or the path is not UTF-8, and truncates a long one
-    // (`os::check_temp_dir`). Its probe directory names the directory the server is
+    // (`os::check_temp_dir`; a directory it cannot make where the check's file could be
+    // made is caught and said). Its probe names the directory the server is
     // about to make and stays until that directory is gone again: killed in between
     // (after its `mkdir` and before the `bind`, or after the accepted server removed its
     // socket and before its `rmdir`), we leave a record saying whose that empty
@@ -80,7 +81,19 @@ pub(crate) fn start(
         let next = super::bootstrap_name::next_temp_dir_name();
         let probe = os::check_temp_dir(next.as_deref())?;
         let hint = os::unix_socket_available()?;
-        let (server, path) = IpcOneShotServer::<ByteBuf>::new().inspect_err(|_| {
+        let made = crate::quiet_panic::quietly(|| {
+            std::panic::catch_unwind(IpcOneShotServer::<ByteBuf>::new)
+        });
+        let Ok(made) = made else {
+            // Its directory could not be made (its `?` on that error panics), its
+            // socket, made first, is left open; why, in the check's words.
+            os::close_orphan_server_socket(hint);
+            os::temp_dir_makes_dirs()?;
+            return Err(std::io::Error::other(
+                "ipc-channel's one-shot server could not be made",
+            ));
+        };
+        let (server, path) = made.inspect_err(|_| {
             // Its `socket()` failed after all (another thread took the last descriptor
             // since the check): it made its directory and could not remove it (that
             // takes a descriptor); `rmdir` by the predicted name takes none.
