@@ -272,7 +272,7 @@ impl ChildSlot {
 }
 
 enum Request {
-    Spawn(Box<SpawnRequest>, mpsc::SyncSender<io::Result<os::Started>>),
+    Spawn(Box<SpawnRequest>, mpsc::SyncSender<io::Result<Spawned>>),
     Watch(Arc<ChildSlot>),
     Live(mpsc::SyncSender<Vec<Arc<ChildSlot>>>),
 }
@@ -329,11 +329,23 @@ impl Reaper {
     }
 
     /// Executes `exec` in a child of the reaper thread that first runs `setup` (see
-    /// [`os::spawn_exec`]); returns as soon as the child exists (the reaper thread
-    /// never waits for its exec): its pid, a pidfd, and what tells how its exec went.
-    pub(crate) fn spawn(&self, exec: os::Exec, setup: ChildSetupFn) -> io::Result<os::Started> {
+    /// [`os::spawn_exec`]), watched from the start (a direct child, `daemon` as said);
+    /// returns as soon as the child exists (the reaper thread never waits for its
+    /// exec): its slot, and what tells how its exec went. One request, not a spawn and
+    /// then a watch: the reaper thread is woken once.
+    pub(crate) fn spawn(
+        &self,
+        exec: os::Exec,
+        setup: ChildSetupFn,
+        daemon: bool,
+    ) -> io::Result<Spawned> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Request::Spawn(Box::new(SpawnRequest { exec, setup }), tx))?;
+        let req = SpawnRequest {
+            exec,
+            setup,
+            daemon,
+        };
+        self.send(Request::Spawn(Box::new(req), tx))?;
         rx.recv()
             .map_err(|_| io::Error::other("the reaper thread is gone"))?
     }
@@ -360,11 +372,25 @@ pub(crate) type ChildSetupFn = os::SetupFn;
 pub(crate) struct SpawnRequest {
     exec: os::Exec,
     setup: ChildSetupFn,
+    daemon: bool,
 }
 
-fn spawn_one(req: SpawnRequest) -> io::Result<os::Started> {
+/// A child the reaper thread started and watches.
+pub(crate) struct Spawned {
+    /// Its slot (a direct child).
+    pub(crate) slot: Arc<ChildSlot>,
+    /// What tells how its exec went.
+    pub(crate) exec: os::PendingExec,
+}
+
+fn spawn_one(req: SpawnRequest) -> io::Result<Spawned> {
+    let started = os::spawn_exec(req.exec, req.setup)?;
     // The slot owns the process from here.
-    os::spawn_exec(req.exec, req.setup)
+    let slot = ChildSlot::new(started.pid, started.pidfd, req.daemon, Owner::Direct);
+    Ok(Spawned {
+        slot,
+        exec: started.exec,
+    })
 }
 
 fn run(rx: mpsc::Receiver<Request>, wake: Arc<os::EventFd>) {
@@ -398,7 +424,11 @@ fn run(rx: mpsc::Receiver<Request>, wake: Arc<os::EventFd>) {
             loop {
                 match rx.try_recv() {
                     Ok(Request::Spawn(cmd, reply)) => {
-                        let _ = reply.send(spawn_one(*cmd));
+                        let spawned = spawn_one(*cmd);
+                        if let Ok(spawned) = &spawned {
+                            slots.push(spawned.slot.clone());
+                        }
+                        let _ = reply.send(spawned);
                     }
                     Ok(Request::Watch(slot)) => slots.push(slot),
                     Ok(Request::Live(reply)) => {

@@ -35,7 +35,7 @@ use supervisor_worker::setup::{self, ChildSetup};
 use crate::error::{BootstrapFailure, Error, ErrorKind};
 use crate::exit::ExitStatus;
 use crate::os;
-use crate::reaper::{reaper, ChildSlot, Owner};
+use crate::reaper::{reaper, ChildSlot};
 
 /// How long a spawned child has to connect and hand over its channel.
 pub(super) const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -156,16 +156,12 @@ pub(crate) fn start(
             ErrorKind::Spawn(e)
         }
     };
+    // Watched by the reaper thread from the start (one request).
     let started = reaper
-        .spawn(exec, Box::new(apply))
+        .spawn(exec, Box::new(apply), config.daemon)
         .map_err(ErrorKind::Spawn)?;
-    let (pid, mut pending) = (started.pid, started.exec);
-    let slot = ChildSlot::new(pid, started.pidfd, config.daemon, Owner::Direct);
-    if let Err(e) = reaper.watch(slot.clone()) {
-        // Unwatched, it would never be reaped: its memory stays leaked (`PendingExec`).
-        let _ = slot.signal(libc::SIGKILL, true);
-        return Err(ErrorKind::Spawn(e).into());
-    }
+    let (slot, mut pending) = (started.slot, started.exec);
+    let pid = slot.pid();
     // Its exec, waited for here and not by the reaper thread (which a child stopped
     // before its exec would otherwise freeze), with the start's deadline.
     match pending.wait(slot.pidfd(), Instant::now() + BOOTSTRAP_TIMEOUT) {
@@ -182,7 +178,7 @@ pub(crate) fn start(
             slot.wait();
             pending.child_gone();
             return Err(ErrorKind::Bootstrap {
-                pid: pid as u32,
+                pid,
                 reason: BootstrapFailure::NoConnection {
                     within: BOOTSTRAP_TIMEOUT,
                 },
@@ -207,19 +203,12 @@ pub(crate) fn start(
         }
         Err(Handshake::NotInitialised) => {
             slot.wait();
-            Err(ErrorKind::NotInitialised {
-                worker: Some(pid as u32),
-            }
-            .into())
+            Err(ErrorKind::NotInitialised { worker: Some(pid) }.into())
         }
         Err(Handshake::Failed(reason)) => {
             let _ = slot.signal(libc::SIGKILL, true);
             slot.wait();
-            Err(ErrorKind::Bootstrap {
-                pid: pid as u32,
-                reason,
-            }
-            .into())
+            Err(ErrorKind::Bootstrap { pid, reason }.into())
         }
     }
 }

@@ -20,7 +20,7 @@ mod spool;
 mod tree;
 
 pub(crate) use clock::{boot_ticks, monotonic_ns};
-pub(crate) use exec::{spawn_exec, Exec, ExecOutcome, SetupFn, Started};
+pub(crate) use exec::{spawn_exec, Exec, ExecOutcome, PendingExec, SetupFn};
 pub(crate) use fd::{
     close_above_stdio, descriptor_limit, descriptors_free, descriptors_nearly_exhausted, open_fds,
     poll_readable, shut_down_reading, EventFd,
