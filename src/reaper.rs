@@ -301,7 +301,7 @@ impl ChildSlot {
 }
 
 enum Request {
-    Spawn(Box<SpawnRequest>, mpsc::SyncSender<io::Result<os::Started>>),
+    Spawn(Box<SpawnRequest>, mpsc::SyncSender<io::Result<Spawned>>),
     Watch(Arc<ChildSlot>),
     Live(mpsc::SyncSender<Vec<Arc<ChildSlot>>>),
 }
@@ -358,23 +358,26 @@ impl Reaper {
     }
 
     /// Executes `exec` in a child of the reaper thread that first runs `setup` (see
-    /// [`os::spawn_exec`]); returns as soon as the child exists (the reaper thread
-    /// never waits for its exec): its pid, a pidfd, and what tells how its exec went.
-    /// With `cgroup` (a cgroup directory's descriptor, closed once the child exists)
-    /// it is born in that cgroup where the system allows (see [`os::Started`]).
+    /// [`os::spawn_exec`]), watched from the start (a direct child, `daemon` as said);
+    /// returns as soon as the child exists (the reaper thread never waits for its
+    /// exec): its slot, and what tells how its exec went. One request, not a spawn and
+    /// then a watch: the reaper thread is woken once. With `cgroup` the child is born
+    /// in it where the system allows (`os::spawn_exec`), and its slot keeps it.
     pub(crate) fn spawn(
         &self,
         exec: os::Exec,
         setup: ChildSetupFn,
-        cgroup: Option<OwnedFd>,
-    ) -> io::Result<os::Started> {
+        daemon: bool,
+        cgroup: Option<WorkerCgroup>,
+    ) -> io::Result<Spawned> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let request = SpawnRequest {
+        let req = SpawnRequest {
             exec,
             setup,
+            daemon,
             cgroup,
         };
-        self.send(Request::Spawn(Box::new(request), tx))?;
+        self.send(Request::Spawn(Box::new(req), tx))?;
         rx.recv()
             .map_err(|_| io::Error::other("the reaper thread is gone"))?
     }
@@ -401,13 +404,43 @@ pub(crate) type ChildSetupFn = os::SetupFn;
 pub(crate) struct SpawnRequest {
     exec: os::Exec,
     setup: ChildSetupFn,
-    cgroup: Option<OwnedFd>,
+    daemon: bool,
+    cgroup: Option<WorkerCgroup>,
 }
 
-fn spawn_one(req: SpawnRequest) -> io::Result<os::Started> {
+/// A child the reaper thread started and watches.
+pub(crate) struct Spawned {
+    /// Its slot (a direct child).
+    pub(crate) slot: Arc<ChildSlot>,
+    /// What tells how its exec went.
+    pub(crate) exec: os::PendingExec,
+}
+
+fn spawn_one(req: SpawnRequest) -> io::Result<Spawned> {
     use std::os::fd::AsFd;
+    // Opened for the start only: an idle cgroup holds no descriptor.
+    let dir = req.cgroup.as_ref().and_then(WorkerCgroup::open);
+    let started = os::spawn_exec(req.exec, req.setup, dir.as_ref().map(|d| d.as_fd()))?;
+    let cgroup = match (req.cgroup, started.cgroup_refused) {
+        (Some(cgroup), _) if started.in_cgroup => Some(cgroup),
+        (Some(cgroup), Some(errno)) => {
+            cgroup.refused(errno);
+            None
+        }
+        _ => None,
+    };
     // The slot owns the process from here.
-    os::spawn_exec(req.exec, req.setup, req.cgroup.as_ref().map(|c| c.as_fd()))
+    let slot = ChildSlot::new(
+        started.pid,
+        started.pidfd,
+        req.daemon,
+        Owner::Direct,
+        cgroup,
+    );
+    Ok(Spawned {
+        slot,
+        exec: started.exec,
+    })
 }
 
 fn run(rx: mpsc::Receiver<Request>, wake: Arc<os::EventFd>) {
@@ -441,7 +474,11 @@ fn run(rx: mpsc::Receiver<Request>, wake: Arc<os::EventFd>) {
             loop {
                 match rx.try_recv() {
                     Ok(Request::Spawn(cmd, reply)) => {
-                        let _ = reply.send(spawn_one(*cmd));
+                        let spawned = spawn_one(*cmd);
+                        if let Ok(spawned) = &spawned {
+                            slots.push(spawned.slot.clone());
+                        }
+                        let _ = reply.send(spawned);
                     }
                     Ok(Request::Watch(slot)) => slots.push(slot),
                     Ok(Request::Live(reply)) => {

@@ -159,15 +159,19 @@ fn programs_killed_while_spawning_leave_nothing_after_the_next_start() {
             child.wait().unwrap();
             last_killed = child.id();
         }
-        // And what a program killed inside the temp-directory check leaves: its probe
-        // directory (the pid is the last killed program's, dead now). SIGKILLs land
-        // there too, in about half the runs of ten.
-        let probe = tmp.path().join(format!(
-            ".supervisor-probe-{}-{}0badf00d",
-            last_killed,
-            own_ns()
-        ));
-        std::fs::create_dir(&probe).unwrap();
+        // And what a program killed inside the temp-directory check leaves: its probe,
+        // an empty file (the pid is the last killed program's, dead now), or an empty
+        // directory from an earlier version. SIGKILLs land there too, in about half
+        // the runs of ten.
+        let probe = |n: u32| {
+            tmp.path().join(format!(
+                ".supervisor-probe-{}-{}{n:08x}",
+                last_killed,
+                own_ns()
+            ))
+        };
+        std::fs::create_dir(probe(0x0bad_f00d)).unwrap();
+        std::fs::File::create(probe(0x0bad_f00e)).unwrap();
         // Their workers die with them (parent-death signal); wait for that, then for
         // the leftovers to be old enough to be taken for a dead program's.
         let left = tmp.entries();

@@ -86,14 +86,75 @@ fn a_child_killed_between_its_connect_and_its_hello_is_reported_in_words() {
 
 /// The threads of this process named like the spawn start's accept thread.
 fn accept_threads() -> usize {
+    threads_named("supervisor-acce")
+}
+
+/// The threads of this process whose name (its first 15 bytes) is `comm`.
+fn threads_named(comm: &str) -> usize {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .flatten()
         .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim_end() == "supervisor-acce")
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
         })
         .count()
+}
+
+/// Eight threads start and join five spawned processes each, then twenty more start
+/// one after the other: prints the accept threads and the idle ones left (waiting up to
+/// 5 s for the accept threads to go idle) and the threads made meanwhile.
+fn accept_threads_are_kept_scenario() {
+    let run = || {
+        assert_eq!(
+            Process::builder(square, 3).start().unwrap().join().unwrap(),
+            9
+        )
+    };
+    run();
+    let tasks = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let runs: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || (0..5).for_each(|_| run())))
+        .collect();
+    runs.into_iter().for_each(|r| r.join().unwrap());
+    let before = tasks();
+    for _ in 0..20 {
+        run();
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    while accept_threads() > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!(
+        "accept {} idle {} made {}",
+        accept_threads(),
+        threads_named("supervisor-idle"),
+        tasks() as i64 - before as i64
+    );
+}
+#[linkme::distributed_slice(SCENARIOS)]
+static ACCEPT_THREADS_ARE_KEPT: Scenario = Scenario {
+    name: "accept_threads_are_kept",
+    run: accept_threads_are_kept_scenario,
+};
+
+/// Before: a thread was made for every start's accept and ended with it. Now an idle
+/// one takes the next start's, and at most four wait.
+#[test]
+fn sequential_starts_accept_on_a_kept_thread() {
+    isolated(DEADLINE, || {
+        let (out, err) = run("accept_threads_are_kept", &[], Duration::from_secs(60));
+        let line = out.lines().find(|l| l.starts_with("accept ")).unwrap_or("");
+        let words: Vec<&str> = line.split(' ').collect();
+        let [_, accept, _, idle, _, made] = words[..] else {
+            panic!("{out}\n{err}")
+        };
+        assert_eq!(accept, "0", "{out}\n{err}");
+        let idle: usize = idle.parse().unwrap();
+        assert!((1..=4).contains(&idle), "{out}\n{err}");
+        // Twenty sequential starts made no thread: the kept ones took them (one of
+        // the concurrent starts' threads beyond four may still have ended meanwhile).
+        assert!(made.parse::<i64>().unwrap() <= 0, "{out}\n{err}");
+    });
 }
 
 /// Whether a socket bound to `path` is still open in this system (`/proc/net/unix`

@@ -142,7 +142,7 @@ fn open_sockets() -> Vec<String> {
 }
 
 /// In a temporary directory on a file system with exactly two free inodes (the start's
-/// probe directory and ipc-channel's directory get them; the socket's `bind` then fails
+/// probe file and ipc-channel's directory get them; the socket's `bind` then fails
 /// with ENOSPC), three starts fail: prints the descriptors open before and after, and
 /// the first error.
 fn bind_fails_scenario() {

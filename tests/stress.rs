@@ -711,7 +711,13 @@ fn a_sigkilled_parent_takes_idle_and_bootstrapping_pool_workers_with_it() {
                             left.iter().any(|d| d.ends_with(made)),
                             "{method}: a probe names no directory left: {name} ({left:?})"
                         );
-                        std::fs::remove_dir(entry.path()).unwrap();
+                        // A file (an earlier version's probe was a directory).
+                        let path = entry.path();
+                        if path.is_dir() {
+                            std::fs::remove_dir(&path).unwrap();
+                        } else {
+                            std::fs::remove_file(&path).unwrap();
+                        }
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! Starting a child with one of the three start methods.
 
+mod accept_thread;
 mod bootstrap_name;
 pub(crate) mod forkserver;
 pub(crate) mod server;

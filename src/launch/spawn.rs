@@ -7,11 +7,12 @@
 //!    socket path and a fresh 32-byte secret in its environment; before exec it
 //!    applies its set-up and marks every inherited descriptor close-on-exec. The
 //!    start (not the reaper) waits for the exec, with the deadline.
-//! 3. A helper thread waits for the connection on the server's listening descriptor
+//! 3. A helper thread (an idle one kept from an earlier start, or a new one:
+//!    `accept_thread`) waits for the connection on the server's listening descriptor
 //!    (found by its address, `os::listening_socket_at`) together with the child's pidfd
 //!    and the deadline, and accepts only once a connection is pending: a child that
-//!    dies before connecting is an error at once and the thread ends with it, whatever
-//!    happened to the socket's path.
+//!    dies before connecting is an error at once and the thread's job ends with it,
+//!    whatever happened to the socket's path.
 //! 4. The first message is a fixed-layout hello; its secret is checked before anything
 //!    else is decoded, then protocol version, build id and pid.
 //! 5. The child hands over the sender we use to reach it; we send its configuration.
@@ -34,7 +35,7 @@ use supervisor_worker::setup::{self, ChildSetup};
 use crate::error::{BootstrapFailure, Error, ErrorKind};
 use crate::exit::ExitStatus;
 use crate::os;
-use crate::reaper::{reaper, ChildSlot, Owner};
+use crate::reaper::{reaper, ChildSlot};
 
 /// How long a spawned child has to connect and hand over its channel.
 pub(super) const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,7 +70,8 @@ pub(crate) fn start(
     // another thread's descriptor taken between the two could still make it fail.
     // And only in a temporary directory it can use: it panics where it cannot make its
     // directory or the path is not UTF-8, and truncates a long one
-    // (`os::check_temp_dir`). Its probe directory names the directory the server is
+    // (`os::check_temp_dir`; a directory it cannot make where the check's file could be
+    // made is caught and said). Its probe names the directory the server is
     // about to make and stays until that directory is gone again: killed in between
     // (after its `mkdir` and before the `bind`, or after the accepted server removed its
     // socket and before its `rmdir`), we leave a record saying whose that empty
@@ -79,7 +81,19 @@ pub(crate) fn start(
         let next = super::bootstrap_name::next_temp_dir_name();
         let probe = os::check_temp_dir(next.as_deref())?;
         let hint = os::unix_socket_available()?;
-        let (server, path) = IpcOneShotServer::<ByteBuf>::new().inspect_err(|_| {
+        let made = crate::quiet_panic::quietly(|| {
+            std::panic::catch_unwind(IpcOneShotServer::<ByteBuf>::new)
+        });
+        let Ok(made) = made else {
+            // Its directory could not be made (its `?` on that error panics), its
+            // socket, made first, is left open; why, in the check's words.
+            os::close_orphan_server_socket(hint);
+            os::temp_dir_makes_dirs()?;
+            return Err(std::io::Error::other(
+                "ipc-channel's one-shot server could not be made",
+            ));
+        };
+        let (server, path) = made.inspect_err(|_| {
             // Its `socket()` failed after all (another thread took the last descriptor
             // since the check): it made its directory and could not remove it (that
             // takes a descriptor); `rmdir` by the predicted name takes none.
@@ -147,25 +161,12 @@ pub(crate) fn start(
     let cgroup = config
         .end_task_children
         .and_then(|_| crate::cgroup::for_worker(!config.daemon));
-    let cgroup_fd = cgroup.as_ref().and_then(|c| c.open());
+    // Watched by the reaper thread from the start (one request).
     let started = reaper
-        .spawn(exec, Box::new(apply), cgroup_fd)
+        .spawn(exec, Box::new(apply), config.daemon, cgroup)
         .map_err(ErrorKind::Spawn)?;
-    let cgroup = match (cgroup, started.cgroup_refused) {
-        (Some(cgroup), _) if started.in_cgroup => Some(cgroup),
-        (Some(cgroup), Some(errno)) => {
-            cgroup.refused(errno);
-            None
-        }
-        _ => None,
-    };
-    let (pid, mut pending) = (started.pid, started.exec);
-    let slot = ChildSlot::new(pid, started.pidfd, config.daemon, Owner::Direct, cgroup);
-    if let Err(e) = reaper.watch(slot.clone()) {
-        // Unwatched, it would never be reaped: its memory stays leaked (`PendingExec`).
-        let _ = slot.signal(libc::SIGKILL, true);
-        return Err(ErrorKind::Spawn(e).into());
-    }
+    let (slot, mut pending) = (started.slot, started.exec);
+    let pid = slot.pid();
     // Its exec, waited for here and not by the reaper thread (which a child stopped
     // before its exec would otherwise freeze), with the start's deadline.
     match pending.wait(slot.pidfd(), Instant::now() + BOOTSTRAP_TIMEOUT) {
@@ -182,7 +183,7 @@ pub(crate) fn start(
             slot.wait();
             pending.child_gone();
             return Err(ErrorKind::Bootstrap {
-                pid: pid as u32,
+                pid,
                 reason: BootstrapFailure::NoConnection {
                     within: BOOTSTRAP_TIMEOUT,
                 },
@@ -207,19 +208,12 @@ pub(crate) fn start(
         }
         Err(Handshake::NotInitialised) => {
             slot.wait();
-            Err(ErrorKind::NotInitialised {
-                worker: Some(pid as u32),
-            }
-            .into())
+            Err(ErrorKind::NotInitialised { worker: Some(pid) }.into())
         }
         Err(Handshake::Failed(reason)) => {
             let _ = slot.signal(libc::SIGKILL, true);
             slot.wait();
-            Err(ErrorKind::Bootstrap {
-                pid: pid as u32,
-                reason,
-            }
-            .into())
+            Err(ErrorKind::Bootstrap { pid, reason }.into())
         }
     }
 }
@@ -267,22 +261,20 @@ fn handshake(
     // Set once a connection is pending: the child's exit then ends the accept too.
     let connected = Arc::new(AtomicBool::new(false));
     let connecting = connected.clone();
-    std::thread::Builder::new()
-        .name("supervisor-accept".into())
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            // Accepts only once a connection is pending; a child that exits first, or
-            // the deadline, ends this thread (and the server with it).
-            if let Some(fd) = bootstrap.listener {
-                match wait_for_connection(fd, child.pidfd().as_raw_fd(), deadline) {
-                    Ok(Waited::ChildExited | Waited::TimedOut) => return,
-                    Ok(Waited::Connection) => connecting.store(true, Ordering::Release),
-                    Err(_) => {}
-                }
+    // On a thread of its own (one kept from an earlier start when there is one).
+    super::accept_thread::run(Box::new(move || {
+        // Accepts only once a connection is pending; a child that exits first, or the
+        // deadline, ends this job (and the server with it).
+        if let Some(fd) = bootstrap.listener {
+            match wait_for_connection(fd, child.pidfd().as_raw_fd(), deadline) {
+                Ok(Waited::ChildExited | Waited::TimedOut) => return,
+                Ok(Waited::Connection) => connecting.store(true, Ordering::Release),
+                Err(_) => {}
             }
-            let _ = tx.send(Event::Accepted(bootstrap.server.accept()));
-        })
-        .map_err(Handshake::NoThread)?;
+        }
+        let _ = tx.send(Event::Accepted(bootstrap.server.accept()));
+    }))
+    .map_err(Handshake::NoThread)?;
     let accepting = Accepting {
         events: rx,
         connected: &connected,

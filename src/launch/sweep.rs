@@ -1,6 +1,7 @@
 //! The sweep of what dead programs left in the temporary directory: bootstrap
-//! directories (an unbound `socket` alone in a `.tmpXXXXXX`) and the probe directories
-//! of `os::check_temp_dir` (`.supervisor-probe-PID-nNET-pPIDNS-NAME`).
+//! directories (an unbound `socket` alone in a `.tmpXXXXXX`) and the probes of
+//! `os::check_temp_dir` (`.supervisor-probe-PID-nNET-pPIDNS-NAME`: an empty file, or an
+//! empty directory made by an earlier version).
 //!
 //! What tells a dead entry from a live one is only valid in the namespaces it was made
 //! in: `/proc/net/unix` lists the sockets of our own network namespace, and a pid
@@ -35,7 +36,7 @@ pub(super) fn stale_bootstrap_dirs() {
     ONCE.call_once(|| sweep(&std::env::temp_dir()));
 }
 
-/// Whose a probe directory says it is.
+/// Whose a probe says it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProbeRecord<'a> {
     /// The owner's pid (in its own pid namespace).
@@ -68,7 +69,7 @@ fn probe_record(name: &str) -> Option<ProbeRecord<'_>> {
     })
 }
 
-/// What the sweep does with a probe directory of ours, `age` old.
+/// What the sweep does with a probe of ours, `age` old.
 fn probe_verdict(
     record: &ProbeRecord<'_>,
     here: Option<Namespaces>,
@@ -113,13 +114,15 @@ struct Entry {
     path: PathBuf,
     name: String,
     age: Duration,
+    /// A directory; otherwise an empty regular file (only a probe may be one).
+    is_dir: bool,
 }
 
 /// Removes the bootstrap directories dead programs left in `tmp` (a program SIGKILLed
 /// while a child was starting cannot remove its own): this user's, holding nothing but
 /// `socket`, whose socket no process has bound any more; and this user's empty probe
-/// directories whose program is dead, with the empty bootstrap directory such a probe
-/// names (it was killed after ipc-channel made the directory and before the socket was
+/// probes (files, or directories of earlier versions) whose program is dead, with the
+/// empty bootstrap directory such a probe names (it was killed after ipc-channel made the directory and before the socket was
 /// bound). "Dead" is decided as the module's documentation says.
 ///
 /// An empty `.tmpXXXXXX` that no probe names is left: it looks like any program's
@@ -141,7 +144,9 @@ fn sweep(tmp: &Path) {
                 return None;
             }
             let meta = std::fs::symlink_metadata(entry.path()).ok()?;
-            if !meta.is_dir() || meta.uid() != me {
+            let probe_file =
+                name.starts_with(os::TEMP_PROBE_PREFIX) && meta.is_file() && meta.len() == 0;
+            if !(meta.is_dir() || probe_file) || meta.uid() != me {
                 return None;
             }
             let age = meta.modified().ok()?.elapsed().unwrap_or_default();
@@ -149,6 +154,7 @@ fn sweep(tmp: &Path) {
                 path: entry.path(),
                 name,
                 age,
+                is_dir: meta.is_dir(),
             })
         })
         .collect();
@@ -166,7 +172,11 @@ fn sweep(tmp: &Path) {
                 if let Some(made) = record.made {
                     remove_empty_dir_of(&entry.path.with_file_name(made), me);
                 }
-                let _ = std::fs::remove_dir(&entry.path);
+                let _ = if entry.is_dir {
+                    std::fs::remove_dir(&entry.path)
+                } else {
+                    std::fs::remove_file(&entry.path)
+                };
             }
             continue;
         }

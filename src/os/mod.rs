@@ -27,7 +27,7 @@ pub(crate) use cgroup::{
 };
 pub(crate) use clock::{boot_ticks, monotonic_ns};
 pub(crate) use clone3::born_alive_in;
-pub(crate) use exec::{spawn_exec, Exec, ExecOutcome, SetupFn, Started};
+pub(crate) use exec::{spawn_exec, Exec, ExecOutcome, PendingExec, SetupFn};
 pub(crate) use fd::{
     close_above_stdio, descriptor_limit, descriptors_free, descriptors_nearly_exhausted, open_fds,
     poll_readable, shut_down_reading, EventFd,
@@ -43,13 +43,13 @@ pub(crate) use nice::{current_nice, may_lower_nice_to};
 pub(crate) use oom::{oom_killed, oom_watch, OomWatch};
 pub(crate) use private::{
     bound_unix_sockets, check_temp_dir, euid, make_private_dir, own_namespaces, random_bytes,
-    socket_pair_available, temp_dir_unfit, unix_socket_available, with_private_umask, Namespaces,
-    TEMP_PROBE_PREFIX,
+    socket_pair_available, temp_dir_makes_dirs, temp_dir_unfit, unix_socket_available,
+    with_private_umask, Namespaces, TEMP_PROBE_PREFIX,
 };
 pub(crate) use proc::{proc_usage, process_start_time};
 pub(crate) use process::{
     at_exit, fork, getpid, kill_group, kill_pid, kill_self, pidfd_open, pidfd_send_signal,
-    process_exists, reap, stop_self, thread_count, Forked, Reaped,
+    process_exists, reap, set_thread_name, stop_self, thread_count, Forked, Reaped,
 };
 pub(crate) use shm::{is_sealed_memfd, memfd_create, Mapping};
 pub(crate) use spool::{identity, mark_received, open_remote, received, unlinked_file};

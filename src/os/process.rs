@@ -101,6 +101,14 @@ pub(crate) fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
+/// Renames the calling thread (what `/proc/self/task/TID/comm` shows; the kernel keeps
+/// the first 15 bytes).
+pub(crate) fn set_thread_name(name: &std::ffi::CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string, which `name` is, and changes
+    // only the calling thread's name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
 /// Result of [`fork`].
 pub(crate) enum Forked {
     Child,
