@@ -118,7 +118,11 @@ impl Drop for WorkerCgroup {
         let Some(entry) = self.entry.take() else {
             return;
         };
-        self.home.give_back(entry);
+        // A copy in a process forked from the program (a bare `fork`) is not the
+        // program's to give back: its worker may still run.
+        if os::getpid() == self.home.owner {
+            self.home.give_back(entry);
+        }
     }
 }
 

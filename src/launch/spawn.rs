@@ -61,6 +61,13 @@ pub(crate) fn start(
     nice: Option<i32>,
     config: WorkerConfig,
 ) -> Result<(Arc<ChildSlot>, Link), Error> {
+    // A worker whose tasks' children are ended is born in a cgroup of its own, so that
+    // those that escape its group and session are found too (`crate::cgroup`). First:
+    // the program's first one is made with a probe child, which is over before the
+    // worker's bootstrap socket exists.
+    let cgroup = config
+        .end_task_children
+        .and_then(|_| crate::cgroup::for_worker(!config.daemon));
     let secret: [u8; SECRET_LEN] = os::random_bytes().map_err(ErrorKind::Spawn)?;
     super::sweep::stale_bootstrap_dirs();
     // Private from its first instant: created under a 0o077 mask (ipc-channel makes the
@@ -156,11 +163,6 @@ pub(crate) fn start(
             ErrorKind::Spawn(e)
         }
     };
-    // A worker whose tasks' children are ended is born in a cgroup of its own, so that
-    // those that escape its group and session are found too (`crate::cgroup`).
-    let cgroup = config
-        .end_task_children
-        .and_then(|_| crate::cgroup::for_worker(!config.daemon));
     // Watched by the reaper thread from the start (one request).
     let started = reaper
         .spawn(exec, Box::new(apply), config.daemon, cgroup)
