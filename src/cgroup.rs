@@ -104,6 +104,10 @@ impl WorkerCgroup {
     /// `clone3` could not start the worker in it (`errno`): the worker was started
     /// without one. Where that will not change, no later start tries again.
     pub(crate) fn refused(mut self, errno: i32) {
+        crate::trace::without_cgroup(&format_args!(
+            "clone3 cannot start a child in a cgroup: {}",
+            std::io::Error::from_raw_os_error(errno)
+        ));
         if !matches!(errno, libc::EBUSY | libc::ENOENT) {
             self.home.refused.store(true, Ordering::Relaxed);
         }
@@ -130,12 +134,16 @@ impl Home {
     fn give_back(&self, entry: Entry) {
         if os::cgroup_populated(&entry) {
             // Whatever the slot's sweeps left (one in uninterruptible sleep, or a
-            // slot dropped before its group was emptied) ends now.
+            // slot dropped before its group was emptied) ends now, below it too.
             let _ = os::cgroup_kill_all(&entry);
-            if os::remove_cgroup(&entry).is_err() {
+            if !remove_empty_tree(&entry) {
                 lock(&self.dying).push(entry);
             }
             return;
+        }
+        // What a task or a program it started made below it goes (all empty).
+        for child in os::child_cgroups(&entry) {
+            remove_empty_tree(&entry.join(child));
         }
         let kind = usize::from(lives_on(&entry));
         let mut free = lock(&self.free);
@@ -159,7 +167,14 @@ impl Home {
                 let n = self.next.fetch_add(1, Ordering::Relaxed);
                 let kind = if lives_on { 'l' } else { 'w' };
                 let path = self.path.join(format!("{kind}{n}"));
-                os::make_cgroup(&path).ok()?;
+                if let Err(e) = os::make_cgroup(&path) {
+                    // `cgroup.max.descendants` reached, say: this worker goes without.
+                    crate::trace::without_cgroup(&format_args!(
+                        "cannot make {}: {e}",
+                        path.display()
+                    ));
+                    return None;
+                }
                 path
             }
         };
@@ -173,9 +188,23 @@ impl Home {
     fn remove_dead(&self) {
         let mut dying = lock(&self.dying);
         if !dying.is_empty() {
-            dying.retain(|path| os::remove_cgroup(path).is_err() && path.exists());
+            dying.retain(|path| !remove_empty_tree(path) && path.exists());
         }
     }
+}
+
+/// Removes cgroup `dir` and the cgroups below it where nothing runs, deepest first
+/// (at most 16 levels down); whether `dir` is gone.
+fn remove_empty_tree(dir: &Path) -> bool {
+    fn remove(dir: &Path, depth: u32) -> bool {
+        if depth < 16 {
+            for child in os::child_cgroups(dir) {
+                remove(&dir.join(child), depth + 1);
+            }
+        }
+        os::remove_cgroup(dir).is_ok()
+    }
+    remove(dir, 0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -233,7 +262,10 @@ fn is_dead(found: &Owner, pid_ns: u64, start_of: impl FnOnce(i32) -> Option<u64>
 }
 
 fn make_home(me: i32) -> Option<Home> {
-    let own = os::own_cgroup_dir()?;
+    let Some(own) = os::own_cgroup_dir() else {
+        crate::trace::without_cgroup(&"no cgroup v2 hierarchy holds this process");
+        return None;
+    };
     let owner = Owner {
         pid: me,
         start: os::process_start_time(me)?,
@@ -241,7 +273,10 @@ fn make_home(me: i32) -> Option<Home> {
     };
     sweep(&own, owner.pid_ns);
     let path = own.join(owner.name());
-    os::make_cgroup(&path).ok()?;
+    if let Err(e) = os::make_cgroup(&path) {
+        crate::trace::without_cgroup(&format_args!("cannot make {}: {e}", path.display()));
+        return None;
+    }
     let home = Home {
         owner: me,
         path,
@@ -264,6 +299,10 @@ fn make_home(me: i32) -> Option<Home> {
     } else {
         let _ = os::remove_cgroup(&first);
         let _ = os::remove_cgroup(&home.path);
+        crate::trace::without_cgroup(&match alive {
+            Some(_) => "a child born in a cgroup here is killed at birth (this cgroup was once killed with cgroup.kill)",
+            None => "clone3 cannot start a child in a cgroup here",
+        });
         None
     }
 }

@@ -84,6 +84,7 @@
 //! | `tasks.finished` | DEBUG | results of `calls` calls of a `map` chunk were delivered at once | `task`, `id` (of the first), `calls`, `failed`, `pid`, `duration_us` |
 //! | `process.started` | INFO | a `Process` is up and has its task | `process` (its name), `pid`, `task` |
 //! | `process.exited` | INFO | a `Process`'s exit was collected by `join` | `process`, `pid`, `status` |
+//! | `worker.no_cgroup` | WARN | once per process: a spawned worker starts without a cgroup of its own, so what its task leaves in a session of its own is not ended if the worker dies by `abort` or an outside SIGKILL | `reason` |
 //!
 //! A call's `id` is its [`TaskHandle::id`]; `outcome` is `ok` or the error's message
 //! with its sources. `tests/observability.rs` captures them all from a real pool.

@@ -175,3 +175,18 @@ pub(crate) fn process_exited(name: &str, pid: u32, status: ExitStatus) {
         "process exited"
     );
 }
+
+/// Once per process: a spawned worker starts without a cgroup of its own (`reason`).
+pub(crate) fn without_cgroup(reason: &dyn std::fmt::Display) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    tracing::event!(
+        name: "worker.no_cgroup",
+        target: TARGET,
+        Level::WARN,
+        reason = %reason,
+        "spawned workers start without a cgroup of their own: what a task leaves in a session of its own outlives a worker killed from outside"
+    );
+}

@@ -272,3 +272,67 @@ fn a_program_in_a_cgroup_once_killed_still_starts_workers() {
         removed.unwrap();
     });
 }
+
+/// Starts `sleep 300` in a session of its own, orphaned; writes its pid to `path`, then
+/// sleeps for good.
+fn escape_and_hang(path: String) -> u32 {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("setsid sleep 300 </dev/null >/dev/null 2>&1 & printf %s $!")
+        .output()
+        .expect("sh");
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    std::fs::write(format!("{path}.tmp"), &pid).expect("write");
+    std::fs::rename(format!("{path}.tmp"), &path).expect("rename");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+supervisor::task!(escape_and_hang);
+
+/// A task that is itself a program: runs `escape_and_hang` in a `Process` of its own
+/// (its worker's cgroup nested in ours), publishes the escaped pid, then aborts.
+fn nested_then_abort(path: String) -> u32 {
+    let inner = format!("{path}.inner");
+    let p = Process::builder(escape_and_hang, inner.clone())
+        .start()
+        .expect("inner start");
+    let child = pid_written_to(Path::new(&inner));
+    std::fs::write(format!("{path}.tmp"), child.to_string()).expect("write");
+    std::fs::rename(format!("{path}.tmp"), &path).expect("rename");
+    std::mem::forget(p);
+    std::process::abort()
+}
+supervisor::task!(nested_then_abort);
+
+/// A spawned worker whose task started a program of its own (a `Process`: its worker's
+/// cgroup is below ours) aborts: what that inner task left in a session of its own is
+/// gone when the outer `join` returns (adversarial pass adv18h: the kill reached only
+/// the worker's cgroup itself; `join` took its 1 s and the `sleep` ran on).
+#[test]
+fn a_nested_programs_escaped_child_ends_with_the_outer_worker() {
+    own_cgroup();
+    isolated(DEADLINE, || {
+        let dir = std::env::temp_dir().join(format!("cgroup-nested-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pid");
+        let mut p = Process::builder(nested_then_abort, path.display().to_string())
+            .start_method(StartMethod::Spawn)
+            .start()
+            .unwrap();
+        let child = pid_written_to(&path);
+        let t = std::time::Instant::now();
+        assert!(p.join().is_err());
+        let took = t.elapsed();
+        let alive = !has_exited(child);
+        if alive {
+            kill(child);
+            wait_exit(child, Duration::from_secs(5));
+        }
+        assert!(
+            !alive,
+            "the nested escaped sleep ran on (join took {took:?})"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
