@@ -147,6 +147,18 @@ impl Record {
 }
 
 impl Columns {
+    /// The record of a single value: [`Columns::record`] of `vec![value]`.
+    fn record_of_one(&self, value: Vec<u8>) -> Record {
+        match &self.0 {
+            None => Record {
+                cut: None,
+                whole: value,
+                several: None,
+            },
+            Some(_) => self.record(vec![value]),
+        }
+    }
+
     fn record(&self, mut values: Vec<Vec<u8>>) -> Record {
         // One value and no `--colsep` (a line of one input, the usual case): the value
         // is the field and the whole record, kept once (a record per input line, so
@@ -276,6 +288,12 @@ impl Iterator for Records {
     fn next(&mut self) -> Option<io::Result<Record>> {
         if self.rest.iter().any(Vec::is_empty) {
             return None;
+        }
+        // One streamed source (a file or stdin, the usual case): each line is a record
+        // of its own, made without a vector of values around it.
+        if let (First::Stream(s), true) = (&self.first, self.rest.is_empty()) {
+            let line = s.borrow_mut().next_line()?;
+            return Some(line.map(|v| self.columns.record_of_one(v)));
         }
         if self.current.is_none() {
             match self.next_first()? {

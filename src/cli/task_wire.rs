@@ -144,7 +144,7 @@ enum OutputOut<'a> {
 #[derive(Deserialize)]
 enum OutputIn {
     Text {
-        text: ByteBuf,
+        text: BytesIn,
         json: bool,
     },
     Full {
@@ -181,7 +181,7 @@ impl<'de> Deserialize<'de> for Output {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Output, D::Error> {
         Ok(match OutputIn::deserialize(d)? {
             OutputIn::Text { text, json } => Output {
-                text: Captured::from_bytes(text.into_vec()),
+                text: Captured::from_bytes(text.0),
                 stderr: Captured::default(),
                 json,
                 pid: 0,
@@ -201,6 +201,44 @@ impl<'de> Deserialize<'de> for Output {
                 slot,
             },
         })
+    }
+}
+
+/// Bytes as they arrive, the same encoding as [`ByteBuf`]'s: asked for as bytes,
+/// which a decoder over a buffer lends, so they are copied once into a vector made for
+/// them (a `ByteBuf` asks for a vector of its own: bincode zeroes one, then copies).
+struct BytesIn(Vec<u8>);
+
+impl<'de> Deserialize<'de> for BytesIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BytesIn, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = BytesIn;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<BytesIn, E> {
+                Ok(BytesIn(v.to_vec()))
+            }
+
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<BytesIn, E> {
+                Ok(BytesIn(v))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BytesIn, A::Error> {
+                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(b) = seq.next_element()? {
+                    bytes.push(b);
+                }
+                Ok(BytesIn(bytes))
+            }
+        }
+        d.deserialize_bytes(Visitor)
     }
 }
 
@@ -279,6 +317,14 @@ mod tests {
             assert_eq!(fields(&back), fields(&sent));
             let bare = sent.stderr.is_empty() && sent.pid == 0 && sent.slot == 0;
             assert_eq!(size == compact, bare, "{sent:?}: {size} bytes");
+        }
+        // The compact form's text, of any length and bytes.
+        for text in [Vec::new(), (0..=255u8).cycle().take(70_000).collect()] {
+            let sent = Output {
+                text: Captured::from_bytes(text),
+                ..output("", 0, 0, false)
+            };
+            assert_eq!(fields(&round_trip(&sent).0), fields(&sent));
         }
     }
 }
