@@ -16,8 +16,9 @@
 //! the program (its pid, its start time in ticks since boot and its pid namespace's
 //! inode: an owner that can be told alive or dead, even after pid reuse), with one
 //! child per spawned worker: `wN` for one that dies with the program (a pool's, a
-//! daemon), `lN` for a `Process` that lives on after it (not a daemon: README). A worker's cgroup is kept for the next worker once
-//! empty (making one costs about 27 us here, removing it 20 us). At exit the program
+//! daemon), `lN` for a `Process` that lives on after it (not a daemon: README). A
+//! worker's cgroup is kept for the next worker once empty (making one costs about
+//! 27 us here, removing it 20 us). At exit the program
 //! removes its cgroups; the first spawn of a later program removes what dead owners
 //! of its own pid namespace left, killing anything still in them, except in an `lN`
 //! (a worker that outlived its program, and its task's children: which member is the
@@ -135,15 +136,14 @@ impl Home {
         if os::cgroup_populated(&entry) {
             // Whatever the slot's sweeps left (one in uninterruptible sleep, or a
             // slot dropped before its group was emptied) ends now, below it too.
-            let _ = os::cgroup_kill_all(&entry);
-            if !remove_empty_tree(&entry) {
+            if !remove_tree(&entry, Instant::now()) {
                 lock(&self.dying).push(entry);
             }
             return;
         }
         // What a task or a program it started made below it goes (all empty).
         for child in os::child_cgroups(&entry) {
-            remove_empty_tree(&entry.join(child));
+            remove_tree(&entry.join(child), Instant::now());
         }
         let kind = usize::from(lives_on(&entry));
         let mut free = lock(&self.free);
@@ -188,23 +188,9 @@ impl Home {
     fn remove_dead(&self) {
         let mut dying = lock(&self.dying);
         if !dying.is_empty() {
-            dying.retain(|path| !remove_empty_tree(path) && path.exists());
+            dying.retain(|path| !remove_tree(path, Instant::now()));
         }
     }
-}
-
-/// Removes cgroup `dir` and the cgroups below it where nothing runs, deepest first
-/// (at most 16 levels down); whether `dir` is gone.
-fn remove_empty_tree(dir: &Path) -> bool {
-    fn remove(dir: &Path, depth: u32) -> bool {
-        if depth < 16 {
-            for child in os::child_cgroups(dir) {
-                remove(&dir.join(child), depth + 1);
-            }
-        }
-        os::remove_cgroup(dir).is_ok()
-    }
-    remove(dir, 0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -280,7 +266,8 @@ fn make_home(me: i32) -> Option<Home> {
     let home = Home {
         owner: me,
         path,
-        next: AtomicU64::new(0),
+        // `w0` is the probe's, below.
+        next: AtomicU64::new(1),
         refused: AtomicBool::new(false),
         free: Mutex::new([Vec::new(), Vec::new()]),
         dying: Mutex::new(Vec::new()),
@@ -288,7 +275,6 @@ fn make_home(me: i32) -> Option<Home> {
     // Children born here must live: not so where our own cgroup was once killed with
     // `cgroup.kill` (`os::born_alive_in`). The probe's cgroup is the first worker's.
     let first = home.path.join("w0");
-    home.next.store(1, Ordering::Relaxed);
     let alive = os::make_cgroup(&first)
         .and_then(|()| os::open_cgroup(&first))
         .ok()
@@ -327,38 +313,34 @@ fn sweep(dir: &Path, pid_ns: u64) {
                 if lives_on(&worker) && os::cgroup_populated(&worker) {
                     spared = true;
                 } else {
-                    remove_tree(&worker, deadline, 1);
+                    remove_tree(&worker, deadline);
                 }
             }
             if !spared {
-                remove_tree(&home, deadline, 0);
+                remove_tree(&home, deadline);
             }
         }
     }
 }
 
 /// Kills what runs in cgroup `dir` and below, waits (until `deadline`) for it to be
-/// gone and removes the cgroups, deepest first.
-fn remove_tree(dir: &Path, deadline: Instant, depth: u32) {
-    // Nested programs nest their cgroups; far deeper than that is not ours.
-    if depth > 16 {
-        return;
-    }
-    for child in os::child_cgroups(dir) {
-        remove_tree(&dir.join(child), deadline, depth + 1);
-    }
+/// gone and removes the cgroups, deepest first; whether `dir` is gone.
+fn remove_tree(dir: &Path, deadline: Instant) -> bool {
     if os::cgroup_populated(dir) {
         let _ = os::cgroup_kill_all(dir);
         let mut pause = Duration::from_millis(1);
         while os::cgroup_populated(dir) {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return;
+                return false;
             };
             std::thread::sleep(pause.min(left));
             pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
-    let _ = os::remove_cgroup(dir);
+    for cgroup in os::cgroup_subtree(dir).iter().rev() {
+        let _ = os::remove_cgroup(cgroup);
+    }
+    !dir.exists()
 }
 
 /// A cgroup for a worker about to be spawned, if this system lets us have one; for a
@@ -382,12 +364,12 @@ pub(crate) fn at_exit() {
     let home = {
         let cell = lock(&HOME);
         match cell.as_ref() {
-            Some((pid, Some(home))) if *pid == os::getpid() && home.owner == *pid => home.clone(),
+            Some((_, Some(home))) if home.owner == os::getpid() => home.clone(),
             _ => return,
         }
     };
     *lock(&home.free) = [Vec::new(), Vec::new()];
-    remove_tree(&home.path, Instant::now() + Duration::from_millis(200), 0);
+    remove_tree(&home.path, Instant::now() + Duration::from_millis(200));
 }
 
 #[cfg(test)]

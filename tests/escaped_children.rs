@@ -18,12 +18,9 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// whatever its task started (README: where the system gives no writable cgroup v2,
 /// what a dead spawned worker leaves in a session of its own is beyond reach; this
 /// machine and CI have one, and [`common::require_cgroups`] says so if not).
-fn each_forking_method(body: fn(StartMethod)) {
+fn each_method(body: fn(StartMethod)) {
     common::require_cgroups("a spawned worker's escaped children are found by its cgroup");
-    for method in StartMethod::ALL {
-        eprintln!("-- start method {method}");
-        isolated(DEADLINE, move || body(method));
-    }
+    common::each_method(DEADLINE, body);
 }
 
 /// The documented bound for a dropped handle: the worker's group gets SIGTERM when its
@@ -114,7 +111,7 @@ const ENDS: [End; 4] = [End::Exit, End::ExitZero, End::Abort, End::Killed];
 /// ends (before: it ran on, adopted by init).
 #[test]
 fn a_joined_process_leaves_no_escaped_child() {
-    each_forking_method(|method| joined_leave_none(method, &ENDS, "escaped-joined"));
+    each_method(|method| joined_leave_none(method, &ENDS, "escaped-joined"));
 }
 
 /// For each of `ends`: a `Process` of `method` whose task escapes, then ends its worker
@@ -137,7 +134,7 @@ fn joined_leave_none(method: StartMethod, ends: &[End], name: &str) {
 /// A dropped `Process`: the escaped child is gone within the documented bound.
 #[test]
 fn a_dropped_process_leaves_no_escaped_child() {
-    each_forking_method(|method| {
+    each_method(|method| {
         let dir = scratch("escaped-dropped", method);
         for end in ENDS {
             let path = dir.join(format!("{end:?}"));
@@ -159,7 +156,7 @@ fn a_dropped_process_leaves_no_escaped_child() {
 /// A pool's `join` (after the task failed) and a pool's drop: the escaped child is gone.
 #[test]
 fn a_pool_leaves_no_escaped_child() {
-    each_forking_method(|method| {
+    each_method(|method| {
         let dir = scratch("escaped-pool", method);
         for end in ENDS {
             for join in [true, false] {

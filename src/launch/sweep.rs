@@ -120,10 +120,11 @@ struct Entry {
 
 /// Removes the bootstrap directories dead programs left in `tmp` (a program SIGKILLed
 /// while a child was starting cannot remove its own): this user's, holding nothing but
-/// `socket`, whose socket no process has bound any more; and this user's empty probe
-/// probes (files, or directories of earlier versions) whose program is dead, with the
-/// empty bootstrap directory such a probe names (it was killed after ipc-channel made the directory and before the socket was
-/// bound). "Dead" is decided as the module's documentation says.
+/// `socket`, whose socket no process has bound any more; and this user's empty probes
+/// (files, or directories of earlier versions) whose program is dead, with the empty
+/// bootstrap directory such a probe names (it was killed after ipc-channel made the
+/// directory and before the socket was bound). "Dead" is decided as the module's
+/// documentation says.
 ///
 /// An empty `.tmpXXXXXX` that no probe names is left: it looks like any program's
 /// tempfile directory.

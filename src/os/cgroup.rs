@@ -4,7 +4,7 @@
 //! A cgroup is the only thing the kernel keeps for a process whatever it does: a
 //! task's child that calls `setsid`, double-forks and is adopted by init stays in the
 //! cgroup it was born in. Only plain file operations here; the one system call that
-//! puts a child straight into a cgroup is `clone3` in `exec.rs`.
+//! puts a child straight into a cgroup is `clone3`, in `clone3.rs`.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -82,26 +82,38 @@ pub(crate) fn populated(dir: &Path) -> bool {
 /// child later born into it with `CLONE_INTO_CGROUP` (the fork compares the cgroup's
 /// kill count with the one of the parent's cgroup), and worker cgroups are reused.
 pub(crate) fn kill_all(dir: &Path) -> io::Result<()> {
+    let mut first_error = None;
     for cgroup in subtree(dir) {
         let mut signalled: Vec<i32> = Vec::new();
         for _ in 0..8 {
-            let fresh: Vec<i32> = members(&cgroup)?
-                .into_iter()
-                .filter(|pid| !signalled.contains(pid))
-                .collect();
+            // One that went meanwhile (a nested program removed its own) spares no
+            // other; the first error is returned after all were tried.
+            let fresh: Vec<i32> = match members(&cgroup) {
+                Ok(pids) => pids
+                    .into_iter()
+                    .filter(|pid| !signalled.contains(pid))
+                    .collect(),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    break;
+                }
+            };
             if fresh.is_empty() {
                 break;
             }
-            signal_listed(&cgroup, &fresh, libc::SIGKILL)?;
+            if let Err(e) = signal_listed(&cgroup, &fresh, libc::SIGKILL) {
+                first_error.get_or_insert(e);
+                break;
+            }
             signalled.extend(fresh);
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Cgroup `dir` and those below it (a program started by a task nests its workers'
-/// cgroups in its own), parents first; deeper than 16 levels is not looked at.
-fn subtree(dir: &Path) -> Vec<PathBuf> {
+/// cgroups in its own), each after its parent; deeper than 16 levels is not looked at.
+pub(crate) fn subtree(dir: &Path) -> Vec<PathBuf> {
     let mut found = vec![dir.to_path_buf()];
     let mut next = vec![(dir.to_path_buf(), 0)];
     while let Some((at, depth)) = next.pop() {
@@ -131,10 +143,20 @@ fn members(dir: &Path) -> io::Result<Vec<i32>> {
 /// is never hit. `Ok(true)` if anyone was signalled.
 pub(crate) fn signal_members(dir: &Path, signal: i32) -> io::Result<bool> {
     let mut any = false;
+    let mut first_error = None;
     for cgroup in subtree(dir) {
-        any |= signal_listed(&cgroup, &members(&cgroup)?, signal)?;
+        // As in `kill_all`: one that cannot be read spares no other.
+        match members(&cgroup).and_then(|pids| signal_listed(&cgroup, &pids, signal)) {
+            Ok(signalled) => any |= signalled,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    Ok(any)
+    match first_error {
+        Some(e) if !any => Err(e),
+        _ => Ok(any),
+    }
 }
 
 /// Sends `signal` to those of `pids` that are still in cgroup `dir` once pinned.

@@ -24,6 +24,7 @@ mod tree;
 pub(crate) use cgroup::{
     child_cgroups, kill_all as cgroup_kill_all, make_cgroup, open_cgroup, own_cgroup_dir,
     populated as cgroup_populated, remove_cgroup, signal_members as cgroup_signal_members,
+    subtree as cgroup_subtree,
 };
 pub(crate) use clock::{boot_ticks, monotonic_ns};
 pub(crate) use clone3::born_alive_in;
