@@ -246,9 +246,10 @@ impl Wake for Unpark {
     }
 }
 
-/// The smallest executor: polls `fut` on this thread, parking between polls. Returns
-/// its output and the threads that woke it.
-fn block_on<T>(fut: impl Future<Output = T>) -> (T, Vec<ThreadId>) {
+/// The smallest executor: polls `fut` on this thread, parking between polls; after the
+/// first poll that finds it pending, runs `then` once. Returns its output and the
+/// threads that woke it.
+fn block_on<T>(fut: impl Future<Output = T>, then: impl FnOnce()) -> (T, Vec<ThreadId>) {
     let unpark = Arc::new(Unpark {
         thread: std::thread::current(),
         wakers: Mutex::new(Vec::new()),
@@ -258,15 +259,48 @@ fn block_on<T>(fut: impl Future<Output = T>) -> (T, Vec<ThreadId>) {
     let mut cx = Context::from_waker(&waker);
     let mut fut = std::pin::pin!(fut);
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut then = Some(then);
     loop {
         if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
             let woken_by = unpark.wakers.lock().unwrap().clone();
             return (out, woken_by);
         }
+        if let Some(then) = then.take() {
+            then();
+        }
         assert!(Instant::now() < deadline, "never woken");
         // Parks until woken (a spurious return just polls again).
         std::thread::park_timeout(Duration::from_secs(10));
     }
+}
+
+/// Waits until the file `gate` exists, then sleeps `ms`; returns `ms`.
+fn after_gate((gate, ms): (String, u64)) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::path::Path::new(&gate).exists() {
+        assert!(Instant::now() < deadline, "the gate {gate} never opened");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+supervisor::task!(after_gate);
+
+/// The path of a gate file in this test's temporary directory: `open_gate` makes it,
+/// `close_gate` removes it.
+fn gate(name: &str) -> String {
+    std::env::temp_dir()
+        .join(format!("supervisor-async-{name}-{}", std::process::id()))
+        .display()
+        .to_string()
+}
+
+fn open_gate(gate: &str) {
+    std::fs::write(gate, b"").unwrap();
+}
+
+fn close_gate(gate: &str) {
+    std::fs::remove_file(gate).unwrap();
 }
 
 /// No runtime: a 20-line executor that parks its thread awaits a handle, a map and a
@@ -278,31 +312,43 @@ fn any_executor_can_await_handles_and_streams() {
         let pool = Pool::builder().procs(2).build().unwrap();
         let me = std::thread::current().id();
 
-        let (value, woken_by) = block_on(pool.submit(sleep_ms, 100));
+        // The task cannot end before the first poll has found it pending (it waits
+        // for a gate opened then), so the result must come by a wake.
+        let first = gate("submit");
+        let (value, woken_by) = block_on(pool.submit(after_gate, (first.clone(), 100)), || {
+            open_gate(&first)
+        });
+        close_gate(&first);
         assert_eq!(value.unwrap(), 100);
         assert!(!woken_by.is_empty(), "ready without a wake: poll waited");
         assert!(woken_by.iter().all(|t| *t != me), "woken by its own thread");
 
-        let (values, woken_by) = block_on(pool.map_async(sleep_ms, [60, 30, 0]));
+        let (values, woken_by) = block_on(pool.map_async(sleep_ms, [60, 30, 0]), || ());
         let values: Vec<u64> = values.into_iter().map(Result::unwrap).collect();
         assert_eq!(values, [60, 30, 0]);
         assert!(woken_by.iter().all(|t| *t != me));
 
-        let (values, woken_by) = block_on(async {
-            let mut s = pool.imap(sleep_ms, [50, 0, 25]).into_stream();
-            let mut out = Vec::new();
-            while let Some(v) =
-                std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut s), cx))
-                    .await
-            {
-                out.push(v.unwrap());
-            }
-            out
-        });
+        let second = gate("stream");
+        let inputs = [50, 0, 25].map(|ms| (second.clone(), ms));
+        let (values, woken_by) = block_on(
+            async {
+                let mut s = pool.imap(after_gate, inputs).into_stream();
+                let mut out = Vec::new();
+                while let Some(v) =
+                    std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut s), cx))
+                        .await
+                {
+                    out.push(v.unwrap());
+                }
+                out
+            },
+            || open_gate(&second),
+        );
+        close_gate(&second);
         assert_eq!(values, [50, 0, 25]);
         assert!(!woken_by.is_empty() && woken_by.iter().all(|t| *t != me));
 
-        let ((), _) = block_on(pool.join_async());
+        let ((), _) = block_on(pool.join_async(), || ());
         drop(pool);
     });
 }

@@ -19,6 +19,12 @@ use supervisor::{
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
+/// For the two tests at the size limit: a debug build encodes a plain `Vec<u8>` one
+/// byte at a time (~30 ns a byte), so refusing 960 MiB each way takes about a minute
+/// on an idle machine, and twice that on a loaded one; the 90 s deadline failed them at
+/// load 9 while they were making progress.
+const SIZE_LIMIT_DEADLINE: Duration = Duration::from_secs(360);
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -1326,7 +1332,7 @@ supervisor::task!(zeros);
 /// result was a protocol error and a worker restart.)
 #[test]
 fn a_value_over_the_size_limit_is_refused_at_once_and_harms_nothing() {
-    each_method(DEADLINE, |method| {
+    each_method(SIZE_LIMIT_DEADLINE, |method| {
         const GIB: usize = 1 << 30;
         let limit = supervisor::MAX_VALUE;
         let pool = pool(method, 1).build().unwrap();
@@ -1401,7 +1407,7 @@ fn reset_peak(pid: &str) -> u64 {
 fn a_plain_vec_over_the_size_limit_is_refused_without_a_copy() {
     // Far more than the 16 MiB the encoder stores first; far less than a copy.
     const BOUND_KIB: u64 = 256 << 10;
-    isolated(DEADLINE, || {
+    isolated(SIZE_LIMIT_DEADLINE, || {
         let limit = supervisor::MAX_VALUE;
         let pool = pool(StartMethod::Spawn, 1).build().unwrap();
         let pid = pool
