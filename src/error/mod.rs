@@ -14,11 +14,14 @@ use crate::exit::Signal;
 
 mod bootstrap;
 mod command;
+mod facts;
 mod reasons;
 
 pub use bootstrap::BootstrapFailure;
 pub use command::{CommandError, OsError};
 pub use reasons::{BrokenReason, ResourceLimit, StormDeath, Violation};
+
+pub(crate) use facts::{known_word, resource_limit};
 
 /// An error of this library: one pointer to an [`ErrorKind`], which says what went wrong.
 ///
@@ -701,142 +704,11 @@ fn kib(kib: u64) -> String {
     }
 }
 
-/// Every word [`ErrorKind::word`] gives.
-const WORDS: [&str; 11] = [
-    "panicked",
-    "crashed",
-    "oom_killed",
-    "memory_exceeded",
-    "exited",
-    "timed_out",
-    "lost",
-    "decode",
-    "cancelled",
-    "stopped",
-    "failed",
-];
-
-/// The word of a kind that travelled as its word (a cluster agent's error): the
-/// same mapping as [`ErrorKind::word`], `failed` for a word it does not give.
-pub(crate) fn known_word(word: &str) -> &'static str {
-    WORDS
-        .iter()
-        .find(|w| **w == word)
-        .copied()
-        .unwrap_or("failed")
-}
-
 fn at(location: &Option<String>) -> String {
     location
         .as_ref()
         .map(|l| format!(" at {l}"))
         .unwrap_or_default()
-}
-
-impl ErrorKind {
-    /// The kind in one word, as the CLI's JSON records and job logs name it: failed,
-    /// panicked, crashed, oom_killed, exited, timed_out, memory_exceeded, lost, decode,
-    /// stopped (running when the run was stopped) or cancelled (never started).
-    pub fn word(&self) -> &'static str {
-        match self {
-            ErrorKind::Panicked { .. } => "panicked",
-            ErrorKind::Crashed { .. } => "crashed",
-            ErrorKind::OomKilled { .. } => "oom_killed",
-            ErrorKind::MemoryExceeded { .. } => "memory_exceeded",
-            ErrorKind::Exited { .. } => "exited",
-            ErrorKind::TimedOut { .. } => "timed_out",
-            ErrorKind::Lost { .. }
-            | ErrorKind::ResultLost { .. }
-            | ErrorKind::Protocol { .. }
-            | ErrorKind::PoolBroken { .. } => "lost",
-            ErrorKind::EncodeArgument { .. }
-            | ErrorKind::DecodeArgument { .. }
-            | ErrorKind::EncodeResult { .. }
-            | ErrorKind::DecodeResult { .. } => "decode",
-            ErrorKind::Cancelled { .. } | ErrorKind::Terminated { .. } | ErrorKind::PoolClosed => {
-                "cancelled"
-            }
-            ErrorKind::Stopped { .. } => "stopped",
-            ErrorKind::Remote { kind, .. } => known_word(kind),
-            ErrorKind::DeliveryLimit { kind, .. } => kind,
-            _ => "failed",
-        }
-    }
-
-    /// How the task's process ended, where the error says: the signal number that
-    /// killed it, its exit code, and its peak memory in KiB (a job log's `Signal` and
-    /// `Exitval` columns). Carried over for a cluster agent's error.
-    pub fn exit_facts(&self) -> (Option<i32>, Option<i32>, Option<u64>) {
-        match self {
-            ErrorKind::Crashed {
-                signal,
-                peak_rss_kib,
-                ..
-            } => (Some(signal.number()), None, Some(*peak_rss_kib)),
-            ErrorKind::Exited {
-                code, peak_rss_kib, ..
-            } => (None, Some(*code), Some(*peak_rss_kib)),
-            ErrorKind::OomKilled { peak_rss_kib, .. }
-            | ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
-                (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
-            }
-            ErrorKind::Remote {
-                signal,
-                exit_code,
-                peak_rss_kib,
-                ..
-            } => (*signal, *exit_code, *peak_rss_kib),
-            ErrorKind::DeliveryLimit {
-                signal, exit_code, ..
-            } => (signal.map(|s| s.number()), *exit_code, None),
-            _ => (None, None, None),
-        }
-    }
-
-    /// The pid of the process the error is about, when there is one.
-    pub fn pid(&self) -> Option<u32> {
-        match self {
-            ErrorKind::Panicked { pid, .. }
-            | ErrorKind::Crashed { pid, .. }
-            | ErrorKind::Exited { pid, .. }
-            | ErrorKind::MemoryExceeded { pid, .. }
-            | ErrorKind::OomKilled { pid, .. }
-            | ErrorKind::Lost { pid, .. }
-            | ErrorKind::UnknownTask { pid, .. }
-            | ErrorKind::DecodeArgument { pid, .. }
-            | ErrorKind::EncodeResult { pid, .. }
-            | ErrorKind::DecodeResult { pid, .. }
-            | ErrorKind::HeldResult { pid, .. }
-            | ErrorKind::Protocol { pid, .. }
-            | ErrorKind::Bootstrap { pid, .. }
-            | ErrorKind::Setup { pid, .. }
-            | ErrorKind::AlreadyJoined { pid }
-            | ErrorKind::Remote { pid, .. }
-            | ErrorKind::Signal { pid, .. }
-            | ErrorKind::OpenShared { pid, .. }
-            | ErrorKind::PeerDied { pid, .. } => Some(*pid),
-            ErrorKind::NotInitialised { worker } => *worker,
-            _ => None,
-        }
-    }
-}
-
-/// Names the resource limit behind `e`, if an operating-system error in its chain is one
-/// (processes, descriptors, memory): the fragment to add to a report.
-pub(crate) fn resource_limit(e: &(dyn std::error::Error + 'static)) -> Option<ResourceLimit> {
-    let mut next = Some(e);
-    while let Some(err) = next {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            match io.raw_os_error() {
-                Some(libc::EAGAIN) => return Some(ResourceLimit::Processes),
-                Some(libc::EMFILE) | Some(libc::ENFILE) => return Some(ResourceLimit::Descriptors),
-                Some(libc::ENOMEM) => return Some(ResourceLimit::Memory),
-                _ => {}
-            }
-        }
-        next = err.source();
-    }
-    None
 }
 
 /// The words of [`ErrorKind::WireMismatch`].
@@ -860,104 +732,4 @@ fn wire_mismatch(host: Option<&str>, theirs: Option<u32>, ours: u32) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::error::Error as _;
-
-    use super::*;
-
-    #[test]
-    fn messages_are_lowercase_and_do_not_repeat_their_source() {
-        let e = Error::from(ErrorKind::Spawn(io::Error::from_raw_os_error(libc::EAGAIN)));
-        assert_eq!(e.to_string(), "cannot start a worker process");
-        assert!(e.source().is_some());
-        let e = ErrorKind::Crashed {
-            task: "t".into(),
-            pid: 7,
-            signal: Signal::from_number(libc::SIGSEGV),
-            core_dumped: false,
-            peak_rss_kib: 1,
-        };
-        assert_eq!(
-            e.to_string(),
-            "process 7 running task `t` was killed by SIGSEGV (peak RSS 1 KiB)"
-        );
-        let e = ErrorKind::Panicked {
-            task: "t".into(),
-            pid: 7,
-            message: "boom".into(),
-            location: Some("a.rs:1:2".into()),
-            backtrace: None,
-        };
-        assert_eq!(
-            e.to_string(),
-            "task `t` panicked in process 7 at a.rs:1:2: boom"
-        );
-    }
-
-    #[test]
-    fn memory_errors_name_the_limit_and_the_peak() {
-        let e = ErrorKind::MemoryExceeded {
-            task: "t".into(),
-            pid: 7,
-            limit: 64 << 20,
-            peak_rss_kib: 70 * 1024,
-        };
-        assert_eq!(
-            e.to_string(),
-            "task `t` in process 7 went over the memory limit of 64 MiB (peak RSS 70 MiB)"
-        );
-        assert_eq!(e.pid(), Some(7));
-        let e = ErrorKind::OomKilled {
-            task: "t".into(),
-            pid: 7,
-            peak_rss_kib: 2048,
-        };
-        assert_eq!(
-            e.to_string(),
-            "process 7 running task `t` was killed by the kernel's OOM killer (peak RSS 2048 KiB)"
-        );
-    }
-
-    #[test]
-    fn the_error_reads_as_its_kind() {
-        let kind = || ErrorKind::Crashed {
-            task: "t".into(),
-            pid: 7,
-            signal: Signal::from_number(libc::SIGSEGV),
-            core_dumped: true,
-            peak_rss_kib: 1,
-        };
-        let e = Error::from(kind());
-        assert_eq!(e.to_string(), kind().to_string());
-        assert_eq!(format!("{e:?}"), format!("{:?}", kind()));
-        assert_eq!(format!("{e:#?}"), format!("{:#?}", kind()));
-        assert!(format!("{e:?}").starts_with("Crashed {"), "{e:?}");
-        assert_eq!(e.pid(), Some(7));
-        assert!(matches!(e.kind(), ErrorKind::Crashed { pid: 7, .. }));
-        assert!(matches!(e.into_kind(), ErrorKind::Crashed { pid: 7, .. }));
-
-        // The cause is one level down, never in the message: the forkserver's error
-        // says only that the forkserver is unavailable, its source says why.
-        let inner = Error::from(ErrorKind::Spawn(io::Error::from_raw_os_error(libc::EAGAIN)));
-        let e = Error::from(ErrorKind::Forkserver(inner));
-        assert_eq!(e.to_string(), "the forkserver is unavailable");
-        let source = e.source().expect("the forkserver's cause");
-        assert_eq!(source.to_string(), "cannot start a worker process");
-        let root = source.source().expect("the system error");
-        assert_eq!(
-            root.to_string(),
-            io::Error::from_raw_os_error(libc::EAGAIN).to_string()
-        );
-        assert!(root.source().is_none());
-    }
-
-    #[test]
-    fn the_error_is_one_pointer_wide() {
-        // `Pool::map` returns a `Vec<Result<R, Error>>`: a million `Result<u64, Error>`
-        // take 16 MB, memory glibc hands out again without new page faults; with the
-        // kind inline (104 bytes, 112 per result) they took 112 MB of fresh pages, most
-        // of the time of a map of a million tiny tasks.
-        assert_eq!(size_of::<Error>(), size_of::<usize>());
-        assert!(size_of::<Result<u64, Error>>() <= 16);
-    }
-}
+mod tests;
