@@ -19,6 +19,7 @@ use super::super::halt::Tally;
 use super::super::joblog;
 use super::super::source::Source;
 use super::super::sources::Records;
+use super::super::sys;
 use super::super::tasks::{Job, Outcome, Stream};
 use super::arrival::{self, Arrivals, PeakRss};
 use super::exit::{exit_code, EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM};
@@ -101,13 +102,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     let mut joblog = match &args.joblog {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(resume.is_some())
-                .truncate(resume.is_none())
-                .open(path)
-                .map_err(|e| usage(format!("cannot write the job log {}: {e}", path.display())))?;
+            let file = open_joblog(path, resume.is_some())?;
             let empty = file.metadata().map_or(true, |m| m.len() == 0);
             // As stdout's buffer: its lines reach the file at the same points (see
             // `arrival::JobLogs`), in a system call per 64 KiB rather than per 8.
@@ -423,4 +418,31 @@ fn supervisor_chain(e: &supervisor::Error) -> String {
         }
     }
     s
+}
+
+/// Opens the job log for writing, appending when resuming, and takes an exclusive lock
+/// on it when it is a regular file: a second run given the same job log while one runs
+/// is refused (exit 2) rather than truncating it and overwriting its lines. The file is
+/// emptied (when not resuming) only once the lock is ours.
+fn open_joblog(path: &std::path::Path, resume: bool) -> anyhow::Result<std::fs::File> {
+    let cannot =
+        |e: std::io::Error| usage(format!("cannot write the job log {}: {e}", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resume)
+        .open(path)
+        .map_err(cannot)?;
+    if file.metadata().map_err(cannot)?.is_file() {
+        if !sys::flock(file.as_fd(), sys::Flock::Exclusive).map_err(cannot)? {
+            return Err(usage(format!(
+                "the job log {} is in use by another run",
+                path.display()
+            )));
+        }
+        if !resume {
+            file.set_len(0).map_err(cannot)?;
+        }
+    }
+    Ok(file)
 }
