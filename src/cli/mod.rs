@@ -16,6 +16,8 @@ mod hints;
 mod input;
 mod joblog;
 mod json_bytes;
+#[cfg(test)]
+mod json_cost;
 mod json_lines;
 mod lines;
 mod pidfile;

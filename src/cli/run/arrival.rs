@@ -8,6 +8,7 @@ use std::io::{BufWriter, Write};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use supervisor::{JobMeta, Pool};
 
@@ -105,7 +106,7 @@ impl Arrivals {
         }
         let mut json_log = json_log.borrow_mut();
         if let Some(log) = json_log.as_mut() {
-            let peak = (meta.pid != 0).then(|| peaks.get(meta.pid)).flatten();
+            let peak = (meta.pid != 0).then(|| peaks.get(meta.pid, meta)).flatten();
             let written = {
                 let inputs = inputs.borrow();
                 let pending = inputs.get(index);
@@ -204,26 +205,58 @@ pub(super) fn on_duplicate(
 }
 
 /// Workers' peak RSS for the job log, read from `/proc` at most every 50 ms per worker
-/// (a read per record cost 30 µs: 3 s of a run of 100,000 tiny tasks).
+/// (a read per record cost 30 µs: 3 s of a run of 100,000 tiny tasks), by the clock of
+/// the tasks' ends (no clock read per lookup: it was most of one). The worker of the
+/// last lookup is kept apart: results come in bursts from one worker, and most
+/// lookups then need no hashing.
 #[derive(Default)]
-pub(super) struct PeakRss(HashMap<u32, (std::time::Instant, Option<u64>)>);
+pub(super) struct PeakRss {
+    /// The pid last looked up, when it was read and what it read.
+    last: Option<(u32, SystemTime, Option<u64>)>,
+    /// The other workers'.
+    others: HashMap<u32, (SystemTime, Option<u64>)>,
+}
 
 impl PeakRss {
-    fn get(&mut self, pid: u32) -> Option<u64> {
-        let now = std::time::Instant::now();
-        match self.0.get(&pid) {
-            Some((at, kib)) if now.duration_since(*at) < std::time::Duration::from_millis(50) => {
-                *kib
-            }
+    /// How long a read stands.
+    const FRESH: std::time::Duration = std::time::Duration::from_millis(50);
+
+    /// Worker `pid`'s peak for the task of `meta`, which it ran.
+    fn get(&mut self, pid: u32, meta: &JobMeta) -> Option<u64> {
+        // When the task ended: now for one that never started.
+        let now = meta
+            .started
+            .and_then(|s| s.checked_add(meta.duration))
+            .unwrap_or_else(SystemTime::now);
+        self.get_with(pid, now, sys::peak_rss_kib)
+    }
+
+    /// [`PeakRss::get`] at `now`, reading with `read`.
+    fn get_with(
+        &mut self,
+        pid: u32,
+        now: SystemTime,
+        read: impl FnOnce(u32) -> Option<u64>,
+    ) -> Option<u64> {
+        let cached = match self.last {
+            Some((last, at, kib)) if last == pid => Some((at, kib)),
             _ => {
-                let kib = sys::peak_rss_kib(pid);
-                if self.0.len() > 4096 {
-                    self.0.clear();
+                if let Some((last, at, kib)) = self.last.take() {
+                    if self.others.len() > 4096 {
+                        self.others.clear();
+                    }
+                    self.others.insert(last, (at, kib));
                 }
-                self.0.insert(pid, (now, kib));
-                kib
+                self.others.remove(&pid)
             }
-        }
+        };
+        let (at, kib) = match cached {
+            // A clock set back makes the value stale.
+            Some((at, kib)) if now.duration_since(at).is_ok_and(|d| d < Self::FRESH) => (at, kib),
+            _ => (now, read(pid)),
+        };
+        self.last = Some((pid, at, kib));
+        kib
     }
 }
 
@@ -263,5 +296,90 @@ impl JobLogs {
                 (self.request_stop)(STOP_OUTPUT_ERROR);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use super::PeakRss;
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_796_000_000_000 + ms)
+    }
+
+    /// Each worker's value is read once per 50 ms of its tasks' ends, whatever order
+    /// the lookups come in; a clock set back reads again.
+    #[test]
+    fn peak_rss_is_read_once_per_worker_while_fresh() {
+        let mut peaks = PeakRss::default();
+        let mut reads = Vec::new();
+        for (pid, ms) in [
+            (7, 0),
+            (7, 1),
+            (8, 2),
+            (7, 3),
+            (9, 4),
+            (8, 5),
+            (8, 49),
+            (7, 49),
+        ] {
+            let got = peaks.get_with(pid, at(ms), |p| {
+                reads.push(p);
+                Some(u64::from(p) * 10)
+            });
+            assert_eq!(got, Some(u64::from(pid) * 10));
+        }
+        assert_eq!(reads, [7, 8, 9]);
+        let mut again = Vec::new();
+        for (pid, ms) in [(8, 52), (8, 53), (7, 60), (9, 20), (9, 21)] {
+            peaks.get_with(pid, at(ms), |p| {
+                again.push(p);
+                None
+            });
+        }
+        assert_eq!(again, [8, 7]);
+        assert_eq!(peaks.get_with(8, at(60), |_| Some(1)), None, "fresh again");
+        assert_eq!(peaks.get_with(8, at(10), |_| Some(1)), Some(1), "set back");
+    }
+
+    /// What a lookup costs, a worker's burst after another's, against the lookup as
+    /// it was (run with `cargo test --release --bin supervisor -- --ignored
+    /// --nocapture peak_rss_cost`).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn peak_rss_cost() {
+        const LOOKUPS: u32 = 1_000_000;
+        let pid = |i: u32| 40_000 + (i / 300) % 2;
+        let mut peaks = PeakRss::default();
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            for i in 0..LOOKUPS {
+                let end = at(u64::from(i) / 100);
+                std::hint::black_box(peaks.get_with(pid(i), end, |_| Some(5796)));
+            }
+            best = best.min(t.elapsed().as_nanos() as f64 / f64::from(LOOKUPS));
+        }
+        let mut map: HashMap<u32, (Instant, Option<u64>)> = HashMap::new();
+        let mut before = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            for i in 0..LOOKUPS {
+                let now = Instant::now();
+                let kib = match map.get(&pid(i)) {
+                    Some((at, kib)) if now.duration_since(*at) < PeakRss::FRESH => *kib,
+                    _ => {
+                        map.insert(pid(i), (now, Some(5796)));
+                        Some(5796)
+                    }
+                };
+                std::hint::black_box(kib);
+            }
+            before = before.min(t.elapsed().as_nanos() as f64 / f64::from(LOOKUPS));
+        }
+        eprintln!("peak_rss_cost: {best:.1} ns per lookup, {before:.1} ns as it was");
     }
 }
