@@ -3,7 +3,6 @@
 mod accept_thread;
 mod bootstrap_name;
 pub(crate) mod forkserver;
-mod probe;
 pub(crate) mod server;
 pub(crate) mod spawn;
 mod sweep;

@@ -37,8 +37,6 @@ use crate::exit::ExitStatus;
 use crate::os;
 use crate::reaper::{reaper, ChildSlot};
 
-use super::probe::{Probe, ProbeOwner};
-
 /// How long a spawned child has to connect and hand over its channel.
 pub(super) const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -86,7 +84,7 @@ pub(crate) fn start(
     // socket and before its `rmdir`), we leave a record saying whose that empty
     // directory is (`bootstrap_name`). The server's listening descriptor is looked for
     // at once, first at the number the test socket got (the lowest free one).
-    let (server, path, listener, probe) = os::with_private_umask(|| {
+    let (server, path, listener, _probe) = os::with_private_umask(|| {
         let next = super::bootstrap_name::next_temp_dir_name();
         let probe = os::check_temp_dir(next.as_deref())?;
         let hint = os::unix_socket_available()?;
@@ -118,10 +116,6 @@ pub(crate) fn start(
         Ok::<_, std::io::Error>((server, path, listener, probe))
     })
     .map_err(ErrorKind::Channel)?;
-    // Removed when `start` returns, unless the accept thread removed it first (the
-    // start then waits for that: `Probe`).
-    let probe = Probe::new(probe);
-    let _probe = ProbeOwner(probe.clone());
     // Whatever happens below, the socket and its directory go when `start` returns
     // (before the probe: locals drop in reverse order).
     let _cleanup = BootstrapDir(path.clone());
@@ -200,7 +194,7 @@ pub(crate) fn start(
         }
     }
     let bootstrap = Bootstrap { server, listener };
-    match handshake(bootstrap, probe, &path, &secret, &slot, config) {
+    match handshake(bootstrap, &path, &secret, &slot, config) {
         Ok(link) => Ok((slot, link)),
         Err(Handshake::NoThread(e)) => {
             // Out of threads (the process limit): a failed start like a failed fork.
@@ -253,7 +247,6 @@ enum Handshake {
 
 fn handshake(
     bootstrap: Bootstrap,
-    probe: Probe,
     path: &str,
     secret: &[u8; SECRET_LEN],
     slot: &Arc<ChildSlot>,
@@ -270,7 +263,6 @@ fn handshake(
     // Set once a connection is pending: the child's exit then ends the accept too.
     let connected = Arc::new(AtomicBool::new(false));
     let connecting = connected.clone();
-    let dir = Path::new(path).parent().map(Path::to_path_buf);
     // On a thread of its own (one kept from an earlier start when there is one).
     super::accept_thread::run(Box::new(move || {
         // Accepts only once a connection is pending; a child that exits first, or the
@@ -282,13 +274,7 @@ fn handshake(
                 Err(_) => {}
             }
         }
-        let accepted = bootstrap.server.accept();
-        // Accepted, the server removed its directory: the probe goes too, here, while
-        // the start goes on (`Probe::remove_after`).
-        let dir = dir.filter(|_| accepted.is_ok());
-        probe.remove_after(dir.as_deref(), || {
-            let _ = tx.send(Event::Accepted(accepted));
-        });
+        let _ = tx.send(Event::Accepted(bootstrap.server.accept()));
     }))
     .map_err(Handshake::NoThread)?;
     let accepting = Accepting {

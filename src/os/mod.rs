@@ -45,7 +45,7 @@ pub(crate) use oom::{oom_killed, oom_watch, OomWatch};
 pub(crate) use private::{
     bound_unix_sockets, check_temp_dir, euid, make_private_dir, own_namespaces, random_bytes,
     socket_pair_available, temp_dir_makes_dirs, temp_dir_unfit, unix_socket_available,
-    with_private_umask, Namespaces, TempProbe, TEMP_PROBE_PREFIX,
+    with_private_umask, Namespaces, TEMP_PROBE_PREFIX,
 };
 pub(crate) use proc::{proc_usage, process_start_time};
 pub(crate) use process::{
