@@ -101,6 +101,12 @@ fn agents_in_other_network_namespaces_print_what_a_local_run_prints() {
                     .map(|l| l["host"].as_str().unwrap_or_default().to_string())
                     .collect();
                 println!("hosts that ran tasks: {hosts:?}");
+                // The submitter cannot read another host's memory: no peak for a task
+                // that succeeded there (it was read from this host's `/proc` under the
+                // agent's pid, another process's or none).
+                for l in joblog(&log) {
+                    assert!(l["peak_rss_kib"].is_null(), "{l}");
+                }
                 drop(agents);
                 drop(server);
                 drop(net);

@@ -106,7 +106,12 @@ impl Arrivals {
         }
         let mut json_log = json_log.borrow_mut();
         if let Some(log) = json_log.as_mut() {
-            let peak = (meta.pid != 0).then(|| peaks.get(meta.pid, meta)).flatten();
+            // Only this host's workers can be looked up in its `/proc` (an agent's pid is
+            // another machine's, or another namespace's, process).
+            let local = host == ":";
+            let peak = (local && meta.pid != 0)
+                .then(|| peaks.get(meta.pid, meta))
+                .flatten();
             let written = {
                 let inputs = inputs.borrow();
                 let pending = inputs.get(index);
