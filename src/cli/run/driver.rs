@@ -436,7 +436,8 @@ fn open_joblog(path: &std::path::Path, resume: bool) -> anyhow::Result<std::fs::
     if file.metadata().map_err(cannot)?.is_file() {
         if !sys::flock(file.as_fd(), sys::Flock::Exclusive).map_err(cannot)? {
             return Err(usage(format!(
-                "the job log {} is in use by another run",
+                "the job log {} is in use by another run: wait for it to end, or give this \
+                 one another --joblog",
                 path.display()
             )));
         }
