@@ -124,36 +124,56 @@ impl Pool {
                 self.shared.submit(vec![Unit::chunk(chunk)]);
             }
         };
-        let mut chunk: Option<Chunk> = None;
+        let mut inputs = inputs.into_iter();
         let mut len = 0;
-        for (index, input) in inputs.into_iter().enumerate() {
-            len += 1;
-            let current = chunk.get_or_insert_with(|| new_chunk(index));
-            let start = current.data.len();
-            let (encoded, shipped) =
-                shipped::collecting(|| codec::encode_value_append(&input, &mut current.data));
-            current.shipped.add(shipped);
-            let encoded = encoded.and_then(|n| {
-                // A chunk records each argument's length in 32 bits.
-                u32::try_from(n).map_err(|_| {
-                    current.data.truncate(start);
-                    CodecError::TooLong {
-                        type_name: std::any::type_name::<F::Arg>(),
-                        len: n,
-                    }
-                })
-            });
-            match encoded {
-                Ok(n) => {
-                    current.lens.push(n);
-                    if current.len() == chunksize || current.data.len() > BATCH_BYTES {
-                        // Submitted at once: workers start while the rest is encoded.
-                        submit(chunk.take());
+        loop {
+            // One chunk's inputs are taken and encoded under one collection of the
+            // handles they ship, not one per input (that cost a third of the caller's
+            // time on tiny tasks). What the input iterator itself serialises on this
+            // thread meanwhile is kept with the chunk too: kept longer, never shorter.
+            let mut chunk: Option<Chunk> = None;
+            let (filled, shipped) = shipped::collecting(|| {
+                for input in inputs.by_ref() {
+                    let index = len;
+                    len += 1;
+                    let current = chunk.get_or_insert_with(|| new_chunk(index));
+                    let start = current.data.len();
+                    let encoded =
+                        codec::encode_value_append(&input, &mut current.data).and_then(|n| {
+                            // A chunk records each argument's length in 32 bits.
+                            u32::try_from(n).map_err(|_| {
+                                current.data.truncate(start);
+                                CodecError::TooLong {
+                                    type_name: std::any::type_name::<F::Arg>(),
+                                    len: n,
+                                }
+                            })
+                        });
+                    match encoded {
+                        Ok(n) => {
+                            current.lens.push(n);
+                            if current.len() == chunksize || current.data.len() > BATCH_BYTES {
+                                return Filled::Full;
+                            }
+                        }
+                        Err(source) => return Filled::Failed(index, source),
                     }
                 }
-                Err(source) => {
+                Filled::Ended
+            });
+            if let Some(current) = chunk.as_mut() {
+                current.shipped.add(shipped);
+            }
+            match filled {
+                // Submitted at once: workers start while the rest is encoded.
+                Filled::Full => submit(chunk),
+                Filled::Ended => {
+                    submit(chunk);
+                    break;
+                }
+                Filled::Failed(index, source) => {
                     // Chunks hold consecutive inputs: close this one, fail the input.
-                    submit(chunk.take().filter(|c| c.len() > 0));
+                    submit(chunk.filter(|c| c.len() > 0));
                     let err = ErrorKind::EncodeArgument {
                         task: name.to_string(),
                         source,
@@ -163,7 +183,6 @@ impl Pool {
                 }
             }
         }
-        submit(chunk.take());
         MapHandle::new(name, len, rx)
     }
 
@@ -253,4 +272,14 @@ impl Pool {
             ordered,
         )
     }
+}
+
+/// Why [`Pool::map_async_chunked`] stopped filling a chunk.
+enum Filled {
+    /// It holds its calls (or its bytes): submit it, go on.
+    Full,
+    /// The inputs ended.
+    Ended,
+    /// This input could not be encoded.
+    Failed(usize, CodecError),
 }

@@ -217,6 +217,7 @@ impl bincode::enc::write::Writer for Counted {
 /// Encodes `value` at the end of `dst`, at most `limit` bytes: straight into `dst` up
 /// to [`STORE_FIRST`] bytes (one pass, the common case); past that, a pass that only
 /// counts (and stops at the limit), then one into the exact room.
+#[inline(always)]
 fn append_capped<T: Serialize + ?Sized>(
     value: &T,
     dst: &mut Vec<u8>,
