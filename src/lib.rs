@@ -128,8 +128,8 @@ pub use command::{
     DEFAULT_INLINE_LIMIT,
 };
 pub use error::{
-    BootstrapFailure, BrokenReason, CommandError, Error, ErrorKind, OsError, ResourceLimit,
-    StormDeath, Violation,
+    BootstrapFailure, BrokenCall, BrokenReason, CommandError, Error, ErrorKind, OsError,
+    ResourceLimit, StormDeath, Violation,
 };
 pub use exit::{ExitStatus, Signal};
 pub use init::{ensure_forkserver, helper_pids, init};

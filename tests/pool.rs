@@ -408,7 +408,7 @@ fn initializer_failure_stops_the_pool_with_that_error() {
             .build()
             .unwrap();
         match pool.apply(square, 1).map_err(Error::into_kind) {
-            Err(ErrorKind::PoolBroken { reason }) => {
+            Err(ErrorKind::PoolBroken { reason, .. }) => {
                 // The initializer panicked: the reason says so, the panic is its cause.
                 let BrokenReason::Initializer(cause) = &reason else {
                     panic!("{reason:?}");
@@ -453,6 +453,7 @@ fn a_restart_storm_breaks_the_pool_with_a_clear_reason() {
         let e = pool.apply(square, 3).unwrap_err();
         let ErrorKind::PoolBroken {
             reason: BrokenReason::Storm { max, last, .. },
+            ..
         } = e.kind()
         else {
             panic!("{e:?}");
@@ -1660,6 +1661,7 @@ fn a_panicking_halt_condition_is_reported_not_taken_for_a_termination() {
         match next.map(|r| r.map_err(Error::into_kind)) {
             Some(Err(ErrorKind::PoolBroken {
                 reason: BrokenReason::HaltConditionPanicked { message },
+                ..
             })) if message.contains("a halt condition that panics") => {}
             other => panic!("expected the task to run or the pool broken, got {other:?}"),
         }

@@ -420,9 +420,11 @@ fn start_under_bad_tmpdir() {
                 let what = match e.kind() {
                     ErrorKind::PoolBroken {
                         reason: BrokenReason::CannotStart(_),
+                        ..
                     } => "broken-at-start",
                     ErrorKind::PoolBroken {
                         reason: BrokenReason::Storm { .. },
+                        ..
                     } => "storm",
                     _ => "other",
                 };

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::{ErrorKind, ResourceLimit};
+use super::{BrokenCall, ErrorKind, ResourceLimit};
 
 /// Every word [`ErrorKind::word`] gives.
 const WORDS: [&str; 11] = [
@@ -33,7 +33,8 @@ pub(crate) fn known_word(word: &str) -> &'static str {
 impl ErrorKind {
     /// The kind in one word, as the CLI's JSON records and job logs name it: failed,
     /// panicked, crashed, oom_killed, exited, timed_out, memory_exceeded, lost, decode,
-    /// stopped (running when the run was stopped) or cancelled (never started).
+    /// stopped (running when the run was stopped, or when the pool broke) or cancelled
+    /// (never started, also when the pool broke before it started).
     pub fn word(&self) -> &'static str {
         match self {
             ErrorKind::Panicked { .. } => "panicked",
@@ -42,10 +43,13 @@ impl ErrorKind {
             ErrorKind::MemoryExceeded { .. } => "memory_exceeded",
             ErrorKind::Exited { .. } => "exited",
             ErrorKind::TimedOut { .. } => "timed_out",
-            ErrorKind::Lost { .. }
-            | ErrorKind::ResultLost { .. }
-            | ErrorKind::Protocol { .. }
-            | ErrorKind::PoolBroken { .. } => "lost",
+            ErrorKind::Lost { .. } | ErrorKind::ResultLost { .. } | ErrorKind::Protocol { .. } => {
+                "lost"
+            }
+            ErrorKind::PoolBroken { call, .. } => match call {
+                BrokenCall::NotStarted => "cancelled",
+                BrokenCall::Stopped { .. } => "stopped",
+            },
             ErrorKind::EncodeArgument { .. }
             | ErrorKind::DecodeArgument { .. }
             | ErrorKind::EncodeResult { .. }
@@ -113,6 +117,10 @@ impl ErrorKind {
             | ErrorKind::OpenShared { pid, .. }
             | ErrorKind::PeerDied { pid, .. } => Some(*pid),
             ErrorKind::NotInitialised { worker } => *worker,
+            ErrorKind::PoolBroken {
+                call: BrokenCall::Stopped { pid, .. },
+                ..
+            } => Some(*pid),
             _ => None,
         }
     }

@@ -19,7 +19,7 @@ mod reasons;
 
 pub use bootstrap::BootstrapFailure;
 pub use command::{CommandError, OsError};
-pub use reasons::{BrokenReason, ResourceLimit, StormDeath, Violation};
+pub use reasons::{BrokenCall, BrokenReason, ResourceLimit, StormDeath, Violation};
 
 pub(crate) use facts::{known_word, resource_limit};
 
@@ -539,11 +539,14 @@ pub enum ErrorKind {
         task: String,
     },
     /// The pool stopped working: its initializer failed or workers died too often.
-    #[error("the pool is broken")]
+    /// `call` says what that did to this call: it never started, or it was stopped.
+    #[error("{}", call.says())]
     PoolBroken {
         /// Why.
         #[source]
         reason: BrokenReason,
+        /// What it did to this call.
+        call: BrokenCall,
     },
     /// The result of this task was already taken by an earlier wait.
     #[error("the result of task `{task}` was already taken")]

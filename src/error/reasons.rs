@@ -1,5 +1,6 @@
-//! The typed payloads of three errors: why a pool broke ([`BrokenReason`]), how a peer
-//! broke the protocol ([`Violation`]), and which resource ran out ([`ResourceLimit`]).
+//! The typed payloads of three errors: why a pool broke ([`BrokenReason`]) and what
+//! that did to each call ([`BrokenCall`]), how a peer broke the protocol
+//! ([`Violation`]), and which resource ran out ([`ResourceLimit`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,6 +103,37 @@ pub enum BrokenReason {
         /// The panic's message.
         message: String,
     },
+}
+
+/// What breaking the pool did to one call: the `call` of
+/// [`ErrorKind::PoolBroken`](super::ErrorKind::PoolBroken). The CLI records the first
+/// as `cancelled` (not started), the second as `stopped`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokenCall {
+    /// It had not started (or came after the pool broke): it never ran.
+    NotStarted,
+    /// It was running: its worker was stopped with the pool (SIGTERM, SIGKILL after
+    /// the grace period). It started, so it may have had effects.
+    Stopped {
+        /// The task's name.
+        task: String,
+        /// The worker's pid.
+        pid: u32,
+    },
+}
+
+impl BrokenCall {
+    /// The words [`ErrorKind::PoolBroken`](super::ErrorKind::PoolBroken)'s message
+    /// starts with.
+    pub(super) fn says(&self) -> String {
+        match self {
+            BrokenCall::NotStarted => "the pool is broken".to_string(),
+            BrokenCall::Stopped { task, pid } => {
+                format!("task `{task}` was stopped in process {pid}: the pool is broken")
+            }
+        }
+    }
 }
 
 /// One death of a restart storm.

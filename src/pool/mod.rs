@@ -232,6 +232,17 @@ impl Pool {
         self.finished.wait();
     }
 
+    /// Why the pool broke, if it has ([`ErrorKind::PoolBroken`]): `stats().broken`
+    /// without reading every worker's usage.
+    pub fn broken(&self) -> Option<crate::BrokenReason> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.shared.hub.post(Event::Stats(tx));
+        match rx.recv() {
+            Ok(stats) => stats.broken,
+            Err(_) => self.stats().broken,
+        }
+    }
+
     /// A snapshot: every worker's pid, state, tasks done, restarts, CPU time and RSS;
     /// totals of queued, running, done and failed tasks; workers that have exited. After
     /// `join` or `terminate` it is the pool's final state.

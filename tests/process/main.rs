@@ -89,6 +89,7 @@ fn try_start_child(_: ()) -> String {
 supervisor::task!(try_start_child);
 
 mod bootstrap;
+mod broken_records;
 mod daemons;
 mod lifecycle;
 mod nice_and_signals;

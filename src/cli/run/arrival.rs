@@ -2,7 +2,7 @@
 //! the job log line (TSV or JSON), `--halt`'s tally and `--timeout N%`'s median.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::rc::Rc;
@@ -16,9 +16,11 @@ use super::super::halt::{Halt, Tally, When};
 use super::super::replace::Template;
 use super::super::specs;
 use super::super::sys;
-use super::super::tasks::Outcome;
+use super::super::tasks::{Failure, Outcome};
 use super::jobs::Inputs;
-use super::stop::{stopped_error, RequestStop, STOP_HALT, STOP_HALT_SOON, STOP_OUTPUT_ERROR};
+use super::stop::{
+    stopped_error, RequestStop, StoppedByRun, STOP_HALT, STOP_HALT_SOON, STOP_OUTPUT_ERROR,
+};
 
 /// A job log open for writing.
 pub(super) type Log = BufWriter<File>;
@@ -29,7 +31,7 @@ pub(super) struct Arrivals {
     /// `--halt now`, an output error): the run stopped them, whatever their command
     /// made of the SIGTERM (exited on it, killed by it, or the worker stopped before
     /// it could say). They are "stopped", and out of the job log (`--resume` runs them).
-    pub stopped_by_run: Rc<RefCell<HashSet<usize>>>,
+    pub stopped_by_run: Rc<RefCell<StoppedByRun>>,
     /// Halting acts on each result as it arrives, not when its turn to be printed comes.
     pub tally: Rc<RefCell<Tally>>,
     pub stop: Arc<AtomicI32>,
@@ -89,10 +91,24 @@ impl Arrivals {
             && why != STOP_HALT_SOON
             && !matches!(result, Ok(Ok(_)))
             && !matches!(result, Err(e) if super::super::report::kind_of(e) == "cancelled");
+        // A command killed by the stop of its worker (SIGTERM, SIGKILL after the grace)
+        // because the pool broke under the run: stopped with the pool, as the library
+        // says of a built-in task whose worker it stopped.
+        let killed = matches!(
+            result,
+            Ok(Err(Failure::Failed {
+                signal: Some(libc::SIGTERM | libc::SIGKILL),
+                ..
+            }))
+        );
+        let broke = match pool {
+            Some(pool) if why == 0 && killed => pool.broken(),
+            _ => None,
+        };
         let as_stopped;
-        let result = if stopped_now {
-            stopped_by_run.borrow_mut().insert(index);
-            as_stopped = Err(stopped_error(task, meta.pid));
+        let result = if stopped_now || broke.is_some() {
+            stopped_by_run.borrow_mut().insert(index, broke.clone());
+            as_stopped = Err(stopped_error(task, meta.pid, broke));
             &as_stopped
         } else {
             result
@@ -163,11 +179,8 @@ impl Arrivals {
         match result {
             Ok(Ok(_)) => t.succeeded += 1,
             Ok(Err(_)) => t.failed += 1,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    supervisor::ErrorKind::Cancelled { .. } | supervisor::ErrorKind::Stopped { .. }
-                ) => {}
+            // Never started or stopped (by the run, or with a broken pool's workers).
+            Err(e) if matches!(super::super::report::kind_of(e), "cancelled" | "stopped") => {}
             Err(_) => t.failed += 1,
         }
         t.total = read.get();

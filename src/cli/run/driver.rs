@@ -3,7 +3,7 @@
 //! in its turn, and the exit code.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::rc::Rc;
@@ -31,7 +31,7 @@ use super::output::{self, dry_run, Printed, Printing};
 use super::progress::{known_total, make_progress, shown, Summary};
 use super::settings::{settings, usage, Settings};
 use super::status::{print_stats, status_json};
-use super::stop;
+use super::stop::{self, StoppedByRun};
 
 /// Runs `supervisor run`; returns the exit code.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
@@ -305,7 +305,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // `--halt now`, an output error): the run stopped them, whatever their command
     // made of the SIGTERM (exited on it, killed by it, or the worker stopped before
     // it could say). They are "stopped", and out of the job log (`--resume` runs them).
-    let stopped_by_run: Rc<RefCell<HashSet<usize>>> = Rc::new(RefCell::new(HashSet::new()));
+    // So are commands killed by the stop of a broken pool's workers (with its reason).
+    let stopped_by_run: Rc<RefCell<StoppedByRun>> = Rc::new(RefCell::new(HashMap::new()));
     let mut arrivals = Arrivals {
         stopped_by_run: stopped_by_run.clone(),
         tally: tally.clone(),
@@ -343,6 +344,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let Printed {
         cancelled,
         stopped,
+        unfinished,
         output_error,
     } = output::print(
         &mut reports,
@@ -376,6 +378,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         return Err(anyhow::Error::new(e).context("cannot write the job log"));
     }
     drop(reports);
+    // Why the pool broke, if it did: the run's last line says it with the counts.
+    let broken = pool.as_ref().and_then(|p| p.stats().broken);
     // Before the workers are let go: the live ones are those that served to the end.
     let stats = if args.stats {
         pool.as_ref().map(|p| p.stats())
@@ -390,10 +394,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let done = done.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
-    let code = exit_code(stop.load(Ordering::SeqCst), halt, failed);
+    let code = exit_code(stop.load(Ordering::SeqCst), halt, failed + unfinished);
+    let counts = format!(
+        "{done} tasks succeeded, {failed} failed, {stopped} stopped while running, {cancelled} not started"
+    );
     if [EXIT_SIGINT, EXIT_SIGTERM, EXIT_SIGHUP].contains(&code) {
+        say!("supervisor: stopped by signal: {counts}");
+    } else if let Some(reason) = broken {
         say!(
-            "supervisor: stopped by signal: {done} tasks succeeded, {failed} failed, {stopped} stopped while running, {cancelled} not started"
+            "supervisor: the pool broke ({}): {counts}",
+            supervisor_worker::error_chain(&reason)
         );
     }
     if let Some(e) = output_error {

@@ -2,12 +2,12 @@
 //! `--results` files), and `--dry-run`'s command lines.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use anyhow::Context;
 use serde::Serialize;
+use supervisor::ErrorKind;
 
 use super::super::args::{Format, RunArgs};
 use super::super::replace::{Fill, Template};
@@ -19,7 +19,7 @@ use super::exit::{EXIT_OK, EXIT_OUTPUT, EXIT_STDOUT_CLOSED};
 use super::hold::Holding;
 use super::jobs::Inputs;
 use super::progress::Meter;
-use super::stop::{stopped_error, STOP_OUTPUT_ERROR, STOP_STDOUT};
+use super::stop::{stopped_error, StoppedByRun, STOP_OUTPUT_ERROR, STOP_STDOUT};
 
 /// Stops the run after stdout failed: quietly if it was closed (`| head`), with the
 /// cause (kept in `first`) otherwise (a full disk).
@@ -45,7 +45,7 @@ pub(super) struct Printing<'a> {
     pub inputs: &'a RefCell<Inputs>,
     /// What the results waiting for their turn keep.
     pub holding: &'a RefCell<Holding>,
-    pub stopped_by_run: &'a RefCell<HashSet<usize>>,
+    pub stopped_by_run: &'a RefCell<StoppedByRun>,
     pub stop: &'a AtomicI32,
     pub request_stop: &'a dyn Fn(i32),
     pub done: &'a AtomicU64,
@@ -56,10 +56,13 @@ pub(super) struct Printing<'a> {
 
 /// What [`print`] counted besides the successes and failures.
 pub(super) struct Printed {
-    /// Not run although nobody stopped the run.
+    /// Never started: the run was stopped, or the pool broke, before they started.
     pub cancelled: u64,
-    /// Stopped by the run while they ran.
+    /// Stopped while they ran: by the run, or with the workers of a broken pool.
     pub stopped: u64,
+    /// Stopped or never started although nobody stopped the run (the pool broke):
+    /// they make it fail.
+    pub unfinished: u64,
     /// Why the output could not be written, if it could not (other than a closed pipe).
     pub output_error: Option<std::io::Error>,
 }
@@ -89,6 +92,7 @@ where
     } = printing;
     let mut cancelled = 0u64;
     let mut stopped = 0u64;
+    let mut unfinished = 0u64;
     let mut output_error: Option<std::io::Error> = None;
     let stdout = std::io::stdout();
     // Buffered, and flushed whenever the next result is not in yet: one write per
@@ -108,10 +112,14 @@ where
         let pending = pending.unwrap_or_default();
         let stopped_here = {
             let mut stopped = stopped_by_run.borrow_mut();
-            !stopped.is_empty() && stopped.remove(&report.index)
+            if stopped.is_empty() {
+                None
+            } else {
+                stopped.remove(&report.index)
+            }
         };
-        if stopped_here {
-            report.result = Err(stopped_error(task, report.meta.pid));
+        if let Some(broken) = stopped_here {
+            report.result = Err(stopped_error(task, report.meta.pid, broken));
         }
         // `-u` / `--line-buffer`: a worker could not write a command's output to ours
         // (with `-u`, a command killed by SIGPIPE: it wrote to our closed stdout).
@@ -140,21 +148,30 @@ where
             progress.inc();
             continue;
         }
+        let broke =
+            matches!(&report.result, Err(e) if matches!(e.kind(), ErrorKind::PoolBroken { .. }));
         let mut record = Record::new(seq, pending.input, report.meta, report.result);
         record.host = host;
-        // Not run although nobody stopped the run (the pool ended under it): a
-        // failure, never a quiet success.
-        let not_run = matches!(&record.result, Err(e) if e.kind == "cancelled")
-            && stop.load(Ordering::SeqCst) != 0;
+        let stopped_run = stop.load(Ordering::SeqCst) != 0;
+        let never_started = matches!(&record.result, Err(e) if e.kind == "cancelled");
+        // Not run because the run was stopped: counted, not said task by task.
+        let not_run = never_started && stopped_run;
         let was_stopped = matches!(&record.result, Err(e) if e.kind == "stopped");
         if record.ok() {
             done.fetch_add(1, Ordering::Relaxed);
-        } else if not_run {
+        } else if never_started && (stopped_run || broke) {
             cancelled += 1;
         } else if was_stopped {
             stopped += 1;
         } else {
+            // Not run although nobody stopped the run (the pool ended under it): a
+            // failure, never a quiet success.
             failed.fetch_add(1, Ordering::Relaxed);
+        }
+        // Stopped or never run although nobody stopped the run (the pool broke under
+        // it): the run failed (exit 1), whatever column counts them.
+        if (never_started || was_stopped) && !stopped_run {
+            unfinished += 1;
         }
         if let Some(dir) = &args.results {
             if !(not_run || was_stopped) {
@@ -225,6 +242,7 @@ where
     Ok(Printed {
         cancelled,
         stopped,
+        unfinished,
         output_error,
     })
 }

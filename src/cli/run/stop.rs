@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use supervisor::Pool;
+use supervisor::{BrokenCall, BrokenReason, Pool};
 
 use super::exit::{EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM};
 
@@ -109,11 +109,25 @@ pub(super) fn handle_signals(request_stop: &RequestStop) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The error of a task the run stopped while it ran (see `stopped_by_run`).
-pub(super) fn stopped_error(task: &str, pid: u32) -> supervisor::Error {
-    supervisor::ErrorKind::Stopped {
-        task: task.to_string(),
-        pid,
+/// The tasks stopped while they ran whose results said otherwise (see
+/// `stopped_by_run`), by input position: stopped by the run (`None`), or with the
+/// workers of a pool that broke for this reason.
+pub(super) type StoppedByRun = std::collections::HashMap<usize, Option<BrokenReason>>;
+
+/// The error of a task stopped while it ran (see `stopped_by_run`): by the run
+/// (`broken`: `None`), or with the workers of a pool that broke.
+pub(super) fn stopped_error(
+    task: &str,
+    pid: u32,
+    broken: Option<BrokenReason>,
+) -> supervisor::Error {
+    let task = task.to_string();
+    match broken {
+        None => supervisor::ErrorKind::Stopped { task, pid }.into(),
+        Some(reason) => supervisor::ErrorKind::PoolBroken {
+            reason,
+            call: BrokenCall::Stopped { task, pid },
+        }
+        .into(),
     }
-    .into()
 }

@@ -14,7 +14,7 @@ use super::super::stats::{WorkerState, WorkerStats};
 use super::group_kill::GroupKill;
 use super::state::{Dispatcher, MAX_HISTORY};
 use super::worker::Stop;
-use crate::error::{BrokenReason, ErrorKind, StormDeath};
+use crate::error::{BrokenCall, BrokenReason, ErrorKind, StormDeath};
 use crate::outcome::{no_result, outcome_to_result};
 
 impl<X: Io> Dispatcher<X> {
@@ -109,6 +109,8 @@ impl<X: Io> Dispatcher<X> {
                 if let Some(mut job) = jobs.next() {
                     let retries_left = match stop {
                         _ if answered.is_some() && run.expired_succeeded => false,
+                        // Nothing runs again in a broken pool.
+                        _ if self.broken.is_some() => false,
                         Some(Stop::Shutdown | Stop::Requested) => false,
                         _ => job.retried < self.cfg.retries && !self.terminating,
                     };
@@ -116,7 +118,17 @@ impl<X: Io> Dispatcher<X> {
                         job.retried += 1;
                         retry = Some(job);
                     } else {
-                        let err = match stop {
+                        // Stopped by the pool's break (not for its own time limit or
+                        // memory): said so, with the reason.
+                        let err = match (stop, &self.broken) {
+                            (Some(Stop::Shutdown), Some(reason)) => ErrorKind::PoolBroken {
+                                reason: reason.clone(),
+                                call: BrokenCall::Stopped {
+                                    task: task.to_string(),
+                                    pid,
+                                },
+                            }
+                            .into(),
                             _ if self.terminating || stop == Some(Stop::Requested) => {
                                 ErrorKind::Stopped {
                                     task: task.to_string(),
@@ -130,13 +142,13 @@ impl<X: Io> Dispatcher<X> {
                                 limit: job.limit_under(self.cfg.task_timeout).unwrap_or_default(),
                             }
                             .into(),
-                            Some(Stop::Timeout) => ErrorKind::TimedOut {
+                            (Some(Stop::Timeout), _) => ErrorKind::TimedOut {
                                 task: task.to_string(),
                                 pid,
                                 limit: job.limit_under(self.cfg.task_timeout).unwrap_or_default(),
                             }
                             .into(),
-                            Some(Stop::Memory) => ErrorKind::MemoryExceeded {
+                            (Some(Stop::Memory), _) => ErrorKind::MemoryExceeded {
                                 task: task.to_string(),
                                 pid,
                                 limit: self.cfg.memory_limit.unwrap_or_default(),
@@ -173,6 +185,7 @@ impl<X: Io> Dispatcher<X> {
                 Unit::new(task, unstarted).fail(|task| match &reason {
                     Some(reason) => ErrorKind::PoolBroken {
                         reason: reason.clone(),
+                        call: BrokenCall::NotStarted,
                     },
                     None => ErrorKind::Terminated {
                         task: task.to_string(),

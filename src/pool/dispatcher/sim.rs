@@ -7,6 +7,7 @@
 //! with the real compare-and-swap (`Progress::claim`) before running it, logs each
 //! finished answer, and sends it a moment later; a death loses what was not sent yet.
 
+mod breaking;
 mod cases;
 mod checks;
 mod packed;

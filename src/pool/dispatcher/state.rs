@@ -16,7 +16,7 @@ use super::super::storm::Storm;
 use super::super::Config;
 use super::group_kill::GroupKill;
 use super::worker::{Seat, Worker};
-use crate::error::{BrokenReason, ErrorKind};
+use crate::error::{BrokenCall, BrokenReason, ErrorKind};
 
 /// How long to wait, after a worker exited, for its channel to close before settling
 /// its jobs: its reader may still be decoding a large last result. A grandchild holding
@@ -103,6 +103,7 @@ impl<X: Io> Dispatcher<X> {
                     for unit in units {
                         unit.fail(|_| ErrorKind::PoolBroken {
                             reason: reason.clone(),
+                            call: BrokenCall::NotStarted,
                         });
                     }
                 } else if self.closing {
@@ -210,6 +211,8 @@ impl<X: Io> Machine for Dispatcher<X> {
 
     fn break_pool(&mut self, message: String) {
         Dispatcher::break_pool(self, BrokenReason::Panic { message });
+        // The dispatcher ends now: its running calls cannot wait for their workers.
+        self.settle_running_now();
     }
 
     fn stats(&self) -> PoolStats {
@@ -225,6 +228,7 @@ impl<X: Io> Machine for Dispatcher<X> {
                 for unit in units {
                     unit.fail(|_| ErrorKind::PoolBroken {
                         reason: reason.clone(),
+                        call: BrokenCall::NotStarted,
                     });
                 }
             }

@@ -5,12 +5,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::super::super::event::Event;
+use super::super::super::hub::Machine;
 use super::super::super::job::{Delivery, Job, JobMeta, JobResult, Sink, Unit};
 use super::super::super::wake;
 use super::super::super::{Config, RestartLimit};
 use super::super::Dispatcher;
 use super::checks::{check, check_no_later_call_goes_first, check_nothing_waits};
 use super::{world, Due, Script, SimIo, World, OFFSET, TASK};
+use crate::error::BrokenReason;
 use crate::exit::{ExitStatus, Signal};
 use crate::StartMethod;
 
@@ -29,6 +31,9 @@ pub(super) struct Case {
     pub(super) retime: Option<(u64, Duration)>,
     pub(super) kills: Vec<u64>,
     pub(super) terminate_at: Option<u64>,
+    /// When the pool breaks (`break_pool`), and whether as the hub breaks it after a
+    /// panic (the dispatcher ends at once: running calls are settled then).
+    pub(super) break_at: Option<(u64, bool)>,
     /// One worker in this many ignores SIGTERM (0: none).
     pub(super) stubborn: u64,
     pub(super) memory_limit: Option<u64>,
@@ -89,6 +94,7 @@ pub(super) fn case(seed: u64) -> Case {
         retime,
         kills,
         terminate_at: (w.rand(100) < 15).then(|| w.rand(500_000_000)),
+        break_at: None,
         stubborn: if w.rand(10) < 3 { 4 } else { 0 },
         memory_limit,
         max_memory_per_child,
@@ -186,6 +192,7 @@ pub(super) fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
     let mut second = Some(units(n / 2..n, &tx, &case.own_limits, case.packed));
     let mut kills = case.kills.clone();
     let mut terminate_at = case.terminate_at;
+    let mut break_at = case.break_at;
     let mut retime = case.retime;
     let mut stop_calls = case.stop_calls.clone();
     stop_calls.sort();
@@ -200,6 +207,16 @@ pub(super) fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
         if terminate_at.is_some_and(|t| t <= now) {
             terminate_at = None;
             d.handle(Event::Terminate);
+        }
+        if let Some((_, panic)) = break_at.filter(|(at, _)| *at <= now) {
+            break_at = None;
+            if panic {
+                Machine::break_pool(&mut d, "a bug".to_string());
+            } else {
+                d.break_pool(BrokenReason::HaltConditionPanicked {
+                    message: "sim".to_string(),
+                });
+            }
         }
         if let Some((_, limit)) = retime.filter(|(at, _)| *at <= now) {
             retime = None;
@@ -285,6 +302,7 @@ pub(super) fn simulate(case: &Case) -> (Vec<(JobResult, JobMeta)>, World) {
             w.next(),
             kills.first().copied(),
             terminate_at,
+            break_at.map(|(at, _)| at),
             retime.map(|(at, _)| at),
             stop_calls.first().map(|(at, _)| *at),
         ]
@@ -318,6 +336,7 @@ pub(super) fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Durat
         retime: None,
         kills: Vec::new(),
         terminate_at: None,
+        break_at: None,
         stubborn: 0,
         memory_limit: None,
         max_memory_per_child: None,

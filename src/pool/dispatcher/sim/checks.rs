@@ -11,7 +11,7 @@ use super::super::take_back::STEAL_AFTER;
 use super::super::Dispatcher;
 use super::cases::Case;
 use super::{SimIo, World};
-use crate::error::ErrorKind;
+use crate::error::{BrokenCall, ErrorKind};
 use crate::memory::MEMORY_LOOK;
 
 /// Checks that no call waits while a worker could run it: with a worker idle, nothing
@@ -96,7 +96,7 @@ pub(super) fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World
             case.retries
         );
         // A call is never stopped before its own time limit (unless the pool stops).
-        if case.terminate_at.is_none() && !case.asked_to_stop(id) {
+        if case.terminate_at.is_none() && case.break_at.is_none() && !case.asked_to_stop(id) {
             for (at, start) in record.map_or(&[][..], |r| &r.stopped[..]) {
                 let limit = case.shortest_limit().expect("stopped only on a timeout");
                 assert!(
@@ -195,6 +195,39 @@ pub(super) fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World
                             "seed {seed}: stopped call {i}'s start is not its own"
                         );
                         assert!(meta.pid != 0 && meta.attempts >= 1, "seed {seed}: {meta:?}");
+                    }
+                }
+                ErrorKind::PoolBroken { call, .. } => {
+                    assert!(case.break_at.is_some(), "seed {seed}: call {i}: {e}");
+                    assert_eq!(meta.attempts, starts, "seed {seed}: call {i}'s attempts");
+                    match call {
+                        BrokenCall::NotStarted => {
+                            assert_eq!(meta.pid, 0, "seed {seed}: call {i} never started");
+                            assert_eq!(meta.started, None, "seed {seed}: call {i}");
+                        }
+                        BrokenCall::Stopped { pid, .. } => {
+                            let record = record.expect("a stopped call ran");
+                            let (start, _) = record.last.expect("it ran");
+                            // It finished only past its time limit, in the grace of a
+                            // worker that ignored SIGTERM (its value is not taken), or
+                            // after a dispatcher that ended at the break settled it.
+                            let (_, ran) = record.last.expect("it ran");
+                            let limit = case.shortest_limit().map(|l| l.as_nanos() as u64);
+                            let settled_at_once = case.break_at.is_some_and(|(_, p)| p);
+                            assert!(
+                                record.finished == 0
+                                    || limit.is_some_and(|l| ran > l)
+                                    || settled_at_once,
+                                "seed {seed}: call {i} had finished"
+                            );
+                            assert_eq!(record.pids.last(), Some(pid), "seed {seed}: call {i}");
+                            assert_eq!(meta.pid, *pid, "seed {seed}: call {i}");
+                            assert_eq!(
+                                meta.started,
+                                Some(world.wall + Duration::from_nanos(start)),
+                                "seed {seed}: stopped call {i}'s start is not its own"
+                            );
+                        }
                     }
                 }
                 ErrorKind::Stopped { .. }
