@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::super::job::JobMeta;
+use super::super::job::{JobMeta, Unit};
 use super::super::ports::{Io, WorkerLink};
 use super::super::running::death_split;
 use super::state::Dispatcher;
@@ -21,16 +21,7 @@ impl<X: Io> Dispatcher<X> {
             return;
         }
         self.broken = Some(reason.clone());
-        self.closing = true;
-        let mut unstarted = VecDeque::new();
-        let grace = self.cfg.escalation();
-        let now = self.io.clocks().now;
-        for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
-            // If the page changed under us, whatever it runs is settled at its exit.
-            let _ = worker.take_back_unstarted(&mut unstarted);
-            worker.stop(Stop::Shutdown, grace, now);
-        }
-        for unit in self.queue.drain(..).chain(unstarted) {
+        for unit in self.stop_every_worker() {
             unit.fail(|_| ErrorKind::PoolBroken {
                 reason: reason.clone(),
                 call: BrokenCall::NotStarted,
@@ -101,20 +92,29 @@ impl<X: Io> Dispatcher<X> {
     /// (as `Stopped`, with their pid, start and duration; finished ones are delivered).
     pub(super) fn terminate(&mut self) {
         self.terminating = true;
+        for unit in self.stop_every_worker() {
+            unit.fail(|task| ErrorKind::Terminated {
+                task: task.to_string(),
+            });
+        }
+    }
+
+    /// Closes the pool and stops every worker; returns the calls that had not started:
+    /// the queue's, then those taken back from the workers (a worker whose page changed
+    /// under us settles what it runs at its exit).
+    fn stop_every_worker(&mut self) -> VecDeque<Unit> {
         self.closing = true;
         let mut unstarted = VecDeque::new();
         let grace = self.cfg.escalation();
         let now = self.io.clocks().now;
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
-            // If the page changed under us, whatever it runs is settled at its exit.
             let _ = worker.take_back_unstarted(&mut unstarted);
             worker.stop(Stop::Shutdown, grace, now);
         }
-        for unit in self.queue.drain(..).chain(unstarted) {
-            unit.fail(|task| ErrorKind::Terminated {
-                task: task.to_string(),
-            });
-        }
+        // The queue's first, then what the workers gave back (as before).
+        let mut all = std::mem::take(&mut self.queue);
+        all.extend(unstarted);
+        all
     }
 
     /// Terminates, and kills every worker's group at once.
