@@ -83,23 +83,22 @@ pub fn by_name(name: &str) -> Result<&'static TaskEntry, RegistryError> {
 /// that its name is unique.
 pub fn by_key(key: &str) -> Result<&'static TaskEntry, RegistryError> {
     thread_local! {
-        /// The last key this thread found, by address and length, and its entry: a
-        /// caller submitting one task many times (`apply_async` in a loop) asks with
-        /// the same `type_name` string each time, and two hash lookups of it were a
-        /// twentieth of its cost. Equal address and length is the same string, so a
-        /// hit is always right; a miss only looks it up. The table never changes.
-        static LAST: std::cell::Cell<Option<(usize, usize, &'static TaskEntry)>> =
+        /// The last entry this thread found by key: a caller submitting one task many
+        /// times (`apply_async` in a loop) asks with the same key each time, and two
+        /// hash lookups of it were a twentieth of its cost. A hit is checked by the
+        /// key's contents (a comparison of two short strings), so any `key`, borrowed
+        /// from anywhere, finds what the table says. The table never changes.
+        static LAST: std::cell::Cell<Option<&'static TaskEntry>> =
             const { std::cell::Cell::new(None) };
     }
-    let at = (key.as_ptr() as usize, key.len());
-    if let Some((ptr, len, entry)) = LAST.get() {
-        if (ptr, len) == at {
+    if let Some(entry) = LAST.get() {
+        if (entry.key)() == key {
             return Ok(entry);
         }
     }
     let entry = index().by_key.get(key).ok_or_else(|| not_registered(key))?;
     let entry = by_name(entry.name)?;
-    LAST.set(Some((at.0, at.1, entry)));
+    LAST.set(Some(entry));
     Ok(entry)
 }
 
