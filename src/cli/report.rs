@@ -347,9 +347,20 @@ impl Record {
                 // Inline bytes (almost every output) join the head: one write.
                 Some(data) if data.as_bytes().is_some() => {
                     line.pop();
-                    line.push(b',');
-                    json_bytes::write_field(&mut *line, "output", data)?;
-                    line.extend_from_slice(b"}\n");
+                    match data.as_bytes() {
+                        // Text with nothing to escape (a built-in task's answer): the
+                        // bytes `write_field` writes, without its checks and calls.
+                        Some(text) if json_lines::is_plain(text) => {
+                            line.extend_from_slice(b",\"output\":\"");
+                            line.extend_from_slice(text);
+                            line.extend_from_slice(b"\"}\n");
+                        }
+                        _ => {
+                            line.push(b',');
+                            json_bytes::write_field(&mut *line, "output", data)?;
+                            line.extend_from_slice(b"}\n");
+                        }
+                    }
                     w.write_all(line)
                 }
                 Some(data) => {
