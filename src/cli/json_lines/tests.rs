@@ -109,7 +109,11 @@ fn record_lines_are_the_bytes_the_value_map_made() {
         (b"bad \"line\"".to_vec(), Err(failure()), Some("h")),
         (long.clone(), Err(failure()), None),
         (long, Ok(output("", false)), None),
-        (b"u".to_vec(), Ok(output("caf\u{e9} \u{2713}\u{7f}", false)), None),
+        (
+            b"u".to_vec(),
+            Ok(output("caf\u{e9} \u{2713}\u{7f}", false)),
+            None,
+        ),
         (
             b"b".to_vec(),
             Ok(Output {
