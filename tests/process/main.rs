@@ -94,3 +94,4 @@ mod daemons;
 mod lifecycle;
 mod nice_and_signals;
 mod task_children;
+mod unread_input;

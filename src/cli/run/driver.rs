@@ -218,6 +218,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let read_error: Rc<RefCell<Option<std::io::Error>>> = Rc::new(RefCell::new(None));
     let stream = records.stream();
     let read = Rc::new(std::cell::Cell::new(0u64));
+    let ended = Rc::new(std::cell::Cell::new(false));
     // `--halt`: the pool looks at the condition itself, between a result and the next
     // task it hands out (the worker just freed would otherwise start one before our
     // `on_arrival` hears of the result).
@@ -242,6 +243,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             stop: stop.clone(),
             template: template.clone(),
             read_error: read_error.clone(),
+            ended: ended.clone(),
             failed_too: args.resume_failed,
             resume,
             tag_lines,
@@ -395,9 +397,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let done = done.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
     let code = exit_code(stop.load(Ordering::SeqCst), halt, failed + unfinished);
-    let counts = format!(
+    let mut counts = format!(
         "{done} tasks succeeded, {failed} failed, {stopped} stopped while running, {cancelled} not started"
     );
+    // What was never read is in none of the counts (its size is unknown).
+    if !ended.get() {
+        counts.push_str(&format!(
+            "; the input was not read past line {}",
+            read.get()
+        ));
+    }
     if [EXIT_SIGINT, EXIT_SIGTERM, EXIT_SIGHUP].contains(&code) {
         say!("supervisor: stopped by signal: {counts}");
     } else if let Some(reason) = broken {

@@ -36,6 +36,9 @@ pub(super) struct Feed {
     pub template: Option<Template>,
     /// The error that ended the input early, if one did.
     pub read_error: Rc<RefCell<Option<std::io::Error>>>,
+    /// Set once the input has no more records (its end, or a read error): a run
+    /// stopped before then did not read all of it.
+    pub ended: Rc<std::cell::Cell<bool>>,
     /// `--resume-failed`: failed tasks run again too.
     pub failed_too: bool,
     /// `--resume`: the job log read.
@@ -58,6 +61,7 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
         stop,
         template,
         read_error,
+        ended,
         failed_too,
         resume,
         tag_lines,
@@ -74,6 +78,17 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
                 None
             }
         })
+        // Asked for a record after the last one; the records also end when the run
+        // stops (a read waiting on a pipe gives up), which is no end of the input.
+        .chain(std::iter::from_fn({
+            let stop = stop.clone();
+            move || {
+                if stop.load(Ordering::SeqCst) == 0 {
+                    ended.set(true);
+                }
+                None
+            }
+        }))
         .take_while(move |_| stop.load(Ordering::SeqCst) == 0)
         .enumerate()
         .filter(move |(i, _)| {
