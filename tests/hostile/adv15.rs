@@ -229,6 +229,19 @@ fn map_over_an_iterator_that_panics_leaves_nothing_behind() {
             pool.map_chunked(echo, inputs, 8)
         }));
         assert!(caught.is_err(), "the iterator's panic reached the caller");
+        // The same through the lazy `imap`, ordered and not, mid-stream.
+        for ordered in [true, false] {
+            let inputs = (0..100u64).inspect(|&i| assert!(i != 57, "input 57 is cursed"));
+            let mut seen = 0;
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for r in pool.imap_with(echo, inputs, 4, ordered) {
+                    r.unwrap();
+                    seen += 1;
+                }
+            }));
+            assert!(caught.is_err(), "the iterator's panic reached the caller");
+            assert!(seen <= 57, "{seen} results for 57 inputs");
+        }
         let all = pool.map(echo, 0..50u64);
         let all: Vec<u64> = all.into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(all, (0..50).collect::<Vec<_>>());
