@@ -31,10 +31,26 @@ impl Shipped {
 }
 
 /// Runs `encode` and returns what it returned with the objects whose handles it
-/// serialised on this thread.
+/// serialised on this thread. If `encode` panics (an input iterator or a `Serialize`
+/// of the caller's), the thread's collecting state is put back as it was while the
+/// panic unwinds: otherwise every handle serialised on this thread afterwards would be
+/// kept open for ever in a list nobody reads.
 pub(crate) fn collecting<T>(encode: impl FnOnce() -> T) -> (T, Shipped) {
-    let outer = COLLECTING.with(|c| c.borrow_mut().replace(Vec::new()));
+    /// Puts the outer collection back when dropped, on return or unwind.
+    struct Restore(Option<Option<Vec<Arc<Region>>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                // Ignored when the thread's locals are being destroyed.
+                let _ = COLLECTING.try_with(|c| *c.borrow_mut() = outer);
+            }
+        }
+    }
+    let mut restore = Restore(Some(
+        COLLECTING.with(|c| c.borrow_mut().replace(Vec::new())),
+    ));
     let out = encode();
+    let outer = restore.0.take().unwrap_or_default();
     let mine = COLLECTING.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
     let mine = mine.unwrap_or_default();
     // An encode inside another ships for the outer one too.

@@ -21,6 +21,7 @@ use supervisor_worker::{codec, fault};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+mod adv15;
 mod handles;
 mod protocol;
 mod relabellings;
