@@ -462,10 +462,14 @@ impl Record {
     }
 }
 
+/// The longest file name Linux file systems take, in bytes.
+const NAME_MAX: usize = 255;
+
 impl Record {
     /// `--results DIR`: the task's stdout and stderr (and its sequence number) in
     /// parallel's layout, `DIR/1/VALUE1/2/VALUE2/{seq,stdout,stderr}` (a `/` in a
-    /// value is written `\_`, a `\` as `\\`).
+    /// value is written `\_`, a `\` as `\\`; a name is cut to the 255 bytes a file
+    /// name may have, as parallel cuts it).
     pub fn write_results(&self, dir: &std::path::Path, values: &[Vec<u8>]) -> io::Result<()> {
         use std::os::unix::ffi::OsStrExt;
         let mut path = dir.to_path_buf();
@@ -478,6 +482,7 @@ impl Record {
                     b => name.push(b),
                 }
             }
+            name.truncate(NAME_MAX);
             path.push((i + 1).to_string());
             path.push(std::ffi::OsStr::from_bytes(&name));
         }

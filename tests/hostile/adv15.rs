@@ -327,3 +327,30 @@ fn huge_inputs_through_map_and_imap() {
         pool.join();
     });
 }
+
+/// `--results DIR` with an input longer than a file name may be: its directory's name
+/// is cut to 255 bytes (as GNU parallel cuts it), and the task's output is there.
+/// Before: "File name too long" and exit 3, for a task that succeeded.
+#[test]
+fn results_of_an_input_longer_than_a_file_name_are_kept_under_a_cut_name() {
+    isolated(DEADLINE, || {
+        let dir = tempfile::tempdir().unwrap();
+        let line = "a".repeat(300);
+        let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor"))
+            .arg("run")
+            .arg("--results")
+            .arg(dir.path())
+            .args(["--", "echo", "{}"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(cli.stdin.take().unwrap(), "{line}").unwrap();
+        let out = cli.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let kept = dir.path().join("1").join(&line[..255]).join("stdout");
+        assert_eq!(std::fs::read_to_string(kept).unwrap(), format!("{line}\n"));
+    });
+}
