@@ -140,7 +140,7 @@ fn a_task_finishing_while_stopped_for_its_limit_reports_its_own_start_and_durati
 /// twice; on the old code it ran three times: a lone task's answer is not kept in the
 /// worker's answer log, so it was taken for one that died running). One that fails
 /// during the stop (a command killed by it) is retried as a timeout: see
-/// `cli::retries_are_one_budget_for_failures_and_timeouts_and_attempts_say_how_many_ran`.
+/// `cli::joblog::retries_are_one_budget_for_failures_and_timeouts_and_attempts_say_how_many_ran`.
 #[test]
 fn a_task_succeeding_while_stopped_for_its_limit_is_not_retried() {
     each_method(DEADLINE, |method| {
