@@ -137,7 +137,7 @@ fn a_call_finishing_during_its_stops_grace_is_timed_out_and_not_run_again() {
 /// call (taken back, so it fails) must not become the timed-out call's start. On the
 /// old page that attempt overwrote the start, and the call was reported as having run
 /// from its own end to the kill (17 ms, under its 150 ms limit), with a start 183 ms
-/// late (as `tests/scheduling.rs` once saw: a 201 ms task timed out "after 95.8 ms").
+/// late (as `tests/scheduling/limits.rs` once saw: a 201 ms task timed out "after 95.8 ms").
 #[test]
 fn a_timed_out_call_reports_its_own_start_after_a_failed_claim_of_the_next() {
     // A fast call first, so that the dispatcher merges calls 1-3 into one batch.
