@@ -4,7 +4,7 @@
 //! Messages are lowercase fragments; an underlying error is in `source()`, never
 //! repeated in the message. Every error about a process names its pid.
 
-use std::{fmt, io};
+use std::io;
 
 use supervisor_worker::codec::CodecError;
 use supervisor_worker::registry::RegistryError;
@@ -13,81 +13,19 @@ use supervisor_worker::setup::SetupStep;
 use crate::exit::Signal;
 
 mod bootstrap;
+mod boxed;
 mod command;
 mod facts;
 mod reasons;
+mod words;
 
 pub use bootstrap::BootstrapFailure;
+pub use boxed::Error;
 pub use command::{CommandError, OsError};
 pub use reasons::{BrokenCall, BrokenReason, ResourceLimit, StormDeath, Violation};
 
 pub(crate) use facts::{known_word, resource_limit};
-
-/// An error of this library: one pointer to an [`ErrorKind`], which says what went wrong.
-///
-/// Boxed so that it stays one pointer wide: `Pool::map` returns a
-/// `Vec<Result<R, Error>>`, and a million results are written far faster at 16 bytes
-/// each (`R = u64`) than at the 112 an unboxed kind would take. `Display`, `Debug` and
-/// `source()` are the kind's own, so `{e}` and `{e:?}` read exactly as the kind does.
-///
-/// ```
-/// use supervisor::{Error, ErrorKind};
-///
-/// fn describe(e: &Error) -> String {
-///     match e.kind() {
-///         ErrorKind::Crashed { signal, .. } => format!("crashed ({signal})"),
-///         _ => e.to_string(),
-///     }
-/// }
-/// ```
-pub struct Error(Box<ErrorKind>);
-
-impl Error {
-    /// What went wrong.
-    pub fn kind(&self) -> &ErrorKind {
-        &self.0
-    }
-
-    /// What went wrong, by value.
-    pub fn into_kind(self) -> ErrorKind {
-        *self.0
-    }
-
-    /// The pid of the process the error is about, when there is one.
-    pub fn pid(&self) -> Option<u32> {
-        self.0.pid()
-    }
-}
-
-impl From<ErrorKind> for Error {
-    fn from(kind: ErrorKind) -> Self {
-        Error(Box::new(kind))
-    }
-}
-
-impl From<RegistryError> for Error {
-    fn from(e: RegistryError) -> Self {
-        ErrorKind::Registry(e).into()
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Debug for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
+use words::{at, kib, wire_mismatch};
 
 /// Everything that can go wrong when starting, running or joining a process.
 ///
@@ -697,41 +635,6 @@ pub enum ErrorKind {
         #[source]
         source: io::Error,
     },
-}
-
-fn kib(kib: u64) -> String {
-    if kib >= 10 * 1024 {
-        format!("{} MiB", kib / 1024)
-    } else {
-        format!("{kib} KiB")
-    }
-}
-
-fn at(location: &Option<String>) -> String {
-    location
-        .as_ref()
-        .map(|l| format!(" at {l}"))
-        .unwrap_or_default()
-}
-
-/// The words of [`ErrorKind::WireMismatch`].
-fn wire_mismatch(host: Option<&str>, theirs: Option<u32>, ours: u32) -> String {
-    let fix = "run the same version of supervisor on every host";
-    match (host, theirs) {
-        (None, None) => format!(
-            "an agent ended a task of this run unread (this program speaks wire version \
-             {ours}): {fix}"
-        ),
-        (host, theirs) => {
-            let who = host.map_or("a supervisor program of this run".to_string(), |h| {
-                format!("the supervisor on host {h}")
-            });
-            let theirs = theirs.map_or("a wire format from before versions".to_string(), |v| {
-                format!("wire version {v}")
-            });
-            format!("{who} speaks {theirs}, this one wire version {ours}: {fix}")
-        }
-    }
 }
 
 #[cfg(test)]

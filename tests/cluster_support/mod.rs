@@ -1,5 +1,5 @@
 //! A real nats-server (JetStream, file storage) on a free loopback port with its own
-//! store directory, and real `supervisor worker` agents, for tests/cluster.rs.
+//! store directory, and real `supervisor worker` agents, for tests/cluster/.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
