@@ -22,5 +22,6 @@ use supervisor_worker::{codec, fault};
 const DEADLINE: Duration = Duration::from_secs(60);
 
 mod handles;
+mod limits;
 mod protocol;
 mod relabellings;

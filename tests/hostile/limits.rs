@@ -1,0 +1,62 @@
+//! Resource limits set in the child only (`ulimit` in a shell that execs the CLI):
+//! every output comes out, or the run names the limit; never a `decode` error on a
+//! task that succeeded.
+
+use super::*;
+
+/// Runs the CLI under `ulimit -n {limit}` with `-j 4` on `inputs` commands that print
+/// 100 KB each (past the inline limit: their outputs are spooled).
+fn run_under_descriptor_limit(limit: u32, inputs: usize) -> common::Ran {
+    let exe = env!("CARGO_BIN_EXE_supervisor");
+    let script = format!(
+        "ulimit -n {limit} && exec \"$0\" run -j 4 -- sh -c \
+         'head -c 100000 /dev/zero | tr \"\\0\" x; echo'"
+    );
+    let stdin: String = (1..=inputs).map(|i| format!("{i}\n")).collect();
+    let dir = std::env::temp_dir();
+    common::run_program(
+        "sh",
+        &["-c".as_ref(), script.as_ref(), exe.as_ref()],
+        &dir,
+        stdin.as_bytes(),
+        |_| {},
+    )
+}
+
+// Issue 14: under `ulimit -n` 24-32 with 4 workers, outputs failed as "cannot open the
+// spooled output kept by process N: Too many open files" (the CLI held spools by a
+// budget taken before the workers had their descriptors, and a claim that found no
+// descriptor was given up at once).
+#[test]
+fn every_spooled_output_comes_out_under_a_low_descriptor_limit() {
+    isolated(Duration::from_secs(240), || {
+        let line = format!("{}\n", "x".repeat(100_000));
+        for limit in [24, 28, 30, 32] {
+            let ran = run_under_descriptor_limit(limit, 200);
+            assert!(
+                !ran.stderr.contains("decode"),
+                "ulimit -n {limit}: {}",
+                ran.stderr
+            );
+            assert_eq!(ran.code, 0, "ulimit -n {limit}: {}", ran.stderr);
+            let lines = ran.stdout.split_inclusive(|b| *b == b'\n').count();
+            assert_eq!(lines, 200, "ulimit -n {limit}: {}", ran.stderr);
+            assert!(
+                ran.stdout.chunks(line.len()).all(|c| c == line.as_bytes()),
+                "ulimit -n {limit}: an output is not what its command printed"
+            );
+        }
+    });
+}
+
+// Where the pool cannot start at all, the run says the descriptor limit is the cause.
+#[test]
+fn a_descriptor_limit_too_low_to_start_is_named() {
+    isolated(DEADLINE, || {
+        let ran = run_under_descriptor_limit(14, 20);
+        assert_ne!(ran.code, 0, "{}", ran.stderr);
+        assert!(ran.stderr.contains("ulimit -n"), "{}", ran.stderr);
+        assert!(!ran.stderr.contains("decode"), "{}", ran.stderr);
+        assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
+    });
+}
