@@ -60,3 +60,39 @@ fn a_descriptor_limit_too_low_to_start_is_named() {
         assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
     });
 }
+
+// Under a process limit (`ulimit -u`, as a normal user: root ignores it), a run that
+// succeeds prints nothing alarming, and one that fails names the limit (before: commands
+// failed as "cannot start `echo`: Resource temporarily unavailable").
+#[test]
+fn a_process_limit_is_named_when_commands_cannot_start() {
+    common::require_root("to run the CLI as nobody, under a process limit it does not ignore");
+    isolated(DEADLINE, || {
+        let exe = env!("CARGO_BIN_EXE_supervisor");
+        let stdin: String = (1..=20).map(|i| format!("{i}\n")).collect();
+        for limit in [12, 16, 40] {
+            let script = format!(
+                "ulimit -u {limit} && TMPDIR=/tmp exec setpriv --reuid=65534 --regid=65534 \
+                 --clear-groups \"$0\" run --start-method spawn -- echo"
+            );
+            let ran = common::run_program(
+                "bash",
+                &["-c".as_ref(), script.as_ref(), exe.as_ref()],
+                std::path::Path::new("/"),
+                stdin.as_bytes(),
+                |_| {},
+            );
+            let lines = ran.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+            if ran.code == 0 {
+                assert_eq!(lines.count(), 20, "ulimit -u {limit}: {}", ran.stderr);
+                assert_eq!(ran.stderr, "", "ulimit -u {limit}");
+            } else {
+                let failed = ran.stderr.lines().filter(|l| l.contains("line ")).count();
+                assert!(failed > 0, "ulimit -u {limit}: {}", ran.stderr);
+                for l in ran.stderr.lines().filter(|l| l.contains("line ")) {
+                    assert!(l.contains("ulimit -u"), "ulimit -u {limit}: {l}");
+                }
+            }
+        }
+    });
+}
