@@ -96,3 +96,30 @@ fn a_process_limit_is_named_when_commands_cannot_start() {
         }
     });
 }
+
+// Under an address-space limit too small to run (`ulimit -v` 20-25 MB), the run said
+// "memory allocation of 27 bytes failed" and aborted (exit 134), or blamed the process
+// limit; it says the address-space limit is the cause now, with exit 2.
+#[test]
+fn an_address_space_limit_too_small_to_run_is_named() {
+    isolated(DEADLINE, || {
+        let exe = env!("CARGO_BIN_EXE_supervisor");
+        // The test binary is a debug build, which needs 24 MB or more just to load.
+        for limit in [30_000, 32_000] {
+            let script = format!("ulimit -v {limit} && exec \"$0\" run -- echo");
+            let ran = common::run_program(
+                "sh",
+                &["-c".as_ref(), script.as_ref(), exe.as_ref()],
+                &std::env::temp_dir(),
+                b"1\n2\n",
+                |_| {},
+            );
+            assert_eq!(ran.code, 2, "ulimit -v {limit}: {}", ran.stderr);
+            assert!(
+                ran.stderr.contains("ulimit -v") && ran.stderr.contains("RLIMIT_AS"),
+                "ulimit -v {limit}: {}",
+                ran.stderr
+            );
+        }
+    });
+}
