@@ -14,6 +14,10 @@ use crate::protocol::{
 };
 use crate::{serve, server};
 
+/// How long a child that could not connect waits before it says so (see
+/// [`become_child_if_marked`]).
+const CONNECT_FAILURE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Why a marked child could not become a worker.
 #[derive(Debug, thiserror::Error)]
 enum BootstrapError {
@@ -62,6 +66,13 @@ pub fn become_child_if_marked() {
         // threads or descriptors, past its deadline, stopping) and reports that itself;
         // a word here would be a stray alarm on a run that may well succeed.
         Err(e) if e.parent_let_go() => serve::finish(EXIT_BOOTSTRAP_FAILED),
+        Err(e @ BootstrapError::Connect(_)) => {
+            // A parent that gave up on this start before it connected (its bootstrap
+            // socket gone) kills it at once: only a marker nobody waits on (forged, or
+            // left over) lives to say so.
+            std::thread::sleep(CONNECT_FAILURE_GRACE);
+            fail(&crate::error_chain(&e))
+        }
         Err(e) => fail(&crate::error_chain(&e)),
     }
 }
