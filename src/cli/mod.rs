@@ -27,7 +27,7 @@ pub mod run;
 mod source;
 mod sources;
 mod specs;
-mod sys;
+pub(crate) mod sys;
 mod task_wire;
 pub mod tasks;
 #[cfg(feature = "cluster")]

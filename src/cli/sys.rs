@@ -204,3 +204,17 @@ pub fn descriptors_left() -> usize {
         .unwrap_or(usize::MAX)
         .saturating_sub(open)
 }
+
+/// This process's address-space limit (`RLIMIT_AS`, `ulimit -v`) in bytes; `None` if
+/// there is none or it cannot be read.
+pub fn address_space_limit() -> Option<u64> {
+    // SAFETY: rlimit is plain data that getrlimit fills in.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: a live out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    Some(lim.rlim_cur)
+}

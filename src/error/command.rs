@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub enum CommandError {
     /// The program could not be started (not found, not executable, a bad directory).
-    #[error("cannot start `{program}`")]
+    #[error("cannot start `{program}`{}", limit_note(source))]
     Start {
         /// The program (lossy where it is not UTF-8).
         program: String,
@@ -26,6 +26,25 @@ pub enum CommandError {
         #[source]
         source: OsError,
     },
+}
+
+/// ` (the resource limit ...)` when `e` is the want of processes or descriptors.
+fn limit_note(e: &OsError) -> String {
+    e.limit()
+        .map(|limit| format!(" ({limit})"))
+        .unwrap_or_default()
+}
+
+impl OsError {
+    /// The resource limit its error number says was reached, if any.
+    pub(crate) fn limit(&self) -> Option<super::ResourceLimit> {
+        match self.errno? {
+            libc::EAGAIN => Some(super::ResourceLimit::Processes),
+            libc::EMFILE | libc::ENFILE => Some(super::ResourceLimit::Descriptors),
+            libc::ENOMEM => Some(super::ResourceLimit::Memory),
+            _ => None,
+        }
+    }
 }
 
 /// An operating-system error met in another process: its message and error number.

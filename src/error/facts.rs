@@ -131,6 +131,12 @@ impl ErrorKind {
 pub(crate) fn resource_limit(e: &(dyn std::error::Error + 'static)) -> Option<ResourceLimit> {
     let mut next = Some(e);
     while let Some(err) = next {
+        if let Some(limit) = err
+            .downcast_ref::<super::OsError>()
+            .and_then(super::OsError::limit)
+        {
+            return Some(limit);
+        }
         if let Some(io) = err.downcast_ref::<io::Error>() {
             match io.raw_os_error() {
                 Some(libc::EAGAIN) => return Some(ResourceLimit::Processes),

@@ -23,5 +23,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 mod adv15;
 mod handles;
+mod limits;
 mod protocol;
 mod relabellings;

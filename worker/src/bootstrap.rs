@@ -14,6 +14,10 @@ use crate::protocol::{
 };
 use crate::{serve, server};
 
+/// How long a child that could not connect waits before it says so (see
+/// [`become_child_if_marked`]).
+const CONNECT_FAILURE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Why a marked child could not become a worker.
 #[derive(Debug, thiserror::Error)]
 enum BootstrapError {
@@ -58,7 +62,44 @@ pub fn become_child_if_marked() {
             Role::Server => server::run(link),
         },
         Ok(_) => fail("the parent's first message was not a configuration"),
+        // The parent took the hello, then let go: it gave up on this start (out of
+        // threads or descriptors, past its deadline, stopping) and reports that itself;
+        // a word here would be a stray alarm on a run that may well succeed.
+        Err(e) if e.parent_let_go() => serve::finish(EXIT_BOOTSTRAP_FAILED),
+        Err(e @ BootstrapError::Connect(_)) => {
+            // A parent that gave up on this start before it connected (its bootstrap
+            // socket gone) kills it at once: only a marker nobody waits on (forged, or
+            // left over) lives to say so.
+            std::thread::sleep(CONNECT_FAILURE_GRACE);
+            fail(&crate::error_chain(&e))
+        }
         Err(e) => fail(&crate::error_chain(&e)),
+    }
+}
+
+impl BootstrapError {
+    /// Whether the parent closed or reset the channel once connected.
+    fn parent_let_go(&self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+        match self {
+            BootstrapError::Link(protocol::LinkError::Closed) => true,
+            BootstrapError::Link(protocol::LinkError::Io(e)) => {
+                matches!(e.kind(), ConnectionReset | BrokenPipe)
+                    || matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE))
+                    // ipc-channel's error said in words (its number lost on the way).
+                    || [ConnectionReset, BrokenPipe].iter().any(|kind| {
+                        let text = std::io::Error::from(*kind).to_string();
+                        let os = match kind {
+                            ConnectionReset => libc::ECONNRESET,
+                            _ => libc::EPIPE,
+                        };
+                        let words = std::io::Error::from_raw_os_error(os).to_string();
+                        let msg = e.to_string();
+                        msg.contains(&text) || msg.contains(&words)
+                    })
+            }
+            _ => false,
+        }
     }
 }
 

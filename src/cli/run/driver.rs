@@ -330,7 +330,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     reports = reports
         .on_arrival(move |index, result, meta, host| arrivals.arrive(index, result, meta, host));
     // Results waiting for their turn: their outputs out of memory past a budget.
-    let holding = Rc::new(RefCell::new(Holding::for_this_process()));
+    let holding = Rc::new(RefCell::new(Holding::for_this_process(
+        procs.unwrap_or(cpus),
+    )));
     if !args.unordered {
         let holding = holding.clone();
         reports = reports.on_hold(move |index, result| holding.borrow_mut().hold(index, result));

@@ -25,6 +25,11 @@ pub(super) const HOLD_IN_MEMORY: u64 = 16 << 20;
 /// and the spools of results on their way take most of them).
 pub(super) const HOLD_FILES: usize = 64;
 
+/// Descriptors a worker costs this process while it runs, measured under `ulimit -n 30`
+/// with `-j 4` (its two sockets, its shared memory, its pidfd), and the spool of a
+/// result of it on its way (claimed as it arrives, until it is printed or held).
+pub(super) const DESCRIPTORS_PER_WORKER: usize = 6;
+
 /// What the waiting results keep in memory and in spool files of their own.
 pub(super) struct Holding {
     /// Spool files the waiting outputs may keep ([`HOLD_FILES`] or fewer).
@@ -58,9 +63,12 @@ impl Holding {
         }
     }
 
-    /// As many spool files as a quarter of the descriptors left now allows.
-    pub(super) fn for_this_process() -> Holding {
-        Holding::with_max_files(super::super::sys::descriptors_left() / 4)
+    /// As many spool files as a quarter of the descriptors left now allows, once a
+    /// pool of `workers` has taken [`DESCRIPTORS_PER_WORKER`] each.
+    pub(super) fn for_this_process(workers: usize) -> Holding {
+        let left = super::super::sys::descriptors_left()
+            .saturating_sub(workers.saturating_mul(DESCRIPTORS_PER_WORKER));
+        Holding::with_max_files(left / 4)
     }
 
     /// Result `index` waits for its turn: it keeps its output where it is within the

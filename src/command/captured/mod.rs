@@ -13,10 +13,13 @@
 //!
 //! The sender lets go of a spool once it sees that mark (it looks before each command
 //! it runs, so an idle worker holds the disk space of its last received spools until
-//! its next command or its end), or when it keeps more than [`MAX_KEPT`](spool_ref::MAX_KEPT) (oldest
-//! first: that output can then no longer be opened, and its receiver gets a decode
-//! error). A worker that ends waits up to `spool_ref::EXIT_LINGER` for its spools to be
-//! received.
+//! its next command or its end). It keeps at most a quarter of its descriptor limit
+//! (`RLIMIT_NOFILE`), at most [`MAX_KEPT`](spool_ref::MAX_KEPT): past it, or with no
+//! descriptor left, a capture's bytes are sent instead of a reference. A receiver holds
+//! at most a quarter of its descriptor limit of claimed spools open; past it, and
+//! whenever it runs out of descriptors, the oldest moves into its own spill file
+//! (see `claimed`): a claimed output is never let go for want of room. A worker that
+//! ends waits up to `spool_ref::EXIT_LINGER` for its spools to be received.
 //!
 //! A receiver that holds many captures for a while (the CLI, behind a slow task in
 //! ordered mode) moves them into one [`SpillFile`] ([`Captured::spill_into`]): each is
@@ -29,6 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::os;
 
+mod claimed;
 mod spool_ref;
 
 pub(crate) use spool_ref::{claim_spools, linger, refers_to_spool, release_received};

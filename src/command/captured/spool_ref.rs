@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use super::{Body, Captured, TAG_LEN};
+use super::{claimed, Body, Captured, TAG_LEN};
 use crate::os;
 
 /// Most spools a process keeps open for receivers that have not opened them yet.
@@ -38,7 +38,7 @@ const REF_LEN: usize = 16 + 4 + 4 + 8 + 8 + 16 + 8;
 
 /// Where a spool kept by another process is: its descriptor there and what to check.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct SpoolRef {
+pub(super) struct SpoolRef {
     pid: u32,
     fd: i32,
     dev: u64,
@@ -104,11 +104,26 @@ impl Serialize for Captured {
             }
             Body::Spooled { file, len, .. } => {
                 let kept = tag_of(file).and_then(|tag| Ok((keep(file)?, tag)));
-                let ((fd, dev, ino), tag) = kept.map_err(|e| {
-                    S::Error::custom(format!(
-                        "cannot keep a spooled output for its receiver: {e}"
-                    ))
-                })?;
+                let ((fd, dev, ino), tag) = match kept {
+                    Ok((Some(kept), tag)) => (kept, tag),
+                    // No room to keep it (the descriptor limit): the bytes go inline.
+                    Ok((None, _)) => {
+                        let bytes = self.to_vec().map_err(|e| {
+                            S::Error::custom(format!("cannot read a spooled output: {e}"))
+                        })?;
+                        return s.serialize_newtype_variant(
+                            "Wire",
+                            0,
+                            "Inline",
+                            serde_bytes::Bytes::new(&bytes),
+                        );
+                    }
+                    Err(e) => {
+                        return Err(S::Error::custom(format!(
+                            "cannot keep a spooled output for its receiver: {e}"
+                        )))
+                    }
+                };
                 let r = SpoolRef {
                     pid: std::process::id(),
                     fd,
@@ -139,38 +154,20 @@ impl<'de> Deserialize<'de> for Captured {
                 let r = SpoolRef::parse(&b)
                     .filter(|_| b.len() == REF_LEN && b[..16] == REF_MAGIC)
                     .ok_or_else(|| D::Error::custom("a malformed reference to a spooled output"))?;
-                let file = match take_claimed(&r) {
-                    Some(file) => file,
-                    None => r.open().map_err(|e| {
-                        D::Error::custom(format!(
-                            "cannot open the spooled output kept by process {}: {e}",
-                            r.pid
-                        ))
-                    })?,
-                };
+                if let Some(held) = claimed::take(&r) {
+                    return Ok(held);
+                }
+                let file = claimed::open(|| r.open()).map_err(|e| {
+                    D::Error::custom(format!(
+                        "cannot open the spooled output kept by process {}: {}",
+                        r.pid,
+                        claimed::explain(e)
+                    ))
+                })?;
                 Ok(Captured::spooled(file, r.len))
             }
         }
     }
-}
-
-/// Most spools a receiver holds for values that arrived and are not decoded yet
-/// (oldest let go first: that value's decode then opens the file itself, as if
-/// nothing had been claimed).
-const MAX_CLAIMED: usize = 512;
-
-fn claimed() -> std::sync::MutexGuard<'static, std::collections::VecDeque<(SpoolRef, File)>> {
-    static CLAIMED: OnceLock<Mutex<std::collections::VecDeque<(SpoolRef, File)>>> = OnceLock::new();
-    CLAIMED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-}
-
-fn take_claimed(r: &SpoolRef) -> Option<File> {
-    let mut claimed = claimed();
-    let at = claimed.iter().position(|(c, _)| c == r)?;
-    claimed.remove(at).map(|(_, f)| f)
 }
 
 /// Takes hold, at once, of every spool that encoded message `bytes` from process
@@ -189,12 +186,8 @@ pub(crate) fn claim_in(pid: u32, bytes: &[u8]) {
         if r.pid != pid {
             continue;
         }
-        if let Ok(file) = r.open() {
-            let mut claimed = claimed();
-            if claimed.len() >= MAX_CLAIMED {
-                claimed.pop_front();
-            }
-            claimed.push_back((r, file));
+        if let Ok(file) = claimed::open(|| r.open()) {
+            claimed::hold(r, Captured::spooled(file, r.len));
             at = start + REF_LEN;
         }
     }
@@ -238,19 +231,35 @@ fn kept() -> std::sync::MutexGuard<'static, Vec<File>> {
     kept
 }
 
-/// Keeps a descriptor to `file` until its receiver marks it: `(fd, dev, ino)`.
-fn keep(file: &File) -> io::Result<(i32, u64, u64)> {
+/// Most spools kept at once: a quarter of the descriptor limit (`RLIMIT_NOFILE`, read
+/// once), at most [`MAX_KEPT`].
+fn kept_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        os::descriptor_limit().map_or(MAX_KEPT, |n| (n / 4).clamp(1, MAX_KEPT as u64) as usize)
+    })
+}
+
+/// Keeps a descriptor to `file` until its receiver marks it: `(fd, dev, ino)`, or `None`
+/// if this process keeps [`kept_budget`] spools already or has no descriptor left to
+/// keep one (its bytes are then sent instead: a kept spool is never let go before its
+/// receiver has it).
+fn keep(file: &File) -> io::Result<Option<(i32, u64, u64)>> {
     let (dev, ino) = os::identity(file)?;
-    let dup = file.try_clone()?;
-    let fd = dup.as_raw_fd();
     let mut kept = kept();
-    if kept.len() >= MAX_KEPT {
-        kept.remove(0);
+    if kept.len() >= kept_budget() {
+        return Ok(None);
     }
+    let dup = match file.try_clone() {
+        Ok(dup) => dup,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let fd = dup.as_raw_fd();
     kept.push(dup);
     drop(kept);
     supervisor_worker::serve::before_exit(crate::linger::before_exit);
-    Ok((fd, dev, ino))
+    Ok(Some((fd, dev, ino)))
 }
 
 /// Lets go of spools that were received (called before each command runs).
