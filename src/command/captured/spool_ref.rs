@@ -198,20 +198,10 @@ pub(crate) fn refers_to_spool(bytes: &[u8]) -> bool {
     bytes.len() >= REF_LEN && find(bytes, &REF_MAGIC).is_some()
 }
 
-/// Position of `needle` in `hay`.
+/// Position of `needle` in `hay`. Every result message of every pool is searched
+/// (a byte-by-byte search was 4% of a `map` caller's process, on its reader threads).
 fn find(hay: &[u8], needle: &[u8; 16]) -> Option<usize> {
-    let mut from = 0;
-    while from + needle.len() <= hay.len() {
-        let i = from
-            + hay[from..=hay.len() - needle.len()]
-                .iter()
-                .position(|b| *b == needle[0])?;
-        if hay[i..].starts_with(needle) {
-            return Some(i);
-        }
-        from = i + 1;
-    }
-    None
+    memchr::memmem::find(hay, needle)
 }
 
 /// The tag at the start of a spool.
