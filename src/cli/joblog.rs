@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::io::{self, BufRead};
 use std::path::Path;
+use std::time::Duration;
 
 /// The header line, as parallel writes it.
 pub const HEADER: &str =
@@ -17,10 +18,10 @@ pub struct Row<'a> {
     pub seq: u64,
     /// Where it ran (`:` is this machine, as in parallel).
     pub host: &'a str,
-    /// Start, seconds since the epoch (0 if it never started).
-    pub start: f64,
-    /// Run time in seconds.
-    pub runtime: f64,
+    /// Its start, since the epoch (0 if it never started).
+    pub start: Duration,
+    /// Its run time.
+    pub runtime: Duration,
     /// Bytes given on its stdin.
     pub sent: u64,
     /// Bytes it wrote on stdout.
@@ -29,32 +30,62 @@ pub struct Row<'a> {
     pub exitval: i64,
     /// The signal that ended it, 0 if none.
     pub signal: i32,
-    /// The command line (or, for a built-in task, the task and its input).
-    pub command: &'a [u8],
+    /// The command line (or, for a built-in task, the task and its input), in pieces
+    /// written one after the other.
+    pub command: &'a [&'a [u8]],
 }
 
 impl Row<'_> {
-    /// The line, without its newline.
-    pub fn to_line(&self) -> Vec<u8> {
-        let mut line = format!(
-            "{}\t{}\t{:.3}\t{:>10.3}\t{}\t{}\t{}\t{}\t",
-            self.seq,
-            self.host,
-            self.start,
-            self.runtime,
-            self.sent,
-            self.received,
-            self.exitval,
-            self.signal
-        )
-        .into_bytes();
+    /// Appends the line, without its newline, to `out`. Times are in seconds with three
+    /// decimals, as parallel writes them (`%.3f`, the run time right-aligned in 10), from
+    /// whole milliseconds: a line per task of a run of tiny tasks went through the
+    /// float formatter's exact mode twice, more time than the rest of the line.
+    pub fn write_into(&self, out: &mut Vec<u8>) {
+        let mut n = itoa::Buffer::new();
+        out.extend_from_slice(n.format(self.seq).as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(self.host.as_bytes());
+        out.push(b'\t');
+        put_seconds(self.start, 0, out);
+        out.push(b'\t');
+        put_seconds(self.runtime, 10, out);
+        for v in [self.sent, self.received] {
+            out.push(b'\t');
+            out.extend_from_slice(n.format(v).as_bytes());
+        }
+        out.push(b'\t');
+        out.extend_from_slice(n.format(self.exitval).as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(n.format(self.signal).as_bytes());
+        out.push(b'\t');
         // One line per job whatever the command holds.
-        line.extend(self.command.iter().map(|&b| match b {
-            b'\n' | b'\t' => b' ',
-            b => b,
-        }));
-        line
+        for piece in self.command {
+            out.extend(piece.iter().map(|&b| match b {
+                b'\n' | b'\t' => b' ',
+                b => b,
+            }));
+        }
     }
+}
+
+/// Writes `d` in seconds with three decimals (rounded to the nearest millisecond, a
+/// half up), right-aligned in `width`.
+fn put_seconds(d: Duration, width: usize, out: &mut Vec<u8>) {
+    let ms = (d.as_nanos() + 500_000) / 1_000_000;
+    let (whole, frac) = ((ms / 1000) as u64, (ms % 1000) as u32);
+    let mut n = itoa::Buffer::new();
+    let whole = n.format(whole).as_bytes();
+    out.extend(std::iter::repeat_n(
+        b' ',
+        width.saturating_sub(whole.len() + 4),
+    ));
+    out.extend_from_slice(whole);
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
 }
 
 /// What an earlier run's job log says: which jobs ended well, which did not.
@@ -139,19 +170,83 @@ mod tests {
         let row = Row {
             seq: 2,
             host: ":",
-            start: 1796204977.345,
-            runtime: 0.012,
+            start: Duration::from_millis(1796204977345),
+            runtime: Duration::from_millis(12),
             sent: 0,
             received: 2,
             exitval: 3,
             signal: 0,
-            command: b"echo 3; exit 3",
+            command: &[b"echo 3; exit 3"],
         };
         // Copied from a job log GNU parallel 20221122 wrote.
         assert_eq!(
-            String::from_utf8(row.to_line()).unwrap(),
+            line(&row),
             "2\t:\t1796204977.345\t     0.012\t0\t2\t3\t0\techo 3; exit 3"
         );
+    }
+
+    fn line(row: &Row) -> String {
+        let mut out = Vec::new();
+        row.write_into(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn times_are_written_as_printf_writes_them_with_three_decimals() {
+        let row = |start: Duration, runtime: Duration| Row {
+            seq: 1,
+            host: ":",
+            start,
+            runtime,
+            sent: 0,
+            received: 0,
+            exitval: -1,
+            signal: 15,
+            command: &[b"sleep", b" ", b"a\tb\nc"],
+        };
+        let cases = [
+            (Duration::ZERO, Duration::ZERO, "0.000\t     0.000"),
+            (
+                Duration::from_nanos(1_796_204_977_000_499_999),
+                Duration::from_nanos(500_000),
+                "1796204977.000\t     0.001",
+            ),
+            (
+                Duration::from_nanos(999_999_500_000),
+                Duration::from_secs(123_456),
+                "1000.000\t123456.000",
+            ),
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(12_345_678),
+                "5.000\t12345678.000",
+            ),
+        ];
+        for (start, runtime, times) in cases {
+            assert_eq!(
+                line(&row(start, runtime)),
+                format!("1\t:\t{times}\t0\t0\t-1\t15\tsleep a b c")
+            );
+        }
+        // Away from a tie, the same as the float formatter (which rounds the double).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let nanos = x % 4_000_000_000_000_000_000;
+            if (nanos % 1_000_000).abs_diff(500_000) < 1_000 {
+                continue;
+            }
+            let d = Duration::from_nanos(nanos);
+            let mut out = Vec::new();
+            put_seconds(d, 10, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{:>10.3}", d.as_secs_f64()),
+                "{nanos} ns"
+            );
+        }
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub fn joblog_row<'a>(
     seq: u64,
     result: &Result<Outcome, Error>,
     meta: &JobMeta,
-    command: &'a [u8],
+    command: &'a [&'a [u8]],
     host: &'a str,
 ) -> Option<super::joblog::Row<'a>> {
     // parallel's columns, as it writes them: a command killed by a signal has
@@ -103,12 +103,12 @@ pub fn joblog_row<'a>(
     let start = meta
         .started
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0.0, |d| d.as_secs_f64());
+        .unwrap_or_default();
     Some(super::joblog::Row {
         seq,
         host,
         start,
-        runtime: meta.duration.as_secs_f64(),
+        runtime: meta.duration,
         sent: 0,
         received,
         exitval,

@@ -154,18 +154,21 @@ impl Arrivals {
         drop(json_log);
         let mut tsv_log = tsv_log.borrow_mut();
         if let Some(log) = tsv_log.as_mut() {
-            let command = inputs.borrow().get(index).map(|p| {
-                match p.command_line(template.as_ref(), seq, result) {
-                    Some(c) => c,
-                    None => [task.as_bytes(), b" ", &p.input].concat(),
-                }
-            });
-            let command = command.unwrap_or_default();
+            let inputs = inputs.borrow();
+            let pending = inputs.get(index);
+            let line = pending.and_then(|p| p.command_line(template.as_ref(), seq, result));
+            let command: [&[u8]; 3] = match (&line, pending) {
+                (Some(line), _) => [line, b"", b""],
+                (None, Some(p)) => [task.as_bytes(), b" ", &p.input],
+                (None, None) => [b"", b"", b""],
+            };
             if let Some(row) = super::super::report::joblog_row(seq, result, meta, &command, host) {
-                let written = log
-                    .write_all(&row.to_line())
-                    .and_then(|()| log.write_all(b"\n"))
-                    .and_then(|()| if *flush_each { log.flush() } else { Ok(()) });
+                let mut bytes = Vec::with_capacity(64);
+                row.write_into(&mut bytes);
+                bytes.push(b'\n');
+                let written =
+                    log.write_all(&bytes)
+                        .and_then(|()| if *flush_each { log.flush() } else { Ok(()) });
                 if let Err(e) = written {
                     log_error.borrow_mut().get_or_insert(e);
                     *tsv_log = None;
