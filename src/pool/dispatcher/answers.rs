@@ -192,6 +192,12 @@ impl<X: Io> Dispatcher<X> {
             }
         }
         let n = answer.len();
+        if n == 0 {
+            // A unit its worker gave back, whose answers all came before: it ended
+            // where the page says (see `look_after_task`).
+            self.look_after_task(id);
+            return;
+        }
         let mut spent = Duration::ZERO;
         let mut deliveries = Deliveries::default();
         match answer {

@@ -124,7 +124,7 @@ impl<X: Io> Dispatcher<X> {
         let mut unstarted = VecDeque::new();
         for worker in self.seats.iter_mut().filter_map(|s| s.worker.as_mut()) {
             if worker.stop.is_none() {
-                let _ = worker.take_back_unstarted(&mut unstarted);
+                worker.take_back_all_unstarted(&mut unstarted);
             }
         }
         for unit in self.queue.drain(..).chain(unstarted) {

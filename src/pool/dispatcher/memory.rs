@@ -92,7 +92,7 @@ impl<X: Io> Dispatcher<X> {
             worker.retiring = true;
         }
         let mut back = std::collections::VecDeque::new();
-        let _ = worker.take_back_unstarted(&mut back);
+        worker.take_back_all_unstarted(&mut back);
         if worker.running.is_none() {
             worker.link.close();
         }

@@ -314,4 +314,49 @@ mod tests {
         assert!(queue.is_empty());
         assert_eq!(worker.link.page.snapshot().limit, 3, "nothing taken back");
     }
+
+    /// `cancel_pending` (and a retiring worker) take back what has not started: a
+    /// worker that claims its next call between the parent's look and its swap makes
+    /// the swap fail, and the parent looks again until nothing more can start (the old
+    /// code gave up, and the rest of the unit ran after the cancel).
+    #[test]
+    fn a_take_back_raced_by_a_claim_looks_again_until_nothing_more_can_start() {
+        let jobs = (0..4)
+            .map(|id| Job::new(id, "t", Vec::new(), Sink::Handle(HandleState::new())))
+            .collect();
+        let seq = 3;
+        let page = Progress::new();
+        page.begin(seq, 4);
+        assert!(page.claim(seq, 0, 1));
+        let run = Running::new(seq, Unit::new("t", jobs), Instant::now(), None);
+        let mut worker = Worker {
+            id: 1,
+            link: Racing {
+                page,
+                looks: Cell::new(0),
+                // The look of the swap.
+                at: 2,
+                claim: (seq, 1, 2),
+                terminated: Cell::new(false),
+            },
+            running: Some(run),
+            tasks_done: 0,
+            initializing: false,
+            exited: false,
+            link_closed: false,
+            settle_at: None,
+            stop: None,
+            kill_at: None,
+            peak_kib: 0,
+            retiring: false,
+        };
+        let mut queue = VecDeque::new();
+        worker.take_back_all_unstarted(&mut queue);
+        let run = worker.running.as_ref().expect("two calls still to answer");
+        assert_eq!(run.limit, 2, "calls 0 and 1 started");
+        let back: Vec<usize> = queue.iter().map(Unit::len).collect();
+        assert_eq!(back, vec![2], "calls 2 and 3 are the pool's again");
+        assert_eq!(worker.link.page.snapshot().limit, 2);
+        assert!(!worker.link.page.claim(seq, 2, 3), "nothing more can start");
+    }
 }

@@ -97,6 +97,18 @@ impl<L: WorkerLink> Worker<L> {
         self.take_back_unstarted_as_seen(queue, seen)
     }
 
+    /// [`Self::take_back_unstarted`] until it holds: each look that fails means the
+    /// worker started one more call of its unit, so it takes at most as many looks as
+    /// the unit has calls.
+    pub(super) fn take_back_all_unstarted(&mut self, queue: &mut VecDeque<Unit>) {
+        let tries = self.running.as_ref().map_or(0, |run| run.limit) as usize + 2;
+        for _ in 0..tries {
+            if self.running.is_none() || self.take_back_unstarted(queue).is_some() {
+                return;
+            }
+        }
+    }
+
     /// [`Self::take_back_unstarted`], only if the page is still as `seen` (the look a
     /// decision was made on) says: `None` if the worker claimed anything since. A
     /// decision about its running call then never lands on the next one, which may

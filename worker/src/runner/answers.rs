@@ -26,6 +26,9 @@ pub(crate) struct Answers {
     scratch: std::cell::RefCell<Vec<u8>>,
     /// `Some(bytes)`: see `WorkerConfig::retire_above`.
     retire_above: Option<u64>,
+    /// This unit's rest was given back (memory): its end is said even if every
+    /// answer went already, so the parent looks at the page after it.
+    gave_back: std::cell::Cell<bool>,
 }
 
 impl Answers {
@@ -72,6 +75,7 @@ impl Answers {
             }),
             scratch: std::cell::RefCell::new(Vec::new()),
             retire_above: None,
+            gave_back: std::cell::Cell::new(false),
         }
     }
 
@@ -114,6 +118,7 @@ impl Answers {
         };
         if i > 0 && self.over_memory() {
             let _ = progress.take_back(progress.snapshot(), 0);
+            self.gave_back.set(true);
             return false;
         }
         progress.claim(seq, i, now_ns)
@@ -140,6 +145,7 @@ impl Answers {
     }
 
     fn open(&self, seq: u64, packed: bool, timed: bool) {
+        self.gave_back.set(false);
         if let Some(progress) = &self.shared.progress {
             progress.log_reset(seq);
         }
@@ -165,7 +171,11 @@ impl Answers {
         let sent_to = self.shared.sent_to.load(Ordering::Acquire).max(from);
         let skip = (sent_to - from) as usize;
         let end = from + pending.len() as u32;
-        let result = if skip < pending.len() {
+        // A unit given back whose answers the flusher sent all: an empty answer says
+        // it ended (the flusher may have sent them before the page showed the
+        // give-back, and the parent looks at the page on an answer).
+        let given_back = close && self.gave_back.replace(false) && skip == pending.len();
+        let result = if skip < pending.len() || given_back {
             let msg = pending.message(seq, from, skip);
             sender.send(&msg)
         } else {
@@ -389,5 +399,46 @@ fn run_packed_call(
             error: Some(error),
         }),
         Err(outcome) => Some(outcome),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ipc_channel::ipc;
+
+    use super::*;
+
+    /// A unit whose worker gave its rest back after the flusher had sent every answer
+    /// of it: an empty answer still says where it ended, so the parent looks at the
+    /// page (without one it waited for the given-back calls for ever).
+    #[test]
+    fn a_given_back_unit_says_its_end_when_every_answer_went_already() {
+        let (tx, rx) = ipc::channel::<Frame>().unwrap();
+        let answers = Answers::new(tx, None);
+        for gave_back in [false, true] {
+            answers.open(5, false, false);
+            let mut pending = Pending::Outcomes {
+                outcomes: vec![TaskOutcome::UnknownTask { name: "t".into() }],
+                timings: vec![Timing::default()],
+            };
+            // As the flusher leaves it after sending call 0's answer.
+            answers.shared.sent_to.store(1, Ordering::Release);
+            answers.gave_back.set(gave_back);
+            answers.send_pending(5, 0, &mut pending, true).unwrap();
+            let got = rx.try_recv_timeout(Duration::from_millis(100));
+            if !gave_back {
+                assert!(got.is_err(), "nothing is left to send");
+                continue;
+            }
+            match crate::arena::Inbox::new().decode(got.unwrap()).unwrap() {
+                FromChild::BatchDone {
+                    first_id,
+                    from,
+                    outcomes,
+                    ..
+                } => assert_eq!((first_id, from, outcomes.len()), (5, 1, 0)),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }
