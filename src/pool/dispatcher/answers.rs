@@ -140,6 +140,11 @@ impl<X: Io> Dispatcher<X> {
                 }
         });
         if !fits {
+            if answer.len() == 0 {
+                // The end of a unit its worker gave back, said after the parent had
+                // seen the give-back on the page (and settled the unit) already.
+                return;
+            }
             let violation = match &worker.running {
                 Some(run) => Violation::Misplaced {
                     seq,
