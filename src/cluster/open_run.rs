@@ -74,7 +74,7 @@ pub(crate) async fn open(
         .map_err(|e| cluster("cannot subscribe", e))?;
     // A task ended unread (`AckKind::Term`): by an agent of a build before wire
     // versions, unless the run winds down (agents end the tasks they will not start
-    // then; `Event::Unread`).
+    // then; `Event::Unread`), or the server ended it itself (`ended_by_an_agent`).
     let mut unread = client
         .subscribe(format!(
             "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{}.{consumer}",
@@ -105,7 +105,10 @@ pub(crate) async fn open(
             }
         }),
         tokio::spawn(async move {
-            while unread.next().await.is_some() {
+            while let Some(m) = unread.next().await {
+                if !ended_by_an_agent(&m.payload) {
+                    continue;
+                }
                 if unread_told.send(Event::Unread).is_err() {
                     return;
                 }
@@ -166,6 +169,20 @@ pub(crate) async fn open(
     ];
     let max_payload = client.server_info().max_payload;
     Ok((js, helpers, max_payload))
+}
+
+/// Whether a `MSG_TERMINATED` advisory tells of a task an agent ended, not of one the
+/// server ended itself. An agent's `Term` is a bare `+TERM` (async-nats sends no
+/// reason; so did every build before wire versions), and the advisory has no reason.
+/// The server ends a task of its own accord when its message leaves the stream while an
+/// agent holds it, and says why (since nats-server 2.10.4): deleted by the stream's
+/// limits or by hand, or, after a SIGKILLed server restarts, a task acked and removed
+/// whose ack the consumer's state had not stored yet ("Unacknowledged message was
+/// deleted"). The agent that holds such a task still runs it and publishes its result.
+/// An advisory that cannot be read counts as an agent's, as before.
+fn ended_by_an_agent(advisory: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(advisory)
+        .map_or(true, |v| v["reason"].as_str().is_none_or(str::is_empty))
 }
 
 /// Publishes the run's tasks in order, the server's acks awaited in the background
@@ -287,5 +304,32 @@ async fn read_results(
         if let Ok(c) = results.get_consumer(&name).await {
             consumer = c;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ended_by_an_agent;
+
+    #[test]
+    fn only_a_task_ended_without_a_reason_counts_as_ended_unread_by_an_agent() {
+        let advisory = |reason: &str| {
+            format!(
+                r#"{{"type":"io.nats.jetstream.advisory.v1.terminated","stream":"SV_TASKS",
+                "consumer":"run-1","consumer_seq":3,"stream_seq":3,"deliveries":1{reason}}}"#
+            )
+        };
+        // An agent's bare `+TERM` (the server omits an empty reason).
+        assert!(ended_by_an_agent(advisory("").as_bytes()));
+        assert!(ended_by_an_agent(advisory(r#","reason":"""#).as_bytes()));
+        // The server's own: after a SIGKILLed server restarted, and by the limits.
+        for reason in [
+            "Unacknowledged message was deleted",
+            "Message deleted by stream limits",
+        ] {
+            let text = advisory(&format!(r#","reason":"{reason}""#));
+            assert!(!ended_by_an_agent(text.as_bytes()), "{text}");
+        }
+        assert!(ended_by_an_agent(b"not json"));
     }
 }

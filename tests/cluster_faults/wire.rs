@@ -189,3 +189,70 @@ fn a_task_ended_unread_by_an_agent_of_a_build_before_wire_versions_fails_the_run
         assert!(took < Duration::from_secs(20), "it took {took:?}");
     });
 }
+
+/// The server ends a task of its own accord when the task's message leaves the stream
+/// while an agent holds it (deleted by the stream's limits, or by hand; after a
+/// SIGKILLed server restarts, a task acked and removed whose ack its consumer's state
+/// had not stored yet), and says so in the same advisory as an agent of a build before
+/// wire versions that ended a task unread, with a reason. Before, the run took it for
+/// such an agent and failed with exit 4 ("an agent ended a task of this run unread"),
+/// although the agent ran the task and its result came: once in CI, in tests/cluster's
+/// `a_result_read_again_after_a_server_restart_is_not_a_duplicate_run`.
+#[test]
+fn a_task_the_server_ends_while_an_agent_runs_it_is_not_taken_for_one_ended_unread() {
+    use futures_util::StreamExt;
+    common::isolated(DEADLINE, || {
+        let server = Server::start(&[]);
+        let url = server.url();
+        let a = Agent::start(&url, "a", 1, &[]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut run = rt.block_on(async {
+            let client = async_nats::connect(url.as_str()).await.unwrap();
+            let mut news = client.subscribe("sv.runs.new").await.unwrap();
+            client.flush().await.unwrap();
+            let run = Live::start(&["run", "--nats", &url, "--task", "sleep"], b"5s\n");
+            let name = news.next().await.expect("the run is announced").payload;
+            let name = String::from_utf8(name.to_vec()).unwrap();
+            let subject = format!("sv.task.{}", name.trim_start_matches("run-"));
+            let mut ended = client
+                .subscribe(format!(
+                    "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.SV_TASKS.{name}"
+                ))
+                .await
+                .unwrap();
+            client.flush().await.unwrap();
+            let js = async_nats::jetstream::new(client.clone());
+            let tasks = js.get_stream("SV_TASKS").await.unwrap();
+            // Agent a holds the run's one task (its 5 s run acks it at the end): the
+            // server's count of the consumer's messages out and not acknowledged says
+            // so.
+            while tasks.consumer_info(&name).await.unwrap().num_ack_pending != 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let task = tasks
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .expect("the task is still stored: not acknowledged yet");
+            assert!(tasks.delete_message(task.sequence).await.unwrap());
+            // The server ended it while agent a runs it, in the advisory the run hears.
+            let advisory = tokio::time::timeout(Duration::from_secs(10), ended.next())
+                .await
+                .expect("the server's advisory within 10 s")
+                .expect("the subscription lives");
+            let advisory: serde_json::Value = serde_json::from_slice(&advisory.payload).unwrap();
+            assert_eq!(advisory["stream_seq"], task.sequence, "{advisory}");
+            let reason = advisory["reason"].as_str().unwrap_or_default();
+            assert!(!reason.is_empty(), "{advisory}");
+            run
+        });
+        drop(rt);
+        // The run goes on: agent a ran the task, and its result came.
+        let code = run.end();
+        assert_eq!(code, Some(0), "{:?}", run.stderr);
+        assert_eq!(run.stdout.len(), 1, "{:?}", run.stdout);
+        drop(a);
+    });
+}

@@ -37,7 +37,8 @@ pub(crate) enum Event {
     },
     /// The server's advisory: an agent ended a task unread (see
     /// `ErrorKind::WireMismatch`); counts only while the run is not winding down
-    /// (agents end the tasks they will not start then).
+    /// (agents end the tasks they will not start then). Not sent for a task the
+    /// server ended itself (`open_run::ended_by_an_agent`).
     Unread,
     /// The server refused to store the task (its stream or store is full).
     Refused {
