@@ -95,20 +95,7 @@ impl<X: Io> Dispatcher<X> {
             Ok(link) => link,
             Err(e) => return self.start_failed(seat, e),
         };
-        let mut worker = Worker {
-            id,
-            link,
-            running: None,
-            tasks_done: 0,
-            initializing: false,
-            exited: false,
-            link_closed: false,
-            settle_at: None,
-            stop: None,
-            kill_at: None,
-            peak_kib: 0,
-            retiring: false,
-        };
+        let mut worker = Worker::new(id, link);
         if let Some((task, arg)) = &self.cfg.initializer {
             let req = ToChild::Task(TaskRequest {
                 id: INIT_SEQ,

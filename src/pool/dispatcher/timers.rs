@@ -254,6 +254,20 @@ mod tests {
         fn lend_to(&self, _: &Arc<HandleState>) {}
     }
 
+    /// A worker running `run` that makes `claim` at its `at`-th look at `page`.
+    fn racing(page: Progress, at: u32, claim: (u64, u32, u64), run: Running) -> Worker<Racing> {
+        let link = Racing {
+            page,
+            looks: Cell::new(0),
+            at,
+            claim,
+            terminated: Cell::new(false),
+        };
+        let mut worker = Worker::new(1, link);
+        worker.running = Some(run);
+        worker
+    }
+
     /// Call 0 of a unit of three has run past its limit at the parent's look; the
     /// worker ends it and claims call 1 before the parent takes the rest back. Call 1
     /// just started: it is neither marked as timed out nor stopped; the parent looks
@@ -279,26 +293,7 @@ mod tests {
         let sent = clocks.now - Duration::from_millis(201);
         let mut run = Running::new(seq, Unit::new("t", jobs), sent, Some(limit));
         run.check_at = Some(clocks.now);
-        let mut worker = Worker {
-            id: 1,
-            link: Racing {
-                page,
-                looks: Cell::new(0),
-                at: 2,
-                claim: (seq, 1, now_ns),
-                terminated: Cell::new(false),
-            },
-            running: Some(run),
-            tasks_done: 0,
-            initializing: false,
-            exited: false,
-            link_closed: false,
-            settle_at: None,
-            stop: None,
-            kill_at: None,
-            peak_kib: 0,
-            retiring: false,
-        };
+        let mut worker = racing(page, 2, (seq, 1, now_ns), run);
         let mut queue = VecDeque::new();
         look_at_time_limit(
             &mut worker,
@@ -329,27 +324,8 @@ mod tests {
         page.begin(seq, 4);
         assert!(page.claim(seq, 0, 1));
         let run = Running::new(seq, Unit::new("t", jobs), Instant::now(), None);
-        let mut worker = Worker {
-            id: 1,
-            link: Racing {
-                page,
-                looks: Cell::new(0),
-                // The look of the swap.
-                at: 2,
-                claim: (seq, 1, 2),
-                terminated: Cell::new(false),
-            },
-            running: Some(run),
-            tasks_done: 0,
-            initializing: false,
-            exited: false,
-            link_closed: false,
-            settle_at: None,
-            stop: None,
-            kill_at: None,
-            peak_kib: 0,
-            retiring: false,
-        };
+        // It claims call 1 at the look of the swap.
+        let mut worker = racing(page, 2, (seq, 1, 2), run);
         let mut queue = VecDeque::new();
         worker.take_back_all_unstarted(&mut queue);
         let run = worker.running.as_ref().expect("two calls still to answer");

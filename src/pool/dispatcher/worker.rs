@@ -43,6 +43,24 @@ pub(super) struct Worker<L> {
 }
 
 impl<L: WorkerLink> Worker<L> {
+    /// A worker just started on `link`, with nothing sent to it yet.
+    pub(super) fn new(id: u64, link: L) -> Worker<L> {
+        Worker {
+            id,
+            link,
+            running: None,
+            tasks_done: 0,
+            initializing: false,
+            exited: false,
+            link_closed: false,
+            settle_at: None,
+            stop: None,
+            kill_at: None,
+            peak_kib: 0,
+            retiring: false,
+        }
+    }
+
     /// Whether a message or the end of the stream may come: anything but idle and
     /// healthy (a reader thread may park only then).
     pub(super) fn expects_messages(&self) -> bool {
