@@ -154,20 +154,25 @@ impl Arrivals {
         drop(json_log);
         let mut tsv_log = tsv_log.borrow_mut();
         if let Some(log) = tsv_log.as_mut() {
-            let inputs = inputs.borrow();
-            let pending = inputs.get(index);
-            let line = pending.and_then(|p| p.command_line(template.as_ref(), seq, result));
-            let command: [&[u8]; 3] = match (&line, pending) {
-                (Some(line), _) => [line, b"", b""],
-                (None, Some(p)) => [task.as_bytes(), b" ", &p.input],
-                (None, None) => [b"", b"", b""],
+            let line = {
+                let inputs = inputs.borrow();
+                let pending = inputs.get(index);
+                let line = pending.and_then(|p| p.command_line(template.as_ref(), seq, result));
+                let command: [&[u8]; 3] = match (&line, pending) {
+                    (Some(line), _) => [line, b"", b""],
+                    (None, Some(p)) => [task.as_bytes(), b" ", &p.input],
+                    (None, None) => [b"", b"", b""],
+                };
+                super::super::report::joblog_row(seq, result, meta, &command, host).map(|row| {
+                    let mut bytes = Vec::with_capacity(64);
+                    row.write_into(&mut bytes);
+                    bytes.push(b'\n');
+                    bytes
+                })
             };
-            if let Some(row) = super::super::report::joblog_row(seq, result, meta, &command, host) {
-                let mut bytes = Vec::with_capacity(64);
-                row.write_into(&mut bytes);
-                bytes.push(b'\n');
+            if let Some(line) = line {
                 let written =
-                    log.write_all(&bytes)
+                    log.write_all(&line)
                         .and_then(|()| if *flush_each { log.flush() } else { Ok(()) });
                 if let Err(e) = written {
                     log_error.borrow_mut().get_or_insert(e);
