@@ -1,0 +1,170 @@
+//! Adversarial pass adv16 (issue 14's speed changes): `apply_async` results copied
+//! into the caller's argument buffer (every size around the argument's, many threads,
+//! handles dropped or read twice, megabytes, shared memory), and results whose bytes
+//! look like a reference to a spooled output.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::*;
+
+/// `len` bytes, byte `i` being `seed + i` (wrapping); the argument's `pad` only sizes
+/// the argument's buffer.
+fn sized((len, seed, _pad): (usize, u8, Vec<u8>)) -> Vec<u8> {
+    pattern(len, seed)
+}
+supervisor::task!(sized);
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
+}
+
+/// A shared memory of `len` bytes made in the worker, filled with `pattern(len, 7)`.
+fn shm_made(len: usize) -> SharedMemory {
+    let sm = SharedMemory::new(len).expect("shared memory made");
+    sm.write(0, &pattern(len, 7));
+    sm
+}
+supervisor::task!(shm_made);
+
+/// Each result is its own, whatever its size next to its argument's (empty, smaller,
+/// the same to a byte, larger, megabytes), from four threads at once, with some
+/// handles dropped before their result and some read twice.
+#[test]
+fn apply_async_results_of_every_size_around_the_argument_are_their_own() {
+    each_method(DEADLINE, |method| {
+        let pool = Arc::new(
+            Pool::builder()
+                .procs(2)
+                .start_method(method)
+                .build()
+                .unwrap(),
+        );
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let pool = pool.clone();
+                std::thread::spawn(move || {
+                    let mut handles = Vec::new();
+                    for pad in [0usize, 1, 7, 8, 9, 63, 64, 200, 4096] {
+                        // The argument's encoded size, so a result of exactly that size
+                        // (and one byte either side) is among them.
+                        let arg_len = codec::encode(&(0usize, 0u8, vec![0u8; pad])).unwrap().len();
+                        let lens = (0..=arg_len + 24).chain([arg_len * 3, 70_000]);
+                        for len in lens {
+                            let seed = t.wrapping_mul(31).wrapping_add(len as u8);
+                            let h = pool.apply_async(sized, (len, seed, vec![t; pad]));
+                            handles.push((len, seed, h));
+                        }
+                    }
+                    for (i, (len, seed, h)) in handles.into_iter().enumerate() {
+                        if i % 11 == 3 {
+                            drop(h);
+                            continue;
+                        }
+                        let got = h.wait().expect("the call succeeds");
+                        assert_eq!(got.len(), len, "thread {t}, call {i}");
+                        assert!(got == pattern(len, seed), "thread {t}, call {i}: bytes");
+                        if i % 7 == 0 {
+                            let again = h.wait().unwrap_err();
+                            assert!(
+                                matches!(again.kind(), ErrorKind::ResultTaken { .. }),
+                                "{again}"
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a caller thread");
+        }
+        // Megabytes either way, past any inline frame.
+        for (len, pad) in [
+            (4 << 20, 0),
+            (0, 4 << 20),
+            (4 << 20, 4 << 20),
+            (10, 5 << 20),
+        ] {
+            let got = pool
+                .apply(sized, (len, 9, vec![1; pad]))
+                .expect("a big call");
+            assert!(got == pattern(len, 9), "{len} bytes for {pad}");
+        }
+        for len in [1, 4096, 3 << 20] {
+            let sm = pool.apply(shm_made, len).expect("a shared memory back");
+            let mut bytes = vec![0; len];
+            sm.read(0, &mut bytes);
+            assert!(sm.len() == len && bytes == pattern(len, 7), "{len}");
+        }
+    });
+}
+
+/// What a spool reference starts with (`REF_MAGIC` of
+/// `src/command/captured/spool_ref.rs`).
+const REF_MAGIC: [u8; 16] = *b"\xd7spool-ref\xfe\x01\xfd\x02\xa5\x5a";
+
+/// Opens `<dir>/victim` (a file of the user's, kept open by this worker as a task
+/// might keep its data file) and returns bytes that hold what a reference to a spool
+/// at that descriptor looks like, between other bytes.
+fn looks_like_a_spool_ref(dir: PathBuf) -> Vec<u8> {
+    use std::os::fd::IntoRawFd;
+    let file = std::fs::File::open(dir.join("victim")).expect("victim opens");
+    let meta = file.metadata().expect("victim's metadata");
+    let mut tag = [0u8; 16];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut tag, 0).expect("victim's head");
+    // Kept open for the worker's life.
+    let fd = file.into_raw_fd();
+    let mut out = b"user bytes ".to_vec();
+    out.extend_from_slice(&REF_MAGIC);
+    out.extend_from_slice(&std::process::id().to_le_bytes());
+    out.extend_from_slice(&fd.to_le_bytes());
+    out.extend_from_slice(&meta.dev().to_le_bytes());
+    out.extend_from_slice(&meta.ino().to_le_bytes());
+    out.extend_from_slice(&tag);
+    out.extend_from_slice(&8u64.to_le_bytes());
+    out.extend_from_slice(b" more user bytes");
+    // The magic alone, and cut short at the end.
+    out.extend_from_slice(&REF_MAGIC);
+    out.extend_from_slice(&REF_MAGIC[..9]);
+    out.extend_from_slice(&REF_MAGIC);
+    out
+}
+supervisor::task!(looks_like_a_spool_ref);
+
+/// A result that merely holds the bytes of a spool reference (here one naming a file
+/// the worker has open, the user's) comes back as it was, and the parent neither
+/// changes that file (it marked it received: chmod 0400) nor keeps it open.
+#[test]
+fn a_result_holding_spool_reference_bytes_leaves_the_users_file_alone() {
+    each_method(DEADLINE, |method| {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"a file of the user's, 0644, long enough").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        {
+            let pool = Pool::builder()
+                .procs(1)
+                .start_method(method)
+                .build()
+                .unwrap();
+            let got = pool
+                .apply(looks_like_a_spool_ref, dir.path().to_path_buf())
+                .expect("the call succeeds");
+            assert!(got.starts_with(b"user bytes ") && got.len() == 11 + 64 + 16 + 16 + 9 + 16);
+            assert!(got[11..27] == REF_MAGIC && got.ends_with(&REF_MAGIC));
+            let mode = std::fs::metadata(&victim).unwrap().mode() & 0o777;
+            assert_eq!(
+                mode, 0o644,
+                "the user's file's mode was changed to {mode:o}"
+            );
+            let held: Vec<_> = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|p| p == victim))
+                .collect();
+            assert!(held.is_empty(), "the parent holds the user's file open");
+        }
+        drop(dir);
+    });
+}
