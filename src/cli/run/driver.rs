@@ -234,7 +234,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             })
         });
     }
-    let jobs = jobs::jobs(
+    let (jobs, skipping) = jobs::jobs(
         records,
         Feed {
             read: read.clone(),
@@ -276,7 +276,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         _ => unreachable!("a run without a pool is a remote run"),
     };
     if let Some(stream) = stream {
-        reports = reports.input_ready(move || stream.borrow_mut().ready());
+        // The records `--resume` skips are passed over here while they are at hand.
+        reports = reports.input_ready(move || {
+            skipping
+                .borrow_mut()
+                .ready(&mut || stream.borrow_mut().ready())
+        });
     }
     // parallel's job log gets each task's line as its result arrives, in the order
     // they end: a run killed while an early task runs keeps the later ones' lines, and
