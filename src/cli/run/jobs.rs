@@ -97,6 +97,10 @@ impl Skipping {
     /// `input_ready` saying whether the input's next record can: the skipped records
     /// at hand are read here, so the next read is not one that waits.
     pub(super) fn ready(&mut self, input_ready: &mut dyn FnMut() -> bool) -> bool {
+        if self.resume.is_none() {
+            // Nothing is skipped: the input's own readiness, nothing read ahead.
+            return self.taken.is_some() || self.done || input_ready();
+        }
         while self.taken.is_none() && !self.done {
             if !input_ready() {
                 return false;
