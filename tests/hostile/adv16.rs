@@ -231,3 +231,54 @@ fn resume_skipping_the_last_lines_before_a_stall_runs_what_was_read() {
         assert_eq!(rest, 0);
     });
 }
+
+/// Its id back, with `len` bytes of the id's pattern.
+fn tagged((id, len): (u64, usize)) -> (u64, Vec<u8>) {
+    (id, pattern(len, id as u8))
+}
+supervisor::task!(tagged);
+
+/// 8 threads x 3,000 `apply_async` of results a little smaller and larger than their
+/// arguments, waited in a shuffled order: each handle gets its own call's result.
+#[test]
+fn many_threads_of_apply_async_each_get_their_own_result() {
+    each_method(DEADLINE, |method| {
+        let pool = Arc::new(
+            Pool::builder()
+                .procs(2)
+                .start_method(method)
+                .build()
+                .unwrap(),
+        );
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let pool = pool.clone();
+                std::thread::spawn(move || {
+                    let mut handles: Vec<_> = (0..3000u64)
+                        .map(|i| {
+                            let id = t * 1_000_000 + i;
+                            let len = (i % 40) as usize;
+                            (id, len, pool.apply_async(tagged, (id, len)))
+                        })
+                        .collect();
+                    // Waited out of order: a pseudo-random shuffle.
+                    let mut x = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                    for i in (1..handles.len()).rev() {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        handles.swap(i, (x % (i as u64 + 1)) as usize);
+                    }
+                    for (id, len, h) in handles {
+                        let (got, bytes) = h.wait().expect("the call succeeds");
+                        assert_eq!(got, id);
+                        assert!(bytes == pattern(len, id as u8), "call {id}: bytes");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a caller thread");
+        }
+    });
+}
