@@ -403,7 +403,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let done = done.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
-    let code = exit_code(stop.load(Ordering::SeqCst), halt, failed + unfinished);
+    let why = stop.load(Ordering::SeqCst);
+    let code = exit_code(why, halt, failed + unfinished);
     let mut counts = format!(
         "{done} tasks succeeded, {failed} failed, {stopped} stopped while running, {cancelled} not started"
     );
@@ -421,6 +422,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             "supervisor: the pool broke ({}): {counts}",
             supervisor_worker::error_chain(&reason)
         );
+    } else if !ended.get() && [super::stop::STOP_HALT, super::stop::STOP_HALT_SOON].contains(&why) {
+        // The lines `--halt` left unread are in no record: said, as a signal's are.
+        say!("supervisor: halted: {counts}");
     }
     if let Some(e) = output_error {
         say!("supervisor: cannot write the output: {e}");
