@@ -325,3 +325,46 @@ fn a_halt_before_the_input_ended_says_where_it_stopped_reading() {
         );
     });
 }
+
+fn arg_len(v: serde_bytes::ByteBuf) -> u64 {
+    v.len() as u64
+}
+supervisor::task!(arg_len);
+
+/// Bytes this process has allocated and not freed (glibc's count: a freed block that
+/// stays in the heap is not counted, as RSS counts it).
+fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let info = unsafe { libc::mallinfo2() };
+    info.uordblks + info.hblkhd
+}
+
+/// Calls of 1 MiB arguments and 8-byte results, finished but not yet waited, hold
+/// their results' few bytes, not their arguments' megabytes.
+#[test]
+fn finished_calls_do_not_keep_their_arguments() {
+    isolated(DEADLINE, || {
+        let pool = Pool::builder().procs(2).build().unwrap();
+        let before = heap_in_use();
+        let handles: Vec<_> = (0..200u32)
+            .map(|i| pool.apply_async(arg_len, serde_bytes::ByteBuf::from(vec![i as u8; 1 << 20])))
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+        while !handles.iter().all(|h| h.is_ready()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the calls never finished"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let held = heap_in_use().saturating_sub(before);
+        for h in &handles {
+            assert_eq!(h.wait().unwrap(), 1 << 20);
+        }
+        assert!(
+            held < 50 << 20,
+            "200 finished calls of 1 MiB arguments hold {} MiB",
+            held >> 20
+        );
+    });
+}
