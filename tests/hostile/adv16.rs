@@ -368,3 +368,63 @@ fn finished_calls_do_not_keep_their_arguments() {
         );
     });
 }
+
+/// A run stopped by SIGTERM while its input stalls after lines 190-200, which the job
+/// log lists as done, says it read to line 200 (on main: 189, the lines it skipped
+/// were counted as never read).
+#[test]
+fn a_stopped_resume_counts_the_lines_it_skipped_as_read() {
+    use std::io::{BufRead, Read, Write};
+    use std::process::{Command, Stdio};
+    isolated(DEADLINE, || {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut done = String::from(
+            "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n",
+        );
+        for seq in 190..=200 {
+            done.push_str(&format!(
+                "{seq}\t:\t1.000\t     0.001\t0\t3\t0\t0\tsleep 1ms\n"
+            ));
+        }
+        std::fs::write(&log, done).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_supervisor"))
+            .args(["run", "-j", "2", "--task", "sleep", "--resume", "--joblog"])
+            .arg(&log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all("1ms\n".repeat(200).as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // The 189 lines that run come out while the input stalls.
+        let mut line = String::new();
+        for _ in 0..189 {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "output ended early"
+            );
+        }
+        // SAFETY: kill with plain integers; our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        drop(stdin);
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(143), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.ends_with("; the input was not read past line 200"),
+            "{stderr}"
+        );
+    });
+}

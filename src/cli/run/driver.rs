@@ -275,6 +275,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         _ => unreachable!("a run without a pool is a remote run"),
     };
+    let records_read = skipping.clone();
     if let Some(stream) = stream {
         // The records `--resume` skips are passed over here while they are at hand.
         reports = reports.input_ready(move || {
@@ -408,11 +409,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut counts = format!(
         "{done} tasks succeeded, {failed} failed, {stopped} stopped while running, {cancelled} not started"
     );
-    // What was never read is in none of the counts (its size is unknown).
+    // What was never read is in none of the counts (its size is unknown); lines
+    // `--resume` skipped were read.
     if !ended.get() {
         counts.push_str(&format!(
             "; the input was not read past line {}",
-            read.get()
+            records_read.borrow().seen().max(read.get())
         ));
     }
     if [EXIT_SIGINT, EXIT_SIGTERM, EXIT_SIGHUP].contains(&code) {

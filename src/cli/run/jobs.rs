@@ -68,12 +68,20 @@ pub(super) struct Skipping {
     taken: Option<Numbered>,
     /// The records have ended (the look-ahead saw their end).
     done: bool,
+    /// Records read from the input, the skipped ones too.
+    seen: u64,
     resume: Option<joblog::Resume>,
     failed_too: bool,
 }
 
 impl Skipping {
-    fn runs(&self, position: usize) -> bool {
+    /// Records read from the input so far, skipped ones included.
+    pub(super) fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    fn runs(&mut self, position: usize) -> bool {
+        self.seen = self.seen.max(position as u64 + 1);
         self.resume
             .as_ref()
             .is_none_or(|r| r.runs(position as u64 + 1, self.failed_too))
@@ -162,6 +170,7 @@ pub(super) fn jobs(
         records: Box::new(numbered),
         taken: None,
         done: false,
+        seen: 0,
         resume,
         failed_too,
     }));
