@@ -60,9 +60,20 @@ pub(crate) fn received(file: &File) -> bool {
 }
 
 /// Opens descriptor `fd` of process `pid` read-only and checks it is the file `(dev,
-/// ino)` (an inode number is reused once its file is gone: callers check more).
+/// ino)` (an inode number is reused once its file is gone: callers check more). What
+/// the descriptor holds is looked at first: a file with a name is no spool (a file of
+/// the user's that a worker keeps open, named by bytes of a result that only look
+/// like a reference) and is never opened, so never marked received (chmod 0400).
 pub(crate) fn open_remote(pid: u32, fd: i32, dev: u64, ino: u64) -> io::Result<File> {
-    let file = File::open(format!("/proc/{pid}/fd/{fd}"))?;
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let held = std::fs::metadata(&path)?;
+    if !held.is_file() || held.nlink() != 0 || (held.dev(), held.ino()) != (dev, ino) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the descriptor holds no spool",
+        ));
+    }
+    let file = File::open(path)?;
     if identity(&file)? != (dev, ino) {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,

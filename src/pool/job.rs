@@ -100,15 +100,25 @@ impl Sink {
     }
 }
 
+/// Most bytes of an argument's buffer a result copied into it may leave unused, past
+/// the result's own size.
+const MAX_SPARE_WASTE: usize = 4096;
+
 /// `result`'s bytes in `spare` (the argument's buffer, made by the caller's thread) if
 /// they fit. A reader thread delivers most results: without this, the caller's thread
 /// freed a buffer the reader made, and the reader one the caller made, and freeing
 /// another thread's memory is slow in glibc's allocator (it takes the arena's lock,
 /// where the caller's own allocations contend: a sixth of an `apply_async` loop's
-/// time). Now each frees what it made.
+/// time). Now each frees what it made. Not into a buffer much bigger than the result,
+/// though: a finished call's result waits for its `wait`, and its few bytes must not
+/// keep a megabyte argument alive (200 finished calls of 1 MiB arguments and 8-byte
+/// results, not waited yet, held 200 MiB).
 fn in_caller_buffer(result: JobResult, mut spare: Vec<u8>) -> JobResult {
     match result {
-        Ok(bytes) if bytes.len() <= spare.capacity() => {
+        Ok(bytes)
+            if bytes.len() <= spare.capacity()
+                && spare.capacity() - bytes.len() <= MAX_SPARE_WASTE.max(bytes.len()) =>
+        {
             spare.clear();
             spare.extend_from_slice(&bytes);
             Ok(spare)

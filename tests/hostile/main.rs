@@ -22,6 +22,7 @@ use supervisor_worker::{codec, fault};
 const DEADLINE: Duration = Duration::from_secs(60);
 
 mod adv15;
+mod adv16;
 mod handles;
 mod limits;
 mod protocol;

@@ -234,7 +234,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             })
         });
     }
-    let jobs = jobs::jobs(
+    let (jobs, skipping) = jobs::jobs(
         records,
         Feed {
             read: read.clone(),
@@ -275,8 +275,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         _ => unreachable!("a run without a pool is a remote run"),
     };
+    let records_read = skipping.clone();
     if let Some(stream) = stream {
-        reports = reports.input_ready(move || stream.borrow_mut().ready());
+        // The records `--resume` skips are passed over here while they are at hand.
+        reports = reports.input_ready(move || {
+            skipping
+                .borrow_mut()
+                .ready(&mut || stream.borrow_mut().ready())
+        });
     }
     // parallel's job log gets each task's line as its result arrives, in the order
     // they end: a run killed while an early task runs keeps the later ones' lines, and
@@ -398,15 +404,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let done = done.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
-    let code = exit_code(stop.load(Ordering::SeqCst), halt, failed + unfinished);
+    let why = stop.load(Ordering::SeqCst);
+    let code = exit_code(why, halt, failed + unfinished);
     let mut counts = format!(
         "{done} tasks succeeded, {failed} failed, {stopped} stopped while running, {cancelled} not started"
     );
-    // What was never read is in none of the counts (its size is unknown).
+    // What was never read is in none of the counts (its size is unknown); lines
+    // `--resume` skipped were read.
     if !ended.get() {
         counts.push_str(&format!(
             "; the input was not read past line {}",
-            read.get()
+            records_read.borrow().seen().max(read.get())
         ));
     }
     if [EXIT_SIGINT, EXIT_SIGTERM, EXIT_SIGHUP].contains(&code) {
@@ -416,6 +424,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             "supervisor: the pool broke ({}): {counts}",
             supervisor_worker::error_chain(&reason)
         );
+    } else if !ended.get() && [super::stop::STOP_HALT, super::stop::STOP_HALT_SOON].contains(&why) {
+        // The lines `--halt` left unread are in no record: said, as a signal's are.
+        say!("supervisor: halted: {counts}");
     }
     if let Some(e) = output_error {
         say!("supervisor: cannot write the output: {e}");

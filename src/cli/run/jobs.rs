@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::super::joblog;
 use super::super::replace::{Fill, Template};
-use super::super::sources::Records;
+use super::super::sources::{Record, Records};
 use super::super::tasks::{Job, Outcome, Stream};
 
 /// Inputs read ahead of the output, per worker: enough for the pool to merge tiny
@@ -52,8 +52,83 @@ pub(super) struct Feed {
     pub lock_path: Option<serde_bytes::ByteBuf>,
 }
 
-/// The jobs of `records`, read as the pool asks for them.
-pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
+/// A record and its position in the input (0-based).
+type Numbered = (usize, Record);
+
+/// The input's records without those `--resume` skips, and a look-ahead that passes
+/// over skipped ones while the input has them at hand.
+///
+/// The pool sends what it has read only before a read that would wait (it asks
+/// [`Skipping::ready`]): a skip that went on to read the next record would wait inside
+/// that read while the records read before it sat unsent, on idle workers, until more
+/// input came (`--resume` over a pipe that stalls right after lines the log lists).
+pub(super) struct Skipping {
+    records: Box<dyn Iterator<Item = Numbered>>,
+    /// A record the look-ahead read that runs: the next one given.
+    taken: Option<Numbered>,
+    /// The records have ended (the look-ahead saw their end).
+    done: bool,
+    /// Records read from the input, the skipped ones too.
+    seen: u64,
+    resume: Option<joblog::Resume>,
+    failed_too: bool,
+}
+
+impl Skipping {
+    /// Records read from the input so far, skipped ones included.
+    pub(super) fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    fn runs(&mut self, position: usize) -> bool {
+        self.seen = self.seen.max(position as u64 + 1);
+        self.resume
+            .as_ref()
+            .is_none_or(|r| r.runs(position as u64 + 1, self.failed_too))
+    }
+
+    fn next(&mut self) -> Option<Numbered> {
+        if let Some(taken) = self.taken.take() {
+            return Some(taken);
+        }
+        while !self.done {
+            match self.records.next() {
+                Some(n) if self.runs(n.0) => return Some(n),
+                Some(_) => {}
+                None => self.done = true,
+            }
+        }
+        None
+    }
+
+    /// Whether the next record that runs (or the end) can be had without waiting,
+    /// `input_ready` saying whether the input's next record can: the skipped records
+    /// at hand are read here, so the next read is not one that waits.
+    pub(super) fn ready(&mut self, input_ready: &mut dyn FnMut() -> bool) -> bool {
+        if self.resume.is_none() {
+            // Nothing is skipped: the input's own readiness, nothing read ahead.
+            return self.taken.is_some() || self.done || input_ready();
+        }
+        while self.taken.is_none() && !self.done {
+            if !input_ready() {
+                return false;
+            }
+            match self.records.next() {
+                Some(n) if self.runs(n.0) => self.taken = Some(n),
+                Some(_) => {}
+                None => self.done = true,
+            }
+        }
+        true
+    }
+}
+
+/// The jobs of `records`, read as the pool asks for them, and their [`Skipping`]
+/// (whose `ready` is the input's readiness the pool is to look at).
+pub(super) fn jobs(
+    records: Records,
+    feed: Feed,
+) -> (impl Iterator<Item = Job>, Rc<RefCell<Skipping>>) {
     let Feed {
         read,
         read_total,
@@ -70,7 +145,7 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
         lock_path,
     } = feed;
     let mut position = 0usize;
-    records
+    let numbered = records
         .map_while(move |record| match record {
             Ok(record) => Some(record),
             Err(e) => {
@@ -90,73 +165,78 @@ pub(super) fn jobs(records: Records, feed: Feed) -> impl Iterator<Item = Job> {
             }
         }))
         .take_while(move |_| stop.load(Ordering::SeqCst) == 0)
-        .enumerate()
-        .filter(move |(i, _)| {
-            resume
-                .as_ref()
-                .is_none_or(|r| r.runs(*i as u64 + 1, failed_too))
-        })
-        .map(move |(i, record)| {
-            let seq = i as u64 + 1;
-            read.set(seq);
-            read_total.store(seq, Ordering::SeqCst);
-            let fill = Fill {
-                fields: record.fields(),
-                whole: &record.whole,
+        .enumerate();
+    let skipping = Rc::new(RefCell::new(Skipping {
+        records: Box::new(numbered),
+        taken: None,
+        done: false,
+        seen: 0,
+        resume,
+        failed_too,
+    }));
+    let from = skipping.clone();
+    let jobs = std::iter::from_fn(move || from.borrow_mut().next()).map(move |(i, record)| {
+        let seq = i as u64 + 1;
+        read.set(seq);
+        read_total.store(seq, Ordering::SeqCst);
+        let fill = Fill {
+            fields: record.fields(),
+            whole: &record.whole,
+            seq,
+            slot: None,
+        };
+        let (argv, slots) = template
+            .as_ref()
+            .map(|t| t.argv_and_slots(&fill))
+            .unwrap_or_default();
+        let argv: Vec<serde_bytes::ByteBuf> =
+            argv.into_iter().map(serde_bytes::ByteBuf::from).collect();
+        // With `{%}` the command line is made again once the slot is known.
+        let with_slot = template.as_ref().is_some_and(|t| t.has_slot());
+        let command = template
+            .as_ref()
+            .filter(|_| !with_slot)
+            .map(|t| t.display(&fill));
+        let tag = if tag_lines {
+            record.whole.clone()
+        } else {
+            Vec::new()
+        };
+        let fields = if with_slot {
+            record.fields().to_vec()
+        } else {
+            Vec::new()
+        };
+        // Built-in tasks take text; command mode has the bytes in argv.
+        let text = if template.is_some() {
+            String::new()
+        } else {
+            String::from_utf8_lossy(&record.whole).into_owned()
+        };
+        let (input, values) = record.into_parts();
+        inputs.borrow_mut().insert(
+            position,
+            Pending {
                 seq,
-                slot: None,
-            };
-            let (argv, slots) = template
-                .as_ref()
-                .map(|t| t.argv_and_slots(&fill))
-                .unwrap_or_default();
-            let argv: Vec<serde_bytes::ByteBuf> =
-                argv.into_iter().map(serde_bytes::ByteBuf::from).collect();
-            // With `{%}` the command line is made again once the slot is known.
-            let with_slot = template.as_ref().is_some_and(|t| t.has_slot());
-            let command = template
-                .as_ref()
-                .filter(|_| !with_slot)
-                .map(|t| t.display(&fill));
-            let tag = if tag_lines {
-                record.whole.clone()
-            } else {
-                Vec::new()
-            };
-            let fields = if with_slot {
-                record.fields().to_vec()
-            } else {
-                Vec::new()
-            };
-            // Built-in tasks take text; command mode has the bytes in argv.
-            let text = if template.is_some() {
-                String::new()
-            } else {
-                String::from_utf8_lossy(&record.whole).into_owned()
-            };
-            let (input, values) = record.into_parts();
-            inputs.borrow_mut().insert(
-                position,
-                Pending {
-                    seq,
-                    command,
-                    fields,
-                    values,
-                    input,
-                },
-            );
-            position += 1;
-            Job {
-                argv,
-                line: text,
-                seq,
-                args: task_args.clone(),
-                slots,
-                stream: output_stream,
-                tag: tag_lines.then(|| serde_bytes::ByteBuf::from(tag.clone())),
-                lock: lock_path.clone(),
-            }
-        })
+                command,
+                fields,
+                values,
+                input,
+            },
+        );
+        position += 1;
+        Job {
+            argv,
+            line: text,
+            seq,
+            args: task_args.clone(),
+            slots,
+            stream: output_stream,
+            tag: tag_lines.then(|| serde_bytes::ByteBuf::from(tag.clone())),
+            lock: lock_path.clone(),
+        }
+    });
+    (jobs, skipping)
 }
 
 /// `--line-buffer`'s lock file: a file with no name (`O_TMPFILE`; where the file system
