@@ -74,7 +74,10 @@ pub(crate) fn open_remote(pid: u32, fd: i32, dev: u64, ino: u64) -> io::Result<F
         ));
     }
     let file = File::open(path)?;
-    if identity(&file)? != (dev, ino) {
+    // Looked at again on what was opened: the descriptor may have changed since, or
+    // the spool been given a name (`linkat` of an `O_TMPFILE`).
+    let opened = file.metadata()?;
+    if (opened.dev(), opened.ino()) != (dev, ino) || opened.nlink() != 0 {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
             "the descriptor now holds another file",
