@@ -93,6 +93,10 @@ impl LineSource {
     /// Whether the next line (or the end of the input) can be had without waiting: a
     /// partial line does not count.
     pub fn ready(&mut self) -> bool {
+        // Asked to stop: the next read ends the input at once.
+        if self.stopping() {
+            return true;
+        }
         while !self.complete_line() {
             if !wait_readable(self.file.as_fd(), Duration::ZERO) {
                 return false;

@@ -68,6 +68,9 @@ pub(crate) struct Config {
     pub(super) memory_limit: Option<u64>,
     /// Bytes of resident memory a worker may be left with after a task.
     pub(super) max_memory_per_child: Option<u64>,
+    /// Set once the pool breaks (read by `Pool::broken` without asking the
+    /// dispatcher).
+    pub(super) broken: Arc<AtomicBool>,
 }
 
 /// The most workers a pool can have ([`PoolBuilder::procs`]): far more than one
@@ -369,7 +372,9 @@ impl PoolBuilder {
             keep_task_children: self.keep_task_children,
             memory_limit: self.memory_limit,
             max_memory_per_child: self.max_memory_per_child,
+            broken: Arc::new(AtomicBool::new(false)),
         };
+        let broken = cfg.broken.clone();
         let timeout_set = cfg.task_timeout.is_some();
         let hub: Arc<LiveHub> = Hub::new(|hub| Dispatcher::new(cfg, Live::new(hub)));
         let last_stats = Arc::new(Mutex::new(None));
@@ -391,6 +396,7 @@ impl PoolBuilder {
                 hub,
                 next_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
+                broken,
             }),
             thread: Mutex::new(Some(thread)),
             finished,

@@ -13,6 +13,9 @@ use crate::error::{Error, Violation};
 /// Told how many calls succeeded and failed so far; true: cancel what is pending.
 pub(crate) type Gate = Box<dyn FnMut(u64, u64) -> bool + Send>;
 
+/// Called once, when the pool breaks, with why (see [`crate::Pool::when_broken`]).
+pub(crate) type OnBroken = Box<dyn FnOnce(&crate::BrokenReason) + Send>;
+
 /// One event; `S` is what a worker starter hands over (a process and its link, or a
 /// simulated worker in tests).
 pub(crate) enum Event<S> {
@@ -29,6 +32,8 @@ pub(crate) enum Event<S> {
     /// A halt condition, looked at before any work is handed out (see
     /// [`crate::Pool::cancel_pending_when`]).
     SetGate(Gate),
+    /// Called when the pool breaks (at once if it has).
+    WhenBroken(OnBroken),
     /// A new time limit per call (`None`: none), for the calls running too.
     SetTaskTimeout(Option<std::time::Duration>),
     Terminate,

@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub(in crate::pool) hub: Arc<LiveHub>,
     pub(in crate::pool) next_id: AtomicU64,
     pub(in crate::pool) closed: AtomicBool,
+    /// Set by the dispatcher when the pool breaks.
+    pub(in crate::pool) broken: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -232,9 +234,23 @@ impl Pool {
         self.finished.wait();
     }
 
+    /// Calls `call` once, with why, when the pool breaks ([`ErrorKind::PoolBroken`]),
+    /// on the pool's own thread, or at once if it has broken already; never if it does
+    /// not break. For a program that must stop feeding a broken pool at once, even
+    /// while it waits for input of its own (the CLI stops reading its input so).
+    /// `call` should return quickly: the pool's thread waits for it. A panic in it is
+    /// caught.
+    pub fn when_broken(&self, call: impl FnOnce(&crate::BrokenReason) + Send + 'static) {
+        self.shared.hub.post(Event::WhenBroken(Box::new(call)));
+    }
+
     /// Why the pool broke, if it has ([`ErrorKind::PoolBroken`]): `stats().broken`
     /// without reading every worker's usage.
     pub fn broken(&self) -> Option<crate::BrokenReason> {
+        // Cheap while it has not: one load, no question to the dispatcher.
+        if !self.shared.broken.load(Ordering::Acquire) {
+            return None;
+        }
         let (tx, rx) = mpsc::sync_channel(1);
         self.shared.hub.post(Event::Stats(tx));
         match rx.recv() {

@@ -108,3 +108,34 @@ fn a_panicking_halt_condition_is_reported_not_taken_for_a_termination() {
         }
     });
 }
+
+/// `when_broken` is told once, with the reason, when the pool breaks; one registered
+/// after the break is told at once; a pool that does not break tells nobody.
+#[test]
+fn when_broken_tells_once_with_the_reason() {
+    each_method(DEADLINE, |method| {
+        let broken = pool(method, 2)
+            .initializer(failing_init, ())
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let before = tx.clone();
+        broken.when_broken(move |reason| before.send(reason.to_string()).unwrap());
+        let e = broken.apply(square, 1).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::PoolBroken { .. }), "{e:?}");
+        let told = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(told, "the initializer failed");
+        broken.when_broken(move |reason| tx.send(format!("late: {reason}")).unwrap());
+        let late = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(late, "late: the initializer failed");
+        broken.join();
+        assert!(rx.try_recv().is_err(), "told more than once");
+
+        let whole = pool(method, 1).build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        whole.when_broken(move |_| tx.send(()).unwrap());
+        assert_eq!(whole.apply(square, 3).unwrap(), 9);
+        whole.join();
+        assert!(rx.try_recv().is_err(), "a pool that did not break told");
+    });
+}

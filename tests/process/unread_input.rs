@@ -82,3 +82,59 @@ fn a_run_stopped_after_reading_all_its_input_says_nothing_of_unread_lines() {
         );
     });
 }
+
+/// The pool breaks (both idle workers SIGKILLed under `--restart-limit 1/60s`) while
+/// stdin stalls: the run ends at once with the break's line and where it stopped
+/// reading, exit 1. Before, it read on until its input ended (a stalled pipe kept it
+/// for as long as it stalled, `tail -f` for ever), one "the pool is broken" failure
+/// per later line.
+#[test]
+fn a_pool_that_breaks_while_its_input_stalls_ends_the_run() {
+    isolated(DEADLINE, || {
+        let mut cli = Command::new(BIN)
+            .args(["run", "-j", "2", "--start-method", "spawn"])
+            .args(["--restart-limit", "1/60s", "--task", "sleep"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = cli.stdin.take().unwrap();
+        input.write_all(b"0ms\n0ms\n").unwrap();
+        input.flush().unwrap();
+        let mut out = BufReader::new(cli.stdout.take().unwrap());
+        for _ in 0..2 {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            assert_eq!(line.trim_end(), "0s");
+        }
+        // Spawned workers are the run's own children.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let workers = loop {
+            let workers = common::children_of(cli.id() as i32);
+            if workers.len() >= 2 {
+                break workers;
+            }
+            assert!(Instant::now() < deadline, "workers: {workers:?}");
+            std::thread::yield_now();
+        };
+        for pid in workers {
+            // SAFETY: kill with plain integers, of our own grandchild.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // stdin stays open and silent: only the break can end the run.
+        let ended = Instant::now();
+        let result = cli.wait_with_output().unwrap();
+        let took = ended.elapsed();
+        drop(input);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert_eq!(result.status.code(), Some(1), "{stderr}");
+        assert!(
+            last.starts_with("supervisor: the pool broke (")
+                && last.ends_with("the input was not read past line 2"),
+            "{stderr}"
+        );
+        assert!(took < Duration::from_secs(20), "ended after {took:?}");
+    });
+}

@@ -276,9 +276,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         _ => unreachable!("a run without a pool is a remote run"),
     };
     let records_read = skipping.clone();
+    if let Some(pool) = &pool {
+        // A broken pool runs nothing more: the rest of the input stays unread (the
+        // summary says where it stopped), however long it stalls or goes on (a read
+        // waiting on the input gives up on the stop). Only the flag: the pool's own
+        // thread calls this, where asking the pool to stop would wait for itself.
+        let stop = stop.clone();
+        pool.when_broken(move |_| {
+            let _ = stop.compare_exchange(
+                0,
+                super::stop::STOP_POOL_BROKEN,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        });
+    }
     if let Some(stream) = stream {
-        // The records `--resume` skips are passed over here while they are at hand.
         reports = reports.input_ready(move || {
+            // The records `--resume` skips are passed over here while they are at hand.
             skipping
                 .borrow_mut()
                 .ready(&mut || stream.borrow_mut().ready())

@@ -2,7 +2,9 @@
 //! and what failed.
 
 use super::super::halt::{Halt, What};
-use super::stop::{STOP_CLUSTER, STOP_HALT, STOP_HALT_SOON, STOP_OUTPUT_ERROR, STOP_STDOUT};
+use super::stop::{
+    STOP_CLUSTER, STOP_HALT, STOP_HALT_SOON, STOP_OUTPUT_ERROR, STOP_POOL_BROKEN, STOP_STDOUT,
+};
 
 /// Exit codes (documented in `--help` and the README).
 pub const EXIT_OK: i32 = 0;
@@ -26,6 +28,7 @@ pub(super) fn exit_code(why: i32, halt: Option<Halt>, failed: u64) -> i32 {
         STOP_STDOUT => EXIT_STDOUT_CLOSED,
         STOP_OUTPUT_ERROR => EXIT_OUTPUT,
         STOP_CLUSTER => super::super::EXIT_CLUSTER,
+        STOP_POOL_BROKEN => EXIT_FAILED,
         // parallel: a halt on successes exits 0, whatever failed before it.
         STOP_HALT | STOP_HALT_SOON if halt.is_some_and(|h| h.what == What::Success) => EXIT_OK,
         STOP_HALT | STOP_HALT_SOON if failed > 0 => EXIT_FAILED,

@@ -19,6 +19,9 @@ pub(super) const STOP_STDOUT: i32 = -2;
 pub(super) const STOP_OUTPUT_ERROR: i32 = -3;
 /// `--nats`: the run cannot go on (its server unreachable past `--nats-timeout`).
 pub(super) const STOP_CLUSTER: i32 = -5;
+/// The pool broke (a restart storm): nothing more is read, so a stalled or endless
+/// input does not keep the run.
+pub(super) const STOP_POOL_BROKEN: i32 = -6;
 
 /// The exit code of a run stopped by `signal`, if it is one of ours.
 pub(super) fn signal_exit_code(signal: i32) -> Option<i32> {

@@ -21,6 +21,12 @@ impl<X: Io> Dispatcher<X> {
             return;
         }
         self.broken = Some(reason.clone());
+        self.cfg
+            .broken
+            .store(true, std::sync::atomic::Ordering::Release);
+        for call in std::mem::take(&mut self.when_broken) {
+            super::state::tell_broken(call, &reason);
+        }
         for unit in self.stop_every_worker() {
             unit.fail(|_| ErrorKind::PoolBroken {
                 reason: reason.clone(),

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::super::event::{Event, Gate};
+use super::super::event::{Event, Gate, OnBroken};
 use super::super::hub::Machine;
 use super::super::job::Unit;
 use super::super::ports::{Io, WorkerLink};
@@ -38,6 +38,8 @@ pub(crate) struct Dispatcher<X: Io> {
     pub(super) closing: bool,
     pub(super) terminating: bool,
     pub(super) broken: Option<BrokenReason>,
+    /// `Pool::when_broken`'s callbacks, called when it breaks.
+    pub(super) when_broken: Vec<OnBroken>,
     pub(super) storm: Storm,
     pub(super) next_worker: u64,
     pub(super) next_seq: u64,
@@ -73,6 +75,7 @@ impl<X: Io> Dispatcher<X> {
             closing: false,
             terminating: false,
             broken: None,
+            when_broken: Vec::new(),
             storm,
             next_worker: 1,
             next_seq: 1,
@@ -123,6 +126,10 @@ impl<X: Io> Dispatcher<X> {
             Event::CancelPending => self.cancel_pending(),
             Event::SetGate(gate) => self.gate = Some((gate, (u64::MAX, u64::MAX))),
             Event::SetTaskTimeout(limit) => self.set_task_timeout(limit),
+            Event::WhenBroken(call) => match &self.broken {
+                Some(reason) => tell_broken(call, reason),
+                None => self.when_broken.push(call),
+            },
             Event::Terminate => self.terminate(),
             Event::Kill => self.kill(),
             Event::Stats(reply) => {
@@ -234,4 +241,10 @@ impl<X: Io> Machine for Dispatcher<X> {
             }
         }
     }
+}
+
+/// Calls a `Pool::when_broken` callback: the user's code, whose panic is caught (the
+/// pool is broken already; there is nothing more to stop).
+pub(super) fn tell_broken(call: OnBroken, reason: &BrokenReason) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(reason)));
 }

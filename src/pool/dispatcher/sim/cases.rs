@@ -139,6 +139,7 @@ fn config(case: &Case) -> Config {
         keep_task_children: false,
         memory_limit: case.memory_limit,
         max_memory_per_child: case.max_memory_per_child,
+        broken: Default::default(),
     }
 }
 
