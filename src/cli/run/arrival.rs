@@ -20,6 +20,7 @@ use super::super::tasks::{Failure, Outcome};
 use super::jobs::Inputs;
 use super::stop::{
     stopped_error, RequestStop, StoppedByRun, STOP_HALT, STOP_HALT_SOON, STOP_OUTPUT_ERROR,
+    STOP_POOL_BROKEN,
 };
 
 /// A job log open for writing.
@@ -87,8 +88,10 @@ impl Arrivals {
             .get(index)
             .map_or(index as u64 + 1, |p| p.seq);
         let why = stop.load(Ordering::SeqCst);
+        // A broken pool's own errors say what happened to its tasks.
         let stopped_now = why != 0
             && why != STOP_HALT_SOON
+            && why != STOP_POOL_BROKEN
             && !matches!(result, Ok(Ok(_)))
             && !matches!(result, Err(e) if super::super::report::kind_of(e) == "cancelled");
         // A command killed by the stop of its worker (SIGTERM, SIGKILL after the grace)
@@ -102,7 +105,7 @@ impl Arrivals {
             }))
         );
         let broke = match pool {
-            Some(pool) if why == 0 && killed => pool.broken(),
+            Some(pool) if (why == 0 || why == STOP_POOL_BROKEN) && killed => pool.broken(),
             _ => None,
         };
         let as_stopped;
