@@ -34,13 +34,7 @@ supervisor::task!(shm_made);
 #[test]
 fn apply_async_results_of_every_size_around_the_argument_are_their_own() {
     each_method(DEADLINE, |method| {
-        let pool = Arc::new(
-            Pool::builder()
-                .procs(2)
-                .start_method(method)
-                .build()
-                .unwrap(),
-        );
+        let pool = shared_pool(method);
         let threads: Vec<_> = (0..4u8)
             .map(|t| {
                 let pool = pool.clone();
@@ -238,18 +232,23 @@ fn tagged((id, len): (u64, usize)) -> (u64, Vec<u8>) {
 }
 supervisor::task!(tagged);
 
+/// A pool of 2 for several threads.
+fn shared_pool(method: supervisor::StartMethod) -> Arc<Pool> {
+    Arc::new(
+        Pool::builder()
+            .procs(2)
+            .start_method(method)
+            .build()
+            .unwrap(),
+    )
+}
+
 /// 8 threads x 3,000 `apply_async` of results a little smaller and larger than their
 /// arguments, waited in a shuffled order: each handle gets its own call's result.
 #[test]
 fn many_threads_of_apply_async_each_get_their_own_result() {
     each_method(DEADLINE, |method| {
-        let pool = Arc::new(
-            Pool::builder()
-                .procs(2)
-                .start_method(method)
-                .build()
-                .unwrap(),
-        );
+        let pool = shared_pool(method);
         let threads: Vec<_> = (0..8u64)
             .map(|t| {
                 let pool = pool.clone();
