@@ -38,12 +38,7 @@ fn limit_note(e: &OsError) -> String {
 impl OsError {
     /// The resource limit its error number says was reached, if any.
     pub(crate) fn limit(&self) -> Option<super::ResourceLimit> {
-        match self.errno? {
-            libc::EAGAIN => Some(super::ResourceLimit::Processes),
-            libc::EMFILE | libc::ENFILE => Some(super::ResourceLimit::Descriptors),
-            libc::ENOMEM => Some(super::ResourceLimit::Memory),
-            _ => None,
-        }
+        self.errno.and_then(super::facts::limit_of_errno)
     }
 }
 

@@ -137,15 +137,24 @@ pub(crate) fn resource_limit(e: &(dyn std::error::Error + 'static)) -> Option<Re
         {
             return Some(limit);
         }
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            match io.raw_os_error() {
-                Some(libc::EAGAIN) => return Some(ResourceLimit::Processes),
-                Some(libc::EMFILE) | Some(libc::ENFILE) => return Some(ResourceLimit::Descriptors),
-                Some(libc::ENOMEM) => return Some(ResourceLimit::Memory),
-                _ => {}
-            }
+        if let Some(limit) = err
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+            .and_then(limit_of_errno)
+        {
+            return Some(limit);
         }
         next = err.source();
     }
     None
+}
+
+/// The resource limit an error number says was reached, if any.
+pub(crate) fn limit_of_errno(errno: i32) -> Option<ResourceLimit> {
+    match errno {
+        libc::EAGAIN => Some(ResourceLimit::Processes),
+        libc::EMFILE | libc::ENFILE => Some(ResourceLimit::Descriptors),
+        libc::ENOMEM => Some(ResourceLimit::Memory),
+        _ => None,
+    }
 }

@@ -84,19 +84,20 @@ impl BootstrapError {
         match self {
             BootstrapError::Link(protocol::LinkError::Closed) => true,
             BootstrapError::Link(protocol::LinkError::Io(e)) => {
-                matches!(e.kind(), ConnectionReset | BrokenPipe)
-                    || matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE))
-                    // ipc-channel's error said in words (its number lost on the way).
-                    || [ConnectionReset, BrokenPipe].iter().any(|kind| {
-                        let text = std::io::Error::from(*kind).to_string();
-                        let os = match kind {
-                            ConnectionReset => libc::ECONNRESET,
-                            _ => libc::EPIPE,
-                        };
-                        let words = std::io::Error::from_raw_os_error(os).to_string();
-                        let msg = e.to_string();
-                        msg.contains(&text) || msg.contains(&words)
-                    })
+                let msg = e.to_string();
+                [
+                    (ConnectionReset, libc::ECONNRESET),
+                    (BrokenPipe, libc::EPIPE),
+                ]
+                .into_iter()
+                .any(|(kind, errno)| {
+                    e.kind() == kind
+                            || e.raw_os_error() == Some(errno)
+                            // ipc-channel's error said in words (its number lost on
+                            // the way).
+                            || msg.contains(&std::io::Error::from(kind).to_string())
+                            || msg.contains(&std::io::Error::from_raw_os_error(errno).to_string())
+                })
             }
             _ => false,
         }
