@@ -98,6 +98,8 @@ fn storm_records(method: StartMethod) {
             std::thread::sleep(Duration::from_millis(5));
         };
         std::fs::write(dir.path().join("storm"), b"").unwrap();
+        let (broke, broken) = std::sync::mpsc::channel();
+        pool.when_broken(move |_| broke.send(()).unwrap());
         // SAFETY: kill with plain integers; the idle worker of this pool.
         unsafe { libc::kill(idle as i32, libc::SIGKILL) };
         let killed = Instant::now();
@@ -105,10 +107,10 @@ fn storm_records(method: StartMethod) {
         let waiting: Vec<_> = (3..23)
             .map(|id| pool.submit(marked_sleep, (d.clone(), id, 1)))
             .collect();
-        while pool.broken().is_none() {
-            assert!(Instant::now() < deadline, "the pool never broke");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        broken
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the pool never broke");
+        assert!(pool.broken().is_some());
         let broke_after = killed.elapsed();
         let log_at_break = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
         for (id, h) in running.into_iter().enumerate() {

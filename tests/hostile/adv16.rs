@@ -3,8 +3,10 @@
 //! handles dropped or read twice, megabytes, shared memory), and results whose bytes
 //! look like a reference to a spooled output.
 
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use super::*;
@@ -169,11 +171,30 @@ fn a_result_holding_spool_reference_bytes_leaves_the_users_file_alone() {
 /// `--resume` over a pipe that stalls right after lines the job log lists as done: the
 /// 199 lines read before them run at once (on main they waited, unstarted, on 2 idle
 /// workers, until more input came: the skip hid the stall from the pool, which sends
+/// `run -j 2 --task sleep --resume --joblog LOG` given 200 `1ms` lines on a stdin left
+/// open (stalled).
+fn resume_200_lines(
+    log: &std::path::Path,
+    stderr: Stdio,
+) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_supervisor"))
+        .args(["run", "-j", "2", "--task", "sleep", "--resume", "--joblog"])
+        .arg(log)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all("1ms\n".repeat(200).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    (child, stdin)
+}
+
 /// what it read only before a read that would wait).
 #[test]
 fn resume_skipping_the_last_lines_before_a_stall_runs_what_was_read() {
-    use std::io::{BufRead, Write};
-    use std::process::{Command, Stdio};
+    use std::io::BufRead;
     isolated(DEADLINE, || {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
@@ -182,17 +203,7 @@ fn resume_skipping_the_last_lines_before_a_stall_runs_what_was_read() {
         );
         done.push_str("200\t:\t1.000\t     0.001\t0\t3\t0\t0\tsleep 1ms\n");
         std::fs::write(&log, done).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_supervisor"))
-            .args(["run", "-j", "2", "--task", "sleep", "--resume", "--joblog"])
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all("1ms\n".repeat(200).as_bytes()).unwrap();
-        stdin.flush().unwrap();
+        let (mut child, stdin) = resume_200_lines(&log, Stdio::null());
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
@@ -287,7 +298,6 @@ fn many_threads_of_apply_async_each_get_their_own_result() {
 /// and no count, JSON on stdout, stderr empty).
 #[test]
 fn a_halt_before_the_input_ended_says_where_it_stopped_reading() {
-    use std::process::Command;
     isolated(DEADLINE, || {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("input");
@@ -373,8 +383,7 @@ fn finished_calls_do_not_keep_their_arguments() {
 /// were counted as never read).
 #[test]
 fn a_stopped_resume_counts_the_lines_it_skipped_as_read() {
-    use std::io::{BufRead, Read, Write};
-    use std::process::{Command, Stdio};
+    use std::io::{BufRead, Read};
     isolated(DEADLINE, || {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
@@ -387,17 +396,7 @@ fn a_stopped_resume_counts_the_lines_it_skipped_as_read() {
             ));
         }
         std::fs::write(&log, done).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_supervisor"))
-            .args(["run", "-j", "2", "--task", "sleep", "--resume", "--joblog"])
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all("1ms\n".repeat(200).as_bytes()).unwrap();
-        stdin.flush().unwrap();
+        let (mut child, stdin) = resume_200_lines(&log, Stdio::piped());
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         // The 189 lines that run come out while the input stalls.
         let mut line = String::new();
