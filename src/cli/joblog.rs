@@ -95,6 +95,20 @@ pub struct Resume {
     pub succeeded: HashSet<u64>,
     /// Logged, but failed (the later line of a job wins).
     pub failed: HashSet<u64>,
+    /// Lines cut short (a run killed, or its disk full, while it wrote one), in order.
+    pub cut_short: Vec<CutShort>,
+}
+
+/// A job log line that ends before its exit status and signal: the write of a job's
+/// line was cut (the line is written once the job ended, so the job ran).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutShort {
+    /// Its line, 1-based.
+    pub line: usize,
+    /// Its job, if the line got past its number (digits then a tab): that job is taken
+    /// as run, whatever it came to, and not run again. `None`: only digits, which may
+    /// be the start of a longer number; the line is ignored.
+    pub seq: Option<u64>,
 }
 
 impl Resume {
@@ -122,7 +136,21 @@ pub enum ReadError {
     },
 }
 
-/// Reads a job log written by us or by parallel; a missing file is an empty log.
+/// Whether the columns of a line without its exit status or signal are what the start
+/// of a job log line holds: a host, then numbers, each but the last whole.
+fn prefix_of_a_line(cols: &[&[u8]]) -> bool {
+    cols.iter().enumerate().skip(2).all(|(at, col)| {
+        let last = at + 1 == cols.len();
+        let numeric = col
+            .iter()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b' ' | b'-'));
+        numeric && (last || col.iter().any(u8::is_ascii_digit))
+    })
+}
+
+/// Reads a job log written by us or by parallel; a missing file is an empty log. A line
+/// cut short (see [`CutShort`]) is listed, not refused: a run killed while writing its
+/// log can be resumed.
 pub fn read(path: &Path) -> Result<Resume, ReadError> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -140,15 +168,34 @@ pub fn read(path: &Path) -> Result<Resume, ReadError> {
         }
         let cols: Vec<&[u8]> = line.splitn(9, |&b| b == b'\t').collect();
         let num = |c: &[u8]| std::str::from_utf8(c).ok()?.trim().parse::<i64>().ok();
-        let (Some(seq), Some(exit), Some(signal)) = (
+        let (seq, exit, signal) = (
             cols.first().and_then(|c| num(c)),
             cols.get(6).and_then(|c| num(c)),
             cols.get(7).and_then(|c| num(c)),
-        ) else {
+        );
+        let Some(seq) = seq.and_then(|s| u64::try_from(s).ok()) else {
             return Err(ReadError::Format { line: i + 1 });
         };
-        let Ok(seq) = u64::try_from(seq) else {
-            return Err(ReadError::Format { line: i + 1 });
+        let (Some(exit), Some(signal)) = (exit, signal) else {
+            // Cut short before its signal's column ended (a full line has its command
+            // after it); anything else that lacks them is not a job log line.
+            if cols.len() == 1 && line.iter().all(u8::is_ascii_digit) {
+                resume.cut_short.push(CutShort {
+                    line: i + 1,
+                    seq: None,
+                });
+                continue;
+            }
+            if cols.len() > 8 || !prefix_of_a_line(&cols) {
+                return Err(ReadError::Format { line: i + 1 });
+            }
+            resume.cut_short.push(CutShort {
+                line: i + 1,
+                seq: Some(seq),
+            });
+            resume.failed.remove(&seq);
+            resume.succeeded.insert(seq);
+            continue;
         };
         if exit == 0 && signal == 0 {
             resume.failed.remove(&seq);
@@ -268,6 +315,42 @@ mod tests {
         assert!(!resume.runs(1, true) && !resume.runs(2, true));
         assert!(!resume.runs(3, false) && resume.runs(3, true));
         assert!(resume.runs(4, false), "never logged: runs");
+        // Lines cut short: job 5 got past its number (taken as run, whatever it came
+        // to, even under --resume-failed), the last line did not (ignored).
+        for cut in [
+            "5\t:",
+            "5\t:\t1796204977.6",
+            "5\t:\t1796204977.611\t     0.013\t0\t2\t3",
+            "5\t:\t1796204977.611\t     0.013\t0\t2\t3\t",
+        ] {
+            std::fs::write(&path, format!("2\t:\t1.0\t0.1\t0\t0\t1\t0\tx\n{cut}\n1")).unwrap();
+            let resume = read(&path).unwrap();
+            assert!(!resume.runs(5, true), "{cut:?}");
+            assert!(resume.runs(1, false) && resume.runs(2, true), "{cut:?}");
+            assert_eq!(
+                resume.cut_short,
+                [
+                    CutShort {
+                        line: 2,
+                        seq: Some(5)
+                    },
+                    CutShort { line: 3, seq: None }
+                ],
+                "{cut:?}"
+            );
+        }
+        // Not the start of a line: refused.
+        for bad in [
+            "5\tx\ty",
+            "5\t:\t1.0\tabc",
+            "5\t:\t1.0\t0.1\t0\t0\tx\t0\tcmd",
+        ] {
+            std::fs::write(&path, format!("{bad}\n")).unwrap();
+            assert!(
+                matches!(read(&path), Err(ReadError::Format { line: 1 })),
+                "{bad:?}"
+            );
+        }
         std::fs::write(&path, "{\"seq\":1}\n").unwrap();
         assert!(matches!(read(&path), Err(ReadError::Format { line: 1 })));
         assert_eq!(read(&dir.join("missing")).unwrap(), Resume::default());

@@ -116,3 +116,58 @@ fn tasks_running_at_a_sigterm_are_stopped_unlogged_and_run_by_resume() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// A run killed while it wrote a job log line leaves the line cut short, without its
+/// newline. `--resume` takes that job as run (its line is written once it ended), says
+/// so, ends the cut line before appending, and a later `--resume` reads the log again.
+#[test]
+fn a_job_log_whose_last_line_was_cut_short_is_resumed_from() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("resume-cut");
+        let log = dir.join("jobs.tsv");
+        let log_arg = log.to_str().unwrap();
+        let input = "a\nb\nc\nd\n";
+        let run = |extra: &[&str]| {
+            let mut args = vec!["run", "-j", "1", "--joblog", log_arg];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&["--", "echo", "{#}"]);
+            cli(&args, input)
+        };
+        assert_eq!(run(&[]).code, 0);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // The header, jobs 1 and 2, then job 3's line cut inside its run time.
+        let cut = format!("{}\n{}", lines[..3].join("\n"), &lines[3][..18]);
+        std::fs::write(&log, &cut).unwrap();
+
+        let resumed = run(&["--resume"]);
+        assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+        assert_eq!(resumed.stdout, "4\n", "job 3 is taken as run");
+        assert!(
+            resumed.stderr.contains("line 4 was cut short")
+                && resumed.stderr.contains("job 3 is taken as run"),
+            "{}",
+            resumed.stderr
+        );
+        let after = std::fs::read_to_string(&log).unwrap();
+        assert!(after.starts_with(&format!("{cut}\n4\t")), "{after:?}");
+        let again = run(&["--resume-failed"]);
+        assert_eq!(
+            (again.code, again.stdout.as_str()),
+            (0, ""),
+            "{}",
+            again.stderr
+        );
+
+        // Cut inside its number: the line is ignored and that job runs.
+        std::fs::write(&log, format!("{}\n3", lines[..3].join("\n"))).unwrap();
+        let resumed = run(&["--resume"]);
+        assert_eq!(resumed.stdout, "3\n4\n", "{}", resumed.stderr);
+        assert!(
+            resumed.stderr.contains("it is ignored"),
+            "{}",
+            resumed.stderr
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

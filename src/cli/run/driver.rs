@@ -100,6 +100,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         })?),
         _ => None,
     };
+    if let (Some(path), Some(resume)) = (&args.joblog, &resume) {
+        for cut in &resume.cut_short {
+            say_cut_short(path, cut);
+        }
+    }
     let mut joblog = match &args.joblog {
         Some(path) => {
             let file = open_joblog(path, resume.is_some())?;
@@ -478,6 +483,8 @@ fn open_joblog(path: &std::path::Path, resume: bool) -> anyhow::Result<std::fs::
         .create(true)
         .write(true)
         .append(resume)
+        // To look at the last byte when appending (see `end_the_last_line`).
+        .read(resume)
         .open(path)
         .map_err(cannot)?;
     if file.metadata().map_err(cannot)?.is_file() {
@@ -490,7 +497,38 @@ fn open_joblog(path: &std::path::Path, resume: bool) -> anyhow::Result<std::fs::
         }
         if !resume {
             file.set_len(0).map_err(cannot)?;
+        } else {
+            end_the_last_line(&file).map_err(cannot)?;
         }
     }
     Ok(file)
+}
+
+/// A log whose last line was cut short (no newline at its end) gets one before lines
+/// are appended: else the next job's line would be joined to it.
+fn end_the_last_line(mut file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut last = [0u8];
+    if len > 0 && file.read_at(&mut last, len - 1)? == 1 && last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// What `--resume` makes of a job log line cut short.
+fn say_cut_short(path: &std::path::Path, cut: &joblog::CutShort) {
+    let path = path.display();
+    match cut.seq {
+        Some(seq) => say!(
+            "supervisor: --resume: {path}: line {} was cut short (a run stopped while it \
+             wrote it?): job {seq} is taken as run and not run again",
+            cut.line
+        ),
+        None => say!(
+            "supervisor: --resume: {path}: line {} was cut short within its job's number: \
+             it is ignored",
+            cut.line
+        ),
+    }
 }
