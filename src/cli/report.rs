@@ -462,6 +462,26 @@ impl Record {
     }
 }
 
+/// A `--results` directory's name for `value` (see [`Record::write_results`]), not yet
+/// cut to [`NAME_MAX`].
+fn result_name(value: &[u8]) -> Vec<u8> {
+    match value {
+        b"" => return b"\\e".to_vec(),
+        b"." => return b"\\.".to_vec(),
+        b".." => return b"\\..".to_vec(),
+        _ => {}
+    }
+    let mut name = Vec::with_capacity(value.len());
+    for &b in value {
+        match b {
+            b'/' => name.extend_from_slice(b"\\_"),
+            b'\\' => name.extend_from_slice(b"\\\\"),
+            b => name.push(b),
+        }
+    }
+    name
+}
+
 /// The longest file name Linux file systems take, in bytes.
 const NAME_MAX: usize = 255;
 
@@ -469,19 +489,15 @@ impl Record {
     /// `--results DIR`: the task's stdout and stderr (and its sequence number) in
     /// parallel's layout, `DIR/1/VALUE1/2/VALUE2/{seq,stdout,stderr}` (a `/` in a
     /// value is written `\_`, a `\` as `\\`; a name is cut to the 255 bytes a file
-    /// name may have, as parallel cuts it).
+    /// name may have, as parallel cuts it). The values a file name cannot be get names
+    /// no other value gets (a `\` is always doubled otherwise): `.` is `\.`, `..` is
+    /// `\..` and an empty value `\e`. GNU parallel writes those into the level above,
+    /// where they overwrite each other.
     pub fn write_results(&self, dir: &std::path::Path, values: &[Vec<u8>]) -> io::Result<()> {
         use std::os::unix::ffi::OsStrExt;
         let mut path = dir.to_path_buf();
         for (i, value) in values.iter().enumerate() {
-            let mut name = Vec::with_capacity(value.len());
-            for &b in value {
-                match b {
-                    b'/' => name.extend_from_slice(b"\\_"),
-                    b'\\' => name.extend_from_slice(b"\\\\"),
-                    b => name.push(b),
-                }
-            }
+            let mut name = result_name(value);
             name.truncate(NAME_MAX);
             path.push((i + 1).to_string());
             path.push(std::ffi::OsStr::from_bytes(&name));

@@ -147,3 +147,58 @@ fn results_keep_failed_stderr_in_their_files_and_a_full_disk_exits_3() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+/// `--results DIR` with values no file name can be (`.`, `..`, empty) and ones that
+/// escape to names another value could take: each input gets its own directory under
+/// DIR (before: `..` stopped the run with exit 3, and `.` and an empty value wrote into
+/// DIR/1 itself, as GNU parallel does).
+#[test]
+fn results_of_values_no_file_name_can_be_get_their_own_directories() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("results-names");
+        let results = dir.join("r");
+        let values = [".", "..", "", "\\.", "\\e", "a/b", "a\\_b", "\\"];
+        let input: String = values.iter().map(|v| format!("{v}\n")).collect();
+        let out = cli(
+            &[
+                "run",
+                "-j",
+                "2",
+                "--results",
+                results.to_str().unwrap(),
+                "--",
+                "echo",
+                "x{}",
+            ],
+            &input,
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let mut names: Vec<String> = std::fs::read_dir(results.join("1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), values.len(), "{names:?}");
+        for (i, value) in values.iter().enumerate() {
+            let name = match *value {
+                "." => "\\.".to_string(),
+                ".." => "\\..".to_string(),
+                "" => "\\e".to_string(),
+                v => v.replace('\\', "\\\\").replace('/', "\\_"),
+            };
+            let at = results.join("1").join(&name);
+            assert_eq!(
+                std::fs::read_to_string(at.join("stdout")).unwrap(),
+                format!("x{value}\n"),
+                "{value:?} in {name:?}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(at.join("seq")).unwrap(),
+                (i + 1).to_string()
+            );
+        }
+        // Nothing written anywhere else.
+        assert_eq!(std::fs::read_dir(&results).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
