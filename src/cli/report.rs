@@ -82,6 +82,12 @@ pub fn joblog_row<'a>(
     };
     let (exitval, signal, received) = match result {
         Ok(Ok(out)) => (0, 0, out.text.len()),
+        // A command that could not be started: what a shell exits with for it (GNU
+        // parallel runs commands through one), 127 for a program not found, else 126.
+        Ok(Err(Failure::Failed {
+            start_errno: Some(errno),
+            ..
+        })) => (if *errno == libc::ENOENT { 127 } else { 126 }, 0, 0),
         Ok(Err(Failure::Failed {
             exit_code,
             signal,

@@ -101,6 +101,10 @@ pub enum Failure {
         /// The job slot `{%}` the command ran with (0: none).
         #[serde(default)]
         slot: u32,
+        /// The command could not be started: the system's error number (the job log
+        /// writes a shell's exit status for it, 127 for a program not found, else 126).
+        #[serde(default)]
+        start_errno: Option<i32>,
     },
     /// With `-u` or `--line-buffer`: the command's output could not be written to
     /// the run's (the command was stopped); the run stops as for its own output.
@@ -144,6 +148,21 @@ fn failed(message: impl Into<String>) -> Failure {
         stderr: Captured::default(),
         pid: 0,
         slot: 0,
+        start_errno: None,
+    }
+}
+
+/// A command that could not be started: `errno` is what the system said.
+fn cannot_start(message: impl Into<String>, errno: Option<i32>) -> Failure {
+    Failure::Failed {
+        message: message.into(),
+        exit_code: None,
+        signal: None,
+        stdout: Captured::default(),
+        stderr: Captured::default(),
+        pid: 0,
+        slot: 0,
+        start_errno: errno,
     }
 }
 

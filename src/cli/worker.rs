@@ -149,6 +149,7 @@ fn inline_outputs(_task: &str, value: Vec<u8>) -> Vec<u8> {
             stderr,
             pid,
             slot,
+            start_errno,
         }) => Err(Failure::Failed {
             message,
             exit_code,
@@ -157,6 +158,7 @@ fn inline_outputs(_task: &str, value: Vec<u8>) -> Vec<u8> {
             stderr: inline(stderr),
             pid,
             slot,
+            start_errno,
         }),
         Err(other) => Err(other),
     };

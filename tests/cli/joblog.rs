@@ -228,3 +228,37 @@ fn retries_are_one_budget_for_failures_and_timeouts_and_attempts_say_how_many_ra
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// A command that cannot be started is logged with the exit status a shell gives it
+/// (GNU parallel runs commands through one): 127 for a program not found, 126 for one
+/// that cannot be run; grouped and streamed (`-u`) alike. Before, both were -1.
+#[test]
+fn a_command_that_cannot_start_is_logged_as_a_shell_would_exit() {
+    isolated(DEADLINE, || {
+        let dir = temp_dir("joblog-start");
+        let log = dir.join("jobs.tsv");
+        let plain = dir.join("not-executable");
+        std::fs::write(&plain, "echo never\n").unwrap();
+        for mode in [None, Some("-u")] {
+            for (program, want) in [
+                (dir.join("missing").to_str().unwrap().to_string(), "127"),
+                (plain.to_str().unwrap().to_string(), "126"),
+            ] {
+                let mut args = vec!["run", "--joblog", log.to_str().unwrap()];
+                args.extend(mode);
+                args.extend(["--", program.as_str(), ":::", "a"]);
+                let out = cli(&args, "");
+                assert_eq!(out.code, 1, "{mode:?} {program}: {}", out.stderr);
+                assert!(out.stderr.contains("cannot start `"), "{}", out.stderr);
+                let text = std::fs::read_to_string(&log).unwrap();
+                let line: Vec<&str> = text.lines().nth(1).unwrap().split('\t').collect();
+                assert_eq!(
+                    (line[6], line[7]),
+                    (want, "0"),
+                    "{mode:?} {program}: {text}"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

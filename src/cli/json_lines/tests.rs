@@ -209,6 +209,7 @@ fn joblog_lines_are_the_bytes_the_value_map_made() {
             stderr: Captured::default(),
             pid: 77,
             slot: 1,
+            start_errno: None,
         }))
     };
     let terminated = || -> Result<Outcome, Error> {

@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use supervisor::{Captured, Command, ExitStatus};
 
-use super::{failed, Failure, Job, Outcome, Output, Stream};
+use super::{cannot_start, failed, Failure, Job, Outcome, Output, Stream};
 
 /// Bytes of each stream of a command kept in memory (in the worker, in transit and
 /// in the run's reorder buffer); past it the stream is spooled to a private file.
@@ -42,8 +42,13 @@ fn run_once(job: &Job) -> Outcome {
     let cmd = Command::new(OsStr::from_bytes(program))
         .args(args.iter().map(|a| OsStr::from_bytes(a)))
         .inline_limit(INLINE_LIMIT);
-    let out =
-        supervisor::run_command(cmd).map_err(|e| failed(supervisor_worker::error_chain(&e)))?;
+    let out = supervisor::run_command(cmd).map_err(|e| {
+        let errno = match &e {
+            supervisor::CommandError::Start { source, .. } => source.errno,
+            _ => None,
+        };
+        cannot_start(supervisor_worker::error_chain(&e), errno)
+    })?;
     let name = String::from_utf8_lossy(program);
     match out.status {
         ExitStatus::Code(0) => Ok(Output {
@@ -73,6 +78,7 @@ fn run_once(job: &Job) -> Outcome {
             stderr: out.stderr,
             pid: out.pid,
             slot,
+            start_errno: None,
         }),
     }
 }
@@ -97,7 +103,8 @@ fn run_streamed(job: &Job, program: &[u8], args: &[&[u8]], slot: u32) -> Outcome
         .stdout(pipe_or_inherit())
         .stderr(pipe_or_inherit())
         .spawn();
-    let mut child = started.map_err(|e| failed(format!("cannot start {name}: {e}")))?;
+    let mut child = started
+        .map_err(|e| cannot_start(format!("cannot start `{name}`: {e}"), e.raw_os_error()))?;
     let pid = child.id();
     let copied = if lines {
         let lock = job
@@ -158,6 +165,7 @@ fn run_streamed(job: &Job, program: &[u8], args: &[&[u8]], slot: u32) -> Outcome
             stderr: Captured::default(),
             pid,
             slot,
+            start_errno: None,
         }),
     }
 }
