@@ -139,20 +139,13 @@ fn text(s: impl Into<String>) -> Outcome {
     })
 }
 
+/// A failure of a task, no command of its own having run.
 fn failed(message: impl Into<String>) -> Failure {
-    Failure::Failed {
-        message: message.into(),
-        exit_code: None,
-        signal: None,
-        stdout: Captured::default(),
-        stderr: Captured::default(),
-        pid: 0,
-        slot: 0,
-        start_errno: None,
-    }
+    cannot_start(message, None)
 }
 
-/// A command that could not be started: `errno` is what the system said.
+/// A command that could not be started: `errno` is what the system said (`None`: not
+/// a start the system refused, see [`failed`]).
 fn cannot_start(message: impl Into<String>, errno: Option<i32>) -> Failure {
     Failure::Failed {
         message: message.into(),
