@@ -7,17 +7,6 @@ use std::time::Duration;
 /// How often a pool with a `memory_limit` looks at its busy workers' memory (and a
 /// `Process` with one at its child's).
 pub(crate) const MEMORY_LOOK: Duration = Duration::from_millis(20);
-/// A look reads every `/proc/PID/stat` of the machine (to find each worker's
-/// descendants): on a machine with many processes the looks are spaced so that they
-/// take at most one part in this many of the pool thread's time.
-const LOOK_SHARE: u32 = 20;
-
-/// When to look again after a look that took `cost`: every [`MEMORY_LOOK`], or less
-/// often if looking is expensive here.
-pub(crate) fn look_every(cost: Duration) -> Duration {
-    MEMORY_LOOK.max(cost.saturating_mul(LOOK_SHARE))
-}
-
 /// What a reading of a worker's memory means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MemoryVerdict {
@@ -107,14 +96,5 @@ mod tests {
                 "{kib} KiB, per child {per_child:?}, limit {limit:?}"
             );
         }
-    }
-
-    #[test]
-    fn looks_are_spaced_when_looking_is_expensive() {
-        let us = Duration::from_micros;
-        assert_eq!(look_every(us(0)), MEMORY_LOOK);
-        assert_eq!(look_every(us(500)), MEMORY_LOOK);
-        assert_eq!(look_every(us(5_000)), Duration::from_millis(100));
-        assert_eq!(look_every(Duration::MAX), Duration::MAX);
     }
 }

@@ -81,16 +81,28 @@ fn tree_sums(table: &[(i32, ProcStat)], roots: &[i32]) -> Vec<Option<u64>> {
 /// processes here); so a full look is taken every [`FULL_LOOK`], and in between only
 /// the processes last found in each tree are read again (a few µs each): a process a
 /// task starts is counted from the next full look, while what the known ones grow is
-/// seen at every look.
+/// seen at every look. On a machine with many processes the full looks (only they) are
+/// spaced further apart, so that they take at most one part in [`FULL_SHARE`] of the
+/// looking thread's time: the known members are still read at every look.
 #[derive(Default)]
 pub(crate) struct TreeWatch {
     /// Per root: its tree at the last full look, as (pid, start time) pairs.
     trees: HashMap<i32, Vec<(i32, u64)>>,
     last_full: Option<std::time::Instant>,
+    /// How long until the next full look (see [`full_every`]).
+    full_every: std::time::Duration,
 }
 
-/// How often [`TreeWatch`] looks at every process of the machine.
+/// How often [`TreeWatch`] looks at every process of the machine, at most.
 pub(crate) const FULL_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
+/// A full look takes at most one part in this many of the looking thread's time.
+const FULL_SHARE: u32 = 20;
+
+/// When to take the next full look after one that took `cost`: [`FULL_LOOK`] later,
+/// or later still if looking at every process is expensive here.
+fn full_every(cost: std::time::Duration) -> std::time::Duration {
+    FULL_LOOK.max(cost.saturating_mul(FULL_SHARE))
+}
 
 impl TreeWatch {
     /// Resident memory (KiB) of each of `roots` with all its descendants, in the order
@@ -99,7 +111,7 @@ impl TreeWatch {
         let now = std::time::Instant::now();
         let fresh = self
             .last_full
-            .is_some_and(|at| now.duration_since(at) < FULL_LOOK)
+            .is_some_and(|at| now.duration_since(at) < self.full_every.max(FULL_LOOK))
             && roots.iter().all(|r| self.trees.contains_key(r));
         if fresh {
             return roots.iter().map(|r| self.known(*r)).collect();
@@ -108,7 +120,7 @@ impl TreeWatch {
         let children = children_of(&table);
         self.trees.clear();
         self.last_full = Some(now);
-        roots
+        let sums = roots
             .iter()
             .map(|&root| {
                 let (_, me) = table.iter().find(|(pid, _)| *pid == root)?;
@@ -122,7 +134,9 @@ impl TreeWatch {
                 self.trees.insert(root, tree);
                 Some(kib)
             })
-            .collect()
+            .collect();
+        self.full_every = full_every(now.elapsed());
+        sums
     }
 
     /// The tree of `root` as last found, each member read again (those gone, or whose
@@ -216,6 +230,21 @@ mod tests {
         let table = vec![(10, stat(11, 1, 'S')), (11, stat(10, 1, 'S'))];
         let page_kib = stat(0, 1, 'S').rss_kib();
         assert_eq!(tree_sums(&table, &[10]), vec![Some(2 * page_kib)]);
+    }
+
+    #[test]
+    fn full_looks_are_spaced_when_looking_at_every_process_is_expensive() {
+        let us = std::time::Duration::from_micros;
+        assert_eq!(full_every(us(0)), FULL_LOOK);
+        assert_eq!(full_every(us(5_000)), FULL_LOOK);
+        assert_eq!(
+            full_every(us(10_000)),
+            std::time::Duration::from_millis(200)
+        );
+        assert_eq!(
+            full_every(std::time::Duration::MAX),
+            std::time::Duration::MAX
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 mod adv15;
 mod adv16;
+mod adv17;
 mod handles;
 mod limits;
 mod protocol;

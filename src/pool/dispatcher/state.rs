@@ -57,8 +57,6 @@ pub(crate) struct Dispatcher<X: Io> {
     /// When busy workers' memory is looked at next (`memory_limit` only; `None`: no
     /// worker was busy at the last look).
     pub(super) memory_look_at: Option<Instant>,
-    /// How often (see `memory::look_every`).
-    pub(super) memory_look_every: Duration,
     /// `Pool::cancel_pending_when`'s condition, and the counts it last saw.
     pub(super) gate: Option<(Gate, (u64, u64))>,
 }
@@ -86,7 +84,6 @@ impl<X: Io> Dispatcher<X> {
             exited: VecDeque::new(),
             group_kills: Vec::new(),
             memory_look_at: None,
-            memory_look_every: crate::memory::MEMORY_LOOK,
             gate: None,
         }
     }
