@@ -109,7 +109,8 @@ pub(crate) fn start(
             }
             // Or its `socket()` worked and its directory, `bind` or `listen` failed
             // (a directory removed under it, a full file system): it returns without
-            // closing that socket, made first, so at the number the check's got.
+            // closing that socket, made first, so at the number the check's got (or,
+            // another thread's descriptor opened or closed in between, the one such left).
             os::close_orphan_server_socket(hint);
         })?;
         let listener = os::listening_socket_at(Path::new(&path), Some(hint));

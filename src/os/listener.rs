@@ -20,16 +20,7 @@ pub(crate) fn listening_socket_at(path: &Path, hint: Option<RawFd>) -> Option<Ra
     if let Some(fd) = hint.filter(|&fd| is_listener_at(fd, path)) {
         return Some(fd);
     }
-    match std::fs::read_dir("/proc/self/fd") {
-        Ok(dir) => dir
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
-            .find(|&fd| is_listener_at(fd, path)),
-        // Out of descriptors to list them with: every number below the limit.
-        Err(_) => {
-            let limit = super::descriptor_limit().unwrap_or(1024).min(1 << 16) as RawFd;
-            (0..limit).find(|&fd| is_listener_at(fd, path))
-        }
-    }
+    open_descriptors().find(|&fd| is_listener_at(fd, path))
 }
 
 /// Whether `fd` is a listening `SOCK_SEQPACKET` unix socket bound to `path`.
@@ -195,13 +186,51 @@ pub(crate) fn attached_descriptors_receivable(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Closes `fd` if it is the socket a failed `OsIpcOneShotServer::new` left open: an
-/// `AF_UNIX` `SOCK_SEQPACKET` socket that is not bound to a name, not listening and
-/// not connected (a socket pair's end has a peer; a server's is bound). ipc-channel
-/// 0.23.1 makes that socket first and returns its `bind` or `listen` error (or its
+/// Closes the socket a failed `OsIpcOneShotServer::new` left open. ipc-channel 0.23.1
+/// makes that socket first and returns its `bind` or `listen` error (or its
 /// directory's) without closing it: one descriptor lost per such failed start.
-/// Whether it was closed.
-pub(crate) fn close_orphan_server_socket(fd: RawFd) -> bool {
+///
+/// `hint` is the lowest number that was free just before the call, where the socket
+/// lands unless another thread opened or closed a descriptor in between. If `hint` is
+/// not such an orphan, every open descriptor is looked at, and the orphan closed only
+/// if there is exactly one (two would mean another thread is making a socket too, and
+/// which is ours cannot be told). Whether one was closed.
+pub(crate) fn close_orphan_server_socket(hint: RawFd) -> bool {
+    let fd = if is_orphan_server_socket(hint) {
+        hint
+    } else {
+        let mut orphans = open_descriptors().filter(|&fd| is_orphan_server_socket(fd));
+        match (orphans.next(), orphans.next()) {
+            (Some(fd), None) => fd,
+            _ => return false,
+        }
+    };
+    // SAFETY: an orphan nobody owns (ipc-channel dropped its number on its error path).
+    unsafe { libc::close(fd) };
+    true
+}
+
+/// The numbers of this process's open descriptors (out of descriptors to list them
+/// with: every number below the limit).
+fn open_descriptors() -> Box<dyn Iterator<Item = RawFd>> {
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => {
+            let fds: Vec<RawFd> = dir
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+                .collect();
+            Box::new(fds.into_iter())
+        }
+        Err(_) => {
+            let limit = super::descriptor_limit().unwrap_or(1024).min(1 << 16) as RawFd;
+            Box::new(0..limit)
+        }
+    }
+}
+
+/// Whether `fd` is an `AF_UNIX` `SOCK_SEQPACKET` socket that is not bound to a name,
+/// not listening and not connected (a socket pair's end has a peer; a server's is
+/// bound): what a failed `OsIpcOneShotServer::new` leaves.
+fn is_orphan_server_socket(fd: RawFd) -> bool {
     if socket_option(fd, libc::SO_TYPE) != Some(libc::SOCK_SEQPACKET)
         || socket_option(fd, libc::SO_ACCEPTCONN) != Some(0)
     {
@@ -225,10 +254,5 @@ pub(crate) fn close_orphan_server_socket(fd: RawFd) -> bool {
     // SAFETY: as above, for the peer's address.
     let r =
         unsafe { libc::getpeername(fd, (&mut peer as *mut libc::sockaddr_un).cast(), &mut len) };
-    if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOTCONN) {
-        return false;
-    }
-    // SAFETY: an orphan nobody owns (ipc-channel dropped its number on its error path).
-    unsafe { libc::close(fd) };
-    true
+    r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
 }
