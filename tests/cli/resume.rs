@@ -164,7 +164,9 @@ fn a_job_log_whose_last_line_was_cut_short_is_resumed_from() {
         let resumed = run(&["--resume"]);
         assert_eq!(resumed.stdout, "3\n4\n", "{}", resumed.stderr);
         assert!(
-            resumed.stderr.contains("it is ignored"),
+            resumed
+                .stderr
+                .contains("it is ignored (the job it logged runs again)"),
             "{}",
             resumed.stderr
         );

@@ -175,16 +175,17 @@ supervisor::task!(touch_and_free);
 #[test]
 fn every_call_over_the_memory_limit_fails_even_on_a_replacement_worker() {
     each_method(Duration::from_secs(120), |method| {
-        // A busy machine: 400 more processes for a look at all of /proc to read.
-        let mut crowd: Vec<std::process::Child> = (0..400)
-            .map(|_| {
-                Command::new("sleep")
-                    .arg("120")
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .expect("sleep starts")
-            })
-            .collect();
+        // A busy machine: 400 more processes for a look at all of /proc to read. Ended
+        // when this call returns or unwinds (a pool that fails to start included).
+        let mut crowd = Crowd(Vec::new());
+        for _ in 0..400 {
+            let sleeper = Command::new("sleep")
+                .arg("120")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("sleep starts");
+            crowd.0.push(sleeper);
+        }
         let pool = Pool::builder()
             .procs(1)
             .start_method(method)
@@ -202,13 +203,22 @@ fn every_call_over_the_memory_limit_fails_even_on_a_replacement_worker() {
             }
         }
         pool.join();
-        for child in &mut crowd {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        drop(crowd);
         assert!(
             passed.is_empty(),
             "{method}: calls over the limit not failed: {passed:#?}"
         );
     });
+}
+
+/// Processes killed and reaped when dropped.
+struct Crowd(Vec<std::process::Child>);
+
+impl Drop for Crowd {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -527,7 +527,7 @@ fn say_cut_short(path: &std::path::Path, cut: &joblog::CutShort) {
         ),
         None => say!(
             "supervisor: --resume: {path}: line {} was cut short within its job's number: \
-             it is ignored",
+             it is ignored (the job it logged runs again)",
             cut.line
         ),
     }
