@@ -94,13 +94,13 @@ pub(crate) fn start(
         let Ok(made) = made else {
             // Its directory could not be made (its `?` on that error panics), its
             // socket, made first, is left open; why, in the check's words.
-            os::close_orphan_server_socket(hint);
+            os::close_orphan_server_socket(hint, None);
             os::temp_dir_makes_dirs()?;
             return Err(std::io::Error::other(
                 "ipc-channel's one-shot server could not be made",
             ));
         };
-        let (server, path) = made.inspect_err(|_| {
+        let (server, path) = made.inspect_err(|e| {
             // Its `socket()` failed after all (another thread took the last descriptor
             // since the check): it made its directory and could not remove it (that
             // takes a descriptor); `rmdir` by the predicted name takes none.
@@ -111,7 +111,7 @@ pub(crate) fn start(
             // (a directory removed under it, a full file system): it returns without
             // closing that socket, made first, so at the number the check's got (or,
             // another thread's descriptor opened or closed in between, the one such left).
-            os::close_orphan_server_socket(hint);
+            os::close_orphan_server_socket(hint, Some(e));
         })?;
         let listener = os::listening_socket_at(Path::new(&path), Some(hint));
         Ok::<_, std::io::Error>((server, path, listener, probe))

@@ -194,10 +194,17 @@ pub(crate) fn attached_descriptors_receivable(fd: RawFd) -> io::Result<()> {
 /// lands unless another thread opened or closed a descriptor in between. If `hint` is
 /// not such an orphan, every open descriptor is looked at, and the orphan closed only
 /// if there is exactly one (two would mean another thread is making a socket too, and
-/// which is ours cannot be told). Whether one was closed.
-pub(crate) fn close_orphan_server_socket(hint: RawFd) -> bool {
+/// which is ours cannot be told). Not after `failed` with a lack of descriptors: then
+/// its `socket()` failed and the one orphan found would be another thread's socket
+/// about to be bound or connected. Whether one was closed.
+pub(crate) fn close_orphan_server_socket(hint: RawFd, failed: Option<&io::Error>) -> bool {
+    let out_of_descriptors = failed
+        .and_then(io::Error::raw_os_error)
+        .is_some_and(|e| e == libc::EMFILE || e == libc::ENFILE);
     let fd = if is_orphan_server_socket(hint) {
         hint
+    } else if out_of_descriptors {
+        return false;
     } else {
         let mut orphans = open_descriptors().filter(|&fd| is_orphan_server_socket(fd));
         match (orphans.next(), orphans.next()) {
