@@ -143,8 +143,8 @@ fn open_sockets() -> Vec<String> {
 
 /// In a temporary directory on a file system with exactly two free inodes (the start's
 /// probe file and ipc-channel's directory get them; the socket's `bind` then fails
-/// with ENOSPC), `STARTS` starts fail while another thread opens and closes a file: prints the descriptors open before and after, and
-/// the first error.
+/// with ENOSPC), `STARTS` starts fail while another thread opens and closes a file:
+/// prints the descriptors open before and after, and the first error.
 fn bind_fails_scenario() {
     const STARTS: usize = 200;
     drop(Process::builder(square, 1).start().unwrap().join());

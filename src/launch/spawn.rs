@@ -93,8 +93,11 @@ pub(crate) fn start(
         });
         let Ok(made) = made else {
             // Its directory could not be made (its `?` on that error panics), its
-            // socket, made first, is left open; why, in the check's words.
-            os::close_orphan_server_socket(hint, None);
+            // socket, made first, is left open; why, in the check's words. (Had its
+            // `socket()` failed too, another thread having taken the last descriptor
+            // since the check, a lone unbound socket found would be another thread's:
+            // three rare things at once, accepted.)
+            os::close_orphan_server_socket(None);
             os::temp_dir_makes_dirs()?;
             return Err(std::io::Error::other(
                 "ipc-channel's one-shot server could not be made",
@@ -109,9 +112,9 @@ pub(crate) fn start(
             }
             // Or its `socket()` worked and its directory, `bind` or `listen` failed
             // (a directory removed under it, a full file system): it returns without
-            // closing that socket, made first, so at the number the check's got (or,
-            // another thread's descriptor opened or closed in between, the one such left).
-            os::close_orphan_server_socket(hint, Some(e));
+            // closing that socket, the one such left open (not looked for after
+            // `EBADF`: its unchecked `socket()` failed).
+            os::close_orphan_server_socket(Some(e));
         })?;
         let listener = os::listening_socket_at(Path::new(&path), Some(hint));
         Ok::<_, std::io::Error>((server, path, listener, probe))

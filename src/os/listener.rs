@@ -190,27 +190,26 @@ pub(crate) fn attached_descriptors_receivable(fd: RawFd) -> io::Result<()> {
 /// makes that socket first and returns its `bind` or `listen` error (or its
 /// directory's) without closing it: one descriptor lost per such failed start.
 ///
-/// `hint` is the lowest number that was free just before the call, where the socket
-/// lands unless another thread opened or closed a descriptor in between. If `hint` is
-/// not such an orphan, every open descriptor is looked at, and the orphan closed only
-/// if there is exactly one (two would mean another thread is making a socket too, and
-/// which is ours cannot be told). Not after `failed` with a lack of descriptors: then
-/// its `socket()` failed and the one orphan found would be another thread's socket
-/// about to be bound or connected. Whether one was closed.
-pub(crate) fn close_orphan_server_socket(hint: RawFd, failed: Option<&io::Error>) -> bool {
-    let out_of_descriptors = failed
+/// Every open descriptor is looked at (a failure path: its cost does not matter), and
+/// the orphan is closed only if there is exactly one. Two would mean another thread is
+/// making a socket too (between its `socket()` and its `bind` or `connect`), and which
+/// is ours cannot be told. The number looked for before the call is not trusted: a
+/// descriptor another thread opened or closed in between moves the socket (CI, session
+/// 17), and that thread's new socket may be at the number looked for.
+///
+/// Nothing is closed after `failed` with `EBADF` (its `socket()` failed, which it does
+/// not check: `bind(-1)` says so), `EMFILE` or `ENFILE`: then there is no socket of
+/// ours, and the one orphan found would be another thread's. Whether one was closed.
+pub(crate) fn close_orphan_server_socket(failed: Option<&io::Error>) -> bool {
+    if failed
         .and_then(io::Error::raw_os_error)
-        .is_some_and(|e| e == libc::EMFILE || e == libc::ENFILE);
-    let fd = if is_orphan_server_socket(hint) {
-        hint
-    } else if out_of_descriptors {
+        .is_some_and(|e| matches!(e, libc::EBADF | libc::EMFILE | libc::ENFILE))
+    {
         return false;
-    } else {
-        let mut orphans = open_descriptors().filter(|&fd| is_orphan_server_socket(fd));
-        match (orphans.next(), orphans.next()) {
-            (Some(fd), None) => fd,
-            _ => return false,
-        }
+    }
+    let mut orphans = open_descriptors().filter(|&fd| is_orphan_server_socket(fd));
+    let (Some(fd), None) = (orphans.next(), orphans.next()) else {
+        return false;
     };
     // SAFETY: an orphan nobody owns (ipc-channel dropped its number on its error path).
     unsafe { libc::close(fd) };
@@ -262,4 +261,46 @@ fn is_orphan_server_socket(fd: RawFd) -> bool {
     let r =
         unsafe { libc::getpeername(fd, (&mut peer as *mut libc::sockaddr_un).cast(), &mut len) };
     r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// An unbound, unconnected `SOCK_SEQPACKET` unix socket: what another thread
+    /// holds between its `socket()` and its `bind` or `connect`.
+    fn fresh_socket() -> OwnedFd {
+        // SAFETY: socket takes plain integers; the descriptor is owned at once.
+        let fd =
+            unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: a fresh descriptor nobody else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    fn is_open(fd: &OwnedFd) -> bool {
+        socket_option(fd.as_raw_fd(), libc::SO_TYPE) == Some(libc::SOCK_SEQPACKET)
+    }
+
+    /// Before (review of session 18): after a failed `socket()` (seen as `EBADF` at
+    /// `bind`) a lone unbound socket, another thread's, was closed.
+    #[test]
+    fn no_socket_is_closed_after_the_servers_own_socket_failed() {
+        let theirs = fresh_socket();
+        for errno in [libc::EBADF, libc::EMFILE, libc::ENFILE] {
+            let failed = io::Error::from_raw_os_error(errno);
+            assert!(!close_orphan_server_socket(Some(&failed)));
+            assert!(is_open(&theirs), "closed after errno {errno}");
+        }
+    }
+
+    /// Two candidates: which is ours cannot be told, so neither is closed.
+    #[test]
+    fn of_two_unbound_sockets_neither_is_closed() {
+        let (a, b) = (fresh_socket(), fresh_socket());
+        let failed = io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(!close_orphan_server_socket(Some(&failed)));
+        assert!(is_open(&a) && is_open(&b));
+    }
 }
