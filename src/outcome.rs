@@ -38,6 +38,15 @@ pub(crate) fn outcome_to_result(
             pid,
             message,
         },
+        TaskOutcome::MemoryExceeded {
+            limit,
+            peak_rss_kib,
+        } => ErrorKind::MemoryExceeded {
+            task: task.to_string(),
+            pid,
+            limit,
+            peak_rss_kib,
+        },
     };
     Err(kind.into())
 }

@@ -34,6 +34,7 @@ pub(crate) fn client() -> Result<Arc<ServerClient>, Error> {
         env_allowlist: None,
         end_task_children: None,
         retire_above: None,
+        memory_limit: None,
         seat: None,
     };
     let (slot, link) = spawn::start(None, config).map_err(ErrorKind::Forkserver)?;

@@ -27,6 +27,8 @@ pub(crate) struct Spec {
     pub(crate) end_task_children: Option<std::time::Duration>,
     /// See `WorkerConfig::retire_above`.
     pub(crate) retire_above: Option<u64>,
+    /// See `WorkerConfig::memory_limit`.
+    pub(crate) memory_limit: Option<u64>,
     /// See `WorkerConfig::seat`.
     pub(crate) seat: Option<u32>,
 }
@@ -59,6 +61,7 @@ pub(crate) fn start_worker(spec: &Spec) -> Result<(Arc<ChildSlot>, Link), Error>
         env_allowlist: spec.env_allowlist.clone(),
         end_task_children: spec.end_task_children,
         retire_above: spec.retire_above,
+        memory_limit: spec.memory_limit,
         seat: spec.seat,
     };
     let server = match spec.method {

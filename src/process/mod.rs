@@ -130,6 +130,7 @@ impl<R> ProcessBuilder<R> {
             env_allowlist: self.env_allowlist,
             end_task_children: (!self.keep_task_children).then_some(TASK_CHILDREN_GRACE),
             retire_above: None,
+            memory_limit: self.memory_limit,
             seat: None,
         };
         let (slot, link) = launch::start_worker(&spec)?;

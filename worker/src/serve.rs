@@ -162,7 +162,8 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
     let parent = os::parent_pid();
     let mut inbox = Inbox::new();
     let retire_above = config.retire_above;
-    let mut answers = Answers::new(link.tx.clone(), children);
+    let memory_limit = config.memory_limit;
+    let mut answers = Answers::new(link.tx.clone(), children).memory_limit(memory_limit);
     loop {
         let mut frame = match link.recv_frame() {
             Ok(frame) => frame,
@@ -195,7 +196,8 @@ pub fn serve_configured(link: Link, config: WorkerConfig) -> ! {
             Ok(ToChild::Progress) => match page.and_then(Progress::adopt) {
                 Some(progress) => {
                     answers = Answers::with_progress(link.tx.clone(), progress, children)
-                        .retire_above(retire_above);
+                        .retire_above(retire_above)
+                        .memory_limit(memory_limit);
                     os::BUSY.store(false, std::sync::atomic::Ordering::Release);
                     continue;
                 }

@@ -205,14 +205,19 @@ impl<X: Io> Dispatcher<X> {
         }
         let mut spent = Duration::ZERO;
         let mut deliveries = Deliveries::default();
+        // A call it ran went over `memory_limit` (its own answer says so): its memory's
+        // high-water mark stays over, so it is recycled (`WorkerConfig::memory_limit`).
+        let mut over_memory = false;
         match answer {
             Answer::Outcomes(outcomes, timings) => {
                 let jobs: Vec<Job> = run.unit.jobs.drain(..n).collect();
                 let mut again = Vec::new();
                 for ((mut job, outcome), timing) in jobs.into_iter().zip(outcomes).zip(timings) {
                     let erred = matches!(outcome, TaskOutcome::Returned { error: Some(_), .. });
-                    if erred
-                        && self.cfg.retry_errors
+                    let exceeded = matches!(outcome, TaskOutcome::MemoryExceeded { .. });
+                    over_memory |= exceeded;
+                    // Over the memory limit: retried as a call killed for it is.
+                    if (exceeded || erred && self.cfg.retry_errors)
                         && job.retried < self.cfg.retries
                         && !self.terminating
                         && self.broken.is_none()
@@ -251,6 +256,9 @@ impl<X: Io> Dispatcher<X> {
             } => {
                 // Checked on arrival: each of `others` is a distinct failed call.
                 let failed = others.len() as u64;
+                over_memory = others
+                    .iter()
+                    .any(|(_, o)| matches!(o, TaskOutcome::MemoryExceeded { .. }));
                 self.failed += failed;
                 self.done += n as u64 - failed;
                 // A timed chunk's calls each have their own record (checked to fit).
@@ -291,6 +299,9 @@ impl<X: Io> Dispatcher<X> {
             }
         }
         deliveries.flush();
+        if over_memory {
+            worker.retiring = true;
+        }
         run.answered += n as u32;
         worker.tasks_done += n as u64;
         if n > 0 {

@@ -104,9 +104,12 @@ impl<X: Io> Dispatcher<X> {
         }
     }
 
-    /// One unit from the queue to each idle worker.
+    /// One unit from the queue to each idle worker; to one only while calls wait
+    /// behind a running call (the next idle worker may have to take those first,
+    /// `steal`, as the queue's head may now be later than them).
     fn hand_out(&mut self) {
         let clocks = self.io.clocks();
+        let one_only = self.any_due(&clocks);
         let limit = self.cfg.task_timeout;
         let max_tasks = self.cfg.max_tasks_per_child;
         let workers = self
@@ -130,9 +133,14 @@ impl<X: Io> Dispatcher<X> {
                 break;
             };
             let timed_chunk = unit.chunk.as_ref().is_some_and(|c| c.timed);
-            if timed_chunk && (self.cfg.retry_errors || !fast(unit.task)) {
+            // A call over the memory limit answers so and is retried while it has
+            // retries; a chunk's answer cannot act on that.
+            let memory_retries = self.cfg.memory_limit.is_some() && self.cfg.retries > 0;
+            if unit.chunk.is_some() && memory_retries
+                || timed_chunk && (self.cfg.retry_errors || !fast(unit.task))
+            {
                 // A task not known to be fast (or `retry_errors`, which a chunk's
-                // answer cannot act on): its calls go out as single calls do.
+                // answer cannot act on either): its calls go out as single calls do.
                 unit = unpack(unit, &mut self.queue);
             }
             let allowance = max_tasks.map_or(usize::MAX, |max| {
@@ -191,6 +199,9 @@ impl<X: Io> Dispatcher<X> {
                 let limit = Running::shortest_limit(&unit, limit);
                 worker.running = Some(Running::new(seq, unit, clocks.now, limit));
                 sent_any = true;
+                if one_only {
+                    break;
+                }
             } else {
                 // The worker is going away (the link closed itself); its exit will be
                 // handled.

@@ -48,6 +48,9 @@ struct Script {
     memory_kib: u64,
     /// Memory it leaves its worker holding (a leak).
     leaves_kib: u64,
+    /// Memory it holds for a moment, shorter than any look: only its worker's
+    /// high-water mark shows it (`WorkerConfig::memory_limit`).
+    spike_kib: u64,
 }
 
 struct Proc {
@@ -76,6 +79,11 @@ struct Proc {
     /// As a real worker does (`WorkerConfig::retire_above`): above this, it claims no
     /// more calls of its unit and gives the rest back.
     retire_above: Option<u64>,
+    /// As a real worker does (`WorkerConfig::memory_limit`): a call whose spike goes
+    /// over it answers `MemoryExceeded`, and the worker claims nothing more.
+    memory_limit: Option<u64>,
+    /// A call of it was charged for a spike.
+    spent: bool,
 }
 
 enum Due {
@@ -203,12 +211,23 @@ impl World {
                 p.claim_at = Some(now);
                 let (seq, ids) = p.unit.clone().expect("a call runs in a unit");
                 let value = id.to_le_bytes().to_vec();
-                let outcome = TaskOutcome::Returned { value, error: None };
+                let spike = self.scripts[&id].spike_kib;
+                let spiked = !p.spent && p.memory_limit.is_some_and(|l| spike * 1024 > l);
+                let outcome = match p.memory_limit.filter(|_| spiked) {
+                    Some(limit) => {
+                        p.spent = true;
+                        TaskOutcome::MemoryExceeded {
+                            limit,
+                            peak_rss_kib: spike,
+                        }
+                    }
+                    None => TaskOutcome::Returned { value, error: None },
+                };
                 let timing = Timing {
                     start_ns: OFFSET + start,
                     duration_ns: end - start,
                 };
-                let msg = if p.timed {
+                let msg = if p.timed && !spiked {
                     // As a real worker answers a timed chunk: the value logged with its
                     // timing as a trailer, answered packed with its own timing.
                     let value = id.to_le_bytes().to_vec();
@@ -221,6 +240,18 @@ impl World {
                         lens: vec![value.len() as u32],
                         data: serde_bytes::ByteBuf::from(value),
                         others: Vec::new(),
+                        timings: vec![timing],
+                    }
+                } else if p.timed {
+                    // A spiked call of a timed chunk: a failed call's answer.
+                    let logged = codec::encode(&(&outcome, &timing)).expect("encodes");
+                    p.page.log_outcome(pos, &logged);
+                    FromChild::PackedDone {
+                        first_id: seq,
+                        from: pos,
+                        lens: vec![0],
+                        data: serde_bytes::ByteBuf::new(),
+                        others: vec![(0, outcome)],
                         timings: vec![timing],
                     }
                 } else if ids.len() == 1 {
@@ -251,8 +282,10 @@ impl World {
                 self.procs[i].outbox.push(((now + delay).max(after), msg));
                 let leaves = self.scripts[&id].leaves_kib;
                 self.procs[i].held_kib += leaves;
-                let record = self.records.entry(id).or_default();
-                record.finished += 1;
+                if !spiked {
+                    // (A spiked call failed: it may run again, within its retries.)
+                    self.records.entry(id).or_default().finished += 1;
+                }
             }
             let p = &mut self.procs[i];
             if p.claim_at.is_none_or(|at| at > now) {
@@ -268,10 +301,16 @@ impl World {
                 continue;
             };
             let pos = p.next;
-            if pos > 0 && p.retire_above.is_some_and(|r| p.held_kib * 1024 > r) {
+            if pos > 0 && (p.spent || p.retire_above.is_some_and(|r| p.held_kib * 1024 > r)) {
                 let _ = p.page.take_back(p.page.snapshot(), 0);
             }
             if (pos as usize) < ids.len() && p.page.claim(seq, pos, OFFSET + now) {
+                assert!(
+                    !p.spent,
+                    "a call started on worker {} after one of its calls went over the \
+                     memory limit",
+                    p.pid
+                );
                 let id = ids[pos as usize];
                 let script = self.scripts[&id];
                 p.current = Some((pos, id, now, now + script.duration));
@@ -348,6 +387,8 @@ impl Io for SimIo {
             ended: None,
             held_kib: 0,
             retire_above: spec.retire_above,
+            memory_limit: spec.memory_limit,
+            spent: false,
         });
         let at = w.ns + START_NS;
         w.due.push((at, Due::Started { seat, pid }));

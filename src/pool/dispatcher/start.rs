@@ -28,6 +28,7 @@ impl<X: Io> Dispatcher<X> {
                 self.cfg.max_memory_per_child,
                 self.cfg.memory_limit,
             ),
+            memory_limit: self.cfg.memory_limit,
             seat: u32::try_from(seat).ok(),
         };
         if let Err(e) = self.io.start(seat, spec) {

@@ -112,7 +112,7 @@ impl<X: Io> Dispatcher<X> {
 
     /// Whether any calls are due, looked at without collecting them: in a run of
     /// brief calls (the common case) nothing is, and nothing more is done.
-    fn any_due(&self, clocks: &Clocks) -> bool {
+    pub(super) fn any_due(&self, clocks: &Clocks) -> bool {
         self.seats.iter().enumerate().any(|(seat, s)| {
             s.worker
                 .as_ref()

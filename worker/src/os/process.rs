@@ -94,6 +94,19 @@ pub(crate) fn peak_rss_kib() -> u64 {
     usage.ru_maxrss.max(0) as u64
 }
 
+/// The largest peak resident memory of any descendant this process has reaped (and
+/// of those they reaped), in KiB: `getrusage(RUSAGE_CHILDREN)`. A high-water mark too:
+/// it never goes down.
+pub(crate) fn reaped_children_peak_rss_kib() -> u64 {
+    // SAFETY: rusage is plain data that getrusage fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a live out-pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss.max(0) as u64
+}
+
 /// Keeps freed memory in this process instead of handing it back to the kernel at once:
 /// a worker that handles a big message per task would otherwise have the kernel zero
 /// and map fresh pages for every one (glibc trims and unmaps eagerly by default).

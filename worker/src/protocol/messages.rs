@@ -6,7 +6,7 @@ use serde_bytes::ByteBuf;
 use crate::setup::ChildSetup;
 
 /// Bumped whenever a message below changes shape.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// What a child is asked to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -35,6 +35,11 @@ pub struct WorkerConfig {
     /// claims no more calls of its unit and gives the rest back on its progress page
     /// (the parent then replaces it: `max_memory_per_child`).
     pub retire_above: Option<u64>,
+    /// `Some(bytes)`: a call during which this process (or a descendant it reaped)
+    /// held more resident memory than this, however briefly, answers
+    /// [`TaskOutcome::MemoryExceeded`] in place of what it returned, and the worker
+    /// runs no more calls (its memory's high-water mark stays over).
+    pub memory_limit: Option<u64>,
     /// A pool worker's seat (0-based): a replacement takes its predecessor's, and two
     /// live workers of a pool never share one. `None` outside a pool.
     pub seat: Option<u32>,
@@ -189,6 +194,14 @@ pub enum TaskOutcome {
     BadResult {
         /// The encoder's message.
         message: String,
+    },
+    /// The call took the worker (or a descendant it reaped) over
+    /// [`WorkerConfig::memory_limit`]: what it returned is dropped.
+    MemoryExceeded {
+        /// The limit, in bytes.
+        limit: u64,
+        /// The high-water mark after the call, in KiB.
+        peak_rss_kib: u64,
     },
 }
 

@@ -16,6 +16,7 @@ use crate::serve::{run_entry, run_one};
 use super::flusher::flusher;
 use super::pending::{LogEntry, Pending};
 use super::shared::{OpenUnit, Sender, Shared};
+use super::spike::Spikes;
 
 /// Where a worker's answers go: the link's sender, its arena, the progress page.
 pub(crate) struct Answers {
@@ -29,6 +30,8 @@ pub(crate) struct Answers {
     /// This unit's rest was given back (memory): its end is said even if every
     /// answer went already, so the parent looks at the page after it.
     gave_back: std::cell::Cell<bool>,
+    /// Each call judged against `memory_limit` by the memory's high-water marks.
+    spikes: Spikes,
 }
 
 impl Answers {
@@ -76,6 +79,7 @@ impl Answers {
             scratch: std::cell::RefCell::new(Vec::new()),
             retire_above: None,
             gave_back: std::cell::Cell::new(false),
+            spikes: Spikes::new(None),
         }
     }
 
@@ -83,6 +87,12 @@ impl Answers {
     /// `bytes` after a call (see `WorkerConfig::retire_above`).
     pub(crate) fn retire_above(mut self, bytes: Option<u64>) -> Answers {
         self.retire_above = bytes;
+        self
+    }
+
+    /// Judges every call against `bytes` (see `WorkerConfig::memory_limit`).
+    pub(crate) fn memory_limit(mut self, bytes: Option<u64>) -> Answers {
+        self.spikes = Spikes::new(bytes);
         self
     }
 
@@ -109,14 +119,15 @@ impl Answers {
     }
 
     /// Claims call `i` of unit `seq` (always granted without a progress page). After
-    /// a call that left this process above `retire_above`, the rest of the unit is
-    /// given back instead (the limit lowered on the page, as the parent's take-back
-    /// does), so it runs on another worker.
+    /// a call that left this process above `retire_above`, or was charged for going
+    /// over `memory_limit`, the rest of the unit is given back instead (the limit
+    /// lowered on the page, as the parent's take-back does), so it runs on another
+    /// worker. (A charged call is the last a pool gives this worker: it recycles it.)
     fn claim(&self, seq: u64, i: u32, now_ns: u64) -> bool {
         let Some(progress) = &self.shared.progress else {
             return true;
         };
-        if i > 0 && self.over_memory() {
+        if i > 0 && (self.spikes.spent() || self.over_memory()) {
             let _ = progress.take_back(progress.snapshot(), 0);
             self.gave_back.set(true);
             return false;
@@ -129,6 +140,7 @@ impl Answers {
         if !self.claim(id, 0, monotonic_upper_ns()) {
             return Ok(());
         }
+        self.spikes.start();
         let start_ns = monotonic_ns();
         let outcome = crate::serve::run_task(task, arg);
         let timing = Timing {
@@ -136,6 +148,7 @@ impl Answers {
             duration_ns: monotonic_ns().saturating_sub(start_ns),
         };
         self.end_children(timing.duration_ns);
+        let outcome = self.spikes.judge(outcome);
         let msg = FromChild::Done {
             id,
             outcome,
@@ -242,6 +255,7 @@ impl Answers {
         let mut from = 0u32;
         // One precise clock reading per call: a call's end is the next one's start
         // (what lies between is this loop's own bookkeeping).
+        self.spikes.start();
         let mut start_ns = monotonic_ns();
         for (i, arg) in args.iter().enumerate() {
             if !self.claim(seq, i as u32, monotonic_upper_ns()) {
@@ -263,6 +277,7 @@ impl Answers {
                 self.end_children(u64::MAX);
                 start_ns = monotonic_ns();
             }
+            let outcome = self.spikes.judge(outcome);
             let logged = self.log(i as u32, LogEntry::Outcome(&outcome, &timing));
             if let Pending::Outcomes { outcomes, timings } = &mut pending {
                 outcomes.push(outcome);
@@ -301,6 +316,7 @@ impl Answers {
         let mut at = 0usize;
         // As in `run_batch`: one precise clock reading per call, a call's end being
         // the next one's start.
+        self.spikes.start();
         let mut start_ns = if timed { monotonic_ns() } else { 0 };
         for (i, len) in lens.iter().enumerate() {
             let arg = at
@@ -320,7 +336,7 @@ impl Answers {
                 break;
             };
             let start = out.len();
-            let ran = run_packed_call(&entry, task, i, arg, data.len(), out);
+            let mut ran = run_packed_call(&entry, task, i, arg, data.len(), out);
             let timing = if timed {
                 let end_ns = monotonic_ns();
                 let timing = Timing {
@@ -333,6 +349,14 @@ impl Answers {
             } else {
                 Timing::default()
             };
+            if timed && timing.duration_ns >= 20_000 {
+                self.end_children(u64::MAX);
+                start_ns = monotonic_ns();
+            }
+            if let Some(exceeded) = self.spikes.exceeded() {
+                // What it returned is dropped (below, as a failed call's).
+                ran = Some(exceeded);
+            }
             let logged = match ran {
                 None => {
                     out_lens.push((out.len() - start) as u32);
@@ -356,10 +380,6 @@ impl Answers {
                     logged
                 }
             };
-            if timed && timing.duration_ns >= 20_000 {
-                self.end_children(u64::MAX);
-                start_ns = monotonic_ns();
-            }
             if !logged {
                 self.send_pending(seq, from, &mut pending, false)?;
                 from = i as u32 + 1;

@@ -13,11 +13,13 @@
 //! - `pending`: what finished calls yielded, and the messages that answer them.
 //! - `flusher`: the thread that sends finished calls' answers early.
 //! - `shared`: the send side both threads use.
+//! - `spike`: each call judged against `memory_limit` by the memory's high-water marks.
 
 mod answers;
 mod flusher;
 mod pending;
 mod shared;
+mod spike;
 #[cfg(test)]
 mod tests;
 

@@ -70,6 +70,7 @@ pub(super) fn case(seed: u64) -> Case {
                 crashes: w.rand(100) < 3,
                 memory_kib: if w.rand(100) < 5 { 200 * 1024 } else { 0 },
                 leaves_kib: if w.rand(100) < 10 { 10 * 1024 } else { 0 },
+                spike_kib: if w.rand(100) < 5 { 150 * 1024 } else { 0 },
             }
         })
         .collect();
@@ -329,6 +330,7 @@ pub(super) fn scripted(durations_ms: &[u64], procs: usize, timeout: Option<Durat
                 crashes: false,
                 memory_kib: 0,
                 leaves_kib: 0,
+                spike_kib: 0,
             })
             .collect(),
         second_wave: 0,

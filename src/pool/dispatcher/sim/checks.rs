@@ -138,6 +138,10 @@ pub(super) fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World
                         !(looked && script.memory_kib * 1024 > limit),
                         "seed {seed}: call {i} ran {duration} ns over the memory limit"
                     );
+                    assert!(
+                        script.spike_kib * 1024 <= limit,
+                        "seed {seed}: call {i} spiked over the memory limit and succeeded"
+                    );
                 }
             }
             Err(e) => match e.kind() {
@@ -172,7 +176,7 @@ pub(super) fn check(case: &Case, results: &[(JobResult, JobMeta)], world: &World
                     let limit = case.memory_limit.expect("a memory limit");
                     let leaks = case.scripts.iter().any(|s| s.leaves_kib > 0);
                     assert!(
-                        script.memory_kib * 1024 > limit || leaks,
+                        script.memory_kib.max(script.spike_kib) * 1024 > limit || leaks,
                         "seed {seed}: call {i} charged for memory it did not take"
                     );
                     assert!(*peak_rss_kib * 1024 > limit, "seed {seed}: call {i}: {e}");
