@@ -127,6 +127,38 @@ fn a_brief_spike_over_the_memory_limit_fails_as_memory_exceeded() {
     });
 }
 
+/// A program that once held more than the limit (here 160 MiB, freed before the pool
+/// starts): its spawned workers inherit that high-water mark across `exec`
+/// (`ru_maxrss`), and their calls are judged all the same, by their own memory's mark:
+/// the spike fails, the calls around it succeed.
+#[test]
+fn a_spike_is_charged_in_a_program_whose_own_peak_was_over_the_limit() {
+    each_method(DEADLINE, |method| {
+        let mut big = vec![0u8; (160 * MIB) as usize];
+        for page in big.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        drop(std::hint::black_box(big));
+        let pool = Pool::builder()
+            .start_method(method)
+            .procs(1)
+            .memory_limit(64 * MIB)
+            .build()
+            .unwrap();
+        let results: Vec<_> = (0..3u64)
+            .map(|i| pool.apply(spike_at, (i, 1, 72)))
+            .collect();
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert!(
+            matches!(&results[1], Err(e) if matches!(e.kind(), ErrorKind::MemoryExceeded { .. })),
+            "{:?}",
+            results[1]
+        );
+        assert!(results[2].is_ok(), "{:?}", results[2]);
+        pool.join();
+    });
+}
+
 /// With retries, a call that spikes over the limit runs again, as one killed for its
 /// memory does: three runs for `retries(2)`, then `MemoryExceeded` (single calls and
 /// a `map`, whose chunks then go out as single calls).

@@ -24,7 +24,7 @@ pub(crate) use hang_up::{block_hang_up, end_when_link_hangs_up, BUSY, STOPPING};
 pub(crate) use owner::{die_with, parent_pidfd};
 pub use process::exit_now;
 pub(crate) use process::{
-    fork, keep_freed_memory, kill_group_on_hangup, kill_self, peak_rss_kib,
+    fork, keep_freed_memory, kill_group_on_hangup, kill_self, own_mm_peak_kib, peak_rss_kib,
     reaped_children_peak_rss_kib, stop_self, wait_child, Forked,
 };
 pub(crate) use setup::{

@@ -94,6 +94,22 @@ pub(crate) fn peak_rss_kib() -> u64 {
     usage.ru_maxrss.max(0) as u64
 }
 
+/// The high-water mark of the memory this process maps now, in KiB: `VmHWM` of
+/// `/proc/self/status`. Unlike `ru_maxrss` (see [`peak_rss_kib`]), it is not raised by
+/// the mark a process inherits across `exec` (a spawned worker's is its parent
+/// program's peak). A read of /proc (some µs): asked only when `ru_maxrss` is over a
+/// limit. `None` if it cannot be read.
+pub(crate) fn own_mm_peak_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_hwm_kib(&status)
+}
+
+/// The `VmHWM:` field of a `/proc/PID/status` text, in KiB.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    line.trim().strip_suffix("kB")?.trim().parse().ok()
+}
+
 /// The largest peak resident memory of any descendant this process has reaped (and
 /// of those they reaped), in KiB: `getrusage(RUSAGE_CHILDREN)`. A high-water mark too:
 /// it never goes down.
@@ -122,6 +138,16 @@ pub(crate) fn keep_freed_memory() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_mm_s_own_mark_is_read_from_status() {
+        let text = "Name:\tx\nVmPeak:\t  10 kB\nVmHWM:\t    1234 kB\nVmRSS:\t 99 kB\n";
+        assert_eq!(super::vm_hwm_kib(text), Some(1234));
+        assert_eq!(super::vm_hwm_kib("VmHWM: lots\n"), None);
+        assert_eq!(super::vm_hwm_kib(""), None);
+        let own = super::own_mm_peak_kib().expect("this kernel has VmHWM");
+        assert!(own > 0 && own <= super::peak_rss_kib(), "{own}");
+    }
+
     /// The peak is the process's: memory another thread touched counts, past any peak
     /// this test process reached before.
     #[test]

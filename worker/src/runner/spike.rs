@@ -20,8 +20,18 @@ pub(crate) fn charged(before_kib: u64, after_kib: u64, limit: u64) -> bool {
 /// memory) and the largest of the descendants it reaped (a command the task ran,
 /// what it left that was ended after it). One process over the limit puts the tree
 /// over it; a tree over it only in sum is left to the parent's looks.
-fn peak_kib() -> u64 {
-    crate::os::peak_rss_kib().max(crate::os::reaped_children_peak_rss_kib())
+///
+/// Its own `ru_maxrss` (one system call) is the higher of its memory's mark and the
+/// mark its process inherited across `exec`: a spawned worker's starts at its parent
+/// program's peak. Only when that is over `limit` is its memory's own mark read
+/// (`VmHWM`, a read of /proc), so a worker of a program that once held more than the
+/// limit still has its calls judged by what they take.
+fn peak_kib(limit: u64) -> u64 {
+    let mut own = crate::os::peak_rss_kib();
+    if own.saturating_mul(1024) > limit {
+        own = crate::os::own_mm_peak_kib().unwrap_or(own);
+    }
+    own.max(crate::os::reaped_children_peak_rss_kib())
 }
 
 /// Judges each call by the high-water marks around it (two system calls a call, with
@@ -46,8 +56,8 @@ impl Spikes {
 
     /// Before a unit's first call (or a single call).
     pub(crate) fn start(&self) {
-        if self.limit.is_some() {
-            self.before_kib.set(peak_kib());
+        if let Some(limit) = self.limit {
+            self.before_kib.set(peak_kib(limit));
         }
     }
 
@@ -62,7 +72,7 @@ impl Spikes {
     /// reading is the next call's "before".
     pub(crate) fn exceeded(&self) -> Option<TaskOutcome> {
         let limit = self.limit?;
-        let after = peak_kib();
+        let after = peak_kib(limit);
         let before = self.before_kib.replace(after);
         if !charged(before, after, limit) {
             return None;
@@ -111,7 +121,7 @@ mod tests {
     fn a_brief_spike_is_charged_once() {
         // Other tests of this binary run on other threads: a margin they never reach,
         // and a spike past it from nothing (the mark may be far above what is held).
-        let peak = peak_kib();
+        let peak = peak_kib(u64::MAX);
         let limit = (peak + 64 * 1024) * 1024;
         let spikes = Spikes::new(Some(limit));
         spikes.start();
