@@ -6,6 +6,12 @@
 //! such death delays the next start (10 ms, doubling up to 1 s: a crash-loop
 //! back-off); any call answered by any worker ends the storm. More than `max` such
 //! deaths within `within`, with no call answered in between, break the pool.
+//!
+//! A worker that cannot be started for want of a resource (descriptors, processes,
+//! memory) while another worker of the pool runs is not a storm: the pool goes on with
+//! the workers it has and tries again after the same back-off ([`Storm::defer`]),
+//! never breaking for it, as GNU parallel runs fewer jobs when it is short of
+//! descriptors. With no worker running, such failures count as any other.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -57,6 +63,14 @@ impl Storm {
         Verdict::RestartAt(at)
     }
 
+    /// A worker could not be started for want of a resource while others run: not a
+    /// death that counts, only a back-off before the next try.
+    pub(crate) fn defer(&mut self, now: Instant) -> Instant {
+        let at = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        at
+    }
+
     /// Some worker answered a call: whatever died before was bad luck.
     pub(crate) fn progress(&mut self) {
         if !self.deaths.is_empty() || self.backoff != FIRST_BACKOFF {
@@ -101,6 +115,24 @@ mod tests {
         // Back-off starts over too.
         let now = t0 + Duration::from_secs(1);
         assert_eq!(s.death(now), Verdict::RestartAt(now + FIRST_BACKOFF));
+    }
+
+    /// Deferred starts back off as deaths do but never break the pool, and do not
+    /// count toward a storm that follows.
+    #[test]
+    fn deferred_starts_back_off_and_never_break_the_pool() {
+        let t0 = Instant::now();
+        let mut s = storm(2, 60);
+        let mut now = t0;
+        for i in 0..100u32 {
+            let at = s.defer(now);
+            let want = (FIRST_BACKOFF * 2u32.saturating_pow(i.min(10))).min(MAX_BACKOFF);
+            assert_eq!(at - now, want, "try {i}");
+            now = at;
+        }
+        assert!(matches!(s.death(now), Verdict::RestartAt(_)));
+        assert!(matches!(s.death(now), Verdict::RestartAt(_)));
+        assert_eq!(s.death(now), Verdict::Break(3));
     }
 
     #[test]

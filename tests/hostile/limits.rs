@@ -49,6 +49,61 @@ fn every_spooled_output_comes_out_under_a_low_descriptor_limit() {
     });
 }
 
+// Under `ulimit -n 24` a pool of 4 has room for 3 workers only; a reader slower than
+// the tasks (here 64 KiB every 10 ms) keeps the run going after the last task: the
+// seat that cannot be filled was counted as a restart storm, and the pool broke after
+// all 200 tasks had succeeded ("the pool broke (11 workers died or failed to start
+// within 60s ...: out of file descriptors"), exit 1, 5 of 5 runs. Short of a resource
+// while other workers run, the pool goes on with those it has.
+#[test]
+fn a_seat_short_of_descriptors_while_others_run_does_not_break_the_pool() {
+    isolated(Duration::from_secs(120), || {
+        use std::io::{Read, Write};
+        let exe = env!("CARGO_BIN_EXE_supervisor");
+        let script = "ulimit -n 24 && exec \"$0\" run -j 4 -- sh -c \
+                      'head -c 100000 /dev/zero | tr \"\\0\" x; echo'";
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", script, exe])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin: String = (1..=200).map(|i| format!("{i}\n")).collect();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let errs = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let mut out = child.stdout.take().unwrap();
+        let (mut got, mut buf) = (Vec::new(), vec![0u8; 64 << 10]);
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            // A slow consumer (not a synchronisation).
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let status = child.wait().unwrap();
+        let stderr = errs.join().unwrap();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        assert_eq!(
+            got.split_inclusive(|b| *b == b'\n').count(),
+            200,
+            "{stderr}"
+        );
+        assert!(!stderr.contains("broke"), "{stderr}");
+    });
+}
+
 // Where the pool cannot start at all, the run says the descriptor limit is the cause.
 #[test]
 fn a_descriptor_limit_too_low_to_start_is_named() {

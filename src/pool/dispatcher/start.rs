@@ -44,7 +44,18 @@ impl<X: Io> Dispatcher<X> {
     /// A worker died (or could not start) before it finished anything: a replacement
     /// after a back-off, or the pool breaks.
     pub(super) fn storm_death(&mut self, seat: usize, last: StormDeath) {
-        match self.storm.death(self.io.clocks().now) {
+        let now = self.io.clocks().now;
+        let short_of_a_resource = matches!(
+            last,
+            StormDeath::CannotStart { limit: Some(_), .. }
+                | StormDeath::NoThread { limit: Some(_), .. }
+        );
+        if short_of_a_resource && self.others_run(seat) {
+            // Fewer workers for now, not a storm (see `pool::storm`).
+            self.seats[seat].start_at = Some(self.storm.defer(now));
+            return;
+        }
+        match self.storm.death(now) {
             Verdict::RestartAt(at) => self.seats[seat].start_at = Some(at),
             Verdict::Break(deaths) => {
                 let RestartLimit { max, within } = self.cfg.restart_limit;
@@ -118,6 +129,16 @@ impl<X: Io> Dispatcher<X> {
             worker.stop(Stop::Shutdown, self.cfg.escalation(), self.io.clocks().now);
         }
         self.seats[seat].worker = Some(worker);
+    }
+
+    /// Whether a worker of a seat other than `seat` runs (set up, not being stopped).
+    fn others_run(&self, seat: usize) -> bool {
+        self.seats.iter().enumerate().any(|(i, s)| {
+            i != seat
+                && s.worker
+                    .as_ref()
+                    .is_some_and(|w| !w.exited && !w.initializing && w.stop.is_none())
+        })
     }
 
     pub(super) fn wants_workers(&self) -> bool {
