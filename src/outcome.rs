@@ -46,6 +46,7 @@ pub(crate) fn outcome_to_result(
             pid,
             limit,
             peak_rss_kib,
+            killed: false,
         },
     };
     Err(kind.into())

@@ -159,6 +159,64 @@ fn a_spike_is_charged_in_a_program_whose_own_peak_was_over_the_limit() {
     });
 }
 
+/// Call 0 leaves a child that spikes 72 MiB 30 ms later; `n > 0` sleeps `n` ms.
+#[allow(clippy::zombie_processes)] // Left on purpose: the worker ends and reaps it.
+fn leave(n: u64) {
+    if n == 0 {
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sleep 0.03; exec dd if=/dev/zero of=/dev/null bs=72M count=1",
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+    } else {
+        std::thread::sleep(Duration::from_millis(n));
+    }
+}
+supervisor::task!(leave);
+
+/// Runs a command that holds 72 MiB for a moment and waits for it.
+fn child_spike(_: ()) {
+    std::process::Command::new("dd")
+        .args(["if=/dev/zero", "of=/dev/null", "bs=72M", "count=1"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+}
+supervisor::task!(child_spike);
+
+/// adv19 F1: in a `map` chunk, what a call left running was ended only at the chunk's
+/// end; a child of call 0 that spiked during call 1 was reaped then, after the last
+/// judgement, and left the worker's mark over the limit: every later call of that
+/// worker went unjudged (20 command spikes of 72 MiB passed in 6 of 11 runs). Now
+/// each call's leftovers end with it (under a memory limit), and every later spike
+/// fails.
+#[test]
+fn a_child_left_by_a_map_call_does_not_blind_its_worker() {
+    each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .start_method(method)
+            .procs(1)
+            .memory_limit(64 * MIB)
+            .build()
+            .unwrap();
+        let _ = pool.map_chunked(leave, [0, 100, 100, 100], 4);
+        let charged = (0..10)
+            .map(|_| pool.apply_async(child_spike, ()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter(|h| {
+                let r = h.wait();
+                matches!(&r, Err(e) if matches!(e.kind(), ErrorKind::MemoryExceeded { .. }))
+            })
+            .count();
+        assert_eq!(charged, 10, "spikes that went uncharged");
+        pool.join();
+    });
+}
+
 /// With retries, a call that spikes over the limit runs again, as one killed for its
 /// memory does: three runs for `retries(2)`, then `MemoryExceeded` (single calls and
 /// a `map`, whose chunks then go out as single calls).
@@ -248,10 +306,12 @@ fn a_task_over_its_memory_limit_fails_as_memory_exceeded_and_the_next_100_succee
             pid,
             limit,
             peak_rss_kib,
+            killed,
         } = e.kind()
         else {
             panic!("expected MemoryExceeded, got {e:?}");
         };
+        assert!(*killed, "it held its memory: the look killed it");
         assert!(task.ends_with("hog"), "{task}");
         assert_eq!(*limit, 64 * MIB);
         assert!(*peak_rss_kib > 64 * 1024, "{e}");

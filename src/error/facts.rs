@@ -78,9 +78,18 @@ impl ErrorKind {
                 code, peak_rss_kib, ..
             } => (None, Some(*code), Some(*peak_rss_kib)),
             ErrorKind::OomKilled { peak_rss_kib, .. }
-            | ErrorKind::MemoryExceeded { peak_rss_kib, .. } => {
-                (Some(libc::SIGKILL), None, Some(*peak_rss_kib))
-            }
+            | ErrorKind::MemoryExceeded {
+                peak_rss_kib,
+                killed: true,
+                ..
+            } => (Some(libc::SIGKILL), None, Some(*peak_rss_kib)),
+            // A spike: nothing was killed, and what the task returned (a command's
+            // exit status with it) was dropped.
+            ErrorKind::MemoryExceeded {
+                peak_rss_kib,
+                killed: false,
+                ..
+            } => (None, None, Some(*peak_rss_kib)),
             ErrorKind::Remote {
                 signal,
                 exit_code,

@@ -424,8 +424,10 @@ pub enum ErrorKind {
     },
     /// The task's worker, with every process it started, went over the memory limit
     /// (`memory_limit`, `--memory-limit`) while the task ran: the worker and its
-    /// descendants were killed (SIGKILL) and a new worker starts. Retried like a
-    /// timeout (`retries`).
+    /// descendants were killed (SIGKILL; `killed`) and a new worker starts; or the
+    /// task went over and back under between two looks (`killed` false: the kernel's
+    /// high-water marks say so), ran to its end, and what it returned was dropped; its
+    /// worker is replaced. Retried like a timeout (`retries`).
     ///
     /// ```
     /// # use supervisor::{Error, ErrorKind};
@@ -448,6 +450,8 @@ pub enum ErrorKind {
         limit: u64,
         /// The largest resident memory seen of the worker with its descendants, in KiB.
         peak_rss_kib: u64,
+        /// Whether the task was killed for it (else it ran to its end: a spike).
+        killed: bool,
     },
     /// The kernel's OOM killer ended the worker while the task ran (a SIGKILL this
     /// program did not send, and the system says the OOM killer sent it: see

@@ -38,6 +38,7 @@ fn memory_errors_name_the_limit_and_the_peak() {
         pid: 7,
         limit: 64 << 20,
         peak_rss_kib: 70 * 1024,
+        killed: true,
     };
     assert_eq!(
         e.to_string(),
@@ -96,4 +97,21 @@ fn the_error_is_one_pointer_wide() {
     // of the time of a map of a million tiny tasks.
     assert_eq!(size_of::<Error>(), size_of::<usize>());
     assert!(size_of::<Result<u64, Error>>() <= 16);
+}
+
+/// A spike (`killed: false`) killed nothing: no signal in the job log, only the peak.
+#[test]
+fn a_spike_reports_no_signal_and_a_kill_sigkill() {
+    let e = |killed| ErrorKind::MemoryExceeded {
+        task: "t".into(),
+        pid: 7,
+        limit: 64 << 20,
+        peak_rss_kib: 70 * 1024,
+        killed,
+    };
+    assert_eq!(
+        e(true).exit_facts(),
+        (Some(libc::SIGKILL), None, Some(70 * 1024))
+    );
+    assert_eq!(e(false).exit_facts(), (None, None, Some(70 * 1024)));
 }

@@ -431,6 +431,7 @@ impl<R: DeserializeOwned> Process<R> {
                         pid,
                         limit,
                         peak_rss_kib: peak.max(exit.peak_rss_kib),
+                        killed: true,
                     }
                     .into());
                 }

@@ -64,9 +64,28 @@ pub(super) fn joblog(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Whether a SIGKILL of an agent mid-run has tasks to move on depends on the moment:
+/// a's workers may both be between tasks then (its next pull not yet answered), so
+/// nothing is redelivered. Every run must give every result once, with what a lost
+/// run again on b; up to three runs, at least one of them with a redelivery (killed at
+/// the 20th line whatever its host, a had nothing in flight in 1 of 3 full-suite runs;
+/// killed right after a result of its own, in 1 of 2).
 #[test]
 fn a_sigkilled_agent_s_tasks_run_on_the_other_host_and_every_result_comes_once() {
     common::isolated(DEADLINE, || {
+        let redelivered = (0..3).map(|_| sigkilled_agent_run()).find(|n| *n > 0);
+        assert!(
+            redelivered.is_some(),
+            "agent a's running tasks were never delivered again in 3 runs"
+        );
+    });
+}
+
+/// One run of 200 x 30 ms on agents a and b, a SIGKILLed after the 20th result: every
+/// result comes once, and what a lost (if anything) ran on b. Returns how many tasks
+/// were delivered again.
+fn sigkilled_agent_run() -> usize {
+    {
         let server = Server::start(&[]);
         let url = server.url();
         let log = server.dir.join("joblog.json");
@@ -77,10 +96,7 @@ fn a_sigkilled_agent_s_tasks_run_on_the_other_host_and_every_result_comes_once()
         wait_listed(&url, &["a", "b"]);
         let input: Vec<u8> = (0..200).map(|_| "30ms\n").collect::<String>().into_bytes();
         // Killed just after a result of its own came (unordered: as it came), from
-        // the 20th on: a is taking work then, so its workers are running its next
-        // tasks (killed at the 20th line whatever its host, a had been idle for a
-        // moment, under the whole suite's load, and had nothing to redeliver: 1 of 3
-        // runs).
+        // the 20th on: a is taking work then.
         let (code, got, err) = run_watching_lines(
             &[
                 "run",
@@ -127,17 +143,17 @@ fn a_sigkilled_agent_s_tasks_run_on_the_other_host_and_every_result_comes_once()
             log.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
         assert_eq!(seqs.len(), 200);
         assert_eq!(log.len(), 200, "one result line per task");
-        println!("{duplicates} duplicate runs noted in the job log");
-        assert!(
-            !redelivered.is_empty(),
-            "agent a's running tasks were delivered again"
+        println!(
+            "{duplicates} duplicate runs noted in the job log, {} redelivered",
+            redelivered.len()
         );
         assert!(
             redelivered.iter().all(|l| l["host"] == "b"),
             "{redelivered:?}"
         );
         drop(b);
-    });
+        redelivered.len()
+    }
 }
 
 #[test]

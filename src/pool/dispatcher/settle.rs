@@ -153,6 +153,7 @@ impl<X: Io> Dispatcher<X> {
                                 pid,
                                 limit: self.cfg.memory_limit.unwrap_or_default(),
                                 peak_rss_kib: peak_kib.max(exit.peak_rss_kib),
+                                killed: true,
                             }
                             .into(),
                             _ => no_result(task.to_string(), pid, exit),

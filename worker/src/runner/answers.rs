@@ -352,6 +352,13 @@ impl Answers {
             if timed && timing.duration_ns >= 20_000 {
                 self.end_children(u64::MAX);
                 start_ns = monotonic_ns();
+            } else if !timed && self.spikes.active() {
+                // An untimed call is not timed, so what it left running is looked
+                // for after each call with a memory limit set (one more system call):
+                // ended at the unit's end only, a child it left could spike after
+                // the last judgement, and the mark it left over the limit made the
+                // worker blind to every later call (adv19 F1).
+                self.end_children(u64::MAX);
             }
             if let Some(exceeded) = self.spikes.exceeded() {
                 // What it returned is dropped (below, as a failed call's).

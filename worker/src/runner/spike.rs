@@ -84,6 +84,11 @@ impl Spikes {
         })
     }
 
+    /// Whether calls are judged (a limit is set).
+    pub(crate) fn active(&self) -> bool {
+        self.limit.is_some()
+    }
+
     /// A call was charged: this process runs no more.
     pub(crate) fn spent(&self) -> bool {
         self.spent.get()
