@@ -217,6 +217,38 @@ fn a_child_left_by_a_map_call_does_not_blind_its_worker() {
     });
 }
 
+fn len_of(v: Vec<u8>) -> usize {
+    v.len()
+}
+supervisor::task!(len_of);
+
+/// adv19b F1: an argument that alone puts a worker over the limit (24 MiB under 32:
+/// the frame, its decoded copy) got it killed before it started the call, and the call
+/// went back to the queue unstarted, for ever: workers killed and restarted without
+/// end (183 in 30 s), the run never ended. The call now fails as `MemoryExceeded` at
+/// the second such kill, and the pool goes on.
+#[test]
+fn an_argument_too_big_for_the_limit_fails_instead_of_looping() {
+    each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .start_method(method)
+            .procs(1)
+            .memory_limit(32 * MIB)
+            .build()
+            .unwrap();
+        let e = pool
+            .apply(len_of, vec![1u8; (24 * MIB) as usize])
+            .unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::MemoryExceeded { limit, .. } if *limit == 32 * MIB),
+            "{e:?}"
+        );
+        assert_eq!(pool.apply(len_of, vec![1u8; 1000]).unwrap(), 1000);
+        assert!(pool.stats().restarts <= 4, "{:?}", pool.stats().restarts);
+        pool.join();
+    });
+}
+
 /// With retries, a call that spikes over the limit runs again, as one killed for its
 /// memory does: three runs for `retries(2)`, then `MemoryExceeded` (single calls and
 /// a `map`, whose chunks then go out as single calls).

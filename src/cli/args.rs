@@ -208,6 +208,19 @@ pub fn size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// A [`size`] of memory for a worker: at least 1 MiB (a worker process alone holds
+/// several; under 1 MiB every task would fail, or its worker be replaced after each).
+pub fn memory_size(s: &str) -> Result<u64, String> {
+    let bytes = size(s)?;
+    if bytes < 1 << 20 {
+        return Err(format!(
+            "`{s}` is under 1M: less than any worker process holds by itself (several \
+             MiB), so every task would go over it"
+        ));
+    }
+    Ok(bytes)
+}
+
 fn key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -269,14 +282,16 @@ pub struct RunArgs {
     /// Replace a worker after N tasks.
     #[arg(long)]
     pub max_tasks_per_child: Option<u64>,
-    /// Memory limit per task (e.g. 512M, 2G; binary units, 1M = 1024K): resident
-    /// memory of the worker plus every process its task started, looked at every
-    /// 20 ms. Over it they are killed and the task fails as memory_exceeded.
-    #[arg(long, value_name = "SIZE", value_parser = size)]
+    /// Memory limit per task (e.g. 512M, 2G; binary units, 1M = 1024K; at least 1M):
+    /// resident memory of the worker plus every process its task started, looked at
+    /// every 20 ms (over it they are killed) and judged by the kernel's high-water
+    /// marks when the task ends (over it even briefly, it fails all the same): the
+    /// task fails as memory_exceeded.
+    #[arg(long, value_name = "SIZE", value_parser = memory_size)]
     pub memory_limit: Option<u64>,
     /// Replace a worker after a task that leaves it with more resident memory than
-    /// SIZE (binary units); nothing is lost.
-    #[arg(long, value_name = "SIZE", value_parser = size)]
+    /// SIZE (binary units, at least 1M); nothing is lost.
+    #[arg(long, value_name = "SIZE", value_parser = memory_size)]
     pub max_memory_per_child: Option<u64>,
     /// Restart storm limit: more than N workers that die (or cannot start) before
     /// finishing anything, within DUR and with no task finished in between, stop the
@@ -394,7 +409,18 @@ pub struct RunArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::size;
+    use super::{memory_size, size};
+
+    #[test]
+    fn a_memory_size_is_at_least_a_mebibyte() {
+        assert_eq!(memory_size("1M"), Ok(1 << 20));
+        assert_eq!(memory_size("1048576"), Ok(1 << 20));
+        for low in ["0", "1", "1K", "1023K", "1048575"] {
+            let e = memory_size(low).unwrap_err();
+            assert!(e.contains("under 1M"), "{low}: {e}");
+        }
+        assert!(memory_size("12X").unwrap_err().contains("not a size"));
+    }
 
     #[test]
     fn sizes_take_binary_units() {

@@ -137,6 +137,9 @@ pub(crate) struct Job {
     /// Its own time limit (the cluster agent's per-task `--timeout` of a run); the
     /// pool's limit applies too, the shorter wins.
     pub(crate) limit: Option<std::time::Duration>,
+    /// Workers killed over the memory limit while this call waited at the front of
+    /// their unit, unstarted (its argument alone may take that much).
+    pub(crate) memory_bounces: u8,
     sink: Option<Sink>,
     task: &'static str,
     /// The objects its argument ships handles of, kept open until the job ends: a retry
@@ -151,6 +154,7 @@ impl Job {
             arg,
             retried: 0,
             limit: None,
+            memory_bounces: 0,
             sink: Some(sink),
             task,
             shipped: Shipped::default(),

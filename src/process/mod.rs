@@ -430,7 +430,8 @@ impl<R: DeserializeOwned> Process<R> {
                         task,
                         pid,
                         limit,
-                        peak_rss_kib: peak.max(exit.peak_rss_kib),
+                        // What the watchdog saw (see the pool's settle).
+                        peak_rss_kib: if peak > 0 { peak } else { exit.peak_rss_kib },
                         killed: true,
                     }
                     .into());

@@ -4,10 +4,33 @@
 
 use std::time::Instant;
 
+use super::super::job::{Job, Unit};
 use super::super::ports::{Io, WorkerLink};
 use super::state::Dispatcher;
 use super::worker::Stop;
 use crate::memory::{after_task, while_running, MemoryVerdict, MEMORY_LOOK};
+
+/// How many workers may be killed over the memory limit with a call at the front of
+/// their unit, unstarted, before that call fails.
+const MAX_MEMORY_BOUNCES: u8 = 2;
+
+/// Counts a bounce against the first call of the first unit in `back` (a chunk is
+/// split into its calls first); returns it, taken out, once it reached
+/// [`MAX_MEMORY_BOUNCES`].
+fn blame_first(back: &mut std::collections::VecDeque<Unit>) -> Option<Job> {
+    let unit = back.front_mut()?;
+    unit.explode();
+    let job = unit.jobs.first_mut()?;
+    job.memory_bounces = job.memory_bounces.saturating_add(1);
+    if job.memory_bounces < MAX_MEMORY_BOUNCES {
+        return None;
+    }
+    let job = unit.jobs.remove(0);
+    if unit.jobs.is_empty() {
+        back.pop_front();
+    }
+    Some(job)
+}
 
 impl<X: Io> Dispatcher<X> {
     /// A unit was sent: make sure the memory looks run.
@@ -54,8 +77,27 @@ impl<X: Io> Dispatcher<X> {
                 // If it moved on meanwhile, what it claimed is settled at its death
                 // (the running call charged, the rest queued again).
                 let mut back = std::collections::VecDeque::new();
-                let _ = worker.take_back_unstarted(&mut back);
+                let claimed = worker.take_back_unstarted(&mut back);
+                let pid = worker.link.pid();
                 worker.kill_now(Stop::Memory, after);
+                if claimed == Some(0) {
+                    // Over the limit before it started anything: what it received
+                    // (the arguments) takes that much. Its first call is blamed, and
+                    // fails at the second such kill: queued again for ever, it made
+                    // the pool kill and restart workers without end (adv19b F1).
+                    if let Some(job) = blame_first(&mut back) {
+                        self.failed += 1;
+                        let task = job.task().to_string();
+                        job.complete(Err(crate::error::ErrorKind::MemoryExceeded {
+                            task,
+                            pid,
+                            limit,
+                            peak_rss_kib: kib,
+                            killed: true,
+                        }
+                        .into()));
+                    }
+                }
                 while let Some(unit) = back.pop_back() {
                     self.queue.push_front(unit);
                 }

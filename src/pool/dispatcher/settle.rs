@@ -152,7 +152,13 @@ impl<X: Io> Dispatcher<X> {
                                 task: task.to_string(),
                                 pid,
                                 limit: self.cfg.memory_limit.unwrap_or_default(),
-                                peak_rss_kib: peak_kib.max(exit.peak_rss_kib),
+                                // What the looks saw: the exit's `ru_maxrss` of a
+                                // spawned worker starts at its parent program's peak.
+                                peak_rss_kib: if peak_kib > 0 {
+                                    peak_kib
+                                } else {
+                                    exit.peak_rss_kib
+                                },
                                 killed: true,
                             }
                             .into(),
