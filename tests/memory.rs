@@ -50,6 +50,7 @@ fn spike(mib: u64) {
     }
     drop(std::hint::black_box(block));
 }
+supervisor::task!(spike);
 
 /// Call `i` returns `(i, its worker's pid)`; call `spiky` spikes `mib` MiB first.
 fn spike_at(i: u64, spiky: u64, mib: u64) -> (u64, u32) {
@@ -245,6 +246,25 @@ fn an_argument_too_big_for_the_limit_fails_instead_of_looping() {
         );
         assert_eq!(pool.apply(len_of, vec![1u8; 1000]).unwrap(), 1000);
         assert!(pool.stats().restarts <= 4, "{:?}", pool.stats().restarts);
+        pool.join();
+    });
+}
+
+/// An initializer that spikes over the limit (a 72 MiB buffer under 64 MiB) is not a
+/// task: it is not charged, and the pool runs (judged, it broke the pool at its first
+/// worker: review of adv19's fixes).
+#[test]
+fn an_initializer_that_spikes_is_not_charged() {
+    each_method(DEADLINE, |method| {
+        let pool = Pool::builder()
+            .start_method(method)
+            .procs(1)
+            .memory_limit(64 * MIB)
+            .initializer(spike, 72)
+            .build()
+            .unwrap();
+        assert_eq!(pool.apply(square, 7).unwrap(), 49);
+        assert!(pool.stats().broken.is_none(), "{:?}", pool.stats().broken);
         pool.join();
     });
 }

@@ -448,7 +448,9 @@ pub enum ErrorKind {
         pid: u32,
         /// The limit, in bytes.
         limit: u64,
-        /// The largest resident memory seen of the worker with its descendants, in KiB.
+        /// The largest resident memory seen of the worker with its descendants, in KiB
+        /// (for a spike, `killed` false: the high-water mark of the one process that
+        /// went over).
         peak_rss_kib: u64,
         /// Whether the task was killed for it (else it ran to its end: a spike).
         killed: bool,

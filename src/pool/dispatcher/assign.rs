@@ -37,8 +37,8 @@ impl<X: Io> Dispatcher<X> {
             // While a worker is idle: first the unstarted calls waiting behind a
             // running call that are older than the queue's head (taken back, so they
             // are at its front), then the queue. Every take-back moves at least one
-            // call and every hand-out feeds every idle worker, so this ends; the
-            // bound is a backstop.
+            // call and every hand-out feeds at least one idle worker, so this ends
+            // within a pass per idle worker; the bound is a backstop.
             let clocks = self.io.clocks();
             for _ in 0..4 * self.seats.len() + 4 {
                 if !self.any_idle() {

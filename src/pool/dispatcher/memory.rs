@@ -14,12 +14,18 @@ use crate::memory::{after_task, while_running, MemoryVerdict, MEMORY_LOOK};
 /// their unit, unstarted, before that call fails.
 const MAX_MEMORY_BOUNCES: u8 = 2;
 
-/// Counts a bounce against the first call of the first unit in `back` (a chunk is
-/// split into its calls first); returns it, taken out, once it reached
-/// [`MAX_MEMORY_BOUNCES`].
+/// Counts a bounce against the call of the first unit in `back` if it holds one call
+/// only, and returns it, taken out, once it reached [`MAX_MEMORY_BOUNCES`]. A unit of
+/// several calls (a chunk, a merged batch: what took the memory may be all of them)
+/// is split instead, its first call going out alone next, and nothing is counted.
 fn blame_first(back: &mut std::collections::VecDeque<Unit>) -> Option<Job> {
     let unit = back.front_mut()?;
     unit.explode();
+    if unit.jobs.len() > 1 {
+        let rest = unit.split_off(1);
+        back.insert(1, rest);
+        return None;
+    }
     let job = unit.jobs.first_mut()?;
     job.memory_bounces = job.memory_bounces.saturating_add(1);
     if job.memory_bounces < MAX_MEMORY_BOUNCES {

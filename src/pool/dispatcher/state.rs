@@ -25,7 +25,7 @@ use crate::error::{BrokenCall, BrokenReason, ErrorKind};
 /// this is the fallback where that could not be done.
 pub(super) const EXIT_SETTLE: Duration = Duration::from_secs(1);
 /// Message id of the initializer.
-pub(super) const INIT_SEQ: u64 = 0;
+pub(super) const INIT_SEQ: u64 = supervisor_worker::protocol::INIT_ID;
 /// Exited workers remembered for `stats()`.
 pub(super) const MAX_HISTORY: usize = 1_000;
 

@@ -5,6 +5,10 @@ use serde_bytes::ByteBuf;
 
 use crate::setup::ChildSetup;
 
+/// The id of a pool worker's initializer call: it is not judged against
+/// [`WorkerConfig::memory_limit`] (an initializer's memory is not a task's).
+pub const INIT_ID: u64 = 0;
+
 /// Bumped whenever a message below changes shape.
 pub const PROTOCOL_VERSION: u32 = 4;
 /// What a child is asked to be.

@@ -26,5 +26,5 @@ pub use handshake::{
 pub use link::{send_frame, Link, LinkError, Receiver};
 pub use messages::{
     FromChild, Role, TaskOutcome, TaskRequest, TaskRequestRef, Timing, ToChild, ToChildRef,
-    WorkerConfig, PROTOCOL_VERSION,
+    WorkerConfig, INIT_ID, PROTOCOL_VERSION,
 };

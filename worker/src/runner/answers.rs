@@ -148,7 +148,14 @@ impl Answers {
             duration_ns: monotonic_ns().saturating_sub(start_ns),
         };
         self.end_children(timing.duration_ns);
-        let outcome = self.spikes.judge(outcome);
+        // A pool's initializer is not a task: its memory is not judged (its mark may
+        // leave the worker's over the limit: its calls are then left to the looks).
+        let pool_init = id == crate::protocol::INIT_ID && self.shared.progress.is_some();
+        let outcome = if pool_init {
+            outcome
+        } else {
+            self.spikes.judge(outcome)
+        };
         let msg = FromChild::Done {
             id,
             outcome,

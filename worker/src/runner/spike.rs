@@ -9,8 +9,9 @@ use crate::protocol::TaskOutcome;
 
 /// Whether a call is charged: the peak (KiB) was within `limit` (bytes) before it and
 /// is over it after. A peak already over before proves nothing about this call (the
-/// mark never goes down), so it is not charged; the worker is recycled after the call
-/// that was, so each of its calls starts under the limit.
+/// mark never goes down), so it is not charged. The worker is recycled after a call
+/// that was charged; a mark that went over outside a judged call (an initializer, a
+/// huge frame received) leaves its later calls to the parent's looks.
 pub(crate) fn charged(before_kib: u64, after_kib: u64, limit: u64) -> bool {
     let over = |kib: u64| kib.saturating_mul(1024) > limit;
     !over(before_kib) && over(after_kib)
