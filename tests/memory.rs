@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{each_method, isolated, wait_exit};
-use supervisor::{ErrorKind, Pool, Process};
+use supervisor::{ErrorKind, Pool, PoolBuilder, Process, StartMethod};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 const MIB: u64 = 1 << 20;
@@ -35,6 +35,14 @@ fn leak_at(i: u64, leaky: u64, mib: u64) -> (u64, u32) {
     (i, std::process::id())
 }
 supervisor::task!(leak_at);
+
+/// A pool of `procs` workers of `method` under a memory limit of `limit` bytes.
+fn limited_pool(method: StartMethod, procs: usize, limit: u64) -> PoolBuilder {
+    Pool::builder()
+        .start_method(method)
+        .procs(procs)
+        .memory_limit(limit)
+}
 
 fn square(x: u64) -> u64 {
     x * x
@@ -82,10 +90,7 @@ supervisor::task!(spike_counted);
 #[test]
 fn a_brief_spike_over_the_memory_limit_fails_as_memory_exceeded() {
     each_method(DEADLINE, |method| {
-        let pool = Pool::builder()
-            .start_method(method)
-            .procs(1)
-            .memory_limit(64 * MIB)
+        let pool = limited_pool(method, 1, 64 * MIB)
             .restart_limit(0, Duration::from_secs(600))
             .build()
             .unwrap();
@@ -140,12 +145,7 @@ fn a_spike_is_charged_in_a_program_whose_own_peak_was_over_the_limit() {
             page[0] = 1;
         }
         drop(std::hint::black_box(big));
-        let pool = Pool::builder()
-            .start_method(method)
-            .procs(1)
-            .memory_limit(64 * MIB)
-            .build()
-            .unwrap();
+        let pool = limited_pool(method, 1, 64 * MIB).build().unwrap();
         let results: Vec<_> = (0..3u64)
             .map(|i| pool.apply(spike_at, (i, 1, 72)))
             .collect();
@@ -197,12 +197,7 @@ supervisor::task!(child_spike);
 #[test]
 fn a_child_left_by_a_map_call_does_not_blind_its_worker() {
     each_method(DEADLINE, |method| {
-        let pool = Pool::builder()
-            .start_method(method)
-            .procs(1)
-            .memory_limit(64 * MIB)
-            .build()
-            .unwrap();
+        let pool = limited_pool(method, 1, 64 * MIB).build().unwrap();
         let _ = pool.map_chunked(leave, [0, 100, 100, 100], 4);
         let charged = (0..10)
             .map(|_| pool.apply_async(child_spike, ()))
@@ -231,12 +226,7 @@ supervisor::task!(len_of);
 #[test]
 fn an_argument_too_big_for_the_limit_fails_instead_of_looping() {
     each_method(DEADLINE, |method| {
-        let pool = Pool::builder()
-            .start_method(method)
-            .procs(1)
-            .memory_limit(32 * MIB)
-            .build()
-            .unwrap();
+        let pool = limited_pool(method, 1, 32 * MIB).build().unwrap();
         let e = pool
             .apply(len_of, vec![1u8; (24 * MIB) as usize])
             .unwrap_err();
@@ -256,10 +246,7 @@ fn an_argument_too_big_for_the_limit_fails_instead_of_looping() {
 #[test]
 fn an_initializer_that_spikes_is_not_charged() {
     each_method(DEADLINE, |method| {
-        let pool = Pool::builder()
-            .start_method(method)
-            .procs(1)
-            .memory_limit(64 * MIB)
+        let pool = limited_pool(method, 1, 64 * MIB)
             .initializer(spike, 72)
             .build()
             .unwrap();
@@ -276,10 +263,7 @@ fn an_initializer_that_spikes_is_not_charged() {
 fn a_call_over_the_memory_limit_is_retried_within_its_retries() {
     each_method(DEADLINE, |method| {
         let dir = tempfile::tempdir().unwrap();
-        let pool = Pool::builder()
-            .start_method(method)
-            .procs(2)
-            .memory_limit(64 * MIB)
+        let pool = limited_pool(method, 2, 64 * MIB)
             .retries(2)
             .build()
             .unwrap();
@@ -338,10 +322,7 @@ fn a_process_that_spikes_over_its_memory_limit_fails_as_memory_exceeded() {
 fn a_task_over_its_memory_limit_fails_as_memory_exceeded_and_the_next_100_succeed() {
     each_method(DEADLINE, |method| {
         // Any death counted toward a restart storm would break this pool at once.
-        let pool = Pool::builder()
-            .start_method(method)
-            .procs(2)
-            .memory_limit(64 * MIB)
+        let pool = limited_pool(method, 2, 64 * MIB)
             .restart_limit(0, Duration::from_secs(600))
             .build()
             .unwrap();
